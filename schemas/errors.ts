@@ -1,0 +1,40 @@
+import { z } from "zod";
+
+/** Stable error codes. A code is part of the wire contract: add, never rename. */
+export const ErrorCode = {
+  INVALID_INPUT: "INVALID_INPUT",
+  INVALID_MESSAGE: "INVALID_MESSAGE",
+  UNKNOWN_WORKFLOW: "UNKNOWN_WORKFLOW",
+  INVALID_WORKFLOW: "INVALID_WORKFLOW",
+  EXPRESSION_FAILED: "EXPRESSION_FAILED",
+  UNAUTHENTICATED: "UNAUTHENTICATED",
+  POLICY_DENIED: "POLICY_DENIED",
+  UNKNOWN_SERVER: "UNKNOWN_SERVER",
+  UNKNOWN_TOOL: "UNKNOWN_TOOL",
+  SERVER_UNAVAILABLE: "SERVER_UNAVAILABLE",
+  TOOL_ERROR: "TOOL_ERROR",
+  TOOL_TIMEOUT: "TOOL_TIMEOUT",
+  AGENT_UNAVAILABLE: "AGENT_UNAVAILABLE",
+  TIMEOUT: "TIMEOUT",
+  CONFIG_INVALID: "CONFIG_INVALID",
+  RUN_NOT_FOUND: "RUN_NOT_FOUND",
+  INTERNAL: "INTERNAL",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Codes worth another attempt: the same request may succeed once the peer is back. */
+export const RETRYABLE_CODES: ReadonlySet<ErrorCode> = new Set([
+  ErrorCode.AGENT_UNAVAILABLE,
+  ErrorCode.TIMEOUT,
+  ErrorCode.SERVER_UNAVAILABLE,
+  ErrorCode.TOOL_TIMEOUT,
+]);
+
+/** An error as it travels on the bus and in run events. */
+export const WireErrorSchema = z.object({
+  code: z.enum(ErrorCode),
+  message: z.string(),
+  /** Machine-readable context, for example the policy rule that denied a call. */
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+export type WireError = z.infer<typeof WireErrorSchema>;

@@ -1,0 +1,98 @@
+import { z } from "zod";
+import { DurationSchema } from "./duration.ts";
+import { SlugSchema } from "./workflow.ts";
+
+export const DataClassification = {
+  PUBLIC: "public",
+  INTERNAL: "internal",
+  RESTRICTED: "restricted",
+} as const;
+export type DataClassification = (typeof DataClassification)[keyof typeof DataClassification];
+
+/** Who answers for a server and how sensitive its data is. A server without it is refused. */
+export const GovernanceSchema = z
+  .object({
+    owner: z.string().min(1),
+    data_classification: z.enum(DataClassification),
+    access_level: z.enum(["read", "write", "admin"]),
+  })
+  .strict();
+export type Governance = z.infer<typeof GovernanceSchema>;
+
+export const StdioTransportSchema = z
+  .object({
+    type: z.literal("stdio"),
+    /** `node` means the Node.js that runs Loom itself. */
+    command: z.string().min(1),
+    args: z.array(z.string()).default([]),
+    /** The only environment the server gets besides a minimal PATH/HOME. */
+    env: z.record(z.string(), z.string()).default({}),
+    /** Working directory, relative to the config file. */
+    cwd: z.string().optional(),
+  })
+  .strict();
+
+export const HttpTransportSchema = z
+  .object({
+    type: z.literal("http"),
+    url: z.url(),
+    headers: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+
+export const McpServerConfigSchema = z
+  .object({
+    name: SlugSchema,
+    description: z.string().optional(),
+    transport: z.discriminatedUnion("type", [StdioTransportSchema, HttpTransportSchema]),
+    /** Longest a single call may take. */
+    timeout: DurationSchema.default(30_000),
+    governance: GovernanceSchema,
+  })
+  .strict();
+export type McpServerConfig = z.infer<typeof McpServerConfigSchema>;
+
+/** `infra/mcp-servers.yaml`. Each server is validated on its own so one bad entry refuses only itself. */
+export const McpServersFileSchema = z
+  .object({
+    servers: z.array(z.unknown()),
+  })
+  .strict();
+
+/** A tool as recorded in KV `loom_tools` under `<server>.<tool>`. */
+export const ToolDescriptorSchema = z.object({
+  server: z.string(),
+  name: z.string(),
+  title: z.string().optional(),
+  description: z.string().optional(),
+  inputSchema: z.record(z.string(), z.unknown()),
+  outputSchema: z.record(z.string(), z.unknown()).optional(),
+  annotations: z.record(z.string(), z.unknown()).optional(),
+  governance: GovernanceSchema,
+  updatedAt: z.iso.datetime(),
+});
+export type ToolDescriptor = z.infer<typeof ToolDescriptorSchema>;
+
+/** The DataPart of an A2A task asking the MCP worker to call one tool. */
+export const ToolCallSchema = z
+  .object({
+    server: z.string().min(1),
+    tool: z.string().min(1),
+    arguments: z.record(z.string(), z.unknown()).default({}),
+  })
+  .strict();
+export type ToolCall = z.infer<typeof ToolCallSchema>;
+
+/** A2A task metadata that ties a tool call to its run and step. */
+export const ToolCallMetadataSchema = z.object({
+  runId: z.string(),
+  stepId: z.string(),
+  timeoutMs: z.number().int().positive().optional(),
+});
+export type ToolCallMetadata = z.infer<typeof ToolCallMetadataSchema>;
+
+/** Splits `crm.get_contact` into server `crm` and tool `get_contact` (tool names may contain dots). */
+export function splitToolName(qualified: string): { server: string; tool: string } {
+  const dot = qualified.indexOf(".");
+  return { server: qualified.slice(0, dot), tool: qualified.slice(dot + 1) };
+}

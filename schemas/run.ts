@@ -1,0 +1,57 @@
+import { z } from "zod";
+import { TaskArtifactUpdateEventSchema, TaskStateSchema, TaskStatusUpdateEventSchema } from "./a2a.ts";
+import { WireErrorSchema } from "./errors.ts";
+import { RUN_ID_PATTERN } from "./subjects.ts";
+import { WorkflowSchema } from "./workflow.ts";
+
+export const RunIdSchema = z.string().regex(RUN_ID_PATTERN, "a run id is 1-128 letters, digits, - or _");
+
+/** Published on `loom.v1.runs.submit`; the caller's token travels in the Authorization header. */
+export const RunSubmissionSchema = z
+  .object({
+    runId: RunIdSchema,
+    /** A registered workflow id, or a whole definition sent inline. */
+    workflow: z.union([z.string().min(1), WorkflowSchema]),
+    input: z.record(z.string(), z.unknown()).default({}),
+    /** A2A context the run belongs to; a new one is made when absent. */
+    contextId: z.string().min(1).optional(),
+  })
+  .strict();
+export type RunSubmission = z.infer<typeof RunSubmissionSchema>;
+
+/** What Loom-specific detail a run event carries in its A2A `metadata`. */
+export const RunEventMetadataSchema = z.object({
+  stepId: z.string().optional(),
+  call: z.string().optional(),
+  attempt: z.number().int().optional(),
+  error: WireErrorSchema.optional(),
+});
+export type RunEventMetadata = z.infer<typeof RunEventMetadataSchema>;
+
+/** One message on `loom.v1.runs.<runId>.events`: an A2A v1.0 StreamResponse. */
+export const RunEventSchema = z.union([
+  z.object({ statusUpdate: TaskStatusUpdateEventSchema }).strict(),
+  z.object({ artifactUpdate: TaskArtifactUpdateEventSchema }).strict(),
+]);
+export type RunEvent = z.infer<typeof RunEventSchema>;
+
+/** A run's durable record in KV `loom_runs`, written with compare-and-set on its revision. */
+export const RunRecordSchema = z.object({
+  runId: RunIdSchema,
+  contextId: z.string(),
+  workflowId: z.string(),
+  workflowVersion: z.number().int(),
+  /** The definition the run started with; a later version of the workflow does not change it. */
+  definition: WorkflowSchema,
+  input: z.record(z.string(), z.unknown()),
+  state: TaskStateSchema,
+  /** `actor.getPersistedSnapshot()` after the last transition. */
+  snapshot: z.unknown(),
+  /** The Authorization header the run was submitted with, forwarded to policy for each step. */
+  authorization: z.string().optional(),
+  output: z.unknown().optional(),
+  error: WireErrorSchema.optional(),
+  createdAt: z.iso.datetime(),
+  updatedAt: z.iso.datetime(),
+});
+export type RunRecord = z.infer<typeof RunRecordSchema>;

@@ -1,0 +1,66 @@
+/** Every NATS subject, stream, consumer and KV bucket Loom uses. No other file spells one out. */
+
+export const Subjects = {
+  /** JetStream: durable, deduplicated run submissions. */
+  RUNS_SUBMIT: "loom.v1.runs.submit",
+  /** JetStream: every run's status and artifact events (wildcard over run ids). */
+  RUN_EVENTS_ALL: "loom.v1.runs.*.events",
+  /** Request/reply: policy decisions, served by acp-policy in a queue group. */
+  POLICY_DECIDE: "loom.v1.policy.decide",
+  /** JetStream: audit records of every service (wildcard over service names). */
+  AUDIT_ALL: "loom.v1.audit.>",
+} as const;
+export type Subject = (typeof Subjects)[keyof typeof Subjects];
+
+/** Subject that carries one run's A2A status and artifact events. */
+export function runEventsSubject(runId: string): string {
+  return `loom.v1.runs.${runId}.events`;
+}
+
+/** Request/reply subject where an agent (for example `mcp-worker`) takes A2A tasks. */
+export function agentTasksSubject(agent: string): string {
+  return `loom.v1.agents.${agent}.tasks`;
+}
+
+/** Subject a service appends its audit records to. */
+export function auditSubject(service: string): string {
+  return `loom.v1.audit.${service}`;
+}
+
+export const Streams = {
+  RUNS: "LOOM_RUNS",
+  EVENTS: "LOOM_EVENTS",
+  AUDIT: "LOOM_AUDIT",
+} as const;
+export type Stream = (typeof Streams)[keyof typeof Streams];
+
+export const Buckets = {
+  RUNS: "loom_runs",
+  TOOLS: "loom_tools",
+} as const;
+export type Bucket = (typeof Buckets)[keyof typeof Buckets];
+
+/** Durable consumer names and queue groups. */
+export const Consumers = {
+  ORCHESTRATOR_SUBMISSIONS: "orchestrator-submissions",
+} as const;
+
+export const QueueGroups = {
+  POLICY: "acp-policy",
+} as const;
+
+/** The agent name the MCP worker serves A2A tasks under. */
+export const MCP_WORKER_AGENT = "mcp-worker";
+
+/** NATS headers Loom reads or writes besides the W3C trace context ones. */
+export const Headers = {
+  /** `Bearer <token>` of the caller on whose behalf the message acts. */
+  AUTHORIZATION: "Authorization",
+  /** JetStream's deduplication key; for a submission it is also the run id. */
+  MSG_ID: "Nats-Msg-Id",
+  /** Set on a reply that carries a WireError instead of the normal response. */
+  ERROR: "Loom-Error",
+} as const;
+
+/** A run id must be a single subject token: it becomes part of `loom.v1.runs.<runId>.events`. */
+export const RUN_ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;

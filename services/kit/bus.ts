@@ -1,0 +1,231 @@
+import {
+  headers as createHeaders,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  NoRespondersError,
+  RequestError,
+  TimeoutError,
+} from "@nats-io/transport-node";
+import type { z } from "zod";
+import type { RequestContract } from "../../schemas/contracts.ts";
+import { ErrorCode, WireErrorSchema } from "../../schemas/errors.ts";
+import { Headers } from "../../schemas/subjects.ts";
+import { describeIssues, LoomError, toWireError } from "./errors.ts";
+import type { Logger } from "./logger.ts";
+import { extractTraceContext, injectTraceContext, SpanKind, withSpan } from "./telemetry.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encodeJson(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+/** Parses a payload with its schema; anything malformed becomes an INVALID_MESSAGE error. */
+export function parsePayload<Schema extends z.ZodType>(
+  schema: Schema,
+  data: Uint8Array,
+  what: string,
+): z.infer<Schema> {
+  let json: unknown;
+  try {
+    json = JSON.parse(decoder.decode(data));
+  } catch (cause) {
+    throw new LoomError(ErrorCode.INVALID_MESSAGE, `${what} is not valid JSON`, { cause });
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    throw new LoomError(
+      ErrorCode.INVALID_MESSAGE,
+      `${what} is malformed: ${describeIssues(parsed.error.issues)}`,
+    );
+  }
+  return parsed.data;
+}
+
+/** Outgoing values are validated too: a bug here must not put a bad message on the bus. */
+export function encodePayload<Schema extends z.ZodType>(
+  schema: Schema,
+  value: z.input<Schema>,
+  what: string,
+): Uint8Array {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    throw new LoomError(
+      ErrorCode.INTERNAL,
+      `refusing to send a malformed ${what}: ${describeIssues(parsed.error.issues)}`,
+    );
+  }
+  return encodeJson(parsed.data);
+}
+
+/** NATS headers from plain pairs, with the active trace context added. */
+export function tracedHeaders(pairs: Record<string, string | undefined> = {}): MsgHdrs {
+  const result = createHeaders();
+  for (const [key, value] of Object.entries(pairs)) {
+    if (value !== undefined) result.set(key, value);
+  }
+  injectTraceContext(result);
+  return result;
+}
+
+export interface RequestOptions {
+  timeoutMs: number;
+  headers?: Record<string, string | undefined>;
+}
+
+/**
+ * Sends a typed request and returns the parsed reply. A reply flagged with the `Loom-Error` header
+ * is rethrown as the LoomError it carries; no responder and no answer in time are typed too.
+ */
+export async function request<Req extends z.ZodType, Res extends z.ZodType>(
+  nc: NatsConnection,
+  subject: string,
+  contract: RequestContract<Req, Res>,
+  body: z.input<Req>,
+  options: RequestOptions,
+): Promise<z.infer<Res>> {
+  return withSpan(
+    `send ${subject}`,
+    {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.operation.type": "send",
+      },
+    },
+    async () => {
+      const payload = encodePayload(contract.request, body, `request to ${subject}`);
+      let reply: Msg;
+      try {
+        reply = await nc.request(subject, payload, {
+          timeout: options.timeoutMs,
+          headers: tracedHeaders(options.headers),
+        });
+      } catch (cause) {
+        throw requestFailure(subject, options.timeoutMs, cause);
+      }
+      if (reply.headers?.has(Headers.ERROR)) {
+        throw LoomError.fromWire(parsePayload(WireErrorSchema, reply.data, `error reply from ${subject}`));
+      }
+      return parsePayload(contract.response, reply.data, `reply from ${subject}`);
+    },
+  );
+}
+
+function requestFailure(subject: string, timeoutMs: number, cause: unknown): LoomError {
+  const noResponders =
+    cause instanceof NoRespondersError ||
+    (cause instanceof RequestError && cause.isNoResponders()) ||
+    (cause instanceof Error && cause.cause instanceof NoRespondersError);
+  if (noResponders) {
+    return new LoomError(
+      ErrorCode.AGENT_UNAVAILABLE,
+      `nothing is serving ${subject}; is that service running?`,
+      {
+        cause,
+      },
+    );
+  }
+  const timedOut =
+    cause instanceof TimeoutError || (cause instanceof Error && cause.cause instanceof TimeoutError);
+  if (timedOut) {
+    return new LoomError(ErrorCode.TIMEOUT, `no reply on ${subject} within ${timeoutMs} ms`, { cause });
+  }
+  return new LoomError(ErrorCode.AGENT_UNAVAILABLE, `request on ${subject} failed: ${String(cause)}`, {
+    cause,
+  });
+}
+
+/** What a request handler sees besides the parsed body. */
+export interface RequestContext {
+  headers: MsgHdrs | undefined;
+  /** The caller's `Authorization` header, if any. */
+  authorization: string | undefined;
+}
+
+export interface ServeOptions<Req extends z.ZodType, Res extends z.ZodType> {
+  subject: string;
+  queue: string;
+  contract: RequestContract<Req, Res>;
+  log: Logger;
+  handle: (body: z.infer<Req>, context: RequestContext) => Promise<z.input<Res>>;
+}
+
+export interface Service {
+  /** Stops taking requests and waits for those in flight to be answered. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Serves a request/reply subject in a queue group. Every request is answered: with the handler's
+ * result, or with a typed error reply for a malformed request or a failed handler.
+ */
+export function serve<Req extends z.ZodType, Res extends z.ZodType>(
+  nc: NatsConnection,
+  options: ServeOptions<Req, Res>,
+): Service {
+  const inFlight = new Set<Promise<void>>();
+  const subscription = nc.subscribe(options.subject, {
+    queue: options.queue,
+    callback: (error, msg) => {
+      if (error !== null) {
+        options.log.error({ err: error, subject: options.subject }, "subscription failed");
+        return;
+      }
+      const handling = handleRequest(msg, options).finally(() => inFlight.delete(handling));
+      inFlight.add(handling);
+    },
+  });
+  return {
+    async stop() {
+      await subscription.drain();
+      await Promise.allSettled(inFlight);
+    },
+  };
+}
+
+async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
+  msg: Msg,
+  options: ServeOptions<Req, Res>,
+): Promise<void> {
+  await withSpan(
+    `process ${options.subject}`,
+    {
+      kind: SpanKind.SERVER,
+      parent: extractTraceContext(msg.headers),
+      attributes: {
+        "messaging.system": "nats",
+        "messaging.destination.name": options.subject,
+        "messaging.operation.type": "process",
+      },
+    },
+    async () => {
+      if (msg.reply === undefined) {
+        options.log.warn(
+          { subject: options.subject },
+          "request without a reply subject ignored: nobody could read the answer",
+        );
+        return;
+      }
+      try {
+        const body = parsePayload(options.contract.request, msg.data, `request on ${options.subject}`);
+        const result = await options.handle(body, {
+          headers: msg.headers,
+          authorization: msg.headers?.get(Headers.AUTHORIZATION) || undefined,
+        });
+        msg.respond(encodePayload(options.contract.response, result, `reply on ${options.subject}`));
+      } catch (error) {
+        const wire = toWireError(error);
+        if (wire.code === ErrorCode.INTERNAL) {
+          options.log.error({ err: error, subject: options.subject }, "request handler failed");
+        }
+        const replyHeaders = createHeaders();
+        replyHeaders.set(Headers.ERROR, wire.code);
+        msg.respond(encodeJson(wire), { headers: replyHeaders });
+      }
+    },
+  );
+}

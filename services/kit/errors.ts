@@ -1,0 +1,46 @@
+import { ErrorCode, type WireError, WireErrorSchema } from "../../schemas/errors.ts";
+
+/** A failure with a stable code and a message a user can act on. */
+export class LoomError extends Error {
+  override readonly name = "LoomError";
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
+    super(message, { cause: options?.cause });
+    this.code = code;
+    this.details = options?.details;
+  }
+
+  static fromWire(wire: WireError): LoomError {
+    return new LoomError(wire.code, wire.message, { details: wire.details });
+  }
+
+  toWire(): WireError {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+/** Any throw as a wire error; an unknown failure becomes INTERNAL without leaking its internals. */
+export function toWireError(error: unknown): WireError {
+  if (error instanceof LoomError) return error.toWire();
+  const parsed = WireErrorSchema.safeParse(error);
+  if (parsed.success) return parsed.data;
+  return { code: ErrorCode.INTERNAL, message: "internal error; the service log has the details" };
+}
+
+/** Renders zod issues as `path: message` lines for error messages that point at the offending field. */
+export function describeIssues(issues: ReadonlyArray<{ path: PropertyKey[]; message: string }>): string {
+  return issues
+    .map((issue) => {
+      const path = issue.path.map(String).join(".");
+      return path === "" ? issue.message : `${path}: ${issue.message}`;
+    })
+    .join("; ");
+}

@@ -1,0 +1,63 @@
+import {
+  DiscardPolicy,
+  type JetStreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import { type NatsConnection, nanos } from "@nats-io/transport-node";
+import { type Bucket, Streams, Subjects } from "../../schemas/subjects.ts";
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+type StreamDefinition = Partial<StreamConfig> & Pick<StreamConfig, "name" | "subjects">;
+
+/** The streams of the bus. Each service ensures, at start, the ones it uses. */
+export const StreamDefinitions = {
+  runs: {
+    name: Streams.RUNS,
+    subjects: [Subjects.RUNS_SUBMIT],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: nanos(7 * DAY_MS),
+    duplicate_window: nanos(10 * 60 * 1000),
+  },
+  events: {
+    name: Streams.EVENTS,
+    subjects: [Subjects.RUN_EVENTS_ALL],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: nanos(7 * DAY_MS),
+    duplicate_window: nanos(2 * 60 * 1000),
+  },
+  audit: {
+    name: Streams.AUDIT,
+    subjects: [Subjects.AUDIT_ALL],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.New,
+    deny_delete: true,
+    deny_purge: true,
+  },
+} as const satisfies Record<string, StreamDefinition>;
+
+/** Creates the stream, or brings an existing one to this configuration. */
+export async function ensureStream(jsm: JetStreamManager, definition: StreamDefinition): Promise<void> {
+  try {
+    await jsm.streams.info(definition.name);
+  } catch {
+    await jsm.streams.add(definition);
+    return;
+  }
+  await jsm.streams.update(definition.name, definition);
+}
+
+/** Opens a KV bucket, creating it on first use. */
+export async function openBucket(
+  nc: NatsConnection,
+  bucket: Bucket,
+  options: { history?: number } = {},
+): Promise<KV> {
+  return new Kvm(nc).create(bucket, { history: options.history ?? 1 });
+}

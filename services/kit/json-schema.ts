@@ -1,0 +1,30 @@
+import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { LoomError } from "./errors.ts";
+
+type Check = (value: unknown) => { valid: boolean; errorMessage?: string | undefined };
+
+/**
+ * Validates values against JSON Schemas (tool inputSchemas, workflow inputs), compiling each
+ * schema once. Uses the MCP SDK's Ajv setup so Loom and MCP servers judge a schema alike.
+ */
+export class JsonSchemaValidator {
+  readonly #validator = new AjvJsonSchemaValidator();
+  readonly #compiled = new WeakMap<object, Check>();
+
+  /** Throws INVALID_INPUT naming `what` and the first problems when `value` does not fit. */
+  assertValid(schema: Record<string, unknown>, value: unknown, what: string): void {
+    let check = this.#compiled.get(schema);
+    if (check === undefined) {
+      check = this.#validator.getValidator(schema) as Check;
+      this.#compiled.set(schema, check);
+    }
+    const result = check(value);
+    if (!result.valid) {
+      throw new LoomError(
+        ErrorCode.INVALID_INPUT,
+        `${what} does not match its schema: ${result.errorMessage ?? "invalid"}`,
+      );
+    }
+  }
+}

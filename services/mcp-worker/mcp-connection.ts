@@ -1,0 +1,141 @@
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import {
+  type CallToolResult,
+  McpError,
+  ErrorCode as McpErrorCode,
+  type Tool,
+} from "@modelcontextprotocol/sdk/types.js";
+import { ErrorCode } from "../../schemas/errors.ts";
+import type { McpServerConfig } from "../../schemas/mcp.ts";
+import { type Logger, LoomError } from "../kit/index.ts";
+
+const CLIENT_INFO = { name: "loom-mcp-worker", version: "0.1.0" };
+
+/**
+ * One MCP server as the worker sees it: connected on demand, reconnected after its transport
+ * closes (a crashed stdio server is started again on the next call).
+ */
+export class McpConnection {
+  readonly config: McpServerConfig;
+  readonly #log: Logger;
+  #client: Promise<Client> | undefined;
+  #tools = new Map<string, Tool>();
+
+  constructor(config: McpServerConfig, log: Logger) {
+    this.config = config;
+    this.#log = log.child({ mcp_server: config.name });
+  }
+
+  /** Connects (if not connected) and returns the server's tools. */
+  async listTools(): Promise<Tool[]> {
+    const client = await this.#connected();
+    const { tools } = await client.listTools();
+    this.#tools = new Map(tools.map((tool) => [tool.name, tool]));
+    return tools;
+  }
+
+  /** The tool by name, listing the server's tools again if it is not known yet (it may be new). */
+  async findTool(name: string): Promise<Tool | undefined> {
+    if (!this.#tools.has(name)) await this.listTools();
+    return this.#tools.get(name);
+  }
+
+  async callTool(name: string, args: Record<string, unknown>, timeoutMs: number): Promise<CallToolResult> {
+    const client = await this.#connected();
+    try {
+      return (await client.callTool({ name, arguments: args }, undefined, {
+        timeout: timeoutMs,
+      })) as CallToolResult;
+    } catch (error) {
+      throw this.#toLoomError(error, name, timeoutMs);
+    }
+  }
+
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    if (client !== undefined) await (await client.catch(() => undefined))?.close();
+  }
+
+  #connected(): Promise<Client> {
+    this.#client ??= this.#connect().catch((error: unknown) => {
+      this.#client = undefined;
+      throw error;
+    });
+    return this.#client;
+  }
+
+  async #connect(): Promise<Client> {
+    const client = new Client(CLIENT_INFO);
+    client.onclose = () => {
+      this.#log.warn("MCP server connection closed; the next call reconnects");
+      this.#client = undefined;
+    };
+    try {
+      await client.connect(this.#transport(), { timeout: this.config.timeout });
+    } catch (cause) {
+      throw new LoomError(
+        ErrorCode.SERVER_UNAVAILABLE,
+        `cannot connect to MCP server "${this.config.name}": ${cause instanceof Error ? cause.message : String(cause)}`,
+        { cause },
+      );
+    }
+    this.#log.info({ server_version: client.getServerVersion() }, "connected to MCP server");
+    return client;
+  }
+
+  #transport(): Transport {
+    const { transport } = this.config;
+    if (transport.type === "http") {
+      return new StreamableHTTPClientTransport(new URL(transport.url), {
+        requestInit: { headers: transport.headers },
+      });
+    }
+    const stdio = new StdioClientTransport({
+      // "node" means the runtime Loom itself runs on, whatever PATH holds.
+      command: transport.command === "node" ? process.execPath : transport.command,
+      args: transport.args,
+      env: transport.env,
+      ...(transport.cwd === undefined ? {} : { cwd: transport.cwd }),
+      stderr: "pipe",
+    });
+    stdio.stderr?.on("data", (chunk: Buffer) => {
+      this.#log.debug({ stderr: chunk.toString("utf8").trimEnd() }, "MCP server stderr");
+    });
+    return stdio;
+  }
+
+  #toLoomError(error: unknown, tool: string, timeoutMs: number): LoomError {
+    const qualified = `${this.config.name}.${tool}`;
+    if (error instanceof McpError && error.code === McpErrorCode.RequestTimeout) {
+      return new LoomError(ErrorCode.TOOL_TIMEOUT, `${qualified} did not answer within ${timeoutMs} ms`, {
+        cause: error,
+      });
+    }
+    if (error instanceof McpError && error.code === McpErrorCode.ConnectionClosed) {
+      return new LoomError(
+        ErrorCode.SERVER_UNAVAILABLE,
+        `MCP server "${this.config.name}" went away during ${qualified}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    if (error instanceof McpError && error.code === McpErrorCode.InvalidParams) {
+      return new LoomError(ErrorCode.INVALID_INPUT, `${qualified} refused its arguments: ${error.message}`, {
+        cause: error,
+      });
+    }
+    if (error instanceof LoomError) return error;
+    return new LoomError(
+      ErrorCode.TOOL_ERROR,
+      `${qualified} failed: ${error instanceof Error ? error.message : String(error)}`,
+      {
+        cause: error,
+      },
+    );
+  }
+}
