@@ -39,10 +39,14 @@ export type RunEvent = z.infer<typeof RunEventSchema>;
 export const RunRecordSchema = z.object({
   runId: RunIdSchema,
   contextId: z.string(),
+  /** The workflow as the submission named it; `(inline)` or `(unreadable)` when it named none. */
   workflowId: z.string(),
-  workflowVersion: z.number().int(),
-  /** The definition the run started with; a later version of the workflow does not change it. */
-  definition: WorkflowSchema,
+  workflowVersion: z.number().int().optional(),
+  /**
+   * The definition the run started with, so a later version of the workflow does not change it.
+   * Absent for a submission refused before any workflow was resolved.
+   */
+  definition: WorkflowSchema.optional(),
   input: z.record(z.string(), z.unknown()),
   state: TaskStateSchema,
   /** `actor.getPersistedSnapshot()` after the last transition. */

@@ -1,0 +1,109 @@
+import { resolve } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { issueDevToken } from "../../kit/index.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { type NatsServerProcess, startNatsServer } from "../nats-server.ts";
+import { startStack, waitUntilReady } from "../stack.ts";
+import { submitCommand } from "./submit.ts";
+
+const REPO_ROOT = resolve(import.meta.dirname, "../../..");
+const DATA_DIR = resolve(REPO_ROOT, ".loom");
+const LOCAL_NATS = "nats://127.0.0.1:4222";
+const DEMO_TOOLS = ["time.get_time", "crm.get_contact"];
+
+/**
+ * `npm start`: find or start NATS, start every service, run the demo workflow, then stay up
+ * until Ctrl-C and shut everything down cleanly.
+ */
+export async function devCommand(options: { natsUrl: string | undefined; demo: boolean }): Promise<ExitCode> {
+  let natsServer: NatsServerProcess | undefined;
+  let url = options.natsUrl ?? ((await reachable(LOCAL_NATS)) ? LOCAL_NATS : undefined);
+  if (url === undefined) {
+    natsServer = await startOwnNats();
+    if (natsServer === undefined) return ExitCode.FAILED;
+    url = natsServer.url;
+  }
+  console.log(
+    `NATS      ${url}${natsServer === undefined ? "" : ` (started here, data in ${natsServer.storeDir})`}`,
+  );
+
+  const logDir = resolve(DATA_DIR, "logs");
+  const stack = await startStack({ natsUrl: url, logDir });
+  console.log(`services  ${stack.services.map((service) => service.name).join(", ")} (logs in ${logDir})`);
+  const shutdown = onlyOnce(async () => {
+    console.log("\nshutting down…");
+    await stack.stop();
+    await natsServer?.stop();
+    console.log("stopped");
+  });
+  process.once("SIGINT", () => void shutdown().then(() => process.exit(0)));
+  process.once("SIGTERM", () => void shutdown().then(() => process.exit(0)));
+
+  const nc = await connect({ servers: url });
+  try {
+    await waitUntilReady(nc, { tools: DEMO_TOOLS, timeoutMs: 60_000 });
+  } catch (error) {
+    console.error(`${error instanceof Error ? error.message : String(error)}; see the logs in ${logDir}`);
+    await nc.close();
+    await shutdown();
+    return ExitCode.FAILED;
+  }
+  await nc.close();
+  console.log("ready\n");
+
+  if (options.demo) {
+    const token = issueDevToken({ sub: "demo", roles: ["analyst"] });
+    console.log(
+      'demo      loom submit hello --input \'{"contactId":"c-1"}\' --watch   (as demo, role analyst)',
+    );
+    await submitCommand("hello", {
+      nats: url,
+      token,
+      input: '{"contactId":"c-1"}',
+      watch: true,
+      json: false,
+      context: undefined,
+    });
+  }
+  console.log(
+    `\nLoom is running. In another terminal:\n  export NATS_URL=${url} LOOM_TOKEN=$(npx loom token issue --sub you --role analyst)`,
+  );
+  console.log('  npx loom submit hello --input \'{"contactId":"c-2"}\' --watch\nCtrl-C stops everything.');
+  await new Promise<never>(() => {});
+  return ExitCode.OK;
+}
+
+async function reachable(url: string): Promise<boolean> {
+  let nc: NatsConnection | undefined;
+  try {
+    nc = await connect({ servers: url, timeout: 1_000, maxReconnectAttempts: 0 });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await nc?.close();
+  }
+}
+
+async function startOwnNats(): Promise<NatsServerProcess | undefined> {
+  try {
+    return await startNatsServer({ storeDir: resolve(DATA_DIR, "nats") });
+  } catch (error) {
+    const notInstalled = error instanceof Error && "code" in error && error.code === "ENOENT";
+    console.error(
+      notInstalled
+        ? "Loom needs NATS with JetStream. Set NATS_URL to one, run one on localhost:4222, or install nats-server " +
+            "(Debian/Ubuntu: apt-get install nats-server; macOS: brew install nats-server) and run `npm start` again."
+        : `could not start nats-server: ${error instanceof Error ? error.message : String(error)}`,
+    );
+    return undefined;
+  }
+}
+
+function onlyOnce<T>(work: () => Promise<T>): () => Promise<T> {
+  let result: Promise<T> | undefined;
+  return () => {
+    result ??= work();
+    return result;
+  };
+}

@@ -1,0 +1,105 @@
+import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { jetstream } from "@nats-io/jetstream";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { shortStateName } from "../../../schemas/a2a.ts";
+import { ErrorCode } from "../../../schemas/errors.ts";
+import { type RunSubmission, RunSubmissionSchema } from "../../../schemas/run.ts";
+import { Headers, Subjects } from "../../../schemas/subjects.ts";
+import { encodePayload, LoomError, tracedHeaders } from "../../kit/index.ts";
+import { connectCli } from "../connection.ts";
+import { ExitCode, exitCodeForState } from "../exit-codes.ts";
+import { formatJson, statusLine } from "../render.ts";
+import { watchRun } from "../watch.ts";
+
+export interface SubmitOptions {
+  nats: string;
+  token: string | undefined;
+  input: string | undefined;
+  watch: boolean;
+  json: boolean;
+  context: string | undefined;
+}
+
+/** `loom submit <workflow-id|file>`: publishes a durable submission; with --watch, follows it to its end. */
+export async function submitCommand(workflowArg: string, options: SubmitOptions): Promise<ExitCode> {
+  const submission: RunSubmission = {
+    runId: randomUUID(),
+    workflow: await readWorkflowArg(workflowArg),
+    input: await readInput(options.input),
+    ...(options.context === undefined ? {} : { contextId: options.context }),
+  } as RunSubmission;
+  const nc = await connectCli(options.nats);
+  try {
+    const js = jetstream(nc);
+    await js.publish(Subjects.RUNS_SUBMIT, encodePayload(RunSubmissionSchema, submission, "run submission"), {
+      msgID: submission.runId,
+      headers: tracedHeaders({
+        [Headers.AUTHORIZATION]: options.token === undefined ? undefined : `Bearer ${options.token}`,
+      }),
+    });
+    if (!options.watch) {
+      console.log(options.json ? JSON.stringify({ runId: submission.runId }) : submission.runId);
+      return ExitCode.OK;
+    }
+    if (!options.json) console.log(`run ${submission.runId}`);
+    const result = await watchRun(
+      js,
+      submission.runId,
+      (event) => {
+        const line = statusLine(event);
+        if (line !== undefined && !options.json) console.log(line);
+      },
+      (problem) => console.error(`ignored an unreadable event: ${problem}`),
+    );
+    const finalStatus = result.events.findLast((event) => "statusUpdate" in event);
+    const error =
+      finalStatus && "statusUpdate" in finalStatus ? finalStatus.statusUpdate.metadata?.error : undefined;
+    if (options.json) {
+      console.log(
+        JSON.stringify({
+          runId: submission.runId,
+          state: shortStateName(result.state),
+          ...(result.output === undefined ? {} : { output: result.output }),
+          ...(error === undefined ? {} : { error }),
+        }),
+      );
+    } else if (result.output !== undefined) {
+      console.log(`output:\n${formatJson(result.output)}`);
+    }
+    return exitCodeForState(result.state);
+  } finally {
+    await nc.close();
+  }
+}
+
+/** A path to a YAML/JSON file is sent inline; anything else is a registered workflow id. */
+async function readWorkflowArg(arg: string): Promise<unknown> {
+  const looksLikeFile = /\.(ya?ml|json)$/i.test(arg) || arg.includes("/");
+  if (!looksLikeFile) return arg;
+  if (!existsSync(arg)) throw new LoomError(ErrorCode.INVALID_INPUT, `no workflow file at ${arg}`);
+  try {
+    return parseYaml(await readFile(arg, "utf8"));
+  } catch (cause) {
+    throw new LoomError(ErrorCode.INVALID_WORKFLOW, `${arg} is not readable YAML or JSON: ${String(cause)}`, {
+      cause,
+    });
+  }
+}
+
+/** `--input '{"a":1}'` or `--input @input.json`. */
+async function readInput(arg: string | undefined): Promise<Record<string, unknown>> {
+  if (arg === undefined) return {};
+  const text = arg.startsWith("@") ? await readFile(arg.slice(1), "utf8") : arg;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (cause) {
+    throw new LoomError(ErrorCode.INVALID_INPUT, `--input is not valid JSON: ${String(cause)}`, { cause });
+  }
+  const parsed = z.record(z.string(), z.unknown()).safeParse(value);
+  if (!parsed.success) throw new LoomError(ErrorCode.INVALID_INPUT, "--input must be a JSON object");
+  return parsed.data;
+}

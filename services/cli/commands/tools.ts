@@ -1,0 +1,45 @@
+import { Kvm } from "@nats-io/kv";
+import { type ToolDescriptor, ToolDescriptorSchema } from "../../../schemas/mcp.ts";
+import { Buckets } from "../../../schemas/subjects.ts";
+import { parsePayload } from "../../kit/index.ts";
+import { connectCli } from "../connection.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { table } from "../render.ts";
+
+/** `loom tools list`: every tool the MCP workers registered, with its governance metadata. */
+export async function toolsListCommand(options: { nats: string; json: boolean }): Promise<ExitCode> {
+  const nc = await connectCli(options.nats);
+  try {
+    const kv = await new Kvm(nc).create(Buckets.TOOLS);
+    const tools: ToolDescriptor[] = [];
+    for await (const key of await kv.keys()) {
+      const entry = await kv.get(key);
+      if (entry !== null && entry.operation === "PUT")
+        tools.push(parsePayload(ToolDescriptorSchema, entry.value, `tool ${key}`));
+    }
+    tools.sort((a, b) => `${a.server}.${a.name}`.localeCompare(`${b.server}.${b.name}`));
+    if (options.json) {
+      console.log(JSON.stringify(tools));
+      return ExitCode.OK;
+    }
+    if (tools.length === 0) {
+      console.log("no tools registered yet: is an mcp-worker running?");
+      return ExitCode.OK;
+    }
+    console.log(
+      table(
+        ["TOOL", "CLASSIFICATION", "ACCESS", "OWNER", "DESCRIPTION"],
+        tools.map((tool) => [
+          `${tool.server}.${tool.name}`,
+          tool.governance.data_classification,
+          tool.governance.access_level,
+          tool.governance.owner,
+          tool.description ?? "",
+        ]),
+      ),
+    );
+    return ExitCode.OK;
+  } finally {
+    await nc.close();
+  }
+}

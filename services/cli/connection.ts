@@ -1,0 +1,21 @@
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { LoomError } from "../kit/index.ts";
+
+/** A short-lived connection for one command: fail fast with a hint instead of waiting forever. */
+export async function connectCli(servers: string): Promise<NatsConnection> {
+  try {
+    return await connect({
+      servers: servers.split(","),
+      name: "loom-cli",
+      timeout: 5_000,
+      maxReconnectAttempts: 3,
+    });
+  } catch (cause) {
+    throw new LoomError(
+      ErrorCode.AGENT_UNAVAILABLE,
+      `cannot reach NATS at ${servers}: set NATS_URL or --nats, or start Loom with \`npm start\``,
+      { cause },
+    );
+  }
+}

@@ -1,0 +1,36 @@
+import { shortStateName, type TaskState } from "../../schemas/a2a.ts";
+import type { RunEvent } from "../../schemas/run.ts";
+import { RunEventMetadataSchema } from "../../schemas/run.ts";
+
+/** One line for a status change, as `loom submit --watch` prints it. */
+export function statusLine(event: RunEvent): string | undefined {
+  if (!("statusUpdate" in event)) return undefined;
+  const { status, metadata } = event.statusUpdate;
+  const time = (status.timestamp ?? new Date().toISOString()).slice(11, 19);
+  const text = status.message?.parts.flatMap((part) => ("text" in part ? [part.text] : [])).join(" ") ?? "";
+  const error = RunEventMetadataSchema.safeParse(metadata ?? {}).data?.error;
+  const rule = typeof error?.details?.rule === "string" ? ` [rule: ${error.details.rule}]` : "";
+  const code = error === undefined ? "" : ` (${error.code})`;
+  return `${time}  ${shortStateName(status.state).padEnd(14)} ${text}${code}${rule}`;
+}
+
+export function formatJson(value: unknown): string {
+  return JSON.stringify(value, null, 2);
+}
+
+export function stateName(state: TaskState): string {
+  return shortStateName(state);
+}
+
+/** Left-aligned columns for list commands. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => (row[column] ?? "").length)),
+  );
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}

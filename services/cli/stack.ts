@@ -1,0 +1,134 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  agentTasksSubject,
+  Buckets,
+  Consumers,
+  MCP_WORKER_AGENT,
+  Streams,
+  Subjects,
+} from "../../schemas/subjects.ts";
+import { encodeJson } from "../kit/index.ts";
+import { stopProcess } from "./nats-server.ts";
+
+const REPO_ROOT = resolve(import.meta.dirname, "../..");
+
+export const ServiceName = {
+  ORCHESTRATOR: "orchestrator",
+  ACP_POLICY: "acp-policy",
+  MCP_WORKER: "mcp-worker",
+} as const;
+export type ServiceName = (typeof ServiceName)[keyof typeof ServiceName];
+export const ALL_SERVICES: readonly ServiceName[] = Object.values(ServiceName);
+
+export interface StackOptions {
+  natsUrl: string;
+  /** Extra environment for every service (for example LOOM_MCP_SERVERS). */
+  env?: Record<string, string>;
+  /** Where each service's JSON log goes (`<dir>/<service>.log`). */
+  logDir: string;
+  services?: readonly ServiceName[];
+}
+
+export interface ServiceProcess {
+  name: ServiceName;
+  process: ChildProcess;
+  logFile: string;
+}
+
+export interface Stack {
+  services: ServiceProcess[];
+  /** Starts one service again (after a kill, say). */
+  restart(name: ServiceName): Promise<ServiceProcess>;
+  stop(): Promise<void>;
+}
+
+/** Starts Loom's services as child processes on the Node.js running this one. */
+export async function startStack(options: StackOptions): Promise<Stack> {
+  await mkdir(options.logDir, { recursive: true });
+  const launch = (name: ServiceName): ServiceProcess => {
+    const logFile = join(options.logDir, `${name}.log`);
+    const log = createWriteStream(logFile, { flags: "a" });
+    const child = spawn(process.execPath, [join(REPO_ROOT, "services", name, "main.ts")], {
+      env: { ...process.env, NATS_URL: options.natsUrl, ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout?.pipe(log, { end: false });
+    child.stderr?.pipe(log, { end: false });
+    child.once("exit", () => log.end());
+    return { name, process: child, logFile };
+  };
+  const services = (options.services ?? ALL_SERVICES).map(launch);
+  return {
+    services,
+    async restart(name) {
+      const index = services.findIndex((service) => service.name === name);
+      const existing = services[index];
+      if (existing !== undefined) await stopProcess(existing.process);
+      const started = launch(name);
+      services.splice(index === -1 ? services.length : index, 1, started);
+      return started;
+    },
+    async stop() {
+      await Promise.all(services.map((service) => stopProcess(service.process)));
+    },
+  };
+}
+
+/**
+ * Waits until the stack can run a workflow: policy answers, the worker serves and has registered
+ * `tools`, and an orchestrator is pulling submissions.
+ */
+export async function waitUntilReady(
+  nc: NatsConnection,
+  options: { tools: string[]; timeoutMs: number },
+): Promise<void> {
+  const deadline = Date.now() + options.timeoutMs;
+  const jsm = await jetstreamManager(nc);
+  let missing = "the orchestrator";
+  while (Date.now() < deadline) {
+    missing = await whatIsMissing(nc, jsm, options.tools);
+    if (missing === "") return;
+    await sleep(200);
+  }
+  throw new Error(`Loom did not become ready within ${options.timeoutMs} ms: still waiting for ${missing}`);
+}
+
+async function whatIsMissing(
+  nc: NatsConnection,
+  jsm: Awaited<ReturnType<typeof jetstreamManager>>,
+  tools: string[],
+): Promise<string> {
+  try {
+    const consumer = await jsm.consumers.info(Streams.RUNS, Consumers.ORCHESTRATOR_SUBMISSIONS);
+    if (consumer.num_waiting === 0) return "the orchestrator";
+  } catch {
+    return "the orchestrator";
+  }
+  try {
+    const kv = await new Kvm(nc).open(Buckets.TOOLS);
+    for (const tool of tools) {
+      if ((await kv.get(tool)) === null) return `the mcp-worker to register ${tool}`;
+    }
+  } catch {
+    return "the mcp-worker";
+  }
+  for (const [subject, who] of [
+    [Subjects.POLICY_DECIDE, "acp-policy"],
+    [agentTasksSubject(MCP_WORKER_AGENT), "the mcp-worker"],
+  ] as const) {
+    // An empty object is malformed for both: any reply, even the typed error, proves they serve.
+    const answered = await nc.request(subject, encodeJson({}), { timeout: 1_000 }).then(
+      () => true,
+      () => false,
+    );
+    if (!answered) return who;
+  }
+  return "";
+}

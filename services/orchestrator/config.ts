@@ -1,0 +1,21 @@
+import { resolve } from "node:path";
+import { z } from "zod";
+import { BaseConfigSchema, loadConfig } from "../kit/index.ts";
+
+const REPO_ROOT = resolve(import.meta.dirname, "../..");
+
+export const OrchestratorConfigSchema = BaseConfigSchema.extend({
+  /** Folder of registered workflow definitions (YAML or JSON). */
+  LOOM_WORKFLOWS_DIR: z.string().default(resolve(REPO_ROOT, "workflows")),
+  /** How long to wait for a policy decision, in milliseconds. */
+  LOOM_POLICY_TIMEOUT_MS: z.coerce.number().int().positive().default(5_000),
+  /** A step's timeout when its definition names none, in milliseconds. */
+  LOOM_STEP_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
+  /** Submissions accepted at once; more wait in the stream. */
+  LOOM_MAX_CONCURRENT_SUBMISSIONS: z.coerce.number().int().positive().default(64),
+});
+export type OrchestratorConfig = z.infer<typeof OrchestratorConfigSchema>;
+
+export function readOrchestratorConfig(env: NodeJS.ProcessEnv = process.env): OrchestratorConfig {
+  return loadConfig(OrchestratorConfigSchema, env);
+}

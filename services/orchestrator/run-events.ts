@@ -1,0 +1,69 @@
+import { randomUUID } from "node:crypto";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { type Artifact, Role, type TaskState } from "../../schemas/a2a.ts";
+import { type RunEvent, type RunEventMetadata, RunEventSchema } from "../../schemas/run.ts";
+import { runEventsSubject } from "../../schemas/subjects.ts";
+import { encodePayload, tracedHeaders } from "../kit/index.ts";
+
+export interface RunRef {
+  runId: string;
+  contextId: string;
+}
+
+/**
+ * Publishes a run's A2A events to `LOOM_EVENTS`. `dedupeKey` names the logical event, so one
+ * republished after a crash is stored once.
+ */
+export class RunEvents {
+  readonly #js: JetStreamClient;
+
+  constructor(js: JetStreamClient) {
+    this.#js = js;
+  }
+
+  async status(
+    run: RunRef,
+    state: TaskState,
+    text: string,
+    dedupeKey: string,
+    metadata: RunEventMetadata = {},
+  ): Promise<void> {
+    await this.#publish(
+      run,
+      {
+        statusUpdate: {
+          taskId: run.runId,
+          contextId: run.contextId,
+          status: {
+            state,
+            timestamp: new Date().toISOString(),
+            message: {
+              messageId: randomUUID(),
+              role: Role.AGENT,
+              taskId: run.runId,
+              contextId: run.contextId,
+              parts: [{ text }],
+            },
+          },
+          metadata,
+        },
+      },
+      dedupeKey,
+    );
+  }
+
+  async artifact(run: RunRef, artifact: Artifact, dedupeKey: string): Promise<void> {
+    await this.#publish(
+      run,
+      { artifactUpdate: { taskId: run.runId, contextId: run.contextId, artifact, lastChunk: true } },
+      dedupeKey,
+    );
+  }
+
+  async #publish(run: RunRef, event: RunEvent, dedupeKey: string): Promise<void> {
+    await this.#js.publish(runEventsSubject(run.runId), encodePayload(RunEventSchema, event, "run event"), {
+      msgID: `${run.runId}:${dedupeKey}`,
+      headers: tracedHeaders(),
+    });
+  }
+}

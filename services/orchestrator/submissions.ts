@@ -1,0 +1,218 @@
+import { randomUUID } from "node:crypto";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { nanos } from "@nats-io/transport-node";
+import { context } from "@opentelemetry/api";
+import { TaskState } from "../../schemas/a2a.ts";
+import { PolicyDecideContract } from "../../schemas/contracts.ts";
+import { ErrorCode, RETRYABLE_CODES, type WireError } from "../../schemas/errors.ts";
+import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
+import { type RunRecord, RunSubmissionSchema } from "../../schemas/run.ts";
+import { Consumers, Headers, RUN_ID_PATTERN, Streams, Subjects } from "../../schemas/subjects.ts";
+import {
+  extractTraceContext,
+  type JsonSchemaValidator,
+  type Logger,
+  LoomError,
+  parsePayload,
+  request,
+  SpanKind,
+  toWireError,
+  withSpan,
+} from "../kit/index.ts";
+import type { RunDriver } from "./run-driver.ts";
+import { initialSnapshot } from "./run-driver.ts";
+import type { RunEvents } from "./run-events.ts";
+import type { RunStore } from "./run-store.ts";
+import type { WorkflowCatalog } from "./workflow-catalog.ts";
+
+/** Deliveries of one submission before a persistent failure (policy down, say) fails the run. */
+const MAX_DELIVERIES = 10;
+const REDELIVERY_DELAY_MS = 1_000;
+
+export interface SubmissionOptions {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  catalog: WorkflowCatalog;
+  runs: RunStore;
+  events: RunEvents;
+  driver: RunDriver;
+  validator: JsonSchemaValidator;
+  log: Logger;
+  policyTimeoutMs: number;
+  maxConcurrent: number;
+}
+
+/** The durable consumer every orchestrator replica shares, so each submission is taken once. */
+export async function ensureSubmissionConsumer(jsm: JetStreamManager): Promise<void> {
+  const config = {
+    durable_name: Consumers.ORCHESTRATOR_SUBMISSIONS,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(30_000),
+    max_deliver: MAX_DELIVERIES + 1,
+  };
+  try {
+    await jsm.consumers.info(Streams.RUNS, Consumers.ORCHESTRATOR_SUBMISSIONS);
+  } catch {
+    await jsm.consumers.add(Streams.RUNS, config);
+  }
+}
+
+/** Takes submissions from `LOOM_RUNS` until stopped; each is acked once its run is stored. */
+export async function consumeSubmissions(options: SubmissionOptions): Promise<{ stop(): Promise<void> }> {
+  const consumer = await options.js.consumers.get(Streams.RUNS, Consumers.ORCHESTRATOR_SUBMISSIONS);
+  const messages = await consumer.consume({ max_messages: options.maxConcurrent });
+  const inFlight = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const message of messages) {
+      const accepting = acceptSubmission(options, message).finally(() => inFlight.delete(accepting));
+      inFlight.add(accepting);
+      if (inFlight.size >= options.maxConcurrent) await Promise.race(inFlight);
+    }
+  })();
+  return {
+    async stop() {
+      messages.stop();
+      await loop;
+      await Promise.allSettled(inFlight);
+    },
+  };
+}
+
+async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Promise<void> {
+  const headerRunId = message.headers?.get(Headers.MSG_ID) ?? "";
+  let runId = RUN_ID_PATTERN.test(headerRunId) ? headerRunId : `unreadable-${message.seq}`;
+  let workflowId = "(unreadable)";
+  const log = options.log.child({ run_id: runId });
+  await withSpan(
+    `process ${Subjects.RUNS_SUBMIT}`,
+    {
+      kind: SpanKind.CONSUMER,
+      parent: extractTraceContext(message.headers),
+      attributes: {
+        "messaging.system": "nats",
+        "messaging.destination.name": Subjects.RUNS_SUBMIT,
+        "messaging.operation.type": "process",
+        "loom.run.id": runId,
+      },
+    },
+    async () => {
+      try {
+        const submission = parsePayload(RunSubmissionSchema, message.data, "run submission");
+        runId = submission.runId;
+        workflowId = typeof submission.workflow === "string" ? submission.workflow : "(inline)";
+        if ((await options.runs.get(runId)) !== undefined) {
+          log.info("submission already accepted; acknowledging the duplicate");
+          message.ack();
+          return;
+        }
+        const workflow = options.catalog.resolve(submission.workflow);
+        workflowId = workflow.id;
+        if (workflow.input !== undefined) {
+          options.validator.assertValid(workflow.input, submission.input, `input of workflow ${workflow.id}`);
+        }
+        const authorization = message.headers?.get(Headers.AUTHORIZATION) || undefined;
+        const decision = await request(
+          options.nc,
+          Subjects.POLICY_DECIDE,
+          PolicyDecideContract,
+          { action: PolicyAction.WORKFLOW_START, resource: { workflow: workflow.id }, runId },
+          { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: authorization } },
+        );
+        if (decision.effect === PolicyEffect.DENY) {
+          throw new LoomError(
+            ErrorCode.POLICY_DENIED,
+            `policy denied starting ${workflow.id}: ${decision.reason}`,
+            {
+              details: { rule: decision.rule, decisionId: decision.decisionId },
+            },
+          );
+        }
+        const now = new Date().toISOString();
+        const stored = await options.runs.create({
+          runId,
+          contextId: submission.contextId ?? randomUUID(),
+          workflowId: workflow.id,
+          workflowVersion: workflow.version,
+          definition: workflow,
+          input: submission.input,
+          state: TaskState.SUBMITTED,
+          snapshot: initialSnapshot(workflow, submission.input),
+          ...(authorization === undefined ? {} : { authorization }),
+          createdAt: now,
+          updatedAt: now,
+        });
+        if (stored !== undefined) {
+          await options.events.status(
+            stored.record,
+            TaskState.SUBMITTED,
+            `run of ${workflow.id} v${workflow.version} accepted`,
+            "submitted",
+          );
+        }
+        message.ack();
+        if (stored !== undefined) options.driver.drive(stored, context.active());
+      } catch (error) {
+        await refuseSubmission(options, message, { runId, workflowId, error, log });
+      }
+    },
+  );
+}
+
+async function refuseSubmission(
+  options: SubmissionOptions,
+  message: JsMsg,
+  refusal: { runId: string; workflowId: string; error: unknown; log: Logger },
+): Promise<void> {
+  const wire = toWireError(refusal.error);
+  const { log } = refusal;
+  if (RETRYABLE_CODES.has(wire.code) && message.info.deliveryCount < MAX_DELIVERIES) {
+    log.warn(
+      { code: wire.code, delivery: message.info.deliveryCount },
+      `submission will be retried: ${wire.message}`,
+    );
+    message.nak(REDELIVERY_DELAY_MS);
+    return;
+  }
+  if (wire.code === ErrorCode.INTERNAL) log.error({ err: refusal.error }, "submission failed");
+  else log.info({ code: wire.code }, `submission refused: ${wire.message}`);
+  try {
+    await recordRefusal(options, refusal.runId, refusal.workflowId, wire);
+    message.ack();
+  } catch (error) {
+    log.error({ err: error }, "could not record the refusal; the submission will be redelivered");
+    message.nak(REDELIVERY_DELAY_MS);
+  }
+}
+
+/** A refused submission still becomes a run record and a final event, so the submitter learns why. */
+async function recordRefusal(
+  options: SubmissionOptions,
+  runId: string,
+  workflowId: string,
+  error: WireError,
+): Promise<void> {
+  const state = error.code === ErrorCode.POLICY_DENIED ? TaskState.REJECTED : TaskState.FAILED;
+  const now = new Date().toISOString();
+  const record: RunRecord = {
+    runId,
+    contextId: runId,
+    workflowId,
+    input: {},
+    state,
+    snapshot: null,
+    error,
+    createdAt: now,
+    updatedAt: now,
+  };
+  const stored = await options.runs.create(record);
+  if (stored === undefined) return;
+  await options.events.status(record, state, error.message, "final", { error });
+}

@@ -1,0 +1,74 @@
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
+import { describeIssues, LoomError } from "../kit/index.ts";
+import { checkExpressions } from "./expressions.ts";
+
+/** Validates a definition (schema and expressions), with errors that name the offending field. */
+export function parseWorkflow(raw: unknown, source: string): Workflow {
+  const parsed = WorkflowSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new LoomError(ErrorCode.INVALID_WORKFLOW, `${source}: ${describeIssues(parsed.error.issues)}`);
+  }
+  checkExpressions(parsed.data);
+  return parsed.data;
+}
+
+/** Reads a YAML or JSON definition file. */
+export async function readWorkflowFile(path: string): Promise<Workflow> {
+  let raw: unknown;
+  try {
+    raw = parseYaml(await readFile(path, "utf8"));
+  } catch (cause) {
+    throw new LoomError(
+      ErrorCode.INVALID_WORKFLOW,
+      `${path} is not readable YAML or JSON: ${String(cause)}`,
+      { cause },
+    );
+  }
+  return parseWorkflow(raw, path);
+}
+
+/** The registered workflows, by id and version. */
+export class WorkflowCatalog {
+  readonly #versions = new Map<string, Map<number, Workflow>>();
+
+  static async fromDirectory(dir: string): Promise<WorkflowCatalog> {
+    const catalog = new WorkflowCatalog();
+    const names = (await readdir(dir)).filter((name) => /\.(ya?ml|json)$/.test(name)).sort();
+    for (const name of names) catalog.register(await readWorkflowFile(join(dir, name)));
+    return catalog;
+  }
+
+  register(workflow: Workflow): void {
+    const versions = this.#versions.get(workflow.id) ?? new Map<number, Workflow>();
+    versions.set(workflow.version, workflow);
+    this.#versions.set(workflow.id, versions);
+  }
+
+  ids(): string[] {
+    return [...this.#versions.keys()].sort();
+  }
+
+  /** `hello` is the latest version, `hello@2` a pinned one; an inline definition is validated as is. */
+  resolve(reference: string | Workflow): Workflow {
+    if (typeof reference !== "string") return parseWorkflow(reference, "inline workflow");
+    const [id = "", pinned] = reference.split("@");
+    const versions = this.#versions.get(id);
+    if (versions === undefined) {
+      const known = this.ids().join(", ") || "none";
+      throw new LoomError(
+        ErrorCode.UNKNOWN_WORKFLOW,
+        `no workflow "${id}" is registered (registered: ${known})`,
+      );
+    }
+    const version = pinned === undefined ? Math.max(...versions.keys()) : Number(pinned);
+    const workflow = versions.get(version);
+    if (workflow === undefined) {
+      throw new LoomError(ErrorCode.UNKNOWN_WORKFLOW, `workflow "${id}" has no version ${pinned}`);
+    }
+    return workflow;
+  }
+}

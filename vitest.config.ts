@@ -1,0 +1,15 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    // Benchmarks report ratios from their own runner (`npm run bench`); they are not pass/fail tests.
+    exclude: ["test/bench/**", "**/node_modules/**"],
+    // Integration and end-to-end tests start nats-server and service processes.
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Child processes and signal handlers are safer in forked workers than in threads.
+    pool: "forks",
+    watch: false,
+  },
+});
