@@ -35,12 +35,18 @@ export type Role = (typeof Role)[keyof typeof Role];
 const Metadata = z.record(z.string(), z.unknown());
 const PartCommon = {
   metadata: Metadata.optional(),
-  mediaType: z.string().optional(),
+  mediaType: z.string().min(1).optional(),
   filename: z.string().optional(),
 };
 
 export const TextPartSchema = z.object({ text: z.string(), ...PartCommon });
-export const DataPartSchema = z.object({ data: z.unknown(), ...PartCommon });
+/** A2A's JSON form has no null DataPart (the SDK reads `{data: null}` as an empty part). */
+export const DataPartSchema = z.object({
+  data: z
+    .unknown()
+    .refine((data) => data !== null && data !== undefined, "a DataPart needs data; null is not data"),
+  ...PartCommon,
+});
 export const UrlPartSchema = z.object({ url: z.string(), ...PartCommon });
 /** File bytes, base64-encoded on the wire. */
 export const RawPartSchema = z.object({ raw: z.base64(), ...PartCommon });
@@ -78,7 +84,7 @@ export type TaskStatus = z.infer<typeof TaskStatusSchema>;
 
 export const TaskSchema = z.object({
   id: z.string().min(1),
-  contextId: z.string(),
+  contextId: z.string().min(1),
   status: TaskStatusSchema,
   artifacts: z.array(ArtifactSchema).optional(),
   history: z.array(MessageSchema).optional(),
@@ -88,7 +94,7 @@ export type Task = z.infer<typeof TaskSchema>;
 
 export const TaskStatusUpdateEventSchema = z.object({
   taskId: z.string().min(1),
-  contextId: z.string(),
+  contextId: z.string().min(1),
   status: TaskStatusSchema,
   metadata: Metadata.optional(),
 });
@@ -96,7 +102,7 @@ export type TaskStatusUpdateEvent = z.infer<typeof TaskStatusUpdateEventSchema>;
 
 export const TaskArtifactUpdateEventSchema = z.object({
   taskId: z.string().min(1),
-  contextId: z.string(),
+  contextId: z.string().min(1),
   artifact: ArtifactSchema,
   append: z.boolean().optional(),
   lastChunk: z.boolean().optional(),

@@ -76,12 +76,19 @@ export type PolicyRule = z.infer<typeof PolicyRuleSchema>;
 export const PolicyFileSchema = z
   .object({
     version: z.string().min(1),
-    rules: z
-      .array(PolicyRuleSchema)
-      .refine(
-        (rules) => new Set(rules.map((rule) => rule.name)).size === rules.length,
-        "rule names must be unique",
-      ),
+    rules: z.array(PolicyRuleSchema).superRefine((rules, context) => {
+      const seen = new Set<string>();
+      for (const [index, rule] of rules.entries()) {
+        if (seen.has(rule.name)) {
+          context.addIssue({
+            code: "custom",
+            path: [index, "name"],
+            message: `rule "${rule.name}" is defined twice`,
+          });
+        }
+        seen.add(rule.name);
+      }
+    }),
   })
   .strict();
 export type PolicyFile = z.infer<typeof PolicyFileSchema>;

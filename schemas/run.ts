@@ -30,7 +30,11 @@ export type RunEventMetadata = z.infer<typeof RunEventMetadataSchema>;
 
 /** One message on `loom.v1.runs.<runId>.events`: an A2A v1.0 StreamResponse. */
 export const RunEventSchema = z.union([
-  z.object({ statusUpdate: TaskStatusUpdateEventSchema }).strict(),
+  z
+    .object({
+      statusUpdate: TaskStatusUpdateEventSchema.extend({ metadata: RunEventMetadataSchema.optional() }),
+    })
+    .strict(),
   z.object({ artifactUpdate: TaskArtifactUpdateEventSchema }).strict(),
 ]);
 export type RunEvent = z.infer<typeof RunEventSchema>;

@@ -1,4 +1,3 @@
-import { matchesGlob } from "node:path";
 import {
   DEFAULT_DENY_RULE,
   type PolicyDecisionRequest,
@@ -6,6 +5,7 @@ import {
   type PolicyRule,
   type Principal,
 } from "../../schemas/policy.ts";
+import { globMatches } from "./glob.ts";
 import type { ActivePolicy } from "./policy-loader.ts";
 
 export interface Verdict {
@@ -60,7 +60,7 @@ function matchesOptional(globs: string[] | undefined, value: string | undefined)
 }
 
 function anyGlob(globs: string[], value: string): boolean {
-  return globs.some((glob) => matchesGlob(value, glob));
+  return globs.some((glob) => globMatches(glob, value));
 }
 
 export function describeTarget(request: PolicyDecisionRequest): string {

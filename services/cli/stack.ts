@@ -44,6 +44,8 @@ export interface ServiceProcess {
 
 export interface Stack {
   services: ServiceProcess[];
+  /** A service that has exited, if any: a stack that lost one is not going to become ready. */
+  exited(): ServiceProcess | undefined;
   /** Starts one service again (after a kill, say). */
   restart(name: ServiceName): Promise<ServiceProcess>;
   stop(): Promise<void>;
@@ -67,6 +69,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const services = (options.services ?? ALL_SERVICES).map(launch);
   return {
     services,
+    exited: () => services.find((service) => service.process.exitCode !== null),
     async restart(name) {
       const index = services.findIndex((service) => service.name === name);
       const existing = services[index];
@@ -87,12 +90,18 @@ export async function startStack(options: StackOptions): Promise<Stack> {
  */
 export async function waitUntilReady(
   nc: NatsConnection,
-  options: { tools: string[]; timeoutMs: number },
+  options: { tools: string[]; timeoutMs: number; stack?: Stack },
 ): Promise<void> {
   const deadline = Date.now() + options.timeoutMs;
   const jsm = await jetstreamManager(nc);
   let missing = "the orchestrator";
   while (Date.now() < deadline) {
+    const exited = options.stack?.exited();
+    if (exited !== undefined) {
+      throw new Error(
+        `${exited.name} exited with code ${exited.process.exitCode}; its log is ${exited.logFile}`,
+      );
+    }
     missing = await whatIsMissing(nc, jsm, options.tools);
     if (missing === "") return;
     await sleep(200);

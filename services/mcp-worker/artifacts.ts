@@ -38,7 +38,7 @@ export function toolResultToArtifact(qualifiedTool: string, result: CallToolResu
       }
     }
   }
-  if (parts.length === 0) parts.push({ data: null });
+  if (parts.length === 0) parts.push({ text: "" });
   return { artifactId: randomUUID(), name: qualifiedTool, parts };
 }
 

@@ -13,6 +13,8 @@ import type { McpServerConfig } from "../../schemas/mcp.ts";
 import { type Logger, LoomError } from "../kit/index.ts";
 
 const CLIENT_INFO = { name: "loom-mcp-worker", version: "0.1.0" };
+/** The tool-name rule of the MCP specification. */
+const TOOL_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/;
 
 /**
  * One MCP server as the worker sees it: connected on demand, reconnected after its transport
@@ -29,12 +31,20 @@ export class McpConnection {
     this.#log = log.child({ mcp_server: config.name });
   }
 
-  /** Connects (if not connected) and returns the server's tools. */
+  /**
+   * Connects (if not connected) and returns the server's tools. A tool whose name strays from the
+   * MCP naming rule is left out: names are matched by policy globs and used as registry keys.
+   */
   async listTools(): Promise<Tool[]> {
     const client = await this.#connected();
     const { tools } = await client.listTools();
-    this.#tools = new Map(tools.map((tool) => [tool.name, tool]));
-    return tools;
+    const usable = tools.filter((tool) => {
+      if (TOOL_NAME_PATTERN.test(tool.name)) return true;
+      this.#log.warn({ tool: tool.name }, "tool refused: names must be 1-128 of A-Z a-z 0-9 _ - .");
+      return false;
+    });
+    this.#tools = new Map(usable.map((tool) => [tool.name, tool]));
+    return usable;
   }
 
   /** The tool by name, listing the server's tools again if it is not known yet (it may be new). */

@@ -3,9 +3,9 @@ import type { KV } from "@nats-io/kv";
 import { type McpServerConfig, type ToolDescriptor, ToolDescriptorSchema } from "../../schemas/mcp.ts";
 import { encodePayload } from "../kit/index.ts";
 
-/** KV keys allow letters, digits, `-`, `_`, `=`, `/` and `.`; anything else in a tool name becomes `_`. */
+/** Tool names are limited to KV-safe characters by the worker, so `<server>.<tool>` is the key as is. */
 export function toolKey(server: string, tool: string): string {
-  return `${server}.${tool}`.replace(/[^-/_=.a-zA-Z0-9]/g, "_");
+  return `${server}.${tool}`;
 }
 
 /** Records a server's tools, with its governance metadata, in KV `loom_tools`. */

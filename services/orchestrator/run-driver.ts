@@ -173,7 +173,11 @@ export class RunDriver {
         {
           artifactId: `${record.runId}-output`,
           name: "output",
-          parts: [{ data: record.output ?? null, mediaType: "application/json" }],
+          parts: [
+            record.output === undefined || record.output === null
+              ? { text: "" }
+              : { data: record.output, mediaType: "application/json" },
+          ],
         },
         "output",
       );

@@ -37,7 +37,10 @@ type Handler = ServeOptions<
 >["handle"];
 
 /** A decision that echoes the request, so a test can tell its reply came from this handler. */
-async function allowEverything(body: PolicyDecisionRequest, context: RequestContext): Promise<PolicyDecision> {
+async function allowEverything(
+  body: PolicyDecisionRequest,
+  context: RequestContext,
+): Promise<PolicyDecision> {
   return {
     decisionId: `d-${body.stepId ?? "none"}`,
     effect: "allow",

@@ -78,7 +78,9 @@ describe("MCP tool result to A2A artifact", () => {
         { type: "resource", resource: { uri: "file:///notes.md", mimeType: "text/markdown", text: "# hi" } },
       ],
     });
-    expect(artifact.parts).toEqual([{ text: "# hi", filename: "file:///notes.md", mediaType: "text/markdown" }]);
+    expect(artifact.parts).toEqual([
+      { text: "# hi", filename: "file:///notes.md", mediaType: "text/markdown" },
+    ]);
   });
 
   it("artifacts - an embedded blob resource becomes a raw part named by its uri", () => {

@@ -21,7 +21,10 @@ describe("development tokens", () => {
   it("dev token - an issued token reads back as the same principal", () => {
     const token = issueDevToken({ sub: "ann", roles: ["analyst", "viewer"] });
     expect(token.startsWith("loom-dev.")).toBe(true);
-    expect(principalFromAuthorization(`Bearer ${token}`)).toEqual({ id: "ann", roles: ["analyst", "viewer"] });
+    expect(principalFromAuthorization(`Bearer ${token}`)).toEqual({
+      id: "ann",
+      roles: ["analyst", "viewer"],
+    });
   });
 
   it("dev token - the Bearer scheme is optional and case-insensitive", () => {

@@ -323,7 +323,7 @@ rules:
     const error = await configError(() => loadPolicyDir(dir));
     expect(error.message).toContain("dupes.yaml");
     expect(error.message).toContain("rules");
-    expect(error.message).toContain("unique");
+    expect(error.message).toContain(`rule "twice" is defined twice`);
   });
 
   it("policy loader - refuses the same rule name in two files, naming the rule", async () => {
@@ -337,5 +337,38 @@ rules:
   it("policy loader - refuses a file that is not a policy at all", async () => {
     const error = await configError(() => parsePolicyFile("just a string", "scalar.yaml"));
     expect(error.message).toContain("scalar.yaml");
+  });
+});
+
+describe("policy globs", () => {
+  it("policy - a deny glob also covers tool names with a slash, so no allow can sidestep it", () => {
+    const policy = {
+      version: "t",
+      rules: [
+        {
+          name: "no-crm",
+          effect: "deny" as const,
+          roles: ["contractor"],
+          actions: ["tools.call" as const],
+          tools: ["crm.*"],
+        },
+        {
+          name: "all",
+          effect: "allow" as const,
+          roles: ["contractor"],
+          actions: ["tools.call" as const],
+          tools: ["**"],
+        },
+      ],
+    };
+    const verdict = evaluate(
+      policy,
+      { id: "bob", roles: ["contractor"] },
+      {
+        action: "tools.call",
+        resource: { tool: "crm.admin/export" },
+      },
+    );
+    expect(verdict).toMatchObject({ effect: "deny", rule: "no-crm" });
   });
 });

@@ -2,12 +2,13 @@ import { resolve } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { issueDevToken } from "../../kit/index.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { type NatsServerProcess, startNatsServer } from "../nats-server.ts";
+import { type LaunchedNatsServer, launchNatsServer, stopProcess } from "../nats-server.ts";
 import { startStack, waitUntilReady } from "../stack.ts";
 import { submitCommand } from "./submit.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../../..");
 const DATA_DIR = resolve(REPO_ROOT, ".loom");
+const NATS_STORE_DIR = resolve(DATA_DIR, "nats");
 const LOCAL_NATS = "nats://127.0.0.1:4222";
 const DEMO_TOOLS = ["time.get_time", "crm.get_contact"];
 
@@ -16,7 +17,7 @@ const DEMO_TOOLS = ["time.get_time", "crm.get_contact"];
  * until Ctrl-C and shut everything down cleanly.
  */
 export async function devCommand(options: { natsUrl: string | undefined; demo: boolean }): Promise<ExitCode> {
-  let natsServer: NatsServerProcess | undefined;
+  let natsServer: LaunchedNatsServer | undefined;
   let url = options.natsUrl ?? ((await reachable(LOCAL_NATS)) ? LOCAL_NATS : undefined);
   if (url === undefined) {
     natsServer = await startOwnNats();
@@ -24,7 +25,7 @@ export async function devCommand(options: { natsUrl: string | undefined; demo: b
     url = natsServer.url;
   }
   console.log(
-    `NATS      ${url}${natsServer === undefined ? "" : ` (started here, data in ${natsServer.storeDir})`}`,
+    `NATS      ${url}${natsServer === undefined ? "" : ` (started here, data in ${NATS_STORE_DIR})`}`,
   );
 
   const logDir = resolve(DATA_DIR, "logs");
@@ -33,7 +34,7 @@ export async function devCommand(options: { natsUrl: string | undefined; demo: b
   const shutdown = onlyOnce(async () => {
     console.log("\nshutting down…");
     await stack.stop();
-    await natsServer?.stop();
+    if (natsServer !== undefined) await stopProcess(natsServer.child);
     console.log("stopped");
   });
   process.once("SIGINT", () => void shutdown().then(() => process.exit(0)));
@@ -41,7 +42,7 @@ export async function devCommand(options: { natsUrl: string | undefined; demo: b
 
   const nc = await connect({ servers: url });
   try {
-    await waitUntilReady(nc, { tools: DEMO_TOOLS, timeoutMs: 60_000 });
+    await waitUntilReady(nc, { tools: DEMO_TOOLS, timeoutMs: 60_000, stack });
   } catch (error) {
     console.error(`${error instanceof Error ? error.message : String(error)}; see the logs in ${logDir}`);
     await nc.close();
@@ -85,9 +86,9 @@ async function reachable(url: string): Promise<boolean> {
   }
 }
 
-async function startOwnNats(): Promise<NatsServerProcess | undefined> {
+async function startOwnNats(): Promise<LaunchedNatsServer | undefined> {
   try {
-    return await startNatsServer({ storeDir: resolve(DATA_DIR, "nats") });
+    return await launchNatsServer({ storeDir: NATS_STORE_DIR });
   } catch (error) {
     const notInstalled = error instanceof Error && "code" in error && error.code === "ENOENT";
     console.error(
