@@ -1,6 +1,7 @@
 import type { z } from "zod";
 import { MessageSchema, TaskSchema } from "./a2a.ts";
-import { PolicyDecisionRequestSchema, PolicyDecisionSchema } from "./policy.ts";
+import { PolicyDecisionRequestSchema, PolicyDecisionSchema, PolicyExplanationSchema } from "./policy.ts";
+import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
 
 /** A request/reply pair on the bus: what the caller sends and what a successful reply holds. */
 export interface RequestContract<Req extends z.ZodType = z.ZodType, Res extends z.ZodType = z.ZodType> {
@@ -13,8 +14,23 @@ export const PolicyDecideContract = {
   response: PolicyDecisionSchema,
 } as const satisfies RequestContract;
 
+export const PolicyExplainContract = {
+  request: PolicyDecisionRequestSchema,
+  response: PolicyExplanationSchema,
+} as const satisfies RequestContract;
+
 /** An A2A task handed to an agent: a Message in, the finished Task (with its artifacts) back. */
 export const AgentTaskContract = {
   request: MessageSchema,
   response: TaskSchema,
+} as const satisfies RequestContract;
+
+export const RunInputContract = {
+  request: RunInputSchema,
+  response: RunControlReplySchema,
+} as const satisfies RequestContract;
+
+export const RunCancelContract = {
+  request: RunCancelSchema,
+  response: RunControlReplySchema,
 } as const satisfies RequestContract;

@@ -9,6 +9,10 @@ export const ErrorCode = {
   EXPRESSION_FAILED: "EXPRESSION_FAILED",
   UNAUTHENTICATED: "UNAUTHENTICATED",
   POLICY_DENIED: "POLICY_DENIED",
+  /** A tool task without a valid grant for exactly this call (missing, expired, other args or tool). */
+  GRANT_REFUSED: "GRANT_REFUSED",
+  /** `loom audit verify` found a record whose hash or link to the previous one is wrong. */
+  AUDIT_CHAIN_BROKEN: "AUDIT_CHAIN_BROKEN",
   UNKNOWN_SERVER: "UNKNOWN_SERVER",
   UNKNOWN_TOOL: "UNKNOWN_TOOL",
   SERVER_UNAVAILABLE: "SERVER_UNAVAILABLE",
@@ -18,6 +22,13 @@ export const ErrorCode = {
   TIMEOUT: "TIMEOUT",
   CONFIG_INVALID: "CONFIG_INVALID",
   RUN_NOT_FOUND: "RUN_NOT_FOUND",
+  /** The run was canceled on request. */
+  CANCELED: "CANCELED",
+  /** The run passed its workflow's deadline. */
+  DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+  APPROVAL_REJECTED: "APPROVAL_REJECTED",
+  /** The run is not in a state that takes this input (already ended, or not waiting for it). */
+  RUN_NOT_WAITING: "RUN_NOT_WAITING",
   INTERNAL: "INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -1,4 +1,5 @@
 export * from "./a2a.ts";
+export * from "./alert.ts";
 export * from "./audit.ts";
 export * from "./contracts.ts";
 export * from "./duration.ts";
@@ -6,5 +7,6 @@ export * from "./errors.ts";
 export * from "./mcp.ts";
 export * from "./policy.ts";
 export * from "./run.ts";
+export * from "./steps.ts";
 export * from "./subjects.ts";
 export * from "./workflow.ts";

@@ -15,6 +15,10 @@ export const GovernanceSchema = z
     owner: z.string().min(1),
     data_classification: z.enum(DataClassification),
     access_level: z.enum(["read", "write", "admin"]),
+    /** The server runs commands: policy can hold its arguments to stricter guards. */
+    exec: z.boolean().optional(),
+    /** Where the server's data lives (for example `eu`), for data-residency rules. */
+    region: z.string().min(1).optional(),
   })
   .strict();
 export type Governance = z.infer<typeof GovernanceSchema>;
@@ -83,11 +87,35 @@ export const ToolCallSchema = z
   .strict();
 export type ToolCall = z.infer<typeof ToolCallSchema>;
 
+/** The DataPart of an A2A task asking the MCP worker to read one resource. */
+export const ResourceReadSchema = z
+  .object({ server: z.string().min(1), resource: z.string().min(1) })
+  .strict();
+export type ResourceRead = z.infer<typeof ResourceReadSchema>;
+
+/** The DataPart of an A2A task asking the MCP worker to render one prompt. */
+export const PromptGetSchema = z
+  .object({
+    server: z.string().min(1),
+    prompt: z.string().min(1),
+    arguments: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+export type PromptGet = z.infer<typeof PromptGetSchema>;
+
+/** Everything the MCP worker takes as an A2A task. */
+export const McpOperationSchema = z.union([ToolCallSchema, ResourceReadSchema, PromptGetSchema]);
+export type McpOperation = z.infer<typeof McpOperationSchema>;
+
 /** A2A task metadata that ties a tool call to its run and step. */
 export const ToolCallMetadataSchema = z.object({
   runId: z.string(),
   stepId: z.string(),
+  /** 1-based; a re-dispatch of the same attempt gets its stored outcome instead of a new call. */
+  attempt: z.number().int().positive().default(1),
   timeoutMs: z.number().int().positive().optional(),
+  /** The signed grant acp-policy issued for exactly this call; the worker refuses a task without one. */
+  grant: z.string().optional(),
 });
 export type ToolCallMetadata = z.infer<typeof ToolCallMetadataSchema>;
 

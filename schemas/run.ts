@@ -24,6 +24,8 @@ export const RunEventMetadataSchema = z.object({
   stepId: z.string().optional(),
   call: z.string().optional(),
   attempt: z.number().int().optional(),
+  /** For input-required: the roles that may answer. */
+  roles: z.array(z.string()).optional(),
   error: WireErrorSchema.optional(),
 });
 export type RunEventMetadata = z.infer<typeof RunEventMetadataSchema>;
@@ -59,7 +61,32 @@ export const RunRecordSchema = z.object({
   authorization: z.string().optional(),
   output: z.unknown().optional(),
   error: WireErrorSchema.optional(),
+  /** Effects under way (work, choices, approval prompts): a run with some needs a driver. */
+  pending: z.array(z.string()).default([]),
+  /** The orchestrator replica driving the run, until `leaseUntil`; absent while the run only waits. */
+  owner: z.string().optional(),
+  leaseUntil: z.iso.datetime().optional(),
+  /** When the workflow's deadline passes for this run. */
+  deadlineAt: z.iso.datetime().optional(),
   createdAt: z.iso.datetime(),
   updatedAt: z.iso.datetime(),
 });
 export type RunRecord = z.infer<typeof RunRecordSchema>;
+
+/** Sent on `loom.v1.runs.<runId>.input` to answer an approval; the answerer's token is in the header. */
+export const RunInputSchema = z
+  .object({
+    approved: z.boolean(),
+    /** The approval step answered; may be left out when the run waits for exactly one. */
+    stepId: z.string().optional(),
+    comment: z.string().max(2_000).optional(),
+  })
+  .strict();
+export type RunInput = z.infer<typeof RunInputSchema>;
+
+export const RunCancelSchema = z.object({ reason: z.string().max(2_000).optional() }).strict();
+export type RunCancel = z.infer<typeof RunCancelSchema>;
+
+/** The reply to input or cancel: the run's state once the request was applied. */
+export const RunControlReplySchema = z.object({ runId: RunIdSchema, state: TaskStateSchema });
+export type RunControlReply = z.infer<typeof RunControlReplySchema>;

@@ -5,10 +5,17 @@ export const Subjects = {
   RUNS_SUBMIT: "loom.v1.runs.submit",
   /** JetStream: every run's status and artifact events (wildcard over run ids). */
   RUN_EVENTS_ALL: "loom.v1.runs.*.events",
+  /** Request/reply: human input and cancellation of any run, served by every orchestrator. */
+  RUN_INPUT_ALL: "loom.v1.runs.*.input",
+  RUN_CANCEL_ALL: "loom.v1.runs.*.cancel",
   /** Request/reply: policy decisions, served by acp-policy in a queue group. */
   POLICY_DECIDE: "loom.v1.policy.decide",
   /** JetStream: audit records of every service (wildcard over service names). */
   AUDIT_ALL: "loom.v1.audit.>",
+  /** Core NATS: anomaly alerts from acp-policy (a tool never called before, a burst). */
+  ALERTS: "loom.v1.alerts",
+  /** Request/reply: a decision with the reasoning of every rule, for `loom policy explain`. */
+  POLICY_EXPLAIN: "loom.v1.policy.explain",
 } as const;
 export type Subject = (typeof Subjects)[keyof typeof Subjects];
 
@@ -22,21 +29,50 @@ export function agentTasksSubject(agent: string): string {
   return `loom.v1.agents.${agent}.tasks`;
 }
 
+/** Broadcast to an agent's replicas: abandon the named task (the one holding it stops it). */
+export function agentCancelSubject(agent: string): string {
+  return `loom.v1.agents.${agent}.cancel`;
+}
+
+/** Request/reply: human input for a run waiting in input-required (an approval). */
+export function runInputSubject(runId: string): string {
+  return `loom.v1.runs.${runId}.input`;
+}
+
+/** Request/reply: cancel a run. */
+export function runCancelSubject(runId: string): string {
+  return `loom.v1.runs.${runId}.cancel`;
+}
+
 /** Subject a service appends its audit records to. */
 export function auditSubject(service: string): string {
   return `loom.v1.audit.${service}`;
 }
 
+/** Subject a finished span of trace `traceId` is published on, for `loom runs trace`. */
+export function spansSubject(traceId: string): string {
+  return `loom.v1.spans.${traceId}`;
+}
+
+/** Every trace's finished spans (wildcard over trace ids). */
+export const SPANS_ALL = "loom.v1.spans.*";
+
 export const Streams = {
   RUNS: "LOOM_RUNS",
   EVENTS: "LOOM_EVENTS",
   AUDIT: "LOOM_AUDIT",
+  SPANS: "LOOM_SPANS",
 } as const;
 export type Stream = (typeof Streams)[keyof typeof Streams];
 
 export const Buckets = {
   RUNS: "loom_runs",
   TOOLS: "loom_tools",
+  /** The active policy bundle (key `active`), watched by every acp-policy replica. */
+  POLICY: "loom_policy",
+  /** acp-policy replicas' public grant-signing keys (JWK), by key id. */
+  GRANT_KEYS: "loom_grant_keys",
+  STEPS: "loom_steps",
 } as const;
 export type Bucket = (typeof Buckets)[keyof typeof Buckets];
 

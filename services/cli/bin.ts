@@ -1,15 +1,21 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
-import { LoomError } from "../kit/index.ts";
+import type { PolicyAction } from "../../schemas/policy.ts";
+import { LoomError, setupTelemetry } from "../kit/index.ts";
+import { auditTailCommand, auditVerifyCommand } from "./commands/audit.ts";
 import { devCommand } from "./commands/dev.ts";
+import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./commands/policy.ts";
+import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
 import { runsGetCommand } from "./commands/runs.ts";
 import { submitCommand } from "./commands/submit.ts";
-import { tokenIssueCommand } from "./commands/token.ts";
+import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
 import { toolsListCommand } from "./commands/tools.ts";
+import { runsTraceCommand } from "./commands/trace.ts";
 import { readCliConfig } from "./config.ts";
 import { ExitCode } from "./exit-codes.ts";
 
 const config = readCliConfig();
+const telemetry = setupTelemetry({ service: "loom-cli", config });
 const program = new Command("loom")
   .description("Loom: run workflows whose tool calls go through policy, over NATS.")
   .addOption(new Option("--nats <url>", "NATS server URL").env("NATS_URL").default(config.NATS_URL))
@@ -51,12 +57,58 @@ program
           watch: options.watch,
           json: options.json,
           context: options.context,
+          telemetry,
         });
       },
     ),
   );
 
-const runs = program.command("runs").description("inspect runs");
+const runs = program.command("runs").description("inspect and steer runs");
+runs
+  .command("input")
+  .description("answer the approval a run waits for (input-required)")
+  .argument("<runId>")
+  .addOption(new Option("--approve", "approve").conflicts("reject"))
+  .addOption(new Option("--reject", "reject").conflicts("approve"))
+  .option("--step <stepId>", "the approval step, when the run waits for several")
+  .option("--comment <text>", "a note kept with the answer")
+  .option("--json", "print JSON", false)
+  .action(
+    action(
+      (
+        runId: string,
+        options: { approve?: boolean; reject?: boolean; step?: string; comment?: string; json: boolean },
+      ) => {
+        if (options.approve !== true && options.reject !== true) throw new Error("say --approve or --reject");
+        const globals = program.opts<{ nats: string; token?: string }>();
+        return runsInputCommand(runId, {
+          nats: globals.nats,
+          token: globals.token,
+          json: options.json,
+          approved: options.approve === true,
+          step: options.step,
+          comment: options.comment,
+        });
+      },
+    ),
+  );
+runs
+  .command("cancel")
+  .description("cancel a run; steps in flight are told to stop")
+  .argument("<runId>")
+  .option("--reason <text>", "why, kept with the run")
+  .option("--json", "print JSON", false)
+  .action(
+    action((runId: string, options: { reason?: string; json: boolean }) => {
+      const globals = program.opts<{ nats: string; token?: string }>();
+      return runsCancelCommand(runId, {
+        nats: globals.nats,
+        token: globals.token,
+        json: options.json,
+        reason: options.reason,
+      });
+    }),
+  );
 runs
   .command("get")
   .description("show a run's state and output")
@@ -65,6 +117,21 @@ runs
   .action(
     action((runId: string, options: { json: boolean }) =>
       runsGetCommand(runId, { nats: program.opts().nats, json: options.json }),
+    ),
+  );
+
+runs
+  .command("trace")
+  .description("draw a run's spans as a waterfall (and link to Jaeger when LOOM_JAEGER_UI is set)")
+  .argument("<runId>")
+  .option("--json", "print the spans as JSON", false)
+  .action(
+    action((runId: string, options: { json: boolean }) =>
+      runsTraceCommand(runId, {
+        nats: program.opts().nats,
+        json: options.json,
+        jaegerUi: config.LOOM_JAEGER_UI,
+      }),
     ),
   );
 
@@ -82,7 +149,7 @@ tools
 const token = program.command("token").description("development tokens");
 token
   .command("issue")
-  .description("print a development token (unsigned: for a dev stack only)")
+  .description("print a development access token (JWT) signed with the local dev key in .loom/")
   .requiredOption("--sub <subject>", "who the token speaks for")
   .option(
     "--role <role>",
@@ -90,10 +157,76 @@ token
     (role: string, roles: string[]) => [...roles, role],
     [] as string[],
   )
+  .option("--ttl <duration>", "how long the token is valid (15m, 1h, ...)", "1h")
+  .option("--region <region>", "the caller's region, for data-residency rules")
+  .addOption(
+    new Option("--data-dir <dir>", "where the dev signing key lives")
+      .env("LOOM_DATA_DIR")
+      .default(DEFAULT_DATA_DIR),
+  )
   .action(
-    action((options: { sub: string; role: string[] }) =>
-      tokenIssueCommand({ sub: options.sub, role: options.role.length > 0 ? options.role : ["analyst"] }),
+    action((options: { sub: string; role: string[]; ttl: string; region?: string; dataDir: string }) =>
+      tokenIssueCommand({
+        sub: options.sub,
+        role: options.role.length > 0 ? options.role : ["analyst"],
+        ttl: options.ttl,
+        region: options.region,
+        dataDir: options.dataDir,
+      }),
     ),
+  );
+
+const policy = program.command("policy").description("explain, test and apply policy");
+policy
+  .command("explain")
+  .description("how each rule judges a request made with --token/LOOM_TOKEN (nothing is granted)")
+  .option(
+    "--action <action>",
+    "workflow.start, tools.call, resources.read, prompts.get or runs.approve",
+    "tools.call",
+  )
+  .option("--tool <tool>", "<server>.<tool> (or prompt, or resource)")
+  .option("--workflow <id>", "workflow id, for workflow.start")
+  .option("--args <json>", "the call's arguments, checked against the tool's inputSchema and guards")
+  .option("--json", "print JSON", false)
+  .action(
+    action(
+      (options: { action: PolicyAction; tool?: string; workflow?: string; args?: string; json: boolean }) => {
+        const globals = program.opts<{ nats: string; token?: string }>();
+        return policyExplainCommand({ nats: globals.nats, token: globals.token, ...options });
+      },
+    ),
+  );
+policy
+  .command("apply")
+  .description("validate a policy file (or folder) and make it the active policy of every acp-policy")
+  .argument("<path>")
+  .action(action((path: string) => policyApplyCommand(path, { nats: program.opts().nats })));
+policy
+  .command("test")
+  .description("run policy test cases (input -> expected effect, rule, obligations); exit 1 on a mismatch")
+  .argument("<cases>", "YAML file of cases")
+  .action(action((cases: string) => policyTestCommand(cases)));
+
+const audit = program.command("audit").description("read and verify the audit trail");
+audit
+  .command("tail")
+  .description("the latest audit records")
+  .option("-f, --follow", "keep printing new records", false)
+  .option("--run <runId>", "only the records of one run")
+  .option("-n, --lines <count>", "how many past records", (value: string) => Number(value), 20)
+  .option("--json", "print JSON lines", false)
+  .action(
+    action((options: { follow: boolean; run?: string; lines: number; json: boolean }) =>
+      auditTailCommand({ nats: program.opts().nats, ...options }),
+    ),
+  );
+audit
+  .command("verify")
+  .description("walk the hash chain; exit 1 naming the first broken link")
+  .option("--json", "print JSON", false)
+  .action(
+    action((options: { json: boolean }) => auditVerifyCommand({ nats: program.opts().nats, ...options })),
   );
 
 program
@@ -105,3 +238,4 @@ program
   );
 
 await program.parseAsync();
+await telemetry.shutdown();

@@ -141,17 +141,26 @@ function requestFailure(subject: string, timeoutMs: number, cause: unknown): Loo
 
 /** What a request handler sees besides the parsed body. */
 export interface RequestContext {
+  /** The subject the request came on (it may carry an id, as in `loom.v1.runs.<runId>.input`). */
+  subject: string;
   headers: MsgHdrs | undefined;
   /** The caller's `Authorization` header, if any. */
   authorization: string | undefined;
 }
 
+/**
+ * A handler's way to stay silent: for subjects served by every replica (no queue group), where
+ * only the replica the request concerns should answer.
+ */
+export const NO_REPLY: unique symbol = Symbol("no reply");
+
 export interface ServeOptions<Req extends z.ZodType, Res extends z.ZodType> {
   subject: string;
-  queue: string;
+  /** Queue group: one member takes each request. Without one, every subscriber sees every request. */
+  queue?: string;
   contract: RequestContract<Req, Res>;
   log: Logger;
-  handle: (body: z.infer<Req>, context: RequestContext) => Promise<z.input<Res>>;
+  handle: (body: z.infer<Req>, context: RequestContext) => Promise<z.input<Res> | typeof NO_REPLY>;
 }
 
 export interface Service {
@@ -169,7 +178,7 @@ export function serve<Req extends z.ZodType, Res extends z.ZodType>(
 ): Service {
   const inFlight = new Set<Promise<void>>();
   const subscription = nc.subscribe(options.subject, {
-    queue: options.queue,
+    ...(options.queue === undefined ? {} : { queue: options.queue }),
     callback: (error, msg) => {
       if (error !== null) {
         options.log.error({ err: error, subject: options.subject }, "subscription failed");
@@ -213,9 +222,11 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
       try {
         const body = parsePayload(options.contract.request, msg.data, `request on ${options.subject}`);
         const result = await options.handle(body, {
+          subject: msg.subject,
           headers: msg.headers,
           authorization: msg.headers?.get(Headers.AUTHORIZATION) || undefined,
         });
+        if (result === NO_REPLY) return;
         msg.respond(encodePayload(options.contract.response, result, `reply on ${options.subject}`));
       } catch (error) {
         const wire = toWireError(error);

@@ -1,5 +1,6 @@
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
+import { AuditLog } from "../kit/audit-chain.ts";
 import {
   connectNats,
   createLogger,
@@ -7,20 +8,24 @@ import {
   openBucket,
   runUntilSignalled,
   serve,
-  setupTelemetry,
+  startObservability,
 } from "../kit/index.ts";
 import { readWorkerConfig } from "./config.ts";
+import { GrantCheck } from "./grant-check.ts";
 import { McpConnection } from "./mcp-connection.ts";
 import { loadServerList } from "./server-config.ts";
-import { handleToolTask } from "./task-handler.ts";
+import { withTelemetryEnv } from "./server-telemetry.ts";
+import { StepResults } from "./step-results.ts";
+import { handleAgentTask } from "./agent-task.ts";
+import { InFlightTasks } from "./in-flight.ts";
 import { recordTools } from "./tool-registry.ts";
 
 const SERVICE = "mcp-worker";
 const config = readWorkerConfig();
-const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL });
+const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: config.LOG_FORMAT });
 
 await runUntilSignalled(log, async () => {
-  const telemetry = setupTelemetry({ service: SERVICE, exporter: config.OTEL_TRACES_EXPORTER });
+  const observability = await startObservability({ service: SERVICE, config, log });
   const serverList = await loadServerList(config.LOOM_MCP_SERVERS);
   for (const refused of serverList.refused) {
     log.error(
@@ -30,9 +35,13 @@ await runUntilSignalled(log, async () => {
   }
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const toolsKv = await openBucket(nc, Buckets.TOOLS);
+  await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS] });
 
   const connections = new Map(
-    serverList.servers.map((server) => [server.name, new McpConnection(server, log)]),
+    serverList.servers.map((server) => [
+      server.name,
+      new McpConnection(withTelemetryEnv(server, config), log),
+    ]),
   );
   await Promise.all(
     [...connections.values()].map(async (connection) => {
@@ -47,14 +56,22 @@ await runUntilSignalled(log, async () => {
     }),
   );
 
-  const deps = { connections, validator: new JsonSchemaValidator(), log };
+  const steps = new StepResults(await openBucket(nc, Buckets.STEPS), `${SERVICE}-${process.pid}`, log);
+  const grants = new GrantCheck({
+    keys: await openBucket(nc, Buckets.GRANT_KEYS),
+    audit: new AuditLog(nc, SERVICE),
+    log,
+  });
+  const deps = { connections, steps, validator: new JsonSchemaValidator(), log, grants };
+  const inFlight = new InFlightTasks();
+  inFlight.listen(nc, log);
   const subject = agentTasksSubject(MCP_WORKER_AGENT);
   const service = serve(nc, {
     subject,
     queue: MCP_WORKER_AGENT,
     contract: AgentTaskContract,
     log,
-    handle: (message) => handleToolTask(deps, message),
+    handle: (message) => grants.audited(message, () => handleAgentTask(deps, inFlight, message)),
   });
   log.info({ subject, servers: [...connections.keys()] }, "serving A2A tool tasks");
 
@@ -62,8 +79,8 @@ await runUntilSignalled(log, async () => {
     async close() {
       await service.stop();
       await Promise.all([...connections.values()].map((connection) => connection.close()));
+      await observability.close();
       await nc.drain();
-      await telemetry.shutdown();
     },
   };
 });

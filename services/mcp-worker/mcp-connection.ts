@@ -4,8 +4,10 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import {
   type CallToolResult,
+  type GetPromptResult,
   McpError,
   ErrorCode as McpErrorCode,
+  type ReadResourceResult,
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
 import { ErrorCode } from "../../schemas/errors.ts";
@@ -53,12 +55,49 @@ export class McpConnection {
     return this.#tools.get(name);
   }
 
-  async callTool(name: string, args: Record<string, unknown>, timeoutMs: number): Promise<CallToolResult> {
+  async callTool(
+    name: string,
+    args: Record<string, unknown>,
+    timeoutMs: number,
+    meta: Record<string, unknown> = {},
+    signal?: AbortSignal,
+  ): Promise<CallToolResult> {
     const client = await this.#connected();
     try {
-      return (await client.callTool({ name, arguments: args }, undefined, {
+      // An aborted signal makes the SDK send notifications/cancelled to the server.
+      return (await client.callTool({ name, arguments: args, _meta: meta }, undefined, {
         timeout: timeoutMs,
+        ...(signal === undefined ? {} : { signal }),
       })) as CallToolResult;
+    } catch (error) {
+      throw this.#toLoomError(error, name, timeoutMs);
+    }
+  }
+
+  async readResource(uri: string, timeoutMs: number, signal?: AbortSignal): Promise<ReadResourceResult> {
+    const client = await this.#connected();
+    try {
+      return await client.readResource(
+        { uri },
+        { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) },
+      );
+    } catch (error) {
+      throw this.#toLoomError(error, uri, timeoutMs);
+    }
+  }
+
+  async getPrompt(
+    name: string,
+    args: Record<string, string>,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<GetPromptResult> {
+    const client = await this.#connected();
+    try {
+      return await client.getPrompt(
+        { name, arguments: args },
+        { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) },
+      );
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
     }

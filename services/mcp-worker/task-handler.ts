@@ -1,27 +1,48 @@
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type ToolCall, ToolCallMetadataSchema, ToolCallSchema } from "../../schemas/mcp.ts";
+import { IDEMPOTENCY_META_KEY, stepRecordKey, toolIdempotencyKey } from "../../schemas/steps.ts";
 import {
   describeIssues,
   type JsonSchemaValidator,
   type Logger,
   LoomError,
-  SpanKind,
-  withSpan,
+  traceToolCall,
 } from "../kit/index.ts";
 import { resultText, toolResultToArtifact } from "./artifacts.ts";
+import type { GrantCheck } from "./grant-check.ts";
+import { maskResult } from "./masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
+import type { StepResults } from "./step-results.ts";
+
+/** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
+const CLAIM_MARGIN_MS = 5_000;
 
 export interface TaskHandlerDependencies {
   connections: ReadonlyMap<string, McpConnection>;
+  steps: StepResults;
   validator: JsonSchemaValidator;
   log: Logger;
+  grants: GrantCheck;
 }
 
 /** Serves one A2A task: its DataPart names a tool call; the reply is the finished Task. */
-export async function handleToolTask(deps: TaskHandlerDependencies, message: Message): Promise<Task> {
+export async function handleToolTask(
+  deps: TaskHandlerDependencies,
+  message: Message,
+  signal?: AbortSignal,
+): Promise<Task> {
   const call = readToolCall(message);
   const metadata = ToolCallMetadataSchema.safeParse(message.metadata ?? {});
+  const step = metadata.data;
+  // Before anything else: the bus is not trusted, only a grant for exactly this call is.
+  const grant = await deps.grants.admit(message, step?.grant, {
+    action: "tools.call",
+    target: `${call.server}.${call.tool}`,
+    arguments: call.arguments,
+    runId: step?.runId,
+    stepId: step?.stepId,
+  });
   const connection = deps.connections.get(call.server);
   if (connection === undefined) {
     throw new LoomError(
@@ -40,35 +61,43 @@ export async function handleToolTask(deps: TaskHandlerDependencies, message: Mes
     metadata.data?.timeoutMs ?? connection.config.timeout,
     connection.config.timeout,
   );
-  const result = await withSpan(
-    `tools/call ${call.tool}`,
-    {
-      kind: SpanKind.CLIENT,
-      attributes: {
-        "mcp.method.name": "tools/call",
-        "gen_ai.tool.name": call.tool,
-        "gen_ai.operation.name": "execute_tool",
-        "loom.mcp.server": call.server,
-        ...(metadata.data === undefined
-          ? {}
-          : { "loom.run.id": metadata.data.runId, "loom.step.id": metadata.data.stepId }),
-      },
-    },
-    () => connection.callTool(call.tool, call.arguments, timeoutMs),
-  );
-  if (result.isError === true) {
-    throw new LoomError(ErrorCode.TOOL_ERROR, `${qualified} reported an error: ${resultText(result)}`);
-  }
-  deps.log.info(
-    { tool: qualified, run_id: metadata.data?.runId, step_id: metadata.data?.stepId },
-    "tool call done",
-  );
-  return {
-    id: message.taskId ?? message.messageId,
-    contextId: message.contextId ?? "",
-    status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
-    artifacts: [toolResultToArtifact(qualified, result)],
+  const execute = async (): Promise<Task> => {
+    const result = await traceToolCall(
+      { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId },
+      (traceMeta) =>
+        connection.callTool(
+          call.tool,
+          call.arguments,
+          timeoutMs,
+          {
+            ...traceMeta,
+            ...(step === undefined
+              ? {}
+              : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) }),
+          },
+          signal,
+        ),
+    );
+    if (result.isError === true) {
+      throw new LoomError(ErrorCode.TOOL_ERROR, `${qualified} reported an error: ${resultText(result)}`);
+    }
+    deps.log.info(
+      { tool: qualified, run_id: metadata.data?.runId, step_id: metadata.data?.stepId },
+      "tool call done",
+    );
+    return {
+      id: message.taskId ?? message.messageId,
+      contextId: message.contextId ?? "",
+      status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
+      artifacts: [toolResultToArtifact(qualified, maskResult(result, grant.obligations))],
+    };
   };
+  if (step === undefined) return execute();
+  return deps.steps.once(
+    stepRecordKey(step.runId, step.stepId, step.attempt),
+    timeoutMs + CLAIM_MARGIN_MS,
+    execute,
+  );
 }
 
 function readToolCall(message: Message): ToolCall {

@@ -13,6 +13,8 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   LOOM_STEP_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
   /** Submissions accepted at once; more wait in the stream. */
   LOOM_MAX_CONCURRENT_SUBMISSIONS: z.coerce.number().int().positive().default(64),
+  /** How long a replica's claim on a run lasts unrenewed: a dead replica's runs move on after this. */
+  LOOM_RUN_LEASE_MS: z.coerce.number().int().min(500).default(5_000),
 });
 export type OrchestratorConfig = z.infer<typeof OrchestratorConfigSchema>;
 

@@ -29,26 +29,30 @@ function compile(source: string, where: string): Compiled {
 
 /** Compiles every `{% %}` expression of a definition, so a typo is refused before any run starts. */
 export function checkExpressions(workflow: Workflow): void {
+  const check = (source: string, where: string) => void compile(source, where);
   workflow.steps.forEach((step, index) => {
-    visitExpressions(step.with, `steps[${index}] (${step.id}).with`, (source, where) =>
-      compile(source, where),
-    );
+    const { id, ...fields } = step;
+    visitExpressions(fields, `steps[${index}] (${id})`, check);
   });
-  visitExpressions(workflow.output, "output", (source, where) => compile(source, where));
+  visitExpressions(workflow.output, "output", check);
 }
 
 /** Evaluates every `{% %}` expression inside `value` (deeply); other values are returned as they are. */
 export async function renderValue(value: unknown, scope: ExpressionScope, where: string): Promise<unknown> {
   if (typeof value === "string") {
-    const match = EXPRESSION_PATTERN.exec(value);
-    if (match === null) return value;
-    const source = match[1] ?? "";
-    try {
-      return await compile(source, where).evaluate({}, { input: scope.input, steps: scope.steps });
-    } catch (cause) {
-      if (cause instanceof LoomError) throw cause;
-      throw new LoomError(ErrorCode.EXPRESSION_FAILED, `${where}: ${jsonataMessage(cause)}`, { cause });
-    }
+    const whole = EXPRESSION_PATTERN.exec(value);
+    if (whole !== null) return evaluate(whole[1] ?? "", scope, where);
+    if (!EMBEDDED_EXPRESSION.test(value)) return value;
+    // Text with expressions inside it is a template: each is rendered in place, as text.
+    const pieces = await Promise.all(
+      value.split(EMBEDDED_EXPRESSION_SPLIT).map(async (piece) => {
+        const embedded = EXPRESSION_PATTERN.exec(piece);
+        if (embedded === null) return piece;
+        const rendered = await evaluate(embedded[1] ?? "", scope, where);
+        return typeof rendered === "string" ? rendered : JSON.stringify(rendered ?? null);
+      }),
+    );
+    return pieces.join("");
   }
   if (Array.isArray(value)) {
     return Promise.all(value.map((item, index) => renderValue(item, scope, `${where}[${index}]`)));
@@ -64,14 +68,28 @@ export async function renderValue(value: unknown, scope: ExpressionScope, where:
   return value;
 }
 
+async function evaluate(source: string, scope: ExpressionScope, where: string): Promise<unknown> {
+  try {
+    return await compile(source, where).evaluate({}, { input: scope.input, steps: scope.steps });
+  } catch (cause) {
+    if (cause instanceof LoomError) throw cause;
+    throw new LoomError(ErrorCode.EXPRESSION_FAILED, `${where}: ${jsonataMessage(cause)}`, { cause });
+  }
+}
+
+const EMBEDDED_EXPRESSION = /\{%[\s\S]*?%\}/;
+const EMBEDDED_EXPRESSION_SPLIT = /(\{%[\s\S]*?%\})/;
+
 function visitExpressions(
   value: unknown,
   where: string,
   visit: (source: string, where: string) => void,
 ): void {
   if (typeof value === "string") {
-    const match = EXPRESSION_PATTERN.exec(value);
-    if (match !== null) visit(match[1] ?? "", where);
+    for (const piece of value.split(EMBEDDED_EXPRESSION_SPLIT)) {
+      const match = EXPRESSION_PATTERN.exec(piece);
+      if (match !== null) visit(match[1] ?? "", where);
+    }
   } else if (Array.isArray(value)) {
     for (const [index, item] of value.entries()) visitExpressions(item, `${where}[${index}]`, visit);
   } else if (isPlainObject(value)) {

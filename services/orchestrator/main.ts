@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Buckets } from "../../schemas/subjects.ts";
 import {
@@ -5,12 +6,14 @@ import {
   createLogger,
   ensureStream,
   JsonSchemaValidator,
+  observeGauge,
   openBucket,
   runUntilSignalled,
   StreamDefinitions,
-  setupTelemetry,
+  startObservability,
 } from "../kit/index.ts";
 import { readOrchestratorConfig } from "./config.ts";
+import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
 import { RunStore } from "./run-store.ts";
@@ -18,14 +21,14 @@ import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
 import { WorkflowCatalog } from "./workflow-catalog.ts";
 
 const SERVICE = "orchestrator";
-/** How long shutdown waits for runs to reach their next checkpoint. */
-const SHUTDOWN_GRACE_MS = 5_000;
+/** This process's name in the records of the runs it drives. */
+const REPLICA = `${SERVICE}-${hostname()}-${process.pid}`;
 
 const config = readOrchestratorConfig();
-const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL });
+const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: config.LOG_FORMAT });
 
 await runUntilSignalled(log, async () => {
-  const telemetry = setupTelemetry({ service: SERVICE, exporter: config.OTEL_TRACES_EXPORTER });
+  const observability = await startObservability({ service: SERVICE, config, log });
   const catalog = await WorkflowCatalog.fromDirectory(config.LOOM_WORKFLOWS_DIR);
   log.info({ workflows: catalog.ids() }, "workflows registered");
 
@@ -35,7 +38,13 @@ await runUntilSignalled(log, async () => {
   await ensureStream(jsm, StreamDefinitions.events);
   await ensureSubmissionConsumer(jsm);
   const js = jetstream(nc);
-  const runs = new RunStore(await openBucket(nc, Buckets.RUNS));
+  const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
+  const runs = new RunStore(runsKv);
+  await observability.connected({
+    nc,
+    streams: [StreamDefinitions.runs.name, StreamDefinitions.events.name],
+    buckets: [Buckets.RUNS],
+  });
   const events = new RunEvents(js);
   const driver = new RunDriver({
     nc,
@@ -44,7 +53,12 @@ await runUntilSignalled(log, async () => {
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     stepTimeoutMs: config.LOOM_STEP_TIMEOUT_MS,
+    owner: REPLICA,
+    leaseMs: config.LOOM_RUN_LEASE_MS,
   });
+  await driver.watch(runsKv);
+  const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
+  observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
   const submissions = await consumeSubmissions({
     nc,
     js,
@@ -56,15 +70,18 @@ await runUntilSignalled(log, async () => {
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     maxConcurrent: config.LOOM_MAX_CONCURRENT_SUBMISSIONS,
+    owner: REPLICA,
+    leaseMs: config.LOOM_RUN_LEASE_MS,
   });
   log.info("taking run submissions");
 
   return {
     async close() {
       await submissions.stop();
-      await driver.stop(SHUTDOWN_GRACE_MS);
+      await control.stop();
+      await driver.stop();
+      await observability.close();
       await nc.drain();
-      await telemetry.shutdown();
     },
   };
 });

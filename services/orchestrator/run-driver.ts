@@ -1,197 +1,157 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Context } from "@opentelemetry/api";
-import { createActor } from "xstate";
-import { TaskState } from "../../schemas/a2a.ts";
-import type { RunRecord } from "../../schemas/run.ts";
-import type { Workflow } from "../../schemas/workflow.ts";
-import { type Logger, SpanKind, toWireError, withSpan } from "../kit/index.ts";
-import { type ExpressionScope, renderValue } from "./expressions.ts";
-import { type Effect, nextEffect, retryDelayMs, taskStateOf } from "./next-effect.ts";
-import type { RunEvents } from "./run-events.ts";
-import { compileWorkflow, FinalState, type RunContext, type RunMachineEvent } from "./run-machine.ts";
-import { RunOwnershipLostError, type RunStore, type StoredRun } from "./run-store.ts";
-import { runCallStep, type StepRunnerOptions } from "./step-runner.ts";
+import type { KV } from "@nats-io/kv";
+import { type TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { RunRecordSchema } from "../../schemas/run.ts";
+import { parsePayload } from "../kit/index.ts";
+import { type ExecutionOptions, RunExecution } from "./run-execution.ts";
+import type { RunMachineEvent } from "./run-machine.ts";
+import { RunOwnershipLostError, type StoredRun } from "./run-store.ts";
 
-/** Pause before driving a run again after an unexpected failure (a broker restart, say). */
-const RESUME_DELAY_MS = 1_000;
+/** How often a replica looks for runs nobody drives (a dead replica's, or past their deadline). */
+const SWEEP_MS = 1_000;
 
-export interface RunDriverOptions extends StepRunnerOptions {
-  runs: RunStore;
-  events: RunEvents;
-  log: Logger;
-}
-
-/** The persisted snapshot a new run starts from. */
-export function initialSnapshot(workflow: Workflow, input: Record<string, unknown>): unknown {
-  const actor = createActor(compileWorkflow(workflow), { input: { input } }).start();
-  const snapshot = actor.getPersistedSnapshot();
-  actor.stop();
-  return snapshot;
+/** What the sweep needs to know of a run, kept current by a watch on `loom_runs`. */
+interface RunSummary {
+  terminal: boolean;
+  pending: number;
+  owner: string | undefined;
+  leaseUntil: number;
+  deadlineAt: number;
 }
 
 /**
- * Drives runs to their end: perform the effect the current state stands for, feed its outcome to
- * the machine, persist the new snapshot with compare-and-set, publish the status, repeat.
+ * Drives the runs this replica owns and takes over the ones nobody does: a watch on `loom_runs`
+ * keeps a summary of every run, and a sweep claims (with compare-and-set) each run that has work
+ * pending but no live owner, or whose deadline passed while it waited.
  */
 export class RunDriver {
-  readonly #options: RunDriverOptions;
-  readonly #active = new Map<string, Promise<void>>();
+  readonly #options: ExecutionOptions;
+  readonly #executions = new Map<string, RunExecution>();
+  readonly #summaries = new Map<string, RunSummary>();
   #stopping = false;
+  #sweeping: Promise<void> | undefined;
 
-  constructor(options: RunDriverOptions) {
+  constructor(options: ExecutionOptions) {
     this.#options = options;
   }
 
   get activeRuns(): number {
-    return this.#active.size;
+    return this.#executions.size;
   }
 
-  /** Starts driving a stored run in the background, unless this process already drives it. */
-  drive(stored: StoredRun, traceParent: Context | undefined): void {
+  /**
+   * Drives a run whose record already names this replica as owner, applying `first` before
+   * anything else. Resolves with the run's state once `first` (or the first scheduling) is done.
+   */
+  drive(stored: StoredRun, first?: RunMachineEvent): Promise<TaskState | undefined> {
     const { runId } = stored.record;
-    if (this.#active.has(runId) || this.#stopping) return;
-    const driving = withSpan(
-      `run ${stored.record.workflowId}`,
-      {
-        kind: SpanKind.INTERNAL,
-        attributes: { "loom.run.id": runId },
-        ...(traceParent ? { parent: traceParent } : {}),
-      },
-      () => this.#driveUntilSettled(stored),
-    ).finally(() => this.#active.delete(runId));
-    this.#active.set(runId, driving);
-  }
-
-  /** Stops starting new steps and waits up to `timeoutMs` for runs to reach a checkpoint. */
-  async stop(timeoutMs: number): Promise<void> {
-    this.#stopping = true;
-    await Promise.race([Promise.allSettled(this.#active.values()), sleep(timeoutMs)]);
-  }
-
-  async #driveUntilSettled(initial: StoredRun): Promise<void> {
-    let stored = initial;
-    const log = this.#options.log.child({ run_id: stored.record.runId });
-    for (;;) {
-      try {
-        await this.#driveFrom(stored, log);
-        return;
-      } catch (error) {
-        if (error instanceof RunOwnershipLostError) {
-          log.warn({ err: error }, "run taken over by another orchestrator");
-          return;
-        }
-        log.error({ err: error }, "driving the run failed; resuming from its last checkpoint");
-        await sleep(RESUME_DELAY_MS);
-        if (this.#stopping) return;
-        const reloaded = await this.#options.runs.get(stored.record.runId).catch(() => undefined);
-        if (reloaded !== undefined) stored = reloaded;
-      }
-    }
-  }
-
-  async #driveFrom(start: StoredRun, log: Logger): Promise<void> {
-    let stored = start;
-    const { definition } = stored.record;
-    if (definition === undefined) return;
-    const actor = createActor(compileWorkflow(definition), {
-      // The snapshot was produced by this same definition, which the record pins.
-      snapshot: stored.record.snapshot as never,
-      input: { input: stored.record.input },
-    }).start();
-    try {
-      for (;;) {
-        const effect = nextEffect(definition, actor.getSnapshot());
-        if (effect.kind === "finished") {
-          await this.#announceEnd(stored.record, effect.state);
-          log.info({ state: effect.state }, "run finished");
-          return;
-        }
-        if (this.#stopping) return;
-        const event = await this.#perform(stored.record, effect, actor.getSnapshot().context);
-        actor.send(event);
-        const snapshot = actor.getSnapshot();
-        const next = nextEffect(definition, snapshot);
-        stored = await this.#options.runs.update(stored, {
-          ...stored.record,
-          state: taskStateOf(next),
-          snapshot: actor.getPersistedSnapshot(),
-          ...(snapshot.context.output === undefined ? {} : { output: snapshot.context.output }),
-          ...(snapshot.context.error === undefined ? {} : { error: snapshot.context.error }),
-          updatedAt: new Date().toISOString(),
-        });
-      }
-    } finally {
-      actor.stop();
-    }
-  }
-
-  async #perform(
-    record: RunRecord,
-    effect: Exclude<Effect, { kind: "finished" }>,
-    context: RunContext,
-  ): Promise<RunMachineEvent> {
-    const scope: ExpressionScope = { input: context.input, steps: context.steps };
-    if (effect.kind === "output") {
-      const { definition } = record;
-      try {
-        const lastStep = definition?.steps.at(-1);
-        const output =
-          definition?.output === undefined
-            ? lastStep === undefined
-              ? null
-              : context.steps[lastStep.id]
-            : await renderValue(definition.output, scope, "output");
-        return { type: "OUTPUT.READY", output: output ?? null };
-      } catch (error) {
-        return { type: "OUTPUT.FAILED", error: toWireError(error) };
-      }
-    }
-    const { step, attempt } = effect;
-    if (attempt > 1) await sleep(retryDelayMs(step, attempt));
-    await this.#options.events.status(
-      record,
-      TaskState.WORKING,
-      `step ${step.id}: calling ${step.call}${attempt > 1 ? ` (attempt ${attempt})` : ""}`,
-      `step:${step.id}:${attempt}`,
-      { stepId: step.id, call: step.call, attempt },
-    );
-    return runCallStep(this.#options, {
-      runId: record.runId,
-      contextId: record.contextId,
-      authorization: record.authorization,
-      step,
-      attempt,
-      scope,
+    const existing = this.#executions.get(runId);
+    if (existing !== undefined)
+      return first === undefined ? Promise.resolve(undefined) : existing.send(first);
+    if (this.#stopping) return Promise.resolve(undefined);
+    const execution = new RunExecution(this.#options, stored);
+    this.#executions.set(runId, execution);
+    void execution.ended.then(() => {
+      if (this.#executions.get(runId) === execution) this.#executions.delete(runId);
     });
+    return execution.start(first);
   }
 
-  async #announceEnd(record: RunRecord, state: FinalState): Promise<void> {
-    const { events } = this.#options;
-    if (state === FinalState.COMPLETED) {
-      await events.artifact(
-        record,
-        {
-          artifactId: `${record.runId}-output`,
-          name: "output",
-          parts: [
-            record.output === undefined || record.output === null
-              ? { text: "" }
-              : { data: record.output, mediaType: "application/json" },
-          ],
-        },
-        "output",
-      );
-      await events.status(record, TaskState.COMPLETED, "run completed", "final");
-      return;
+  /**
+   * Applies an event to a run: through the execution driving it here, or by claiming the run when
+   * no live replica drives it. Undefined when another live replica owns it (that one answers).
+   */
+  async deliver(stored: StoredRun, event: RunMachineEvent): Promise<TaskState | undefined> {
+    const local = this.#executions.get(stored.record.runId);
+    if (local !== undefined) return local.send(event);
+    const claimed = await this.#claim(stored);
+    if (claimed === undefined) return undefined;
+    return this.drive(claimed, event);
+  }
+
+  /** Watches every run record and sweeps for orphans until stopped. */
+  async watch(kv: KV): Promise<void> {
+    const watcher = await kv.watch();
+    void (async () => {
+      for await (const entry of watcher) {
+        if (entry.operation !== "PUT") {
+          this.#summaries.delete(entry.key);
+          continue;
+        }
+        try {
+          const record = parsePayload(RunRecordSchema, entry.value, `run record ${entry.key}`);
+          this.#summaries.set(entry.key, {
+            terminal: TERMINAL_STATES.has(record.state),
+            pending: record.pending.length,
+            owner: record.owner,
+            leaseUntil: record.leaseUntil === undefined ? 0 : Date.parse(record.leaseUntil),
+            deadlineAt:
+              record.deadlineAt === undefined ? Number.POSITIVE_INFINITY : Date.parse(record.deadlineAt),
+          });
+        } catch (error) {
+          this.#options.log.error({ err: error, run_id: entry.key }, "unreadable run record skipped");
+        }
+      }
+    })();
+    this.#sweeping = (async () => {
+      while (!this.#stopping) {
+        await this.#sweep(kv);
+        await sleep(SWEEP_MS);
+      }
+      watcher.stop();
+    })();
+  }
+
+  async #sweep(_kv: KV): Promise<void> {
+    const now = Date.now();
+    for (const [runId, summary] of this.#summaries) {
+      if (this.#stopping) return;
+      if (summary.terminal || this.#executions.has(runId)) continue;
+      const orphaned = summary.owner === undefined || summary.leaseUntil < now;
+      const expired = summary.deadlineAt < now;
+      if (!orphaned || (summary.pending === 0 && !expired)) continue;
+      try {
+        const stored = await this.#options.runs.get(runId);
+        if (stored === undefined) continue;
+        const claimed = await this.#claim(stored);
+        if (claimed === undefined) continue;
+        this.#options.log.info(
+          { run_id: runId, previous_owner: summary.owner },
+          "took over a run nobody drives",
+        );
+        await this.drive(claimed, expired ? { type: "RUN.EXPIRED" } : undefined);
+      } catch (error) {
+        this.#options.log.warn({ err: error, run_id: runId }, "could not take over run; will try again");
+      }
     }
-    const error = record.error;
-    const taskState = state === FinalState.REJECTED ? TaskState.REJECTED : TaskState.FAILED;
-    await events.status(
-      record,
-      taskState,
-      error?.message ?? `run ${state}`,
-      "final",
-      error === undefined ? {} : { error },
-    );
+  }
+
+  /** Makes this replica the run's owner with compare-and-set; undefined if a live owner has it. */
+  async #claim(stored: StoredRun): Promise<StoredRun | undefined> {
+    const { record } = stored;
+    if (TERMINAL_STATES.has(record.state)) return undefined;
+    const live =
+      record.owner !== undefined &&
+      record.owner !== this.#options.owner &&
+      Date.parse(record.leaseUntil ?? "") > Date.now();
+    if (live) return undefined;
+    try {
+      return await this.#options.runs.update(stored, {
+        ...record,
+        owner: this.#options.owner,
+        leaseUntil: new Date(Date.now() + this.#options.leaseMs).toISOString(),
+        updatedAt: new Date().toISOString(),
+      });
+    } catch (error) {
+      if (error instanceof RunOwnershipLostError) return undefined;
+      throw error;
+    }
+  }
+
+  /** Stops taking runs over and lets in-flight effects go; the runs' leases lapse for others. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#sweeping;
+    for (const execution of this.#executions.values()) execution.stop();
   }
 }

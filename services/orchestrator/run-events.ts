@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { type Artifact, Role, type TaskState } from "../../schemas/a2a.ts";
+import { type Artifact, Role, shortStateName, TaskState } from "../../schemas/a2a.ts";
 import { type RunEvent, type RunEventMetadata, RunEventSchema } from "../../schemas/run.ts";
 import { runEventsSubject } from "../../schemas/subjects.ts";
-import { encodePayload, tracedHeaders } from "../kit/index.ts";
+import { encodePayload, recordRunState, tracedHeaders } from "../kit/index.ts";
 
 export interface RunRef {
   runId: string;
@@ -50,6 +50,8 @@ export class RunEvents {
       },
       dedupeKey,
     );
+    // A run is "working" once per step; the metric counts runs, so only the other states.
+    if (state !== TaskState.WORKING) recordRunState(shortStateName(state));
   }
 
   async artifact(run: RunRef, artifact: Artifact, dedupeKey: string): Promise<void> {

@@ -1,153 +1,354 @@
 import { assign, setup } from "xstate";
-import { TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode, RETRYABLE_CODES, type WireError } from "../../schemas/errors.ts";
-import type { CallStep, Workflow } from "../../schemas/workflow.ts";
+import type {
+  ApprovalStep,
+  ChoiceStep,
+  OnError,
+  ParallelStep,
+  Step,
+  Workflow,
+  WorkStep,
+} from "../../schemas/workflow.ts";
 
 /** Everything a run knows; persisted with its snapshot. Holds results, never in-flight promises. */
 export interface RunContext {
   input: Record<string, unknown>;
-  /** Results by step id. */
+  /** Results by step name (`as`, else the step id). */
   steps: Record<string, unknown>;
-  /** The attempt in progress (1-based) by step id. */
+  /** Dispatches of each work step so far, across retries and revisits: part of its idempotency key. */
   attempts: Record<string, number>;
+  /** Attempts in the current visit of each work step, for its retry limit. */
+  tries: Record<string, number>;
+  /** Entries into each work step: a step a `choice` loops back to is a new piece of work. */
+  visits: Record<string, number>;
+  /** Prompts of approvals being waited for, by step id. */
+  approvals: Record<string, string>;
   output?: unknown;
   error?: WireError;
 }
 
-/** Results of the effects the driver performs, fed back into the machine. */
+/** Outcomes of the effects the driver performs, and requests from outside, fed to the machine. */
 export type RunMachineEvent =
   | { type: "STEP.SUCCEEDED"; stepId: string; result: unknown }
   | { type: "STEP.FAILED"; stepId: string; error: WireError }
+  | { type: "CHOICE.DECIDED"; stepId: string; target: string }
+  | { type: "APPROVAL.REQUESTED"; stepId: string; prompt: string }
+  | { type: "APPROVAL.ANSWERED"; stepId: string; approved: boolean; by: string; comment?: string }
   | { type: "OUTPUT.READY"; output: unknown }
-  | { type: "OUTPUT.FAILED"; error: WireError };
+  | { type: "OUTPUT.FAILED"; error: WireError }
+  | { type: "RUN.CANCEL"; by: string }
+  | { type: "RUN.EXPIRED" };
 
-export const OUTPUT_STATE = "output";
-export const FinalState = { COMPLETED: "completed", FAILED: "failed", REJECTED: "rejected" } as const;
+/** What an active state asks of the driver, read from its `meta`. */
+export type StateDemand =
+  | { effect: "work"; stepId: string }
+  | { effect: "choice"; stepId: string }
+  | { effect: "approval-request"; stepId: string }
+  | { effect: "output" }
+  | { wait: "approval"; stepId: string };
+
+export const FinalState = {
+  COMPLETED: "completed",
+  FAILED: "failed",
+  REJECTED: "rejected",
+  CANCELED: "canceled",
+} as const;
 export type FinalState = (typeof FinalState)[keyof typeof FinalState];
 
-const STEP_STATE_PREFIX = "step:";
+export const MACHINE_ID = "run";
+const OUTPUT = "output";
+const root = (state: string) => `#${MACHINE_ID}.${state}`;
+export const stepState = (stepId: string) => `s:${stepId}`;
 
-export function stepStateName(stepId: string): string {
-  return `${STEP_STATE_PREFIX}${stepId}`;
-}
+const machineSetup = setup({
+  types: {
+    context: {} as RunContext,
+    events: {} as RunMachineEvent,
+    input: {} as { input: Record<string, unknown> },
+  },
+  guards: {
+    isStep: ({ event }, params: { stepId: string }) => "stepId" in event && event.stepId === params.stepId,
+    canRetry: (
+      { context, event },
+      params: { stepId: string; max: number; on: readonly string[] | undefined },
+    ) =>
+      event.type === "STEP.FAILED" &&
+      event.stepId === params.stepId &&
+      (params.on === undefined
+        ? RETRYABLE_CODES.has(event.error.code)
+        : params.on.includes(event.error.code)) &&
+      (context.tries[params.stepId] ?? 1) < params.max,
+    isDenied: ({ event }, params: { stepId: string }) =>
+      event.type === "STEP.FAILED" &&
+      event.stepId === params.stepId &&
+      event.error.code === ErrorCode.POLICY_DENIED,
+    choseTarget: ({ event }, params: { stepId: string; target: string }) =>
+      event.type === "CHOICE.DECIDED" && event.stepId === params.stepId && event.target === params.target,
+    answered: ({ event }, params: { stepId: string; approved: boolean }) =>
+      event.type === "APPROVAL.ANSWERED" &&
+      event.stepId === params.stepId &&
+      event.approved === params.approved,
+  },
+  actions: {
+    enterWork: assign(({ context }, params: { stepId: string }) => ({
+      attempts: { ...context.attempts, [params.stepId]: (context.attempts[params.stepId] ?? 0) + 1 },
+      tries: { ...context.tries, [params.stepId]: 1 },
+      visits: { ...context.visits, [params.stepId]: (context.visits[params.stepId] ?? 0) + 1 },
+    })),
+    retry: assign(({ context }, params: { stepId: string }) => ({
+      attempts: { ...context.attempts, [params.stepId]: (context.attempts[params.stepId] ?? 0) + 1 },
+      tries: { ...context.tries, [params.stepId]: (context.tries[params.stepId] ?? 1) + 1 },
+    })),
+    recordResult: assign(({ context, event }, params: { name: string }) => ({
+      steps: { ...context.steps, [params.name]: "result" in event ? event.result : null },
+    })),
+    recordFailure: assign(({ context, event }, params: { name: string }) =>
+      event.type === "STEP.FAILED"
+        ? { error: event.error, steps: { ...context.steps, [params.name]: { error: event.error } } }
+        : {},
+    ),
+    /** After `onError: {then: continue}` the run goes on; the failure stays visible in `$steps`. */
+    forgiveFailure: assign(() => ({ error: undefined })),
+    collectBranches: assign(({ context }, params: { name: string; branches: string[] }) => ({
+      steps: {
+        ...context.steps,
+        [params.name]: Object.fromEntries(params.branches.map((name) => [name, context.steps[name]])),
+      },
+    })),
+    recordPrompt: assign(({ context, event }) =>
+      event.type === "APPROVAL.REQUESTED"
+        ? { approvals: { ...context.approvals, [event.stepId]: event.prompt } }
+        : {},
+    ),
+    recordAnswer: assign(({ context, event }, params: { name: string }) => {
+      if (event.type !== "APPROVAL.ANSWERED") return {};
+      const { [event.stepId]: _answered, ...approvals } = context.approvals;
+      const answer = {
+        approved: event.approved,
+        by: event.by,
+        ...(event.comment === undefined ? {} : { comment: event.comment }),
+      };
+      return { approvals, steps: { ...context.steps, [params.name]: answer } };
+    }),
+    rejectApproval: assign(({ event }) =>
+      event.type === "APPROVAL.ANSWERED"
+        ? {
+            error: {
+              code: ErrorCode.APPROVAL_REJECTED,
+              message: `approval ${event.stepId} rejected by ${event.by}`,
+            },
+          }
+        : {},
+    ),
+    recordOutput: assign(({ event }) => (event.type === "OUTPUT.READY" ? { output: event.output } : {})),
+    recordOutputFailure: assign(({ event }) =>
+      event.type === "OUTPUT.FAILED" ? { error: event.error } : {},
+    ),
+    recordCancel: assign(({ event }) =>
+      event.type === "RUN.CANCEL"
+        ? { error: { code: ErrorCode.CANCELED, message: `run canceled by ${event.by}` } }
+        : {},
+    ),
+    recordExpiry: assign(() => ({
+      error: { code: ErrorCode.DEADLINE_EXCEEDED, message: "the run passed its workflow's deadline" },
+    })),
+  },
+});
 
-/** The step id a state value stands for, if it is a step state. */
-export function stepIdOfState(value: unknown): string | undefined {
-  return typeof value === "string" && value.startsWith(STEP_STATE_PREFIX)
-    ? value.slice(STEP_STATE_PREFIX.length)
-    : undefined;
-}
-
-export const FINAL_TASK_STATE: Record<FinalState, TaskState> = {
-  completed: TaskState.COMPLETED,
-  failed: TaskState.FAILED,
-  rejected: TaskState.REJECTED,
-};
+type NodeConfig = Record<string, unknown>;
 
 /**
- * Compiles a workflow into a state machine with no side effects: each step is a state that waits
- * for its result event. The driver performs the call the state stands for and sends the outcome,
- * so a restored snapshot never re-runs a call by itself.
+ * Compiles a workflow into a state machine with no side effects. A state that needs work done
+ * says so in its `meta`; the driver performs it and sends the outcome as an event. A restored
+ * snapshot therefore never re-runs anything by itself.
  */
 export function compileWorkflow(workflow: Workflow) {
-  const machine = setup({
-    types: {
-      context: {} as RunContext,
-      events: {} as RunMachineEvent,
-      input: {} as { input: Record<string, unknown> },
-    },
+  const states: Record<string, NodeConfig> = {};
+  workflow.steps.forEach((step, index) => {
+    const next = workflow.steps[index + 1];
+    states[stepState(step.id)] = compileStep(
+      step,
+      next === undefined ? root(OUTPUT) : root(stepState(next.id)),
+    );
   });
-
-  const stepStates = Object.fromEntries(
-    workflow.steps.map((step, index) => {
-      const next = workflow.steps[index + 1];
-      return [
-        stepStateName(step.id),
-        stepState(step, next === undefined ? OUTPUT_STATE : stepStateName(next.id)),
-      ];
-    }),
-  );
+  states[OUTPUT] = {
+    meta: { effect: "output" } satisfies StateDemand,
+    on: {
+      "OUTPUT.READY": { target: FinalState.COMPLETED, actions: "recordOutput" },
+      "OUTPUT.FAILED": { target: FinalState.FAILED, actions: "recordOutputFailure" },
+    },
+  };
+  for (const final of Object.values(FinalState)) states[final] = { type: "final" };
   const first = workflow.steps[0];
-
-  return machine.createMachine({
-    id: `${workflow.id}@${workflow.version}`,
-    initial: first === undefined ? OUTPUT_STATE : stepStateName(first.id),
+  return machineSetup.createMachine({
+    id: MACHINE_ID,
+    initial: first === undefined ? OUTPUT : stepState(first.id),
     context: ({ input }) => ({
       input: input.input,
       steps: {},
-      attempts: first === undefined ? {} : { [first.id]: 1 },
+      attempts: {},
+      tries: {},
+      visits: {},
+      approvals: {},
     }),
-    states: {
-      ...stepStates,
-      [OUTPUT_STATE]: {
-        on: {
-          "OUTPUT.READY": {
-            target: FinalState.COMPLETED,
-            actions: assign({ output: ({ event }) => event.output }),
-          },
-          "OUTPUT.FAILED": {
-            target: FinalState.FAILED,
-            actions: assign({ error: ({ event }) => event.error }),
-          },
-        },
-      },
-      [FinalState.COMPLETED]: { type: "final" },
-      [FinalState.FAILED]: { type: "final" },
-      [FinalState.REJECTED]: { type: "final" },
+    on: {
+      "RUN.CANCEL": { target: `.${FinalState.CANCELED}`, actions: "recordCancel" },
+      "RUN.EXPIRED": { target: `.${FinalState.FAILED}`, actions: "recordExpiry" },
     },
+    states: states as never,
   });
 }
 
-function stepState(step: CallStep, next: string) {
-  const maxAttempts = step.retry?.max ?? 1;
-  const nextStepId = stepIdOfState(next);
-  const isThisStep = ({ event }: { event: { stepId: string } }) => event.stepId === step.id;
+function compileStep(step: Step, next: string): NodeConfig {
+  if ("choice" in step) return choiceState(step, next);
+  if ("approval" in step) return approvalState(step, next);
+  const path = stepState(step.id);
+  const onFail = step.onError === undefined ? root(FinalState.FAILED) : root(`${path}.compensate`);
+  const run = "parallel" in step ? parallelState(step, next, onFail) : workState(step, next, onFail);
   return {
+    initial: "run",
+    states: {
+      run,
+      ...(step.onError === undefined ? {} : { compensate: compensationState(step.onError, next) }),
+    },
+  };
+}
+
+/** One piece of work: its result moves the run on; a failure is retried, compensated or fatal. */
+function workState(step: WorkStep, onSuccess: string, onFail: string): NodeConfig {
+  const name = step.as ?? step.id;
+  const stepId = step.id;
+  return {
+    meta: { effect: "work", stepId } satisfies StateDemand,
+    entry: { type: "enterWork", params: { stepId } },
     on: {
       "STEP.SUCCEEDED": {
-        guard: isThisStep,
-        target: next,
-        actions: assign(({ context, event }: { context: RunContext; event: RunMachineEvent }) => ({
-          steps: { ...context.steps, [step.id]: event.type === "STEP.SUCCEEDED" ? event.result : undefined },
-          attempts: nextStepId === undefined ? context.attempts : { ...context.attempts, [nextStepId]: 1 },
-        })),
+        guard: { type: "isStep", params: { stepId } },
+        target: onSuccess,
+        actions: { type: "recordResult", params: { name } },
       },
       "STEP.FAILED": [
         {
-          guard: ({ context, event }: { context: RunContext; event: RunMachineEvent }) =>
-            event.type === "STEP.FAILED" &&
-            event.stepId === step.id &&
-            RETRYABLE_CODES.has(event.error.code) &&
-            (context.attempts[step.id] ?? 1) < maxAttempts,
-          target: stepStateName(step.id),
-          reenter: true,
-          actions: assign({
-            attempts: ({ context }: { context: RunContext }) => ({
-              ...context.attempts,
-              [step.id]: (context.attempts[step.id] ?? 1) + 1,
-            }),
-          }),
+          guard: { type: "canRetry", params: { stepId, max: step.retry?.max ?? 1, on: step.retry?.on } },
+          actions: { type: "retry", params: { stepId } },
         },
         {
-          guard: ({ event }: { event: RunMachineEvent }) =>
-            event.type === "STEP.FAILED" &&
-            event.stepId === step.id &&
-            event.error.code === ErrorCode.POLICY_DENIED,
-          target: FinalState.REJECTED,
-          actions: assign({ error: ({ event }: { event: RunMachineEvent }) => errorOf(event) }),
+          guard: { type: "isDenied", params: { stepId } },
+          target: root(FinalState.REJECTED),
+          actions: { type: "recordFailure", params: { name } },
         },
         {
-          guard: isThisStep,
-          target: FinalState.FAILED,
-          actions: assign({ error: ({ event }: { event: RunMachineEvent }) => errorOf(event) }),
+          guard: { type: "isStep", params: { stepId } },
+          target: onFail,
+          actions: { type: "recordFailure", params: { name } },
         },
       ],
     },
   };
 }
 
-function errorOf(event: RunMachineEvent): WireError | undefined {
-  return "error" in event ? event.error : undefined;
+function parallelState(step: ParallelStep, next: string, onFail: string): NodeConfig {
+  const branches = Object.fromEntries(
+    step.parallel.map((branch) => {
+      const region = `b:${branch.id}`;
+      return [
+        region,
+        { initial: "work", states: { work: workState(branch, "done", onFail), done: { type: "final" } } },
+      ];
+    }),
+  );
+  return {
+    type: "parallel",
+    states: branches,
+    onDone: {
+      target: next,
+      actions: {
+        type: "collectBranches",
+        params: { name: step.as ?? step.id, branches: step.parallel.map((branch) => branch.as ?? branch.id) },
+      },
+    },
+  };
+}
+
+/** Compensation steps one after another; then the run fails (with the original error) or goes on. */
+function compensationState(onError: OnError, next: string): NodeConfig {
+  const after = onError.then === "continue" ? next : root(FinalState.FAILED);
+  const states: Record<string, NodeConfig> = {};
+  onError.steps.forEach((step, index) => {
+    const following = onError.steps[index + 1];
+    const target = following === undefined ? "done" : `c:${following.id}`;
+    states[`c:${step.id}`] = workState(step, target, root(FinalState.FAILED));
+  });
+  states.done = {
+    always: { target: after, ...(onError.then === "continue" ? { actions: "forgiveFailure" } : {}) },
+  };
+  const first = onError.steps[0];
+  return { initial: first === undefined ? "done" : `c:${first.id}`, states };
+}
+
+function choiceState(step: ChoiceStep, next: string): NodeConfig {
+  const targets = new Set([
+    ...step.choice.map((branch) => branch.goto),
+    ...(step.default === undefined ? [] : [step.default]),
+  ]);
+  return {
+    meta: { effect: "choice", stepId: step.id } satisfies StateDemand,
+    on: {
+      "CHOICE.DECIDED": [
+        ...[...targets].map((target) => ({
+          guard: { type: "choseTarget", params: { stepId: step.id, target } },
+          target: root(stepState(target)),
+        })),
+        { guard: { type: "choseTarget", params: { stepId: step.id, target: NEXT_STEP } }, target: next },
+      ],
+    },
+  };
+}
+
+/** The target a choice sends when no condition holds and it names no default. */
+export const NEXT_STEP = "(next)";
+
+function approvalState(step: ApprovalStep, next: string): NodeConfig {
+  const { onReject } = step.approval;
+  const rejected: { target: string; actions?: string[] } =
+    onReject === "reject"
+      ? { target: root(FinalState.REJECTED), actions: ["rejectApproval"] }
+      : onReject === "fail"
+        ? { target: root(FinalState.FAILED), actions: ["rejectApproval"] }
+        : { target: root(stepState(onReject.goto)) };
+  const name = step.as ?? step.id;
+  return {
+    initial: "request",
+    states: {
+      request: {
+        meta: { effect: "approval-request", stepId: step.id } satisfies StateDemand,
+        on: {
+          "APPROVAL.REQUESTED": {
+            guard: { type: "isStep", params: { stepId: step.id } },
+            target: "waiting",
+            actions: "recordPrompt",
+          },
+        },
+      },
+      waiting: {
+        meta: { wait: "approval", stepId: step.id } satisfies StateDemand,
+        on: {
+          "APPROVAL.ANSWERED": [
+            {
+              guard: { type: "answered", params: { stepId: step.id, approved: true } },
+              target: next,
+              actions: { type: "recordAnswer", params: { name } },
+            },
+            {
+              guard: { type: "answered", params: { stepId: step.id, approved: false } },
+              ...rejected,
+              actions: [{ type: "recordAnswer", params: { name } }, ...(rejected.actions ?? [])],
+            },
+          ],
+        },
+      },
+    },
+  };
 }
 
 export type RunMachine = ReturnType<typeof compileWorkflow>;

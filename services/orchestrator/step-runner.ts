@@ -1,18 +1,24 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Role } from "../../schemas/a2a.ts";
+import { type Message, Role } from "../../schemas/a2a.ts";
 import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { splitToolName, type ToolCall, type ToolCallMetadata } from "../../schemas/mcp.ts";
-import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
-import { agentTasksSubject, Headers, MCP_WORKER_AGENT, Subjects } from "../../schemas/subjects.ts";
-import type { CallStep } from "../../schemas/workflow.ts";
-import { LoomError, request, SpanKind, toWireError, withSpan } from "../kit/index.ts";
+import { type McpOperation, splitToolName, type ToolCallMetadata } from "../../schemas/mcp.ts";
+import { type PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
+import {
+  agentCancelSubject,
+  agentTasksSubject,
+  Headers,
+  MCP_WORKER_AGENT,
+  Subjects,
+} from "../../schemas/subjects.ts";
+import type { WorkStep } from "../../schemas/workflow.ts";
+import { encodeJson, LoomError, request, SpanKind, toWireError, withSpan } from "../kit/index.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import type { RunMachineEvent } from "./run-machine.ts";
 
-/** Extra time the worker gets over the tool's own timeout to answer with a typed error. */
+/** Extra time an agent gets over the step's own timeout to answer with a typed error. */
 const REPLY_MARGIN_MS = 2_000;
 
 export interface StepRunnerOptions {
@@ -21,20 +27,32 @@ export interface StepRunnerOptions {
   stepTimeoutMs: number;
 }
 
-export interface StepRun {
+export interface WorkRun {
   runId: string;
   contextId: string;
   authorization: string | undefined;
-  step: CallStep;
+  step: WorkStep;
   attempt: number;
   scope: ExpressionScope;
+  signal: AbortSignal;
+}
+
+/** What one work step asks of which agent, and which policy action covers it. */
+interface Dispatch {
+  agent: string;
+  /** `delegate` goes to another agent, which applies its own policy to the caller's token. */
+  action: PolicyAction | "delegate";
+  /** What policy decides about: `<server>.<tool>`, `<server>.<prompt>` or `<server>.<uri>`. */
+  target: string;
+  arguments?: Record<string, unknown>;
+  part: Message["parts"][number];
 }
 
 /**
- * Performs one `call` step: render its arguments, ask policy about this exact call, hand the A2A
- * task to the MCP worker. Every outcome, failures included, comes back as a machine event.
+ * Performs one work step: render its inputs, ask policy about this exact operation, hand the A2A
+ * task to its agent. Every outcome, failures included, comes back as a machine event.
  */
-export async function runCallStep(options: StepRunnerOptions, run: StepRun): Promise<RunMachineEvent> {
+export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Promise<RunMachineEvent> {
   const { step } = run;
   return withSpan(
     `step ${step.id}`,
@@ -44,50 +62,161 @@ export async function runCallStep(options: StepRunnerOptions, run: StepRun): Pro
     },
     async (span) => {
       try {
-        const args = await renderValue(step.with, run.scope, `step ${step.id}: with`);
-        const decision = await request(
-          options.nc,
-          Subjects.POLICY_DECIDE,
-          PolicyDecideContract,
-          {
-            action: PolicyAction.TOOLS_CALL,
-            resource: { tool: step.call },
-            runId: run.runId,
-            stepId: step.id,
-          },
-          { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: run.authorization } },
-        );
-        span.setAttributes({ "loom.policy.rule": decision.rule, "loom.policy.effect": decision.effect });
-        if (decision.effect === PolicyEffect.DENY) {
-          throw new LoomError(ErrorCode.POLICY_DENIED, `policy denied ${step.call}: ${decision.reason}`, {
-            details: { rule: decision.rule, decisionId: decision.decisionId },
-          });
+        const dispatch = await describeDispatch(step, run.scope);
+        if (dispatch.action !== "delegate") {
+          const decision = await request(
+            options.nc,
+            Subjects.POLICY_DECIDE,
+            PolicyDecideContract,
+            {
+              action: dispatch.action,
+              resource: { tool: dispatch.target },
+              ...(dispatch.arguments === undefined ? {} : { arguments: dispatch.arguments }),
+              runId: run.runId,
+              stepId: step.id,
+            },
+            { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: run.authorization } },
+          );
+          span.setAttributes({ "loom.policy.rule": decision.rule, "loom.policy.effect": decision.effect });
+          if (decision.effect === PolicyEffect.DENY) {
+            throw new LoomError(
+              ErrorCode.POLICY_DENIED,
+              `policy denied ${dispatch.target}: ${decision.reason}`,
+              {
+                details: { rule: decision.rule, decisionId: decision.decisionId },
+              },
+            );
+          }
+          return await sendTask(options, run, dispatch, decision.grant);
         }
-        const timeoutMs = step.timeout ?? options.stepTimeoutMs;
-        const { server, tool } = splitToolName(step.call);
-        const call: ToolCall = { server, tool, arguments: args as Record<string, unknown> };
-        const metadata: ToolCallMetadata = { runId: run.runId, stepId: step.id, timeoutMs };
-        const task = await request(
-          options.nc,
-          agentTasksSubject(MCP_WORKER_AGENT),
-          AgentTaskContract,
-          {
-            messageId: randomUUID(),
-            role: Role.USER,
-            taskId: `${run.runId}:${step.id}:${run.attempt}`,
-            contextId: run.contextId,
-            parts: [{ data: call, mediaType: "application/json" }],
-            metadata,
-          },
-          {
-            timeoutMs: timeoutMs + REPLY_MARGIN_MS,
-            headers: { [Headers.MSG_ID]: `${run.runId}:${step.id}:${run.attempt}` },
-          },
-        );
-        return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(task.artifacts?.[0]) };
+        return await sendTask(options, run, dispatch, undefined);
       } catch (error) {
         return { type: "STEP.FAILED", stepId: step.id, error: toWireError(error) };
       }
     },
   );
+}
+
+async function sendTask(
+  options: StepRunnerOptions,
+  run: WorkRun,
+  dispatch: Dispatch,
+  grant: string | undefined,
+): Promise<RunMachineEvent> {
+  const { step } = run;
+  const timeoutMs = step.timeout ?? options.stepTimeoutMs;
+  const taskId = `${run.runId}:${step.id}:${run.attempt}`;
+  const metadata: ToolCallMetadata = {
+    runId: run.runId,
+    stepId: step.id,
+    attempt: run.attempt,
+    timeoutMs,
+    ...(grant === undefined ? {} : { grant }),
+  };
+  const cancel = () => options.nc.publish(agentCancelSubject(dispatch.agent), encodeJson({ taskId }));
+  run.signal.addEventListener("abort", cancel, { once: true });
+  try {
+    const task = await request(
+      options.nc,
+      agentTasksSubject(dispatch.agent),
+      AgentTaskContract,
+      {
+        messageId: randomUUID(),
+        role: Role.USER,
+        taskId,
+        contextId: run.contextId,
+        parts: [dispatch.part],
+        metadata,
+      },
+      {
+        timeoutMs: timeoutMs + REPLY_MARGIN_MS,
+        headers: {
+          [Headers.MSG_ID]: taskId,
+          [Headers.AUTHORIZATION]: dispatch.agent === MCP_WORKER_AGENT ? undefined : run.authorization,
+        },
+      },
+    );
+    return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(task.artifacts?.[0]) };
+  } finally {
+    run.signal.removeEventListener("abort", cancel);
+  }
+}
+
+/** Renders a step's inputs into the A2A DataPart (or TextPart) its agent takes. */
+async function describeDispatch(step: WorkStep, scope: ExpressionScope): Promise<Dispatch> {
+  if ("call" in step) {
+    const { server, tool } = splitToolName(step.call);
+    const args = (await renderValue(step.with, scope, `step ${step.id}: with`)) as Record<string, unknown>;
+    const operation: McpOperation = { server, tool, arguments: args };
+    return {
+      agent: MCP_WORKER_AGENT,
+      action: "tools.call",
+      target: step.call,
+      arguments: args,
+      part: { data: operation },
+    };
+  }
+  if ("prompt" in step) {
+    const { server, tool: prompt } = splitToolName(step.prompt);
+    const rendered = (await renderValue(step.with, scope, `step ${step.id}: with`)) as Record<
+      string,
+      unknown
+    >;
+    // MCP prompt arguments are strings.
+    const args = Object.fromEntries(
+      Object.entries(rendered).map(([key, value]) => [
+        key,
+        typeof value === "string" ? value : JSON.stringify(value),
+      ]),
+    );
+    const operation: McpOperation = { server, prompt, arguments: args };
+    return {
+      agent: MCP_WORKER_AGENT,
+      action: "prompts.get",
+      target: step.prompt,
+      arguments: args,
+      part: { data: operation },
+    };
+  }
+  if ("read" in step) {
+    const { server, uri } = await resolveResource(step.read, scope, step.id);
+    const operation: McpOperation = { server, resource: uri };
+    return {
+      agent: MCP_WORKER_AGENT,
+      action: "resources.read",
+      target: `${server}.${uri}`,
+      part: { data: operation },
+    };
+  }
+  const message = await renderValue(step.delegate.message, scope, `step ${step.id}: delegate.message`);
+  return {
+    agent: step.delegate.agent,
+    action: "delegate",
+    target: step.delegate.agent,
+    part: typeof message === "string" ? { text: message } : { data: message ?? {} },
+  };
+}
+
+/** `mcp://crm/contacts/c-1` reads `crm://contacts/c-1` from server `crm`. */
+async function resolveResource(
+  read: WorkStep extends infer S ? (S extends { read: infer R } ? R : never) : never,
+  scope: ExpressionScope,
+  stepId: string,
+): Promise<{ server: string; uri: string }> {
+  if (typeof read !== "string") {
+    return {
+      server: read.server,
+      uri: String(await renderValue(read.uri, scope, `step ${stepId}: read.uri`)),
+    };
+  }
+  const rendered = String(await renderValue(read, scope, `step ${stepId}: read`));
+  const match = /^mcp:\/\/([a-z0-9][a-z0-9_-]*)\/(.+)$/i.exec(rendered);
+  if (match === null) {
+    throw new LoomError(
+      ErrorCode.INVALID_INPUT,
+      `step ${stepId}: "${rendered}" is not an mcp://<server>/<path> URI`,
+    );
+  }
+  const [, server = "", path = ""] = match;
+  return { server, uri: `${server}://${path}` };
 }

@@ -8,7 +8,6 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { nanos } from "@nats-io/transport-node";
-import { context } from "@opentelemetry/api";
 import { TaskState } from "../../schemas/a2a.ts";
 import { PolicyDecideContract } from "../../schemas/contracts.ts";
 import { ErrorCode, RETRYABLE_CODES, type WireError } from "../../schemas/errors.ts";
@@ -27,8 +26,8 @@ import {
   withSpan,
 } from "../kit/index.ts";
 import type { RunDriver } from "./run-driver.ts";
-import { initialSnapshot } from "./run-driver.ts";
 import type { RunEvents } from "./run-events.ts";
+import { initialState } from "./run-execution.ts";
 import type { RunStore } from "./run-store.ts";
 import type { WorkflowCatalog } from "./workflow-catalog.ts";
 
@@ -47,6 +46,9 @@ export interface SubmissionOptions {
   log: Logger;
   policyTimeoutMs: number;
   maxConcurrent: number;
+  /** This replica's name and lease length, written into each run it accepts. */
+  owner: string;
+  leaseMs: number;
 }
 
 /** The durable consumer every orchestrator replica shares, so each submission is taken once. */
@@ -135,7 +137,8 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
             },
           );
         }
-        const now = new Date().toISOString();
+        const now = Date.now();
+        const { snapshot, pending } = initialState(workflow, submission.input);
         const stored = await options.runs.create({
           runId,
           contextId: submission.contextId ?? randomUUID(),
@@ -144,10 +147,16 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
           definition: workflow,
           input: submission.input,
           state: TaskState.SUBMITTED,
-          snapshot: initialSnapshot(workflow, submission.input),
+          snapshot,
+          pending,
+          owner: options.owner,
+          leaseUntil: new Date(now + options.leaseMs).toISOString(),
+          ...(workflow.deadline === undefined
+            ? {}
+            : { deadlineAt: new Date(now + workflow.deadline).toISOString() }),
           ...(authorization === undefined ? {} : { authorization }),
-          createdAt: now,
-          updatedAt: now,
+          createdAt: new Date(now).toISOString(),
+          updatedAt: new Date(now).toISOString(),
         });
         if (stored !== undefined) {
           await options.events.status(
@@ -158,7 +167,7 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
           );
         }
         message.ack();
-        if (stored !== undefined) options.driver.drive(stored, context.active());
+        if (stored !== undefined) void options.driver.drive(stored);
       } catch (error) {
         await refuseSubmission(options, message, { runId, workflowId, error, log });
       }
@@ -208,6 +217,7 @@ async function recordRefusal(
     input: {},
     state,
     snapshot: null,
+    pending: [],
     error,
     createdAt: now,
     updatedAt: now,

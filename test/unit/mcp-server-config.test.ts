@@ -23,7 +23,7 @@ describe("MCP server list", () => {
   it("mcp config - the shipped infra/mcp-servers.yaml loads with no refusals", async () => {
     const list = await loadServerList(SHIPPED);
     expect(list.refused).toEqual([]);
-    expect(list.servers.map((server) => server.name)).toEqual(["time", "crm"]);
+    expect(list.servers.map((server) => server.name)).toEqual(["time", "crm", "ledger"]);
     const crm = list.servers.find((server) => server.name === "crm");
     expect(crm?.timeout).toBe(10_000);
     expect(crm?.governance.data_classification).toBe("restricted");

@@ -19,10 +19,10 @@ import { LoomError } from "../../services/kit/errors.ts";
 
 const SHIPPED_POLICIES = join(import.meta.dirname, "../../infra/policies");
 
-const analyst: Principal = { id: "ann", roles: ["analyst"] };
-const contractor: Principal = { id: "carl", roles: ["contractor"] };
-const admin: Principal = { id: "ada", roles: ["admin"] };
-const viewer: Principal = { id: "vic", roles: ["viewer"] };
+const analyst: Principal = { id: "ann", roles: ["analyst"], attributes: {} };
+const contractor: Principal = { id: "carl", roles: ["contractor"], attributes: {} };
+const admin: Principal = { id: "ada", roles: ["admin"], attributes: {} };
+const viewer: Principal = { id: "vic", roles: ["viewer"], attributes: {} };
 
 const callTool = (tool: string): PolicyDecisionRequest => ({ action: "tools.call", resource: { tool } });
 const startWorkflow = (workflow: string): PolicyDecisionRequest => ({
@@ -58,6 +58,7 @@ describe("policy evaluation against infra/policies", () => {
       effect: PolicyEffect.ALLOW,
       rule: "analysts-read-crm",
       reason: 'rule "analysts-read-crm" allows tools.call on crm.get_contact',
+      rateLimit: { max: 120, per: 60_000 },
     });
   });
 
@@ -69,7 +70,7 @@ describe("policy evaluation against infra/policies", () => {
   });
 
   it("policy - a matching deny beats an allow: a contractor who is also admin may not call crm tools", () => {
-    const both: Principal = { id: "bo", roles: ["admin", "contractor"] };
+    const both: Principal = { id: "bo", roles: ["admin", "contractor"], attributes: {} };
     expect(evaluate(shipped, admin, callTool("crm.delete_contact")).effect).toBe(PolicyEffect.ALLOW);
     const verdict = evaluate(shipped, both, callTool("crm.delete_contact"));
     expect(verdict).toMatchObject({ effect: PolicyEffect.DENY, rule: "contractors-no-crm" });
@@ -92,13 +93,13 @@ describe("policy evaluation against infra/policies", () => {
     expect(verdict.reason).toContain("crm.update_contact");
   });
 
-  it("policy - denies a viewer everything by default-deny", () => {
-    expect(evaluate(shipped, viewer, callTool("time.get_time")).rule).toBe(DEFAULT_DENY_RULE);
-    expect(evaluate(shipped, viewer, startWorkflow("hello")).rule).toBe(DEFAULT_DENY_RULE);
+  it("policy - denies a viewer anything no rule names by default-deny", () => {
+    expect(evaluate(shipped, viewer, callTool("crm.update_contact")).rule).toBe(DEFAULT_DENY_RULE);
+    expect(evaluate(shipped, viewer, callTool("erp.list_orders")).rule).toBe(DEFAULT_DENY_RULE);
   });
 
   it("policy - denies a principal without roles and says so", () => {
-    const verdict = evaluate(shipped, { id: "nobody", roles: [] }, callTool("time.get_time"));
+    const verdict = evaluate(shipped, { id: "nobody", roles: [], attributes: {} }, callTool("time.get_time"));
     expect(verdict).toMatchObject({ effect: PolicyEffect.DENY, rule: DEFAULT_DENY_RULE });
     expect(verdict.reason).toContain("roles: none");
   });
@@ -168,7 +169,7 @@ rules:
   });
 
   it("policy - role * matches any role", () => {
-    expect(evaluate(policy, { id: "x", roles: ["anything"] }, callTool("time.now")).effect).toBe(
+    expect(evaluate(policy, { id: "x", roles: ["anything"], attributes: {} }, callTool("time.now")).effect).toBe(
       PolicyEffect.ALLOW,
     );
   });
@@ -216,10 +217,17 @@ rules:
       "staff-start-workflows",
       "everyone-reads-time",
       "analysts-read-crm",
+      "viewers-see-masked-contacts",
       "contractors-no-crm",
+      "only-admins-delete",
+      "eu-data-stays-in-eu",
+      "exec-tools-no-shell-metacharacters",
+      "arguments-at-most-64k",
       "admins-call-anything",
+      "analysts-read-crm-resources",
+      "managers-answer-approvals",
     ]);
-    expect(policy.version).toMatch(/^1@[0-9a-f]{12}$/);
+    expect(policy.version).toMatch(/^2@[0-9a-f]{12}$/);
   });
 
   it("policy loader - reads *.yaml and *.yml in file-name order and ignores other files", async () => {
@@ -363,7 +371,7 @@ describe("policy globs", () => {
     };
     const verdict = evaluate(
       policy,
-      { id: "bob", roles: ["contractor"] },
+      { id: "bob", roles: ["contractor"], attributes: {} },
       {
         action: "tools.call",
         resource: { tool: "crm.admin/export" },

@@ -1,0 +1,47 @@
+import type { Message, Task } from "../../schemas/a2a.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { PromptGetSchema, ResourceReadSchema } from "../../schemas/mcp.ts";
+import { describeIssues, LoomError } from "../kit/index.ts";
+import type { InFlightTasks } from "./in-flight.ts";
+import { handlePromptTask, handleReadTask } from "./read-prompt-tasks.ts";
+import { handleToolTask, type TaskHandlerDependencies } from "./task-handler.ts";
+
+/** Routes an A2A task by what its DataPart asks for: a tool call, a resource read or a prompt. */
+export async function handleAgentTask(
+  deps: TaskHandlerDependencies,
+  inFlight: InFlightTasks,
+  message: Message,
+): Promise<Task> {
+  const data = message.parts.find((part) => "data" in part);
+  const body =
+    data !== undefined && "data" in data && typeof data.data === "object" && data.data !== null
+      ? data.data
+      : {};
+  return inFlight.run(message.taskId, (signal) => {
+    if ("resource" in body)
+      return handleReadTask(deps, message, parseOperation(ResourceReadSchema, body), signal);
+    if ("prompt" in body)
+      return handlePromptTask(deps, message, parseOperation(PromptGetSchema, body), signal);
+    return handleToolTask(deps, message, signal);
+  });
+}
+
+function parseOperation<T>(
+  schema: {
+    safeParse(
+      value: unknown,
+    ):
+      | { success: true; data: T }
+      | { success: false; error: { issues: Array<{ path: PropertyKey[]; message: string }> } };
+  },
+  body: unknown,
+): T {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    throw new LoomError(
+      ErrorCode.INVALID_MESSAGE,
+      `the task's operation is malformed: ${describeIssues(parsed.error.issues)}`,
+    );
+  }
+  return parsed.data;
+}

@@ -1,0 +1,131 @@
+import { randomUUID } from "node:crypto";
+import type { GetPromptResult, ReadResourceResult } from "@modelcontextprotocol/sdk/types.js";
+import { type Artifact, type Message, type Part, type Task, TaskState } from "../../schemas/a2a.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
+import { stepRecordKey } from "../../schemas/steps.ts";
+import { LoomError, SpanKind, withSpan } from "../kit/index.ts";
+import { maskValue } from "./masking.ts";
+import type { McpConnection } from "./mcp-connection.ts";
+import type { TaskHandlerDependencies } from "./task-handler.ts";
+
+/** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
+const CLAIM_MARGIN_MS = 5_000;
+
+/** Serves an A2A task asking for one MCP resource; the artifact holds its contents. */
+export async function handleReadTask(
+  deps: TaskHandlerDependencies,
+  message: Message,
+  operation: ResourceRead,
+  signal: AbortSignal,
+): Promise<Task> {
+  const target = `${operation.server}.${operation.resource}`;
+  return runOperation(
+    deps,
+    message,
+    { action: "resources.read", target, arguments: {} },
+    operation.server,
+    async (connection, timeoutMs, masking) => {
+      const result = await withSpan(
+        `resources/read ${operation.resource}`,
+        {
+          kind: SpanKind.CLIENT,
+          attributes: { "mcp.method.name": "resources/read", "mcp.resource.uri": operation.resource },
+        },
+        () => connection.readResource(operation.resource, timeoutMs, signal),
+      );
+      return { artifactId: randomUUID(), name: target, parts: resourceParts(result, masking) };
+    },
+  );
+}
+
+/** Serves an A2A task asking for one rendered MCP prompt; the artifact holds its messages. */
+export async function handlePromptTask(
+  deps: TaskHandlerDependencies,
+  message: Message,
+  operation: PromptGet,
+  signal: AbortSignal,
+): Promise<Task> {
+  const target = `${operation.server}.${operation.prompt}`;
+  return runOperation(
+    deps,
+    message,
+    { action: "prompts.get", target, arguments: operation.arguments },
+    operation.server,
+    async (connection, timeoutMs, masking) => {
+      const result: GetPromptResult = await withSpan(
+        `prompts/get ${operation.prompt}`,
+        {
+          kind: SpanKind.CLIENT,
+          attributes: { "mcp.method.name": "prompts/get", "gen_ai.prompt.name": operation.prompt },
+        },
+        () => connection.getPrompt(operation.prompt, operation.arguments, timeoutMs, signal),
+      );
+      const rendered = { description: result.description, messages: result.messages };
+      return {
+        artifactId: randomUUID(),
+        name: target,
+        parts: [{ data: masking(rendered) ?? {}, mediaType: "application/json" }],
+      };
+    },
+  );
+}
+
+/** Grant first, then the step's stored outcome if it has one, else the operation itself. */
+async function runOperation(
+  deps: TaskHandlerDependencies,
+  message: Message,
+  granted: { action: "resources.read" | "prompts.get"; target: string; arguments: Record<string, unknown> },
+  server: string,
+  work: (
+    connection: McpConnection,
+    timeoutMs: number,
+    masking: (value: unknown) => unknown,
+  ) => Promise<Artifact>,
+): Promise<Task> {
+  const step = ToolCallMetadataSchema.safeParse(message.metadata ?? {}).data;
+  const claims = await deps.grants.admit(message, step?.grant, {
+    ...granted,
+    runId: step?.runId,
+    stepId: step?.stepId,
+  });
+  const connection = deps.connections.get(server);
+  if (connection === undefined) {
+    throw new LoomError(
+      ErrorCode.UNKNOWN_SERVER,
+      `no MCP server named "${server}" is configured on this worker`,
+    );
+  }
+  const timeoutMs = Math.min(step?.timeoutMs ?? connection.config.timeout, connection.config.timeout);
+  const execute = async (): Promise<Task> => ({
+    id: message.taskId ?? message.messageId,
+    contextId: message.contextId ?? "",
+    status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
+    artifacts: [await work(connection, timeoutMs, (value) => maskValue(value, claims.obligations))],
+  });
+  if (step === undefined) return execute();
+  return deps.steps.once(
+    stepRecordKey(step.runId, step.stepId, step.attempt),
+    timeoutMs + CLAIM_MARGIN_MS,
+    execute,
+  );
+}
+
+function resourceParts(result: ReadResourceResult, masking: (value: unknown) => unknown): Part[] {
+  const parts: Part[] = result.contents.map((content) => {
+    const mediaType = content.mimeType === undefined ? {} : { mediaType: content.mimeType };
+    if ("text" in content && typeof content.text === "string") {
+      const text = String(masking(content.text));
+      if (content.mimeType === "application/json") {
+        try {
+          return { data: masking(JSON.parse(content.text)) ?? {}, filename: content.uri, ...mediaType };
+        } catch {
+          return { text, filename: content.uri, ...mediaType };
+        }
+      }
+      return { text, filename: content.uri, ...mediaType };
+    }
+    return { raw: String("blob" in content ? content.blob : ""), filename: content.uri, ...mediaType };
+  });
+  return parts.length > 0 ? parts : [{ text: "" }];
+}

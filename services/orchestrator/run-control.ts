@@ -1,0 +1,138 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { createActor } from "xstate";
+import { TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { PolicyDecideContract, RunCancelContract, RunInputContract } from "../../schemas/contracts.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
+import type { RunControlReply } from "../../schemas/run.ts";
+import { Headers, Subjects } from "../../schemas/subjects.ts";
+import { type Logger, LoomError, NO_REPLY, request, type Service, serve } from "../kit/index.ts";
+import { awaitedApprovals, findStep } from "./demands.ts";
+import type { RunDriver } from "./run-driver.ts";
+import { compileWorkflow } from "./run-machine.ts";
+import type { RunStore, StoredRun } from "./run-store.ts";
+
+export interface RunControlOptions {
+  nc: NatsConnection;
+  runs: RunStore;
+  driver: RunDriver;
+  log: Logger;
+  policyTimeoutMs: number;
+}
+
+/** The run id in `loom.v1.runs.<runId>.input` / `.cancel`. */
+function runIdOf(subject: string): string {
+  return subject.split(".")[3] ?? "";
+}
+
+/**
+ * Serves human input (approvals) and cancellation. Input is taken by one replica (queue group):
+ * a run waiting for input has no owner, so whoever takes it claims it. Cancel goes to every
+ * replica, because the run may be mid-step on any of them: the one driving it (or, when none
+ * does, the one that claims it) applies it and answers.
+ */
+export function serveRunControl(options: RunControlOptions): { stop(): Promise<void> } {
+  const input = serve(options.nc, {
+    subject: Subjects.RUN_INPUT_ALL,
+    queue: "orchestrator-input",
+    contract: RunInputContract,
+    log: options.log,
+    handle: async (body, context) => {
+      const runId = runIdOf(context.subject);
+      const stored = await loadWaiting(options.runs, runId);
+      const definition = stored.record.definition;
+      const waiting = definition === undefined ? [] : awaitedApprovals(restoreSnapshot(stored));
+      const stepId = body.stepId ?? (waiting.length === 1 ? waiting[0] : undefined);
+      if (stepId === undefined || !waiting.includes(stepId)) {
+        const expected = waiting.length === 0 ? "no approval" : `one of: ${waiting.join(", ")}`;
+        throw new LoomError(
+          ErrorCode.RUN_NOT_WAITING,
+          `run ${runId} waits for ${expected}${body.stepId ? `, not ${body.stepId}` : ""}`,
+        );
+      }
+      const step = definition === undefined ? undefined : findStep(definition, stepId);
+      const roles = step !== undefined && "approval" in step ? step.approval.roles : [];
+      const decision = await request(
+        options.nc,
+        Subjects.POLICY_DECIDE,
+        PolicyDecideContract,
+        {
+          action: PolicyAction.RUNS_APPROVE,
+          resource: { workflow: stored.record.workflowId },
+          runId,
+          stepId,
+        },
+        { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: context.authorization } },
+      );
+      if (decision.effect === PolicyEffect.DENY) {
+        throw new LoomError(ErrorCode.POLICY_DENIED, `policy denied answering ${runId}: ${decision.reason}`, {
+          details: { rule: decision.rule },
+        });
+      }
+      if (!decision.principal.roles.some((role) => roles.includes(role))) {
+        throw new LoomError(
+          ErrorCode.POLICY_DENIED,
+          `only ${roles.join(", ")} may answer approval ${stepId}`,
+          {
+            details: { rule: `approval:${stepId}` },
+          },
+        );
+      }
+      const state = await options.driver.deliver(stored, {
+        type: "APPROVAL.ANSWERED",
+        stepId,
+        approved: body.approved,
+        by: decision.principal.id,
+        ...(body.comment === undefined ? {} : { comment: body.comment }),
+      });
+      if (state === undefined)
+        throw new LoomError(ErrorCode.RUN_NOT_WAITING, `run ${runId} is being driven elsewhere; try again`);
+      return { runId, state } satisfies RunControlReply;
+    },
+  });
+
+  const cancel = serveCancel(options);
+  return {
+    async stop() {
+      await input.stop();
+      await cancel.stop();
+    },
+  };
+}
+
+function serveCancel(options: RunControlOptions): Service {
+  return serve(options.nc, {
+    subject: Subjects.RUN_CANCEL_ALL,
+    contract: RunCancelContract,
+    log: options.log,
+    handle: async (body, context) => {
+      const runId = runIdOf(context.subject);
+      const stored = await loadWaiting(options.runs, runId);
+      const by = body.reason === undefined ? "request" : `request (${body.reason})`;
+      const state = await options.driver.deliver(stored, { type: "RUN.CANCEL", by });
+      // Undefined: another live replica drives the run and answers for it.
+      return state === undefined ? NO_REPLY : ({ runId, state } satisfies RunControlReply);
+    },
+  });
+}
+
+async function loadWaiting(runs: RunStore, runId: string): Promise<StoredRun> {
+  const stored = await runs.get(runId);
+  if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
+  if (TERMINAL_STATES.has(stored.record.state)) {
+    throw new LoomError(ErrorCode.RUN_NOT_WAITING, `run ${runId} already ended (${stored.record.state})`);
+  }
+  return stored;
+}
+
+function restoreSnapshot(stored: StoredRun) {
+  const definition = stored.record.definition;
+  if (definition === undefined)
+    throw new LoomError(ErrorCode.INTERNAL, `run ${stored.record.runId} has no definition`);
+  const actor = createActor(compileWorkflow(definition), {
+    snapshot: stored.record.snapshot as never,
+    input: { input: stored.record.input },
+  });
+  const snapshot = actor.getSnapshot();
+  return snapshot;
+}

@@ -1,0 +1,347 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { createActor } from "xstate";
+import { TaskState } from "../../schemas/a2a.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import type { RunRecord } from "../../schemas/run.ts";
+import type { Workflow } from "../../schemas/workflow.ts";
+import { type Logger, toWireError } from "../kit/index.ts";
+import { type Effect, pendingEffects, type RunSnapshotView, retryDelayMs, taskStateOf } from "./demands.ts";
+import { type ExpressionScope, renderValue } from "./expressions.ts";
+import type { RunEvents } from "./run-events.ts";
+import { compileWorkflow, FinalState, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
+import { RunOwnershipLostError, type RunStore, type StoredRun } from "./run-store.ts";
+import { runWorkStep, type StepRunnerOptions } from "./step-runner.ts";
+
+export interface ExecutionOptions extends StepRunnerOptions {
+  runs: RunStore;
+  events: RunEvents;
+  log: Logger;
+  /** This replica's name, written into the records of the runs it drives. */
+  owner: string;
+  /** How long a replica's claim on a run lasts without renewal. */
+  leaseMs: number;
+}
+
+/** The persisted snapshot and pending effects a new run starts with. */
+export function initialState(
+  workflow: Workflow,
+  input: Record<string, unknown>,
+): { snapshot: unknown; pending: string[] } {
+  const actor = createActor(compileWorkflow(workflow), { input: { input } }).start();
+  const pending = pendingEffects(workflow, actor.getSnapshot()).map((effect) => effect.key);
+  const snapshot = actor.getPersistedSnapshot();
+  actor.stop();
+  return { snapshot, pending };
+}
+
+/**
+ * Drives one run this replica owns: performs the effects its states ask for (several at once in
+ * a `parallel`), feeds each outcome to the machine one at a time, and after every transition
+ * stores the snapshot with compare-and-set before announcing it. It ends when the run ends, when
+ * the run only waits for input (ownership is released), or when another replica took the run.
+ */
+export class RunExecution {
+  readonly runId: string;
+  readonly #options: ExecutionOptions;
+  readonly #workflow: Workflow;
+  readonly #actor;
+  readonly #inFlight = new Map<string, AbortController>();
+  readonly #log: Logger;
+  #stored: StoredRun;
+  #queue: Promise<unknown> = Promise.resolve();
+  #stopped = false;
+  readonly #timers: NodeJS.Timeout[] = [];
+  readonly #ended: Promise<void>;
+  #end: () => void = () => {};
+
+  constructor(options: ExecutionOptions, stored: StoredRun) {
+    const { definition } = stored.record;
+    if (definition === undefined) throw new Error(`run ${stored.record.runId} has no definition to drive`);
+    this.runId = stored.record.runId;
+    this.#options = options;
+    this.#workflow = definition;
+    this.#stored = stored;
+    this.#log = options.log.child({ run_id: this.runId });
+    this.#actor = createActor(compileWorkflow(definition), {
+      // The snapshot was made by this same definition, which the record pins.
+      snapshot: stored.record.snapshot as never,
+      input: { input: stored.record.input },
+    }).start();
+    this.#ended = new Promise((resolve) => {
+      this.#end = resolve;
+    });
+  }
+
+  /** Resolves once this replica stops driving the run, for whatever reason. */
+  get ended(): Promise<void> {
+    return this.#ended;
+  }
+
+  /**
+   * Starts driving: with `first`, that event is applied before anything else (an answer to a run
+   * that only waited), and the result is the run's state after it.
+   */
+  start(first?: RunMachineEvent): Promise<TaskState> {
+    const renew = setInterval(() => void this.#enqueue(() => this.#renewLease()), this.#options.leaseMs / 3);
+    this.#timers.push(renew);
+    const { deadlineAt } = this.#stored.record;
+    if (deadlineAt !== undefined) {
+      const expire = setTimeout(
+        () => void this.send({ type: "RUN.EXPIRED" }),
+        Math.max(0, Date.parse(deadlineAt) - Date.now()),
+      );
+      this.#timers.push(expire);
+    }
+    if (first !== undefined) return this.send(first);
+    return this.#enqueue(async () => {
+      await this.#schedule();
+      return this.#stored.record.state;
+    });
+  }
+
+  /** Applies an event (an outcome, an approval, a cancel) and resolves with the run's state after it. */
+  send(event: RunMachineEvent): Promise<TaskState> {
+    return this.#enqueue(() => this.#apply(event));
+  }
+
+  /** Stops driving without writing: abandons in-flight effects (their agents are told to cancel). */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const timer of this.#timers) clearTimeout(timer);
+    for (const controller of this.#inFlight.values()) controller.abort();
+    this.#inFlight.clear();
+    this.#actor.stop();
+    this.#end();
+  }
+
+  #enqueue<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.#queue.then(async () => {
+      if (this.#stopped) return this.#stored.record.state as T;
+      try {
+        return await work();
+      } catch (error) {
+        if (error instanceof RunOwnershipLostError) {
+          this.#log.warn("another replica took the run over; this one stops driving it");
+        } else {
+          this.#log.error({ err: error }, "driving the run failed; another replica will take it over");
+        }
+        this.stop();
+        return this.#stored.record.state as T;
+      }
+    });
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async #apply(event: RunMachineEvent): Promise<TaskState> {
+    const before = JSON.stringify(this.#actor.getPersistedSnapshot());
+    this.#actor.send(event);
+    if (JSON.stringify(this.#actor.getPersistedSnapshot()) === before) {
+      this.#log.debug({ event: event.type }, "event changed nothing (late or not for this state)");
+      return this.#stored.record.state;
+    }
+    await this.#persist();
+    await this.#announce(event);
+    await this.#schedule();
+    return this.#stored.record.state;
+  }
+
+  async #persist(): Promise<void> {
+    const snapshot = this.#actor.getSnapshot();
+    const pending = pendingEffects(this.#workflow, snapshot).map((effect) => effect.key);
+    const driving = snapshot.status !== "done" && pending.length > 0;
+    const { owner: _owner, leaseUntil: _leaseUntil, ...rest } = this.#stored.record;
+    const record: RunRecord = {
+      ...rest,
+      state: taskStateOf(this.#workflow, snapshot),
+      snapshot: this.#actor.getPersistedSnapshot(),
+      pending,
+      ...(snapshot.context.output === undefined ? {} : { output: snapshot.context.output }),
+      ...(snapshot.context.error === undefined ? {} : { error: snapshot.context.error }),
+      ...(driving ? { owner: this.#options.owner, leaseUntil: this.#leaseUntil() } : {}),
+      updatedAt: new Date().toISOString(),
+    };
+    if (snapshot.context.error === undefined) delete record.error;
+    this.#stored = await this.#options.runs.update(this.#stored, record);
+  }
+
+  async #renewLease(): Promise<void> {
+    const { record } = this.#stored;
+    if (record.owner !== this.#options.owner) return;
+    this.#stored = await this.#options.runs.update(this.#stored, {
+      ...record,
+      leaseUntil: this.#leaseUntil(),
+    });
+  }
+
+  #leaseUntil(): string {
+    return new Date(Date.now() + this.#options.leaseMs).toISOString();
+  }
+
+  /** Starts what the current states ask for, abandons what they no longer ask for, ends when done. */
+  async #schedule(): Promise<void> {
+    const snapshot = this.#actor.getSnapshot();
+    if (snapshot.status === "done") {
+      await this.#announceEnd(snapshot.value as FinalState);
+      this.stop();
+      return;
+    }
+    const effects = pendingEffects(this.#workflow, snapshot);
+    const wanted = new Set(effects.map((effect) => effect.key));
+    for (const [key, controller] of this.#inFlight) {
+      if (!wanted.has(key)) {
+        controller.abort();
+        this.#inFlight.delete(key);
+      }
+    }
+    for (const effect of effects) {
+      if (!this.#inFlight.has(effect.key)) this.#launch(effect, snapshot);
+    }
+    if (effects.length === 0) {
+      this.#log.info({ state: this.#stored.record.state }, "run waits for input; ownership released");
+      this.stop();
+    }
+  }
+
+  #launch(effect: Effect, snapshot: RunSnapshotView): void {
+    const controller = new AbortController();
+    this.#inFlight.set(effect.key, controller);
+    const scope: ExpressionScope = { input: snapshot.context.input, steps: snapshot.context.steps };
+    void this.#perform(effect, scope, snapshot, controller.signal)
+      .catch((error: unknown): RunMachineEvent | undefined => {
+        if (controller.signal.aborted) return undefined;
+        this.#log.error({ err: error, effect: effect.key }, "effect failed unexpectedly");
+        return effect.kind === "work"
+          ? { type: "STEP.FAILED", stepId: effect.step.id, error: toWireError(error) }
+          : undefined;
+      })
+      .then((event) => {
+        if (controller.signal.aborted || this.#inFlight.get(effect.key) !== controller) return;
+        this.#inFlight.delete(effect.key);
+        if (event !== undefined) void this.send(event);
+      });
+  }
+
+  async #perform(
+    effect: Effect,
+    scope: ExpressionScope,
+    snapshot: RunSnapshotView,
+    signal: AbortSignal,
+  ): Promise<RunMachineEvent> {
+    const record = this.#stored.record;
+    switch (effect.kind) {
+      case "work": {
+        const { step, attempt } = effect;
+        const tries = snapshot.context.tries[step.id] ?? 1;
+        if (tries > 1) await sleep(retryDelayMs(step, tries), undefined, { signal });
+        const what =
+          "call" in step
+            ? `calling ${step.call}`
+            : "read" in step
+              ? "reading a resource"
+              : "prompt" in step
+                ? `rendering ${step.prompt}`
+                : `delegating to ${step.delegate.agent}`;
+        await this.#options.events.status(
+          record,
+          TaskState.WORKING,
+          `step ${step.id}: ${what}${tries > 1 ? ` (attempt ${tries})` : ""}`,
+          `step:${step.id}:${attempt}`,
+          { stepId: step.id, attempt: tries, ...("call" in step ? { call: step.call } : {}) },
+        );
+        return runWorkStep(this.#options, {
+          runId: record.runId,
+          contextId: record.contextId,
+          authorization: record.authorization,
+          step,
+          attempt,
+          scope,
+          signal,
+        });
+      }
+      case "choice": {
+        for (const branch of effect.step.choice) {
+          if ((await renderValue(branch.when, scope, `step ${effect.step.id}: when`)) === true) {
+            return { type: "CHOICE.DECIDED", stepId: effect.step.id, target: branch.goto };
+          }
+        }
+        return { type: "CHOICE.DECIDED", stepId: effect.step.id, target: effect.step.default ?? NEXT_STEP };
+      }
+      case "approval-request": {
+        const prompt = String(
+          await renderValue(effect.step.approval.prompt, scope, `step ${effect.step.id}: approval.prompt`),
+        );
+        return { type: "APPROVAL.REQUESTED", stepId: effect.step.id, prompt };
+      }
+      case "output":
+        try {
+          const { output, steps } = this.#workflow;
+          const last = steps.at(-1);
+          const value =
+            output === undefined
+              ? last === undefined
+                ? null
+                : scope.steps[last.id]
+              : await renderValue(output, scope, "output");
+          return { type: "OUTPUT.READY", output: value ?? null };
+        } catch (error) {
+          return { type: "OUTPUT.FAILED", error: toWireError(error) };
+        }
+    }
+  }
+
+  /** Status events for transitions people wait on: input required, approvals answered. */
+  async #announce(event: RunMachineEvent): Promise<void> {
+    const record = this.#stored.record;
+    const { events } = this.#options;
+    if (event.type === "APPROVAL.REQUESTED") {
+      const step = this.#workflow.steps.find((candidate) => candidate.id === event.stepId);
+      const roles = step !== undefined && "approval" in step ? step.approval.roles : [];
+      await events.status(
+        record,
+        TaskState.INPUT_REQUIRED,
+        event.prompt,
+        `approval:${event.stepId}:${record.updatedAt}`,
+        {
+          stepId: event.stepId,
+          roles,
+        },
+      );
+    } else if (event.type === "APPROVAL.ANSWERED") {
+      await events.status(
+        record,
+        record.state,
+        `step ${event.stepId}: ${event.approved ? "approved" : "rejected"} by ${event.by}`,
+        `answer:${event.stepId}:${record.updatedAt}`,
+        { stepId: event.stepId },
+      );
+    }
+  }
+
+  async #announceEnd(state: FinalState): Promise<void> {
+    const record = this.#stored.record;
+    const { events } = this.#options;
+    if (state === FinalState.COMPLETED) {
+      const output = record.output;
+      await events.artifact(
+        record,
+        {
+          artifactId: `${record.runId}-output`,
+          name: "output",
+          parts: [
+            output === undefined || output === null
+              ? { text: "" }
+              : { data: output, mediaType: "application/json" },
+          ],
+        },
+        "output",
+      );
+      await events.status(record, TaskState.COMPLETED, "run completed", "final");
+    } else {
+      const error = record.error ?? { code: ErrorCode.INTERNAL, message: `run ${state}` };
+      await events.status(record, record.state, error.message, "final", { error });
+    }
+    this.#log.info({ state }, "run finished");
+  }
+}
