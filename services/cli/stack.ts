@@ -48,6 +48,8 @@ export interface Stack {
   exited(): ServiceProcess | undefined;
   /** Starts one service again (after a kill, say). */
   restart(name: ServiceName): Promise<ServiceProcess>;
+  /** Starts one more replica of a service beside the running ones. */
+  add(name: ServiceName): ServiceProcess;
   stop(): Promise<void>;
 }
 
@@ -76,6 +78,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       if (existing !== undefined) await stopProcess(existing.process);
       const started = launch(name);
       services.splice(index === -1 ? services.length : index, 1, started);
+      return started;
+    },
+    add(name) {
+      const started = launch(name);
+      services.push(started);
       return started;
     },
     async stop() {

@@ -57,7 +57,8 @@ export async function ensureSubmissionConsumer(jsm: JetStreamManager): Promise<v
     durable_name: Consumers.ORCHESTRATOR_SUBMISSIONS,
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
-    ack_wait: nanos(30_000),
+    // Accepting a submission takes milliseconds; one held by a crashed replica comes back after this.
+    ack_wait: nanos(10_000),
     max_deliver: MAX_DELIVERIES + 1,
   };
   try {

@@ -1,0 +1,222 @@
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { headers } from "@nats-io/transport-node";
+import { describe, expect, it } from "vitest";
+import { shortStateName, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { RunEventSchema, RunRecordSchema } from "../../schemas/run.ts";
+import { Buckets, Headers, Subjects } from "../../schemas/subjects.ts";
+import type { ServiceName } from "../../services/cli/stack.ts";
+import { createTestLedger } from "../helpers/ledger.ts";
+import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+
+const RUNS = 200;
+const WAVE = 20;
+const WAVE_PAUSE_MS = 400;
+const STEPS_PER_RUN = 3;
+const admin = tokenFor("ops", "admin");
+
+/** A stack whose worker serves a private ledger, with short leases and timeouts so crashes heal fast. */
+async function startLedgerLoom(serversFile: string): Promise<Loom> {
+  return startLoom({
+    env: {
+      LOOM_MCP_SERVERS: serversFile,
+      LOOM_RUN_LEASE_MS: "1500",
+      LOOM_STEP_TIMEOUT_MS: "3000",
+      LOG_LEVEL: "info",
+    },
+    tools: ["ledger.append"],
+  });
+}
+
+/**
+ * Submits `count` transfers in waves, so the load lasts long enough for crashes to land in it.
+ * Resolves with the run ids at once; the waves go on in the background.
+ */
+function submitTransfers(loom: Loom, count: number): { runIds: string[]; submitted: Promise<void> } {
+  const js = jetstream(loom.nc);
+  const runIds = Array.from({ length: count }, () => randomUUID());
+  const submitted = (async () => {
+    for (let start = 0; start < count; start += WAVE) {
+      await Promise.all(
+        runIds.slice(start, start + WAVE).map((runId, offset) => {
+          const h = headers();
+          h.set(Headers.AUTHORIZATION, `Bearer ${admin}`);
+          const input = { from: `acct-${start + offset}`, to: "treasury", amount: 10 };
+          return js.publish(
+            Subjects.RUNS_SUBMIT,
+            JSON.stringify({ runId, workflow: "ledger-transfer", input }),
+            {
+              msgID: runId,
+              headers: h,
+              timeout: 30_000,
+            },
+          );
+        }),
+      );
+      await sleep(WAVE_PAUSE_MS);
+    }
+  })();
+  return { runIds, submitted };
+}
+
+/** Counts runs that reached a final state, live, from their events. */
+function trackCompletions(loom: Loom): { completed(): number; stop(): void } {
+  const done = new Set<string>();
+  const subscription = loom.nc.subscribe(Subjects.RUN_EVENTS_ALL, {
+    callback: (_error, message) => {
+      const event = RunEventSchema.safeParse(message.json());
+      if (
+        event.success &&
+        "statusUpdate" in event.data &&
+        TERMINAL_STATES.has(event.data.statusUpdate.status.state)
+      ) {
+        done.add(event.data.statusUpdate.taskId);
+      }
+    },
+  });
+  return { completed: () => done.size, stop: () => subscription.unsubscribe() };
+}
+
+/** Counts runs by state (short names); `pending` for runs not yet ended or not yet stored. */
+async function runStates(loom: Loom, runIds: string[]): Promise<Record<string, number>> {
+  try {
+    return await readRunStates(loom, runIds);
+  } catch {
+    // The broker may be restarting: count everything as pending and look again.
+    return { pending: runIds.length };
+  }
+}
+
+async function readRunStates(loom: Loom, runIds: string[]): Promise<Record<string, number>> {
+  const kv = await new Kvm(loom.nc).open(Buckets.RUNS);
+  const counts: Record<string, number> = {};
+  for (const runId of runIds) {
+    const entry = await kv.get(runId);
+    const state = entry?.operation === "PUT" ? RunRecordSchema.parse(entry.json()).state : undefined;
+    const name = state !== undefined && TERMINAL_STATES.has(state) ? shortStateName(state) : "pending";
+    counts[name] = (counts[name] ?? 0) + 1;
+  }
+  return counts;
+}
+
+async function waitForAll(loom: Loom, runIds: string[], timeoutMs: number): Promise<Record<string, number>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const counts = await runStates(loom, runIds);
+    if (counts.pending === undefined || Date.now() > deadline) return counts;
+    await sleep(500);
+  }
+}
+
+/** Waits until at least `count` runs ended, so the next crash lands in the middle of the load. */
+async function endedAtLeast(tracker: { completed(): number }, count: number): Promise<number> {
+  const deadline = Date.now() + 60_000;
+  while (tracker.completed() < count && Date.now() < deadline) await sleep(20);
+  return tracker.completed();
+}
+
+async function kill(loom: Loom, name: ServiceName): Promise<void> {
+  for (const service of loom.stack.services.filter((candidate) => candidate.name === name)) {
+    if (service.process.exitCode !== null || service.process.signalCode !== null) continue;
+    const exited = once(service.process, "exit");
+    service.process.kill("SIGKILL");
+    await exited;
+  }
+}
+
+describe("fault - runs survive processes dying, and every step's effect happens exactly once", () => {
+  it("fault - 200 ledger transfers while the orchestrator is SIGKILLed 5 times", async () => {
+    await using ledger = await createTestLedger();
+    await using loom = await startLedgerLoom(ledger.serversFile);
+    const tracker = trackCompletions(loom);
+    const { runIds, submitted } = submitTransfers(loom, RUNS);
+    const progress: number[] = [];
+    for (const threshold of [20, 50, 80, 110, 140]) {
+      progress.push(await endedAtLeast(tracker, threshold));
+      await kill(loom, "orchestrator");
+      await loom.stack.restart("orchestrator");
+    }
+    await submitted;
+    tracker.stop();
+    const states = await waitForAll(loom, runIds, 150_000);
+    const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
+    console.log(
+      `orchestrator SIGKILLs: 5 (runs completed before each: ${progress.join(", ")}); runs: ${JSON.stringify(states)}; ` +
+        `ledger entries: ${entries} (expected ${RUNS * STEPS_PER_RUN}); tool invocations: ${invocations}`,
+    );
+    expect(states).toEqual({ completed: RUNS });
+    expect(progress.at(-1)).toBeLessThan(RUNS);
+    expect(entries).toBe(RUNS * STEPS_PER_RUN);
+  });
+
+  it("fault - 200 ledger transfers while the mcp-worker is SIGKILLed mid-call 3 times", async () => {
+    await using ledger = await createTestLedger();
+    await using loom = await startLedgerLoom(ledger.serversFile);
+    const tracker = trackCompletions(loom);
+    const { runIds, submitted } = submitTransfers(loom, RUNS);
+    const progress: number[] = [];
+    for (const threshold of [30, 80, 130]) {
+      progress.push(await endedAtLeast(tracker, threshold));
+      await kill(loom, "mcp-worker");
+      await loom.stack.restart("mcp-worker");
+    }
+    await submitted;
+    tracker.stop();
+    const states = await waitForAll(loom, runIds, 150_000);
+    const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
+    console.log(
+      `mcp-worker SIGKILLs: 3 (runs completed before each: ${progress.join(", ")}); runs: ${JSON.stringify(states)}; ` +
+        `ledger entries: ${entries} (expected ${RUNS * STEPS_PER_RUN}); tool invocations: ${invocations}`,
+    );
+    expect(states).toEqual({ completed: RUNS });
+    expect(progress.at(-1)).toBeLessThan(RUNS);
+    expect(entries).toBe(RUNS * STEPS_PER_RUN);
+  });
+
+  it("fault - 200 ledger transfers while the nats-server restarts (store kept)", async () => {
+    await using ledger = await createTestLedger();
+    await using loom = await startLedgerLoom(ledger.serversFile);
+    const tracker = trackCompletions(loom);
+    const { runIds, submitted } = submitTransfers(loom, RUNS);
+    const before = await endedAtLeast(tracker, 60);
+    await loom.nats.restart();
+    await submitted;
+    tracker.stop();
+    const states = await waitForAll(loom, runIds, 150_000);
+    const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
+    console.log(
+      `nats-server restarted with ${before} of ${RUNS} runs completed; runs: ${JSON.stringify(states)}; ` +
+        `ledger entries: ${entries} (expected ${RUNS * STEPS_PER_RUN}); tool invocations: ${invocations}`,
+    );
+    expect(states).toEqual({ completed: RUNS });
+    expect(before).toBeGreaterThan(0);
+    expect(before).toBeLessThan(RUNS);
+    expect(entries).toBe(RUNS * STEPS_PER_RUN);
+  });
+
+  it("fault - two orchestrator replicas take over a dead one's runs at once", async () => {
+    await using ledger = await createTestLedger();
+    await using loom = await startLedgerLoom(ledger.serversFile);
+    const tracker = trackCompletions(loom);
+    const { runIds, submitted } = submitTransfers(loom, RUNS);
+    const before = await endedAtLeast(tracker, 60);
+    await kill(loom, "orchestrator");
+    loom.stack.add("orchestrator");
+    loom.stack.add("orchestrator");
+    await submitted;
+    tracker.stop();
+    const states = await waitForAll(loom, runIds, 150_000);
+    const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
+    console.log(
+      `orchestrator SIGKILLed with ${before} of ${RUNS} runs completed, two replicas recovered; runs: ${JSON.stringify(states)}; ` +
+        `ledger entries: ${entries} (expected ${RUNS * STEPS_PER_RUN}); tool invocations: ${invocations}`,
+    );
+    expect(states).toEqual({ completed: RUNS });
+    expect(before).toBeGreaterThan(0);
+    expect(before).toBeLessThan(RUNS);
+    expect(entries).toBe(RUNS * STEPS_PER_RUN);
+  });
+});
