@@ -1,8 +1,13 @@
 import { z } from "zod";
+import { DurationSchema } from "./duration.ts";
+import { DataClassification } from "./mcp.ts";
 
 export const PolicyAction = {
   WORKFLOW_START: "workflow.start",
   TOOLS_CALL: "tools.call",
+  RESOURCES_READ: "resources.read",
+  PROMPTS_GET: "prompts.get",
+  RUNS_APPROVE: "runs.approve",
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 
@@ -12,11 +17,37 @@ export type PolicyEffect = (typeof PolicyEffect)[keyof typeof PolicyEffect];
 /** The rule name a decision carries when no rule matched. */
 export const DEFAULT_DENY_RULE = "default-deny";
 
+/** Personal data the masking obligation can find in free text, not only in named fields. */
+export const PiiKind = {
+  EMAIL: "email",
+  PHONE: "phone",
+  SSN: "ssn",
+  CARD: "card",
+  IBAN: "iban",
+} as const;
+export type PiiKind = (typeof PiiKind)[keyof typeof PiiKind];
+
 export const PrincipalSchema = z.object({
   id: z.string().min(1),
   roles: z.array(z.string().min(1)),
+  /** Claims the deployment maps to attributes (for example `region`), as strings. */
+  attributes: z.record(z.string(), z.string()).default({}),
 });
 export type Principal = z.infer<typeof PrincipalSchema>;
+export type PrincipalInput = z.input<typeof PrincipalSchema>;
+
+/** What the worker must do to a result before it leaves: the union of every matching allow's masks. */
+export const ObligationsSchema = z
+  .object({
+    /** Object keys whose values are replaced, at any depth (`email`, `ssn`). */
+    maskFields: z.array(z.string().min(1)).default([]),
+    /** Personal data found by pattern (and checksum, for cards and IBANs) in any string. */
+    maskPii: z.array(z.enum(PiiKind)).default([]),
+    /** Extra patterns (JavaScript regular expressions) masked in any string. */
+    maskPatterns: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+export type Obligations = z.infer<typeof ObligationsSchema>;
 
 /** Sent on `loom.v1.policy.decide`; the caller's token travels in the Authorization header. */
 export const PolicyDecisionRequestSchema = z
@@ -25,10 +56,12 @@ export const PolicyDecisionRequestSchema = z
     resource: z
       .object({
         workflow: z.string().optional(),
-        /** `<server>.<tool>` for `tools.call`. */
+        /** `<server>.<tool>` for `tools.call`, `<server>.<prompt>` for `prompts.get`, the URI for `resources.read`. */
         tool: z.string().optional(),
       })
       .strict(),
+    /** The exact arguments of a `tools.call`: checked against the tool's inputSchema and guards, and bound into the grant. */
+    arguments: z.record(z.string(), z.unknown()).optional(),
     runId: z.string().optional(),
     stepId: z.string().optional(),
   })
@@ -43,10 +76,48 @@ export const PolicyDecisionSchema = z.object({
   reason: z.string(),
   principal: PrincipalSchema,
   policyVersion: z.string(),
+  obligations: ObligationsSchema.optional(),
+  /** For an allowed `tools.call`: the signed grant (JWS) the worker requires before calling. */
+  grant: z.string().optional(),
 });
 export type PolicyDecision = z.infer<typeof PolicyDecisionSchema>;
 
 const GlobListSchema = z.array(z.string().min(1)).min(1);
+
+/** A CEL expression; it is compiled when the policy loads, so a syntax error refuses the file. */
+const CelSchema = z.string().min(1);
+
+export const RuleObligationsSchema = z
+  .object({
+    mask: z
+      .object({
+        fields: z.array(z.string().min(1)).default([]),
+        pii: z.array(z.enum(PiiKind)).default([]),
+        patterns: z.array(z.string().min(1)).default([]),
+      })
+      .strict(),
+  })
+  .strict();
+
+export const RateLimitSchema = z
+  .object({
+    /** Calls allowed per principal and tool within `per`. */
+    max: z.number().int().positive(),
+    per: DurationSchema,
+  })
+  .strict();
+
+/** A deny rule with `violates` matches only when the arguments break one of these limits. */
+export const ArgumentGuardSchema = z
+  .object({
+    /** Largest JSON encoding of the arguments, in bytes. */
+    max_bytes: z.number().int().positive().optional(),
+    /** Regular expressions; any string argument matching one violates the guard. */
+    patterns: z.array(z.string().min(1)).optional(),
+    /** Shell metacharacters (`; & | \` $ < > ( ) \n`) in any string argument violate the guard. */
+    shell_metacharacters: z.boolean().optional(),
+  })
+  .strict();
 
 export const PolicyRuleSchema = z
   .object({
@@ -55,21 +126,59 @@ export const PolicyRuleSchema = z
     effect: z.enum(PolicyEffect),
     /** The rule applies to a principal holding any of these roles (`*` for everyone authenticated). */
     roles: GlobListSchema,
+    /** Every attribute named must match one of its globs (attributes come from token claims). */
+    attributes: z.record(z.string(), GlobListSchema).optional(),
     actions: z.array(z.enum(PolicyAction)).min(1),
-    /** Globs over `<server>.<tool>`; required for rules about `tools.call`. */
+    /**
+     * Globs over `<server>.<tool>` (`tools.call`), `<server>.<prompt>` (`prompts.get`) or the resource
+     * URI (`resources.read`); required for rules about those actions.
+     */
     tools: GlobListSchema.optional(),
-    /** Globs over workflow ids; required for rules about `workflow.start`. */
+    /** Globs over workflow ids; required for rules about `workflow.start` and `runs.approve`. */
     workflows: GlobListSchema.optional(),
+    /** The tool's data classification, from its server's governance metadata. */
+    classifications: z.array(z.enum(DataClassification)).min(1).optional(),
+    /** Only tools whose server is marked `exec: true` (they run commands). */
+    exec: z.boolean().optional(),
+    /** Data residency: source is the tool's data region, destination the caller's region. */
+    context: z
+      .object({ source_region: GlobListSchema.optional(), destination_region: GlobListSchema.optional() })
+      .strict()
+      .optional(),
+    /** CEL over `principal`, `action`, `resource`, `context` and `args`; must be true for the rule to match. */
+    when: CelSchema.optional(),
+    violates: ArgumentGuardSchema.optional(),
+    obligations: RuleObligationsSchema.optional(),
+    rate_limit: RateLimitSchema.optional(),
   })
   .strict()
   .refine((rule) => !rule.actions.includes("tools.call") || rule.tools !== undefined, {
     message: "a rule about tools.call must list the tools it covers",
     path: ["tools"],
   })
-  .refine((rule) => !rule.actions.includes("workflow.start") || rule.workflows !== undefined, {
-    message: "a rule about workflow.start must list the workflows it covers",
-    path: ["workflows"],
-  });
+  .refine(
+    (rule) =>
+      !(rule.actions.includes("resources.read") || rule.actions.includes("prompts.get")) ||
+      rule.tools !== undefined,
+    {
+      message: "a rule about resources.read or prompts.get must list what it covers in tools",
+      path: ["tools"],
+    },
+  )
+  .refine(
+    (rule) =>
+      !(rule.actions.includes("workflow.start") || rule.actions.includes("runs.approve")) ||
+      rule.workflows !== undefined,
+    { message: "a rule about workflow.start must list the workflows it covers", path: ["workflows"] },
+  )
+  .refine((rule) => rule.violates === undefined || rule.effect === PolicyEffect.DENY, {
+    message: "argument guards (violates) belong on deny rules",
+    path: ["violates"],
+  })
+  .refine(
+    (rule) => (rule.obligations === undefined && rule.rate_limit === undefined) || rule.effect === "allow",
+    { message: "obligations and rate limits belong on allow rules", path: ["effect"] },
+  );
 export type PolicyRule = z.infer<typeof PolicyRuleSchema>;
 
 /** A policy file under `infra/policies/`. Default deny: what no rule allows is refused. */
@@ -93,14 +202,86 @@ export const PolicyFileSchema = z
   .strict();
 export type PolicyFile = z.infer<typeof PolicyFileSchema>;
 
-/**
- * Claims of a development token: `loom-dev.<base64url JSON>`. It is not signed, so only a
- * development stack may accept it; verified OAuth access tokens replace it.
- */
-export const DevTokenClaimsSchema = z
+/** The active policy in KV `loom_policy` (key `active`): the files as written, validated again on load. */
+export const PolicyBundleSchema = z
   .object({
-    sub: z.string().min(1),
-    roles: z.array(z.string().min(1)).min(1),
+    files: z.array(z.object({ name: z.string().min(1), text: z.string() }).strict()).min(1),
+    appliedAt: z.iso.datetime(),
   })
   .strict();
-export type DevTokenClaims = z.infer<typeof DevTokenClaimsSchema>;
+export type PolicyBundle = z.infer<typeof PolicyBundleSchema>;
+
+/** Issuer, audience and type of grants, so a grant never passes for an access token or the reverse. */
+export const GRANT_ISSUER = "acp-policy";
+export const GRANT_AUDIENCE = "mcp-worker";
+export const GRANT_TYPE = "loom-grant+jwt";
+
+/** The claims of a signed grant (JWS, EdDSA) acp-policy issues for one allowed tool call. */
+export const GrantClaimsSchema = z.object({
+  /** The principal the call acts for. */
+  sub: z.string(),
+  run: z.string(),
+  step: z.string(),
+  /** `tools.call`, `prompts.get` or `resources.read`. */
+  action: z.enum(PolicyAction),
+  /** The target as policy saw it: `<server>.<tool>`, `<server>.<prompt>` or `<server>.<uri>`. */
+  tool: z.string(),
+  /** sha256 of the canonical JSON of the exact arguments. */
+  args: z.string().regex(/^[0-9a-f]{64}$/),
+  obligations: ObligationsSchema,
+  /** The decision that issued it. */
+  jti: z.string(),
+});
+export type GrantClaims = z.infer<typeof GrantClaimsSchema>;
+
+/** `loom policy test` cases: each input with the effect (and optionally rule and obligations) it must get. */
+export const PolicyTestFileSchema = z
+  .object({
+    /** Policy file or folder to test; by default the shipped `infra/policies/`. Relative to this file. */
+    policy: z.string().optional(),
+    cases: z
+      .array(
+        z
+          .object({
+            name: z.string().min(1),
+            principal: PrincipalSchema,
+            action: z.enum(PolicyAction),
+            resource: z
+              .object({
+                tool: z.string().optional(),
+                workflow: z.string().optional(),
+                classification: z.enum(DataClassification).optional(),
+                exec: z.boolean().optional(),
+                region: z.string().optional(),
+              })
+              .strict(),
+            arguments: z.record(z.string(), z.unknown()).optional(),
+            expect: z
+              .object({
+                effect: z.enum(PolicyEffect),
+                rule: z.string().optional(),
+                obligations: ObligationsSchema.partial().optional(),
+              })
+              .strict(),
+          })
+          .strict(),
+      )
+      .min(1),
+  })
+  .strict();
+export type PolicyTestFile = z.infer<typeof PolicyTestFileSchema>;
+
+/** The reply of `loom.v1.policy.explain`: the decision, and how each rule judged the request. */
+export const PolicyExplanationSchema = z.object({
+  decision: PolicyDecisionSchema.omit({ grant: true }),
+  rules: z.array(
+    z.object({
+      name: z.string(),
+      effect: z.enum(PolicyEffect),
+      matched: z.boolean(),
+      /** Why it matched, or the first condition that did not hold. */
+      why: z.string(),
+    }),
+  ),
+});
+export type PolicyExplanation = z.infer<typeof PolicyExplanationSchema>;

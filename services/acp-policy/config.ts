@@ -1,15 +1,71 @@
 import { resolve } from "node:path";
 import { z } from "zod";
+import { DurationSchema } from "../../schemas/duration.ts";
+import { DEFAULT_AUDIENCE, DEV_ISSUER } from "../kit/dev-issuer.ts";
 import { BaseConfigSchema, loadConfig } from "../kit/index.ts";
+import type { TokenVerifierOptions } from "./token-verifier.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
 
+const list = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text) =>
+      text
+        .split(",")
+        .map((item) => item.trim())
+        .filter((item) => item !== ""),
+    );
+
+/** Signature algorithms a token may use: asymmetric only, so a public key can never act as an HMAC secret. */
+const ALGORITHMS = ["EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] as const;
+
 export const PolicyServiceConfigSchema = BaseConfigSchema.extend({
-  /** Folder of policy YAML files; all files in it form the active policy. */
+  /** Folder of policy YAML files; used until `loom policy apply` stores a bundle in KV. */
   LOOM_POLICY_DIR: z.string().default(resolve(REPO_ROOT, "infra/policies")),
+  /** Local data dir; in dev mode (no JWKS configured) the token signing key is generated here. */
+  LOOM_DATA_DIR: z.string().default(resolve(REPO_ROOT, ".loom")),
+  /** JWKS URL of the identity provider: keys are cached and fetched again for an unknown `kid`. */
+  LOOM_AUTH_JWKS_URL: z.url().optional(),
+  /** A JWKS file of trusted public keys, instead of a URL. */
+  LOOM_AUTH_PUBLIC_KEYS: z.string().optional(),
+  LOOM_AUTH_ISSUER: z.string().min(1).default(DEV_ISSUER),
+  LOOM_AUTH_AUDIENCE: z.string().min(1).default(DEFAULT_AUDIENCE),
+  LOOM_AUTH_ALGORITHMS: list("EdDSA,ES256,RS256").pipe(z.array(z.enum(ALGORITHMS)).min(1)),
+  /** Claim holding the roles; a dotted path reaches into objects (`realm_access.roles`). */
+  LOOM_AUTH_ROLES_CLAIM: z.string().min(1).default("roles"),
+  /** Claims copied into the principal's attributes (policy `attributes`, CEL `principal.attributes`). */
+  LOOM_AUTH_ATTRIBUTE_CLAIMS: list("region"),
+  LOOM_AUTH_CLOCK_SKEW: DurationSchema.default(30_000),
+  /** The region callers are in when their token names none; destination of data-residency rules. */
+  LOOM_REGION: z.string().min(1).default("eu"),
+  /** How long a signed grant stays valid: only until the worker receives the task. */
+  LOOM_GRANT_TTL: DurationSchema.default(60_000),
+  /** Calls by one principal within 10 s that count as a burst when far above its usual rate. */
+  LOOM_ANOMALY_BURST: z.coerce.number().int().positive().default(20),
 });
 export type PolicyServiceConfig = z.infer<typeof PolicyServiceConfigSchema>;
 
 export function readPolicyServiceConfig(env: NodeJS.ProcessEnv = process.env): PolicyServiceConfig {
   return loadConfig(PolicyServiceConfigSchema, env);
+}
+
+/** Where tokens are verified from: a JWKS URL, a JWKS file, or else the dev issuer key in the data dir. */
+export function tokenVerifierOptions(config: PolicyServiceConfig): TokenVerifierOptions {
+  const keys =
+    config.LOOM_AUTH_JWKS_URL !== undefined
+      ? { jwksUrl: config.LOOM_AUTH_JWKS_URL }
+      : config.LOOM_AUTH_PUBLIC_KEYS !== undefined
+        ? { jwksFile: config.LOOM_AUTH_PUBLIC_KEYS }
+        : { devDataDir: config.LOOM_DATA_DIR };
+  return {
+    keys,
+    issuer: config.LOOM_AUTH_ISSUER,
+    audience: config.LOOM_AUTH_AUDIENCE,
+    algorithms: config.LOOM_AUTH_ALGORITHMS,
+    rolesClaim: config.LOOM_AUTH_ROLES_CLAIM,
+    attributeClaims: config.LOOM_AUTH_ATTRIBUTE_CLAIMS,
+    clockSkewMs: config.LOOM_AUTH_CLOCK_SKEW,
+  };
 }

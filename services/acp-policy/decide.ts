@@ -1,44 +1,98 @@
 import { randomUUID } from "node:crypto";
-import type { PolicyDecision, PolicyDecisionRequest, Principal } from "../../schemas/policy.ts";
-import { PolicyEffect } from "../../schemas/policy.ts";
-import { type Logger, LoomError, principalFromAuthorization } from "../kit/index.ts";
-import type { AuditLog } from "./audit-log.ts";
-import { describeTarget, evaluate, type Verdict } from "./evaluate.ts";
-import type { ActivePolicy } from "./policy-loader.ts";
+import type { KV } from "@nats-io/kv";
+import { AuditKind } from "../../schemas/audit.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { type ToolDescriptor, ToolDescriptorSchema } from "../../schemas/mcp.ts";
+import {
+  type PolicyDecision,
+  type PolicyDecisionRequest,
+  PolicyEffect,
+  type PolicyExplanation,
+  type Principal,
+} from "../../schemas/policy.ts";
+import type { AuditLog } from "../kit/audit-chain.ts";
+import { digestOf } from "../kit/digest.ts";
+import { type JsonSchemaValidator, type Logger, LoomError, parsePayload } from "../kit/index.ts";
+import type { AnomalyDetector } from "./anomalies.ts";
+import { type DecisionFacts, describeTarget, evaluate, judgeRules, type Verdict } from "./evaluate.ts";
+import type { GrantSigner } from "./grant-signer.ts";
+import type { PolicyStore } from "./policy-store.ts";
+import type { RateLimiter } from "./rate-limiter.ts";
+import type { TokenVerifier } from "./token-verifier.ts";
 
-const ANONYMOUS: Principal = { id: "anonymous", roles: [] };
+const ANONYMOUS: Principal = { id: "anonymous", roles: [], attributes: {} };
 export const UNAUTHENTICATED_RULE = "unauthenticated";
+export const INVALID_ARGUMENTS_RULE = "invalid-arguments";
+export const RATE_LIMIT_RULE_SUFFIX = "(rate limit)";
+/** Actions the worker carries out, so an allow comes with a grant it checks. */
+const GRANTED_ACTIONS: ReadonlySet<string> = new Set(["tools.call", "prompts.get", "resources.read"]);
 
 export interface DecideDependencies {
-  policy: () => ActivePolicy;
+  policy: PolicyStore;
+  tokens: TokenVerifier;
+  tools: KV;
+  validator: JsonSchemaValidator;
+  grants: GrantSigner;
+  rates: RateLimiter;
+  anomalies: AnomalyDetector;
   audit: AuditLog;
   log: Logger;
+  /** The caller's region when the token names none. */
+  defaultRegion: string;
 }
 
-/** Answers one decision request: identify the caller, evaluate, audit, reply. */
+/**
+ * Answers one decision request: identify the caller, check the arguments against the tool's
+ * inputSchema, evaluate, enforce the rate limit, sign a grant for an allowed tool call, audit, reply.
+ */
 export async function decide(
   deps: DecideDependencies,
   request: PolicyDecisionRequest,
   authorization: string | undefined,
 ): Promise<PolicyDecision> {
-  const policy = deps.policy();
+  const started = performance.now();
+  const policy = deps.policy.active;
+  const decisionId = randomUUID();
   let principal = ANONYMOUS;
   let verdict: Verdict;
+  let refusal: LoomError | undefined;
   try {
-    principal = principalFromAuthorization(authorization);
-    verdict = evaluate(policy, principal, request);
+    principal = await deps.tokens.verify(authorization);
+    const facts = await factsFor(deps, principal, request);
+    verdict = evaluate(policy, principal, request, facts);
+    verdict = enforceRateLimit(deps, principal, request, verdict);
   } catch (error) {
     if (!(error instanceof LoomError)) throw error;
-    verdict = { effect: PolicyEffect.DENY, rule: UNAUTHENTICATED_RULE, reason: error.message };
+    const rule = error.code === ErrorCode.UNAUTHENTICATED ? UNAUTHENTICATED_RULE : INVALID_ARGUMENTS_RULE;
+    verdict = { effect: PolicyEffect.DENY, rule, reason: error.message };
+    if (error.code !== ErrorCode.UNAUTHENTICATED) refusal = error;
   }
+  const allowedCall =
+    verdict.effect === PolicyEffect.ALLOW && GRANTED_ACTIONS.has(request.action) && request.resource.tool !== undefined;
+  const obligations = verdict.obligations ?? { maskFields: [], maskPii: [], maskPatterns: [] };
+  const grant =
+    allowedCall && request.resource.tool !== undefined
+      ? await deps.grants.sign({
+          sub: principal.id,
+          run: request.runId ?? "",
+          step: request.stepId ?? "",
+          action: request.action,
+          tool: request.resource.tool,
+          args: digestOf(request.arguments ?? {}),
+          obligations,
+          jti: decisionId,
+        })
+      : undefined;
   await deps.audit.append({
-    kind: "policy.decision",
+    kind: AuditKind.POLICY_DECISION,
     principal: principal.id,
     action: request.action,
     resource: describeTarget(request),
     effect: verdict.effect,
     rule: verdict.rule,
     reason: verdict.reason,
+    latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+    ...(request.arguments === undefined ? {} : { argsDigest: digestOf(request.arguments) }),
     ...(request.runId === undefined ? {} : { runId: request.runId }),
     ...(request.stepId === undefined ? {} : { stepId: request.stepId }),
   });
@@ -49,8 +103,112 @@ export async function decide(
       effect: verdict.effect,
       rule: verdict.rule,
       run_id: request.runId,
+      principal: principal.id,
     },
     "policy decision",
   );
-  return { decisionId: randomUUID(), ...verdict, principal, policyVersion: policy.version };
+  if (refusal !== undefined) throw refusal;
+  if (allowedCall && request.resource.tool !== undefined) {
+    deps.anomalies.observe(principal.id, request.resource.tool, request.runId);
+  }
+  return {
+    decisionId,
+    effect: verdict.effect,
+    rule: verdict.rule,
+    reason: verdict.reason,
+    principal,
+    policyVersion: policy.version,
+    ...(verdict.effect === PolicyEffect.ALLOW && verdict.obligations !== undefined
+      ? { obligations: verdict.obligations }
+      : {}),
+    ...(grant === undefined ? {} : { grant }),
+  };
+}
+
+/**
+ * `loom policy explain`: how every rule judges the request, and the decision they make. Nothing is
+ * granted, counted or audited; an unauthenticated caller is explained as anonymous.
+ */
+export async function explain(
+  deps: DecideDependencies,
+  request: PolicyDecisionRequest,
+  authorization: string | undefined,
+): Promise<PolicyExplanation> {
+  const policy = deps.policy.active;
+  let principal = ANONYMOUS;
+  let verdict: Verdict;
+  let facts: DecisionFacts = {};
+  try {
+    principal = await deps.tokens.verify(authorization);
+    facts = await factsFor(deps, principal, request);
+    verdict = evaluate(policy, principal, request, facts);
+  } catch (error) {
+    if (!(error instanceof LoomError)) throw error;
+    const rule = error.code === ErrorCode.UNAUTHENTICATED ? UNAUTHENTICATED_RULE : INVALID_ARGUMENTS_RULE;
+    verdict = { effect: PolicyEffect.DENY, rule, reason: error.message };
+  }
+  return {
+    decision: {
+      decisionId: randomUUID(),
+      effect: verdict.effect,
+      rule: verdict.rule,
+      reason: verdict.reason,
+      principal,
+      policyVersion: policy.version,
+      ...(verdict.obligations === undefined ? {} : { obligations: verdict.obligations }),
+    },
+    rules: judgeRules(policy, principal, request, facts).map(({ rule, matched, why }) => ({
+      name: rule.name,
+      effect: rule.effect,
+      matched,
+      why,
+    })),
+  };
+}
+
+/** The tool's governance facts from KV `loom_tools`, after checking the arguments against its inputSchema. */
+async function factsFor(
+  deps: DecideDependencies,
+  principal: Principal,
+  request: PolicyDecisionRequest,
+): Promise<DecisionFacts> {
+  const destinationRegion = principal.attributes.region ?? deps.defaultRegion;
+  if (request.action !== "tools.call" || request.resource.tool === undefined) return { destinationRegion };
+  const descriptor = await readTool(deps.tools, request.resource.tool);
+  if (descriptor === undefined) return { destinationRegion };
+  deps.validator.assertValid(descriptor.inputSchema, request.arguments ?? {}, `arguments of ${request.resource.tool}`);
+  const { governance } = descriptor;
+  return {
+    destinationRegion,
+    tool: {
+      classification: governance.data_classification,
+      ...(governance.exec === undefined ? {} : { exec: governance.exec }),
+      ...(governance.region === undefined ? {} : { region: governance.region }),
+    },
+  };
+}
+
+async function readTool(tools: KV, qualified: string): Promise<ToolDescriptor | undefined> {
+  // Keys are `<server>.<tool>` with KV-safe tool names; anything else cannot be registered.
+  if (!/^[A-Za-z0-9_.-]+$/.test(qualified)) return undefined;
+  const entry = await tools.get(qualified);
+  if (entry === null || entry.operation !== "PUT") return undefined;
+  return parsePayload(ToolDescriptorSchema, entry.value, `tool ${qualified}`);
+}
+
+function enforceRateLimit(
+  deps: DecideDependencies,
+  principal: Principal,
+  request: PolicyDecisionRequest,
+  verdict: Verdict,
+): Verdict {
+  if (verdict.effect !== PolicyEffect.ALLOW || verdict.rateLimit === undefined) return verdict;
+  const key = `${principal.id}\u0000${describeTarget(request)}`;
+  if (deps.rates.tryAcquire(key, verdict.rateLimit)) return verdict;
+  const { max, per } = verdict.rateLimit;
+  return {
+    effect: PolicyEffect.DENY,
+    rule: `${verdict.rule} ${RATE_LIMIT_RULE_SUFFIX}`,
+    reason: `rule "${verdict.rule}" allows ${principal.id} at most ${max} calls of ${describeTarget(request)} per ${per / 1000} s`,
+  };
 }

@@ -1,19 +1,25 @@
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { PolicyDecideContract } from "../../schemas/contracts.ts";
-import { QueueGroups, Subjects } from "../../schemas/subjects.ts";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { PolicyDecideContract, PolicyExplainContract } from "../../schemas/contracts.ts";
+import { Buckets, QueueGroups, Subjects } from "../../schemas/subjects.ts";
+import { AuditLog } from "../kit/audit-chain.ts";
 import {
   connectNats,
   createLogger,
   ensureStream,
+  JsonSchemaValidator,
+  openBucket,
   runUntilSignalled,
   StreamDefinitions,
   serve,
   setupTelemetry,
 } from "../kit/index.ts";
-import { AuditLog } from "./audit-log.ts";
-import { readPolicyServiceConfig } from "./config.ts";
-import { decide } from "./decide.ts";
-import { loadPolicyDir } from "./policy-loader.ts";
+import { AnomalyDetector } from "./anomalies.ts";
+import { readPolicyServiceConfig, tokenVerifierOptions } from "./config.ts";
+import { decide, explain } from "./decide.ts";
+import { GrantSigner } from "./grant-signer.ts";
+import { PolicyStore } from "./policy-store.ts";
+import { RateLimiter } from "./rate-limiter.ts";
+import { createTokenVerifier } from "./token-verifier.ts";
 
 const SERVICE = "acp-policy";
 const config = readPolicyServiceConfig();
@@ -21,12 +27,25 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL });
 
 await runUntilSignalled(log, async () => {
   const telemetry = setupTelemetry({ service: SERVICE, exporter: config.OTEL_TRACES_EXPORTER });
-  const policy = await loadPolicyDir(config.LOOM_POLICY_DIR);
-  log.info({ policy_version: policy.version, rules: policy.rules.length }, "policy loaded");
-
+  const tokens = await createTokenVerifier(tokenVerifierOptions(config));
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit);
-  const deps = { policy: () => policy, audit: new AuditLog(jetstream(nc)), log };
+  const deps = {
+    policy: await PolicyStore.open({
+      kv: await openBucket(nc, Buckets.POLICY, { history: 10 }),
+      dir: config.LOOM_POLICY_DIR,
+      log,
+    }),
+    tokens,
+    tools: await openBucket(nc, Buckets.TOOLS),
+    validator: new JsonSchemaValidator(),
+    grants: await GrantSigner.create(await openBucket(nc, Buckets.GRANT_KEYS), config.LOOM_GRANT_TTL),
+    rates: new RateLimiter(),
+    anomalies: new AnomalyDetector({ nc, log, burst: config.LOOM_ANOMALY_BURST }),
+    audit: new AuditLog(nc, SERVICE),
+    log,
+    defaultRegion: config.LOOM_REGION,
+  };
 
   const service = serve(nc, {
     subject: Subjects.POLICY_DECIDE,
@@ -35,11 +54,21 @@ await runUntilSignalled(log, async () => {
     log,
     handle: (request, context) => decide(deps, request, context.authorization),
   });
-  log.info({ subject: Subjects.POLICY_DECIDE }, "serving policy decisions");
+  const explaining = serve(nc, {
+    subject: Subjects.POLICY_EXPLAIN,
+    queue: QueueGroups.POLICY,
+    contract: PolicyExplainContract,
+    log,
+    handle: (request, context) => explain(deps, request, context.authorization),
+  });
+  log.info(
+    { subject: Subjects.POLICY_DECIDE, policy_version: deps.policy.active.version, grant_kid: deps.grants.kid },
+    "serving policy decisions",
+  );
 
   return {
     async close() {
-      await service.stop();
+      await Promise.all([service.stop(), explaining.stop()]);
       await nc.drain();
       await telemetry.shutdown();
     },

@@ -1,7 +1,6 @@
 export * from "./base-config.ts";
 export * from "./bus.ts";
 export * from "./config.ts";
-export * from "./dev-token.ts";
 export * from "./errors.ts";
 export * from "./jetstream.ts";
 export * from "./json-schema.ts";

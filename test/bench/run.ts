@@ -17,7 +17,8 @@ import { RunEventSchema } from "../../schemas/run.ts";
 import { Headers, Subjects } from "../../schemas/subjects.ts";
 import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
 import { startStack, waitUntilReady } from "../../services/cli/stack.ts";
-import { issueDevToken, parsePayload } from "../../services/kit/index.ts";
+import { parsePayload } from "../../services/kit/index.ts";
+import { TEST_AUTH_ENV, tokenFor } from "../helpers/tokens.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
 const SEQUENTIAL_RUNS = Number(process.env.BENCH_SEQUENTIAL_RUNS ?? 200);
@@ -62,13 +63,13 @@ async function timed(
 
 const dir = await mkdtemp(join(tmpdir(), "loom-bench-"));
 const nats = await launchNatsServer({ storeDir: join(dir, "nats") });
-const stack = await startStack({ natsUrl: nats.url, logDir: join(dir, "logs"), env: { LOG_LEVEL: "warn" } });
+const stack = await startStack({ natsUrl: nats.url, logDir: join(dir, "logs"), env: { LOG_LEVEL: "warn", ...TEST_AUTH_ENV } });
 const nc = await connect({ servers: nats.url });
 const results: Measurement[] = [];
 try {
   await waitUntilReady(nc, { tools: ["time.get_time"], timeoutMs: 60_000, stack });
   const js = jetstream(nc);
-  const token = issueDevToken({ sub: "bench", roles: ["analyst"] });
+  const token = tokenFor("bench", "analyst");
 
   // One subscription resolves every run's end, so the watcher costs the same at any concurrency.
   const waiting = new Map<string, (state: TaskState) => void>();

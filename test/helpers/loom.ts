@@ -5,8 +5,10 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
-import { issueDevToken } from "../../services/kit/index.ts";
 import { connectTo, type NatsServer, startNatsServer } from "./nats-server.ts";
+import { TEST_AUTH_ENV } from "./tokens.ts";
+
+export { tokenFor } from "./tokens.ts";
 
 const run = promisify(execFile);
 export const REPO_ROOT = resolve(import.meta.dirname, "../..");
@@ -35,14 +37,11 @@ export interface LoomOptions {
   tools?: string[];
 }
 
-export function tokenFor(sub: string, ...roles: string[]): string {
-  return issueDevToken({ sub, roles });
-}
-
 export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
   const nats = await startNatsServer();
   const logDir = await mkdtemp(join(tmpdir(), "loom-logs-"));
-  const stack = await startStack({ natsUrl: nats.url, logDir, env: { LOG_LEVEL: "debug", ...options.env } });
+  const stack = await startStack({ natsUrl: nats.url, logDir, env: { LOG_LEVEL: "debug", ...TEST_AUTH_ENV, ...options.env },
+  });
   const nc = await connectTo(nats.url);
   try {
     await waitUntilReady(nc, {

@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { issueDevToken } from "../../kit/index.ts";
+import { ensureDevIssuerKey, issueDevToken } from "../../kit/dev-issuer.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { type LaunchedNatsServer, launchNatsServer, stopProcess } from "../nats-server.ts";
 import { startStack, waitUntilReady } from "../stack.ts";
@@ -53,7 +53,11 @@ export async function devCommand(options: { natsUrl: string | undefined; demo: b
   console.log("ready\n");
 
   if (options.demo) {
-    const token = issueDevToken({ sub: "demo", roles: ["analyst"] });
+    const token = await issueDevToken(await ensureDevIssuerKey(DATA_DIR), {
+      sub: "demo",
+      roles: ["analyst"],
+      ttlSeconds: 3600,
+    });
     console.log(
       'demo      loom submit hello --input \'{"contactId":"c-1"}\' --watch   (as demo, role analyst)',
     );

@@ -1,0 +1,42 @@
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import type { KV } from "@nats-io/kv";
+import { calculateJwkThumbprint, type JWK, SignJWT } from "jose";
+import { GRANT_AUDIENCE, GRANT_ISSUER, GRANT_TYPE, type GrantClaims } from "../../schemas/policy.ts";
+
+/**
+ * Signs grants with an Ed25519 key this replica makes at start and never writes to disk. Its public
+ * half goes to KV `loom_grant_keys` under its key id, where workers look up the `kid` of each grant:
+ * replicas and restarts each bring their own key, and nothing has to be copied between machines.
+ */
+export class GrantSigner {
+  readonly #privateKey: KeyObject;
+  readonly kid: string;
+  readonly #ttlSeconds: number;
+
+  private constructor(privateKey: KeyObject, kid: string, ttlMs: number) {
+    this.#privateKey = privateKey;
+    this.kid = kid;
+    this.#ttlSeconds = Math.max(1, Math.round(ttlMs / 1000));
+  }
+
+  static async create(keys: KV, ttlMs: number): Promise<GrantSigner> {
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    const publicJwk = publicKey.export({ format: "jwk" }) as JWK;
+    const kid = await calculateJwkThumbprint(publicJwk);
+    await keys.put(kid, JSON.stringify({ ...publicJwk, kid, alg: "EdDSA", use: "sig" }));
+    return new GrantSigner(privateKey, kid, ttlMs);
+  }
+
+  sign(claims: GrantClaims): Promise<string> {
+    const { sub, jti, ...bound } = claims;
+    return new SignJWT(bound)
+      .setProtectedHeader({ alg: "EdDSA", typ: GRANT_TYPE, kid: this.kid })
+      .setIssuer(GRANT_ISSUER)
+      .setAudience(GRANT_AUDIENCE)
+      .setSubject(sub)
+      .setJti(jti)
+      .setIssuedAt()
+      .setExpirationTime(`${this.#ttlSeconds}s`)
+      .sign(this.#privateKey);
+  }
+}

@@ -1,0 +1,109 @@
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { type Obligations, PiiKind } from "../../schemas/policy.ts";
+
+export const MASK = "[masked]";
+
+const DETECTORS: Record<PiiKind, { pattern: RegExp; accept?: (match: string) => boolean }> = {
+  [PiiKind.EMAIL]: { pattern: /[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}/g },
+  [PiiKind.SSN]: { pattern: /\b\d{3}-\d{2}-\d{4}\b/g },
+  // International or national numbers with at least 9 digits, in the usual groupings.
+  [PiiKind.PHONE]: {
+    pattern: /(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}\b/g,
+    accept: (match) => digits(match).length >= 9,
+  },
+  [PiiKind.CARD]: { pattern: /\b\d(?:[ -]?\d){12,18}\b/g, accept: (match) => luhnValid(digits(match)) },
+  [PiiKind.IBAN]: {
+    pattern: /\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b/g,
+    accept: (match) => ibanValid(match),
+  },
+};
+
+/** Whether obligations ask for anything at all, so a result without any skips the walk. */
+export function hasMasks(obligations: Obligations): boolean {
+  return obligations.maskFields.length + obligations.maskPii.length + obligations.maskPatterns.length > 0;
+}
+
+/**
+ * Applies masking obligations to an MCP result before it leaves the worker: named fields at any
+ * depth of structured content (and of text blocks that hold JSON), then detected personal data and
+ * custom patterns in every string that is left.
+ */
+export function maskResult(result: CallToolResult, obligations: Obligations): CallToolResult {
+  if (!hasMasks(obligations)) return result;
+  const content = result.content.map((block) =>
+    block.type === "text" ? { ...block, text: maskText(block.text, obligations) } : block,
+  );
+  return {
+    ...result,
+    content,
+    ...(result.structuredContent === undefined
+      ? {}
+      : { structuredContent: maskValue(result.structuredContent, obligations) as Record<string, unknown> }),
+  };
+}
+
+/** Masks a value: fields by name, then patterns in every string. */
+export function maskValue(value: unknown, obligations: Obligations): unknown {
+  if (typeof value === "string") return maskString(value, obligations);
+  if (Array.isArray(value)) return value.map((item) => maskValue(item, obligations));
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [
+        key,
+        obligations.maskFields.includes(key) ? MASK : maskValue(item, obligations),
+      ]),
+    );
+  }
+  return value;
+}
+
+/** A text block that is JSON is masked as a value (so field names apply), any other text by pattern. */
+function maskText(text: string, obligations: Obligations): string {
+  try {
+    return JSON.stringify(maskValue(JSON.parse(text), obligations));
+  } catch {
+    return maskString(text, obligations);
+  }
+}
+
+function maskString(text: string, obligations: Obligations): string {
+  let masked = text;
+  for (const kind of obligations.maskPii) {
+    const { pattern, accept } = DETECTORS[kind];
+    masked = masked.replace(pattern, (match) => (accept === undefined || accept(match) ? MASK : match));
+  }
+  for (const source of obligations.maskPatterns) masked = masked.replace(new RegExp(source, "gu"), MASK);
+  return masked;
+}
+
+function digits(text: string): string {
+  return text.replace(/\D/g, "");
+}
+
+/** The Luhn checksum card numbers carry, so order numbers and the like are left alone. */
+export function luhnValid(number: string): boolean {
+  if (number.length < 13 || number.length > 19) return false;
+  let sum = 0;
+  for (let index = 0; index < number.length; index++) {
+    let digit = Number(number[number.length - 1 - index]);
+    if (index % 2 === 1) {
+      digit *= 2;
+      if (digit > 9) digit -= 9;
+    }
+    sum += digit;
+  }
+  return sum % 10 === 0;
+}
+
+/** ISO 13616 check: move the country code and check digits to the end, read letters as numbers, mod 97 = 1. */
+export function ibanValid(text: string): boolean {
+  const iban = text.replace(/ /g, "");
+  if (iban.length < 15 || iban.length > 34) return false;
+  const rearranged = iban.slice(4) + iban.slice(0, 4);
+  let remainder = 0;
+  for (const char of rearranged) {
+    const value = /\d/.test(char) ? char : String(char.charCodeAt(0) - 55);
+    for (const digit of value) remainder = (remainder * 10 + Number(digit)) % 97;
+  }
+  return remainder === 1;
+}
