@@ -39,7 +39,13 @@ export class AnomalyDetector {
     this.#seen.set(principal, tools);
     if (!tools.has(tool)) {
       tools.add(tool);
-      this.#raise(AlertKind.NEW_TOOL, principal, tool, runId, `${principal} called ${tool} for the first time`);
+      this.#raise(
+        AlertKind.NEW_TOOL,
+        principal,
+        tool,
+        runId,
+        `${principal} called ${tool} for the first time`,
+      );
     }
     const calls = (this.#calls.get(principal) ?? []).filter((time) => time > now - HISTORY_MS);
     calls.push(now);
@@ -74,6 +80,8 @@ export class AnomalyDetector {
       ...(traceId === undefined ? {} : { traceId }),
     };
     this.#log.warn({ alert_kind: kind, principal, tool }, `alert: ${message}`);
-    this.#nc.publish(Subjects.ALERTS, encodePayload(AlertSchema, alert, "alert"), { headers: tracedHeaders() });
+    this.#nc.publish(Subjects.ALERTS, encodePayload(AlertSchema, alert, "alert"), {
+      headers: tracedHeaders(),
+    });
   }
 }

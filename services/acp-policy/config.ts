@@ -19,7 +19,18 @@ const list = (fallback: string) =>
     );
 
 /** Signature algorithms a token may use: asymmetric only, so a public key can never act as an HMAC secret. */
-const ALGORITHMS = ["EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] as const;
+const ALGORITHMS = [
+  "EdDSA",
+  "ES256",
+  "ES384",
+  "ES512",
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+] as const;
 
 export const PolicyServiceConfigSchema = BaseConfigSchema.extend({
   /** Folder of policy YAML files; used until `loom policy apply` stores a bundle in KV. */

@@ -68,7 +68,9 @@ export async function decide(
     if (error.code !== ErrorCode.UNAUTHENTICATED) refusal = error;
   }
   const allowedCall =
-    verdict.effect === PolicyEffect.ALLOW && GRANTED_ACTIONS.has(request.action) && request.resource.tool !== undefined;
+    verdict.effect === PolicyEffect.ALLOW &&
+    GRANTED_ACTIONS.has(request.action) &&
+    request.resource.tool !== undefined;
   const obligations = verdict.obligations ?? { maskFields: [], maskPii: [], maskPatterns: [] };
   const grant =
     allowedCall && request.resource.tool !== undefined
@@ -176,7 +178,11 @@ async function factsFor(
   if (request.action !== "tools.call" || request.resource.tool === undefined) return { destinationRegion };
   const descriptor = await readTool(deps.tools, request.resource.tool);
   if (descriptor === undefined) return { destinationRegion };
-  deps.validator.assertValid(descriptor.inputSchema, request.arguments ?? {}, `arguments of ${request.resource.tool}`);
+  deps.validator.assertValid(
+    descriptor.inputSchema,
+    request.arguments ?? {},
+    `arguments of ${request.resource.tool}`,
+  );
   const { governance } = descriptor;
   return {
     destinationRegion,

@@ -58,7 +58,8 @@ export function evaluate(
   const target = describeTarget(request);
   const deny = matching.find((rule) => rule.effect === PolicyEffect.DENY);
   if (deny !== undefined) {
-    const violation = deny.violates === undefined ? undefined : guardViolation(deny.violates, request.arguments);
+    const violation =
+      deny.violates === undefined ? undefined : guardViolation(deny.violates, request.arguments);
     return {
       effect: PolicyEffect.DENY,
       rule: deny.name,
@@ -124,7 +125,10 @@ function firstMiss(
   if (rule.exec !== undefined && rule.exec !== (tool.exec === true)) {
     return rule.exec ? "the tool is not marked exec" : "the tool is marked exec";
   }
-  if (rule.context?.source_region !== undefined && !matchesOptional(rule.context.source_region, tool.region)) {
+  if (
+    rule.context?.source_region !== undefined &&
+    !matchesOptional(rule.context.source_region, tool.region)
+  ) {
     return `source region ${tool.region ?? "(unknown)"} does not match`;
   }
   if (
@@ -137,7 +141,8 @@ function firstMiss(
     const { holds, error } = conditionHolds(rule.when, rule.name, bindings);
     // Fail closed: a deny whose condition cannot be evaluated still denies, an allow does not allow.
     if (error !== undefined && rule.effect === PolicyEffect.DENY) return undefined;
-    if (!holds) return error === undefined ? "condition (when) is false" : `condition (when) failed: ${error}`;
+    if (!holds)
+      return error === undefined ? "condition (when) is false" : `condition (when) failed: ${error}`;
   }
   if (rule.violates !== undefined && guardViolation(rule.violates, request.arguments) === undefined) {
     return "the arguments keep to its guard";

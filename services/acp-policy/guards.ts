@@ -9,11 +9,15 @@ const SHELL_METACHARACTERS = /[;&|`$<>(){}\\\n\r]/;
 const patterns = new Map<string, RegExp>();
 
 /** The first way `args` break the guard, or undefined when they keep to it. */
-export function guardViolation(guard: ArgumentGuard, args: Record<string, unknown> | undefined): string | undefined {
+export function guardViolation(
+  guard: ArgumentGuard,
+  args: Record<string, unknown> | undefined,
+): string | undefined {
   const values = args ?? {};
   if (guard.max_bytes !== undefined) {
     const size = Buffer.byteLength(JSON.stringify(values));
-    if (size > guard.max_bytes) return `arguments are ${size} bytes, more than the ${guard.max_bytes} allowed`;
+    if (size > guard.max_bytes)
+      return `arguments are ${size} bytes, more than the ${guard.max_bytes} allowed`;
   }
   for (const [path, text] of strings(values, "")) {
     if (guard.shell_metacharacters === true && SHELL_METACHARACTERS.test(text)) {

@@ -3,7 +3,12 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { type PolicyBundle, type PolicyFile, PolicyFileSchema, type PolicyRule } from "../../schemas/policy.ts";
+import {
+  type PolicyBundle,
+  type PolicyFile,
+  PolicyFileSchema,
+  type PolicyRule,
+} from "../../schemas/policy.ts";
 import { describeIssues, LoomError } from "../kit/index.ts";
 import { compileCondition } from "./conditions.ts";
 
@@ -21,7 +26,8 @@ export interface PolicySource {
 
 /** Reads a policy folder (every `*.yaml`/`*.yml`) or a single policy file. */
 export async function readPolicySources(path: string): Promise<PolicySource[]> {
-  if (!(await stat(path)).isDirectory()) return [{ name: basename(path), text: await readFile(path, "utf8") }];
+  if (!(await stat(path)).isDirectory())
+    return [{ name: basename(path), text: await readFile(path, "utf8") }];
   const names = (await readdir(path)).filter((name) => /\.ya?ml$/.test(name)).sort();
   if (names.length === 0) {
     throw new LoomError(ErrorCode.CONFIG_INVALID, `no policy files (*.yaml) in ${path}`);

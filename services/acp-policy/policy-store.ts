@@ -28,7 +28,10 @@ export class PolicyStore {
     if (entry !== null && entry.operation === "PUT") {
       try {
         initial = loadPolicyBundle(parsePayload(PolicyBundleSchema, entry.value, "policy bundle"));
-        log.info({ policy_version: initial.version, revision: entry.revision }, "policy loaded from loom_policy");
+        log.info(
+          { policy_version: initial.version, revision: entry.revision },
+          "policy loaded from loom_policy",
+        );
       } catch (error) {
         log.error({ err: error }, "the policy in loom_policy is invalid; using the policy folder");
       }

@@ -47,7 +47,9 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
           requiredClaims: ["sub", "exp"],
         }));
       } catch (cause) {
-        throw new LoomError(ErrorCode.UNAUTHENTICATED, `token refused: ${describeJoseError(cause)}`, { cause });
+        throw new LoomError(ErrorCode.UNAUTHENTICATED, `token refused: ${describeJoseError(cause)}`, {
+          cause,
+        });
       }
       return principalFrom(payload, options);
     },
@@ -62,9 +64,13 @@ async function keySource(keys: TokenVerifierOptions["keys"]): Promise<JWTVerifyG
     try {
       return createLocalJWKSet(JSON.parse(await readFile(keys.jwksFile, "utf8")));
     } catch (cause) {
-      throw new LoomError(ErrorCode.CONFIG_INVALID, `LOOM_AUTH_PUBLIC_KEYS: cannot read a JWKS from ${keys.jwksFile}`, {
-        cause,
-      });
+      throw new LoomError(
+        ErrorCode.CONFIG_INVALID,
+        `LOOM_AUTH_PUBLIC_KEYS: cannot read a JWKS from ${keys.jwksFile}`,
+        {
+          cause,
+        },
+      );
     }
   }
   return createLocalJWKSet((await ensureDevIssuerKey(keys.devDataDir)).jwks);
@@ -74,7 +80,10 @@ function principalFrom(payload: JWTPayload, options: TokenVerifierOptions): Prin
   const roles = claimAt(payload, options.rolesClaim);
   const roleList = typeof roles === "string" ? roles.split(" ") : roles;
   if (!Array.isArray(roleList) || !roleList.every((role) => typeof role === "string" && role !== "")) {
-    throw new LoomError(ErrorCode.UNAUTHENTICATED, `token refused: claim "${options.rolesClaim}" holds no roles`);
+    throw new LoomError(
+      ErrorCode.UNAUTHENTICATED,
+      `token refused: claim "${options.rolesClaim}" holds no roles`,
+    );
   }
   const attributes: Record<string, string> = {};
   for (const claim of options.attributeClaims) {
@@ -98,7 +107,8 @@ function claimAt(payload: JWTPayload, path: string): unknown {
 /** A reason the caller can act on, without echoing the token. */
 function describeJoseError(error: unknown): string {
   if (error instanceof errors.JWTExpired) return "it has expired";
-  if (error instanceof errors.JWTClaimValidationFailed) return `claim "${error.claim}" ${error.reason === "check_failed" ? "is not acceptable" : error.reason}: ${error.message}`;
+  if (error instanceof errors.JWTClaimValidationFailed)
+    return `claim "${error.claim}" ${error.reason === "check_failed" ? "is not acceptable" : error.reason}: ${error.message}`;
   if (error instanceof errors.JOSEAlgNotAllowed) return "its signature algorithm is not allowed";
   if (error instanceof errors.JWKSNoMatchingKey) return "no trusted key matches it (unknown kid)";
   if (error instanceof errors.JWSSignatureVerificationFailed) return "its signature does not verify";

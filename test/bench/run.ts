@@ -63,7 +63,11 @@ async function timed(
 
 const dir = await mkdtemp(join(tmpdir(), "loom-bench-"));
 const nats = await launchNatsServer({ storeDir: join(dir, "nats") });
-const stack = await startStack({ natsUrl: nats.url, logDir: join(dir, "logs"), env: { LOG_LEVEL: "warn", ...TEST_AUTH_ENV } });
+const stack = await startStack({
+  natsUrl: nats.url,
+  logDir: join(dir, "logs"),
+  env: { LOG_LEVEL: "warn", ...TEST_AUTH_ENV },
+});
 const nc = await connect({ servers: nats.url });
 const results: Measurement[] = [];
 try {

@@ -40,7 +40,10 @@ export interface LoomOptions {
 export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
   const nats = await startNatsServer();
   const logDir = await mkdtemp(join(tmpdir(), "loom-logs-"));
-  const stack = await startStack({ natsUrl: nats.url, logDir, env: { LOG_LEVEL: "debug", ...TEST_AUTH_ENV, ...options.env },
+  const stack = await startStack({
+    natsUrl: nats.url,
+    logDir,
+    env: { LOG_LEVEL: "debug", ...TEST_AUTH_ENV, ...options.env },
   });
   const nc = await connectTo(nats.url);
   try {

@@ -16,7 +16,12 @@ export const TEST_KID = "test-key-1";
 const { privateKey, publicKey } = generateKeyPairSync("ed25519");
 const keyDir = mkdtempSync(join(tmpdir(), "loom-test-idp-"));
 export const TEST_JWKS_FILE = join(keyDir, "jwks.json");
-export const TEST_PUBLIC_JWK = { ...(publicKey.export({ format: "jwk" }) as object), kid: TEST_KID, alg: "EdDSA", use: "sig" };
+export const TEST_PUBLIC_JWK = {
+  ...(publicKey.export({ format: "jwk" }) as object),
+  kid: TEST_KID,
+  alg: "EdDSA",
+  use: "sig",
+};
 writeFileSync(TEST_JWKS_FILE, JSON.stringify({ keys: [TEST_PUBLIC_JWK] }));
 
 /** Environment that makes acp-policy trust this file's test issuer. */
@@ -26,7 +31,8 @@ export const TEST_AUTH_ENV = {
   LOOM_AUTH_AUDIENCE: TEST_AUDIENCE,
 };
 
-const b64 = (value: unknown) => Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
+const b64 = (value: unknown) =>
+  Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
 
 export interface SignOptions {
   header?: Record<string, unknown>;
@@ -41,7 +47,11 @@ export function signJwt(claims: Record<string, unknown>, options: SignOptions = 
 }
 
 /** The standard claims of a valid token for `sub`, valid for an hour. */
-export function validClaims(sub: string, roles: string[], extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function validClaims(
+  sub: string,
+  roles: string[],
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   const now = Math.floor(Date.now() / 1000);
   return { sub, roles, iss: TEST_ISSUER, aud: TEST_AUDIENCE, iat: now, nbf: now, exp: now + 3600, ...extra };
 }

@@ -169,9 +169,9 @@ rules:
   });
 
   it("policy - role * matches any role", () => {
-    expect(evaluate(policy, { id: "x", roles: ["anything"], attributes: {} }, callTool("time.now")).effect).toBe(
-      PolicyEffect.ALLOW,
-    );
+    expect(
+      evaluate(policy, { id: "x", roles: ["anything"], attributes: {} }, callTool("time.now")).effect,
+    ).toBe(PolicyEffect.ALLOW);
   });
 
   it("policy - workflow.start rules match workflow ids by glob", () => {
