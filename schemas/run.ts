@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { TaskArtifactUpdateEventSchema, TaskStateSchema, TaskStatusUpdateEventSchema } from "./a2a.ts";
 import { WireErrorSchema } from "./errors.ts";
+import { CONTEXT_ID_PATTERN } from "./memory.ts";
 import { RUN_ID_PATTERN } from "./subjects.ts";
 import { WorkflowSchema } from "./workflow.ts";
 
@@ -13,8 +14,11 @@ export const RunSubmissionSchema = z
     /** A registered workflow id, or a whole definition sent inline. */
     workflow: z.union([z.string().min(1), WorkflowSchema]),
     input: z.record(z.string(), z.unknown()).default({}),
-    /** A2A context the run belongs to; a new one is made when absent. */
-    contextId: z.string().min(1).optional(),
+    /** A2A context the run belongs to (runs that share one share `$memory`); a new one when absent. */
+    contextId: z
+      .string()
+      .regex(CONTEXT_ID_PATTERN, "a context id is 1-128 letters, digits, - or _")
+      .optional(),
   })
   .strict();
 export type RunSubmission = z.infer<typeof RunSubmissionSchema>;

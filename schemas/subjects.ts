@@ -8,6 +8,9 @@ export const Subjects = {
   /** Request/reply: human input and cancellation of any run, served by every orchestrator. */
   RUN_INPUT_ALL: "loom.v1.runs.*.input",
   RUN_CANCEL_ALL: "loom.v1.runs.*.cancel",
+  /** Request/reply: register a workflow version; render a workflow as a diagram. */
+  WORKFLOWS_APPLY: "loom.v1.workflows.apply",
+  WORKFLOWS_GRAPH: "loom.v1.workflows.graph",
   /** Request/reply: policy decisions, served by acp-policy in a queue group. */
   POLICY_DECIDE: "loom.v1.policy.decide",
   /** JetStream: audit records of every service (wildcard over service names). */
@@ -73,6 +76,8 @@ export const Buckets = {
   /** acp-policy replicas' public grant-signing keys (JWK), by key id. */
   GRANT_KEYS: "loom_grant_keys",
   STEPS: "loom_steps",
+  WORKFLOWS: "loom_workflows",
+  MEMORY: "loom_memory",
 } as const;
 export type Bucket = (typeof Buckets)[keyof typeof Buckets];
 

@@ -4,6 +4,7 @@ import type { PolicyAction } from "../../schemas/policy.ts";
 import { LoomError, setupTelemetry } from "../kit/index.ts";
 import { auditTailCommand, auditVerifyCommand } from "./commands/audit.ts";
 import { devCommand } from "./commands/dev.ts";
+import { memoryClearCommand, memoryGetCommand } from "./commands/memory.ts";
 import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./commands/policy.ts";
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
 import { runsGetCommand } from "./commands/runs.ts";
@@ -11,6 +12,7 @@ import { submitCommand } from "./commands/submit.ts";
 import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
 import { toolsListCommand } from "./commands/tools.ts";
 import { runsTraceCommand } from "./commands/trace.ts";
+import { workflowApplyCommand, workflowGraphCommand } from "./commands/workflow.ts";
 import { readCliConfig } from "./config.ts";
 import { ExitCode } from "./exit-codes.ts";
 
@@ -62,6 +64,40 @@ program
       },
     ),
   );
+
+const workflow = program.command("workflow").description("register and inspect workflow definitions");
+workflow
+  .command("apply")
+  .description("validate a definition (schema and JSONata) and register it as a new version")
+  .argument("<file>", "a .yaml or .json workflow definition")
+  .option("--json", "print JSON", false)
+  .action(
+    action((file: string, options: { json: boolean }) =>
+      workflowApplyCommand(file, { nats: program.opts().nats, json: options.json }),
+    ),
+  );
+workflow
+  .command("graph")
+  .description("print the compiled state machine as a Mermaid state diagram")
+  .argument("<workflow>", "a registered id (hello, hello@1) or a definition file")
+  .action(action((reference: string) => workflowGraphCommand(reference, { nats: program.opts().nats })));
+
+const memory = program.command("memory").description("context memory shared by runs of one A2A context");
+memory
+  .command("get")
+  .description("show what earlier runs of a context left in its memory")
+  .argument("<contextId>")
+  .option("--json", "print JSON", false)
+  .action(
+    action((contextId: string, options: { json: boolean }) =>
+      memoryGetCommand(contextId, { nats: program.opts().nats, json: options.json }),
+    ),
+  );
+memory
+  .command("clear")
+  .description("forget a context's memory")
+  .argument("<contextId>")
+  .action(action((contextId: string) => memoryClearCommand(contextId, { nats: program.opts().nats })));
 
 const runs = program.command("runs").description("inspect and steer runs");
 runs

@@ -7,7 +7,7 @@ import {
 } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import { type NatsConnection, nanos } from "@nats-io/transport-node";
-import { type Bucket, Streams, Subjects } from "../../schemas/subjects.ts";
+import { type Bucket, SPANS_ALL, Streams, Subjects } from "../../schemas/subjects.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -40,6 +40,16 @@ export const StreamDefinitions = {
     deny_delete: true,
     deny_purge: true,
   },
+  /** Finished spans for `loom runs trace`: a day of them, capped, oldest dropped first. */
+  spans: {
+    name: Streams.SPANS,
+    subjects: [SPANS_ALL],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(DAY_MS),
+    max_bytes: 256 * 1024 * 1024,
+  },
 } as const satisfies Record<string, StreamDefinition>;
 
 /** Creates the stream, or brings an existing one to this configuration. */
@@ -57,7 +67,10 @@ export async function ensureStream(jsm: JetStreamManager, definition: StreamDefi
 export async function openBucket(
   nc: NatsConnection,
   bucket: Bucket,
-  options: { history?: number } = {},
+  options: { history?: number; ttlMs?: number } = {},
 ): Promise<KV> {
-  return new Kvm(nc).create(bucket, { history: options.history ?? 1 });
+  return new Kvm(nc).create(bucket, {
+    history: options.history ?? 1,
+    ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),
+  });
 }

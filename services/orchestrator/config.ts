@@ -15,6 +15,18 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   LOOM_MAX_CONCURRENT_SUBMISSIONS: z.coerce.number().int().positive().default(64),
   /** How long a replica's claim on a run lasts unrenewed: a dead replica's runs move on after this. */
   LOOM_RUN_LEASE_MS: z.coerce.number().int().min(500).default(5_000),
+  /** Context memory: entries kept per context, bytes kept per context, and how long an idle context is kept. */
+  LOOM_MEMORY_MAX_ENTRIES: z.coerce.number().int().positive().default(50),
+  LOOM_MEMORY_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1_024)
+    .default(256 * 1024),
+  LOOM_MEMORY_TTL_MS: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(7 * 24 * 3_600_000),
 });
 export type OrchestratorConfig = z.infer<typeof OrchestratorConfigSchema>;
 

@@ -7,6 +7,8 @@ import { LoomError } from "../kit/index.ts";
 export interface ExpressionScope {
   input: Record<string, unknown>;
   steps: Record<string, unknown>;
+  /** Earlier runs of the same A2A context, oldest first (`$memory`). */
+  memory?: unknown[];
 }
 
 type Compiled = ReturnType<typeof jsonata>;
@@ -70,7 +72,10 @@ export async function renderValue(value: unknown, scope: ExpressionScope, where:
 
 async function evaluate(source: string, scope: ExpressionScope, where: string): Promise<unknown> {
   try {
-    return await compile(source, where).evaluate({}, { input: scope.input, steps: scope.steps });
+    return await compile(source, where).evaluate(
+      {},
+      { input: scope.input, steps: scope.steps, memory: scope.memory ?? [] },
+    );
   } catch (cause) {
     if (cause instanceof LoomError) throw cause;
     throw new LoomError(ErrorCode.EXPRESSION_FAILED, `${where}: ${jsonataMessage(cause)}`, { cause });

@@ -13,12 +13,15 @@ import {
   startObservability,
 } from "../kit/index.ts";
 import { readOrchestratorConfig } from "./config.ts";
+import { ContextMemoryStore } from "./context-memory.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
 import { RunStore } from "./run-store.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
+import { WorkflowAgents } from "./workflow-agents.ts";
 import { WorkflowCatalog } from "./workflow-catalog.ts";
+import { WorkflowRegistry } from "./workflow-registry.ts";
 
 const SERVICE = "orchestrator";
 /** This process's name in the records of the runs it drives. */
@@ -29,8 +32,8 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
-  const catalog = await WorkflowCatalog.fromDirectory(config.LOOM_WORKFLOWS_DIR);
-  log.info({ workflows: catalog.ids() }, "workflows registered");
+  const workflowFiles = await WorkflowCatalog.readDirectory(config.LOOM_WORKFLOWS_DIR);
+  const catalog = new WorkflowCatalog();
 
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const jsm = await jetstreamManager(nc);
@@ -38,6 +41,12 @@ await runUntilSignalled(log, async () => {
   await ensureStream(jsm, StreamDefinitions.events);
   await ensureSubmissionConsumer(jsm);
   const js = jetstream(nc);
+  const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS), catalog, log);
+  await registry.start(workflowFiles);
+  log.info({ workflows: catalog.ids() }, "workflows registered");
+  const workflowService = registry.serve(nc);
+  const agents = new WorkflowAgents(nc, jetstream(nc), log);
+  catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
   const runs = new RunStore(runsKv);
   await observability.connected({
@@ -55,6 +64,11 @@ await runUntilSignalled(log, async () => {
     stepTimeoutMs: config.LOOM_STEP_TIMEOUT_MS,
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
+    memory: new ContextMemoryStore(
+      await openBucket(nc, Buckets.MEMORY, { ttlMs: config.LOOM_MEMORY_TTL_MS }),
+      { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
+      log,
+    ),
   });
   await driver.watch(runsKv);
   const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
@@ -79,6 +93,8 @@ await runUntilSignalled(log, async () => {
     async close() {
       await submissions.stop();
       await control.stop();
+      await workflowService.stop();
+      await agents.stop();
       await driver.stop();
       await observability.close();
       await nc.drain();

@@ -5,6 +5,7 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import type { RunRecord } from "../../schemas/run.ts";
 import type { Workflow } from "../../schemas/workflow.ts";
 import { type Logger, toWireError } from "../kit/index.ts";
+import type { ContextMemoryStore } from "./context-memory.ts";
 import { type Effect, pendingEffects, type RunSnapshotView, retryDelayMs, taskStateOf } from "./demands.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import type { RunEvents } from "./run-events.ts";
@@ -20,6 +21,7 @@ export interface ExecutionOptions extends StepRunnerOptions {
   owner: string;
   /** How long a replica's claim on a run lasts without renewal. */
   leaseMs: number;
+  memory: ContextMemoryStore;
 }
 
 /** The persisted snapshot and pending effects a new run starts with. */
@@ -52,6 +54,7 @@ export class RunExecution {
   #stopped = false;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #ended: Promise<void>;
+  #memory: Promise<unknown[]> | undefined;
   #end: () => void = () => {};
 
   constructor(options: ExecutionOptions, stored: StoredRun) {
@@ -208,7 +211,8 @@ export class RunExecution {
     const controller = new AbortController();
     this.#inFlight.set(effect.key, controller);
     const scope: ExpressionScope = { input: snapshot.context.input, steps: snapshot.context.steps };
-    void this.#perform(effect, scope, snapshot, controller.signal)
+    void this.#contextMemory()
+      .then((memory) => this.#perform(effect, { ...scope, memory }, snapshot, controller.signal))
       .catch((error: unknown): RunMachineEvent | undefined => {
         if (controller.signal.aborted) return undefined;
         this.#log.error({ err: error, effect: effect.key }, "effect failed unexpectedly");
@@ -221,6 +225,15 @@ export class RunExecution {
         this.#inFlight.delete(effect.key);
         if (event !== undefined) void this.send(event);
       });
+  }
+
+  /** Earlier runs of this run's context, read once per execution. */
+  #contextMemory(): Promise<unknown[]> {
+    const { contextId, runId } = this.#stored.record;
+    this.#memory ??= this.#options.memory
+      .entries(contextId)
+      .then((entries) => entries.filter((entry) => entry.runId !== runId));
+    return this.#memory;
   }
 
   async #perform(
@@ -342,6 +355,7 @@ export class RunExecution {
       const error = record.error ?? { code: ErrorCode.INTERNAL, message: `run ${state}` };
       await events.status(record, record.state, error.message, "final", { error });
     }
+    await this.#options.memory.remember(record);
     this.#log.info({ state }, "run finished");
   }
 }

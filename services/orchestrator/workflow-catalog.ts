@@ -34,18 +34,26 @@ export async function readWorkflowFile(path: string): Promise<Workflow> {
 /** The registered workflows, by id and version. */
 export class WorkflowCatalog {
   readonly #versions = new Map<string, Map<number, Workflow>>();
+  readonly #listeners: Array<(id: string) => void> = [];
 
-  static async fromDirectory(dir: string): Promise<WorkflowCatalog> {
-    const catalog = new WorkflowCatalog();
+  /** Called with each workflow id the first time any version of it is registered. */
+  onNewWorkflow(listener: (id: string) => void): void {
+    this.#listeners.push(listener);
+    for (const id of this.#versions.keys()) listener(id);
+  }
+
+  /** Reads every definition in a folder; an invalid one stops the start with its file and field. */
+  static async readDirectory(dir: string): Promise<Workflow[]> {
     const names = (await readdir(dir)).filter((name) => /\.(ya?ml|json)$/.test(name)).sort();
-    for (const name of names) catalog.register(await readWorkflowFile(join(dir, name)));
-    return catalog;
+    return Promise.all(names.map((name) => readWorkflowFile(join(dir, name))));
   }
 
   register(workflow: Workflow): void {
-    const versions = this.#versions.get(workflow.id) ?? new Map<number, Workflow>();
+    const known = this.#versions.get(workflow.id);
+    const versions = known ?? new Map<number, Workflow>();
     versions.set(workflow.version, workflow);
     this.#versions.set(workflow.id, versions);
+    if (known === undefined) for (const listener of this.#listeners) listener(workflow.id);
   }
 
   ids(): string[] {

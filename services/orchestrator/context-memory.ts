@@ -1,0 +1,77 @@
+import type { KV } from "@nats-io/kv";
+import { type ContextMemory, ContextMemorySchema, type MemoryEntry } from "../../schemas/memory.ts";
+import type { RunRecord } from "../../schemas/run.ts";
+import { encodePayload, type Logger, parsePayload } from "../kit/index.ts";
+
+/** Attempts at the compare-and-set append before giving up (other runs of the context write too). */
+const APPEND_ATTEMPTS = 10;
+
+export interface MemoryLimits {
+  maxEntries: number;
+  maxBytes: number;
+}
+
+/**
+ * Context memory in KV `loom_memory`: each finished run appends what it was asked and what it
+ * gave; runs in the same context read it as `$memory`. Appends use compare-and-set, and the
+ * oldest entries go first when the count or byte limit is reached.
+ */
+export class ContextMemoryStore {
+  readonly #kv: KV;
+  readonly #limits: MemoryLimits;
+  readonly #log: Logger;
+
+  constructor(kv: KV, limits: MemoryLimits, log: Logger) {
+    this.#kv = kv;
+    this.#limits = limits;
+    this.#log = log;
+  }
+
+  async entries(contextId: string): Promise<MemoryEntry[]> {
+    const entry = await this.#kv.get(contextId);
+    if (entry === null || entry.operation !== "PUT") return [];
+    return parsePayload(ContextMemorySchema, entry.value, `memory of ${contextId}`).entries;
+  }
+
+  /** Appends a finished run; a run already recorded (a replay after a crash) is not added twice. */
+  async remember(record: RunRecord): Promise<void> {
+    const entry: MemoryEntry = {
+      runId: record.runId,
+      workflowId: record.workflowId,
+      at: record.updatedAt,
+      input: record.input,
+      ...(record.output === undefined ? {} : { output: record.output }),
+      ...(record.error === undefined ? {} : { error: record.error }),
+    };
+    for (let attempt = 0; attempt < APPEND_ATTEMPTS; attempt++) {
+      const current = await this.#kv.get(record.contextId);
+      const memory: ContextMemory =
+        current === null || current.operation !== "PUT"
+          ? { contextId: record.contextId, entries: [] }
+          : parsePayload(ContextMemorySchema, current.value, `memory of ${record.contextId}`);
+      if (memory.entries.some((existing) => existing.runId === record.runId)) return;
+      const payload = this.#bounded({ ...memory, entries: [...memory.entries, entry] });
+      try {
+        if (current === null) await this.#kv.create(record.contextId, payload);
+        else await this.#kv.update(record.contextId, payload, current.revision);
+        return;
+      } catch {
+        // Another run of this context wrote in between: read again and retry.
+      }
+    }
+    this.#log.warn(
+      { run_id: record.runId, context_id: record.contextId },
+      "could not record the run in its context memory",
+    );
+  }
+
+  #bounded(memory: ContextMemory): Uint8Array {
+    let entries = memory.entries.slice(-this.#limits.maxEntries);
+    let payload = encodePayload(ContextMemorySchema, { ...memory, entries }, "context memory");
+    while (payload.byteLength > this.#limits.maxBytes && entries.length > 1) {
+      entries = entries.slice(1);
+      payload = encodePayload(ContextMemorySchema, { ...memory, entries }, "context memory");
+    }
+    return payload;
+  }
+}

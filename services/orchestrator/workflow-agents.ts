@@ -1,0 +1,121 @@
+import type { JetStreamClient } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
+import { AgentTaskContract } from "../../schemas/contracts.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { RunSubmissionSchema } from "../../schemas/run.ts";
+import { agentTasksSubject, Headers, Subjects } from "../../schemas/subjects.ts";
+import {
+  encodePayload,
+  type Logger,
+  LoomError,
+  type Service,
+  serve,
+  tracedHeaders,
+  watchRun,
+} from "../kit/index.ts";
+
+/** The agent name a workflow answers to on the bus: `wf-<id>`. */
+export function workflowAgentName(workflowId: string): string {
+  return `wf-${workflowId}`;
+}
+
+/**
+ * Every registered workflow is also an agent on the bus (`loom.v1.agents.wf-<id>.tasks`), so a
+ * `delegate` step (or any A2A client on NATS) can hand it work. A task becomes a run of the
+ * workflow, submitted with the caller's token, and the reply is that run's end: its output
+ * artifact, or its error. The run id derives from the task id, so a re-sent task joins the run
+ * it started instead of starting another.
+ */
+export class WorkflowAgents {
+  readonly #nc: NatsConnection;
+  readonly #js: JetStreamClient;
+  readonly #log: Logger;
+  readonly #services = new Map<string, Service>();
+
+  constructor(nc: NatsConnection, js: JetStreamClient, log: Logger) {
+    this.#nc = nc;
+    this.#js = js;
+    this.#log = log;
+  }
+
+  expose(workflowId: string): void {
+    if (this.#services.has(workflowId)) return;
+    const agent = workflowAgentName(workflowId);
+    this.#services.set(
+      workflowId,
+      serve(this.#nc, {
+        subject: agentTasksSubject(agent),
+        queue: agent,
+        contract: AgentTaskContract,
+        log: this.#log,
+        handle: (message, context) => this.#run(workflowId, message, context.authorization),
+      }),
+    );
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.#services.values()].map((service) => service.stop()));
+  }
+
+  async #run(workflowId: string, message: Message, authorization: string | undefined): Promise<Task> {
+    const runId = `${message.taskId ?? message.messageId}`.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 128);
+    const data = message.parts.find((part) => "data" in part);
+    const text = message.parts.find((part) => "text" in part);
+    const input =
+      data !== undefined &&
+      "data" in data &&
+      typeof data.data === "object" &&
+      data.data !== null &&
+      !Array.isArray(data.data)
+        ? (data.data as Record<string, unknown>)
+        : { text: text !== undefined && "text" in text ? text.text : "" };
+    const ended = watchRun(
+      this.#js,
+      runId,
+      () => {},
+      (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
+    );
+    await this.#js.publish(
+      Subjects.RUNS_SUBMIT,
+      encodePayload(
+        RunSubmissionSchema,
+        {
+          runId,
+          workflow: workflowId,
+          input,
+          ...(message.contextId ? { contextId: message.contextId } : {}),
+        },
+        "run submission",
+      ),
+      { msgID: runId, headers: tracedHeaders({ [Headers.AUTHORIZATION]: authorization }) },
+    );
+    const result = await ended;
+    if (result.state !== TaskState.COMPLETED) {
+      const last = result.events.findLast((event) => "statusUpdate" in event);
+      const error =
+        last !== undefined && "statusUpdate" in last ? last.statusUpdate.metadata?.error : undefined;
+      throw new LoomError(
+        error?.code ?? ErrorCode.TOOL_ERROR,
+        `delegated run ${runId} of ${workflowId} ended ${result.state}: ${error?.message ?? "no reason given"}`,
+        {
+          details: { runId, ...(error?.details ?? {}) },
+        },
+      );
+    }
+    return {
+      id: runId,
+      contextId: message.contextId ?? runId,
+      status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
+      artifacts: [
+        {
+          artifactId: `${runId}-output`,
+          name: "output",
+          parts: [
+            result.output === undefined || result.output === null ? { text: "" } : { data: result.output },
+          ],
+        },
+      ],
+    };
+  }
+}
