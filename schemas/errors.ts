@@ -27,6 +27,10 @@ export const ErrorCode = {
   /** The run passed its workflow's deadline. */
   DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
   APPROVAL_REJECTED: "APPROVAL_REJECTED",
+  /** That workflow version is registered already with other content: give the new one a new version. */
+  WORKFLOW_VERSION_EXISTS: "WORKFLOW_VERSION_EXISTS",
+  /** A message is larger than the broker takes (NATS max_payload). */
+  PAYLOAD_TOO_LARGE: "PAYLOAD_TOO_LARGE",
   /** The run is not in a state that takes this input (already ended, or not waiting for it). */
   RUN_NOT_WAITING: "RUN_NOT_WAITING",
   INTERNAL: "INTERNAL",

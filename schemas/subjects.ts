@@ -78,6 +78,7 @@ export const Buckets = {
   STEPS: "loom_steps",
   WORKFLOWS: "loom_workflows",
   MEMORY: "loom_memory",
+  RESULTS: "loom_results",
 } as const;
 export type Bucket = (typeof Buckets)[keyof typeof Buckets];
 

@@ -184,7 +184,9 @@ export function serve<Req extends z.ZodType, Res extends z.ZodType>(
         options.log.error({ err: error, subject: options.subject }, "subscription failed");
         return;
       }
-      const handling = handleRequest(msg, options).finally(() => inFlight.delete(handling));
+      const handling = handleRequest(msg, options, nc.info?.max_payload).finally(() =>
+        inFlight.delete(handling),
+      );
       inFlight.add(handling);
     },
   });
@@ -199,6 +201,7 @@ export function serve<Req extends z.ZodType, Res extends z.ZodType>(
 async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
   msg: Msg,
   options: ServeOptions<Req, Res>,
+  maxPayload: number | undefined,
 ): Promise<void> {
   await withSpan(
     `process ${options.subject}`,
@@ -227,7 +230,14 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
           authorization: msg.headers?.get(Headers.AUTHORIZATION) || undefined,
         });
         if (result === NO_REPLY) return;
-        msg.respond(encodePayload(options.contract.response, result, `reply on ${options.subject}`));
+        const reply = encodePayload(options.contract.response, result, `reply on ${options.subject}`);
+        if (maxPayload !== undefined && reply.byteLength > maxPayload) {
+          throw new LoomError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            `the reply is ${reply.byteLength} bytes, over the broker's limit of ${maxPayload}; return less (or raise max_payload)`,
+          );
+        }
+        msg.respond(reply);
       } catch (error) {
         const wire = toWireError(error);
         if (wire.code === ErrorCode.INTERNAL) {

@@ -16,6 +16,12 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   /** How long a replica's claim on a run lasts unrenewed: a dead replica's runs move on after this. */
   LOOM_RUN_LEASE_MS: z.coerce.number().int().min(500).default(5_000),
   /** Context memory: entries kept per context, bytes kept per context, and how long an idle context is kept. */
+  /** Step results larger than this (JSON bytes) are stored in KV loom_results and referenced from the run. */
+  LOOM_RESULT_INLINE_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(256)
+    .default(16 * 1024),
   LOOM_MEMORY_MAX_ENTRIES: z.coerce.number().int().positive().default(50),
   LOOM_MEMORY_MAX_BYTES: z.coerce
     .number()

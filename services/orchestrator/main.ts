@@ -14,6 +14,7 @@ import {
 } from "../kit/index.ts";
 import { readOrchestratorConfig } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
+import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
@@ -69,6 +70,7 @@ await runUntilSignalled(log, async () => {
       { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
       log,
     ),
+    results: new ResultStore(await openBucket(nc, Buckets.RESULTS), config.LOOM_RESULT_INLINE_MAX_BYTES),
   });
   await driver.watch(runsKv);
   const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });

@@ -8,6 +8,7 @@ import { type Logger, toWireError } from "../kit/index.ts";
 import type { ContextMemoryStore } from "./context-memory.ts";
 import { type Effect, pendingEffects, type RunSnapshotView, retryDelayMs, taskStateOf } from "./demands.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
+import type { ResultStore } from "./result-store.ts";
 import type { RunEvents } from "./run-events.ts";
 import { compileWorkflow, FinalState, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
 import { RunOwnershipLostError, type RunStore, type StoredRun } from "./run-store.ts";
@@ -22,6 +23,7 @@ export interface ExecutionOptions extends StepRunnerOptions {
   /** How long a replica's claim on a run lasts without renewal. */
   leaseMs: number;
   memory: ContextMemoryStore;
+  results: ResultStore;
 }
 
 /** The persisted snapshot and pending effects a new run starts with. */
@@ -211,8 +213,15 @@ export class RunExecution {
     const controller = new AbortController();
     this.#inFlight.set(effect.key, controller);
     const scope: ExpressionScope = { input: snapshot.context.input, steps: snapshot.context.steps };
-    void this.#contextMemory()
-      .then((memory) => this.#perform(effect, { ...scope, memory }, snapshot, controller.signal))
+    void Promise.all([this.#contextMemory(), this.#options.results.expand(scope.steps)])
+      .then(([memory, steps]) =>
+        this.#perform(effect, { ...scope, steps, memory }, snapshot, controller.signal),
+      )
+      .then(async (event) => {
+        if (event.type !== "STEP.SUCCEEDED" || effect.kind !== "work") return event;
+        const key = `${this.runId}.${event.stepId}.${effect.attempt}`;
+        return { ...event, result: await this.#options.results.shrink(key, event.result) };
+      })
       .catch((error: unknown): RunMachineEvent | undefined => {
         if (controller.signal.aborted) return undefined;
         this.#log.error({ err: error, effect: effect.key }, "effect failed unexpectedly");

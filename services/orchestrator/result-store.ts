@@ -1,0 +1,60 @@
+import type { KV } from "@nats-io/kv";
+import { z } from "zod";
+import { encodeJson, parsePayload } from "../kit/index.ts";
+
+/** How a large step result stands in a run's context: a pointer into KV `loom_results`. */
+export const ResultRefSchema = z.object({ $ref: z.string().startsWith("loom_results/") }).strict();
+export type ResultRef = z.infer<typeof ResultRefSchema>;
+
+const StoredResultSchema = z.object({ value: z.unknown() });
+
+/**
+ * Keeps step results above a size limit out of the machine's context (which is persisted after
+ * every transition): the value goes to KV `loom_results` once, and the context holds a reference
+ * that expressions see through transparently.
+ */
+export class ResultStore {
+  readonly #kv: KV;
+  readonly #inlineMaxBytes: number;
+  readonly #cache = new Map<string, unknown>();
+
+  constructor(kv: KV, inlineMaxBytes: number) {
+    this.#kv = kv;
+    this.#inlineMaxBytes = inlineMaxBytes;
+  }
+
+  /** The value itself when small, else a reference to where it was stored under `key`. */
+  async shrink(key: string, value: unknown): Promise<unknown> {
+    const encoded = encodeJson({ value });
+    if (encoded.byteLength <= this.#inlineMaxBytes) return value;
+    await this.#kv.put(key, encoded);
+    this.#cache.set(key, value);
+    return { $ref: `loom_results/${key}` } satisfies ResultRef;
+  }
+
+  /** Step results with every reference replaced by its value (a parallel step's branches included). */
+  async expand(steps: Record<string, unknown>, depth = 2): Promise<Record<string, unknown>> {
+    const entries = await Promise.all(
+      Object.entries(steps).map(async ([name, value]) => {
+        const ref = ResultRefSchema.safeParse(value);
+        if (ref.success)
+          return [name, await this.#load(ref.data.$ref.slice("loom_results/".length))] as const;
+        const nested = depth > 1 && typeof value === "object" && value !== null && !Array.isArray(value);
+        return [
+          name,
+          nested ? await this.expand(value as Record<string, unknown>, depth - 1) : value,
+        ] as const;
+      }),
+    );
+    return Object.fromEntries(entries);
+  }
+
+  async #load(key: string): Promise<unknown> {
+    if (this.#cache.has(key)) return this.#cache.get(key);
+    const entry = await this.#kv.get(key);
+    if (entry === null || entry.operation !== "PUT") throw new Error(`stored result ${key} is gone`);
+    const { value } = parsePayload(StoredResultSchema, entry.value, `stored result ${key}`);
+    this.#cache.set(key, value);
+    return value;
+  }
+}
