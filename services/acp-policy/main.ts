@@ -11,11 +11,12 @@ import {
   runUntilSignalled,
   StreamDefinitions,
   serve,
-  setupTelemetry,
+  startObservability,
 } from "../kit/index.ts";
 import { AnomalyDetector } from "./anomalies.ts";
 import { readPolicyServiceConfig, tokenVerifierOptions } from "./config.ts";
 import { decide, explain } from "./decide.ts";
+import { observeDecision } from "./decision-telemetry.ts";
 import { GrantSigner } from "./grant-signer.ts";
 import { PolicyStore } from "./policy-store.ts";
 import { RateLimiter } from "./rate-limiter.ts";
@@ -23,13 +24,14 @@ import { createTokenVerifier } from "./token-verifier.ts";
 
 const SERVICE = "acp-policy";
 const config = readPolicyServiceConfig();
-const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL });
+const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: config.LOG_FORMAT });
 
 await runUntilSignalled(log, async () => {
-  const telemetry = setupTelemetry({ service: SERVICE, exporter: config.OTEL_TRACES_EXPORTER });
+  const observability = await startObservability({ service: SERVICE, config, log });
   const tokens = await createTokenVerifier(tokenVerifierOptions(config));
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit);
+  await observability.connected({ nc, streams: [StreamDefinitions.audit.name], buckets: [] });
   const deps = {
     policy: await PolicyStore.open({
       kv: await openBucket(nc, Buckets.POLICY, { history: 10 }),
@@ -52,7 +54,8 @@ await runUntilSignalled(log, async () => {
     queue: QueueGroups.POLICY,
     contract: PolicyDecideContract,
     log,
-    handle: (request, context) => decide(deps, request, context.authorization),
+    handle: (request, context) =>
+      observeDecision(request, () => decide(deps, request, context.authorization)),
   });
   const explaining = serve(nc, {
     subject: Subjects.POLICY_EXPLAIN,
@@ -62,15 +65,19 @@ await runUntilSignalled(log, async () => {
     handle: (request, context) => explain(deps, request, context.authorization),
   });
   log.info(
-    { subject: Subjects.POLICY_DECIDE, policy_version: deps.policy.active.version, grant_kid: deps.grants.kid },
+    {
+      subject: Subjects.POLICY_DECIDE,
+      policy_version: deps.policy.active.version,
+      grant_kid: deps.grants.kid,
+    },
     "serving policy decisions",
   );
 
   return {
     async close() {
       await Promise.all([service.stop(), explaining.stop()]);
+      await observability.close();
       await nc.drain();
-      await telemetry.shutdown();
     },
   };
 });

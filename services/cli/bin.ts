@@ -17,7 +17,9 @@ import { readCliConfig } from "./config.ts";
 import { ExitCode } from "./exit-codes.ts";
 
 const config = readCliConfig();
-const telemetry = setupTelemetry({ service: "loom-cli", config });
+// A command must not hang on an absent collector (the exporter retries a refused connection):
+// unless told otherwise, spans that cannot be exported within 500 ms are given up on.
+const telemetry = setupTelemetry({ service: "loom-cli", config, defaultExportTimeoutMs: 500 });
 const program = new Command("loom")
   .description("Loom: run workflows whose tool calls go through policy, over NATS.")
   .addOption(new Option("--nats <url>", "NATS server URL").env("NATS_URL").default(config.NATS_URL))

@@ -1,10 +1,12 @@
 import { z } from "zod";
-import { loadConfig } from "../kit/index.ts";
+import { loadConfig, TelemetryConfigSchema } from "../kit/index.ts";
 
-export const CliConfigSchema = z.object({
+export const CliConfigSchema = TelemetryConfigSchema.extend({
   NATS_URL: z.string().default("nats://127.0.0.1:4222"),
   /** Bearer token presented with submissions; `loom token issue` makes one for development. */
   LOOM_TOKEN: z.string().optional(),
+  /** Jaeger's UI (for example http://localhost:16686); `loom runs trace` then prints the trace's URL. */
+  LOOM_JAEGER_UI: z.url().optional(),
 });
 export type CliConfig = z.infer<typeof CliConfigSchema>;
 

@@ -1,5 +1,6 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "./logger.ts";
+import { recordNatsStatus } from "./metrics.ts";
 
 export interface NatsOptions {
   servers: string;
@@ -8,9 +9,12 @@ export interface NatsOptions {
   log: Logger;
 }
 
+/** Connections that are between a disconnect and the next reconnect. */
+const disconnected = new WeakSet<NatsConnection>();
+
 /**
  * Connects for the life of a service: waits for a broker that is not up yet, reconnects forever
- * when it goes away, and logs every change of connection status.
+ * when it goes away, and logs and counts every change of connection status.
  */
 export async function connectNats(options: NatsOptions): Promise<NatsConnection> {
   const nc = await connect({
@@ -20,14 +24,23 @@ export async function connectNats(options: NatsOptions): Promise<NatsConnection>
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
   });
-  void logStatus(nc, options.log);
+  recordNatsStatus("connect");
+  void watchStatus(nc, options.log);
   options.log.info({ server: nc.getServer() }, "connected to NATS");
   return nc;
 }
 
-async function logStatus(nc: NatsConnection, log: Logger): Promise<void> {
+/** False while the connection is lost and being re-established, or once it is closed. */
+export function isNatsConnected(nc: NatsConnection): boolean {
+  return !nc.isClosed() && !disconnected.has(nc);
+}
+
+async function watchStatus(nc: NatsConnection, log: Logger): Promise<void> {
   for await (const status of nc.status()) {
     if (status.type === "disconnect" || status.type === "reconnect" || status.type === "error") {
+      if (status.type === "disconnect") disconnected.add(nc);
+      if (status.type === "reconnect") disconnected.delete(nc);
+      recordNatsStatus(status.type);
       log.warn(
         { nats_status: status.type, server: "server" in status ? status.server : undefined },
         "NATS connection status",

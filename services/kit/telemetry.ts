@@ -1,65 +1,183 @@
-import type { MsgHdrs } from "@nats-io/transport-node";
+import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import {
   type Attributes,
   type Context,
   context,
+  type Link,
   propagation,
   type Span,
   SpanKind,
   SpanStatusCode,
   trace,
 } from "@opentelemetry/api";
-import { ConsoleSpanExporter, SimpleSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { JaegerExporter } from "@opentelemetry/exporter-jaeger";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  type Sampler as OtelSampler,
+  ParentBasedSampler,
+  type SpanExporter,
+  type SpanProcessor,
+  TraceIdRatioBasedSampler,
+} from "@opentelemetry/sdk-trace-base";
 import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
+import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
+import type { TelemetryConfig } from "./base-config.ts";
+import { LoomError } from "./errors.ts";
+import { SpanStreamExporter } from "./span-stream.ts";
 
 export { SpanKind } from "@opentelemetry/api";
 
-export const TracesExporter = { NONE: "none", CONSOLE: "console" } as const;
+/** Values of `OTEL_TRACES_EXPORTER` Loom supports. */
+export const TracesExporter = { OTLP: "otlp", JAEGER: "jaeger", CONSOLE: "console", NONE: "none" } as const;
 export type TracesExporter = (typeof TracesExporter)[keyof typeof TracesExporter];
+
+/** Values of `OTEL_TRACES_SAMPLER`, as the OpenTelemetry specification names them. */
+export const Sampler = {
+  ALWAYS_ON: "always_on",
+  ALWAYS_OFF: "always_off",
+  TRACE_ID_RATIO: "traceidratio",
+  PARENT_BASED_ALWAYS_ON: "parentbased_always_on",
+  PARENT_BASED_ALWAYS_OFF: "parentbased_always_off",
+  PARENT_BASED_TRACE_ID_RATIO: "parentbased_traceidratio",
+} as const;
+export type Sampler = (typeof Sampler)[keyof typeof Sampler];
+
+export interface Telemetry {
+  /** The `service.name` spans carry. */
+  readonly serviceName: string;
+  /** From now on, also publish finished spans to `LOOM_SPANS` over this connection. */
+  publishSpansTo(nc: NatsConnection): void;
+  /** Exports every finished span now (before a short-lived process exits, say). */
+  flush(): Promise<void>;
+  /** Flushes and stops exporting; call before closing the NATS connection. */
+  shutdown(): Promise<void>;
+}
 
 /**
  * Installs the tracer provider, the W3C trace-context propagator and the async context manager.
- * Spans are always created so trace ids flow across NATS hops and into logs; exporting them is
- * chosen by `exporter`.
+ * Spans are always created so trace ids flow across NATS hops and into logs, whatever the
+ * exporter; the sampler decides which are recorded.
  */
-export function setupTelemetry(options: { service: string; exporter: TracesExporter }): {
-  shutdown(): Promise<void>;
-} {
-  const spanProcessors: SpanProcessor[] =
-    options.exporter === TracesExporter.CONSOLE ? [new SimpleSpanProcessor(new ConsoleSpanExporter())] : [];
-  const provider = new NodeTracerProvider({ spanProcessors });
+export function setupTelemetry(options: {
+  service: string;
+  config: TelemetryConfig;
+  /** Export timeout when `OTEL_EXPORTER_OTLP_TIMEOUT` is not set; 10 s unless given. */
+  defaultExportTimeoutMs?: number;
+}): Telemetry {
+  const { config } = options;
+  const exportTimeoutMs = config.OTEL_EXPORTER_OTLP_TIMEOUT ?? options.defaultExportTimeoutMs ?? 10_000;
+  const serviceName = config.OTEL_SERVICE_NAME ?? options.service;
+  const batch = (exporter: SpanExporter) =>
+    new BatchSpanProcessor(exporter, {
+      scheduledDelayMillis: config.OTEL_BSP_SCHEDULE_DELAY,
+      exportTimeoutMillis: exportTimeoutMs,
+    });
+  const spanStream = new SpanStreamExporter(serviceName);
+  const spanProcessors: SpanProcessor[] = [];
+  const exporter = backendExporter(config, exportTimeoutMs);
+  if (exporter !== undefined) spanProcessors.push(batch(exporter));
+  if (config.LOOM_TRACE_STREAM) spanProcessors.push(batch(spanStream));
+  const provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName }),
+    sampler: sampler(config),
+    spanProcessors,
+  });
   provider.register();
-  return { shutdown: () => provider.shutdown() };
+  return {
+    serviceName,
+    publishSpansTo: (nc) => spanStream.attach(nc),
+    // Spans are diagnostics: a tracing backend that is down must not fail the work or its shutdown.
+    flush: () => provider.forceFlush().catch(() => undefined),
+    shutdown: () => provider.shutdown().catch(() => undefined),
+  };
+}
+
+function backendExporter(config: TelemetryConfig, timeoutMillis: number): SpanExporter | undefined {
+  switch (config.OTEL_TRACES_EXPORTER) {
+    case TracesExporter.OTLP:
+      return new OTLPTraceExporter({
+        url:
+          config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+          `${config.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, "")}/v1/traces`,
+        timeoutMillis,
+      });
+    case TracesExporter.JAEGER:
+      return new JaegerExporter({ endpoint: config.OTEL_EXPORTER_JAEGER_ENDPOINT });
+    case TracesExporter.CONSOLE:
+      return new ConsoleSpanExporter();
+    case TracesExporter.NONE:
+      return undefined;
+  }
+}
+
+function sampler(config: TelemetryConfig): OtelSampler {
+  const ratio = new TraceIdRatioBasedSampler(config.OTEL_TRACES_SAMPLER_ARG);
+  switch (config.OTEL_TRACES_SAMPLER) {
+    case Sampler.ALWAYS_ON:
+      return new AlwaysOnSampler();
+    case Sampler.ALWAYS_OFF:
+      return new AlwaysOffSampler();
+    case Sampler.TRACE_ID_RATIO:
+      return ratio;
+    case Sampler.PARENT_BASED_ALWAYS_ON:
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+    case Sampler.PARENT_BASED_ALWAYS_OFF:
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+    case Sampler.PARENT_BASED_TRACE_ID_RATIO:
+      return new ParentBasedSampler({ root: ratio });
+  }
 }
 
 const tracer = () => trace.getTracer("loom");
 
-/** Runs `work` inside a new span that ends when it settles, recording an error if it throws. */
+/**
+ * Runs `work` inside a new span that ends when it settles. A throw marks the span as an error
+ * with `error.type`: the LoomError's code, else the error's class name.
+ */
 export async function withSpan<T>(
   name: string,
-  options: { kind?: SpanKind; attributes?: Attributes; parent?: Context },
+  options: { kind?: SpanKind; attributes?: Attributes; parent?: Context; links?: Link[] },
   work: (span: Span) => Promise<T>,
 ): Promise<T> {
   const parent = options.parent ?? context.active();
   return tracer().startActiveSpan(
     name,
-    { kind: options.kind ?? SpanKind.INTERNAL, attributes: options.attributes ?? {} },
+    {
+      kind: options.kind ?? SpanKind.INTERNAL,
+      attributes: options.attributes ?? {},
+      ...(options.links === undefined ? {} : { links: options.links }),
+    },
     parent,
     async (span) => {
       try {
         return await work(span);
       } catch (error) {
+        markFailed(span, errorType(error), error instanceof Error ? error.message : String(error));
         span.recordException(error instanceof Error ? error : String(error));
-        span.setStatus({
-          code: SpanStatusCode.ERROR,
-          message: error instanceof Error ? error.message : String(error),
-        });
         throw error;
       } finally {
         span.end();
       }
     },
   );
+}
+
+/** Marks a span failed with the semantic-convention `error.type`. */
+export function markFailed(span: Span, type: string, message: string): void {
+  span.setAttribute("error.type", type);
+  span.setStatus({ code: SpanStatusCode.ERROR, message });
+}
+
+/** The `error.type` of a failure: a LoomError's code, else the error's class name. */
+export function errorType(error: unknown): string {
+  if (error instanceof LoomError) return error.code;
+  if (error instanceof Error) return error.name;
+  return "_OTHER";
 }
 
 /** Writes the active trace context (`traceparent`, `tracestate`) into NATS headers. */
@@ -76,6 +194,41 @@ export function extractTraceContext(headers: MsgHdrs | undefined): Context {
     get: (carrier, key) => (carrier.has(key) ? carrier.get(key) : undefined),
     keys: (carrier) => carrier.keys(),
   });
+}
+
+/**
+ * The active trace context as plain fields, for an MCP request's `params._meta` (the MCP semantic
+ * conventions carry `traceparent` and `tracestate` there) or a stored record.
+ */
+export function traceContextFields(): Record<string, string> {
+  const fields: Record<string, string> = {};
+  propagation.inject(context.active(), fields);
+  return fields;
+}
+
+/** The context that plain fields (an MCP `_meta`, a stored record) carry; the active one if none. */
+export function contextFromFields(fields: Record<string, unknown> | undefined): Context {
+  if (fields === undefined) return context.active();
+  const strings: Record<string, string> = {};
+  for (const [key, value] of Object.entries(fields)) if (typeof value === "string") strings[key] = value;
+  return propagation.extract(context.active(), strings);
+}
+
+/**
+ * What a span that carries on work begun elsewhere (a run resumed after a crash) needs: the stored
+ * context as parent, so it stays in the same trace, and a link to it, since that parent's process
+ * is gone and its span may never have been exported.
+ */
+export function resumedFrom(fields: Record<string, unknown> | undefined): { parent: Context; links: Link[] } {
+  const parent = contextFromFields(fields);
+  const spanContext = trace.getSpanContext(parent);
+  return {
+    parent,
+    links:
+      spanContext === undefined
+        ? []
+        : [{ context: spanContext, attributes: { "loom.link.reason": "resumed" } }],
+  };
 }
 
 /** The active span's trace id, for messages that record it (audit records, CLI output). */

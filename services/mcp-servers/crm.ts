@@ -96,7 +96,9 @@ server.registerPrompt(
     argsSchema: { text: z.string(), length: z.string().default("50") },
   },
   ({ text, length }) => ({
-    messages: [{ role: "user", content: { type: "text", text: `Summarize in at most ${length} words:\n\n${text}` } }],
+    messages: [
+      { role: "user", content: { type: "text", text: `Summarize in at most ${length} words:\n\n${text}` } },
+    ],
   }),
 );
 

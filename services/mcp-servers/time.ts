@@ -2,7 +2,9 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { z } from "zod";
+import { tracedTool, traceServer } from "./telemetry.ts";
 
+traceServer("time");
 const server = new McpServer({ name: "loom-demo-time", version: "1.0.0" });
 
 server.registerTool(
@@ -14,7 +16,7 @@ server.registerTool(
     outputSchema: { iso: z.string(), timezone: z.string(), local: z.string() },
     annotations: { readOnlyHint: true, openWorldHint: false },
   },
-  async ({ timezone }) => {
+  tracedTool("get_time", async ({ timezone }) => {
     const now = new Date();
     let local: string;
     try {
@@ -24,7 +26,7 @@ server.registerTool(
     }
     const result = { iso: now.toISOString(), timezone, local };
     return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
-  },
+  }),
 );
 
 await server.connect(new StdioServerTransport());

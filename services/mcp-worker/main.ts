@@ -10,14 +10,14 @@ import {
   serve,
   startObservability,
 } from "../kit/index.ts";
+import { handleAgentTask } from "./agent-task.ts";
 import { readWorkerConfig } from "./config.ts";
 import { GrantCheck } from "./grant-check.ts";
+import { InFlightTasks } from "./in-flight.ts";
 import { McpConnection } from "./mcp-connection.ts";
 import { loadServerList } from "./server-config.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
-import { handleAgentTask } from "./agent-task.ts";
-import { InFlightTasks } from "./in-flight.ts";
 import { recordTools } from "./tool-registry.ts";
 
 const SERVICE = "mcp-worker";

@@ -12,6 +12,7 @@ import {
   type ServeOptions,
   serve,
   setupTelemetry,
+  TelemetryConfigSchema,
   TracesExporter,
   withSpan,
 } from "../../services/kit/index.ts";
@@ -79,7 +80,13 @@ describe("typed bus over a real nats-server", () => {
   let telemetry: { shutdown(): Promise<void> };
 
   beforeAll(async () => {
-    telemetry = setupTelemetry({ service: "bus-test", exporter: TracesExporter.NONE });
+    telemetry = setupTelemetry({
+      service: "bus-test",
+      config: TelemetryConfigSchema.parse({
+        OTEL_TRACES_EXPORTER: TracesExporter.NONE,
+        LOOM_TRACE_STREAM: "false",
+      }),
+    });
     ns = await startNatsServer();
     nc = await connectTo(ns.url);
   });

@@ -8,11 +8,18 @@ import { shortStateName } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { type RunSubmission, RunSubmissionSchema } from "../../../schemas/run.ts";
 import { Headers, Subjects } from "../../../schemas/subjects.ts";
-import { encodePayload, LoomError, tracedHeaders } from "../../kit/index.ts";
+import {
+  encodePayload,
+  LoomError,
+  SpanKind,
+  type Telemetry,
+  tracedHeaders,
+  withSpan,
+} from "../../kit/index.ts";
+import { watchRun } from "../../kit/run-watch.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode, exitCodeForState } from "../exit-codes.ts";
 import { formatJson, statusLine } from "../render.ts";
-import { watchRun } from "../watch.ts";
 
 export interface SubmitOptions {
   nats: string;
@@ -21,6 +28,8 @@ export interface SubmitOptions {
   watch: boolean;
   json: boolean;
   context: string | undefined;
+  /** The CLI's telemetry: its spans are flushed (and sent to `LOOM_SPANS`) before the command ends. */
+  telemetry?: Telemetry;
 }
 
 /** `loom submit <workflow-id|file>`: publishes a durable submission; with --watch, follows it to its end. */
@@ -32,47 +41,91 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
     ...(options.context === undefined ? {} : { contextId: options.context }),
   } as RunSubmission;
   const nc = await connectCli(options.nats);
+  options.telemetry?.publishSpansTo(nc);
+  const workflowName = typeof submission.workflow === "string" ? submission.workflow : submission.workflow.id;
   try {
-    const js = jetstream(nc);
-    await js.publish(Subjects.RUNS_SUBMIT, encodePayload(RunSubmissionSchema, submission, "run submission"), {
-      msgID: submission.runId,
-      headers: tracedHeaders({
-        [Headers.AUTHORIZATION]: options.token === undefined ? undefined : `Bearer ${options.token}`,
-      }),
-    });
-    if (!options.watch) {
-      console.log(options.json ? JSON.stringify({ runId: submission.runId }) : submission.runId);
-      return ExitCode.OK;
-    }
-    if (!options.json) console.log(`run ${submission.runId}`);
-    const result = await watchRun(
-      js,
-      submission.runId,
-      (event) => {
-        const line = statusLine(event);
-        if (line !== undefined && !options.json) console.log(line);
+    // The root of the run's trace: every service's spans for this run descend from it.
+    return await withSpan(
+      `loom submit ${workflowName}`,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: { "loom.run.id": submission.runId, "loom.workflow.id": workflowName },
       },
-      (problem) => console.error(`ignored an unreadable event: ${problem}`),
+      async (span) => {
+        const traceId = span.spanContext().traceId;
+        const js = jetstream(nc);
+        await withSpan(
+          `send ${Subjects.RUNS_SUBMIT}`,
+          {
+            kind: SpanKind.PRODUCER,
+            attributes: {
+              "messaging.system": "nats",
+              "messaging.destination.name": Subjects.RUNS_SUBMIT,
+              "messaging.operation.type": "send",
+              "messaging.message.id": submission.runId,
+            },
+          },
+          () =>
+            js.publish(
+              Subjects.RUNS_SUBMIT,
+              encodePayload(RunSubmissionSchema, submission, "run submission"),
+              {
+                msgID: submission.runId,
+                headers: tracedHeaders({
+                  [Headers.AUTHORIZATION]:
+                    options.token === undefined ? undefined : `Bearer ${options.token}`,
+                }),
+              },
+            ),
+        );
+        if (!options.watch) {
+          console.log(options.json ? JSON.stringify({ runId: submission.runId, traceId }) : submission.runId);
+          return ExitCode.OK;
+        }
+        if (!options.json) console.log(`run ${submission.runId}\ntrace ${traceId}`);
+        return await watchAndReport(js, submission.runId, traceId, options);
+      },
     );
-    const finalStatus = result.events.findLast((event) => "statusUpdate" in event);
-    const error =
-      finalStatus && "statusUpdate" in finalStatus ? finalStatus.statusUpdate.metadata?.error : undefined;
-    if (options.json) {
-      console.log(
-        JSON.stringify({
-          runId: submission.runId,
-          state: shortStateName(result.state),
-          ...(result.output === undefined ? {} : { output: result.output }),
-          ...(error === undefined ? {} : { error }),
-        }),
-      );
-    } else if (result.output !== undefined) {
-      console.log(`output:\n${formatJson(result.output)}`);
-    }
-    return exitCodeForState(result.state);
   } finally {
+    // Before the connection closes: the CLI's own spans go to LOOM_SPANS over it.
+    await options.telemetry?.flush();
     await nc.close();
   }
+}
+
+/** Follows a submitted run to its end, printing status lines (or one JSON summary) and the output. */
+async function watchAndReport(
+  js: ReturnType<typeof jetstream>,
+  runId: string,
+  traceId: string,
+  options: SubmitOptions,
+): Promise<ExitCode> {
+  const result = await watchRun(
+    js,
+    runId,
+    (event) => {
+      const line = statusLine(event);
+      if (line !== undefined && !options.json) console.log(line);
+    },
+    (problem) => console.error(`ignored an unreadable event: ${problem}`),
+  );
+  const finalStatus = result.events.findLast((event) => "statusUpdate" in event);
+  const error =
+    finalStatus && "statusUpdate" in finalStatus ? finalStatus.statusUpdate.metadata?.error : undefined;
+  if (options.json) {
+    console.log(
+      JSON.stringify({
+        runId,
+        traceId,
+        state: shortStateName(result.state),
+        ...(result.output === undefined ? {} : { output: result.output }),
+        ...(error === undefined ? {} : { error }),
+      }),
+    );
+  } else if (result.output !== undefined) {
+    console.log(`output:\n${formatJson(result.output)}`);
+  }
+  return exitCodeForState(result.state);
 }
 
 /** A path to a YAML/JSON file is sent inline; anything else is a registered workflow id. */

@@ -1,0 +1,81 @@
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { trace } from "@opentelemetry/api";
+import { ErrorCode } from "../../../schemas/errors.ts";
+import { runEventsSubject, Streams, spansSubject } from "../../../schemas/subjects.ts";
+import { type SpanRecord, SpanRecordSchema } from "../../../schemas/telemetry.ts";
+import { extractTraceContext, LoomError, parsePayload } from "../../kit/index.ts";
+import { connectCli } from "../connection.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { drawWaterfall } from "../waterfall.ts";
+
+export interface TraceOptions {
+  nats: string;
+  json: boolean;
+  /** Jaeger's UI base URL, to print a link to the trace. */
+  jaegerUi: string | undefined;
+}
+
+/**
+ * `loom runs trace <runId>`: the run's spans as a waterfall. The trace id comes from the trace
+ * context on the run's events; the spans from `LOOM_SPANS`, where every service publishes its
+ * finished spans (a few seconds after they end, at each export).
+ */
+export async function runsTraceCommand(runId: string, options: TraceOptions): Promise<ExitCode> {
+  const nc = await connectCli(options.nats);
+  try {
+    const jsm = await jetstreamManager(nc);
+    const event = await jsm.streams
+      .getMessage(Streams.EVENTS, { last_by_subj: runEventsSubject(runId) })
+      .catch(() => null);
+    if (event === null) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no events for a run with id ${runId}`);
+    const traceId = trace.getSpanContext(extractTraceContext(event.header))?.traceId;
+    if (traceId === undefined) {
+      throw new LoomError(ErrorCode.RUN_NOT_FOUND, `run ${runId} carries no trace context`);
+    }
+    const spans = await readSpans(jetstream(nc), traceId);
+    if (options.json) {
+      console.log(JSON.stringify({ runId, traceId, spans }));
+      return ExitCode.OK;
+    }
+    console.log(`run    ${runId}`);
+    console.log(`trace  ${traceId}`);
+    if (options.jaegerUi !== undefined) {
+      console.log(`jaeger ${options.jaegerUi.replace(/\/$/, "")}/trace/${traceId}`);
+    }
+    if (spans.length === 0) {
+      console.log(
+        "\nno spans in LOOM_SPANS for this trace yet (services publish them a few seconds after they end)",
+      );
+      return ExitCode.OK;
+    }
+    console.log(`\n${drawWaterfall(spans)}`);
+    return ExitCode.OK;
+  } finally {
+    await nc.close();
+  }
+}
+
+async function readSpans(js: ReturnType<typeof jetstream>, traceId: string): Promise<SpanRecord[]> {
+  let consumer: Awaited<ReturnType<typeof js.consumers.get>>;
+  try {
+    consumer = await js.consumers.get(Streams.SPANS, {
+      // A single string (not an array) keeps this working on nats-server 2.9.
+      filter_subjects: spansSubject(traceId),
+      deliver_policy: DeliverPolicy.All,
+    });
+  } catch {
+    return [];
+  }
+  const spans: SpanRecord[] = [];
+  for (;;) {
+    const batch = await consumer.fetch({ max_messages: 1_000, expires: 1_000 });
+    let received = 0;
+    let pending = 0;
+    for await (const message of batch) {
+      received++;
+      pending = message.info.pending;
+      spans.push(parsePayload(SpanRecordSchema, message.data, "span record"));
+    }
+    if (received === 0 || pending === 0) return spans;
+  }
+}
