@@ -111,11 +111,6 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
         const submission = parsePayload(RunSubmissionSchema, message.data, "run submission");
         runId = submission.runId;
         workflowId = typeof submission.workflow === "string" ? submission.workflow : "(inline)";
-        if ((await options.runs.get(runId)) !== undefined) {
-          log.info("submission already accepted; acknowledging the duplicate");
-          message.ack();
-          return;
-        }
         const workflow = options.catalog.resolve(submission.workflow);
         workflowId = workflow.id;
         if (workflow.input !== undefined) {
@@ -159,16 +154,19 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
           createdAt: new Date(now).toISOString(),
           updatedAt: new Date(now).toISOString(),
         });
-        if (stored !== undefined) {
-          await options.events.status(
-            stored.record,
-            TaskState.SUBMITTED,
-            `run of ${workflow.id} v${workflow.version} accepted`,
-            "submitted",
-          );
+        if (stored === undefined) {
+          log.info("submission already accepted; acknowledging the duplicate");
+          message.ack();
+          return;
         }
+        await options.events.status(
+          stored.record,
+          TaskState.SUBMITTED,
+          `run of ${workflow.id} v${workflow.version} accepted`,
+          "submitted",
+        );
         message.ack();
-        if (stored !== undefined) void options.driver.drive(stored);
+        void options.driver.drive(stored);
       } catch (error) {
         await refuseSubmission(options, message, { runId, workflowId, error, log });
       }

@@ -4,10 +4,11 @@
  * request/reply round trip and a direct MCP SDK `callTool` to the same server.
  */
 import { randomUUID } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { jetstream } from "@nats-io/jetstream";
@@ -21,18 +22,39 @@ import { parsePayload } from "../../services/kit/index.ts";
 import { TEST_AUTH_ENV, tokenFor } from "../helpers/tokens.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
-const SEQUENTIAL_RUNS = Number(process.env.BENCH_SEQUENTIAL_RUNS ?? 200);
+const SEQUENTIAL_RUNS = Number(process.env.BENCH_SEQUENTIAL_RUNS ?? 100);
 const CONCURRENT_RUNS = Number(process.env.BENCH_CONCURRENT_RUNS ?? 640);
-const IN_FLIGHT = 32;
+const WAITING_RUNS = Number(process.env.BENCH_WAITING_RUNS ?? 10_000);
 const BASELINE_CALLS = 1_000;
 
-const WORKFLOW = {
-  id: "bench-one",
-  steps: [{ id: "now", call: "time.get_time", with: { timezone: "UTC" } }],
+const call = (id: string) => ({ id, call: "time.get_time", with: { timezone: "UTC" } });
+/** The workloads, each with the number of tool calls one run makes. */
+const WORKLOADS = [
+  { name: "1 step", steps: 1, workflow: { id: "bench-one", steps: [call("a")] } },
+  {
+    name: "3 steps in a row",
+    steps: 3,
+    workflow: { id: "bench-three", steps: [call("a"), call("b"), call("c")] },
+  },
+  {
+    name: "fan-out of 8",
+    steps: 8,
+    workflow: {
+      id: "bench-fan-out",
+      steps: [{ id: "all", parallel: Array.from({ length: 8 }, (_, n) => call(`b${n}`)) }],
+    },
+  },
+];
+const IN_FLIGHT = [1, 32, 64];
+const WAITING_WORKFLOW = {
+  id: "bench-waiting",
+  steps: [{ id: "approve", approval: { prompt: "Approve?", roles: ["manager"] } }],
 };
 
 interface Measurement {
   name: string;
+  /** Tool calls per run, for the per-step overhead; absent for the baselines. */
+  steps?: number;
   latenciesMs: number[];
   elapsedMs: number;
 }
@@ -70,6 +92,7 @@ const stack = await startStack({
 });
 const nc = await connect({ servers: nats.url });
 const results: Measurement[] = [];
+let waitingReport: { runs: number; seconds: number; idleMb: number; waitingMb: number } | undefined;
 try {
   await waitUntilReady(nc, { tools: ["time.get_time"], timeoutMs: 60_000, stack });
   const js = jetstream(nc);
@@ -77,6 +100,7 @@ try {
 
   // One subscription resolves every run's end, so the watcher costs the same at any concurrency.
   const waiting = new Map<string, (state: TaskState) => void>();
+  const inputRequired = new Set<string>();
   const events = nc.subscribe(Subjects.RUN_EVENTS_ALL);
   void (async () => {
     for await (const message of events) {
@@ -84,14 +108,15 @@ try {
       if (!("statusUpdate" in event)) continue;
       const { taskId, status } = event.statusUpdate;
       if (TERMINAL_STATES.has(status.state)) waiting.get(taskId)?.(status.state);
+      if (status.state === TaskState.INPUT_REQUIRED) inputRequired.add(taskId);
     }
   })();
-  const runOnce = async () => {
+  const runOnce = async (workflow: unknown) => {
     const runId = randomUUID();
     const ended = new Promise<TaskState>((resolveEnd) => waiting.set(runId, resolveEnd));
     const h = headers();
     h.set(Headers.AUTHORIZATION, `Bearer ${token}`);
-    await js.publish(Subjects.RUNS_SUBMIT, JSON.stringify({ runId, workflow: WORKFLOW, input: {} }), {
+    await js.publish(Subjects.RUNS_SUBMIT, JSON.stringify({ runId, workflow, input: {} }), {
       msgID: runId,
       headers: h,
     });
@@ -100,12 +125,18 @@ try {
     if (state !== TaskState.COMPLETED) throw new Error(`bench run ${runId} ended ${state}`);
   };
 
-  await timed(20, 4, runOnce); // warm-up: JIT, MCP server start, KV and stream caches
-  results.push({ name: "loom run, sequential", ...(await timed(SEQUENTIAL_RUNS, 1, runOnce)) });
-  results.push({
-    name: `loom run, ${IN_FLIGHT} in flight`,
-    ...(await timed(CONCURRENT_RUNS, IN_FLIGHT, runOnce)),
-  });
+  await timed(20, 4, () => runOnce(WORKLOADS[0]?.workflow)); // warm-up: JIT, MCP server start, caches
+  for (const workload of WORKLOADS) {
+    for (const inFlight of IN_FLIGHT) {
+      const count = inFlight === 1 ? SEQUENTIAL_RUNS : CONCURRENT_RUNS;
+      const measured = await timed(count, inFlight, () => runOnce(workload.workflow));
+      results.push({
+        name: `loom ${workload.name}, ${inFlight} in flight`,
+        steps: workload.steps,
+        ...measured,
+      });
+    }
+  }
 
   const echo = nc.subscribe("bench.echo", {
     callback: (_error, message) => {
@@ -130,6 +161,34 @@ try {
   await timed(100, 1, call);
   results.push({ name: "MCP SDK callTool (stdio)", ...(await timed(BASELINE_CALLS, 1, call)) });
   await mcp.close();
+
+  // Memory: the orchestrator's resident set with many runs parked in input-required.
+  const orchestrator = stack.services.find((service) => service.name === "orchestrator")?.process.pid;
+  const rssMb = async () => {
+    const status = await readFile(`/proc/${orchestrator}/status`, "utf8");
+    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) / 1024;
+  };
+  const idleRss = await rssMb();
+  const started = performance.now();
+  for (let sent = 0; sent < WAITING_RUNS; sent += 500) {
+    await Promise.all(
+      Array.from({ length: Math.min(500, WAITING_RUNS - sent) }, () => {
+        const runId = randomUUID();
+        const h = headers();
+        h.set(Headers.AUTHORIZATION, `Bearer ${token}`);
+        const body = JSON.stringify({ runId, workflow: WAITING_WORKFLOW, input: {} });
+        return js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h, timeout: 60_000 });
+      }),
+    );
+  }
+  while (inputRequired.size < WAITING_RUNS && performance.now() - started < 600_000) await sleep(250);
+  await sleep(2_000);
+  waitingReport = {
+    runs: inputRequired.size,
+    seconds: (performance.now() - started) / 1000,
+    idleMb: idleRss,
+    waitingMb: await rssMb(),
+  };
   events.unsubscribe();
 } finally {
   await nc.close();
@@ -138,21 +197,52 @@ try {
   await rm(dir, { recursive: true, force: true });
 }
 
-const baseline = results.find((result) => result.name.startsWith("MCP SDK"));
+const median = (name: string) => {
+  const found = results.find((result) => result.name.startsWith(name));
+  return found === undefined ? Number.NaN : percentile(found.latenciesMs, 50);
+};
+const callTool = median("MCP SDK");
+const natsRtt = median("NATS request/reply");
 const rows = results.map((result) => {
   const p50 = percentile(result.latenciesMs, 50);
+  const sequential = result.steps !== undefined && result.name.endsWith(" 1 in flight");
+  // What Loom adds per tool call on top of the call itself, in NATS round trips.
+  const overhead =
+    sequential && result.steps !== undefined ? (p50 / result.steps - callTool) / natsRtt : undefined;
   return [
     result.name,
     String(result.latenciesMs.length),
     p50.toFixed(2),
     percentile(result.latenciesMs, 99).toFixed(2),
     ((result.latenciesMs.length / result.elapsedMs) * 1000).toFixed(0),
-    baseline === undefined ? "" : `${(p50 / percentile(baseline.latenciesMs, 50)).toFixed(1)}x`,
+    `${(p50 / callTool).toFixed(1)}x`,
+    overhead === undefined ? "" : `${overhead.toFixed(0)}x`,
   ];
 });
-const header = ["measurement", "n", "p50 ms", "p99 ms", "per s", "p50 vs callTool"];
+const header = [
+  "measurement",
+  "n",
+  "p50 ms",
+  "p99 ms",
+  "per s",
+  "p50 vs callTool",
+  "per-step overhead vs NATS RTT",
+];
 const widths = header.map((title, column) =>
   Math.max(title.length, ...rows.map((row) => row[column]?.length ?? 0)),
 );
 for (const row of [header, ...rows])
-  console.log(row.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join("  "));
+  console.log(
+    row
+      .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+      .join("  ")
+      .trimEnd(),
+  );
+if (waitingReport !== undefined) {
+  const { runs, seconds, idleMb, waitingMb } = waitingReport;
+  console.log(
+    `\norchestrator memory: ${idleMb.toFixed(0)} MB RSS after the runs above, ${waitingMb.toFixed(0)} MB with ${runs} runs ` +
+      `waiting in input-required (${(((waitingMb - idleMb) * 1024) / Math.max(1, runs)).toFixed(1)} KB per waiting run; ` +
+      `${runs} parked in ${seconds.toFixed(0)} s)`,
+  );
+}
