@@ -1,0 +1,418 @@
+import { createHmac, generateKeyPairSync, randomUUID } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Role, type Task } from "../../schemas/a2a.ts";
+import { type AuditRecord, AuditRecordSchema } from "../../schemas/audit.ts";
+import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { agentTasksSubject, Headers, MCP_WORKER_AGENT, Streams, Subjects } from "../../schemas/subjects.ts";
+import { type LoomError, request } from "../../services/kit/index.ts";
+import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
+import { CONTACTS } from "../../services/mcp-servers/crm-data.ts";
+import { type Loom, REPO_ROOT, startLoom } from "../helpers/loom.ts";
+import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
+import { signJwt, TEST_KID, TEST_PUBLIC_JWK, tokenFor, validClaims } from "../helpers/tokens.ts";
+
+/** Every attack counts once; it is refused when the system said no in the way a user can see. */
+const tally = { tried: 0, refused: 0, leaked: 0 };
+
+async function attack(refused: () => Promise<boolean>): Promise<void> {
+  tally.tried += 1;
+  const ok = await refused();
+  if (ok) tally.refused += 1;
+  expect(ok).toBe(true);
+}
+
+afterAll(() => {
+  // The line the issue asks for; CI logs keep it.
+  console.log(
+    `security summary: attacks tried ${tally.tried}, refused ${tally.refused}, leaked ${tally.leaked}`,
+  );
+});
+
+const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+
+async function decide(
+  nc: NatsConnection,
+  token: string | undefined,
+  tool = "crm.get_contact",
+  args: Record<string, unknown> = { id: "c-1" },
+) {
+  return request(
+    nc,
+    Subjects.POLICY_DECIDE,
+    PolicyDecideContract,
+    { action: "tools.call", resource: { tool }, arguments: args, runId: "attack-run", stepId: "s1" },
+    {
+      timeoutMs: 5_000,
+      headers: { [Headers.AUTHORIZATION]: token === undefined ? undefined : `Bearer ${token}` },
+    },
+  );
+}
+
+/** A task straight to the worker, as anyone on the bus could send it. */
+async function sendTask(
+  nc: NatsConnection,
+  call: { server: string; tool: string; arguments: Record<string, unknown> },
+  metadata: Record<string, unknown>,
+): Promise<Task | LoomError> {
+  return request(
+    nc,
+    agentTasksSubject(MCP_WORKER_AGENT),
+    AgentTaskContract,
+    {
+      messageId: randomUUID(),
+      role: Role.USER,
+      taskId: randomUUID(),
+      contextId: "attack",
+      parts: [{ data: call }],
+      metadata: { runId: "attack-run", stepId: "s1", ...metadata },
+    },
+    { timeoutMs: 10_000 },
+  ).catch((error: LoomError) => error);
+}
+
+const isRefusal = (result: Task | LoomError, code: string) => "code" in result && result.code === code;
+
+async function auditRecords(nc: NatsConnection): Promise<AuditRecord[]> {
+  const jsm = await jetstreamManager(nc);
+  const { state } = await jsm.streams.info(Streams.AUDIT);
+  const records: AuditRecord[] = [];
+  for (let seq = 1; seq <= state.last_seq; seq++) {
+    const message = await jsm.streams.getMessage(Streams.AUDIT, { seq });
+    const parsed = AuditRecordSchema.safeParse(message?.json());
+    if (parsed.success) records.push(parsed.data);
+  }
+  return records;
+}
+
+describe("security - token and bypass attacks against a running stack", () => {
+  let loom: Loom;
+  beforeAll(async () => {
+    loom = await startLoom({ env: { LOOM_GRANT_TTL: "1s" } });
+  });
+  afterAll(async () => {
+    await loom?.[Symbol.asyncDispose]();
+  });
+
+  const now = () => Math.floor(Date.now() / 1000);
+  const tokenAttacks: Array<[string, () => string | undefined]> = [
+    ["missing", () => undefined],
+    ["expired", () => signJwt(validClaims("mallory", ["admin"], { exp: now() - 600, iat: now() - 4000 }))],
+    ["not yet valid", () => signJwt(validClaims("mallory", ["admin"], { nbf: now() + 600 }))],
+    ["wrong issuer", () => signJwt(validClaims("mallory", ["admin"], { iss: "https://evil.example" }))],
+    ["wrong audience", () => signJwt(validClaims("mallory", ["admin"], { aud: "someone-else" }))],
+    ["alg none", () => `${b64({ alg: "none", typ: "JWT" })}.${b64(validClaims("mallory", ["admin"]))}.`],
+    [
+      "HS256 signed with the public key",
+      () => {
+        const input = `${b64({ alg: "HS256", typ: "JWT", kid: TEST_KID })}.${b64(validClaims("mallory", ["admin"]))}`;
+        const secret = JSON.stringify(TEST_PUBLIC_JWK);
+        return `${input}.${createHmac("sha256", secret).update(input).digest("base64url")}`;
+      },
+    ],
+    [
+      "tampered payload",
+      () => {
+        const [header, , signature] = tokenFor("ann", "viewer").split(".");
+        return `${header}.${b64(validClaims("ann", ["admin"]))}.${signature}`;
+      },
+    ],
+    ["unknown kid", () => signJwt(validClaims("mallory", ["admin"]), { header: { kid: "rotated-away" } })],
+    [
+      "forged role claim signed by another key",
+      () => signJwt(validClaims("mallory", ["admin"]), { key: generateKeyPairSync("ed25519").privateKey }),
+    ],
+  ];
+
+  it.each(tokenAttacks)("security - a %s token is refused as unauthenticated", async (_name, make) => {
+    await attack(async () => {
+      const decision = await decide(loom.nc, make());
+      return (
+        decision.effect === "deny" && decision.rule === "unauthenticated" && decision.grant === undefined
+      );
+    });
+  });
+
+  it("security - a forged-role token cannot start a run through the CLI either", async () => {
+    await attack(async () => {
+      const forged = signJwt(validClaims("mallory", ["admin"]), {
+        key: generateKeyPairSync("ed25519").privateKey,
+      });
+      const result = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch"], {
+        token: forged,
+      });
+      return result.code === 2 && /unauthenticated/.test(result.stdout);
+    });
+  });
+
+  it("security - a task sent straight to the worker without a grant is refused and audited", async () => {
+    await attack(async () => {
+      const result = await sendTask(
+        loom.nc,
+        { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
+        {},
+      );
+      return isRefusal(result, ErrorCode.GRANT_REFUSED);
+    });
+    const refusals = (await auditRecords(loom.nc)).filter((record) => record.kind === "grant.refused");
+    expect(refusals.some((record) => record.resource === "crm.get_contact")).toBe(true);
+  });
+
+  it("security - a grant replayed with other arguments is refused", async () => {
+    const { grant } = await decide(loom.nc, tokenFor("ann", "analyst"), "crm.get_contact", { id: "c-1" });
+    expect(grant).toBeDefined();
+    await attack(async () => {
+      const result = await sendTask(
+        loom.nc,
+        { server: "crm", tool: "get_contact", arguments: { id: "c-2" } },
+        { grant },
+      );
+      return (
+        isRefusal(result, ErrorCode.GRANT_REFUSED) && /other arguments/.test((result as LoomError).message)
+      );
+    });
+  });
+
+  it("security - a grant for one tool does not open another", async () => {
+    const { grant } = await decide(loom.nc, tokenFor("ann", "analyst"), "time.get_time", { timezone: "UTC" });
+    await attack(async () => {
+      const result = await sendTask(
+        loom.nc,
+        { server: "crm", tool: "delete_record", arguments: { timezone: "UTC" } },
+        { grant },
+      );
+      return isRefusal(result, ErrorCode.GRANT_REFUSED);
+    });
+  });
+
+  it("security - a grant signed by a key acp-policy never published is refused", async () => {
+    await attack(async () => {
+      const forged = signJwt(
+        { iss: "acp-policy", aud: "mcp-worker", sub: "mallory", exp: Math.floor(Date.now() / 1000) + 60 },
+        { header: { typ: "loom-grant+jwt", kid: "attacker-key" } },
+      );
+      const result = await sendTask(
+        loom.nc,
+        { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
+        { grant: forged },
+      );
+      return isRefusal(result, ErrorCode.GRANT_REFUSED);
+    });
+  });
+
+  it("security - an expired grant is refused, while the same grant used in time works", async () => {
+    const call = { server: "time", tool: "get_time", arguments: { timezone: "UTC" } };
+    const fresh = await decide(loom.nc, tokenFor("ann", "analyst"), "time.get_time", { timezone: "UTC" });
+    const ok = await sendTask(loom.nc, call, { grant: fresh.grant });
+    expect("status" in ok && ok.status.state).toBe("TASK_STATE_COMPLETED");
+
+    const stale = await decide(loom.nc, tokenFor("ann", "analyst"), "time.get_time", { timezone: "UTC" });
+    // Grants here live 1 s; the worker allows 5 s of clock skew.
+    await new Promise((resolve) => setTimeout(resolve, 7_000));
+    await attack(async () => {
+      const result = await sendTask(loom.nc, { ...call }, { grant: stale.grant, stepId: "s2" });
+      return isRefusal(result, ErrorCode.GRANT_REFUSED) && /expired/.test((result as LoomError).message);
+    });
+  });
+
+  it("security - only admin may call delete_record: an analyst is refused by rule only-admins-delete", async () => {
+    await attack(async () => {
+      const decision = await decide(loom.nc, tokenFor("ann", "analyst"), "crm.delete_record", { id: "c-1" });
+      return decision.effect === "deny" && decision.rule === "only-admins-delete";
+    });
+    const admin = await decide(loom.nc, tokenFor("root", "admin"), "crm.delete_record", { id: "c-1" });
+    expect(admin).toMatchObject({ effect: "allow", rule: "admins-call-anything" });
+  });
+
+  it("security - EU data stays in the EU: a caller in the US is refused crm by rule eu-data-stays-in-eu", async () => {
+    await attack(async () => {
+      const us = signJwt(validClaims("sam", ["analyst"], { region: "us" }));
+      const decision = await decide(loom.nc, us);
+      return decision.effect === "deny" && decision.rule === "eu-data-stays-in-eu";
+    });
+  });
+
+  it("security - a forged audit record breaks the chain and loom audit verify names it", async () => {
+    const before = await loom.cli(["audit", "verify"]);
+    expect(before.code).toBe(0);
+    expect(before.stdout).toMatch(/audit chain intact: \d+ records/);
+    const [last] = (await auditRecords(loom.nc)).slice(-1);
+    const forged = { ...last, id: randomUUID(), effect: "allow", principal: "mallory" };
+    const ack = await jetstream(loom.nc).publish("loom.v1.audit.acp-policy", JSON.stringify(forged));
+    await attack(async () => {
+      const after = await loom.cli(["audit", "verify"]);
+      return after.code === 1 && after.stdout.includes(`BROKEN at seq ${ack.seq}`);
+    });
+  });
+});
+
+describe("security - leak scan across a viewer's runs", () => {
+  let loom: Loom;
+  beforeAll(async () => {
+    loom = await startLoom();
+  });
+  afterAll(async () => {
+    await loom?.[Symbol.asyncDispose]();
+  });
+
+  it("security - no email or SSN of the crm demo reaches events, memory, runs, steps, audit or logs", async () => {
+    const viewer = tokenFor("vic", "viewer");
+    const outputs: string[] = [];
+    for (const contact of CONTACTS) {
+      const result = await loom.cli(
+        ["submit", "hello", "--input", JSON.stringify({ contactId: contact.id }), "--watch", "--json"],
+        { token: viewer },
+      );
+      expect(result.code, result.stderr).toBe(0);
+      outputs.push(result.stdout, result.stderr);
+    }
+    const everything = await loom.cli(
+      ["submit", "test/security/workflows/list-contacts.yaml", "--watch", "--json"],
+      { token: viewer },
+    );
+    expect(everything.code, everything.stdout).toBe(0);
+    expect(everything.stdout).toContain("[masked]");
+    outputs.push(everything.stdout, everything.stderr);
+
+    const haystacks = [...outputs, ...(await streamTexts(loom.nc)), ...(await bucketTexts(loom.nc))];
+    for (const name of await readdir(loom.logDir))
+      haystacks.push(await readFile(join(loom.logDir, name), "utf8"));
+    const secrets = CONTACTS.flatMap((contact) => [contact.email, contact.ssn]);
+    const found = secrets.filter((secret) => haystacks.some((text) => text.includes(secret)));
+    tally.leaked += found.length;
+    expect(found).toEqual([]);
+    // The scan looked at something: every run left events, audit records and run records.
+    expect(haystacks.length).toBeGreaterThan(20);
+  });
+});
+
+describe("security - NATS users and subject permissions (infra/nats/nats-server.conf)", () => {
+  const CONF = join(REPO_ROOT, "infra/nats/nats-server.conf");
+  // nats-server parses a variable's value as config: a password must start with a letter.
+  const password = () => `pw${randomUUID().replaceAll("-", "")}`;
+  const passwords = {
+    LOOM_NATS_ORCHESTRATOR_PASSWORD: password(),
+    LOOM_NATS_ACP_POLICY_PASSWORD: password(),
+    LOOM_NATS_MCP_WORKER_PASSWORD: password(),
+    LOOM_NATS_SUBMITTER_PASSWORD: password(),
+    LOOM_NATS_POLICY_ADMIN_PASSWORD: password(),
+  };
+  let ns: NatsServer;
+  let orchestrator: NatsConnection;
+  let worker: NatsConnection;
+  let submitter: NatsConnection;
+  beforeAll(async () => {
+    // The server reads the passwords from its environment, which it inherits from this process.
+    Object.assign(process.env, passwords);
+    ns = await startNatsServer({ args: ["-c", CONF] });
+    orchestrator = await connectTo(ns.url, {
+      user: "orchestrator",
+      pass: passwords.LOOM_NATS_ORCHESTRATOR_PASSWORD,
+    });
+    worker = await connectTo(ns.url, { user: "mcp-worker", pass: passwords.LOOM_NATS_MCP_WORKER_PASSWORD });
+    submitter = await connectTo(ns.url, { user: "submitter", pass: passwords.LOOM_NATS_SUBMITTER_PASSWORD });
+    const jsm = await jetstreamManager(orchestrator);
+    await ensureStream(jsm, StreamDefinitions.runs);
+    await ensureStream(jsm, StreamDefinitions.audit);
+  });
+  afterAll(async () => {
+    await Promise.all([orchestrator?.close(), worker?.close(), submitter?.close()]);
+    await ns?.[Symbol.asyncDispose]();
+  });
+
+  it("nats - a wrong password is refused at connect", async () => {
+    await attack(async () =>
+      connectTo(ns.url, { user: "orchestrator", pass: "guess", maxReconnectAttempts: 0 }).then(
+        async (nc) => {
+          await nc.close();
+          return false;
+        },
+        () => true,
+      ),
+    );
+  });
+
+  it("nats - a submitter may submit a run (the PubAck proves it is stored)", async () => {
+    const ack = await jetstream(submitter).publish(Subjects.RUNS_SUBMIT, "{}", { msgID: randomUUID() });
+    expect(ack.stream).toBe(Streams.RUNS);
+  });
+
+  it("nats - a submitter publishing a task to an agent subject is refused and no worker sees it", async () => {
+    const seen: unknown[] = [];
+    const subscription = worker.subscribe(agentTasksSubject(MCP_WORKER_AGENT), {
+      callback: (_error, message) => {
+        seen.push(message);
+      },
+    });
+    await worker.flush();
+    await attack(async () => {
+      const rejected = await submitter
+        .request(agentTasksSubject(MCP_WORKER_AGENT), "{}", { timeout: 1_000 })
+        .then(
+          () => false,
+          () => true,
+        );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return rejected && seen.length === 0;
+    });
+    subscription.unsubscribe();
+  });
+
+  it("nats - a submitter cannot append to the audit stream", async () => {
+    const before = (await jetstreamManager(orchestrator).then((jsm) => jsm.streams.info(Streams.AUDIT))).state
+      .messages;
+    await attack(async () => {
+      const rejected = await jetstream(submitter, { timeout: 1_000 })
+        .publish("loom.v1.audit.acp-policy", "{}")
+        .then(
+          () => false,
+          () => true,
+        );
+      const after = (await jetstreamManager(orchestrator).then((jsm) => jsm.streams.info(Streams.AUDIT)))
+        .state.messages;
+      return rejected && after === before;
+    });
+  });
+
+  it("nats - a submitter cannot write the active policy", async () => {
+    await attack(async () =>
+      submitter.request("$KV.loom_policy.active", "{}", { timeout: 1_000 }).then(
+        () => false,
+        () => true,
+      ),
+    );
+  });
+});
+
+/** Every message of the events and audit streams, as text. */
+async function streamTexts(nc: NatsConnection): Promise<string[]> {
+  const jsm = await jetstreamManager(nc);
+  const texts: string[] = [];
+  for (const stream of [Streams.EVENTS, Streams.AUDIT]) {
+    const { state } = await jsm.streams.info(stream);
+    for (let seq = state.first_seq; seq <= state.last_seq; seq++) {
+      const message = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+      if (message !== null) texts.push(message.string());
+    }
+  }
+  return texts;
+}
+
+/** Every value of every KV bucket (runs, steps, memory, tools, policy, grant keys), as text. */
+async function bucketTexts(nc: NatsConnection): Promise<string[]> {
+  const kvm = new Kvm(nc);
+  const texts: string[] = [];
+  for await (const status of kvm.list()) {
+    const kv = await kvm.open(status.bucket);
+    for await (const key of await kv.keys()) {
+      const entry = await kv.get(key);
+      if (entry !== null) texts.push(entry.string());
+    }
+  }
+  return texts;
+}
