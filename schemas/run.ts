@@ -63,6 +63,11 @@ export const RunRecordSchema = z.object({
   snapshot: z.unknown(),
   /** The Authorization header the run was submitted with, forwarded to policy for each step. */
   authorization: z.string().optional(),
+  /**
+   * W3C trace context (`traceparent`, `tracestate`) of the submission: every replica that drives
+   * the run, after a crash or an approval too, puts its spans in this trace.
+   */
+  traceContext: z.record(z.string(), z.string()).optional(),
   output: z.unknown().optional(),
   error: WireErrorSchema.optional(),
   /** Effects under way (work, choices, approval prompts): a run with some needs a driver. */

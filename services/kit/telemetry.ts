@@ -214,21 +214,51 @@ export function contextFromFields(fields: Record<string, unknown> | undefined): 
   return propagation.extract(context.active(), strings);
 }
 
+/** One stretch of a run driven by this process; `context` is where its steps' spans go. */
+export interface RunSpan {
+  context: Context;
+  end(): void;
+}
+
 /**
- * What a span that carries on work begun elsewhere (a run resumed after a crash) needs: the stored
- * context as parent, so it stays in the same trace, and a link to it, since that parent's process
- * is gone and its span may never have been exported.
+ * The span of one stretch of a run: the first drive, a resumption after a crash, a continuation
+ * after an approval. Each is a child of the run's stored trace context, so a run is one trace
+ * however many processes drive it. A stretch that did not start inside that trace (a takeover
+ * by the sweeper, an approver's request) is marked `loom.run.resumed` and linked to the stored
+ * context and to what triggered it: the span that drove the run before may be gone, unexported,
+ * with its process.
  */
-export function resumedFrom(fields: Record<string, unknown> | undefined): { parent: Context; links: Link[] } {
-  const parent = contextFromFields(fields);
-  const spanContext = trace.getSpanContext(parent);
-  return {
+export function startRunSpan(
+  name: string,
+  attributes: Attributes,
+  stored: Record<string, string> | undefined,
+): RunSpan {
+  const active = context.active();
+  const trigger = trace.getSpanContext(active);
+  const parent = stored === undefined ? active : contextFromFields(stored);
+  const origin = trace.getSpanContext(parent);
+  const resumed = origin !== undefined && trigger?.traceId !== origin.traceId;
+  const links: Link[] = [];
+  if (resumed) {
+    links.push({ context: origin, attributes: { "loom.link.reason": "resumed" } });
+    if (trigger !== undefined)
+      links.push({ context: trigger, attributes: { "loom.link.reason": "triggered" } });
+  }
+  const span = tracer().startSpan(
+    name,
+    {
+      kind: SpanKind.INTERNAL,
+      attributes: { ...attributes, ...(resumed ? { "loom.run.resumed": true } : {}) },
+      links,
+    },
     parent,
-    links:
-      spanContext === undefined
-        ? []
-        : [{ context: spanContext, attributes: { "loom.link.reason": "resumed" } }],
-  };
+  );
+  return { context: trace.setSpan(parent, span), end: () => span.end() };
+}
+
+/** Runs `work` with `ctx` as the active context (spans it starts become children of ctx's span). */
+export function inContext<T>(ctx: Context, work: () => T): T {
+  return context.with(ctx, work);
 }
 
 /** The active span's trace id, for messages that record it (audit records, CLI output). */

@@ -4,7 +4,7 @@ import { TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { RunRecord } from "../../schemas/run.ts";
 import type { Workflow } from "../../schemas/workflow.ts";
-import { type Logger, toWireError } from "../kit/index.ts";
+import { inContext, type Logger, type RunSpan, startRunSpan, toWireError } from "../kit/index.ts";
 import type { ContextMemoryStore } from "./context-memory.ts";
 import { type Effect, pendingEffects, type RunSnapshotView, retryDelayMs, taskStateOf } from "./demands.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
@@ -58,6 +58,8 @@ export class RunExecution {
   readonly #ended: Promise<void>;
   #memory: Promise<unknown[]> | undefined;
   #end: () => void = () => {};
+  /** This replica's stretch of the run's trace; the spans of the steps it starts go under it. */
+  readonly #span: RunSpan;
 
   constructor(options: ExecutionOptions, stored: StoredRun) {
     const { definition } = stored.record;
@@ -75,6 +77,11 @@ export class RunExecution {
     this.#ended = new Promise((resolve) => {
       this.#end = resolve;
     });
+    this.#span = startRunSpan(
+      `run ${definition.id}`,
+      { "loom.run.id": this.runId, "loom.workflow.id": definition.id },
+      stored.record.traceContext,
+    );
   }
 
   /** Resolves once this replica stops driving the run, for whatever reason. */
@@ -117,6 +124,7 @@ export class RunExecution {
     for (const controller of this.#inFlight.values()) controller.abort();
     this.#inFlight.clear();
     this.#actor.stop();
+    this.#span.end();
     this.#end();
   }
 
@@ -201,7 +209,8 @@ export class RunExecution {
       }
     }
     for (const effect of effects) {
-      if (!this.#inFlight.has(effect.key)) this.#launch(effect, snapshot);
+      if (!this.#inFlight.has(effect.key))
+        inContext(this.#span.context, () => this.#launch(effect, snapshot));
     }
     if (effects.length === 0) {
       this.#log.info({ state: this.#stored.record.state }, "run waits for input; ownership released");

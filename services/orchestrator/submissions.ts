@@ -23,6 +23,7 @@ import {
   request,
   SpanKind,
   toWireError,
+  traceContextFields,
   withSpan,
 } from "../kit/index.ts";
 import type { RunDriver } from "./run-driver.ts";
@@ -151,6 +152,7 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
             ? {}
             : { deadlineAt: new Date(now + workflow.deadline).toISOString() }),
           ...(authorization === undefined ? {} : { authorization }),
+          traceContext: traceContextFields(),
           createdAt: new Date(now).toISOString(),
           updatedAt: new Date(now).toISOString(),
         });

@@ -1,9 +1,12 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { trace } from "@opentelemetry/api";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { runEventsSubject, Streams, spansSubject } from "../../../schemas/subjects.ts";
+import { RunRecordSchema } from "../../../schemas/run.ts";
+import { Buckets, runEventsSubject, Streams, spansSubject } from "../../../schemas/subjects.ts";
 import { type SpanRecord, SpanRecordSchema } from "../../../schemas/telemetry.ts";
-import { extractTraceContext, LoomError, parsePayload } from "../../kit/index.ts";
+import { contextFromFields, extractTraceContext, LoomError, parsePayload } from "../../kit/index.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { drawWaterfall } from "../waterfall.ts";
@@ -23,15 +26,7 @@ export interface TraceOptions {
 export async function runsTraceCommand(runId: string, options: TraceOptions): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const jsm = await jetstreamManager(nc);
-    const event = await jsm.streams
-      .getMessage(Streams.EVENTS, { last_by_subj: runEventsSubject(runId) })
-      .catch(() => null);
-    if (event === null) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no events for a run with id ${runId}`);
-    const traceId = trace.getSpanContext(extractTraceContext(event.header))?.traceId;
-    if (traceId === undefined) {
-      throw new LoomError(ErrorCode.RUN_NOT_FOUND, `run ${runId} carries no trace context`);
-    }
+    const traceId = await runTraceId(nc, runId);
     const spans = await readSpans(jetstream(nc), traceId);
     if (options.json) {
       console.log(JSON.stringify({ runId, traceId, spans }));
@@ -53,6 +48,30 @@ export async function runsTraceCommand(runId: string, options: TraceOptions): Pr
   } finally {
     await nc.close();
   }
+}
+
+/**
+ * The run's trace: the context its record keeps, else (a submission refused before it had a
+ * record with one) the context its last event was published in.
+ */
+async function runTraceId(nc: NatsConnection, runId: string): Promise<string> {
+  const entry = await new Kvm(nc)
+    .open(Buckets.RUNS)
+    .then((kv) => kv.get(runId))
+    .catch(() => null);
+  if (entry !== null && entry.operation === "PUT") {
+    const record = parsePayload(RunRecordSchema, entry.value, `run record ${runId}`);
+    const traceId = trace.getSpanContext(contextFromFields(record.traceContext))?.traceId;
+    if (traceId !== undefined) return traceId;
+  }
+  const event = await (await jetstreamManager(nc)).streams
+    .getMessage(Streams.EVENTS, { last_by_subj: runEventsSubject(runId) })
+    .catch(() => null);
+  if (event === null) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
+  const traceId = trace.getSpanContext(extractTraceContext(event.header))?.traceId;
+  if (traceId === undefined)
+    throw new LoomError(ErrorCode.RUN_NOT_FOUND, `run ${runId} carries no trace context`);
+  return traceId;
 }
 
 async function readSpans(js: ReturnType<typeof jetstream>, traceId: string): Promise<SpanRecord[]> {
