@@ -260,7 +260,15 @@ export const PolicyTestFileSchema = z
               .object({
                 effect: z.enum(PolicyEffect),
                 rule: z.string().optional(),
-                obligations: ObligationsSchema.partial().optional(),
+                /** Only the lists named are compared, each as a set. */
+                obligations: z
+                  .object({
+                    maskFields: z.array(z.string()).optional(),
+                    maskPii: z.array(z.enum(PiiKind)).optional(),
+                    maskPatterns: z.array(z.string()).optional(),
+                  })
+                  .strict()
+                  .optional(),
               })
               .strict(),
           })

@@ -18,6 +18,10 @@ const list = (fallback: string) =>
         .filter((item) => item !== ""),
     );
 
+/** `VAR=` in an environment means "not set", as shells and compose files write it. */
+const unsetWhenEmpty = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((value) => (value === "" ? undefined : value), schema);
+
 /** Signature algorithms a token may use: asymmetric only, so a public key can never act as an HMAC secret. */
 const ALGORITHMS = [
   "EdDSA",
@@ -38,9 +42,9 @@ export const PolicyServiceConfigSchema = BaseConfigSchema.extend({
   /** Local data dir; in dev mode (no JWKS configured) the token signing key is generated here. */
   LOOM_DATA_DIR: z.string().default(resolve(REPO_ROOT, ".loom")),
   /** JWKS URL of the identity provider: keys are cached and fetched again for an unknown `kid`. */
-  LOOM_AUTH_JWKS_URL: z.url().optional(),
+  LOOM_AUTH_JWKS_URL: unsetWhenEmpty(z.url().optional()),
   /** A JWKS file of trusted public keys, instead of a URL. */
-  LOOM_AUTH_PUBLIC_KEYS: z.string().optional(),
+  LOOM_AUTH_PUBLIC_KEYS: unsetWhenEmpty(z.string().optional()),
   LOOM_AUTH_ISSUER: z.string().min(1).default(DEV_ISSUER),
   LOOM_AUTH_AUDIENCE: z.string().min(1).default(DEFAULT_AUDIENCE),
   LOOM_AUTH_ALGORITHMS: list("EdDSA,ES256,RS256").pipe(z.array(z.enum(ALGORITHMS)).min(1)),

@@ -1,0 +1,205 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Kvm } from "@nats-io/kv";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PolicyDecideContract } from "../../schemas/contracts.ts";
+import { Buckets, Headers, Subjects } from "../../schemas/subjects.ts";
+import { type Stack, startStack } from "../../services/cli/stack.ts";
+import { request } from "../../services/kit/index.ts";
+import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
+
+const CASES = "infra/policies/tests/default.cases.yaml";
+
+describe("e2e - policy, token and audit commands", () => {
+  let loom: Loom;
+  let replica: Stack;
+  let dir: string;
+  beforeAll(async () => {
+    loom = await startLoom();
+    dir = await mkdtemp(join(tmpdir(), "loom-policy-cli-"));
+    // A second acp-policy replica: an applied policy must reach every replica.
+    replica = await startStack({
+      natsUrl: loom.nats.url,
+      logDir: join(dir, "logs"),
+      services: ["acp-policy"],
+      env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0" },
+    });
+  });
+  afterAll(async () => {
+    await replica?.stop();
+    await loom?.[Symbol.asyncDispose]();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const decideAsAnalyst = () =>
+    request(
+      loom.nc,
+      Subjects.POLICY_DECIDE,
+      PolicyDecideContract,
+      { action: "tools.call", resource: { tool: "crm.get_contact" }, arguments: { id: "c-1" } },
+      { timeoutMs: 5_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${tokenFor("ann", "analyst")}` } },
+    );
+
+  it("e2e - loom policy explain lists every rule and names the deciding one", async () => {
+    const { code, stdout } = await loom.cli(
+      ["policy", "explain", "--tool", "crm.get_contact", "--args", '{"id":"c-1"}'],
+      { token: tokenFor("vic", "viewer") },
+    );
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/✓\s+viewers-see-masked-contacts\s+allow\s+every condition holds/);
+    expect(stdout).toMatch(/·\s+only-admins-delete\s+deny\s+tool does not match/);
+    expect(stdout).toContain("decision   allow by viewers-see-masked-contacts");
+    expect(stdout).toContain('"maskFields":["email","phone","ssn"]');
+
+    const refused = await loom.cli(
+      ["policy", "explain", "--tool", "crm.delete_record", "--args", '{"id":"c-1"}'],
+      {
+        token: tokenFor("ann", "analyst"),
+      },
+    );
+    expect(refused.code).toBe(2);
+    expect(refused.stdout).toContain("decision   deny by only-admins-delete");
+  });
+
+  it("e2e - loom policy test passes the shipped cases and fails a wrong expectation", async () => {
+    const ok = await loom.cli(["policy", "test", CASES]);
+    expect(ok.code, ok.stdout).toBe(0);
+    expect(ok.stdout).toMatch(/8 cases, 8 passed, 0 failed/);
+
+    const wrong = join(dir, "wrong.cases.yaml");
+    await writeFile(
+      wrong,
+      `policy: ${join(process.cwd(), "infra/policies")}\ncases:\n  - name: viewers may delete\n    principal: { id: v, roles: [viewer] }\n    action: tools.call\n    resource: { tool: crm.delete_record }\n    expect: { effect: allow }\n`,
+    );
+    const failed = await loom.cli(["policy", "test", wrong]);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toMatch(/FAIL {2}viewers may delete: effect deny, expected allow/);
+  });
+
+  it("e2e - loom policy apply switches every replica within a second; a bad file is refused", async () => {
+    expect((await decideAsAnalyst()).effect).toBe("allow");
+    const strict = join(dir, "strict.yaml");
+    await writeFile(
+      strict,
+      'version: "9"\nrules:\n  - { name: only-time, effect: allow, roles: ["*"], actions: [tools.call], tools: ["time.*"] }\n',
+    );
+    const applied = await loom.cli(["policy", "apply", strict]);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(applied.stdout).toMatch(/applied policy 9@[0-9a-f]{12} \(1 rules\)/);
+    const started = Date.now();
+    // Both replicas serve the queue group: every one of many decisions must follow the new policy.
+    let switched = false;
+    while (!switched && Date.now() - started < 5_000) {
+      const decisions = await Promise.all(Array.from({ length: 20 }, decideAsAnalyst));
+      switched = decisions.every((decision) => decision.rule === "default-deny");
+    }
+    const switchMs = Date.now() - started;
+    console.log(`policy apply: both acp-policy replicas decided with the new policy after ${switchMs} ms`);
+    expect(switched).toBe(true);
+    expect(switchMs).toBeLessThan(1_000);
+
+    const broken = join(dir, "broken.yaml");
+    await writeFile(
+      broken,
+      'version: "10"\nrules:\n  - { name: x, effect: allow, roles: [a], actions: [tools.call] }\n',
+    );
+    const refused = await loom.cli(["policy", "apply", broken]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/CONFIG_INVALID.*tools/);
+    // Something that bypasses the CLI's check and writes garbage is refused by every replica.
+    const kv = await new Kvm(loom.nc).open(Buckets.POLICY);
+    await kv.put("active", JSON.stringify({ files: [{ name: "x.yaml", text: "rules: [" }], appliedAt: "x" }));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const decisions = await Promise.all(Array.from({ length: 10 }, decideAsAnalyst));
+    expect(decisions.every((decision) => decision.policyVersion.startsWith("9@"))).toBe(true);
+
+    const restore = await loom.cli(["policy", "apply", "infra/policies"]);
+    expect(restore.code).toBe(0);
+  });
+
+  it("e2e - loom audit tail --run shows one run's decisions and executions, no personal data", async () => {
+    const run = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch", "--json"], {
+      token: tokenFor("ann", "analyst"),
+    });
+    const { runId } = JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
+    const tail = await loom.cli(["audit", "tail", "--run", runId]);
+    expect(tail.code).toBe(0);
+    const lines = tail.stdout.trim().split("\n");
+    expect(lines.every((line) => line.includes(runId))).toBe(true);
+    expect(tail.stdout).toMatch(
+      /policy\.decision\s+ann\s+tools\.call crm\.get_contact {2}allow by analysts-read-crm/,
+    );
+    expect(tail.stdout).toMatch(/tool\.execution\s+ann\s+tools\.call crm\.get_contact {2}ok/);
+    expect(tail.stdout).not.toContain("ada@example.com");
+    const verify = await loom.cli(["audit", "verify"]);
+    expect(verify.code).toBe(0);
+  });
+});
+
+describe("e2e - development tokens", () => {
+  let dataDir: string;
+  let loom: Loom;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "loom-dev-data-"));
+    // Dev mode: no JWKS configured, so acp-policy trusts the key in the data dir (made on first use).
+    loom = await startLoom({
+      env: { LOOM_AUTH_PUBLIC_KEYS: "", LOOM_AUTH_ISSUER: "loom-dev", LOOM_DATA_DIR: dataDir },
+    });
+  });
+  afterAll(async () => {
+    await loom?.[Symbol.asyncDispose]();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("e2e - loom token issue prints a JWT the dev stack accepts, with its region and ttl", async () => {
+    const issued = await loom.cli([
+      "token",
+      "issue",
+      "--sub",
+      "alice",
+      "--role",
+      "analyst",
+      "--ttl",
+      "10m",
+      "--region",
+      "eu",
+      "--data-dir",
+      dataDir,
+    ]);
+    expect(issued.code, issued.stderr).toBe(0);
+    const token = issued.stdout.trim();
+    const claims = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString());
+    expect(claims).toMatchObject({
+      sub: "alice",
+      roles: ["analyst"],
+      region: "eu",
+      iss: "loom-dev",
+      aud: "loom",
+    });
+    expect(claims.exp - claims.iat).toBe(600);
+    const run = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-2"}', "--watch", "--json"], {
+      token,
+    });
+    expect(run.code, run.stdout).toBe(0);
+
+    const us = await loom.cli([
+      "token",
+      "issue",
+      "--sub",
+      "sam",
+      "--role",
+      "analyst",
+      "--region",
+      "us",
+      "--data-dir",
+      dataDir,
+    ]);
+    const refused = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-2"}', "--watch"], {
+      token: us.stdout.trim(),
+    });
+    expect(refused.code).toBe(2);
+    expect(refused.stdout).toContain("eu-data-stays-in-eu");
+  });
+});
