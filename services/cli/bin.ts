@@ -272,7 +272,14 @@ program
   .description("run the whole stack locally (what `npm start` does) and a demo workflow")
   .option("--no-demo", "start the stack without running the demo workflow")
   .action(
-    action((options: { demo: boolean }) => devCommand({ natsUrl: process.env.NATS_URL, demo: options.demo })),
+    action((options: { demo: boolean }) =>
+      devCommand({
+        natsUrl: process.env.NATS_URL,
+        demo: options.demo,
+        logFormat: config.LOG_FORMAT,
+        telemetry,
+      }),
+    ),
   );
 
 await program.parseAsync();

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { loadConfig, TelemetryConfigSchema } from "../kit/index.ts";
+import { LogFormat, loadConfig, TelemetryConfigSchema } from "../kit/index.ts";
 
 export const CliConfigSchema = TelemetryConfigSchema.extend({
   NATS_URL: z.string().default("nats://127.0.0.1:4222"),
@@ -7,6 +7,8 @@ export const CliConfigSchema = TelemetryConfigSchema.extend({
   LOOM_TOKEN: z.string().optional(),
   /** Jaeger's UI (for example http://localhost:16686); `loom runs trace` then prints the trace's URL. */
   LOOM_JAEGER_UI: z.url().optional(),
+  /** Log format of the services `loom dev` (`npm start`) starts: pretty by default, for a person. */
+  LOG_FORMAT: z.enum(LogFormat).default(LogFormat.PRETTY),
 });
 export type CliConfig = z.infer<typeof CliConfigSchema>;
 

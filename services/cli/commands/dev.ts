@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { ensureDevIssuerKey, issueDevToken } from "../../kit/dev-issuer.ts";
+import type { LogFormat, Telemetry } from "../../kit/index.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { type LaunchedNatsServer, launchNatsServer, stopProcess } from "../nats-server.ts";
 import { startStack, waitUntilReady } from "../stack.ts";
@@ -16,7 +17,13 @@ const DEMO_TOOLS = ["time.get_time", "crm.get_contact"];
  * `npm start`: find or start NATS, start every service, run the demo workflow, then stay up
  * until Ctrl-C and shut everything down cleanly.
  */
-export async function devCommand(options: { natsUrl: string | undefined; demo: boolean }): Promise<ExitCode> {
+export async function devCommand(options: {
+  natsUrl: string | undefined;
+  demo: boolean;
+  /** How the services write their log files. */
+  logFormat: LogFormat;
+  telemetry: Telemetry;
+}): Promise<ExitCode> {
   let natsServer: LaunchedNatsServer | undefined;
   let url = options.natsUrl ?? ((await reachable(LOCAL_NATS)) ? LOCAL_NATS : undefined);
   if (url === undefined) {
@@ -29,7 +36,7 @@ export async function devCommand(options: { natsUrl: string | undefined; demo: b
   );
 
   const logDir = resolve(DATA_DIR, "logs");
-  const stack = await startStack({ natsUrl: url, logDir });
+  const stack = await startStack({ natsUrl: url, logDir, env: { LOG_FORMAT: options.logFormat } });
   console.log(`services  ${stack.services.map((service) => service.name).join(", ")} (logs in ${logDir})`);
   const shutdown = onlyOnce(async () => {
     console.log("\nshutting down…");
@@ -68,6 +75,7 @@ export async function devCommand(options: { natsUrl: string | undefined; demo: b
       watch: true,
       json: false,
       context: undefined,
+      telemetry: options.telemetry,
     });
   }
   console.log(
