@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { createActor } from "xstate";
-import { TaskState } from "../../schemas/a2a.ts";
+import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { RunRecord } from "../../schemas/run.ts";
 import type { Workflow } from "../../schemas/workflow.ts";
@@ -106,6 +106,8 @@ export class RunExecution {
     }
     if (first !== undefined) return this.send(first);
     return this.#enqueue(async () => {
+      // A new run's record says submitted until its first transition: from here on it is working.
+      if (this.#stored.record.state === TaskState.SUBMITTED) await this.#persist();
       await this.#schedule();
       return this.#stored.record.state;
     });
@@ -201,6 +203,8 @@ export class RunExecution {
       return;
     }
     const effects = pendingEffects(this.#workflow, snapshot);
+    // The A2A task moves from submitted to working as its first effects go out.
+    if (this.#stored.record.state === TaskState.SUBMITTED && effects.length > 0) await this.#persist();
     const wanted = new Set(effects.map((effect) => effect.key));
     for (const [key, controller] of this.#inFlight) {
       if (!wanted.has(key)) {
@@ -313,7 +317,7 @@ export class RunExecution {
             output === undefined
               ? last === undefined
                 ? null
-                : scope.steps[last.id]
+                : scope.steps[("as" in last ? last.as : undefined) ?? last.id]
               : await renderValue(output, scope, "output");
           return { type: "OUTPUT.READY", output: value ?? null };
         } catch (error) {
@@ -339,7 +343,9 @@ export class RunExecution {
           roles,
         },
       );
-    } else if (event.type === "APPROVAL.ANSWERED") {
+    } else if (event.type === "APPROVAL.ANSWERED" && !TERMINAL_STATES.has(record.state)) {
+      // A rejection that ends the run is told by the final event alone, which carries the error:
+      // watchers stop at the first terminal state they see.
       await events.status(
         record,
         record.state,
