@@ -6,6 +6,7 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role, type Task } from "../../schemas/a2a.ts";
+import { type Alert, AlertSchema } from "../../schemas/alert.ts";
 import { type AuditRecord, AuditRecordSchema } from "../../schemas/audit.ts";
 import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
@@ -235,6 +236,27 @@ describe("security - token and bypass attacks against a running stack", () => {
       const decision = await decide(loom.nc, us);
       return decision.effect === "deny" && decision.rule === "eu-data-stays-in-eu";
     });
+  });
+
+  it("security - a first call of a tool and a burst of calls raise alerts on loom.v1.alerts", async () => {
+    const alerts: Alert[] = [];
+    const subscription = loom.nc.subscribe(Subjects.ALERTS, {
+      callback: (_error, message) => {
+        alerts.push(AlertSchema.parse(message.json()));
+      },
+    });
+    await loom.nc.flush();
+    const token = tokenFor("burst-bot", "analyst");
+    for (let i = 0; i < 25; i++) await decide(loom.nc, token, "time.get_time", { timezone: "UTC" });
+    await decide(loom.nc, token, "crm.list_contacts", {});
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    subscription.unsubscribe();
+    const mine = alerts.filter((alert) => alert.principal === "burst-bot");
+    expect(mine.filter((alert) => alert.kind === "new-tool").map((alert) => alert.tool)).toEqual([
+      "time.get_time",
+      "crm.list_contacts",
+    ]);
+    expect(mine.filter((alert) => alert.kind === "burst")).toHaveLength(1);
   });
 
   it("security - a forged audit record breaks the chain and loom audit verify names it", async () => {
