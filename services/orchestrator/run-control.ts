@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { createActor } from "xstate";
-import { TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { shortStateName, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { PolicyDecideContract, RunCancelContract, RunInputContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
@@ -120,7 +120,10 @@ async function loadWaiting(runs: RunStore, runId: string): Promise<StoredRun> {
   const stored = await runs.get(runId);
   if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
   if (TERMINAL_STATES.has(stored.record.state)) {
-    throw new LoomError(ErrorCode.RUN_NOT_WAITING, `run ${runId} already ended (${stored.record.state})`);
+    throw new LoomError(
+      ErrorCode.RUN_NOT_WAITING,
+      `run ${runId} already ended (${shortStateName(stored.record.state)})`,
+    );
   }
   return stored;
 }

@@ -106,8 +106,6 @@ export class RunExecution {
     }
     if (first !== undefined) return this.send(first);
     return this.#enqueue(async () => {
-      // A new run's record says submitted until its first transition: from here on it is working.
-      if (this.#stored.record.state === TaskState.SUBMITTED) await this.#persist();
       await this.#schedule();
       return this.#stored.record.state;
     });

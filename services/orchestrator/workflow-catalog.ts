@@ -1,6 +1,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
+import type { z } from "zod";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
 import { describeIssues, LoomError } from "../kit/index.ts";
@@ -10,10 +11,28 @@ import { checkExpressions } from "./expressions.ts";
 export function parseWorkflow(raw: unknown, source: string): Workflow {
   const parsed = WorkflowSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new LoomError(ErrorCode.INVALID_WORKFLOW, `${source}: ${describeIssues(parsed.error.issues)}`);
+    throw new LoomError(
+      ErrorCode.INVALID_WORKFLOW,
+      `${source}: ${describeIssues(closestIssues(parsed.error.issues))}`,
+    );
   }
   checkExpressions(parsed.data);
   return parsed.data;
+}
+
+type Issue = z.core.$ZodIssue;
+
+/**
+ * A step is a union of kinds, for which zod says only "Invalid input". Report instead the issues
+ * of the kind that came closest (fewest issues), so the message names the offending field.
+ */
+function closestIssues(issues: readonly Issue[], prefix: PropertyKey[] = []): Issue[] {
+  return issues.flatMap((issue) => {
+    const path = [...prefix, ...issue.path];
+    if (issue.code !== "invalid_union" || issue.errors.length === 0) return [{ ...issue, path }];
+    const closest = issue.errors.reduce((best, option) => (option.length < best.length ? option : best));
+    return closest.length === 0 ? [{ ...issue, path }] : closestIssues(closest, path);
+  });
 }
 
 /** Reads a YAML or JSON definition file. */
