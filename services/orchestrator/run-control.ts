@@ -9,7 +9,7 @@ import { Headers, Subjects } from "../../schemas/subjects.ts";
 import { type Logger, LoomError, NO_REPLY, request, type Service, serve } from "../kit/index.ts";
 import { awaitedApprovals, findStep } from "./demands.ts";
 import type { RunDriver } from "./run-driver.ts";
-import { compileWorkflow } from "./run-machine.ts";
+import { machineFor } from "./run-machine.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
 
 export interface RunControlOptions {
@@ -132,7 +132,7 @@ function restoreSnapshot(stored: StoredRun) {
   const definition = stored.record.definition;
   if (definition === undefined)
     throw new LoomError(ErrorCode.INTERNAL, `run ${stored.record.runId} has no definition`);
-  const actor = createActor(compileWorkflow(definition), {
+  const actor = createActor(machineFor(definition), {
     snapshot: stored.record.snapshot as never,
     input: { input: stored.record.input },
   });

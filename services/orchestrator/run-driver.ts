@@ -2,6 +2,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { KV } from "@nats-io/kv";
 import { type TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { RunRecordSchema } from "../../schemas/run.ts";
+
+const RunSummarySchema = RunRecordSchema.pick({
+  state: true,
+  pending: true,
+  owner: true,
+  leaseUntil: true,
+  deadlineAt: true,
+});
+
 import { parsePayload } from "../kit/index.ts";
 import { type ExecutionOptions, RunExecution } from "./run-execution.ts";
 import type { RunMachineEvent } from "./run-machine.ts";
@@ -79,7 +88,8 @@ export class RunDriver {
           continue;
         }
         try {
-          const record = parsePayload(RunRecordSchema, entry.value, `run record ${entry.key}`);
+          // Only the fields the sweep needs: every replica sees every write of every run here.
+          const record = parsePayload(RunSummarySchema, entry.value, `run record ${entry.key}`);
           this.#summaries.set(entry.key, {
             terminal: TERMINAL_STATES.has(record.state),
             pending: record.pending.length,

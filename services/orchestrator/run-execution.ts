@@ -10,7 +10,7 @@ import { type Effect, pendingEffects, type RunSnapshotView, retryDelayMs, taskSt
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import type { ResultStore } from "./result-store.ts";
 import type { RunEvents } from "./run-events.ts";
-import { compileWorkflow, FinalState, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
+import { FinalState, machineFor, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
 import { RunOwnershipLostError, type RunStore, type StoredRun } from "./run-store.ts";
 import { runWorkStep, type StepRunnerOptions } from "./step-runner.ts";
 
@@ -31,7 +31,7 @@ export function initialState(
   workflow: Workflow,
   input: Record<string, unknown>,
 ): { snapshot: unknown; pending: string[] } {
-  const actor = createActor(compileWorkflow(workflow), { input: { input } }).start();
+  const actor = createActor(machineFor(workflow), { input: { input } }).start();
   const pending = pendingEffects(workflow, actor.getSnapshot()).map((effect) => effect.key);
   const snapshot = actor.getPersistedSnapshot();
   actor.stop();
@@ -69,7 +69,7 @@ export class RunExecution {
     this.#workflow = definition;
     this.#stored = stored;
     this.#log = options.log.child({ run_id: this.runId });
-    this.#actor = createActor(compileWorkflow(definition), {
+    this.#actor = createActor(machineFor(definition), {
       // The snapshot was made by this same definition, which the record pins.
       snapshot: stored.record.snapshot as never,
       input: { input: stored.record.input },

@@ -352,3 +352,23 @@ function approvalState(step: ApprovalStep, next: string): NodeConfig {
 }
 
 export type RunMachine = ReturnType<typeof compileWorkflow>;
+
+const COMPILED_CACHE_SIZE = 256;
+const compiled = new Map<string, RunMachine>();
+
+/**
+ * `compileWorkflow`, remembered by the definition's content: every transition of every run
+ * restores a machine, and definitions are few. The least recently used one goes first.
+ */
+export function machineFor(workflow: Workflow): RunMachine {
+  const key = JSON.stringify(workflow);
+  let machine = compiled.get(key);
+  if (machine === undefined) {
+    machine = compileWorkflow(workflow);
+    if (compiled.size >= COMPILED_CACHE_SIZE) compiled.delete(compiled.keys().next().value as string);
+  } else {
+    compiled.delete(key);
+  }
+  compiled.set(key, machine);
+  return machine;
+}
