@@ -54,13 +54,15 @@ export const StreamDefinitions = {
 
 /** Creates the stream, or brings an existing one to this configuration. */
 export async function ensureStream(jsm: JetStreamManager, definition: StreamDefinition): Promise<void> {
+  let existing: Awaited<ReturnType<typeof jsm.streams.info>>;
   try {
-    await jsm.streams.info(definition.name);
+    existing = await jsm.streams.info(definition.name);
   } catch {
     await jsm.streams.add(definition);
     return;
   }
-  await jsm.streams.update(definition.name, definition);
+  // Replicas are the operator's to set on a cluster (`nats stream edit --replicas 3`): keep them.
+  await jsm.streams.update(definition.name, { ...definition, num_replicas: existing.config.num_replicas });
 }
 
 /** Opens a KV bucket, creating it on first use. */

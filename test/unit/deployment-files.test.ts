@@ -1,0 +1,98 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { REPO_ROOT } from "../helpers/loom.ts";
+
+interface ComposeService {
+  image?: string;
+  build?: { context: string; dockerfile: string };
+  command?: string[];
+  environment?: Record<string, string>;
+  volumes?: string[];
+  ports?: string[];
+  profiles?: string[];
+  deploy?: { replicas?: number };
+  healthcheck?: { test: string[] };
+  networks?: { default?: { aliases?: string[] } };
+}
+
+const read = (path: string) => readFileSync(join(REPO_ROOT, path), "utf8");
+const compose = parse(read("docker-compose.yml"), { merge: true }) as {
+  services: Record<string, ComposeService>;
+};
+const services = compose.services;
+const LOOM_SERVICES = ["orchestrator", "acp-policy", "mcp-worker"];
+/** Bind-mounted folders Loom makes on first use rather than ships. */
+const MADE_AT_RUN_TIME = new Set(["./.loom"]);
+
+describe("deployment - docker-compose.yml, infra/Dockerfile and their config files", () => {
+  it("compose - every file it mounts or builds from exists in the repo", () => {
+    for (const [name, service] of Object.entries(services)) {
+      for (const volume of service.volumes ?? []) {
+        const source = volume.split(":")[0] ?? "";
+        if (!source.startsWith(".") || MADE_AT_RUN_TIME.has(source)) continue;
+        expect(existsSync(join(REPO_ROOT, source)), `${name} mounts ${source}`).toBe(true);
+      }
+      if (service.build !== undefined) {
+        expect(existsSync(join(REPO_ROOT, service.build.context, service.build.dockerfile))).toBe(true);
+      }
+      const script = service.command?.find((part) => part.endsWith(".ts"));
+      if (script !== undefined)
+        expect(existsSync(join(REPO_ROOT, script)), `${name} runs ${script}`).toBe(true);
+    }
+  });
+
+  it("compose - Loom's services are built from infra/Dockerfile, export to Jaeger, and the worker runs twice", () => {
+    for (const name of LOOM_SERVICES) {
+      const service = services[name];
+      expect(service?.build).toEqual({ context: ".", dockerfile: "infra/Dockerfile" });
+      expect(service?.command).toEqual(["node", `services/${name}/main.ts`]);
+      expect(service?.environment).toMatchObject({
+        NATS_URL: "nats://nats:4222",
+        OTEL_TRACES_EXPORTER: "otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger:4318",
+        LOOM_HTTP_PORT: "9464",
+      });
+    }
+    expect(services["mcp-worker"]?.deploy?.replicas).toBe(2);
+    expect(services.jaeger?.image).toMatch(/^jaegertracing\/jaeger:2\./);
+    expect(services.jaeger?.ports).toEqual(expect.arrayContaining(["16686:16686", "4318:4318"]));
+  });
+
+  it("compose - a 3-node NATS cluster by default and a single node under the `single` profile, both as `nats`", () => {
+    const nodes = ["nats-1", "nats-2", "nats-3"].map((name) => services[name]);
+    expect(nodes.map((node) => node?.environment?.NATS_SERVER_NAME)).toEqual(["nats-1", "nats-2", "nats-3"]);
+    for (const node of nodes) {
+      expect(node?.profiles).toEqual(["cluster"]);
+      expect(node?.networks?.default?.aliases).toContain("nats");
+      expect(node?.healthcheck?.test.join(" ")).toContain("/healthz");
+    }
+    expect(services["nats-single"]?.profiles).toEqual(["single"]);
+    expect(services["nats-single"]?.networks?.default?.aliases).toContain("nats");
+    expect(read(".env")).toMatch(/^COMPOSE_PROFILES=cluster$/m);
+    const conf = read("infra/nats-cluster/cluster.conf");
+    for (const route of ["nats-1", "nats-2", "nats-3"]) expect(conf).toContain(`nats-route://${route}:6222`);
+  });
+
+  it("compose - Prometheus scrapes every Loom service, all replicas, on the port they serve /metrics on", () => {
+    const prometheus = parse(read("infra/prometheus/prometheus.yml")) as {
+      scrape_configs: { job_name: string; dns_sd_configs?: { names: string[]; port: number }[] }[];
+    };
+    for (const name of LOOM_SERVICES) {
+      const job = prometheus.scrape_configs.find((config) => config.job_name === name);
+      expect(job?.dns_sd_configs).toEqual([expect.objectContaining({ names: [name], port: 9464 })]);
+    }
+  });
+
+  it("dockerfile - multi-stage on Node 24 slim, non-root, with a readiness healthcheck, copying only what exists", () => {
+    const dockerfile = read("infra/Dockerfile");
+    expect(dockerfile.match(/^FROM node:24-slim/gm)).toHaveLength(2);
+    expect(dockerfile).toMatch(/^USER node$/m);
+    expect(dockerfile).toMatch(/^HEALTHCHECK .*\n.*\/readyz/m);
+    expect(dockerfile).toMatch(/npm ci --omit=dev/);
+    for (const [, source] of dockerfile.matchAll(/^COPY (?!--from)(\S+)/gm)) {
+      expect(existsSync(join(REPO_ROOT, source ?? "")), `COPY ${source}`).toBe(true);
+    }
+  });
+});
