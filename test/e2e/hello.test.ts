@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskState } from "../../schemas/a2a.ts";
 import { AuditRecordSchema } from "../../schemas/audit.ts";
 import { Headers, Streams, Subjects } from "../../schemas/subjects.ts";
-import { watchRun } from "../../services/cli/watch.ts";
+import { watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const analyst = tokenFor("alice", "analyst");
@@ -152,7 +152,8 @@ describe("e2e - the hello workflow through the CLI", () => {
   it("e2e - loom tools list shows the demo tools with their governance metadata", async () => {
     const { code, stdout } = await loom.cli(["tools", "list"]);
     expect(code).toBe(0);
-    expect(stdout).toMatch(/crm\.get_contact\s+restricted\s+read\s+sales-ops/);
+    // crm is governed as `write`: it has delete_record.
+    expect(stdout).toMatch(/crm\.get_contact\s+restricted\s+write\s+sales-ops/);
     expect(stdout).toMatch(/time\.get_time\s+public\s+read\s+platform-team/);
   });
 
