@@ -1,12 +1,15 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { LoomError } from "../kit/index.ts";
+import { natsServerOptions } from "../kit/nats-url.ts";
 
 /** A short-lived connection for one command: fail fast with a hint instead of waiting forever. */
-export async function connectCli(servers: string): Promise<NatsConnection> {
+export async function connectCli(url: string): Promise<NatsConnection> {
+  const { servers, ...credentials } = natsServerOptions(url);
   try {
     return await connect({
-      servers: servers.split(","),
+      servers,
+      ...credentials,
       name: "loom-cli",
       timeout: 5_000,
       maxReconnectAttempts: 3,

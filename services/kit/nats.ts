@@ -1,6 +1,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "./logger.ts";
 import { recordNatsStatus } from "./metrics.ts";
+import { natsServerOptions } from "./nats-url.ts";
 
 export interface NatsOptions {
   servers: string;
@@ -18,7 +19,7 @@ const disconnected = new WeakSet<NatsConnection>();
  */
 export async function connectNats(options: NatsOptions): Promise<NatsConnection> {
   const nc = await connect({
-    servers: options.servers.split(","),
+    ...natsServerOptions(options.servers),
     name: options.name,
     waitOnFirstConnect: true,
     maxReconnectAttempts: -1,

@@ -1,6 +1,9 @@
+import { execFile } from "node:child_process";
 import { createHmac, generateKeyPairSync, randomUUID } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -11,12 +14,22 @@ import { type AuditRecord, AuditRecordSchema } from "../../schemas/audit.ts";
 import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { agentTasksSubject, Headers, MCP_WORKER_AGENT, Streams, Subjects } from "../../schemas/subjects.ts";
+import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import { type LoomError, request } from "../../services/kit/index.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
 import { CONTACTS } from "../../services/mcp-servers/crm-data.ts";
 import { type Loom, REPO_ROOT, startLoom } from "../helpers/loom.ts";
 import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
-import { signJwt, TEST_KID, TEST_PUBLIC_JWK, tokenFor, validClaims } from "../helpers/tokens.ts";
+import {
+  signJwt,
+  TEST_AUTH_ENV,
+  TEST_KID,
+  TEST_PUBLIC_JWK,
+  tokenFor,
+  validClaims,
+} from "../helpers/tokens.ts";
+
+const run = promisify(execFile);
 
 /** Every attack counts once; it is refused when the system said no in the way a user can see. */
 const tally = { tried: 0, refused: 0, leaked: 0 };
@@ -345,6 +358,47 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
   afterAll(async () => {
     await Promise.all([orchestrator?.close(), worker?.close(), submitter?.close()]);
     await ns?.[Symbol.asyncDispose]();
+  });
+
+  it("nats - the whole stack runs a workflow with a user per service, submitted by the submitter user", async () => {
+    const as = (user: string, password: string) => ns.url.replace("nats://", `nats://${user}:${password}@`);
+    const logDir = await mkdtemp(join(tmpdir(), "loom-nats-users-"));
+    const stacks: Stack[] = [];
+    try {
+      for (const [service, password] of [
+        ["acp-policy", passwords.LOOM_NATS_ACP_POLICY_PASSWORD],
+        ["mcp-worker", passwords.LOOM_NATS_MCP_WORKER_PASSWORD],
+        ["orchestrator", passwords.LOOM_NATS_ORCHESTRATOR_PASSWORD],
+      ] as const) {
+        stacks.push(
+          await startStack({
+            natsUrl: as(service, password),
+            logDir,
+            services: [service],
+            env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0" },
+          }),
+        );
+      }
+      await waitUntilReady(orchestrator, { tools: ["time.get_time", "crm.get_contact"], timeoutMs: 30_000 });
+      const { stdout } = await run(
+        process.execPath,
+        [
+          join(REPO_ROOT, "services/cli/bin.ts"),
+          ...["--nats", as("submitter", passwords.LOOM_NATS_SUBMITTER_PASSWORD)],
+          ...["--token", tokenFor("ann", "analyst")],
+          ...["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch", "--json"],
+        ],
+        { timeout: 30_000 },
+      );
+      expect(JSON.parse(stdout.trim().split("\n").at(-1) ?? "{}")).toMatchObject({ state: "completed" });
+      const logs = await Promise.all(
+        (await readdir(logDir)).map((name) => readFile(join(logDir, name), "utf8")),
+      );
+      expect(logs.join("\n")).not.toMatch(/Permissions Violation/i);
+    } finally {
+      await Promise.all(stacks.map((stack) => stack.stop()));
+      await rm(logDir, { recursive: true, force: true });
+    }
   });
 
   it("nats - a wrong password is refused at connect", async () => {
