@@ -1,8 +1,8 @@
-import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { type TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { type RunEvent, RunEventSchema } from "../../schemas/run.ts";
 import { runEventsSubject, Streams } from "../../schemas/subjects.ts";
-import { parsePayload } from "../kit/index.ts";
+import { parsePayload } from "./bus.ts";
 
 export interface WatchResult {
   state: TaskState;
@@ -12,44 +12,72 @@ export interface WatchResult {
 }
 
 /**
- * Replays a run's events from the start and follows them until a terminal state. Because the
- * events are in a stream, a watcher that starts late misses nothing.
+ * A run's events from the start, as they come, until one whose state `stopAt` holds (by default
+ * a terminal state). Because the events are in a stream, a follower that starts late misses
+ * nothing. Unreadable events are reported and skipped.
  */
-export async function watchRun(
+export async function* followRun(
   js: JetStreamClient,
   runId: string,
-  onEvent: (event: RunEvent) => void,
-  onInvalid: (problem: string) => void,
-): Promise<WatchResult> {
+  options: {
+    stopAt?: (state: TaskState) => boolean;
+    onInvalid?: (problem: string) => void;
+    /** Only events stored after this stream sequence (see `lastEventSequence`). */
+    afterSequence?: number;
+  } = {},
+): AsyncGenerator<RunEvent, void, undefined> {
+  const stopAt = options.stopAt ?? ((state: TaskState) => TERMINAL_STATES.has(state));
   const consumer = await js.consumers.get(Streams.EVENTS, {
     // A single string (not an array) keeps this working on nats-server 2.9.
     filter_subjects: runEventsSubject(runId),
-    deliver_policy: DeliverPolicy.All,
+    ...(options.afterSequence === undefined
+      ? { deliver_policy: DeliverPolicy.All }
+      : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: options.afterSequence + 1 }),
   });
   const messages = await consumer.consume();
-  const events: RunEvent[] = [];
-  let output: unknown;
   try {
     for await (const message of messages) {
       let event: RunEvent;
       try {
         event = parsePayload(RunEventSchema, message.data, "run event");
       } catch (error) {
-        onInvalid(error instanceof Error ? error.message : String(error));
+        options.onInvalid?.(error instanceof Error ? error.message : String(error));
         continue;
       }
-      events.push(event);
-      onEvent(event);
-      if ("artifactUpdate" in event) {
-        const data = event.artifactUpdate.artifact.parts.find((part) => "data" in part);
-        if (data !== undefined && "data" in data) output = data.data;
-        continue;
-      }
-      const { state } = event.statusUpdate.status;
-      if (TERMINAL_STATES.has(state)) return { state, output, events };
+      yield event;
+      if ("statusUpdate" in event && stopAt(event.statusUpdate.status.state)) return;
     }
   } finally {
     messages.stop();
   }
+}
+
+/** Follows a run to its end, calling `onEvent` for each event; resolves with its end state and output. */
+export async function watchRun(
+  js: JetStreamClient,
+  runId: string,
+  onEvent: (event: RunEvent) => void,
+  onInvalid: (problem: string) => void,
+): Promise<WatchResult> {
+  const events: RunEvent[] = [];
+  let output: unknown;
+  for await (const event of followRun(js, runId, { onInvalid })) {
+    events.push(event);
+    onEvent(event);
+    if ("artifactUpdate" in event) {
+      const data = event.artifactUpdate.artifact.parts.find((part) => "data" in part);
+      if (data !== undefined && "data" in data) output = data.data;
+    } else if (TERMINAL_STATES.has(event.statusUpdate.status.state)) {
+      return { state: event.statusUpdate.status.state, output, events };
+    }
+  }
   throw new Error(`stopped watching run ${runId} before it ended`);
+}
+
+/** The stream sequence of a run's latest event (0 when it has none), to follow only what comes next. */
+export async function lastEventSequence(jsm: JetStreamManager, runId: string): Promise<number> {
+  const last = await jsm.streams
+    .getMessage(Streams.EVENTS, { last_by_subj: runEventsSubject(runId) })
+    .catch(() => null);
+  return last?.seq ?? 0;
 }

@@ -14,6 +14,10 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   /** Submissions accepted at once; more wait in the stream. */
   LOOM_MAX_CONCURRENT_SUBMISSIONS: z.coerce.number().int().positive().default(64),
   /** How long a replica's claim on a run lasts unrenewed: a dead replica's runs move on after this. */
+  /** Port of the A2A HTTP edge (Agent Card and JSON-RPC); 0 picks a free one. */
+  LOOM_A2A_PORT: z.coerce.number().int().min(0).max(65_535).default(7410),
+  /** The base URL clients reach the A2A edge at, as written in the Agent Card. */
+  LOOM_A2A_PUBLIC_URL: z.url().optional(),
   LOOM_RUN_LEASE_MS: z.coerce.number().int().min(500).default(5_000),
   /** Context memory: entries kept per context, bytes kept per context, and how long an idle context is kept. */
   /** Step results larger than this (JSON bytes) are stored in KV loom_results and referenced from the run. */

@@ -12,6 +12,9 @@ import {
   StreamDefinitions,
   startObservability,
 } from "../kit/index.ts";
+import { buildAgentCard } from "./a2a/agent-card.ts";
+import { startA2AEdge } from "./a2a/http-edge.ts";
+import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
 import { readOrchestratorConfig } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
 import { ResultStore } from "./result-store.ts";
@@ -50,6 +53,21 @@ await runUntilSignalled(log, async () => {
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
   const runs = new RunStore(runsKv);
+  let publicUrl = config.LOOM_A2A_PUBLIC_URL;
+  const card = () =>
+    buildAgentCard({
+      publicUrl: publicUrl ?? "http://127.0.0.1",
+      workflows: catalog.ids().map((id) => catalog.resolve(id)),
+      version: "0.1.0",
+    });
+  const a2a = await startA2AEdge({
+    port: config.LOOM_A2A_PORT,
+    handler: new NatsA2ARequestHandler({ nc, js: jetstream(nc), jsm, runs, card }),
+    card,
+    log,
+  });
+  const a2aAddress = a2a.server.address();
+  publicUrl ??= `http://127.0.0.1:${typeof a2aAddress === "object" && a2aAddress !== null ? a2aAddress.port : config.LOOM_A2A_PORT}`;
   await observability.connected({
     nc,
     streams: [StreamDefinitions.runs.name, StreamDefinitions.events.name],
@@ -97,6 +115,7 @@ await runUntilSignalled(log, async () => {
       await control.stop();
       await workflowService.stop();
       await agents.stop();
+      await a2a.close();
       await driver.stop();
       await observability.close();
       await nc.drain();

@@ -25,6 +25,11 @@ export class RunStore {
     this.#kv = kv;
   }
 
+  /** Every run id in the store. */
+  keys(): Promise<AsyncIterable<string>> {
+    return this.#kv.keys();
+  }
+
   async get(runId: string): Promise<StoredRun | undefined> {
     const entry = await this.#kv.get(runId);
     if (entry === null || entry.operation !== "PUT") return undefined;

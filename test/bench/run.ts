@@ -88,7 +88,7 @@ const nats = await launchNatsServer({ storeDir: join(dir, "nats") });
 const stack = await startStack({
   natsUrl: nats.url,
   logDir: join(dir, "logs"),
-  env: { LOG_LEVEL: "warn", ...TEST_AUTH_ENV },
+  env: { LOG_LEVEL: "warn", LOOM_A2A_PORT: "0", ...TEST_AUTH_ENV },
 });
 const nc = await connect({ servers: nats.url });
 const results: Measurement[] = [];

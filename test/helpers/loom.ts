@@ -43,7 +43,7 @@ export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
   const stack = await startStack({
     natsUrl: nats.url,
     logDir,
-    env: { LOG_LEVEL: "debug", ...TEST_AUTH_ENV, ...options.env },
+    env: { LOG_LEVEL: "debug", LOOM_A2A_PORT: "0", ...TEST_AUTH_ENV, ...options.env },
   });
   const nc = await connectTo(nats.url);
   try {

@@ -1,0 +1,58 @@
+import { type AgentCard, AgentCard as AgentCardCodec } from "@a2a-js/sdk";
+import type { Workflow } from "../../../schemas/workflow.ts";
+
+export const A2A_JSONRPC_PATH = "/a2a/jsonrpc";
+
+/**
+ * Loom's Agent Card: one skill per registered workflow (latest version), streaming, and bearer
+ * tokens (OAuth 2.0 access tokens) required on every call.
+ */
+export function buildAgentCard(options: {
+  publicUrl: string;
+  workflows: Workflow[];
+  version: string;
+}): AgentCard {
+  const base = options.publicUrl.replace(/\/$/, "");
+  return AgentCardCodec.fromJSON({
+    name: "Loom",
+    description: "Runs Loom workflows: multi-step, policy-checked MCP tool use. Each skill is a workflow.",
+    version: options.version,
+    supportedInterfaces: [
+      { url: `${base}${A2A_JSONRPC_PATH}`, protocolBinding: "JSONRPC", protocolVersion: "1.0" },
+    ],
+    provider: { organization: "Loom", url: base },
+    capabilities: { streaming: true, pushNotifications: false },
+    securitySchemes: {
+      bearer: {
+        httpAuthSecurityScheme: {
+          scheme: "Bearer",
+          bearerFormat: "JWT",
+          description: "OAuth 2.0 access token",
+        },
+      },
+    },
+    securityRequirements: [{ schemes: { bearer: { list: [] } } }],
+    defaultInputModes: ["application/json", "text/plain"],
+    defaultOutputModes: ["application/json"],
+    skills: options.workflows.map((workflow) => ({
+      id: workflow.id,
+      name: workflow.id,
+      description: workflow.description ?? `Runs the ${workflow.id} workflow (version ${workflow.version}).`,
+      tags: ["workflow"],
+      examples: exampleOf(workflow),
+      inputModes: ["application/json"],
+      outputModes: ["application/json"],
+    })),
+  });
+}
+
+/** An example input built from the workflow's input schema: its required properties' descriptions. */
+function exampleOf(workflow: Workflow): string[] {
+  const properties = (workflow.input?.properties ?? {}) as Record<string, { description?: string }>;
+  const required = (workflow.input?.required ?? []) as string[];
+  if (required.length === 0) return [];
+  const example = Object.fromEntries(
+    required.map((name) => [name, properties[name]?.description ?? `<${name}>`]),
+  );
+  return [JSON.stringify(example)];
+}

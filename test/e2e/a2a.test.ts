@@ -1,0 +1,127 @@
+import { randomUUID } from "node:crypto";
+import { Message, SendMessageRequest, TaskState } from "@a2a-js/sdk";
+import { ClientFactory } from "@a2a-js/sdk/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { freePort } from "../helpers/ports.ts";
+
+const analyst = { serviceParameters: { Authorization: `Bearer ${tokenFor("alice", "analyst")}` } };
+const manager = { serviceParameters: { Authorization: `Bearer ${tokenFor("mia", "manager")}` } };
+
+/** A SendMessage request as the SDK's client takes it, built from A2A JSON. */
+function send(
+  skill: string,
+  data: Record<string, unknown>,
+  extra: { taskId?: string; returnImmediately?: boolean } = {},
+) {
+  return SendMessageRequest.fromJSON({
+    message: Message.toJSON(
+      Message.fromJSON({
+        messageId: randomUUID(),
+        role: "ROLE_USER",
+        parts: [{ data }],
+        ...(extra.taskId === undefined ? { metadata: { skill } } : { taskId: extra.taskId }),
+      }),
+    ),
+    ...(extra.returnImmediately ? { configuration: { returnImmediately: true } } : {}),
+  });
+}
+
+describe("a2a - any A2A client drives Loom workflows over HTTP", () => {
+  let loom: Loom;
+  let baseUrl: string;
+  beforeAll(async () => {
+    const port = await freePort();
+    baseUrl = `http://127.0.0.1:${port}`;
+    loom = await startLoom({ env: { LOOM_A2A_PORT: String(port) } });
+  });
+  afterAll(async () => {
+    await loom?.[Symbol.asyncDispose]();
+  });
+
+  it("a2a - the agent card lists every workflow as a skill, with bearer security and streaming", async () => {
+    const client = await new ClientFactory().createFromUrl(baseUrl);
+    const card = await client.getAgentCard();
+    expect(card.skills.map((skill) => skill.id)).toEqual(
+      expect.arrayContaining(["hello", "crm-enrich", "ledger-transfer"]),
+    );
+    expect(card.capabilities?.streaming).toBe(true);
+    expect(Object.keys(card.securitySchemes)).toEqual(["bearer"]);
+    expect(card.skills.find((skill) => skill.id === "hello")?.examples[0]).toContain("contactId");
+  });
+
+  it("a2a - a blocking SendMessage runs hello to completion; GetTask and ListTasks find it", async () => {
+    const client = await new ClientFactory().createFromUrl(baseUrl);
+    const result = await client.sendMessage(send("hello", { contactId: "c-1" }), analyst);
+    const task = "status" in result ? result : undefined;
+    expect(task?.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    const output = task?.artifacts[0]?.parts[0]?.content;
+    expect(output?.$case === "data" && output.value.greeting).toBe("Hello, Ada Lovelace");
+
+    const fetched = await client.getTask({ tenant: "", id: task?.id ?? "" }, analyst);
+    expect(fetched.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    const listed = await client.listTasks(
+      {
+        tenant: "",
+        contextId: task?.contextId ?? "",
+        status: 0,
+        pageToken: "",
+        statusTimestampAfter: undefined,
+      },
+      analyst,
+    );
+    expect(listed.tasks.map((listedTask) => listedTask.id)).toContain(task?.id);
+  });
+
+  it("a2a - SendStreamingMessage streams the run's status changes to its end", async () => {
+    const client = await new ClientFactory().createFromUrl(baseUrl);
+    const states: string[] = [];
+    for await (const event of client.sendMessageStream(send("hello", { contactId: "c-2" }), analyst)) {
+      if (event.payload?.$case === "statusUpdate")
+        states.push(TaskState[event.payload.value.status?.state ?? 0] ?? "");
+      if (event.payload?.$case === "task")
+        states.push(`task:${TaskState[event.payload.value.status?.state ?? 0] ?? ""}`);
+    }
+    expect(states[0]).toMatch(/^task:/);
+    expect(states).toContain("TASK_STATE_WORKING");
+    expect(states.at(-1)).toBe("TASK_STATE_COMPLETED");
+  });
+
+  it("a2a - an approval is answered by a follow-up message on the same task", async () => {
+    const client = await new ClientFactory().createFromUrl(baseUrl);
+    const waiting = await client.sendMessage(send("crm-enrich", { contactId: "c-2" }), analyst);
+    const task = "status" in waiting ? waiting : undefined;
+    expect(task?.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+    const answered = await client.sendMessage(
+      send("crm-enrich", { approved: true }, { taskId: task?.id ?? "" }),
+      manager,
+    );
+    const done = "status" in answered ? answered : undefined;
+    expect(done?.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+  });
+
+  it("a2a - CancelTask ends a run waiting for approval as canceled", async () => {
+    const client = await new ClientFactory().createFromUrl(baseUrl);
+    const waiting = await client.sendMessage(send("crm-enrich", { contactId: "c-3" }), analyst);
+    const id = "status" in waiting ? waiting.id : "";
+    const canceled = await client.cancelTask({ tenant: "", id, metadata: undefined }, analyst);
+    expect(canceled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
+  });
+
+  it("a2a - a call without a bearer token is refused with 401", async () => {
+    const response = await fetch(`${baseUrl}/a2a/jsonrpc`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "GetTask", params: { id: "x" } }),
+    });
+    expect(response.status).toBe(401);
+    expect(response.headers.get("www-authenticate")).toContain("Bearer");
+  });
+
+  it("a2a - GetTask for an unknown task is a TaskNotFound error", async () => {
+    const client = await new ClientFactory().createFromUrl(baseUrl);
+    await expect(client.getTask({ tenant: "", id: "no-such-task" }, analyst)).rejects.toThrow(
+      /no task no-such-task/,
+    );
+  });
+});
