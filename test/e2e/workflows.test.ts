@@ -59,6 +59,15 @@ steps:
     with: { duration: ${LONG_SECONDS}, steps: 4 }
     timeout: 40s
 `,
+  "too-slow.yaml": `
+id: too-slow
+steps:
+  - id: slow
+    call: ${LONG_TOOL}
+    with: { duration: ${LONG_SECONDS}, steps: 4 }
+    timeout: 1s
+    retry: { max: 2, backoff: 100ms }
+`,
   "compensate-fail.yaml": `
 id: compensate-fail
 steps:
@@ -333,12 +342,37 @@ describe("e2e - durable workflows through the CLI", () => {
     expect(call).toBeDefined();
     expect(cancellation?.params?.requestId).toBe(call.id);
 
-    // The canceled run stays canceled: no late result revives it.
-    await sleep(500);
+    // The canceled run stays canceled: the abandoned call's late outcome does not revive it.
     expect((await runRecord(runId)).state).toBe("canceled");
-    const again = await loom.cli(["runs", "cancel", runId], { token: tester });
-    expect(again.code).toBe(1);
-    expect(again.stderr).toContain("RUN_NOT_WAITING");
+  });
+
+  it("e2e - a run waiting for approval can be canceled, though nobody drives it", async () => {
+    const waiting = nextRunIn(TaskState.INPUT_REQUIRED);
+    const submitted = await loom.cli(["submit", "crm-enrich", "--input", '{"contactId":"c-2"}'], {
+      token: analyst,
+    });
+    expect(submitted.code, submitted.stderr).toBe(0);
+    const runId = submitted.stdout.trim();
+    expect(await waiting).toBe(runId);
+    const canceled = await loom.cli(["runs", "cancel", runId, "--json"], { token: analyst });
+    expect(canceled.code, canceled.stderr).toBe(0);
+    expect(JSON.parse(canceled.stdout)).toEqual({ runId, state: "canceled" });
+    expect((await runRecord(runId)).state).toBe("canceled");
+  });
+
+  it("e2e - a step past its timeout fails TOOL_TIMEOUT after its retries, without waiting for the tool", async () => {
+    const started = Date.now();
+    const result = await loom.cli(["submit", file("too-slow.yaml"), "--watch", "--json"], { token: tester });
+    const summary = lastJson(result);
+    expect(summary.state).toBe("failed");
+    expect(result.code).toBe(1);
+    expect(summary.error.code).toBe("TOOL_TIMEOUT");
+    expect(Date.now() - started).toBeLessThan(LONG_SECONDS * 500);
+    const messages = await statusMessages(summary.runId);
+    expect(messages.filter((text) => text.startsWith("step slow:"))).toEqual([
+      `step slow: calling ${LONG_TOOL}`,
+      `step slow: calling ${LONG_TOOL} (attempt 2)`,
+    ]);
   });
 
   it("e2e - onError runs the compensation step, then fails with the original error", async () => {

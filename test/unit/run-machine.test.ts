@@ -210,6 +210,17 @@ describe("workflow - retries", () => {
     expect(keys(compensated, actor)).toEqual([]);
   });
 
+  it("workflow - a step's timeout travels with its effect, and running out of it is retried", () => {
+    const timed = workflow({ steps: [call("contact", { timeout: "2s", retry: { max: 2 } })] });
+    const actor = start(timed);
+    const [effect] = pendingEffects(timed, actor.getSnapshot());
+    expect(effect?.kind === "work" && effect.step.timeout).toBe(2_000);
+    actor.send(failed("contact", "TOOL_TIMEOUT"));
+    expect(keys(timed, actor)).toEqual(["contact#2"]);
+    actor.send(failed("contact", "TOOL_TIMEOUT"));
+    expect(actor.getSnapshot().context.error?.code).toBe("TOOL_TIMEOUT");
+  });
+
   it("workflow - the backoff doubles per attempt with at most 20% jitter", () => {
     const step = wf.steps[0] as Parameters<typeof retryDelayMs>[0];
     expect(retryDelayMs(step, 2, () => 0.5)).toBe(100);
