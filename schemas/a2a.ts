@@ -109,3 +109,15 @@ export const TaskArtifactUpdateEventSchema = z.object({
   metadata: Metadata.optional(),
 });
 export type TaskArtifactUpdateEvent = z.infer<typeof TaskArtifactUpdateEventSchema>;
+
+/** A client's webhook for a task's updates (A2A `TaskPushNotificationConfig`). */
+export const PushNotificationConfigSchema = z.object({
+  id: z.string().min(1),
+  taskId: z.string().min(1),
+  url: z.url(),
+  /** Echoed in `X-A2A-Notification-Token`, so the receiver can tell its notifications apart. */
+  token: z.string().optional(),
+  /** Sent as `Authorization: <scheme> <credentials>`. */
+  authentication: z.object({ scheme: z.string().min(1), credentials: z.string() }).optional(),
+});
+export type PushNotificationConfig = z.infer<typeof PushNotificationConfigSchema>;

@@ -79,11 +79,14 @@ export const Buckets = {
   WORKFLOWS: "loom_workflows",
   MEMORY: "loom_memory",
   RESULTS: "loom_results",
+  PUSH: "loom_push",
 } as const;
 export type Bucket = (typeof Buckets)[keyof typeof Buckets];
 
 /** Durable consumer names and queue groups. */
 export const Consumers = {
+  /** Delivers run events to the webhooks A2A clients registered, once per event across replicas. */
+  A2A_PUSH: "a2a-push",
   ORCHESTRATOR_SUBMISSIONS: "orchestrator-submissions",
 } as const;
 

@@ -18,7 +18,7 @@ import { McpConnection } from "./mcp-connection.ts";
 import { loadServerList } from "./server-config.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
-import { recordTools } from "./tool-registry.ts";
+import { recordTools, registerUntilReachable } from "./tool-registry.ts";
 
 const SERVICE = "mcp-worker";
 const config = readWorkerConfig();
@@ -44,16 +44,9 @@ await runUntilSignalled(log, async () => {
     ]),
   );
   await Promise.all(
-    [...connections.values()].map(async (connection) => {
-      try {
-        await recordTools(toolsKv, connection.config, await connection.listTools());
-      } catch (error) {
-        log.error(
-          { err: error, mcp_server: connection.config.name },
-          "MCP server not reachable at start; calls will retry",
-        );
-      }
-    }),
+    [...connections.values()].map((connection) =>
+      registerUntilReachable(connection, (tools) => recordTools(toolsKv, connection.config, tools), log),
+    ),
   );
 
   const steps = new StepResults(await openBucket(nc, Buckets.STEPS), `${SERVICE}-${process.pid}`, log);

@@ -15,6 +15,7 @@ import type { McpServerConfig } from "../../schemas/mcp.ts";
 import { type Logger, LoomError } from "../kit/index.ts";
 
 const CLIENT_INFO = { name: "loom-mcp-worker", version: "0.1.0" };
+const CONNECT_TIMEOUT_MS = 30_000;
 /** The tool-name rule of the MCP specification. */
 const TOOL_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/;
 
@@ -124,7 +125,8 @@ export class McpConnection {
       this.#client = undefined;
     };
     try {
-      await client.connect(this.#transport(), { timeout: this.config.timeout });
+      // Starting a server (a process, its runtime, its SDK) can take longer than one call may.
+      await client.connect(this.#transport(), { timeout: Math.max(this.config.timeout, CONNECT_TIMEOUT_MS) });
     } catch (cause) {
       throw new LoomError(
         ErrorCode.SERVER_UNAVAILABLE,

@@ -1,7 +1,7 @@
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { KV } from "@nats-io/kv";
 import { type McpServerConfig, type ToolDescriptor, ToolDescriptorSchema } from "../../schemas/mcp.ts";
-import { encodePayload } from "../kit/index.ts";
+import { encodePayload, type Logger } from "../kit/index.ts";
 
 /** Tool names are limited to KV-safe characters by the worker, so `<server>.<tool>` is the key as is. */
 export function toolKey(server: string, tool: string): string {
@@ -28,4 +28,31 @@ export async function recordTools(kv: KV, server: McpServerConfig, tools: Tool[]
       encodePayload(ToolDescriptorSchema, descriptor, "tool descriptor"),
     );
   }
+}
+
+/** First retry delay for a server that could not be reached; doubled up to a minute. */
+const FIRST_RETRY_MS = 1_000;
+const MAX_RETRY_MS = 60_000;
+
+/**
+ * Lists a server's tools and records them; a server not reachable yet (slow to start, down) is
+ * tried again in the background with backoff, so its tools appear once it comes up.
+ */
+export async function registerUntilReachable(
+  connection: { config: McpServerConfig; listTools(): Promise<Tool[]> },
+  record: (tools: Tool[]) => Promise<void>,
+  log: Logger,
+): Promise<void> {
+  const attempt = async (delayMs: number): Promise<void> => {
+    try {
+      await record(await connection.listTools());
+    } catch (error) {
+      log.error(
+        { err: error, mcp_server: connection.config.name, retry_in_ms: delayMs },
+        "MCP server not reachable; trying again",
+      );
+      setTimeout(() => void attempt(Math.min(delayMs * 2, MAX_RETRY_MS)), delayMs).unref();
+    }
+  };
+  await attempt(FIRST_RETRY_MS);
 }

@@ -18,6 +18,16 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   LOOM_A2A_PORT: z.coerce.number().int().min(0).max(65_535).default(7410),
   /** The base URL clients reach the A2A edge at, as written in the Agent Card. */
   LOOM_A2A_PUBLIC_URL: z.url().optional(),
+  /** Comma-separated URL prefixes A2A webhooks may target (for example `https://hooks.example.com/`); none by default. */
+  LOOM_A2A_WEBHOOK_ALLOW: z
+    .string()
+    .default("")
+    .transform((list) =>
+      list
+        .split(",")
+        .map((prefix) => prefix.trim())
+        .filter((prefix) => prefix !== ""),
+    ),
   LOOM_RUN_LEASE_MS: z.coerce.number().int().min(500).default(5_000),
   /** Context memory: entries kept per context, bytes kept per context, and how long an idle context is kept. */
   /** Step results larger than this (JSON bytes) are stored in KV loom_results and referenced from the run. */

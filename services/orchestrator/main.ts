@@ -15,6 +15,7 @@ import {
 import { buildAgentCard } from "./a2a/agent-card.ts";
 import { startA2AEdge } from "./a2a/http-edge.ts";
 import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
+import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
 import { readOrchestratorConfig } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
 import { ResultStore } from "./result-store.ts";
@@ -53,6 +54,8 @@ await runUntilSignalled(log, async () => {
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
   const runs = new RunStore(runsKv);
+  const push = new PushRegistry(await openBucket(nc, Buckets.PUSH), config.LOOM_A2A_WEBHOOK_ALLOW);
+  const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
   let publicUrl = config.LOOM_A2A_PUBLIC_URL;
   const card = () =>
     buildAgentCard({
@@ -62,7 +65,7 @@ await runUntilSignalled(log, async () => {
     });
   const a2a = await startA2AEdge({
     port: config.LOOM_A2A_PORT,
-    handler: new NatsA2ARequestHandler({ nc, js: jetstream(nc), jsm, runs, card }),
+    handler: new NatsA2ARequestHandler({ nc, js: jetstream(nc), jsm, runs, push, card }),
     card,
     log,
   });
@@ -116,6 +119,7 @@ await runUntilSignalled(log, async () => {
       await workflowService.stop();
       await agents.stop();
       await a2a.close();
+      pushNotifier.stop();
       await driver.stop();
       await observability.close();
       await nc.drain();

@@ -1,4 +1,6 @@
 import { randomUUID } from "node:crypto";
+import { createServer } from "node:http";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Message, SendMessageRequest, TaskState } from "@a2a-js/sdk";
 import { ClientFactory } from "@a2a-js/sdk/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -27,16 +29,83 @@ function send(
   });
 }
 
+/** A webhook receiver on loopback that keeps what it is sent. */
+interface Received {
+  body: { statusUpdate?: { taskId: string; status: { state: string } } };
+  token: string | undefined;
+  authorization: string | undefined;
+}
+
 describe("a2a - any A2A client drives Loom workflows over HTTP", () => {
   let loom: Loom;
   let baseUrl: string;
+  let hookUrl: string;
+  const received: Received[] = [];
+  const hooks = createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk: Buffer) => {
+      body += chunk.toString("utf8");
+    });
+    req.on("end", () => {
+      received.push({
+        body: JSON.parse(body),
+        token: req.headers["x-a2a-notification-token"] as string | undefined,
+        authorization: req.headers.authorization,
+      });
+      res.writeHead(200).end();
+    });
+  });
   beforeAll(async () => {
-    const port = await freePort();
+    const [port, hookPort] = [await freePort(), await freePort()];
     baseUrl = `http://127.0.0.1:${port}`;
-    loom = await startLoom({ env: { LOOM_A2A_PORT: String(port) } });
+    hookUrl = `http://127.0.0.1:${hookPort}/hooks/`;
+    await new Promise<void>((resolve) => hooks.listen(hookPort, "127.0.0.1", resolve));
+    loom = await startLoom({ env: { LOOM_A2A_PORT: String(port), LOOM_A2A_WEBHOOK_ALLOW: hookUrl } });
   });
   afterAll(async () => {
     await loom?.[Symbol.asyncDispose]();
+    hooks.close();
+  });
+
+  it("a2a - a registered webhook receives every status update, with its token and credentials", async () => {
+    const client = await new ClientFactory().createFromUrl(baseUrl);
+    const request = SendMessageRequest.fromJSON({
+      ...(SendMessageRequest.toJSON(send("hello", { contactId: "c-4" })) as object),
+      configuration: {
+        taskPushNotificationConfig: {
+          url: `${hookUrl}run`,
+          token: "hook-token",
+          authentication: { scheme: "Bearer", credentials: "hook-secret" },
+        },
+      },
+    });
+    const result = await client.sendMessage(request, analyst);
+    const taskId = "status" in result ? result.id : "";
+    const deadline = Date.now() + 10_000;
+    const states = () =>
+      received
+        .filter((hook) => hook.body.statusUpdate?.taskId === taskId)
+        .map((hook) => hook.body.statusUpdate?.status.state);
+    while (!states().includes("TASK_STATE_COMPLETED") && Date.now() < deadline) await sleep(100);
+    expect(states()).toEqual([
+      "TASK_STATE_SUBMITTED",
+      "TASK_STATE_WORKING",
+      "TASK_STATE_WORKING",
+      "TASK_STATE_COMPLETED",
+    ]);
+    const mine = received.filter((hook) => hook.body.statusUpdate?.taskId === taskId);
+    expect(
+      mine.every((hook) => hook.token === "hook-token" && hook.authorization === "Bearer hook-secret"),
+    ).toBe(true);
+  });
+
+  it("a2a - a webhook outside the allow-list is refused (no request into internal addresses)", async () => {
+    const client = await new ClientFactory().createFromUrl(baseUrl);
+    const request = SendMessageRequest.fromJSON({
+      ...(SendMessageRequest.toJSON(send("hello", { contactId: "c-1" })) as object),
+      configuration: { taskPushNotificationConfig: { url: "http://10.0.0.1/metadata" } },
+    });
+    await expect(client.sendMessage(request, analyst)).rejects.toThrow(/not under an allowed prefix/);
   });
 
   it("a2a - the agent card lists every workflow as a skill, with bearer security and streaming", async () => {

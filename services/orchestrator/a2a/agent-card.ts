@@ -21,7 +21,7 @@ export function buildAgentCard(options: {
       { url: `${base}${A2A_JSONRPC_PATH}`, protocolBinding: "JSONRPC", protocolVersion: "1.0" },
     ],
     provider: { organization: "Loom", url: base },
-    capabilities: { streaming: true, pushNotifications: false },
+    capabilities: { streaming: true, pushNotifications: true },
     securitySchemes: {
       bearer: {
         httpAuthSecurityScheme: {

@@ -2,10 +2,15 @@ import { randomUUID } from "node:crypto";
 import {
   type AgentCard,
   type CancelTaskRequest,
+  type DeleteTaskPushNotificationConfigRequest,
+  type GetTaskPushNotificationConfigRequest,
   type GetTaskRequest,
+  type ListTaskPushNotificationConfigsRequest,
+  type ListTaskPushNotificationConfigsResponse,
   type ListTasksRequest,
   type ListTasksResponse,
   Message as MessageCodec,
+  TaskPushNotificationConfig as PushConfigCodec,
   type SendMessageRequest,
   StreamResponse as StreamCodec,
   type SubscribeToTaskRequest,
@@ -15,7 +20,6 @@ import {
 } from "@a2a-js/sdk";
 import {
   ExtendedAgentCardNotConfiguredError,
-  PushNotificationNotSupportedError,
   RequestMalformedError,
   TaskNotCancelableError,
   TaskNotFoundError,
@@ -23,11 +27,17 @@ import {
 import type { A2ARequestHandler, ServerCallContext } from "@a2a-js/sdk/server";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type Message, TaskState, TERMINAL_STATES } from "../../../schemas/a2a.ts";
+import {
+  type Message,
+  PushNotificationConfigSchema,
+  TaskState,
+  TERMINAL_STATES,
+} from "../../../schemas/a2a.ts";
 import { RunCancelContract, RunInputContract } from "../../../schemas/contracts.ts";
 import { RunSubmissionSchema } from "../../../schemas/run.ts";
 import { Headers, runCancelSubject, runInputSubject, Subjects } from "../../../schemas/subjects.ts";
 import {
+  describeIssues,
   encodePayload,
   followRun,
   LoomError,
@@ -37,6 +47,7 @@ import {
 } from "../../kit/index.ts";
 import type { RunStore } from "../run-store.ts";
 import { bearerOf } from "./bearer-user.ts";
+import type { PushRegistry } from "./push-notifications.ts";
 import { taskOfRun } from "./task-view.ts";
 
 type SdkTask = ReturnType<typeof TaskCodec.fromJSON>;
@@ -52,6 +63,7 @@ export interface HandlerOptions {
   js: JetStreamClient;
   jsm: JetStreamManager;
   runs: RunStore;
+  push: PushRegistry;
   card: () => AgentCard;
 }
 
@@ -147,20 +159,49 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     yield* this.#stream(params.id);
   }
 
-  createTaskPushNotificationConfig(): Promise<TaskPushNotificationConfig> {
-    return Promise.reject(new PushNotificationNotSupportedError("push notifications are not available yet"));
+  async createTaskPushNotificationConfig(
+    params: TaskPushNotificationConfig,
+  ): Promise<TaskPushNotificationConfig> {
+    if ((await this.#options.runs.get(params.taskId)) === undefined)
+      throw new TaskNotFoundError(`no task ${params.taskId}`);
+    return this.#savePushConfig(params, params.taskId);
   }
 
-  getTaskPushNotificationConfig(): Promise<TaskPushNotificationConfig> {
-    return Promise.reject(new PushNotificationNotSupportedError("push notifications are not available yet"));
+  async getTaskPushNotificationConfig(
+    params: GetTaskPushNotificationConfigRequest,
+  ): Promise<TaskPushNotificationConfig> {
+    const config = await this.#options.push.get(params.taskId, params.id);
+    if (config === undefined)
+      throw new TaskNotFoundError(`task ${params.taskId} has no webhook ${params.id}`);
+    return PushConfigCodec.fromJSON(config);
   }
 
-  listTaskPushNotificationConfigs(): Promise<never> {
-    return Promise.reject(new PushNotificationNotSupportedError("push notifications are not available yet"));
+  async listTaskPushNotificationConfigs(
+    params: ListTaskPushNotificationConfigsRequest,
+  ): Promise<ListTaskPushNotificationConfigsResponse> {
+    const configs = await this.#options.push.list(params.taskId);
+    return { configs: configs.map((config) => PushConfigCodec.fromJSON(config)), nextPageToken: "" };
   }
 
-  deleteTaskPushNotificationConfig(): Promise<void> {
-    return Promise.reject(new PushNotificationNotSupportedError("push notifications are not available yet"));
+  async deleteTaskPushNotificationConfig(params: DeleteTaskPushNotificationConfigRequest): Promise<void> {
+    await this.#options.push.delete(params.taskId, params.id);
+  }
+
+  async #savePushConfig(
+    params: TaskPushNotificationConfig,
+    taskId: string,
+  ): Promise<TaskPushNotificationConfig> {
+    const json = PushConfigCodec.toJSON(params) as Record<string, unknown>;
+    const parsed = PushNotificationConfigSchema.safeParse({ ...json, taskId, id: params.id || randomUUID() });
+    if (!parsed.success)
+      throw new RequestMalformedError(
+        `invalid push notification config: ${describeIssues(parsed.error.issues)}`,
+      );
+    try {
+      return PushConfigCodec.fromJSON(await this.#options.push.save(parsed.data));
+    } catch (error) {
+      throw error instanceof LoomError ? new RequestMalformedError(error.message) : error;
+    }
   }
 
   /** The task as it is now, then its events as they come, until it ends or waits for input. */
@@ -223,6 +264,9 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     const skill = skillOf(message, params.metadata, this.#options.card());
     const runId = randomUUID();
     const contextId = message.contextId || randomUUID();
+    const webhook = params.configuration?.taskPushNotificationConfig;
+    // Registered before the run exists, so the webhook hears its every event.
+    if (webhook !== undefined) await this.#savePushConfig(webhook, runId);
     await this.#options.js.publish(
       Subjects.RUNS_SUBMIT,
       encodePayload(

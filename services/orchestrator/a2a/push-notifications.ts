@@ -1,0 +1,124 @@
+import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { nanos } from "@nats-io/transport-node";
+import { type PushNotificationConfig, PushNotificationConfigSchema } from "../../../schemas/a2a.ts";
+import { ErrorCode } from "../../../schemas/errors.ts";
+import { Consumers, Streams, Subjects } from "../../../schemas/subjects.ts";
+import { encodePayload, type Logger, LoomError, parsePayload } from "../../kit/index.ts";
+
+/** Deliveries of one event before its webhooks are given up on (the event stays in the stream). */
+const MAX_DELIVERIES = 8;
+const RETRY_DELAY_MS = 1_000;
+const POST_TIMEOUT_MS = 5_000;
+
+/**
+ * Webhooks A2A clients register for their tasks, in KV `loom_push` (`<taskId>.<configId>`). Only
+ * URLs under an allow-listed prefix are accepted: a webhook is a request Loom makes on a client's
+ * behalf, and must not reach into internal addresses.
+ */
+export class PushRegistry {
+  readonly #kv: KV;
+  readonly #allowedPrefixes: string[];
+
+  constructor(kv: KV, allowedPrefixes: string[]) {
+    this.#kv = kv;
+    this.#allowedPrefixes = allowedPrefixes;
+  }
+
+  async save(config: PushNotificationConfig): Promise<PushNotificationConfig> {
+    if (!this.#allowedPrefixes.some((prefix) => config.url.startsWith(prefix))) {
+      throw new LoomError(
+        ErrorCode.POLICY_DENIED,
+        `webhook ${config.url} is not under an allowed prefix (LOOM_A2A_WEBHOOK_ALLOW: ${this.#allowedPrefixes.join(", ") || "none"})`,
+      );
+    }
+    await this.#kv.put(
+      `${config.taskId}.${config.id}`,
+      encodePayload(PushNotificationConfigSchema, config, "push config"),
+    );
+    return config;
+  }
+
+  async get(taskId: string, id: string): Promise<PushNotificationConfig | undefined> {
+    const entry = await this.#kv.get(`${taskId}.${id}`);
+    return entry?.operation === "PUT"
+      ? parsePayload(PushNotificationConfigSchema, entry.value, "push config")
+      : undefined;
+  }
+
+  async list(taskId: string): Promise<PushNotificationConfig[]> {
+    const configs: PushNotificationConfig[] = [];
+    for await (const key of await this.#kv.keys(`${taskId}.*`)) {
+      const entry = await this.#kv.get(key);
+      if (entry?.operation === "PUT")
+        configs.push(parsePayload(PushNotificationConfigSchema, entry.value, "push config"));
+    }
+    return configs;
+  }
+
+  async delete(taskId: string, id: string): Promise<void> {
+    await this.#kv.delete(`${taskId}.${id}`);
+  }
+}
+
+/**
+ * POSTs every event of a task with webhooks to each of them, in order, at least once: one durable
+ * consumer shared by the replicas takes each event once, and acks it only after every webhook
+ * answered 2xx; a failure is retried (redelivered) with a delay.
+ */
+export async function startPushNotifier(options: {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  registry: PushRegistry;
+  log: Logger;
+}): Promise<{ stop(): void }> {
+  try {
+    await options.jsm.consumers.info(Streams.EVENTS, Consumers.A2A_PUSH);
+  } catch {
+    await options.jsm.consumers.add(Streams.EVENTS, {
+      durable_name: Consumers.A2A_PUSH,
+      filter_subject: Subjects.RUN_EVENTS_ALL,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.New,
+      ack_wait: nanos(30_000),
+      max_deliver: MAX_DELIVERIES,
+      max_ack_pending: 1_000,
+    });
+  }
+  const consumer = await options.js.consumers.get(Streams.EVENTS, Consumers.A2A_PUSH);
+  const messages = await consumer.consume();
+  void (async () => {
+    for await (const message of messages) {
+      const runId = message.subject.split(".")[3] ?? "";
+      try {
+        const configs = await options.registry.list(runId);
+        await Promise.all(configs.map((config) => post(config, message.data)));
+        message.ack();
+      } catch (error) {
+        const last = message.info.deliveryCount >= MAX_DELIVERIES;
+        options.log.warn(
+          { err: error, run_id: runId, delivery: message.info.deliveryCount, given_up: last },
+          "webhook delivery failed",
+        );
+        if (last) message.term();
+        else message.nak(RETRY_DELAY_MS * message.info.deliveryCount);
+      }
+    }
+  })();
+  return { stop: () => void messages.stop() };
+}
+
+async function post(config: PushNotificationConfig, body: Uint8Array): Promise<void> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (config.token !== undefined && config.token !== "") headers["X-A2A-Notification-Token"] = config.token;
+  if (config.authentication !== undefined) {
+    headers.authorization = `${config.authentication.scheme} ${config.authentication.credentials}`;
+  }
+  const response = await fetch(config.url, {
+    method: "POST",
+    headers,
+    body,
+    signal: AbortSignal.timeout(POST_TIMEOUT_MS),
+  });
+  if (!response.ok) throw new Error(`webhook ${config.url} answered ${response.status}`);
+}
