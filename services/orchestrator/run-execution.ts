@@ -236,9 +236,10 @@ export class RunExecution {
       .catch((error: unknown): RunMachineEvent | undefined => {
         if (controller.signal.aborted) return undefined;
         this.#log.error({ err: error, effect: effect.key }, "effect failed unexpectedly");
-        return effect.kind === "work"
-          ? { type: "STEP.FAILED", stepId: effect.step.id, error: toWireError(error) }
-          : undefined;
+        // A choice or approval prompt that cannot be evaluated fails its step too, else it hangs.
+        return effect.kind === "output"
+          ? { type: "OUTPUT.FAILED", error: toWireError(error) }
+          : { type: "STEP.FAILED", stepId: effect.step.id, error: toWireError(error) };
       })
       .then((event) => {
         if (controller.signal.aborted || this.#inFlight.get(effect.key) !== controller) return;

@@ -301,7 +301,17 @@ function choiceState(step: ChoiceStep, next: string): NodeConfig {
         })),
         { guard: { type: "choseTarget", params: { stepId: step.id, target: NEXT_STEP } }, target: next },
       ],
+      "STEP.FAILED": failsTheRun(step.id),
     },
+  };
+}
+
+/** A condition or prompt that cannot be evaluated ends the run: nothing would ever decide it. */
+function failsTheRun(stepId: string): NodeConfig {
+  return {
+    guard: { type: "isStep", params: { stepId } },
+    target: root(FinalState.FAILED),
+    actions: { type: "recordFailure", params: { name: stepId } },
   };
 }
 
@@ -328,6 +338,7 @@ function approvalState(step: ApprovalStep, next: string): NodeConfig {
             target: "waiting",
             actions: "recordPrompt",
           },
+          "STEP.FAILED": failsTheRun(step.id),
         },
       },
       waiting: {

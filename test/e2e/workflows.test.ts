@@ -68,6 +68,20 @@ steps:
     timeout: 1s
     retry: { max: 2, backoff: 100ms }
 `,
+  // Valid JSONata that fails at run time: `+` on a string.
+  "bad-condition.yaml": `
+id: bad-condition
+steps:
+  - id: route
+    choice:
+      - { when: "{% $input.amount + 1 > 2 %}", goto: big }
+  - id: small
+    call: time.get_time
+    with: { timezone: UTC }
+  - id: big
+    call: time.get_time
+    with: { timezone: UTC }
+`,
   "compensate-fail.yaml": `
 id: compensate-fail
 steps:
@@ -373,6 +387,18 @@ describe("e2e - durable workflows through the CLI", () => {
       `step slow: calling ${LONG_TOOL}`,
       `step slow: calling ${LONG_TOOL} (attempt 2)`,
     ]);
+  });
+
+  it("e2e - a choice whose condition fails at run time fails the run with EXPRESSION_FAILED", async () => {
+    const result = await loom.cli(
+      ["submit", file("bad-condition.yaml"), "--input", '{"amount":"lots"}', "--watch", "--json"],
+      { token: analyst, timeoutMs: 15_000 },
+    );
+    const summary = lastJson(result);
+    expect(summary.state).toBe("failed");
+    expect(result.code).toBe(1);
+    expect(summary.error.code).toBe("EXPRESSION_FAILED");
+    expect(summary.error.message).toContain("step route: when");
   });
 
   it("e2e - onError runs the compensation step, then fails with the original error", async () => {

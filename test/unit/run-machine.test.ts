@@ -362,6 +362,18 @@ describe("workflow - choice", () => {
     expect(keys(wf, actor)).toEqual(["choice:route"]);
   });
 
+  it("workflow - a choice whose condition cannot be evaluated fails the run", () => {
+    const actor = start(wf);
+    actor.send(ok("contact", {}));
+    actor.send(failed("route", "EXPRESSION_FAILED", "step route: when: bad"));
+    expect(actor.getSnapshot().value).toBe("failed");
+    expect(actor.getSnapshot().context.error).toEqual({
+      code: "EXPRESSION_FAILED",
+      message: "step route: when: bad",
+    });
+    expect(keys(wf, actor)).toEqual([]);
+  });
+
   it("workflow - a choice without default goes to the next step on (next)", () => {
     const noDefault = workflow({
       steps: [
@@ -451,6 +463,15 @@ describe("workflow - approval", () => {
     actor.send({ type: "APPROVAL.REQUESTED", stepId: "approve", prompt: "p" });
     actor.send({ type: "APPROVAL.ANSWERED", stepId: "other", approved: true, by: "mia" });
     expect(stateOf(wf, actor)).toBe(TaskState.INPUT_REQUIRED);
+  });
+
+  it("workflow - an approval whose prompt cannot be rendered fails the run instead of waiting", () => {
+    const wf = build();
+    const actor = start(wf);
+    actor.send(ok("contact", {}));
+    actor.send(failed("approve", "EXPRESSION_FAILED"));
+    expect(actor.getSnapshot().value).toBe("failed");
+    expect(stateOf(wf, actor)).toBe(TaskState.FAILED);
   });
 
   it("workflow - a rejection ends the run rejected by default", () => {
