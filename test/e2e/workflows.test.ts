@@ -82,6 +82,13 @@ steps:
     call: time.get_time
     with: { timezone: UTC }
 `,
+  "short-deadline.yaml": `
+id: short-deadline
+deadline: 2s
+steps:
+  - id: ok
+    approval: { prompt: "Nobody will answer this", roles: [manager] }
+`,
   "compensate-fail.yaml": `
 id: compensate-fail
 steps:
@@ -399,6 +406,20 @@ describe("e2e - durable workflows through the CLI", () => {
     expect(result.code).toBe(1);
     expect(summary.error.code).toBe("EXPRESSION_FAILED");
     expect(summary.error.message).toContain("step route: when");
+  });
+
+  it("e2e - a run still waiting for approval at its deadline fails DEADLINE_EXCEEDED", async () => {
+    const started = Date.now();
+    const result = await loom.cli(["submit", file("short-deadline.yaml"), "--watch", "--json"], {
+      token: analyst,
+      timeoutMs: 15_000,
+    });
+    const summary = lastJson(result);
+    expect(summary.state).toBe("failed");
+    expect(result.code).toBe(1);
+    expect(summary.error.code).toBe("DEADLINE_EXCEEDED");
+    expect(await statusMessages(summary.runId)).toContain("Nobody will answer this");
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   it("e2e - onError runs the compensation step, then fails with the original error", async () => {
