@@ -71,11 +71,18 @@ export const DelegateStepSchema = z
     delegate: z
       .object({
         /** An agent on the bus: it takes A2A tasks on `loom.v1.agents.<agent>.tasks`. */
-        agent: SlugSchema,
+        agent: SlugSchema.optional(),
+        /** Or an A2A agent anywhere, by the base URL its Agent Card is served from. */
+        url: z.url().optional(),
+        /** For `url`: the skill to ask for (sent as the message's `metadata.skill`). */
+        skill: z.string().min(1).optional(),
         /** Text (or a `{% %}` expression) sent as the task's message. */
         message: z.unknown(),
       })
-      .strict(),
+      .strict()
+      .refine((delegate) => (delegate.agent === undefined) !== (delegate.url === undefined), {
+        message: "name either an agent on the bus or the url of an A2A agent",
+      }),
   })
   .strict();
 export type DelegateStep = z.infer<typeof DelegateStepSchema>;
@@ -243,3 +250,24 @@ export function stepKind(step: Step): StepKind {
   if ("choice" in step) return "choice";
   return "approval";
 }
+
+/** Sent on `loom.v1.workflows.apply`: a definition as written, validated by the orchestrator. */
+export const WorkflowApplySchema = z.object({ definition: z.unknown() }).strict();
+export const WorkflowApplyReplySchema = z.object({
+  id: z.string(),
+  version: z.number().int(),
+  /** False when this exact version was registered already (applying is idempotent). */
+  created: z.boolean(),
+});
+export type WorkflowApplyReply = z.infer<typeof WorkflowApplyReplySchema>;
+
+/** Sent on `loom.v1.workflows.graph`: a registered id (`hello`, `hello@2`) or a whole definition. */
+export const WorkflowGraphSchema = z
+  .object({ workflow: z.union([z.string().min(1), z.record(z.string(), z.unknown())]) })
+  .strict();
+export const WorkflowGraphReplySchema = z.object({
+  id: z.string(),
+  version: z.number().int(),
+  mermaid: z.string(),
+});
+export type WorkflowGraphReply = z.infer<typeof WorkflowGraphReplySchema>;

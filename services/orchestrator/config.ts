@@ -28,6 +28,24 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
         .map((prefix) => prefix.trim())
         .filter((prefix) => prefix !== ""),
     ),
+  /**
+   * Credentials for external A2A agents that `delegate: {url}` steps call: a JSON object from URL
+   * prefix to the Authorization value to send, e.g. {"https://agent.example.com/": "Bearer abc"}.
+   */
+  LOOM_A2A_OUTBOUND_CREDENTIALS: z
+    .string()
+    .default("{}")
+    .transform((text, context) => {
+      try {
+        return z.record(z.string(), z.string()).parse(JSON.parse(text));
+      } catch {
+        context.addIssue({
+          code: "custom",
+          message: "must be a JSON object of URL prefix to Authorization value",
+        });
+        return z.NEVER;
+      }
+    }),
   LOOM_RUN_LEASE_MS: z.coerce.number().int().min(500).default(5_000),
   /** Context memory: entries kept per context, bytes kept per context, and how long an idle context is kept. */
   /** Step results larger than this (JSON bytes) are stored in KV loom_results and referenced from the run. */

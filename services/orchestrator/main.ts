@@ -16,6 +16,7 @@ import { buildAgentCard } from "./a2a/agent-card.ts";
 import { startA2AEdge } from "./a2a/http-edge.ts";
 import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
 import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
+import { RemoteAgents } from "./a2a/remote-agents.ts";
 import { readOrchestratorConfig } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
 import { ResultStore } from "./result-store.ts";
@@ -91,6 +92,7 @@ await runUntilSignalled(log, async () => {
       { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
       log,
     ),
+    remoteAgents: new RemoteAgents(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
     results: new ResultStore(await openBucket(nc, Buckets.RESULTS), config.LOOM_RESULT_INLINE_MAX_BYTES),
   });
   await driver.watch(runsKv);

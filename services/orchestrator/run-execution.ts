@@ -276,7 +276,7 @@ export class RunExecution {
               ? "reading a resource"
               : "prompt" in step
                 ? `rendering ${step.prompt}`
-                : `delegating to ${step.delegate.agent}`;
+                : `delegating to ${step.delegate.agent ?? step.delegate.url}`;
         await this.#options.events.status(
           record,
           TaskState.WORKING,
@@ -292,6 +292,16 @@ export class RunExecution {
           attempt,
           scope,
           signal,
+          onProgress: (text) =>
+            this.#options.events.status(
+              record,
+              TaskState.WORKING,
+              text,
+              `progress:${step.id}:${attempt}:${Date.now()}`,
+              {
+                stepId: step.id,
+              },
+            ),
         });
       }
       case "choice": {

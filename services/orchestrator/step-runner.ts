@@ -12,8 +12,9 @@ import {
   MCP_WORKER_AGENT,
   Subjects,
 } from "../../schemas/subjects.ts";
-import type { WorkStep } from "../../schemas/workflow.ts";
+import type { DelegateStep, WorkStep } from "../../schemas/workflow.ts";
 import { encodeJson, LoomError, request, SpanKind, toWireError, withSpan } from "../kit/index.ts";
+import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import type { RunMachineEvent } from "./run-machine.ts";
@@ -25,6 +26,7 @@ export interface StepRunnerOptions {
   nc: NatsConnection;
   policyTimeoutMs: number;
   stepTimeoutMs: number;
+  remoteAgents: RemoteAgents;
 }
 
 export interface WorkRun {
@@ -35,6 +37,8 @@ export interface WorkRun {
   attempt: number;
   scope: ExpressionScope;
   signal: AbortSignal;
+  /** Progress worth telling the run's watchers (a remote agent's status updates). */
+  onProgress?: (text: string) => Promise<void>;
 }
 
 /** What one work step asks of which agent, and which policy action covers it. */
@@ -62,6 +66,8 @@ export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Pro
     },
     async (span) => {
       try {
+        if ("delegate" in step && step.delegate.url !== undefined)
+          return await runRemote(options, run, step.delegate.url);
         const dispatch = await describeDispatch(step, run.scope);
         if (dispatch.action !== "delegate") {
           const decision = await request(
@@ -188,13 +194,28 @@ async function describeDispatch(step: WorkStep, scope: ExpressionScope): Promise
       part: { data: operation },
     };
   }
+  const agent = step.delegate.agent ?? "";
+  return { agent, action: "delegate", target: agent, part: await delegatePart(step, scope) };
+}
+
+async function delegatePart(step: DelegateStep, scope: ExpressionScope): Promise<Message["parts"][number]> {
   const message = await renderValue(step.delegate.message, scope, `step ${step.id}: delegate.message`);
-  return {
-    agent: step.delegate.agent,
-    action: "delegate",
-    target: step.delegate.agent,
-    part: typeof message === "string" ? { text: message } : { data: message ?? {} },
-  };
+  return typeof message === "string" ? { text: message } : { data: message ?? {} };
+}
+
+/** A `delegate: {url}` step: the task goes to an external A2A agent over HTTP, not on the bus. */
+async function runRemote(options: StepRunnerOptions, run: WorkRun, url: string): Promise<RunMachineEvent> {
+  const { step } = run;
+  if (!("delegate" in step)) throw new Error("runRemote takes delegate steps only");
+  const timeout = AbortSignal.timeout(step.timeout ?? options.stepTimeoutMs);
+  const result = await options.remoteAgents.run({
+    url,
+    skill: step.delegate.skill,
+    part: await delegatePart(step, run.scope),
+    signal: AbortSignal.any([run.signal, timeout]),
+    onStatus: (text) => run.onProgress?.(`step ${step.id}: remote agent ${text}`) ?? Promise.resolve(),
+  });
+  return { type: "STEP.SUCCEEDED", stepId: step.id, result };
 }
 
 /** `mcp://crm/contacts/c-1` reads `crm://contacts/c-1` from server `crm`. */

@@ -1,0 +1,105 @@
+import { randomUUID } from "node:crypto";
+import { Artifact as ArtifactCodec, TaskState as SdkTaskState, SendMessageRequest } from "@a2a-js/sdk";
+import { type Client, ClientFactory } from "@a2a-js/sdk/client";
+import type { Artifact, Part } from "../../../schemas/a2a.ts";
+import { ErrorCode } from "../../../schemas/errors.ts";
+import { LoomError } from "../../kit/index.ts";
+import { artifactValue } from "../artifact-value.ts";
+
+const FINAL_STATES = new Set([
+  SdkTaskState.TASK_STATE_COMPLETED,
+  SdkTaskState.TASK_STATE_FAILED,
+  SdkTaskState.TASK_STATE_CANCELED,
+  SdkTaskState.TASK_STATE_REJECTED,
+]);
+
+/**
+ * External A2A agents a `delegate: {url}` step hands work to: the Agent Card is fetched once per
+ * URL, the message goes out streaming with the credentials configured for that URL (never the
+ * run's own token), and the remote task's first artifact becomes the step's result.
+ */
+export class RemoteAgents {
+  readonly #credentials: Record<string, string>;
+  readonly #clients = new Map<string, Promise<Client>>();
+
+  /** `credentials` maps URL prefixes to the `Authorization` value to send there. */
+  constructor(credentials: Record<string, string>) {
+    this.#credentials = credentials;
+  }
+
+  async run(options: {
+    url: string;
+    skill: string | undefined;
+    part: Part;
+    signal: AbortSignal;
+    onStatus: (text: string) => Promise<void>;
+  }): Promise<unknown> {
+    const client = await this.#client(options.url);
+    const authorization = Object.entries(this.#credentials).find(([prefix]) =>
+      options.url.startsWith(prefix),
+    )?.[1];
+    const request = SendMessageRequest.fromJSON({
+      message: {
+        messageId: randomUUID(),
+        role: "ROLE_USER",
+        parts: [options.part],
+        ...(options.skill === undefined ? {} : { metadata: { skill: options.skill } }),
+      },
+    });
+    let state = SdkTaskState.TASK_STATE_SUBMITTED;
+    let detail = "";
+    const artifacts: Artifact[] = [];
+    const stream = client.sendMessageStream(request, {
+      signal: options.signal,
+      ...(authorization === undefined ? {} : { serviceParameters: { Authorization: authorization } }),
+    });
+    for await (const event of stream) {
+      const payload = event.payload;
+      if (payload?.$case === "task") {
+        state = payload.value.status?.state ?? state;
+        artifacts.push(
+          ...payload.value.artifacts.map((artifact) => ArtifactCodec.toJSON(artifact) as Artifact),
+        );
+      } else if (payload?.$case === "statusUpdate") {
+        state = payload.value.status?.state ?? state;
+        const parts = payload.value.status?.message?.parts ?? [];
+        detail = parts
+          .flatMap((part) => (part.content?.$case === "text" ? [part.content.value] : []))
+          .join(" ");
+        await options.onStatus(
+          `${SdkTaskState[state]?.replace("TASK_STATE_", "").toLowerCase() ?? "update"}: ${detail}`,
+        );
+      } else if (payload?.$case === "artifactUpdate" && payload.value.artifact !== undefined) {
+        artifacts.push(ArtifactCodec.toJSON(payload.value.artifact) as Artifact);
+      }
+      if (FINAL_STATES.has(state) || state === SdkTaskState.TASK_STATE_INPUT_REQUIRED) break;
+    }
+    if (state === SdkTaskState.TASK_STATE_COMPLETED) return artifactValue(artifacts.at(-1));
+    if (state === SdkTaskState.TASK_STATE_INPUT_REQUIRED) {
+      throw new LoomError(
+        ErrorCode.TOOL_ERROR,
+        `the agent at ${options.url} asks for input (${detail}); Loom cannot relay it yet`,
+      );
+    }
+    throw new LoomError(
+      ErrorCode.TOOL_ERROR,
+      `the agent at ${options.url} ended its task ${SdkTaskState[state] ?? state}: ${detail}`,
+    );
+  }
+
+  #client(url: string): Promise<Client> {
+    let client = this.#clients.get(url);
+    if (client === undefined) {
+      client = new ClientFactory().createFromUrl(url).catch((cause: unknown) => {
+        this.#clients.delete(url);
+        throw new LoomError(
+          ErrorCode.AGENT_UNAVAILABLE,
+          `cannot read the Agent Card at ${url}: ${String(cause)}`,
+          { cause },
+        );
+      });
+      this.#clients.set(url, client);
+    }
+    return client;
+  }
+}
