@@ -1,19 +1,35 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { z } from "zod";
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
-import { AgentTaskContract } from "../../schemas/contracts.ts";
+import { AgentTaskContract, RunCancelContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { RunSubmissionSchema } from "../../schemas/run.ts";
-import { agentTasksSubject, Headers, Subjects } from "../../schemas/subjects.ts";
+import {
+  agentCancelSubject,
+  agentTasksSubject,
+  Headers,
+  runCancelSubject,
+  Subjects,
+} from "../../schemas/subjects.ts";
 import {
   encodePayload,
   type Logger,
   LoomError,
+  request,
   type Service,
   serve,
   tracedHeaders,
   watchRun,
 } from "../kit/index.ts";
+
+const CANCEL_TIMEOUT_MS = 10_000;
+const CancelSchema = z.object({ taskId: z.string().min(1) });
+
+/** The run a task starts: derived from the task id, so a re-sent task joins the run it started. */
+function childRunId(taskId: string): string {
+  return taskId.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 128);
+}
 
 /** The agent name a workflow answers to on the bus: `wf-<id>`. */
 export function workflowAgentName(workflowId: string): string {
@@ -32,6 +48,7 @@ export class WorkflowAgents {
   readonly #js: JetStreamClient;
   readonly #log: Logger;
   readonly #services = new Map<string, Service>();
+  readonly #cancels: Subscription[] = [];
 
   constructor(nc: NatsConnection, js: JetStreamClient, log: Logger) {
     this.#nc = nc;
@@ -52,14 +69,36 @@ export class WorkflowAgents {
         handle: (message, context) => this.#run(workflowId, message, context.authorization),
       }),
     );
+    // A canceled delegate step cancels the run it started here.
+    this.#cancels.push(
+      this.#nc.subscribe(agentCancelSubject(agent), {
+        callback: (_error, message) => {
+          const cancel = CancelSchema.safeParse(message.json());
+          if (!cancel.success) return;
+          const runId = childRunId(cancel.data.taskId);
+          void request(
+            this.#nc,
+            runCancelSubject(runId),
+            RunCancelContract,
+            { reason: "the delegating step was canceled" },
+            {
+              timeoutMs: CANCEL_TIMEOUT_MS,
+            },
+          ).catch((error: unknown) =>
+            this.#log.warn({ err: error, run_id: runId }, "could not cancel a delegated run"),
+          );
+        },
+      }),
+    );
   }
 
   async stop(): Promise<void> {
+    for (const subscription of this.#cancels) subscription.unsubscribe();
     await Promise.all([...this.#services.values()].map((service) => service.stop()));
   }
 
   async #run(workflowId: string, message: Message, authorization: string | undefined): Promise<Task> {
-    const runId = `${message.taskId ?? message.messageId}`.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 128);
+    const runId = childRunId(message.taskId ?? message.messageId);
     const data = message.parts.find((part) => "data" in part);
     const text = message.parts.find((part) => "text" in part);
     const input =
