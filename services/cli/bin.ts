@@ -2,6 +2,7 @@
 import { Command, Option } from "commander";
 import type { PolicyAction } from "../../schemas/policy.ts";
 import { LoomError, setupTelemetry } from "../kit/index.ts";
+import { agentsCardCommand, submitA2aCommand } from "./commands/a2a.ts";
 import { auditTailCommand, auditVerifyCommand } from "./commands/audit.ts";
 import { devCommand } from "./commands/dev.ts";
 import { memoryClearCommand, memoryGetCommand } from "./commands/memory.ts";
@@ -50,10 +51,22 @@ program
   .option("-w, --watch", "follow the run until it ends; exit 0 completed, 1 failed, 2 rejected", false)
   .option("--json", "print JSON instead of text", false)
   .option("--context <contextId>", "A2A context to run in")
+  .option("--a2a <url>", "drive any A2A agent at this base URL instead: <workflow> names the skill")
   .action(
     action(
-      (workflow: string, options: { input?: string; watch: boolean; json: boolean; context?: string }) => {
+      (
+        workflow: string,
+        options: { input?: string; watch: boolean; json: boolean; context?: string; a2a?: string },
+      ) => {
         const globals = program.opts<{ nats: string; token?: string }>();
+        if (options.a2a !== undefined) {
+          return submitA2aCommand(options.a2a, workflow, {
+            token: globals.token,
+            input: options.input,
+            watch: options.watch,
+            json: options.json,
+          });
+        }
         return submitCommand(workflow, {
           nats: globals.nats,
           token: globals.token,
@@ -66,6 +79,13 @@ program
       },
     ),
   );
+
+const agents = program.command("agents").description("A2A agents");
+agents
+  .command("card")
+  .description("print an A2A Agent Card: Loom's own, or any agent's with --url")
+  .option("--url <url>", "the agent's base URL", config.LOOM_A2A_URL)
+  .action(action((options: { url: string }) => agentsCardCommand(options)));
 
 const workflow = program.command("workflow").description("register and inspect workflow definitions");
 workflow

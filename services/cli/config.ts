@@ -7,6 +7,8 @@ export const CliConfigSchema = TelemetryConfigSchema.extend({
   LOOM_TOKEN: z.string().optional(),
   /** Jaeger's UI (for example http://localhost:16686); `loom runs trace` then prints the trace's URL. */
   LOOM_JAEGER_UI: z.url().optional(),
+  /** Where Loom's A2A edge answers, for `loom agents card`. */
+  LOOM_A2A_URL: z.url().default("http://127.0.0.1:7410"),
   /** Log format of the services `loom dev` (`npm start`) starts: pretty by default, for a person. */
   LOG_FORMAT: z.enum(LogFormat).default(LogFormat.PRETTY),
 });

@@ -177,6 +177,24 @@ describe("a2a - any A2A client drives Loom workflows over HTTP", () => {
     expect(canceled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
   });
 
+  it("a2a - loom agents card prints the card and loom submit --a2a drives the agent over HTTP", async () => {
+    const card = await loom.cli(["agents", "card", "--url", baseUrl]);
+    expect(card.code).toBe(0);
+    expect(JSON.parse(card.stdout).skills.map((skill: { id: string }) => skill.id)).toContain("hello");
+
+    const run = await loom.cli(
+      ["submit", "hello", "--a2a", baseUrl, "--input", '{"contactId":"c-2"}', "--watch", "--json"],
+      {
+        token: tokenFor("alice", "analyst"),
+      },
+    );
+    expect(JSON.parse(run.stdout)).toMatchObject({
+      state: "completed",
+      output: { greeting: "Hello, Grace Hopper" },
+    });
+    expect(run.code).toBe(0);
+  });
+
   it("a2a - a call without a bearer token is refused with 401", async () => {
     const response = await fetch(`${baseUrl}/a2a/jsonrpc`, {
       method: "POST",

@@ -143,7 +143,7 @@ async function readWorkflowArg(arg: string): Promise<unknown> {
 }
 
 /** `--input '{"a":1}'` or `--input @input.json`. */
-async function readInput(arg: string | undefined): Promise<Record<string, unknown>> {
+export async function readInput(arg: string | undefined): Promise<Record<string, unknown>> {
   if (arg === undefined) return {};
   const text = arg.startsWith("@") ? await readFile(arg.slice(1), "utf8") : arg;
   let value: unknown;
