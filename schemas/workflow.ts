@@ -176,6 +176,8 @@ export const WorkflowSchema = z
     output: z.unknown().optional(),
     /** The longest a run may take, waiting for approvals included; past it the run fails. */
     deadline: DurationSchema.optional(),
+    /** Example inputs, shown to A2A clients in the skill this workflow becomes. */
+    examples: z.array(z.record(z.string(), z.unknown())).optional(),
   })
   .strict()
   .superRefine((workflow, context) => {

@@ -116,7 +116,10 @@ describe("a2a - any A2A client drives Loom workflows over HTTP", () => {
     );
     expect(card.capabilities?.streaming).toBe(true);
     expect(Object.keys(card.securitySchemes)).toEqual(["bearer"]);
-    expect(card.skills.find((skill) => skill.id === "hello")?.examples[0]).toContain("contactId");
+    expect(card.skills.find((skill) => skill.id === "hello")?.examples).toEqual([
+      JSON.stringify({ contactId: "c-1" }),
+    ]);
+    expect(card.supportedInterfaces.map((iface) => iface.protocolBinding)).toEqual(["JSONRPC", "HTTP+JSON"]);
   });
 
   it("a2a - a blocking SendMessage runs hello to completion; GetTask and ListTasks find it", async () => {
@@ -193,6 +196,34 @@ describe("a2a - any A2A client drives Loom workflows over HTTP", () => {
       output: { greeting: "Hello, Grace Hopper" },
     });
     expect(run.code).toBe(0);
+  });
+
+  it("a2a - the HTTP+JSON binding runs hello with plain curl-style requests", async () => {
+    const headers = {
+      "content-type": "application/json",
+      "A2A-Version": "1.0",
+      authorization: `Bearer ${tokenFor("alice", "analyst")}`,
+    };
+    const sent = await fetch(`${baseUrl}/a2a/rest/message:send`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        message: {
+          messageId: randomUUID(),
+          role: "ROLE_USER",
+          parts: [{ data: { contactId: "c-1" } }],
+          metadata: { skill: "hello" },
+        },
+      }),
+    });
+    expect(sent.status).toBe(200);
+    const { task } = (await sent.json()) as { task: { id: string; status: { state: string } } };
+    expect(task.status.state).toBe("TASK_STATE_COMPLETED");
+    const fetched = await fetch(`${baseUrl}/a2a/rest/tasks/${task.id}`, { headers });
+    expect(
+      ((await fetched.json()) as { artifacts: Array<{ parts: Array<{ data: { greeting: string } }> }> })
+        .artifacts[0]?.parts[0]?.data.greeting,
+    ).toBe("Hello, Ada Lovelace");
   });
 
   it("a2a - a call without a bearer token is refused with 401", async () => {

@@ -2,6 +2,7 @@ import { type AgentCard, AgentCard as AgentCardCodec } from "@a2a-js/sdk";
 import type { Workflow } from "../../../schemas/workflow.ts";
 
 export const A2A_JSONRPC_PATH = "/a2a/jsonrpc";
+export const A2A_REST_PATH = "/a2a/rest";
 
 /**
  * Loom's Agent Card: one skill per registered workflow (latest version), streaming, and bearer
@@ -19,6 +20,7 @@ export function buildAgentCard(options: {
     version: options.version,
     supportedInterfaces: [
       { url: `${base}${A2A_JSONRPC_PATH}`, protocolBinding: "JSONRPC", protocolVersion: "1.0" },
+      { url: `${base}${A2A_REST_PATH}`, protocolBinding: "HTTP+JSON", protocolVersion: "1.0" },
     ],
     provider: { organization: "Loom", url: base },
     capabilities: { streaming: true, pushNotifications: true },
@@ -46,8 +48,9 @@ export function buildAgentCard(options: {
   });
 }
 
-/** An example input built from the workflow's input schema: its required properties' descriptions. */
+/** The workflow file's `examples`, else one built from its input schema's required properties. */
 function exampleOf(workflow: Workflow): string[] {
+  if (workflow.examples !== undefined) return workflow.examples.map((example) => JSON.stringify(example));
   const properties = (workflow.input?.properties ?? {}) as Record<string, { description?: string }>;
   const required = (workflow.input?.required ?? []) as string[];
   if (required.length === 0) return [];

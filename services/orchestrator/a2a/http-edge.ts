@@ -1,15 +1,15 @@
 import { createServer, type Server } from "node:http";
 import type { AgentCard } from "@a2a-js/sdk";
-import { agentCardHandler, jsonRpcHandler } from "@a2a-js/sdk/server/express";
+import { agentCardHandler, jsonRpcHandler, restHandler } from "@a2a-js/sdk/server/express";
 import express from "express";
 import type { Logger } from "../../kit/index.ts";
-import { A2A_JSONRPC_PATH } from "./agent-card.ts";
+import { A2A_JSONRPC_PATH, A2A_REST_PATH } from "./agent-card.ts";
 import { bearerToken, userOf } from "./bearer-user.ts";
 import type { NatsA2ARequestHandler } from "./nats-request-handler.ts";
 
 /**
- * The A2A HTTP edge: the Agent Card at `/.well-known/agent-card.json` and JSON-RPC at
- * `/a2a/jsonrpc`. A call without a bearer token is refused with 401 before it reaches a handler.
+ * The A2A HTTP edge: the Agent Card at `/.well-known/agent-card.json`, JSON-RPC at `/a2a/jsonrpc`
+ * and HTTP+JSON at `/a2a/rest`. A call without a bearer token is refused with 401 before it reaches a handler.
  */
 export async function startA2AEdge(options: {
   port: number;
@@ -22,7 +22,7 @@ export async function startA2AEdge(options: {
     "/.well-known/agent-card.json",
     agentCardHandler({ agentCardProvider: async () => options.card() }),
   );
-  app.use(A2A_JSONRPC_PATH, (req, res, next) => {
+  const requireBearer: express.RequestHandler = (req, res, next) => {
     if (bearerToken(req) !== undefined) return next();
     res
       .status(401)
@@ -32,8 +32,17 @@ export async function startA2AEdge(options: {
         id: null,
         error: { code: -32001, message: "a bearer token is required (Authorization: Bearer …)" },
       });
-  });
-  app.use(A2A_JSONRPC_PATH, jsonRpcHandler({ requestHandler: options.handler, userBuilder: userOf }));
+  };
+  app.use(
+    A2A_JSONRPC_PATH,
+    requireBearer,
+    jsonRpcHandler({ requestHandler: options.handler, userBuilder: userOf }),
+  );
+  app.use(
+    A2A_REST_PATH,
+    requireBearer,
+    restHandler({ requestHandler: options.handler, userBuilder: userOf }),
+  );
   const server = createServer(app);
   await new Promise<void>((resolve) => server.listen(options.port, resolve));
   const address = server.address();
