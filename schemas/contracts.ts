@@ -2,6 +2,12 @@ import type { z } from "zod";
 import { MessageSchema, TaskSchema } from "./a2a.ts";
 import { PolicyDecisionRequestSchema, PolicyDecisionSchema, PolicyExplanationSchema } from "./policy.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
+import {
+  WorkflowApplyReplySchema,
+  WorkflowApplySchema,
+  WorkflowGraphReplySchema,
+  WorkflowGraphSchema,
+} from "./workflow.ts";
 
 /** A request/reply pair on the bus: what the caller sends and what a successful reply holds. */
 export interface RequestContract<Req extends z.ZodType = z.ZodType, Res extends z.ZodType = z.ZodType> {
@@ -33,4 +39,14 @@ export const RunInputContract = {
 export const RunCancelContract = {
   request: RunCancelSchema,
   response: RunControlReplySchema,
+} as const satisfies RequestContract;
+
+export const WorkflowApplyContract = {
+  request: WorkflowApplySchema,
+  response: WorkflowApplyReplySchema,
+} as const satisfies RequestContract;
+
+export const WorkflowGraphContract = {
+  request: WorkflowGraphSchema,
+  response: WorkflowGraphReplySchema,
 } as const satisfies RequestContract;
