@@ -1,4 +1,6 @@
+import type { z } from "zod";
 import { RunCancelContract, RunInputContract } from "../../../schemas/contracts.ts";
+import type { RunControlReplySchema } from "../../../schemas/run.ts";
 import { Headers, runCancelSubject, runInputSubject } from "../../../schemas/subjects.ts";
 import { request } from "../../kit/index.ts";
 import { connectCli } from "../connection.ts";
@@ -14,13 +16,12 @@ interface ControlOptions {
 }
 
 /** `loom runs input <runId> --approve|--reject`: answers the approval a run waits for. */
-export async function runsInputCommand(
+export function runsInputCommand(
   runId: string,
   options: ControlOptions & { approved: boolean; step: string | undefined; comment: string | undefined },
 ): Promise<ExitCode> {
-  const nc = await connectCli(options.nats);
-  try {
-    const reply = await request(
+  return control(runId, options, (nc, headers) =>
+    request(
       nc,
       runInputSubject(runId),
       RunInputContract,
@@ -29,44 +30,48 @@ export async function runsInputCommand(
         ...(options.step === undefined ? {} : { stepId: options.step }),
         ...(options.comment === undefined ? {} : { comment: options.comment }),
       },
-      { timeoutMs: CONTROL_TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearer(options.token) } },
-    );
-    console.log(
-      options.json
-        ? JSON.stringify({ ...reply, state: stateName(reply.state) })
-        : `run ${runId} is ${stateName(reply.state)}`,
-    );
-    return ExitCode.OK;
-  } finally {
-    await nc.close();
-  }
+      { timeoutMs: CONTROL_TIMEOUT_MS, headers },
+    ),
+  );
 }
 
 /** `loom runs cancel <runId>`: cancels a run and the steps it has in flight. */
-export async function runsCancelCommand(
+export function runsCancelCommand(
   runId: string,
   options: ControlOptions & { reason: string | undefined },
 ): Promise<ExitCode> {
-  const nc = await connectCli(options.nats);
-  try {
-    const reply = await request(
+  return control(runId, options, (nc, headers) =>
+    request(
       nc,
       runCancelSubject(runId),
       RunCancelContract,
       options.reason === undefined ? {} : { reason: options.reason },
-      { timeoutMs: CONTROL_TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearer(options.token) } },
-    );
-    console.log(
-      options.json
-        ? JSON.stringify({ ...reply, state: stateName(reply.state) })
-        : `run ${runId} is ${stateName(reply.state)}`,
-    );
+      {
+        timeoutMs: CONTROL_TIMEOUT_MS,
+        headers,
+      },
+    ),
+  );
+}
+
+/** Sends one control request with the caller's token and prints the run's state after it. */
+async function control(
+  runId: string,
+  options: ControlOptions,
+  send: (
+    nc: Awaited<ReturnType<typeof connectCli>>,
+    headers: Record<string, string | undefined>,
+  ) => Promise<z.infer<typeof RunControlReplySchema>>,
+): Promise<ExitCode> {
+  const nc = await connectCli(options.nats);
+  try {
+    const reply = await send(nc, {
+      [Headers.AUTHORIZATION]: options.token === undefined ? undefined : `Bearer ${options.token}`,
+    });
+    const state = stateName(reply.state);
+    console.log(options.json ? JSON.stringify({ ...reply, state }) : `run ${runId} is ${state}`);
     return ExitCode.OK;
   } finally {
     await nc.close();
   }
-}
-
-function bearer(token: string | undefined): string | undefined {
-  return token === undefined ? undefined : `Bearer ${token}`;
 }
