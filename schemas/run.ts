@@ -85,10 +85,14 @@ export type RunRecord = z.infer<typeof RunRecordSchema>;
 /** Sent on `loom.v1.runs.<runId>.input` to answer an approval; the answerer's token is in the header. */
 export const RunInputSchema = z
   .object({
-    approved: z.boolean(),
-    /** The approval step answered; may be left out when the run waits for exactly one. */
+    /** The decision, for an approval (required there); passed on to a remote agent that asked. */
+    approved: z.boolean().optional(),
+    /** The step answered; may be left out when the run waits for exactly one. */
     stepId: z.string().optional(),
     comment: z.string().max(2_000).optional(),
+    /** For a delegate step whose remote agent asked for input: the answer as text or data. */
+    text: z.string().max(100_000).optional(),
+    data: z.record(z.string(), z.unknown()).optional(),
   })
   .strict();
 export type RunInput = z.infer<typeof RunInputSchema>;

@@ -95,6 +95,7 @@ export type WorkStep = z.infer<typeof WorkStepSchema>;
 export const OnErrorSchema = z
   .object({
     steps: z.array(WorkStepSchema).default([]),
+    // biome-ignore lint/suspicious/noThenProperty: `then` is the DSL's word; a parsed OnError is plain data, never awaited.
     then: z.enum(["fail", "continue"]).default("fail"),
   })
   .strict();

@@ -9,7 +9,7 @@ import { memoryClearCommand, memoryGetCommand } from "./commands/memory.ts";
 import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./commands/policy.ts";
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
 import { runsGetCommand } from "./commands/runs.ts";
-import { submitCommand } from "./commands/submit.ts";
+import { readInput, submitCommand } from "./commands/submit.ts";
 import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
 import { toolsListCommand } from "./commands/tools.ts";
 import { runsTraceCommand } from "./commands/trace.ts";
@@ -124,26 +124,41 @@ memory
 const runs = program.command("runs").description("inspect and steer runs");
 runs
   .command("input")
-  .description("answer the approval a run waits for (input-required)")
+  .description("answer a run waiting for input: an approval, or a question from a remote agent")
   .argument("<runId>")
   .addOption(new Option("--approve", "approve").conflicts("reject"))
   .addOption(new Option("--reject", "reject").conflicts("approve"))
-  .option("--step <stepId>", "the approval step, when the run waits for several")
+  .option("--text <text>", "an answer in words, for a remote agent that asked")
+  .option("--data <json>", "an answer as a JSON object, for a remote agent that asked")
+  .option("--step <stepId>", "the step answered, when the run waits for several")
   .option("--comment <text>", "a note kept with the answer")
   .option("--json", "print JSON", false)
   .action(
     action(
-      (
+      async (
         runId: string,
-        options: { approve?: boolean; reject?: boolean; step?: string; comment?: string; json: boolean },
+        options: {
+          approve?: boolean;
+          reject?: boolean;
+          text?: string;
+          data?: string;
+          step?: string;
+          comment?: string;
+          json: boolean;
+        },
       ) => {
-        if (options.approve !== true && options.reject !== true) throw new Error("say --approve or --reject");
+        const decided = options.approve === true || options.reject === true;
+        if (!decided && options.text === undefined && options.data === undefined) {
+          throw new Error("say --approve or --reject, or answer with --text or --data");
+        }
         const globals = program.opts<{ nats: string; token?: string }>();
         return runsInputCommand(runId, {
           nats: globals.nats,
           token: globals.token,
           json: options.json,
-          approved: options.approve === true,
+          approved: decided ? options.approve === true : undefined,
+          text: options.text,
+          data: options.data === undefined ? undefined : await readInput(options.data),
           step: options.step,
           comment: options.comment,
         });

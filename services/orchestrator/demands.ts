@@ -1,10 +1,18 @@
 import { TaskState } from "../../schemas/a2a.ts";
 import type { ApprovalStep, ChoiceStep, Step, Workflow, WorkStep } from "../../schemas/workflow.ts";
-import type { FinalState, RunContext, StateDemand } from "./run-machine.ts";
+import type { FinalState, InputAnswer, RunContext, StateDemand } from "./run-machine.ts";
 
 /** Something the driver must do for a run now, keyed so a run never has it under way twice. */
 export type Effect =
-  | { kind: "work"; key: string; step: WorkStep; attempt: number; visit: number }
+  | {
+      kind: "work";
+      key: string;
+      step: WorkStep;
+      attempt: number;
+      visit: number;
+      /** For a delegate step whose remote agent asked for input: the task to answer, and the answer. */
+      followUp?: { remoteTaskId: string; answer: InputAnswer };
+    }
   | { kind: "choice"; key: string; step: ChoiceStep }
   | { kind: "approval-request"; key: string; step: ApprovalStep }
   | { kind: "output"; key: string };
@@ -37,7 +45,13 @@ export function pendingEffects(workflow: Workflow, snapshot: RunSnapshotView): E
     const step = findStep(workflow, demand.stepId);
     if (demand.effect === "work" && step !== undefined && isWorkStep(step)) {
       const attempt = snapshot.context.attempts[step.id] ?? 1;
+      const remote = snapshot.context.remoteInputs?.[step.id];
+      // A remote agent waits for an answer nobody has given yet: nothing to do until someone does.
+      if (remote !== undefined && remote.answer === undefined) continue;
       effects.push({
+        ...(remote?.answer === undefined
+          ? {}
+          : { followUp: { remoteTaskId: remote.remoteTaskId, answer: remote.answer } }),
         kind: "work",
         key: `${step.id}#${attempt}`,
         step,
@@ -58,6 +72,19 @@ export function awaitedApprovals(snapshot: RunSnapshotView): string[] {
   return activeDemands(snapshot).flatMap((demand) => ("wait" in demand ? [demand.stepId] : []));
 }
 
+/** The delegate steps whose remote agent waits for an answer, by step id. */
+export function awaitedRemoteInputs(snapshot: RunSnapshotView): string[] {
+  if (snapshot.status === "done") return [];
+  const active = new Set(
+    activeDemands(snapshot).flatMap((demand) =>
+      "effect" in demand && demand.effect === "work" ? [demand.stepId] : [],
+    ),
+  );
+  return Object.entries(snapshot.context.remoteInputs ?? {}).flatMap(([stepId, remote]) =>
+    active.has(stepId) && remote.answer === undefined ? [stepId] : [],
+  );
+}
+
 const FINAL_TASK_STATE: Record<FinalState, TaskState> = {
   completed: TaskState.COMPLETED,
   failed: TaskState.FAILED,
@@ -68,7 +95,7 @@ const FINAL_TASK_STATE: Record<FinalState, TaskState> = {
 /** The A2A state of a run: its final state, input-required while only approvals are awaited, else working. */
 export function taskStateOf(workflow: Workflow, snapshot: RunSnapshotView): TaskState {
   if (snapshot.status === "done") return FINAL_TASK_STATE[snapshot.value as FinalState] ?? TaskState.FAILED;
-  const waiting = awaitedApprovals(snapshot).length > 0;
+  const waiting = awaitedApprovals(snapshot).length + awaitedRemoteInputs(snapshot).length > 0;
   return waiting && pendingEffects(workflow, snapshot).length === 0
     ? TaskState.INPUT_REQUIRED
     : TaskState.WORKING;

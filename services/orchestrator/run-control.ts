@@ -7,9 +7,9 @@ import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
 import type { RunControlReply } from "../../schemas/run.ts";
 import { Headers, Subjects } from "../../schemas/subjects.ts";
 import { type Logger, LoomError, NO_REPLY, request, type Service, serve } from "../kit/index.ts";
-import { awaitedApprovals, findStep } from "./demands.ts";
+import { awaitedApprovals, awaitedRemoteInputs, findStep } from "./demands.ts";
 import type { RunDriver } from "./run-driver.ts";
-import { machineFor } from "./run-machine.ts";
+import { machineFor, type RunMachineEvent } from "./run-machine.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
 
 export interface RunControlOptions {
@@ -41,17 +41,18 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
       const runId = runIdOf(context.subject);
       const stored = await loadWaiting(options.runs, runId);
       const definition = stored.record.definition;
-      const waiting = definition === undefined ? [] : awaitedApprovals(restoreSnapshot(stored));
+      const snapshot = definition === undefined ? undefined : restoreSnapshot(stored);
+      const approvals = snapshot === undefined ? [] : awaitedApprovals(snapshot);
+      const remoteInputs = snapshot === undefined ? [] : awaitedRemoteInputs(snapshot);
+      const waiting = [...approvals, ...remoteInputs];
       const stepId = body.stepId ?? (waiting.length === 1 ? waiting[0] : undefined);
       if (stepId === undefined || !waiting.includes(stepId)) {
-        const expected = waiting.length === 0 ? "no approval" : `one of: ${waiting.join(", ")}`;
+        const expected = waiting.length === 0 ? "no input" : `one of: ${waiting.join(", ")}`;
         throw new LoomError(
           ErrorCode.RUN_NOT_WAITING,
           `run ${runId} waits for ${expected}${body.stepId ? `, not ${body.stepId}` : ""}`,
         );
       }
-      const step = definition === undefined ? undefined : findStep(definition, stepId);
-      const roles = step !== undefined && "approval" in step ? step.approval.roles : [];
       const decision = await request(
         options.nc,
         Subjects.POLICY_DECIDE,
@@ -69,22 +70,47 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
           details: { rule: decision.rule },
         });
       }
-      if (!decision.principal.roles.some((role) => roles.includes(role))) {
-        throw new LoomError(
-          ErrorCode.POLICY_DENIED,
-          `only ${roles.join(", ")} may answer approval ${stepId}`,
-          {
-            details: { rule: `approval:${stepId}` },
+      const by = decision.principal.id;
+      let event: RunMachineEvent;
+      if (approvals.includes(stepId)) {
+        const step = definition === undefined ? undefined : findStep(definition, stepId);
+        const roles = step !== undefined && "approval" in step ? step.approval.roles : [];
+        if (!decision.principal.roles.some((role) => roles.includes(role))) {
+          throw new LoomError(
+            ErrorCode.POLICY_DENIED,
+            `only ${roles.join(", ")} may answer approval ${stepId}`,
+            {
+              details: { rule: `approval:${stepId}` },
+            },
+          );
+        }
+        if (body.approved === undefined) {
+          throw new LoomError(
+            ErrorCode.INVALID_INPUT,
+            `approval ${stepId} takes a decision: approve or reject`,
+          );
+        }
+        event = {
+          type: "APPROVAL.ANSWERED",
+          stepId,
+          approved: body.approved,
+          by,
+          ...(body.comment === undefined ? {} : { comment: body.comment }),
+        };
+      } else {
+        const text = body.text ?? body.comment;
+        event = {
+          type: "STEP.INPUT_GIVEN",
+          stepId,
+          answer: {
+            by,
+            ...(body.approved === undefined ? {} : { approved: body.approved }),
+            ...(text === undefined ? {} : { text }),
+            ...(body.data === undefined ? {} : { data: body.data }),
           },
-        );
+        };
       }
-      const state = await options.driver.deliver(stored, {
-        type: "APPROVAL.ANSWERED",
-        stepId,
-        approved: body.approved,
-        by: decision.principal.id,
-        ...(body.comment === undefined ? {} : { comment: body.comment }),
-      });
+      const state = await options.driver.deliver(stored, event);
       if (state === undefined)
         throw new LoomError(ErrorCode.RUN_NOT_WAITING, `run ${runId} is being driven elsewhere; try again`);
       return { runId, state } satisfies RunControlReply;

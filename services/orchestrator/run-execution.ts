@@ -292,6 +292,7 @@ export class RunExecution {
           attempt,
           scope,
           signal,
+          followUp: effect.followUp,
           onProgress: (text) =>
             this.#options.events.status(
               record,
@@ -360,6 +361,22 @@ export class RunExecution {
         record.state,
         `step ${event.stepId}: ${event.approved ? "approved" : "rejected"} by ${event.by}`,
         `answer:${event.stepId}:${record.updatedAt}`,
+        { stepId: event.stepId },
+      );
+    } else if (event.type === "STEP.INPUT_REQUIRED") {
+      await events.status(
+        record,
+        record.state,
+        `step ${event.stepId}: the remote agent asks: ${event.prompt}`,
+        `remote-input:${event.stepId}:${record.updatedAt}`,
+        { stepId: event.stepId },
+      );
+    } else if (event.type === "STEP.INPUT_GIVEN") {
+      await events.status(
+        record,
+        record.state,
+        `step ${event.stepId}: answered by ${event.answer.by}`,
+        `remote-answer:${event.stepId}:${record.updatedAt}`,
         { stepId: event.stepId },
       );
     }

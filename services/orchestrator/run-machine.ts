@@ -23,14 +23,36 @@ export interface RunContext {
   visits: Record<string, number>;
   /** Prompts of approvals being waited for, by step id. */
   approvals: Record<string, string>;
+  /**
+   * Delegate steps whose remote agent asked for input, by step id: its prompt and task, then the
+   * answer to send it. Absent in snapshots made before remote input existed.
+   */
+  remoteInputs?: Record<string, RemoteInput>;
   output?: unknown;
   error?: WireError;
+}
+
+/** What a person answers a run that waits for input: a decision, text, or structured data. */
+export interface InputAnswer {
+  approved?: boolean;
+  text?: string;
+  data?: Record<string, unknown>;
+  by: string;
+}
+
+export interface RemoteInput {
+  prompt: string;
+  remoteTaskId: string;
+  answer?: InputAnswer;
 }
 
 /** Outcomes of the effects the driver performs, and requests from outside, fed to the machine. */
 export type RunMachineEvent =
   | { type: "STEP.SUCCEEDED"; stepId: string; result: unknown }
   | { type: "STEP.FAILED"; stepId: string; error: WireError }
+  /** A delegate step's remote agent asks for input: the run waits for someone to answer. */
+  | { type: "STEP.INPUT_REQUIRED"; stepId: string; prompt: string; remoteTaskId: string }
+  | { type: "STEP.INPUT_GIVEN"; stepId: string; answer: InputAnswer }
   | { type: "CHOICE.DECIDED"; stepId: string; target: string }
   | { type: "APPROVAL.REQUESTED"; stepId: string; prompt: string }
   | { type: "APPROVAL.ANSWERED"; stepId: string; approved: boolean; by: string; comment?: string }
@@ -99,9 +121,33 @@ const machineSetup = setup({
       attempts: { ...context.attempts, [params.stepId]: (context.attempts[params.stepId] ?? 0) + 1 },
       tries: { ...context.tries, [params.stepId]: (context.tries[params.stepId] ?? 1) + 1 },
     })),
-    recordResult: assign(({ context, event }, params: { name: string }) => ({
-      steps: { ...context.steps, [params.name]: "result" in event ? event.result : null },
-    })),
+    recordResult: assign(({ context, event }, params: { name: string }) => {
+      const { [event.type === "STEP.SUCCEEDED" ? event.stepId : ""]: _done, ...remoteInputs } =
+        context.remoteInputs ?? {};
+      return {
+        steps: { ...context.steps, [params.name]: "result" in event ? event.result : null },
+        remoteInputs,
+      };
+    }),
+    recordRemoteInput: assign(({ context, event }) =>
+      event.type === "STEP.INPUT_REQUIRED"
+        ? {
+            remoteInputs: {
+              ...context.remoteInputs,
+              [event.stepId]: { prompt: event.prompt, remoteTaskId: event.remoteTaskId },
+            },
+          }
+        : {},
+    ),
+    /** The answer goes out as a new attempt of the same step, which carries it to the remote task. */
+    recordRemoteAnswer: assign(({ context, event }) => {
+      const waiting = event.type === "STEP.INPUT_GIVEN" ? context.remoteInputs?.[event.stepId] : undefined;
+      if (event.type !== "STEP.INPUT_GIVEN" || waiting === undefined) return {};
+      return {
+        remoteInputs: { ...context.remoteInputs, [event.stepId]: { ...waiting, answer: event.answer } },
+        attempts: { ...context.attempts, [event.stepId]: (context.attempts[event.stepId] ?? 0) + 1 },
+      };
+    }),
     recordFailure: assign(({ context, event }, params: { name: string }) =>
       event.type === "STEP.FAILED"
         ? { error: event.error, steps: { ...context.steps, [params.name]: { error: event.error } } }
@@ -227,6 +273,8 @@ function workState(step: WorkStep, onSuccess: string, onFail: string): NodeConfi
         target: onSuccess,
         actions: { type: "recordResult", params: { name } },
       },
+      "STEP.INPUT_REQUIRED": { guard: { type: "isStep", params: { stepId } }, actions: "recordRemoteInput" },
+      "STEP.INPUT_GIVEN": { guard: { type: "isStep", params: { stepId } }, actions: "recordRemoteAnswer" },
       "STEP.FAILED": [
         {
           guard: { type: "canRetry", params: { stepId, max: step.retry?.max ?? 1, on: step.retry?.on } },

@@ -17,7 +17,7 @@ import { encodeJson, LoomError, request, SpanKind, toWireError, withSpan } from 
 import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
-import type { RunMachineEvent } from "./run-machine.ts";
+import type { InputAnswer, RunMachineEvent } from "./run-machine.ts";
 
 /** Extra time an agent gets over the step's own timeout to answer with a typed error. */
 const REPLY_MARGIN_MS = 2_000;
@@ -37,6 +37,8 @@ export interface WorkRun {
   attempt: number;
   scope: ExpressionScope;
   signal: AbortSignal;
+  /** For a delegate step answering its remote agent: the remote task and the answer. */
+  followUp?: { remoteTaskId: string; answer: InputAnswer } | undefined;
   /** Progress worth telling the run's watchers (a remote agent's status updates). */
   onProgress?: (text: string) => Promise<void>;
 }
@@ -208,14 +210,36 @@ async function runRemote(options: StepRunnerOptions, run: WorkRun, url: string):
   const { step } = run;
   if (!("delegate" in step)) throw new Error("runRemote takes delegate steps only");
   const timeout = AbortSignal.timeout(step.timeout ?? options.stepTimeoutMs);
-  const result = await options.remoteAgents.run({
+  const outcome = await options.remoteAgents.run({
     url,
     skill: step.delegate.skill,
     part: await delegatePart(step, run.scope),
+    followUp:
+      run.followUp === undefined
+        ? undefined
+        : { remoteTaskId: run.followUp.remoteTaskId, part: answerPart(run.followUp.answer) },
     signal: AbortSignal.any([run.signal, timeout]),
     onStatus: (text) => run.onProgress?.(`step ${step.id}: remote agent ${text}`) ?? Promise.resolve(),
   });
-  return { type: "STEP.SUCCEEDED", stepId: step.id, result };
+  if (outcome.kind === "input-required") {
+    return {
+      type: "STEP.INPUT_REQUIRED",
+      stepId: step.id,
+      prompt: outcome.prompt,
+      remoteTaskId: outcome.remoteTaskId,
+    };
+  }
+  return { type: "STEP.SUCCEEDED", stepId: step.id, result: outcome.value };
+}
+
+/** An answer as the A2A part a remote agent reads: its data, its decision, or its text. */
+function answerPart(answer: InputAnswer): Message["parts"][number] {
+  if (answer.data !== undefined) return { data: answer.data };
+  if (answer.approved !== undefined)
+    return {
+      data: { approved: answer.approved, ...(answer.text === undefined ? {} : { comment: answer.text }) },
+    };
+  return { text: answer.text ?? "" };
 }
 
 /** `mcp://crm/contacts/c-1` reads `crm://contacts/c-1` from server `crm`. */

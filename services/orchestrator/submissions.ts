@@ -151,7 +151,13 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
           ...(workflow.deadline === undefined
             ? {}
             : { deadlineAt: new Date(now + workflow.deadline).toISOString() }),
-          ...(authorization === undefined ? {} : { authorization }),
+          // Later steps are decided with the run token (bound to this run), so the run outlives
+          // the caller's own token; without one, the caller's token is all there is.
+          ...(decision.runToken !== undefined
+            ? { authorization: `Bearer ${decision.runToken}` }
+            : authorization === undefined
+              ? {}
+              : { authorization }),
           traceContext: traceContextFields(),
           createdAt: new Date(now).toISOString(),
           updatedAt: new Date(now).toISOString(),

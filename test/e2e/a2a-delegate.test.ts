@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
@@ -24,10 +25,22 @@ steps:
 output: "{% 'remote says: ' & $steps.remote.greeting %}"
 `,
     );
+    await writeFile(
+      join(dir, "ask-remote-enrich.yaml"),
+      `id: ask-remote-enrich
+steps:
+  - id: enrich
+    delegate: { url: "${remoteUrl}", skill: crm-enrich, message: { contactId: "{% $input.contactId %}" } }
+    timeout: 60s
+output: "{% $steps.enrich %}"
+`,
+    );
     remote = await startLoom({ env: { LOOM_A2A_PORT: String(remotePort) } });
     upstream = await startLoom({
       env: {
-        LOOM_A2A_OUTBOUND_CREDENTIALS: JSON.stringify({ [remoteUrl]: `Bearer ${tokenFor("loom-a", "analyst")}` }),
+        LOOM_A2A_OUTBOUND_CREDENTIALS: JSON.stringify({
+          [remoteUrl]: `Bearer ${tokenFor("loom-a", "analyst", "manager")}`,
+        }),
       },
     });
   });
@@ -55,5 +68,36 @@ output: "{% 'remote says: ' & $steps.remote.greeting %}"
     expect(code).toBe(1);
     const summary = JSON.parse(stdout);
     expect(summary.error.message).toMatch(/ended its task TASK_STATE_FAILED/);
+  });
+
+  it("a2a - a remote agent's question becomes the run's own input-required, and the answer goes back to it", async () => {
+    const analyst = tokenFor("alice", "analyst");
+    const submitted = await upstream.cli(
+      ["submit", join(dir, "ask-remote-enrich.yaml"), "--input", '{"contactId":"c-2"}', "--json"],
+      { token: analyst },
+    );
+    const { runId } = JSON.parse(submitted.stdout) as { runId: string };
+    const stateOf = async () =>
+      JSON.parse((await upstream.cli(["runs", "get", runId, "--json"])).stdout) as {
+        state: string;
+        output?: unknown;
+      };
+    const until = async (state: string) => {
+      const deadline = Date.now() + 30_000;
+      let run = await stateOf();
+      while (run.state !== state && Date.now() < deadline) {
+        await sleep(200);
+        run = await stateOf();
+      }
+      return run;
+    };
+    expect((await until("input-required")).state).toBe("input-required");
+
+    const answered = await upstream.cli(["runs", "input", runId, "--approve"], {
+      token: tokenFor("mia", "manager"),
+    });
+    expect(answered.code).toBe(0);
+    const done = await until("completed");
+    expect(done.output).toMatchObject({ contact: "Grace Hopper", escalated: true });
   });
 });

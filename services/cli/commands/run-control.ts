@@ -15,10 +15,16 @@ interface ControlOptions {
   json: boolean;
 }
 
-/** `loom runs input <runId> --approve|--reject`: answers the approval a run waits for. */
+/** `loom runs input <runId> --approve|--reject|--text|--data`: answers what a run waits for. */
 export function runsInputCommand(
   runId: string,
-  options: ControlOptions & { approved: boolean; step: string | undefined; comment: string | undefined },
+  options: ControlOptions & {
+    approved: boolean | undefined;
+    text: string | undefined;
+    data: Record<string, unknown> | undefined;
+    step: string | undefined;
+    comment: string | undefined;
+  },
 ): Promise<ExitCode> {
   return control(runId, options, (nc, headers) =>
     request(
@@ -26,7 +32,9 @@ export function runsInputCommand(
       runInputSubject(runId),
       RunInputContract,
       {
-        approved: options.approved,
+        ...(options.approved === undefined ? {} : { approved: options.approved }),
+        ...(options.text === undefined ? {} : { text: options.text }),
+        ...(options.data === undefined ? {} : { data: options.data }),
         ...(options.step === undefined ? {} : { stepId: options.step }),
         ...(options.comment === undefined ? {} : { comment: options.comment }),
       },

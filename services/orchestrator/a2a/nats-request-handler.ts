@@ -305,19 +305,30 @@ function inputOf(message: Message): Record<string, unknown> {
   return text === "" ? {} : { text };
 }
 
-function answerOf(message: Message): { approved: boolean; comment?: string } {
+/** An answer to a task waiting for input: `{approved}` or other data, or text ("approve"/"reject" decide). */
+function answerOf(message: Message): {
+  approved?: boolean;
+  comment?: string;
+  text?: string;
+  data?: Record<string, unknown>;
+} {
   for (const part of message.parts) {
-    if ("data" in part && typeof part.data === "object" && part.data !== null && "approved" in part.data) {
-      const { approved, comment } = part.data as { approved: unknown; comment?: unknown };
-      return { approved: approved === true, ...(typeof comment === "string" ? { comment } : {}) };
+    if ("data" in part && typeof part.data === "object" && part.data !== null && !Array.isArray(part.data)) {
+      const data = part.data as Record<string, unknown>;
+      if (typeof data.approved === "boolean") {
+        return {
+          approved: data.approved,
+          ...(typeof data.comment === "string" ? { comment: data.comment } : {}),
+        };
+      }
+      return { data };
     }
     if ("text" in part) {
       const answer = part.text.trim().toLowerCase();
       if (answer === "approve" || answer === "approved" || answer === "yes") return { approved: true };
       if (answer === "reject" || answer === "rejected" || answer === "no") return { approved: false };
+      return { text: part.text };
     }
   }
-  throw new RequestMalformedError(
-    'answer an approval with data {"approved": true|false} or the text approve / reject',
-  );
+  throw new RequestMalformedError("answer a task that waits for input with a data or text part");
 }

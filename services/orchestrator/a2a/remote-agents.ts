@@ -6,6 +6,11 @@ import { ErrorCode } from "../../../schemas/errors.ts";
 import { LoomError } from "../../kit/index.ts";
 import { artifactValue } from "../artifact-value.ts";
 
+/** How a remote task ended for now: done with a result, or waiting for an answer. */
+export type RemoteOutcome =
+  | { kind: "completed"; value: unknown }
+  | { kind: "input-required"; remoteTaskId: string; prompt: string };
+
 const FINAL_STATES = new Set([
   SdkTaskState.TASK_STATE_COMPLETED,
   SdkTaskState.TASK_STATE_FAILED,
@@ -27,25 +32,40 @@ export class RemoteAgents {
     this.#credentials = credentials;
   }
 
+  /**
+   * Sends the message (or, with `followUp`, the answer to the remote task that asked for input)
+   * and follows the task: its result when it completes, its prompt when it asks for input.
+   */
   async run(options: {
     url: string;
     skill: string | undefined;
     part: Part;
+    followUp?: { remoteTaskId: string; part: Part } | undefined;
     signal: AbortSignal;
     onStatus: (text: string) => Promise<void>;
-  }): Promise<unknown> {
+  }): Promise<RemoteOutcome> {
     const client = await this.#client(options.url);
     const authorization = Object.entries(this.#credentials).find(([prefix]) =>
       options.url.startsWith(prefix),
     )?.[1];
+    const { followUp } = options;
     const request = SendMessageRequest.fromJSON({
-      message: {
-        messageId: randomUUID(),
-        role: "ROLE_USER",
-        parts: [options.part],
-        ...(options.skill === undefined ? {} : { metadata: { skill: options.skill } }),
-      },
+      message:
+        followUp === undefined
+          ? {
+              messageId: randomUUID(),
+              role: "ROLE_USER",
+              parts: [options.part],
+              ...(options.skill === undefined ? {} : { metadata: { skill: options.skill } }),
+            }
+          : {
+              messageId: randomUUID(),
+              role: "ROLE_USER",
+              taskId: followUp.remoteTaskId,
+              parts: [followUp.part],
+            },
     });
+    let taskId = followUp?.remoteTaskId ?? "";
     let state = SdkTaskState.TASK_STATE_SUBMITTED;
     let detail = "";
     const artifacts: Artifact[] = [];
@@ -56,6 +76,7 @@ export class RemoteAgents {
     for await (const event of stream) {
       const payload = event.payload;
       if (payload?.$case === "task") {
+        taskId = payload.value.id;
         state = payload.value.status?.state ?? state;
         artifacts.push(
           ...payload.value.artifacts.map((artifact) => ArtifactCodec.toJSON(artifact) as Artifact),
@@ -74,13 +95,10 @@ export class RemoteAgents {
       }
       if (FINAL_STATES.has(state) || state === SdkTaskState.TASK_STATE_INPUT_REQUIRED) break;
     }
-    if (state === SdkTaskState.TASK_STATE_COMPLETED) return artifactValue(artifacts.at(-1));
-    if (state === SdkTaskState.TASK_STATE_INPUT_REQUIRED) {
-      throw new LoomError(
-        ErrorCode.TOOL_ERROR,
-        `the agent at ${options.url} asks for input (${detail}); Loom cannot relay it yet`,
-      );
-    }
+    if (state === SdkTaskState.TASK_STATE_COMPLETED)
+      return { kind: "completed", value: artifactValue(artifacts.at(-1)) };
+    if (state === SdkTaskState.TASK_STATE_INPUT_REQUIRED)
+      return { kind: "input-required", remoteTaskId: taskId, prompt: detail };
     throw new LoomError(
       ErrorCode.TOOL_ERROR,
       `the agent at ${options.url} ended its task ${SdkTaskState[state] ?? state}: ${detail}`,
