@@ -14,8 +14,11 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   /** Submissions accepted at once; more wait in the stream. */
   LOOM_MAX_CONCURRENT_SUBMISSIONS: z.coerce.number().int().positive().default(64),
   /** How long a replica's claim on a run lasts unrenewed: a dead replica's runs move on after this. */
-  /** Port of the A2A HTTP edge (Agent Card and JSON-RPC); 0 picks a free one. */
-  LOOM_A2A_PORT: z.coerce.number().int().min(0).max(65_535).default(7410),
+  /**
+   * Port of the A2A HTTP edge (Agent Card, JSON-RPC, HTTP+JSON); 0 picks a free one. Unset, it is
+   * 7410, or a free one when 7410 is taken (a second stack on the host); a port you set must be free.
+   */
+  LOOM_A2A_PORT: z.coerce.number().int().min(0).max(65_535).optional(),
   /** The base URL clients reach the A2A edge at, as written in the Agent Card. */
   LOOM_A2A_PUBLIC_URL: z.url().optional(),
   /** Comma-separated URL prefixes A2A webhooks may target (for example `https://hooks.example.com/`); none by default. */

@@ -70,8 +70,7 @@ await runUntilSignalled(log, async () => {
     card,
     log,
   });
-  const a2aAddress = a2a.server.address();
-  publicUrl ??= `http://127.0.0.1:${typeof a2aAddress === "object" && a2aAddress !== null ? a2aAddress.port : config.LOOM_A2A_PORT}`;
+  publicUrl ??= `http://127.0.0.1:${a2a.port}`;
   await observability.connected({
     nc,
     streams: [StreamDefinitions.runs.name, StreamDefinitions.events.name],

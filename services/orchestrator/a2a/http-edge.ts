@@ -1,4 +1,5 @@
 import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import type { AgentCard } from "@a2a-js/sdk";
 import { agentCardHandler, jsonRpcHandler, restHandler } from "@a2a-js/sdk/server/express";
 import express from "express";
@@ -11,12 +12,16 @@ import type { NatsA2ARequestHandler } from "./nats-request-handler.ts";
  * The A2A HTTP edge: the Agent Card at `/.well-known/agent-card.json`, JSON-RPC at `/a2a/jsonrpc`
  * and HTTP+JSON at `/a2a/rest`. A call without a bearer token is refused with 401 before it reaches a handler.
  */
+/** The edge's port when none is configured. */
+export const DEFAULT_A2A_PORT = 7410;
+
 export async function startA2AEdge(options: {
-  port: number;
+  /** Undefined: the default port, or a free one when it is taken. */
+  port: number | undefined;
   handler: NatsA2ARequestHandler;
   card: () => AgentCard;
   log: Logger;
-}): Promise<{ server: Server; close(): Promise<void> }> {
+}): Promise<{ port: number; close(): Promise<void> }> {
   const app = express();
   app.use(
     "/.well-known/agent-card.json",
@@ -44,14 +49,27 @@ export async function startA2AEdge(options: {
     restHandler({ requestHandler: options.handler, userBuilder: userOf }),
   );
   const server = createServer(app);
-  await new Promise<void>((resolve) => server.listen(options.port, resolve));
-  const address = server.address();
-  options.log.info(
-    { port: typeof address === "object" && address !== null ? address.port : options.port },
-    "serving A2A over HTTP",
-  );
+  try {
+    await listen(server, options.port ?? DEFAULT_A2A_PORT);
+  } catch (error) {
+    if (options.port !== undefined || (error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
+    options.log.warn({ port: DEFAULT_A2A_PORT }, "default A2A port in use; taking a free one");
+    await listen(server, 0);
+  }
+  const { port } = server.address() as AddressInfo;
+  options.log.info({ port }, "serving A2A over HTTP");
   return {
-    server,
+    port,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+function listen(server: Server, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
 }
