@@ -79,6 +79,12 @@ export const PolicyDecisionSchema = z.object({
   obligations: ObligationsSchema.optional(),
   /** For an allowed `tools.call`: the signed grant (JWS) the worker requires before calling. */
   grant: z.string().optional(),
+  /**
+   * For an allowed `workflow.start`: a token acp-policy signs for this principal and this run only.
+   * The orchestrator presents it for the run's later decisions, so a run (waiting for an approval,
+   * say) can outlive the caller's own short-lived token without anyone refreshing it.
+   */
+  runToken: z.string().optional(),
 });
 export type PolicyDecision = z.infer<typeof PolicyDecisionSchema>;
 
@@ -215,6 +221,9 @@ export type PolicyBundle = z.infer<typeof PolicyBundleSchema>;
 export const GRANT_ISSUER = "acp-policy";
 export const GRANT_AUDIENCE = "mcp-worker";
 export const GRANT_TYPE = "loom-grant+jwt";
+/** Type and audience of run tokens (see `PolicyDecision.runToken`), signed with the grant keys. */
+export const RUN_TOKEN_TYPE = "loom-run+jwt";
+export const RUN_TOKEN_AUDIENCE = "loom-run";
 
 /** The claims of a signed grant (JWS, EdDSA) acp-policy issues for one allowed tool call. */
 export const GrantClaimsSchema = z.object({

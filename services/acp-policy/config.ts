@@ -55,6 +55,8 @@ export const PolicyServiceConfigSchema = BaseConfigSchema.extend({
   LOOM_AUTH_CLOCK_SKEW: DurationSchema.default(30_000),
   /** The region callers are in when their token names none; destination of data-residency rules. */
   LOOM_REGION: z.string().min(1).default("eu"),
+  /** How long a run may keep deciding its steps after it started, whatever its caller's token said. */
+  LOOM_RUN_TOKEN_TTL: DurationSchema.default(24 * 3_600_000),
   /** How long a signed grant stays valid: only until the worker receives the task. */
   LOOM_GRANT_TTL: DurationSchema.default(60_000),
   /** Calls by one principal within 10 s that count as a burst when far above its usual rate. */

@@ -39,6 +39,8 @@ export interface DecideDependencies {
   log: Logger;
   /** The caller's region when the token names none. */
   defaultRegion: string;
+  /** Lifetime of the run tokens issued when a run starts. */
+  runTokenTtlMs: number;
 }
 
 /**
@@ -57,7 +59,7 @@ export async function decide(
   let verdict: Verdict;
   let refusal: LoomError | undefined;
   try {
-    principal = await deps.tokens.verify(authorization);
+    principal = await deps.tokens.verify(authorization, { runId: request.runId, action: request.action });
     const facts = await factsFor(deps, principal, request);
     verdict = evaluate(policy, principal, request, facts);
     verdict = enforceRateLimit(deps, principal, request, verdict);
@@ -84,6 +86,12 @@ export async function decide(
           obligations,
           jti: decisionId,
         })
+      : undefined;
+  const runToken =
+    verdict.effect === PolicyEffect.ALLOW &&
+    request.action === "workflow.start" &&
+    request.runId !== undefined
+      ? await deps.grants.signRunToken(principal, request.runId, deps.runTokenTtlMs)
       : undefined;
   await deps.audit.append({
     kind: AuditKind.POLICY_DECISION,
@@ -124,6 +132,7 @@ export async function decide(
       ? { obligations: verdict.obligations }
       : {}),
     ...(grant === undefined ? {} : { grant }),
+    ...(runToken === undefined ? {} : { runToken }),
   };
 }
 
@@ -141,7 +150,7 @@ export async function explain(
   let verdict: Verdict;
   let facts: DecisionFacts = {};
   try {
-    principal = await deps.tokens.verify(authorization);
+    principal = await deps.tokens.verify(authorization, { runId: request.runId, action: request.action });
     facts = await factsFor(deps, principal, request);
     verdict = evaluate(policy, principal, request, facts);
   } catch (error) {

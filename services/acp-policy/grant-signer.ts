@@ -1,7 +1,15 @@
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import { calculateJwkThumbprint, type JWK, SignJWT } from "jose";
-import { GRANT_AUDIENCE, GRANT_ISSUER, GRANT_TYPE, type GrantClaims } from "../../schemas/policy.ts";
+import {
+  GRANT_AUDIENCE,
+  GRANT_ISSUER,
+  GRANT_TYPE,
+  type GrantClaims,
+  type Principal,
+  RUN_TOKEN_AUDIENCE,
+  RUN_TOKEN_TYPE,
+} from "../../schemas/policy.ts";
 
 /**
  * Signs grants with an Ed25519 key this replica makes at start and never writes to disk. Its public
@@ -25,6 +33,18 @@ export class GrantSigner {
     const kid = await calculateJwkThumbprint(publicJwk);
     await keys.put(kid, JSON.stringify({ ...publicJwk, kid, alg: "EdDSA", use: "sig" }));
     return new GrantSigner(privateKey, kid, ttlMs);
+  }
+
+  /** A token for `principal` that only ever speaks for run `runId` (see `PolicyDecision.runToken`). */
+  signRunToken(principal: Principal, runId: string, ttlMs: number): Promise<string> {
+    return new SignJWT({ roles: principal.roles, attributes: principal.attributes, run: runId })
+      .setProtectedHeader({ alg: "EdDSA", typ: RUN_TOKEN_TYPE, kid: this.kid })
+      .setIssuer(GRANT_ISSUER)
+      .setAudience(RUN_TOKEN_AUDIENCE)
+      .setSubject(principal.id)
+      .setIssuedAt()
+      .setExpirationTime(`${Math.max(1, Math.round(ttlMs / 1000))}s`)
+      .sign(this.#privateKey);
   }
 
   sign(claims: GrantClaims): Promise<string> {

@@ -28,8 +28,9 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
-  const tokens = await createTokenVerifier(tokenVerifierOptions(config));
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
+  const grantKeys = await openBucket(nc, Buckets.GRANT_KEYS);
+  const tokens = await createTokenVerifier({ ...tokenVerifierOptions(config), runTokenKeys: grantKeys });
   await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit);
   await observability.connected({ nc, streams: [StreamDefinitions.audit.name], buckets: [] });
   const deps = {
@@ -41,12 +42,13 @@ await runUntilSignalled(log, async () => {
     tokens,
     tools: await openBucket(nc, Buckets.TOOLS),
     validator: new JsonSchemaValidator(),
-    grants: await GrantSigner.create(await openBucket(nc, Buckets.GRANT_KEYS), config.LOOM_GRANT_TTL),
+    grants: await GrantSigner.create(grantKeys, config.LOOM_GRANT_TTL),
     rates: new RateLimiter(),
     anomalies: new AnomalyDetector({ nc, log, burst: config.LOOM_ANOMALY_BURST }),
     audit: new AuditLog(nc, SERVICE),
     log,
     defaultRegion: config.LOOM_REGION,
+    runTokenTtlMs: config.LOOM_RUN_TOKEN_TTL,
   };
 
   const service = serve(nc, {

@@ -1,14 +1,19 @@
 import { readFile } from "node:fs/promises";
+import type { KV } from "@nats-io/kv";
 import {
+  type CryptoKey,
   createLocalJWKSet,
   createRemoteJWKSet,
+  decodeProtectedHeader,
   errors,
+  importJWK,
+  type JWK,
   type JWTPayload,
   type JWTVerifyGetKey,
   jwtVerify,
 } from "jose";
 import { ErrorCode } from "../../schemas/errors.ts";
-import type { Principal } from "../../schemas/policy.ts";
+import { GRANT_ISSUER, type Principal, RUN_TOKEN_AUDIENCE, RUN_TOKEN_TYPE } from "../../schemas/policy.ts";
 import { ensureDevIssuerKey } from "../kit/dev-issuer.ts";
 import { LoomError } from "../kit/index.ts";
 
@@ -21,22 +26,32 @@ export interface TokenVerifierOptions {
   rolesClaim: string;
   attributeClaims: string[];
   clockSkewMs: number;
+  /** KV `loom_grant_keys`: acp-policy's own keys, which sign run tokens. */
+  runTokenKeys?: KV;
 }
 
 export interface TokenVerifier {
-  /** The principal of a verified `Authorization` header value; UNAUTHENTICATED otherwise. */
-  verify(authorization: string | undefined): Promise<Principal>;
+  /**
+   * The principal of a verified `Authorization` header value; UNAUTHENTICATED otherwise. A run
+   * token is accepted only for the run it was issued for.
+   */
+  verify(
+    authorization: string | undefined,
+    context?: { runId?: string | undefined; action?: string },
+  ): Promise<Principal>;
 }
 
 /** Verifies OAuth 2.0 access tokens (JWT): signature, algorithm allow-list, iss, aud, exp, nbf. */
 export async function createTokenVerifier(options: TokenVerifierOptions): Promise<TokenVerifier> {
   const keys = await keySource(options.keys);
+  const runKeys = options.runTokenKeys === undefined ? undefined : runTokenKeySource(options.runTokenKeys);
   return {
-    async verify(authorization) {
+    async verify(authorization, context = {}) {
       if (authorization === undefined || authorization === "") {
         throw new LoomError(ErrorCode.UNAUTHENTICATED, "no token presented; pass --token or set LOOM_TOKEN");
       }
       const token = authorization.replace(/^Bearer\s+/i, "");
+      if (runKeys !== undefined && isRunToken(token)) return verifyRunToken(token, runKeys, context);
       let payload: JWTPayload;
       try {
         ({ payload } = await jwtVerify(token, keys, {
@@ -53,6 +68,66 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
       }
       return principalFrom(payload, options);
     },
+  };
+}
+
+function isRunToken(token: string): boolean {
+  try {
+    return decodeProtectedHeader(token).typ === RUN_TOKEN_TYPE;
+  } catch {
+    return false;
+  }
+}
+
+async function verifyRunToken(
+  token: string,
+  keys: JWTVerifyGetKey,
+  context: { runId?: string | undefined; action?: string },
+): Promise<Principal> {
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(token, keys, {
+      issuer: GRANT_ISSUER,
+      audience: RUN_TOKEN_AUDIENCE,
+      algorithms: ["EdDSA"],
+      typ: RUN_TOKEN_TYPE,
+      requiredClaims: ["sub", "exp", "run"],
+    }));
+  } catch (cause) {
+    throw new LoomError(ErrorCode.UNAUTHENTICATED, `run token refused: ${describeJoseError(cause)}`, {
+      cause,
+    });
+  }
+  // It decides its own run's steps, and may start child runs (delegate steps), which get their own.
+  const ownRun = context.runId !== undefined && payload.run === context.runId;
+  if (!ownRun && context.action !== "workflow.start") {
+    throw new LoomError(ErrorCode.UNAUTHENTICATED, "run token refused: it speaks for another run");
+  }
+  const roles = Array.isArray(payload.roles) ? payload.roles.filter((role) => typeof role === "string") : [];
+  const attributes =
+    payload.attributes !== null && typeof payload.attributes === "object"
+      ? Object.fromEntries(
+          Object.entries(payload.attributes).filter(
+            (entry): entry is [string, string] => typeof entry[1] === "string",
+          ),
+        )
+      : {};
+  return { id: String(payload.sub), roles, attributes };
+}
+
+/** Run tokens are signed with a replica's grant key, looked up by `kid` in KV `loom_grant_keys`. */
+function runTokenKeySource(kv: KV): JWTVerifyGetKey {
+  const cache = new Map<string, CryptoKey | Uint8Array>();
+  return async (header) => {
+    const kid = header.kid;
+    if (kid === undefined || !/^[A-Za-z0-9_-]{1,128}$/.test(kid)) throw new errors.JWKSNoMatchingKey();
+    const cached = cache.get(kid);
+    if (cached !== undefined) return cached;
+    const entry = await kv.get(kid);
+    if (entry === null || entry.operation !== "PUT") throw new errors.JWKSNoMatchingKey();
+    const key = await importJWK(JSON.parse(entry.string()) as JWK, "EdDSA");
+    cache.set(kid, key);
+    return key;
   };
 }
 

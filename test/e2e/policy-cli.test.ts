@@ -1,14 +1,16 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PolicyDecideContract } from "../../schemas/contracts.ts";
 import { Buckets, Headers, Subjects } from "../../schemas/subjects.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { request } from "../../services/kit/index.ts";
+import { watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
-import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
+import { signJwt, TEST_AUTH_ENV, validClaims } from "../helpers/tokens.ts";
 
 const CASES = "infra/policies/tests/default.cases.yaml";
 
@@ -135,6 +137,41 @@ describe("e2e - policy, token and audit commands", () => {
     expect(tail.stdout).not.toContain("ada@example.com");
     const verify = await loom.cli(["audit", "verify"]);
     expect(verify.code).toBe(0);
+  });
+});
+
+describe("e2e - a run outlives its caller's token", () => {
+  let loom: Loom;
+  beforeAll(async () => {
+    loom = await startLoom({ env: { LOOM_AUTH_CLOCK_SKEW: "0s" } });
+  });
+  afterAll(async () => {
+    await loom?.[Symbol.asyncDispose]();
+  });
+
+  it("e2e - a step decided after the submitter's token expired still runs, on the run's own token", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const shortLived = signJwt(validClaims("ann", ["analyst"], { exp: now + 3 }));
+    const submitted = await loom.cli(["submit", "test/security/workflows/approve-then-call.yaml", "--json"], {
+      token: shortLived,
+    });
+    const { runId } = JSON.parse(submitted.stdout);
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    // The submitter's token is dead now: on its own it is refused.
+    const explained = await loom.cli(["policy", "explain", "--tool", "time.get_time"], { token: shortLived });
+    expect(explained.stdout).toContain("deny by unauthenticated");
+    const approved = await loom.cli(["runs", "input", runId, "--approve"], {
+      token: tokenFor("mia", "manager"),
+    });
+    expect(approved.code, approved.stderr).toBe(0);
+    const js = jetstream(loom.nc);
+    const result = await watchRun(
+      js,
+      runId,
+      () => {},
+      () => {},
+    );
+    expect(result.state).toBe("TASK_STATE_COMPLETED");
   });
 });
 

@@ -234,6 +234,30 @@ describe("security - token and bypass attacks against a running stack", () => {
     });
   });
 
+  it("security - a run token works only for its own run's steps", async () => {
+    const started = await request(
+      loom.nc,
+      Subjects.POLICY_DECIDE,
+      PolicyDecideContract,
+      { action: "workflow.start", resource: { workflow: "hello" }, runId: "run-a" },
+      { timeoutMs: 5_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${tokenFor("ann", "analyst")}` } },
+    );
+    expect(started.runToken).toBeDefined();
+    const forRun = (runId: string) =>
+      request(
+        loom.nc,
+        Subjects.POLICY_DECIDE,
+        PolicyDecideContract,
+        { action: "tools.call", resource: { tool: "time.get_time" }, arguments: {}, runId, stepId: "now" },
+        { timeoutMs: 5_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${started.runToken}` } },
+      );
+    expect((await forRun("run-a")).effect).toBe("allow");
+    await attack(async () => {
+      const other = await forRun("run-b");
+      return other.effect === "deny" && other.rule === "unauthenticated" && /another run/.test(other.reason);
+    });
+  });
+
   it("security - only admin may call delete_record: an analyst is refused by rule only-admins-delete", async () => {
     await attack(async () => {
       const decision = await decide(loom.nc, tokenFor("ann", "analyst"), "crm.delete_record", { id: "c-1" });
