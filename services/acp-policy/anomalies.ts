@@ -1,20 +1,22 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { Counter } from "prom-client";
 import { type Alert, AlertKind, AlertSchema } from "../../schemas/alert.ts";
 import { Subjects } from "../../schemas/subjects.ts";
-import { activeTraceId, encodePayload, type Logger, tracedHeaders } from "../kit/index.ts";
+import { activeTraceId, encodePayload, type Logger, registry, tracedHeaders } from "../kit/index.ts";
 
 const WINDOW_MS = 10_000;
 const HISTORY_MS = 60 * 60_000;
 /** A burst is this many times the principal's usual calls per window (and at least `burst` calls). */
 const BURST_FACTOR = 5;
 
-const raised: Record<AlertKind, number> = { [AlertKind.NEW_TOOL]: 0, [AlertKind.BURST]: 0 };
-
-/** Alerts raised by this process so far, by kind: the counter the metrics endpoint exports. */
-export function alertsRaised(): Readonly<Record<AlertKind, number>> {
-  return { ...raised };
-}
+/** `loom_policy_alerts_total{kind}` on acp-policy's `/metrics`. */
+const alertsRaised = new Counter({
+  name: "loom_policy_alerts_total",
+  help: "Anomaly alerts acp-policy raised on loom.v1.alerts, by kind (new-tool, burst)",
+  labelNames: ["kind"] as const,
+  registers: [registry],
+});
 
 /**
  * Watches allowed tool calls for the unexpected: a principal calling a tool it never called before,
@@ -67,7 +69,7 @@ export class AnomalyDetector {
   }
 
   #raise(kind: AlertKind, principal: string, tool: string, runId: string | undefined, message: string): void {
-    raised[kind] += 1;
+    alertsRaised.inc({ kind });
     const traceId = activeTraceId();
     const alert: Alert = {
       id: randomUUID(),
