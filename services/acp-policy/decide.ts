@@ -203,12 +203,22 @@ async function factsFor(
   };
 }
 
+/**
+ * Descriptors by key and KV revision: the same revision yields the same object, so its inputSchema
+ * is compiled once (the validator caches by schema object) instead of at every decision.
+ */
+const descriptors = new Map<string, { revision: number; descriptor: ToolDescriptor }>();
+
 async function readTool(tools: KV, qualified: string): Promise<ToolDescriptor | undefined> {
   // Keys are `<server>.<tool>` with KV-safe tool names; anything else cannot be registered.
   if (!/^[A-Za-z0-9_.-]+$/.test(qualified)) return undefined;
   const entry = await tools.get(qualified);
   if (entry === null || entry.operation !== "PUT") return undefined;
-  return parsePayload(ToolDescriptorSchema, entry.value, `tool ${qualified}`);
+  const cached = descriptors.get(qualified);
+  if (cached?.revision === entry.revision) return cached.descriptor;
+  const descriptor = parsePayload(ToolDescriptorSchema, entry.value, `tool ${qualified}`);
+  descriptors.set(qualified, { revision: entry.revision, descriptor });
+  return descriptor;
 }
 
 function enforceRateLimit(
