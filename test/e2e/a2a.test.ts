@@ -159,6 +159,21 @@ describe("a2a - any A2A client drives Loom workflows over HTTP", () => {
     expect(states.at(-1)).toBe("TASK_STATE_COMPLETED");
   });
 
+  it("a2a - a non-blocking SendMessage returns at once, and SubscribeToTask follows the task to its end", async () => {
+    const client = await new ClientFactory().createFromUrl(baseUrl);
+    const sent = await client.sendMessage(
+      send("crm-enrich", { contactId: "c-4" }, { returnImmediately: true }),
+      analyst,
+    );
+    const task = "status" in sent ? sent : undefined;
+    expect([TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING]).toContain(task?.status?.state);
+    const states: number[] = [];
+    for await (const event of client.resubscribeTask({ tenant: "", id: task?.id ?? "" }, analyst)) {
+      if (event.payload?.$case === "statusUpdate") states.push(event.payload.value.status?.state ?? 0);
+    }
+    expect(states.at(-1)).toBe(TaskState.TASK_STATE_COMPLETED);
+  });
+
   it("a2a - an approval is answered by a follow-up message on the same task", async () => {
     const client = await new ClientFactory().createFromUrl(baseUrl);
     const waiting = await client.sendMessage(send("crm-enrich", { contactId: "c-2" }), analyst);

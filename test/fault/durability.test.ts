@@ -45,14 +45,12 @@ function submitTransfers(loom: Loom, count: number): { runIds: string[]; submitt
           const h = headers();
           h.set(Headers.AUTHORIZATION, `Bearer ${admin}`);
           const input = { from: `acct-${start + offset}`, to: "treasury", amount: 10 };
-          return js.publish(
-            Subjects.RUNS_SUBMIT,
-            JSON.stringify({ runId, workflow: "ledger-transfer", input }),
-            {
+          return publishUntilAcked(() =>
+            js.publish(Subjects.RUNS_SUBMIT, JSON.stringify({ runId, workflow: "ledger-transfer", input }), {
               msgID: runId,
               headers: h,
-              timeout: 30_000,
-            },
+              timeout: 5_000,
+            }),
           );
         }),
       );
@@ -60,6 +58,22 @@ function submitTransfers(loom: Loom, count: number): { runIds: string[]; submitt
     }
   })();
   return { runIds, submitted };
+}
+
+/**
+ * What a careful submitter does: a submission without a PubAck (the broker restarted under it) is
+ * sent again; the run id is the deduplication key, so it is stored once either way.
+ */
+async function publishUntilAcked(publish: () => Promise<unknown>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await publish();
+      return;
+    } catch (error) {
+      if (attempt >= 10) throw error;
+      await sleep(500);
+    }
+  }
 }
 
 /** Counts runs that reached a final state, live, from their events. */

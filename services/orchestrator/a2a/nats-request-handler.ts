@@ -89,7 +89,16 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
 
   async sendMessage(params: SendMessageRequest, context: ServerCallContext): Promise<SdkTask> {
     const accepted = await this.#accept(params, context);
-    if (params.configuration?.returnImmediately !== true) {
+    if (params.configuration?.returnImmediately === true) {
+      // Return once the run exists, so the task id is at once good for GetTask and SubscribeToTask.
+      const first = followRun(this.#options.js, accepted.runId, {
+        stopAt: () => true,
+        afterSequence: accepted.afterSequence,
+      });
+      for await (const _event of first) {
+        // The first event of the run (or after the answer) is enough.
+      }
+    } else {
       const options = { stopAt: interrupted, afterSequence: accepted.afterSequence };
       for await (const _event of followRun(this.#options.js, accepted.runId, options)) {
         // Drained until the run ends or waits for input.
