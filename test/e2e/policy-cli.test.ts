@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +10,7 @@ import { Buckets, Headers, Subjects } from "../../schemas/subjects.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { request } from "../../services/kit/index.ts";
 import { watchRun } from "../../services/kit/run-watch.ts";
-import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { signJwt, TEST_AUTH_ENV, validClaims } from "../helpers/tokens.ts";
 
 const CASES = "infra/policies/tests/default.cases.yaml";
@@ -137,6 +138,53 @@ describe("e2e - policy, token and audit commands", () => {
     expect(tail.stdout).not.toContain("ada@example.com");
     const verify = await loom.cli(["audit", "verify"]);
     expect(verify.code).toBe(0);
+  });
+});
+
+describe("e2e - loom audit tail --follow", () => {
+  let loom: Loom;
+  beforeAll(async () => {
+    loom = await startLoom();
+  });
+  afterAll(async () => {
+    await loom?.[Symbol.asyncDispose]();
+  });
+
+  it("e2e - loom audit tail --follow prints a new run's records as they are appended", async () => {
+    const follower = spawn(
+      process.execPath,
+      [
+        join(REPO_ROOT, "services/cli/bin.ts"),
+        "--nats",
+        loom.nats.url,
+        "audit",
+        "tail",
+        "--follow",
+        "-n",
+        "0",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let printed = "";
+    follower.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      printed += chunk;
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const run = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-3"}', "--watch", "--json"], {
+        token: tokenFor("ann", "analyst"),
+      });
+      const { runId } = JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
+      const deadline = Date.now() + 10_000;
+      while (!/tool\.execution .*crm\.get_contact/.test(printed) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(printed).toContain(`run ${runId}`);
+      expect(printed).toMatch(/policy\.decision\s+ann\s+workflow\.start hello {2}allow/);
+      expect(printed).toMatch(/tool\.execution\s+ann\s+tools\.call crm\.get_contact {2}ok/);
+    } finally {
+      follower.kill("SIGTERM");
+    }
   });
 });
 

@@ -96,7 +96,7 @@ export async function auditTailCommand(options: TailOptions): Promise<ExitCode> 
         return parsed.success ? [parsed.data] : [];
       })
       .filter((record) => options.run === undefined || record.runId === options.run);
-    for (const record of history.slice(-options.lines)) print(record);
+    for (const record of options.lines > 0 ? history.slice(-options.lines) : []) print(record);
     if (!options.follow) return ExitCode.OK;
     const consumer = await jetstream(nc).consumers.get(Streams.AUDIT, {
       deliver_policy: DeliverPolicy.StartSequence,
