@@ -33,12 +33,15 @@ export const ErrorCode = {
   PAYLOAD_TOO_LARGE: "PAYLOAD_TOO_LARGE",
   /** The run is not in a state that takes this input (already ended, or not waiting for it). */
   RUN_NOT_WAITING: "RUN_NOT_WAITING",
+  /** NATS did not answer (it restarted, or the connection is down): worth another try. */
+  BROKER_UNAVAILABLE: "BROKER_UNAVAILABLE",
   INTERNAL: "INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 /** Codes worth another attempt: the same request may succeed once the peer is back. */
 export const RETRYABLE_CODES: ReadonlySet<ErrorCode> = new Set([
+  ErrorCode.BROKER_UNAVAILABLE,
   ErrorCode.AGENT_UNAVAILABLE,
   ErrorCode.TIMEOUT,
   ErrorCode.SERVER_UNAVAILABLE,

@@ -1,3 +1,11 @@
+import { JetStreamApiError } from "@nats-io/jetstream";
+import {
+  ClosedConnectionError,
+  ConnectionError,
+  DrainingConnectionError,
+  RequestError,
+  TimeoutError,
+} from "@nats-io/transport-node";
 import { ErrorCode, type WireError, WireErrorSchema } from "../../schemas/errors.ts";
 
 /** A failure with a stable code and a message a user can act on. */
@@ -32,7 +40,33 @@ export function toWireError(error: unknown): WireError {
   if (error instanceof LoomError) return error.toWire();
   const parsed = WireErrorSchema.safeParse(error);
   if (parsed.success) return parsed.data;
+  if (isBrokerFailure(error)) {
+    return {
+      code: ErrorCode.BROKER_UNAVAILABLE,
+      message: "NATS did not answer in time (restarting or unreachable); try again",
+    };
+  }
   return { code: ErrorCode.INTERNAL, message: "internal error; the service log has the details" };
+}
+
+/**
+ * A failure of the broker rather than of the work: a request or JetStream call that timed out or
+ * found the connection down. Such a failure says nothing about the request itself.
+ */
+export function isBrokerFailure(error: unknown): boolean {
+  for (let current = error; current instanceof Error; current = current.cause) {
+    if (
+      current instanceof TimeoutError ||
+      current instanceof ConnectionError ||
+      current instanceof ClosedConnectionError ||
+      current instanceof DrainingConnectionError ||
+      current instanceof RequestError ||
+      (current instanceof JetStreamApiError && current.code === 503)
+    ) {
+      return true;
+    }
+  }
+  return false;
 }
 
 /** Renders zod issues as `path: message` lines for error messages that point at the offending field. */

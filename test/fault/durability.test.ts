@@ -125,6 +125,18 @@ async function waitForAll(loom: Loom, runIds: string[], timeoutMs: number): Prom
   }
 }
 
+/** The errors of runs that did not complete, so a failing count says why. */
+async function failures(loom: Loom, runIds: string[]): Promise<string[]> {
+  const kv = await new Kvm(loom.nc).open(Buckets.RUNS);
+  const found: string[] = [];
+  for (const runId of runIds) {
+    const entry = await kv.get(runId);
+    const record = entry?.operation === "PUT" ? RunRecordSchema.parse(entry.json()) : undefined;
+    if (record?.error !== undefined) found.push(`${runId}: ${record.error.code} ${record.error.message}`);
+  }
+  return found;
+}
+
 /** Waits until at least `count` runs ended, so the next crash lands in the middle of the load. */
 async function endedAtLeast(tracker: { completed(): number }, count: number): Promise<number> {
   const deadline = Date.now() + 60_000;
@@ -156,6 +168,7 @@ describe("fault - runs survive processes dying, and every step's effect happens 
     await submitted;
     tracker.stop();
     const states = await waitForAll(loom, runIds, 150_000);
+    if (states.completed !== RUNS) console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
     const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
     console.log(
       `orchestrator SIGKILLs: 5 (runs completed before each: ${progress.join(", ")}); runs: ${JSON.stringify(states)}; ` +
@@ -180,6 +193,7 @@ describe("fault - runs survive processes dying, and every step's effect happens 
     await submitted;
     tracker.stop();
     const states = await waitForAll(loom, runIds, 150_000);
+    if (states.completed !== RUNS) console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
     const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
     console.log(
       `mcp-worker SIGKILLs: 3 (runs completed before each: ${progress.join(", ")}); runs: ${JSON.stringify(states)}; ` +
@@ -200,6 +214,7 @@ describe("fault - runs survive processes dying, and every step's effect happens 
     await submitted;
     tracker.stop();
     const states = await waitForAll(loom, runIds, 150_000);
+    if (states.completed !== RUNS) console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
     const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
     console.log(
       `nats-server restarted with ${before} of ${RUNS} runs completed; runs: ${JSON.stringify(states)}; ` +
@@ -223,6 +238,7 @@ describe("fault - runs survive processes dying, and every step's effect happens 
     await submitted;
     tracker.stop();
     const states = await waitForAll(loom, runIds, 150_000);
+    if (states.completed !== RUNS) console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
     const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
     console.log(
       `orchestrator SIGKILLed with ${before} of ${RUNS} runs completed, two replicas recovered; runs: ${JSON.stringify(states)}; ` +
