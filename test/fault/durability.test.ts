@@ -168,7 +168,8 @@ describe("fault - runs survive processes dying, and every step's effect happens 
     await submitted;
     tracker.stop();
     const states = await waitForAll(loom, runIds, 150_000);
-    if (states.completed !== RUNS) console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
+    if (states.completed !== RUNS)
+      console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
     const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
     console.log(
       `orchestrator SIGKILLs: 5 (runs completed before each: ${progress.join(", ")}); runs: ${JSON.stringify(states)}; ` +
@@ -193,7 +194,8 @@ describe("fault - runs survive processes dying, and every step's effect happens 
     await submitted;
     tracker.stop();
     const states = await waitForAll(loom, runIds, 150_000);
-    if (states.completed !== RUNS) console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
+    if (states.completed !== RUNS)
+      console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
     const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
     console.log(
       `mcp-worker SIGKILLs: 3 (runs completed before each: ${progress.join(", ")}); runs: ${JSON.stringify(states)}; ` +
@@ -214,7 +216,8 @@ describe("fault - runs survive processes dying, and every step's effect happens 
     await submitted;
     tracker.stop();
     const states = await waitForAll(loom, runIds, 150_000);
-    if (states.completed !== RUNS) console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
+    if (states.completed !== RUNS)
+      console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
     const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
     console.log(
       `nats-server restarted with ${before} of ${RUNS} runs completed; runs: ${JSON.stringify(states)}; ` +
@@ -238,7 +241,8 @@ describe("fault - runs survive processes dying, and every step's effect happens 
     await submitted;
     tracker.stop();
     const states = await waitForAll(loom, runIds, 150_000);
-    if (states.completed !== RUNS) console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
+    if (states.completed !== RUNS)
+      console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
     const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
     console.log(
       `orchestrator SIGKILLed with ${before} of ${RUNS} runs completed, two replicas recovered; runs: ${JSON.stringify(states)}; ` +
