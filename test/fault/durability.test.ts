@@ -153,104 +153,71 @@ async function kill(loom: Loom, name: ServiceName): Promise<void> {
   }
 }
 
+/**
+ * Runs 200 transfers through `crash` (which returns how far the load had got when it struck),
+ * then checks what a user would: every run completed, and the ledger holds each effect once.
+ */
+async function transfersSurvive(
+  label: string,
+  crash: (loom: Loom, tracker: { completed(): number }) => Promise<number[]>,
+) {
+  await using ledger = await createTestLedger();
+  await using loom = await startLedgerLoom(ledger.serversFile);
+  const tracker = trackCompletions(loom);
+  const { runIds, submitted } = submitTransfers(loom, RUNS);
+  const progress = await crash(loom, tracker);
+  await submitted;
+  tracker.stop();
+  const states = await waitForAll(loom, runIds, 150_000);
+  if (states.completed !== RUNS)
+    console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
+  const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
+  console.log(
+    `${label} (runs completed when it struck: ${progress.join(", ")}); runs: ${JSON.stringify(states)}; ` +
+      `ledger entries: ${entries} (expected ${RUNS * STEPS_PER_RUN}); tool invocations: ${invocations}`,
+  );
+  expect(states).toEqual({ completed: RUNS });
+  expect(progress[0]).toBeGreaterThan(0);
+  expect(progress.at(-1)).toBeLessThan(RUNS);
+  expect(entries).toBe(RUNS * STEPS_PER_RUN);
+}
+
 describe("fault - runs survive processes dying, and every step's effect happens exactly once", () => {
-  it("fault - 200 ledger transfers while the orchestrator is SIGKILLed 5 times", async () => {
-    await using ledger = await createTestLedger();
-    await using loom = await startLedgerLoom(ledger.serversFile);
-    const tracker = trackCompletions(loom);
-    const { runIds, submitted } = submitTransfers(loom, RUNS);
-    const progress: number[] = [];
-    for (const threshold of [20, 50, 80, 110, 140]) {
-      progress.push(await endedAtLeast(tracker, threshold));
+  it("fault - 200 ledger transfers while the orchestrator is SIGKILLed 5 times", () =>
+    transfersSurvive("orchestrator SIGKILLed 5 times", async (loom, tracker) => {
+      const progress: number[] = [];
+      for (const threshold of [20, 50, 80, 110, 140]) {
+        progress.push(await endedAtLeast(tracker, threshold));
+        await kill(loom, "orchestrator");
+        await loom.stack.restart("orchestrator");
+      }
+      return progress;
+    }));
+
+  it("fault - 200 ledger transfers while the mcp-worker is SIGKILLed mid-call 3 times", () =>
+    transfersSurvive("mcp-worker SIGKILLed mid-call 3 times", async (loom, tracker) => {
+      const progress: number[] = [];
+      for (const threshold of [30, 80, 130]) {
+        progress.push(await endedAtLeast(tracker, threshold));
+        await kill(loom, "mcp-worker");
+        await loom.stack.restart("mcp-worker");
+      }
+      return progress;
+    }));
+
+  it("fault - 200 ledger transfers while the nats-server restarts (store kept)", () =>
+    transfersSurvive("nats-server restarted", async (loom, tracker) => {
+      const before = await endedAtLeast(tracker, 60);
+      await loom.nats.restart();
+      return [before];
+    }));
+
+  it("fault - two orchestrator replicas take over a dead one's runs at once", () =>
+    transfersSurvive("orchestrator SIGKILLed, two fresh replicas recover its runs", async (loom, tracker) => {
+      const before = await endedAtLeast(tracker, 60);
       await kill(loom, "orchestrator");
-      await loom.stack.restart("orchestrator");
-    }
-    await submitted;
-    tracker.stop();
-    const states = await waitForAll(loom, runIds, 150_000);
-    if (states.completed !== RUNS)
-      console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
-    const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
-    console.log(
-      `orchestrator SIGKILLs: 5 (runs completed before each: ${progress.join(", ")}); runs: ${JSON.stringify(states)}; ` +
-        `ledger entries: ${entries} (expected ${RUNS * STEPS_PER_RUN}); tool invocations: ${invocations}`,
-    );
-    expect(states).toEqual({ completed: RUNS });
-    expect(progress.at(-1)).toBeLessThan(RUNS);
-    expect(entries).toBe(RUNS * STEPS_PER_RUN);
-  });
-
-  it("fault - 200 ledger transfers while the mcp-worker is SIGKILLed mid-call 3 times", async () => {
-    await using ledger = await createTestLedger();
-    await using loom = await startLedgerLoom(ledger.serversFile);
-    const tracker = trackCompletions(loom);
-    const { runIds, submitted } = submitTransfers(loom, RUNS);
-    const progress: number[] = [];
-    for (const threshold of [30, 80, 130]) {
-      progress.push(await endedAtLeast(tracker, threshold));
-      await kill(loom, "mcp-worker");
-      await loom.stack.restart("mcp-worker");
-    }
-    await submitted;
-    tracker.stop();
-    const states = await waitForAll(loom, runIds, 150_000);
-    if (states.completed !== RUNS)
-      console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
-    const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
-    console.log(
-      `mcp-worker SIGKILLs: 3 (runs completed before each: ${progress.join(", ")}); runs: ${JSON.stringify(states)}; ` +
-        `ledger entries: ${entries} (expected ${RUNS * STEPS_PER_RUN}); tool invocations: ${invocations}`,
-    );
-    expect(states).toEqual({ completed: RUNS });
-    expect(progress.at(-1)).toBeLessThan(RUNS);
-    expect(entries).toBe(RUNS * STEPS_PER_RUN);
-  });
-
-  it("fault - 200 ledger transfers while the nats-server restarts (store kept)", async () => {
-    await using ledger = await createTestLedger();
-    await using loom = await startLedgerLoom(ledger.serversFile);
-    const tracker = trackCompletions(loom);
-    const { runIds, submitted } = submitTransfers(loom, RUNS);
-    const before = await endedAtLeast(tracker, 60);
-    await loom.nats.restart();
-    await submitted;
-    tracker.stop();
-    const states = await waitForAll(loom, runIds, 150_000);
-    if (states.completed !== RUNS)
-      console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
-    const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
-    console.log(
-      `nats-server restarted with ${before} of ${RUNS} runs completed; runs: ${JSON.stringify(states)}; ` +
-        `ledger entries: ${entries} (expected ${RUNS * STEPS_PER_RUN}); tool invocations: ${invocations}`,
-    );
-    expect(states).toEqual({ completed: RUNS });
-    expect(before).toBeGreaterThan(0);
-    expect(before).toBeLessThan(RUNS);
-    expect(entries).toBe(RUNS * STEPS_PER_RUN);
-  });
-
-  it("fault - two orchestrator replicas take over a dead one's runs at once", async () => {
-    await using ledger = await createTestLedger();
-    await using loom = await startLedgerLoom(ledger.serversFile);
-    const tracker = trackCompletions(loom);
-    const { runIds, submitted } = submitTransfers(loom, RUNS);
-    const before = await endedAtLeast(tracker, 60);
-    await kill(loom, "orchestrator");
-    loom.stack.add("orchestrator");
-    loom.stack.add("orchestrator");
-    await submitted;
-    tracker.stop();
-    const states = await waitForAll(loom, runIds, 150_000);
-    if (states.completed !== RUNS)
-      console.log(`runs that did not complete: ${(await failures(loom, runIds)).join("; ")}`);
-    const [entries, invocations] = [await ledger.entries(), await ledger.invocations()];
-    console.log(
-      `orchestrator SIGKILLed with ${before} of ${RUNS} runs completed, two replicas recovered; runs: ${JSON.stringify(states)}; ` +
-        `ledger entries: ${entries} (expected ${RUNS * STEPS_PER_RUN}); tool invocations: ${invocations}`,
-    );
-    expect(states).toEqual({ completed: RUNS });
-    expect(before).toBeGreaterThan(0);
-    expect(before).toBeLessThan(RUNS);
-    expect(entries).toBe(RUNS * STEPS_PER_RUN);
-  });
+      loom.stack.add("orchestrator");
+      loom.stack.add("orchestrator");
+      return [before];
+    }));
 });
