@@ -7,6 +7,7 @@ export const ResultRefSchema = z.object({ $ref: z.string().startsWith("loom_resu
 export type ResultRef = z.infer<typeof ResultRefSchema>;
 
 const StoredResultSchema = z.object({ value: z.unknown() });
+const CACHE_SIZE = 64;
 
 /**
  * Keeps step results above a size limit out of the machine's context (which is persisted after
@@ -16,6 +17,7 @@ const StoredResultSchema = z.object({ value: z.unknown() });
 export class ResultStore {
   readonly #kv: KV;
   readonly #inlineMaxBytes: number;
+  /** Recently used large results, so a run's later steps do not fetch them again; bounded. */
   readonly #cache = new Map<string, unknown>();
 
   constructor(kv: KV, inlineMaxBytes: number) {
@@ -28,7 +30,7 @@ export class ResultStore {
     const encoded = encodeJson({ value });
     if (encoded.byteLength <= this.#inlineMaxBytes) return value;
     await this.#kv.put(key, encoded);
-    this.#cache.set(key, value);
+    this.#remember(key, value);
     return { $ref: `loom_results/${key}` } satisfies ResultRef;
   }
 
@@ -50,11 +52,21 @@ export class ResultStore {
   }
 
   async #load(key: string): Promise<unknown> {
-    if (this.#cache.has(key)) return this.#cache.get(key);
+    if (this.#cache.has(key)) {
+      const cached = this.#cache.get(key);
+      this.#remember(key, cached);
+      return cached;
+    }
     const entry = await this.#kv.get(key);
     if (entry === null || entry.operation !== "PUT") throw new Error(`stored result ${key} is gone`);
     const { value } = parsePayload(StoredResultSchema, entry.value, `stored result ${key}`);
-    this.#cache.set(key, value);
+    this.#remember(key, value);
     return value;
+  }
+
+  #remember(key: string, value: unknown): void {
+    this.#cache.delete(key);
+    this.#cache.set(key, value);
+    if (this.#cache.size > CACHE_SIZE) this.#cache.delete(this.#cache.keys().next().value as string);
   }
 }
