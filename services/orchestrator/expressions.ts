@@ -12,6 +12,7 @@ export interface ExpressionScope {
 }
 
 type Compiled = ReturnType<typeof jsonata>;
+const CACHE_SIZE = 1_024;
 const cache = new Map<string, Compiled>();
 
 function compile(source: string, where: string): Compiled {
@@ -24,6 +25,8 @@ function compile(source: string, where: string): Compiled {
         cause,
       });
     }
+    // Inline workflows bring expressions of their own: the cache keeps the most recent ones only.
+    if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string);
     cache.set(source, compiled);
   }
   return compiled;

@@ -21,7 +21,6 @@ const SWEEP_MS = 1_000;
 
 /** What the sweep needs to know of a run, kept current by a watch on `loom_runs`. */
 interface RunSummary {
-  terminal: boolean;
   pending: number;
   owner: string | undefined;
   leaseUntil: number;
@@ -90,8 +89,12 @@ export class RunDriver {
         try {
           // Only the fields the sweep needs: every replica sees every write of every run here.
           const record = parsePayload(RunSummarySchema, entry.value, `run record ${entry.key}`);
+          // An ended run never needs a driver again: only the others are kept in memory.
+          if (TERMINAL_STATES.has(record.state)) {
+            this.#summaries.delete(entry.key);
+            continue;
+          }
           this.#summaries.set(entry.key, {
-            terminal: TERMINAL_STATES.has(record.state),
             pending: record.pending.length,
             owner: record.owner,
             leaseUntil: record.leaseUntil === undefined ? 0 : Date.parse(record.leaseUntil),
@@ -116,7 +119,7 @@ export class RunDriver {
     const now = Date.now();
     for (const [runId, summary] of this.#summaries) {
       if (this.#stopping) return;
-      if (summary.terminal || this.#executions.has(runId)) continue;
+      if (this.#executions.has(runId)) continue;
       const orphaned = summary.owner === undefined || summary.leaseUntil < now;
       const expired = summary.deadlineAt < now;
       if (!orphaned || (summary.pending === 0 && !expired)) continue;
