@@ -124,3 +124,29 @@ export function splitToolName(qualified: string): { server: string; tool: string
   const dot = qualified.indexOf(".");
   return { server: qualified.slice(0, dot), tool: qualified.slice(dot + 1) };
 }
+
+/**
+ * One notification an MCP server sent while working on an A2A task, as the worker publishes it on
+ * `loom.v1.tasks.<taskId>.notifications`.
+ */
+export const TaskNotificationSchema = z.discriminatedUnion("kind", [
+  z.object({
+    kind: z.literal("progress"),
+    taskId: z.string(),
+    runId: z.string().optional(),
+    stepId: z.string().optional(),
+    progress: z.number(),
+    total: z.number().optional(),
+    message: z.string().optional(),
+  }),
+  z.object({
+    kind: z.literal("log"),
+    taskId: z.string(),
+    runId: z.string().optional(),
+    stepId: z.string().optional(),
+    level: z.enum(["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]),
+    logger: z.string().optional(),
+    data: z.unknown(),
+  }),
+]);
+export type TaskNotification = z.infer<typeof TaskNotificationSchema>;

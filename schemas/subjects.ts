@@ -22,6 +22,15 @@ export const Subjects = {
 } as const;
 export type Subject = (typeof Subjects)[keyof typeof Subjects];
 
+/**
+ * Core NATS: progress and log notifications an MCP server sends while it works on one A2A task
+ * (published by the worker; the orchestrator relays them as run events, the MCP gateway to its
+ * client).
+ */
+export function taskNotificationsSubject(taskId: string): string {
+  return `loom.v1.tasks.${taskId}.notifications`;
+}
+
 /** Subject that carries one run's A2A status and artifact events. */
 export function runEventsSubject(runId: string): string {
   return `loom.v1.runs.${runId}.events`;
@@ -65,6 +74,8 @@ export const Streams = {
   EVENTS: "LOOM_EVENTS",
   AUDIT: "LOOM_AUDIT",
   SPANS: "LOOM_SPANS",
+  /** One record per MCP call (tool, server version, outcome, latency) and per feedback verdict. */
+  TOOL_CALLS: "LOOM_TOOL_CALLS",
 } as const;
 export type Stream = (typeof Streams)[keyof typeof Streams];
 
@@ -80,6 +91,12 @@ export const Buckets = {
   MEMORY: "loom_memory",
   RESULTS: "loom_results",
   PUSH: "loom_push",
+  /** Resources, resource templates and prompts of every MCP server, next to the tools in loom_tools. */
+  CATALOG: "loom_catalog",
+  /** Health of every MCP server (and replica and version) as each worker sees it. */
+  SERVERS: "loom_servers",
+  /** Sessions of the MCP gateway, so that any gateway replica serves any session. */
+  MCP_SESSIONS: "loom_mcp_sessions",
 } as const;
 export type Bucket = (typeof Buckets)[keyof typeof Buckets];
 
@@ -96,6 +113,9 @@ export const QueueGroups = {
 
 /** The agent name the MCP worker serves A2A tasks under. */
 export const MCP_WORKER_AGENT = "mcp-worker";
+
+/** The agent that answers MCP sampling requests (`sampling/createMessage`) with a language model. */
+export const LLM_AGENT = "llm";
 
 /** NATS headers Loom reads or writes besides the W3C trace context ones. */
 export const Headers = {
