@@ -61,6 +61,8 @@ export const RunRecordSchema = z.object({
   state: TaskStateSchema,
   /** `actor.getPersistedSnapshot()` after the last transition. */
   snapshot: z.unknown(),
+  /** The principal (token subject) that started the run: rules may let it cancel its own runs. */
+  startedBy: z.string().optional(),
   /** The Authorization header the run was submitted with, forwarded to policy for each step. */
   authorization: z.string().optional(),
   /**

@@ -255,7 +255,7 @@ policy
   .description("how each rule judges a request made with --token/LOOM_TOKEN (nothing is granted)")
   .option(
     "--action <action>",
-    "workflow.start, tools.call, resources.read, prompts.get or runs.approve",
+    "workflow.start, tools.call, resources.read, prompts.get, runs.approve or runs.cancel",
     "tools.call",
   )
   .option("--tool <tool>", "<server>.<tool> (or prompt, or resource)")

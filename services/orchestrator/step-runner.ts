@@ -13,7 +13,15 @@ import {
   Subjects,
 } from "../../schemas/subjects.ts";
 import type { DelegateStep, WorkStep } from "../../schemas/workflow.ts";
-import { encodeJson, LoomError, request, SpanKind, toWireError, withSpan } from "../kit/index.ts";
+import {
+  encodeJson,
+  LoomError,
+  request,
+  SpanKind,
+  toWireError,
+  tracedHeaders,
+  withSpan,
+} from "../kit/index.ts";
 import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
@@ -121,7 +129,11 @@ async function sendTask(
     timeoutMs,
     ...(grant === undefined ? {} : { grant }),
   };
-  const cancel = () => options.nc.publish(agentCancelSubject(dispatch.agent), encodeJson({ taskId }));
+  // The run's token goes along: a workflow agent cancels the run it started on the run's behalf.
+  const cancel = () =>
+    options.nc.publish(agentCancelSubject(dispatch.agent), encodeJson({ taskId }), {
+      headers: tracedHeaders({ [Headers.AUTHORIZATION]: run.authorization }),
+    });
   run.signal.addEventListener("abort", cancel, { once: true });
   try {
     const task = await request(
