@@ -130,6 +130,16 @@ export const CompletionCompleteSchema = z
   .strict();
 export type CompletionComplete = z.infer<typeof CompletionCompleteSchema>;
 
+/**
+ * What a completion's grant binds: the argument being completed and the arguments around it. A
+ * completion is granted like what it completes (`prompts.get` of the prompt, `resources.read` of
+ * the template), so the gateway that asks and the worker that checks must agree on this.
+ */
+export function completionGrantArguments(operation: CompletionComplete): Record<string, unknown> {
+  const { argument, context } = operation.complete;
+  return { argument, ...(context?.arguments === undefined ? {} : { context: context.arguments }) };
+}
+
 /** Everything the MCP worker takes as an A2A task. */
 export const McpOperationSchema = z.union([
   ToolCallSchema,

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Message, Task } from "../../schemas/a2a.ts";
-import type { CompletionComplete } from "../../schemas/mcp.ts";
+import { type CompletionComplete, completionGrantArguments } from "../../schemas/mcp.ts";
 import { SpanKind, withSpan } from "../kit/index.ts";
 import { runOperation } from "./read-prompt-tasks.ts";
 import type { TaskHandlerDependencies } from "./task-handler.ts";
@@ -23,7 +23,7 @@ export async function handleCompleteTask(
   return runOperation(
     deps,
     message,
-    { action, target, arguments: completionArguments(operation) },
+    { action, target, arguments: completionGrantArguments(operation) },
     operation.server,
     async (connection, timeoutMs, masking) => {
       const result = await withSpan(
@@ -44,10 +44,4 @@ export async function handleCompleteTask(
       };
     },
   );
-}
-
-/** What a completion's grant binds: the argument being completed and the arguments around it. */
-export function completionArguments(operation: CompletionComplete): Record<string, unknown> {
-  const { argument, context } = operation.complete;
-  return { argument, ...(context?.arguments === undefined ? {} : { context: context.arguments }) };
 }
