@@ -1,6 +1,12 @@
 import type { z } from "zod";
 import { MessageSchema, TaskSchema } from "./a2a.ts";
 import { PolicyDecisionRequestSchema, PolicyDecisionSchema, PolicyExplanationSchema } from "./policy.ts";
+import {
+  AuthenticateReplySchema,
+  AuthenticateRequestSchema,
+  PermittedReplySchema,
+  PermittedRequestSchema,
+} from "./policy-gateway.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
 import {
   WorkflowApplyReplySchema,
@@ -23,6 +29,16 @@ export const PolicyDecideContract = {
 export const PolicyExplainContract = {
   request: PolicyDecisionRequestSchema,
   response: PolicyExplanationSchema,
+} as const satisfies RequestContract;
+
+export const PolicyAuthenticateContract = {
+  request: AuthenticateRequestSchema,
+  response: AuthenticateReplySchema,
+} as const satisfies RequestContract;
+
+export const PolicyPermittedContract = {
+  request: PermittedRequestSchema,
+  response: PermittedReplySchema,
 } as const satisfies RequestContract;
 
 /** An A2A task handed to an agent: a Message in, the finished Task (with its artifacts) back. */

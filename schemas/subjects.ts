@@ -19,6 +19,10 @@ export const Subjects = {
   ALERTS: "loom.v1.alerts",
   /** Request/reply: a decision with the reasoning of every rule, for `loom policy explain`. */
   POLICY_EXPLAIN: "loom.v1.policy.explain",
+  /** Request/reply: verify a bearer token and name its principal (the MCP gateway's clients). */
+  POLICY_AUTHENTICATE: "loom.v1.policy.authenticate",
+  /** Request/reply: which of a list of operations may the caller perform (a dry run for listings). */
+  POLICY_PERMITTED: "loom.v1.policy.permitted",
 } as const;
 export type Subject = (typeof Subjects)[keyof typeof Subjects];
 

@@ -11,6 +11,7 @@ import {
   startObservability,
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
+import { recordCatalog } from "./catalog-registry.ts";
 import { readWorkerConfig } from "./config.ts";
 import { GrantCheck } from "./grant-check.ts";
 import { InFlightTasks } from "./in-flight.ts";
@@ -35,6 +36,7 @@ await runUntilSignalled(log, async () => {
   }
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const toolsKv = await openBucket(nc, Buckets.TOOLS);
+  const catalogKv = await openBucket(nc, Buckets.CATALOG);
   await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS] });
 
   const connections = new Map(
@@ -45,7 +47,14 @@ await runUntilSignalled(log, async () => {
   );
   await Promise.all(
     [...connections.values()].map((connection) =>
-      registerUntilReachable(connection, (tools) => recordTools(toolsKv, connection.config, tools), log),
+      registerUntilReachable(
+        connection,
+        async (tools) => {
+          await recordTools(toolsKv, connection.config, tools);
+          await recordCatalog(catalogKv, connection);
+        },
+        log,
+      ),
     ),
   );
 

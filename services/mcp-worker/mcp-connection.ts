@@ -104,6 +104,19 @@ export class McpConnection {
     }
   }
 
+  /**
+   * Runs `work` with the connected client, its failures typed as a call's are: for what needs the
+   * client itself (listing the catalog, completions). `label` names the operation in errors.
+   */
+  async withClient<T>(label: string, timeoutMs: number, work: (client: Client) => Promise<T>): Promise<T> {
+    const client = await this.#connected();
+    try {
+      return await work(client);
+    } catch (error) {
+      throw this.#toLoomError(error, label, timeoutMs);
+    }
+  }
+
   async close(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;

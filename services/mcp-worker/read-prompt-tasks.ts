@@ -72,7 +72,7 @@ export async function handlePromptTask(
 }
 
 /** Grant first, then the step's stored outcome if it has one, else the operation itself. */
-async function runOperation(
+export async function runOperation(
   deps: TaskHandlerDependencies,
   message: Message,
   granted: { action: "resources.read" | "prompts.get"; target: string; arguments: Record<string, unknown> },

@@ -19,6 +19,7 @@ import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
 import { readOrchestratorConfig } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
+import { FederatedCatalog, GatewayPolicy, mcpGatewayRouter, SessionStore } from "./mcp-gateway/index.ts";
 import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
@@ -64,11 +65,34 @@ await runUntilSignalled(log, async () => {
       workflows: catalog.ids().map((id) => catalog.resolve(id)),
       version: "0.1.0",
     });
+  const mcpCatalog = await FederatedCatalog.open(
+    { tools: await openBucket(nc, Buckets.TOOLS), catalog: await openBucket(nc, Buckets.CATALOG) },
+    log,
+  );
+  const mcpGateway = mcpGatewayRouter({
+    catalog: mcpCatalog,
+    policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
+    sessions: new SessionStore(
+      await openBucket(nc, Buckets.MCP_SESSIONS, { ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
+    ),
+    dispatch: {
+      nc,
+      policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
+      callTimeoutMs: config.LOOM_STEP_TIMEOUT_MS,
+      log,
+    },
+    version: "0.1.0",
+    allowedOrigins: config.LOOM_MCP_ALLOWED_ORIGINS,
+    publicUrl: config.LOOM_A2A_PUBLIC_URL,
+    authorizationServers: [config.LOOM_AUTH_ISSUER],
+    log,
+  });
   const a2a = await startA2AEdge({
     port: config.LOOM_A2A_PORT,
     handler: new NatsA2ARequestHandler({ nc, js: jetstream(nc), jsm, runs, push, card }),
     card,
     log,
+    routes: [mcpGateway],
   });
   publicUrl ??= `http://127.0.0.1:${a2a.port}`;
   await observability.connected({
@@ -120,6 +144,7 @@ await runUntilSignalled(log, async () => {
       await workflowService.stop();
       await agents.stop();
       await a2a.close();
+      mcpCatalog.close();
       pushNotifier.stop();
       await driver.stop();
       await observability.close();

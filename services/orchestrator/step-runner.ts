@@ -1,17 +1,11 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type Message, Role } from "../../schemas/a2a.ts";
-import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
+import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type McpOperation, splitToolName, type ToolCallMetadata } from "../../schemas/mcp.ts";
-import { type PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
-import {
-  agentCancelSubject,
-  agentTasksSubject,
-  Headers,
-  MCP_WORKER_AGENT,
-  Subjects,
-} from "../../schemas/subjects.ts";
+import type { PolicyAction } from "../../schemas/policy.ts";
+import { agentCancelSubject, agentTasksSubject, Headers, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import type { DelegateStep, WorkStep } from "../../schemas/workflow.ts";
 import {
   encodeJson,
@@ -25,6 +19,7 @@ import {
 import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
+import { decideOperation } from "./policy-decision.ts";
 import type { InputAnswer, RunMachineEvent } from "./run-machine.ts";
 
 /** Extra time an agent gets over the step's own timeout to answer with a typed error. */
@@ -80,10 +75,8 @@ export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Pro
           return await runRemote(options, run, step.delegate.url);
         const dispatch = await describeDispatch(step, run.scope);
         if (dispatch.action !== "delegate") {
-          const decision = await request(
+          const decision = await decideOperation(
             options.nc,
-            Subjects.POLICY_DECIDE,
-            PolicyDecideContract,
             {
               action: dispatch.action,
               resource: { tool: dispatch.target },
@@ -91,18 +84,8 @@ export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Pro
               runId: run.runId,
               stepId: step.id,
             },
-            { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: run.authorization } },
+            { authorization: run.authorization, timeoutMs: options.policyTimeoutMs, span },
           );
-          span.setAttributes({ "loom.policy.rule": decision.rule, "loom.policy.effect": decision.effect });
-          if (decision.effect === PolicyEffect.DENY) {
-            throw new LoomError(
-              ErrorCode.POLICY_DENIED,
-              `policy denied ${dispatch.target}: ${decision.reason}`,
-              {
-                details: { rule: decision.rule, decisionId: decision.decisionId },
-              },
-            );
-          }
           return await sendTask(options, run, dispatch, decision.grant);
         }
         return await sendTask(options, run, dispatch, undefined);
