@@ -31,7 +31,7 @@ export interface DispatchOptions {
 
 /** One MCP operation a gateway client asked for, as policy and the worker see it. */
 export interface GatewayOperation {
-  action: Exclude<PolicyAction, "workflow.start" | "runs.approve">;
+  action: Extract<PolicyAction, "tools.call" | "resources.read" | "prompts.get">;
   /** What policy decides about: `<server>.<tool>`, `<server>.<prompt>` or `<server>.<uri>`. */
   target: string;
   /** What the grant binds (the worker checks the same). */
