@@ -1,3 +1,4 @@
+import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
@@ -11,14 +12,15 @@ import {
   startObservability,
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
-import { readWorkerConfig } from "./config.ts";
+import { readSecret, readWorkerConfig } from "./config.ts";
+import { createConnections } from "./connections.ts";
 import { GrantCheck } from "./grant-check.ts";
 import { InFlightTasks } from "./in-flight.ts";
-import { McpConnection } from "./mcp-connection.ts";
 import { loadServerList } from "./server-config.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
-import { recordTools, registerUntilReachable } from "./tool-registry.ts";
+import { TaskNotifications } from "./task-notifications.ts";
+import { recordOnListChanged, recordTools, registerUntilReachable } from "./tool-registry.ts";
 
 const SERVICE = "mcp-worker";
 const config = readWorkerConfig();
@@ -27,7 +29,11 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const serverList = await loadServerList(config.LOOM_MCP_SERVERS);
-  for (const refused of serverList.refused) {
+  const { connections, refused: unauthenticated } = createConnections(
+    serverList.servers.map((server) => withTelemetryEnv(server, config)),
+    { log, logLevel: config.LOOM_MCP_LOG_LEVEL, secret: (name) => readSecret(name) },
+  );
+  for (const refused of [...serverList.refused, ...unauthenticated]) {
     log.error(
       { mcp_server: refused.name, reason: refused.reason },
       `MCP server "${refused.name}" refused: ${refused.reason}`,
@@ -37,16 +43,12 @@ await runUntilSignalled(log, async () => {
   const toolsKv = await openBucket(nc, Buckets.TOOLS);
   await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS] });
 
-  const connections = new Map(
-    serverList.servers.map((server) => [
-      server.name,
-      new McpConnection(withTelemetryEnv(server, config), log),
-    ]),
-  );
   await Promise.all(
-    [...connections.values()].map((connection) =>
-      registerUntilReachable(connection, (tools) => recordTools(toolsKv, connection.config, tools), log),
-    ),
+    [...connections.values()].map((connection) => {
+      const record = (tools: Tool[]) => recordTools(toolsKv, connection.config, tools);
+      recordOnListChanged(connection, record, log);
+      return registerUntilReachable(connection, record, log);
+    }),
   );
 
   const steps = new StepResults(await openBucket(nc, Buckets.STEPS), `${SERVICE}-${process.pid}`, log);
@@ -55,7 +57,8 @@ await runUntilSignalled(log, async () => {
     audit: new AuditLog(nc, SERVICE),
     log,
   });
-  const deps = { connections, steps, validator: new JsonSchemaValidator(), log, grants };
+  const notifications = new TaskNotifications(nc, log);
+  const deps = { connections, steps, validator: new JsonSchemaValidator(), log, grants, notifications };
   const inFlight = new InFlightTasks();
   inFlight.listen(nc, log);
   const subject = agentTasksSubject(MCP_WORKER_AGENT);
