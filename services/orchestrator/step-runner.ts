@@ -5,6 +5,7 @@ import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type McpOperation, splitToolName, type ToolCallMetadata } from "../../schemas/mcp.ts";
 import { type PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
+import type { StepProgress } from "../../schemas/run.ts";
 import {
   agentCancelSubject,
   agentTasksSubject,
@@ -13,11 +14,20 @@ import {
   Subjects,
 } from "../../schemas/subjects.ts";
 import type { DelegateStep, WorkStep } from "../../schemas/workflow.ts";
-import { encodeJson, LoomError, request, SpanKind, toWireError, withSpan } from "../kit/index.ts";
+import {
+  encodeJson,
+  type Logger,
+  LoomError,
+  request,
+  SpanKind,
+  toWireError,
+  withSpan,
+} from "../kit/index.ts";
 import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import type { InputAnswer, RunMachineEvent } from "./run-machine.ts";
+import { progressText, relayTaskProgress } from "./task-progress.ts";
 
 /** Extra time an agent gets over the step's own timeout to answer with a typed error. */
 const REPLY_MARGIN_MS = 2_000;
@@ -27,6 +37,7 @@ export interface StepRunnerOptions {
   policyTimeoutMs: number;
   stepTimeoutMs: number;
   remoteAgents: RemoteAgents;
+  log: Logger;
 }
 
 export interface WorkRun {
@@ -39,8 +50,11 @@ export interface WorkRun {
   signal: AbortSignal;
   /** For a delegate step answering its remote agent: the remote task and the answer. */
   followUp?: { remoteTaskId: string; answer: InputAnswer } | undefined;
-  /** Progress worth telling the run's watchers (a remote agent's status updates). */
-  onProgress?: (text: string) => Promise<void>;
+  /**
+   * Progress worth telling the run's watchers: a remote agent's status updates, or an MCP
+   * server's progress reports (then with `progress`).
+   */
+  onProgress?: (text: string, progress?: StepProgress) => Promise<void>;
 }
 
 /** What one work step asks of which agent, and which policy action covers it. */
@@ -123,6 +137,16 @@ async function sendTask(
   };
   const cancel = () => options.nc.publish(agentCancelSubject(dispatch.agent), encodeJson({ taskId }));
   run.signal.addEventListener("abort", cancel, { once: true });
+  // Subscribed before the task goes out, so no report the agent sends is missed.
+  const progress = relayTaskProgress(
+    options.nc,
+    taskId,
+    (reported) =>
+      run.onProgress === undefined
+        ? Promise.resolve()
+        : run.onProgress(progressText(step.id, reported), reported),
+    options.log,
+  );
   try {
     const task = await request(
       options.nc,
@@ -147,6 +171,7 @@ async function sendTask(
     return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(task.artifacts?.[0]) };
   } finally {
     run.signal.removeEventListener("abort", cancel);
+    await progress.stop();
   }
 }
 
