@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import {
@@ -10,12 +11,14 @@ import {
   type CallToolResult,
   CallToolResultSchema,
   type GetPromptResult,
+  type JSONRPCMessage,
   type LoggingLevel,
   type LoggingMessageNotification,
   LoggingMessageNotificationSchema,
   McpError,
   ErrorCode as McpErrorCode,
   type Progress,
+  ProgressNotificationSchema,
   PromptListChangedNotificationSchema,
   type ReadResourceResult,
   ResourceListChangedNotificationSchema,
@@ -53,6 +56,11 @@ export interface McpConnectionOptions {
   logLevel?: LoggingLevel | undefined;
 }
 
+/** An aborted signal makes the SDK send notifications/cancelled to the server. */
+function requestOptions(timeoutMs: number, signal: AbortSignal | undefined): RequestOptions {
+  return { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) };
+}
+
 /** MCP log levels as pino's, for the worker's own log line. */
 export const PINO_LEVEL = {
   debug: "debug",
@@ -76,6 +84,8 @@ export class McpConnection {
   #tools = new Map<string, Tool>();
   readonly #options: McpConnectionOptions;
   readonly #observers = new Set<CallObserver>();
+  /** Progress callbacks of the requests in flight, by the progress token each request carries. */
+  readonly #progress = new Map<string, (progress: Progress) => void>();
   readonly #listChanged = new Set<(kind: ListKind) => void>();
 
   constructor(config: McpServerConfig, log: Logger, options: McpConnectionOptions = {}) {
@@ -126,11 +136,11 @@ export class McpConnection {
     try {
       // A plain request rather than client.callTool: the worker validates structuredContent
       // against the outputSchema itself and answers a typed TOOL_OUTPUT_INVALID.
-      return await this.#observed(observer, () =>
+      return await this.#observed(observer, (progressMeta) =>
         client.request(
-          { method: "tools/call", params: { name, arguments: args, _meta: meta } },
+          { method: "tools/call", params: { name, arguments: args, _meta: { ...meta, ...progressMeta } } },
           CallToolResultSchema,
-          this.#requestOptions(timeoutMs, signal, observer),
+          requestOptions(timeoutMs, signal),
         ),
       );
     } catch (error) {
@@ -146,8 +156,8 @@ export class McpConnection {
   ): Promise<ReadResourceResult> {
     const client = await this.#connected();
     try {
-      return await this.#observed(observer, () =>
-        client.readResource({ uri }, this.#requestOptions(timeoutMs, signal, observer)),
+      return await this.#observed(observer, (progressMeta) =>
+        client.readResource({ uri, _meta: progressMeta }, requestOptions(timeoutMs, signal)),
       );
     } catch (error) {
       throw this.#toLoomError(error, uri, timeoutMs);
@@ -163,8 +173,8 @@ export class McpConnection {
   ): Promise<GetPromptResult> {
     const client = await this.#connected();
     try {
-      return await this.#observed(observer, () =>
-        client.getPrompt({ name, arguments: args }, this.#requestOptions(timeoutMs, signal, observer)),
+      return await this.#observed(observer, (progressMeta) =>
+        client.getPrompt({ name, arguments: args, _meta: progressMeta }, requestOptions(timeoutMs, signal)),
       );
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
@@ -172,34 +182,47 @@ export class McpConnection {
   }
 
   /**
-   * Per-request options: an aborted signal makes the SDK send notifications/cancelled; a progress
-   * notification restarts the timeout, but the whole call never outlasts `timeoutMs`.
+   * Runs `work` with `observer` hearing the server's log messages meanwhile and, through the
+   * progress token `work` puts in its request's `_meta`, the request's progress.
    */
-  #requestOptions(timeoutMs: number, signal: AbortSignal | undefined, observer: CallObserver | undefined) {
-    const onProgress = observer?.onProgress;
-    const options: RequestOptions = {
-      timeout: timeoutMs,
-      ...(signal === undefined ? {} : { signal }),
-      ...(onProgress === undefined
-        ? {}
-        : {
-            onprogress: (progress) => onProgress(progress),
-            resetTimeoutOnProgress: true,
-            maxTotalTimeout: timeoutMs,
-          }),
-    };
-    return options;
-  }
-
-  /** Runs `work` with `observer` hearing the server's log messages meanwhile. */
-  async #observed<T>(observer: CallObserver | undefined, work: () => Promise<T>): Promise<T> {
-    if (observer === undefined) return work();
+  async #observed<T>(
+    observer: CallObserver | undefined,
+    work: (progressMeta: { progressToken?: string }) => Promise<T>,
+  ): Promise<T> {
+    if (observer === undefined) return work({});
+    const onProgress = observer.onProgress;
+    const progressToken = onProgress === undefined ? undefined : randomUUID();
     this.#observers.add(observer);
+    if (progressToken !== undefined && onProgress !== undefined)
+      this.#progress.set(progressToken, onProgress);
     try {
-      return await work();
+      return await work(progressToken === undefined ? {} : { progressToken });
     } finally {
       this.#observers.delete(observer);
+      if (progressToken !== undefined) this.#progress.delete(progressToken);
     }
+  }
+
+  /**
+   * Progress and log notifications, taken from the transport before the SDK sees them. The SDK
+   * handles notifications a microtask after they arrive but responses at once, so a report sent
+   * just before the result (the final 100%) would reach a call that had already ended.
+   */
+  #hear(message: JSONRPCMessage): void {
+    if (!("method" in message) || "id" in message) return;
+    const progress = ProgressNotificationSchema.safeParse(message);
+    if (progress.success) {
+      const { progressToken, ...reported } = progress.data.params;
+      this.#progress.get(String(progressToken))?.(reported);
+      return;
+    }
+    const logged = LoggingMessageNotificationSchema.safeParse(message);
+    if (!logged.success) return;
+    const { params } = logged.data;
+    if (this.#observers.size === 0) {
+      this.#log[PINO_LEVEL[params.level]]({ mcp_logger: params.logger, data: params.data }, "MCP server log");
+    }
+    for (const observer of this.#observers) observer.onLog?.(params);
   }
 
   async close(): Promise<void> {
@@ -272,25 +295,19 @@ export class McpConnection {
       this.#client = undefined;
     };
     this.#listenToNotifications(client);
+    const transport = await this.#transport();
+    // Set before connecting: the SDK chains its own handler after this one.
+    transport.onmessage = (message) => this.#hear(message);
     // Starting a server (a process, its runtime, its SDK) can take longer than one call may.
-    await client.connect(await this.#transport(), {
+    await client.connect(transport, {
       timeout: Math.max(this.config.timeout, CONNECT_TIMEOUT_MS),
     });
     live = true;
     return client;
   }
 
-  /** Server notifications: log messages go to the calls in flight, list changes to listeners. */
+  /** List changes go to listeners (progress and log messages are heard in #hear). */
   #listenToNotifications(client: Client): void {
-    client.setNotificationHandler(LoggingMessageNotificationSchema, ({ params }) => {
-      if (this.#observers.size === 0) {
-        this.#log[PINO_LEVEL[params.level]](
-          { mcp_logger: params.logger, data: params.data },
-          "MCP server log",
-        );
-      }
-      for (const observer of this.#observers) observer.onLog?.(params);
-    });
     const lists = [
       ["tools", ToolListChangedNotificationSchema],
       ["resources", ResourceListChangedNotificationSchema],
