@@ -6,6 +6,7 @@ import { McpServerConfigSchema } from "../../schemas/mcp.ts";
 import { createLogger, LoomError } from "../../services/kit/index.ts";
 import { createConnections } from "../../services/mcp-worker/connections.ts";
 import type { McpConnection } from "../../services/mcp-worker/mcp-connection.ts";
+import { ClientCredentialsTokens } from "../../services/mcp-worker/token-source.ts";
 import { fixtureServer } from "../helpers/mcp-fixture-server.ts";
 import { startOAuthMcpFixture } from "../helpers/oauth-mcp-server.ts";
 import { startWsMcpServer } from "../helpers/ws-mcp-server.ts";
@@ -154,6 +155,31 @@ describe("mcp client - OAuth client credentials over Streamable HTTP", () => {
     expect(logged).toContain("access token obtained for MCP server");
     expect(logged).not.toContain(CLIENT_SECRET);
     for (const token of fixture.issued) expect(logged).not.toContain(token);
+  });
+
+  it("mcp client - a client-credentials token is reused until 80% of its lifetime, then replaced", async () => {
+    const { fixture } = await oauthServer(10);
+    const { log } = capture();
+    let now = 1_000_000;
+    const tokens = new ClientCredentialsTokens(
+      {
+        type: "client_credentials",
+        tokenUrl: fixture.tokenUrl,
+        clientId: "loom-worker",
+        clientSecretEnv: "CRM_SECRET",
+        clientAuthentication: "client_secret_basic",
+      },
+      CLIENT_SECRET,
+      { server: "fixture", log, now: () => now },
+    );
+    const [first, same] = await Promise.all([tokens.token(), tokens.token()]);
+    expect(same).toBe(first);
+    now += 7_900;
+    expect(await tokens.token()).toBe(first);
+    now += 200;
+    const renewed = await tokens.token();
+    expect(renewed).not.toBe(first);
+    expect(fixture.issued).toEqual([first, renewed]);
   });
 
   it("mcp client - a token the server stops taking is replaced on its 401 and the call goes through", async () => {
