@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { DurationSchema } from "./duration.ts";
+import { McpAuthSchema } from "./mcp-auth.ts";
 import { GatewayExposureSchema } from "./mcp-gateway-exposure.ts";
 import { SlugSchema } from "./workflow.ts";
 
@@ -45,11 +46,26 @@ export const HttpTransportSchema = z
   })
   .strict();
 
+/** MCP over WebSocket (subprotocol `mcp`), as the SDK's WebSocket client speaks it. */
+export const WebSocketTransportSchema = z
+  .object({
+    type: z.literal("websocket"),
+    url: z.url({ protocol: /^wss?$/ }),
+    headers: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+
 export const McpServerConfigSchema = z
   .object({
     name: SlugSchema,
     description: z.string().optional(),
-    transport: z.discriminatedUnion("type", [StdioTransportSchema, HttpTransportSchema]),
+    transport: z.discriminatedUnion("type", [
+      StdioTransportSchema,
+      HttpTransportSchema,
+      WebSocketTransportSchema,
+    ]),
+    /** Credentials for a remote (http or websocket) server; secrets come from named env variables. */
+    auth: McpAuthSchema.optional(),
     /** Longest a single call may take. */
     timeout: DurationSchema.default(30_000),
     governance: GovernanceSchema,

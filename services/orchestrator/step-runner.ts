@@ -5,10 +5,12 @@ import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type McpOperation, splitToolName, type ToolCallMetadata } from "../../schemas/mcp.ts";
 import type { PolicyAction } from "../../schemas/policy.ts";
+import type { StepProgress } from "../../schemas/run.ts";
 import { agentCancelSubject, agentTasksSubject, Headers, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import type { DelegateStep, WorkStep } from "../../schemas/workflow.ts";
 import {
   encodeJson,
+  type Logger,
   LoomError,
   request,
   SpanKind,
@@ -21,6 +23,7 @@ import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import { decideOperation } from "./policy-decision.ts";
 import type { InputAnswer, RunMachineEvent } from "./run-machine.ts";
+import { progressText, relayTaskProgress } from "./task-progress.ts";
 
 /** Extra time an agent gets over the step's own timeout to answer with a typed error. */
 const REPLY_MARGIN_MS = 2_000;
@@ -30,6 +33,7 @@ export interface StepRunnerOptions {
   policyTimeoutMs: number;
   stepTimeoutMs: number;
   remoteAgents: RemoteAgents;
+  log: Logger;
 }
 
 export interface WorkRun {
@@ -42,8 +46,11 @@ export interface WorkRun {
   signal: AbortSignal;
   /** For a delegate step answering its remote agent: the remote task and the answer. */
   followUp?: { remoteTaskId: string; answer: InputAnswer } | undefined;
-  /** Progress worth telling the run's watchers (a remote agent's status updates). */
-  onProgress?: (text: string) => Promise<void>;
+  /**
+   * Progress worth telling the run's watchers: a remote agent's status updates, or an MCP
+   * server's progress reports (then with `progress`).
+   */
+  onProgress?: (text: string, progress?: StepProgress) => Promise<void>;
 }
 
 /** What one work step asks of which agent, and which policy action covers it. */
@@ -118,6 +125,16 @@ async function sendTask(
       headers: tracedHeaders({ [Headers.AUTHORIZATION]: run.authorization }),
     });
   run.signal.addEventListener("abort", cancel, { once: true });
+  // Subscribed before the task goes out, so no report the agent sends is missed.
+  const progress = relayTaskProgress(
+    options.nc,
+    taskId,
+    (reported) =>
+      run.onProgress === undefined
+        ? Promise.resolve()
+        : run.onProgress(progressText(step.id, reported), reported),
+    options.log,
+  );
   try {
     const task = await request(
       options.nc,
@@ -142,6 +159,7 @@ async function sendTask(
     return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(task.artifacts?.[0]) };
   } finally {
     run.signal.removeEventListener("abort", cancel);
+    await progress.stop();
   }
 }
 
