@@ -3,6 +3,12 @@ import { MessageSchema, TaskSchema } from "./a2a.ts";
 import { PolicyDecisionRequestSchema, PolicyDecisionSchema, PolicyExplanationSchema } from "./policy.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
 import {
+  FeedbackReplySchema,
+  FeedbackRequestSchema,
+  ToolStatsRequestSchema,
+  ToolStatsSchema,
+} from "./tool-calls.ts";
+import {
   WorkflowApplyReplySchema,
   WorkflowApplySchema,
   WorkflowGraphReplySchema,
@@ -49,4 +55,14 @@ export const WorkflowApplyContract = {
 export const WorkflowGraphContract = {
   request: WorkflowGraphSchema,
   response: WorkflowGraphReplySchema,
+} as const satisfies RequestContract;
+
+export const FeedbackContract = {
+  request: FeedbackRequestSchema,
+  response: FeedbackReplySchema,
+} as const satisfies RequestContract;
+
+export const ToolStatsContract = {
+  request: ToolStatsRequestSchema,
+  response: ToolStatsSchema,
 } as const satisfies RequestContract;

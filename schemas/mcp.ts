@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { DurationSchema } from "./duration.ts";
+import { McpCacheConfigSchema } from "./mcp-cache.ts";
 import { SlugSchema } from "./workflow.ts";
 
 export const DataClassification = {
@@ -52,6 +53,8 @@ export const McpServerConfigSchema = z
     /** Longest a single call may take. */
     timeout: DurationSchema.default(30_000),
     governance: GovernanceSchema,
+    /** Reads the worker may answer from memory for a while (see schemas/mcp-cache.ts). */
+    cache: McpCacheConfigSchema.optional(),
   })
   .strict();
 export type McpServerConfig = z.infer<typeof McpServerConfigSchema>;

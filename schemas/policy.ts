@@ -8,6 +8,8 @@ export const PolicyAction = {
   RESOURCES_READ: "resources.read",
   PROMPTS_GET: "prompts.get",
   RUNS_APPROVE: "runs.approve",
+  /** Give a verdict on a step of a run (`loom feedback`); rules see the run's starter as resource.owner. */
+  RUNS_FEEDBACK: "runs.feedback",
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 
@@ -58,6 +60,8 @@ export const PolicyDecisionRequestSchema = z
         workflow: z.string().optional(),
         /** `<server>.<tool>` for `tools.call`, `<server>.<prompt>` for `prompts.get`, the URI for `resources.read`. */
         tool: z.string().optional(),
+        /** For `runs.feedback`: who started the run (CEL `resource.owner`). */
+        owner: z.string().optional(),
       })
       .strict(),
     /** The exact arguments of a `tools.call`: checked against the tool's inputSchema and guards, and bound into the grant. */
@@ -173,9 +177,15 @@ export const PolicyRuleSchema = z
   )
   .refine(
     (rule) =>
-      !(rule.actions.includes("workflow.start") || rule.actions.includes("runs.approve")) ||
-      rule.workflows !== undefined,
-    { message: "a rule about workflow.start must list the workflows it covers", path: ["workflows"] },
+      !(
+        rule.actions.includes("workflow.start") ||
+        rule.actions.includes("runs.approve") ||
+        rule.actions.includes("runs.feedback")
+      ) || rule.workflows !== undefined,
+    {
+      message: "a rule about workflow.start, runs.approve or runs.feedback must list the workflows it covers",
+      path: ["workflows"],
+    },
   )
   .refine((rule) => rule.violates === undefined || rule.effect === PolicyEffect.DENY, {
     message: "argument guards (violates) belong on deny rules",
@@ -262,6 +272,8 @@ export const PolicyTestFileSchema = z
                 classification: z.enum(DataClassification).optional(),
                 exec: z.boolean().optional(),
                 region: z.string().optional(),
+                /** Who started the run, for `runs.feedback`. */
+                owner: z.string().optional(),
               })
               .strict(),
             arguments: z.record(z.string(), z.unknown()).optional(),

@@ -16,7 +16,7 @@ import { guardViolation } from "./guards.ts";
 import type { ActivePolicy } from "./policy-loader.ts";
 
 /** Actions about a workflow (matched by `workflows` globs); the others name a tool, prompt or resource. */
-const WORKFLOW_ACTIONS: ReadonlySet<string> = new Set(["workflow.start", "runs.approve"]);
+const WORKFLOW_ACTIONS: ReadonlySet<string> = new Set(["workflow.start", "runs.approve", "runs.feedback"]);
 
 /** What acp-policy knows about the target besides the request: from the tool registry and the caller. */
 export interface DecisionFacts {
@@ -163,6 +163,7 @@ function celBindings(
       tool: request.resource.tool ?? "",
       server,
       workflow: request.resource.workflow ?? "",
+      owner: request.resource.owner ?? "",
       classification: facts.tool?.classification ?? "",
       exec: facts.tool?.exec === true,
       region: facts.tool?.region ?? "",

@@ -28,6 +28,7 @@ export class McpConnection {
   readonly #log: Logger;
   #client: Promise<Client> | undefined;
   #tools = new Map<string, Tool>();
+  #serverVersion: string | undefined;
 
   constructor(config: McpServerConfig, log: Logger) {
     this.config = config;
@@ -48,6 +49,11 @@ export class McpConnection {
     });
     this.#tools = new Map(usable.map((tool) => [tool.name, tool]));
     return usable;
+  }
+
+  /** The version the server reported when it was last connected (its `serverInfo.version`). */
+  get serverVersion(): string | undefined {
+    return this.#serverVersion;
   }
 
   /** The tool by name, listing the server's tools again if it is not known yet (it may be new). */
@@ -134,6 +140,7 @@ export class McpConnection {
         { cause },
       );
     }
+    this.#serverVersion = client.getServerVersion()?.version;
     this.#log.info({ server_version: client.getServerVersion() }, "connected to MCP server");
     return client;
   }

@@ -78,7 +78,7 @@ async function runOperation(
   granted: { action: "resources.read" | "prompts.get"; target: string; arguments: Record<string, unknown> },
   server: string,
   work: (
-    connection: McpConnection,
+    connection: Pick<McpConnection, "readResource" | "getPrompt">,
     timeoutMs: number,
     masking: (value: unknown) => unknown,
   ) => Promise<Artifact>,
@@ -101,7 +101,11 @@ async function runOperation(
     id: message.taskId ?? message.messageId,
     contextId: message.contextId ?? "",
     status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
-    artifacts: [await work(connection, timeoutMs, (value) => maskValue(value, claims.obligations))],
+    artifacts: [
+      await work(deps.calls.around(connection, step), timeoutMs, (value) =>
+        maskValue(value, claims.obligations),
+      ),
+    ],
   });
   if (step === undefined) return execute();
   return deps.steps.once(

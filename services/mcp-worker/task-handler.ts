@@ -13,6 +13,7 @@ import { resultText, toolResultToArtifact } from "./artifacts.ts";
 import type { GrantCheck } from "./grant-check.ts";
 import { maskResult } from "./masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
+import type { CallObserver } from "./observed-call.ts";
 import type { StepResults } from "./step-results.ts";
 
 /** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
@@ -24,6 +25,7 @@ export interface TaskHandlerDependencies {
   validator: JsonSchemaValidator;
   log: Logger;
   grants: GrantCheck;
+  calls: CallObserver;
 }
 
 /** Serves one A2A task: its DataPart names a tool call; the reply is the finished Task. */
@@ -65,7 +67,7 @@ export async function handleToolTask(
     const result = await traceToolCall(
       { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId },
       (traceMeta) =>
-        connection.callTool(
+        deps.calls.around(connection, step).callTool(
           call.tool,
           call.arguments,
           timeoutMs,

@@ -226,6 +226,7 @@ rules:
       "admins-call-anything",
       "analysts-read-crm-resources",
       "managers-answer-approvals",
+      "owners-and-admins-give-feedback",
     ]);
     expect(policy.version).toMatch(/^2@[0-9a-f]{12}$/);
   });
