@@ -46,7 +46,10 @@ export async function readCallLog(
         } catch (error) {
           log.warn({ err: error, seq: message.seq }, "skipping a malformed record in LOOM_TOOL_CALLS");
         }
+        // Caught up: no need to wait for the pull to expire.
+        if (pending === 0) break;
       }
+      batch.stop();
       if (received === 0 || pending === 0) return records;
     }
   } finally {
