@@ -35,10 +35,10 @@ export interface ObservedCall {
  * apply to cached answers too.
  */
 export class CallObserver {
-  readonly #records: CallRecords;
+  readonly #records: Pick<CallRecords, "append">;
   readonly #caches = new Map<string, ReadCache<unknown>>();
 
-  constructor(records: CallRecords) {
+  constructor(records: Pick<CallRecords, "append">) {
     this.#records = records;
   }
 
