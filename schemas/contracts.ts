@@ -9,6 +9,12 @@ import {
 } from "./policy-gateway.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
 import {
+  FeedbackReplySchema,
+  FeedbackRequestSchema,
+  ToolStatsRequestSchema,
+  ToolStatsSchema,
+} from "./tool-calls.ts";
+import {
   WorkflowApplyReplySchema,
   WorkflowApplySchema,
   WorkflowGraphReplySchema,
@@ -65,4 +71,14 @@ export const WorkflowApplyContract = {
 export const WorkflowGraphContract = {
   request: WorkflowGraphSchema,
   response: WorkflowGraphReplySchema,
+} as const satisfies RequestContract;
+
+export const FeedbackContract = {
+  request: FeedbackRequestSchema,
+  response: FeedbackReplySchema,
+} as const satisfies RequestContract;
+
+export const ToolStatsContract = {
+  request: ToolStatsRequestSchema,
+  response: ToolStatsSchema,
 } as const satisfies RequestContract;

@@ -39,6 +39,8 @@ export const ErrorCode = {
   RUN_NOT_WAITING: "RUN_NOT_WAITING",
   /** NATS did not answer (it restarted, or the connection is down): worth another try. */
   BROKER_UNAVAILABLE: "BROKER_UNAVAILABLE",
+  /** The run has no step of that id that called a tool (or its call record has expired). */
+  STEP_NOT_FOUND: "STEP_NOT_FOUND",
   INTERNAL: "INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { DurationSchema } from "./duration.ts";
 import { McpAuthSchema } from "./mcp-auth.ts";
+import { McpCacheConfigSchema } from "./mcp-cache.ts";
 import { GatewayExposureSchema } from "./mcp-gateway-exposure.ts";
 import { SlugSchema } from "./workflow.ts";
 
@@ -71,6 +72,8 @@ export const McpServerConfigSchema = z
     governance: GovernanceSchema,
     /** How the MCP gateway names this server's tools, prompts and resources. */
     gateway: GatewayExposureSchema.optional(),
+    /** Reads the worker may answer from memory for a while (see schemas/mcp-cache.ts). */
+    cache: McpCacheConfigSchema.optional(),
   })
   .strict();
 export type McpServerConfig = z.infer<typeof McpServerConfigSchema>;

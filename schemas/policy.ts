@@ -9,6 +9,8 @@ export const PolicyAction = {
   PROMPTS_GET: "prompts.get",
   RUNS_APPROVE: "runs.approve",
   RUNS_CANCEL: "runs.cancel",
+  /** Give a verdict on a step of a run (`loom feedback`). */
+  RUNS_FEEDBACK: "runs.feedback",
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 
@@ -17,6 +19,7 @@ export const WORKFLOW_ACTIONS: ReadonlySet<PolicyAction> = new Set([
   PolicyAction.WORKFLOW_START,
   PolicyAction.RUNS_APPROVE,
   PolicyAction.RUNS_CANCEL,
+  PolicyAction.RUNS_FEEDBACK,
 ]);
 
 export const PolicyEffect = { ALLOW: "allow", DENY: "deny" } as const;
@@ -184,7 +187,8 @@ export const PolicyRuleSchema = z
   .refine(
     (rule) => !rule.actions.some((action) => WORKFLOW_ACTIONS.has(action)) || rule.workflows !== undefined,
     {
-      message: "a rule about workflow.start, runs.approve or runs.cancel must list the workflows it covers",
+      message:
+        "a rule about workflow.start, runs.approve, runs.cancel or runs.feedback must list the workflows it covers",
       path: ["workflows"],
     },
   )

@@ -1,22 +1,27 @@
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
 import {
   connectNats,
   createLogger,
+  ensureStream,
   JsonSchemaValidator,
   openBucket,
   runUntilSignalled,
+  StreamDefinitions,
   serve,
   startObservability,
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
+import { CallRecords } from "./call-records.ts";
 import { recordCatalog } from "./catalog-registry.ts";
 import { readSecret, readWorkerConfig } from "./config.ts";
 import { createConnections } from "./connections.ts";
 import { GrantCheck } from "./grant-check.ts";
 import { InFlightTasks } from "./in-flight.ts";
+import { CallObserver } from "./observed-call.ts";
 import { loadServerList } from "./server-config.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
@@ -62,8 +67,18 @@ await runUntilSignalled(log, async () => {
     audit: new AuditLog(nc, SERVICE),
     log,
   });
+  await ensureStream(await jetstreamManager(nc), StreamDefinitions.toolCalls);
+  const calls = new CallObserver(new CallRecords(jetstream(nc), log));
   const notifications = new TaskNotifications(nc, log);
-  const deps = { connections, steps, validator: new JsonSchemaValidator(), log, grants, notifications };
+  const deps = {
+    connections,
+    steps,
+    validator: new JsonSchemaValidator(),
+    log,
+    grants,
+    notifications,
+    calls,
+  };
   const inFlight = new InFlightTasks();
   inFlight.listen(nc, log);
   const subject = agentTasksSubject(MCP_WORKER_AGENT);

@@ -87,6 +87,7 @@ export class McpConnection {
   /** Progress callbacks of the requests in flight, by the progress token each request carries. */
   readonly #progress = new Map<string, (progress: Progress) => void>();
   readonly #listChanged = new Set<(kind: ListKind) => void>();
+  #serverVersion: string | undefined;
 
   constructor(config: McpServerConfig, log: Logger, options: McpConnectionOptions = {}) {
     this.config = config;
@@ -116,6 +117,11 @@ export class McpConnection {
     });
     this.#tools = new Map(usable.map((tool) => [tool.name, tool]));
     return usable;
+  }
+
+  /** The version the server reported when it was last connected (its `serverInfo.version`). */
+  get serverVersion(): string | undefined {
+    return this.#serverVersion;
   }
 
   /** The tool by name, listing the server's tools again if it is not known yet (it may be new). */
@@ -271,6 +277,7 @@ export class McpConnection {
         { cause },
       );
     }
+    this.#serverVersion = client.getServerVersion()?.version;
     this.#log.info({ server_version: client.getServerVersion() }, "connected to MCP server");
     const level = this.#options.logLevel;
     if (level !== undefined && client.getServerCapabilities()?.logging !== undefined) {

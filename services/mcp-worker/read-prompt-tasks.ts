@@ -91,7 +91,7 @@ export async function runOperation(
   granted: { action: "resources.read" | "prompts.get"; target: string; arguments: Record<string, unknown> },
   server: string,
   work: (
-    connection: McpConnection,
+    connection: Pick<McpConnection, "readResource" | "getPrompt" | "withClient">,
     timeoutMs: number,
     masking: (value: unknown) => unknown,
   ) => Promise<Artifact>,
@@ -114,7 +114,11 @@ export async function runOperation(
     id: message.taskId ?? message.messageId,
     contextId: message.contextId ?? "",
     status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
-    artifacts: [await work(connection, timeoutMs, (value) => maskValue(value, claims.obligations))],
+    artifacts: [
+      await work(deps.calls.around(connection, step), timeoutMs, (value) =>
+        maskValue(value, claims.obligations),
+      ),
+    ],
   });
   if (step === undefined) return execute();
   return deps.steps.once(

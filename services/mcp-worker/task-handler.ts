@@ -14,6 +14,7 @@ import { resultText, toolResultToArtifact } from "./artifacts.ts";
 import type { GrantCheck } from "./grant-check.ts";
 import { maskResult } from "./masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
+import type { CallObserver } from "./observed-call.ts";
 import type { StepResults } from "./step-results.ts";
 import type { TaskNotifications } from "./task-notifications.ts";
 
@@ -28,6 +29,7 @@ export interface TaskHandlerDependencies {
   grants: GrantCheck;
   /** Relays the server's progress and log messages for a task; absent, they are not relayed. */
   notifications?: TaskNotifications;
+  calls: CallObserver;
 }
 
 /** Serves one A2A task: its DataPart names a tool call; the reply is the finished Task. */
@@ -69,7 +71,7 @@ export async function handleToolTask(
     const result = await traceToolCall(
       { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId },
       (traceMeta) =>
-        connection.callTool(
+        deps.calls.around(connection, step).callTool(
           call.tool,
           call.arguments,
           timeoutMs,

@@ -26,6 +26,8 @@ import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
 import { RunStore } from "./run-store.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
+import { serveToolFeedback } from "./tool-feedback.ts";
+import { serveToolStats } from "./tool-stats.ts";
 import { WorkflowAgents } from "./workflow-agents.ts";
 import { WorkflowCatalog } from "./workflow-catalog.ts";
 import { WorkflowRegistry } from "./workflow-registry.ts";
@@ -46,6 +48,7 @@ await runUntilSignalled(log, async () => {
   const jsm = await jetstreamManager(nc);
   await ensureStream(jsm, StreamDefinitions.runs);
   await ensureStream(jsm, StreamDefinitions.events);
+  await ensureStream(jsm, StreamDefinitions.toolCalls);
   await ensureSubmissionConsumer(jsm);
   const js = jetstream(nc);
   const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS), catalog, log);
@@ -120,6 +123,8 @@ await runUntilSignalled(log, async () => {
   });
   await driver.watch(runsKv);
   const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
+  const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
+  const toolStats = serveToolStats({ nc, js, log });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
   const submissions = await consumeSubmissions({
     nc,
@@ -141,6 +146,8 @@ await runUntilSignalled(log, async () => {
     async close() {
       await submissions.stop();
       await control.stop();
+      await feedback.stop();
+      await toolStats.stop();
       await workflowService.stop();
       await agents.stop();
       await a2a.close();

@@ -228,6 +228,7 @@ rules:
       "owners-cancel-their-runs",
       "admins-cancel-any-run",
       "managers-answer-approvals",
+      "owners-and-admins-give-feedback",
     ]);
     expect(policy.version).toMatch(/^2@[0-9a-f]{12}$/);
   });
