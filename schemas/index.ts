@@ -5,6 +5,8 @@ export * from "./contracts.ts";
 export * from "./duration.ts";
 export * from "./errors.ts";
 export * from "./mcp.ts";
+export * from "./mcp-health.ts";
+export * from "./mcp-resilience.ts";
 export * from "./memory.ts";
 export * from "./policy.ts";
 export * from "./run.ts";

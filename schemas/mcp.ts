@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { DurationSchema } from "./duration.ts";
+import { McpResilienceFields, mcpVersionsSchema } from "./mcp-resilience.ts";
 import { SlugSchema } from "./workflow.ts";
 
 export const DataClassification = {
@@ -44,14 +45,21 @@ export const HttpTransportSchema = z
   })
   .strict();
 
+/** How the worker reaches a server (or one version of it). */
+export const McpTransportSchema = z.discriminatedUnion("type", [StdioTransportSchema, HttpTransportSchema]);
+
 export const McpServerConfigSchema = z
   .object({
     name: SlugSchema,
     description: z.string().optional(),
-    transport: z.discriminatedUnion("type", [StdioTransportSchema, HttpTransportSchema]),
+    transport: McpTransportSchema,
     /** Longest a single call may take. */
     timeout: DurationSchema.default(30_000),
     governance: GovernanceSchema,
+    /** Retries, circuit breaker, concurrency limit, restarts and replicas (schemas/mcp-resilience.ts). */
+    ...McpResilienceFields,
+    /** A/B: weighted shares of the calls go to other versions of the server. */
+    versions: mcpVersionsSchema(McpTransportSchema).optional(),
   })
   .strict();
 export type McpServerConfig = z.infer<typeof McpServerConfigSchema>;

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
@@ -14,8 +15,9 @@ import { handleAgentTask } from "./agent-task.ts";
 import { readWorkerConfig } from "./config.ts";
 import { GrantCheck } from "./grant-check.ts";
 import { InFlightTasks } from "./in-flight.ts";
-import { McpConnection } from "./mcp-connection.ts";
 import { loadServerList } from "./server-config.ts";
+import { HealthReporter } from "./server-health.ts";
+import { ServerPool } from "./server-pool.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
 import { recordTools, registerUntilReachable } from "./tool-registry.ts";
@@ -35,14 +37,22 @@ await runUntilSignalled(log, async () => {
   }
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const toolsKv = await openBucket(nc, Buckets.TOOLS);
-  await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS] });
+  const serversKv = await openBucket(nc, Buckets.SERVERS);
+  await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS, Buckets.SERVERS] });
 
   const connections = new Map(
     serverList.servers.map((server) => [
       server.name,
-      new McpConnection(withTelemetryEnv(server, config), log),
+      new ServerPool(server, { log, prepare: (replica) => withTelemetryEnv(replica, config) }),
     ]),
   );
+  for (const pool of connections.values()) pool.start();
+  const health = new HealthReporter([...connections.values()], {
+    kv: serversKv,
+    worker: `${SERVICE}-${hostname().replace(/[^A-Za-z0-9_-]/g, "_")}-${process.pid}`,
+    log,
+  });
+  health.start();
   await Promise.all(
     [...connections.values()].map((connection) =>
       registerUntilReachable(connection, (tools) => recordTools(toolsKv, connection.config, tools), log),
@@ -71,6 +81,7 @@ await runUntilSignalled(log, async () => {
   return {
     async close() {
       await service.stop();
+      await health.close();
       await Promise.all([...connections.values()].map((connection) => connection.close()));
       await observability.close();
       await nc.drain();

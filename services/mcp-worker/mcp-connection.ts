@@ -28,6 +28,10 @@ export class McpConnection {
   readonly #log: Logger;
   #client: Promise<Client> | undefined;
   #tools = new Map<string, Tool>();
+  #stdio: StdioClientTransport | undefined;
+  #serverInfo: { name: string; version: string } | undefined;
+  /** Called whenever the connection closes (the server exited, was killed, or close() ran). */
+  onClosed: (() => void) | undefined;
 
   constructor(config: McpServerConfig, log: Logger) {
     this.config = config;
@@ -104,6 +108,21 @@ export class McpConnection {
     }
   }
 
+  /** Starts the server (stdio) or opens the session (http) if that has not happened yet. */
+  async connect(): Promise<void> {
+    await this.#connected();
+  }
+
+  /** The process of a stdio server while it runs. */
+  get pid(): number | undefined {
+    return this.#stdio?.pid ?? undefined;
+  }
+
+  /** What the connected server says it is. */
+  get serverInfo(): { name: string; version: string } | undefined {
+    return this.#serverInfo;
+  }
+
   async close(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;
@@ -123,6 +142,7 @@ export class McpConnection {
     client.onclose = () => {
       this.#log.warn("MCP server connection closed; the next call reconnects");
       this.#client = undefined;
+      this.onClosed?.();
     };
     try {
       // Starting a server (a process, its runtime, its SDK) can take longer than one call may.
@@ -134,7 +154,9 @@ export class McpConnection {
         { cause },
       );
     }
-    this.#log.info({ server_version: client.getServerVersion() }, "connected to MCP server");
+    const info = client.getServerVersion();
+    this.#serverInfo = info === undefined ? undefined : { name: info.name, version: info.version };
+    this.#log.info({ server_version: info }, "connected to MCP server");
     return client;
   }
 
@@ -153,6 +175,7 @@ export class McpConnection {
       ...(transport.cwd === undefined ? {} : { cwd: transport.cwd }),
       stderr: "pipe",
     });
+    this.#stdio = stdio;
     stdio.stderr?.on("data", (chunk: Buffer) => {
       this.#log.debug({ stderr: chunk.toString("utf8").trimEnd() }, "MCP server stderr");
     });

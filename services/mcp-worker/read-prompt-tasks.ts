@@ -97,16 +97,25 @@ async function runOperation(
     );
   }
   const timeoutMs = Math.min(step?.timeoutMs ?? connection.config.timeout, connection.config.timeout);
-  const execute = async (): Promise<Task> => ({
-    id: message.taskId ?? message.messageId,
-    contextId: message.contextId ?? "",
-    status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
-    artifacts: [await work(connection, timeoutMs, (value) => maskValue(value, claims.obligations))],
-  });
+  const budgetMs = Math.max(timeoutMs, step?.timeoutMs ?? timeoutMs);
+  const execute = async (): Promise<Task> => {
+    // Reads and prompts change nothing: a server failure may be retried on any replica.
+    const { result, serverVersion } = await connection.run(
+      (replica, attemptTimeoutMs) =>
+        work(replica, attemptTimeoutMs, (value) => maskValue(value, claims.obligations)),
+      { timeoutMs, budgetMs, repeatable: true },
+    );
+    return {
+      id: message.taskId ?? message.messageId,
+      contextId: message.contextId ?? "",
+      status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
+      artifacts: [{ ...result, metadata: { ...result.metadata, serverVersion } }],
+    };
+  };
   if (step === undefined) return execute();
   return deps.steps.once(
     stepRecordKey(step.runId, step.stepId, step.attempt),
-    timeoutMs + CLAIM_MARGIN_MS,
+    budgetMs + CLAIM_MARGIN_MS,
     execute,
   );
 }

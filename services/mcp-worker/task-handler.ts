@@ -10,16 +10,18 @@ import {
   traceToolCall,
 } from "../kit/index.ts";
 import { resultText, toolResultToArtifact } from "./artifacts.ts";
+import { safeToRepeat } from "./call-policy.ts";
 import type { GrantCheck } from "./grant-check.ts";
 import { maskResult } from "./masking.ts";
-import type { McpConnection } from "./mcp-connection.ts";
+import type { ServerPool } from "./server-pool.ts";
 import type { StepResults } from "./step-results.ts";
 
 /** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
 const CLAIM_MARGIN_MS = 5_000;
 
 export interface TaskHandlerDependencies {
-  connections: ReadonlyMap<string, McpConnection>;
+  /** Each configured server, with its replicas, versions and resilience policies. */
+  connections: ReadonlyMap<string, ServerPool>;
   steps: StepResults;
   validator: JsonSchemaValidator;
   log: Logger;
@@ -51,7 +53,8 @@ export async function handleToolTask(
     );
   }
   const qualified = `${call.server}.${call.tool}`;
-  const tool = await connection.findTool(call.tool);
+  const serverVersion = connection.chooseVersion();
+  const tool = await connection.findTool(call.tool, serverVersion);
   if (tool === undefined) {
     throw new LoomError(ErrorCode.UNKNOWN_TOOL, `MCP server "${call.server}" has no tool "${call.tool}"`);
   }
@@ -61,22 +64,33 @@ export async function handleToolTask(
     metadata.data?.timeoutMs ?? connection.config.timeout,
     connection.config.timeout,
   );
+  // Retries fit in the step's own deadline, which its caller waits for.
+  const budgetMs = Math.max(timeoutMs, metadata.data?.timeoutMs ?? timeoutMs);
+  const idempotency =
+    step === undefined ? {} : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) };
   const execute = async (): Promise<Task> => {
     const result = await traceToolCall(
-      { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId },
-      (traceMeta) =>
-        connection.callTool(
-          call.tool,
-          call.arguments,
-          timeoutMs,
-          {
-            ...traceMeta,
-            ...(step === undefined
-              ? {}
-              : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) }),
-          },
-          signal,
-        ),
+      { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId, serverVersion },
+      async (traceMeta) =>
+        (
+          await connection.run(
+            (replica, attemptTimeoutMs) =>
+              replica.callTool(
+                call.tool,
+                call.arguments,
+                attemptTimeoutMs,
+                { ...traceMeta, ...idempotency },
+                signal,
+              ),
+            {
+              version: serverVersion,
+              timeoutMs,
+              budgetMs,
+              repeatable: safeToRepeat(idempotency, tool),
+              signal,
+            },
+          )
+        ).result,
     );
     if (result.isError === true) {
       throw new LoomError(ErrorCode.TOOL_ERROR, `${qualified} reported an error: ${resultText(result)}`);
@@ -89,13 +103,19 @@ export async function handleToolTask(
       id: message.taskId ?? message.messageId,
       contextId: message.contextId ?? "",
       status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
-      artifacts: [toolResultToArtifact(qualified, maskResult(result, grant.obligations))],
+      artifacts: [
+        {
+          ...toolResultToArtifact(qualified, maskResult(result, grant.obligations)),
+          // Which version (A/B) served the call, for per-call records and `loom tools stats`.
+          metadata: { serverVersion },
+        },
+      ],
     };
   };
   if (step === undefined) return execute();
   return deps.steps.once(
     stepRecordKey(step.runId, step.stepId, step.attempt),
-    timeoutMs + CLAIM_MARGIN_MS,
+    budgetMs + CLAIM_MARGIN_MS,
     execute,
   );
 }
