@@ -51,13 +51,26 @@ export class HealthReporter {
     this.#heartbeat.unref();
   }
 
-  /** Stops writing, after the writes already started have finished. */
+  /**
+   * Stops writing and removes this worker's records (a worker that stopped serves nothing); a
+   * worker that crashed leaves records that readers ignore once they are old.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#heartbeat);
     for (const timer of this.#pending.values()) clearTimeout(timer);
     this.#pending.clear();
     await this.#writes;
+    for (const pool of this.#pools) {
+      try {
+        await this.#options.kv.delete(serverHealthKey(pool.config.name, this.#options.worker));
+      } catch (error) {
+        this.#options.log.warn(
+          { err: error, mcp_server: pool.config.name },
+          "could not remove server health",
+        );
+      }
+    }
   }
 
   #schedule(pool: ServerPool): void {

@@ -151,13 +151,16 @@ export class ServerPool {
 
   /** Lists the tools of the first version (the one a rollout starts from). */
   async listTools(): Promise<Tool[]> {
-    return this.#anyReplica(this.#versions[0]).connection.listTools();
+    const replica = this.#anyReplica(this.#versions[0]);
+    await replica.ensureStarted();
+    return replica.connection.listTools();
   }
 
   /** The tool as the given version (or the first one) knows it. */
   async findTool(name: string, version?: string): Promise<Tool | undefined> {
-    const chosen = version === undefined ? this.#versions[0] : this.#version(version);
-    return this.#anyReplica(chosen).connection.findTool(name);
+    const replica = this.#anyReplica(version === undefined ? this.#versions[0] : this.#version(version));
+    await replica.ensureStarted();
+    return replica.connection.findTool(name);
   }
 
   /** Health of every replica, and of the server as a whole, as this worker sees it. */
@@ -208,7 +211,7 @@ export class ServerPool {
     return version;
   }
 
-  /** A replica to ask for tools: an available one, else the first (which connects on demand). */
+  /** A replica to ask for tools: an available one, else the first (started on demand). */
   #anyReplica(version: PoolVersion | undefined): ServerReplica {
     const replica = version?.replicas.find((each) => each.available) ?? version?.replicas[0];
     if (replica === undefined) throw new Error(`MCP server "${this.config.name}" has no replicas`);

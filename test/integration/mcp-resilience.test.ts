@@ -391,6 +391,10 @@ describe("mcp-worker - server health in KV and `loom servers list`", () => {
         replicas: { up: 2, total: 2 },
         restarts: 1,
       });
+
+      // A worker that stops removes its records: it serves nothing any more.
+      await reporter.close();
+      expect((await kv.get("fixture.worker-1"))?.operation).not.toBe("PUT");
     } finally {
       await reporter.close();
       await nc.close();
