@@ -1,8 +1,12 @@
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -86,6 +90,22 @@ async function until<T>(
       throw new Error(`condition not met within ${timeoutMs} ms: ${JSON.stringify(value)}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** A stateless Streamable HTTP MCP server on a free port whose `whoami` answers its name. */
+async function startHttpReplica(name: string): Promise<{ url: string; server: Server }> {
+  const server = createServer((request, response) => {
+    const mcp = new McpServer({ name: `http-${name}`, version: "1.0.0" });
+    mcp.registerTool("whoami", { description: "Which replica answers.", inputSchema: {} }, async () => ({
+      content: [{ type: "text", text: name }],
+      structuredContent: { name },
+    }));
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+    response.on("close", () => void transport.close());
+    void mcp.connect(transport).then(() => transport.handleRequest(request, response));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`, server };
 }
 
 const replicaHealth = (pool: ServerPool) => pool.health().versions.flatMap((version) => version.replicas);
@@ -272,6 +292,42 @@ describe("mcp-worker - resilience per server (real fixture MCP servers)", () => 
       survivors.add(structured((await call(pool, "whoami")).result).pid as number);
     }
     expect([...survivors]).toEqual([replicaHealth(pool)[1]?.pid]);
+  });
+
+  it("http replicas from a list of URLs share the calls; one that stops answering is skipped", async () => {
+    const a = await startHttpReplica("a");
+    const b = await startHttpReplica("b");
+    try {
+      const pool = fixturePool({
+        transport: { type: "http", url: a.url },
+        replicas: [a.url, b.url],
+        retries: { max: 2, backoff: 20 },
+        circuitBreaker: { failures: 1, halfOpenAfter: 60_000 },
+      });
+      await until(
+        () => replicaHealth(pool),
+        (replicas) => replicas.every((replica) => replica.state === "up"),
+      );
+      const names = new Set<string>();
+      for (let index = 0; index < 4; index++)
+        names.add(structured((await call(pool, "whoami")).result).name as string);
+      expect(names).toEqual(new Set(["a", "b"]));
+
+      b.server.closeAllConnections();
+      await new Promise<void>((resolve) => b.server.close(() => resolve()));
+      const after: string[] = [];
+      for (let index = 0; index < 4; index++)
+        after.push(structured((await call(pool, "whoami")).result).name as string);
+      expect(after).toEqual(["a", "a", "a", "a"]);
+      const [replicaA, replicaB] = replicaHealth(pool);
+      expect(replicaA?.state).toBe("up");
+      expect(replicaB).toMatchObject({ state: "down", breaker: "open" });
+      expect(replicaB?.lastError).toMatch(/MCP server "fixture" is unreachable/);
+      expect(pool.health()).toMatchObject({ state: "degraded", transport: `http ${a.url}, http ${b.url}` });
+    } finally {
+      a.server.closeAllConnections();
+      a.server.close();
+    }
   });
 
   it("routes a weighted share of calls to each version and labels the metrics with it", async () => {
