@@ -32,8 +32,8 @@ export type McpCircuitBreaker = z.infer<typeof McpCircuitBreakerSchema>;
 /** Bulkhead per server: at most `max` calls in flight, `queue` more wait, the rest are refused. */
 export const McpConcurrencySchema = z
   .object({
-    max: z.number().int().min(1).default(16),
-    queue: z.number().int().min(0).default(64),
+    max: z.number().int().min(1).default(32),
+    queue: z.number().int().min(0).default(256),
   })
   .strict();
 export type McpConcurrency = z.infer<typeof McpConcurrencySchema>;

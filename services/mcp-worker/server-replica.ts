@@ -172,7 +172,9 @@ export class ServerReplica {
         this.#log.warn({ err: error, pid }, "could not kill the MCP server process");
       }
     }
-    void this.connection.close();
+    this.connection.close().catch((error: unknown) => {
+      this.#log.warn({ err: error }, "could not close the MCP server connection");
+    });
   }
 
   health(): ReplicaHealth {
