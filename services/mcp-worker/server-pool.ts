@@ -211,10 +211,14 @@ export class ServerPool {
     return version;
   }
 
-  /** A replica to ask for tools: an available one, else the first (started on demand). */
+  /**
+   * A replica to ask for tools: a running one, else one to start; while every breaker is open,
+   * the same fast error a call gets (a crashing server is not started for a lookup).
+   */
   #anyReplica(version: PoolVersion | undefined): ServerReplica {
-    const replica = version?.replicas.find((each) => each.available) ?? version?.replicas[0];
-    if (replica === undefined) throw new Error(`MCP server "${this.config.name}" has no replicas`);
+    if (version === undefined) throw new Error(`MCP server "${this.config.name}" has no versions`);
+    const replica = pickReplica(version.replicas, 0);
+    if (replica === undefined) throw this.#noReplica(version);
     return replica;
   }
 
