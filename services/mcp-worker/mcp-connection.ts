@@ -87,7 +87,10 @@ export class McpConnection {
   /** Progress callbacks of the requests in flight, by the progress token each request carries. */
   readonly #progress = new Map<string, (progress: Progress) => void>();
   readonly #listChanged = new Set<(kind: ListKind) => void>();
-  #serverVersion: string | undefined;
+  #stdio: StdioClientTransport | undefined;
+  #serverInfo: { name: string; version: string } | undefined;
+  /** Called whenever the connection closes (the server exited, was killed, or close() ran). */
+  onClosed: (() => void) | undefined;
 
   constructor(config: McpServerConfig, log: Logger, options: McpConnectionOptions = {}) {
     this.config = config;
@@ -121,7 +124,7 @@ export class McpConnection {
 
   /** The version the server reported when it was last connected (its `serverInfo.version`). */
   get serverVersion(): string | undefined {
-    return this.#serverVersion;
+    return this.#serverInfo?.version;
   }
 
   /** The tool by name, listing the server's tools again if it is not known yet (it may be new). */
@@ -244,6 +247,21 @@ export class McpConnection {
     for (const observer of this.#observers) observer.onLog?.(params);
   }
 
+  /** Starts the server (stdio) or opens the session (http) if that has not happened yet. */
+  async connect(): Promise<void> {
+    await this.#connected();
+  }
+
+  /** The process of a stdio server while it runs. */
+  get pid(): number | undefined {
+    return this.#stdio?.pid ?? undefined;
+  }
+
+  /** What the connected server says it is. */
+  get serverInfo(): { name: string; version: string } | undefined {
+    return this.#serverInfo;
+  }
+
   async close(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;
@@ -277,8 +295,9 @@ export class McpConnection {
         { cause },
       );
     }
-    this.#serverVersion = client.getServerVersion()?.version;
-    this.#log.info({ server_version: client.getServerVersion() }, "connected to MCP server");
+    const info = client.getServerVersion();
+    this.#serverInfo = info === undefined ? undefined : { name: info.name, version: info.version };
+    this.#log.info({ server_version: info }, "connected to MCP server");
     const level = this.#options.logLevel;
     if (level !== undefined && client.getServerCapabilities()?.logging !== undefined) {
       await client.setLoggingLevel(level).catch((error: unknown) => {
@@ -313,6 +332,7 @@ export class McpConnection {
       if (!live) return;
       this.#log.warn("MCP server connection closed; the next call reconnects");
       this.#client = undefined;
+      this.onClosed?.();
     };
     this.#listenToNotifications(client);
     const transport = await this.#transport();
@@ -363,6 +383,7 @@ export class McpConnection {
       ...(transport.cwd === undefined ? {} : { cwd: transport.cwd }),
       stderr: "pipe",
     });
+    this.#stdio = stdio;
     stdio.stderr?.on("data", (chunk: Buffer) => {
       this.#log.debug({ stderr: chunk.toString("utf8").trimEnd() }, "MCP server stderr");
     });
