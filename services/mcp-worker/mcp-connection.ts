@@ -64,12 +64,14 @@ export class McpConnection {
     signal?: AbortSignal,
   ): Promise<CallToolResult> {
     const client = await this.#connected();
+    const params = { name, arguments: args, _meta: meta };
+    // An aborted signal makes the SDK send notifications/cancelled to the server.
+    const options = { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) };
     try {
-      // An aborted signal makes the SDK send notifications/cancelled to the server.
-      return (await client.callTool({ name, arguments: args, _meta: meta }, undefined, {
-        timeout: timeoutMs,
-        ...(signal === undefined ? {} : { signal }),
-      })) as CallToolResult;
+      if (this.#tools.get(name)?.execution?.taskSupport === "required") {
+        return await callAsTask(client, params, options);
+      }
+      return (await client.callTool(params, undefined, options)) as CallToolResult;
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
     }
@@ -189,4 +191,20 @@ export class McpConnection {
       },
     );
   }
+}
+
+/**
+ * A tool that runs only as an MCP task (`execution.taskSupport: "required"`) cannot be called
+ * plainly: the SDK creates the task, polls it and fetches its result, all within the step's call.
+ */
+async function callAsTask(
+  client: Client,
+  params: { name: string; arguments: Record<string, unknown>; _meta: Record<string, unknown> },
+  options: { timeout: number; signal?: AbortSignal },
+): Promise<CallToolResult> {
+  for await (const message of client.experimental.tasks.callToolStream(params, undefined, options)) {
+    if (message.type === "result") return message.result as CallToolResult;
+    if (message.type === "error") throw message.error;
+  }
+  throw new McpError(McpErrorCode.InternalError, `the task of ${params.name} ended without a result`);
 }

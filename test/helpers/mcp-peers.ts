@@ -159,11 +159,11 @@ export function peerCalls(sandbox: PeerSandbox): Record<string, PeerCall> {
         expect(value).toBe("Long running operation completed. Duration: 1 seconds, Steps: 2."),
     },
     "everything.simulate-research-query": {
+      // The tool runs only as an MCP task: created, polled and its result fetched by the worker.
       with: { topic: "loom" },
-      fails: {
-        code: ErrorCode.TOOL_ERROR,
-        message: /requires task-based execution/,
-        why: "the tool declares taskSupport: required; the worker calls tools without MCP tasks",
+      expect: (value) => {
+        expect(text(value)).toMatch(/^# Research Report: loom/);
+        expect(text(value)).toContain("processed through 4 stages");
       },
     },
 
