@@ -64,14 +64,19 @@ export class McpConnection {
     signal?: AbortSignal,
   ): Promise<CallToolResult> {
     const client = await this.#connected();
-    const params = { name, arguments: args, _meta: meta };
-    // An aborted signal makes the SDK send notifications/cancelled to the server.
-    const options = { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) };
+    if (this.#tools.get(name)?.execution?.taskSupport === "required") {
+      return callAsTask(client, { name, arguments: args, _meta: meta }, timeoutMs, signal).catch(
+        (error: unknown) => {
+          throw this.#toLoomError(error, name, timeoutMs);
+        },
+      );
+    }
     try {
-      if (this.#tools.get(name)?.execution?.taskSupport === "required") {
-        return await callAsTask(client, params, options);
-      }
-      return (await client.callTool(params, undefined, options)) as CallToolResult;
+      // An aborted signal makes the SDK send notifications/cancelled to the server.
+      return (await client.callTool({ name, arguments: args, _meta: meta }, undefined, {
+        timeout: timeoutMs,
+        ...(signal === undefined ? {} : { signal }),
+      })) as CallToolResult;
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
     }
@@ -200,8 +205,12 @@ export class McpConnection {
 async function callAsTask(
   client: Client,
   params: { name: string; arguments: Record<string, unknown>; _meta: Record<string, unknown> },
-  options: { timeout: number; signal?: AbortSignal },
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
 ): Promise<CallToolResult> {
+  // Each request (create, poll, fetch the result) is bounded by the call's timeout; an aborted
+  // signal stops the polling and tells the server.
+  const options = { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) };
   for await (const message of client.experimental.tasks.callToolStream(params, undefined, options)) {
     if (message.type === "result") return message.result as CallToolResult;
     if (message.type === "error") throw message.error;
