@@ -1,4 +1,5 @@
-import { join } from "node:path";
+import { readdirSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { DEFAULT_INHERITED_ENV_VARS } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { expect } from "vitest";
@@ -302,6 +303,14 @@ export function peerCalls(sandbox: PeerSandbox): Record<string, PeerCall> {
   };
 }
 
+/** The files server-everything serves as static resources (its package's docs folder). */
+function everythingDocuments(): Array<{ name: string; text: string }> {
+  const docs = join(dirname(PEER_ENTRY.everything), "docs");
+  return readdirSync(docs)
+    .sort()
+    .map((name) => ({ name, text: readFileSync(join(docs, name), "utf8") }));
+}
+
 const firstMessageText = (value: unknown): unknown =>
   (value as { messages: Array<{ content: { text?: string } }> }).messages[0]?.content.text;
 
@@ -309,13 +318,14 @@ const firstMessageText = (value: unknown): unknown =>
 export function peerReadsAndPrompts(): Record<PeerServer, PeerStep[]> {
   return {
     everything: [
-      {
+      // Each of its static documents, read through Loom, is the file it serves.
+      ...everythingDocuments().map(({ name, text: content }, index) => ({
         step: {
-          id: "read-static-document",
-          read: { server: "everything", uri: "demo://resource/static/document/architecture.md" },
+          id: `read-document-${index}`,
+          read: { server: "everything", uri: `demo://resource/static/document/${encodeURIComponent(name)}` },
         },
-        expect: (value) => expect(text(value)).toMatch(/^# Everything Server/),
-      },
+        expect: (value: unknown) => expect(value).toBe(content),
+      })),
       {
         step: {
           id: "read-text-template",
@@ -338,6 +348,15 @@ export function peerReadsAndPrompts(): Record<PeerServer, PeerStep[]> {
           read: { server: "everything", uri: "{% $steps.`gzip-file-as-resource`.url %}" },
         },
         expect: (value) => expect(gunzipSync(rawBytes(value)).toString("utf8")).toBe(PAYLOAD),
+      },
+      {
+        step: { id: "read-unknown-resource", read: { server: "everything", uri: "demo://resource/nowhere" } },
+        // The SDK answers an unknown URI with InvalidParams, which the worker types as INVALID_INPUT.
+        fails: {
+          code: ErrorCode.INVALID_INPUT,
+          message: /Resource demo:\/\/resource\/nowhere not found/,
+          why: "the server has no such resource",
+        },
       },
       {
         step: { id: "prompt-simple", prompt: "everything.simple-prompt" },
@@ -461,7 +480,8 @@ export function mismatches(steps: Record<string, unknown>, outcomes: Map<string,
         outcome.expect(value);
       }
     } catch (error) {
-      problems.push(`${stepId}: ${error instanceof Error ? error.message : String(error)}`);
+      const got = JSON.stringify(value)?.slice(0, 300);
+      problems.push(`${stepId}: ${error instanceof Error ? error.message : String(error)} (got ${got})`);
     }
   }
   return problems;
