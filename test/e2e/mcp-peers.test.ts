@@ -78,6 +78,26 @@ interface PeerRun {
   result: Promise<CliResult>;
 }
 
+/**
+ * `loom tools list --json` once it stops changing: the worker records a server's tools one by one,
+ * and the stack counts as ready when the first is there.
+ */
+async function settledToolList(loom: Loom): Promise<Array<{ server: string; name: string }>> {
+  let previous = "";
+  for (;;) {
+    const { stdout, stderr, code } = await loom.cli(["tools", "list", "--json"]);
+    if (code !== 0) throw new Error(`loom tools list failed: ${stderr}`);
+    const names = JSON.stringify(
+      (JSON.parse(stdout) as Array<{ server: string; name: string }>).map(({ server, name }) => ({
+        server,
+        name,
+      })),
+    );
+    if (names === previous) return JSON.parse(names);
+    previous = names;
+  }
+}
+
 describe("e2e - third-party MCP servers behind the worker, through workflows", () => {
   let loom: Loom;
   let dir: string;
@@ -152,8 +172,7 @@ describe("e2e - third-party MCP servers behind the worker, through workflows", (
       env: { LOOM_MCP_SERVERS: join(dir, "servers.yaml"), LOOM_POLICY_DIR: join(dir, "policies") },
       tools: ["everything.echo", "filesystem.write_file", "memory.create_entities"],
     });
-    const { stdout } = await loom.cli(["tools", "list", "--json"]);
-    listed = JSON.parse(stdout);
+    listed = await settledToolList(loom);
     calls = peerCalls(sandbox);
     // All runs at once: one stack, few workflows, many steps each.
     for (const server of PEER_SERVERS) runs.set(server, startPeerRun(server));
