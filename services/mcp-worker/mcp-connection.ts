@@ -139,14 +139,16 @@ export class McpConnection {
     observer?: CallObserver,
   ): Promise<CallToolResult> {
     const client = await this.#connected();
-    if (this.#tools.get(name)?.execution?.taskSupport === "required") {
-      return callAsTask(client, { name, arguments: args, _meta: meta }, timeoutMs, signal).catch(
-        (error: unknown) => {
-          throw this.#toLoomError(error, name, timeoutMs);
-        },
-      );
-    }
     try {
+      if (this.#tools.get(name)?.execution?.taskSupport === "required") {
+        return await this.#observed(observer, (progressMeta) =>
+          callAsTask(
+            client,
+            { name, arguments: args, _meta: { ...meta, ...progressMeta } },
+            requestOptions(timeoutMs, signal),
+          ),
+        );
+      }
       // A plain request rather than client.callTool: the worker validates structuredContent
       // against the outputSchema itself and answers a typed TOOL_OUTPUT_INVALID.
       return await this.#observed(observer, (progressMeta) =>
@@ -415,12 +417,10 @@ export class McpConnection {
 async function callAsTask(
   client: Client,
   params: { name: string; arguments: Record<string, unknown>; _meta: Record<string, unknown> },
-  timeoutMs: number,
-  signal: AbortSignal | undefined,
-): Promise<CallToolResult> {
   // Each request (create, poll, fetch the result) is bounded by the call's timeout; an aborted
   // signal stops the polling and tells the server.
-  const options = { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) };
+  options: RequestOptions,
+): Promise<CallToolResult> {
   for await (const message of client.experimental.tasks.callToolStream(params, undefined, options)) {
     if (message.type === "result") return message.result as CallToolResult;
     if (message.type === "error") throw message.error;
