@@ -69,6 +69,8 @@ interface RunSummary {
   state: string;
   output?: Record<string, unknown>;
   error?: { code: string; message: string };
+  /** MCP progress the steps reported, in order. */
+  progress?: Array<{ stepId?: string; progress: number; total?: number; message?: string }>;
 }
 
 interface PeerRun {
@@ -230,5 +232,16 @@ describe("e2e - third-party MCP servers behind the worker, through workflows", (
     expect(mismatches(summary.output ?? {}, run.outcomes)).toEqual([]);
     expect(await readdir(sandbox.outside)).toEqual([]);
     expect(await readFile(join(sandbox.root, "seed.txt"), "utf8")).toBe("seeded by the test\n");
+  });
+
+  describe("progress", () => {
+    it("mcp peers - a tool's progress notifications show as run events", async () => {
+      const { summary } = await finished("everything");
+      const step = stepIdFor("trigger-long-running-operation");
+      expect(summary.progress?.filter((entry) => entry.stepId === step)).toEqual([
+        { stepId: step, progress: 1, total: 2 },
+        { stepId: step, progress: 2, total: 2 },
+      ]);
+    });
   });
 });
