@@ -143,6 +143,15 @@ export class McpConnection {
   ): Promise<CallToolResult> {
     const client = await this.#connected();
     try {
+      if (this.#tools.get(name)?.execution?.taskSupport === "required") {
+        return await this.#observed(observer, (progressMeta) =>
+          callAsTask(
+            client,
+            { name, arguments: args, _meta: { ...meta, ...progressMeta } },
+            requestOptions(timeoutMs, signal),
+          ),
+        );
+      }
       // A plain request rather than client.callTool: the worker validates structuredContent
       // against the outputSchema itself and answers a typed TOOL_OUTPUT_INVALID.
       return await this.#observed(observer, (progressMeta) =>
@@ -420,4 +429,22 @@ export class McpConnection {
       },
     );
   }
+}
+
+/**
+ * A tool that runs only as an MCP task (`execution.taskSupport: "required"`) cannot be called
+ * plainly: the SDK creates the task, polls it and fetches its result, all within the step's call.
+ */
+async function callAsTask(
+  client: Client,
+  params: { name: string; arguments: Record<string, unknown>; _meta: Record<string, unknown> },
+  // Each request (create, poll, fetch the result) is bounded by the call's timeout; an aborted
+  // signal stops the polling and tells the server.
+  options: RequestOptions,
+): Promise<CallToolResult> {
+  for await (const message of client.experimental.tasks.callToolStream(params, undefined, options)) {
+    if (message.type === "result") return message.result as CallToolResult;
+    if (message.type === "error") throw message.error;
+  }
+  throw new McpError(McpErrorCode.InternalError, `the task of ${params.name} ended without a result`);
 }
