@@ -6,7 +6,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import type { Progress } from "@modelcontextprotocol/sdk/types.js";
+import {
+  type LoggingMessageNotification,
+  LoggingMessageNotificationSchema,
+  type Progress,
+} from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentTasksSubject, MCP_WORKER_AGENT, taskNotificationsSubject } from "../../schemas/subjects.ts";
 import { encodeJson } from "../../services/kit/index.ts";
@@ -171,8 +175,13 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     expect(completion.completion.values).toEqual(["Engineering"]);
   });
 
-  it("progress - what the worker publishes about a call reaches the client as notifications/progress", async () => {
+  it("progress and logging - what the worker publishes about a call reaches the client, logs from the session's level up", async () => {
     const client = await open(admin);
+    const logs: LoggingMessageNotification["params"][] = [];
+    client.setNotificationHandler(LoggingMessageNotificationSchema, (notification) => {
+      logs.push(notification.params);
+    });
+    await client.setLoggingLevel("warning");
     const tasks = loom.nc.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
     const progress: Progress[] = [];
     const call = client.callTool(
@@ -182,14 +191,19 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     );
     for await (const message of tasks) {
       const taskId = (message.json() as { taskId: string }).taskId;
-      loom.nc.publish(
-        taskNotificationsSubject(taskId),
-        encodeJson({ kind: "progress", taskId, progress: 1, total: 2, message: "halfway" }),
-      );
+      for (const notification of [
+        { kind: "progress", taskId, progress: 1, total: 2, message: "halfway" },
+        { kind: "log", taskId, level: "info", data: "too chatty for this session" },
+        { kind: "log", taskId, level: "error", logger: "upstream", data: "disk almost full" },
+      ]) {
+        loom.nc.publish(taskNotificationsSubject(taskId), encodeJson(notification));
+      }
     }
     const result = await call;
     expect(result.isError).toBeFalsy();
     expect(progress).toContainEqual(expect.objectContaining({ progress: 1, total: 2, message: "halfway" }));
+    expect(logs).toContainEqual({ level: "error", logger: "upstream", data: "disk almost full" });
+    expect(logs.map((log) => log.data)).not.toContain("too chatty for this session");
   });
 
   it("sessions - a session opened before an orchestrator restart goes on after it; an unknown one is 404", async () => {

@@ -11,6 +11,7 @@ import {
   McpError,
   ErrorCode as McpErrorCode,
   ReadResourceRequestSchema,
+  SetLevelRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { type CompletionComplete, completionGrantArguments } from "../../../schemas/mcp.ts";
@@ -21,12 +22,14 @@ import type { GatewayPolicy } from "./gateway-policy.ts";
 import { completeResultOf, promptResultOf, readResultOf, toolResultOf } from "./mcp-results.ts";
 import { notificationRelay } from "./notification-relay.ts";
 import { type DispatchOptions, dispatchOperation, type GatewayOperation } from "./operation-dispatch.ts";
+import type { SessionStore } from "./session-store.ts";
 
 /** The MCP error code the specification gives an unknown resource. */
 const RESOURCE_NOT_FOUND = -32002;
 
 export interface GatewayDependencies {
   catalog: FederatedCatalog;
+  sessions: SessionStore;
   policy: GatewayPolicy;
   dispatch: DispatchOptions;
   version: string;
@@ -70,10 +73,15 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
       sessionId: caller.session.id,
       authorization: caller.authorization,
       operation,
-      onNotification: notificationRelay(extra),
+      onNotification: notificationRelay(extra, caller.session.logLevel),
       signal: extra.signal,
     });
 
+  // The level outlives this request's server: it is kept with the session, for every replica.
+  server.setRequestHandler(SetLevelRequestSchema, async (request) => {
+    await deps.sessions.setLogLevel(caller.session, request.params.level);
+    return {};
+  });
   server.setRequestHandler(ListToolsRequestSchema, async () => ({
     tools: await permittedItems("tools.call", deps.catalog.tools()),
   }));
