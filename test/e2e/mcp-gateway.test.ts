@@ -135,15 +135,29 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     );
   });
 
-  it("tools/call - runs through policy with masking, and a denied call names the rule", async () => {
+  it("tools/call - runs through policy with masking, the token stays out of the worker's task, a denied call names the rule", async () => {
     const client = await open(viewer);
+    const tasks = loom.nc.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
     const contact = await client.callTool({ name: "crm.get_contact", arguments: { id: "c-1" } });
+    for await (const task of tasks) {
+      expect(task.headers?.get("Authorization") ?? "").toBe("");
+      expect(task.string()).not.toContain(viewer);
+      expect(task.json()).toMatchObject({ metadata: { grant: expect.any(String) } });
+    }
     expect(contact.isError).toBeFalsy();
     expect(contact.structuredContent).toMatchObject({ id: "c-1", name: "Ada Lovelace" });
     expect(JSON.stringify(contact)).not.toContain("ada@example.com");
     const denied = await client.callTool({ name: "crm.delete_record", arguments: { id: "c-1" } });
     expect(denied.isError).toBe(true);
     expect(JSON.stringify(denied.content)).toContain("only-admins-delete");
+  });
+
+  it("resources - a viewer sees no CRM resources and reading one is refused naming the rule", async () => {
+    const client = await open(viewer);
+    expect((await client.listResources()).resources.map((resource) => resource.uri)).not.toContain(
+      "crm://contacts/c-1",
+    );
+    await expect(client.readResource({ uri: "crm://contacts/c-1" })).rejects.toThrow(/default-deny/);
   });
 
   it("resources, prompts, completions - read, rendered and completed through the worker", async () => {
@@ -206,7 +220,7 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     expect(logs.map((log) => log.data)).not.toContain("too chatty for this session");
   });
 
-  it("sessions - a session opened before an orchestrator restart goes on after it; an unknown one is 404", async () => {
+  it("sessions - a session opened before an orchestrator restart goes on after it; an unknown one is 404, another caller's 403", async () => {
     const first = await open(admin);
     await first.listTools();
     const transport = first.transport as StreamableHTTPClientTransport;
@@ -228,6 +242,17 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
       body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
     });
     expect(unknown.status).toBe(404);
+    const stolen = await fetch(mcpUrl, {
+      method: "POST",
+      headers: {
+        Authorization: `Bearer ${viewer}`,
+        "Mcp-Session-Id": sessionId,
+        "Content-Type": "application/json",
+        Accept: "application/json, text/event-stream",
+      },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+    });
+    expect(stolen.status).toBe(403);
   });
 
   it("audit - a gateway call is in the audit trail, decided and executed, under its session", async () => {
