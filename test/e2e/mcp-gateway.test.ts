@@ -62,7 +62,12 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     base = `http://127.0.0.1:${port}`;
     mcpUrl = new URL(`${base}/mcp`);
     loom = await startLoom({
-      env: { LOOM_MCP_SERVERS: join(dir, "servers.yaml"), LOOM_A2A_PORT: String(port) },
+      env: {
+        LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
+        LOOM_A2A_PORT: String(port),
+        // No collector listens here: a restart would wait for span exports to time out.
+        OTEL_TRACES_EXPORTER: "none",
+      },
       tools: ["time.get_time", "crm.get_contact", "everything.echo"],
     });
   });
