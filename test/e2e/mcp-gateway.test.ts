@@ -12,7 +12,12 @@ import {
   type Progress,
 } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { agentTasksSubject, MCP_WORKER_AGENT, taskNotificationsSubject } from "../../schemas/subjects.ts";
+import {
+  agentCancelSubject,
+  agentTasksSubject,
+  MCP_WORKER_AGENT,
+  taskNotificationsSubject,
+} from "../../schemas/subjects.ts";
 import { encodeJson } from "../../services/kit/index.ts";
 import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
@@ -223,6 +228,23 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     expect(progress).toContainEqual(expect.objectContaining({ progress: 1, total: 2, message: "halfway" }));
     expect(logs).toContainEqual({ level: "error", logger: "upstream", data: "disk almost full" });
     expect(logs.map((log) => log.data)).not.toContain("too chatty for this session");
+  });
+
+  it("cancellation - a client that cancels a call makes the worker abandon its task", async () => {
+    const client = await open(admin);
+    const tasks = loom.nc.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
+    const cancels = loom.nc.subscribe(agentCancelSubject(MCP_WORKER_AGENT), { max: 1, timeout: 10_000 });
+    const abort = new AbortController();
+    const call = client.callTool(
+      { name: "everything.trigger-long-running-operation", arguments: { duration: 15, steps: 3 } },
+      undefined,
+      { signal: abort.signal, timeout: 20_000 },
+    );
+    let taskId = "";
+    for await (const message of tasks) taskId = (message.json() as { taskId: string }).taskId;
+    abort.abort("the user changed their mind");
+    await expect(call).rejects.toThrow();
+    for await (const message of cancels) expect(message.json()).toEqual({ taskId });
   });
 
   it("sessions - a session opened before an orchestrator restart goes on after it; an unknown one is 404, another caller's 403", async () => {

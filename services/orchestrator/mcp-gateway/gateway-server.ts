@@ -2,6 +2,7 @@ import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import {
   CallToolRequestSchema,
   type CallToolResult,
+  CancelledNotificationSchema,
   CompleteRequestSchema,
   GetPromptRequestSchema,
   ListPromptsRequestSchema,
@@ -16,6 +17,7 @@ import { ErrorCode, type WireError } from "../../../schemas/errors.ts";
 import { type CompletionComplete, completionGrantArguments } from "../../../schemas/mcp.ts";
 import type { McpSession } from "../../../schemas/mcp-session.ts";
 import { contextFromFields, inContext, toWireError } from "../../kit/index.ts";
+import { announceCancel, cancellable } from "./cancellation.ts";
 import type { Exposed, FederatedCatalog } from "./federated-catalog.ts";
 import type { GatewayPolicy } from "./gateway-policy.ts";
 import { completeResultOf, promptResultOf, readResultOf, toolResultOf } from "./mcp-results.ts";
@@ -68,16 +70,33 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
     return exposed.filter((_, index) => allowed[index] === true).map((entry) => entry.item);
   };
   // A client that sends a trace context in `_meta` (MCP semantic conventions) gets the call in its trace.
-  const dispatch = (operation: GatewayOperation, extra: Parameters<typeof notificationRelay>[0]) =>
-    inContext(contextFromFields(extra._meta), () =>
-      dispatchOperation(deps.dispatch, {
-        sessionId: caller.session.id,
-        authorization: caller.authorization,
-        operation,
-        onNotification: notificationRelay(extra, caller.session.logLevel),
-        signal: extra.signal,
-      }),
-    );
+  const dispatch = async (operation: GatewayOperation, extra: Parameters<typeof notificationRelay>[0]) => {
+    const { nc } = deps.dispatch;
+    const cancel = cancellable(nc, caller.session.id, extra.requestId, extra.signal);
+    try {
+      return await inContext(contextFromFields(extra._meta), () =>
+        dispatchOperation(deps.dispatch, {
+          sessionId: caller.session.id,
+          authorization: caller.authorization,
+          operation,
+          onNotification: notificationRelay(extra, caller.session.logLevel),
+          signal: cancel.signal,
+        }),
+      );
+    } finally {
+      cancel.release();
+    }
+  };
+  // The request it cancels may be running on another replica: tell them all.
+  server.setNotificationHandler(CancelledNotificationSchema, (notification) => {
+    const { requestId, reason } = notification.params;
+    if (requestId !== undefined) {
+      announceCancel(deps.dispatch.nc, caller.session.id, {
+        requestId,
+        ...(reason === undefined ? {} : { reason }),
+      });
+    }
+  });
 
   // The level outlives this request's server: it is kept with the session, for every replica.
   server.setRequestHandler(SetLevelRequestSchema, async (request) => {
