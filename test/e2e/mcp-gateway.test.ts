@@ -134,6 +134,19 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     expect(response.status).toBe(403);
   });
 
+  it("transport - a body that is not JSON gets a JSON-RPC parse error; GET has no stream to offer", async () => {
+    const headers = {
+      Authorization: `Bearer ${admin}`,
+      "Content-Type": "application/json",
+      Accept: "application/json, text/event-stream",
+    };
+    const garbled = await fetch(mcpUrl, { method: "POST", headers, body: "{not json" });
+    expect(garbled.status).toBe(400);
+    expect(await garbled.json()).toMatchObject({ jsonrpc: "2.0", error: { code: -32700 } });
+    const stream = await fetch(mcpUrl, { headers: { ...headers, Accept: "text/event-stream" } });
+    expect(stream.status).toBe(405);
+  });
+
   it("tools/list - shows a viewer only what policy lets it call, an admin everything", async () => {
     const asViewer = (await (await open(viewer)).listTools()).tools.map((tool) => tool.name);
     expect(asViewer).toEqual(expect.arrayContaining(["crm.get_contact", "time.get_time"]));

@@ -49,6 +49,13 @@ export function mcpGatewayRouter(options: McpEndpointOptions): express.Router {
   router.get(MCP_PATH, (_req, res) => {
     res.status(405).set("Allow", "POST, DELETE").json(jsonRpcError(-32000, "Method not allowed"));
   });
+  // A body that is not JSON (or too large) is a JSON-RPC error, not express's HTML page.
+  const bodyError: express.ErrorRequestHandler = (error: { status?: number }, _req, res, next) => {
+    if (res.headersSent) return next(error);
+    const status = error.status === 413 ? 413 : 400;
+    res.status(status).json(jsonRpcError(-32700, status === 413 ? "Request body too large" : "Parse error"));
+  };
+  router.use(MCP_PATH, bodyError);
   return router;
 }
 
