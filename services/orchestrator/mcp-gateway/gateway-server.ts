@@ -69,7 +69,8 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
     );
     return exposed.filter((_, index) => allowed[index] === true).map((entry) => entry.item);
   };
-  // A client that sends a trace context in `_meta` (MCP semantic conventions) gets the call in its trace.
+  // Each operation stops when the client cancels it (from any replica), and joins the client's
+  // trace when its `_meta` carries one (MCP semantic conventions).
   const dispatch = async (operation: GatewayOperation, extra: Parameters<typeof notificationRelay>[0]) => {
     const { nc } = deps.dispatch;
     const cancel = cancellable(nc, caller.session.id, extra.requestId, extra.signal);

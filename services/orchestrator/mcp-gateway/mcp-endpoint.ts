@@ -9,7 +9,6 @@ import express, { type Request, type Response } from "express";
 import type { McpSession } from "../../../schemas/mcp-session.ts";
 import type { Logger } from "../../kit/index.ts";
 import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
-import type { GatewayPolicy } from "./gateway-policy.ts";
 import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
@@ -19,7 +18,6 @@ const SESSION_HEADER = "mcp-session-id";
 const MAX_BODY = "4mb";
 
 export interface McpEndpointOptions extends GatewayDependencies {
-  policy: GatewayPolicy;
   allowedOrigins: readonly string[];
   publicUrl: string | undefined;
   authorizationServers: readonly string[];
