@@ -1,5 +1,18 @@
 import { z } from "zod";
 
+/** MCP log levels (RFC 5424 severities), least severe first. */
+export const MCP_LOG_LEVELS = [
+  "debug",
+  "info",
+  "notice",
+  "warning",
+  "error",
+  "critical",
+  "alert",
+  "emergency",
+] as const;
+export type McpLogLevel = (typeof MCP_LOG_LEVELS)[number];
+
 /**
  * One session of the MCP gateway, in KV `loom_mcp_sessions` under its id. The bucket's TTL ends
  * idle sessions; every gateway replica reads the same record, so any of them serves any session.
@@ -11,6 +24,8 @@ export const McpSessionSchema = z.object({
   protocolVersion: z.string().min(1),
   clientInfo: z.looseObject({ name: z.string(), version: z.string() }).optional(),
   clientCapabilities: z.record(z.string(), z.unknown()),
+  /** Set by the client's `logging/setLevel`: less severe log notifications are not relayed. */
+  logLevel: z.enum(MCP_LOG_LEVELS).optional(),
   createdAt: z.iso.datetime(),
   lastSeenAt: z.iso.datetime(),
 });

@@ -66,6 +66,15 @@ export function runFeedbackSubject(runId: string): string {
   return `loom.v1.runs.${runId}.feedback`;
 }
 
+/**
+ * Core NATS: an MCP gateway client cancelled one of its requests (`notifications/cancelled`). The
+ * notification may reach another replica than the request did: every replica hears it, and the
+ * one running the request stops it.
+ */
+export function mcpSessionCancelSubject(sessionId: string): string {
+  return `loom.v1.mcp.sessions.${sessionId}.cancel`;
+}
+
 /** Subject that carries one run's A2A status and artifact events. */
 export function runEventsSubject(runId: string): string {
   return `loom.v1.runs.${runId}.events`;

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { KV } from "@nats-io/kv";
-import { type McpSession, McpSessionSchema } from "../../../schemas/mcp-session.ts";
+import { type McpLogLevel, type McpSession, McpSessionSchema } from "../../../schemas/mcp-session.ts";
 import { encodePayload, parsePayload } from "../../kit/index.ts";
 
 /** A session seen within this long is not written again just to say so (the bucket TTL is far longer). */
@@ -46,6 +46,11 @@ export class SessionStore {
     if (Date.now() - Date.parse(session.lastSeenAt) < TOUCH_EVERY_MS) return;
     const touched = { ...session, lastSeenAt: new Date().toISOString() };
     await this.#kv.put(session.id, encodePayload(McpSessionSchema, touched, "MCP session"));
+  }
+
+  async setLogLevel(session: McpSession, logLevel: McpLogLevel): Promise<void> {
+    const updated = { ...session, logLevel, lastSeenAt: new Date().toISOString() };
+    await this.#kv.put(session.id, encodePayload(McpSessionSchema, updated, "MCP session"));
   }
 
   async delete(id: string): Promise<void> {
