@@ -2,6 +2,7 @@ import type { z } from "zod";
 import { MessageSchema, TaskSchema } from "./a2a.ts";
 import { PolicyDecisionRequestSchema, PolicyDecisionSchema, PolicyExplanationSchema } from "./policy.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
+import { ElicitAnswerSchema, ElicitationRequestSchema } from "./sampling.ts";
 import {
   WorkflowApplyReplySchema,
   WorkflowApplySchema,
@@ -49,4 +50,10 @@ export const WorkflowApplyContract = {
 export const WorkflowGraphContract = {
   request: WorkflowGraphSchema,
   response: WorkflowGraphReplySchema,
+} as const satisfies RequestContract;
+
+/** The worker asks a run's user for input on an MCP server's behalf; the reply is the answer. */
+export const RunElicitContract = {
+  request: ElicitationRequestSchema,
+  response: ElicitAnswerSchema,
 } as const satisfies RequestContract;

@@ -8,6 +8,8 @@ export const PolicyAction = {
   RESOURCES_READ: "resources.read",
   PROMPTS_GET: "prompts.get",
   RUNS_APPROVE: "runs.approve",
+  /** An MCP server asks the llm agent for a completion (`sampling/createMessage`); target `<server>`. */
+  LLM_SAMPLE: "llm.sample",
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 
@@ -56,7 +58,7 @@ export const PolicyDecisionRequestSchema = z
     resource: z
       .object({
         workflow: z.string().optional(),
-        /** `<server>.<tool>` for `tools.call`, `<server>.<prompt>` for `prompts.get`, the URI for `resources.read`. */
+        /** `<server>.<tool>` for `tools.call`, `<server>.<prompt>` for `prompts.get`, the URI for `resources.read`, `<server>` for `llm.sample`. */
         tool: z.string().optional(),
       })
       .strict(),
@@ -164,10 +166,14 @@ export const PolicyRuleSchema = z
   })
   .refine(
     (rule) =>
-      !(rule.actions.includes("resources.read") || rule.actions.includes("prompts.get")) ||
-      rule.tools !== undefined,
+      !(
+        rule.actions.includes("resources.read") ||
+        rule.actions.includes("prompts.get") ||
+        rule.actions.includes("llm.sample")
+      ) || rule.tools !== undefined,
     {
-      message: "a rule about resources.read or prompts.get must list what it covers in tools",
+      message:
+        "a rule about resources.read, prompts.get or llm.sample must list what it covers in tools (servers, for llm.sample)",
       path: ["tools"],
     },
   )

@@ -1,6 +1,7 @@
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
+import { GrantCheck } from "../kit/grant-check.ts";
 import {
   connectNats,
   createLogger,
@@ -12,7 +13,6 @@ import {
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
 import { readWorkerConfig } from "./config.ts";
-import { GrantCheck } from "./grant-check.ts";
 import { InFlightTasks } from "./in-flight.ts";
 import { McpConnection } from "./mcp-connection.ts";
 import { loadServerList } from "./server-config.ts";

@@ -2,6 +2,7 @@ import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type ToolCall, ToolCallMetadataSchema, ToolCallSchema } from "../../schemas/mcp.ts";
 import { IDEMPOTENCY_META_KEY, stepRecordKey, toolIdempotencyKey } from "../../schemas/steps.ts";
+import type { GrantCheck } from "../kit/grant-check.ts";
 import {
   describeIssues,
   type JsonSchemaValidator,
@@ -10,7 +11,6 @@ import {
   traceToolCall,
 } from "../kit/index.ts";
 import { resultText, toolResultToArtifact } from "./artifacts.ts";
-import type { GrantCheck } from "./grant-check.ts";
 import { maskResult } from "./masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
 import type { StepResults } from "./step-results.ts";
