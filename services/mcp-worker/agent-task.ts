@@ -11,6 +11,7 @@ export async function handleAgentTask(
   deps: TaskHandlerDependencies,
   inFlight: InFlightTasks,
   message: Message,
+  authorization?: string,
 ): Promise<Task> {
   const data = message.parts.find((part) => "data" in part);
   const body =
@@ -22,7 +23,7 @@ export async function handleAgentTask(
       return handleReadTask(deps, message, parseOperation(ResourceReadSchema, body), signal);
     if ("prompt" in body)
       return handlePromptTask(deps, message, parseOperation(PromptGetSchema, body), signal);
-    return handleToolTask(deps, message, signal);
+    return handleToolTask(deps, message, signal, authorization);
   });
 }
 

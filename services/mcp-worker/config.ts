@@ -7,6 +7,15 @@ const REPO_ROOT = resolve(import.meta.dirname, "../..");
 export const WorkerConfigSchema = BaseConfigSchema.extend({
   /** YAML file listing the MCP servers this worker connects to. */
   LOOM_MCP_SERVERS: z.string().default(resolve(REPO_ROOT, "infra/mcp-servers.yaml")),
+  /** Longest a policy decision may take (sampling requests are decided by acp-policy). */
+  LOOM_POLICY_TIMEOUT_MS: z.coerce.number().int().positive().default(5_000),
+  /** Longest the llm agent may take to answer a server's sampling request. */
+  LOOM_SAMPLING_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
+  /**
+   * Longest Loom waits for someone to answer a server's elicitation (the server then gets `cancel`),
+   * and the most a tool call may run beyond its own timeout while people answer.
+   */
+  LOOM_ELICITATION_TIMEOUT_MS: z.coerce.number().int().positive().default(600_000),
 });
 export type WorkerConfig = z.infer<typeof WorkerConfigSchema>;
 

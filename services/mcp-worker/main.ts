@@ -13,9 +13,12 @@ import {
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
 import { readWorkerConfig } from "./config.ts";
+import { relayElicitation } from "./elicitation-relay.ts";
 import { InFlightTasks } from "./in-flight.ts";
 import { McpConnection } from "./mcp-connection.ts";
+import { relaySampling } from "./sampling-relay.ts";
 import { loadServerList } from "./server-config.ts";
+import type { ServerRequestHandlers } from "./server-requests.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
 import { recordTools, registerUntilReachable } from "./tool-registry.ts";
@@ -37,10 +40,26 @@ await runUntilSignalled(log, async () => {
   const toolsKv = await openBucket(nc, Buckets.TOOLS);
   await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS] });
 
+  const serverRequests: ServerRequestHandlers = {
+    onSampling: (params, origin) =>
+      relaySampling(
+        {
+          nc,
+          log,
+          policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
+          samplingTimeoutMs: config.LOOM_SAMPLING_TIMEOUT_MS,
+        },
+        params,
+        origin,
+      ),
+    onElicitation: (params, origin) =>
+      relayElicitation({ nc, log, elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS }, params, origin),
+    elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
+  };
   const connections = new Map(
     serverList.servers.map((server) => [
       server.name,
-      new McpConnection(withTelemetryEnv(server, config), log),
+      new McpConnection(withTelemetryEnv(server, config), log, serverRequests),
     ]),
   );
   await Promise.all(
@@ -64,7 +83,8 @@ await runUntilSignalled(log, async () => {
     queue: MCP_WORKER_AGENT,
     contract: AgentTaskContract,
     log,
-    handle: (message) => grants.audited(message, () => handleAgentTask(deps, inFlight, message)),
+    handle: (message, context) =>
+      grants.audited(message, () => handleAgentTask(deps, inFlight, message, context.authorization)),
   });
   log.info({ subject, servers: [...connections.keys()] }, "serving A2A tool tasks");
 

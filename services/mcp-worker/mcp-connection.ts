@@ -4,6 +4,8 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import {
   type CallToolResult,
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
   type GetPromptResult,
   McpError,
   ErrorCode as McpErrorCode,
@@ -13,6 +15,8 @@ import {
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { McpServerConfig } from "../../schemas/mcp.ts";
 import { type Logger, LoomError } from "../kit/index.ts";
+import { PausableDeadline } from "../kit/pausable-deadline.ts";
+import { type CallOrigin, CallsInFlight, type ServerRequestHandlers } from "./server-requests.ts";
 
 const CLIENT_INFO = { name: "loom-mcp-worker", version: "0.1.0" };
 const CONNECT_TIMEOUT_MS = 30_000;
@@ -28,10 +32,14 @@ export class McpConnection {
   readonly #log: Logger;
   #client: Promise<Client> | undefined;
   #tools = new Map<string, Tool>();
+  readonly #serverRequests: ServerRequestHandlers | undefined;
+  readonly #calls = new CallsInFlight();
 
-  constructor(config: McpServerConfig, log: Logger) {
+  /** With `serverRequests`, the client offers sampling and (form) elicitation to the server. */
+  constructor(config: McpServerConfig, log: Logger, serverRequests?: ServerRequestHandlers) {
     this.config = config;
     this.#log = log.child({ mcp_server: config.name });
+    this.#serverRequests = serverRequests;
   }
 
   /**
@@ -62,8 +70,12 @@ export class McpConnection {
     timeoutMs: number,
     meta: Record<string, unknown> = {},
     signal?: AbortSignal,
+    origin?: Omit<CallOrigin, "server" | "clock" | "signal">,
   ): Promise<CallToolResult> {
     const client = await this.#connected();
+    if (origin !== undefined && this.#serverRequests !== undefined) {
+      return this.#callAnswering(client, name, args, timeoutMs, meta, signal, origin, this.#serverRequests);
+    }
     try {
       // An aborted signal makes the SDK send notifications/cancelled to the server.
       return (await client.callTool({ name, arguments: args, _meta: meta }, undefined, {
@@ -72,6 +84,42 @@ export class McpConnection {
       })) as CallToolResult;
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
+    }
+  }
+
+  /**
+   * A call during which the server may ask for sampling or elicitation. Its timeout is Loom's own
+   * clock, paused while a person answers; the SDK's timeout stays as the hard bound: the call's
+   * timeout plus the elicitation budget.
+   */
+  async #callAnswering(
+    client: Client,
+    name: string,
+    args: Record<string, unknown>,
+    timeoutMs: number,
+    meta: Record<string, unknown>,
+    signal: AbortSignal | undefined,
+    origin: Omit<CallOrigin, "server" | "clock" | "signal">,
+    handlers: ServerRequestHandlers,
+  ): Promise<CallToolResult> {
+    const clock = new PausableDeadline(
+      timeoutMs,
+      () => new McpError(McpErrorCode.RequestTimeout, `Request timed out after ${timeoutMs} ms`),
+    );
+    const callSignal = signal === undefined ? clock.signal : AbortSignal.any([signal, clock.signal]);
+    try {
+      return await this.#calls.during(
+        { ...origin, server: this.config.name, clock, signal: callSignal },
+        async () =>
+          (await client.callTool({ name, arguments: args, _meta: meta }, undefined, {
+            timeout: timeoutMs + handlers.elicitationTimeoutMs,
+            signal: callSignal,
+          })) as CallToolResult,
+      );
+    } catch (error) {
+      throw this.#toLoomError(error, name, timeoutMs);
+    } finally {
+      clock.clear();
     }
   }
 
@@ -119,7 +167,19 @@ export class McpConnection {
   }
 
   async #connect(): Promise<Client> {
-    const client = new Client(CLIENT_INFO);
+    const handlers = this.#serverRequests;
+    const client = new Client(
+      CLIENT_INFO,
+      handlers === undefined ? undefined : { capabilities: { sampling: {}, elicitation: { form: {} } } },
+    );
+    if (handlers !== undefined) {
+      client.setRequestHandler(CreateMessageRequestSchema, (request) =>
+        handlers.onSampling(request.params, this.#calls.originOf(this.config.name, request.method)),
+      );
+      client.setRequestHandler(ElicitRequestSchema, (request) =>
+        handlers.onElicitation(request.params, this.#calls.originOf(this.config.name, request.method)),
+      );
+    }
     client.onclose = () => {
       this.#log.warn("MCP server connection closed; the next call reconnects");
       this.#client = undefined;

@@ -31,6 +31,8 @@ export async function handleToolTask(
   deps: TaskHandlerDependencies,
   message: Message,
   signal?: AbortSignal,
+  /** The run token the task came with: a server's sampling request is decided for its principal. */
+  authorization?: string,
 ): Promise<Task> {
   const call = readToolCall(message);
   const metadata = ToolCallMetadataSchema.safeParse(message.metadata ?? {});
@@ -76,6 +78,7 @@ export async function handleToolTask(
               : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) }),
           },
           signal,
+          { taskId: message.taskId, runId: step?.runId, stepId: step?.stepId, authorization },
         ),
     );
     if (result.isError === true) {

@@ -140,7 +140,9 @@ async function sendTask(
         timeoutMs: timeoutMs + REPLY_MARGIN_MS,
         headers: {
           [Headers.MSG_ID]: taskId,
-          [Headers.AUTHORIZATION]: dispatch.agent === MCP_WORKER_AGENT ? undefined : run.authorization,
+          // The worker acts on the grant alone; it presents the run token only to acp-policy, to
+          // ask for a server's sampling request during this call on the run's principal's behalf.
+          [Headers.AUTHORIZATION]: run.authorization,
         },
       },
     );
