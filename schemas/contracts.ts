@@ -2,7 +2,7 @@ import type { z } from "zod";
 import { MessageSchema, TaskSchema } from "./a2a.ts";
 import { PolicyDecisionRequestSchema, PolicyDecisionSchema, PolicyExplanationSchema } from "./policy.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
-import { ElicitAnswerSchema, ElicitationRequestSchema } from "./sampling.ts";
+import { ElicitAnswerForwardSchema, ElicitAnswerSchema, ElicitationRequestSchema } from "./sampling.ts";
 import {
   WorkflowApplyReplySchema,
   WorkflowApplySchema,
@@ -56,4 +56,10 @@ export const WorkflowGraphContract = {
 export const RunElicitContract = {
   request: ElicitationRequestSchema,
   response: ElicitAnswerSchema,
+} as const satisfies RequestContract;
+
+/** An elicitation answer forwarded to the orchestrator driving the run; the reply is its state after. */
+export const RunElicitAnswerContract = {
+  request: ElicitAnswerForwardSchema,
+  response: RunControlReplySchema,
 } as const satisfies RequestContract;

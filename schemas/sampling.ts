@@ -135,3 +135,9 @@ export const ElicitAnswerSchema = z.object({
   by: z.string().optional(),
 });
 export type ElicitAnswer = z.infer<typeof ElicitAnswerSchema>;
+
+/** An elicitation answer one orchestrator hands to the replica driving the run. */
+export const ElicitAnswerForwardSchema = z
+  .object({ stepId: z.string().min(1), answer: ElicitAnswerSchema })
+  .strict();
+export type ElicitAnswerForward = z.infer<typeof ElicitAnswerForwardSchema>;

@@ -10,6 +10,7 @@ export const Subjects = {
   RUN_CANCEL_ALL: "loom.v1.runs.*.cancel",
   /** Request/reply: an MCP server asks a run's user for input (elicitation), served by every orchestrator. */
   RUN_ELICIT_ALL: "loom.v1.runs.*.elicit",
+  RUN_ELICIT_ANSWER_ALL: "loom.v1.runs.*.elicit.answer",
   /** Request/reply: register a workflow version; render a workflow as a diagram. */
   WORKFLOWS_APPLY: "loom.v1.workflows.apply",
   WORKFLOWS_GRAPH: "loom.v1.workflows.graph",
@@ -59,6 +60,14 @@ export function runInputSubject(runId: string): string {
  */
 export function runElicitSubject(runId: string): string {
   return `loom.v1.runs.${runId}.elicit`;
+}
+
+/**
+ * Request/reply among orchestrators: an answer to an elicitation, forwarded to the replica driving
+ * the run (every replica hears it; the driver applies it and replies).
+ */
+export function runElicitAnswerSubject(runId: string): string {
+  return `loom.v1.runs.${runId}.elicit.answer`;
 }
 
 /** Request/reply: cancel a run. */

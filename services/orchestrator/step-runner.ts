@@ -14,6 +14,7 @@ import {
 } from "../../schemas/subjects.ts";
 import type { DelegateStep, WorkStep } from "../../schemas/workflow.ts";
 import { encodeJson, LoomError, request, SpanKind, toWireError, withSpan } from "../kit/index.ts";
+import { PausableDeadline } from "../kit/pausable-deadline.ts";
 import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
@@ -27,6 +28,11 @@ export interface StepRunnerOptions {
   policyTimeoutMs: number;
   stepTimeoutMs: number;
   remoteAgents: RemoteAgents;
+  /**
+   * The most a step's task may take beyond its timeout, in all, while people answer questions its
+   * MCP server asked (elicitation); the step's own clock stops meanwhile.
+   */
+  elicitationTimeoutMs: number;
 }
 
 export interface WorkRun {
@@ -41,6 +47,8 @@ export interface WorkRun {
   followUp?: { remoteTaskId: string; answer: InputAnswer } | undefined;
   /** Progress worth telling the run's watchers (a remote agent's status updates). */
   onProgress?: (text: string) => Promise<void>;
+  /** Handed the deadline of the task sent, so the run can stop its clock while a person answers. */
+  onDeadline?: (deadline: PausableDeadline) => void;
 }
 
 /** What one work step asks of which agent, and which policy action covers it. */
@@ -123,8 +131,18 @@ async function sendTask(
   };
   const cancel = () => options.nc.publish(agentCancelSubject(dispatch.agent), encodeJson({ taskId }));
   run.signal.addEventListener("abort", cancel, { once: true });
+  const subject = agentTasksSubject(dispatch.agent);
+  const replyWithinMs = timeoutMs + REPLY_MARGIN_MS;
+  const deadline = new PausableDeadline(
+    replyWithinMs,
+    () => new LoomError(ErrorCode.TIMEOUT, `no reply on ${subject} within ${replyWithinMs} ms`),
+  );
+  run.onDeadline?.(deadline);
+  const expired = new Promise<never>((_resolve, reject) =>
+    deadline.signal.addEventListener("abort", () => reject(deadline.signal.reason), { once: true }),
+  );
   try {
-    const task = await request(
+    const sent = request(
       options.nc,
       agentTasksSubject(dispatch.agent),
       AgentTaskContract,
@@ -137,7 +155,8 @@ async function sendTask(
         metadata,
       },
       {
-        timeoutMs: timeoutMs + REPLY_MARGIN_MS,
+        // The deadline above is the step's clock; this bound holds while it is paused.
+        timeoutMs: replyWithinMs + options.elicitationTimeoutMs,
         headers: {
           [Headers.MSG_ID]: taskId,
           // The worker acts on the grant alone; it presents the run token only to acp-policy, to
@@ -146,8 +165,10 @@ async function sendTask(
         },
       },
     );
+    const task = await Promise.race([sent, expired]);
     return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(task.artifacts?.[0]) };
   } finally {
+    deadline.clear();
     run.signal.removeEventListener("abort", cancel);
   }
 }

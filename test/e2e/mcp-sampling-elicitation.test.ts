@@ -1,7 +1,12 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { shortStateName, TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import type { RunEvent } from "../../schemas/run.ts";
+import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
@@ -10,7 +15,7 @@ const SERVERS = `
 servers:
   - name: everything
     transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
-    timeout: 10s
+    timeout: 3s
     governance: { owner: mcp-reference, data_classification: public, access_level: read }
 `;
 
@@ -32,6 +37,21 @@ steps:
     with: { prompt: "{% $input.prompt %}", maxTokens: 50 }
 `;
 
+/** The step's own timeout is shorter than the test takes to answer: a person's time must not count. */
+const ELICIT = `
+id: elicit-demo
+steps:
+  - id: form
+    call: everything.trigger-elicitation-request
+    timeout: 3s
+`;
+
+function statusText(event: RunEvent): string {
+  if (!("statusUpdate" in event)) return "";
+  const part = event.statusUpdate.status.message?.parts[0];
+  return part !== undefined && "text" in part ? part.text : "";
+}
+
 interface AuditLine {
   kind: string;
   action?: string;
@@ -52,6 +72,7 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     await mkdir(join(dir, "policies"));
     await writeFile(join(dir, "policies", "test.yaml"), POLICY);
     await writeFile(join(dir, "sample.yaml"), SAMPLE);
+    await writeFile(join(dir, "elicit.yaml"), ELICIT);
     loom = await startLoom({
       env: { LOOM_MCP_SERVERS: join(dir, "servers.yaml"), LOOM_POLICY_DIR: join(dir, "policies") },
       tools: ["everything.trigger-sampling-request", "everything.trigger-elicitation-request"],
@@ -113,5 +134,86 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     expect(summary.state).toBe("failed");
     expect(summary.error.code).toBe("TOOL_ERROR");
     expect(summary.error.message).toContain("policy denied sampling through everything (rule default-deny)");
+  });
+
+  /** Submits the elicitation workflow and follows it until it waits for input (or ends). */
+  async function submitUntilAsked(token: string): Promise<{ runId: string; asked: RunEvent }> {
+    const submitted = await loom.cli(["submit", join(dir, "elicit.yaml"), "--json"], { token });
+    const { runId } = JSON.parse(submitted.stdout) as { runId: string };
+    let asked: RunEvent | undefined;
+    for await (const event of followRun(jetstream(loom.nc), runId, {
+      stopAt: (state) => state === TaskState.INPUT_REQUIRED || TERMINAL_STATES.has(state),
+    })) {
+      asked = event;
+    }
+    if (asked === undefined) throw new Error(`run ${runId} told nothing`);
+    return { runId, asked };
+  }
+
+  /** Follows the run to its end: its state, output and every status it went through. */
+  async function finalOf(runId: string): Promise<{ state: string; output: unknown; statuses: string[] }> {
+    const result = await watchRun(
+      jetstream(loom.nc),
+      runId,
+      () => {},
+      (problem) => {
+        throw new Error(problem);
+      },
+    );
+    const statuses = result.events.flatMap((event) =>
+      "statusUpdate" in event
+        ? [`${shortStateName(event.statusUpdate.status.state)}: ${statusText(event)}`]
+        : [],
+    );
+    return { state: shortStateName(result.state), output: result.output, statuses };
+  }
+
+  it("elicitation - the run waits in input-required with the server's schema; --data answers it, past the step's timeout", async () => {
+    const token = tokenFor("tess", "tester");
+    const { runId, asked } = await submitUntilAsked(token);
+    expect("statusUpdate" in asked && asked.statusUpdate.status.state).toBe(TaskState.INPUT_REQUIRED);
+    const metadata = "statusUpdate" in asked ? asked.statusUpdate.metadata : undefined;
+    expect(metadata?.stepId).toBe("form");
+    expect(metadata?.elicitation?.server).toBe("everything");
+    expect(metadata?.elicitation?.message).toBe("Please provide inputs for the following fields:");
+    expect(metadata?.elicitation?.requestedSchema.required).toEqual(["name"]);
+    expect(Object.keys(metadata?.elicitation?.requestedSchema.properties ?? {})).toContain("email");
+    expect(JSON.parse((await loom.cli(["runs", "get", runId, "--json"])).stdout).state).toBe(
+      "input-required",
+    );
+
+    // Longer than the step's 3 s timeout (and the 2 s reply margin): the clock is stopped meanwhile.
+    await sleep(6_000);
+    const wrong = await loom.cli(["runs", "input", runId, "--data", '{"email":"not an address"}'], { token });
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toContain("INVALID_INPUT");
+    expect(wrong.stderr).toContain("the answer to everything's question does not match its schema");
+
+    const answered = await loom.cli(
+      ["runs", "input", runId, "--data", '{"name":"Ada Lovelace","check":true,"email":"ada@example.com"}'],
+      { token },
+    );
+    expect(answered.stderr).toBe("");
+    expect(answered.stdout.trim()).toBe(`run ${runId} is working`);
+    const run = await finalOf(runId);
+    expect(run.state).toBe("completed");
+    expect(run.output).toContain("User provided the requested information!");
+    expect(run.output).toContain("- Name: Ada Lovelace");
+    expect(run.output).toContain("- Email: ada@example.com");
+    expect(run.output).toContain('"action": "accept"');
+    expect(run.statuses).toContain(
+      "input-required: step form: everything asks: Please provide inputs for the following fields:",
+    );
+    expect(run.statuses).toContain("working: step form: accept by tess");
+  });
+
+  it("elicitation - --reject declines, and the server hears decline", async () => {
+    const token = tokenFor("tess", "tester");
+    const { runId } = await submitUntilAsked(token);
+    const rejected = await loom.cli(["runs", "input", runId, "--reject"], { token });
+    expect(rejected.code).toBe(0);
+    const run = await finalOf(runId);
+    expect(run.state).toBe("completed");
+    expect(run.output).toContain("User declined to provide the requested information.");
   });
 });
