@@ -8,6 +8,7 @@ export * from "./mcp.ts";
 export * from "./memory.ts";
 export * from "./policy.ts";
 export * from "./run.ts";
+export * from "./sampling.ts";
 export * from "./steps.ts";
 export * from "./subjects.ts";
 export * from "./workflow.ts";
