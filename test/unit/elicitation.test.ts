@@ -2,6 +2,7 @@ import { McpError } from "@modelcontextprotocol/sdk/types.js";
 import { describe, expect, it } from "vitest";
 import { createActor } from "xstate";
 import { TaskState } from "../../schemas/a2a.ts";
+import { statusLine } from "../../services/cli/render.ts";
 import { JsonSchemaValidator } from "../../services/kit/index.ts";
 import { PausableDeadline } from "../../services/kit/pausable-deadline.ts";
 import { type CallOrigin, CallsInFlight } from "../../services/mcp-worker/server-requests.ts";
@@ -128,5 +129,36 @@ describe("elicitation - which tool call a server's request belongs to", () => {
       /no call to "everything" is in flight/,
     );
     first.clock.clear();
+  });
+});
+
+describe("elicitation - what loom submit --watch shows", () => {
+  it("elicitation - the question's line names the fields to answer, required ones starred", () => {
+    const line = statusLine({
+      statusUpdate: {
+        taskId: "r-1",
+        contextId: "c-1",
+        status: {
+          state: TaskState.INPUT_REQUIRED,
+          timestamp: "2026-12-01T13:00:00.000Z",
+          message: {
+            messageId: "m-1",
+            role: "ROLE_AGENT",
+            parts: [{ text: "step form: everything asks: Who are you?" }],
+          },
+        },
+        metadata: {
+          stepId: "form",
+          elicitation: {
+            server: "everything",
+            message: QUESTION.message,
+            requestedSchema: QUESTION.requestedSchema,
+          },
+        },
+      },
+    });
+    expect(line).toBe(
+      "13:00:00  input-required step form: everything asks: Who are you? [answer with --data {…} or --reject; fields: name* (string), email (string)]",
+    );
   });
 });
