@@ -106,10 +106,19 @@ export class McpConnection {
       timeoutMs,
       () => new McpError(McpErrorCode.RequestTimeout, `Request timed out after ${timeoutMs} ms`),
     );
-    const callSignal = signal === undefined ? clock.signal : AbortSignal.any([signal, clock.signal]);
+    const abandoned = new AbortController();
+    const callSignal = AbortSignal.any([
+      clock.signal,
+      abandoned.signal,
+      ...(signal === undefined ? [] : [signal]),
+    ]);
     try {
       return await this.#calls.during(
         { ...origin, server: this.config.name, clock, signal: callSignal },
+        () =>
+          abandoned.abort(
+            new McpError(McpErrorCode.ConnectionClosed, "a newer call of the same task took this one over"),
+          ),
         async () =>
           (await client.callTool({ name, arguments: args, _meta: meta }, undefined, {
             timeout: timeoutMs + handlers.elicitationTimeoutMs,

@@ -37,12 +37,23 @@ export interface ServerRequestHandlers {
  * server's request is answered for the one tool call in flight on its connection. With none, or
  * with several (whose principals and runs may differ), it is refused with an MCP error rather
  * than answered on behalf of a guess.
+ *
+ * A call of a task that starts while an earlier call of the same task is still in flight means
+ * the step was taken over (its orchestrator or worker died, its claim lapsed): the earlier call is
+ * abandoned, so that it neither holds the server's questions nor makes the new call ambiguous.
  */
 export class CallsInFlight {
-  readonly #calls = new Set<CallOrigin>();
+  readonly #calls = new Map<CallOrigin, () => void>();
 
-  async during<T>(origin: CallOrigin, work: () => Promise<T>): Promise<T> {
-    this.#calls.add(origin);
+  /** Runs `work` as the call `origin`; `abandon` aborts it when a newer call of its task starts. */
+  async during<T>(origin: CallOrigin, abandon: () => void, work: () => Promise<T>): Promise<T> {
+    for (const [earlier, abandonEarlier] of this.#calls) {
+      if (origin.taskId !== undefined && earlier.taskId === origin.taskId) {
+        this.#calls.delete(earlier);
+        abandonEarlier();
+      }
+    }
+    this.#calls.set(origin, abandon);
     try {
       return await work();
     } finally {
@@ -52,7 +63,7 @@ export class CallsInFlight {
 
   /** The call a server's `method` request belongs to, by the rule above. */
   originOf(server: string, method: string): CallOrigin {
-    const [only, ...others] = this.#calls;
+    const [only, ...others] = this.#calls.keys();
     if (only !== undefined && others.length === 0) return only;
     throw new McpError(
       McpErrorCode.InvalidRequest,

@@ -102,6 +102,7 @@ describe("elicitation - the answer loom runs input gives", () => {
 });
 
 describe("elicitation - which tool call a server's request belongs to", () => {
+  const noop = () => {};
   const origin = (taskId: string): CallOrigin => ({
     server: "everything",
     taskId,
@@ -116,9 +117,9 @@ describe("elicitation - which tool call a server's request belongs to", () => {
     const calls = new CallsInFlight();
     expect(() => calls.originOf("everything", "sampling/createMessage")).toThrow(McpError);
     const first = origin("r-1:form:1");
-    await calls.during(first, async () => {
+    await calls.during(first, noop, async () => {
       expect(calls.originOf("everything", "sampling/createMessage")).toBe(first);
-      await calls.during(origin("r-2:form:1"), async () => {
+      await calls.during(origin("r-2:form:1"), noop, async () => {
         expect(() => calls.originOf("everything", "elicitation/create")).toThrow(
           /cannot tell which of 2 tool calls in flight on "everything"/,
         );
@@ -129,6 +130,29 @@ describe("elicitation - which tool call a server's request belongs to", () => {
       /no call to "everything" is in flight/,
     );
     first.clock.clear();
+  });
+
+  it("elicitation - a newer call of the same task abandons the earlier one, which no longer counts", async () => {
+    const calls = new CallsInFlight();
+    const abandoned: string[] = [];
+    const earlier = origin("r-1:form:1");
+    const later = origin("r-1:form:1");
+    await calls.during(
+      earlier,
+      () => abandoned.push("earlier"),
+      async () => {
+        await calls.during(
+          later,
+          () => abandoned.push("later"),
+          async () => {
+            expect(abandoned).toEqual(["earlier"]);
+            expect(calls.originOf("everything", "elicitation/create")).toBe(later);
+          },
+        );
+      },
+    );
+    earlier.clock.clear();
+    later.clock.clear();
   });
 });
 
