@@ -87,6 +87,10 @@ export function serveElicitations(options: ElicitationOptions): { stop(): Promis
         stepId: body.stepId,
         answer: body.answer,
       });
+      options.log.info(
+        { run_id: runId, step_id: body.stepId },
+        "answer handed over by another replica applied",
+      );
       return { runId, state } satisfies RunControlReply;
     },
   });

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -215,5 +215,31 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     const run = await finalOf(runId);
     expect(run.state).toBe("completed");
     expect(run.output).toContain("User declined to provide the requested information.");
+  });
+
+  it("elicitation - with two orchestrators, an answer taken by the replica not driving the run still gets there", async () => {
+    // Input is served by any replica (a queue group), the run by the one that took it: over four
+    // runs the answer lands on the other replica, and is handed over, with probability 15/16.
+    loom.stack.add("orchestrator");
+    const log = join(loom.logDir, "orchestrator.log");
+    for (
+      let tries = 0;
+      (await readFile(log, "utf8")).split("taking run submissions").length < 3;
+      tries += 1
+    ) {
+      if (tries > 100) throw new Error("the second orchestrator did not start");
+      await sleep(200);
+    }
+    const token = tokenFor("tess", "tester");
+    for (const name of ["Ada", "Grace", "Hedy", "Radia"]) {
+      const { runId } = await submitUntilAsked(token);
+      const answered = await loom.cli(["runs", "input", runId, "--data", JSON.stringify({ name })], {
+        token,
+      });
+      expect(answered.stderr).toBe("");
+      const run = await finalOf(runId);
+      expect(run.state).toBe("completed");
+      expect(run.output).toContain(`- Name: ${name}`);
+    }
   });
 });
