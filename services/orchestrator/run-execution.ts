@@ -199,9 +199,8 @@ export class RunExecution {
 
   async #apply(event: RunMachineEvent): Promise<TaskState> {
     const before = JSON.stringify(this.#actor.getPersistedSnapshot());
-    const answered =
-      event.type === "STEP.ELICIT_ANSWERED" &&
-      awaitedElicitations(this.#actor.getSnapshot()).includes(event.stepId)
+    const asking =
+      "stepId" in event && awaitedElicitations(this.#actor.getSnapshot()).includes(event.stepId)
         ? this.#actor.getSnapshot().context.elicitations?.[event.stepId]
         : undefined;
     this.#actor.send(event);
@@ -211,11 +210,12 @@ export class RunExecution {
     }
     await this.#persist();
     await this.#announce(event);
-    if (event.type === "STEP.ELICIT") this.#deadlines.get(event.stepId)?.pause();
-    if (event.type === "STEP.ELICIT_ANSWERED" && answered !== undefined) {
+    // A question asked again (the step taken over) replaces the open one; the clock stays stopped.
+    if (event.type === "STEP.ELICIT" && asking === undefined) this.#deadlines.get(event.stepId)?.pause();
+    if (event.type === "STEP.ELICIT_ANSWERED" && asking !== undefined) {
       // Stored first, then told: the worker's server goes on only with an answer the run keeps.
       this.#options.nc.publish(
-        answered.reply,
+        asking.reply,
         encodePayload(ElicitAnswerSchema, event.answer, "elicitation answer"),
       );
       this.#deadlines.get(event.stepId)?.resume();

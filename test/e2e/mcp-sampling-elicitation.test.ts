@@ -5,7 +5,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shortStateName, TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { AgentTaskContract } from "../../schemas/contracts.ts";
 import type { RunEvent } from "../../schemas/run.ts";
+import { agentTasksSubject, LLM_AGENT } from "../../schemas/subjects.ts";
+import { request } from "../../services/kit/index.ts";
 import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 
@@ -121,6 +124,34 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
         outcome: "ok",
         principal: "tess",
       }),
+    );
+  });
+
+  it("sampling - a task straight to the llm agent without a grant is refused, and the refusal audited", async () => {
+    const sampling = {
+      server: "everything",
+      params: {
+        maxTokens: 10,
+        messages: [{ role: "user", content: { type: "text", text: "free tokens?" } }],
+      },
+    };
+    await expect(
+      request(
+        loom.nc,
+        agentTasksSubject(LLM_AGENT),
+        AgentTaskContract,
+        { messageId: "m-forged", role: "ROLE_USER", parts: [{ data: sampling }], metadata: {} },
+        { timeoutMs: 5_000 },
+      ),
+    ).rejects.toMatchObject({ code: "GRANT_REFUSED", message: "the task carries no grant from acp-policy" });
+    const audit = await loom.cli(["audit", "tail", "--json", "-n", "200"]);
+    const refusals = audit.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as AuditLine)
+      .filter((record) => record.kind === "grant.refused" && record.action === "llm.sample");
+    expect(refusals).toContainEqual(
+      expect.objectContaining({ resource: "everything", principal: "unknown" }),
     );
   });
 
