@@ -14,7 +14,7 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { McpServerConfig } from "../../schemas/mcp.ts";
-import { type Logger, LoomError } from "../kit/index.ts";
+import { activeContext, inContext, type Logger, LoomError } from "../kit/index.ts";
 import { PausableDeadline } from "../kit/pausable-deadline.ts";
 import { type CallOrigin, CallsInFlight, type ServerRequestHandlers } from "./server-requests.ts";
 
@@ -70,7 +70,7 @@ export class McpConnection {
     timeoutMs: number,
     meta: Record<string, unknown> = {},
     signal?: AbortSignal,
-    origin?: Omit<CallOrigin, "server" | "clock" | "signal">,
+    origin?: Omit<CallOrigin, "server" | "clock" | "signal" | "traceContext">,
   ): Promise<CallToolResult> {
     const client = await this.#connected();
     if (origin !== undefined && this.#serverRequests !== undefined) {
@@ -99,7 +99,7 @@ export class McpConnection {
     timeoutMs: number,
     meta: Record<string, unknown>,
     signal: AbortSignal | undefined,
-    origin: Omit<CallOrigin, "server" | "clock" | "signal">,
+    origin: Omit<CallOrigin, "server" | "clock" | "signal" | "traceContext">,
     handlers: ServerRequestHandlers,
   ): Promise<CallToolResult> {
     const clock = new PausableDeadline(
@@ -114,7 +114,7 @@ export class McpConnection {
     ]);
     try {
       return await this.#calls.during(
-        { ...origin, server: this.config.name, clock, signal: callSignal },
+        { ...origin, server: this.config.name, clock, signal: callSignal, traceContext: activeContext() },
         () =>
           abandoned.abort(
             new McpError(McpErrorCode.ConnectionClosed, "a newer call of the same task took this one over"),
@@ -182,12 +182,14 @@ export class McpConnection {
       handlers === undefined ? undefined : { capabilities: { sampling: {}, elicitation: { form: {} } } },
     );
     if (handlers !== undefined) {
-      client.setRequestHandler(CreateMessageRequestSchema, (request) =>
-        handlers.onSampling(request.params, this.#calls.originOf(this.config.name, request.method)),
-      );
-      client.setRequestHandler(ElicitRequestSchema, (request) =>
-        handlers.onElicitation(request.params, this.#calls.originOf(this.config.name, request.method)),
-      );
+      client.setRequestHandler(CreateMessageRequestSchema, (request) => {
+        const origin = this.#calls.originOf(this.config.name, request.method);
+        return inContext(origin.traceContext, () => handlers.onSampling(request.params, origin));
+      });
+      client.setRequestHandler(ElicitRequestSchema, (request) => {
+        const origin = this.#calls.originOf(this.config.name, request.method);
+        return inContext(origin.traceContext, () => handlers.onElicitation(request.params, origin));
+      });
     }
     client.onclose = () => {
       this.#log.warn("MCP server connection closed; the next call reconnects");

@@ -5,6 +5,7 @@ import type {
   ElicitResult,
 } from "@modelcontextprotocol/sdk/types.js";
 import { McpError, ErrorCode as McpErrorCode } from "@modelcontextprotocol/sdk/types.js";
+import type { Context } from "@opentelemetry/api";
 import type { PausableDeadline } from "../kit/pausable-deadline.ts";
 
 /** The tool call a server's own request (sampling, elicitation) is answered on behalf of. */
@@ -20,6 +21,8 @@ export interface CallOrigin {
   clock: PausableDeadline;
   /** Aborts when the call ends, times out or is canceled. */
   signal: AbortSignal;
+  /** The call's trace context: what is done for the server's request joins the run's trace. */
+  traceContext: Context;
 }
 
 /** What the worker does with requests a server sends it during a tool call; wired in main.ts. */

@@ -64,6 +64,7 @@ interface AuditLine {
   outcome?: string;
   principal: string;
   stepId?: string;
+  traceId?: string;
 }
 
 describe("e2e - MCP sampling and elicitation from server-everything", () => {
@@ -125,6 +126,11 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
         principal: "tess",
       }),
     );
+    // The decision and the answer are hops of the run's own trace.
+    const sampled = records.filter((record) => record.action === "llm.sample");
+    expect(summary.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(sampled.length).toBeGreaterThanOrEqual(2);
+    expect(sampled.map((record) => record.traceId)).toEqual(sampled.map(() => summary.traceId));
   });
 
   it("sampling - a task straight to the llm agent without a grant is refused, and the refusal audited", async () => {

@@ -1,4 +1,5 @@
 import { McpError } from "@modelcontextprotocol/sdk/types.js";
+import { ROOT_CONTEXT } from "@opentelemetry/api";
 import { describe, expect, it } from "vitest";
 import { createActor } from "xstate";
 import { TaskState } from "../../schemas/a2a.ts";
@@ -111,6 +112,7 @@ describe("elicitation - which tool call a server's request belongs to", () => {
     authorization: "Bearer run-token",
     clock: new PausableDeadline(60_000, () => "late"),
     signal: new AbortController().signal,
+    traceContext: ROOT_CONTEXT,
   });
 
   it("elicitation - the one call in flight on the connection; none or several are refused", async () => {
