@@ -44,7 +44,8 @@ export async function handleSamplingTask(
   );
   return {
     id: message.taskId ?? message.messageId,
-    contextId: message.contextId ?? "",
+    // A task must name a context; one sent without gets its own.
+    contextId: message.contextId ?? message.messageId,
     status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
     artifacts: [
       {
