@@ -226,6 +226,9 @@ rules:
       "admins-call-anything",
       "analysts-read-crm-resources",
       "managers-answer-approvals",
+      "time-callers-sample",
+      "crm-readers-sample",
+      "admins-sample-anywhere",
     ]);
     expect(policy.version).toMatch(/^2@[0-9a-f]{12}$/);
   });
