@@ -16,6 +16,7 @@ export * from "./memory.ts";
 export * from "./policy.ts";
 export * from "./policy-gateway.ts";
 export * from "./run.ts";
+export * from "./sampling.ts";
 export * from "./steps.ts";
 export * from "./subjects.ts";
 export * from "./tool-calls.ts";
