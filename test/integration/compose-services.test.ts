@@ -6,10 +6,10 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { stopProcess } from "../../services/cli/nats-server.ts";
-import { freePort } from "../helpers/free-port.ts";
 import { REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 import { type OtlpReceiver, startOtlpReceiver } from "../helpers/otlp-receiver.ts";
+import { freePort } from "../helpers/ports.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
