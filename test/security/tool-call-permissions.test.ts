@@ -22,6 +22,7 @@ const passwords = {
   LOOM_NATS_ORCHESTRATOR_PASSWORD: password(),
   LOOM_NATS_ACP_POLICY_PASSWORD: password(),
   LOOM_NATS_MCP_WORKER_PASSWORD: password(),
+  LOOM_NATS_LLM_AGENT_PASSWORD: password(),
   LOOM_NATS_SUBMITTER_PASSWORD: password(),
   LOOM_NATS_POLICY_ADMIN_PASSWORD: password(),
 };
