@@ -10,8 +10,10 @@ import {
   ElicitRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
+import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
 
@@ -53,7 +55,9 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
   let loom: Loom;
   let dir: string;
   let mcpUrl: URL;
+  let env: Record<string, string>;
   const clients: Client[] = [];
+  const replicas: Stack[] = [];
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "loom-client-relay-"));
     await writeFile(join(dir, "servers.yaml"), SERVERS);
@@ -61,24 +65,29 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
     await writeFile(join(dir, "policies", "test.yaml"), POLICY);
     const port = await freePort();
     mcpUrl = new URL(`http://127.0.0.1:${port}/mcp`);
+    env = {
+      LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
+      LOOM_POLICY_DIR: join(dir, "policies"),
+      OTEL_TRACES_EXPORTER: "none",
+    };
     loom = await startLoom({
-      env: {
-        LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
-        LOOM_POLICY_DIR: join(dir, "policies"),
-        LOOM_A2A_PORT: String(port),
-        OTEL_TRACES_EXPORTER: "none",
-      },
+      env: { ...env, LOOM_A2A_PORT: String(port) },
       tools: ["everything.trigger-sampling-request", "everything.trigger-elicitation-request"],
     });
   });
   afterAll(async () => {
     await Promise.all(clients.map((client) => client.close()));
+    await Promise.all(replicas.map((replica) => replica.stop()));
     await loom?.[Symbol.asyncDispose]();
     await rm(dir, { recursive: true, force: true });
   });
 
   /** A client that declares sampling and elicitation, answering with its own model and user. */
-  async function open(token: string, capable: boolean): Promise<{ client: Client; sessionId: string }> {
+  async function open(
+    token: string,
+    capable: boolean,
+    fetch?: typeof globalThis.fetch,
+  ): Promise<{ client: Client; sessionId: string }> {
     const client = new Client(
       { name: "relay-test", version: "1.0.0" },
       capable ? { capabilities: { sampling: {}, elicitation: {} } } : undefined,
@@ -101,6 +110,7 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
     }
     const transport = new StreamableHTTPClientTransport(mcpUrl, {
       requestInit: { headers: { Authorization: `Bearer ${token}` } },
+      ...(fetch === undefined ? {} : { fetch }),
     });
     await client.connect(transport);
     clients.push(client);
@@ -185,5 +195,43 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
     expect(textOf(elicited)).toContain(
       'Loom cannot answer elicitation/create from "everything": the MCP gateway\'s client did not declare the elicitation capability',
     );
+  });
+
+  it("sampling - the client's answer landing on another gateway replica still reaches the call waiting for it", async () => {
+    const port = await freePort();
+    replicas.push(
+      await startStack({
+        natsUrl: loom.nats.url,
+        logDir: join(dir, "replica-logs"),
+        services: ["orchestrator"],
+        env: { LOG_LEVEL: "debug", ...TEST_AUTH_ENV, ...env, LOOM_A2A_PORT: String(port) },
+      }),
+    );
+    const other = `http://127.0.0.1:${port}`;
+    for (
+      let tries = 0;
+      !(await fetch(`${other}/.well-known/oauth-protected-resource`).catch(() => undefined))?.ok;
+      tries += 1
+    ) {
+      if (tries > 100) throw new Error("the second orchestrator did not start");
+      await sleep(200);
+    }
+    // The call goes to the first replica; every answer the client posts goes to the second.
+    let answersPosted = 0;
+    const answersToOther: typeof globalThis.fetch = (input, init) => {
+      const body = typeof init?.body === "string" ? init.body : "";
+      const answer = /"result"|"error"/.test(body) && !/"method"/.test(body);
+      if (answer) answersPosted += 1;
+      return fetch(answer ? `${other}/mcp` : input, init);
+    };
+    const { client } = await open(tokenFor("tess", "tester"), true, answersToOther);
+    const result = (await client.callTool({
+      name: "everything.trigger-sampling-request",
+      arguments: { prompt: "across replicas", maxTokens: 50 },
+    })) as CallToolResult;
+    expect(textOf(result)).toContain(
+      "the client's model read: Resource trigger-sampling-request context: across replicas",
+    );
+    expect(answersPosted).toBe(1);
   });
 });
