@@ -2,9 +2,10 @@ import { z } from "zod";
 
 /**
  * What the MCP gateway's client answers itself during a gateway tool call, as the gateway puts it
- * in the worker task's metadata: set only for the server requests whose capability the client
- * declared at initialize. Without it (and for every workflow step) the worker answers them as it
- * always does: sampling by the `llm` agent, elicitation by the run's input-required state.
+ * in the worker task's metadata: a flag per server request, true when the client declared that
+ * capability at initialize (the worker refuses the server's request otherwise). Without it (every
+ * workflow step) the worker answers as it always does: sampling by the `llm` agent, elicitation by
+ * the run's input-required state.
  */
 export const ClientRelaySchema = z.object({
   sampling: z.boolean().default(false),
