@@ -7,6 +7,8 @@ export const AuditKind = {
   GRANT_REFUSED: "grant.refused",
   /** The llm agent answered (or failed to answer) an MCP server's sampling request. */
   LLM_ANSWER: "llm.answer",
+  /** A gateway client answered (or did not answer) an MCP server's elicitation. */
+  ELICITATION_ANSWER: "elicitation.answer",
 } as const;
 export type AuditKind = (typeof AuditKind)[keyof typeof AuditKind];
 

@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { MessageSchema, TaskSchema } from "./a2a.ts";
+import { ServerRequestAnswerSchema, ServerRequestRelaySchema } from "./mcp-client-relay.ts";
 import { PolicyDecisionRequestSchema, PolicyDecisionSchema, PolicyExplanationSchema } from "./policy.ts";
 import {
   AuthenticateReplySchema,
@@ -94,4 +95,10 @@ export const RunElicitContract = {
 export const RunElicitAnswerContract = {
   request: ElicitAnswerForwardSchema,
   response: RunControlReplySchema,
+} as const satisfies RequestContract;
+
+/** A server's request during a gateway tool call, relayed to the gateway's client; the reply is its answer. */
+export const ServerRequestRelayContract = {
+  request: ServerRequestRelaySchema,
+  response: ServerRequestAnswerSchema,
 } as const satisfies RequestContract;

@@ -43,6 +43,8 @@ export const ErrorCode = {
   BROKER_UNAVAILABLE: "BROKER_UNAVAILABLE",
   /** The run has no step of that id that called a tool (or its call record has expired). */
   STEP_NOT_FOUND: "STEP_NOT_FOUND",
+  /** The MCP gateway's client refused or failed a server's request relayed to it (sampling, elicitation). */
+  MCP_CLIENT_ERROR: "MCP_CLIENT_ERROR",
   INTERNAL: "INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

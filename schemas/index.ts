@@ -8,6 +8,7 @@ export * from "./mcp.ts";
 export * from "./mcp-auth.ts";
 export * from "./mcp-cache.ts";
 export * from "./mcp-catalog.ts";
+export * from "./mcp-client-relay.ts";
 export * from "./mcp-gateway-exposure.ts";
 export * from "./mcp-health.ts";
 export * from "./mcp-resilience.ts";

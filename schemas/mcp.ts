@@ -2,6 +2,7 @@ import { z } from "zod";
 import { DurationSchema } from "./duration.ts";
 import { McpAuthSchema } from "./mcp-auth.ts";
 import { McpCacheConfigSchema } from "./mcp-cache.ts";
+import { ClientRelaySchema } from "./mcp-client-relay.ts";
 import { GatewayExposureSchema } from "./mcp-gateway-exposure.ts";
 import { McpResilienceFields, mcpVersionsSchema } from "./mcp-resilience.ts";
 import { SlugSchema } from "./workflow.ts";
@@ -185,6 +186,8 @@ export const ToolCallMetadataSchema = z.object({
   timeoutMs: z.number().int().positive().optional(),
   /** The signed grant acp-policy issued for exactly this call; the worker refuses a task without one. */
   grant: z.string().optional(),
+  /** Set by the MCP gateway: the server requests its client answers itself (see mcp-client-relay.ts). */
+  clientRelay: ClientRelaySchema.optional(),
 });
 export type ToolCallMetadata = z.infer<typeof ToolCallMetadataSchema>;
 

@@ -47,6 +47,22 @@ export function taskNotificationsSubject(taskId: string): string {
 }
 
 /**
+ * Request/reply: a server's sampling or elicitation request during a gateway tool call (A2A task
+ * `taskId`), sent by the worker to the gateway replica running the call, which asks its client.
+ */
+export function mcpTaskServerRequestsSubject(taskId: string): string {
+  return `loom.v1.mcp.tasks.${taskId}.server-requests`;
+}
+
+/**
+ * Core NATS: a gateway client's answer (a JSON-RPC response) to a request the gateway sent it in
+ * session `sessionId` under id `requestId`; it may arrive at any replica, and goes to the one waiting.
+ */
+export function mcpClientResponseSubject(sessionId: string, requestId: string): string {
+  return `loom.v1.mcp.sessions.${sessionId}.responses.${requestId}`;
+}
+
+/**
  * Where the record of one MCP call goes: `loom.v1.toolcalls.<server>.<runId>` for a run's step,
  * `loom.v1.toolcalls.<server>` for a call outside any run, so one run's records can be read alone.
  */

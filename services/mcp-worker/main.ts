@@ -19,6 +19,7 @@ import {
 import { handleAgentTask } from "./agent-task.ts";
 import { CallRecords } from "./call-records.ts";
 import { recordCatalog } from "./catalog-registry.ts";
+import { relayElicitationToClient, relaySamplingToClient } from "./client-relay.ts";
 import { readSecret, readWorkerConfig } from "./config.ts";
 import { createConnections } from "./connections.ts";
 import { relayElicitation } from "./elicitation-relay.ts";
@@ -41,20 +42,38 @@ await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const serverList = await loadServerList(config.LOOM_MCP_SERVERS);
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
+  const audit = new AuditLog(nc, SERVICE);
+  // A gateway call's server requests are its client's to answer (or refuse); a workflow step's
+  // go to the llm agent (sampling) and the run's user (elicitation).
+  const clientRelay = {
+    nc,
+    log,
+    audit,
+    samplingTimeoutMs: config.LOOM_SAMPLING_TIMEOUT_MS,
+    elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
+  };
   const serverRequests: ServerRequestHandlers = {
     onSampling: (params, origin) =>
-      relaySampling(
-        {
-          nc,
-          log,
-          policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
-          samplingTimeoutMs: config.LOOM_SAMPLING_TIMEOUT_MS,
-        },
-        params,
-        origin,
-      ),
+      origin.clientRelay !== undefined
+        ? relaySamplingToClient(clientRelay, params, origin)
+        : relaySampling(
+            {
+              nc,
+              log,
+              policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
+              samplingTimeoutMs: config.LOOM_SAMPLING_TIMEOUT_MS,
+            },
+            params,
+            origin,
+          ),
     onElicitation: (params, origin) =>
-      relayElicitation({ nc, log, elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS }, params, origin),
+      origin.clientRelay !== undefined
+        ? relayElicitationToClient(clientRelay, params, origin)
+        : relayElicitation(
+            { nc, log, elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS },
+            params,
+            origin,
+          ),
     elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
   };
   const { connections, refused: unauthenticated } = createConnections(serverList.servers, {
@@ -96,7 +115,7 @@ await runUntilSignalled(log, async () => {
   const steps = new StepResults(await openBucket(nc, Buckets.STEPS), `${SERVICE}-${process.pid}`, log);
   const grants = new GrantCheck({
     keys: await openBucket(nc, Buckets.GRANT_KEYS),
-    audit: new AuditLog(nc, SERVICE),
+    audit,
     log,
   });
   await ensureStream(await jetstreamManager(nc), StreamDefinitions.toolCalls);

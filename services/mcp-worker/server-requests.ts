@@ -6,6 +6,7 @@ import type {
 } from "@modelcontextprotocol/sdk/types.js";
 import { McpError, ErrorCode as McpErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Context } from "@opentelemetry/api";
+import type { ClientRelay } from "../../schemas/mcp-client-relay.ts";
 import type { PausableDeadline } from "../kit/pausable-deadline.ts";
 
 /** The tool call a server's own request (sampling, elicitation) is answered on behalf of. */
@@ -23,6 +24,10 @@ export interface CallOrigin {
   signal: AbortSignal;
   /** The call's trace context: what is done for the server's request joins the run's trace. */
   traceContext: Context;
+  /** Who the call's grant was issued to: the audit of a relayed elicitation names them. */
+  principal?: string | undefined;
+  /** Set for a gateway call whose client answers these requests itself (see client-relay.ts). */
+  clientRelay?: ClientRelay | undefined;
 }
 
 /** What the worker does with requests a server sends it during a tool call; wired in main.ts. */

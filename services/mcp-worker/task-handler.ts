@@ -92,7 +92,14 @@ export async function handleToolTask(
                   { ...traceMeta, ...idempotency },
                   signal,
                   deps.notifications?.observer(message, activeTraceId()),
-                  { taskId: message.taskId, runId: step?.runId, stepId: step?.stepId, authorization },
+                  {
+                    taskId: message.taskId,
+                    runId: step?.runId,
+                    stepId: step?.stepId,
+                    authorization,
+                    principal: grant.sub,
+                    clientRelay: step?.clientRelay,
+                  },
                 ),
             {
               version: serverVersion,

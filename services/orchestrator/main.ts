@@ -82,6 +82,7 @@ await runUntilSignalled(log, async () => {
       nc,
       policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
       callTimeoutMs: config.LOOM_STEP_TIMEOUT_MS,
+      elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
       log,
     },
     version: "0.1.0",

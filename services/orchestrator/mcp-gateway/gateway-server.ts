@@ -22,7 +22,13 @@ import type { Exposed, FederatedCatalog } from "./federated-catalog.ts";
 import type { GatewayPolicy } from "./gateway-policy.ts";
 import { completeResultOf, promptResultOf, readResultOf, toolResultOf } from "./mcp-results.ts";
 import { notificationRelay } from "./notification-relay.ts";
-import { type DispatchOptions, dispatchOperation, type GatewayOperation } from "./operation-dispatch.ts";
+import {
+  type ClientAnswers,
+  type DispatchOptions,
+  dispatchOperation,
+  type GatewayOperation,
+} from "./operation-dispatch.ts";
+import { clientAnswers } from "./server-request-relay.ts";
 import type { SessionStore } from "./session-store.ts";
 
 /** The MCP error code the specification gives an unknown resource. */
@@ -71,7 +77,11 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
   };
   // Each operation stops when the client cancels it (from any replica), and joins the client's
   // trace when its `_meta` carries one (MCP semantic conventions).
-  const dispatch = async (operation: GatewayOperation, extra: Parameters<typeof notificationRelay>[0]) => {
+  const dispatch = async (
+    operation: GatewayOperation,
+    extra: Parameters<typeof notificationRelay>[0],
+    serverRequests?: ClientAnswers,
+  ) => {
     const { nc } = deps.dispatch;
     const cancel = cancellable(nc, caller.session.id, extra.requestId, extra.signal);
     try {
@@ -81,6 +91,7 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
           authorization: caller.authorization,
           operation,
           onNotification: notificationRelay(extra, caller.session.logLevel),
+          ...(serverRequests === undefined ? {} : { serverRequests }),
           signal: cancel.signal,
         }),
       );
@@ -133,6 +144,8 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
           method: "tools/call",
         },
         extra,
+        // A server may ask the client to sample or to ask its user while it runs a tool.
+        clientAnswers(deps.dispatch, caller, extra),
       );
       return toolResultOf(task);
     } catch (error) {

@@ -9,6 +9,7 @@ import express, { type Request, type Response } from "express";
 import type { McpSession } from "../../../schemas/mcp-session.ts";
 import type { Logger } from "../../kit/index.ts";
 import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
+import { AnsweringTransport, clientResponsesOf, routeClientResponses } from "./client-responses.ts";
 import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
@@ -85,15 +86,24 @@ async function serve(options: McpEndpointOptions, req: Request, res: Response): 
     } else {
       session = await sessionOf(options, req, res, caller);
       if (session === undefined) return;
+      // The client answering what a server asked it during a call (sampling, elicitation): the
+      // answer goes to the replica whose call waits for it.
+      const responses = clientResponsesOf(req.body);
+      if (responses !== undefined) {
+        routeClientResponses(options.dispatch.nc, session.id, responses);
+        res.status(202).end();
+        return;
+      }
     }
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+    const inner = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+    const transport = new AnsweringTransport(inner, options.dispatch.nc, session.id, options.log);
     const server = createGatewayServer(options, { session, authorization: caller.authorization });
     res.on("close", () => {
       void transport.close();
       void server.close();
     });
     await server.connect(transport);
-    await transport.handleRequest(req, res, req.body);
+    await inner.handleRequest(req, res, req.body);
   } catch (error) {
     options.log.error({ err: error }, "MCP gateway request failed");
     if (!res.headersSent) res.status(500).json(jsonRpcError(-32603, "internal error"));

@@ -1,22 +1,37 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Role, type Task } from "../../../schemas/a2a.ts";
-import { AgentTaskContract } from "../../../schemas/contracts.ts";
+import { AgentTaskContract, ServerRequestRelayContract } from "../../../schemas/contracts.ts";
 import {
   type McpOperation,
   type TaskNotification,
   TaskNotificationSchema,
   type ToolCallMetadata,
 } from "../../../schemas/mcp.ts";
+import type {
+  ClientRelay,
+  ServerRequestAnswer,
+  ServerRequestRelay,
+} from "../../../schemas/mcp-client-relay.ts";
 import type { PolicyAction } from "../../../schemas/policy.ts";
 import {
   agentCancelSubject,
   agentTasksSubject,
   Headers,
   MCP_WORKER_AGENT,
+  mcpTaskServerRequestsSubject,
   taskNotificationsSubject,
 } from "../../../schemas/subjects.ts";
-import { encodeJson, type Logger, parsePayload, request, SpanKind, withSpan } from "../../kit/index.ts";
+import {
+  encodeJson,
+  type Logger,
+  parsePayload,
+  request,
+  type Service,
+  SpanKind,
+  serve,
+  withSpan,
+} from "../../kit/index.ts";
 import { decideOperation } from "../policy-decision.ts";
 
 /** Extra time the worker gets over the call's own timeout to answer with a typed error. */
@@ -26,6 +41,8 @@ export interface DispatchOptions {
   nc: NatsConnection;
   policyTimeoutMs: number;
   callTimeoutMs: number;
+  /** Longest a gateway client's user may take to answer one question a server asks in a call. */
+  elicitationTimeoutMs: number;
   log: Logger;
 }
 
@@ -56,6 +73,8 @@ export async function dispatchOperation(
     authorization: string;
     operation: GatewayOperation;
     onNotification?: (notification: TaskNotification) => Promise<void>;
+    /** The server requests the client answers itself, and how (a tool call's only). */
+    serverRequests?: ClientAnswers;
     signal?: AbortSignal;
   },
 ): Promise<Task> {
@@ -92,8 +111,10 @@ export async function dispatchOperation(
         attempt: 1,
         timeoutMs: options.callTimeoutMs,
         ...(decision.grant === undefined ? {} : { grant: decision.grant }),
+        ...(call.serverRequests === undefined ? {} : { clientRelay: call.serverRequests.relay }),
       };
       const relay = relayNotifications(options, taskId, call.onNotification);
+      const answering = answerServerRequests(options, taskId, { runId, stepId }, call.serverRequests);
       const cancel = () => options.nc.publish(agentCancelSubject(MCP_WORKER_AGENT), encodeJson({ taskId }));
       call.signal?.addEventListener("abort", cancel, { once: true });
       try {
@@ -110,7 +131,11 @@ export async function dispatchOperation(
             metadata,
           },
           {
-            timeoutMs: options.callTimeoutMs + REPLY_MARGIN_MS,
+            // The worker's clock stops while the client's user answers a question: so does this one.
+            timeoutMs:
+              options.callTimeoutMs +
+              REPLY_MARGIN_MS +
+              (call.serverRequests?.relay.elicitation === true ? options.elicitationTimeoutMs : 0),
             // No Authorization header: the grant is the worker's only credential.
             headers: { [Headers.MSG_ID]: taskId },
           },
@@ -118,6 +143,8 @@ export async function dispatchOperation(
       } finally {
         call.signal?.removeEventListener("abort", cancel);
         relay?.unsubscribe();
+        // Not awaited: a question the call no longer waits for must not hold its result.
+        void answering?.stop();
       }
     },
   );
@@ -142,5 +169,27 @@ function relayNotifications(
         options.log.warn({ err: cause, task_id: taskId }, "malformed task notification dropped");
       }
     },
+  });
+}
+
+/** What a gateway client answers itself during a tool call (see server-request-relay.ts). */
+export interface ClientAnswers {
+  relay: ClientRelay;
+  answer(request: ServerRequestRelay, call: { runId: string; stepId: string }): Promise<ServerRequestAnswer>;
+}
+
+/** Serves the worker's server requests for this task while it runs; undefined when the client answers none. */
+function answerServerRequests(
+  options: DispatchOptions,
+  taskId: string,
+  call: { runId: string; stepId: string },
+  answers: ClientAnswers | undefined,
+): Service | undefined {
+  if (answers === undefined || (!answers.relay.sampling && !answers.relay.elicitation)) return undefined;
+  return serve(options.nc, {
+    subject: mcpTaskServerRequestsSubject(taskId),
+    contract: ServerRequestRelayContract,
+    log: options.log,
+    handle: (request) => answers.answer(request, call),
   });
 }
