@@ -119,7 +119,7 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
   server.setRequestHandler(ReadResourceRequestSchema, async (request, extra) => {
     const { uri } = request.params;
     const owner = deps.catalog.serverOfUri(uri);
-    if (owner === undefined) throw new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri });
+    if (owner === undefined) throw resourceNotFound(uri);
     const task = await dispatch(
       {
         action: "resources.read",
@@ -192,8 +192,17 @@ function promptTarget(catalog: FederatedCatalog, name: string): { server: string
 
 function templateTarget(catalog: FederatedCatalog, uri: string): { server: string; upstream: string } {
   const server = catalog.serverOfTemplate(uri) ?? catalog.serverOfUri(uri);
-  if (server === undefined) throw new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri });
+  if (server === undefined) throw resourceNotFound(uri);
   return { server, upstream: uri };
+}
+
+/**
+ * A URI no server lists or has a template for: the specification's code and `data.uri`, with
+ * Loom's typed error beside it as every other gateway error carries one.
+ */
+function resourceNotFound(uri: string): McpError {
+  const message = `Resource ${uri} not found: no server lists it or has a template it matches`;
+  return new McpError(RESOURCE_NOT_FOUND, message, { uri, code: ErrorCode.INVALID_INPUT, message });
 }
 
 /** A Loom failure as the JSON-RPC error an MCP client expects; `data` keeps Loom's code and rule. */
