@@ -72,7 +72,7 @@ describe("e2e - third-party MCP servers behind the worker, through the MCP gatew
       const result = await client.callTool({ name, arguments: args }, undefined, {
         onprogress: (update) => progress.push(update),
       });
-      return gatewayToolValue(result as Parameters<typeof gatewayToolValue>[0]);
+      return gatewayToolValue(result);
     } catch (error) {
       return gatewayErrorValue(error);
     }
@@ -83,7 +83,9 @@ describe("e2e - third-party MCP servers behind the worker, through the MCP gatew
       if ("prompt" in entry) return await client.getPrompt({ name: entry.prompt, arguments: entry.with });
       const { uri } = entry.read;
       const resolved = typeof uri === "string" ? uri : linkUris(values[uri.linkFrom])[0];
-      return gatewayReadValue(await client.readResource({ uri: resolved ?? "" }));
+      if (resolved === undefined)
+        throw new Error(`${entry.id}: the step it reads from returned no resource link`);
+      return gatewayReadValue(await client.readResource({ uri: resolved }));
     } catch (error) {
       return gatewayErrorValue(error);
     }
@@ -228,20 +230,26 @@ describe("e2e - third-party MCP servers behind the worker, through the MCP gatew
     const client = await open(OUTSIDER);
     expect((await client.listTools()).tools).toEqual([]);
     expect((await client.listResources()).resources).toEqual([]);
+    expect((await client.listResourceTemplates()).resourceTemplates).toEqual([]);
     expect((await client.listPrompts()).prompts).toEqual([]);
     const denied = await client.callTool({ name: "everything.echo", arguments: { message: "let me in" } });
-    expect(gatewayToolValue(denied as Parameters<typeof gatewayToolValue>[0])).toEqual({
+    expect(gatewayToolValue(denied)).toEqual({
       error: expect.objectContaining({
         code: ErrorCode.POLICY_DENIED,
         message: expect.stringContaining(OUTSIDERS_RULE),
       }),
     });
-    const prompt = await client.getPrompt({ name: "everything.simple-prompt" }).catch(gatewayErrorValue);
-    expect(prompt).toEqual({
+    const refusal = {
       error: expect.objectContaining({
         code: ErrorCode.POLICY_DENIED,
         message: expect.stringContaining(OUTSIDERS_RULE),
       }),
-    });
+    };
+    expect(await client.getPrompt({ name: "everything.simple-prompt" }).catch(gatewayErrorValue)).toEqual(
+      refusal,
+    );
+    expect(await client.readResource({ uri: "memory://knowledge-graph" }).catch(gatewayErrorValue)).toEqual(
+      refusal,
+    );
   });
 });

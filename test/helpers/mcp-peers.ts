@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { DEFAULT_INHERITED_ENV_VARS } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { type CallToolResult, McpError, type ReadResourceResult } from "@modelcontextprotocol/sdk/types.js";
+import { CallToolResultSchema, McpError, type ReadResourceResult } from "@modelcontextprotocol/sdk/types.js";
 import { expect } from "vitest";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { REPO_ROOT } from "./loom.ts";
@@ -413,7 +413,7 @@ export function peerReadsAndPrompts(): Record<PeerServer, PeerRead[]> {
         with: { state: "PT" },
         fails: {
           code: ErrorCode.INVALID_INPUT,
-          message: /everything\.args-prompt refused its arguments/,
+          message: /^everything\.args-prompt refused its arguments: (?!MCP error)/,
           why: "args-prompt requires city",
         },
       },
@@ -493,7 +493,8 @@ export function stepIdFor(tool: string): string {
  * content when there is some, else the text (parsed when it is JSON), else the blocks themselves;
  * a failure is `{ error }`, Loom's typed error the gateway carries beside it.
  */
-export function gatewayToolValue(result: CallToolResult): unknown {
+export function gatewayToolValue(answer: unknown): unknown {
+  const result = CallToolResultSchema.parse(answer);
   if (result.isError === true) {
     const text = result.content.map((block) => (block.type === "text" ? block.text : "")).join("\n");
     return { error: result._meta?.["io.loom/error"] ?? { message: text } };
