@@ -11,6 +11,11 @@ export const McpSessionSchema = z.object({
   protocolVersion: z.string().min(1),
   clientInfo: z.looseObject({ name: z.string(), version: z.string() }).optional(),
   clientCapabilities: z.record(z.string(), z.unknown()),
+  /**
+   * Resources tools returned links to in this session, each with the server it came from: a client
+   * may read a link at once, and a server need not list what it links to (MCP says so).
+   */
+  links: z.record(z.string(), z.string()).optional(),
   createdAt: z.iso.datetime(),
   lastSeenAt: z.iso.datetime(),
 });

@@ -21,6 +21,7 @@ import type { GatewayPolicy } from "./gateway-policy.ts";
 import { completeResultOf, promptResultOf, readResultOf, toolResultOf } from "./mcp-results.ts";
 import { notificationRelay } from "./notification-relay.ts";
 import { type DispatchOptions, dispatchOperation, type GatewayOperation } from "./operation-dispatch.ts";
+import type { SessionStore } from "./session-store.ts";
 
 /** The MCP error code the specification gives an unknown resource. */
 const RESOURCE_NOT_FOUND = -32002;
@@ -29,6 +30,7 @@ export interface GatewayDependencies {
   catalog: FederatedCatalog;
   policy: GatewayPolicy;
   dispatch: DispatchOptions;
+  sessions: SessionStore;
   version: string;
 }
 
@@ -104,7 +106,9 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
         },
         extra,
       );
-      return toolResultOf(task);
+      const result = toolResultOf(task);
+      await rememberLinks(deps, caller, tool.server, result);
+      return result;
     } catch (error) {
       // A tool that failed, refused arguments or was denied is a result the model can read.
       const wire = toWireError(error);
@@ -118,7 +122,7 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
 
   server.setRequestHandler(ReadResourceRequestSchema, async (request, extra) => {
     const { uri } = request.params;
-    const owner = deps.catalog.serverOfUri(uri);
+    const owner = deps.catalog.serverOfUri(uri) ?? caller.session.links?.[uri];
     if (owner === undefined) throw resourceNotFound(uri);
     const task = await dispatch(
       {
@@ -182,6 +186,37 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
     return completeResultOf(task);
   });
   return server;
+}
+
+/**
+ * Notes in the session which server the resources a tool linked to belong to, before the client
+ * sees the links: it may read one at once, before the server's list_changed reached the catalog,
+ * or one the server never lists. Only links the catalog cannot route are kept.
+ */
+async function rememberLinks(
+  deps: GatewayDependencies,
+  caller: CallerContext,
+  server: string,
+  result: CallToolResult,
+): Promise<void> {
+  const uris = result.content.flatMap((block) => {
+    if (block.type === "resource_link") return [block.uri];
+    return block.type === "resource" ? [block.resource.uri] : [];
+  });
+  const unrouted = uris.filter((uri) => deps.catalog.serverOfUri(uri) === undefined);
+  if (unrouted.length === 0) return;
+  try {
+    await deps.sessions.rememberLinks(
+      caller.session.id,
+      Object.fromEntries(unrouted.map((uri) => [uri, server])),
+    );
+  } catch (error) {
+    // The call itself succeeded: its result goes out, and a read of a link may then find no server.
+    deps.dispatch.log.warn(
+      { err: error, mcp_session: caller.session.id, mcp_server: server },
+      "resource links of a tool result not recorded in the session",
+    );
+  }
 }
 
 function promptTarget(catalog: FederatedCatalog, name: string): { server: string; upstream: string } {

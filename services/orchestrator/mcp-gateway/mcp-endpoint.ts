@@ -13,7 +13,6 @@ import type { GatewayPolicy } from "./gateway-policy.ts";
 import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
-import type { SessionStore } from "./session-store.ts";
 
 const SESSION_HEADER = "mcp-session-id";
 /** Largest JSON-RPC body taken; policy refuses tool arguments over 64 KiB anyway. */
@@ -21,7 +20,6 @@ const MAX_BODY = "4mb";
 
 export interface McpEndpointOptions extends GatewayDependencies {
   policy: GatewayPolicy;
-  sessions: SessionStore;
   allowedOrigins: readonly string[];
   publicUrl: string | undefined;
   authorizationServers: readonly string[];

@@ -1,7 +1,16 @@
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { KV } from "@nats-io/kv";
+import { ErrorCode } from "../../../schemas/errors.ts";
 import { type McpSession, McpSessionSchema } from "../../../schemas/mcp-session.ts";
-import { encodePayload, parsePayload } from "../../kit/index.ts";
+import { encodePayload, LoomError, parsePayload } from "../../kit/index.ts";
+
+/** Links a session remembers (the latest); older ones are read only if a server lists them. */
+const MAX_LINKS = 256;
+/** Tries to add links when other requests of the session write its record at the same time. */
+const UPDATE_ATTEMPTS = 10;
+/** Most a retry waits, at random, so writers that collided do not collide again in step. */
+const RETRY_JITTER_MS = 20;
 
 /** A session seen within this long is not written again just to say so (the bucket TTL is far longer). */
 const TOUCH_EVERY_MS = 60_000;
@@ -44,8 +53,45 @@ export class SessionStore {
   /** Records that the session is in use, at most once a minute. */
   async touch(session: McpSession): Promise<void> {
     if (Date.now() - Date.parse(session.lastSeenAt) < TOUCH_EVERY_MS) return;
-    const touched = { ...session, lastSeenAt: new Date().toISOString() };
-    await this.#kv.put(session.id, encodePayload(McpSessionSchema, touched, "MCP session"));
+    // Read again: `session` may be older than what another request of it wrote (its links).
+    const entry = await this.#kv.get(session.id);
+    if (entry === null || entry.operation !== "PUT") return;
+    const current = parsePayload(McpSessionSchema, entry.value, `MCP session ${session.id}`);
+    const touched = { ...current, lastSeenAt: new Date().toISOString() };
+    try {
+      await this.#kv.update(
+        session.id,
+        encodePayload(McpSessionSchema, touched, "MCP session"),
+        entry.revision,
+      );
+    } catch {
+      // Another request wrote the record in between, which keeps it alive as well.
+    }
+  }
+
+  /**
+   * Adds `links` (resource URI to the server whose tool returned it) to the session, so a read of
+   * one goes to that server; a session that ended meanwhile is left alone.
+   */
+  async rememberLinks(id: string, links: Record<string, string>): Promise<void> {
+    for (let attempt = 0; attempt < UPDATE_ATTEMPTS; attempt++) {
+      const entry = await this.#kv.get(id);
+      if (entry === null || entry.operation !== "PUT") return;
+      const session = parsePayload(McpSessionSchema, entry.value, `MCP session ${id}`);
+      const merged = Object.entries({ ...session.links, ...links }).slice(-MAX_LINKS);
+      const updated = { ...session, links: Object.fromEntries(merged), lastSeenAt: new Date().toISOString() };
+      try {
+        await this.#kv.update(id, encodePayload(McpSessionSchema, updated, "MCP session"), entry.revision);
+        return;
+      } catch {
+        // Another request of this session wrote in between: read again and retry.
+        await sleep(Math.random() * RETRY_JITTER_MS);
+      }
+    }
+    throw new LoomError(
+      ErrorCode.INTERNAL,
+      `MCP session ${id} kept changing while its resource links were recorded`,
+    );
   }
 
   async delete(id: string): Promise<void> {
