@@ -1,5 +1,6 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { Progress } from "@modelcontextprotocol/sdk/types.js";
@@ -216,6 +217,28 @@ describe("e2e - third-party MCP servers behind the worker, through the MCP gatew
     );
     // Every prompt a peer lists is gotten through the gateway, its messages checked.
     expect([...prompts].sort()).toEqual([...new Set(gotten)].sort());
+  });
+
+  it("mcp peers gateway - a resource link a tool returns can be read at once through the gateway", async () => {
+    const client = await open(TESTER);
+    const data = Buffer.from("read me right away").toString("base64");
+    const made = await client.callTool({
+      name: "everything.gzip-file-as-resource",
+      arguments: {
+        name: "at-once.txt.gz",
+        data: `data:text/plain;base64,${data}`,
+        outputType: "resourceLink",
+      },
+    });
+    const [uri] = linkUris(gatewayToolValue(made));
+    expect(uri).toBe("demo://resource/session/at-once.txt.gz");
+    const read = await client.readResource({ uri: uri ?? "" });
+    const contents = read.contents[0];
+    expect(
+      contents !== undefined && "blob" in contents
+        ? gunzipSync(Buffer.from(contents.blob, "base64")).toString()
+        : "",
+    ).toBe("read me right away");
   });
 
   it("mcp peers gateway - a progress-emitting tool called with a progressToken sends the client notifications/progress", async () => {
