@@ -5,6 +5,8 @@ export const AuditKind = {
   POLICY_DECISION: "policy.decision",
   TOOL_EXECUTION: "tool.execution",
   GRANT_REFUSED: "grant.refused",
+  /** The llm agent answered (or failed to answer) an MCP server's sampling request. */
+  LLM_ANSWER: "llm.answer",
 } as const;
 export type AuditKind = (typeof AuditKind)[keyof typeof AuditKind];
 

@@ -8,6 +8,7 @@ import {
   PermittedRequestSchema,
 } from "./policy-gateway.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
+import { ElicitAnswerForwardSchema, ElicitAnswerSchema, ElicitationRequestSchema } from "./sampling.ts";
 import {
   FeedbackReplySchema,
   FeedbackRequestSchema,
@@ -81,4 +82,16 @@ export const FeedbackContract = {
 export const ToolStatsContract = {
   request: ToolStatsRequestSchema,
   response: ToolStatsSchema,
+} as const satisfies RequestContract;
+
+/** The worker asks a run's user for input on an MCP server's behalf; the reply is the answer. */
+export const RunElicitContract = {
+  request: ElicitationRequestSchema,
+  response: ElicitAnswerSchema,
+} as const satisfies RequestContract;
+
+/** An elicitation answer forwarded to the orchestrator driving the run; the reply is its state after. */
+export const RunElicitAnswerContract = {
+  request: ElicitAnswerForwardSchema,
+  response: RunControlReplySchema,
 } as const satisfies RequestContract;

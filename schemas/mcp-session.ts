@@ -1,5 +1,18 @@
 import { z } from "zod";
 
+/** MCP log levels (RFC 5424 severities), least severe first. */
+export const MCP_LOG_LEVELS = [
+  "debug",
+  "info",
+  "notice",
+  "warning",
+  "error",
+  "critical",
+  "alert",
+  "emergency",
+] as const;
+export type McpLogLevel = (typeof MCP_LOG_LEVELS)[number];
+
 /**
  * One session of the MCP gateway, in KV `loom_mcp_sessions` under its id. The bucket's TTL ends
  * idle sessions; every gateway replica reads the same record, so any of them serves any session.
@@ -16,6 +29,8 @@ export const McpSessionSchema = z.object({
    * may read a link at once, and a server need not list what it links to (MCP says so).
    */
   links: z.record(z.string(), z.string()).optional(),
+  /** Set by the client's `logging/setLevel`: less severe log notifications are not relayed. */
+  logLevel: z.enum(MCP_LOG_LEVELS).optional(),
   createdAt: z.iso.datetime(),
   lastSeenAt: z.iso.datetime(),
 });

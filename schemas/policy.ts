@@ -11,6 +11,8 @@ export const PolicyAction = {
   RUNS_CANCEL: "runs.cancel",
   /** Give a verdict on a step of a run (`loom feedback`). */
   RUNS_FEEDBACK: "runs.feedback",
+  /** An MCP server asks the llm agent for a completion (`sampling/createMessage`); target `<server>`. */
+  LLM_SAMPLE: "llm.sample",
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 
@@ -67,7 +69,7 @@ export const PolicyDecisionRequestSchema = z
     resource: z
       .object({
         workflow: z.string().optional(),
-        /** `<server>.<tool>` for `tools.call`, `<server>.<prompt>` for `prompts.get`, the URI for `resources.read`. */
+        /** `<server>.<tool>` for `tools.call`, `<server>.<prompt>` for `prompts.get`, the URI for `resources.read`, `<server>` for `llm.sample`. */
         tool: z.string().optional(),
         /** For actions on a run: the principal that started it (rules may let people steer their own runs). */
         startedBy: z.string().optional(),
@@ -177,10 +179,14 @@ export const PolicyRuleSchema = z
   })
   .refine(
     (rule) =>
-      !(rule.actions.includes("resources.read") || rule.actions.includes("prompts.get")) ||
-      rule.tools !== undefined,
+      !(
+        rule.actions.includes("resources.read") ||
+        rule.actions.includes("prompts.get") ||
+        rule.actions.includes("llm.sample")
+      ) || rule.tools !== undefined,
     {
-      message: "a rule about resources.read or prompts.get must list what it covers in tools",
+      message:
+        "a rule about resources.read, prompts.get or llm.sample must list what it covers in tools (servers, for llm.sample)",
       path: ["tools"],
     },
   )

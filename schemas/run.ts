@@ -2,6 +2,7 @@ import { z } from "zod";
 import { TaskArtifactUpdateEventSchema, TaskStateSchema, TaskStatusUpdateEventSchema } from "./a2a.ts";
 import { WireErrorSchema } from "./errors.ts";
 import { CONTEXT_ID_PATTERN } from "./memory.ts";
+import { RequestedSchemaSchema } from "./sampling.ts";
 import { RUN_ID_PATTERN } from "./subjects.ts";
 import { WorkflowSchema } from "./workflow.ts";
 
@@ -38,6 +39,10 @@ export const RunEventMetadataSchema = z.object({
   attempt: z.number().int().optional(),
   /** For input-required: the roles that may answer. */
   roles: z.array(z.string()).optional(),
+  /** For input-required by an MCP server's elicitation: its question and the answer's schema. */
+  elicitation: z
+    .object({ server: z.string(), message: z.string(), requestedSchema: RequestedSchemaSchema })
+    .optional(),
   error: WireErrorSchema.optional(),
   progress: StepProgressSchema.optional(),
 });

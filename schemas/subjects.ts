@@ -8,6 +8,9 @@ export const Subjects = {
   /** Request/reply: human input and cancellation of any run, served by every orchestrator. */
   RUN_INPUT_ALL: "loom.v1.runs.*.input",
   RUN_CANCEL_ALL: "loom.v1.runs.*.cancel",
+  /** Request/reply: an MCP server asks a run's user for input (elicitation), served by every orchestrator. */
+  RUN_ELICIT_ALL: "loom.v1.runs.*.elicit",
+  RUN_ELICIT_ANSWER_ALL: "loom.v1.runs.*.elicit.answer",
   /** Request/reply: register a workflow version; render a workflow as a diagram. */
   WORKFLOWS_APPLY: "loom.v1.workflows.apply",
   WORKFLOWS_GRAPH: "loom.v1.workflows.graph",
@@ -66,6 +69,15 @@ export function runFeedbackSubject(runId: string): string {
   return `loom.v1.runs.${runId}.feedback`;
 }
 
+/**
+ * Core NATS: an MCP gateway client cancelled one of its requests (`notifications/cancelled`). The
+ * notification may reach another replica than the request did: every replica hears it, and the
+ * one running the request stops it.
+ */
+export function mcpSessionCancelSubject(sessionId: string): string {
+  return `loom.v1.mcp.sessions.${sessionId}.cancel`;
+}
+
 /** Subject that carries one run's A2A status and artifact events. */
 export function runEventsSubject(runId: string): string {
   return `loom.v1.runs.${runId}.events`;
@@ -84,6 +96,22 @@ export function agentCancelSubject(agent: string): string {
 /** Request/reply: human input for a run waiting in input-required (an approval). */
 export function runInputSubject(runId: string): string {
   return `loom.v1.runs.${runId}.input`;
+}
+
+/**
+ * Request/reply: the worker asks for input on behalf of an MCP server (`elicitation/create`) during
+ * one of the run's tool calls; the reply is the answer someone gives with `loom runs input`.
+ */
+export function runElicitSubject(runId: string): string {
+  return `loom.v1.runs.${runId}.elicit`;
+}
+
+/**
+ * Request/reply among orchestrators: an answer to an elicitation, forwarded to the replica driving
+ * the run (every replica hears it; the driver applies it and replies).
+ */
+export function runElicitAnswerSubject(runId: string): string {
+  return `loom.v1.runs.${runId}.elicit.answer`;
 }
 
 /** Request/reply: cancel a run. */

@@ -25,7 +25,12 @@ export const UNAUTHENTICATED_RULE = "unauthenticated";
 export const INVALID_ARGUMENTS_RULE = "invalid-arguments";
 export const RATE_LIMIT_RULE_SUFFIX = "(rate limit)";
 /** Actions the worker carries out, so an allow comes with a grant it checks. */
-const GRANTED_ACTIONS: ReadonlySet<string> = new Set(["tools.call", "prompts.get", "resources.read"]);
+const GRANTED_ACTIONS: ReadonlySet<string> = new Set([
+  "tools.call",
+  "prompts.get",
+  "resources.read",
+  "llm.sample",
+]);
 
 export interface DecideDependencies {
   policy: PolicyStore;

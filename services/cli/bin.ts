@@ -128,12 +128,14 @@ memory
 const runs = program.command("runs").description("inspect and steer runs");
 runs
   .command("input")
-  .description("answer a run waiting for input: an approval, or a question from a remote agent")
+  .description(
+    "answer a run waiting for input: an approval, or a question from a remote agent or an MCP server",
+  )
   .argument("<runId>")
   .addOption(new Option("--approve", "approve").conflicts("reject"))
-  .addOption(new Option("--reject", "reject").conflicts("approve"))
+  .addOption(new Option("--reject", "reject (an MCP server's question: decline)").conflicts("approve"))
   .option("--text <text>", "an answer in words, for a remote agent that asked")
-  .option("--data <json>", "an answer as a JSON object, for a remote agent that asked")
+  .option("--data <json>", "an answer as a JSON object, for a remote agent or an MCP server that asked")
   .option("--step <stepId>", "the step answered, when the run waits for several")
   .option("--comment <text>", "a note kept with the answer")
   .option("--json", "print JSON", false)

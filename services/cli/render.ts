@@ -1,5 +1,5 @@
 import { shortStateName, type TaskState } from "../../schemas/a2a.ts";
-import type { RunEvent } from "../../schemas/run.ts";
+import type { RunEvent, RunEventMetadata } from "../../schemas/run.ts";
 import { RunEventMetadataSchema, type StepProgress } from "../../schemas/run.ts";
 
 const BAR_WIDTH = 10;
@@ -10,14 +10,24 @@ export function statusLine(event: RunEvent): string | undefined {
   const { status, metadata } = event.statusUpdate;
   const time = (status.timestamp ?? new Date().toISOString()).slice(11, 19);
   const text = status.message?.parts.flatMap((part) => ("text" in part ? [part.text] : [])).join(" ") ?? "";
-  const detail = RunEventMetadataSchema.safeParse(metadata ?? {}).data;
-  if (detail?.progress !== undefined && detail.stepId !== undefined) {
-    return `${time}  ${shortStateName(status.state).padEnd(14)} ${progressBar(detail.stepId, detail.progress)}`;
+  const parsed = RunEventMetadataSchema.safeParse(metadata ?? {}).data;
+  if (parsed?.progress !== undefined && parsed.stepId !== undefined) {
+    return `${time}  ${shortStateName(status.state).padEnd(14)} ${progressBar(parsed.stepId, parsed.progress)}`;
   }
-  const error = detail?.error;
+  const error = parsed?.error;
   const rule = typeof error?.details?.rule === "string" ? ` [rule: ${error.details.rule}]` : "";
   const code = error === undefined ? "" : ` (${error.code})`;
-  return `${time}  ${shortStateName(status.state).padEnd(14)} ${text}${code}${rule}`;
+  return `${time}  ${shortStateName(status.state).padEnd(14)} ${text}${code}${rule}${fieldsAsked(parsed?.elicitation)}`;
+}
+
+/** What an MCP server's question wants, for the person who answers with `loom runs input --data`. */
+function fieldsAsked(elicitation: RunEventMetadata["elicitation"]): string {
+  if (elicitation === undefined) return "";
+  const required = new Set(elicitation.requestedSchema.required ?? []);
+  const fields = Object.entries(elicitation.requestedSchema.properties).map(
+    ([name, field]) => `${name}${required.has(name) ? "*" : ""} (${field.type})`,
+  );
+  return ` [answer with --data {…} or --reject; fields: ${fields.join(", ")}]`;
 }
 
 /**

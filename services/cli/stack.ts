@@ -10,6 +10,7 @@ import {
   agentTasksSubject,
   Buckets,
   Consumers,
+  LLM_AGENT,
   MCP_WORKER_AGENT,
   Streams,
   Subjects,
@@ -23,6 +24,7 @@ export const ServiceName = {
   ORCHESTRATOR: "orchestrator",
   ACP_POLICY: "acp-policy",
   MCP_WORKER: "mcp-worker",
+  LLM_AGENT: "llm-agent",
 } as const;
 export type ServiceName = (typeof ServiceName)[keyof typeof ServiceName];
 export const ALL_SERVICES: readonly ServiceName[] = Object.values(ServiceName);
@@ -93,7 +95,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
 /**
  * Waits until the stack can run a workflow: policy answers, the worker serves and has registered
- * `tools`, and an orchestrator is pulling submissions.
+ * `tools`, the llm agent serves, and an orchestrator is pulling submissions.
  */
 export async function waitUntilReady(
   nc: NatsConnection,
@@ -138,6 +140,7 @@ async function whatIsMissing(
   for (const [subject, who] of [
     [Subjects.POLICY_DECIDE, "acp-policy"],
     [agentTasksSubject(MCP_WORKER_AGENT), "the mcp-worker"],
+    [agentTasksSubject(LLM_AGENT), "the llm agent"],
   ] as const) {
     // An empty object is malformed for both: any reply, even the typed error, proves they serve.
     const answered = await nc.request(subject, encodeJson({}), { timeout: 1_000 }).then(

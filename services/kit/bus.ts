@@ -146,6 +146,8 @@ export interface RequestContext {
   headers: MsgHdrs | undefined;
   /** The caller's `Authorization` header, if any. */
   authorization: string | undefined;
+  /** Where the answer goes: a handler that answers later, from elsewhere, publishes there. */
+  reply: string | undefined;
 }
 
 /**
@@ -228,6 +230,7 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
           subject: msg.subject,
           headers: msg.headers,
           authorization: msg.headers?.get(Headers.AUTHORIZATION) || undefined,
+          reply: msg.reply,
         });
         if (result === NO_REPLY) return;
         const reply = encodePayload(options.contract.response, result, `reply on ${options.subject}`);

@@ -11,6 +11,7 @@ export const DefaultHttpPorts = {
   orchestrator: 9461,
   "acp-policy": 9462,
   "mcp-worker": 9463,
+  "llm-agent": 9464,
 } as const;
 
 /** What `/readyz` checks: the connection, and that the streams and KV buckets a service uses exist. */

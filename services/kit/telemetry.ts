@@ -261,6 +261,11 @@ export function inContext<T>(ctx: Context, work: () => T): T {
   return context.with(ctx, work);
 }
 
+/** The active context, to run later work (a callback from elsewhere) under the same span. */
+export function activeContext(): Context {
+  return context.active();
+}
+
 /** The active span's trace id, for messages that record it (audit records, CLI output). */
 export function activeTraceId(): string | undefined {
   return trace.getActiveSpan()?.spanContext().traceId;

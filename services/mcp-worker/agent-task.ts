@@ -12,6 +12,7 @@ export async function handleAgentTask(
   deps: TaskHandlerDependencies,
   inFlight: InFlightTasks,
   message: Message,
+  authorization?: string,
 ): Promise<Task> {
   const data = message.parts.find((part) => "data" in part);
   const body =
@@ -25,7 +26,7 @@ export async function handleAgentTask(
       return handleCompleteTask(deps, message, parseOperation(CompletionCompleteSchema, body), signal);
     if ("prompt" in body)
       return handlePromptTask(deps, message, parseOperation(PromptGetSchema, body), signal);
-    return handleToolTask(deps, message, signal);
+    return handleToolTask(deps, message, signal, authorization);
   });
 }
 

@@ -11,6 +11,15 @@ export const WorkerConfigSchema = BaseConfigSchema.extend({
   LOOM_MCP_LOG_LEVEL: z
     .enum(["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"])
     .default("info"),
+  /** Longest a policy decision may take (sampling requests are decided by acp-policy). */
+  LOOM_POLICY_TIMEOUT_MS: z.coerce.number().int().positive().default(5_000),
+  /** Longest the llm agent may take to answer a server's sampling request. */
+  LOOM_SAMPLING_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
+  /**
+   * Longest Loom waits for someone to answer a server's elicitation (the server then gets `cancel`),
+   * and the most a tool call may run beyond its own timeout while people answer.
+   */
+  LOOM_ELICITATION_TIMEOUT_MS: z.coerce.number().int().positive().default(600_000),
 });
 export type WorkerConfig = z.infer<typeof WorkerConfigSchema>;
 

@@ -3,6 +3,7 @@ import type { McpServerConfig } from "../../schemas/mcp.ts";
 import type { Logger } from "../kit/index.ts";
 import type { RefusedServer } from "./server-config.ts";
 import { ServerPool } from "./server-pool.ts";
+import type { ServerRequestHandlers } from "./server-requests.ts";
 import { type TokenSource, tokenSourceFor } from "./token-source.ts";
 
 export interface ConnectionOptions {
@@ -12,6 +13,8 @@ export interface ConnectionOptions {
   secret: (name: string) => string | undefined;
   /** Applied to each replica's entry before it starts (tracing environment, say). */
   prepare?: (replica: McpServerConfig) => McpServerConfig;
+  /** How the worker answers servers' sampling and elicitation requests. */
+  serverRequests?: ServerRequestHandlers;
 }
 
 /**
@@ -34,7 +37,7 @@ export function createConnections(
       server.name,
       new ServerPool(server, {
         log: options.log,
-        connection: { tokens, logLevel: options.logLevel },
+        connection: { tokens, logLevel: options.logLevel, serverRequests: options.serverRequests },
         ...(options.prepare === undefined ? {} : { prepare: options.prepare }),
       }),
     );

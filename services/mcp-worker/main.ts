@@ -4,6 +4,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
+import { GrantCheck } from "../kit/grant-check.ts";
 import {
   connectNats,
   createLogger,
@@ -20,11 +21,13 @@ import { CallRecords } from "./call-records.ts";
 import { recordCatalog, recordCatalogOnListChanged } from "./catalog-registry.ts";
 import { readSecret, readWorkerConfig } from "./config.ts";
 import { createConnections } from "./connections.ts";
-import { GrantCheck } from "./grant-check.ts";
+import { relayElicitation } from "./elicitation-relay.ts";
 import { InFlightTasks } from "./in-flight.ts";
 import { CallObserver } from "./observed-call.ts";
+import { relaySampling } from "./sampling-relay.ts";
 import { loadServerList } from "./server-config.ts";
 import { HealthReporter } from "./server-health.ts";
+import type { ServerRequestHandlers } from "./server-requests.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
 import { TaskNotifications } from "./task-notifications.ts";
@@ -37,11 +40,29 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const serverList = await loadServerList(config.LOOM_MCP_SERVERS);
+  const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
+  const serverRequests: ServerRequestHandlers = {
+    onSampling: (params, origin) =>
+      relaySampling(
+        {
+          nc,
+          log,
+          policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
+          samplingTimeoutMs: config.LOOM_SAMPLING_TIMEOUT_MS,
+        },
+        params,
+        origin,
+      ),
+    onElicitation: (params, origin) =>
+      relayElicitation({ nc, log, elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS }, params, origin),
+    elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
+  };
   const { connections, refused: unauthenticated } = createConnections(serverList.servers, {
     log,
     logLevel: config.LOOM_MCP_LOG_LEVEL,
     secret: (name) => readSecret(name),
     prepare: (replica) => withTelemetryEnv(replica, config),
+    serverRequests,
   });
   for (const refused of [...serverList.refused, ...unauthenticated]) {
     log.error(
@@ -49,7 +70,6 @@ await runUntilSignalled(log, async () => {
       `MCP server "${refused.name}" refused: ${refused.reason}`,
     );
   }
-  const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const toolsKv = await openBucket(nc, Buckets.TOOLS);
   const catalogKv = await openBucket(nc, Buckets.CATALOG);
   const serversKv = await openBucket(nc, Buckets.SERVERS);
@@ -100,7 +120,8 @@ await runUntilSignalled(log, async () => {
     queue: MCP_WORKER_AGENT,
     contract: AgentTaskContract,
     log,
-    handle: (message) => grants.audited(message, () => handleAgentTask(deps, inFlight, message)),
+    handle: (message, context) =>
+      grants.audited(message, () => handleAgentTask(deps, inFlight, message, context.authorization)),
   });
   log.info({ subject, servers: [...connections.keys()] }, "serving A2A tool tasks");
 

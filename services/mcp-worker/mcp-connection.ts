@@ -10,6 +10,8 @@ import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import {
   type CallToolResult,
   CallToolResultSchema,
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
   type GetPromptResult,
   type JSONRPCMessage,
   type LoggingLevel,
@@ -27,7 +29,9 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { McpServerConfig } from "../../schemas/mcp.ts";
-import { type Logger, LoomError } from "../kit/index.ts";
+import { activeContext, inContext, type Logger, LoomError } from "../kit/index.ts";
+import { PausableDeadline } from "../kit/pausable-deadline.ts";
+import { type CallOrigin, CallsInFlight, type ServerRequestHandlers } from "./server-requests.ts";
 import { authorizedFetch, type TokenSource } from "./token-source.ts";
 import { HeaderWebSocketTransport } from "./websocket-transport.ts";
 
@@ -54,6 +58,8 @@ export interface McpConnectionOptions {
   tokens?: TokenSource | undefined;
   /** Least severe log level asked of a server that has the logging capability. */
   logLevel?: LoggingLevel | undefined;
+  /** With these, the client offers sampling and (form) elicitation to the server. */
+  serverRequests?: ServerRequestHandlers | undefined;
 }
 
 /** An aborted signal makes the SDK send notifications/cancelled to the server. */
@@ -87,6 +93,7 @@ export class McpConnection {
   /** Progress callbacks of the requests in flight, by the progress token each request carries. */
   readonly #progress = new Map<string, (progress: Progress) => void>();
   readonly #listChanged = new Set<(kind: ListKind) => void>();
+  readonly #calls = new CallsInFlight();
   #stdio: StdioClientTransport | undefined;
   #serverInfo: { name: string; version: string } | undefined;
   /** Called whenever the connection closes (the server exited, was killed, or close() ran). */
@@ -140,8 +147,13 @@ export class McpConnection {
     meta: Record<string, unknown> = {},
     signal?: AbortSignal,
     observer?: CallObserver,
+    origin?: Omit<CallOrigin, "server" | "clock" | "signal" | "traceContext">,
   ): Promise<CallToolResult> {
     const client = await this.#connected();
+    const handlers = this.#options.serverRequests;
+    if (origin !== undefined && handlers !== undefined) {
+      return this.#callAnswering(client, name, args, timeoutMs, meta, signal, observer, origin, handlers);
+    }
     try {
       if (this.#tools.get(name)?.execution?.taskSupport === "required") {
         return await this.#observed(observer, (progressMeta) =>
@@ -163,6 +175,58 @@ export class McpConnection {
       );
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
+    }
+  }
+
+  /**
+   * A call during which the server may ask for sampling or elicitation. Its timeout is Loom's own
+   * clock, paused while a person answers; the SDK's timeout stays as the hard bound: the call's
+   * timeout plus the elicitation budget.
+   */
+  async #callAnswering(
+    client: Client,
+    name: string,
+    args: Record<string, unknown>,
+    timeoutMs: number,
+    meta: Record<string, unknown>,
+    signal: AbortSignal | undefined,
+    observer: CallObserver | undefined,
+    origin: Omit<CallOrigin, "server" | "clock" | "signal" | "traceContext">,
+    handlers: ServerRequestHandlers,
+  ): Promise<CallToolResult> {
+    const clock = new PausableDeadline(
+      timeoutMs,
+      () => new McpError(McpErrorCode.RequestTimeout, `Request timed out after ${timeoutMs} ms`),
+    );
+    const abandoned = new AbortController();
+    const callSignal = AbortSignal.any([
+      clock.signal,
+      abandoned.signal,
+      ...(signal === undefined ? [] : [signal]),
+    ]);
+    try {
+      return await this.#calls.during(
+        { ...origin, server: this.config.name, clock, signal: callSignal, traceContext: activeContext() },
+        () =>
+          abandoned.abort(
+            new McpError(McpErrorCode.ConnectionClosed, "a newer call of the same task took this one over"),
+          ),
+        () =>
+          this.#observed(observer, (progressMeta) =>
+            client.request(
+              {
+                method: "tools/call",
+                params: { name, arguments: args, _meta: { ...meta, ...progressMeta } },
+              },
+              CallToolResultSchema,
+              { timeout: timeoutMs + handlers.elicitationTimeoutMs, signal: callSignal },
+            ),
+          ),
+      );
+    } catch (error) {
+      throw this.#toLoomError(error, name, timeoutMs);
+    } finally {
+      clock.clear();
     }
   }
 
@@ -334,7 +398,21 @@ export class McpConnection {
   }
 
   async #openOnce(): Promise<Client> {
-    const client = new Client(CLIENT_INFO);
+    const handlers = this.#options.serverRequests;
+    const client = new Client(
+      CLIENT_INFO,
+      handlers === undefined ? undefined : { capabilities: { sampling: {}, elicitation: { form: {} } } },
+    );
+    if (handlers !== undefined) {
+      client.setRequestHandler(CreateMessageRequestSchema, (request) => {
+        const origin = this.#calls.originOf(this.config.name, request.method);
+        return inContext(origin.traceContext, () => handlers.onSampling(request.params, origin));
+      });
+      client.setRequestHandler(ElicitRequestSchema, (request) => {
+        const origin = this.#calls.originOf(this.config.name, request.method);
+        return inContext(origin.traceContext, () => handlers.onElicitation(request.params, origin));
+      });
+    }
     let live = false;
     client.onclose = () => {
       // A client that never finished connecting is not the current one: its failure is reported.

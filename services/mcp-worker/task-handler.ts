@@ -2,6 +2,7 @@ import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type ToolCall, ToolCallMetadataSchema, ToolCallSchema } from "../../schemas/mcp.ts";
 import { IDEMPOTENCY_META_KEY, stepRecordKey, toolIdempotencyKey } from "../../schemas/steps.ts";
+import type { GrantCheck } from "../kit/grant-check.ts";
 import {
   activeTraceId,
   describeIssues,
@@ -12,7 +13,6 @@ import {
 } from "../kit/index.ts";
 import { resultText, toolResultToArtifact } from "./artifacts.ts";
 import { safeToRepeat } from "./call-policy.ts";
-import type { GrantCheck } from "./grant-check.ts";
 import { maskResult } from "./masking.ts";
 import type { CallObserver } from "./observed-call.ts";
 import type { ServerPool } from "./server-pool.ts";
@@ -39,6 +39,8 @@ export async function handleToolTask(
   deps: TaskHandlerDependencies,
   message: Message,
   signal?: AbortSignal,
+  /** The run token the task came with: a server's sampling request is decided for its principal. */
+  authorization?: string,
 ): Promise<Task> {
   const call = readToolCall(message);
   const metadata = ToolCallMetadataSchema.safeParse(message.metadata ?? {});
@@ -90,6 +92,7 @@ export async function handleToolTask(
                   { ...traceMeta, ...idempotency },
                   signal,
                   deps.notifications?.observer(message, activeTraceId()),
+                  { taskId: message.taskId, runId: step?.runId, stepId: step?.stepId, authorization },
                 ),
             {
               version: serverVersion,

@@ -12,6 +12,11 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   LOOM_POLICY_TIMEOUT_MS: z.coerce.number().int().positive().default(5_000),
   /** A step's timeout when its definition names none, in milliseconds. */
   LOOM_STEP_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
+  /**
+   * The most a step's tool call may run beyond its timeout, in all, while people answer the
+   * questions its MCP server asks (elicitation), in milliseconds; the step's clock stops meanwhile.
+   */
+  LOOM_ELICITATION_TIMEOUT_MS: z.coerce.number().int().positive().default(600_000),
   /** Submissions accepted at once; more wait in the stream. */
   LOOM_MAX_CONCURRENT_SUBMISSIONS: z.coerce.number().int().positive().default(64),
   /** How long a replica's claim on a run lasts unrenewed: a dead replica's runs move on after this. */

@@ -85,6 +85,22 @@ export function awaitedRemoteInputs(snapshot: RunSnapshotView): string[] {
   );
 }
 
+/**
+ * The steps whose tool call waits for an answer to an MCP server's question, by step id: the step
+ * is still at work, in the attempt that asked.
+ */
+export function awaitedElicitations(snapshot: RunSnapshotView): string[] {
+  if (snapshot.status === "done") return [];
+  const active = new Set(
+    activeDemands(snapshot).flatMap((demand) =>
+      "effect" in demand && demand.effect === "work" ? [demand.stepId] : [],
+    ),
+  );
+  return Object.entries(snapshot.context.elicitations ?? {}).flatMap(([stepId, pending]) =>
+    active.has(stepId) && pending.attempt === snapshot.context.attempts[stepId] ? [stepId] : [],
+  );
+}
+
 const FINAL_TASK_STATE: Record<FinalState, TaskState> = {
   completed: TaskState.COMPLETED,
   failed: TaskState.FAILED,
@@ -92,9 +108,13 @@ const FINAL_TASK_STATE: Record<FinalState, TaskState> = {
   canceled: TaskState.CANCELED,
 };
 
-/** The A2A state of a run: its final state, input-required while only approvals are awaited, else working. */
+/**
+ * The A2A state of a run: its final state; input-required while a tool call waits for an answer,
+ * or while only approvals are awaited; else working.
+ */
 export function taskStateOf(workflow: Workflow, snapshot: RunSnapshotView): TaskState {
   if (snapshot.status === "done") return FINAL_TASK_STATE[snapshot.value as FinalState] ?? TaskState.FAILED;
+  if (awaitedElicitations(snapshot).length > 0) return TaskState.INPUT_REQUIRED;
   const waiting = awaitedApprovals(snapshot).length + awaitedRemoteInputs(snapshot).length > 0;
   return waiting && pendingEffects(workflow, snapshot).length === 0
     ? TaskState.INPUT_REQUIRED

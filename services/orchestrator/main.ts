@@ -111,6 +111,7 @@ await runUntilSignalled(log, async () => {
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     stepTimeoutMs: config.LOOM_STEP_TIMEOUT_MS,
+    elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
     memory: new ContextMemoryStore(

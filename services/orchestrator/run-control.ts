@@ -6,8 +6,17 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
 import type { RunControlReply } from "../../schemas/run.ts";
 import { Headers, Subjects } from "../../schemas/subjects.ts";
-import { type Logger, LoomError, NO_REPLY, request, type Service, serve } from "../kit/index.ts";
-import { awaitedApprovals, awaitedRemoteInputs, findStep } from "./demands.ts";
+import {
+  JsonSchemaValidator,
+  type Logger,
+  LoomError,
+  NO_REPLY,
+  request,
+  type Service,
+  serve,
+} from "../kit/index.ts";
+import { awaitedApprovals, awaitedElicitations, awaitedRemoteInputs, findStep } from "./demands.ts";
+import { deliverAnswer, elicitAnswerOf, serveElicitations } from "./elicitations.ts";
 import type { RunDriver } from "./run-driver.ts";
 import { machineFor, type RunMachineEvent } from "./run-machine.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
@@ -32,6 +41,8 @@ function runIdOf(subject: string): string {
  * does, the one that claims it) applies it and answers.
  */
 export function serveRunControl(options: RunControlOptions): { stop(): Promise<void> } {
+  const validator = new JsonSchemaValidator();
+  const elicitations = serveElicitations(options);
   const input = serve(options.nc, {
     subject: Subjects.RUN_INPUT_ALL,
     queue: "orchestrator-input",
@@ -44,7 +55,8 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
       const snapshot = definition === undefined ? undefined : restoreSnapshot(stored);
       const approvals = snapshot === undefined ? [] : awaitedApprovals(snapshot);
       const remoteInputs = snapshot === undefined ? [] : awaitedRemoteInputs(snapshot);
-      const waiting = [...approvals, ...remoteInputs];
+      const elicitations = snapshot === undefined ? [] : awaitedElicitations(snapshot);
+      const waiting = [...approvals, ...remoteInputs, ...elicitations];
       const stepId = body.stepId ?? (waiting.length === 1 ? waiting[0] : undefined);
       if (stepId === undefined || !waiting.includes(stepId)) {
         const expected = waiting.length === 0 ? "no input" : `one of: ${waiting.join(", ")}`;
@@ -71,6 +83,11 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
         });
       }
       const by = decision.principal.id;
+      const question = snapshot?.context.elicitations?.[stepId];
+      if (elicitations.includes(stepId) && question !== undefined) {
+        const answer = elicitAnswerOf(body, stepId, question, by, validator);
+        return deliverAnswer(options, stored, stepId, answer);
+      }
       let event: RunMachineEvent;
       if (approvals.includes(stepId)) {
         const step = definition === undefined ? undefined : findStep(definition, stepId);
@@ -122,6 +139,7 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
     async stop() {
       await input.stop();
       await cancel.stop();
+      await elicitations.stop();
     },
   };
 }

@@ -47,6 +47,11 @@ export class RunDriver {
     return this.#executions.size;
   }
 
+  /** The execution of a run this replica drives now, if it does. */
+  driving(runId: string): RunExecution | undefined {
+    return this.#executions.get(runId);
+  }
+
   /**
    * Drives a run whose record already names this replica as owner, applying `first` before
    * anything else. Resolves with the run's state once `first` (or the first scheduling) is done.

@@ -3,10 +3,28 @@ import { createActor } from "xstate";
 import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { RunRecord } from "../../schemas/run.ts";
+import type { ElicitationRequest } from "../../schemas/sampling.ts";
+import { ElicitAnswerSchema } from "../../schemas/sampling.ts";
 import type { Workflow } from "../../schemas/workflow.ts";
-import { inContext, type Logger, type RunSpan, startRunSpan, toWireError } from "../kit/index.ts";
+import {
+  encodePayload,
+  inContext,
+  type Logger,
+  LoomError,
+  type RunSpan,
+  startRunSpan,
+  toWireError,
+} from "../kit/index.ts";
+import type { PausableDeadline } from "../kit/pausable-deadline.ts";
 import type { ContextMemoryStore } from "./context-memory.ts";
-import { type Effect, pendingEffects, type RunSnapshotView, retryDelayMs, taskStateOf } from "./demands.ts";
+import {
+  awaitedElicitations,
+  type Effect,
+  pendingEffects,
+  type RunSnapshotView,
+  retryDelayMs,
+  taskStateOf,
+} from "./demands.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import type { ResultStore } from "./result-store.ts";
 import type { RunEvents } from "./run-events.ts";
@@ -50,6 +68,8 @@ export class RunExecution {
   readonly #workflow: Workflow;
   readonly #actor;
   readonly #inFlight = new Map<string, AbortController>();
+  /** The reply deadline of each step's task in flight, stopped while its server's question is open. */
+  readonly #deadlines = new Map<string, PausableDeadline>();
   readonly #log: Logger;
   #stored: StoredRun;
   #queue: Promise<unknown> = Promise.resolve();
@@ -111,6 +131,36 @@ export class RunExecution {
     });
   }
 
+  /**
+   * An MCP server's question during the tool call of `request.stepId` (task `request.taskId`):
+   * recorded in the run, which goes input-required until someone answers. The answer goes to
+   * `reply`, where the worker waits. Refused unless that exact dispatch is in flight.
+   */
+  elicit(request: ElicitationRequest, reply: string): Promise<TaskState> {
+    return this.#enqueue(async () => {
+      const snapshot = this.#actor.getSnapshot();
+      const attempt = snapshot.context.attempts[request.stepId];
+      const inFlight = [...this.#inFlight.keys()].includes(`${request.stepId}#${attempt}`);
+      if (!inFlight || request.taskId !== `${this.runId}:${request.stepId}:${attempt}`) {
+        throw new LoomError(
+          ErrorCode.RUN_NOT_WAITING,
+          `run ${this.runId} has no tool call ${request.taskId} in flight to ask for`,
+        );
+      }
+      return this.#apply({
+        type: "STEP.ELICIT",
+        stepId: request.stepId,
+        elicitation: {
+          server: request.server,
+          message: request.message,
+          requestedSchema: request.requestedSchema,
+          attempt: attempt ?? 1,
+          reply,
+        },
+      });
+    });
+  }
+
   /** Applies an event (an outcome, an approval, a cancel) and resolves with the run's state after it. */
   send(event: RunMachineEvent): Promise<TaskState> {
     return this.#enqueue(() => this.#apply(event));
@@ -149,6 +199,10 @@ export class RunExecution {
 
   async #apply(event: RunMachineEvent): Promise<TaskState> {
     const before = JSON.stringify(this.#actor.getPersistedSnapshot());
+    const asking =
+      "stepId" in event && awaitedElicitations(this.#actor.getSnapshot()).includes(event.stepId)
+        ? this.#actor.getSnapshot().context.elicitations?.[event.stepId]
+        : undefined;
     this.#actor.send(event);
     if (JSON.stringify(this.#actor.getPersistedSnapshot()) === before) {
       this.#log.debug({ event: event.type }, "event changed nothing (late or not for this state)");
@@ -156,6 +210,16 @@ export class RunExecution {
     }
     await this.#persist();
     await this.#announce(event);
+    // A question asked again (the step taken over) replaces the open one; the clock stays stopped.
+    if (event.type === "STEP.ELICIT" && asking === undefined) this.#deadlines.get(event.stepId)?.pause();
+    if (event.type === "STEP.ELICIT_ANSWERED" && asking !== undefined) {
+      // Stored first, then told: the worker's server goes on only with an answer the run keeps.
+      this.#options.nc.publish(
+        asking.reply,
+        encodePayload(ElicitAnswerSchema, event.answer, "elicitation answer"),
+      );
+      this.#deadlines.get(event.stepId)?.resume();
+    }
     await this.#schedule();
     return this.#stored.record.state;
   }
@@ -293,6 +357,7 @@ export class RunExecution {
           scope,
           signal,
           followUp: effect.followUp,
+          onDeadline: (deadline) => this.#deadlines.set(step.id, deadline),
           onProgress: (text, progress) =>
             this.#options.events.status(
               record,
@@ -371,6 +436,23 @@ export class RunExecution {
         record.state,
         `step ${event.stepId}: the remote agent asks: ${event.prompt}`,
         `remote-input:${event.stepId}:${record.updatedAt}`,
+        { stepId: event.stepId },
+      );
+    } else if (event.type === "STEP.ELICIT") {
+      const { server, message, requestedSchema } = event.elicitation;
+      await events.status(
+        record,
+        TaskState.INPUT_REQUIRED,
+        `step ${event.stepId}: ${server} asks: ${message}`,
+        `elicit:${event.stepId}:${record.updatedAt}`,
+        { stepId: event.stepId, elicitation: { server, message, requestedSchema } },
+      );
+    } else if (event.type === "STEP.ELICIT_ANSWERED") {
+      await events.status(
+        record,
+        record.state,
+        `step ${event.stepId}: ${event.answer.action}${event.answer.by === undefined ? "" : ` by ${event.answer.by}`}`,
+        `elicit-answer:${event.stepId}:${record.updatedAt}`,
         { stepId: event.stepId },
       );
     } else if (event.type === "STEP.INPUT_GIVEN") {

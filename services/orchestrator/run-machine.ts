@@ -1,5 +1,6 @@
 import { assign, setup } from "xstate";
 import { ErrorCode, RETRYABLE_CODES, type WireError } from "../../schemas/errors.ts";
+import type { ElicitAnswer, RequestedSchema } from "../../schemas/sampling.ts";
 import type {
   ApprovalStep,
   ChoiceStep,
@@ -28,6 +29,11 @@ export interface RunContext {
    * answer to send it. Absent in snapshots made before remote input existed.
    */
   remoteInputs?: Record<string, RemoteInput>;
+  /**
+   * Questions an MCP server asked during a step's tool call (elicitation), by step id, until
+   * someone answers. Absent in snapshots made before elicitation existed.
+   */
+  elicitations?: Record<string, PendingElicitation>;
   output?: unknown;
   error?: WireError;
 }
@@ -46,6 +52,17 @@ export interface RemoteInput {
   answer?: InputAnswer;
 }
 
+/** An MCP server's open question during a step's tool call, and where its answer goes. */
+export interface PendingElicitation {
+  server: string;
+  message: string;
+  requestedSchema: RequestedSchema;
+  /** The dispatch of the step that asked: a question of an earlier attempt is no longer open. */
+  attempt: number;
+  /** The worker's NATS reply subject, waiting for the answer. */
+  reply: string;
+}
+
 /** Outcomes of the effects the driver performs, and requests from outside, fed to the machine. */
 export type RunMachineEvent =
   | { type: "STEP.SUCCEEDED"; stepId: string; result: unknown }
@@ -53,6 +70,9 @@ export type RunMachineEvent =
   /** A delegate step's remote agent asks for input: the run waits for someone to answer. */
   | { type: "STEP.INPUT_REQUIRED"; stepId: string; prompt: string; remoteTaskId: string }
   | { type: "STEP.INPUT_GIVEN"; stepId: string; answer: InputAnswer }
+  /** An MCP server asks the run's user for input during the step's tool call. */
+  | { type: "STEP.ELICIT"; stepId: string; elicitation: PendingElicitation }
+  | { type: "STEP.ELICIT_ANSWERED"; stepId: string; answer: ElicitAnswer }
   | { type: "CHOICE.DECIDED"; stepId: string; target: string }
   | { type: "APPROVAL.REQUESTED"; stepId: string; prompt: string }
   | { type: "APPROVAL.ANSWERED"; stepId: string; approved: boolean; by: string; comment?: string }
@@ -147,6 +167,16 @@ const machineSetup = setup({
         remoteInputs: { ...context.remoteInputs, [event.stepId]: { ...waiting, answer: event.answer } },
         attempts: { ...context.attempts, [event.stepId]: (context.attempts[event.stepId] ?? 0) + 1 },
       };
+    }),
+    recordElicitation: assign(({ context, event }) =>
+      event.type === "STEP.ELICIT"
+        ? { elicitations: { ...context.elicitations, [event.stepId]: event.elicitation } }
+        : {},
+    ),
+    forgetElicitation: assign(({ context, event }) => {
+      if (event.type !== "STEP.ELICIT_ANSWERED") return {};
+      const { [event.stepId]: _answered, ...elicitations } = context.elicitations ?? {};
+      return { elicitations };
     }),
     recordFailure: assign(({ context, event }, params: { name: string }) =>
       event.type === "STEP.FAILED"
@@ -275,6 +305,8 @@ function workState(step: WorkStep, onSuccess: string, onFail: string): NodeConfi
       },
       "STEP.INPUT_REQUIRED": { guard: { type: "isStep", params: { stepId } }, actions: "recordRemoteInput" },
       "STEP.INPUT_GIVEN": { guard: { type: "isStep", params: { stepId } }, actions: "recordRemoteAnswer" },
+      "STEP.ELICIT": { guard: { type: "isStep", params: { stepId } }, actions: "recordElicitation" },
+      "STEP.ELICIT_ANSWERED": { guard: { type: "isStep", params: { stepId } }, actions: "forgetElicitation" },
       "STEP.FAILED": [
         {
           guard: { type: "canRetry", params: { stepId, max: step.retry?.max ?? 1, on: step.retry?.on } },

@@ -18,6 +18,7 @@ import {
   tracedHeaders,
   withSpan,
 } from "../kit/index.ts";
+import { PausableDeadline } from "../kit/pausable-deadline.ts";
 import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
@@ -34,6 +35,11 @@ export interface StepRunnerOptions {
   stepTimeoutMs: number;
   remoteAgents: RemoteAgents;
   log: Logger;
+  /**
+   * The most a step's task may take beyond its timeout, in all, while people answer questions its
+   * MCP server asked (elicitation); the step's own clock stops meanwhile.
+   */
+  elicitationTimeoutMs: number;
 }
 
 export interface WorkRun {
@@ -51,6 +57,8 @@ export interface WorkRun {
    * server's progress reports (then with `progress`).
    */
   onProgress?: (text: string, progress?: StepProgress) => Promise<void>;
+  /** Handed the deadline of the task sent, so the run can stop its clock while a person answers. */
+  onDeadline?: (deadline: PausableDeadline) => void;
 }
 
 /** What one work step asks of which agent, and which policy action covers it. */
@@ -135,8 +143,18 @@ async function sendTask(
         : run.onProgress(progressText(step.id, reported), reported),
     options.log,
   );
+  const subject = agentTasksSubject(dispatch.agent);
+  const replyWithinMs = timeoutMs + REPLY_MARGIN_MS;
+  const deadline = new PausableDeadline(
+    replyWithinMs,
+    () => new LoomError(ErrorCode.TIMEOUT, `no reply on ${subject} within ${replyWithinMs} ms`),
+  );
+  run.onDeadline?.(deadline);
+  const expired = new Promise<never>((_resolve, reject) =>
+    deadline.signal.addEventListener("abort", () => reject(deadline.signal.reason), { once: true }),
+  );
   try {
-    const task = await request(
+    const sent = request(
       options.nc,
       agentTasksSubject(dispatch.agent),
       AgentTaskContract,
@@ -149,15 +167,20 @@ async function sendTask(
         metadata,
       },
       {
-        timeoutMs: timeoutMs + REPLY_MARGIN_MS,
+        // The deadline above is the step's clock; this bound holds while it is paused.
+        timeoutMs: replyWithinMs + options.elicitationTimeoutMs,
         headers: {
           [Headers.MSG_ID]: taskId,
-          [Headers.AUTHORIZATION]: dispatch.agent === MCP_WORKER_AGENT ? undefined : run.authorization,
+          // The worker acts on the grant alone; it presents the run token only to acp-policy, to
+          // ask for a server's sampling request during this call on the run's principal's behalf.
+          [Headers.AUTHORIZATION]: run.authorization,
         },
       },
     );
+    const task = await Promise.race([sent, expired]);
     return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(task.artifacts?.[0]) };
   } finally {
+    deadline.clear();
     run.signal.removeEventListener("abort", cancel);
     await progress.stop();
   }

@@ -1,7 +1,8 @@
 /**
- * `npm run bench`: Loom's end-to-end latency and throughput for a 1-step workflow, side by side
- * with what it is built from, measured in the same run on the same machine: a raw NATS
- * request/reply round trip and a direct MCP SDK `callTool` to the same server.
+ * `npm run bench`: Loom's end-to-end latency and throughput for workflows, and for a tool call
+ * through the MCP gateway, side by side with what they are built from, measured in the same run on
+ * the same machine: a raw NATS request/reply round trip and a direct MCP SDK `callTool` to the
+ * same server.
  */
 import { randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -11,6 +12,7 @@ import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { jetstream } from "@nats-io/jetstream";
 import { connect, headers } from "@nats-io/transport-node";
 import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
@@ -19,6 +21,7 @@ import { Headers, Subjects } from "../../schemas/subjects.ts";
 import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
 import { startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import { parsePayload } from "../../services/kit/index.ts";
+import { freePort } from "../helpers/ports.ts";
 import { TEST_AUTH_ENV, tokenFor } from "../helpers/tokens.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
@@ -85,10 +88,11 @@ async function timed(
 
 const dir = await mkdtemp(join(tmpdir(), "loom-bench-"));
 const nats = await launchNatsServer({ storeDir: join(dir, "nats") });
+const edgePort = await freePort();
 const stack = await startStack({
   natsUrl: nats.url,
   logDir: join(dir, "logs"),
-  env: { LOG_LEVEL: "warn", LOOM_A2A_PORT: "0", ...TEST_AUTH_ENV },
+  env: { LOG_LEVEL: "warn", LOOM_A2A_PORT: String(edgePort), ...TEST_AUTH_ENV },
 });
 const nc = await connect({ servers: nats.url });
 const results: Measurement[] = [];
@@ -137,6 +141,27 @@ try {
       });
     }
   }
+
+  // The same tool through the MCP gateway: policy decision, grant, worker task, audit per call.
+  const gateway = new Client({ name: "bench", version: "1" });
+  await gateway.connect(
+    new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${edgePort}/mcp`), {
+      requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    }),
+  );
+  const gatewayCall = async () => {
+    const result = await gateway.callTool({ name: "time.get_time", arguments: { timezone: "UTC" } });
+    if (result.isError === true) throw new Error(`gateway call failed: ${JSON.stringify(result.content)}`);
+  };
+  await timed(20, 4, gatewayCall);
+  for (const inFlight of [1, 32]) {
+    const count = inFlight === 1 ? SEQUENTIAL_RUNS : CONCURRENT_RUNS;
+    results.push({
+      name: `MCP gateway tools/call, ${inFlight} in flight`,
+      ...(await timed(count, inFlight, gatewayCall)),
+    });
+  }
+  await gateway.close();
 
   const echo = nc.subscribe("bench.echo", {
     callback: (_error, message) => {

@@ -6,9 +6,18 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import type { Progress } from "@modelcontextprotocol/sdk/types.js";
+import {
+  type LoggingMessageNotification,
+  LoggingMessageNotificationSchema,
+  type Progress,
+} from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { agentTasksSubject, MCP_WORKER_AGENT, taskNotificationsSubject } from "../../schemas/subjects.ts";
+import {
+  agentCancelSubject,
+  agentTasksSubject,
+  MCP_WORKER_AGENT,
+  taskNotificationsSubject,
+} from "../../schemas/subjects.ts";
 import { encodeJson } from "../../services/kit/index.ts";
 import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
@@ -58,7 +67,12 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     base = `http://127.0.0.1:${port}`;
     mcpUrl = new URL(`${base}/mcp`);
     loom = await startLoom({
-      env: { LOOM_MCP_SERVERS: join(dir, "servers.yaml"), LOOM_A2A_PORT: String(port) },
+      env: {
+        LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
+        LOOM_A2A_PORT: String(port),
+        // No collector listens here: a restart would wait for span exports to time out.
+        OTEL_TRACES_EXPORTER: "none",
+      },
       tools: ["time.get_time", "crm.get_contact", "everything.echo"],
     });
   });
@@ -120,6 +134,19 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     expect(response.status).toBe(403);
   });
 
+  it("transport - a body that is not JSON gets a JSON-RPC parse error; GET has no stream to offer", async () => {
+    const headers = {
+      Authorization: `Bearer ${admin}`,
+      "Content-Type": "application/json",
+      Accept: "application/json, text/event-stream",
+    };
+    const garbled = await fetch(mcpUrl, { method: "POST", headers, body: "{not json" });
+    expect(garbled.status).toBe(400);
+    expect(await garbled.json()).toMatchObject({ jsonrpc: "2.0", error: { code: -32700 } });
+    const stream = await fetch(mcpUrl, { headers: { ...headers, Accept: "text/event-stream" } });
+    expect(stream.status).toBe(405);
+  });
+
   it("tools/list - shows a viewer only what policy lets it call, an admin everything", async () => {
     const asViewer = (await (await open(viewer)).listTools()).tools.map((tool) => tool.name);
     expect(asViewer).toEqual(expect.arrayContaining(["crm.get_contact", "time.get_time"]));
@@ -131,15 +158,29 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     );
   });
 
-  it("tools/call - runs through policy with masking, and a denied call names the rule", async () => {
+  it("tools/call - runs through policy with masking, the token stays out of the worker's task, a denied call names the rule", async () => {
     const client = await open(viewer);
+    const tasks = loom.nc.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
     const contact = await client.callTool({ name: "crm.get_contact", arguments: { id: "c-1" } });
+    for await (const task of tasks) {
+      expect(task.headers?.get("Authorization") ?? "").toBe("");
+      expect(task.string()).not.toContain(viewer);
+      expect(task.json()).toMatchObject({ metadata: { grant: expect.any(String) } });
+    }
     expect(contact.isError).toBeFalsy();
     expect(contact.structuredContent).toMatchObject({ id: "c-1", name: "Ada Lovelace" });
     expect(JSON.stringify(contact)).not.toContain("ada@example.com");
     const denied = await client.callTool({ name: "crm.delete_record", arguments: { id: "c-1" } });
     expect(denied.isError).toBe(true);
     expect(JSON.stringify(denied.content)).toContain("only-admins-delete");
+  });
+
+  it("resources - a viewer sees no CRM resources and reading one is refused naming the rule", async () => {
+    const client = await open(viewer);
+    expect((await client.listResources()).resources.map((resource) => resource.uri)).not.toContain(
+      "crm://contacts/c-1",
+    );
+    await expect(client.readResource({ uri: "crm://contacts/c-1" })).rejects.toThrow(/default-deny/);
   });
 
   it("resources, prompts, completions - read, rendered and completed through the worker", async () => {
@@ -171,8 +212,13 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     expect(completion.completion.values).toEqual(["Engineering"]);
   });
 
-  it("progress - what the worker publishes about a call reaches the client as notifications/progress", async () => {
+  it("progress and logging - what the worker publishes about a call reaches the client, logs from the session's level up", async () => {
     const client = await open(admin);
+    const logs: LoggingMessageNotification["params"][] = [];
+    client.setNotificationHandler(LoggingMessageNotificationSchema, (notification) => {
+      logs.push(notification.params);
+    });
+    await client.setLoggingLevel("warning");
     const tasks = loom.nc.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
     const progress: Progress[] = [];
     const call = client.callTool(
@@ -182,17 +228,39 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     );
     for await (const message of tasks) {
       const taskId = (message.json() as { taskId: string }).taskId;
-      loom.nc.publish(
-        taskNotificationsSubject(taskId),
-        encodeJson({ kind: "progress", taskId, progress: 1, total: 2, message: "halfway" }),
-      );
+      for (const notification of [
+        { kind: "progress", taskId, progress: 1, total: 2, message: "halfway" },
+        { kind: "log", taskId, level: "info", data: "too chatty for this session" },
+        { kind: "log", taskId, level: "error", logger: "upstream", data: "disk almost full" },
+      ]) {
+        loom.nc.publish(taskNotificationsSubject(taskId), encodeJson(notification));
+      }
     }
     const result = await call;
     expect(result.isError).toBeFalsy();
     expect(progress).toContainEqual(expect.objectContaining({ progress: 1, total: 2, message: "halfway" }));
+    expect(logs).toContainEqual({ level: "error", logger: "upstream", data: "disk almost full" });
+    expect(logs.map((log) => log.data)).not.toContain("too chatty for this session");
   });
 
-  it("sessions - a session opened before an orchestrator restart goes on after it; an unknown one is 404", async () => {
+  it("cancellation - a client that cancels a call makes the worker abandon its task", async () => {
+    const client = await open(admin);
+    const tasks = loom.nc.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
+    const cancels = loom.nc.subscribe(agentCancelSubject(MCP_WORKER_AGENT), { max: 1, timeout: 10_000 });
+    const abort = new AbortController();
+    const call = client.callTool(
+      { name: "everything.trigger-long-running-operation", arguments: { duration: 15, steps: 3 } },
+      undefined,
+      { signal: abort.signal, timeout: 20_000 },
+    );
+    let taskId = "";
+    for await (const message of tasks) taskId = (message.json() as { taskId: string }).taskId;
+    abort.abort("the user changed their mind");
+    await expect(call).rejects.toThrow();
+    for await (const message of cancels) expect(message.json()).toEqual({ taskId });
+  });
+
+  it("sessions - a session opened before an orchestrator restart goes on after it; an unknown one is 404, another caller's 403", async () => {
     const first = await open(admin);
     await first.listTools();
     const transport = first.transport as StreamableHTTPClientTransport;
@@ -214,6 +282,17 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
       body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
     });
     expect(unknown.status).toBe(404);
+    const stolen = await fetch(mcpUrl, {
+      method: "POST",
+      headers: {
+        Authorization: `Bearer ${viewer}`,
+        "Mcp-Session-Id": sessionId,
+        "Content-Type": "application/json",
+        Accept: "application/json, text/event-stream",
+      },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+    });
+    expect(stolen.status).toBe(403);
   });
 
   it("audit - a gateway call is in the audit trail, decided and executed, under its session", async () => {

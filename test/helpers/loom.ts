@@ -20,7 +20,7 @@ export interface CliResult {
   stderr: string;
 }
 
-/** A whole Loom: its own nats-server, the three services as processes, and a way to run the CLI. */
+/** A whole Loom: its own nats-server, every service as a process, and a way to run the CLI. */
 export interface Loom extends AsyncDisposable {
   nats: NatsServer;
   stack: Stack;

@@ -6,14 +6,14 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { stopProcess } from "../../services/cli/nats-server.ts";
-import { freePort } from "../helpers/free-port.ts";
 import { REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 import { type OtlpReceiver, startOtlpReceiver } from "../helpers/otlp-receiver.ts";
+import { freePort } from "../helpers/ports.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
-const LOOM_SERVICES = ["orchestrator", "acp-policy", "mcp-worker"] as const;
+const LOOM_SERVICES = ["orchestrator", "acp-policy", "mcp-worker", "llm-agent"] as const;
 
 const compose = parse(readFileSync(join(REPO_ROOT, "docker-compose.yml"), "utf8"), { merge: true }) as {
   services: Record<string, { command: string[]; environment: Record<string, string> }>;
@@ -48,7 +48,11 @@ describe("compose services - each service's compose command runs locally with it
       const env = Object.fromEntries(
         Object.entries(service.environment).map(([key, value]) => [
           key,
-          value.replace("nats://nats:4222", nats.url).replace("http://jaeger:4318", otlp.endpoint),
+          value
+            .replace("nats://nats:4222", nats.url)
+            .replace("http://jaeger:4318", otlp.endpoint)
+            // `${VAR:-default}` as compose reads it with VAR unset on the host.
+            .replace(/\$\{\w+:-([^}]*)\}/g, "$1"),
         ]),
       );
       const [command, ...args] = service.command;

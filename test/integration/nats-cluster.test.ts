@@ -9,9 +9,9 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
-import { freePort } from "../helpers/free-port.ts";
 import { REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
+import { freePort } from "../helpers/ports.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);

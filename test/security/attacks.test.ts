@@ -358,6 +358,7 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
     LOOM_NATS_ORCHESTRATOR_PASSWORD: password(),
     LOOM_NATS_ACP_POLICY_PASSWORD: password(),
     LOOM_NATS_MCP_WORKER_PASSWORD: password(),
+    LOOM_NATS_LLM_AGENT_PASSWORD: password(),
     LOOM_NATS_SUBMITTER_PASSWORD: password(),
     LOOM_NATS_POLICY_ADMIN_PASSWORD: password(),
   };
@@ -392,6 +393,7 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
       for (const [service, password] of [
         ["acp-policy", passwords.LOOM_NATS_ACP_POLICY_PASSWORD],
         ["mcp-worker", passwords.LOOM_NATS_MCP_WORKER_PASSWORD],
+        ["llm-agent", passwords.LOOM_NATS_LLM_AGENT_PASSWORD],
         ["orchestrator", passwords.LOOM_NATS_ORCHESTRATOR_PASSWORD],
       ] as const) {
         stacks.push(

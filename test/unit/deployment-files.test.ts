@@ -22,7 +22,7 @@ const compose = parse(read("docker-compose.yml"), { merge: true }) as {
   services: Record<string, ComposeService>;
 };
 const services = compose.services;
-const LOOM_SERVICES = ["orchestrator", "acp-policy", "mcp-worker"];
+const LOOM_SERVICES = ["orchestrator", "acp-policy", "mcp-worker", "llm-agent"];
 /** Bind-mounted folders Loom makes on first use rather than ships. */
 const MADE_AT_RUN_TIME = new Set(["./.loom"]);
 

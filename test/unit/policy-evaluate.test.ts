@@ -229,6 +229,9 @@ rules:
       "admins-cancel-any-run",
       "managers-answer-approvals",
       "owners-and-admins-give-feedback",
+      "time-callers-sample",
+      "crm-readers-sample",
+      "admins-sample-anywhere",
     ]);
     expect(policy.version).toMatch(/^2@[0-9a-f]{12}$/);
   });

@@ -2,20 +2,22 @@ import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import {
   CallToolRequestSchema,
   type CallToolResult,
+  CancelledNotificationSchema,
   CompleteRequestSchema,
   GetPromptRequestSchema,
   ListPromptsRequestSchema,
   ListResourcesRequestSchema,
   ListResourceTemplatesRequestSchema,
   ListToolsRequestSchema,
-  McpError,
   ErrorCode as McpErrorCode,
   ReadResourceRequestSchema,
+  SetLevelRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
-import { ErrorCode } from "../../../schemas/errors.ts";
+import { ErrorCode, type WireError } from "../../../schemas/errors.ts";
 import { type CompletionComplete, completionGrantArguments } from "../../../schemas/mcp.ts";
 import type { McpSession } from "../../../schemas/mcp-session.ts";
-import { toWireError } from "../../kit/index.ts";
+import { contextFromFields, inContext, toWireError } from "../../kit/index.ts";
+import { announceCancel, cancellable } from "./cancellation.ts";
 import type { Exposed, FederatedCatalog } from "./federated-catalog.ts";
 import type { GatewayPolicy } from "./gateway-policy.ts";
 import { completeResultOf, promptResultOf, readResultOf, toolResultOf } from "./mcp-results.ts";
@@ -28,9 +30,9 @@ const RESOURCE_NOT_FOUND = -32002;
 
 export interface GatewayDependencies {
   catalog: FederatedCatalog;
+  sessions: SessionStore;
   policy: GatewayPolicy;
   dispatch: DispatchOptions;
-  sessions: SessionStore;
   version: string;
 }
 
@@ -67,15 +69,41 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
     );
     return exposed.filter((_, index) => allowed[index] === true).map((entry) => entry.item);
   };
-  const dispatch = (operation: GatewayOperation, extra: Parameters<typeof notificationRelay>[0]) =>
-    dispatchOperation(deps.dispatch, {
-      sessionId: caller.session.id,
-      authorization: caller.authorization,
-      operation,
-      onNotification: notificationRelay(extra),
-      signal: extra.signal,
-    });
+  // Each operation stops when the client cancels it (from any replica), and joins the client's
+  // trace when its `_meta` carries one (MCP semantic conventions).
+  const dispatch = async (operation: GatewayOperation, extra: Parameters<typeof notificationRelay>[0]) => {
+    const { nc } = deps.dispatch;
+    const cancel = cancellable(nc, caller.session.id, extra.requestId, extra.signal);
+    try {
+      return await inContext(contextFromFields(extra._meta), () =>
+        dispatchOperation(deps.dispatch, {
+          sessionId: caller.session.id,
+          authorization: caller.authorization,
+          operation,
+          onNotification: notificationRelay(extra, caller.session.logLevel),
+          signal: cancel.signal,
+        }),
+      );
+    } finally {
+      cancel.release();
+    }
+  };
+  // The request it cancels may be running on another replica: tell them all.
+  server.setNotificationHandler(CancelledNotificationSchema, (notification) => {
+    const { requestId, reason } = notification.params;
+    if (requestId !== undefined) {
+      announceCancel(deps.dispatch.nc, caller.session.id, {
+        requestId,
+        ...(reason === undefined ? {} : { reason }),
+      });
+    }
+  });
 
+  // The level outlives this request's server: it is kept with the session, for every replica.
+  server.setRequestHandler(SetLevelRequestSchema, async (request) => {
+    await deps.sessions.setLogLevel(caller.session, request.params.level);
+    return {};
+  });
   server.setRequestHandler(ListToolsRequestSchema, async () => ({
     tools: await permittedItems("tools.call", deps.catalog.tools()),
   }));
@@ -92,7 +120,7 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
     const tool = deps.catalog.findTool(request.params.name);
     if (tool === undefined) {
-      throw new McpError(McpErrorCode.InvalidParams, `Unknown tool: ${request.params.name}`);
+      throw new JsonRpcError(McpErrorCode.InvalidParams, `Unknown tool: ${request.params.name}`);
     }
     const args = request.params.arguments ?? {};
     try {
@@ -114,7 +142,7 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
       const wire = toWireError(error);
       return {
         isError: true,
-        content: [{ type: "text", text: wire.message }],
+        content: [{ type: "text", text: describeFailure(wire) }],
         _meta: { "io.loom/error": wire },
       };
     }
@@ -140,7 +168,7 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
   server.setRequestHandler(GetPromptRequestSchema, async (request, extra) => {
     const prompt = deps.catalog.findPrompt(request.params.name);
     if (prompt === undefined) {
-      throw new McpError(McpErrorCode.InvalidParams, `Unknown prompt: ${request.params.name}`);
+      throw new JsonRpcError(McpErrorCode.InvalidParams, `Unknown prompt: ${request.params.name}`);
     }
     const args = request.params.arguments ?? {};
     const task = await dispatch(
@@ -221,7 +249,7 @@ async function rememberLinks(
 
 function promptTarget(catalog: FederatedCatalog, name: string): { server: string; upstream: string } {
   const prompt = catalog.findPrompt(name);
-  if (prompt === undefined) throw new McpError(McpErrorCode.InvalidParams, `Unknown prompt: ${name}`);
+  if (prompt === undefined) throw new JsonRpcError(McpErrorCode.InvalidParams, `Unknown prompt: ${name}`);
   return prompt;
 }
 
@@ -235,9 +263,25 @@ function templateTarget(catalog: FederatedCatalog, uri: string): { server: strin
  * A URI no server lists or has a template for: the specification's code and `data.uri`, with
  * Loom's typed error beside it as every other gateway error carries one.
  */
-function resourceNotFound(uri: string): McpError {
+function resourceNotFound(uri: string): JsonRpcError {
   const message = `Resource ${uri} not found: no server lists it or has a template it matches`;
-  return new McpError(RESOURCE_NOT_FOUND, message, { uri, code: ErrorCode.INVALID_INPUT, message });
+  return new JsonRpcError(RESOURCE_NOT_FOUND, message, { uri, code: ErrorCode.INVALID_INPUT, message });
+}
+
+/**
+ * A JSON-RPC error as the SDK sends it (code, message, data), without the "MCP error <code>:"
+ * prefix McpError puts in its message, which the client's McpError would add a second time.
+ */
+class JsonRpcError extends Error {
+  readonly code: number;
+  readonly data: unknown;
+
+  constructor(code: number, message: string, data?: unknown) {
+    super(message);
+    this.name = "JsonRpcError";
+    this.code = code;
+    this.data = data;
+  }
 }
 
 /** A Loom failure as the JSON-RPC error an MCP client expects; `data` keeps Loom's code and rule. */
@@ -249,5 +293,13 @@ function toMcpError(error: unknown): never {
       : wire.code === ErrorCode.POLICY_DENIED || wire.code === ErrorCode.UNAUTHENTICATED
         ? McpErrorCode.InvalidRequest
         : McpErrorCode.InternalError;
-  throw new McpError(code, wire.message, wire);
+  throw new JsonRpcError(code, describeFailure(wire), wire);
+}
+
+/** The failure's message, naming the policy rule that denied it when the message does not. */
+function describeFailure(wire: WireError): string {
+  const rule = wire.details?.rule;
+  return typeof rule === "string" && !wire.message.includes(rule)
+    ? `${wire.message} (rule ${rule})`
+    : wire.message;
 }

@@ -9,7 +9,6 @@ import express, { type Request, type Response } from "express";
 import type { McpSession } from "../../../schemas/mcp-session.ts";
 import type { Logger } from "../../kit/index.ts";
 import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
-import type { GatewayPolicy } from "./gateway-policy.ts";
 import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
@@ -19,7 +18,6 @@ const SESSION_HEADER = "mcp-session-id";
 const MAX_BODY = "4mb";
 
 export interface McpEndpointOptions extends GatewayDependencies {
-  policy: GatewayPolicy;
   allowedOrigins: readonly string[];
   publicUrl: string | undefined;
   authorizationServers: readonly string[];
@@ -49,6 +47,13 @@ export function mcpGatewayRouter(options: McpEndpointOptions): express.Router {
   router.get(MCP_PATH, (_req, res) => {
     res.status(405).set("Allow", "POST, DELETE").json(jsonRpcError(-32000, "Method not allowed"));
   });
+  // A body that is not JSON (or too large) is a JSON-RPC error, not express's HTML page.
+  const bodyError: express.ErrorRequestHandler = (error: { status?: number }, _req, res, next) => {
+    if (res.headersSent) return next(error);
+    const status = error.status === 413 ? 413 : 400;
+    res.status(status).json(jsonRpcError(-32700, status === 413 ? "Request body too large" : "Parse error"));
+  };
+  router.use(MCP_PATH, bodyError);
   return router;
 }
 

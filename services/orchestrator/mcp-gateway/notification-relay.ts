@@ -1,16 +1,20 @@
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { ServerNotification, ServerRequest } from "@modelcontextprotocol/sdk/types.js";
 import type { TaskNotification } from "../../../schemas/mcp.ts";
+import { MCP_LOG_LEVELS, type McpLogLevel } from "../../../schemas/mcp-session.ts";
 
 /**
  * Passes what the upstream server reports while it works on to the gateway's client, on the SSE
  * stream of the request it concerns: progress as `notifications/progress` (only when the client
- * asked for it with a progressToken), log lines as `notifications/message`.
+ * asked for it with a progressToken), log lines as `notifications/message` (those at least as
+ * severe as the session's `logging/setLevel`).
  */
 export function notificationRelay(
   extra: RequestHandlerExtra<ServerRequest, ServerNotification>,
+  logLevel: McpLogLevel | undefined,
 ): (notification: TaskNotification) => Promise<void> {
   const progressToken = extra._meta?.progressToken;
+  const minimum = MCP_LOG_LEVELS.indexOf(logLevel ?? "debug");
   return async (notification) => {
     if (notification.kind === "progress") {
       if (progressToken === undefined) return;
@@ -25,6 +29,7 @@ export function notificationRelay(
       });
       return;
     }
+    if (MCP_LOG_LEVELS.indexOf(notification.level) < minimum) return;
     await extra.sendNotification({
       method: "notifications/message",
       params: {

@@ -2,23 +2,23 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { KV } from "@nats-io/kv";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { type McpSession, McpSessionSchema } from "../../../schemas/mcp-session.ts";
+import { type McpLogLevel, type McpSession, McpSessionSchema } from "../../../schemas/mcp-session.ts";
 import { encodePayload, LoomError, parsePayload } from "../../kit/index.ts";
 
+/** A session seen within this long is not written again just to say so (the bucket TTL is far longer). */
+const TOUCH_EVERY_MS = 60_000;
 /** Links a session remembers (the latest); older ones are read only if a server lists them. */
 const MAX_LINKS = 256;
-/** Tries to add links when other requests of the session write its record at the same time. */
+/** Tries to change a record that other requests of the session write at the same time. */
 const UPDATE_ATTEMPTS = 10;
 /** Most a retry waits, at random, so writers that collided do not collide again in step. */
 const RETRY_JITTER_MS = 20;
 
-/** A session seen within this long is not written again just to say so (the bucket TTL is far longer). */
-const TOUCH_EVERY_MS = 60_000;
-
 /**
  * Gateway sessions in KV `loom_mcp_sessions`. Nothing about a session lives in a replica's memory,
  * so a restarted or different replica serves it; the bucket's TTL forgets idle ones, and each use
- * rewrites the record now and then to keep it alive.
+ * rewrites the record now and then to keep it alive. Requests of one session may run at once, on
+ * any replica: every change is made to the record as KV holds it, compare-and-set, so none is lost.
  */
 export class SessionStore {
   readonly #kv: KV;
@@ -53,35 +53,37 @@ export class SessionStore {
   /** Records that the session is in use, at most once a minute. */
   async touch(session: McpSession): Promise<void> {
     if (Date.now() - Date.parse(session.lastSeenAt) < TOUCH_EVERY_MS) return;
-    // Read again: `session` may be older than what another request of it wrote (its links).
-    const entry = await this.#kv.get(session.id);
-    if (entry === null || entry.operation !== "PUT") return;
-    const current = parsePayload(McpSessionSchema, entry.value, `MCP session ${session.id}`);
-    const touched = { ...current, lastSeenAt: new Date().toISOString() };
-    try {
-      await this.#kv.update(
-        session.id,
-        encodePayload(McpSessionSchema, touched, "MCP session"),
-        entry.revision,
-      );
-    } catch {
-      // Another request wrote the record in between, which keeps it alive as well.
-    }
+    await this.#update(session.id, (current) => current);
+  }
+
+  async setLogLevel(session: McpSession, logLevel: McpLogLevel): Promise<void> {
+    await this.#update(session.id, (current) => ({ ...current, logLevel }));
   }
 
   /**
    * Adds `links` (resource URI to the server whose tool returned it) to the session, so a read of
-   * one goes to that server; a session that ended meanwhile is left alone.
+   * one goes to that server.
    */
   async rememberLinks(id: string, links: Record<string, string>): Promise<void> {
+    await this.#update(id, (current) => ({
+      ...current,
+      links: Object.fromEntries(Object.entries({ ...current.links, ...links }).slice(-MAX_LINKS)),
+    }));
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.#kv.delete(id);
+  }
+
+  /** Writes `change` of the record KV holds now, marked as seen; a session that ended stays ended. */
+  async #update(id: string, change: (current: McpSession) => McpSession): Promise<void> {
     for (let attempt = 0; attempt < UPDATE_ATTEMPTS; attempt++) {
       const entry = await this.#kv.get(id);
       if (entry === null || entry.operation !== "PUT") return;
-      const session = parsePayload(McpSessionSchema, entry.value, `MCP session ${id}`);
-      const merged = Object.entries({ ...session.links, ...links }).slice(-MAX_LINKS);
-      const updated = { ...session, links: Object.fromEntries(merged), lastSeenAt: new Date().toISOString() };
+      const current = parsePayload(McpSessionSchema, entry.value, `MCP session ${id}`);
+      const changed = { ...change(current), lastSeenAt: new Date().toISOString() };
       try {
-        await this.#kv.update(id, encodePayload(McpSessionSchema, updated, "MCP session"), entry.revision);
+        await this.#kv.update(id, encodePayload(McpSessionSchema, changed, "MCP session"), entry.revision);
         return;
       } catch {
         // Another request of this session wrote in between: read again and retry.
@@ -90,11 +92,7 @@ export class SessionStore {
     }
     throw new LoomError(
       ErrorCode.INTERNAL,
-      `MCP session ${id} kept changing while its resource links were recorded`,
+      `MCP session ${id} kept changing while this request wrote it; try again`,
     );
-  }
-
-  async delete(id: string): Promise<void> {
-    await this.#kv.delete(id);
   }
 }

@@ -11,9 +11,10 @@ import {
   GrantClaimsSchema,
   type PolicyAction,
 } from "../../schemas/policy.ts";
-import type { AuditLog } from "../kit/audit-chain.ts";
-import { digestOf } from "../kit/digest.ts";
-import { type Logger, LoomError, toWireError } from "../kit/index.ts";
+import type { AuditLog } from "./audit-chain.ts";
+import { digestOf } from "./digest.ts";
+import { LoomError, toWireError } from "./errors.ts";
+import type { Logger } from "./logger.ts";
 
 /** A few seconds of clock difference between acp-policy and this worker. */
 const CLOCK_SKEW_SECONDS = 5;
@@ -29,10 +30,11 @@ export interface GrantedOperation {
 }
 
 /**
- * The worker trusts nothing on the bus but grants: a task runs only with a grant acp-policy signed
- * for this run, step, operation and these exact arguments, and that has not expired. Keys are
- * looked up by `kid` in KV `loom_grant_keys`, where each acp-policy replica publishes its own.
- * Every refusal is audited. The claims of each admitted task are kept for its audit record.
+ * An agent (the mcp-worker, the llm agent) trusts nothing on the bus but grants: a task runs only
+ * with a grant acp-policy signed for this run, step, operation and these exact arguments, and that
+ * has not expired. Keys are looked up by `kid` in KV `loom_grant_keys`, where each acp-policy
+ * replica publishes its own. Every refusal is audited. The claims of each admitted task are kept
+ * for its audit record, whose kind is `executionKind` (tool executions by default).
  */
 export class GrantCheck {
   readonly #keys: KV;
@@ -40,11 +42,13 @@ export class GrantCheck {
   readonly #log: Logger;
   readonly #cache = new Map<string, CryptoKey | Uint8Array>();
   readonly #admitted = new WeakMap<Message, GrantClaims>();
+  readonly #executionKind: AuditKind;
 
-  constructor(options: { keys: KV; audit: AuditLog; log: Logger }) {
+  constructor(options: { keys: KV; audit: AuditLog; log: Logger; executionKind?: AuditKind }) {
     this.#keys = options.keys;
     this.#audit = options.audit;
     this.#log = options.log;
+    this.#executionKind = options.executionKind ?? AuditKind.TOOL_EXECUTION;
   }
 
   async admit(
@@ -99,7 +103,7 @@ export class GrantCheck {
       // A refused task is already audited as such; only admitted ones are executions.
       if (claims !== undefined) {
         await this.#audit.append({
-          kind: AuditKind.TOOL_EXECUTION,
+          kind: this.#executionKind,
           principal: claims.sub,
           action: claims.action,
           resource: claims.tool,

@@ -1,0 +1,64 @@
+import { AuditKind } from "../../schemas/audit.ts";
+import { AgentTaskContract } from "../../schemas/contracts.ts";
+import { agentTasksSubject, Buckets, LLM_AGENT } from "../../schemas/subjects.ts";
+import { AuditLog } from "../kit/audit-chain.ts";
+import { GrantCheck } from "../kit/grant-check.ts";
+import {
+  connectNats,
+  createLogger,
+  openBucket,
+  runUntilSignalled,
+  serve,
+  startObservability,
+} from "../kit/index.ts";
+import { readLlmAgentConfig } from "./config.ts";
+import { createLocalModel } from "./local-model.ts";
+import { createOpenAiAdapter } from "./openai-adapter.ts";
+import { handleSamplingTask } from "./sampling-task.ts";
+
+const SERVICE = "llm-agent";
+const config = readLlmAgentConfig();
+const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: config.LOG_FORMAT });
+
+await runUntilSignalled(log, async () => {
+  const observability = await startObservability({ service: SERVICE, config, log });
+  const model =
+    config.LOOM_LLM_BASE_URL === undefined
+      ? createLocalModel()
+      : createOpenAiAdapter({
+          baseUrl: config.LOOM_LLM_BASE_URL,
+          apiKey: config.LOOM_LLM_API_KEY,
+          model: config.LOOM_LLM_MODEL,
+          timeoutMs: config.LOOM_LLM_TIMEOUT,
+        });
+  const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
+  await observability.connected({ nc, streams: [], buckets: [Buckets.GRANT_KEYS] });
+  const grants = new GrantCheck({
+    keys: await openBucket(nc, Buckets.GRANT_KEYS),
+    audit: new AuditLog(nc, SERVICE),
+    log,
+    executionKind: AuditKind.LLM_ANSWER,
+  });
+  const subject = agentTasksSubject(LLM_AGENT);
+  const service = serve(nc, {
+    subject,
+    queue: LLM_AGENT,
+    contract: AgentTaskContract,
+    log,
+    handle: (message) =>
+      grants.audited(message, () =>
+        handleSamplingTask({ model, grants, log }, message, AbortSignal.timeout(config.LOOM_LLM_TIMEOUT)),
+      ),
+  });
+  log.info(
+    { subject, model: model.name, provider: config.LOOM_LLM_BASE_URL ?? "local" },
+    "serving sampling requests",
+  );
+  return {
+    async close() {
+      await service.stop();
+      await observability.close();
+      await nc.drain();
+    },
+  };
+});

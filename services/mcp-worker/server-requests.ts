@@ -1,0 +1,78 @@
+import type {
+  CreateMessageRequest,
+  CreateMessageResult,
+  ElicitRequest,
+  ElicitResult,
+} from "@modelcontextprotocol/sdk/types.js";
+import { McpError, ErrorCode as McpErrorCode } from "@modelcontextprotocol/sdk/types.js";
+import type { Context } from "@opentelemetry/api";
+import type { PausableDeadline } from "../kit/pausable-deadline.ts";
+
+/** The tool call a server's own request (sampling, elicitation) is answered on behalf of. */
+export interface CallOrigin {
+  server: string;
+  /** The A2A task of the call (`<runId>:<stepId>:<attempt>` for a workflow step). */
+  taskId: string | undefined;
+  runId: string | undefined;
+  stepId: string | undefined;
+  /** The run token the task came with. Policy decides for its principal; no MCP server ever sees it. */
+  authorization: string | undefined;
+  /** The call's own timeout, paused while a person answers a question the server asked. */
+  clock: PausableDeadline;
+  /** Aborts when the call ends, times out or is canceled. */
+  signal: AbortSignal;
+  /** The call's trace context: what is done for the server's request joins the run's trace. */
+  traceContext: Context;
+}
+
+/** What the worker does with requests a server sends it during a tool call; wired in main.ts. */
+export interface ServerRequestHandlers {
+  onSampling(params: CreateMessageRequest["params"], origin: CallOrigin): Promise<CreateMessageResult>;
+  onElicitation(params: ElicitRequest["params"], origin: CallOrigin): Promise<ElicitResult>;
+  /** The most a call may take beyond its own timeout, in all, while people answer its questions. */
+  elicitationTimeoutMs: number;
+}
+
+/**
+ * Tool calls in flight on one connection. MCP ties a server's request to the call that caused it
+ * only on the wire of Streamable HTTP (the SSE stream of that POST), and the SDK passes no related
+ * request id to a client's handlers; over stdio nothing ties them at all. So the rule is: a
+ * server's request is answered for the one tool call in flight on its connection. With none, or
+ * with several (whose principals and runs may differ), it is refused with an MCP error rather
+ * than answered on behalf of a guess.
+ *
+ * A call of a task that starts while an earlier call of the same task is still in flight means
+ * the step was taken over (its orchestrator or worker died, its claim lapsed): the earlier call is
+ * abandoned, so that it neither holds the server's questions nor makes the new call ambiguous.
+ */
+export class CallsInFlight {
+  readonly #calls = new Map<CallOrigin, () => void>();
+
+  /** Runs `work` as the call `origin`; `abandon` aborts it when a newer call of its task starts. */
+  async during<T>(origin: CallOrigin, abandon: () => void, work: () => Promise<T>): Promise<T> {
+    for (const [earlier, abandonEarlier] of this.#calls) {
+      if (origin.taskId !== undefined && earlier.taskId === origin.taskId) {
+        this.#calls.delete(earlier);
+        abandonEarlier();
+      }
+    }
+    this.#calls.set(origin, abandon);
+    try {
+      return await work();
+    } finally {
+      this.#calls.delete(origin);
+    }
+  }
+
+  /** The call a server's `method` request belongs to, by the rule above. */
+  originOf(server: string, method: string): CallOrigin {
+    const [only, ...others] = this.#calls.keys();
+    if (only !== undefined && others.length === 0) return only;
+    throw new McpError(
+      McpErrorCode.InvalidRequest,
+      only === undefined
+        ? `Loom answers ${method} only during a tool call, and no call to "${server}" is in flight`
+        : `Loom cannot tell which of ${this.#calls.size} tool calls in flight on "${server}" sent ${method}; it answers only when one call is in flight`,
+    );
+  }
+}

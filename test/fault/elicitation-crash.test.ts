@@ -1,0 +1,106 @@
+import { once } from "node:events";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import type { RunEvent } from "../../schemas/run.ts";
+import { followRun, lastEventSequence, watchRun } from "../../services/kit/run-watch.ts";
+import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+
+const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+const SERVERS = `
+servers:
+  - name: everything
+    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
+    timeout: 3s
+    governance: { owner: mcp-reference, data_classification: public, access_level: read }
+`;
+const POLICY = `
+version: "test"
+rules:
+  - { name: testers-start, effect: allow, roles: [tester], actions: [workflow.start], workflows: ["*"] }
+  - { name: testers-use-everything, effect: allow, roles: [tester], actions: [tools.call], tools: ["everything.*"] }
+  - { name: testers-answer, effect: allow, roles: [tester], actions: [runs.approve], workflows: ["*"] }
+`;
+const ELICIT = `
+id: elicit-demo
+steps:
+  - id: form
+    call: everything.trigger-elicitation-request
+`;
+
+/** Follows a run from `afterSequence` until it asks for input (or ends); the event that stopped it. */
+async function nextQuestion(loom: Loom, runId: string, afterSequence?: number): Promise<RunEvent> {
+  let last: RunEvent | undefined;
+  for await (const event of followRun(jetstream(loom.nc), runId, {
+    stopAt: (state) => state === TaskState.INPUT_REQUIRED || TERMINAL_STATES.has(state),
+    ...(afterSequence === undefined ? {} : { afterSequence }),
+  })) {
+    last = event;
+  }
+  if (last === undefined) throw new Error(`run ${runId} told nothing`);
+  return last;
+}
+
+describe("fault - an MCP server's open question when the orchestrator dies", () => {
+  let loom: Loom;
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "loom-elicit-crash-"));
+    await writeFile(join(dir, "servers.yaml"), SERVERS);
+    await mkdir(join(dir, "policies"));
+    await writeFile(join(dir, "policies", "test.yaml"), POLICY);
+    await writeFile(join(dir, "elicit.yaml"), ELICIT);
+    loom = await startLoom({
+      env: { LOOM_MCP_SERVERS: join(dir, "servers.yaml"), LOOM_POLICY_DIR: join(dir, "policies") },
+      tools: ["everything.trigger-elicitation-request"],
+    });
+  });
+  afterAll(async () => {
+    await loom?.[Symbol.asyncDispose]();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("fault - after a SIGKILL the run takes the step over, the server asks again, and the answer completes it", async () => {
+    const token = tokenFor("tess", "tester");
+    const submitted = await loom.cli(["submit", join(dir, "elicit.yaml"), "--json"], { token });
+    const { runId } = JSON.parse(submitted.stdout) as { runId: string };
+    const first = await nextQuestion(loom, runId);
+    expect("statusUpdate" in first && first.statusUpdate.status.state).toBe(TaskState.INPUT_REQUIRED);
+    const asked = await lastEventSequence(await jetstreamManager(loom.nc), runId);
+
+    for (const service of loom.stack.services.filter((candidate) => candidate.name === "orchestrator")) {
+      const exited = once(service.process, "exit");
+      service.process.kill("SIGKILL");
+      await exited;
+    }
+    await loom.stack.restart("orchestrator");
+    // Still waiting for a person: the question is in the run's snapshot.
+    expect(JSON.parse((await loom.cli(["runs", "get", runId, "--json"])).stdout).state).toBe(
+      "input-required",
+    );
+
+    // The new owner dispatches the step again; once the first call's claim lapses the tool is
+    // called again, and its server asks again.
+    const again = await nextQuestion(loom, runId, asked);
+    expect(again).toMatchObject({
+      statusUpdate: {
+        status: { state: TaskState.INPUT_REQUIRED },
+        metadata: { stepId: "form", elicitation: { server: "everything" } },
+      },
+    });
+
+    const answered = await loom.cli(["runs", "input", runId, "--data", '{"name":"Grace Hopper"}'], { token });
+    expect(answered.stderr).toBe("");
+    const result = await watchRun(
+      jetstream(loom.nc),
+      runId,
+      () => {},
+      () => {},
+    );
+    expect(result.state).toBe(TaskState.COMPLETED);
+    expect(result.output).toContain("- Name: Grace Hopper");
+  });
+});
