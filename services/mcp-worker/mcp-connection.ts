@@ -212,16 +212,14 @@ export class McpConnection {
             new McpError(McpErrorCode.ConnectionClosed, "a newer call of the same task took this one over"),
           ),
         () =>
-          this.#observed(observer, (progressMeta) =>
-            client.request(
-              {
-                method: "tools/call",
-                params: { name, arguments: args, _meta: { ...meta, ...progressMeta } },
-              },
-              CallToolResultSchema,
-              { timeout: timeoutMs + handlers.elicitationTimeoutMs, signal: callSignal },
-            ),
-          ),
+          this.#observed(observer, (progressMeta) => {
+            const params = { name, arguments: args, _meta: { ...meta, ...progressMeta } };
+            const options = { timeout: timeoutMs + handlers.elicitationTimeoutMs, signal: callSignal };
+            // A task-required tool runs as a task here too (a server may ask while it runs).
+            return this.#tools.get(name)?.execution?.taskSupport === "required"
+              ? callAsTask(client, params, options)
+              : client.request({ method: "tools/call", params }, CallToolResultSchema, options);
+          }),
       );
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
