@@ -102,7 +102,7 @@ describe("e2e - third-party MCP servers behind the worker, through the MCP gatew
       if (!qualified.startsWith(`${server}.`) || !gatewayTools.includes(qualified)) continue;
       const id = stepIdFor(qualified.slice(server.length + 1));
       run.values[id] = await callTool(client, qualified, call.with, run);
-      run.outcomes.set(id, call);
+      run.outcomes.set(id, call.gateway ?? call);
       run.called.push(qualified);
     }
     for (const entry of peerReadsAndPrompts()[server]) {

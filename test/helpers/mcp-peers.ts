@@ -35,8 +35,11 @@ export type Outcome =
   | { expect: (value: unknown) => void }
   | { fails: { code: ErrorCode; message: RegExp; why: string } };
 
-/** A tool call: its arguments and its outcome. */
-export type PeerCall = { with: Record<string, unknown> } & Outcome;
+/**
+ * A tool call: its arguments and its outcome; `gateway`, where a call through the MCP gateway
+ * ends otherwise than through a workflow (and the `why` of its failure says so).
+ */
+export type PeerCall = { with: Record<string, unknown>; gateway?: Outcome } & Outcome;
 
 /**
  * A resource read or a prompt, and its outcome, in terms a workflow step and an MCP client both
@@ -178,6 +181,30 @@ export function peerCalls(sandbox: PeerSandbox): Record<string, PeerCall> {
       with: { duration: 1, steps: 2 },
       expect: (value) =>
         expect(value).toBe("Long running operation completed. Duration: 1 seconds, Steps: 2."),
+    },
+    "everything.trigger-sampling-request": {
+      // The server samples Loom's model: the llm agent's deterministic local model, policy permitting.
+      with: { prompt: "what is loom?", maxTokens: 50 },
+      expect: (value) => {
+        expect(text(value)).toMatch(/^LLM sampling result: /);
+        expect(text(value)).toContain('"model": "loom-local-echo"');
+        expect(text(value)).toContain(
+          "loom-local-echo: Resource trigger-sampling-request context: what is loom?",
+        );
+      },
+    },
+    "everything.trigger-elicitation-request": {
+      // The run asks for input; no one answers within LOOM_ELICITATION_TIMEOUT_MS, so Loom tells
+      // the server the dialog was cancelled, and the tool says so.
+      with: {},
+      expect: (value) => expect(text(value)).toMatch(/^⚠️ User cancelled the elicitation dialog\./),
+      gateway: {
+        fails: {
+          code: ErrorCode.TOOL_ERROR,
+          message: /Loom could not ask for input: RUN_NOT_FOUND: no run with id mcp-/,
+          why: "the gateway does not relay a server's elicitation to its client: the worker asks for a run",
+        },
+      },
     },
     "everything.simulate-research-query": {
       // The tool runs only as an MCP task: created, polled and its result fetched by the worker.

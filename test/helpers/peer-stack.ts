@@ -53,6 +53,11 @@ rules:
     roles: [${PEER_TESTER_ROLE}]
     actions: [tools.call, resources.read, prompts.get]
     tools: ["everything.*", "filesystem.*", "memory.*"]
+  - name: peer-testers-let-everything-sample
+    effect: allow
+    roles: [${PEER_TESTER_ROLE}]
+    actions: [llm.sample]
+    tools: [everything]
   - name: ${OUTSIDERS_RULE}
     effect: deny
     roles: [${OUTSIDER_ROLE}]
@@ -95,7 +100,13 @@ export async function startPeerStack(env: Record<string, string> = {}): Promise<
     await mkdir(join(dir, "policies"));
     await writeFile(join(dir, "policies", "peers.yaml"), POLICY);
     loom = await startLoom({
-      env: { LOOM_MCP_SERVERS: join(dir, "servers.yaml"), LOOM_POLICY_DIR: join(dir, "policies"), ...env },
+      env: {
+        LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
+        LOOM_POLICY_DIR: join(dir, "policies"),
+        // No one answers server-everything's elicitation in these tests: Loom tells it "cancel".
+        LOOM_ELICITATION_TIMEOUT_MS: "3000",
+        ...env,
+      },
       tools: ["everything.echo", "filesystem.write_file", "memory.create_entities"],
     });
     const started = loom;
