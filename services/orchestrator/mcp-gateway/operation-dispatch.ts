@@ -45,8 +45,8 @@ export interface GatewayOperation {
 /**
  * Runs one gateway operation as a workflow step runs: a policy decision on the caller's token, a
  * signed grant, an A2A task to the mcp-worker (which checks the grant, masks and audits), all in
- * one trace. The caller's token goes to acp-policy, directly and through the worker (a server's
- * sampling request is decided for the caller); the MCP server never sees it. Calls are filed under the run `mcp-<session>` so the audit trail shows which session made
+ * one trace. The caller's token goes to acp-policy only; the worker and the MCP server never see
+ * it. Calls are filed under the run `mcp-<session>` so the audit trail shows which session made
  * them. Notifications the server sends while working reach `onNotification`.
  */
 export async function dispatchOperation(
@@ -111,12 +111,8 @@ export async function dispatchOperation(
           },
           {
             timeoutMs: options.callTimeoutMs + REPLY_MARGIN_MS,
-            headers: {
-              [Headers.MSG_ID]: taskId,
-              // As for a workflow step: the worker acts on the grant alone and presents the token
-              // only to acp-policy, to ask for a server's sampling request on the caller's behalf.
-              [Headers.AUTHORIZATION]: call.authorization,
-            },
+            // No Authorization header: the grant is the worker's only credential.
+            headers: { [Headers.MSG_ID]: taskId },
           },
         );
       } finally {
