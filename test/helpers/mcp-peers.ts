@@ -192,6 +192,13 @@ export function peerCalls(sandbox: PeerSandbox): Record<string, PeerCall> {
           "loom-local-echo: Resource trigger-sampling-request context: what is loom?",
         );
       },
+      gateway: {
+        fails: {
+          code: ErrorCode.TOOL_ERROR,
+          message: /policy denied sampling through everything \(rule unauthenticated\)/,
+          why: "the gateway neither relays sampling to its client nor gives the worker a token to sample for",
+        },
+      },
     },
     "everything.trigger-elicitation-request": {
       // The run asks for input; no one answers within LOOM_ELICITATION_TIMEOUT_MS, so Loom tells
