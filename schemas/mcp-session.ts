@@ -24,6 +24,11 @@ export const McpSessionSchema = z.object({
   protocolVersion: z.string().min(1),
   clientInfo: z.looseObject({ name: z.string(), version: z.string() }).optional(),
   clientCapabilities: z.record(z.string(), z.unknown()),
+  /**
+   * Resources tools returned links to in this session, each with the server it came from: a client
+   * may read a link at once, and a server need not list what it links to (MCP says so).
+   */
+  links: z.record(z.string(), z.string()).optional(),
   /** Set by the client's `logging/setLevel`: less severe log notifications are not relayed. */
   logLevel: z.enum(MCP_LOG_LEVELS).optional(),
   createdAt: z.iso.datetime(),

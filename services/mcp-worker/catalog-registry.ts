@@ -8,7 +8,7 @@ import {
   type McpCatalogEntry,
   McpCatalogEntrySchema,
 } from "../../schemas/mcp-catalog.ts";
-import { encodePayload } from "../kit/index.ts";
+import { encodePayload, type Logger } from "../kit/index.ts";
 import type { McpConnection } from "./mcp-connection.ts";
 
 /** Pages read from one list before giving up on a server that keeps handing out cursors. */
@@ -28,6 +28,27 @@ export async function recordCatalog(
   const entry = catalogEntry(config, listed);
   await kv.put(config.name, encodePayload(McpCatalogEntrySchema, entry, "MCP catalog entry"));
   return entry;
+}
+
+/**
+ * Records the catalog again whenever the server says its resources or prompts changed (a tool
+ * that makes a resource returns a link to it: the gateway must know whose it is to read it), as
+ * `recordOnListChanged` does for tools, whose recording includes the catalog.
+ */
+export function recordCatalogOnListChanged(
+  kv: KV,
+  connection: Pick<McpConnection, "config" | "withClient" | "onListChanged">,
+  log: Logger,
+): void {
+  connection.onListChanged((kind) => {
+    if (kind === "tools") return;
+    recordCatalog(kv, connection).then(
+      () =>
+        log.info({ mcp_server: connection.config.name, list: kind }, "list changed; loom_catalog updated"),
+      (error: unknown) =>
+        log.error({ err: error, mcp_server: connection.config.name }, "cannot record the changed catalog"),
+    );
+  });
 }
 
 interface Listed {

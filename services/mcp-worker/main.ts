@@ -18,7 +18,7 @@ import {
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
 import { CallRecords } from "./call-records.ts";
-import { recordCatalog } from "./catalog-registry.ts";
+import { recordCatalog, recordCatalogOnListChanged } from "./catalog-registry.ts";
 import { relayElicitationToClient, relaySamplingToClient } from "./client-relay.ts";
 import { readSecret, readWorkerConfig } from "./config.ts";
 import { createConnections } from "./connections.ts";
@@ -108,6 +108,7 @@ await runUntilSignalled(log, async () => {
         await recordCatalog(catalogKv, connection);
       };
       recordOnListChanged(connection, record, log);
+      recordCatalogOnListChanged(catalogKv, connection, log);
       return registerUntilReachable(connection, record, log);
     }),
   );

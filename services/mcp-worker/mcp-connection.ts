@@ -212,16 +212,14 @@ export class McpConnection {
             new McpError(McpErrorCode.ConnectionClosed, "a newer call of the same task took this one over"),
           ),
         () =>
-          this.#observed(observer, (progressMeta) =>
-            client.request(
-              {
-                method: "tools/call",
-                params: { name, arguments: args, _meta: { ...meta, ...progressMeta } },
-              },
-              CallToolResultSchema,
-              { timeout: timeoutMs + handlers.elicitationTimeoutMs, signal: callSignal },
-            ),
-          ),
+          this.#observed(observer, (progressMeta) => {
+            const params = { name, arguments: args, _meta: { ...meta, ...progressMeta } };
+            const options = { timeout: timeoutMs + handlers.elicitationTimeoutMs, signal: callSignal };
+            // A task-required tool runs as a task here too (a server may ask while it runs).
+            return this.#tools.get(name)?.execution?.taskSupport === "required"
+              ? callAsTask(client, params, options)
+              : client.request({ method: "tools/call", params }, CallToolResultSchema, options);
+          }),
       );
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
@@ -242,7 +240,7 @@ export class McpConnection {
         client.readResource({ uri, _meta: progressMeta }, requestOptions(timeoutMs, signal)),
       );
     } catch (error) {
-      throw this.#toLoomError(error, uri, timeoutMs);
+      throw this.#toLoomError(error, uri, timeoutMs, "read");
     }
   }
 
@@ -477,7 +475,13 @@ export class McpConnection {
     return stdio;
   }
 
-  #toLoomError(error: unknown, tool: string, timeoutMs: number): LoomError {
+  /** `operation` is what `tool` names: a tool or prompt called with arguments, or a resource read. */
+  #toLoomError(
+    error: unknown,
+    tool: string,
+    timeoutMs: number,
+    operation: "call" | "read" = "call",
+  ): LoomError {
     const qualified = `${this.config.name}.${tool}`;
     if (error instanceof McpError && error.code === McpErrorCode.RequestTimeout) {
       return new LoomError(ErrorCode.TOOL_TIMEOUT, `${qualified} did not answer within ${timeoutMs} ms`, {
@@ -493,20 +497,43 @@ export class McpConnection {
         },
       );
     }
+    if (
+      operation === "read" &&
+      error instanceof McpError &&
+      (error.code === McpErrorCode.InvalidParams || error.code === RESOURCE_NOT_FOUND)
+    ) {
+      return new LoomError(
+        ErrorCode.INVALID_INPUT,
+        `${this.config.name} could not read ${tool}: ${upstreamMessage(error)}`,
+        { cause: error },
+      );
+    }
     if (error instanceof McpError && error.code === McpErrorCode.InvalidParams) {
-      return new LoomError(ErrorCode.INVALID_INPUT, `${qualified} refused its arguments: ${error.message}`, {
-        cause: error,
-      });
+      return new LoomError(
+        ErrorCode.INVALID_INPUT,
+        `${qualified} refused its arguments: ${upstreamMessage(error)}`,
+        {
+          cause: error,
+        },
+      );
     }
     if (error instanceof LoomError) return error;
-    return new LoomError(
-      ErrorCode.TOOL_ERROR,
-      `${qualified} failed: ${error instanceof Error ? error.message : String(error)}`,
-      {
-        cause: error,
-      },
-    );
+    return new LoomError(ErrorCode.TOOL_ERROR, `${qualified} failed: ${upstreamMessage(error)}`, {
+      cause: error,
+    });
   }
+}
+
+/** The MCP error code the specification gives an unknown resource (the SDK has no constant for it). */
+const RESOURCE_NOT_FOUND = -32002;
+
+/**
+ * What the server said: the SDK puts `MCP error <code>: ` before an McpError's message on the
+ * server and again on the client, which says nothing the typed error does not.
+ */
+function upstreamMessage(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return error instanceof McpError ? message.replace(/^(MCP error -?\d+: )+/, "") : message;
 }
 
 /**

@@ -1,14 +1,12 @@
-import { mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CliResult, type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type CliResult, tokenFor } from "../helpers/loom.ts";
 import {
   CARRY_ON,
   escapeAttempts,
   mismatches,
   type Outcome,
-  PEER_ENTRY,
   PEER_SERVERS,
   type PeerCall,
   type PeerSandbox,
@@ -16,54 +14,11 @@ import {
   peerCalls,
   peerReadsAndPrompts,
   stepIdFor,
+  workflowStepOf,
 } from "../helpers/mcp-peers.ts";
+import { PEER_TESTER_ROLE, type PeerStack, startPeerStack } from "../helpers/peer-stack.ts";
 
-const TOKEN = tokenFor("pat", "peer-tester");
-
-/** The smallest PNG there is (1x1, one transparent pixel). */
-const PNG = Buffer.from(
-  "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=",
-  "base64",
-);
-
-function serversYaml(sandbox: PeerSandbox): string {
-  const governance = (classification: string, access: string) =>
-    `{ owner: mcp-reference, data_classification: ${classification}, access_level: ${access} }`;
-  return `
-servers:
-  - name: everything
-    transport:
-      type: stdio
-      command: node
-      args: ["${PEER_ENTRY.everything}", stdio]
-      env: { ${sandbox.envMarker.name}: "${sandbox.envMarker.value}" }
-    timeout: 15s
-    governance: ${governance("public", "read")}
-  - name: filesystem
-    transport: { type: stdio, command: node, args: ["${PEER_ENTRY.filesystem}", "${sandbox.root}"] }
-    timeout: 10s
-    governance: ${governance("internal", "write")}
-  - name: memory
-    transport:
-      type: stdio
-      command: node
-      args: ["${PEER_ENTRY.memory}"]
-      env: { MEMORY_FILE_PATH: "${sandbox.memoryFile}" }
-    timeout: 10s
-    governance: ${governance("internal", "write")}
-`;
-}
-
-const POLICY = `
-version: "peers"
-rules:
-  - { name: peer-testers-start, effect: allow, roles: [peer-tester], actions: [workflow.start], workflows: ["*"] }
-  - name: peer-testers-use-peers
-    effect: allow
-    roles: [peer-tester]
-    actions: [tools.call, resources.read, prompts.get]
-    tools: ["everything.*", "filesystem.*", "memory.*"]
-`;
+const TOKEN = tokenFor("pat", PEER_TESTER_ROLE);
 
 interface RunSummary {
   state: string;
@@ -80,28 +35,8 @@ interface PeerRun {
   result: Promise<CliResult>;
 }
 
-/**
- * `loom tools list --json` once it stops changing: the worker records a server's tools one by one,
- * and the stack counts as ready when the first is there.
- */
-async function settledToolList(loom: Loom): Promise<Array<{ server: string; name: string }>> {
-  let previous = "";
-  for (;;) {
-    const { stdout, stderr, code } = await loom.cli(["tools", "list", "--json"]);
-    if (code !== 0) throw new Error(`loom tools list failed: ${stderr}`);
-    const names = JSON.stringify(
-      (JSON.parse(stdout) as Array<{ server: string; name: string }>).map(({ server, name }) => ({
-        server,
-        name,
-      })),
-    );
-    if (names === previous) return JSON.parse(names);
-    previous = names;
-  }
-}
-
 describe("e2e - third-party MCP servers behind the worker, through workflows", () => {
-  let loom: Loom;
+  let stack: PeerStack;
   let dir: string;
   let sandbox: PeerSandbox;
   let listed: Array<{ server: string; name: string }>;
@@ -112,7 +47,7 @@ describe("e2e - third-party MCP servers behind the worker, through workflows", (
   async function submit(id: string, steps: Array<Record<string, unknown>>): Promise<CliResult> {
     const file = join(dir, `${id}.json`);
     await writeFile(file, JSON.stringify({ id, steps, output: "{% $steps %}" }));
-    return loom.cli(["submit", file, "--watch", "--json"], { token: TOKEN, timeoutMs: 60_000 });
+    return stack.loom.cli(["submit", file, "--watch", "--json"], { token: TOKEN, timeoutMs: 60_000 });
   }
 
   function startPeerRun(server: PeerServer): PeerRun {
@@ -128,9 +63,9 @@ describe("e2e - third-party MCP servers behind the worker, through workflows", (
       outcomes.set(id, call);
       called.push(qualified);
     }
-    for (const { step, ...outcome } of peerReadsAndPrompts()[server]) {
-      steps.push({ ...step, ...CARRY_ON });
-      outcomes.set(step.id, outcome as Outcome);
+    for (const entry of peerReadsAndPrompts()[server]) {
+      steps.push({ ...workflowStepOf(entry), ...CARRY_ON });
+      outcomes.set(entry.id, entry);
     }
     return { called, outcomes, result: submit(`peers-${server}`, steps) };
   }
@@ -153,28 +88,8 @@ describe("e2e - third-party MCP servers behind the worker, through workflows", (
   }
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "loom-peers-"));
-    // Real paths: server-filesystem compares resolved paths, and tmpdir may sit behind a symlink.
-    const root = await realpath(await mkdtemp(join(tmpdir(), "loom-peers-root-")));
-    const outside = await realpath(await mkdtemp(join(tmpdir(), "loom-peers-outside-")));
-    sandbox = {
-      root,
-      outside,
-      memoryFile: join(dir, "memory.jsonl"),
-      png: PNG,
-      envMarker: { name: "PEERS_MARKER", value: "set-by-config" },
-    };
-    await writeFile(join(root, "seed.txt"), "seeded by the test\n");
-    await writeFile(join(root, "pixel.png"), PNG);
-    await symlink(outside, join(root, "escape-hatch"));
-    await writeFile(join(dir, "servers.yaml"), serversYaml(sandbox));
-    await mkdir(join(dir, "policies"));
-    await writeFile(join(dir, "policies", "peers.yaml"), POLICY);
-    loom = await startLoom({
-      env: { LOOM_MCP_SERVERS: join(dir, "servers.yaml"), LOOM_POLICY_DIR: join(dir, "policies") },
-      tools: ["everything.echo", "filesystem.write_file", "memory.create_entities"],
-    });
-    listed = await settledToolList(loom);
+    stack = await startPeerStack();
+    ({ dir, sandbox, listed } = stack);
     calls = peerCalls(sandbox);
     // All runs at once: one stack, few workflows, many steps each.
     for (const server of PEER_SERVERS) runs.set(server, startPeerRun(server));
@@ -183,10 +98,7 @@ describe("e2e - third-party MCP servers behind the worker, through workflows", (
 
   afterAll(async () => {
     await Promise.allSettled([...runs.values()].map((run) => run.result));
-    await loom?.[Symbol.asyncDispose]();
-    for (const path of [dir, sandbox?.root, sandbox?.outside]) {
-      if (path !== undefined) await rm(path, { recursive: true, force: true });
-    }
+    await stack?.[Symbol.asyncDispose]();
   });
 
   it("mcp peers - every tool each peer lists has arguments and an expected outcome here", () => {

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { DEFAULT_INHERITED_ENV_VARS } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { CallToolResultSchema, McpError, type ReadResourceResult } from "@modelcontextprotocol/sdk/types.js";
 import { expect } from "vitest";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { REPO_ROOT } from "./loom.ts";
@@ -34,11 +35,21 @@ export type Outcome =
   | { expect: (value: unknown) => void }
   | { fails: { code: ErrorCode; message: RegExp; why: string } };
 
-/** A tool call: arguments (strings may be `{% %}` over earlier steps) and its outcome. */
-export type PeerCall = { with: Record<string, unknown> } & Outcome;
+/**
+ * A tool call: its arguments and its outcome; `gateway`, where a call through the MCP gateway
+ * ends otherwise than through a workflow (and the `why` of its failure says so).
+ */
+export type PeerCall = { with: Record<string, unknown>; gateway?: Outcome } & Outcome;
 
-/** A workflow step that is not a tool call (a `read` or a `prompt`), and its outcome. */
-export type PeerStep = { step: { id: string } & Record<string, unknown> } & Outcome;
+/**
+ * A resource read or a prompt, and its outcome, in terms a workflow step and an MCP client both
+ * ask for. A read's `uri` may instead be `{ linkFrom }`: the resource link an earlier tool returned.
+ */
+export type PeerRead = { id: string } & (
+  | { read: { server: PeerServer; uri: string | { linkFrom: string } } }
+  | { prompt: string; with?: Record<string, string> }
+) &
+  Outcome;
 
 const PAYLOAD = "hello from a Loom workflow";
 
@@ -64,11 +75,27 @@ function text(value: unknown): string {
   throw new Error(`expected text, got ${JSON.stringify(value)}`);
 }
 
-/** The bytes of a file part (a blob resource or embedded resource) in a step's value. */
+/**
+ * The bytes of the first blob in a value: a workflow's file part (`raw`) or an MCP client's blob
+ * resource contents (`blob`).
+ */
 function rawBytes(value: unknown): Buffer {
-  const part = (value as Array<{ raw?: unknown }>)[0];
-  if (typeof part?.raw !== "string") throw new Error(`expected a file part, got ${JSON.stringify(value)}`);
-  return Buffer.from(part.raw, "base64");
+  const part = (value as Array<{ raw?: unknown; blob?: unknown }>)[0];
+  const base64 = part?.raw ?? part?.blob;
+  if (typeof base64 !== "string") throw new Error(`expected a blob, got ${JSON.stringify(value)}`);
+  return Buffer.from(base64, "base64");
+}
+
+/**
+ * The resource links in a value with no text: a workflow's URL parts (`url`) or an MCP client's
+ * `resource_link` content blocks (`uri`).
+ */
+export function linkUris(value: unknown): string[] {
+  if (!Array.isArray(value)) throw new Error(`expected resource links, got ${JSON.stringify(value)}`);
+  return value.flatMap((part: { url?: unknown; type?: unknown; uri?: unknown }) => {
+    if (typeof part.url === "string") return [part.url];
+    return part.type === "resource_link" && typeof part.uri === "string" ? [part.uri] : [];
+  });
 }
 
 interface Graph {
@@ -140,8 +167,7 @@ export function peerCalls(sandbox: PeerSandbox): Record<string, PeerCall> {
         data: `data:text/plain;base64,${Buffer.from(PAYLOAD).toString("base64")}`,
         outputType: "resourceLink",
       },
-      expect: (value) =>
-        expect(value).toEqual([expect.objectContaining({ url: "demo://resource/session/greeting.txt.gz" })]),
+      expect: (value) => expect(linkUris(value)).toEqual(["demo://resource/session/greeting.txt.gz"]),
     },
     "everything.toggle-simulated-logging": {
       with: {},
@@ -155,6 +181,37 @@ export function peerCalls(sandbox: PeerSandbox): Record<string, PeerCall> {
       with: { duration: 1, steps: 2 },
       expect: (value) =>
         expect(value).toBe("Long running operation completed. Duration: 1 seconds, Steps: 2."),
+    },
+    "everything.trigger-sampling-request": {
+      // The server samples Loom's model: the llm agent's deterministic local model, policy permitting.
+      with: { prompt: "what is loom?", maxTokens: 50 },
+      expect: (value) => {
+        expect(text(value)).toMatch(/^LLM sampling result: /);
+        expect(text(value)).toContain('"model": "loom-local-echo"');
+        expect(text(value)).toContain(
+          "loom-local-echo: Resource trigger-sampling-request context: what is loom?",
+        );
+      },
+      gateway: {
+        fails: {
+          code: ErrorCode.TOOL_ERROR,
+          message: /policy denied sampling through everything \(rule unauthenticated\)/,
+          why: "the gateway neither relays sampling to its client nor gives the worker a token to sample for",
+        },
+      },
+    },
+    "everything.trigger-elicitation-request": {
+      // The run asks for input; no one answers within LOOM_ELICITATION_TIMEOUT_MS, so Loom tells
+      // the server the dialog was cancelled, and the tool says so.
+      with: {},
+      expect: (value) => expect(text(value)).toMatch(/^⚠️ User cancelled the elicitation dialog\./),
+      gateway: {
+        fails: {
+          code: ErrorCode.TOOL_ERROR,
+          message: /Loom could not ask for input: RUN_NOT_FOUND: no run with id mcp-/,
+          why: "the gateway does not relay a server's elicitation to its client: the worker asks for a run",
+        },
+      },
     },
     "everything.simulate-research-query": {
       // The tool runs only as an MCP task: created, polled and its result fetched by the worker.
@@ -312,72 +369,68 @@ const firstMessageText = (value: unknown): unknown =>
   (value as { messages: Array<{ content: { text?: string } }> }).messages[0]?.content.text;
 
 /** Resources and prompts of each peer, read after its tool calls (so they may use their results). */
-export function peerReadsAndPrompts(): Record<PeerServer, PeerStep[]> {
+export function peerReadsAndPrompts(): Record<PeerServer, PeerRead[]> {
   return {
     everything: [
       // Each of its static documents, read through Loom, is the file it serves.
-      ...everythingDocuments().map(({ name, text: content }, index) => ({
-        step: {
+      ...everythingDocuments().map(
+        ({ name, text: content }, index): PeerRead => ({
           id: `read-document-${index}`,
           read: { server: "everything", uri: `demo://resource/static/document/${encodeURIComponent(name)}` },
-        },
-        expect: (value: unknown) => expect(value).toBe(content),
-      })),
+          expect: (value: unknown) => expect(value).toBe(content),
+        }),
+      ),
       {
-        step: {
-          id: "read-text-template",
-          read: { server: "everything", uri: "demo://resource/dynamic/text/7" },
-        },
+        id: "read-text-template",
+        read: { server: "everything", uri: "demo://resource/dynamic/text/7" },
         expect: (value) => expect(text(value)).toMatch(/^Resource 7: This is a plaintext resource/),
       },
       {
-        step: {
-          id: "read-blob-template",
-          read: { server: "everything", uri: "demo://resource/dynamic/blob/7" },
-        },
+        id: "read-blob-template",
+        read: { server: "everything", uri: "demo://resource/dynamic/blob/7" },
         expect: (value) =>
           expect(rawBytes(value).toString("utf8")).toMatch(/^Resource 7: This is a base64 blob/),
       },
       {
         // The session resource gzip-file-as-resource made: the link it returned, read back and unpacked.
-        step: {
-          id: "read-tool-made-resource",
-          read: { server: "everything", uri: "{% $steps.`gzip-file-as-resource`.url %}" },
-        },
+        id: "read-tool-made-resource",
+        read: { server: "everything", uri: { linkFrom: stepIdFor("gzip-file-as-resource") } },
         expect: (value) => expect(gunzipSync(rawBytes(value)).toString("utf8")).toBe(PAYLOAD),
       },
       {
-        step: { id: "read-unknown-resource", read: { server: "everything", uri: "demo://resource/nowhere" } },
-        // The SDK answers an unknown URI with InvalidParams, which the worker types as INVALID_INPUT.
+        id: "read-unknown-resource",
+        read: { server: "everything", uri: "demo://resource/nowhere" },
+        // The SDK answers an unknown URI with InvalidParams, which the worker types as INVALID_INPUT;
+        // the gateway, where no server lists or templates the URI, refuses it the same way. Either way
+        // the message is the server's, not wrapped in the SDK's `MCP error <code>:` prefixes.
         fails: {
           code: ErrorCode.INVALID_INPUT,
-          message: /Resource demo:\/\/resource\/nowhere not found/,
+          message: /^(?!.*MCP error).*Resource demo:\/\/resource\/nowhere not found/,
           why: "the server has no such resource",
         },
       },
       {
-        step: { id: "prompt-simple", prompt: "everything.simple-prompt" },
+        id: "prompt-simple",
+        prompt: "everything.simple-prompt",
         expect: (value) => expect(firstMessageText(value)).toBe("This is a simple prompt without arguments."),
       },
       {
-        step: { id: "prompt-args", prompt: "everything.args-prompt", with: { city: "Lisbon", state: "PT" } },
+        id: "prompt-args",
+        prompt: "everything.args-prompt",
+        with: { city: "Lisbon", state: "PT" },
         expect: (value) => expect(firstMessageText(value)).toBe("What's weather in Lisbon, PT?"),
       },
       {
-        step: {
-          id: "prompt-completable",
-          prompt: "everything.completable-prompt",
-          with: { department: "Engineering", name: "Alice" },
-        },
+        id: "prompt-completable",
+        prompt: "everything.completable-prompt",
+        with: { department: "Engineering", name: "Alice" },
         expect: (value) =>
           expect(firstMessageText(value)).toBe("Please promote Alice to the head of the Engineering team."),
       },
       {
-        step: {
-          id: "prompt-resource",
-          prompt: "everything.resource-prompt",
-          with: { resourceType: "Text", resourceId: "2" },
-        },
+        id: "prompt-resource",
+        prompt: "everything.resource-prompt",
+        with: { resourceType: "Text", resourceId: "2" },
         expect: (value) => {
           const messages = (
             value as { messages: Array<{ content: { resource?: { uri: string; text: string } } }> }
@@ -389,10 +442,12 @@ export function peerReadsAndPrompts(): Record<PeerServer, PeerStep[]> {
         },
       },
       {
-        step: { id: "prompt-missing-argument", prompt: "everything.args-prompt", with: { state: "PT" } },
+        id: "prompt-missing-argument",
+        prompt: "everything.args-prompt",
+        with: { state: "PT" },
         fails: {
           code: ErrorCode.INVALID_INPUT,
-          message: /everything\.args-prompt refused its arguments/,
+          message: /^everything\.args-prompt refused its arguments: (?!MCP error)/,
           why: "args-prompt requires city",
         },
       },
@@ -401,7 +456,8 @@ export function peerReadsAndPrompts(): Record<PeerServer, PeerStep[]> {
     memory: [
       {
         // After the deletions: what the tools left, as the server's one resource shows it.
-        step: { id: "read-knowledge-graph", read: "mcp://memory/knowledge-graph" },
+        id: "read-knowledge-graph",
+        read: { server: "memory", uri: "memory://knowledge-graph" },
         expect: (value) =>
           expect(value).toEqual({
             entities: [{ name: "Ada", entityType: "person", observations: ["wrote the first program"] }],
@@ -410,6 +466,19 @@ export function peerReadsAndPrompts(): Record<PeerServer, PeerStep[]> {
       },
     ],
   };
+}
+
+/** A read or prompt as a workflow step (`mcp://` and `{% %}` are the workflow's own ways to say it). */
+export function workflowStepOf(entry: PeerRead): { id: string } & Record<string, unknown> {
+  if ("prompt" in entry) {
+    return { id: entry.id, prompt: entry.prompt, ...(entry.with === undefined ? {} : { with: entry.with }) };
+  }
+  const { server, uri } = entry.read;
+  if (typeof uri !== "string")
+    return { id: entry.id, read: { server, uri: `{% $steps.\`${uri.linkFrom}\`.url %}` } };
+  const [scheme, path] = uri.split(/:\/\/(.*)/s);
+  // A server whose URI scheme is its name is read with the workflow's short form.
+  return { id: entry.id, read: scheme === server ? `mcp://${server}/${path}` : { server, uri } };
 }
 
 /** Tool calls that would leave server-filesystem's directory: each is refused, none writes. */
@@ -450,6 +519,52 @@ export function escapeAttempts(sandbox: PeerSandbox): Record<string, PeerCall & 
 /** A step id for a tool: the tool name made a slug. */
 export function stepIdFor(tool: string): string {
   return tool.replace(/[^a-z0-9_-]/gi, "_").slice(0, 64);
+}
+
+/**
+ * What an MCP client gets from the gateway, as the value a workflow step would hold in `$steps`
+ * (services/orchestrator/artifact-value.ts), so one table of outcomes judges both: structured
+ * content when there is some, else the text (parsed when it is JSON), else the blocks themselves;
+ * a failure is `{ error }`, Loom's typed error the gateway carries beside it.
+ */
+export function gatewayToolValue(answer: unknown): unknown {
+  const result = CallToolResultSchema.parse(answer);
+  if (result.isError === true) {
+    const text = result.content.map((block) => (block.type === "text" ? block.text : "")).join("\n");
+    return { error: result._meta?.["io.loom/error"] ?? { message: text } };
+  }
+  if (result.structuredContent !== undefined) return result.structuredContent;
+  return textValue(
+    result.content,
+    result.content.flatMap((block) => {
+      if (block.type === "text") return [block.text];
+      return block.type === "resource" && "text" in block.resource ? [block.resource.text] : [];
+    }),
+  );
+}
+
+/** A resources/read result as a workflow's `read` step holds it: see gatewayToolValue. */
+export function gatewayReadValue(result: ReadResourceResult): unknown {
+  return textValue(
+    result.contents,
+    result.contents.flatMap((contents) => ("text" in contents ? [contents.text] : [])),
+  );
+}
+
+/** A JSON-RPC error the gateway answered with, as a failed step holds it: Loom's error in `data`. */
+export function gatewayErrorValue(error: unknown): { error: unknown } {
+  if (error instanceof McpError) return { error: error.data ?? { message: error.message } };
+  throw error;
+}
+
+function textValue(parts: unknown[], texts: string[]): unknown {
+  if (texts.length === 0) return parts;
+  const joined = texts.join("\n");
+  try {
+    return JSON.parse(joined);
+  } catch {
+    return joined;
+  }
 }
 
 /**

@@ -147,7 +147,9 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
         // A server may ask the client to sample or to ask its user while it runs a tool.
         clientAnswers(deps.dispatch, caller, extra),
       );
-      return toolResultOf(task);
+      const result = toolResultOf(task);
+      await rememberLinks(deps, caller, tool.server, result);
+      return result;
     } catch (error) {
       // A tool that failed, refused arguments or was denied is a result the model can read.
       const wire = toWireError(error);
@@ -161,9 +163,8 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
 
   server.setRequestHandler(ReadResourceRequestSchema, async (request, extra) => {
     const { uri } = request.params;
-    const owner = deps.catalog.serverOfUri(uri);
-    if (owner === undefined)
-      throw new JsonRpcError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri });
+    const owner = deps.catalog.serverOfUri(uri) ?? caller.session.links?.[uri];
+    if (owner === undefined) throw resourceNotFound(uri);
     const task = await dispatch(
       {
         action: "resources.read",
@@ -228,6 +229,37 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
   return server;
 }
 
+/**
+ * Notes in the session which server the resources a tool linked to belong to, before the client
+ * sees the links: it may read one at once, before the server's list_changed reached the catalog,
+ * or one the server never lists. Only links the catalog cannot route are kept.
+ */
+async function rememberLinks(
+  deps: GatewayDependencies,
+  caller: CallerContext,
+  server: string,
+  result: CallToolResult,
+): Promise<void> {
+  const uris = result.content.flatMap((block) => {
+    if (block.type === "resource_link") return [block.uri];
+    return block.type === "resource" ? [block.resource.uri] : [];
+  });
+  const unrouted = uris.filter((uri) => deps.catalog.serverOfUri(uri) === undefined);
+  if (unrouted.length === 0) return;
+  try {
+    await deps.sessions.rememberLinks(
+      caller.session.id,
+      Object.fromEntries(unrouted.map((uri) => [uri, server])),
+    );
+  } catch (error) {
+    // The call itself succeeded: its result goes out, and a read of a link may then find no server.
+    deps.dispatch.log.warn(
+      { err: error, mcp_session: caller.session.id, mcp_server: server },
+      "resource links of a tool result not recorded in the session",
+    );
+  }
+}
+
 function promptTarget(catalog: FederatedCatalog, name: string): { server: string; upstream: string } {
   const prompt = catalog.findPrompt(name);
   if (prompt === undefined) throw new JsonRpcError(McpErrorCode.InvalidParams, `Unknown prompt: ${name}`);
@@ -236,8 +268,17 @@ function promptTarget(catalog: FederatedCatalog, name: string): { server: string
 
 function templateTarget(catalog: FederatedCatalog, uri: string): { server: string; upstream: string } {
   const server = catalog.serverOfTemplate(uri) ?? catalog.serverOfUri(uri);
-  if (server === undefined) throw new JsonRpcError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri });
+  if (server === undefined) throw resourceNotFound(uri);
   return { server, upstream: uri };
+}
+
+/**
+ * A URI no server lists or has a template for: the specification's code and `data.uri`, with
+ * Loom's typed error beside it as every other gateway error carries one.
+ */
+function resourceNotFound(uri: string): JsonRpcError {
+  const message = `Resource ${uri} not found: no server lists it or has a template it matches`;
+  return new JsonRpcError(RESOURCE_NOT_FOUND, message, { uri, code: ErrorCode.INVALID_INPUT, message });
 }
 
 /**

@@ -1,15 +1,24 @@
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { KV } from "@nats-io/kv";
+import { ErrorCode } from "../../../schemas/errors.ts";
 import { type McpLogLevel, type McpSession, McpSessionSchema } from "../../../schemas/mcp-session.ts";
-import { encodePayload, parsePayload } from "../../kit/index.ts";
+import { encodePayload, LoomError, parsePayload } from "../../kit/index.ts";
 
 /** A session seen within this long is not written again just to say so (the bucket TTL is far longer). */
 const TOUCH_EVERY_MS = 60_000;
+/** Links a session remembers (the latest); older ones are read only if a server lists them. */
+const MAX_LINKS = 256;
+/** Tries to change a record that other requests of the session write at the same time. */
+const UPDATE_ATTEMPTS = 10;
+/** Most a retry waits, at random, so writers that collided do not collide again in step. */
+const RETRY_JITTER_MS = 20;
 
 /**
  * Gateway sessions in KV `loom_mcp_sessions`. Nothing about a session lives in a replica's memory,
  * so a restarted or different replica serves it; the bucket's TTL forgets idle ones, and each use
- * rewrites the record now and then to keep it alive.
+ * rewrites the record now and then to keep it alive. Requests of one session may run at once, on
+ * any replica: every change is made to the record as KV holds it, compare-and-set, so none is lost.
  */
 export class SessionStore {
   readonly #kv: KV;
@@ -44,16 +53,46 @@ export class SessionStore {
   /** Records that the session is in use, at most once a minute. */
   async touch(session: McpSession): Promise<void> {
     if (Date.now() - Date.parse(session.lastSeenAt) < TOUCH_EVERY_MS) return;
-    const touched = { ...session, lastSeenAt: new Date().toISOString() };
-    await this.#kv.put(session.id, encodePayload(McpSessionSchema, touched, "MCP session"));
+    await this.#update(session.id, (current) => current);
   }
 
   async setLogLevel(session: McpSession, logLevel: McpLogLevel): Promise<void> {
-    const updated = { ...session, logLevel, lastSeenAt: new Date().toISOString() };
-    await this.#kv.put(session.id, encodePayload(McpSessionSchema, updated, "MCP session"));
+    await this.#update(session.id, (current) => ({ ...current, logLevel }));
+  }
+
+  /**
+   * Adds `links` (resource URI to the server whose tool returned it) to the session, so a read of
+   * one goes to that server.
+   */
+  async rememberLinks(id: string, links: Record<string, string>): Promise<void> {
+    await this.#update(id, (current) => ({
+      ...current,
+      links: Object.fromEntries(Object.entries({ ...current.links, ...links }).slice(-MAX_LINKS)),
+    }));
   }
 
   async delete(id: string): Promise<void> {
     await this.#kv.delete(id);
+  }
+
+  /** Writes `change` of the record KV holds now, marked as seen; a session that ended stays ended. */
+  async #update(id: string, change: (current: McpSession) => McpSession): Promise<void> {
+    for (let attempt = 0; attempt < UPDATE_ATTEMPTS; attempt++) {
+      const entry = await this.#kv.get(id);
+      if (entry === null || entry.operation !== "PUT") return;
+      const current = parsePayload(McpSessionSchema, entry.value, `MCP session ${id}`);
+      const changed = { ...change(current), lastSeenAt: new Date().toISOString() };
+      try {
+        await this.#kv.update(id, encodePayload(McpSessionSchema, changed, "MCP session"), entry.revision);
+        return;
+      } catch {
+        // Another request of this session wrote in between: read again and retry.
+        await sleep(Math.random() * RETRY_JITTER_MS);
+      }
+    }
+    throw new LoomError(
+      ErrorCode.INTERNAL,
+      `MCP session ${id} kept changing while this request wrote it; try again`,
+    );
   }
 }
