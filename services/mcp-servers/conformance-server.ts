@@ -150,7 +150,9 @@ const TOOLS: FixtureTool[] = [
             params: { progressToken, progress, total: 100, message: `step ${progress} of 100` },
           });
         }
-        if (progress < 100) await sleep(50);
+        // Also after the last one: the SDK client handles a notification a tick after it reads it but
+        // a response at once, so a result in the same read would drop the final progress.
+        await sleep(50);
       }
       return text("Tool with progress executed successfully");
     },
