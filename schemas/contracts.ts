@@ -1,7 +1,19 @@
 import type { z } from "zod";
 import { MessageSchema, TaskSchema } from "./a2a.ts";
 import { PolicyDecisionRequestSchema, PolicyDecisionSchema, PolicyExplanationSchema } from "./policy.ts";
+import {
+  AuthenticateReplySchema,
+  AuthenticateRequestSchema,
+  PermittedReplySchema,
+  PermittedRequestSchema,
+} from "./policy-gateway.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
+import {
+  FeedbackReplySchema,
+  FeedbackRequestSchema,
+  ToolStatsRequestSchema,
+  ToolStatsSchema,
+} from "./tool-calls.ts";
 import {
   WorkflowApplyReplySchema,
   WorkflowApplySchema,
@@ -23,6 +35,16 @@ export const PolicyDecideContract = {
 export const PolicyExplainContract = {
   request: PolicyDecisionRequestSchema,
   response: PolicyExplanationSchema,
+} as const satisfies RequestContract;
+
+export const PolicyAuthenticateContract = {
+  request: AuthenticateRequestSchema,
+  response: AuthenticateReplySchema,
+} as const satisfies RequestContract;
+
+export const PolicyPermittedContract = {
+  request: PermittedRequestSchema,
+  response: PermittedReplySchema,
 } as const satisfies RequestContract;
 
 /** An A2A task handed to an agent: a Message in, the finished Task (with its artifacts) back. */
@@ -49,4 +71,14 @@ export const WorkflowApplyContract = {
 export const WorkflowGraphContract = {
   request: WorkflowGraphSchema,
   response: WorkflowGraphReplySchema,
+} as const satisfies RequestContract;
+
+export const FeedbackContract = {
+  request: FeedbackRequestSchema,
+  response: FeedbackReplySchema,
+} as const satisfies RequestContract;
+
+export const ToolStatsContract = {
+  request: ToolStatsRequestSchema,
+  response: ToolStatsSchema,
 } as const satisfies RequestContract;

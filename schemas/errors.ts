@@ -18,6 +18,10 @@ export const ErrorCode = {
   SERVER_UNAVAILABLE: "SERVER_UNAVAILABLE",
   TOOL_ERROR: "TOOL_ERROR",
   TOOL_TIMEOUT: "TOOL_TIMEOUT",
+  /** A tool with an outputSchema answered without structuredContent, or with content that breaks it. */
+  TOOL_OUTPUT_INVALID: "TOOL_OUTPUT_INVALID",
+  /** The worker could not authenticate to a remote MCP server (token endpoint or server refused it). */
+  SERVER_AUTH_FAILED: "SERVER_AUTH_FAILED",
   AGENT_UNAVAILABLE: "AGENT_UNAVAILABLE",
   TIMEOUT: "TIMEOUT",
   CONFIG_INVALID: "CONFIG_INVALID",
@@ -35,6 +39,8 @@ export const ErrorCode = {
   RUN_NOT_WAITING: "RUN_NOT_WAITING",
   /** NATS did not answer (it restarted, or the connection is down): worth another try. */
   BROKER_UNAVAILABLE: "BROKER_UNAVAILABLE",
+  /** The run has no step of that id that called a tool (or its call record has expired). */
+  STEP_NOT_FOUND: "STEP_NOT_FOUND",
   INTERNAL: "INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

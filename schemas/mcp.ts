@@ -1,5 +1,8 @@
 import { z } from "zod";
 import { DurationSchema } from "./duration.ts";
+import { McpAuthSchema } from "./mcp-auth.ts";
+import { McpCacheConfigSchema } from "./mcp-cache.ts";
+import { GatewayExposureSchema } from "./mcp-gateway-exposure.ts";
 import { SlugSchema } from "./workflow.ts";
 
 export const DataClassification = {
@@ -44,14 +47,33 @@ export const HttpTransportSchema = z
   })
   .strict();
 
+/** MCP over WebSocket (subprotocol `mcp`), as the SDK's WebSocket client speaks it. */
+export const WebSocketTransportSchema = z
+  .object({
+    type: z.literal("websocket"),
+    url: z.url({ protocol: /^wss?$/ }),
+    headers: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+
 export const McpServerConfigSchema = z
   .object({
     name: SlugSchema,
     description: z.string().optional(),
-    transport: z.discriminatedUnion("type", [StdioTransportSchema, HttpTransportSchema]),
+    transport: z.discriminatedUnion("type", [
+      StdioTransportSchema,
+      HttpTransportSchema,
+      WebSocketTransportSchema,
+    ]),
+    /** Credentials for a remote (http or websocket) server; secrets come from named env variables. */
+    auth: McpAuthSchema.optional(),
     /** Longest a single call may take. */
     timeout: DurationSchema.default(30_000),
     governance: GovernanceSchema,
+    /** How the MCP gateway names this server's tools, prompts and resources. */
+    gateway: GatewayExposureSchema.optional(),
+    /** Reads the worker may answer from memory for a while (see schemas/mcp-cache.ts). */
+    cache: McpCacheConfigSchema.optional(),
   })
   .strict();
 export type McpServerConfig = z.infer<typeof McpServerConfigSchema>;
@@ -103,8 +125,47 @@ export const PromptGetSchema = z
   .strict();
 export type PromptGet = z.infer<typeof PromptGetSchema>;
 
+/**
+ * The DataPart of an A2A task asking the MCP worker for completions (`completion/complete`) of one
+ * argument of a prompt or a resource template.
+ */
+export const CompletionCompleteSchema = z
+  .object({
+    server: z.string().min(1),
+    complete: z
+      .object({
+        ref: z.discriminatedUnion("type", [
+          z.object({ type: z.literal("ref/prompt"), name: z.string().min(1) }).strict(),
+          z.object({ type: z.literal("ref/resource"), uri: z.string().min(1) }).strict(),
+        ]),
+        argument: z.object({ name: z.string(), value: z.string() }).strict(),
+        context: z
+          .object({ arguments: z.record(z.string(), z.string()).optional() })
+          .strict()
+          .optional(),
+      })
+      .strict(),
+  })
+  .strict();
+export type CompletionComplete = z.infer<typeof CompletionCompleteSchema>;
+
+/**
+ * What a completion's grant binds: the argument being completed and the arguments around it. A
+ * completion is granted like what it completes (`prompts.get` of the prompt, `resources.read` of
+ * the template), so the gateway that asks and the worker that checks must agree on this.
+ */
+export function completionGrantArguments(operation: CompletionComplete): Record<string, unknown> {
+  const { argument, context } = operation.complete;
+  return { argument, ...(context?.arguments === undefined ? {} : { context: context.arguments }) };
+}
+
 /** Everything the MCP worker takes as an A2A task. */
-export const McpOperationSchema = z.union([ToolCallSchema, ResourceReadSchema, PromptGetSchema]);
+export const McpOperationSchema = z.union([
+  ToolCallSchema,
+  ResourceReadSchema,
+  PromptGetSchema,
+  CompletionCompleteSchema,
+]);
 export type McpOperation = z.infer<typeof McpOperationSchema>;
 
 /** A2A task metadata that ties a tool call to its run and step. */

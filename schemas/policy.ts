@@ -8,8 +8,19 @@ export const PolicyAction = {
   RESOURCES_READ: "resources.read",
   PROMPTS_GET: "prompts.get",
   RUNS_APPROVE: "runs.approve",
+  RUNS_CANCEL: "runs.cancel",
+  /** Give a verdict on a step of a run (`loom feedback`). */
+  RUNS_FEEDBACK: "runs.feedback",
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
+
+/** Actions about a workflow or its runs: rules match them by `workflows` globs, not `tools`. */
+export const WORKFLOW_ACTIONS: ReadonlySet<PolicyAction> = new Set([
+  PolicyAction.WORKFLOW_START,
+  PolicyAction.RUNS_APPROVE,
+  PolicyAction.RUNS_CANCEL,
+  PolicyAction.RUNS_FEEDBACK,
+]);
 
 export const PolicyEffect = { ALLOW: "allow", DENY: "deny" } as const;
 export type PolicyEffect = (typeof PolicyEffect)[keyof typeof PolicyEffect];
@@ -58,6 +69,8 @@ export const PolicyDecisionRequestSchema = z
         workflow: z.string().optional(),
         /** `<server>.<tool>` for `tools.call`, `<server>.<prompt>` for `prompts.get`, the URI for `resources.read`. */
         tool: z.string().optional(),
+        /** For actions on a run: the principal that started it (rules may let people steer their own runs). */
+        startedBy: z.string().optional(),
       })
       .strict(),
     /** The exact arguments of a `tools.call`: checked against the tool's inputSchema and guards, and bound into the grant. */
@@ -140,7 +153,7 @@ export const PolicyRuleSchema = z
      * URI (`resources.read`); required for rules about those actions.
      */
     tools: GlobListSchema.optional(),
-    /** Globs over workflow ids; required for rules about `workflow.start` and `runs.approve`. */
+    /** Globs over workflow ids; required for rules about `workflow.start`, `runs.approve` and `runs.cancel`. */
     workflows: GlobListSchema.optional(),
     /** The tool's data classification, from its server's governance metadata. */
     classifications: z.array(z.enum(DataClassification)).min(1).optional(),
@@ -172,10 +185,12 @@ export const PolicyRuleSchema = z
     },
   )
   .refine(
-    (rule) =>
-      !(rule.actions.includes("workflow.start") || rule.actions.includes("runs.approve")) ||
-      rule.workflows !== undefined,
-    { message: "a rule about workflow.start must list the workflows it covers", path: ["workflows"] },
+    (rule) => !rule.actions.some((action) => WORKFLOW_ACTIONS.has(action)) || rule.workflows !== undefined,
+    {
+      message:
+        "a rule about workflow.start, runs.approve, runs.cancel or runs.feedback must list the workflows it covers",
+      path: ["workflows"],
+    },
   )
   .refine((rule) => rule.violates === undefined || rule.effect === PolicyEffect.DENY, {
     message: "argument guards (violates) belong on deny rules",
@@ -259,6 +274,7 @@ export const PolicyTestFileSchema = z
               .object({
                 tool: z.string().optional(),
                 workflow: z.string().optional(),
+                startedBy: z.string().optional(),
                 classification: z.enum(DataClassification).optional(),
                 exec: z.boolean().optional(),
                 region: z.string().optional(),

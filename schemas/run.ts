@@ -23,6 +23,14 @@ export const RunSubmissionSchema = z
   .strict();
 export type RunSubmission = z.infer<typeof RunSubmissionSchema>;
 
+/** How far a step's MCP request has come, as its server reported it (notifications/progress). */
+export const StepProgressSchema = z.object({
+  progress: z.number(),
+  total: z.number().optional(),
+  message: z.string().optional(),
+});
+export type StepProgress = z.infer<typeof StepProgressSchema>;
+
 /** What Loom-specific detail a run event carries in its A2A `metadata`. */
 export const RunEventMetadataSchema = z.object({
   stepId: z.string().optional(),
@@ -31,6 +39,7 @@ export const RunEventMetadataSchema = z.object({
   /** For input-required: the roles that may answer. */
   roles: z.array(z.string()).optional(),
   error: WireErrorSchema.optional(),
+  progress: StepProgressSchema.optional(),
 });
 export type RunEventMetadata = z.infer<typeof RunEventMetadataSchema>;
 
@@ -61,6 +70,8 @@ export const RunRecordSchema = z.object({
   state: TaskStateSchema,
   /** `actor.getPersistedSnapshot()` after the last transition. */
   snapshot: z.unknown(),
+  /** The principal (token subject) that started the run: rules may let it cancel its own runs. */
+  startedBy: z.string().optional(),
   /** The Authorization header the run was submitted with, forwarded to policy for each step. */
   authorization: z.string().optional(),
   /**

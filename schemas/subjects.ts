@@ -19,6 +19,18 @@ export const Subjects = {
   ALERTS: "loom.v1.alerts",
   /** Request/reply: a decision with the reasoning of every rule, for `loom policy explain`. */
   POLICY_EXPLAIN: "loom.v1.policy.explain",
+  /** Request/reply: verify a bearer token and name its principal (the MCP gateway's clients). */
+  POLICY_AUTHENTICATE: "loom.v1.policy.authenticate",
+  /** Request/reply: which of a list of operations may the caller perform (a dry run for listings). */
+  POLICY_PERMITTED: "loom.v1.policy.permitted",
+  /** JetStream: the worker's record of every MCP call (wildcard over servers and runs). */
+  TOOL_CALLS_ALL: "loom.v1.toolcalls.>",
+  /** JetStream: feedback verdicts on steps (wildcard over run ids). */
+  FEEDBACK_ALL: "loom.v1.feedback.>",
+  /** Request/reply: a feedback verdict on a run's step, served by the orchestrators. */
+  RUN_FEEDBACK_ALL: "loom.v1.runs.*.feedback",
+  /** Request/reply: calls, errors, latency, cache and feedback per tool and server version. */
+  TOOLS_STATS: "loom.v1.tools.stats",
 } as const;
 export type Subject = (typeof Subjects)[keyof typeof Subjects];
 
@@ -29,6 +41,29 @@ export type Subject = (typeof Subjects)[keyof typeof Subjects];
  */
 export function taskNotificationsSubject(taskId: string): string {
   return `loom.v1.tasks.${taskId}.notifications`;
+}
+
+/**
+ * Where the record of one MCP call goes: `loom.v1.toolcalls.<server>.<runId>` for a run's step,
+ * `loom.v1.toolcalls.<server>` for a call outside any run, so one run's records can be read alone.
+ */
+export function toolCallsSubject(server: string, runId?: string): string {
+  return runId === undefined ? `loom.v1.toolcalls.${server}` : `loom.v1.toolcalls.${server}.${runId}`;
+}
+
+/** Every server's call records of one run. */
+export function runToolCallsFilter(runId: string): string {
+  return `loom.v1.toolcalls.*.${runId}`;
+}
+
+/** Where feedback verdicts on one run's steps are appended. */
+export function feedbackSubject(runId: string): string {
+  return `loom.v1.feedback.${runId}`;
+}
+
+/** Request/reply: a feedback verdict on one of a run's steps. */
+export function runFeedbackSubject(runId: string): string {
+  return `loom.v1.runs.${runId}.feedback`;
 }
 
 /** Subject that carries one run's A2A status and artifact events. */

@@ -177,21 +177,27 @@ export async function explain(
   };
 }
 
-/** The tool's governance facts from KV `loom_tools`, after checking the arguments against its inputSchema. */
-async function factsFor(
-  deps: DecideDependencies,
+/**
+ * The tool's governance facts from KV `loom_tools`, after checking the arguments against its
+ * inputSchema (unless told not to: a dry run for a listing knows no arguments).
+ */
+export async function factsFor(
+  deps: Pick<DecideDependencies, "tools" | "validator" | "defaultRegion">,
   principal: Principal,
   request: PolicyDecisionRequest,
+  options: { checkArguments?: boolean } = {},
 ): Promise<DecisionFacts> {
   const destinationRegion = principal.attributes.region ?? deps.defaultRegion;
   if (request.action !== "tools.call" || request.resource.tool === undefined) return { destinationRegion };
   const descriptor = await readTool(deps.tools, request.resource.tool);
   if (descriptor === undefined) return { destinationRegion };
-  deps.validator.assertValid(
-    descriptor.inputSchema,
-    request.arguments ?? {},
-    `arguments of ${request.resource.tool}`,
-  );
+  if (options.checkArguments !== false) {
+    deps.validator.assertValid(
+      descriptor.inputSchema,
+      request.arguments ?? {},
+      `arguments of ${request.resource.tool}`,
+    );
+  }
   const { governance } = descriptor;
   return {
     destinationRegion,

@@ -9,14 +9,12 @@ import {
   type PolicyRule,
   type Principal,
   type RateLimitSchema,
+  WORKFLOW_ACTIONS,
 } from "../../schemas/policy.ts";
 import { conditionHolds } from "./conditions.ts";
 import { globMatches } from "./glob.ts";
 import { guardViolation } from "./guards.ts";
 import type { ActivePolicy } from "./policy-loader.ts";
-
-/** Actions about a workflow (matched by `workflows` globs); the others name a tool, prompt or resource. */
-const WORKFLOW_ACTIONS: ReadonlySet<string> = new Set(["workflow.start", "runs.approve"]);
 
 /** What acp-policy knows about the target besides the request: from the tool registry and the caller. */
 export interface DecisionFacts {
@@ -163,6 +161,7 @@ function celBindings(
       tool: request.resource.tool ?? "",
       server,
       workflow: request.resource.workflow ?? "",
+      started_by: request.resource.startedBy ?? "",
       classification: facts.tool?.classification ?? "",
       exec: facts.tool?.exec === true,
       region: facts.tool?.region ?? "",

@@ -1,5 +1,10 @@
 import { jetstreamManager } from "@nats-io/jetstream";
-import { PolicyDecideContract, PolicyExplainContract } from "../../schemas/contracts.ts";
+import {
+  PolicyAuthenticateContract,
+  PolicyDecideContract,
+  PolicyExplainContract,
+  PolicyPermittedContract,
+} from "../../schemas/contracts.ts";
 import { Buckets, QueueGroups, Subjects } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
 import {
@@ -17,6 +22,7 @@ import { AnomalyDetector } from "./anomalies.ts";
 import { readPolicyServiceConfig, tokenVerifierOptions } from "./config.ts";
 import { decide, explain } from "./decide.ts";
 import { observeDecision } from "./decision-telemetry.ts";
+import { authenticate, permitted } from "./gateway-checks.ts";
 import { GrantSigner } from "./grant-signer.ts";
 import { PolicyStore } from "./policy-store.ts";
 import { RateLimiter } from "./rate-limiter.ts";
@@ -66,6 +72,22 @@ await runUntilSignalled(log, async () => {
     log,
     handle: (request, context) => explain(deps, request, context.authorization),
   });
+  const gatewayChecks = [
+    serve(nc, {
+      subject: Subjects.POLICY_AUTHENTICATE,
+      queue: QueueGroups.POLICY,
+      contract: PolicyAuthenticateContract,
+      log,
+      handle: (_request, context) => authenticate(deps, context.authorization),
+    }),
+    serve(nc, {
+      subject: Subjects.POLICY_PERMITTED,
+      queue: QueueGroups.POLICY,
+      contract: PolicyPermittedContract,
+      log,
+      handle: (request, context) => permitted(deps, request, context.authorization),
+    }),
+  ];
   log.info(
     {
       subject: Subjects.POLICY_DECIDE,
@@ -77,7 +99,7 @@ await runUntilSignalled(log, async () => {
 
   return {
     async close() {
-      await Promise.all([service.stop(), explaining.stop()]);
+      await Promise.all([service.stop(), explaining.stop(), ...gatewayChecks.map((check) => check.stop())]);
       await observability.close();
       await nc.drain();
     },

@@ -1,16 +1,19 @@
 #!/usr/bin/env node
-import { Command, Option } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { DurationSchema } from "../../schemas/duration.ts";
 import type { PolicyAction } from "../../schemas/policy.ts";
 import { LoomError, setupTelemetry } from "../kit/index.ts";
 import { agentsCardCommand, submitA2aCommand } from "./commands/a2a.ts";
 import { auditTailCommand, auditVerifyCommand } from "./commands/audit.ts";
 import { devCommand } from "./commands/dev.ts";
+import { feedbackCommand } from "./commands/feedback.ts";
 import { memoryClearCommand, memoryGetCommand } from "./commands/memory.ts";
 import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./commands/policy.ts";
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
 import { runsGetCommand } from "./commands/runs.ts";
 import { readInput, submitCommand } from "./commands/submit.ts";
 import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
+import { toolStatsCommand } from "./commands/tool-stats.ts";
 import { toolsListCommand } from "./commands/tools.ts";
 import { runsTraceCommand } from "./commands/trace.ts";
 import { workflowApplyCommand, workflowGraphCommand } from "./commands/workflow.ts";
@@ -219,6 +222,58 @@ tools
     ),
   );
 
+tools
+  .command("stats")
+  .description(
+    "calls, error rate, latency p50/p95/p99, cached share and feedback per tool and server version",
+  )
+  .option(
+    "--since <duration>",
+    "how far back to look (30m, 1h, 168h, ...)",
+    (text: string) => {
+      const parsed = DurationSchema.safeParse(text);
+      if (!parsed.success || parsed.data === 0)
+        throw new InvalidArgumentError('use for example "1h" or "30m"');
+      return parsed.data;
+    },
+    3_600_000,
+  )
+  .option("--json", "print JSON", false)
+  .action(
+    action((options: { since: number; json: boolean }) =>
+      toolStatsCommand({ nats: program.opts().nats, sinceMs: options.since, json: options.json }),
+    ),
+  );
+
+program
+  .command("feedback")
+  .description("record a verdict on the tool call a step of a run made (for loom tools stats)")
+  .argument("<runId>")
+  .argument("<stepId>")
+  .addOption(new Option("--ok", "the call did its job").conflicts("bad"))
+  .addOption(new Option("--bad", "the call did not do its job").conflicts("ok"))
+  .option("--comment <text>", "why, kept with the verdict")
+  .option("--json", "print JSON", false)
+  .action(
+    action(
+      (
+        runId: string,
+        stepId: string,
+        options: { ok?: boolean; bad?: boolean; comment?: string; json: boolean },
+      ) => {
+        if (options.ok !== true && options.bad !== true) throw new Error("say --ok or --bad");
+        const globals = program.opts<{ nats: string; token?: string }>();
+        return feedbackCommand(runId, stepId, {
+          nats: globals.nats,
+          token: globals.token,
+          verdict: options.ok === true ? "ok" : "bad",
+          comment: options.comment,
+          json: options.json,
+        });
+      },
+    ),
+  );
+
 const token = program.command("token").description("development tokens");
 token
   .command("issue")
@@ -255,7 +310,7 @@ policy
   .description("how each rule judges a request made with --token/LOOM_TOKEN (nothing is granted)")
   .option(
     "--action <action>",
-    "workflow.start, tools.call, resources.read, prompts.get or runs.approve",
+    "workflow.start, tools.call, resources.read, prompts.get, runs.approve or runs.cancel",
     "tools.call",
   )
   .option("--tool <tool>", "<server>.<tool> (or prompt, or resource)")

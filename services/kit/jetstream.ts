@@ -50,6 +50,16 @@ export const StreamDefinitions = {
     max_age: nanos(DAY_MS),
     max_bytes: 256 * 1024 * 1024,
   },
+  /** One record per MCP call and per feedback verdict, for `loom tools stats`: a week, capped. */
+  toolCalls: {
+    name: Streams.TOOL_CALLS,
+    subjects: [Subjects.TOOL_CALLS_ALL, Subjects.FEEDBACK_ALL],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(7 * DAY_MS),
+    max_bytes: 256 * 1024 * 1024,
+  },
 } as const satisfies Record<string, StreamDefinition>;
 
 /** Creates the stream, or brings an existing one to this configuration. */

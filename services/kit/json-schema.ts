@@ -12,8 +12,13 @@ export class JsonSchemaValidator {
   readonly #validator = new AjvJsonSchemaValidator();
   readonly #compiled = new WeakMap<object, Check>();
 
-  /** Throws INVALID_INPUT naming `what` and the first problems when `value` does not fit. */
-  assertValid(schema: Record<string, unknown>, value: unknown, what: string): void {
+  /** Throws `code` (INVALID_INPUT unless told) naming `what` and the first problems when `value` does not fit. */
+  assertValid(
+    schema: Record<string, unknown>,
+    value: unknown,
+    what: string,
+    code: ErrorCode = ErrorCode.INVALID_INPUT,
+  ): void {
     let check = this.#compiled.get(schema);
     if (check === undefined) {
       check = this.#validator.getValidator(schema) as Check;
@@ -21,10 +26,7 @@ export class JsonSchemaValidator {
     }
     const result = check(value);
     if (!result.valid) {
-      throw new LoomError(
-        ErrorCode.INVALID_INPUT,
-        `${what} does not match its schema: ${result.errorMessage ?? "invalid"}`,
-      );
+      throw new LoomError(code, `${what} does not match its schema: ${result.errorMessage ?? "invalid"}`);
     }
   }
 }

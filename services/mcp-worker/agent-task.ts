@@ -1,12 +1,13 @@
 import type { Message, Task } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { PromptGetSchema, ResourceReadSchema } from "../../schemas/mcp.ts";
+import { CompletionCompleteSchema, PromptGetSchema, ResourceReadSchema } from "../../schemas/mcp.ts";
 import { describeIssues, LoomError } from "../kit/index.ts";
+import { handleCompleteTask } from "./complete-task.ts";
 import type { InFlightTasks } from "./in-flight.ts";
 import { handlePromptTask, handleReadTask } from "./read-prompt-tasks.ts";
 import { handleToolTask, type TaskHandlerDependencies } from "./task-handler.ts";
 
-/** Routes an A2A task by what its DataPart asks for: a tool call, a resource read or a prompt. */
+/** Routes an A2A task by what its DataPart asks for: a tool call, a resource read, a prompt or a completion. */
 export async function handleAgentTask(
   deps: TaskHandlerDependencies,
   inFlight: InFlightTasks,
@@ -20,6 +21,8 @@ export async function handleAgentTask(
   return inFlight.run(message.taskId, (signal) => {
     if ("resource" in body)
       return handleReadTask(deps, message, parseOperation(ResourceReadSchema, body), signal);
+    if ("complete" in body)
+      return handleCompleteTask(deps, message, parseOperation(CompletionCompleteSchema, body), signal);
     if ("prompt" in body)
       return handlePromptTask(deps, message, parseOperation(PromptGetSchema, body), signal);
     return handleToolTask(deps, message, signal);

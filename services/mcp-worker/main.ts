@@ -1,24 +1,32 @@
+import type { Tool } from "@modelcontextprotocol/sdk/types.js";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
 import {
   connectNats,
   createLogger,
+  ensureStream,
   JsonSchemaValidator,
   openBucket,
   runUntilSignalled,
+  StreamDefinitions,
   serve,
   startObservability,
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
-import { readWorkerConfig } from "./config.ts";
+import { CallRecords } from "./call-records.ts";
+import { recordCatalog } from "./catalog-registry.ts";
+import { readSecret, readWorkerConfig } from "./config.ts";
+import { createConnections } from "./connections.ts";
 import { GrantCheck } from "./grant-check.ts";
 import { InFlightTasks } from "./in-flight.ts";
-import { McpConnection } from "./mcp-connection.ts";
+import { CallObserver } from "./observed-call.ts";
 import { loadServerList } from "./server-config.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
-import { recordTools, registerUntilReachable } from "./tool-registry.ts";
+import { TaskNotifications } from "./task-notifications.ts";
+import { recordOnListChanged, recordTools, registerUntilReachable } from "./tool-registry.ts";
 
 const SERVICE = "mcp-worker";
 const config = readWorkerConfig();
@@ -27,7 +35,11 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const serverList = await loadServerList(config.LOOM_MCP_SERVERS);
-  for (const refused of serverList.refused) {
+  const { connections, refused: unauthenticated } = createConnections(
+    serverList.servers.map((server) => withTelemetryEnv(server, config)),
+    { log, logLevel: config.LOOM_MCP_LOG_LEVEL, secret: (name) => readSecret(name) },
+  );
+  for (const refused of [...serverList.refused, ...unauthenticated]) {
     log.error(
       { mcp_server: refused.name, reason: refused.reason },
       `MCP server "${refused.name}" refused: ${refused.reason}`,
@@ -35,18 +47,18 @@ await runUntilSignalled(log, async () => {
   }
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const toolsKv = await openBucket(nc, Buckets.TOOLS);
+  const catalogKv = await openBucket(nc, Buckets.CATALOG);
   await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS] });
 
-  const connections = new Map(
-    serverList.servers.map((server) => [
-      server.name,
-      new McpConnection(withTelemetryEnv(server, config), log),
-    ]),
-  );
   await Promise.all(
-    [...connections.values()].map((connection) =>
-      registerUntilReachable(connection, (tools) => recordTools(toolsKv, connection.config, tools), log),
-    ),
+    [...connections.values()].map((connection) => {
+      const record = async (tools: Tool[]) => {
+        await recordTools(toolsKv, connection.config, tools);
+        await recordCatalog(catalogKv, connection);
+      };
+      recordOnListChanged(connection, record, log);
+      return registerUntilReachable(connection, record, log);
+    }),
   );
 
   const steps = new StepResults(await openBucket(nc, Buckets.STEPS), `${SERVICE}-${process.pid}`, log);
@@ -55,7 +67,18 @@ await runUntilSignalled(log, async () => {
     audit: new AuditLog(nc, SERVICE),
     log,
   });
-  const deps = { connections, steps, validator: new JsonSchemaValidator(), log, grants };
+  await ensureStream(await jetstreamManager(nc), StreamDefinitions.toolCalls);
+  const calls = new CallObserver(new CallRecords(jetstream(nc), log));
+  const notifications = new TaskNotifications(nc, log);
+  const deps = {
+    connections,
+    steps,
+    validator: new JsonSchemaValidator(),
+    log,
+    grants,
+    notifications,
+    calls,
+  };
   const inFlight = new InFlightTasks();
   inFlight.listen(nc, log);
   const subject = agentTasksSubject(MCP_WORKER_AGENT);

@@ -1,23 +1,77 @@
+import { randomUUID } from "node:crypto";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import {
+  StreamableHTTPClientTransport,
+  StreamableHTTPError,
+} from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { RequestOptions } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import {
   type CallToolResult,
+  CallToolResultSchema,
   type GetPromptResult,
+  type JSONRPCMessage,
+  type LoggingLevel,
+  type LoggingMessageNotification,
+  LoggingMessageNotificationSchema,
   McpError,
   ErrorCode as McpErrorCode,
+  type Progress,
+  ProgressNotificationSchema,
+  PromptListChangedNotificationSchema,
   type ReadResourceResult,
+  ResourceListChangedNotificationSchema,
   type Tool,
+  ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { McpServerConfig } from "../../schemas/mcp.ts";
 import { type Logger, LoomError } from "../kit/index.ts";
+import { authorizedFetch, type TokenSource } from "./token-source.ts";
+import { HeaderWebSocketTransport } from "./websocket-transport.ts";
 
 const CLIENT_INFO = { name: "loom-mcp-worker", version: "0.1.0" };
 const CONNECT_TIMEOUT_MS = 30_000;
 /** The tool-name rule of the MCP specification. */
 const TOOL_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/;
+
+/** What one caller hears while its request is in flight. */
+export interface CallObserver {
+  onProgress?(progress: Progress): void;
+  /**
+   * A log message the server sent while the call was in flight. MCP does not tie log messages to
+   * requests, so every call in flight on the server hears it.
+   */
+  onLog?(message: LoggingMessageNotification["params"]): void;
+}
+
+/** Which of a server's lists changed (`notifications/<kind>/list_changed`). */
+export type ListKind = "tools" | "resources" | "prompts";
+
+export interface McpConnectionOptions {
+  /** Access tokens for a remote server whose config has `auth`. */
+  tokens?: TokenSource | undefined;
+  /** Least severe log level asked of a server that has the logging capability. */
+  logLevel?: LoggingLevel | undefined;
+}
+
+/** An aborted signal makes the SDK send notifications/cancelled to the server. */
+function requestOptions(timeoutMs: number, signal: AbortSignal | undefined): RequestOptions {
+  return { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) };
+}
+
+/** MCP log levels as pino's, for the worker's own log line. */
+export const PINO_LEVEL = {
+  debug: "debug",
+  info: "info",
+  notice: "info",
+  warning: "warn",
+  error: "error",
+  critical: "error",
+  alert: "error",
+  emergency: "error",
+} as const satisfies Record<LoggingLevel, string>;
 
 /**
  * One MCP server as the worker sees it: connected on demand, reconnected after its transport
@@ -28,10 +82,25 @@ export class McpConnection {
   readonly #log: Logger;
   #client: Promise<Client> | undefined;
   #tools = new Map<string, Tool>();
+  readonly #options: McpConnectionOptions;
+  readonly #observers = new Set<CallObserver>();
+  /** Progress callbacks of the requests in flight, by the progress token each request carries. */
+  readonly #progress = new Map<string, (progress: Progress) => void>();
+  readonly #listChanged = new Set<(kind: ListKind) => void>();
+  #serverVersion: string | undefined;
 
-  constructor(config: McpServerConfig, log: Logger) {
+  constructor(config: McpServerConfig, log: Logger, options: McpConnectionOptions = {}) {
     this.config = config;
     this.#log = log.child({ mcp_server: config.name });
+    this.#options = options;
+  }
+
+  /**
+   * Calls `listener` when the server says one of its lists changed (tools, resources, prompts), so
+   * registries can record the new list without a restart.
+   */
+  onListChanged(listener: (kind: ListKind) => void): void {
+    this.#listChanged.add(listener);
   }
 
   /**
@@ -50,6 +119,11 @@ export class McpConnection {
     return usable;
   }
 
+  /** The version the server reported when it was last connected (its `serverInfo.version`). */
+  get serverVersion(): string | undefined {
+    return this.#serverVersion;
+  }
+
   /** The tool by name, listing the server's tools again if it is not known yet (it may be new). */
   async findTool(name: string): Promise<Tool | undefined> {
     if (!this.#tools.has(name)) await this.listTools();
@@ -62,25 +136,34 @@ export class McpConnection {
     timeoutMs: number,
     meta: Record<string, unknown> = {},
     signal?: AbortSignal,
+    observer?: CallObserver,
   ): Promise<CallToolResult> {
     const client = await this.#connected();
     try {
-      // An aborted signal makes the SDK send notifications/cancelled to the server.
-      return (await client.callTool({ name, arguments: args, _meta: meta }, undefined, {
-        timeout: timeoutMs,
-        ...(signal === undefined ? {} : { signal }),
-      })) as CallToolResult;
+      // A plain request rather than client.callTool: the worker validates structuredContent
+      // against the outputSchema itself and answers a typed TOOL_OUTPUT_INVALID.
+      return await this.#observed(observer, (progressMeta) =>
+        client.request(
+          { method: "tools/call", params: { name, arguments: args, _meta: { ...meta, ...progressMeta } } },
+          CallToolResultSchema,
+          requestOptions(timeoutMs, signal),
+        ),
+      );
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
     }
   }
 
-  async readResource(uri: string, timeoutMs: number, signal?: AbortSignal): Promise<ReadResourceResult> {
+  async readResource(
+    uri: string,
+    timeoutMs: number,
+    signal?: AbortSignal,
+    observer?: CallObserver,
+  ): Promise<ReadResourceResult> {
     const client = await this.#connected();
     try {
-      return await client.readResource(
-        { uri },
-        { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) },
+      return await this.#observed(observer, (progressMeta) =>
+        client.readResource({ uri, _meta: progressMeta }, requestOptions(timeoutMs, signal)),
       );
     } catch (error) {
       throw this.#toLoomError(error, uri, timeoutMs);
@@ -92,16 +175,73 @@ export class McpConnection {
     args: Record<string, string>,
     timeoutMs: number,
     signal?: AbortSignal,
+    observer?: CallObserver,
   ): Promise<GetPromptResult> {
     const client = await this.#connected();
     try {
-      return await client.getPrompt(
-        { name, arguments: args },
-        { timeout: timeoutMs, ...(signal === undefined ? {} : { signal }) },
+      return await this.#observed(observer, (progressMeta) =>
+        client.getPrompt({ name, arguments: args, _meta: progressMeta }, requestOptions(timeoutMs, signal)),
       );
     } catch (error) {
       throw this.#toLoomError(error, name, timeoutMs);
     }
+  }
+
+  /**
+   * Runs `work` with the connected client, its failures typed as a call's are: for what needs the
+   * client itself (listing the catalog, completions). `label` names the operation in errors.
+   */
+  async withClient<T>(label: string, timeoutMs: number, work: (client: Client) => Promise<T>): Promise<T> {
+    const client = await this.#connected();
+    try {
+      return await work(client);
+    } catch (error) {
+      throw this.#toLoomError(error, label, timeoutMs);
+    }
+  }
+
+  /**
+   * Runs `work` with `observer` hearing the server's log messages meanwhile and, through the
+   * progress token `work` puts in its request's `_meta`, the request's progress.
+   */
+  async #observed<T>(
+    observer: CallObserver | undefined,
+    work: (progressMeta: { progressToken?: string }) => Promise<T>,
+  ): Promise<T> {
+    if (observer === undefined) return work({});
+    const onProgress = observer.onProgress;
+    const progressToken = onProgress === undefined ? undefined : randomUUID();
+    this.#observers.add(observer);
+    if (progressToken !== undefined && onProgress !== undefined)
+      this.#progress.set(progressToken, onProgress);
+    try {
+      return await work(progressToken === undefined ? {} : { progressToken });
+    } finally {
+      this.#observers.delete(observer);
+      if (progressToken !== undefined) this.#progress.delete(progressToken);
+    }
+  }
+
+  /**
+   * Progress and log notifications, taken from the transport before the SDK sees them. The SDK
+   * handles notifications a microtask after they arrive but responses at once, so a report sent
+   * just before the result (the final 100%) would reach a call that had already ended.
+   */
+  #hear(message: JSONRPCMessage): void {
+    if (!("method" in message) || "id" in message) return;
+    const progress = ProgressNotificationSchema.safeParse(message);
+    if (progress.success) {
+      const { progressToken, ...reported } = progress.data.params;
+      this.#progress.get(String(progressToken))?.(reported);
+      return;
+    }
+    const logged = LoggingMessageNotificationSchema.safeParse(message);
+    if (!logged.success) return;
+    const { params } = logged.data;
+    if (this.#observers.size === 0) {
+      this.#log[PINO_LEVEL[params.level]]({ mcp_logger: params.logger, data: params.data }, "MCP server log");
+    }
+    for (const observer of this.#observers) observer.onLog?.(params);
   }
 
   async close(): Promise<void> {
@@ -119,31 +259,101 @@ export class McpConnection {
   }
 
   async #connect(): Promise<Client> {
-    const client = new Client(CLIENT_INFO);
-    client.onclose = () => {
-      this.#log.warn("MCP server connection closed; the next call reconnects");
-      this.#client = undefined;
-    };
+    let client: Client;
     try {
-      // Starting a server (a process, its runtime, its SDK) can take longer than one call may.
-      await client.connect(this.#transport(), { timeout: Math.max(this.config.timeout, CONNECT_TIMEOUT_MS) });
+      client = await this.#open();
     } catch (cause) {
+      if (cause instanceof LoomError) throw cause;
+      if (cause instanceof StreamableHTTPError && (cause.code === 401 || cause.code === 403)) {
+        throw new LoomError(
+          ErrorCode.SERVER_AUTH_FAILED,
+          `MCP server "${this.config.name}" refused the worker (HTTP ${cause.code}); give its entry an auth block`,
+          { cause },
+        );
+      }
       throw new LoomError(
         ErrorCode.SERVER_UNAVAILABLE,
         `cannot connect to MCP server "${this.config.name}": ${cause instanceof Error ? cause.message : String(cause)}`,
         { cause },
       );
     }
+    this.#serverVersion = client.getServerVersion()?.version;
     this.#log.info({ server_version: client.getServerVersion() }, "connected to MCP server");
+    const level = this.#options.logLevel;
+    if (level !== undefined && client.getServerCapabilities()?.logging !== undefined) {
+      await client.setLoggingLevel(level).catch((error: unknown) => {
+        this.#log.warn(
+          { err: error, level },
+          "MCP server refused logging/setLevel; it logs at its own level",
+        );
+      });
+    }
     return client;
   }
 
-  #transport(): Transport {
+  async #open(): Promise<Client> {
+    const tokens = this.#options.tokens;
+    try {
+      return await this.#openOnce();
+    } catch (error) {
+      // A WebSocket upgrade refused for an expired token looks like any refusal: one more try
+      // with a fresh token. (Over HTTP, authorizedFetch already retried on 401.)
+      if (tokens === undefined || this.config.transport.type !== "websocket" || error instanceof LoomError)
+        throw error;
+      tokens.invalidate();
+      return this.#openOnce();
+    }
+  }
+
+  async #openOnce(): Promise<Client> {
+    const client = new Client(CLIENT_INFO);
+    let live = false;
+    client.onclose = () => {
+      // A client that never finished connecting is not the current one: its failure is reported.
+      if (!live) return;
+      this.#log.warn("MCP server connection closed; the next call reconnects");
+      this.#client = undefined;
+    };
+    this.#listenToNotifications(client);
+    const transport = await this.#transport();
+    // Set before connecting: the SDK chains its own handler after this one.
+    transport.onmessage = (message) => this.#hear(message);
+    // Starting a server (a process, its runtime, its SDK) can take longer than one call may.
+    await client.connect(transport, {
+      timeout: Math.max(this.config.timeout, CONNECT_TIMEOUT_MS),
+    });
+    live = true;
+    return client;
+  }
+
+  /** List changes go to listeners (progress and log messages are heard in #hear). */
+  #listenToNotifications(client: Client): void {
+    const lists = [
+      ["tools", ToolListChangedNotificationSchema],
+      ["resources", ResourceListChangedNotificationSchema],
+      ["prompts", PromptListChangedNotificationSchema],
+    ] as const;
+    for (const [kind, schema] of lists) {
+      client.setNotificationHandler(schema, () => {
+        this.#log.info({ list: kind }, "MCP server list changed");
+        for (const listener of this.#listChanged) listener(kind);
+      });
+    }
+  }
+
+  async #transport(): Promise<Transport> {
     const { transport } = this.config;
+    const tokens = this.#options.tokens;
     if (transport.type === "http") {
       return new StreamableHTTPClientTransport(new URL(transport.url), {
         requestInit: { headers: transport.headers },
+        ...(tokens === undefined ? {} : { fetch: authorizedFetch(tokens, this.config.name) }),
       });
+    }
+    if (transport.type === "websocket") {
+      const headers = { ...transport.headers };
+      if (tokens !== undefined) headers.authorization = `Bearer ${await tokens.token()}`;
+      return new HeaderWebSocketTransport(new URL(transport.url), headers);
     }
     const stdio = new StdioClientTransport({
       // "node" means the runtime Loom itself runs on, whatever PATH holds.

@@ -4,7 +4,7 @@ import { type Artifact, type Message, type Part, type Task, TaskState } from "..
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
 import { stepRecordKey } from "../../schemas/steps.ts";
-import { LoomError, SpanKind, withSpan } from "../kit/index.ts";
+import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
 import { maskValue } from "./masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
 import type { TaskHandlerDependencies } from "./task-handler.ts";
@@ -32,7 +32,13 @@ export async function handleReadTask(
           kind: SpanKind.CLIENT,
           attributes: { "mcp.method.name": "resources/read", "mcp.resource.uri": operation.resource },
         },
-        () => connection.readResource(operation.resource, timeoutMs, signal),
+        () =>
+          connection.readResource(
+            operation.resource,
+            timeoutMs,
+            signal,
+            deps.notifications?.observer(message, activeTraceId()),
+          ),
       );
       return { artifactId: randomUUID(), name: target, parts: resourceParts(result, masking) };
     },
@@ -59,7 +65,14 @@ export async function handlePromptTask(
           kind: SpanKind.CLIENT,
           attributes: { "mcp.method.name": "prompts/get", "gen_ai.prompt.name": operation.prompt },
         },
-        () => connection.getPrompt(operation.prompt, operation.arguments, timeoutMs, signal),
+        () =>
+          connection.getPrompt(
+            operation.prompt,
+            operation.arguments,
+            timeoutMs,
+            signal,
+            deps.notifications?.observer(message, activeTraceId()),
+          ),
       );
       const rendered = { description: result.description, messages: result.messages };
       return {
@@ -72,13 +85,13 @@ export async function handlePromptTask(
 }
 
 /** Grant first, then the step's stored outcome if it has one, else the operation itself. */
-async function runOperation(
+export async function runOperation(
   deps: TaskHandlerDependencies,
   message: Message,
   granted: { action: "resources.read" | "prompts.get"; target: string; arguments: Record<string, unknown> },
   server: string,
   work: (
-    connection: McpConnection,
+    connection: Pick<McpConnection, "readResource" | "getPrompt" | "withClient">,
     timeoutMs: number,
     masking: (value: unknown) => unknown,
   ) => Promise<Artifact>,
@@ -101,7 +114,11 @@ async function runOperation(
     id: message.taskId ?? message.messageId,
     contextId: message.contextId ?? "",
     status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
-    artifacts: [await work(connection, timeoutMs, (value) => maskValue(value, claims.obligations))],
+    artifacts: [
+      await work(deps.calls.around(connection, step), timeoutMs, (value) =>
+        maskValue(value, claims.obligations),
+      ),
+    ],
   });
   if (step === undefined) return execute();
   return deps.steps.once(

@@ -3,6 +3,7 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { type ToolCall, ToolCallMetadataSchema, ToolCallSchema } from "../../schemas/mcp.ts";
 import { IDEMPOTENCY_META_KEY, stepRecordKey, toolIdempotencyKey } from "../../schemas/steps.ts";
 import {
+  activeTraceId,
   describeIssues,
   type JsonSchemaValidator,
   type Logger,
@@ -13,7 +14,9 @@ import { resultText, toolResultToArtifact } from "./artifacts.ts";
 import type { GrantCheck } from "./grant-check.ts";
 import { maskResult } from "./masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
+import type { CallObserver } from "./observed-call.ts";
 import type { StepResults } from "./step-results.ts";
+import type { TaskNotifications } from "./task-notifications.ts";
 
 /** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
 const CLAIM_MARGIN_MS = 5_000;
@@ -24,6 +27,9 @@ export interface TaskHandlerDependencies {
   validator: JsonSchemaValidator;
   log: Logger;
   grants: GrantCheck;
+  /** Relays the server's progress and log messages for a task; absent, they are not relayed. */
+  notifications?: TaskNotifications;
+  calls: CallObserver;
 }
 
 /** Serves one A2A task: its DataPart names a tool call; the reply is the finished Task. */
@@ -65,7 +71,7 @@ export async function handleToolTask(
     const result = await traceToolCall(
       { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId },
       (traceMeta) =>
-        connection.callTool(
+        deps.calls.around(connection, step).callTool(
           call.tool,
           call.arguments,
           timeoutMs,
@@ -76,10 +82,25 @@ export async function handleToolTask(
               : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) }),
           },
           signal,
+          deps.notifications?.observer(message, activeTraceId()),
         ),
     );
     if (result.isError === true) {
       throw new LoomError(ErrorCode.TOOL_ERROR, `${qualified} reported an error: ${resultText(result)}`);
+    }
+    if (tool.outputSchema !== undefined) {
+      if (result.structuredContent === undefined) {
+        throw new LoomError(
+          ErrorCode.TOOL_OUTPUT_INVALID,
+          `${qualified} declares an outputSchema but returned no structuredContent`,
+        );
+      }
+      deps.validator.assertValid(
+        tool.outputSchema,
+        result.structuredContent,
+        `structuredContent of ${qualified}`,
+        ErrorCode.TOOL_OUTPUT_INVALID,
+      );
     }
     deps.log.info(
       { tool: qualified, run_id: metadata.data?.runId, step_id: metadata.data?.stepId },

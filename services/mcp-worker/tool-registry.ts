@@ -8,10 +8,16 @@ export function toolKey(server: string, tool: string): string {
   return `${server}.${tool}`;
 }
 
-/** Records a server's tools, with its governance metadata, in KV `loom_tools`. */
+/**
+ * Makes KV `loom_tools` hold exactly a server's current tools, with its governance metadata: new
+ * tools are added, changed ones rewritten, tools the server no longer lists deleted.
+ */
 export async function recordTools(kv: KV, server: McpServerConfig, tools: Tool[]): Promise<void> {
   const updatedAt = new Date().toISOString();
+  const listed = new Set<string>();
   for (const tool of tools) {
+    const key = toolKey(server.name, tool.name);
+    listed.add(key);
     const descriptor: ToolDescriptor = {
       server: server.name,
       name: tool.name,
@@ -23,11 +29,48 @@ export async function recordTools(kv: KV, server: McpServerConfig, tools: Tool[]
       governance: server.governance,
       updatedAt,
     };
-    await kv.put(
-      toolKey(server.name, tool.name),
-      encodePayload(ToolDescriptorSchema, descriptor, "tool descriptor"),
-    );
+    const current = await kv.get(key);
+    if (current?.operation === "PUT" && sameTool(current.json<ToolDescriptor>(), descriptor)) continue;
+    await kv.put(key, encodePayload(ToolDescriptorSchema, descriptor, "tool descriptor"));
   }
+  // Server names are slugs (no dots), so `<server>.>` holds this server's tools and no other's.
+  for await (const key of await kv.keys(`${server.name}.>`)) {
+    if (!listed.has(key)) await kv.delete(key);
+  }
+}
+
+/** Equal but for when it was recorded: rewriting it would only churn the bucket. */
+function sameTool(a: ToolDescriptor, b: ToolDescriptor): boolean {
+  return JSON.stringify({ ...a, updatedAt: "" }) === JSON.stringify({ ...b, updatedAt: "" });
+}
+
+/**
+ * Records a server's tools again whenever it sends notifications/tools/list_changed, so
+ * `loom tools list` and the worker follow it without a restart.
+ */
+export function recordOnListChanged(
+  connection: {
+    config: McpServerConfig;
+    listTools(): Promise<Tool[]>;
+    onListChanged(listener: (kind: "tools" | "resources" | "prompts") => void): void;
+  },
+  record: (tools: Tool[]) => Promise<void>,
+  log: Logger,
+): void {
+  connection.onListChanged((kind) => {
+    if (kind !== "tools") return;
+    connection
+      .listTools()
+      .then(record)
+      .then(
+        () => log.info({ mcp_server: connection.config.name }, "tool list changed; loom_tools updated"),
+        (error: unknown) =>
+          log.error(
+            { err: error, mcp_server: connection.config.name },
+            "cannot record the changed tool list",
+          ),
+      );
+  });
 }
 
 /** First retry delay for a server that could not be reached; doubled up to a minute. */

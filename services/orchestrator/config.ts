@@ -1,5 +1,6 @@
 import { resolve } from "node:path";
 import { z } from "zod";
+import { DEV_ISSUER } from "../kit/dev-issuer.ts";
 import { BaseConfigSchema, loadConfig } from "../kit/index.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
@@ -50,6 +51,29 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
       }
     }),
   LOOM_RUN_LEASE_MS: z.coerce.number().int().min(500).default(5_000),
+  /**
+   * Origins a browser may call the MCP gateway from (`/mcp`), comma-separated; an origin without a
+   * port allows any port. Requests with any other Origin get 403 (DNS rebinding). Requests with no
+   * Origin (non-browser clients) pass.
+   */
+  LOOM_MCP_ALLOWED_ORIGINS: z
+    .string()
+    .default("http://localhost,http://127.0.0.1,http://[::1]")
+    .transform((list) =>
+      list
+        .split(",")
+        .map((origin) => origin.trim())
+        .filter((origin) => origin !== ""),
+    )
+    .pipe(z.array(z.url())),
+  /** How long an idle MCP gateway session is kept (KV loom_mcp_sessions TTL), in milliseconds. */
+  LOOM_MCP_SESSION_TTL_MS: z.coerce
+    .number()
+    .int()
+    .min(60_000)
+    .default(24 * 3_600_000),
+  /** The identity provider acp-policy trusts, named in the gateway's protected resource metadata. */
+  LOOM_AUTH_ISSUER: z.string().min(1).default(DEV_ISSUER),
   /** Context memory: entries kept per context, bytes kept per context, and how long an idle context is kept. */
   /** Step results larger than this (JSON bytes) are stored in KV loom_results and referenced from the run. */
   LOOM_RESULT_INLINE_MAX_BYTES: z.coerce

@@ -19,12 +19,15 @@ import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
 import { readOrchestratorConfig } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
+import { FederatedCatalog, GatewayPolicy, mcpGatewayRouter, SessionStore } from "./mcp-gateway/index.ts";
 import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
 import { RunStore } from "./run-store.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
+import { serveToolFeedback } from "./tool-feedback.ts";
+import { serveToolStats } from "./tool-stats.ts";
 import { WorkflowAgents } from "./workflow-agents.ts";
 import { WorkflowCatalog } from "./workflow-catalog.ts";
 import { WorkflowRegistry } from "./workflow-registry.ts";
@@ -45,6 +48,7 @@ await runUntilSignalled(log, async () => {
   const jsm = await jetstreamManager(nc);
   await ensureStream(jsm, StreamDefinitions.runs);
   await ensureStream(jsm, StreamDefinitions.events);
+  await ensureStream(jsm, StreamDefinitions.toolCalls);
   await ensureSubmissionConsumer(jsm);
   const js = jetstream(nc);
   const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS), catalog, log);
@@ -64,11 +68,34 @@ await runUntilSignalled(log, async () => {
       workflows: catalog.ids().map((id) => catalog.resolve(id)),
       version: "0.1.0",
     });
+  const mcpCatalog = await FederatedCatalog.open(
+    { tools: await openBucket(nc, Buckets.TOOLS), catalog: await openBucket(nc, Buckets.CATALOG) },
+    log,
+  );
+  const mcpGateway = mcpGatewayRouter({
+    catalog: mcpCatalog,
+    policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
+    sessions: new SessionStore(
+      await openBucket(nc, Buckets.MCP_SESSIONS, { ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
+    ),
+    dispatch: {
+      nc,
+      policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
+      callTimeoutMs: config.LOOM_STEP_TIMEOUT_MS,
+      log,
+    },
+    version: "0.1.0",
+    allowedOrigins: config.LOOM_MCP_ALLOWED_ORIGINS,
+    publicUrl: config.LOOM_A2A_PUBLIC_URL,
+    authorizationServers: [config.LOOM_AUTH_ISSUER],
+    log,
+  });
   const a2a = await startA2AEdge({
     port: config.LOOM_A2A_PORT,
     handler: new NatsA2ARequestHandler({ nc, js: jetstream(nc), jsm, runs, push, card }),
     card,
     log,
+    routes: [mcpGateway],
   });
   publicUrl ??= `http://127.0.0.1:${a2a.port}`;
   await observability.connected({
@@ -96,6 +123,8 @@ await runUntilSignalled(log, async () => {
   });
   await driver.watch(runsKv);
   const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
+  const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
+  const toolStats = serveToolStats({ nc, js, log });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
   const submissions = await consumeSubmissions({
     nc,
@@ -117,9 +146,12 @@ await runUntilSignalled(log, async () => {
     async close() {
       await submissions.stop();
       await control.stop();
+      await feedback.stop();
+      await toolStats.stop();
       await workflowService.stop();
       await agents.stop();
       await a2a.close();
+      mcpCatalog.close();
       pushNotifier.stop();
       await driver.stop();
       await observability.close();

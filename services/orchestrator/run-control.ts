@@ -134,7 +134,28 @@ function serveCancel(options: RunControlOptions): Service {
     handle: async (body, context) => {
       const runId = runIdOf(context.subject);
       const stored = await loadWaiting(options.runs, runId);
-      const by = body.reason === undefined ? "request" : `request (${body.reason})`;
+      // Every replica hears a cancel; only one that may drive the run asks policy and answers.
+      if (!options.driver.mayDrive(stored)) return NO_REPLY;
+      const decision = await request(
+        options.nc,
+        Subjects.POLICY_DECIDE,
+        PolicyDecideContract,
+        {
+          action: PolicyAction.RUNS_CANCEL,
+          resource: {
+            workflow: stored.record.workflowId,
+            ...(stored.record.startedBy === undefined ? {} : { startedBy: stored.record.startedBy }),
+          },
+          runId,
+        },
+        { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: context.authorization } },
+      );
+      if (decision.effect === PolicyEffect.DENY) {
+        throw new LoomError(ErrorCode.POLICY_DENIED, `policy denied canceling ${runId}: ${decision.reason}`, {
+          details: { rule: decision.rule },
+        });
+      }
+      const by = `${decision.principal.id}${body.reason === undefined ? "" : ` (${body.reason})`}`;
       const state = await options.driver.deliver(stored, { type: "RUN.CANCEL", by });
       // Undefined: another live replica drives the run and answers for it.
       return state === undefined ? NO_REPLY : ({ runId, state } satisfies RunControlReply);

@@ -69,6 +69,11 @@ export class RunDriver {
    * Applies an event to a run: through the execution driving it here, or by claiming the run when
    * no live replica drives it. Undefined when another live replica owns it (that one answers).
    */
+  /** Whether this replica drives the run or could claim it (nobody holds a live lease on it). */
+  mayDrive(stored: StoredRun): boolean {
+    return this.#executions.has(stored.record.runId) || !this.#heldElsewhere(stored.record);
+  }
+
   async deliver(stored: StoredRun, event: RunMachineEvent): Promise<TaskState | undefined> {
     const local = this.#executions.get(stored.record.runId);
     if (local !== undefined) return local.send(event);
@@ -142,12 +147,7 @@ export class RunDriver {
   /** Makes this replica the run's owner with compare-and-set; undefined if a live owner has it. */
   async #claim(stored: StoredRun): Promise<StoredRun | undefined> {
     const { record } = stored;
-    if (TERMINAL_STATES.has(record.state)) return undefined;
-    const live =
-      record.owner !== undefined &&
-      record.owner !== this.#options.owner &&
-      Date.parse(record.leaseUntil ?? "") > Date.now();
-    if (live) return undefined;
+    if (TERMINAL_STATES.has(record.state) || this.#heldElsewhere(record)) return undefined;
     try {
       return await this.#options.runs.update(stored, {
         ...record,
@@ -159,6 +159,14 @@ export class RunDriver {
       if (error instanceof RunOwnershipLostError) return undefined;
       throw error;
     }
+  }
+
+  #heldElsewhere(record: StoredRun["record"]): boolean {
+    return (
+      record.owner !== undefined &&
+      record.owner !== this.#options.owner &&
+      Date.parse(record.leaseUntil ?? "") > Date.now()
+    );
   }
 
   /** Stops taking runs over and lets in-flight effects go; the runs' leases lapse for others. */

@@ -293,14 +293,16 @@ export class RunExecution {
           scope,
           signal,
           followUp: effect.followUp,
-          onProgress: (text) =>
+          onProgress: (text, progress) =>
             this.#options.events.status(
               record,
               TaskState.WORKING,
               text,
-              `progress:${step.id}:${attempt}:${Date.now()}`,
+              // MCP progress only grows, so its value tells one report of a step's attempt from another.
+              `progress:${step.id}:${attempt}:${progress?.progress ?? Date.now()}`,
               {
                 stepId: step.id,
+                ...(progress === undefined ? {} : { progress }),
               },
             ),
         });

@@ -1,23 +1,29 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type Message, Role } from "../../schemas/a2a.ts";
-import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
+import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type McpOperation, splitToolName, type ToolCallMetadata } from "../../schemas/mcp.ts";
-import { type PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
-import {
-  agentCancelSubject,
-  agentTasksSubject,
-  Headers,
-  MCP_WORKER_AGENT,
-  Subjects,
-} from "../../schemas/subjects.ts";
+import type { PolicyAction } from "../../schemas/policy.ts";
+import type { StepProgress } from "../../schemas/run.ts";
+import { agentCancelSubject, agentTasksSubject, Headers, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import type { DelegateStep, WorkStep } from "../../schemas/workflow.ts";
-import { encodeJson, LoomError, request, SpanKind, toWireError, withSpan } from "../kit/index.ts";
+import {
+  encodeJson,
+  type Logger,
+  LoomError,
+  request,
+  SpanKind,
+  toWireError,
+  tracedHeaders,
+  withSpan,
+} from "../kit/index.ts";
 import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
+import { decideOperation } from "./policy-decision.ts";
 import type { InputAnswer, RunMachineEvent } from "./run-machine.ts";
+import { progressText, relayTaskProgress } from "./task-progress.ts";
 
 /** Extra time an agent gets over the step's own timeout to answer with a typed error. */
 const REPLY_MARGIN_MS = 2_000;
@@ -27,6 +33,7 @@ export interface StepRunnerOptions {
   policyTimeoutMs: number;
   stepTimeoutMs: number;
   remoteAgents: RemoteAgents;
+  log: Logger;
 }
 
 export interface WorkRun {
@@ -39,8 +46,11 @@ export interface WorkRun {
   signal: AbortSignal;
   /** For a delegate step answering its remote agent: the remote task and the answer. */
   followUp?: { remoteTaskId: string; answer: InputAnswer } | undefined;
-  /** Progress worth telling the run's watchers (a remote agent's status updates). */
-  onProgress?: (text: string) => Promise<void>;
+  /**
+   * Progress worth telling the run's watchers: a remote agent's status updates, or an MCP
+   * server's progress reports (then with `progress`).
+   */
+  onProgress?: (text: string, progress?: StepProgress) => Promise<void>;
 }
 
 /** What one work step asks of which agent, and which policy action covers it. */
@@ -72,10 +82,8 @@ export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Pro
           return await runRemote(options, run, step.delegate.url);
         const dispatch = await describeDispatch(step, run.scope);
         if (dispatch.action !== "delegate") {
-          const decision = await request(
+          const decision = await decideOperation(
             options.nc,
-            Subjects.POLICY_DECIDE,
-            PolicyDecideContract,
             {
               action: dispatch.action,
               resource: { tool: dispatch.target },
@@ -83,18 +91,8 @@ export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Pro
               runId: run.runId,
               stepId: step.id,
             },
-            { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: run.authorization } },
+            { authorization: run.authorization, timeoutMs: options.policyTimeoutMs, span },
           );
-          span.setAttributes({ "loom.policy.rule": decision.rule, "loom.policy.effect": decision.effect });
-          if (decision.effect === PolicyEffect.DENY) {
-            throw new LoomError(
-              ErrorCode.POLICY_DENIED,
-              `policy denied ${dispatch.target}: ${decision.reason}`,
-              {
-                details: { rule: decision.rule, decisionId: decision.decisionId },
-              },
-            );
-          }
           return await sendTask(options, run, dispatch, decision.grant);
         }
         return await sendTask(options, run, dispatch, undefined);
@@ -121,8 +119,22 @@ async function sendTask(
     timeoutMs,
     ...(grant === undefined ? {} : { grant }),
   };
-  const cancel = () => options.nc.publish(agentCancelSubject(dispatch.agent), encodeJson({ taskId }));
+  // The run's token goes along: a workflow agent cancels the run it started on the run's behalf.
+  const cancel = () =>
+    options.nc.publish(agentCancelSubject(dispatch.agent), encodeJson({ taskId }), {
+      headers: tracedHeaders({ [Headers.AUTHORIZATION]: run.authorization }),
+    });
   run.signal.addEventListener("abort", cancel, { once: true });
+  // Subscribed before the task goes out, so no report the agent sends is missed.
+  const progress = relayTaskProgress(
+    options.nc,
+    taskId,
+    (reported) =>
+      run.onProgress === undefined
+        ? Promise.resolve()
+        : run.onProgress(progressText(step.id, reported), reported),
+    options.log,
+  );
   try {
     const task = await request(
       options.nc,
@@ -147,6 +159,7 @@ async function sendTask(
     return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(task.artifacts?.[0]) };
   } finally {
     run.signal.removeEventListener("abort", cancel);
+    await progress.stop();
   }
 }
 

@@ -144,6 +144,7 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
           definition: workflow,
           input: submission.input,
           state: TaskState.SUBMITTED,
+          startedBy: decision.principal.id,
           snapshot,
           pending,
           owner: options.owner,

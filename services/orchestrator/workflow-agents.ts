@@ -83,6 +83,7 @@ export class WorkflowAgents {
             { reason: "the delegating step was canceled" },
             {
               timeoutMs: CANCEL_TIMEOUT_MS,
+              headers: { [Headers.AUTHORIZATION]: message.headers?.get(Headers.AUTHORIZATION) || undefined },
             },
           ).catch((error: unknown) =>
             this.#log.warn({ err: error, run_id: runId }, "could not cancel a delegated run"),

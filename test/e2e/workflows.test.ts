@@ -367,7 +367,7 @@ describe("e2e - durable workflows through the CLI", () => {
     expect((await runRecord(runId)).state).toBe("canceled");
   });
 
-  it("e2e - a run waiting for approval can be canceled, though nobody drives it", async () => {
+  it("e2e - a run waiting for approval can be canceled by whoever started it, though nobody drives it", async () => {
     const waiting = nextRunIn(TaskState.INPUT_REQUIRED);
     const submitted = await loom.cli(["submit", "crm-enrich", "--input", '{"contactId":"c-2"}'], {
       token: analyst,
@@ -375,10 +375,19 @@ describe("e2e - durable workflows through the CLI", () => {
     expect(submitted.code, submitted.stderr).toBe(0);
     const runId = submitted.stdout.trim();
     expect(await waiting).toBe(runId);
+    const byStranger = await loom.cli(["runs", "cancel", runId, "--json"], {
+      token: tokenFor("sam", "analyst"),
+    });
+    expect(byStranger.code).not.toBe(0);
+    expect(byStranger.stderr).toContain("POLICY_DENIED");
+    expect(byStranger.stderr).toContain("no rule allows sam (roles: analyst) runs.cancel");
+    expect((await runRecord(runId)).state).toBe("input-required");
     const canceled = await loom.cli(["runs", "cancel", runId, "--json"], { token: analyst });
     expect(canceled.code, canceled.stderr).toBe(0);
     expect(JSON.parse(canceled.stdout)).toEqual({ runId, state: "canceled" });
-    expect((await runRecord(runId)).state).toBe("canceled");
+    const record = await runRecord(runId);
+    expect(record.state).toBe("canceled");
+    expect(record.error?.message).toBe("run canceled by alice");
   });
 
   it("e2e - a step past its timeout fails TOOL_TIMEOUT after its retries, without waiting for the tool", async () => {

@@ -225,7 +225,10 @@ rules:
       "arguments-at-most-64k",
       "admins-call-anything",
       "analysts-read-crm-resources",
+      "owners-cancel-their-runs",
+      "admins-cancel-any-run",
       "managers-answer-approvals",
+      "owners-and-admins-give-feedback",
     ]);
     expect(policy.version).toMatch(/^2@[0-9a-f]{12}$/);
   });

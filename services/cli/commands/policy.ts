@@ -122,6 +122,7 @@ export async function policyTestCommand(casesFile: string): Promise<ExitCode> {
         resource: {
           ...(resource.tool === undefined ? {} : { tool: resource.tool }),
           ...(resource.workflow === undefined ? {} : { workflow: resource.workflow }),
+          ...(resource.startedBy === undefined ? {} : { startedBy: resource.startedBy }),
         },
         ...(testCase.arguments === undefined ? {} : { arguments: testCase.arguments }),
       },

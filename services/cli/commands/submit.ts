@@ -113,6 +113,11 @@ async function watchAndReport(
   const error =
     finalStatus && "statusUpdate" in finalStatus ? finalStatus.statusUpdate.metadata?.error : undefined;
   if (options.json) {
+    // MCP progress the steps reported, in order: what the bar lines show without --json.
+    const progress = result.events.flatMap((event) => {
+      const metadata = "statusUpdate" in event ? event.statusUpdate.metadata : undefined;
+      return metadata?.progress === undefined ? [] : [{ stepId: metadata.stepId, ...metadata.progress }];
+    });
     console.log(
       JSON.stringify({
         runId,
@@ -120,6 +125,7 @@ async function watchAndReport(
         state: shortStateName(result.state),
         ...(result.output === undefined ? {} : { output: result.output }),
         ...(error === undefined ? {} : { error }),
+        ...(progress.length === 0 ? {} : { progress }),
       }),
     );
   } else if (result.output !== undefined) {

@@ -21,8 +21,11 @@ export async function startA2AEdge(options: {
   handler: NatsA2ARequestHandler;
   card: () => AgentCard;
   log: Logger;
+  /** More routes on the same port (the MCP gateway). */
+  routes?: express.Router[];
 }): Promise<{ port: number; close(): Promise<void> }> {
   const app = express();
+  for (const routes of options.routes ?? []) app.use(routes);
   app.use(
     "/.well-known/agent-card.json",
     agentCardHandler({ agentCardProvider: async () => options.card() }),

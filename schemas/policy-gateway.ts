@@ -1,0 +1,40 @@
+import { z } from "zod";
+import { PolicyAction, PrincipalSchema } from "./policy.ts";
+
+/**
+ * Sent on `loom.v1.policy.authenticate` with the caller's token in the Authorization header:
+ * acp-policy verifies it (signature, issuer, audience, expiry) and names its principal, or answers
+ * UNAUTHENTICATED. Run tokens are refused: they speak for one run, not for a client.
+ */
+export const AuthenticateRequestSchema = z.object({}).strict();
+export const AuthenticateReplySchema = z.object({ principal: PrincipalSchema });
+export type AuthenticateReply = z.infer<typeof AuthenticateReplySchema>;
+
+/** Most targets one `loom.v1.policy.permitted` request may ask about. */
+export const MAX_PERMITTED_CHECKS = 10_000;
+
+/**
+ * Sent on `loom.v1.policy.permitted`: which of these operations may the caller perform at all? A
+ * dry run for listings (the MCP gateway's `tools/list`): nothing is granted, counted or audited,
+ * and no arguments are known, so argument checks are left to the decision on the call itself.
+ */
+export const PermittedRequestSchema = z
+  .object({
+    checks: z
+      .array(
+        z
+          .object({
+            action: z.enum([PolicyAction.TOOLS_CALL, PolicyAction.RESOURCES_READ, PolicyAction.PROMPTS_GET]),
+            /** `<server>.<tool>`, `<server>.<prompt>` or `<server>.<uri>`, as in a decision request. */
+            target: z.string().min(1),
+          })
+          .strict(),
+      )
+      .max(MAX_PERMITTED_CHECKS),
+  })
+  .strict();
+export type PermittedRequest = z.infer<typeof PermittedRequestSchema>;
+
+/** One answer per check, in order. */
+export const PermittedReplySchema = z.object({ allowed: z.array(z.boolean()) });
+export type PermittedReply = z.infer<typeof PermittedReplySchema>;

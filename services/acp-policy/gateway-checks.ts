@@ -1,0 +1,39 @@
+import { PolicyEffect } from "../../schemas/policy.ts";
+import type { AuthenticateReply, PermittedReply, PermittedRequest } from "../../schemas/policy-gateway.ts";
+import { type DecideDependencies, factsFor } from "./decide.ts";
+import { evaluate } from "./evaluate.ts";
+
+/** The action a gateway client's token is verified for: a run token never passes for it. */
+const GATEWAY_ACTION = "gateway.connect";
+
+/**
+ * `loom.v1.policy.authenticate`: the principal of a bearer token, verified exactly as for a
+ * decision (signature, algorithm, issuer, audience, expiry); UNAUTHENTICATED otherwise.
+ */
+export async function authenticate(
+  deps: Pick<DecideDependencies, "tokens">,
+  authorization: string | undefined,
+): Promise<AuthenticateReply> {
+  return { principal: await deps.tokens.verify(authorization, { action: GATEWAY_ACTION }) };
+}
+
+/**
+ * `loom.v1.policy.permitted`: whether the active policy could allow each operation for this
+ * caller. A dry run: no grant, no rate-limit count, no audit record. The call itself is decided
+ * again with its arguments, so a listing can only ever show too much, never let anything through.
+ */
+export async function permitted(
+  deps: Pick<DecideDependencies, "tokens" | "policy" | "tools" | "validator" | "defaultRegion">,
+  request: PermittedRequest,
+  authorization: string | undefined,
+): Promise<PermittedReply> {
+  const principal = await deps.tokens.verify(authorization, { action: GATEWAY_ACTION });
+  const policy = deps.policy.active;
+  const allowed: boolean[] = [];
+  for (const check of request.checks) {
+    const decisionRequest = { action: check.action, resource: { tool: check.target } };
+    const facts = await factsFor(deps, principal, decisionRequest, { checkArguments: false });
+    allowed.push(evaluate(policy, principal, decisionRequest, facts).effect === PolicyEffect.ALLOW);
+  }
+  return { allowed };
+}

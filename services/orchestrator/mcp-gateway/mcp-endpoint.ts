@@ -1,0 +1,145 @@
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import {
+  type InitializeRequest,
+  isInitializeRequest,
+  LATEST_PROTOCOL_VERSION,
+  SUPPORTED_PROTOCOL_VERSIONS,
+} from "@modelcontextprotocol/sdk/types.js";
+import express, { type Request, type Response } from "express";
+import type { McpSession } from "../../../schemas/mcp-session.ts";
+import type { Logger } from "../../kit/index.ts";
+import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
+import type { GatewayPolicy } from "./gateway-policy.ts";
+import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
+import { originGuard } from "./origin-guard.ts";
+import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
+import type { SessionStore } from "./session-store.ts";
+
+const SESSION_HEADER = "mcp-session-id";
+/** Largest JSON-RPC body taken; policy refuses tool arguments over 64 KiB anyway. */
+const MAX_BODY = "4mb";
+
+export interface McpEndpointOptions extends GatewayDependencies {
+  policy: GatewayPolicy;
+  sessions: SessionStore;
+  allowedOrigins: readonly string[];
+  publicUrl: string | undefined;
+  authorizationServers: readonly string[];
+  log: Logger;
+}
+
+/**
+ * The MCP gateway on the orchestrator's HTTP edge: Streamable HTTP at `/mcp` and the protected
+ * resource metadata beside it. Order of checks: Origin (403), bearer token (401), session (404).
+ * Sessions live in KV, and each request gets a fresh stateless transport and server, so a request
+ * may land on any replica, before or after a restart.
+ */
+export function mcpGatewayRouter(options: McpEndpointOptions): express.Router {
+  const router = express.Router();
+  const metadata = resourceMetadataHandler(options);
+  router.get(`${RESOURCE_METADATA_PATH}${MCP_PATH}`, metadata);
+  router.get(RESOURCE_METADATA_PATH, metadata);
+  router.use(
+    MCP_PATH,
+    originGuard(options.allowedOrigins),
+    bearerAuth(options),
+    express.json({ limit: MAX_BODY }),
+  );
+  router.post(MCP_PATH, (req, res) => void serve(options, req, res));
+  router.delete(MCP_PATH, (req, res) => void end(options, req, res));
+  // No server-initiated stream: every notification rides the response of the request it concerns.
+  router.get(MCP_PATH, (_req, res) => {
+    res.status(405).set("Allow", "POST, DELETE").json(jsonRpcError(-32000, "Method not allowed"));
+  });
+  return router;
+}
+
+async function serve(options: McpEndpointOptions, req: Request, res: Response): Promise<void> {
+  const caller = res.locals.caller as Authenticated;
+  try {
+    const initialize = initializeRequestOf(req.body);
+    let session: McpSession | undefined;
+    if (initialize !== undefined) {
+      const requested = initialize.params.protocolVersion;
+      session = await options.sessions.create({
+        principal: caller.principal.id,
+        protocolVersion: SUPPORTED_PROTOCOL_VERSIONS.includes(requested)
+          ? requested
+          : LATEST_PROTOCOL_VERSION,
+        clientCapabilities: initialize.params.capabilities,
+        clientInfo: initialize.params.clientInfo,
+      });
+      // The transport is stateless (the session is ours, in KV): the header is set here.
+      res.setHeader("Mcp-Session-Id", session.id);
+      options.log.info(
+        {
+          mcp_session: session.id,
+          principal: caller.principal.id,
+          client: initialize.params.clientInfo.name,
+        },
+        "MCP gateway session opened",
+      );
+    } else {
+      session = await sessionOf(options, req, res, caller);
+      if (session === undefined) return;
+    }
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+    const server = createGatewayServer(options, { session, authorization: caller.authorization });
+    res.on("close", () => {
+      void transport.close();
+      void server.close();
+    });
+    await server.connect(transport);
+    await transport.handleRequest(req, res, req.body);
+  } catch (error) {
+    options.log.error({ err: error }, "MCP gateway request failed");
+    if (!res.headersSent) res.status(500).json(jsonRpcError(-32603, "internal error"));
+  }
+}
+
+async function end(options: McpEndpointOptions, req: Request, res: Response): Promise<void> {
+  const caller = res.locals.caller as Authenticated;
+  try {
+    const session = await sessionOf(options, req, res, caller);
+    if (session === undefined) return;
+    await options.sessions.delete(session.id);
+    options.log.info({ mcp_session: session.id }, "MCP gateway session ended by its client");
+    res.status(200).end();
+  } catch (error) {
+    options.log.error({ err: error }, "MCP gateway session could not be ended");
+    if (!res.headersSent) res.status(500).json(jsonRpcError(-32603, "internal error"));
+  }
+}
+
+/**
+ * The request's session: 400 without a session id, 404 for one that is unknown or expired (the
+ * client then starts a new session, as the specification says), 403 for another caller's.
+ */
+async function sessionOf(
+  options: McpEndpointOptions,
+  req: Request,
+  res: Response,
+  caller: Authenticated,
+): Promise<McpSession | undefined> {
+  const id = req.headers[SESSION_HEADER];
+  if (typeof id !== "string" || id === "") {
+    res.status(400).json(jsonRpcError(-32000, "Bad Request: Mcp-Session-Id header is required"));
+    return undefined;
+  }
+  const session = await options.sessions.get(id);
+  if (session === undefined) {
+    res.status(404).json(jsonRpcError(-32001, "Session not found"));
+    return undefined;
+  }
+  if (session.principal !== caller.principal.id) {
+    res.status(403).json(jsonRpcError(-32000, "Forbidden: the session belongs to another principal"));
+    return undefined;
+  }
+  await options.sessions.touch(session);
+  return session;
+}
+
+function initializeRequestOf(body: unknown): InitializeRequest | undefined {
+  const messages: unknown[] = Array.isArray(body) ? body : [body];
+  return messages.find((message): message is InitializeRequest => isInitializeRequest(message));
+}

@@ -1,0 +1,146 @@
+import { randomUUID } from "node:crypto";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Role, type Task } from "../../../schemas/a2a.ts";
+import { AgentTaskContract } from "../../../schemas/contracts.ts";
+import {
+  type McpOperation,
+  type TaskNotification,
+  TaskNotificationSchema,
+  type ToolCallMetadata,
+} from "../../../schemas/mcp.ts";
+import type { PolicyAction } from "../../../schemas/policy.ts";
+import {
+  agentCancelSubject,
+  agentTasksSubject,
+  Headers,
+  MCP_WORKER_AGENT,
+  taskNotificationsSubject,
+} from "../../../schemas/subjects.ts";
+import { encodeJson, type Logger, parsePayload, request, SpanKind, withSpan } from "../../kit/index.ts";
+import { decideOperation } from "../policy-decision.ts";
+
+/** Extra time the worker gets over the call's own timeout to answer with a typed error. */
+const REPLY_MARGIN_MS = 2_000;
+
+export interface DispatchOptions {
+  nc: NatsConnection;
+  policyTimeoutMs: number;
+  callTimeoutMs: number;
+  log: Logger;
+}
+
+/** One MCP operation a gateway client asked for, as policy and the worker see it. */
+export interface GatewayOperation {
+  action: Extract<PolicyAction, "tools.call" | "resources.read" | "prompts.get">;
+  /** What policy decides about: `<server>.<tool>`, `<server>.<prompt>` or `<server>.<uri>`. */
+  target: string;
+  /** What the grant binds (the worker checks the same). */
+  arguments: Record<string, unknown>;
+  /** The DataPart the worker takes. */
+  operation: McpOperation;
+  /** The MCP method, for the trace. */
+  method: string;
+}
+
+/**
+ * Runs one gateway operation as a workflow step runs: a policy decision on the caller's token, a
+ * signed grant, an A2A task to the mcp-worker (which checks the grant, masks and audits), all in
+ * one trace. The caller's token goes to acp-policy only; the worker and the MCP server never see
+ * it. Calls are filed under the run `mcp-<session>` so the audit trail shows which session made
+ * them. Notifications the server sends while working reach `onNotification`.
+ */
+export async function dispatchOperation(
+  options: DispatchOptions,
+  call: {
+    sessionId: string;
+    authorization: string;
+    operation: GatewayOperation;
+    onNotification?: (notification: TaskNotification) => Promise<void>;
+    signal?: AbortSignal;
+  },
+): Promise<Task> {
+  const { operation } = call;
+  const runId = `mcp-${call.sessionId}`;
+  const stepId = `${operation.method.replace(/\W/g, "-")}-${randomUUID()}`;
+  const taskId = `${runId}:${stepId}:1`;
+  return withSpan(
+    `${operation.method} ${operation.target}`,
+    {
+      kind: SpanKind.SERVER,
+      attributes: {
+        "mcp.method.name": operation.method,
+        "mcp.session.id": call.sessionId,
+        "loom.run.id": runId,
+        "loom.step.id": stepId,
+      },
+    },
+    async (span) => {
+      const decision = await decideOperation(
+        options.nc,
+        {
+          action: operation.action,
+          resource: { tool: operation.target },
+          arguments: operation.arguments,
+          runId,
+          stepId,
+        },
+        { authorization: call.authorization, timeoutMs: options.policyTimeoutMs, span },
+      );
+      const metadata: ToolCallMetadata = {
+        runId,
+        stepId,
+        attempt: 1,
+        timeoutMs: options.callTimeoutMs,
+        ...(decision.grant === undefined ? {} : { grant: decision.grant }),
+      };
+      const relay = relayNotifications(options, taskId, call.onNotification);
+      const cancel = () => options.nc.publish(agentCancelSubject(MCP_WORKER_AGENT), encodeJson({ taskId }));
+      call.signal?.addEventListener("abort", cancel, { once: true });
+      try {
+        return await request(
+          options.nc,
+          agentTasksSubject(MCP_WORKER_AGENT),
+          AgentTaskContract,
+          {
+            messageId: randomUUID(),
+            role: Role.USER,
+            taskId,
+            contextId: runId,
+            parts: [{ data: operation.operation }],
+            metadata,
+          },
+          {
+            timeoutMs: options.callTimeoutMs + REPLY_MARGIN_MS,
+            // No Authorization header: the grant is the worker's only credential.
+            headers: { [Headers.MSG_ID]: taskId },
+          },
+        );
+      } finally {
+        call.signal?.removeEventListener("abort", cancel);
+        relay?.unsubscribe();
+      }
+    },
+  );
+}
+
+/** Forwards what the worker publishes about this task while it runs; undefined when no one listens. */
+function relayNotifications(
+  options: DispatchOptions,
+  taskId: string,
+  onNotification: ((notification: TaskNotification) => Promise<void>) | undefined,
+): { unsubscribe(): void } | undefined {
+  if (onNotification === undefined) return undefined;
+  return options.nc.subscribe(taskNotificationsSubject(taskId), {
+    callback: (error, message) => {
+      if (error !== null) return;
+      try {
+        const notification = parsePayload(TaskNotificationSchema, message.data, "task notification");
+        onNotification(notification).catch((cause: unknown) =>
+          options.log.debug({ err: cause, task_id: taskId }, "notification not relayed: client gone"),
+        );
+      } catch (cause) {
+        options.log.warn({ err: cause, task_id: taskId }, "malformed task notification dropped");
+      }
+    },
+  });
+}

@@ -1,0 +1,110 @@
+import type { JetStreamClient } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { FeedbackContract, PolicyDecideContract } from "../../schemas/contracts.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
+import {
+  feedbackSubject,
+  Headers,
+  RUN_ID_PATTERN,
+  runToolCallsFilter,
+  Subjects,
+} from "../../schemas/subjects.ts";
+import { type FeedbackRecord, FeedbackRecordSchema, type ToolCallRecord } from "../../schemas/tool-calls.ts";
+import { encodePayload, type Logger, LoomError, request, type Service, serve } from "../kit/index.ts";
+import { readCallLog } from "./call-log.ts";
+import type { RunStore } from "./run-store.ts";
+
+export interface ToolFeedbackOptions {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  runs: RunStore;
+  log: Logger;
+  policyTimeoutMs: number;
+}
+
+/**
+ * Serves `loom feedback <runId> <stepId> --ok|--bad`: the run must exist, policy must let the
+ * caller judge it (`runs.feedback`, which sees who started the run as `resource.started_by`), and the
+ * step must have called a tool, resource or prompt. The verdict is appended to `LOOM_TOOL_CALLS`
+ * with the server version of that call, so `loom tools stats` can set it against that version.
+ */
+export function serveToolFeedback(options: ToolFeedbackOptions): Service {
+  return serve(options.nc, {
+    subject: Subjects.RUN_FEEDBACK_ALL,
+    queue: "orchestrator-feedback",
+    contract: FeedbackContract,
+    log: options.log,
+    handle: async (body, context) => {
+      const runId = context.subject.split(".")[3] ?? "";
+      const stored = RUN_ID_PATTERN.test(runId) ? await options.runs.get(runId) : undefined;
+      if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
+      const decision = await request(
+        options.nc,
+        Subjects.POLICY_DECIDE,
+        PolicyDecideContract,
+        {
+          action: PolicyAction.RUNS_FEEDBACK,
+          resource: {
+            workflow: stored.record.workflowId,
+            ...(stored.record.startedBy === undefined ? {} : { startedBy: stored.record.startedBy }),
+          },
+          runId,
+          stepId: body.stepId,
+        },
+        { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: context.authorization } },
+      );
+      if (decision.effect === PolicyEffect.DENY) {
+        throw new LoomError(
+          ErrorCode.POLICY_DENIED,
+          `policy denied feedback on run ${runId}: ${decision.reason}`,
+          { details: { rule: decision.rule } },
+        );
+      }
+      const call = await lastCallOf(options, runId, body.stepId);
+      const record: FeedbackRecord = {
+        type: "feedback",
+        server: call.server,
+        target: call.target,
+        kind: call.kind,
+        serverVersion: call.serverVersion,
+        runId,
+        stepId: body.stepId,
+        verdict: body.verdict,
+        ...(body.comment === undefined ? {} : { comment: body.comment }),
+        by: decision.principal.id,
+        timestamp: new Date().toISOString(),
+      };
+      await options.js.publish(
+        feedbackSubject(runId),
+        encodePayload(FeedbackRecordSchema, record, "feedback"),
+      );
+      options.log.info(
+        { run_id: runId, step_id: body.stepId, verdict: body.verdict, tool: `${call.server}.${call.target}` },
+        "feedback recorded",
+      );
+      const { type: _type, ...reply } = record;
+      return reply;
+    },
+  });
+}
+
+/** The step's latest call record (its last attempt), or STEP_NOT_FOUND naming the steps that have one. */
+async function lastCallOf(
+  options: ToolFeedbackOptions,
+  runId: string,
+  stepId: string,
+): Promise<ToolCallRecord> {
+  const calls = (await readCallLog(options.js, { filter: runToolCallsFilter(runId) }, options.log)).filter(
+    (record): record is ToolCallRecord => record.type === "call",
+  );
+  const call = calls.findLast((record) => record.stepId === stepId);
+  if (call !== undefined) return call;
+  const known = [...new Set(calls.flatMap((record) => (record.stepId === undefined ? [] : [record.stepId])))];
+  throw new LoomError(
+    ErrorCode.STEP_NOT_FOUND,
+    known.length === 0
+      ? `run ${runId} has no recorded tool calls (records are kept for 7 days)`
+      : `run ${runId} has no step ${stepId} that called a tool; steps that did: ${known.join(", ")}`,
+  );
+}
