@@ -11,6 +11,7 @@ import {
   CallToolRequestSchema,
   type CallToolResult,
   CreateMessageResultSchema,
+  type ElicitRequestFormParams,
   ElicitResultSchema,
   ErrorCode,
   ListToolsRequestSchema,
@@ -310,17 +311,15 @@ const TOOLS: FixtureTool[] = [
 async function elicit(
   extra: Extra,
   message: string,
-  properties: Record<string, object>,
+  properties: ElicitRequestFormParams["requestedSchema"]["properties"],
   required: string[],
   label = "Elicitation completed",
 ): Promise<CallToolResult> {
   const result = await extra.sendRequest(
-    // The SDK's schema for requestedSchema knows only the primitive shapes; the suite checks
-    // the newer enum shapes verbatim, so the request goes out as written.
     {
       method: "elicitation/create",
       params: { message, requestedSchema: { type: "object", properties, required } },
-    } as ServerRequest,
+    },
     ElicitResultSchema,
   );
   return text(`${label}: action=${result.action}, content=${JSON.stringify(result.content ?? {})}`);
