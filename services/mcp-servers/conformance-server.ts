@@ -359,15 +359,10 @@ export function createConformanceServer(): McpServer {
     return tool.run(request.params.arguments ?? {}, extra, log);
   });
 
-  const subscriptions = new Set<string>();
-  server.server.setRequestHandler(SubscribeRequestSchema, (request) => {
-    subscriptions.add(request.params.uri);
-    return {};
-  });
-  server.server.setRequestHandler(UnsubscribeRequestSchema, (request) => {
-    subscriptions.delete(request.params.uri);
-    return {};
-  });
+  // No resource here ever changes, so no resources/updated is ever due: subscribing and
+  // unsubscribing are acknowledged and nothing more.
+  server.server.setRequestHandler(SubscribeRequestSchema, () => ({}));
+  server.server.setRequestHandler(UnsubscribeRequestSchema, () => ({}));
 
   server.registerResource(
     "static-text",
