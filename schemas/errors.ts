@@ -16,6 +16,8 @@ export const ErrorCode = {
   UNKNOWN_SERVER: "UNKNOWN_SERVER",
   UNKNOWN_TOOL: "UNKNOWN_TOOL",
   SERVER_UNAVAILABLE: "SERVER_UNAVAILABLE",
+  /** The server's concurrency limit is reached and its queue is full: try again shortly. */
+  SERVER_BUSY: "SERVER_BUSY",
   TOOL_ERROR: "TOOL_ERROR",
   TOOL_TIMEOUT: "TOOL_TIMEOUT",
   /** A tool with an outputSchema answered without structuredContent, or with content that breaks it. */
@@ -52,6 +54,7 @@ export const RETRYABLE_CODES: ReadonlySet<ErrorCode> = new Set([
   ErrorCode.TIMEOUT,
   ErrorCode.SERVER_UNAVAILABLE,
   ErrorCode.TOOL_TIMEOUT,
+  ErrorCode.SERVER_BUSY,
 ]);
 
 /** An error as it travels on the bus and in run events. */

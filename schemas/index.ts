@@ -7,6 +7,8 @@ export * from "./errors.ts";
 export * from "./mcp.ts";
 export * from "./mcp-auth.ts";
 export * from "./mcp-cache.ts";
+export * from "./mcp-health.ts";
+export * from "./mcp-resilience.ts";
 export * from "./memory.ts";
 export * from "./policy.ts";
 export * from "./run.ts";

@@ -3,6 +3,7 @@ import { DurationSchema } from "./duration.ts";
 import { McpAuthSchema } from "./mcp-auth.ts";
 import { McpCacheConfigSchema } from "./mcp-cache.ts";
 import { GatewayExposureSchema } from "./mcp-gateway-exposure.ts";
+import { McpResilienceFields, mcpVersionsSchema } from "./mcp-resilience.ts";
 import { SlugSchema } from "./workflow.ts";
 
 export const DataClassification = {
@@ -56,15 +57,18 @@ export const WebSocketTransportSchema = z
   })
   .strict();
 
+/** How the worker reaches a server (or one version of it). */
+export const McpTransportSchema = z.discriminatedUnion("type", [
+  StdioTransportSchema,
+  HttpTransportSchema,
+  WebSocketTransportSchema,
+]);
+
 export const McpServerConfigSchema = z
   .object({
     name: SlugSchema,
     description: z.string().optional(),
-    transport: z.discriminatedUnion("type", [
-      StdioTransportSchema,
-      HttpTransportSchema,
-      WebSocketTransportSchema,
-    ]),
+    transport: McpTransportSchema,
     /** Credentials for a remote (http or websocket) server; secrets come from named env variables. */
     auth: McpAuthSchema.optional(),
     /** Longest a single call may take. */
@@ -74,6 +78,10 @@ export const McpServerConfigSchema = z
     gateway: GatewayExposureSchema.optional(),
     /** Reads the worker may answer from memory for a while (see schemas/mcp-cache.ts). */
     cache: McpCacheConfigSchema.optional(),
+    /** Retries, circuit breaker, concurrency limit, restarts and replicas (schemas/mcp-resilience.ts). */
+    ...McpResilienceFields,
+    /** A/B: weighted shares of the calls go to other versions of the server. */
+    versions: mcpVersionsSchema(McpTransportSchema).optional(),
   })
   .strict();
 export type McpServerConfig = z.infer<typeof McpServerConfigSchema>;

@@ -11,6 +11,7 @@ import { memoryClearCommand, memoryGetCommand } from "./commands/memory.ts";
 import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./commands/policy.ts";
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
 import { runsGetCommand } from "./commands/runs.ts";
+import { serversListCommand } from "./commands/servers.ts";
 import { readInput, submitCommand } from "./commands/submit.ts";
 import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
 import { toolStatsCommand } from "./commands/tool-stats.ts";
@@ -271,6 +272,17 @@ program
           json: options.json,
         });
       },
+    ),
+  );
+
+const servers = program.command("servers").description("inspect the MCP servers the workers run");
+servers
+  .command("list")
+  .description("list MCP servers with governance, transport, health, replicas and versions")
+  .option("--json", "print JSON", false)
+  .action(
+    action((options: { json: boolean }) =>
+      serversListCommand({ nats: program.opts().nats, json: options.json }),
     ),
   );
 

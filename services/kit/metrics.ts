@@ -19,14 +19,14 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 const toolCalls = new Counter({
   name: "loom_tool_calls_total",
-  help: "MCP tool calls made by the mcp-worker, by server, tool and outcome (ok, or the error code)",
-  labelNames: ["server", "tool", "outcome"] as const,
+  help: "MCP tool calls made by the mcp-worker, by server, tool, outcome (ok, or the error code) and server version",
+  labelNames: ["server", "tool", "outcome", "server_version"] as const,
   registers: [],
 });
 const toolCallDuration = new Histogram({
   name: "loom_tool_call_duration_seconds",
-  help: "Time from sending an MCP tools/call to its result, by server, tool and outcome",
-  labelNames: ["server", "tool", "outcome"] as const,
+  help: "Time from sending an MCP tools/call to its result, by server, tool, outcome and server version",
+  labelNames: ["server", "tool", "outcome", "server_version"] as const,
   buckets: LATENCY_BUCKETS,
   registers: [],
 });
@@ -45,10 +45,18 @@ export function recordToolCall(call: {
   tool: string;
   seconds: number;
   errorType?: string;
+  /** The version of the server (A/B) that served the call; `default` without a `versions:` block. */
+  serverVersion?: string | undefined;
 }): void {
   const outcome = call.errorType ?? "ok";
-  recorded(toolCalls).inc({ server: call.server, tool: call.tool, outcome });
-  recorded(toolCallDuration).observe({ server: call.server, tool: call.tool, outcome }, call.seconds);
+  const labels = {
+    server: call.server,
+    tool: call.tool,
+    outcome,
+    server_version: call.serverVersion ?? "default",
+  };
+  recorded(toolCalls).inc(labels);
+  recorded(toolCallDuration).observe(labels, call.seconds);
   recorded(mcpClientOperationDuration).observe(
     {
       mcp_method_name: "tools/call",

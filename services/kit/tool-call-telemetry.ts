@@ -9,6 +9,8 @@ export interface ToolCallTarget {
   tool: string;
   runId?: string | undefined;
   stepId?: string | undefined;
+  /** The server version (A/B) the call goes to: a span attribute and a metrics label. */
+  serverVersion?: string | undefined;
 }
 
 /**
@@ -32,6 +34,7 @@ export function traceToolCall<Result extends { isError?: boolean | undefined }>(
         "loom.mcp.server": target.server,
         ...(target.runId === undefined ? {} : { "loom.run.id": target.runId }),
         ...(target.stepId === undefined ? {} : { "loom.step.id": target.stepId }),
+        ...(target.serverVersion === undefined ? {} : { "loom.mcp.server.version": target.serverVersion }),
       },
     },
     async (span) => {

@@ -19,7 +19,10 @@ const MAX_PAGES = 100;
  * capabilities announce) and records them in KV `loom_catalog` under the server's name, beside its
  * tools in `loom_tools`.
  */
-export async function recordCatalog(kv: KV, connection: McpConnection): Promise<McpCatalogEntry> {
+export async function recordCatalog(
+  kv: KV,
+  connection: Pick<McpConnection, "config" | "withClient">,
+): Promise<McpCatalogEntry> {
   const { config } = connection;
   const listed = await connection.withClient("catalog", config.timeout, (client) => listCatalog(client));
   const entry = catalogEntry(config, listed);

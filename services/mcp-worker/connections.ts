@@ -1,8 +1,8 @@
 import type { LoggingLevel } from "@modelcontextprotocol/sdk/types.js";
 import type { McpServerConfig } from "../../schemas/mcp.ts";
 import type { Logger } from "../kit/index.ts";
-import { McpConnection } from "./mcp-connection.ts";
 import type { RefusedServer } from "./server-config.ts";
+import { ServerPool } from "./server-pool.ts";
 import { type TokenSource, tokenSourceFor } from "./token-source.ts";
 
 export interface ConnectionOptions {
@@ -10,17 +10,19 @@ export interface ConnectionOptions {
   logLevel: LoggingLevel;
   /** The value of an environment variable an `auth` block names. */
   secret: (name: string) => string | undefined;
+  /** Applied to each replica's entry before it starts (tracing environment, say). */
+  prepare?: (replica: McpServerConfig) => McpServerConfig;
 }
 
 /**
- * One connection per configured server. A server whose `auth` cannot be honoured (on stdio, or
+ * One pool of connections (replicas, versions) per configured server. A server whose `auth` cannot be honoured (on stdio, or
  * its secret missing from the environment) is refused with the reason, the others still load.
  */
 export function createConnections(
   servers: McpServerConfig[],
   options: ConnectionOptions,
-): { connections: Map<string, McpConnection>; refused: RefusedServer[] } {
-  const connections = new Map<string, McpConnection>();
+): { connections: Map<string, ServerPool>; refused: RefusedServer[] } {
+  const connections = new Map<string, ServerPool>();
   const refused: RefusedServer[] = [];
   for (const server of servers) {
     const tokens = tokensFor(server, options);
@@ -30,7 +32,11 @@ export function createConnections(
     }
     connections.set(
       server.name,
-      new McpConnection(server, options.log, { tokens, logLevel: options.logLevel }),
+      new ServerPool(server, {
+        log: options.log,
+        connection: { tokens, logLevel: options.logLevel },
+        ...(options.prepare === undefined ? {} : { prepare: options.prepare }),
+      }),
     );
   }
   return { connections, refused };

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
@@ -23,6 +24,7 @@ import { GrantCheck } from "./grant-check.ts";
 import { InFlightTasks } from "./in-flight.ts";
 import { CallObserver } from "./observed-call.ts";
 import { loadServerList } from "./server-config.ts";
+import { HealthReporter } from "./server-health.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
 import { TaskNotifications } from "./task-notifications.ts";
@@ -35,10 +37,12 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const serverList = await loadServerList(config.LOOM_MCP_SERVERS);
-  const { connections, refused: unauthenticated } = createConnections(
-    serverList.servers.map((server) => withTelemetryEnv(server, config)),
-    { log, logLevel: config.LOOM_MCP_LOG_LEVEL, secret: (name) => readSecret(name) },
-  );
+  const { connections, refused: unauthenticated } = createConnections(serverList.servers, {
+    log,
+    logLevel: config.LOOM_MCP_LOG_LEVEL,
+    secret: (name) => readSecret(name),
+    prepare: (replica) => withTelemetryEnv(replica, config),
+  });
   for (const refused of [...serverList.refused, ...unauthenticated]) {
     log.error(
       { mcp_server: refused.name, reason: refused.reason },
@@ -48,8 +52,16 @@ await runUntilSignalled(log, async () => {
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const toolsKv = await openBucket(nc, Buckets.TOOLS);
   const catalogKv = await openBucket(nc, Buckets.CATALOG);
-  await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS] });
+  const serversKv = await openBucket(nc, Buckets.SERVERS);
+  await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS, Buckets.SERVERS] });
 
+  for (const pool of connections.values()) pool.start();
+  const health = new HealthReporter([...connections.values()], {
+    kv: serversKv,
+    worker: `${SERVICE}-${hostname().replace(/[^A-Za-z0-9_-]/g, "_")}-${process.pid}`,
+    log,
+  });
+  health.start();
   await Promise.all(
     [...connections.values()].map((connection) => {
       const record = async (tools: Tool[]) => {
@@ -94,6 +106,7 @@ await runUntilSignalled(log, async () => {
   return {
     async close() {
       await service.stop();
+      await health.close();
       await Promise.all([...connections.values()].map((connection) => connection.close()));
       await observability.close();
       await nc.drain();

@@ -87,7 +87,10 @@ export class McpConnection {
   /** Progress callbacks of the requests in flight, by the progress token each request carries. */
   readonly #progress = new Map<string, (progress: Progress) => void>();
   readonly #listChanged = new Set<(kind: ListKind) => void>();
-  #serverVersion: string | undefined;
+  #stdio: StdioClientTransport | undefined;
+  #serverInfo: { name: string; version: string } | undefined;
+  /** Called whenever the connection closes (the server exited, was killed, or close() ran). */
+  onClosed: (() => void) | undefined;
 
   constructor(config: McpServerConfig, log: Logger, options: McpConnectionOptions = {}) {
     this.config = config;
@@ -121,7 +124,7 @@ export class McpConnection {
 
   /** The version the server reported when it was last connected (its `serverInfo.version`). */
   get serverVersion(): string | undefined {
-    return this.#serverVersion;
+    return this.#serverInfo?.version;
   }
 
   /** The tool by name, listing the server's tools again if it is not known yet (it may be new). */
@@ -140,6 +143,15 @@ export class McpConnection {
   ): Promise<CallToolResult> {
     const client = await this.#connected();
     try {
+      if (this.#tools.get(name)?.execution?.taskSupport === "required") {
+        return await this.#observed(observer, (progressMeta) =>
+          callAsTask(
+            client,
+            { name, arguments: args, _meta: { ...meta, ...progressMeta } },
+            requestOptions(timeoutMs, signal),
+          ),
+        );
+      }
       // A plain request rather than client.callTool: the worker validates structuredContent
       // against the outputSchema itself and answers a typed TOOL_OUTPUT_INVALID.
       return await this.#observed(observer, (progressMeta) =>
@@ -244,6 +256,21 @@ export class McpConnection {
     for (const observer of this.#observers) observer.onLog?.(params);
   }
 
+  /** Starts the server (stdio) or opens the session (http) if that has not happened yet. */
+  async connect(): Promise<void> {
+    await this.#connected();
+  }
+
+  /** The process of a stdio server while it runs. */
+  get pid(): number | undefined {
+    return this.#stdio?.pid ?? undefined;
+  }
+
+  /** What the connected server says it is. */
+  get serverInfo(): { name: string; version: string } | undefined {
+    return this.#serverInfo;
+  }
+
   async close(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;
@@ -277,8 +304,9 @@ export class McpConnection {
         { cause },
       );
     }
-    this.#serverVersion = client.getServerVersion()?.version;
-    this.#log.info({ server_version: client.getServerVersion() }, "connected to MCP server");
+    const info = client.getServerVersion();
+    this.#serverInfo = info === undefined ? undefined : { name: info.name, version: info.version };
+    this.#log.info({ server_version: info }, "connected to MCP server");
     const level = this.#options.logLevel;
     if (level !== undefined && client.getServerCapabilities()?.logging !== undefined) {
       await client.setLoggingLevel(level).catch((error: unknown) => {
@@ -313,6 +341,7 @@ export class McpConnection {
       if (!live) return;
       this.#log.warn("MCP server connection closed; the next call reconnects");
       this.#client = undefined;
+      this.onClosed?.();
     };
     this.#listenToNotifications(client);
     const transport = await this.#transport();
@@ -363,6 +392,7 @@ export class McpConnection {
       ...(transport.cwd === undefined ? {} : { cwd: transport.cwd }),
       stderr: "pipe",
     });
+    this.#stdio = stdio;
     stdio.stderr?.on("data", (chunk: Buffer) => {
       this.#log.debug({ stderr: chunk.toString("utf8").trimEnd() }, "MCP server stderr");
     });
@@ -399,4 +429,22 @@ export class McpConnection {
       },
     );
   }
+}
+
+/**
+ * A tool that runs only as an MCP task (`execution.taskSupport: "required"`) cannot be called
+ * plainly: the SDK creates the task, polls it and fetches its result, all within the step's call.
+ */
+async function callAsTask(
+  client: Client,
+  params: { name: string; arguments: Record<string, unknown>; _meta: Record<string, unknown> },
+  // Each request (create, poll, fetch the result) is bounded by the call's timeout; an aborted
+  // signal stops the polling and tells the server.
+  options: RequestOptions,
+): Promise<CallToolResult> {
+  for await (const message of client.experimental.tasks.callToolStream(params, undefined, options)) {
+    if (message.type === "result") return message.result as CallToolResult;
+    if (message.type === "error") throw message.error;
+  }
+  throw new McpError(McpErrorCode.InternalError, `the task of ${params.name} ended without a result`);
 }

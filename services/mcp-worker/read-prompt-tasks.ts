@@ -7,7 +7,7 @@ import { stepRecordKey } from "../../schemas/steps.ts";
 import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
 import { maskValue } from "./masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
-import type { TaskHandlerDependencies } from "./task-handler.ts";
+import { recordedVersion, type TaskHandlerDependencies } from "./task-handler.ts";
 
 /** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
 const CLAIM_MARGIN_MS = 5_000;
@@ -110,20 +110,30 @@ export async function runOperation(
     );
   }
   const timeoutMs = Math.min(step?.timeoutMs ?? connection.config.timeout, connection.config.timeout);
-  const execute = async (): Promise<Task> => ({
-    id: message.taskId ?? message.messageId,
-    contextId: message.contextId ?? "",
-    status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
-    artifacts: [
-      await work(deps.calls.around(connection, step), timeoutMs, (value) =>
-        maskValue(value, claims.obligations),
-      ),
-    ],
-  });
+  const budgetMs = Math.max(timeoutMs, step?.timeoutMs ?? timeoutMs);
+  const version = connection.chooseVersion();
+  const execute = async (): Promise<Task> => {
+    // Reads and prompts change nothing: a server failure may be retried on any replica.
+    const { result, serverVersion } = await connection.run(
+      (replica, attemptTimeoutMs) =>
+        work(
+          deps.calls.around(replica, step, recordedVersion(connection, version)),
+          attemptTimeoutMs,
+          (value) => maskValue(value, claims.obligations),
+        ),
+      { version, timeoutMs, budgetMs, repeatable: true },
+    );
+    return {
+      id: message.taskId ?? message.messageId,
+      contextId: message.contextId ?? "",
+      status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
+      artifacts: [{ ...result, metadata: { ...result.metadata, serverVersion } }],
+    };
+  };
   if (step === undefined) return execute();
   return deps.steps.once(
     stepRecordKey(step.runId, step.stepId, step.attempt),
-    timeoutMs + CLAIM_MARGIN_MS,
+    budgetMs + CLAIM_MARGIN_MS,
     execute,
   );
 }

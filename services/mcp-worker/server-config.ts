@@ -4,6 +4,7 @@ import { parse as parseYaml } from "yaml";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type McpServerConfig, McpServerConfigSchema, McpServersFileSchema } from "../../schemas/mcp.ts";
 import { describeIssues, LoomError } from "../kit/index.ts";
+import { serverLayout } from "./server-layout.ts";
 
 export interface RefusedServer {
   /** The entry's `name`, or its position when it has none. */
@@ -50,9 +51,24 @@ export async function loadServerList(file: string): Promise<ServerList> {
       result.refused.push({ name, reason: "another server already has this name" });
       return;
     }
+    const layoutProblem = checkLayout(parsed.data);
+    if (layoutProblem !== undefined) {
+      result.refused.push({ name, reason: layoutProblem });
+      return;
+    }
     result.servers.push(resolvePaths(parsed.data, baseDir));
   });
   return result;
+}
+
+/** Replicas and versions that cannot run (replica URLs for a stdio server), as a reason. */
+function checkLayout(server: McpServerConfig): string | undefined {
+  try {
+    serverLayout(server);
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
 }
 
 function entryName(entry: unknown): string | undefined {
@@ -63,16 +79,28 @@ function entryName(entry: unknown): string | undefined {
 
 /** Relative paths in a stdio entry are relative to the config file, not to the worker's cwd. */
 function resolvePaths(server: McpServerConfig, baseDir: string): McpServerConfig {
-  if (server.transport.type !== "stdio") return server;
-  const { transport } = server;
+  const versions = server.versions?.map((version) =>
+    version.transport === undefined
+      ? version
+      : { ...version, transport: resolveTransportPaths(version.transport, baseDir) },
+  );
   return {
     ...server,
-    transport: {
-      ...transport,
-      args: transport.args.map((arg) =>
-        arg.startsWith("./") || arg.startsWith("../") ? resolve(baseDir, arg) : arg,
-      ),
-      cwd: resolve(baseDir, transport.cwd ?? "."),
-    },
+    transport: resolveTransportPaths(server.transport, baseDir),
+    ...(versions === undefined ? {} : { versions }),
+  };
+}
+
+function resolveTransportPaths(
+  transport: McpServerConfig["transport"],
+  baseDir: string,
+): McpServerConfig["transport"] {
+  if (transport.type !== "stdio") return transport;
+  return {
+    ...transport,
+    args: transport.args.map((arg) =>
+      arg.startsWith("./") || arg.startsWith("../") ? resolve(baseDir, arg) : arg,
+    ),
+    cwd: resolve(baseDir, transport.cwd ?? "."),
   };
 }

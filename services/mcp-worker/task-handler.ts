@@ -11,10 +11,11 @@ import {
   traceToolCall,
 } from "../kit/index.ts";
 import { resultText, toolResultToArtifact } from "./artifacts.ts";
+import { safeToRepeat } from "./call-policy.ts";
 import type { GrantCheck } from "./grant-check.ts";
 import { maskResult } from "./masking.ts";
-import type { McpConnection } from "./mcp-connection.ts";
 import type { CallObserver } from "./observed-call.ts";
+import type { ServerPool } from "./server-pool.ts";
 import type { StepResults } from "./step-results.ts";
 import type { TaskNotifications } from "./task-notifications.ts";
 
@@ -22,7 +23,8 @@ import type { TaskNotifications } from "./task-notifications.ts";
 const CLAIM_MARGIN_MS = 5_000;
 
 export interface TaskHandlerDependencies {
-  connections: ReadonlyMap<string, McpConnection>;
+  /** Each configured server, with its replicas, versions and resilience policies. */
+  connections: ReadonlyMap<string, ServerPool>;
   steps: StepResults;
   validator: JsonSchemaValidator;
   log: Logger;
@@ -57,7 +59,8 @@ export async function handleToolTask(
     );
   }
   const qualified = `${call.server}.${call.tool}`;
-  const tool = await connection.findTool(call.tool);
+  const serverVersion = connection.chooseVersion();
+  const tool = await connection.findTool(call.tool, serverVersion);
   if (tool === undefined) {
     throw new LoomError(ErrorCode.UNKNOWN_TOOL, `MCP server "${call.server}" has no tool "${call.tool}"`);
   }
@@ -67,23 +70,36 @@ export async function handleToolTask(
     metadata.data?.timeoutMs ?? connection.config.timeout,
     connection.config.timeout,
   );
+  // Retries fit in the step's own deadline, which its caller waits for.
+  const budgetMs = Math.max(timeoutMs, metadata.data?.timeoutMs ?? timeoutMs);
+  const idempotency =
+    step === undefined ? {} : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) };
   const execute = async (): Promise<Task> => {
     const result = await traceToolCall(
-      { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId },
-      (traceMeta) =>
-        deps.calls.around(connection, step).callTool(
-          call.tool,
-          call.arguments,
-          timeoutMs,
-          {
-            ...traceMeta,
-            ...(step === undefined
-              ? {}
-              : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) }),
-          },
-          signal,
-          deps.notifications?.observer(message, activeTraceId()),
-        ),
+      { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId, serverVersion },
+      async (traceMeta) =>
+        (
+          await connection.run(
+            (replica, attemptTimeoutMs) =>
+              deps.calls
+                .around(replica, step, recordedVersion(connection, serverVersion))
+                .callTool(
+                  call.tool,
+                  call.arguments,
+                  attemptTimeoutMs,
+                  { ...traceMeta, ...idempotency },
+                  signal,
+                  deps.notifications?.observer(message, activeTraceId()),
+                ),
+            {
+              version: serverVersion,
+              timeoutMs,
+              budgetMs,
+              repeatable: safeToRepeat(idempotency, tool),
+              signal,
+            },
+          )
+        ).result,
     );
     if (result.isError === true) {
       throw new LoomError(ErrorCode.TOOL_ERROR, `${qualified} reported an error: ${resultText(result)}`);
@@ -110,13 +126,19 @@ export async function handleToolTask(
       id: message.taskId ?? message.messageId,
       contextId: message.contextId ?? "",
       status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
-      artifacts: [toolResultToArtifact(qualified, maskResult(result, grant.obligations))],
+      artifacts: [
+        {
+          ...toolResultToArtifact(qualified, maskResult(result, grant.obligations)),
+          // Which version (A/B) served the call, for per-call records and `loom tools stats`.
+          metadata: { serverVersion },
+        },
+      ],
     };
   };
   if (step === undefined) return execute();
   return deps.steps.once(
     stepRecordKey(step.runId, step.stepId, step.attempt),
-    timeoutMs + CLAIM_MARGIN_MS,
+    budgetMs + CLAIM_MARGIN_MS,
     execute,
   );
 }
@@ -137,4 +159,12 @@ function readToolCall(message: Message): ToolCall {
     );
   }
   return parsed.data;
+}
+
+/**
+ * The version name a call record carries: the one A/B routing chose, or none for a server without
+ * `versions:`, whose records then name the version the server reports itself.
+ */
+export function recordedVersion(pool: ServerPool, version: string): string | undefined {
+  return pool.config.versions === undefined ? undefined : version;
 }

@@ -232,13 +232,17 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
 
   it("metrics - each service's /metrics counts what the runs did", async () => {
     const worker = (await get("mcp-worker", "/metrics")).text;
-    expect(worker).toMatch(/^loom_tool_calls_total\{server="time",tool="get_time",outcome="ok"\} [1-9]/m);
-    expect(worker).toMatch(/^loom_tool_calls_total\{server="crm",tool="get_contact",outcome="ok"\} [1-9]/m);
     expect(worker).toMatch(
-      /^loom_tool_calls_total\{server="crm",tool="get_contact",outcome="tool_error"\} [1-9]/m,
+      /^loom_tool_calls_total\{server="time",tool="get_time",outcome="ok",server_version="default"\} [1-9]/m,
     );
     expect(worker).toMatch(
-      /^loom_tool_call_duration_seconds_count\{server="time",tool="get_time",outcome="ok"\} [1-9]/m,
+      /^loom_tool_calls_total\{server="crm",tool="get_contact",outcome="ok",server_version="default"\} [1-9]/m,
+    );
+    expect(worker).toMatch(
+      /^loom_tool_calls_total\{server="crm",tool="get_contact",outcome="tool_error",server_version="default"\} [1-9]/m,
+    );
+    expect(worker).toMatch(
+      /^loom_tool_call_duration_seconds_count\{server="time",tool="get_time",outcome="ok",server_version="default"\} [1-9]/m,
     );
     expect(worker).toMatch(
       /^mcp_client_operation_duration_seconds_bucket\{le="\+Inf",mcp_method_name="tools\/call",gen_ai_tool_name="get_time",gen_ai_operation_name="execute_tool",error_type=""\} [1-9]/m,

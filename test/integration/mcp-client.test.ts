@@ -5,7 +5,8 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { McpServerConfigSchema } from "../../schemas/mcp.ts";
 import { createLogger, LoomError } from "../../services/kit/index.ts";
 import { createConnections } from "../../services/mcp-worker/connections.ts";
-import type { McpConnection } from "../../services/mcp-worker/mcp-connection.ts";
+import type { ListKind, McpConnection } from "../../services/mcp-worker/mcp-connection.ts";
+import type { ServerPool } from "../../services/mcp-worker/server-pool.ts";
 import { ClientCredentialsTokens } from "../../services/mcp-worker/token-source.ts";
 import { fixtureServer } from "../helpers/mcp-fixture-server.ts";
 import { startOAuthMcpFixture } from "../helpers/oauth-mcp-server.ts";
@@ -26,7 +27,7 @@ function capture() {
 }
 
 const disposables: AsyncDisposable[] = [];
-const connections: McpConnection[] = [];
+const connections: ServerPool[] = [];
 afterEach(async () => {
   await Promise.all(connections.splice(0).map((connection) => connection.close()));
   for (const disposable of disposables.splice(0).reverse()) await disposable[Symbol.asyncDispose]();
@@ -53,12 +54,27 @@ function connect(
   entry: Record<string, unknown>,
   env: Record<string, string> = {},
   logLevel: "debug" | "error" = "debug",
-): { connection: McpConnection; lines: string[] } {
+): { connection: ReturnType<typeof direct>; lines: string[] } {
   const made = make(entry, env, logLevel);
-  const connection = made.connections.get("fixture");
-  if (connection === undefined) throw new Error(`refused: ${made.refused[0]?.reason}`);
-  connections.push(connection);
-  return { connection, lines: made.lines };
+  const pool = made.connections.get("fixture");
+  if (pool === undefined) throw new Error(`refused: ${made.refused[0]?.reason}`);
+  connections.push(pool);
+  return { connection: direct(pool), lines: made.lines };
+}
+
+/** The server's one connection, as the worker's pool hands it to a call (one attempt, no retry). */
+function direct(pool: ServerPool) {
+  return {
+    listTools: () => pool.listTools(),
+    onListChanged: (listener: (kind: ListKind) => void) => pool.onListChanged(listener),
+    callTool: async (...args: Parameters<McpConnection["callTool"]>) =>
+      (
+        await pool.run((connection) => connection.callTool(...args), {
+          timeoutMs: args[2],
+          repeatable: false,
+        })
+      ).result,
+  };
 }
 
 function text(result: { content: unknown[] }): string {

@@ -5,6 +5,7 @@ import { parsePayload } from "../../kit/index.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { table } from "../render.ts";
+import { readServerHealth, summarizeServers } from "./servers.ts";
 
 /** `loom tools list`: every tool the MCP workers registered, with its governance metadata. */
 export async function toolsListCommand(options: { nats: string; json: boolean }): Promise<ExitCode> {
@@ -18,8 +19,12 @@ export async function toolsListCommand(options: { nats: string; json: boolean })
         tools.push(parsePayload(ToolDescriptorSchema, entry.value, `tool ${key}`));
     }
     tools.sort((a, b) => `${a.server}.${a.name}`.localeCompare(`${b.server}.${b.name}`));
+    const health = new Map(
+      summarizeServers(await readServerHealth(nc)).map((server) => [server.server, server.state]),
+    );
+    const healthOf = (server: string) => health.get(server) ?? "unknown";
     if (options.json) {
-      console.log(JSON.stringify(tools));
+      console.log(JSON.stringify(tools.map((tool) => ({ ...tool, health: healthOf(tool.server) }))));
       return ExitCode.OK;
     }
     if (tools.length === 0) {
@@ -28,12 +33,13 @@ export async function toolsListCommand(options: { nats: string; json: boolean })
     }
     console.log(
       table(
-        ["TOOL", "CLASSIFICATION", "ACCESS", "OWNER", "DESCRIPTION"],
+        ["TOOL", "CLASSIFICATION", "ACCESS", "OWNER", "HEALTH", "DESCRIPTION"],
         tools.map((tool) => [
           `${tool.server}.${tool.name}`,
           tool.governance.data_classification,
           tool.governance.access_level,
           tool.governance.owner,
+          healthOf(tool.server),
           tool.description ?? "",
         ]),
       ),

@@ -1,0 +1,121 @@
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { HealthState, type ServerHealth, ServerHealthSchema } from "../../../schemas/mcp-health.ts";
+import { Buckets } from "../../../schemas/subjects.ts";
+import { parsePayload } from "../../kit/index.ts";
+import { connectCli } from "../connection.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { table } from "../render.ts";
+
+/** Workers refresh their records every 15 s; one not refreshed for this long is from a gone worker. */
+export const STALE_AFTER_MS = 60_000;
+
+/** A server as every live worker sees it together. */
+export interface ServerSummary {
+  server: string;
+  /** Up where every worker says up, down where every one says down, else degraded; unknown without a live worker. */
+  state: HealthState | "unknown";
+  transport: string;
+  governance: ServerHealth["governance"];
+  replicas: { up: number; total: number };
+  versions: Array<{ name: string; weight: number }>;
+  restarts: number;
+  lastError?: string;
+  /** The live workers' records as they wrote them. */
+  workers: ServerHealth[];
+}
+
+/** Reads every health record in KV `loom_servers`. */
+export async function readServerHealth(nc: NatsConnection): Promise<ServerHealth[]> {
+  const kv = await new Kvm(nc).create(Buckets.SERVERS);
+  const records: ServerHealth[] = [];
+  for await (const key of await kv.keys()) {
+    const entry = await kv.get(key);
+    if (entry !== null && entry.operation === "PUT")
+      records.push(parsePayload(ServerHealthSchema, entry.value, `server health ${key}`));
+  }
+  return records;
+}
+
+/** Folds the workers' records into one line per server, ignoring records of gone workers. */
+export function summarizeServers(records: readonly ServerHealth[], now = Date.now()): ServerSummary[] {
+  const byServer = new Map<string, ServerHealth[]>();
+  for (const record of records) byServer.set(record.server, [...(byServer.get(record.server) ?? []), record]);
+  return [...byServer.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([server, all]) => {
+      const live = all.filter((record) => now - Date.parse(record.updatedAt) <= STALE_AFTER_MS);
+      const newest = all.reduce((best, record) => (record.updatedAt > best.updatedAt ? record : best));
+      const replicas = live.flatMap((record) => record.versions.flatMap((version) => version.replicas));
+      const errors = replicas.filter((replica) => replica.lastError !== undefined);
+      const lastError = errors.at(-1)?.lastError;
+      return {
+        server,
+        state: combinedState(live.map((record) => record.state)),
+        transport: newest.transport,
+        governance: newest.governance,
+        replicas: {
+          up: replicas.filter((replica) => replica.state !== HealthState.DOWN).length,
+          total: replicas.length,
+        },
+        versions: newest.versions.map((version) => ({ name: version.name, weight: version.weight })),
+        restarts: replicas.reduce((sum, replica) => sum + replica.restarts, 0),
+        ...(lastError === undefined ? {} : { lastError }),
+        workers: live,
+      };
+    });
+}
+
+function combinedState(states: readonly HealthState[]): ServerSummary["state"] {
+  if (states.length === 0) return "unknown";
+  if (states.every((state) => state === HealthState.UP)) return HealthState.UP;
+  if (states.every((state) => state === HealthState.DOWN)) return HealthState.DOWN;
+  return HealthState.DEGRADED;
+}
+
+/** `loom servers list`: every MCP server the workers run, with governance, transport and health. */
+export async function serversListCommand(options: { nats: string; json: boolean }): Promise<ExitCode> {
+  const nc = await connectCli(options.nats);
+  try {
+    const servers = summarizeServers(await readServerHealth(nc));
+    if (options.json) {
+      console.log(JSON.stringify(servers));
+      return ExitCode.OK;
+    }
+    if (servers.length === 0) {
+      console.log("no MCP servers reported yet: is an mcp-worker running?");
+      return ExitCode.OK;
+    }
+    console.log(
+      table(
+        [
+          "SERVER",
+          "HEALTH",
+          "REPLICAS",
+          "VERSIONS",
+          "RESTARTS",
+          "CLASSIFICATION",
+          "ACCESS",
+          "OWNER",
+          "TRANSPORT",
+          "LAST ERROR",
+        ],
+        servers.map((server) => [
+          server.server,
+          server.state,
+          `${server.replicas.up}/${server.replicas.total}`,
+          server.versions.map((version) => `${version.name}:${version.weight}`).join(" "),
+          String(server.restarts),
+          server.governance.data_classification,
+          server.governance.access_level,
+          server.governance.owner,
+          server.transport,
+          server.lastError ?? "",
+        ]),
+      ),
+    );
+    return ExitCode.OK;
+  } finally {
+    await nc.close();
+  }
+}
