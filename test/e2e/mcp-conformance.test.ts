@@ -80,6 +80,12 @@ rules:
     roles: [conformance]
     actions: [tools.call, resources.read, prompts.get]
     tools: ["conformance.*"]
+  - name: the-fixture-samples-the-suite-client
+    description: The fixture may ask the suite's own client for a completion during its calls.
+    effect: allow
+    roles: [conformance]
+    actions: [llm.sample]
+    tools: [conformance]
 `;
 
 describe("e2e - MCP conformance suite through the gateway (/mcp), fronting the fixture", () => {

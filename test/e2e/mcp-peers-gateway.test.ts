@@ -3,7 +3,11 @@ import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import type { Progress } from "@modelcontextprotocol/sdk/types.js";
+import {
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
+  type Progress,
+} from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { tokenFor } from "../helpers/loom.ts";
@@ -54,8 +58,28 @@ describe("e2e - third-party MCP servers behind the worker, through the MCP gatew
   const clients: Client[] = [];
   const runs = new Map<PeerServer | "containment", Promise<GatewayRun>>();
 
+  /**
+   * A client as a desktop app is one: it samples with its own model and asks its user, so the
+   * servers' sampling and elicitation requests during a call are relayed to it.
+   */
   async function open(token: string): Promise<Client> {
-    const client = new Client({ name: "peers-gateway-test", version: "1.0.0" });
+    const client = new Client(
+      { name: "peers-gateway-test", version: "1.0.0" },
+      { capabilities: { sampling: {}, elicitation: {} } },
+    );
+    client.setRequestHandler(CreateMessageRequestSchema, (request) => {
+      const last = request.params.messages.at(-1)?.content;
+      const asked = last !== undefined && !Array.isArray(last) && last.type === "text" ? last.text : "";
+      return {
+        role: "assistant",
+        model: "peers-client-model",
+        content: { type: "text", text: `the client's model read: ${asked}` },
+      };
+    });
+    client.setRequestHandler(ElicitRequestSchema, () => ({
+      action: "accept",
+      content: { name: "Ada Lovelace", check: true, email: "ada@example.com" },
+    }));
     await client.connect(
       new StreamableHTTPClientTransport(mcpUrl, {
         requestInit: { headers: { Authorization: `Bearer ${token}` } },

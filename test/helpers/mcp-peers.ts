@@ -192,11 +192,13 @@ export function peerCalls(sandbox: PeerSandbox): Record<string, PeerCall> {
           "loom-local-echo: Resource trigger-sampling-request context: what is loom?",
         );
       },
+      // Through the gateway the server samples the gateway client's own model, policy permitting.
       gateway: {
-        fails: {
-          code: ErrorCode.TOOL_ERROR,
-          message: /policy denied sampling through everything \(rule unauthenticated\)/,
-          why: "the gateway neither relays sampling to its client nor gives the worker a token to sample for",
+        expect: (value) => {
+          expect(text(value)).toContain('"model": "peers-client-model"');
+          expect(text(value)).toContain(
+            "the client's model read: Resource trigger-sampling-request context: what is loom?",
+          );
         },
       },
     },
@@ -205,11 +207,11 @@ export function peerCalls(sandbox: PeerSandbox): Record<string, PeerCall> {
       // the server the dialog was cancelled, and the tool says so.
       with: {},
       expect: (value) => expect(text(value)).toMatch(/^⚠️ User cancelled the elicitation dialog\./),
+      // Through the gateway the server asks the gateway client's user, who answers.
       gateway: {
-        fails: {
-          code: ErrorCode.TOOL_ERROR,
-          message: /Loom could not ask for input: RUN_NOT_FOUND: no run with id mcp-/,
-          why: "the gateway does not relay a server's elicitation to its client: the worker asks for a run",
+        expect: (value) => {
+          expect(text(value)).toContain("User provided the requested information!");
+          expect(text(value)).toContain("- Name: Ada Lovelace");
         },
       },
     },
