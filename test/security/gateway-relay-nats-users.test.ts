@@ -1,5 +1,4 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -13,17 +12,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
-import { REPO_ROOT, tokenFor } from "../helpers/loom.ts";
+import { writeEverythingConfig } from "../helpers/everything-config.ts";
+import { tokenFor } from "../helpers/loom.ts";
 import { type NatsUsersServer, serviceLogs, startNatsWithUsers } from "../helpers/nats-users.ts";
 import { freePort } from "../helpers/ports.ts";
 
-const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-const SERVERS = `
-servers:
-  - name: everything
-    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
-    governance: { owner: mcp-reference, data_classification: public, access_level: read }
-`;
 const POLICY = `
 version: "test"
 rules:
@@ -48,12 +41,10 @@ describe("security - a gateway client's sampling and elicitation under one NATS 
     const jsm = await jetstreamManager(orchestrator);
     await ensureStream(jsm, StreamDefinitions.runs);
     await ensureStream(jsm, StreamDefinitions.audit);
-    dir = await mkdtemp(join(tmpdir(), "loom-relay-users-"));
+    const config = await writeEverythingConfig("loom-relay-users-", { policy: POLICY });
+    dir = config.dir;
     logDir = join(dir, "logs");
-    await mkdir(join(dir, "policies"), { recursive: true });
     await mkdir(logDir);
-    await writeFile(join(dir, "servers.yaml"), SERVERS);
-    await writeFile(join(dir, "policies", "test.yaml"), POLICY);
     const port = await freePort();
     mcpUrl = new URL(`http://127.0.0.1:${port}/mcp`);
     stacks.push(
@@ -61,8 +52,7 @@ describe("security - a gateway client's sampling and elicitation under one NATS 
         logDir,
         env: {
           LOOM_A2A_PORT: String(port),
-          LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
-          LOOM_POLICY_DIR: join(dir, "policies"),
+          ...config.env,
           OTEL_TRACES_EXPORTER: "none",
         },
       })),
