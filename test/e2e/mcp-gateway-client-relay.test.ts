@@ -9,6 +9,7 @@ import {
   ElicitRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AuditRecord } from "../../schemas/audit.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { writeEverythingConfig } from "../helpers/everything-config.ts";
 import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
@@ -22,19 +23,6 @@ rules:
   - { name: people-use-everything, effect: allow, roles: [tester, guest], actions: [tools.call], tools: ["everything.*"] }
   - { name: testers-sample-through-everything, effect: allow, roles: [tester], actions: [llm.sample], tools: [everything] }
 `;
-
-interface AuditLine {
-  kind: string;
-  action?: string;
-  effect?: string;
-  rule?: string;
-  resource: string;
-  outcome?: string;
-  principal: string;
-  runId?: string;
-  argsDigest?: string;
-  resultDigest?: string;
-}
 
 function textOf(result: CallToolResult): string {
   return result.content.map((block) => (block.type === "text" ? block.text : "")).join("\n");
@@ -101,12 +89,12 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
     return { client, sessionId: transport.sessionId ?? "" };
   }
 
-  async function auditOf(runId: string): Promise<AuditLine[]> {
+  async function auditOf(runId: string): Promise<AuditRecord[]> {
     const audit = await loom.cli(["audit", "tail", "--run", runId, "--json", "-n", "50"]);
     return audit.stdout
       .trim()
       .split("\n")
-      .map((line) => JSON.parse(line) as AuditLine);
+      .map((line) => JSON.parse(line) as AuditRecord);
   }
 
   it("sampling - the client's own model answers, after policy allowed llm.sample for the caller", async () => {

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shortStateName, TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import type { AuditRecord } from "../../schemas/audit.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import type { RunEvent } from "../../schemas/run.ts";
 import { agentTasksSubject, LLM_AGENT } from "../../schemas/subjects.ts";
@@ -45,18 +46,6 @@ function statusText(event: RunEvent): string {
   return part !== undefined && "text" in part ? part.text : "";
 }
 
-interface AuditLine {
-  kind: string;
-  action?: string;
-  effect?: string;
-  rule?: string;
-  resource: string;
-  outcome?: string;
-  principal: string;
-  stepId?: string;
-  traceId?: string;
-}
-
 describe("e2e - MCP sampling and elicitation from server-everything", () => {
   let loom: Loom;
   let dir: string;
@@ -95,7 +84,7 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     const records = audit.stdout
       .trim()
       .split("\n")
-      .map((line) => JSON.parse(line) as AuditLine);
+      .map((line) => JSON.parse(line) as AuditRecord);
     expect(records).toContainEqual(
       expect.objectContaining({
         kind: "policy.decision",
@@ -144,7 +133,7 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     const refusals = audit.stdout
       .trim()
       .split("\n")
-      .map((line) => JSON.parse(line) as AuditLine)
+      .map((line) => JSON.parse(line) as AuditRecord)
       .filter((record) => record.kind === "grant.refused" && record.action === "llm.sample");
     expect(refusals).toContainEqual(
       expect.objectContaining({ resource: "everything", principal: "unknown" }),
