@@ -53,7 +53,9 @@ describe("security - tool call records under the NATS users of infra/nats", () =
     orchestrator = await nats.connectAs("orchestrator");
     submitter = await nats.connectAs("submitter");
     logDir = await mkdtemp(join(tmpdir(), "loom-records-users-"));
-    stacks.push(...(await nats.startServices(["acp-policy", "mcp-worker", "orchestrator"], { logDir })));
+    stacks.push(
+      ...(await nats.startServices(["acp-policy", "mcp-worker", "llm-agent", "orchestrator"], { logDir })),
+    );
     await waitUntilReady(orchestrator, { tools: ["time.get_time", "crm.get_contact"], timeoutMs: 30_000 });
   });
   afterAll(async () => {
