@@ -1,5 +1,4 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -10,21 +9,12 @@ import {
   ElicitRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AuditRecord } from "../../schemas/audit.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
-import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+import { writeEverythingConfig } from "../helpers/everything-config.ts";
+import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
-
-const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-
-/** A short call timeout: the client's user takes longer to answer, and that time must not count. */
-const SERVERS = `
-servers:
-  - name: everything
-    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
-    timeout: 3s
-    governance: { owner: mcp-reference, data_classification: public, access_level: read }
-`;
 
 /** Testers may let server-everything sample; guests may call its tools but not sample. */
 const POLICY = `
@@ -33,19 +23,6 @@ rules:
   - { name: people-use-everything, effect: allow, roles: [tester, guest], actions: [tools.call], tools: ["everything.*"] }
   - { name: testers-sample-through-everything, effect: allow, roles: [tester], actions: [llm.sample], tools: [everything] }
 `;
-
-interface AuditLine {
-  kind: string;
-  action?: string;
-  effect?: string;
-  rule?: string;
-  resource: string;
-  outcome?: string;
-  principal: string;
-  runId?: string;
-  argsDigest?: string;
-  resultDigest?: string;
-}
 
 function textOf(result: CallToolResult): string {
   return result.content.map((block) => (block.type === "text" ? block.text : "")).join("\n");
@@ -59,17 +36,12 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
   const clients: Client[] = [];
   const replicas: Stack[] = [];
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "loom-client-relay-"));
-    await writeFile(join(dir, "servers.yaml"), SERVERS);
-    await mkdir(join(dir, "policies"));
-    await writeFile(join(dir, "policies", "test.yaml"), POLICY);
+    // A short call timeout: the client's user takes longer to answer, and that time must not count.
+    const config = await writeEverythingConfig("loom-client-relay-", { policy: POLICY, timeout: "3s" });
+    dir = config.dir;
     const port = await freePort();
     mcpUrl = new URL(`http://127.0.0.1:${port}/mcp`);
-    env = {
-      LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
-      LOOM_POLICY_DIR: join(dir, "policies"),
-      OTEL_TRACES_EXPORTER: "none",
-    };
+    env = { ...config.env, OTEL_TRACES_EXPORTER: "none" };
     loom = await startLoom({
       env: { ...env, LOOM_A2A_PORT: String(port) },
       tools: ["everything.trigger-sampling-request", "everything.trigger-elicitation-request"],
@@ -117,12 +89,12 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
     return { client, sessionId: transport.sessionId ?? "" };
   }
 
-  async function auditOf(runId: string): Promise<AuditLine[]> {
+  async function auditOf(runId: string): Promise<AuditRecord[]> {
     const audit = await loom.cli(["audit", "tail", "--run", runId, "--json", "-n", "50"]);
     return audit.stdout
       .trim()
       .split("\n")
-      .map((line) => JSON.parse(line) as AuditLine);
+      .map((line) => JSON.parse(line) as AuditRecord);
   }
 
   it("sampling - the client's own model answers, after policy allowed llm.sample for the caller", async () => {

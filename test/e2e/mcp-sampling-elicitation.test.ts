@@ -1,26 +1,17 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shortStateName, TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import type { AuditRecord } from "../../schemas/audit.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import type { RunEvent } from "../../schemas/run.ts";
 import { agentTasksSubject, LLM_AGENT } from "../../schemas/subjects.ts";
 import { request } from "../../services/kit/index.ts";
 import { followRun, watchRun } from "../../services/kit/run-watch.ts";
-import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
-
-const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-
-const SERVERS = `
-servers:
-  - name: everything
-    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
-    timeout: 3s
-    governance: { owner: mcp-reference, data_classification: public, access_level: read }
-`;
+import { writeEverythingConfig } from "../helpers/everything-config.ts";
+import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
 
 /** Testers may let server-everything sample; guests may call its tools but not sample. */
 const POLICY = `
@@ -55,30 +46,18 @@ function statusText(event: RunEvent): string {
   return part !== undefined && "text" in part ? part.text : "";
 }
 
-interface AuditLine {
-  kind: string;
-  action?: string;
-  effect?: string;
-  rule?: string;
-  resource: string;
-  outcome?: string;
-  principal: string;
-  stepId?: string;
-  traceId?: string;
-}
-
 describe("e2e - MCP sampling and elicitation from server-everything", () => {
   let loom: Loom;
   let dir: string;
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "loom-sampling-"));
-    await writeFile(join(dir, "servers.yaml"), SERVERS);
-    await mkdir(join(dir, "policies"));
-    await writeFile(join(dir, "policies", "test.yaml"), POLICY);
-    await writeFile(join(dir, "sample.yaml"), SAMPLE);
-    await writeFile(join(dir, "elicit.yaml"), ELICIT);
+    const config = await writeEverythingConfig("loom-sampling-", {
+      policy: POLICY,
+      timeout: "3s",
+      files: { "sample.yaml": SAMPLE, "elicit.yaml": ELICIT },
+    });
+    dir = config.dir;
     loom = await startLoom({
-      env: { LOOM_MCP_SERVERS: join(dir, "servers.yaml"), LOOM_POLICY_DIR: join(dir, "policies") },
+      env: config.env,
       tools: ["everything.trigger-sampling-request", "everything.trigger-elicitation-request"],
     });
   });
@@ -105,7 +84,7 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     const records = audit.stdout
       .trim()
       .split("\n")
-      .map((line) => JSON.parse(line) as AuditLine);
+      .map((line) => JSON.parse(line) as AuditRecord);
     expect(records).toContainEqual(
       expect.objectContaining({
         kind: "policy.decision",
@@ -154,7 +133,7 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     const refusals = audit.stdout
       .trim()
       .split("\n")
-      .map((line) => JSON.parse(line) as AuditLine)
+      .map((line) => JSON.parse(line) as AuditRecord)
       .filter((record) => record.kind === "grant.refused" && record.action === "llm.sample");
     expect(refusals).toContainEqual(
       expect.objectContaining({ resource: "everything", principal: "unknown" }),

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ToolStats, ToolStatsSchema } from "../../schemas/tool-calls.ts";
+import { timeAndServerConfig } from "../helpers/ledger.ts";
 import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const alice = tokenFor("alice", "analyst");
@@ -58,19 +59,13 @@ describe("e2e - call records, feedback, tools stats and the read cache", () => {
     const serversFile = join(dir, "servers.yaml");
     await writeFile(
       serversFile,
-      `servers:
-  - name: time
-    transport: { type: stdio, command: node, args: ["${join(REPO_ROOT, "services/mcp-servers/time.ts")}"] }
-    governance: { owner: test, data_classification: public, access_level: read }
-  - name: gauges
-    transport:
-      type: stdio
-      command: node
-      args: ["${join(REPO_ROOT, "test/helpers/counting-mcp-server.ts")}"]
-      env: { COUNT_FILE: "${countFile}" }
-    governance: { owner: test, data_classification: internal, access_level: read }
-    cache: { ttl: 5m, tools: [read_gauge], resources: true }
-`,
+      timeAndServerConfig({
+        name: "gauges",
+        script: "test/helpers/counting-mcp-server.ts",
+        env: { COUNT_FILE: countFile },
+        governance: "{ owner: test, data_classification: internal, access_level: read }",
+        extra: ["cache: { ttl: 5m, tools: [read_gauge], resources: true }"],
+      }),
     );
     loom = await startLoom({
       env: { LOOM_MCP_SERVERS: serversFile, LOOM_POLICY_DIR: policies },

@@ -1,22 +1,14 @@
 import { once } from "node:events";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import type { RunEvent } from "../../schemas/run.ts";
 import { followRun, lastEventSequence, watchRun } from "../../services/kit/run-watch.ts";
-import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+import { writeEverythingConfig } from "../helpers/everything-config.ts";
+import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
 
-const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-const SERVERS = `
-servers:
-  - name: everything
-    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
-    timeout: 3s
-    governance: { owner: mcp-reference, data_classification: public, access_level: read }
-`;
 const POLICY = `
 version: "test"
 rules:
@@ -48,13 +40,14 @@ describe("fault - an MCP server's open question when the orchestrator dies", () 
   let loom: Loom;
   let dir: string;
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "loom-elicit-crash-"));
-    await writeFile(join(dir, "servers.yaml"), SERVERS);
-    await mkdir(join(dir, "policies"));
-    await writeFile(join(dir, "policies", "test.yaml"), POLICY);
-    await writeFile(join(dir, "elicit.yaml"), ELICIT);
+    const config = await writeEverythingConfig("loom-elicit-crash-", {
+      policy: POLICY,
+      timeout: "3s",
+      files: { "elicit.yaml": ELICIT },
+    });
+    dir = config.dir;
     loom = await startLoom({
-      env: { LOOM_MCP_SERVERS: join(dir, "servers.yaml"), LOOM_POLICY_DIR: join(dir, "policies") },
+      env: config.env,
       tools: ["everything.trigger-elicitation-request"],
     });
   });

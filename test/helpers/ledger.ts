@@ -13,25 +13,47 @@ export interface TestLedger extends AsyncDisposable {
   invocations(): Promise<number>;
 }
 
+/**
+ * A servers.yaml with the `time` server and one more stdio server, a script of this repo run on
+ * Loom's Node.js with its own environment; `extra` holds more lines of that server's entry.
+ */
+export function timeAndServerConfig(server: {
+  name: string;
+  script: string;
+  env: Record<string, string>;
+  governance: string;
+  extra?: string[];
+}): string {
+  const env = Object.entries(server.env)
+    .map(([name, value]) => `${name}: "${value}"`)
+    .join(", ");
+  return `servers:
+  - name: time
+    transport: { type: stdio, command: node, args: ["${join(REPO_ROOT, "services/mcp-servers/time.ts")}"] }
+    governance: { owner: test, data_classification: public, access_level: read }
+  - name: ${server.name}
+    transport:
+      type: stdio
+      command: node
+      args: ["${join(REPO_ROOT, server.script)}"]
+      env: { ${env} }
+    governance: ${server.governance}
+${(server.extra ?? []).map((line) => `    ${line}\n`).join("")}`;
+}
+
 export async function createTestLedger(): Promise<TestLedger> {
   const dir = await mkdtemp(join(tmpdir(), "loom-ledger-"));
   const ledgerDir = join(dir, "ledger");
   const serversFile = join(dir, "servers.yaml");
   await writeFile(
     serversFile,
-    `servers:
-  - name: time
-    transport: { type: stdio, command: node, args: ["${join(REPO_ROOT, "services/mcp-servers/time.ts")}"] }
-    governance: { owner: test, data_classification: public, access_level: read }
-  - name: ledger
-    transport:
-      type: stdio
-      command: node
-      args: ["${join(REPO_ROOT, "services/mcp-servers/ledger.ts")}"]
-      env: { LEDGER_DIR: "${ledgerDir}" }
-    timeout: 10s
-    governance: { owner: test, data_classification: internal, access_level: write }
-`,
+    timeAndServerConfig({
+      name: "ledger",
+      script: "services/mcp-servers/ledger.ts",
+      env: { LEDGER_DIR: ledgerDir },
+      governance: "{ owner: test, data_classification: internal, access_level: write }",
+      extra: ["timeout: 10s"],
+    }),
   );
   return {
     serversFile,

@@ -14,20 +14,14 @@ import { type AuditRecord, AuditRecordSchema } from "../../schemas/audit.ts";
 import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { agentTasksSubject, Headers, MCP_WORKER_AGENT, Streams, Subjects } from "../../schemas/subjects.ts";
-import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
+import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { type LoomError, request } from "../../services/kit/index.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
 import { CONTACTS } from "../../services/mcp-servers/crm-data.ts";
 import { type Loom, REPO_ROOT, startLoom } from "../helpers/loom.ts";
-import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
-import {
-  signJwt,
-  TEST_AUTH_ENV,
-  TEST_KID,
-  TEST_PUBLIC_JWK,
-  tokenFor,
-  validClaims,
-} from "../helpers/tokens.ts";
+import { connectTo } from "../helpers/nats-server.ts";
+import { type NatsUsersServer, serviceLogs, startNatsWithUsers } from "../helpers/nats-users.ts";
+import { signJwt, TEST_KID, TEST_PUBLIC_JWK, tokenFor, validClaims } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
 
@@ -351,76 +345,44 @@ describe("security - leak scan across a viewer's runs", () => {
 });
 
 describe("security - NATS users and subject permissions (infra/nats/nats-server.conf)", () => {
-  const CONF = join(REPO_ROOT, "infra/nats/nats-server.conf");
-  // nats-server parses a variable's value as config: a password must start with a letter.
-  const password = () => `pw${randomUUID().replaceAll("-", "")}`;
-  const passwords = {
-    LOOM_NATS_ORCHESTRATOR_PASSWORD: password(),
-    LOOM_NATS_ACP_POLICY_PASSWORD: password(),
-    LOOM_NATS_MCP_WORKER_PASSWORD: password(),
-    LOOM_NATS_LLM_AGENT_PASSWORD: password(),
-    LOOM_NATS_SUBMITTER_PASSWORD: password(),
-    LOOM_NATS_POLICY_ADMIN_PASSWORD: password(),
-  };
-  let ns: NatsServer;
+  let nats: NatsUsersServer;
   let orchestrator: NatsConnection;
   let worker: NatsConnection;
   let submitter: NatsConnection;
   beforeAll(async () => {
-    // The server reads the passwords from its environment, which it inherits from this process.
-    Object.assign(process.env, passwords);
-    ns = await startNatsServer({ args: ["-c", CONF] });
-    orchestrator = await connectTo(ns.url, {
-      user: "orchestrator",
-      pass: passwords.LOOM_NATS_ORCHESTRATOR_PASSWORD,
-    });
-    worker = await connectTo(ns.url, { user: "mcp-worker", pass: passwords.LOOM_NATS_MCP_WORKER_PASSWORD });
-    submitter = await connectTo(ns.url, { user: "submitter", pass: passwords.LOOM_NATS_SUBMITTER_PASSWORD });
+    nats = await startNatsWithUsers();
+    orchestrator = await nats.connectAs("orchestrator");
+    worker = await nats.connectAs("mcp-worker");
+    submitter = await nats.connectAs("submitter");
     const jsm = await jetstreamManager(orchestrator);
     await ensureStream(jsm, StreamDefinitions.runs);
     await ensureStream(jsm, StreamDefinitions.audit);
   });
   afterAll(async () => {
     await Promise.all([orchestrator?.close(), worker?.close(), submitter?.close()]);
-    await ns?.[Symbol.asyncDispose]();
+    await nats?.[Symbol.asyncDispose]();
   });
 
   it("nats - the whole stack runs a workflow with a user per service, submitted by the submitter user", async () => {
-    const as = (user: string, password: string) => ns.url.replace("nats://", `nats://${user}:${password}@`);
     const logDir = await mkdtemp(join(tmpdir(), "loom-nats-users-"));
     const stacks: Stack[] = [];
     try {
-      for (const [service, password] of [
-        ["acp-policy", passwords.LOOM_NATS_ACP_POLICY_PASSWORD],
-        ["mcp-worker", passwords.LOOM_NATS_MCP_WORKER_PASSWORD],
-        ["llm-agent", passwords.LOOM_NATS_LLM_AGENT_PASSWORD],
-        ["orchestrator", passwords.LOOM_NATS_ORCHESTRATOR_PASSWORD],
-      ] as const) {
-        stacks.push(
-          await startStack({
-            natsUrl: as(service, password),
-            logDir,
-            services: [service],
-            env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0" },
-          }),
-        );
-      }
+      stacks.push(
+        ...(await nats.startServices(["acp-policy", "mcp-worker", "llm-agent", "orchestrator"], { logDir })),
+      );
       await waitUntilReady(orchestrator, { tools: ["time.get_time", "crm.get_contact"], timeoutMs: 30_000 });
       const { stdout } = await run(
         process.execPath,
         [
           join(REPO_ROOT, "services/cli/bin.ts"),
-          ...["--nats", as("submitter", passwords.LOOM_NATS_SUBMITTER_PASSWORD)],
+          ...["--nats", nats.urlAs("submitter")],
           ...["--token", tokenFor("ann", "analyst")],
           ...["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch", "--json"],
         ],
         { timeout: 30_000 },
       );
       expect(JSON.parse(stdout.trim().split("\n").at(-1) ?? "{}")).toMatchObject({ state: "completed" });
-      const logs = await Promise.all(
-        (await readdir(logDir)).map((name) => readFile(join(logDir, name), "utf8")),
-      );
-      expect(logs.join("\n")).not.toMatch(/Permissions Violation/i);
+      expect(await serviceLogs(logDir)).not.toMatch(/Permissions Violation/i);
     } finally {
       await Promise.all(stacks.map((stack) => stack.stop()));
       await rm(logDir, { recursive: true, force: true });
@@ -429,7 +391,7 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
 
   it("nats - a wrong password is refused at connect", async () => {
     await attack(async () =>
-      connectTo(ns.url, { user: "orchestrator", pass: "guess", maxReconnectAttempts: 0 }).then(
+      connectTo(nats.server.url, { user: "orchestrator", pass: "guess", maxReconnectAttempts: 0 }).then(
         async (nc) => {
           await nc.close();
           return false;

@@ -1,6 +1,4 @@
-import { randomUUID } from "node:crypto";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -12,21 +10,13 @@ import {
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
+import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
-import { REPO_ROOT, tokenFor } from "../helpers/loom.ts";
-import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
+import { writeEverythingConfig } from "../helpers/everything-config.ts";
+import { tokenFor } from "../helpers/loom.ts";
+import { type NatsUsersServer, serviceLogs, startNatsWithUsers } from "../helpers/nats-users.ts";
 import { freePort } from "../helpers/ports.ts";
-import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
-const CONF = join(REPO_ROOT, "infra/nats/nats-server.conf");
-const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-const SERVERS = `
-servers:
-  - name: everything
-    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
-    governance: { owner: mcp-reference, data_classification: public, access_level: read }
-`;
 const POLICY = `
 version: "test"
 rules:
@@ -39,63 +29,34 @@ function textOf(result: CallToolResult): string {
 }
 
 describe("security - a gateway client's sampling and elicitation under one NATS user per service", () => {
-  const password = () => `pw${randomUUID().replaceAll("-", "")}`;
-  const passwords = {
-    LOOM_NATS_ORCHESTRATOR_PASSWORD: password(),
-    LOOM_NATS_ACP_POLICY_PASSWORD: password(),
-    LOOM_NATS_MCP_WORKER_PASSWORD: password(),
-    LOOM_NATS_LLM_AGENT_PASSWORD: password(),
-    LOOM_NATS_SUBMITTER_PASSWORD: password(),
-    LOOM_NATS_POLICY_ADMIN_PASSWORD: password(),
-  };
-  let ns: NatsServer;
+  let nats: NatsUsersServer;
   let orchestrator: NatsConnection;
   let dir: string;
   let logDir: string;
   let mcpUrl: URL;
   const stacks: Stack[] = [];
   beforeAll(async () => {
-    // The server reads the passwords from its environment, which it inherits from this process.
-    Object.assign(process.env, passwords);
-    ns = await startNatsServer({ args: ["-c", CONF] });
-    orchestrator = await connectTo(ns.url, {
-      user: "orchestrator",
-      pass: passwords.LOOM_NATS_ORCHESTRATOR_PASSWORD,
-    });
+    nats = await startNatsWithUsers();
+    orchestrator = await nats.connectAs("orchestrator");
     const jsm = await jetstreamManager(orchestrator);
     await ensureStream(jsm, StreamDefinitions.runs);
     await ensureStream(jsm, StreamDefinitions.audit);
-    dir = await mkdtemp(join(tmpdir(), "loom-relay-users-"));
+    const config = await writeEverythingConfig("loom-relay-users-", { policy: POLICY });
+    dir = config.dir;
     logDir = join(dir, "logs");
-    await mkdir(join(dir, "policies"), { recursive: true });
     await mkdir(logDir);
-    await writeFile(join(dir, "servers.yaml"), SERVERS);
-    await writeFile(join(dir, "policies", "test.yaml"), POLICY);
     const port = await freePort();
     mcpUrl = new URL(`http://127.0.0.1:${port}/mcp`);
-    const as = (user: string, secret: string) => ns.url.replace("nats://", `nats://${user}:${secret}@`);
-    for (const [service, secret] of [
-      ["acp-policy", passwords.LOOM_NATS_ACP_POLICY_PASSWORD],
-      ["mcp-worker", passwords.LOOM_NATS_MCP_WORKER_PASSWORD],
-      ["llm-agent", passwords.LOOM_NATS_LLM_AGENT_PASSWORD],
-      ["orchestrator", passwords.LOOM_NATS_ORCHESTRATOR_PASSWORD],
-    ] as const) {
-      stacks.push(
-        await startStack({
-          natsUrl: as(service, secret),
-          logDir,
-          services: [service],
-          env: {
-            ...TEST_AUTH_ENV,
-            LOOM_HTTP_PORT: "0",
-            LOOM_A2A_PORT: String(port),
-            LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
-            LOOM_POLICY_DIR: join(dir, "policies"),
-            OTEL_TRACES_EXPORTER: "none",
-          },
-        }),
-      );
-    }
+    stacks.push(
+      ...(await nats.startServices(["acp-policy", "mcp-worker", "llm-agent", "orchestrator"], {
+        logDir,
+        env: {
+          LOOM_A2A_PORT: String(port),
+          ...config.env,
+          OTEL_TRACES_EXPORTER: "none",
+        },
+      })),
+    );
     await waitUntilReady(orchestrator, {
       tools: ["everything.trigger-sampling-request", "everything.trigger-elicitation-request"],
       timeoutMs: 30_000,
@@ -104,7 +65,7 @@ describe("security - a gateway client's sampling and elicitation under one NATS 
   afterAll(async () => {
     await Promise.all(stacks.map((stack) => stack.stop()));
     await orchestrator?.close();
-    await ns?.[Symbol.asyncDispose]();
+    await nats?.[Symbol.asyncDispose]();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -138,9 +99,6 @@ describe("security - a gateway client's sampling and elicitation under one NATS 
     } finally {
       await client.close();
     }
-    const logs = await Promise.all(
-      (await readdir(logDir)).map((name) => readFile(join(logDir, name), "utf8")),
-    );
-    expect(logs.join("\n")).not.toMatch(/Permissions Violation/i);
+    expect(await serviceLogs(logDir)).not.toMatch(/Permissions Violation/i);
   });
 });

@@ -1,6 +1,5 @@
 import { execFile } from "node:child_process";
-import { randomUUID } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -9,23 +8,12 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { feedbackSubject, Streams, toolCallsSubject } from "../../schemas/subjects.ts";
 import { ToolStatsSchema } from "../../schemas/tool-calls.ts";
-import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
+import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { REPO_ROOT } from "../helpers/loom.ts";
-import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
-import { TEST_AUTH_ENV, tokenFor } from "../helpers/tokens.ts";
+import { type NatsUsersServer, serviceLogs, startNatsWithUsers } from "../helpers/nats-users.ts";
+import { tokenFor } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
-const CONF = join(REPO_ROOT, "infra/nats/nats-server.conf");
-// nats-server parses a variable's value as config: a password must start with a letter.
-const password = () => `pw${randomUUID().replaceAll("-", "")}`;
-const passwords = {
-  LOOM_NATS_ORCHESTRATOR_PASSWORD: password(),
-  LOOM_NATS_ACP_POLICY_PASSWORD: password(),
-  LOOM_NATS_MCP_WORKER_PASSWORD: password(),
-  LOOM_NATS_LLM_AGENT_PASSWORD: password(),
-  LOOM_NATS_SUBMITTER_PASSWORD: password(),
-  LOOM_NATS_POLICY_ADMIN_PASSWORD: password(),
-};
 
 /**
  * Call records and feedback with a NATS user per service (infra/nats/nats-server.conf): the
@@ -33,12 +21,11 @@ const passwords = {
  * read the raw records of LOOM_TOOL_CALLS.
  */
 describe("security - tool call records under the NATS users of infra/nats", () => {
-  let ns: NatsServer;
+  let nats: NatsUsersServer;
   let orchestrator: NatsConnection;
   let submitter: NatsConnection;
   let logDir: string;
   const stacks: Stack[] = [];
-  const as = (user: string, secret: string) => ns.url.replace("nats://", `nats://${user}:${secret}@`);
 
   async function cli(
     args: string[],
@@ -49,7 +36,7 @@ describe("security - tool call records under the NATS users of infra/nats", () =
         process.execPath,
         [
           join(REPO_ROOT, "services/cli/bin.ts"),
-          ...["--nats", as("submitter", passwords.LOOM_NATS_SUBMITTER_PASSWORD), "--token", token],
+          ...["--nats", nats.urlAs("submitter"), "--token", token],
           ...args,
         ],
         { timeout: 30_000, cwd: REPO_ROOT, env: { ...process.env, LOOM_TOKEN: "" } },
@@ -62,35 +49,19 @@ describe("security - tool call records under the NATS users of infra/nats", () =
   }
 
   beforeAll(async () => {
-    // The server reads the passwords from its environment, which it inherits from this process.
-    Object.assign(process.env, passwords);
-    ns = await startNatsServer({ args: ["-c", CONF] });
-    orchestrator = await connectTo(ns.url, {
-      user: "orchestrator",
-      pass: passwords.LOOM_NATS_ORCHESTRATOR_PASSWORD,
-    });
-    submitter = await connectTo(ns.url, { user: "submitter", pass: passwords.LOOM_NATS_SUBMITTER_PASSWORD });
+    nats = await startNatsWithUsers();
+    orchestrator = await nats.connectAs("orchestrator");
+    submitter = await nats.connectAs("submitter");
     logDir = await mkdtemp(join(tmpdir(), "loom-records-users-"));
-    for (const [service, secret] of [
-      ["acp-policy", passwords.LOOM_NATS_ACP_POLICY_PASSWORD],
-      ["mcp-worker", passwords.LOOM_NATS_MCP_WORKER_PASSWORD],
-      ["orchestrator", passwords.LOOM_NATS_ORCHESTRATOR_PASSWORD],
-    ] as const) {
-      stacks.push(
-        await startStack({
-          natsUrl: as(service, secret),
-          logDir,
-          services: [service],
-          env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0" },
-        }),
-      );
-    }
+    stacks.push(
+      ...(await nats.startServices(["acp-policy", "mcp-worker", "llm-agent", "orchestrator"], { logDir })),
+    );
     await waitUntilReady(orchestrator, { tools: ["time.get_time", "crm.get_contact"], timeoutMs: 30_000 });
   });
   afterAll(async () => {
     await Promise.all(stacks.map((stack) => stack.stop()));
     await Promise.all([orchestrator?.close(), submitter?.close()]);
-    await ns?.[Symbol.asyncDispose]();
+    await nats?.[Symbol.asyncDispose]();
     await rm(logDir, { recursive: true, force: true });
   });
 
@@ -118,10 +89,7 @@ describe("security - tool call records under the NATS users of infra/nats", () =
     });
     expect(rows.find((row) => row.server === "time" && row.target === "get_time")?.calls).toBe(1);
 
-    const logs = await Promise.all(
-      (await readdir(logDir)).map((name) => readFile(join(logDir, name), "utf8")),
-    );
-    expect(logs.join("\n")).not.toMatch(/Permissions Violation/i);
+    expect(await serviceLogs(logDir)).not.toMatch(/Permissions Violation/i);
   });
 
   it("nats - a submitter cannot forge call records or feedback into LOOM_TOOL_CALLS", async () => {
