@@ -10,6 +10,9 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Child processes and signal handlers are safer in forked workers than in threads.
     pool: "forks",
+    // Two files at a time: most of a stack test is spent waiting on its processes, so two overlap
+    // well on a 2-core machine (the default there is one at a time).
+    maxWorkers: 2,
     watch: false,
   },
 });
