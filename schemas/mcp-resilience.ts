@@ -29,11 +29,15 @@ export const McpCircuitBreakerSchema = z
   .strict();
 export type McpCircuitBreaker = z.infer<typeof McpCircuitBreakerSchema>;
 
-/** Bulkhead per server: at most `max` calls in flight, `queue` more wait, the rest are refused. */
+/**
+ * Bulkhead per server: at most `max` calls in flight, `queue` more wait, the rest are refused. The
+ * queue is deep by default: a waiting call is still bounded by its own timeout, and a fan-out of a
+ * few dozen runs must not fail for want of a place in line.
+ */
 export const McpConcurrencySchema = z
   .object({
     max: z.number().int().min(1).default(32),
-    queue: z.number().int().min(0).default(256),
+    queue: z.number().int().min(0).default(4096),
   })
   .strict();
 export type McpConcurrency = z.infer<typeof McpConcurrencySchema>;

@@ -103,7 +103,7 @@ try {
   const token = tokenFor("bench", "analyst");
 
   // One subscription resolves every run's end, so the watcher costs the same at any concurrency.
-  const waiting = new Map<string, (state: TaskState) => void>();
+  const waiting = new Map<string, (end: { state: TaskState; text: string }) => void>();
   const inputRequired = new Set<string>();
   const events = nc.subscribe(Subjects.RUN_EVENTS_ALL);
   void (async () => {
@@ -111,22 +111,26 @@ try {
       const event = parsePayload(RunEventSchema, message.data, "run event");
       if (!("statusUpdate" in event)) continue;
       const { taskId, status } = event.statusUpdate;
-      if (TERMINAL_STATES.has(status.state)) waiting.get(taskId)?.(status.state);
+      const text =
+        status.message?.parts.flatMap((part) => ("text" in part ? [part.text] : [])).join(" ") ?? "";
+      if (TERMINAL_STATES.has(status.state)) waiting.get(taskId)?.({ state: status.state, text });
       if (status.state === TaskState.INPUT_REQUIRED) inputRequired.add(taskId);
     }
   })();
   const runOnce = async (workflow: unknown) => {
     const runId = randomUUID();
-    const ended = new Promise<TaskState>((resolveEnd) => waiting.set(runId, resolveEnd));
+    const ended = new Promise<{ state: TaskState; text: string }>((resolveEnd) =>
+      waiting.set(runId, resolveEnd),
+    );
     const h = headers();
     h.set(Headers.AUTHORIZATION, `Bearer ${token}`);
     await js.publish(Subjects.RUNS_SUBMIT, JSON.stringify({ runId, workflow, input: {} }), {
       msgID: runId,
       headers: h,
     });
-    const state = await ended;
+    const { state, text } = await ended;
     waiting.delete(runId);
-    if (state !== TaskState.COMPLETED) throw new Error(`bench run ${runId} ended ${state}`);
+    if (state !== TaskState.COMPLETED) throw new Error(`bench run ${runId} ended ${state}: ${text}`);
   };
 
   await timed(20, 4, () => runOnce(WORKLOADS[0]?.workflow)); // warm-up: JIT, MCP server start, caches

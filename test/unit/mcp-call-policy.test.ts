@@ -120,7 +120,7 @@ describe("mcp server layout", () => {
     });
     expect(config.retries).toEqual({ max: 2, backoff: 200, maxBackoff: 5_000 });
     expect(config.circuitBreaker).toEqual({ failures: 5, halfOpenAfter: 30_000 });
-    expect(config.concurrency).toEqual({ max: 32, queue: 256 });
+    expect(config.concurrency).toEqual({ max: 32, queue: 4096 });
     const layout = serverLayout(config);
     expect(layout.map((version) => [version.name, version.weight, version.replicas.length])).toEqual([
       ["v1", 9, 2],
