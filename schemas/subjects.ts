@@ -99,6 +99,11 @@ export function runEventsSubject(runId: string): string {
   return `loom.v1.runs.${runId}.events`;
 }
 
+/** The run id in any `loom.v1.runs.<runId>.…` subject. */
+export function runIdOfSubject(subject: string): string {
+  return subject.split(".")[3] ?? "";
+}
+
 /** Request/reply subject where an agent (for example `mcp-worker`) takes A2A tasks. */
 export function agentTasksSubject(agent: string): string {
   return `loom.v1.agents.${agent}.tasks`;

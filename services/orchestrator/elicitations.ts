@@ -1,10 +1,9 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { shortStateName, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { RunElicitAnswerContract, RunElicitContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { RunControlReply, RunInput } from "../../schemas/run.ts";
 import { ElicitAction, type ElicitAnswer, ElicitAnswerSchema } from "../../schemas/sampling.ts";
-import { runElicitAnswerSubject, Subjects } from "../../schemas/subjects.ts";
+import { runElicitAnswerSubject, runIdOfSubject, Subjects } from "../../schemas/subjects.ts";
 import {
   describeIssues,
   type JsonSchemaValidator,
@@ -28,11 +27,6 @@ export interface ElicitationOptions {
   log: Logger;
 }
 
-/** The run id in `loom.v1.runs.<runId>.elicit[.answer]`. */
-function runIdOf(subject: string): string {
-  return subject.split(".")[3] ?? "";
-}
-
 /**
  * Serves MCP servers' questions (elicitation) and the answers to them. Both subjects go to every
  * replica, because only the one driving the run (its tool call is in flight there) may change it:
@@ -44,16 +38,9 @@ export function serveElicitations(options: ElicitationOptions): { stop(): Promis
     contract: RunElicitContract,
     log: options.log,
     handle: async (body, context) => {
-      const runId = runIdOf(context.subject);
+      const runId = runIdOfSubject(context.subject);
       const execution = options.driver.driving(runId);
-      const stored = await options.runs.get(runId);
-      if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
-      if (TERMINAL_STATES.has(stored.record.state)) {
-        throw new LoomError(
-          ErrorCode.RUN_NOT_WAITING,
-          `run ${runId} already ended (${shortStateName(stored.record.state)})`,
-        );
-      }
+      const stored = await options.runs.getActive(runId);
       if (execution === undefined) return NO_REPLY;
       // Only the holder of the run's token, which went out with the run's tasks, asks in its name.
       if (context.authorization === undefined || context.authorization !== stored.record.authorization) {
@@ -79,7 +66,7 @@ export function serveElicitations(options: ElicitationOptions): { stop(): Promis
     contract: RunElicitAnswerContract,
     log: options.log,
     handle: async (body, context) => {
-      const runId = runIdOf(context.subject);
+      const runId = runIdOfSubject(context.subject);
       const execution = options.driver.driving(runId);
       if (execution === undefined) return NO_REPLY;
       const state = await execution.send({

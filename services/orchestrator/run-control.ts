@@ -1,11 +1,10 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { createActor } from "xstate";
-import { shortStateName, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { PolicyDecideContract, RunCancelContract, RunInputContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
 import type { RunControlReply } from "../../schemas/run.ts";
-import { Headers, Subjects } from "../../schemas/subjects.ts";
+import { Headers, runIdOfSubject, Subjects } from "../../schemas/subjects.ts";
 import {
   JsonSchemaValidator,
   type Logger,
@@ -29,11 +28,6 @@ export interface RunControlOptions {
   policyTimeoutMs: number;
 }
 
-/** The run id in `loom.v1.runs.<runId>.input` / `.cancel`. */
-function runIdOf(subject: string): string {
-  return subject.split(".")[3] ?? "";
-}
-
 /**
  * Serves human input (approvals) and cancellation. Input is taken by one replica (queue group):
  * a run waiting for input has no owner, so whoever takes it claims it. Cancel goes to every
@@ -49,8 +43,8 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
     contract: RunInputContract,
     log: options.log,
     handle: async (body, context) => {
-      const runId = runIdOf(context.subject);
-      const stored = await loadWaiting(options.runs, runId);
+      const runId = runIdOfSubject(context.subject);
+      const stored = await options.runs.getActive(runId);
       const definition = stored.record.definition;
       const snapshot = definition === undefined ? undefined : restoreSnapshot(stored);
       const approvals = snapshot === undefined ? [] : awaitedApprovals(snapshot);
@@ -150,8 +144,8 @@ function serveCancel(options: RunControlOptions): Service {
     contract: RunCancelContract,
     log: options.log,
     handle: async (body, context) => {
-      const runId = runIdOf(context.subject);
-      const stored = await loadWaiting(options.runs, runId);
+      const runId = runIdOfSubject(context.subject);
+      const stored = await options.runs.getActive(runId);
       // Every replica hears a cancel; only one that may drive the run asks policy and answers.
       if (!options.driver.mayDrive(stored)) return NO_REPLY;
       const decision = await request(
@@ -179,18 +173,6 @@ function serveCancel(options: RunControlOptions): Service {
       return state === undefined ? NO_REPLY : ({ runId, state } satisfies RunControlReply);
     },
   });
-}
-
-async function loadWaiting(runs: RunStore, runId: string): Promise<StoredRun> {
-  const stored = await runs.get(runId);
-  if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
-  if (TERMINAL_STATES.has(stored.record.state)) {
-    throw new LoomError(
-      ErrorCode.RUN_NOT_WAITING,
-      `run ${runId} already ended (${shortStateName(stored.record.state)})`,
-    );
-  }
-  return stored;
 }
 
 function restoreSnapshot(stored: StoredRun) {

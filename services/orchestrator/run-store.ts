@@ -1,4 +1,5 @@
 import type { KV } from "@nats-io/kv";
+import { shortStateName, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type RunRecord, RunRecordSchema } from "../../schemas/run.ts";
 import { encodePayload, LoomError, parsePayload } from "../kit/index.ts";
@@ -28,6 +29,19 @@ export class RunStore {
   /** Every run id in the store. */
   keys(): Promise<AsyncIterable<string>> {
     return this.#kv.keys();
+  }
+
+  /** The run, which must exist and not have ended: RUN_NOT_FOUND or RUN_NOT_WAITING otherwise. */
+  async getActive(runId: string): Promise<StoredRun> {
+    const stored = await this.get(runId);
+    if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
+    if (TERMINAL_STATES.has(stored.record.state)) {
+      throw new LoomError(
+        ErrorCode.RUN_NOT_WAITING,
+        `run ${runId} already ended (${shortStateName(stored.record.state)})`,
+      );
+    }
+    return stored;
   }
 
   async get(runId: string): Promise<StoredRun | undefined> {

@@ -7,6 +7,7 @@ import {
   feedbackSubject,
   Headers,
   RUN_ID_PATTERN,
+  runIdOfSubject,
   runToolCallsFilter,
   Subjects,
 } from "../../schemas/subjects.ts";
@@ -36,7 +37,7 @@ export function serveToolFeedback(options: ToolFeedbackOptions): Service {
     contract: FeedbackContract,
     log: options.log,
     handle: async (body, context) => {
-      const runId = context.subject.split(".")[3] ?? "";
+      const runId = runIdOfSubject(context.subject);
       const stored = RUN_ID_PATTERN.test(runId) ? await options.runs.get(runId) : undefined;
       if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
       const decision = await request(

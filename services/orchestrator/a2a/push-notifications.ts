@@ -3,7 +3,7 @@ import type { KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
 import { type PushNotificationConfig, PushNotificationConfigSchema } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { Consumers, Streams, Subjects } from "../../../schemas/subjects.ts";
+import { Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
 import { encodePayload, type Logger, LoomError, parsePayload } from "../../kit/index.ts";
 
 /** Deliveries of one event before its webhooks are given up on (the event stays in the stream). */
@@ -89,7 +89,7 @@ export async function startPushNotifier(options: {
   const messages = await consumer.consume();
   void (async () => {
     for await (const message of messages) {
-      const runId = message.subject.split(".")[3] ?? "";
+      const runId = runIdOfSubject(message.subject);
       try {
         const configs = await options.registry.list(runId);
         await Promise.all(configs.map((config) => post(config, message.data)));
