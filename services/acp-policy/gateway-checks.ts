@@ -29,11 +29,13 @@ export async function permitted(
 ): Promise<PermittedReply> {
   const principal = await deps.tokens.verify(authorization, { action: GATEWAY_ACTION });
   const policy = deps.policy.active;
-  const allowed: boolean[] = [];
-  for (const check of request.checks) {
-    const decisionRequest = { action: check.action, resource: { tool: check.target } };
-    const facts = await factsFor(deps, principal, decisionRequest, { checkArguments: false });
-    allowed.push(evaluate(policy, principal, decisionRequest, facts).effect === PolicyEffect.ALLOW);
-  }
+  // Each check reads its tool's facts from KV: all at once, not one round trip after another.
+  const allowed = await Promise.all(
+    request.checks.map(async (check) => {
+      const decisionRequest = { action: check.action, resource: { tool: check.target } };
+      const facts = await factsFor(deps, principal, decisionRequest, { checkArguments: false });
+      return evaluate(policy, principal, decisionRequest, facts).effect === PolicyEffect.ALLOW;
+    }),
+  );
   return { allowed };
 }

@@ -230,16 +230,15 @@ tools
   .description(
     "calls, error rate, latency p50/p95/p99, cached share and feedback per tool and server version",
   )
-  .option(
-    "--since <duration>",
-    "how far back to look (30m, 1h, 168h, ...)",
-    (text: string) => {
-      const parsed = DurationSchema.safeParse(text);
-      if (!parsed.success || parsed.data === 0)
-        throw new InvalidArgumentError('use for example "1h" or "30m"');
-      return parsed.data;
-    },
-    3_600_000,
+  .addOption(
+    new Option("--since <duration>", "how far back to look (30m, 1h, 168h, ...)")
+      .argParser((text: string) => {
+        const parsed = DurationSchema.safeParse(text);
+        if (!parsed.success || parsed.data === 0)
+          throw new InvalidArgumentError('use for example "1h" or "30m"');
+        return parsed.data;
+      })
+      .default(3_600_000, "1h"),
   )
   .option("--json", "print JSON", false)
   .action(

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type Metric, Registry } from "prom-client";
+import { DEFAULT_SERVER_VERSION } from "../../schemas/mcp-resilience.ts";
 
 /**
  * The Prometheus metrics a service serves on `/metrics`. Each metric joins the registry the first
@@ -53,7 +54,7 @@ export function recordToolCall(call: {
     server: call.server,
     tool: call.tool,
     outcome,
-    server_version: call.serverVersion ?? "default",
+    server_version: call.serverVersion ?? DEFAULT_SERVER_VERSION,
   };
   recorded(toolCalls).inc(labels);
   recorded(toolCallDuration).observe(labels, call.seconds);

@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
-import { agentTasksSubject, Buckets, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
+import { agentTasksSubject, Buckets, MCP_WORKER_AGENT, Streams } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
 import { GrantCheck } from "../kit/grant-check.ts";
 import {
@@ -92,7 +92,11 @@ await runUntilSignalled(log, async () => {
   const toolsKv = await openBucket(nc, Buckets.TOOLS);
   const catalogKv = await openBucket(nc, Buckets.CATALOG);
   const serversKv = await openBucket(nc, Buckets.SERVERS);
-  await observability.connected({ nc, streams: [], buckets: [Buckets.TOOLS, Buckets.SERVERS] });
+  await observability.connected({
+    nc,
+    streams: [Streams.TOOL_CALLS],
+    buckets: [Buckets.TOOLS, Buckets.CATALOG, Buckets.SERVERS],
+  });
 
   for (const pool of connections.values()) pool.start();
   const health = new HealthReporter([...connections.values()], {

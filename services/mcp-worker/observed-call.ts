@@ -1,6 +1,6 @@
 import { ErrorCode } from "../../schemas/errors.ts";
 import { CallKind } from "../../schemas/tool-calls.ts";
-import { canonicalJson, sha256Hex } from "../kit/digest.ts";
+import { digestOf } from "../kit/digest.ts";
 import { toWireError } from "../kit/index.ts";
 import type { CallRecords } from "./call-records.ts";
 import type { McpConnection } from "./mcp-connection.ts";
@@ -87,20 +87,20 @@ export class CallObserver {
     const key = cache === undefined ? "" : cacheKey(call);
     const hit = cache?.get(key);
     if (hit !== undefined) {
-      await this.#record(call, { outcome: "ok", cached: true, version: hit.version, started });
+      void this.#record(call, { outcome: "ok", cached: true, version: hit.version, started });
       return hit.value as T;
     }
     let value: T;
     try {
       value = await fetch();
     } catch (error) {
-      await this.#record(call, { outcome: toWireError(error).code, cached: false, started });
+      void this.#record(call, { outcome: toWireError(error).code, cached: false, started });
       throw error;
     }
     const failed = failure(value);
     const version = call.version ?? call.connection.serverVersion ?? UNKNOWN_VERSION;
     if (failed === undefined) cache?.set(key, value, version);
-    await this.#record(call, { outcome: failed ?? "ok", cached: false, version, started });
+    void this.#record(call, { outcome: failed ?? "ok", cached: false, version, started });
     return value;
   }
 
@@ -147,5 +147,5 @@ export class CallObserver {
 
 /** Server, operation, target and arguments: equal calls, whatever order their keys came in. */
 function cacheKey(call: ObservedCall): string {
-  return sha256Hex(canonicalJson([call.connection.config.name, call.kind, call.target, call.arguments]));
+  return digestOf([call.connection.config.name, call.kind, call.target, call.arguments]);
 }

@@ -110,7 +110,7 @@ export async function runOperation(
     );
   }
   const timeoutMs = Math.min(step?.timeoutMs ?? connection.config.timeout, connection.config.timeout);
-  const budgetMs = Math.max(timeoutMs, step?.timeoutMs ?? timeoutMs);
+  const budgetMs = step?.timeoutMs ?? timeoutMs;
   const version = connection.chooseVersion();
   const execute = async (): Promise<Task> => {
     // Reads and prompts change nothing: a server failure may be retried on any replica.

@@ -73,7 +73,7 @@ export async function handleToolTask(
     connection.config.timeout,
   );
   // Retries fit in the step's own deadline, which its caller waits for.
-  const budgetMs = Math.max(timeoutMs, metadata.data?.timeoutMs ?? timeoutMs);
+  const budgetMs = metadata.data?.timeoutMs ?? timeoutMs;
   const idempotency =
     step === undefined ? {} : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) };
   const execute = async (): Promise<Task> => {

@@ -1,6 +1,7 @@
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { KV } from "@nats-io/kv";
 import { type McpServerConfig, type ToolDescriptor, ToolDescriptorSchema } from "../../schemas/mcp.ts";
+import { canonicalJson } from "../kit/digest.ts";
 import { encodePayload, type Logger } from "../kit/index.ts";
 
 /** Tool names are limited to KV-safe characters by the worker, so `<server>.<tool>` is the key as is. */
@@ -41,7 +42,7 @@ export async function recordTools(kv: KV, server: McpServerConfig, tools: Tool[]
 
 /** Equal but for when it was recorded: rewriting it would only churn the bucket. */
 function sameTool(a: ToolDescriptor, b: ToolDescriptor): boolean {
-  return JSON.stringify({ ...a, updatedAt: "" }) === JSON.stringify({ ...b, updatedAt: "" });
+  return canonicalJson({ ...a, updatedAt: "" }) === canonicalJson({ ...b, updatedAt: "" });
 }
 
 /**

@@ -140,7 +140,7 @@ export class RunExecution {
     return this.#enqueue(async () => {
       const snapshot = this.#actor.getSnapshot();
       const attempt = snapshot.context.attempts[request.stepId];
-      const inFlight = [...this.#inFlight.keys()].includes(`${request.stepId}#${attempt}`);
+      const inFlight = this.#inFlight.has(`${request.stepId}#${attempt}`);
       if (!inFlight || request.taskId !== `${this.runId}:${request.stepId}:${attempt}`) {
         throw new LoomError(
           ErrorCode.RUN_NOT_WAITING,
@@ -199,8 +199,10 @@ export class RunExecution {
 
   async #apply(event: RunMachineEvent): Promise<TaskState> {
     const before = JSON.stringify(this.#actor.getPersistedSnapshot());
+    // Only a question or its answer cares whether the step already waits for one.
     const asking =
-      "stepId" in event && awaitedElicitations(this.#actor.getSnapshot()).includes(event.stepId)
+      (event.type === "STEP.ELICIT" || event.type === "STEP.ELICIT_ANSWERED") &&
+      awaitedElicitations(this.#actor.getSnapshot()).includes(event.stepId)
         ? this.#actor.getSnapshot().context.elicitations?.[event.stepId]
         : undefined;
     this.#actor.send(event);

@@ -133,16 +133,18 @@ async function sendTask(
       headers: tracedHeaders({ [Headers.AUTHORIZATION]: run.authorization }),
     });
   run.signal.addEventListener("abort", cancel, { once: true });
-  // Subscribed before the task goes out, so no report the agent sends is missed.
-  const progress = relayTaskProgress(
-    options.nc,
-    taskId,
-    (reported) =>
-      run.onProgress === undefined
-        ? Promise.resolve()
-        : run.onProgress(progressText(step.id, reported), reported),
-    options.log,
-  );
+  // Subscribed before the task goes out, so no report the agent sends is missed. Only the MCP
+  // worker reports progress on a task's notifications subject.
+  const onProgress = run.onProgress;
+  const progress =
+    dispatch.agent === MCP_WORKER_AGENT && onProgress !== undefined
+      ? relayTaskProgress(
+          options.nc,
+          taskId,
+          (reported) => onProgress(progressText(step.id, reported), reported),
+          options.log,
+        )
+      : undefined;
   const subject = agentTasksSubject(dispatch.agent);
   const replyWithinMs = timeoutMs + REPLY_MARGIN_MS;
   const deadline = new PausableDeadline(
@@ -182,7 +184,7 @@ async function sendTask(
   } finally {
     deadline.clear();
     run.signal.removeEventListener("abort", cancel);
-    await progress.stop();
+    await progress?.stop();
   }
 }
 
