@@ -14,5 +14,7 @@ export default defineConfig({
     // well on a 2-core machine (the default there is one at a time).
     maxWorkers: 2,
     watch: false,
+    // Counts the security suite's attacks per class across workers and prints them after the run.
+    globalSetup: ["test/security/summary.ts"],
   },
 });

@@ -18,29 +18,13 @@ import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { type LoomError, request } from "../../services/kit/index.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
 import { CONTACTS } from "../../services/mcp-servers/crm-data.ts";
+import { AttackClass, attack } from "../helpers/attack-tally.ts";
 import { type Loom, REPO_ROOT, startLoom } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
 import { type NatsUsersServer, serviceLogs, startNatsWithUsers } from "../helpers/nats-users.ts";
 import { signJwt, TEST_KID, TEST_PUBLIC_JWK, tokenFor, validClaims } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
-
-/** Every attack counts once; it is refused when the system said no in the way a user can see. */
-const tally = { tried: 0, refused: 0, leaked: 0 };
-
-async function attack(refused: () => Promise<boolean>): Promise<void> {
-  tally.tried += 1;
-  const ok = await refused();
-  if (ok) tally.refused += 1;
-  expect(ok).toBe(true);
-}
-
-afterAll(() => {
-  // The line the issue asks for; CI logs keep it.
-  console.log(
-    `security summary: attacks tried ${tally.tried}, refused ${tally.refused}, leaked ${tally.leaked}`,
-  );
-});
 
 const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
 
@@ -138,7 +122,7 @@ describe("security - token and bypass attacks against a running stack", () => {
   ];
 
   it.each(tokenAttacks)("security - a %s token is refused as unauthenticated", async (_name, make) => {
-    await attack(async () => {
+    await attack(AttackClass.TOKENS, `a ${_name} token is refused as unauthenticated`, async () => {
       const decision = await decide(loom.nc, make());
       return (
         decision.effect === "deny" && decision.rule === "unauthenticated" && decision.grant === undefined
@@ -147,26 +131,34 @@ describe("security - token and bypass attacks against a running stack", () => {
   });
 
   it("security - a forged-role token cannot start a run through the CLI either", async () => {
-    await attack(async () => {
-      const forged = signJwt(validClaims("mallory", ["admin"]), {
-        key: generateKeyPairSync("ed25519").privateKey,
-      });
-      const result = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch"], {
-        token: forged,
-      });
-      return result.code === 2 && /unauthenticated/.test(result.stdout);
-    });
+    await attack(
+      AttackClass.TOKENS,
+      `a forged-role token cannot start a run through the CLI either`,
+      async () => {
+        const forged = signJwt(validClaims("mallory", ["admin"]), {
+          key: generateKeyPairSync("ed25519").privateKey,
+        });
+        const result = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch"], {
+          token: forged,
+        });
+        return result.code === 2 && /unauthenticated/.test(result.stdout);
+      },
+    );
   });
 
   it("security - a task sent straight to the worker without a grant is refused and audited", async () => {
-    await attack(async () => {
-      const result = await sendTask(
-        loom.nc,
-        { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
-        {},
-      );
-      return isRefusal(result, ErrorCode.GRANT_REFUSED);
-    });
+    await attack(
+      AttackClass.BYPASS,
+      `a task sent straight to the worker without a grant is refused and audited`,
+      async () => {
+        const result = await sendTask(
+          loom.nc,
+          { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
+          {},
+        );
+        return isRefusal(result, ErrorCode.GRANT_REFUSED);
+      },
+    );
     const refusals = (await auditRecords(loom.nc)).filter((record) => record.kind === "grant.refused");
     expect(refusals.some((record) => record.resource === "crm.get_contact")).toBe(true);
   });
@@ -174,7 +166,7 @@ describe("security - token and bypass attacks against a running stack", () => {
   it("security - a grant replayed with other arguments is refused", async () => {
     const { grant } = await decide(loom.nc, tokenFor("ann", "analyst"), "crm.get_contact", { id: "c-1" });
     expect(grant).toBeDefined();
-    await attack(async () => {
+    await attack(AttackClass.GRANT_REUSE, `a grant replayed with other arguments is refused`, async () => {
       const result = await sendTask(
         loom.nc,
         { server: "crm", tool: "get_contact", arguments: { id: "c-2" } },
@@ -188,7 +180,7 @@ describe("security - token and bypass attacks against a running stack", () => {
 
   it("security - a grant for one tool does not open another", async () => {
     const { grant } = await decide(loom.nc, tokenFor("ann", "analyst"), "time.get_time", { timezone: "UTC" });
-    await attack(async () => {
+    await attack(AttackClass.BYPASS, `a grant for one tool does not open another`, async () => {
       const result = await sendTask(
         loom.nc,
         { server: "crm", tool: "delete_record", arguments: { timezone: "UTC" } },
@@ -199,18 +191,22 @@ describe("security - token and bypass attacks against a running stack", () => {
   });
 
   it("security - a grant signed by a key acp-policy never published is refused", async () => {
-    await attack(async () => {
-      const forged = signJwt(
-        { iss: "acp-policy", aud: "mcp-worker", sub: "mallory", exp: Math.floor(Date.now() / 1000) + 60 },
-        { header: { typ: "loom-grant+jwt", kid: "attacker-key" } },
-      );
-      const result = await sendTask(
-        loom.nc,
-        { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
-        { grant: forged },
-      );
-      return isRefusal(result, ErrorCode.GRANT_REFUSED);
-    });
+    await attack(
+      AttackClass.BYPASS,
+      `a grant signed by a key acp-policy never published is refused`,
+      async () => {
+        const forged = signJwt(
+          { iss: "acp-policy", aud: "mcp-worker", sub: "mallory", exp: Math.floor(Date.now() / 1000) + 60 },
+          { header: { typ: "loom-grant+jwt", kid: "attacker-key" } },
+        );
+        const result = await sendTask(
+          loom.nc,
+          { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
+          { grant: forged },
+        );
+        return isRefusal(result, ErrorCode.GRANT_REFUSED);
+      },
+    );
   });
 
   it("security - an expired grant is refused, while the same grant used in time works", async () => {
@@ -222,10 +218,14 @@ describe("security - token and bypass attacks against a running stack", () => {
     const stale = await decide(loom.nc, tokenFor("ann", "analyst"), "time.get_time", { timezone: "UTC" });
     // Grants here live 1 s; the worker allows 5 s of clock skew.
     await new Promise((resolve) => setTimeout(resolve, 7_000));
-    await attack(async () => {
-      const result = await sendTask(loom.nc, { ...call }, { grant: stale.grant, stepId: "s2" });
-      return isRefusal(result, ErrorCode.GRANT_REFUSED) && /expired/.test((result as LoomError).message);
-    });
+    await attack(
+      AttackClass.BYPASS,
+      `an expired grant is refused, while the same grant used in time works`,
+      async () => {
+        const result = await sendTask(loom.nc, { ...call }, { grant: stale.grant, stepId: "s2" });
+        return isRefusal(result, ErrorCode.GRANT_REFUSED) && /expired/.test((result as LoomError).message);
+      },
+    );
   });
 
   it("security - a run token works only for its own run's steps", async () => {
@@ -246,27 +246,37 @@ describe("security - token and bypass attacks against a running stack", () => {
         { timeoutMs: 5_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${started.runToken}` } },
       );
     expect((await forRun("run-a")).effect).toBe("allow");
-    await attack(async () => {
+    await attack(AttackClass.RUN_TOKENS, `a run token works only for its own run's steps`, async () => {
       const other = await forRun("run-b");
       return other.effect === "deny" && other.rule === "unauthenticated" && /another run/.test(other.reason);
     });
   });
 
   it("security - only admin may call delete_record: an analyst is refused by rule only-admins-delete", async () => {
-    await attack(async () => {
-      const decision = await decide(loom.nc, tokenFor("ann", "analyst"), "crm.delete_record", { id: "c-1" });
-      return decision.effect === "deny" && decision.rule === "only-admins-delete";
-    });
+    await attack(
+      AttackClass.BYPASS,
+      `only admin may call delete_record: an analyst is refused by rule only-admins-delete`,
+      async () => {
+        const decision = await decide(loom.nc, tokenFor("ann", "analyst"), "crm.delete_record", {
+          id: "c-1",
+        });
+        return decision.effect === "deny" && decision.rule === "only-admins-delete";
+      },
+    );
     const admin = await decide(loom.nc, tokenFor("root", "admin"), "crm.delete_record", { id: "c-1" });
     expect(admin).toMatchObject({ effect: "allow", rule: "admins-call-anything" });
   });
 
   it("security - EU data stays in the EU: a caller in the US is refused crm by rule eu-data-stays-in-eu", async () => {
-    await attack(async () => {
-      const us = signJwt(validClaims("sam", ["analyst"], { region: "us" }));
-      const decision = await decide(loom.nc, us);
-      return decision.effect === "deny" && decision.rule === "eu-data-stays-in-eu";
-    });
+    await attack(
+      AttackClass.RESOURCE_FACTS,
+      `EU data stays in the EU: a caller in the US is refused crm by rule eu-data-stays-in-eu`,
+      async () => {
+        const us = signJwt(validClaims("sam", ["analyst"], { region: "us" }));
+        const decision = await decide(loom.nc, us);
+        return decision.effect === "deny" && decision.rule === "eu-data-stays-in-eu";
+      },
+    );
   });
 
   it("security - a first call of a tool and a burst of calls raise alerts on loom.v1.alerts", async () => {
@@ -297,10 +307,14 @@ describe("security - token and bypass attacks against a running stack", () => {
     const [last] = (await auditRecords(loom.nc)).slice(-1);
     const forged = { ...last, id: randomUUID(), effect: "allow", principal: "mallory" };
     const ack = await jetstream(loom.nc).publish("loom.v1.audit.acp-policy", JSON.stringify(forged));
-    await attack(async () => {
-      const after = await loom.cli(["audit", "verify"]);
-      return after.code === 1 && after.stdout.includes(`BROKEN at seq ${ack.seq}`);
-    });
+    await attack(
+      AttackClass.AUDIT_FORGERY,
+      `a forged audit record breaks the chain and loom audit verify names it`,
+      async () => {
+        const after = await loom.cli(["audit", "verify"]);
+        return after.code === 1 && after.stdout.includes(`BROKEN at seq ${ack.seq}`);
+      },
+    );
   });
 });
 
@@ -337,7 +351,6 @@ describe("security - leak scan across a viewer's runs", () => {
       haystacks.push(await readFile(join(loom.logDir, name), "utf8"));
     const secrets = CONTACTS.flatMap((contact) => [contact.email, contact.ssn]);
     const found = secrets.filter((secret) => haystacks.some((text) => text.includes(secret)));
-    tally.leaked += found.length;
     expect(found).toEqual([]);
     // The scan looked at something: every run left events, audit records and run records.
     expect(haystacks.length).toBeGreaterThan(20);
@@ -390,7 +403,7 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
   });
 
   it("nats - a wrong password is refused at connect", async () => {
-    await attack(async () =>
+    await attack(AttackClass.TRUSTED_BUS, `a wrong password is refused at connect`, async () =>
       connectTo(nats.server.url, { user: "orchestrator", pass: "guess", maxReconnectAttempts: 0 }).then(
         async (nc) => {
           await nc.close();
@@ -414,23 +427,27 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
       },
     });
     await worker.flush();
-    await attack(async () => {
-      const rejected = await submitter
-        .request(agentTasksSubject(MCP_WORKER_AGENT), "{}", { timeout: 1_000 })
-        .then(
-          () => false,
-          () => true,
-        );
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      return rejected && seen.length === 0;
-    });
+    await attack(
+      AttackClass.TRUSTED_BUS,
+      `a submitter publishing a task to an agent subject is refused and no worker sees it`,
+      async () => {
+        const rejected = await submitter
+          .request(agentTasksSubject(MCP_WORKER_AGENT), "{}", { timeout: 1_000 })
+          .then(
+            () => false,
+            () => true,
+          );
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return rejected && seen.length === 0;
+      },
+    );
     subscription.unsubscribe();
   });
 
   it("nats - a submitter cannot append to the audit stream", async () => {
     const before = (await jetstreamManager(orchestrator).then((jsm) => jsm.streams.info(Streams.AUDIT))).state
       .messages;
-    await attack(async () => {
+    await attack(AttackClass.AUDIT_FORGERY, `a submitter cannot append to the audit stream`, async () => {
       const rejected = await jetstream(submitter, { timeout: 1_000 })
         .publish("loom.v1.audit.acp-policy", "{}")
         .then(
@@ -444,7 +461,7 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
   });
 
   it("nats - a submitter cannot write the active policy", async () => {
-    await attack(async () =>
+    await attack(AttackClass.TRUSTED_BUS, `a submitter cannot write the active policy`, async () =>
       submitter.request("$KV.loom_policy.active", "{}", { timeout: 1_000 }).then(
         () => false,
         () => true,
