@@ -1,0 +1,31 @@
+import { findJaeger, JAEGER_INSTALL_HINT, type LaunchedJaeger, launchJaeger } from "./jaeger.ts";
+
+/**
+ * `npm start`'s Jaeger: the binary given with `--jaeger <binary>`, else one found on PATH or in
+ * the Go bin folder, started with its default all-in-one configuration (traces in memory, the UI
+ * on 16686, OTLP on 4317/4318). Without `--jaeger`, a missing or failing Jaeger is reported and
+ * Loom runs on without it; asked for by name, it must start.
+ */
+export async function startDevJaeger(
+  choice: string | false | undefined,
+): Promise<LaunchedJaeger | undefined> {
+  if (choice === false) return undefined;
+  const binary = choice ?? findJaeger(process.env);
+  if (binary === undefined) {
+    console.log(`Jaeger    not started: no jaeger binary; ${JAEGER_INSTALL_HINT}`);
+    return undefined;
+  }
+  try {
+    return await launchJaeger({ binary });
+  } catch (error) {
+    if (choice !== undefined) throw error;
+    const reason = error instanceof Error ? (error.message.split("\n")[0] ?? "") : String(error);
+    console.log(`Jaeger    not started: ${reason}`);
+    return undefined;
+  }
+}
+
+/** What the services need to export their spans to this Jaeger. */
+export function exportTo(jaeger: LaunchedJaeger): Record<string, string> {
+  return { OTEL_TRACES_EXPORTER: "otlp", OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpEndpoint };
+}
