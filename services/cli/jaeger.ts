@@ -107,10 +107,15 @@ export async function launchJaeger(options: JaegerLaunch): Promise<LaunchedJaege
   const ports: JaegerPorts = { ...defaults, ...options.ports };
   const args = portArguments(options.ports ?? {});
   // Jaeger traces its own query API over OTLP/gRPC: to itself, not to where Loom's variables point.
+  // Its last export on shutdown finds its receiver closed; a short timeout keeps stopping quick.
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("OTEL_")));
   const child = spawn(options.binary, args, {
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${ports.otlpGrpc}` },
+    env: {
+      ...env,
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${ports.otlpGrpc}`,
+      OTEL_EXPORTER_OTLP_TIMEOUT: "500",
+    },
   });
   options.onSpawn?.(child);
   let stderr = "";
