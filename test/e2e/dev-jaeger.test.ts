@@ -50,7 +50,7 @@ describe("dev - npm start runs a local Jaeger beside NATS and the services", () 
       (text) => text.includes("Loom is running"),
       90_000,
     );
-  });
+  }, 120_000);
   afterAll(async () => {
     if (dev !== undefined) await stopProcess(dev, "SIGKILL");
     await nats?.[Symbol.asyncDispose]();
