@@ -67,7 +67,7 @@ export interface LaunchedJaeger {
  * `~/go/bin`); undefined when there is none.
  */
 export function findJaeger(env: NodeJS.ProcessEnv): string | undefined {
-  const goPath = env.GOPATH?.split(delimiter)[0] ?? join(homedir(), "go");
+  const goPath = env.GOPATH?.split(delimiter)[0] || join(env.HOME || homedir(), "go");
   const dirs = [...(env.PATH ?? "").split(delimiter), env.GOBIN, join(goPath, "bin")];
   for (const dir of dirs) {
     if (dir === undefined || dir === "") continue;
@@ -75,8 +75,10 @@ export function findJaeger(env: NodeJS.ProcessEnv): string | undefined {
     try {
       accessSync(candidate, constants.X_OK);
       return candidate;
-    } catch {
-      // Not in this folder (or not executable): look in the next one.
+    } catch (error) {
+      // Not in this folder, or not executable: look in the next one. Anything else is a real fault.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" && code !== "EACCES" && code !== "ENOTDIR") throw error;
     }
   }
   return undefined;
@@ -157,7 +159,10 @@ export async function launchJaeger(options: JaegerLaunch): Promise<LaunchedJaege
   };
 }
 
-/** True once the health check extension reports every component started. */
+/**
+ * True once the health check extension reports every component started (200; 503 while starting).
+ * A refused or unanswered request means it is not listening yet: the caller polls until its deadline.
+ */
 async function healthy(port: number): Promise<boolean> {
   try {
     const response = await fetch(`http://127.0.0.1:${port}/status`, { signal: AbortSignal.timeout(1_000) });
