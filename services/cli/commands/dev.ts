@@ -47,7 +47,6 @@ export async function devCommand(options: {
     if (natsServer !== undefined) await stopProcess(natsServer.child);
     return ExitCode.FAILED;
   }
-  if (jaeger !== undefined) console.log(`Jaeger    ${jaeger.uiUrl} (started here, traces in memory)`);
 
   const logDir = resolve(DATA_DIR, "logs");
   const stack = await startStack({
