@@ -201,15 +201,20 @@ runs
 
 runs
   .command("trace")
-  .description("draw a run's spans as a waterfall (and link to Jaeger when LOOM_JAEGER_UI is set)")
+  .description("draw a run's spans as a waterfall, with the link that opens the trace in Jaeger")
   .argument("<runId>")
   .option("--json", "print the spans as JSON", false)
+  .addOption(
+    new Option("--jaeger-ui <url>", "Jaeger's web UI, for the trace's link")
+      .env("LOOM_JAEGER_UI")
+      .default(config.LOOM_JAEGER_UI),
+  )
   .action(
-    action((runId: string, options: { json: boolean }) =>
+    action((runId: string, options: { json: boolean; jaegerUi: string }) =>
       runsTraceCommand(runId, {
         nats: program.opts().nats,
         json: options.json,
-        jaegerUi: config.LOOM_JAEGER_UI,
+        jaegerUi: options.jaegerUi,
       }),
     ),
   );
@@ -374,13 +379,16 @@ program
   .command("dev")
   .description("run the whole stack locally (what `npm start` does) and a demo workflow")
   .option("--no-demo", "start the stack without running the demo workflow")
+  .option("--jaeger <binary>", "start this Jaeger (default: a jaeger binary on PATH or in the Go bin folder)")
+  .option("--no-jaeger", "start no Jaeger")
   .action(
-    action((options: { demo: boolean }) =>
+    action((options: { demo: boolean; jaeger?: string | false }) =>
       devCommand({
         natsUrl: process.env.NATS_URL,
         demo: options.demo,
         logFormat: config.LOG_FORMAT,
         telemetry,
+        jaeger: options.jaeger,
       }),
     ),
   );

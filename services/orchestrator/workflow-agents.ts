@@ -4,22 +4,14 @@ import { z } from "zod";
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { AgentTaskContract, RunCancelContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { RunSubmissionSchema } from "../../schemas/run.ts";
+import { agentCancelSubject, agentTasksSubject, Headers, runCancelSubject } from "../../schemas/subjects.ts";
 import {
-  agentCancelSubject,
-  agentTasksSubject,
-  Headers,
-  runCancelSubject,
-  Subjects,
-} from "../../schemas/subjects.ts";
-import {
-  encodePayload,
   type Logger,
   LoomError,
+  publishSubmission,
   request,
   type Service,
   serve,
-  tracedHeaders,
   watchRun,
 } from "../kit/index.ts";
 
@@ -116,19 +108,10 @@ export class WorkflowAgents {
       () => {},
       (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
     );
-    await this.#js.publish(
-      Subjects.RUNS_SUBMIT,
-      encodePayload(
-        RunSubmissionSchema,
-        {
-          runId,
-          workflow: workflowId,
-          input,
-          ...(message.contextId ? { contextId: message.contextId } : {}),
-        },
-        "run submission",
-      ),
-      { msgID: runId, headers: tracedHeaders({ [Headers.AUTHORIZATION]: authorization }) },
+    await publishSubmission(
+      this.#js,
+      { runId, workflow: workflowId, input, ...(message.contextId ? { contextId: message.contextId } : {}) },
+      authorization,
     );
     const result = await ended;
     if (result.state !== TaskState.COMPLETED) {

@@ -1,10 +1,11 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually } from "../helpers/eventually.ts";
 import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
 import {
   type OtlpReceiver,
+  OtlpSpanKind,
   type ReceivedSpan,
   startOtlpReceiver,
   traceTree,
@@ -13,24 +14,6 @@ import {
 const analyst = tokenFor("alice", "analyst");
 const manager = tokenFor("maria", "analyst", "manager");
 const JAEGER_UI = "http://jaeger.example:16686";
-const SPAN_KIND = { INTERNAL: 1, SERVER: 2, CLIENT: 3, PRODUCER: 4, CONSUMER: 5 };
-
-/** Polls `read` until `done` holds for its value; fails after `timeoutMs` showing the last value. */
-async function eventually<T>(
-  read: () => T | Promise<T>,
-  done: (value: T) => boolean,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let value = await read();
-  while (!done(value)) {
-    if (Date.now() > deadline)
-      throw new Error(`gave up waiting; last value:\n${JSON.stringify(value, null, 2)}`);
-    await sleep(100);
-    value = await read();
-  }
-  return value;
-}
 
 describe("e2e - observability: one trace per run, metrics, health, logs", () => {
   let loom: Loom;
@@ -125,7 +108,7 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
       (found) => found.some((span) => span.service === "mcp-crm"),
     );
     const client = only(spans, "mcp-worker", "tools/call get_contact");
-    expect(client.kind).toBe(SPAN_KIND.CLIENT);
+    expect(client.kind).toBe(OtlpSpanKind.CLIENT);
     expect(client.attributes).toMatchObject({
       "mcp.method.name": "tools/call",
       "gen_ai.tool.name": "get_contact",
@@ -134,7 +117,7 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
       "loom.step.id": "contact",
     });
     const server = only(spans, "mcp-crm", "tools/call get_contact");
-    expect(server.kind).toBe(SPAN_KIND.SERVER);
+    expect(server.kind).toBe(OtlpSpanKind.SERVER);
     expect(server.parentSpanId).toBe(client.spanId);
     expect(server.attributes).toMatchObject({
       "mcp.method.name": "tools/call",
@@ -142,7 +125,7 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
     });
 
     const send = spans.find((span) => span.name === "send loom.v1.agents.mcp-worker.tasks");
-    expect(send?.kind).toBe(SPAN_KIND.CLIENT);
+    expect(send?.kind).toBe(OtlpSpanKind.CLIENT);
     expect(send?.attributes).toMatchObject({
       "messaging.system": "nats",
       "messaging.destination.name": "loom.v1.agents.mcp-worker.tasks",

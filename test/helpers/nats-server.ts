@@ -59,6 +59,12 @@ function createRegistry(): Set<ChildProcess> {
   return children;
 }
 
+/** Kills `child` (a server a test started) if this process ends before the test stops it. */
+export function killOnExit(child: ChildProcess): void {
+  running.add(child);
+  child.once("exit", () => running.delete(child));
+}
+
 /**
  * Starts `nats-server -js` on a free port (`-p -1`) and learns the port from its ports file.
  * Use it with `await using` so the process is stopped and its temp dirs removed even when a test fails.
@@ -74,10 +80,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       port,
       ...(options.args === undefined ? {} : { args: options.args }),
       ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
-      onSpawn: (child) => {
-        running.add(child);
-        child.once("exit", () => running.delete(child));
-      },
+      onSpawn: killOnExit,
     });
 
   let current: LaunchedNatsServer;

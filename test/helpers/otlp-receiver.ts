@@ -1,6 +1,9 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 
+/** OTLP's SpanKind numbers (one more than the OpenTelemetry API's `SpanKind`). */
+export const OtlpSpanKind = { INTERNAL: 1, SERVER: 2, CLIENT: 3, PRODUCER: 4, CONSUMER: 5 } as const;
+
 /** One span as an OTLP/HTTP JSON export carries it, with its resource's `service.name`. */
 export interface ReceivedSpan {
   service: string;
@@ -44,7 +47,8 @@ interface OtlpSpan {
   status?: { code?: number };
   links?: { traceId: string; spanId: string }[];
 }
-interface OtlpExport {
+/** An OTLP/JSON `ExportTraceServiceRequest` (or `TracesData`), as far as the tests read it. */
+export interface OtlpExport {
   resourceSpans?: {
     resource?: { attributes?: OtlpAttribute[] };
     scopeSpans?: { spans?: OtlpSpan[] }[];
@@ -61,6 +65,30 @@ function plain(attributes: OtlpAttribute[] | undefined): Record<string, string |
   return result;
 }
 
+/** The spans of an OTLP JSON export (what Jaeger's API v3 answers with, too), each with its service. */
+export function decodeOtlpSpans(body: OtlpExport): ReceivedSpan[] {
+  const spans: ReceivedSpan[] = [];
+  for (const resourceSpans of body.resourceSpans ?? []) {
+    const service = String(plain(resourceSpans.resource?.attributes)["service.name"] ?? "");
+    for (const scope of resourceSpans.scopeSpans ?? []) {
+      for (const span of scope.spans ?? []) {
+        spans.push({
+          service,
+          traceId: span.traceId,
+          spanId: span.spanId,
+          parentSpanId: span.parentSpanId || undefined,
+          name: span.name,
+          kind: span.kind,
+          attributes: plain(span.attributes),
+          statusCode: span.status?.code ?? 0,
+          links: span.links ?? [],
+        });
+      }
+    }
+  }
+  return spans;
+}
+
 /** Starts the receiver; `POST /v1/traces` with `application/json` bodies is all it understands. */
 export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const spans: ReceivedSpan[] = [];
@@ -75,25 +103,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
         res.writeHead(415).end();
         return;
       }
-      const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as OtlpExport;
-      for (const resourceSpans of body.resourceSpans ?? []) {
-        const service = String(plain(resourceSpans.resource?.attributes)["service.name"] ?? "");
-        for (const scope of resourceSpans.scopeSpans ?? []) {
-          for (const span of scope.spans ?? []) {
-            spans.push({
-              service,
-              traceId: span.traceId,
-              spanId: span.spanId,
-              parentSpanId: span.parentSpanId || undefined,
-              name: span.name,
-              kind: span.kind,
-              attributes: plain(span.attributes),
-              statusCode: span.status?.code ?? 0,
-              links: span.links ?? [],
-            });
-          }
-        }
-      }
+      spans.push(...decodeOtlpSpans(JSON.parse(Buffer.concat(chunks).toString("utf8")) as OtlpExport));
       res.writeHead(200, { "content-type": "application/json" }).end("{}");
     });
   });

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { JaegerListeners } from "../../services/cli/jaeger.ts";
 import { REPO_ROOT } from "../helpers/loom.ts";
 
 interface ComposeService {
@@ -56,8 +57,29 @@ describe("deployment - docker-compose.yml, infra/Dockerfile and their config fil
       });
     }
     expect(services["mcp-worker"]?.deploy?.replicas).toBe(2);
-    expect(services.jaeger?.image).toMatch(/^jaegertracing\/jaeger:2\./);
-    expect(services.jaeger?.ports).toEqual(expect.arrayContaining(["16686:16686", "4318:4318"]));
+  });
+
+  it("compose - Jaeger is the release infra/jaeger/install.sh builds, in the default configuration the e2e test proves", () => {
+    const jaeger = services.jaeger;
+    // Jaeger's Go module keeps v1 numbers: module v1.N is release v2.(N - 63).
+    const moduleMinor = Number(
+      /^VERSION="\$\{JAEGER_MODULE_VERSION:-v1\.(\d+)\.0\}"$/m.exec(read("infra/jaeger/install.sh"))?.[1],
+    );
+    expect(jaeger?.image).toBe(`jaegertracing/jaeger:2.${moduleMinor - 63}.0`);
+    // No command and no config file: the image's all-in-one configuration, as test/e2e/jaeger.test.ts runs it.
+    expect(jaeger?.command).toBeUndefined();
+    expect(jaeger?.volumes).toBeUndefined();
+    const published = [
+      JaegerListeners.queryHttp,
+      JaegerListeners.otlpGrpc,
+      JaegerListeners.otlpHttp,
+      JaegerListeners.jaegerThriftHttp,
+    ].map(({ port }) => `${port}:${port}`);
+    expect(jaeger?.ports).toEqual(published);
+    for (const name of LOOM_SERVICES) {
+      const endpoint = new URL(services[name]?.environment?.OTEL_EXPORTER_OTLP_ENDPOINT ?? "");
+      expect(Number(endpoint.port)).toBe(JaegerListeners.otlpHttp.port);
+    }
   });
 
   it("compose - a 3-node NATS cluster by default and a single node under the `single` profile, both as `nats`", () => {

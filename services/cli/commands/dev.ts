@@ -2,7 +2,9 @@ import { resolve } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { ensureDevIssuerKey, issueDevToken } from "../../kit/dev-issuer.ts";
 import type { LogFormat, Telemetry } from "../../kit/index.ts";
+import { exportTo, startDevJaeger } from "../dev-jaeger.ts";
 import { ExitCode } from "../exit-codes.ts";
+import type { LaunchedJaeger } from "../jaeger.ts";
 import { type LaunchedNatsServer, launchNatsServer, stopProcess } from "../nats-server.ts";
 import { startStack, waitUntilReady } from "../stack.ts";
 import { submitCommand } from "./submit.ts";
@@ -23,6 +25,8 @@ export async function devCommand(options: {
   /** How the services write their log files. */
   logFormat: LogFormat;
   telemetry: Telemetry;
+  /** `--jaeger <binary>` names the Jaeger to start, `--no-jaeger` (false) starts none. */
+  jaeger: string | false | undefined;
 }): Promise<ExitCode> {
   let natsServer: LaunchedNatsServer | undefined;
   let url = options.natsUrl ?? ((await reachable(LOCAL_NATS)) ? LOCAL_NATS : undefined);
@@ -35,12 +39,26 @@ export async function devCommand(options: {
     `NATS      ${url}${natsServer === undefined ? "" : ` (started here, data in ${NATS_STORE_DIR})`}`,
   );
 
+  let jaeger: LaunchedJaeger | undefined;
+  try {
+    jaeger = await startDevJaeger(options.jaeger);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : String(error));
+    if (natsServer !== undefined) await stopProcess(natsServer.child);
+    return ExitCode.FAILED;
+  }
+
   const logDir = resolve(DATA_DIR, "logs");
-  const stack = await startStack({ natsUrl: url, logDir, env: { LOG_FORMAT: options.logFormat } });
+  const stack = await startStack({
+    natsUrl: url,
+    logDir,
+    env: { LOG_FORMAT: options.logFormat, ...(jaeger === undefined ? {} : exportTo(jaeger)) },
+  });
   console.log(`services  ${stack.services.map((service) => service.name).join(", ")} (logs in ${logDir})`);
   const shutdown = onlyOnce(async () => {
     console.log("\nshutting down…");
     await stack.stop();
+    if (jaeger !== undefined) await stopProcess(jaeger.child);
     if (natsServer !== undefined) await stopProcess(natsServer.child);
     console.log("stopped");
   });

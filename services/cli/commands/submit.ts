@@ -6,16 +6,8 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { shortStateName } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { type RunSubmission, RunSubmissionSchema } from "../../../schemas/run.ts";
-import { Headers, Subjects } from "../../../schemas/subjects.ts";
-import {
-  encodePayload,
-  LoomError,
-  SpanKind,
-  type Telemetry,
-  tracedHeaders,
-  withSpan,
-} from "../../kit/index.ts";
+import type { RunSubmission } from "../../../schemas/run.ts";
+import { LoomError, publishSubmission, SpanKind, type Telemetry, withSpan } from "../../kit/index.ts";
 import { watchRun } from "../../kit/run-watch.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode, exitCodeForState } from "../exit-codes.ts";
@@ -54,29 +46,10 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
       async (span) => {
         const traceId = span.spanContext().traceId;
         const js = jetstream(nc);
-        await withSpan(
-          `send ${Subjects.RUNS_SUBMIT}`,
-          {
-            kind: SpanKind.PRODUCER,
-            attributes: {
-              "messaging.system": "nats",
-              "messaging.destination.name": Subjects.RUNS_SUBMIT,
-              "messaging.operation.type": "send",
-              "messaging.message.id": submission.runId,
-            },
-          },
-          () =>
-            js.publish(
-              Subjects.RUNS_SUBMIT,
-              encodePayload(RunSubmissionSchema, submission, "run submission"),
-              {
-                msgID: submission.runId,
-                headers: tracedHeaders({
-                  [Headers.AUTHORIZATION]:
-                    options.token === undefined ? undefined : `Bearer ${options.token}`,
-                }),
-              },
-            ),
+        await publishSubmission(
+          js,
+          submission,
+          options.token === undefined ? undefined : `Bearer ${options.token}`,
         );
         if (!options.watch) {
           console.log(options.json ? JSON.stringify({ runId: submission.runId, traceId }) : submission.runId);

@@ -14,8 +14,8 @@ import { drawWaterfall } from "../waterfall.ts";
 export interface TraceOptions {
   nats: string;
   json: boolean;
-  /** Jaeger's UI base URL, to print a link to the trace. */
-  jaegerUi: string | undefined;
+  /** Jaeger's UI base URL, to print the link that opens the trace. */
+  jaegerUi: string;
 }
 
 /**
@@ -28,15 +28,14 @@ export async function runsTraceCommand(runId: string, options: TraceOptions): Pr
   try {
     const traceId = await runTraceId(nc, runId);
     const spans = await readSpans(jetstream(nc), traceId);
+    const jaeger = `${options.jaegerUi.replace(/\/$/, "")}/trace/${traceId}`;
     if (options.json) {
-      console.log(JSON.stringify({ runId, traceId, spans }));
+      console.log(JSON.stringify({ runId, traceId, jaeger, spans }));
       return ExitCode.OK;
     }
     console.log(`run    ${runId}`);
     console.log(`trace  ${traceId}`);
-    if (options.jaegerUi !== undefined) {
-      console.log(`jaeger ${options.jaegerUi.replace(/\/$/, "")}/trace/${traceId}`);
-    }
+    console.log(`jaeger ${jaeger}`);
     if (spans.length === 0) {
       console.log(
         "\nno spans in LOOM_SPANS for this trace yet (services publish them a few seconds after they end)",

@@ -34,16 +34,14 @@ import {
   TERMINAL_STATES,
 } from "../../../schemas/a2a.ts";
 import { RunCancelContract, RunInputContract } from "../../../schemas/contracts.ts";
-import { RunSubmissionSchema } from "../../../schemas/run.ts";
-import { Headers, runCancelSubject, runInputSubject, Subjects } from "../../../schemas/subjects.ts";
+import { Headers, runCancelSubject, runInputSubject } from "../../../schemas/subjects.ts";
 import {
   describeIssues,
-  encodePayload,
   followRun,
   LoomError,
   lastEventSequence,
+  publishSubmission,
   request,
-  tracedHeaders,
 } from "../../kit/index.ts";
 import type { RunStore } from "../run-store.ts";
 import { bearerOf } from "./bearer-user.ts";
@@ -276,14 +274,10 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     const webhook = params.configuration?.taskPushNotificationConfig;
     // Registered before the run exists, so the webhook hears its every event.
     if (webhook !== undefined) await this.#savePushConfig(webhook, runId);
-    await this.#options.js.publish(
-      Subjects.RUNS_SUBMIT,
-      encodePayload(
-        RunSubmissionSchema,
-        { runId, workflow: skill, input: inputOf(message), contextId },
-        "run submission",
-      ),
-      { msgID: runId, headers: tracedHeaders({ [Headers.AUTHORIZATION]: authorization }) },
+    await publishSubmission(
+      this.#options.js,
+      { runId, workflow: skill, input: inputOf(message), contextId },
+      authorization,
     );
     return { runId, contextId };
   }
