@@ -17,7 +17,7 @@ import { startA2AEdge } from "./a2a/http-edge.ts";
 import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
 import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
-import { readOrchestratorConfig } from "./config.ts";
+import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
 import { FederatedCatalog, GatewayPolicy, mcpGatewayRouter, SessionStore } from "./mcp-gateway/index.ts";
 import { ResultStore } from "./result-store.ts";
@@ -42,7 +42,8 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const workflowFiles = await WorkflowCatalog.readDirectory(config.LOOM_WORKFLOWS_DIR);
-  const catalog = new WorkflowCatalog();
+  const limits = runLimitsOf(config);
+  const catalog = new WorkflowCatalog(limits);
 
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const jsm = await jetstreamManager(nc);
@@ -121,6 +122,7 @@ await runUntilSignalled(log, async () => {
       log,
     ),
     remoteAgents: new RemoteAgents(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
+    expressionLimits: expressionLimitsOf(config),
     results: new ResultStore(await openBucket(nc, Buckets.RESULTS), config.LOOM_RESULT_INLINE_MAX_BYTES),
   });
   await driver.watch(runsKv);
@@ -136,6 +138,7 @@ await runUntilSignalled(log, async () => {
     events,
     driver,
     validator: new JsonSchemaValidator(),
+    limits,
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     maxConcurrent: config.LOOM_MAX_CONCURRENT_SUBMISSIONS,

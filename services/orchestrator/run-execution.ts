@@ -25,7 +25,7 @@ import {
   retryDelayMs,
   taskStateOf,
 } from "./demands.ts";
-import { type ExpressionScope, renderValue } from "./expressions.ts";
+import { type ExpressionLimits, type ExpressionScope, renderValue } from "./expressions.ts";
 import type { ResultStore } from "./result-store.ts";
 import type { RunEvents } from "./run-events.ts";
 import { FinalState, machineFor, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
@@ -42,6 +42,7 @@ export interface ExecutionOptions extends StepRunnerOptions {
   leaseMs: number;
   memory: ContextMemoryStore;
   results: ResultStore;
+  expressionLimits: ExpressionLimits;
 }
 
 /** The persisted snapshot and pending effects a new run starts with. */
@@ -289,7 +290,11 @@ export class RunExecution {
   #launch(effect: Effect, snapshot: RunSnapshotView): void {
     const controller = new AbortController();
     this.#inFlight.set(effect.key, controller);
-    const scope: ExpressionScope = { input: snapshot.context.input, steps: snapshot.context.steps };
+    const scope: ExpressionScope = {
+      input: snapshot.context.input,
+      steps: snapshot.context.steps,
+      limits: this.#options.expressionLimits,
+    };
     void Promise.all([this.#contextMemory(), this.#options.results.expand(scope.steps)])
       .then(([memory, steps]) =>
         this.#perform(effect, { ...scope, steps, memory }, snapshot, controller.signal),

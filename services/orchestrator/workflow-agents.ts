@@ -13,9 +13,11 @@ import {
   Subjects,
 } from "../../schemas/subjects.ts";
 import {
-  encodePayload,
+  describeIssues,
+  encodeJson,
   type Logger,
   LoomError,
+  listen,
   request,
   type Service,
   serve,
@@ -24,7 +26,12 @@ import {
 } from "../kit/index.ts";
 
 const CANCEL_TIMEOUT_MS = 10_000;
-const CancelSchema = z.object({ taskId: z.string().min(1) });
+/** A task id that names a run once its other characters are replaced: at least one letter or digit. */
+const TaskIdSchema = z
+  .string()
+  .regex(/[A-Za-z0-9]/, "a task id needs a letter or digit")
+  .max(1_024);
+const CancelSchema = z.object({ taskId: TaskIdSchema });
 
 /** The run a task starts: derived from the task id, so a re-sent task joins the run it started. */
 function childRunId(taskId: string): string {
@@ -71,11 +78,13 @@ export class WorkflowAgents {
     );
     // A canceled delegate step cancels the run it started here.
     this.#cancels.push(
-      this.#nc.subscribe(agentCancelSubject(agent), {
-        callback: (_error, message) => {
-          const cancel = CancelSchema.safeParse(message.json());
-          if (!cancel.success) return;
-          const runId = childRunId(cancel.data.taskId);
+      listen(this.#nc, {
+        subject: agentCancelSubject(agent),
+        schema: CancelSchema,
+        what: "task cancel",
+        log: this.#log,
+        handle: (cancel, message) => {
+          const runId = childRunId(cancel.taskId);
           void request(
             this.#nc,
             runCancelSubject(runId),
@@ -99,7 +108,14 @@ export class WorkflowAgents {
   }
 
   async #run(workflowId: string, message: Message, authorization: string | undefined): Promise<Task> {
-    const runId = childRunId(message.taskId ?? message.messageId);
+    const taskId = TaskIdSchema.safeParse(message.taskId ?? message.messageId);
+    if (!taskId.success) {
+      throw new LoomError(
+        ErrorCode.INVALID_MESSAGE,
+        `task for ${workflowAgentName(workflowId)}: its taskId (or messageId) needs a letter or digit and at most 1024 characters`,
+      );
+    }
+    const runId = childRunId(taskId.data);
     const data = message.parts.find((part) => "data" in part);
     const text = message.parts.find((part) => "text" in part);
     const input =
@@ -110,26 +126,28 @@ export class WorkflowAgents {
       !Array.isArray(data.data)
         ? (data.data as Record<string, unknown>)
         : { text: text !== undefined && "text" in text ? text.text : "" };
+    const submission = RunSubmissionSchema.safeParse({
+      runId,
+      workflow: workflowId,
+      input,
+      ...(message.contextId ? { contextId: message.contextId } : {}),
+    });
+    if (!submission.success) {
+      throw new LoomError(
+        ErrorCode.INVALID_MESSAGE,
+        `task for ${workflowAgentName(workflowId)} cannot start a run: ${describeIssues(submission.error.issues)}`,
+      );
+    }
     const ended = watchRun(
       this.#js,
       runId,
       () => {},
       (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
     );
-    await this.#js.publish(
-      Subjects.RUNS_SUBMIT,
-      encodePayload(
-        RunSubmissionSchema,
-        {
-          runId,
-          workflow: workflowId,
-          input,
-          ...(message.contextId ? { contextId: message.contextId } : {}),
-        },
-        "run submission",
-      ),
-      { msgID: runId, headers: tracedHeaders({ [Headers.AUTHORIZATION]: authorization }) },
-    );
+    await this.#js.publish(Subjects.RUNS_SUBMIT, encodeJson(submission.data), {
+      msgID: runId,
+      headers: tracedHeaders({ [Headers.AUTHORIZATION]: authorization }),
+    });
     const result = await ended;
     if (result.state !== TaskState.COMPLETED) {
       const last = result.events.findLast((event) => "statusUpdate" in event);
