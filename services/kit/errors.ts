@@ -40,11 +40,9 @@ export class LoomError extends Error {
  * bounds it, e.g. `LOOM_MAX_STEPS`) allows at most `max`.
  */
 export function limitExceeded(what: string, limit: string, value: number, max: number): LoomError {
-  return new LoomError(
-    ErrorCode.LIMIT_EXCEEDED,
-    `${what} is ${value}, over the limit of ${max} (${limit})`,
-    { details: { limit, value, max } },
-  );
+  return new LoomError(ErrorCode.LIMIT_EXCEEDED, `${what} is ${value}, over the limit of ${max} (${limit})`, {
+    details: { limit, value, max },
+  });
 }
 
 /** Bytes of a value as JSON (UTF-8). */

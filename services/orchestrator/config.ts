@@ -82,7 +82,10 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   /** The identity provider acp-policy trusts, named in the gateway's protected resource metadata. */
   LOOM_AUTH_ISSUER: z.string().min(1).default(DEV_ISSUER),
   /** Context memory: entries kept per context, bytes kept per context, and how long an idle context is kept. */
-  /** Step results larger than this (JSON bytes) are stored in KV loom_results and referenced from the run. */
+  /**
+   * A run keeps its step results in its record while they total at most this many JSON bytes;
+   * each later one is stored in KV loom_results and referenced from the run.
+   */
   LOOM_RESULT_INLINE_MAX_BYTES: z.coerce
     .number()
     .int()
@@ -90,31 +93,15 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     .default(16 * 1024),
   /** Limits on what a caller controls; each refusal is a LIMIT_EXCEEDED error naming its setting. */
   /** A run's input, in JSON bytes. */
-  LOOM_MAX_INPUT_BYTES: z.coerce
-    .number()
-    .int()
-    .min(1_024)
-    .default(DEFAULT_LIMITS.maxInputBytes),
+  LOOM_MAX_INPUT_BYTES: z.coerce.number().int().min(1_024).default(DEFAULT_LIMITS.maxInputBytes),
   /** A workflow definition (registered, inline or graphed), in JSON bytes. */
-  LOOM_MAX_DEFINITION_BYTES: z.coerce
-    .number()
-    .int()
-    .min(1_024)
-    .default(DEFAULT_LIMITS.maxDefinitionBytes),
+  LOOM_MAX_DEFINITION_BYTES: z.coerce.number().int().min(1_024).default(DEFAULT_LIMITS.maxDefinitionBytes),
   /** Steps in one workflow, parallel branches and compensation steps included. */
   LOOM_MAX_STEPS: z.coerce.number().int().min(1).default(DEFAULT_LIMITS.maxSteps),
   /** How long one `{% %}` expression may evaluate, in milliseconds. */
-  LOOM_EXPRESSION_TIMEOUT_MS: z.coerce
-    .number()
-    .int()
-    .positive()
-    .default(DEFAULT_EXPRESSION_LIMITS.timeoutMs),
+  LOOM_EXPRESSION_TIMEOUT_MS: z.coerce.number().int().positive().default(DEFAULT_EXPRESSION_LIMITS.timeoutMs),
   /** How deep an expression's evaluation may nest (recursive functions count each call). */
-  LOOM_EXPRESSION_MAX_DEPTH: z.coerce
-    .number()
-    .int()
-    .positive()
-    .default(DEFAULT_EXPRESSION_LIMITS.maxDepth),
+  LOOM_EXPRESSION_MAX_DEPTH: z.coerce.number().int().positive().default(DEFAULT_EXPRESSION_LIMITS.maxDepth),
   /** The longest sequence (range or result) an expression may build. */
   LOOM_EXPRESSION_MAX_SEQUENCE: z.coerce
     .number()

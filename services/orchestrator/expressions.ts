@@ -32,20 +32,23 @@ export const DEFAULT_EXPRESSION_LIMITS: ExpressionLimits = {
 };
 
 /** JSONata's own error codes for its guard rails, by the setting that sets each. */
-const LIMIT_CODES: Record<string, { limit: string; what: string; max: (limits: ExpressionLimits) => number }> =
-  {
-    D1011: { limit: "LOOM_EXPRESSION_MAX_DEPTH", what: "evaluation depth", max: (l) => l.maxDepth },
-    D1012: { limit: "LOOM_EXPRESSION_TIMEOUT_MS", what: "evaluation time (ms)", max: (l) => l.timeoutMs },
-    D2014: { limit: "LOOM_EXPRESSION_MAX_SEQUENCE", what: "range size", max: (l) => l.maxSequence },
-    D2015: { limit: "LOOM_EXPRESSION_MAX_SEQUENCE", what: "sequence length", max: (l) => l.maxSequence },
-  };
+const LIMIT_CODES: Record<
+  string,
+  { limit: string; what: string; max: (limits: ExpressionLimits) => number }
+> = {
+  D1011: { limit: "LOOM_EXPRESSION_MAX_DEPTH", what: "evaluation depth", max: (l) => l.maxDepth },
+  D1012: { limit: "LOOM_EXPRESSION_TIMEOUT_MS", what: "evaluation time (ms)", max: (l) => l.timeoutMs },
+  D2014: { limit: "LOOM_EXPRESSION_MAX_SEQUENCE", what: "range size", max: (l) => l.maxSequence },
+  D2015: { limit: "LOOM_EXPRESSION_MAX_SEQUENCE", what: "sequence length", max: (l) => l.maxSequence },
+};
 
 type Compiled = ReturnType<typeof jsonata>;
 const CACHE_SIZE = 1_024;
 const cache = new Map<string, Compiled>();
 
 function compile(source: string, where: string, limits?: ExpressionLimits): Compiled {
-  const key = limits === undefined ? source : `${limits.timeoutMs}:${limits.maxDepth}:${limits.maxSequence}:${source}`;
+  const key =
+    limits === undefined ? source : `${limits.timeoutMs}:${limits.maxDepth}:${limits.maxSequence}:${source}`;
   let compiled = cache.get(key);
   if (compiled === undefined) {
     try {
@@ -116,8 +119,10 @@ async function evaluate(source: string, scope: ExpressionScope, where: string): 
     );
   } catch (cause) {
     if (cause instanceof LoomError) throw cause;
-    throw limitError(cause, scope.limits, where) ??
-      new LoomError(ErrorCode.EXPRESSION_FAILED, `${where}: ${jsonataMessage(cause)}`, { cause });
+    throw (
+      limitError(cause, scope.limits, where) ??
+      new LoomError(ErrorCode.EXPRESSION_FAILED, `${where}: ${jsonataMessage(cause)}`, { cause })
+    );
   }
 }
 

@@ -19,6 +19,7 @@ import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
 import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
+import { DefinitionStore } from "./definition-store.ts";
 import { FederatedCatalog, GatewayPolicy, mcpGatewayRouter, SessionStore } from "./mcp-gateway/index.ts";
 import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
@@ -59,7 +60,8 @@ await runUntilSignalled(log, async () => {
   const agents = new WorkflowAgents(nc, jetstream(nc), log);
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
-  const runs = new RunStore(runsKv);
+  const resultsKv = await openBucket(nc, Buckets.RESULTS);
+  const runs = new RunStore(runsKv, new DefinitionStore(resultsKv));
   const push = new PushRegistry(await openBucket(nc, Buckets.PUSH), config.LOOM_A2A_WEBHOOK_ALLOW);
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
   let publicUrl = config.LOOM_A2A_PUBLIC_URL;
@@ -123,7 +125,7 @@ await runUntilSignalled(log, async () => {
     ),
     remoteAgents: new RemoteAgents(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
     expressionLimits: expressionLimitsOf(config),
-    results: new ResultStore(await openBucket(nc, Buckets.RESULTS), config.LOOM_RESULT_INLINE_MAX_BYTES),
+    results: new ResultStore(resultsKv, config.LOOM_RESULT_INLINE_MAX_BYTES),
   });
   await driver.watch(runsKv);
   const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });

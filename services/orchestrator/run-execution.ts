@@ -302,7 +302,8 @@ export class RunExecution {
       .then(async (event) => {
         if (event.type !== "STEP.SUCCEEDED" || effect.kind !== "work") return event;
         const key = `${this.runId}.${event.stepId}.${effect.attempt}`;
-        return { ...event, result: await this.#options.results.shrink(key, event.result) };
+        const { steps } = this.#actor.getSnapshot().context;
+        return { ...event, result: await this.#options.results.shrink(key, event.result, steps) };
       })
       .catch((error: unknown): RunMachineEvent | undefined => {
         if (controller.signal.aborted) return undefined;
