@@ -108,6 +108,12 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     .int()
     .positive()
     .default(DEFAULT_EXPRESSION_LIMITS.maxSequence),
+  /** The most JSON bytes one expression may return. */
+  LOOM_EXPRESSION_MAX_RESULT_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1_024)
+    .default(DEFAULT_EXPRESSION_LIMITS.maxResultBytes),
   LOOM_MEMORY_MAX_ENTRIES: z.coerce.number().int().positive().default(50),
   LOOM_MEMORY_MAX_BYTES: z.coerce
     .number()
@@ -141,5 +147,6 @@ export function expressionLimitsOf(config: OrchestratorConfig): ExpressionLimits
     timeoutMs: config.LOOM_EXPRESSION_TIMEOUT_MS,
     maxDepth: config.LOOM_EXPRESSION_MAX_DEPTH,
     maxSequence: config.LOOM_EXPRESSION_MAX_SEQUENCE,
+    maxResultBytes: config.LOOM_EXPRESSION_MAX_RESULT_BYTES,
   };
 }

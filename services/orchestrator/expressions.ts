@@ -1,7 +1,7 @@
 import jsonata from "jsonata";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { EXPRESSION_PATTERN, type Workflow } from "../../schemas/workflow.ts";
-import { LoomError } from "../kit/index.ts";
+import { jsonBytes, LoomError, limitExceeded } from "../kit/index.ts";
 
 /** What an expression can see: `$input` (the run input) and `$steps` (results by step id). */
 export interface ExpressionScope {
@@ -23,12 +23,15 @@ export interface ExpressionLimits {
   maxDepth: number;
   /** Items in any one sequence, a range (`[1..n]`) included. */
   maxSequence: number;
+  /** JSON bytes of what one expression returns (it goes into tool arguments and run records). */
+  maxResultBytes: number;
 }
 
 export const DEFAULT_EXPRESSION_LIMITS: ExpressionLimits = {
   timeoutMs: 500,
   maxDepth: 500,
   maxSequence: 100_000,
+  maxResultBytes: 256 * 1024,
 };
 
 /** JSONata's own error codes for its guard rails, by the setting that sets each. */
@@ -112,8 +115,9 @@ export async function renderValue(value: unknown, scope: ExpressionScope, where:
 }
 
 async function evaluate(source: string, scope: ExpressionScope, where: string): Promise<unknown> {
+  let result: unknown;
   try {
-    return await compile(source, where, scope.limits).evaluate(
+    result = await compile(source, where, scope.limits).evaluate(
       {},
       { input: scope.input, steps: scope.steps, memory: scope.memory ?? [] },
     );
@@ -124,6 +128,16 @@ async function evaluate(source: string, scope: ExpressionScope, where: string): 
       new LoomError(ErrorCode.EXPRESSION_FAILED, `${where}: ${jsonataMessage(cause)}`, { cause })
     );
   }
+  const bytes = jsonBytes(result);
+  if (bytes > scope.limits.maxResultBytes) {
+    throw limitExceeded(
+      `${where}: the expression's result (JSON bytes)`,
+      "LOOM_EXPRESSION_MAX_RESULT_BYTES",
+      bytes,
+      scope.limits.maxResultBytes,
+    );
+  }
+  return result;
 }
 
 /** A JSONata guard-rail error as LIMIT_EXCEEDED, naming the setting; undefined for other errors. */

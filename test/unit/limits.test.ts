@@ -53,6 +53,15 @@ describe("limits - expressions", () => {
     expect(error.details).toEqual({ limit: "LOOM_EXPRESSION_TIMEOUT_MS", max: 100 });
   });
 
+  it("limits - a result over LOOM_EXPRESSION_MAX_RESULT_BYTES is refused with its size", async () => {
+    const error = await refusal(() => render('$pad("", 300000, "x")'));
+    expect(error.details).toEqual({
+      limit: "LOOM_EXPRESSION_MAX_RESULT_BYTES",
+      value: 300_002,
+      max: DEFAULT_EXPRESSION_LIMITS.maxResultBytes,
+    });
+  });
+
   it("limits - expressions within the limits evaluate as before", async () => {
     expect(await render("$count([1..1000].($*2))")).toBe(1000);
     expect(await render("($f := function($n) { $n = 0 ? 0 : $f($n - 1) }; $f(20))")).toBe(0);
