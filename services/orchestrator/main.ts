@@ -57,7 +57,7 @@ await runUntilSignalled(log, async () => {
   await registry.start(workflowFiles);
   log.info({ workflows: catalog.ids() }, "workflows registered");
   const workflowService = registry.serve(nc);
-  const agents = new WorkflowAgents(nc, jetstream(nc), log);
+  const agents = new WorkflowAgents(nc, jetstream(nc), limits, log);
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
   const resultsKv = await openBucket(nc, Buckets.RESULTS);

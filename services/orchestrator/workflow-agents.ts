@@ -24,6 +24,7 @@ import {
   tracedHeaders,
   watchRun,
 } from "../kit/index.ts";
+import { assertInputWithin, type RunLimits } from "./limits.ts";
 
 const CANCEL_TIMEOUT_MS = 10_000;
 /** A task id that names a run once its other characters are replaced: at least one letter or digit. */
@@ -57,9 +58,12 @@ export class WorkflowAgents {
   readonly #services = new Map<string, Service>();
   readonly #cancels: Subscription[] = [];
 
-  constructor(nc: NatsConnection, js: JetStreamClient, log: Logger) {
+  readonly #limits: RunLimits;
+
+  constructor(nc: NatsConnection, js: JetStreamClient, limits: RunLimits, log: Logger) {
     this.#nc = nc;
     this.#js = js;
+    this.#limits = limits;
     this.#log = log;
   }
 
@@ -126,6 +130,8 @@ export class WorkflowAgents {
       !Array.isArray(data.data)
         ? (data.data as Record<string, unknown>)
         : { text: text !== undefined && "text" in text ? text.text : "" };
+    // Refused here, before a watch starts: a submission over max_payload could not even be sent.
+    assertInputWithin(input, this.#limits);
     const submission = RunSubmissionSchema.safeParse({
       runId,
       workflow: workflowId,

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Msg, type MsgHdrs, headers as natsHeaders } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TaskState } from "../../schemas/a2a.ts";
+import { Role, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode, WireErrorSchema } from "../../schemas/errors.ts";
 import {
   agentCancelSubject,
@@ -56,7 +56,7 @@ const task = (overrides: Record<string, unknown> = {}) => ({
   messageId: "m-1",
   taskId: "t-1",
   contextId: "ctx-1",
-  role: "user",
+  role: Role.USER,
   parts: [{ data: { server: "crm", tool: "get_contact", arguments: { id: "c-1" } } }],
   metadata: { runId: "fuzz-run", stepId: "s1" },
   ...overrides,
