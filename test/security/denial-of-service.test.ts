@@ -181,7 +181,7 @@ describe("security - denial of service and bad messages against a running stack"
   it("dos - a 240 KB workflows.graph request gets a typed error that fits a reply", async () => {
     await attack(AttackClass.DENIAL_OF_SERVICE, "a 240 KB graph request full of mistakes", async () => {
       // Thousands of broken steps: the list of what is wrong alone is larger than a reply may be.
-      const steps = Array.from({ length: 3_000 }, (_, index) => ({ id: `bad step ${index}`, call: 7 }));
+      const steps = Array.from({ length: 7_600 }, (_, index) => ({ id: `bad step ${index}`, call: 7 }));
       const body = JSON.stringify({ workflow: { id: "graph", steps } });
       const reply = await loom.nc.request(Subjects.WORKFLOWS_GRAPH, body, { timeout: 10_000 });
       const error = WireErrorSchema.safeParse(reply.json());
