@@ -255,7 +255,7 @@ export const MAX_ERROR_BYTES = 8 * 1024;
  * A wire error encoded in at most `maxBytes`: an error about a huge request may quote or list
  * much of it, and an error reply too large to send would leave the caller with no answer.
  */
-export function encodeWireError(wire: WireError, maxBytes = MAX_ERROR_BYTES): Uint8Array {
+function encodeWireError(wire: WireError, maxBytes = MAX_ERROR_BYTES): Uint8Array {
   const encoded = encodeJson(wire);
   if (encoded.byteLength <= maxBytes) return encoded;
   // A UTF-16 code unit takes at most 3 bytes in UTF-8; a quarter of the budget leaves room for the rest.
@@ -274,7 +274,7 @@ interface ReplyOptions {
  * Answers a request with `reply`, or with a PAYLOAD_TOO_LARGE error when the reply would not fit
  * the broker's `max_payload`. Never throws: a reply that cannot be sent is logged.
  */
-export function respondWithin(msg: Msg, reply: Uint8Array, options: ReplyOptions): void {
+function respondWithin(msg: Msg, reply: Uint8Array, options: ReplyOptions): void {
   if (options.maxPayload !== undefined && reply.byteLength > options.maxPayload - HEADER_ROOM) {
     respondWithError(
       msg,
