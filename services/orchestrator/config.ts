@@ -108,7 +108,7 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     .int()
     .positive()
     .default(DEFAULT_EXPRESSION_LIMITS.maxSequence),
-  /** The most JSON bytes one expression may return. */
+  /** The most JSON bytes one expression may return, and a run's output may take. */
   LOOM_EXPRESSION_MAX_RESULT_BYTES: z.coerce
     .number()
     .int()

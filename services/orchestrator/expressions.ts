@@ -23,7 +23,7 @@ export interface ExpressionLimits {
   maxDepth: number;
   /** Items in any one sequence, a range (`[1..n]`) included. */
   maxSequence: number;
-  /** JSON bytes of what one expression returns (it goes into tool arguments and run records). */
+  /** JSON bytes of what one expression returns (it goes into tool arguments and run records), and of a run's output. */
   maxResultBytes: number;
 }
 

@@ -9,8 +9,10 @@ import type { Workflow } from "../../schemas/workflow.ts";
 import {
   encodePayload,
   inContext,
+  jsonBytes,
   type Logger,
   LoomError,
+  limitExceeded,
   type RunSpan,
   startRunSpan,
   toWireError,
@@ -404,6 +406,18 @@ export class RunExecution {
                 ? null
                 : scope.steps[("as" in last ? last.as : undefined) ?? last.id]
               : await renderValue(output, scope, "output");
+          // The output is written into the run's record: one too large to store would fail every
+          // replica that takes the run over, again and again.
+          const bytes = jsonBytes(value ?? null);
+          const { maxResultBytes } = this.#options.expressionLimits;
+          if (bytes > maxResultBytes) {
+            throw limitExceeded(
+              "the run's output (JSON bytes)",
+              "LOOM_EXPRESSION_MAX_RESULT_BYTES",
+              bytes,
+              maxResultBytes,
+            );
+          }
           return { type: "OUTPUT.READY", output: value ?? null };
         } catch (error) {
           return { type: "OUTPUT.FAILED", error: toWireError(error) };

@@ -126,6 +126,18 @@ describe("security - denial of service and bad messages against a running stack"
     await aNormalRunCompletes("a 2 MB expression result");
   });
 
+  it("dos - an output put together from expressions each within the limit is refused when the whole is over", async () => {
+    await attack(AttackClass.DENIAL_OF_SERVICE, "two 200 KB expressions in one run output", async () => {
+      const workflow = {
+        id: "fat-output",
+        steps: [{ id: "now", call: "time.get_time" }],
+        output: { a: '{% $pad("", 200000, "x") %}', b: '{% $pad("", 200000, "y") %}' },
+      };
+      return limitRefusal(await inline(workflow), "LOOM_EXPRESSION_MAX_RESULT_BYTES");
+    });
+    await aNormalRunCompletes("a 400 KB output");
+  });
+
   it("dos - a 1,500-step inline workflow is refused before it runs", async () => {
     await attack(AttackClass.DENIAL_OF_SERVICE, "a 1,500-step inline workflow", async () => {
       const outcome = await inline({ id: "wide", steps: calls(1_500) });
