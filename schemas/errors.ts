@@ -37,6 +37,11 @@ export const ErrorCode = {
   WORKFLOW_VERSION_EXISTS: "WORKFLOW_VERSION_EXISTS",
   /** A message is larger than the broker takes (NATS max_payload). */
   PAYLOAD_TOO_LARGE: "PAYLOAD_TOO_LARGE",
+  /**
+   * Something a caller controls is over a configured limit (input or definition size, steps,
+   * expression time, depth or sequence length); `details` names the limit, the value and the most allowed.
+   */
+  LIMIT_EXCEEDED: "LIMIT_EXCEEDED",
   /** The run is not in a state that takes this input (already ended, or not waiting for it). */
   RUN_NOT_WAITING: "RUN_NOT_WAITING",
   /** NATS did not answer (it restarted, or the connection is down): worth another try. */

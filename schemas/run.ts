@@ -71,6 +71,11 @@ export const RunRecordSchema = z.object({
    * Absent for a submission refused before any workflow was resolved.
    */
   definition: WorkflowSchema.optional(),
+  /**
+   * Where that definition is stored (`definition.<sha256>` in KV `loom_results`): a record in
+   * `loom_runs` names it instead of carrying it, so a write per transition does not grow with it.
+   */
+  definitionRef: z.string().optional(),
   input: z.record(z.string(), z.unknown()),
   state: TaskStateSchema,
   /** `actor.getPersistedSnapshot()` after the last transition. */

@@ -9,7 +9,7 @@ import {
 } from "@nats-io/transport-node";
 import type { z } from "zod";
 import type { RequestContract } from "../../schemas/contracts.ts";
-import { ErrorCode, WireErrorSchema } from "../../schemas/errors.ts";
+import { ErrorCode, type WireError, WireErrorSchema } from "../../schemas/errors.ts";
 import { Headers } from "../../schemas/subjects.ts";
 import { describeIssues, LoomError, toWireError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
@@ -186,9 +186,11 @@ export function serve<Req extends z.ZodType, Res extends z.ZodType>(
         options.log.error({ err: error, subject: options.subject }, "subscription failed");
         return;
       }
-      const handling = handleRequest(msg, options, nc.info?.max_payload).finally(() =>
-        inFlight.delete(handling),
-      );
+      const handling = handleRequest(msg, options, nc.info?.max_payload)
+        .catch((failure: unknown) =>
+          options.log.error({ err: failure, subject: options.subject }, "request not handled"),
+        )
+        .finally(() => inFlight.delete(handling));
       inFlight.add(handling);
     },
   });
@@ -234,22 +236,79 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
         });
         if (result === NO_REPLY) return;
         const reply = encodePayload(options.contract.response, result, `reply on ${options.subject}`);
-        if (maxPayload !== undefined && reply.byteLength > maxPayload) {
-          throw new LoomError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            `the reply is ${reply.byteLength} bytes, over the broker's limit of ${maxPayload}; return less (or raise max_payload)`,
-          );
-        }
-        msg.respond(reply);
+        respondWithin(msg, reply, { maxPayload, log: options.log, subject: options.subject });
       } catch (error) {
         const wire = toWireError(error);
         if (wire.code === ErrorCode.INTERNAL) {
           options.log.error({ err: error, subject: options.subject }, "request handler failed");
         }
-        const replyHeaders = createHeaders();
-        replyHeaders.set(Headers.ERROR, wire.code);
-        msg.respond(encodeJson(wire), { headers: replyHeaders });
+        respondWithError(msg, wire, { maxPayload, log: options.log, subject: options.subject });
       }
     },
   );
+}
+
+/** The most bytes an error reply takes: a longer message is cut, its details dropped. */
+export const MAX_ERROR_BYTES = 8 * 1024;
+
+/**
+ * A wire error encoded in at most `maxBytes`: an error about a huge request may quote or list
+ * much of it, and an error reply too large to send would leave the caller with no answer.
+ */
+function encodeWireError(wire: WireError, maxBytes = MAX_ERROR_BYTES): Uint8Array {
+  const encoded = encodeJson(wire);
+  if (encoded.byteLength <= maxBytes) return encoded;
+  // A UTF-16 code unit takes at most 3 bytes in UTF-8; a quarter of the budget leaves room for the rest.
+  const message = `${wire.message.slice(0, Math.floor(maxBytes / 4))}… (cut from ${encoded.byteLength} bytes)`;
+  return encodeJson({ code: wire.code, message });
+}
+
+interface ReplyOptions {
+  /** The broker's `max_payload`, when known. */
+  maxPayload: number | undefined;
+  log: Logger;
+  subject: string;
+}
+
+/**
+ * Answers a request with `reply`, or with a PAYLOAD_TOO_LARGE error when the reply would not fit
+ * the broker's `max_payload`. Never throws: a reply that cannot be sent is logged.
+ */
+function respondWithin(msg: Msg, reply: Uint8Array, options: ReplyOptions): void {
+  if (options.maxPayload !== undefined && reply.byteLength > options.maxPayload - HEADER_ROOM) {
+    respondWithError(
+      msg,
+      {
+        code: ErrorCode.PAYLOAD_TOO_LARGE,
+        message: `the reply is ${reply.byteLength} bytes, over the broker's limit of ${options.maxPayload}; ask for less (or raise max_payload)`,
+        details: { limit: "max_payload", value: reply.byteLength, max: options.maxPayload },
+      },
+      options,
+    );
+    return;
+  }
+  sendReply(msg, reply, undefined, options);
+}
+
+/** Answers a request with a typed error reply (flagged with the `Loom-Error` header), cut to fit. */
+export function respondWithError(msg: Msg, wire: WireError, options: ReplyOptions): void {
+  const replyHeaders = createHeaders();
+  replyHeaders.set(Headers.ERROR, wire.code);
+  sendReply(msg, encodeWireError(wire), replyHeaders, options);
+}
+
+/** Room kept under `max_payload` for a reply's headers. */
+const HEADER_ROOM = 1_024;
+
+function sendReply(
+  msg: Msg,
+  data: Uint8Array,
+  replyHeaders: MsgHdrs | undefined,
+  options: ReplyOptions,
+): void {
+  try {
+    msg.respond(data, replyHeaders === undefined ? undefined : { headers: replyHeaders });
+  } catch (error) {
+    options.log.error({ err: error, subject: options.subject, bytes: data.byteLength }, "reply not sent");
+  }
 }

@@ -35,6 +35,21 @@ export class LoomError extends Error {
   }
 }
 
+/**
+ * A LIMIT_EXCEEDED error for `what` (in words) being `value` where `limit` (the setting that
+ * bounds it, e.g. `LOOM_MAX_STEPS`) allows at most `max`.
+ */
+export function limitExceeded(what: string, limit: string, value: number, max: number): LoomError {
+  return new LoomError(ErrorCode.LIMIT_EXCEEDED, `${what} is ${value}, over the limit of ${max} (${limit})`, {
+    details: { limit, value, max },
+  });
+}
+
+/** Bytes of a value as JSON (UTF-8). */
+export function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value) ?? "");
+}
+
 /** Any throw as a wire error; an unknown failure becomes INTERNAL without leaking its internals. */
 export function toWireError(error: unknown): WireError {
   if (error instanceof LoomError) return error.toWire();

@@ -1,13 +1,19 @@
 import type { Logger } from "./logger.ts";
 
+/** The log line of a promise rejection nothing handled; the fuzz test looks for it in service logs. */
+export const UNHANDLED_REJECTION = "unhandled rejection";
+
 /**
  * Runs a service until SIGINT or SIGTERM, then closes it (drain, flush) and exits. A start-up
  * failure is logged with its code and exits non-zero instead of leaving a half-started process.
+ * A rejection nothing handled is a bug, but one request's: it is logged and the service goes on
+ * serving the others.
  */
 export async function runUntilSignalled(
   log: Logger,
   start: () => Promise<{ close(): Promise<void> }>,
 ): Promise<void> {
+  process.on("unhandledRejection", (reason) => log.error({ err: reason }, UNHANDLED_REJECTION));
   let service: { close(): Promise<void> };
   try {
     service = await start();

@@ -1,7 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 import { agentCancelSubject, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
-import { type Logger, parsePayload } from "../kit/index.ts";
+import { type Logger, listen } from "../kit/index.ts";
 
 const CancelSchema = z.object({ taskId: z.string().min(1) });
 
@@ -14,17 +14,16 @@ export class InFlightTasks {
 
   /** Listens for cancels addressed to this agent; every replica hears them, the holder acts. */
   listen(nc: NatsConnection, log: Logger): void {
-    nc.subscribe(agentCancelSubject(MCP_WORKER_AGENT), {
-      callback: (_error, message) => {
-        try {
-          const { taskId } = parsePayload(CancelSchema, message.data, "task cancel");
-          const controller = this.#controllers.get(taskId);
-          if (controller === undefined) return;
-          log.info({ task_id: taskId }, "task canceled by its run");
-          controller.abort();
-        } catch (error) {
-          log.warn({ err: error }, "unreadable task cancel ignored");
-        }
+    listen(nc, {
+      subject: agentCancelSubject(MCP_WORKER_AGENT),
+      schema: CancelSchema,
+      what: "task cancel",
+      log,
+      handle: ({ taskId }) => {
+        const controller = this.#controllers.get(taskId);
+        if (controller === undefined) return;
+        log.info({ task_id: taskId }, "task canceled by its run");
+        controller.abort();
       },
     });
   }

@@ -2,6 +2,8 @@ import { resolve } from "node:path";
 import { z } from "zod";
 import { DEV_ISSUER } from "../kit/dev-issuer.ts";
 import { BaseConfigSchema, loadConfig } from "../kit/index.ts";
+import { DEFAULT_EXPRESSION_LIMITS, type ExpressionLimits } from "./expressions.ts";
+import { DEFAULT_LIMITS, type RunLimits } from "./limits.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
 
@@ -80,12 +82,38 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   /** The identity provider acp-policy trusts, named in the gateway's protected resource metadata. */
   LOOM_AUTH_ISSUER: z.string().min(1).default(DEV_ISSUER),
   /** Context memory: entries kept per context, bytes kept per context, and how long an idle context is kept. */
-  /** Step results larger than this (JSON bytes) are stored in KV loom_results and referenced from the run. */
+  /**
+   * A run keeps its step results in its record while they total at most this many JSON bytes;
+   * each later one is stored in KV loom_results and referenced from the run.
+   */
   LOOM_RESULT_INLINE_MAX_BYTES: z.coerce
     .number()
     .int()
     .min(256)
     .default(16 * 1024),
+  /** Limits on what a caller controls; each refusal is a LIMIT_EXCEEDED error naming its setting. */
+  /** A run's input, in JSON bytes. */
+  LOOM_MAX_INPUT_BYTES: z.coerce.number().int().min(1_024).default(DEFAULT_LIMITS.maxInputBytes),
+  /** A workflow definition (registered, inline or graphed), in JSON bytes. */
+  LOOM_MAX_DEFINITION_BYTES: z.coerce.number().int().min(1_024).default(DEFAULT_LIMITS.maxDefinitionBytes),
+  /** Steps in one workflow, parallel branches and compensation steps included. */
+  LOOM_MAX_STEPS: z.coerce.number().int().min(1).default(DEFAULT_LIMITS.maxSteps),
+  /** How long one `{% %}` expression may evaluate, in milliseconds. */
+  LOOM_EXPRESSION_TIMEOUT_MS: z.coerce.number().int().positive().default(DEFAULT_EXPRESSION_LIMITS.timeoutMs),
+  /** How deep an expression's evaluation may nest (recursive functions count each call). */
+  LOOM_EXPRESSION_MAX_DEPTH: z.coerce.number().int().positive().default(DEFAULT_EXPRESSION_LIMITS.maxDepth),
+  /** The longest sequence (range or result) an expression may build. */
+  LOOM_EXPRESSION_MAX_SEQUENCE: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(DEFAULT_EXPRESSION_LIMITS.maxSequence),
+  /** The most JSON bytes one expression may return, and a run's output may take. */
+  LOOM_EXPRESSION_MAX_RESULT_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1_024)
+    .default(DEFAULT_EXPRESSION_LIMITS.maxResultBytes),
   LOOM_MEMORY_MAX_ENTRIES: z.coerce.number().int().positive().default(50),
   LOOM_MEMORY_MAX_BYTES: z.coerce
     .number()
@@ -102,4 +130,23 @@ export type OrchestratorConfig = z.infer<typeof OrchestratorConfigSchema>;
 
 export function readOrchestratorConfig(env: NodeJS.ProcessEnv = process.env): OrchestratorConfig {
   return loadConfig(OrchestratorConfigSchema, env);
+}
+
+/** The caller-controlled sizes the config bounds. */
+export function runLimitsOf(config: OrchestratorConfig): RunLimits {
+  return {
+    maxInputBytes: config.LOOM_MAX_INPUT_BYTES,
+    maxDefinitionBytes: config.LOOM_MAX_DEFINITION_BYTES,
+    maxSteps: config.LOOM_MAX_STEPS,
+  };
+}
+
+/** The bounds on each expression's evaluation the config sets. */
+export function expressionLimitsOf(config: OrchestratorConfig): ExpressionLimits {
+  return {
+    timeoutMs: config.LOOM_EXPRESSION_TIMEOUT_MS,
+    maxDepth: config.LOOM_EXPRESSION_MAX_DEPTH,
+    maxSequence: config.LOOM_EXPRESSION_MAX_SEQUENCE,
+    maxResultBytes: config.LOOM_EXPRESSION_MAX_RESULT_BYTES,
+  };
 }

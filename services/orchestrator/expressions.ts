@@ -1,7 +1,7 @@
 import jsonata from "jsonata";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { EXPRESSION_PATTERN, type Workflow } from "../../schemas/workflow.ts";
-import { LoomError } from "../kit/index.ts";
+import { jsonBytes, LoomError, limitExceeded } from "../kit/index.ts";
 
 /** What an expression can see: `$input` (the run input) and `$steps` (results by step id). */
 export interface ExpressionScope {
@@ -9,17 +9,58 @@ export interface ExpressionScope {
   steps: Record<string, unknown>;
   /** Earlier runs of the same A2A context, oldest first (`$memory`). */
   memory?: unknown[];
+  /** The bounds every evaluation in this scope runs within. */
+  limits: ExpressionLimits;
 }
+
+/**
+ * Bounds on one expression's evaluation: expressions come from callers (inline workflows), and
+ * one that runs long holds up every run of the orchestrator.
+ */
+export interface ExpressionLimits {
+  timeoutMs: number;
+  /** Evaluation depth; a recursive function adds to it with each call. */
+  maxDepth: number;
+  /** Items in any one sequence, a range (`[1..n]`) included. */
+  maxSequence: number;
+  /** JSON bytes of what one expression returns (it goes into tool arguments and run records), and of a run's output. */
+  maxResultBytes: number;
+}
+
+export const DEFAULT_EXPRESSION_LIMITS: ExpressionLimits = {
+  timeoutMs: 500,
+  maxDepth: 500,
+  maxSequence: 100_000,
+  maxResultBytes: 256 * 1024,
+};
+
+/** JSONata's own error codes for its guard rails, by the setting that sets each. */
+const LIMIT_CODES: Record<
+  string,
+  { limit: string; what: string; max: (limits: ExpressionLimits) => number }
+> = {
+  D1011: { limit: "LOOM_EXPRESSION_MAX_DEPTH", what: "evaluation depth", max: (l) => l.maxDepth },
+  D1012: { limit: "LOOM_EXPRESSION_TIMEOUT_MS", what: "evaluation time (ms)", max: (l) => l.timeoutMs },
+  D2014: { limit: "LOOM_EXPRESSION_MAX_SEQUENCE", what: "range size", max: (l) => l.maxSequence },
+  D2015: { limit: "LOOM_EXPRESSION_MAX_SEQUENCE", what: "sequence length", max: (l) => l.maxSequence },
+};
 
 type Compiled = ReturnType<typeof jsonata>;
 const CACHE_SIZE = 1_024;
 const cache = new Map<string, Compiled>();
 
-function compile(source: string, where: string): Compiled {
-  let compiled = cache.get(source);
+function compile(source: string, where: string, limits?: ExpressionLimits): Compiled {
+  const key =
+    limits === undefined ? source : `${limits.timeoutMs}:${limits.maxDepth}:${limits.maxSequence}:${source}`;
+  let compiled = cache.get(key);
   if (compiled === undefined) {
     try {
-      compiled = jsonata(source);
+      compiled = jsonata(
+        source,
+        limits === undefined
+          ? undefined
+          : { timeout: limits.timeoutMs, stack: limits.maxDepth, sequence: limits.maxSequence },
+      );
     } catch (cause) {
       throw new LoomError(ErrorCode.INVALID_WORKFLOW, `${where}: invalid JSONata: ${jsonataMessage(cause)}`, {
         cause,
@@ -27,7 +68,7 @@ function compile(source: string, where: string): Compiled {
     }
     // Inline workflows bring expressions of their own: the cache keeps the most recent ones only.
     if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string);
-    cache.set(source, compiled);
+    cache.set(key, compiled);
   }
   return compiled;
 }
@@ -74,15 +115,42 @@ export async function renderValue(value: unknown, scope: ExpressionScope, where:
 }
 
 async function evaluate(source: string, scope: ExpressionScope, where: string): Promise<unknown> {
+  let result: unknown;
   try {
-    return await compile(source, where).evaluate(
+    result = await compile(source, where, scope.limits).evaluate(
       {},
       { input: scope.input, steps: scope.steps, memory: scope.memory ?? [] },
     );
   } catch (cause) {
     if (cause instanceof LoomError) throw cause;
-    throw new LoomError(ErrorCode.EXPRESSION_FAILED, `${where}: ${jsonataMessage(cause)}`, { cause });
+    throw (
+      limitError(cause, scope.limits, where) ??
+      new LoomError(ErrorCode.EXPRESSION_FAILED, `${where}: ${jsonataMessage(cause)}`, { cause })
+    );
   }
+  const bytes = jsonBytes(result);
+  if (bytes > scope.limits.maxResultBytes) {
+    throw limitExceeded(
+      `${where}: the expression's result (JSON bytes)`,
+      "LOOM_EXPRESSION_MAX_RESULT_BYTES",
+      bytes,
+      scope.limits.maxResultBytes,
+    );
+  }
+  return result;
+}
+
+/** A JSONata guard-rail error as LIMIT_EXCEEDED, naming the setting; undefined for other errors. */
+function limitError(cause: unknown, limits: ExpressionLimits, where: string): LoomError | undefined {
+  const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : "";
+  const known = LIMIT_CODES[code];
+  if (known === undefined) return undefined;
+  const max = known.max(limits);
+  return new LoomError(
+    ErrorCode.LIMIT_EXCEEDED,
+    `${where}: the expression went over its ${known.what} limit of ${max} (${known.limit})`,
+    { cause, details: { limit: known.limit, max } },
+  );
 }
 
 const EMBEDDED_EXPRESSION = /\{%[\s\S]*?%\}/;

@@ -17,8 +17,9 @@ import { startA2AEdge } from "./a2a/http-edge.ts";
 import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
 import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
-import { readOrchestratorConfig } from "./config.ts";
+import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
+import { DefinitionStore } from "./definition-store.ts";
 import { FederatedCatalog, GatewayPolicy, mcpGatewayRouter, SessionStore } from "./mcp-gateway/index.ts";
 import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
@@ -42,7 +43,8 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const workflowFiles = await WorkflowCatalog.readDirectory(config.LOOM_WORKFLOWS_DIR);
-  const catalog = new WorkflowCatalog();
+  const limits = runLimitsOf(config);
+  const catalog = new WorkflowCatalog(limits);
 
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const jsm = await jetstreamManager(nc);
@@ -55,10 +57,11 @@ await runUntilSignalled(log, async () => {
   await registry.start(workflowFiles);
   log.info({ workflows: catalog.ids() }, "workflows registered");
   const workflowService = registry.serve(nc);
-  const agents = new WorkflowAgents(nc, jetstream(nc), log);
+  const agents = new WorkflowAgents(nc, jetstream(nc), limits, log);
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
-  const runs = new RunStore(runsKv);
+  const resultsKv = await openBucket(nc, Buckets.RESULTS);
+  const runs = new RunStore(runsKv, new DefinitionStore(resultsKv));
   const push = new PushRegistry(await openBucket(nc, Buckets.PUSH), config.LOOM_A2A_WEBHOOK_ALLOW);
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
   let publicUrl = config.LOOM_A2A_PUBLIC_URL;
@@ -121,7 +124,8 @@ await runUntilSignalled(log, async () => {
       log,
     ),
     remoteAgents: new RemoteAgents(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
-    results: new ResultStore(await openBucket(nc, Buckets.RESULTS), config.LOOM_RESULT_INLINE_MAX_BYTES),
+    expressionLimits: expressionLimitsOf(config),
+    results: new ResultStore(resultsKv, config.LOOM_RESULT_INLINE_MAX_BYTES),
   });
   await driver.watch(runsKv);
   const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
@@ -136,6 +140,7 @@ await runUntilSignalled(log, async () => {
     events,
     driver,
     validator: new JsonSchemaValidator(),
+    limits,
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     maxConcurrent: config.LOOM_MAX_CONCURRENT_SUBMISSIONS,

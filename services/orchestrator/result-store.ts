@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import { z } from "zod";
-import { encodeJson, parsePayload } from "../kit/index.ts";
+import { encodeJson, jsonBytes, parsePayload } from "../kit/index.ts";
 
 /** How a large step result stands in a run's context: a pointer into KV `loom_results`. */
 export const ResultRefSchema = z.object({ $ref: z.string().startsWith("loom_results/") }).strict();
@@ -10,9 +10,10 @@ const StoredResultSchema = z.object({ value: z.unknown() });
 const CACHE_SIZE = 64;
 
 /**
- * Keeps step results above a size limit out of the machine's context (which is persisted after
- * every transition): the value goes to KV `loom_results` once, and the context holds a reference
- * that expressions see through transparently.
+ * Keeps step results out of the machine's context (which is persisted after every transition)
+ * once the context's results would pass a size budget: the value goes to KV `loom_results` once,
+ * and the context holds a reference that expressions see through transparently. The budget is per
+ * run, not per result, so a run's record stays bounded however many steps return data.
  */
 export class ResultStore {
   readonly #kv: KV;
@@ -25,10 +26,13 @@ export class ResultStore {
     this.#inlineMaxBytes = inlineMaxBytes;
   }
 
-  /** The value itself when small, else a reference to where it was stored under `key`. */
-  async shrink(key: string, value: unknown): Promise<unknown> {
+  /**
+   * The value itself while it and the run's results so far (`steps`) fit the budget, else a
+   * reference to where it was stored under `key`.
+   */
+  async shrink(key: string, value: unknown, steps: Record<string, unknown>): Promise<unknown> {
     const encoded = encodeJson({ value });
-    if (encoded.byteLength <= this.#inlineMaxBytes) return value;
+    if (encoded.byteLength + jsonBytes(steps) <= this.#inlineMaxBytes) return value;
     await this.#kv.put(key, encoded);
     this.#remember(key, value);
     return { $ref: `loom_results/${key}` } satisfies ResultRef;

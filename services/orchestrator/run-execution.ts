@@ -9,8 +9,10 @@ import type { Workflow } from "../../schemas/workflow.ts";
 import {
   encodePayload,
   inContext,
+  jsonBytes,
   type Logger,
   LoomError,
+  limitExceeded,
   type RunSpan,
   startRunSpan,
   toWireError,
@@ -25,7 +27,7 @@ import {
   retryDelayMs,
   taskStateOf,
 } from "./demands.ts";
-import { type ExpressionScope, renderValue } from "./expressions.ts";
+import { type ExpressionLimits, type ExpressionScope, renderValue } from "./expressions.ts";
 import type { ResultStore } from "./result-store.ts";
 import type { RunEvents } from "./run-events.ts";
 import { FinalState, machineFor, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
@@ -42,6 +44,7 @@ export interface ExecutionOptions extends StepRunnerOptions {
   leaseMs: number;
   memory: ContextMemoryStore;
   results: ResultStore;
+  expressionLimits: ExpressionLimits;
 }
 
 /** The persisted snapshot and pending effects a new run starts with. */
@@ -289,7 +292,11 @@ export class RunExecution {
   #launch(effect: Effect, snapshot: RunSnapshotView): void {
     const controller = new AbortController();
     this.#inFlight.set(effect.key, controller);
-    const scope: ExpressionScope = { input: snapshot.context.input, steps: snapshot.context.steps };
+    const scope: ExpressionScope = {
+      input: snapshot.context.input,
+      steps: snapshot.context.steps,
+      limits: this.#options.expressionLimits,
+    };
     void Promise.all([this.#contextMemory(), this.#options.results.expand(scope.steps)])
       .then(([memory, steps]) =>
         this.#perform(effect, { ...scope, steps, memory }, snapshot, controller.signal),
@@ -297,7 +304,8 @@ export class RunExecution {
       .then(async (event) => {
         if (event.type !== "STEP.SUCCEEDED" || effect.kind !== "work") return event;
         const key = `${this.runId}.${event.stepId}.${effect.attempt}`;
-        return { ...event, result: await this.#options.results.shrink(key, event.result) };
+        const { steps } = this.#actor.getSnapshot().context;
+        return { ...event, result: await this.#options.results.shrink(key, event.result, steps) };
       })
       .catch((error: unknown): RunMachineEvent | undefined => {
         if (controller.signal.aborted) return undefined;
@@ -398,6 +406,18 @@ export class RunExecution {
                 ? null
                 : scope.steps[("as" in last ? last.as : undefined) ?? last.id]
               : await renderValue(output, scope, "output");
+          // The output is written into the run's record: one too large to store would fail every
+          // replica that takes the run over, again and again.
+          const bytes = jsonBytes(value ?? null);
+          const { maxResultBytes } = this.#options.expressionLimits;
+          if (bytes > maxResultBytes) {
+            throw limitExceeded(
+              "the run's output (JSON bytes)",
+              "LOOM_EXPRESSION_MAX_RESULT_BYTES",
+              bytes,
+              maxResultBytes,
+            );
+          }
           return { type: "OUTPUT.READY", output: value ?? null };
         } catch (error) {
           return { type: "OUTPUT.FAILED", error: toWireError(error) };

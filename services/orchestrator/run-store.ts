@@ -3,6 +3,7 @@ import { shortStateName, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type RunRecord, RunRecordSchema } from "../../schemas/run.ts";
 import { encodePayload, LoomError, parsePayload } from "../kit/index.ts";
+import type { DefinitionStore } from "./definition-store.ts";
 
 export interface StoredRun {
   record: RunRecord;
@@ -18,12 +19,18 @@ export class RunOwnershipLostError extends Error {
   }
 }
 
-/** Run records in KV `loom_runs`: created once, then only updated against the revision last read. */
+/**
+ * Run records in KV `loom_runs`: created once, then only updated against the revision last read.
+ * A record names its definition (`definitionRef`, stored once in the definition store) rather
+ * than carrying it; records read from here have it back in `definition`.
+ */
 export class RunStore {
   readonly #kv: KV;
+  readonly #definitions: DefinitionStore;
 
-  constructor(kv: KV) {
+  constructor(kv: KV, definitions: DefinitionStore) {
     this.#kv = kv;
+    this.#definitions = definitions;
   }
 
   /** Every run id in the store. */
@@ -47,19 +54,18 @@ export class RunStore {
   async get(runId: string): Promise<StoredRun | undefined> {
     const entry = await this.#kv.get(runId);
     if (entry === null || entry.operation !== "PUT") return undefined;
-    return {
-      record: parsePayload(RunRecordSchema, entry.value, `run record ${runId}`),
-      revision: entry.revision,
-    };
+    const record = parsePayload(RunRecordSchema, entry.value, `run record ${runId}`);
+    const { definitionRef } = record;
+    if (record.definition === undefined && definitionRef !== undefined) {
+      record.definition = await this.#definitions.get(definitionRef);
+    }
+    return { record, revision: entry.revision };
   }
 
   /** Writes a new run; returns undefined when a run with this id already exists. */
   async create(record: RunRecord): Promise<StoredRun | undefined> {
     try {
-      const revision = await this.#kv.create(
-        record.runId,
-        encodePayload(RunRecordSchema, record, "run record"),
-      );
+      const revision = await this.#kv.create(record.runId, await this.#encode(record));
       return { record, revision };
     } catch (error) {
       if (await this.#kv.get(record.runId)) return undefined;
@@ -69,11 +75,7 @@ export class RunStore {
 
   async update(stored: StoredRun, record: RunRecord): Promise<StoredRun> {
     try {
-      const revision = await this.#kv.update(
-        record.runId,
-        encodePayload(RunRecordSchema, record, "run record"),
-        stored.revision,
-      );
+      const revision = await this.#kv.update(record.runId, await this.#encode(record), stored.revision);
       return { record, revision };
     } catch (error) {
       const current = await this.#kv.get(record.runId);
@@ -81,5 +83,13 @@ export class RunStore {
         throw new RunOwnershipLostError(record.runId, { cause: error });
       throw error;
     }
+  }
+
+  /** The record as stored: its definition by reference. */
+  async #encode(record: RunRecord): Promise<Uint8Array> {
+    const { definition, ...rest } = record;
+    const stored =
+      definition === undefined ? rest : { ...rest, definitionRef: await this.#definitions.put(definition) };
+    return encodePayload(RunRecordSchema, stored, "run record");
   }
 }

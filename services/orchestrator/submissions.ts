@@ -26,6 +26,7 @@ import {
   traceContextFields,
   withSpan,
 } from "../kit/index.ts";
+import { assertInputWithin, type RunLimits } from "./limits.ts";
 import type { RunDriver } from "./run-driver.ts";
 import type { RunEvents } from "./run-events.ts";
 import { initialState } from "./run-execution.ts";
@@ -44,6 +45,7 @@ export interface SubmissionOptions {
   events: RunEvents;
   driver: RunDriver;
   validator: JsonSchemaValidator;
+  limits: RunLimits;
   log: Logger;
   policyTimeoutMs: number;
   maxConcurrent: number;
@@ -76,7 +78,9 @@ export async function consumeSubmissions(options: SubmissionOptions): Promise<{ 
   const inFlight = new Set<Promise<void>>();
   const loop = (async () => {
     for await (const message of messages) {
-      const accepting = acceptSubmission(options, message).finally(() => inFlight.delete(accepting));
+      const accepting = acceptSubmission(options, message)
+        .catch((error: unknown) => options.log.error({ err: error }, "submission not handled"))
+        .finally(() => inFlight.delete(accepting));
       inFlight.add(accepting);
       if (inFlight.size >= options.maxConcurrent) await Promise.race(inFlight);
     }
@@ -112,6 +116,7 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
         const submission = parsePayload(RunSubmissionSchema, message.data, "run submission");
         runId = submission.runId;
         workflowId = typeof submission.workflow === "string" ? submission.workflow : "(inline)";
+        assertInputWithin(submission.input, options.limits);
         const workflow = options.catalog.resolve(submission.workflow);
         workflowId = workflow.id;
         if (workflow.input !== undefined) {

@@ -2,7 +2,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { TaskNotificationSchema } from "../../schemas/mcp.ts";
 import type { StepProgress } from "../../schemas/run.ts";
 import { taskNotificationsSubject } from "../../schemas/subjects.ts";
-import { type Logger, parsePayload } from "../kit/index.ts";
+import { type Logger, listen } from "../kit/index.ts";
 
 /** A relay of one task's progress; `stop` ends it once every report heard so far is passed on. */
 export interface ProgressRelay {
@@ -21,26 +21,19 @@ export function relayTaskProgress(
   log: Logger,
 ): ProgressRelay {
   let chain: Promise<void> = Promise.resolve();
-  const subscription = nc.subscribe(taskNotificationsSubject(taskId), {
-    callback: (error, message) => {
-      if (error !== null) {
-        log.warn({ err: error, task_id: taskId }, "task notifications subscription failed");
-        return;
-      }
-      let progress: StepProgress;
-      try {
-        const notification = parsePayload(TaskNotificationSchema, message.data, "task notification");
-        if (notification.kind !== "progress") return;
-        const { progress: value, total, message: text } = notification;
-        progress = {
-          progress: value,
-          ...(total === undefined ? {} : { total }),
-          ...(text === undefined ? {} : { message: text }),
-        };
-      } catch (problem) {
-        log.warn({ err: problem, task_id: taskId }, "unreadable task notification ignored");
-        return;
-      }
+  const subscription = listen(nc, {
+    subject: taskNotificationsSubject(taskId),
+    schema: TaskNotificationSchema,
+    what: "task notification",
+    log,
+    handle: (notification) => {
+      if (notification.kind !== "progress") return;
+      const { progress: value, total, message: text } = notification;
+      const progress: StepProgress = {
+        progress: value,
+        ...(total === undefined ? {} : { total }),
+        ...(text === undefined ? {} : { message: text }),
+      };
       chain = chain
         .then(() => onProgress(progress))
         .catch((problem: unknown) => log.warn({ err: problem, task_id: taskId }, "progress not relayed"));

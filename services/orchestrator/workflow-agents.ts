@@ -4,19 +4,28 @@ import { z } from "zod";
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { AgentTaskContract, RunCancelContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
+import { RunSubmissionSchema } from "../../schemas/run.ts";
 import { agentCancelSubject, agentTasksSubject, Headers, runCancelSubject } from "../../schemas/subjects.ts";
 import {
+  describeIssues,
   type Logger,
   LoomError,
+  listen,
   publishSubmission,
   request,
   type Service,
   serve,
   watchRun,
 } from "../kit/index.ts";
+import { assertInputWithin, type RunLimits } from "./limits.ts";
 
 const CANCEL_TIMEOUT_MS = 10_000;
-const CancelSchema = z.object({ taskId: z.string().min(1) });
+/** A task id that names a run once its other characters are replaced: at least one letter or digit. */
+const TaskIdSchema = z
+  .string()
+  .regex(/[A-Za-z0-9]/, "a task id needs a letter or digit")
+  .max(1_024);
+const CancelSchema = z.object({ taskId: TaskIdSchema });
 
 /** The run a task starts: derived from the task id, so a re-sent task joins the run it started. */
 function childRunId(taskId: string): string {
@@ -42,9 +51,12 @@ export class WorkflowAgents {
   readonly #services = new Map<string, Service>();
   readonly #cancels: Subscription[] = [];
 
-  constructor(nc: NatsConnection, js: JetStreamClient, log: Logger) {
+  readonly #limits: RunLimits;
+
+  constructor(nc: NatsConnection, js: JetStreamClient, limits: RunLimits, log: Logger) {
     this.#nc = nc;
     this.#js = js;
+    this.#limits = limits;
     this.#log = log;
   }
 
@@ -63,11 +75,13 @@ export class WorkflowAgents {
     );
     // A canceled delegate step cancels the run it started here.
     this.#cancels.push(
-      this.#nc.subscribe(agentCancelSubject(agent), {
-        callback: (_error, message) => {
-          const cancel = CancelSchema.safeParse(message.json());
-          if (!cancel.success) return;
-          const runId = childRunId(cancel.data.taskId);
+      listen(this.#nc, {
+        subject: agentCancelSubject(agent),
+        schema: CancelSchema,
+        what: "task cancel",
+        log: this.#log,
+        handle: (cancel, message) => {
+          const runId = childRunId(cancel.taskId);
           void request(
             this.#nc,
             runCancelSubject(runId),
@@ -91,7 +105,14 @@ export class WorkflowAgents {
   }
 
   async #run(workflowId: string, message: Message, authorization: string | undefined): Promise<Task> {
-    const runId = childRunId(message.taskId ?? message.messageId);
+    const taskId = TaskIdSchema.safeParse(message.taskId ?? message.messageId);
+    if (!taskId.success) {
+      throw new LoomError(
+        ErrorCode.INVALID_MESSAGE,
+        `task for ${workflowAgentName(workflowId)}: its taskId (or messageId) needs a letter or digit and at most 1024 characters`,
+      );
+    }
+    const runId = childRunId(taskId.data);
     const data = message.parts.find((part) => "data" in part);
     const text = message.parts.find((part) => "text" in part);
     const input =
@@ -102,17 +123,27 @@ export class WorkflowAgents {
       !Array.isArray(data.data)
         ? (data.data as Record<string, unknown>)
         : { text: text !== undefined && "text" in text ? text.text : "" };
+    // Refused here, before a watch starts: a submission over max_payload could not even be sent.
+    assertInputWithin(input, this.#limits);
+    const submission = RunSubmissionSchema.safeParse({
+      runId,
+      workflow: workflowId,
+      input,
+      ...(message.contextId ? { contextId: message.contextId } : {}),
+    });
+    if (!submission.success) {
+      throw new LoomError(
+        ErrorCode.INVALID_MESSAGE,
+        `task for ${workflowAgentName(workflowId)} cannot start a run: ${describeIssues(submission.error.issues)}`,
+      );
+    }
     const ended = watchRun(
       this.#js,
       runId,
       () => {},
       (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
     );
-    await publishSubmission(
-      this.#js,
-      { runId, workflow: workflowId, input, ...(message.contextId ? { contextId: message.contextId } : {}) },
-      authorization,
-    );
+    await publishSubmission(this.#js, submission.data, authorization);
     const result = await ended;
     if (result.state !== TaskState.COMPLETED) {
       const last = result.events.findLast((event) => "statusUpdate" in event);

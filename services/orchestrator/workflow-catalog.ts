@@ -6,6 +6,7 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
 import { describeIssues, LoomError } from "../kit/index.ts";
 import { checkExpressions } from "./expressions.ts";
+import { assertDefinitionSizeWithin, assertStepsWithin, type RunLimits } from "./limits.ts";
 
 /** Validates a definition (schema and expressions), with errors that name the offending field. */
 export function parseWorkflow(raw: unknown, source: string): Workflow {
@@ -54,6 +55,19 @@ export async function readWorkflowFile(path: string): Promise<Workflow> {
 export class WorkflowCatalog {
   readonly #versions = new Map<string, Map<number, Workflow>>();
   readonly #listeners: Array<(id: string) => void> = [];
+  readonly #limits: RunLimits;
+
+  constructor(limits: RunLimits) {
+    this.#limits = limits;
+  }
+
+  /** Validates a definition a caller sent (to apply, graph or run inline), within the size and step limits. */
+  parse(raw: unknown, source: string): Workflow {
+    assertDefinitionSizeWithin(raw, this.#limits);
+    const workflow = parseWorkflow(raw, source);
+    assertStepsWithin(workflow, this.#limits);
+    return workflow;
+  }
 
   /** Called with each workflow id the first time any version of it is registered. */
   onNewWorkflow(listener: (id: string) => void): void {
@@ -81,7 +95,7 @@ export class WorkflowCatalog {
 
   /** `hello` is the latest version, `hello@2` a pinned one; an inline definition is validated as is. */
   resolve(reference: string | Workflow): Workflow {
-    if (typeof reference !== "string") return parseWorkflow(reference, "inline workflow");
+    if (typeof reference !== "string") return this.parse(reference, "inline workflow");
     const [id = "", pinned] = reference.split("@");
     const versions = this.#versions.get(id);
     if (versions === undefined) {

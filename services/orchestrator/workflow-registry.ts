@@ -8,7 +8,7 @@ import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
 import { encodePayload, type Logger, LoomError, parsePayload, serve } from "../kit/index.ts";
 import { toMermaid } from "./mermaid.ts";
 import { compileWorkflow } from "./run-machine.ts";
-import { parseWorkflow, type WorkflowCatalog } from "./workflow-catalog.ts";
+import type { WorkflowCatalog } from "./workflow-catalog.ts";
 
 const QUEUE = "orchestrator-workflows";
 
@@ -82,7 +82,7 @@ export class WorkflowRegistry {
       contract: WorkflowApplyContract,
       log: this.#log,
       handle: async ({ definition }) => {
-        const workflow = parseWorkflow(definition, "workflow");
+        const workflow = this.#catalog.parse(definition, "workflow");
         const created = await this.apply(workflow);
         this.#log.info({ workflow: workflow.id, version: workflow.version, created }, "workflow applied");
         return { id: workflow.id, version: workflow.version, created };
@@ -97,7 +97,7 @@ export class WorkflowRegistry {
         const workflow =
           typeof reference === "string"
             ? this.#catalog.resolve(reference)
-            : parseWorkflow(reference, "workflow");
+            : this.#catalog.parse(reference, "workflow");
         return { id: workflow.id, version: workflow.version, mermaid: toMermaid(compileWorkflow(workflow)) };
       },
     });

@@ -1,5 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { z } from "zod";
 import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
 import { ErrorCode, WireErrorSchema } from "../../schemas/errors.ts";
 import type { PolicyDecision, PolicyDecisionRequest } from "../../schemas/policy.ts";
@@ -7,6 +8,8 @@ import { agentTasksSubject, Headers, QueueGroups, Subjects } from "../../schemas
 import {
   createLogger,
   LoomError,
+  listen,
+  MAX_ERROR_BYTES,
   type RequestContext,
   request,
   type ServeOptions,
@@ -319,5 +322,60 @@ describe("typed bus over a real nats-server", () => {
     const traceIds = traceparents.map((header) => header.split("-")[1]);
     expect(traceIds).toHaveLength(2);
     expect(traceIds[0]).not.toBe(traceIds[1]);
+  });
+
+  it("bus - a reply over max_payload becomes a PAYLOAD_TOO_LARGE error reply and the service keeps serving", async () => {
+    const maxPayload = nc.info?.max_payload ?? 1_048_576;
+    let huge = true;
+    await servePolicy(async (body, context) => {
+      const decision = await allowEverything(body, context);
+      return huge ? { ...decision, reason: "x".repeat(maxPayload + 10) } : decision;
+    });
+    const error = await loomError(ask(askForContact));
+    expect(error.code).toBe(ErrorCode.PAYLOAD_TOO_LARGE);
+    expect(error.details).toMatchObject({ limit: "max_payload", max: maxPayload });
+
+    huge = false;
+    expect((await ask(askForContact)).rule).toBe("test-allows");
+  });
+
+  it("bus - an error too long for a reply is cut to fit, its code kept", async () => {
+    await servePolicy(async () => {
+      throw new LoomError(ErrorCode.INVALID_INPUT, `bad: ${"y".repeat(2_000_000)}`, {
+        details: { echo: "z".repeat(100_000) },
+      });
+    });
+    const reply = await nc.request(SUBJECT, JSON.stringify(askForContact), { timeout: TIMEOUT_MS });
+    const { header, body } = readErrorReply(reply);
+    expect(header).toBe(ErrorCode.INVALID_INPUT);
+    expect(body.code).toBe(ErrorCode.INVALID_INPUT);
+    expect(reply.data.byteLength).toBeLessThanOrEqual(MAX_ERROR_BYTES);
+    expect(body.message).toMatch(/^bad: y+… \(cut from \d+ bytes\)$/);
+  });
+
+  it("bus - listen drops malformed messages (a waiting sender gets a typed error), survives a failing handler, and keeps listening", async () => {
+    const listener = await connectTo(ns.url);
+    onTestFinished(() => listener.close());
+    const seen: string[] = [];
+    listen(listener, {
+      subject: "loom.v1.test.listen",
+      schema: z.object({ taskId: z.string().min(1) }),
+      what: "test message",
+      log,
+      handle: async ({ taskId }) => {
+        if (taskId === "explode") throw new Error("handler bug");
+        seen.push(taskId);
+      },
+    });
+    await listener.flush();
+    for (const bad of ["not json", "", "[]", '{"taskId":""}', '{"taskId":7}', "{".repeat(10_000)]) {
+      nc.publish("loom.v1.test.listen", bad);
+    }
+    const reply = await nc.request("loom.v1.test.listen", "not json", { timeout: TIMEOUT_MS });
+    expect(readErrorReply(reply).body.code).toBe(ErrorCode.INVALID_MESSAGE);
+    nc.publish("loom.v1.test.listen", JSON.stringify({ taskId: "explode" }));
+    nc.publish("loom.v1.test.listen", JSON.stringify({ taskId: "good" }));
+    await nc.flush();
+    await expect.poll(() => seen, { timeout: TIMEOUT_MS }).toEqual(["good"]);
   });
 });

@@ -24,6 +24,7 @@ export async function runsGetCommand(
       snapshot: _snapshot,
       authorization: _authorization,
       definition: _definition,
+      definitionRef: _definitionRef,
       ...record
     } = parsePayload(RunRecordSchema, entry.value, `run record ${runId}`);
     if (options.json) {

@@ -2,7 +2,7 @@ import type { RequestId } from "@modelcontextprotocol/sdk/types.js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 import { mcpSessionCancelSubject } from "../../../schemas/subjects.ts";
-import { encodePayload, parsePayload } from "../../kit/index.ts";
+import { encodePayload, type Logger, listen } from "../../kit/index.ts";
 
 /** What `notifications/cancelled` says, as gateway replicas tell each other. */
 export const GatewayCancelSchema = z.object({
@@ -33,17 +33,16 @@ export function cancellable(
   sessionId: string,
   requestId: RequestId,
   signal: AbortSignal,
+  log: Logger,
 ): { signal: AbortSignal; release(): void } {
   const cancelled = new AbortController();
-  const subscription = nc.subscribe(mcpSessionCancelSubject(sessionId), {
-    callback: (error, message) => {
-      if (error !== null) return;
-      try {
-        const cancel = parsePayload(GatewayCancelSchema, message.data, "cancel");
-        if (cancel.requestId === requestId) cancelled.abort(cancel.reason ?? "cancelled by the client");
-      } catch {
-        // A malformed broadcast cancels nothing.
-      }
+  const subscription = listen(nc, {
+    subject: mcpSessionCancelSubject(sessionId),
+    schema: GatewayCancelSchema,
+    what: "cancel",
+    log,
+    handle: (cancel) => {
+      if (cancel.requestId === requestId) cancelled.abort(cancel.reason ?? "cancelled by the client");
     },
   });
   return {

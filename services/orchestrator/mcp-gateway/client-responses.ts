@@ -6,12 +6,13 @@ import {
   isJSONRPCResultResponse,
   type JSONRPCErrorResponse,
   type JSONRPCMessage,
+  JSONRPCResponseSchema,
   type JSONRPCResultResponse,
   type MessageExtraInfo,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { mcpClientResponseSubject } from "../../../schemas/subjects.ts";
-import { encodeJson, type Logger } from "../../kit/index.ts";
+import { encodeJson, type Logger, listen } from "../../kit/index.ts";
 
 type ClientResponse = JSONRPCResultResponse | JSONRPCErrorResponse;
 
@@ -75,20 +76,18 @@ export class AnsweringTransport implements Transport {
   async send(message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
     if (isJSONRPCRequest(message)) {
       const id = randomUUID();
-      const subscription = this.#nc.subscribe(mcpClientResponseSubject(this.#sessionId, id), {
-        max: 1,
-        callback: (error, reply) => {
+      const subscription = listen(this.#nc, {
+        subject: mcpClientResponseSubject(this.#sessionId, id),
+        schema: JSONRPCResponseSchema,
+        what: "client answer",
+        log: this.#log,
+        // A malformed message is dropped and the request still waits for the client's answer.
+        handle: (response) => {
+          const waiting = this.#waiting.get(id);
+          if (waiting === undefined) return;
+          waiting.subscription.unsubscribe();
           this.#waiting.delete(id);
-          if (error !== null) return;
-          try {
-            const response: unknown = reply.json();
-            if (!isJSONRPCResultResponse(response) && !isJSONRPCErrorResponse(response)) {
-              throw new Error("not a JSON-RPC response");
-            }
-            this.onmessage?.({ ...response, id: message.id });
-          } catch (cause) {
-            this.#log.warn({ err: cause }, "malformed client answer dropped");
-          }
+          this.onmessage?.({ ...response, id: message.id });
         },
       });
       this.#waiting.set(id, { original: message.id, subscription });

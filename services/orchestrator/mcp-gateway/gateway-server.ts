@@ -83,7 +83,7 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
     serverRequests?: ClientAnswers,
   ) => {
     const { nc } = deps.dispatch;
-    const cancel = cancellable(nc, caller.session.id, extra.requestId, extra.signal);
+    const cancel = cancellable(nc, caller.session.id, extra.requestId, extra.signal, deps.dispatch.log);
     try {
       return await inContext(contextFromFields(extra._meta), () =>
         dispatchOperation(deps.dispatch, {

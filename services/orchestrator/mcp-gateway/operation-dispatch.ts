@@ -25,7 +25,7 @@ import {
 import {
   encodeJson,
   type Logger,
-  parsePayload,
+  listen,
   request,
   type Service,
   SpanKind,
@@ -157,18 +157,15 @@ function relayNotifications(
   onNotification: ((notification: TaskNotification) => Promise<void>) | undefined,
 ): { unsubscribe(): void } | undefined {
   if (onNotification === undefined) return undefined;
-  return options.nc.subscribe(taskNotificationsSubject(taskId), {
-    callback: (error, message) => {
-      if (error !== null) return;
-      try {
-        const notification = parsePayload(TaskNotificationSchema, message.data, "task notification");
-        onNotification(notification).catch((cause: unknown) =>
-          options.log.debug({ err: cause, task_id: taskId }, "notification not relayed: client gone"),
-        );
-      } catch (cause) {
-        options.log.warn({ err: cause, task_id: taskId }, "malformed task notification dropped");
-      }
-    },
+  return listen(options.nc, {
+    subject: taskNotificationsSubject(taskId),
+    schema: TaskNotificationSchema,
+    what: "task notification",
+    log: options.log,
+    handle: (notification) =>
+      onNotification(notification).catch((cause: unknown) =>
+        options.log.debug({ err: cause, task_id: taskId }, "notification not relayed: client gone"),
+      ),
   });
 }
 
