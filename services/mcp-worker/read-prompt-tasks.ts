@@ -121,7 +121,7 @@ export async function runOperation(
     const { result, serverVersion } = await connection.run(
       (replica, attemptTimeoutMs) =>
         work(
-          deps.calls.around(replica, step, recordedVersion(connection, version)),
+          masking.around(deps.calls.around(replica, step, recordedVersion(connection, version))),
           attemptTimeoutMs,
           masking,
         ),

@@ -85,8 +85,8 @@ export async function handleToolTask(
         (
           await connection.run(
             (replica, attemptTimeoutMs) =>
-              deps.calls
-                .around(replica, step, recordedVersion(connection, serverVersion))
+              masking
+                .around(deps.calls.around(replica, step, recordedVersion(connection, serverVersion)))
                 .callTool(
                   call.tool,
                   call.arguments,

@@ -3,6 +3,10 @@ import type { Part, Task } from "../../schemas/a2a.ts";
 import type { Obligations } from "../../schemas/policy.ts";
 import { LoomError, toWireError } from "../kit/index.ts";
 import { hasMasks, maskText, maskValue } from "./masking.ts";
+import type { ObservableConnection } from "./observed-call.ts";
+
+/** The calls a task's work makes on a server. */
+type TaskConnection = Pick<ObservableConnection, "callTool" | "readResource" | "getPrompt" | "withClient">;
 
 /** Media types whose raw bytes are text, and so can carry personal data a pattern finds. */
 const TEXTUAL = /^(text\/|application\/(json|xml|[\w.+-]+\+(json|xml))\b)/;
@@ -68,20 +72,42 @@ export class TaskMasking {
   }
 
   /**
-   * A thrown error as the caller may see it: message and details masked. A failure that is not a
-   * LoomError keeps a masked copy as its cause, for the worker's own log.
+   * A thrown error as the caller may see it: its message, details and causes masked. The copy
+   * keeps the classes and codes of the original and its causes, so what classifies failures
+   * (a transport error behind a tool error, say) still can; a failure that is not a LoomError
+   * becomes one with its code, keeping a masked copy as its cause for the worker's own log.
    */
   error(error: unknown): unknown {
     if (!this.#active) return error;
     if (error instanceof LoomError) {
-      return new LoomError(error.code, this.text(error.message), this.#details(error.details));
+      const copy = this.#copy(error) as LoomError;
+      (copy as { details: unknown }).details =
+        error.details === undefined ? undefined : this.value(error.details);
+      return copy;
     }
     const wire = toWireError(error);
-    const cause =
-      error instanceof Error
-        ? Object.assign(new Error(this.text(error.message)), { stack: this.text(error.stack ?? "") })
-        : undefined;
-    return new LoomError(wire.code, this.text(wire.message), { ...this.#details(wire.details), cause });
+    return new LoomError(wire.code, this.text(wire.message), {
+      ...(wire.details === undefined ? {} : { details: this.value(wire.details) as Record<string, unknown> }),
+      cause: this.#copy(error),
+    });
+  }
+
+  /**
+   * The connection's calls, their failures masked as they leave it: the spans, logs and health
+   * records around a call see only what the caller may.
+   */
+  around(connection: TaskConnection): TaskConnection {
+    if (!this.#active) return connection;
+    const masked = <T>(call: () => Promise<T>): Promise<T> =>
+      call().catch((error: unknown) => {
+        throw this.error(error);
+      });
+    return {
+      callTool: (...args) => masked(() => connection.callTool(...args)),
+      readResource: (...args) => masked(() => connection.readResource(...args)),
+      getPrompt: (...args) => masked(() => connection.getPrompt(...args)),
+      withClient: (...args) => masked(() => connection.withClient(...args)),
+    };
   }
 
   /** A server's `sampling/createMessage`: the text of its messages and its system prompt. */
@@ -147,7 +173,20 @@ export class TaskMasking {
     return maskValue(value, { ...this.#obligations, maskFields: [] });
   }
 
-  #details(details: Record<string, unknown> | undefined): { details?: Record<string, unknown> } {
-    return details === undefined ? {} : { details: this.value(details) as Record<string, unknown> };
+  /** An error and its causes, same classes and fields, messages and stacks masked. */
+  #copy(error: unknown): unknown {
+    if (typeof error === "string") return this.text(error);
+    if (!(error instanceof Error)) return error;
+    const copy = Object.create(Object.getPrototypeOf(error) as object) as Error;
+    for (const key of Object.getOwnPropertyNames(error)) {
+      const field = Object.getOwnPropertyDescriptor(error, key);
+      // V8 makes `stack` an accessor; it is set below, like the message.
+      if (field !== undefined && "value" in field)
+        Object.defineProperty(copy, key, { ...field, writable: true });
+    }
+    copy.message = this.text(error.message);
+    copy.stack = this.text(error.stack ?? "");
+    if (error.cause !== undefined) copy.cause = this.#copy(error.cause);
+    return copy;
   }
 }

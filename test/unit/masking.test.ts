@@ -82,6 +82,14 @@ describe("masking obligations", () => {
       message: `no access for ${MASK}`,
       details: { ssn: MASK },
     });
+    const caused = masking.error(
+      new LoomError(ErrorCode.TOOL_ERROR, "crm failed", {
+        cause: new TypeError("fetch failed for 900-12-3456"),
+      }),
+    ) as LoomError;
+    // Still classifiable as a transport failure (call-policy.ts), with nothing personal left in it.
+    expect(caused.cause).toBeInstanceOf(TypeError);
+    expect((caused.cause as Error).message).toBe(`fetch failed for ${MASK}`);
     const internal = masking.error(new Error("bug near 900-12-3456")) as LoomError;
     expect(internal.code).toBe(ErrorCode.INTERNAL);
     expect((internal.cause as Error).message).toBe(`bug near ${MASK}`);
