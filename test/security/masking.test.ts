@@ -167,6 +167,31 @@ describe("security - masking on every path out of the worker, for a masked calle
       );
     });
 
+    it("masking - a failed resource read shows in a viewer's run trace masked", async () => {
+      const [name, file] = ["a failed resource read", "leak-read.yaml"] as const;
+      // Spans reach LOOM_SPANS a few seconds after they end: wait for the failed MCP call's.
+      const failedSpans = async (submitted: Submitted, token: string) => {
+        const deadline = Date.now() + 20_000;
+        for (;;) {
+          const trace = await loom.cli(["runs", "trace", submitted.runId, "--json"], { token });
+          const { spans = [] } = JSON.parse(trace.stdout || "{}") as {
+            spans?: Array<{ name: string; statusMessage?: string }>;
+          };
+          const failed = spans.filter((span) => span.statusMessage !== undefined);
+          const call = failed.some((span) => /^(tools\/call|resources\/read) /.test(span.name));
+          if (call || Date.now() > deadline) return JSON.stringify(failed);
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        }
+      };
+      const seen = await run(file, "viewer");
+      await attack(AttackClass.MASKING, `${name} shows in a viewer's run trace masked`, async () =>
+        masked(await failedSpans(seen, viewer)),
+      );
+      await control(`${name} shows in an analyst's run trace as it is`, async () =>
+        (await failedSpans(await run(file, "analyst"), analyst)).includes(ada.email),
+      );
+    });
+
     it("masking - progress messages reach a viewer's run events masked", async () => {
       const seen = await run("leak-paths.yaml", "viewer");
       await attack(AttackClass.MASKING, "progress messages reach a viewer's run events masked", async () => {
