@@ -9,6 +9,8 @@ export const ErrorCode = {
   EXPRESSION_FAILED: "EXPRESSION_FAILED",
   UNAUTHENTICATED: "UNAUTHENTICATED",
   POLICY_DENIED: "POLICY_DENIED",
+  /** A webhook URL outside LOOM_A2A_WEBHOOK_ALLOW (compared parsed and normalised), or one resolving inside. */
+  WEBHOOK_REFUSED: "WEBHOOK_REFUSED",
   /** A tool task without a valid grant for exactly this call (missing, expired, other args or tool). */
   GRANT_REFUSED: "GRANT_REFUSED",
   /** `loom audit verify` found a record whose hash or link to the previous one is wrong. */

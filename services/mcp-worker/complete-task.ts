@@ -25,7 +25,7 @@ export async function handleCompleteTask(
     message,
     { action, target, arguments: completionGrantArguments(operation) },
     operation.server,
-    async (connection, timeoutMs, masking) => {
+    async (connection, timeoutMs) => {
       const result = await withSpan(
         `completion/complete ${target}`,
         { kind: SpanKind.CLIENT, attributes: { "mcp.method.name": "completion/complete" } },
@@ -40,7 +40,7 @@ export async function handleCompleteTask(
       return {
         artifactId: randomUUID(),
         name: target,
-        parts: [{ data: masking({ completion: result.completion }) ?? {}, mediaType: "application/json" }],
+        parts: [{ data: { completion: result.completion }, mediaType: "application/json" }],
       };
     },
   );

@@ -28,7 +28,7 @@ import { CallObserver } from "./observed-call.ts";
 import { relaySampling } from "./sampling-relay.ts";
 import { loadServerList } from "./server-config.ts";
 import { HealthReporter } from "./server-health.ts";
-import type { ServerRequestHandlers } from "./server-requests.ts";
+import { maskedServerRequests } from "./server-requests.ts";
 import { withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
 import { TaskNotifications } from "./task-notifications.ts";
@@ -52,7 +52,7 @@ await runUntilSignalled(log, async () => {
     samplingTimeoutMs: config.LOOM_SAMPLING_TIMEOUT_MS,
     elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
   };
-  const serverRequests: ServerRequestHandlers = {
+  const serverRequests = maskedServerRequests({
     onSampling: (params, origin) =>
       origin.clientRelay !== undefined
         ? relaySamplingToClient(clientRelay, params, origin)
@@ -75,7 +75,7 @@ await runUntilSignalled(log, async () => {
             origin,
           ),
     elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
-  };
+  });
   const { connections, refused: unauthenticated } = createConnections(serverList.servers, {
     log,
     logLevel: config.LOOM_MCP_LOG_LEVEL,

@@ -1,4 +1,3 @@
-import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { type Obligations, PiiKind } from "../../schemas/policy.ts";
 
 export const MASK = "[masked]";
@@ -23,25 +22,6 @@ export function hasMasks(obligations: Obligations): boolean {
   return obligations.maskFields.length + obligations.maskPii.length + obligations.maskPatterns.length > 0;
 }
 
-/**
- * Applies masking obligations to an MCP result before it leaves the worker: named fields at any
- * depth of structured content (and of text blocks that hold JSON), then detected personal data and
- * custom patterns in every string that is left.
- */
-export function maskResult(result: CallToolResult, obligations: Obligations): CallToolResult {
-  if (!hasMasks(obligations)) return result;
-  const content = result.content.map((block) =>
-    block.type === "text" ? { ...block, text: maskText(block.text, obligations) } : block,
-  );
-  return {
-    ...result,
-    content,
-    ...(result.structuredContent === undefined
-      ? {}
-      : { structuredContent: maskValue(result.structuredContent, obligations) as Record<string, unknown> }),
-  };
-}
-
 /** Masks a value: fields by name, then patterns in every string. */
 export function maskValue(value: unknown, obligations: Obligations): unknown {
   if (typeof value === "string") return maskString(value, obligations);
@@ -57,8 +37,8 @@ export function maskValue(value: unknown, obligations: Obligations): unknown {
   return value;
 }
 
-/** A text block that is JSON is masked as a value (so field names apply), any other text by pattern. */
-function maskText(text: string, obligations: Obligations): string {
+/** Text that is JSON is masked as a value (so field names apply), any other text by pattern. */
+export function maskText(text: string, obligations: Obligations): string {
   try {
     return JSON.stringify(maskValue(JSON.parse(text), obligations));
   } catch {
@@ -66,14 +46,27 @@ function maskText(text: string, obligations: Obligations): string {
   }
 }
 
+/**
+ * Masks free text: named fields where it embeds JSON (`"ssn": "…"` inside an error message or a
+ * log line), then detected personal data and custom patterns.
+ */
 function maskString(text: string, obligations: Obligations): string {
   let masked = text;
+  for (const field of obligations.maskFields) {
+    masked = masked.replace(embeddedField(field), `$1"${MASK}"`);
+  }
   for (const kind of obligations.maskPii) {
     const { pattern, accept } = DETECTORS[kind];
     masked = masked.replace(pattern, (match) => (accept === undefined || accept(match) ? MASK : match));
   }
   for (const source of obligations.maskPatterns) masked = masked.replace(new RegExp(source, "gu"), MASK);
   return masked;
+}
+
+/** `"field": <a JSON string, number or literal>` anywhere in a text. */
+function embeddedField(field: string): RegExp {
+  const name = field.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`("${name}"\\s*:\\s*)(?:"(?:[^"\\\\]|\\\\.)*"|-?\\d[\\d.eE+-]*|true|false|null)`, "g");
 }
 
 function digits(text: string): string {

@@ -5,9 +5,9 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
 import { stepRecordKey } from "../../schemas/steps.ts";
 import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
-import { maskValue } from "./masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
 import { recordedVersion, type TaskHandlerDependencies } from "./task-handler.ts";
+import { TaskMasking } from "./task-masking.ts";
 
 /** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
 const CLAIM_MARGIN_MS = 5_000;
@@ -37,10 +37,10 @@ export async function handleReadTask(
             operation.resource,
             timeoutMs,
             signal,
-            deps.notifications?.observer(message, activeTraceId()),
+            deps.notifications?.observer(message, activeTraceId(), masking),
           ),
       );
-      return { artifactId: randomUUID(), name: target, parts: resourceParts(result, masking) };
+      return { artifactId: randomUUID(), name: target, parts: resourceParts(result) };
     },
   );
 }
@@ -71,20 +71,23 @@ export async function handlePromptTask(
             operation.arguments,
             timeoutMs,
             signal,
-            deps.notifications?.observer(message, activeTraceId()),
+            deps.notifications?.observer(message, activeTraceId(), masking),
           ),
       );
       const rendered = { description: result.description, messages: result.messages };
       return {
         artifactId: randomUUID(),
         name: target,
-        parts: [{ data: masking(rendered) ?? {}, mediaType: "application/json" }],
+        parts: [{ data: rendered, mediaType: "application/json" }],
       };
     },
   );
 }
 
-/** Grant first, then the step's stored outcome if it has one, else the operation itself. */
+/**
+ * Grant first, then the step's stored outcome if it has one, else the operation itself, whose
+ * outcome is masked as granted. `work` gets the task's masking for what it relays meanwhile.
+ */
 export async function runOperation(
   deps: TaskHandlerDependencies,
   message: Message,
@@ -93,7 +96,7 @@ export async function runOperation(
   work: (
     connection: Pick<McpConnection, "readResource" | "getPrompt" | "withClient">,
     timeoutMs: number,
-    masking: (value: unknown) => unknown,
+    masking: TaskMasking,
   ) => Promise<Artifact>,
 ): Promise<Task> {
   const step = ToolCallMetadataSchema.safeParse(message.metadata ?? {}).data;
@@ -112,14 +115,15 @@ export async function runOperation(
   const timeoutMs = Math.min(step?.timeoutMs ?? connection.config.timeout, connection.config.timeout);
   const budgetMs = step?.timeoutMs ?? timeoutMs;
   const version = connection.chooseVersion();
+  const masking = new TaskMasking(claims.obligations);
   const execute = async (): Promise<Task> => {
     // Reads and prompts change nothing: a server failure may be retried on any replica.
     const { result, serverVersion } = await connection.run(
       (replica, attemptTimeoutMs) =>
         work(
-          deps.calls.around(replica, step, recordedVersion(connection, version)),
+          masking.around(deps.calls.around(replica, step, recordedVersion(connection, version))),
           attemptTimeoutMs,
-          (value) => maskValue(value, claims.obligations),
+          masking,
         ),
       { version, timeoutMs, budgetMs, repeatable: true },
     );
@@ -130,27 +134,27 @@ export async function runOperation(
       artifacts: [{ ...result, metadata: { ...result.metadata, serverVersion } }],
     };
   };
-  if (step === undefined) return execute();
+  const masked = () => masking.outcome(execute);
+  if (step === undefined) return masked();
   return deps.steps.once(
     stepRecordKey(step.runId, step.stepId, step.attempt),
     budgetMs + CLAIM_MARGIN_MS,
-    execute,
+    masked,
   );
 }
 
-function resourceParts(result: ReadResourceResult, masking: (value: unknown) => unknown): Part[] {
+function resourceParts(result: ReadResourceResult): Part[] {
   const parts: Part[] = result.contents.map((content) => {
     const mediaType = content.mimeType === undefined ? {} : { mediaType: content.mimeType };
     if ("text" in content && typeof content.text === "string") {
-      const text = String(masking(content.text));
       if (content.mimeType === "application/json") {
         try {
-          return { data: masking(JSON.parse(content.text)) ?? {}, filename: content.uri, ...mediaType };
+          return { data: JSON.parse(content.text) ?? {}, filename: content.uri, ...mediaType };
         } catch {
-          return { text, filename: content.uri, ...mediaType };
+          return { text: content.text, filename: content.uri, ...mediaType };
         }
       }
-      return { text, filename: content.uri, ...mediaType };
+      return { text: content.text, filename: content.uri, ...mediaType };
     }
     return { raw: String("blob" in content ? content.blob : ""), filename: content.uri, ...mediaType };
   });

@@ -8,6 +8,7 @@ import { McpError, ErrorCode as McpErrorCode } from "@modelcontextprotocol/sdk/t
 import type { Context } from "@opentelemetry/api";
 import type { ClientRelay } from "../../schemas/mcp-client-relay.ts";
 import type { PausableDeadline } from "../kit/pausable-deadline.ts";
+import type { TaskMasking } from "./task-masking.ts";
 
 /** The tool call a server's own request (sampling, elicitation) is answered on behalf of. */
 export interface CallOrigin {
@@ -28,6 +29,8 @@ export interface CallOrigin {
   principal?: string | undefined;
   /** Set for a gateway call whose client answers these requests itself (see client-relay.ts). */
   clientRelay?: ClientRelay | undefined;
+  /** The call's masking: what the server asks is masked as the call's result would be. */
+  masking: TaskMasking;
 }
 
 /** What the worker does with requests a server sends it during a tool call; wired in main.ts. */
@@ -36,6 +39,19 @@ export interface ServerRequestHandlers {
   onElicitation(params: ElicitRequest["params"], origin: CallOrigin): Promise<ElicitResult>;
   /** The most a call may take beyond its own timeout, in all, while people answer its questions. */
   elicitationTimeoutMs: number;
+}
+
+/**
+ * The handlers, each given the server's request masked as its call obliges: sampling and
+ * elicitation text go to the caller's user, its client or a model acting for it, so they may not
+ * carry what the caller's result may not.
+ */
+export function maskedServerRequests(handlers: ServerRequestHandlers): ServerRequestHandlers {
+  return {
+    onSampling: (params, origin) => handlers.onSampling(origin.masking.sampling(params), origin),
+    onElicitation: (params, origin) => handlers.onElicitation(origin.masking.elicitation(params), origin),
+    elicitationTimeoutMs: handlers.elicitationTimeoutMs,
+  };
 }
 
 /**

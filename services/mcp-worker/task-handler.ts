@@ -13,10 +13,10 @@ import {
 } from "../kit/index.ts";
 import { resultText, toolResultToArtifact } from "./artifacts.ts";
 import { safeToRepeat } from "./call-policy.ts";
-import { maskResult } from "./masking.ts";
 import type { CallObserver } from "./observed-call.ts";
 import type { ServerPool } from "./server-pool.ts";
 import type { StepResults } from "./step-results.ts";
+import { TaskMasking } from "./task-masking.ts";
 import type { TaskNotifications } from "./task-notifications.ts";
 
 /** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
@@ -53,6 +53,8 @@ export async function handleToolTask(
     runId: step?.runId,
     stepId: step?.stepId,
   });
+  // Whatever leaves the worker about this task from here on, result or not, is masked as granted.
+  const masking = new TaskMasking(grant.obligations);
   const connection = deps.connections.get(call.server);
   if (connection === undefined) {
     throw new LoomError(
@@ -83,15 +85,15 @@ export async function handleToolTask(
         (
           await connection.run(
             (replica, attemptTimeoutMs) =>
-              deps.calls
-                .around(replica, step, recordedVersion(connection, serverVersion))
+              masking
+                .around(deps.calls.around(replica, step, recordedVersion(connection, serverVersion)))
                 .callTool(
                   call.tool,
                   call.arguments,
                   attemptTimeoutMs,
                   { ...traceMeta, ...idempotency },
                   signal,
-                  deps.notifications?.observer(message, activeTraceId()),
+                  deps.notifications?.observer(message, activeTraceId(), masking),
                   {
                     taskId: message.taskId,
                     runId: step?.runId,
@@ -99,6 +101,7 @@ export async function handleToolTask(
                     authorization,
                     principal: grant.sub,
                     clientRelay: step?.clientRelay,
+                    masking,
                   },
                 ),
             {
@@ -138,18 +141,19 @@ export async function handleToolTask(
       status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
       artifacts: [
         {
-          ...toolResultToArtifact(qualified, maskResult(result, grant.obligations)),
+          ...toolResultToArtifact(qualified, result),
           // Which version (A/B) served the call, for per-call records and `loom tools stats`.
           metadata: { serverVersion },
         },
       ],
     };
   };
-  if (step === undefined) return execute();
+  const masked = () => masking.outcome(execute);
+  if (step === undefined) return masked();
   return deps.steps.once(
     stepRecordKey(step.runId, step.stepId, step.attempt),
     budgetMs + CLAIM_MARGIN_MS,
-    execute,
+    masked,
   );
 }
 

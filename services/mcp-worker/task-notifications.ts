@@ -4,6 +4,7 @@ import { type TaskNotification, TaskNotificationSchema, ToolCallMetadataSchema }
 import { taskNotificationsSubject } from "../../schemas/subjects.ts";
 import { encodePayload, type Logger } from "../kit/index.ts";
 import { type CallObserver, PINO_LEVEL } from "./mcp-connection.ts";
+import type { TaskMasking } from "./task-masking.ts";
 
 /**
  * Relays what an MCP server says while it works on an A2A task (progress, log messages) on the
@@ -21,8 +22,9 @@ export class TaskNotifications {
   /**
    * The observer for one task's MCP request; none for a task without an id (nobody could listen).
    * `traceId` is the call's trace: notifications arrive outside its span, so it is logged by hand.
+   * What the server says is masked as the task's grant obliges before it is logged or published.
    */
-  observer(message: Message, traceId: string | undefined): CallObserver | undefined {
+  observer(message: Message, traceId: string | undefined, masking: TaskMasking): CallObserver | undefined {
     const taskId = message.taskId;
     if (taskId === undefined) return undefined;
     const step = ToolCallMetadataSchema.safeParse(message.metadata ?? {}).data;
@@ -33,7 +35,8 @@ export class TaskNotifications {
       ...(step === undefined ? {} : { run_id: step.runId, step_id: step.stepId }),
     });
     return {
-      onProgress: ({ progress, total, message: text }) => {
+      onProgress: ({ progress, total, message: said }) => {
+        const text = said === undefined ? undefined : masking.text(said);
         log.debug({ progress, total }, "MCP progress");
         this.#publish({
           kind: "progress",
@@ -43,7 +46,8 @@ export class TaskNotifications {
           ...(text === undefined ? {} : { message: text }),
         });
       },
-      onLog: ({ level, logger, data }) => {
+      onLog: ({ level, logger, data: said }) => {
+        const data = masking.value(said);
         log[PINO_LEVEL[level]]({ mcp_logger: logger, data }, "MCP server log");
         this.#publish({ kind: "log", ...about, level, ...(logger === undefined ? {} : { logger }), data });
       },

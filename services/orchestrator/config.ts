@@ -29,7 +29,10 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   LOOM_A2A_PORT: z.coerce.number().int().min(0).max(65_535).optional(),
   /** The base URL clients reach the A2A edge at, as written in the Agent Card. */
   LOOM_A2A_PUBLIC_URL: z.url().optional(),
-  /** Comma-separated URL prefixes A2A webhooks may target (for example `https://hooks.example.com/`); none by default. */
+  /**
+   * Comma-separated URL prefixes A2A webhooks may target (for example `https://hooks.example.com/`);
+   * none by default. Compared parsed (scheme, host, port, path segments), see a2a/webhook-url.ts.
+   */
   LOOM_A2A_WEBHOOK_ALLOW: z
     .string()
     .default("")

@@ -17,6 +17,7 @@ import { startA2AEdge } from "./a2a/http-edge.ts";
 import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
 import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
+import { WebhookAllowList } from "./a2a/webhook-url.ts";
 import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
 import { DefinitionStore } from "./definition-store.ts";
@@ -62,7 +63,10 @@ await runUntilSignalled(log, async () => {
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
   const resultsKv = await openBucket(nc, Buckets.RESULTS);
   const runs = new RunStore(runsKv, new DefinitionStore(resultsKv));
-  const push = new PushRegistry(await openBucket(nc, Buckets.PUSH), config.LOOM_A2A_WEBHOOK_ALLOW);
+  const push = new PushRegistry(
+    await openBucket(nc, Buckets.PUSH),
+    WebhookAllowList.parse(config.LOOM_A2A_WEBHOOK_ALLOW),
+  );
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
   let publicUrl = config.LOOM_A2A_PUBLIC_URL;
   const card = () =>

@@ -1,11 +1,10 @@
 import { execFile } from "node:child_process";
 import { createHmac, generateKeyPairSync, randomUUID } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role, type Task } from "../../schemas/a2a.ts";
@@ -17,7 +16,6 @@ import { agentTasksSubject, Headers, MCP_WORKER_AGENT, Streams, Subjects } from 
 import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { type LoomError, request } from "../../services/kit/index.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
-import { CONTACTS } from "../../services/mcp-servers/crm-data.ts";
 import { AttackClass, attack } from "../helpers/attack-tally.ts";
 import { type Loom, REPO_ROOT, startLoom } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
@@ -318,45 +316,6 @@ describe("security - token and bypass attacks against a running stack", () => {
   });
 });
 
-describe("security - leak scan across a viewer's runs", () => {
-  let loom: Loom;
-  beforeAll(async () => {
-    loom = await startLoom();
-  });
-  afterAll(async () => {
-    await loom?.[Symbol.asyncDispose]();
-  });
-
-  it("security - no email or SSN of the crm demo reaches events, memory, runs, steps, audit or logs", async () => {
-    const viewer = tokenFor("vic", "viewer");
-    const outputs: string[] = [];
-    for (const contact of CONTACTS) {
-      const result = await loom.cli(
-        ["submit", "hello", "--input", JSON.stringify({ contactId: contact.id }), "--watch", "--json"],
-        { token: viewer },
-      );
-      expect(result.code, result.stderr).toBe(0);
-      outputs.push(result.stdout, result.stderr);
-    }
-    const everything = await loom.cli(
-      ["submit", "test/security/workflows/list-contacts.yaml", "--watch", "--json"],
-      { token: viewer },
-    );
-    expect(everything.code, everything.stdout).toBe(0);
-    expect(everything.stdout).toContain("[masked]");
-    outputs.push(everything.stdout, everything.stderr);
-
-    const haystacks = [...outputs, ...(await streamTexts(loom.nc)), ...(await bucketTexts(loom.nc))];
-    for (const name of await readdir(loom.logDir))
-      haystacks.push(await readFile(join(loom.logDir, name), "utf8"));
-    const secrets = CONTACTS.flatMap((contact) => [contact.email, contact.ssn]);
-    const found = secrets.filter((secret) => haystacks.some((text) => text.includes(secret)));
-    expect(found).toEqual([]);
-    // The scan looked at something: every run left events, audit records and run records.
-    expect(haystacks.length).toBeGreaterThan(20);
-  });
-});
-
 describe("security - NATS users and subject permissions (infra/nats/nats-server.conf)", () => {
   let nats: NatsUsersServer;
   let orchestrator: NatsConnection;
@@ -469,31 +428,3 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
     );
   });
 });
-
-/** Every message of the events and audit streams, as text. */
-async function streamTexts(nc: NatsConnection): Promise<string[]> {
-  const jsm = await jetstreamManager(nc);
-  const texts: string[] = [];
-  for (const stream of [Streams.EVENTS, Streams.AUDIT]) {
-    const { state } = await jsm.streams.info(stream);
-    for (let seq = state.first_seq; seq <= state.last_seq; seq++) {
-      const message = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
-      if (message !== null) texts.push(message.string());
-    }
-  }
-  return texts;
-}
-
-/** Every value of every KV bucket (runs, steps, memory, tools, policy, grant keys), as text. */
-async function bucketTexts(nc: NatsConnection): Promise<string[]> {
-  const kvm = new Kvm(nc);
-  const texts: string[] = [];
-  for await (const status of kvm.list()) {
-    const kv = await kvm.open(status.bucket);
-    for await (const key of await kv.keys()) {
-      const entry = await kv.get(key);
-      if (entry !== null) texts.push(entry.string());
-    }
-  }
-  return texts;
-}

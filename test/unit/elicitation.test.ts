@@ -7,6 +7,7 @@ import { statusLine } from "../../services/cli/render.ts";
 import { JsonSchemaValidator } from "../../services/kit/index.ts";
 import { PausableDeadline } from "../../services/kit/pausable-deadline.ts";
 import { type CallOrigin, CallsInFlight } from "../../services/mcp-worker/server-requests.ts";
+import { TaskMasking } from "../../services/mcp-worker/task-masking.ts";
 import { awaitedElicitations, pendingEffects, taskStateOf } from "../../services/orchestrator/demands.ts";
 import { elicitAnswerOf } from "../../services/orchestrator/elicitations.ts";
 import { compileWorkflow, type PendingElicitation } from "../../services/orchestrator/run-machine.ts";
@@ -113,6 +114,7 @@ describe("elicitation - which tool call a server's request belongs to", () => {
     clock: new PausableDeadline(60_000, () => "late"),
     signal: new AbortController().signal,
     traceContext: ROOT_CONTEXT,
+    masking: TaskMasking.NONE,
   });
 
   it("elicitation - the one call in flight on the connection; none or several are refused", async () => {

@@ -1,7 +1,12 @@
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { describe, expect, it } from "vitest";
+import type { Task } from "../../schemas/a2a.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
 import type { Obligations } from "../../schemas/policy.ts";
-import { ibanValid, luhnValid, MASK, maskResult, maskValue } from "../../services/mcp-worker/masking.ts";
+import { LoomError } from "../../services/kit/index.ts";
+import { toolResultToArtifact } from "../../services/mcp-worker/artifacts.ts";
+import { ibanValid, luhnValid, MASK, maskText, maskValue } from "../../services/mcp-worker/masking.ts";
+import { TaskMasking } from "../../services/mcp-worker/task-masking.ts";
 
 const none: Obligations = { maskFields: [], maskPii: [], maskPatterns: [] };
 const pii = (...kinds: Obligations["maskPii"]): Obligations => ({ ...none, maskPii: kinds });
@@ -13,9 +18,17 @@ describe("masking obligations", () => {
       content: [{ type: "text", text: JSON.stringify(contact) }],
       structuredContent: contact,
     };
-    const masked = maskResult(result, { ...none, maskFields: ["email", "ssn"] });
-    expect(masked.structuredContent).toEqual({ name: "Ada", email: MASK, nested: [{ ssn: MASK, keep: 1 }] });
-    expect(JSON.parse((masked.content[0] as { text: string }).text)).toEqual(masked.structuredContent);
+    const task: Task = {
+      id: "t",
+      contextId: "c",
+      status: { state: "TASK_STATE_COMPLETED" },
+      artifacts: [toolResultToArtifact("crm.get_contact", result)],
+    };
+    const [data, text] =
+      new TaskMasking({ ...none, maskFields: ["email", "ssn"] }).task(task).artifacts?.[0]?.parts ?? [];
+    const expected = { name: "Ada", email: MASK, nested: [{ ssn: MASK, keep: 1 }] };
+    expect(data).toMatchObject({ data: expected });
+    expect(JSON.parse((text as { text: string }).text)).toEqual(expected);
   });
 
   it("masking - detects email, SSN and phone numbers in free text", () => {
@@ -44,7 +57,73 @@ describe("masking obligations", () => {
     expect(maskValue({ note: "account ACCT-991 closed" }, { ...none, maskPatterns: ["ACCT-\\d+"] })).toEqual({
       note: `account ${MASK} closed`,
     });
-    const result: CallToolResult = { content: [{ type: "text", text: "ada@example.com" }] };
-    expect(maskResult(result, none)).toBe(result);
+    const task: Task = { id: "t", contextId: "c", status: { state: "TASK_STATE_COMPLETED" } };
+    expect(new TaskMasking(none).task(task)).toBe(task);
+    const error = new LoomError(ErrorCode.TOOL_ERROR, "ada@example.com");
+    expect(TaskMasking.NONE.error(error)).toBe(error);
+  });
+
+  it("masking - named fields where free text embeds JSON, as in an error message", () => {
+    const message = 'crm.get_contact reported an error: {"name":"Ada","ssn": "900-12-3456","age":36}';
+    expect(maskText(message, { ...none, maskFields: ["ssn", "age"] })).toBe(
+      `crm.get_contact reported an error: {"name":"Ada","ssn": "${MASK}","age":"${MASK}"}`,
+    );
+  });
+
+  it("masking - an error's message and details, whatever threw it", () => {
+    const masking = new TaskMasking(pii("email", "ssn"));
+    const loom = masking.error(
+      new LoomError(ErrorCode.TOOL_ERROR, "no access for ada@example.com", {
+        details: { ssn: "900-12-3456" },
+      }),
+    ) as LoomError;
+    expect(loom.toWire()).toEqual({
+      code: ErrorCode.TOOL_ERROR,
+      message: `no access for ${MASK}`,
+      details: { ssn: MASK },
+    });
+    const caused = masking.error(
+      new LoomError(ErrorCode.TOOL_ERROR, "crm failed", {
+        cause: new TypeError("fetch failed for 900-12-3456"),
+      }),
+    ) as LoomError;
+    // Still classifiable as a transport failure (call-policy.ts), with nothing personal left in it.
+    expect(caused.cause).toBeInstanceOf(TypeError);
+    expect((caused.cause as Error).message).toBe(`fetch failed for ${MASK}`);
+    const internal = masking.error(new Error("bug near 900-12-3456")) as LoomError;
+    expect(internal.code).toBe(ErrorCode.INTERNAL);
+    expect((internal.cause as Error).message).toBe(`bug near ${MASK}`);
+    expect((internal.cause as Error).stack).not.toContain("900-12-3456");
+  });
+
+  it("masking - elicitation text and sampling messages, a masked field's default dropped", () => {
+    const masking = new TaskMasking({ ...none, maskFields: ["email"], maskPii: ["email"] });
+    const asked = masking.elicitation({
+      message: "Is ada@example.com still right?",
+      requestedSchema: {
+        type: "object",
+        properties: {
+          email: { type: "string", default: "ada@example.com" },
+          note: { type: "string", description: "about grace@example.com", default: "x" },
+        },
+      },
+    });
+    expect(asked).toEqual({
+      message: `Is ${MASK} still right?`,
+      requestedSchema: {
+        type: "object",
+        properties: {
+          email: { type: "string" },
+          note: { type: "string", description: `about ${MASK}`, default: "x" },
+        },
+      },
+    });
+    const sampled = masking.sampling({
+      maxTokens: 10,
+      systemPrompt: "Contact ada@example.com",
+      messages: [{ role: "user", content: { type: "text", text: '{"email":"ada@example.com"}' } }],
+    });
+    expect(sampled.systemPrompt).toBe(`Contact ${MASK}`);
+    expect(sampled.messages[0]?.content).toEqual({ type: "text", text: `{"email":"${MASK}"}` });
   });
 });

@@ -5,6 +5,7 @@ import { type PushNotificationConfig, PushNotificationConfigSchema } from "../..
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
 import { encodePayload, type Logger, LoomError, parsePayload } from "../../kit/index.ts";
+import type { WebhookAllowList } from "./webhook-url.ts";
 
 /** Deliveries of one event before its webhooks are given up on (the event stays in the stream). */
 const MAX_DELIVERIES = 8;
@@ -13,25 +14,21 @@ const POST_TIMEOUT_MS = 5_000;
 
 /**
  * Webhooks A2A clients register for their tasks, in KV `loom_push` (`<taskId>.<configId>`). Only
- * URLs under an allow-listed prefix are accepted: a webhook is a request Loom makes on a client's
+ * URLs the allow-list admits are accepted: a webhook is a request Loom makes on a client's
  * behalf, and must not reach into internal addresses.
  */
 export class PushRegistry {
   readonly #kv: KV;
-  readonly #allowedPrefixes: string[];
+  /** Checked when a webhook is registered and again before every delivery. */
+  readonly allowList: WebhookAllowList;
 
-  constructor(kv: KV, allowedPrefixes: string[]) {
+  constructor(kv: KV, allowList: WebhookAllowList) {
     this.#kv = kv;
-    this.#allowedPrefixes = allowedPrefixes;
+    this.allowList = allowList;
   }
 
   async save(config: PushNotificationConfig): Promise<PushNotificationConfig> {
-    if (!this.#allowedPrefixes.some((prefix) => config.url.startsWith(prefix))) {
-      throw new LoomError(
-        ErrorCode.POLICY_DENIED,
-        `webhook ${config.url} is not under an allowed prefix (LOOM_A2A_WEBHOOK_ALLOW: ${this.#allowedPrefixes.join(", ") || "none"})`,
-      );
-    }
+    await this.allowList.check(config.url);
     await this.#kv.put(
       `${config.taskId}.${config.id}`,
       encodePayload(PushNotificationConfigSchema, config, "push config"),
@@ -92,7 +89,7 @@ export async function startPushNotifier(options: {
       const runId = runIdOfSubject(message.subject);
       try {
         const configs = await options.registry.list(runId);
-        await Promise.all(configs.map((config) => post(config, message.data)));
+        await Promise.all(configs.map((config) => post(options.registry.allowList, config, message.data)));
         message.ack();
       } catch (error) {
         const last = message.info.deliveryCount >= MAX_DELIVERIES;
@@ -108,7 +105,17 @@ export async function startPushNotifier(options: {
   return { stop: () => void messages.stop() };
 }
 
-async function post(config: PushNotificationConfig, body: Uint8Array): Promise<void> {
+/**
+ * One delivery. The URL is checked again (the allow-list or the host's address may have changed
+ * since it was registered), and a redirect is a failed delivery, never followed: it could point
+ * anywhere, internal listeners included.
+ */
+async function post(
+  allowList: WebhookAllowList,
+  config: PushNotificationConfig,
+  body: Uint8Array,
+): Promise<void> {
+  await allowList.check(config.url);
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (config.token !== undefined && config.token !== "") headers["X-A2A-Notification-Token"] = config.token;
   if (config.authentication !== undefined) {
@@ -118,7 +125,15 @@ async function post(config: PushNotificationConfig, body: Uint8Array): Promise<v
     method: "POST",
     headers,
     body,
+    redirect: "manual",
     signal: AbortSignal.timeout(POST_TIMEOUT_MS),
   });
+  await response.body?.cancel();
+  if (response.status >= 300 && response.status < 400) {
+    throw new LoomError(
+      ErrorCode.WEBHOOK_REFUSED,
+      `webhook ${config.url} answered a redirect (${response.status}); Loom does not follow webhook redirects`,
+    );
+  }
   if (!response.ok) throw new Error(`webhook ${config.url} answered ${response.status}`);
 }
