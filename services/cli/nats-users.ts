@@ -68,7 +68,7 @@ export async function readNatsPasswords(dataDir: string): Promise<NatsPasswordFi
 }
 
 /** `nats://host:port` as `nats://<user>:<password>@host:port`, for every server of a comma-separated list. */
-export function natsUrlAs(url: string, user: NatsUser, password: string): string {
+export function natsUrlAs(url: string, user: string, password: string): string {
   const { servers } = natsServerOptions(url);
   const credentials = `${encodeURIComponent(user)}:${encodeURIComponent(password)}@`;
   return servers
