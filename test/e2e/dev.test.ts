@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -10,6 +10,7 @@ import { acceptsConnections } from "../../services/cli/nats-server.ts";
 import { natsUsersFile, readNatsPasswords } from "../../services/cli/nats-users.ts";
 import { REPO_ROOT } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
+import { startNatsWithUsers } from "../helpers/nats-users.ts";
 import { freePort } from "../helpers/ports.ts";
 
 /**
@@ -99,5 +100,38 @@ describe("e2e - npm start runs NATS with Loom's users", () => {
     await exited;
     expect(stdout).toContain("stopped");
     expect(await acceptsConnections(port)).toBe(false);
+  });
+});
+
+describe("e2e - npm start against a NATS it did not start", () => {
+  it("dev - a local NATS that refuses Loom's users gets a message naming them and the passwords file", async () => {
+    await using other = await startNatsWithUsers();
+    const dataDir = await mkdtemp(join(tmpdir(), "loom-dev-foreign-"));
+    try {
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        LOOM_DATA_DIR: dataDir,
+        LOOM_DEV_NATS_PORT: String(other.server.port),
+      };
+      delete env.NATS_URL;
+      for (const variable of Object.values(NATS_PASSWORD_VARIABLES)) delete env[variable];
+      const refused = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = execFile(
+          process.execPath,
+          [join(REPO_ROOT, "services/cli/bin.ts"), "dev", "--no-demo"],
+          { cwd: REPO_ROOT, env, timeout: 30_000 },
+          (_error, _stdout, stderr) => resolve({ code: child.exitCode, stderr }),
+        );
+      });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("was not started by Loom and refused its users");
+      expect(refused.stderr).toContain(
+        "orchestrator, acp-policy, mcp-worker, llm-agent, submitter, policy-admin",
+      );
+      expect(refused.stderr).toContain(natsUsersFile(dataDir));
+      expect(refused.stderr).toContain("nats-server -js -c infra/nats/nats-server.conf");
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
