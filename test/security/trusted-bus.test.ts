@@ -444,6 +444,31 @@ describe("security - trusted bus: the NATS users of npm start", () => {
     });
   });
 
+  describe("stream configs", () => {
+    it.each([
+      [NatsUser.ORCHESTRATOR, `KV_${Buckets.GRANT_KEYS}`],
+      [NatsUser.MCP_WORKER, `KV_${Buckets.POLICY}`],
+      [NatsUser.LLM_AGENT, `KV_${Buckets.TOOLS}`],
+      [NatsUser.ACP_POLICY, Streams.EVENTS],
+      [NatsUser.MCP_WORKER, `KV_${Buckets.WORKFLOWS}`],
+    ] as const)("bus - %s cannot change the subjects of %s", async (user, stream) => {
+      const jsm = await jetstreamManager(loom.observer);
+      const { config } = await jsm.streams.info(stream);
+      // A subject the attacker may publish, captured by the stream: on nats-server 2.10+ a subject
+      // transform could then file it under any key of the bucket.
+      const changed = { ...config, subjects: [...config.subjects, `loom.v1.spans.capture.${user}`] };
+      await attack(AttackClass.TRUSTED_BUS, `${user} updates the config of ${stream}`, async () => {
+        const refused = await as[user]
+          .request(`$JS.API.STREAM.UPDATE.${stream}`, JSON.stringify(changed), { timeout: 1_500 })
+          .then(
+            (reply) => reply.json<{ error?: unknown }>().error !== undefined,
+            () => true,
+          );
+        return refused && (await jsm.streams.info(stream)).config.subjects.length === config.subjects.length;
+      });
+    });
+  });
+
   describe("connections", () => {
     const connects = (options: { user?: string; pass?: string }) =>
       connectTo(loom.nats.url, { ...options, maxReconnectAttempts: 0, timeout: 3_000 }).then(
