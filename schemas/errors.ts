@@ -27,6 +27,8 @@ export const ErrorCode = {
   /** The worker could not authenticate to a remote MCP server (token endpoint or server refused it). */
   SERVER_AUTH_FAILED: "SERVER_AUTH_FAILED",
   AGENT_UNAVAILABLE: "AGENT_UNAVAILABLE",
+  /** NATS refused the connection's user or password (or wants a user and none was given). */
+  NATS_AUTH_FAILED: "NATS_AUTH_FAILED",
   TIMEOUT: "TIMEOUT",
   CONFIG_INVALID: "CONFIG_INVALID",
   RUN_NOT_FOUND: "RUN_NOT_FOUND",

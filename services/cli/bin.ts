@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DurationSchema } from "../../schemas/duration.ts";
+import { NatsUser } from "../../schemas/nats-users.ts";
 import type { PolicyAction } from "../../schemas/policy.ts";
 import { LoomError, setupTelemetry } from "../kit/index.ts";
 import { agentsCardCommand, submitA2aCommand } from "./commands/a2a.ts";
@@ -18,8 +19,9 @@ import { toolStatsCommand } from "./commands/tool-stats.ts";
 import { toolsListCommand } from "./commands/tools.ts";
 import { runsTraceCommand } from "./commands/trace.ts";
 import { workflowApplyCommand, workflowGraphCommand } from "./commands/workflow.ts";
-import { readCliConfig } from "./config.ts";
+import { natsPasswordsOf, readCliConfig } from "./config.ts";
 import { ExitCode } from "./exit-codes.ts";
+import { natsUrlFor } from "./nats-users.ts";
 
 const config = readCliConfig();
 // A command must not hang on an absent collector (the exporter retries a refused connection):
@@ -30,6 +32,22 @@ const program = new Command("loom")
   .addOption(new Option("--nats <url>", "NATS server URL").env("NATS_URL").default(config.NATS_URL))
   .addOption(new Option("--token <token>", "bearer token to act with").env("LOOM_TOKEN"))
   .showHelpAfterError();
+
+/**
+ * The NATS URL a command connects with, as the user it acts as: `submitter`, or `policy-admin` for
+ * operators' commands. A password comes from the URL, `LOOM_NATS_<USER>_PASSWORD`, or for a NATS
+ * on this machine the data dir's `nats-users.env` (which `npm start` makes).
+ */
+function natsAs(user: NatsUser): Promise<string> {
+  return natsUrlFor(
+    {
+      url: program.opts<{ nats: string }>().nats,
+      dataDir: config.LOOM_DATA_DIR,
+      passwords: natsPasswordsOf(config),
+    },
+    user,
+  );
+}
 
 /** Runs a command and exits with its code; a LoomError prints as `error CODE: message`. */
 function action<Args extends unknown[]>(run: (...args: Args) => Promise<ExitCode> | ExitCode) {
@@ -58,7 +76,7 @@ program
   .option("--a2a <url>", "drive any A2A agent at this base URL instead: <workflow> names the skill")
   .action(
     action(
-      (
+      async (
         workflow: string,
         options: { input?: string; watch: boolean; json: boolean; context?: string; a2a?: string },
       ) => {
@@ -72,7 +90,7 @@ program
           });
         }
         return submitCommand(workflow, {
-          nats: globals.nats,
+          nats: await natsAs(NatsUser.SUBMITTER),
           token: globals.token,
           input: options.input,
           watch: options.watch,
@@ -98,15 +116,19 @@ workflow
   .argument("<file>", "a .yaml or .json workflow definition")
   .option("--json", "print JSON", false)
   .action(
-    action((file: string, options: { json: boolean }) =>
-      workflowApplyCommand(file, { nats: program.opts().nats, json: options.json }),
+    action(async (file: string, options: { json: boolean }) =>
+      workflowApplyCommand(file, { nats: await natsAs(NatsUser.POLICY_ADMIN), json: options.json }),
     ),
   );
 workflow
   .command("graph")
   .description("print the compiled state machine as a Mermaid state diagram")
   .argument("<workflow>", "a registered id (hello, hello@1) or a definition file")
-  .action(action((reference: string) => workflowGraphCommand(reference, { nats: program.opts().nats })));
+  .action(
+    action(async (reference: string) =>
+      workflowGraphCommand(reference, { nats: await natsAs(NatsUser.SUBMITTER) }),
+    ),
+  );
 
 const memory = program.command("memory").description("context memory shared by runs of one A2A context");
 memory
@@ -115,15 +137,19 @@ memory
   .argument("<contextId>")
   .option("--json", "print JSON", false)
   .action(
-    action((contextId: string, options: { json: boolean }) =>
-      memoryGetCommand(contextId, { nats: program.opts().nats, json: options.json }),
+    action(async (contextId: string, options: { json: boolean }) =>
+      memoryGetCommand(contextId, { nats: await natsAs(NatsUser.POLICY_ADMIN), json: options.json }),
     ),
   );
 memory
   .command("clear")
   .description("forget a context's memory")
   .argument("<contextId>")
-  .action(action((contextId: string) => memoryClearCommand(contextId, { nats: program.opts().nats })));
+  .action(
+    action(async (contextId: string) =>
+      memoryClearCommand(contextId, { nats: await natsAs(NatsUser.POLICY_ADMIN) }),
+    ),
+  );
 
 const runs = program.command("runs").description("inspect and steer runs");
 runs
@@ -159,7 +185,7 @@ runs
         }
         const globals = program.opts<{ nats: string; token?: string }>();
         return runsInputCommand(runId, {
-          nats: globals.nats,
+          nats: await natsAs(NatsUser.SUBMITTER),
           token: globals.token,
           json: options.json,
           approved: decided ? options.approve === true : undefined,
@@ -178,10 +204,10 @@ runs
   .option("--reason <text>", "why, kept with the run")
   .option("--json", "print JSON", false)
   .action(
-    action((runId: string, options: { reason?: string; json: boolean }) => {
+    action(async (runId: string, options: { reason?: string; json: boolean }) => {
       const globals = program.opts<{ nats: string; token?: string }>();
       return runsCancelCommand(runId, {
-        nats: globals.nats,
+        nats: await natsAs(NatsUser.SUBMITTER),
         token: globals.token,
         json: options.json,
         reason: options.reason,
@@ -194,8 +220,8 @@ runs
   .argument("<runId>")
   .option("--json", "print JSON", false)
   .action(
-    action((runId: string, options: { json: boolean }) =>
-      runsGetCommand(runId, { nats: program.opts().nats, json: options.json }),
+    action(async (runId: string, options: { json: boolean }) =>
+      runsGetCommand(runId, { nats: await natsAs(NatsUser.SUBMITTER), json: options.json }),
     ),
   );
 
@@ -210,9 +236,9 @@ runs
       .default(config.LOOM_JAEGER_UI),
   )
   .action(
-    action((runId: string, options: { json: boolean; jaegerUi: string }) =>
+    action(async (runId: string, options: { json: boolean; jaegerUi: string }) =>
       runsTraceCommand(runId, {
-        nats: program.opts().nats,
+        nats: await natsAs(NatsUser.POLICY_ADMIN),
         json: options.json,
         jaegerUi: options.jaegerUi,
       }),
@@ -225,8 +251,8 @@ tools
   .description("list the tools MCP workers registered, with governance metadata")
   .option("--json", "print JSON", false)
   .action(
-    action((options: { json: boolean }) =>
-      toolsListCommand({ nats: program.opts().nats, json: options.json }),
+    action(async (options: { json: boolean }) =>
+      toolsListCommand({ nats: await natsAs(NatsUser.SUBMITTER), json: options.json }),
     ),
   );
 
@@ -247,8 +273,12 @@ tools
   )
   .option("--json", "print JSON", false)
   .action(
-    action((options: { since: number; json: boolean }) =>
-      toolStatsCommand({ nats: program.opts().nats, sinceMs: options.since, json: options.json }),
+    action(async (options: { since: number; json: boolean }) =>
+      toolStatsCommand({
+        nats: await natsAs(NatsUser.SUBMITTER),
+        sinceMs: options.since,
+        json: options.json,
+      }),
     ),
   );
 
@@ -263,7 +293,7 @@ program
   .option("--json", "print JSON", false)
   .action(
     action(
-      (
+      async (
         runId: string,
         stepId: string,
         options: { ok?: boolean; bad?: boolean; comment?: string; json: boolean },
@@ -271,7 +301,7 @@ program
         if (options.ok !== true && options.bad !== true) throw new Error("say --ok or --bad");
         const globals = program.opts<{ nats: string; token?: string }>();
         return feedbackCommand(runId, stepId, {
-          nats: globals.nats,
+          nats: await natsAs(NatsUser.SUBMITTER),
           token: globals.token,
           verdict: options.ok === true ? "ok" : "bad",
           comment: options.comment,
@@ -287,8 +317,8 @@ servers
   .description("list MCP servers with governance, transport, health, replicas and versions")
   .option("--json", "print JSON", false)
   .action(
-    action((options: { json: boolean }) =>
-      serversListCommand({ nats: program.opts().nats, json: options.json }),
+    action(async (options: { json: boolean }) =>
+      serversListCommand({ nats: await natsAs(NatsUser.SUBMITTER), json: options.json }),
     ),
   );
 
@@ -337,9 +367,19 @@ policy
   .option("--json", "print JSON", false)
   .action(
     action(
-      (options: { action: PolicyAction; tool?: string; workflow?: string; args?: string; json: boolean }) => {
+      async (options: {
+        action: PolicyAction;
+        tool?: string;
+        workflow?: string;
+        args?: string;
+        json: boolean;
+      }) => {
         const globals = program.opts<{ nats: string; token?: string }>();
-        return policyExplainCommand({ nats: globals.nats, token: globals.token, ...options });
+        return policyExplainCommand({
+          nats: await natsAs(NatsUser.SUBMITTER),
+          token: globals.token,
+          ...options,
+        });
       },
     ),
   );
@@ -347,7 +387,9 @@ policy
   .command("apply")
   .description("validate a policy file (or folder) and make it the active policy of every acp-policy")
   .argument("<path>")
-  .action(action((path: string) => policyApplyCommand(path, { nats: program.opts().nats })));
+  .action(
+    action(async (path: string) => policyApplyCommand(path, { nats: await natsAs(NatsUser.POLICY_ADMIN) })),
+  );
 policy
   .command("test")
   .description("run policy test cases (input -> expected effect, rule, obligations); exit 1 on a mismatch")
@@ -363,8 +405,8 @@ audit
   .option("-n, --lines <count>", "how many past records", (value: string) => Number(value), 20)
   .option("--json", "print JSON lines", false)
   .action(
-    action((options: { follow: boolean; run?: string; lines: number; json: boolean }) =>
-      auditTailCommand({ nats: program.opts().nats, ...options }),
+    action(async (options: { follow: boolean; run?: string; lines: number; json: boolean }) =>
+      auditTailCommand({ nats: await natsAs(NatsUser.POLICY_ADMIN), ...options }),
     ),
   );
 audit
@@ -372,7 +414,9 @@ audit
   .description("walk the hash chain; exit 1 naming the first broken link")
   .option("--json", "print JSON", false)
   .action(
-    action((options: { json: boolean }) => auditVerifyCommand({ nats: program.opts().nats, ...options })),
+    action(async (options: { json: boolean }) =>
+      auditVerifyCommand({ nats: await natsAs(NatsUser.POLICY_ADMIN), ...options }),
+    ),
   );
 
 program
@@ -386,6 +430,9 @@ program
       devCommand({
         natsUrl: process.env.NATS_URL,
         demo: options.demo,
+        dataDir: config.LOOM_DATA_DIR,
+        natsPort: config.LOOM_DEV_NATS_PORT,
+        passwords: natsPasswordsOf(config),
         logFormat: config.LOG_FORMAT,
         telemetry,
         jaeger: options.jaeger,

@@ -19,6 +19,8 @@ export interface NatsServerLaunch {
   port?: number;
   /** Extra command-line arguments, for example `["-c", confFile]`. */
   args?: string[];
+  /** Environment the server reads its config's `$VARIABLES` from (the users' passwords), beside this process's. */
+  env?: Record<string, string>;
   startTimeoutMs?: number;
   /** Called with the child as soon as it is spawned, so callers can track it for clean-up. */
   onSpawn?: (child: ChildProcess) => void;
@@ -43,7 +45,10 @@ export async function launchNatsServer(options: NatsServerLaunch): Promise<Launc
     ...["-sd", options.storeDir, "--ports_file_dir", portsDir],
     ...(options.args ?? []),
   ];
-  const child = spawn(BINARY, args, { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(BINARY, args, {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, ...options.env },
+  });
   options.onSpawn?.(child);
   let stderr = "";
   child.stderr?.setEncoding("utf8");
@@ -104,8 +109,8 @@ async function readPortsFile(portsDir: string, pid: number | undefined): Promise
   }
 }
 
-/** True once the server answers a TCP connection with its `INFO` line. */
-function acceptsConnections(port: number): Promise<boolean> {
+/** True once a NATS server answers a TCP connection on 127.0.0.1:`port` with its `INFO` line. */
+export function acceptsConnections(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = tcpConnect({ host: "127.0.0.1", port });
     const done = (ok: boolean) => {

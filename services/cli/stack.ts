@@ -30,7 +30,8 @@ export type ServiceName = (typeof ServiceName)[keyof typeof ServiceName];
 export const ALL_SERVICES: readonly ServiceName[] = Object.values(ServiceName);
 
 export interface StackOptions {
-  natsUrl: string;
+  /** One URL for every service, or each service's own (with its NATS user, see nats-users.ts). */
+  natsUrl: string | ((service: ServiceName) => string);
   /** Extra environment for every service (for example LOOM_MCP_SERVERS). */
   env?: Record<string, string>;
   /** Where each service's JSON log goes (`<dir>/<service>.log`). */
@@ -62,7 +63,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     const logFile = join(options.logDir, `${name}.log`);
     const log = createWriteStream(logFile, { flags: "a" });
     const child = spawn(process.execPath, [join(REPO_ROOT, "services", name, "main.ts")], {
-      env: { ...process.env, NATS_URL: options.natsUrl, ...options.env },
+      env: {
+        ...process.env,
+        NATS_URL: typeof options.natsUrl === "string" ? options.natsUrl : options.natsUrl(name),
+        ...options.env,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     child.stdout?.pipe(log, { end: false });

@@ -5,7 +5,7 @@ import { TaskState } from "../../schemas/a2a.ts";
 import { AuditRecordSchema } from "../../schemas/audit.ts";
 import { Headers, Streams, Subjects } from "../../schemas/subjects.ts";
 import { watchRun } from "../../services/kit/run-watch.ts";
-import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const analyst = tokenFor("alice", "analyst");
 const contractor = tokenFor("bob", "contractor");
@@ -104,7 +104,8 @@ describe("e2e - the hello workflow through the CLI", () => {
   });
 
   it("e2e - malformed submissions get typed error events and every service keeps serving", async () => {
-    const js = jetstream(loom.nc);
+    const submitter = jetstream(await loom.connectAs(NatsUser.SUBMITTER));
+    const js = jetstream(loom.observer);
     const garbage = [
       { runId: "malformed-not-json", body: "{not json" },
       { runId: "malformed-bad-shape", body: JSON.stringify({ runId: "malformed-bad-shape", workflow: 42 }) },
@@ -118,7 +119,7 @@ describe("e2e - the hello workflow through the CLI", () => {
       );
       const h = headers();
       h.set(Headers.AUTHORIZATION, `Bearer ${analyst}`);
-      await js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
+      await submitter.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
       const result = await watching;
       expect(result.state).toBe(TaskState.FAILED);
       const final = result.events.at(-1);
@@ -131,13 +132,14 @@ describe("e2e - the hello workflow through the CLI", () => {
   });
 
   it("e2e - the same submission published twice runs once", async () => {
-    const js = jetstream(loom.nc);
+    const submitter = jetstream(await loom.connectAs(NatsUser.SUBMITTER));
+    const js = jetstream(loom.observer);
     const runId = "dedupe-check";
     const body = JSON.stringify({ runId, workflow: "hello", input: { contactId: "c-3" } });
     const h = headers();
     h.set(Headers.AUTHORIZATION, `Bearer ${analyst}`);
-    const first = await js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
-    const second = await js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
+    const first = await submitter.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
+    const second = await submitter.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
     expect(second.duplicate).toBe(true);
     expect(second.seq).toBe(first.seq);
     const result = await watchRun(
@@ -158,7 +160,7 @@ describe("e2e - the hello workflow through the CLI", () => {
   });
 
   it("e2e - every policy decision is in the audit stream, which refuses deletes", async () => {
-    const jsm = await jetstreamManager(loom.nc);
+    const jsm = await jetstreamManager(loom.observer);
     const info = await jsm.streams.info(Streams.AUDIT);
     expect(info.config.deny_delete).toBe(true);
     expect(info.config.deny_purge).toBe(true);

@@ -76,7 +76,7 @@ describe("e2e - the MCP worker as a full client (progress, logging, output schem
 
   it("mcp progress - --json lists the reports, and the worker publishes progress and log notifications of the task", async () => {
     const heard: TaskNotification[] = [];
-    const subscription: Subscription = loom.nc.subscribe("loom.v1.tasks.*.notifications", {
+    const subscription: Subscription = loom.observer.subscribe("loom.v1.tasks.*.notifications", {
       callback: (_error, message) => {
         heard.push(parsePayload(TaskNotificationSchema, message.data, "task notification"));
       },

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AuditRecord } from "../../schemas/audit.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { writeEverythingConfig } from "../helpers/everything-config.ts";
-import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
@@ -173,7 +173,7 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
     const port = await freePort();
     replicas.push(
       await startStack({
-        natsUrl: loom.nats.url,
+        natsUrl: loom.users.urlAs(NatsUser.ORCHESTRATOR),
         logDir: join(dir, "replica-logs"),
         services: ["orchestrator"],
         env: { LOG_LEVEL: "debug", ...TEST_AUTH_ENV, ...env, LOOM_A2A_PORT: String(port) },

@@ -19,7 +19,7 @@ import {
   taskNotificationsSubject,
 } from "../../schemas/subjects.ts";
 import { encodeJson } from "../../services/kit/index.ts";
-import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
 import { signJwt, TEST_ISSUER, validClaims } from "../helpers/tokens.ts";
 
@@ -160,7 +160,7 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
 
   it("tools/call - runs through policy with masking, the token stays out of the worker's task, a denied call names the rule", async () => {
     const client = await open(viewer);
-    const tasks = loom.nc.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
+    const tasks = loom.observer.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
     const contact = await client.callTool({ name: "crm.get_contact", arguments: { id: "c-1" } });
     for await (const task of tasks) {
       expect(task.headers?.get("Authorization") ?? "").toBe("");
@@ -219,7 +219,9 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
       logs.push(notification.params);
     });
     await client.setLoggingLevel("warning");
-    const tasks = loom.nc.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
+    const tasks = loom.observer.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
+    // What the worker would publish about the call, published as the worker.
+    const worker = await loom.connectAs(NatsUser.MCP_WORKER);
     const progress: Progress[] = [];
     const call = client.callTool(
       { name: "everything.trigger-long-running-operation", arguments: { duration: 2, steps: 2 } },
@@ -233,7 +235,7 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
         { kind: "log", taskId, level: "info", data: "too chatty for this session" },
         { kind: "log", taskId, level: "error", logger: "upstream", data: "disk almost full" },
       ]) {
-        loom.nc.publish(taskNotificationsSubject(taskId), encodeJson(notification));
+        worker.publish(taskNotificationsSubject(taskId), encodeJson(notification));
       }
     }
     const result = await call;
@@ -245,8 +247,11 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
 
   it("cancellation - a client that cancels a call makes the worker abandon its task", async () => {
     const client = await open(admin);
-    const tasks = loom.nc.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
-    const cancels = loom.nc.subscribe(agentCancelSubject(MCP_WORKER_AGENT), { max: 1, timeout: 10_000 });
+    const tasks = loom.observer.subscribe(agentTasksSubject(MCP_WORKER_AGENT), { max: 1 });
+    const cancels = loom.observer.subscribe(agentCancelSubject(MCP_WORKER_AGENT), {
+      max: 1,
+      timeout: 10_000,
+    });
     const abort = new AbortController();
     const call = client.callTool(
       { name: "everything.trigger-long-running-operation", arguments: { duration: 15, steps: 3 } },

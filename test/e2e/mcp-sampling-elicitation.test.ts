@@ -11,7 +11,7 @@ import { agentTasksSubject, LLM_AGENT } from "../../schemas/subjects.ts";
 import { request } from "../../services/kit/index.ts";
 import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { writeEverythingConfig } from "../helpers/everything-config.ts";
-import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
 
 /** Testers may let server-everything sample; guests may call its tools but not sample. */
 const POLICY = `
@@ -122,7 +122,8 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     };
     await expect(
       request(
-        loom.nc,
+        // The worker's user may send the llm agent tasks: the grant is what it lacks.
+        await loom.connectAs(NatsUser.MCP_WORKER),
         agentTasksSubject(LLM_AGENT),
         AgentTaskContract,
         { messageId: "m-forged", role: "ROLE_USER", parts: [{ data: sampling }], metadata: {} },
@@ -157,7 +158,7 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     const submitted = await loom.cli(["submit", join(dir, "elicit.yaml"), "--json"], { token });
     const { runId } = JSON.parse(submitted.stdout) as { runId: string };
     let asked: RunEvent | undefined;
-    for await (const event of followRun(jetstream(loom.nc), runId, {
+    for await (const event of followRun(jetstream(loom.observer), runId, {
       stopAt: (state) => state === TaskState.INPUT_REQUIRED || TERMINAL_STATES.has(state),
     })) {
       asked = event;
@@ -169,7 +170,7 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
   /** Follows the run to its end: its state, output and every status it went through. */
   async function finalOf(runId: string): Promise<{ state: string; output: unknown; statuses: string[] }> {
     const result = await watchRun(
-      jetstream(loom.nc),
+      jetstream(loom.observer),
       runId,
       () => {},
       (problem) => {

@@ -79,7 +79,7 @@ output: "{% { 'count': $count($steps.all.contacts), 'first': $steps.all.contacts
       });
       const summary = JSON.parse(stdout) as { runId: string; output: unknown };
       expect(summary.output).toEqual({ count: 4, first: "Ada Lovelace" });
-      const entry = await (await new Kvm(loom.nc).open(Buckets.RUNS)).get(summary.runId);
+      const entry = await (await new Kvm(loom.observer).open(Buckets.RUNS)).get(summary.runId);
       const record = RunRecordSchema.parse(entry?.json());
       const steps = (record.snapshot as { context: { steps: Record<string, unknown> } }).context.steps;
       expect(steps.all).toEqual({ $ref: `loom_results/${summary.runId}.all.1` });

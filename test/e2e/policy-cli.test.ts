@@ -10,7 +10,7 @@ import { Buckets, Headers, Subjects } from "../../schemas/subjects.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { request } from "../../services/kit/index.ts";
 import { watchRun } from "../../services/kit/run-watch.ts";
-import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { signJwt, TEST_AUTH_ENV, validClaims } from "../helpers/tokens.ts";
 
 const CASES = "infra/policies/tests/default.cases.yaml";
@@ -24,7 +24,7 @@ describe("e2e - policy, token and audit commands", () => {
     dir = await mkdtemp(join(tmpdir(), "loom-policy-cli-"));
     // A second acp-policy replica: an applied policy must reach every replica.
     replica = await startStack({
-      natsUrl: loom.nats.url,
+      natsUrl: loom.users.urlAs(NatsUser.ACP_POLICY),
       logDir: join(dir, "logs"),
       services: ["acp-policy"],
       env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0" },
@@ -36,9 +36,10 @@ describe("e2e - policy, token and audit commands", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const decideAsAnalyst = () =>
+  // The orchestrator's user asks policy, as the orchestrator does.
+  const decideAsAnalyst = async () =>
     request(
-      loom.nc,
+      await loom.connectAs(NatsUser.ORCHESTRATOR),
       Subjects.POLICY_DECIDE,
       PolicyDecideContract,
       { action: "tools.call", resource: { tool: "crm.get_contact" }, arguments: { id: "c-1" } },
@@ -112,7 +113,7 @@ describe("e2e - policy, token and audit commands", () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/CONFIG_INVALID.*tools/);
     // Something that bypasses the CLI's check and writes garbage is refused by every replica.
-    const kv = await new Kvm(loom.nc).open(Buckets.POLICY);
+    const kv = await new Kvm(await loom.connectAs(NatsUser.POLICY_ADMIN)).open(Buckets.POLICY);
     await kv.put("active", JSON.stringify({ files: [{ name: "x.yaml", text: "rules: [" }], appliedAt: "x" }));
     await new Promise((resolve) => setTimeout(resolve, 300));
     const decisions = await Promise.all(Array.from({ length: 10 }, decideAsAnalyst));
@@ -155,8 +156,9 @@ describe("e2e - loom audit tail --follow", () => {
       process.execPath,
       [
         join(REPO_ROOT, "services/cli/bin.ts"),
+        // An operator's command: the audit trail is policy-admin's to read.
         "--nats",
-        loom.nats.url,
+        loom.users.urlAs(NatsUser.POLICY_ADMIN),
         "audit",
         "tail",
         "--follow",
@@ -212,7 +214,7 @@ describe("e2e - a run outlives its caller's token", () => {
       token: tokenFor("mia", "manager"),
     });
     expect(approved.code, approved.stderr).toBe(0);
-    const js = jetstream(loom.nc);
+    const js = jetstream(loom.observer);
     const result = await watchRun(
       js,
       runId,

@@ -9,7 +9,7 @@ import { RunEventSchema } from "../../schemas/run.ts";
 import { Subjects } from "../../schemas/subjects.ts";
 import { waitUntilReady } from "../../services/cli/stack.ts";
 import { watchRun } from "../../services/kit/run-watch.ts";
-import { type CliResult, type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type CliResult, type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
 const LONG_TOOL = "everything.trigger-long-running-operation";
@@ -179,7 +179,7 @@ describe("e2e - durable workflows through the CLI", () => {
         subscription.unsubscribe();
         reject(new Error(`no run reached ${shortStateName(state)} within ${timeoutMs} ms`));
       }, timeoutMs);
-      const subscription = loom.nc.subscribe(Subjects.RUN_EVENTS_ALL, {
+      const subscription = loom.observer.subscribe(Subjects.RUN_EVENTS_ALL, {
         callback: (_error, message) => {
           const event = RunEventSchema.safeParse(message.json());
           if (
@@ -214,7 +214,7 @@ describe("e2e - durable workflows through the CLI", () => {
   /** The status messages of a run, replayed from its events as `--watch` shows them. */
   async function statusMessages(runId: string): Promise<string[]> {
     const { events } = await watchRun(
-      jetstream(loom.nc),
+      jetstream(loom.observer),
       runId,
       () => {},
       () => {},
@@ -265,7 +265,11 @@ describe("e2e - durable workflows through the CLI", () => {
     orchestrator?.process.kill("SIGKILL");
     await exited;
     await loom.stack.restart("orchestrator");
-    await waitUntilReady(loom.nc, { tools: [], timeoutMs: 20_000, stack: loom.stack });
+    await waitUntilReady(await loom.connectAs(NatsUser.ORCHESTRATOR), {
+      tools: [],
+      timeoutMs: 20_000,
+      stack: loom.stack,
+    });
     expect((await runRecord(runId)).state).toBe("input-required");
 
     let approved = await loom.cli(["runs", "input", runId, "--approve", "--comment", "go", "--json"], {

@@ -10,7 +10,7 @@ import { RunEventSchema, RunRecordSchema } from "../../schemas/run.ts";
 import { Buckets, Headers, Subjects } from "../../schemas/subjects.ts";
 import type { ServiceName } from "../../services/cli/stack.ts";
 import { createTestLedger } from "../helpers/ledger.ts";
-import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const RUNS = 200;
 const WAVE = 20;
@@ -36,9 +36,9 @@ async function startLedgerLoom(serversFile: string): Promise<Loom> {
  * Resolves with the run ids at once; the waves go on in the background.
  */
 function submitTransfers(loom: Loom, count: number): { runIds: string[]; submitted: Promise<void> } {
-  const js = jetstream(loom.nc);
   const runIds = Array.from({ length: count }, () => randomUUID());
   const submitted = (async () => {
+    const js = jetstream(await loom.connectAs(NatsUser.SUBMITTER));
     for (let start = 0; start < count; start += WAVE) {
       await Promise.all(
         runIds.slice(start, start + WAVE).map((runId, offset) => {
@@ -79,7 +79,7 @@ async function publishUntilAcked(publish: () => Promise<unknown>): Promise<void>
 /** Counts runs that reached a final state, live, from their events. */
 function trackCompletions(loom: Loom): { completed(): number; stop(): void } {
   const done = new Set<string>();
-  const subscription = loom.nc.subscribe(Subjects.RUN_EVENTS_ALL, {
+  const subscription = loom.observer.subscribe(Subjects.RUN_EVENTS_ALL, {
     callback: (_error, message) => {
       const event = RunEventSchema.safeParse(message.json());
       if (
@@ -105,7 +105,7 @@ async function runStates(loom: Loom, runIds: string[]): Promise<Record<string, n
 }
 
 async function readRunStates(loom: Loom, runIds: string[]): Promise<Record<string, number>> {
-  const kv = await new Kvm(loom.nc).open(Buckets.RUNS);
+  const kv = await new Kvm(loom.observer).open(Buckets.RUNS);
   const counts: Record<string, number> = {};
   for (const runId of runIds) {
     const entry = await kv.get(runId);
@@ -127,7 +127,7 @@ async function waitForAll(loom: Loom, runIds: string[], timeoutMs: number): Prom
 
 /** The errors of runs that did not complete, so a failing count says why. */
 async function failures(loom: Loom, runIds: string[]): Promise<string[]> {
-  const kv = await new Kvm(loom.nc).open(Buckets.RUNS);
+  const kv = await new Kvm(loom.observer).open(Buckets.RUNS);
   const found: string[] = [];
   for (const runId of runIds) {
     const entry = await kv.get(runId);

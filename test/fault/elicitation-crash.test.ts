@@ -26,7 +26,7 @@ steps:
 /** Follows a run from `afterSequence` until it asks for input (or ends); the event that stopped it. */
 async function nextQuestion(loom: Loom, runId: string, afterSequence?: number): Promise<RunEvent> {
   let last: RunEvent | undefined;
-  for await (const event of followRun(jetstream(loom.nc), runId, {
+  for await (const event of followRun(jetstream(loom.observer), runId, {
     stopAt: (state) => state === TaskState.INPUT_REQUIRED || TERMINAL_STATES.has(state),
     ...(afterSequence === undefined ? {} : { afterSequence }),
   })) {
@@ -62,7 +62,7 @@ describe("fault - an MCP server's open question when the orchestrator dies", () 
     const { runId } = JSON.parse(submitted.stdout) as { runId: string };
     const first = await nextQuestion(loom, runId);
     expect("statusUpdate" in first && first.statusUpdate.status.state).toBe(TaskState.INPUT_REQUIRED);
-    const asked = await lastEventSequence(await jetstreamManager(loom.nc), runId);
+    const asked = await lastEventSequence(await jetstreamManager(loom.observer), runId);
 
     for (const service of loom.stack.services.filter((candidate) => candidate.name === "orchestrator")) {
       const exited = once(service.process, "exit");
@@ -88,7 +88,7 @@ describe("fault - an MCP server's open question when the orchestrator dies", () 
     const answered = await loom.cli(["runs", "input", runId, "--data", '{"name":"Grace Hopper"}'], { token });
     expect(answered.stderr).toBe("");
     const result = await watchRun(
-      jetstream(loom.nc),
+      jetstream(loom.observer),
       runId,
       () => {},
       () => {},

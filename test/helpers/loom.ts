@@ -3,11 +3,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import { NatsUser } from "../../schemas/nats-users.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
-import { connectTo, type NatsServer, startNatsServer } from "./nats-server.ts";
+import type { NatsServer } from "./nats-server.ts";
+import { type NatsUsersServer, OBSERVER, startNatsWithUsers, type TestNatsUser } from "./nats-users.ts";
 import { TEST_AUTH_ENV } from "./tokens.ts";
 
+export { NatsUser } from "../../schemas/nats-users.ts";
 export { tokenFor } from "./tokens.ts";
 
 const run = promisify(execFile);
@@ -20,11 +23,22 @@ export interface CliResult {
   stderr: string;
 }
 
-/** A whole Loom: its own nats-server, every service as a process, and a way to run the CLI. */
+/**
+ * A whole Loom as `npm start` runs it: its own nats-server with the users of
+ * infra/nats/nats-server.conf, every service as a process under its own user, and the CLI, which
+ * picks its user (submitter, or policy-admin for operators' commands) as it does in dev mode.
+ */
 export interface Loom extends AsyncDisposable {
   nats: NatsServer;
+  users: NatsUsersServer;
   stack: Stack;
-  nc: NatsConnection;
+  /**
+   * A read-only connection that sees every subject, stream and bucket, for tests that inspect
+   * internals. It can act on nothing: a test that publishes does it as a real user (`connectAs`).
+   */
+  observer: NatsConnection;
+  /** A connection as one user, closed with the stack. */
+  connectAs(user: TestNatsUser, options?: NodeConnectionOptions): Promise<NatsConnection>;
   logDir: string;
   /** Runs `loom <args>` against this stack, as a user would. */
   cli(args: string[], options?: { token?: string; timeoutMs?: number }): Promise<CliResult>;
@@ -38,41 +52,54 @@ export interface LoomOptions {
 }
 
 export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
-  const nats = await startNatsServer();
+  const users = await startNatsWithUsers();
   const logDir = await mkdtemp(join(tmpdir(), "loom-logs-"));
   const stack = await startStack({
-    natsUrl: nats.url,
+    natsUrl: (service) => users.urlAs(service),
     logDir,
     env: { LOG_LEVEL: "debug", LOOM_A2A_PORT: "0", ...TEST_AUTH_ENV, ...options.env },
   });
-  const nc = await connectTo(nats.url);
+  const connections: NatsConnection[] = [];
+  const connectAs = async (user: TestNatsUser, connectOptions?: NodeConnectionOptions) => {
+    const nc = await users.connectAs(user, connectOptions);
+    connections.push(nc);
+    return nc;
+  };
+  const stop = async () => {
+    await stack.stop();
+    await Promise.all(connections.map((nc) => nc.close()));
+    await users[Symbol.asyncDispose]();
+  };
+  let observer: NatsConnection;
   try {
-    await waitUntilReady(nc, {
+    observer = await connectAs(OBSERVER);
+    // Readiness asks policy and the agents directly, which only a service's user may.
+    await waitUntilReady(await connectAs(NatsUser.ORCHESTRATOR), {
       tools: options.tools ?? ["time.get_time", "crm.get_contact"],
       timeoutMs: 30_000,
       stack,
     });
   } catch (error) {
-    await stack.stop();
-    await nc.close();
-    await nats[Symbol.asyncDispose]();
+    await stop();
     throw new Error(`${error instanceof Error ? error.message : String(error)} (service logs in ${logDir})`);
   }
   return {
-    nats,
+    nats: users.server,
+    users,
     stack,
-    nc,
+    observer,
+    connectAs,
     logDir,
     async cli(args, cliOptions = {}) {
       const tokenArgs = cliOptions.token === undefined ? [] : ["--token", cliOptions.token];
       try {
         const { stdout, stderr } = await run(
           process.execPath,
-          [CLI, "--nats", nats.url, ...tokenArgs, ...args],
+          [CLI, "--nats", users.server.url, ...tokenArgs, ...args],
           {
             cwd: REPO_ROOT,
             timeout: cliOptions.timeoutMs ?? 30_000,
-            env: { ...process.env, LOOM_TOKEN: "" },
+            env: { ...process.env, LOOM_TOKEN: "", LOOM_DATA_DIR: users.dataDir },
           },
         );
         return { code: 0, stdout, stderr };
@@ -86,9 +113,7 @@ export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
       }
     },
     async [Symbol.asyncDispose]() {
-      await stack.stop();
-      await nc.close();
-      await nats[Symbol.asyncDispose]();
+      await stop();
       await rm(logDir, { recursive: true, force: true });
     },
   };

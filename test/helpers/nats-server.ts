@@ -30,6 +30,8 @@ export interface NatsServer extends AsyncDisposable {
 export interface NatsServerOptions {
   /** Extra command-line arguments, for example `["-c", confFile]`. */
   args?: string[];
+  /** Environment for the server beside this process's: the `$VARIABLES` its config reads (passwords). */
+  env?: Record<string, string>;
   /** How long to wait for the server to accept connections. */
   startTimeoutMs?: number;
 }
@@ -79,6 +81,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       portsDir,
       port,
       ...(options.args === undefined ? {} : { args: options.args }),
+      ...(options.env === undefined ? {} : { env: options.env }),
       ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
       onSpawn: killOnExit,
     });

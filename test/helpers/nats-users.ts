@@ -1,30 +1,45 @@
-import { randomUUID } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import { NATS_PASSWORD_VARIABLES, type NatsUser } from "../../schemas/nats-users.ts";
+import { NATS_CONF } from "../../services/cli/commands/dev.ts";
+import { ensureNatsPasswords, natsUrlAs } from "../../services/cli/nats-users.ts";
 import { type ServiceName, type Stack, startStack } from "../../services/cli/stack.ts";
-import { REPO_ROOT } from "./loom.ts";
 import { connectTo, type NatsServer, startNatsServer } from "./nats-server.ts";
 import { TEST_AUTH_ENV } from "./tokens.ts";
 
-/** The users of infra/nats/nats-server.conf, each with the variable it reads the password from. */
-const PASSWORD_VARIABLES = {
-  orchestrator: "LOOM_NATS_ORCHESTRATOR_PASSWORD",
-  "acp-policy": "LOOM_NATS_ACP_POLICY_PASSWORD",
-  "mcp-worker": "LOOM_NATS_MCP_WORKER_PASSWORD",
-  "llm-agent": "LOOM_NATS_LLM_AGENT_PASSWORD",
-  submitter: "LOOM_NATS_SUBMITTER_PASSWORD",
-  "policy-admin": "LOOM_NATS_POLICY_ADMIN_PASSWORD",
-} as const;
-export type NatsUser = keyof typeof PASSWORD_VARIABLES;
+export { NatsUser } from "../../schemas/nats-users.ts";
+
+/**
+ * A user that exists only in tests: it may read every stream and bucket and subscribe to every
+ * subject, but publish nothing a service acts on (no KV write, no agent task, no stream change).
+ * Tests inspect internals through it; whatever a test does, it does as a real user.
+ */
+export const OBSERVER = "observer";
+const OBSERVER_PASSWORD_VARIABLE = "LOOM_NATS_OBSERVER_PASSWORD";
+const OBSERVER_USER = `
+    { user: ${OBSERVER}, password: $${OBSERVER_PASSWORD_VARIABLE}, permissions: {
+      publish: { allow: ["_INBOX.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES",
+                         "$JS.API.STREAM.LIST", "$JS.API.STREAM.MSG.GET.>", "$JS.API.DIRECT.GET.>",
+                         "$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.CONSUMER.DELETE.>",
+                         "$JS.API.CONSUMER.MSG.NEXT.>", "$JS.API.CONSUMER.NAMES.>", "$JS.API.CONSUMER.LIST.>",
+                         "$JS.ACK.>", "$JS.FC.>"] }
+      subscribe: { allow: [">"] } } }`;
+
+/** A user of infra/nats/nats-server.conf, or the test's read-only observer. */
+export type TestNatsUser = NatsUser | typeof OBSERVER;
 
 /** A nats-server with Loom's users and subject permissions, each user with a fresh password. */
 export interface NatsUsersServer extends AsyncDisposable {
   readonly server: NatsServer;
+  /** Holds `nats-users.env` as `npm start` writes it: the CLI reads it with `LOOM_DATA_DIR` set here. */
+  readonly dataDir: string;
   /** `nats://<user>:<password>@127.0.0.1:<port>`, for a service or the CLI's `--nats`. */
-  urlAs(user: NatsUser): string;
-  password(user: NatsUser): string;
-  connectAs(user: NatsUser, options?: NodeConnectionOptions): Promise<NatsConnection>;
+  urlAs(user: TestNatsUser): string;
+  password(user: TestNatsUser): string;
+  connectAs(user: TestNatsUser, options?: NodeConnectionOptions): Promise<NatsConnection>;
   /**
    * Starts each service as a stack of its own, connected as the NATS user of its name, so every
    * service lives under its own permissions. The caller stops the stacks.
@@ -35,18 +50,36 @@ export interface NatsUsersServer extends AsyncDisposable {
   ): Promise<Stack[]>;
 }
 
+/**
+ * Starts nats-server with infra/nats/nats-server.conf as `npm start` does: the passwords made by
+ * the same code, into a data dir of its own, and given to the server alone (never to services).
+ */
 export async function startNatsWithUsers(): Promise<NatsUsersServer> {
-  // nats-server parses a variable's value as config: a password must start with a letter.
-  const passwords = Object.fromEntries(
-    Object.values(PASSWORD_VARIABLES).map((variable) => [variable, `pw${randomUUID().replaceAll("-", "")}`]),
-  );
-  // The server reads the passwords from its environment, which it inherits from this process.
-  Object.assign(process.env, passwords);
-  const server = await startNatsServer({ args: ["-c", join(REPO_ROOT, "infra/nats/nats-server.conf")] });
-  const password = (user: NatsUser) => passwords[PASSWORD_VARIABLES[user]] as string;
-  const urlAs = (user: NatsUser) => server.url.replace("nats://", `nats://${user}:${password(user)}@`);
+  const dataDir = await mkdtemp(join(tmpdir(), "loom-nats-users-"));
+  const passwords = await ensureNatsPasswords(dataDir);
+  const observerPassword = `p${randomBytes(24).toString("hex")}`;
+  const conf = join(dataDir, "nats-server.conf");
+  const production = await readFile(NATS_CONF, "utf8");
+  if (!production.includes("users: ["))
+    throw new Error(`${NATS_CONF} has no users list to add the observer to`);
+  // `include` would resolve the production conf's paths, but cannot add to its users list: copy it.
+  await writeFile(conf, production.replace("users: [", `users: [${OBSERVER_USER}`));
+  let server: NatsServer;
+  try {
+    server = await startNatsServer({
+      args: ["-c", conf],
+      env: { ...passwords, [OBSERVER_PASSWORD_VARIABLE]: observerPassword },
+    });
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  const password = (user: TestNatsUser) =>
+    user === OBSERVER ? observerPassword : passwords[NATS_PASSWORD_VARIABLES[user]];
+  const urlAs = (user: TestNatsUser) => natsUrlAs(server.url, user, password(user));
   return {
     server,
+    dataDir,
     urlAs,
     password,
     connectAs: (user, options = {}) => connectTo(server.url, { user, pass: password(user), ...options }),
@@ -70,7 +103,13 @@ export async function startNatsWithUsers(): Promise<NatsUsersServer> {
       }
       return stacks;
     },
-    [Symbol.asyncDispose]: () => server[Symbol.asyncDispose](),
+    async [Symbol.asyncDispose]() {
+      try {
+        await server[Symbol.asyncDispose]();
+      } finally {
+        await rm(dataDir, { recursive: true, force: true });
+      }
+    },
   };
 }
 

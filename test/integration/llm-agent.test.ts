@@ -15,7 +15,7 @@ import { GrantSigner } from "../../services/acp-policy/grant-signer.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { digestOf } from "../../services/kit/digest.ts";
 import { encodeJson, openBucket, request } from "../../services/kit/index.ts";
-import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
+import { NatsUser, type NatsUsersServer, startNatsWithUsers } from "../helpers/nats-users.ts";
 
 const SAMPLING: SamplingRequest = {
   server: "everything",
@@ -33,8 +33,11 @@ const NO_OBLIGATIONS = { maskFields: [], maskPii: [], maskPatterns: [] };
  * OpenAI-compatible server played by a real HTTP peer; grants come from acp-policy's own signer.
  */
 describe("llm agent - a sampling task with a grant, answered by an OpenAI-compatible API", () => {
-  let nats: NatsServer;
+  let nats: NatsUsersServer;
+  /** The worker's user, which hands the llm agent its sampling tasks. */
   let nc: NatsConnection;
+  /** acp-policy's user, the one that publishes grant keys. */
+  let policy: NatsConnection;
   let http: Server;
   let stack: Stack;
   let logDir: string;
@@ -60,12 +63,13 @@ describe("llm agent - a sampling task with a grant, answered by an OpenAI-compat
     });
     http.listen(0, "127.0.0.1");
     await once(http, "listening");
-    nats = await startNatsServer();
-    nc = await connectTo(nats.url);
-    signer = await GrantSigner.create(await openBucket(nc, Buckets.GRANT_KEYS), 60_000);
+    nats = await startNatsWithUsers();
+    nc = await nats.connectAs(NatsUser.MCP_WORKER);
+    policy = await nats.connectAs(NatsUser.ACP_POLICY);
+    signer = await GrantSigner.create(await openBucket(policy, Buckets.GRANT_KEYS), 60_000);
     logDir = await mkdtemp(join(tmpdir(), "loom-llm-agent-"));
     stack = await startStack({
-      natsUrl: nats.url,
+      natsUrl: nats.urlAs(NatsUser.LLM_AGENT),
       logDir,
       services: ["llm-agent"],
       env: {
@@ -89,7 +93,7 @@ describe("llm agent - a sampling task with a grant, answered by an OpenAI-compat
   });
   afterAll(async () => {
     await stack?.stop();
-    await nc?.close();
+    await Promise.all([nc?.close(), policy?.close()]);
     await nats?.[Symbol.asyncDispose]();
     http?.close();
     await rm(logDir, { recursive: true, force: true });

@@ -17,7 +17,7 @@ import { Buckets } from "../../schemas/subjects.ts";
 import { createLogger, LoomError, registry, traceToolCall } from "../../services/kit/index.ts";
 import { HealthReporter } from "../../services/mcp-worker/server-health.ts";
 import { ServerPool } from "../../services/mcp-worker/server-pool.ts";
-import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
+import { NatsUser, type NatsUsersServer, startNatsWithUsers } from "../helpers/nats-users.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
 const FIXTURE = join(REPO_ROOT, "test/fixtures/resilience-server.ts");
@@ -388,9 +388,9 @@ describe("mcp-worker - resilience per server (real fixture MCP servers)", () => 
 });
 
 describe("mcp-worker - server health in KV and `loom servers list`", () => {
-  let nats: NatsServer;
+  let nats: NatsUsersServer;
   beforeAll(async () => {
-    nats = await startNatsServer();
+    nats = await startNatsWithUsers();
   });
   afterAll(async () => {
     await nats?.[Symbol.asyncDispose]();
@@ -400,8 +400,10 @@ describe("mcp-worker - server health in KV and `loom servers list`", () => {
   });
 
   it("a worker writes each server's health on change; the CLI shows it with governance, replicas and versions", async () => {
-    const nc = await connectTo(nats.url);
+    // The worker's user writes the records; the CLI reads them as the submitter, as under npm start.
+    const nc = await nats.connectAs(NatsUser.MCP_WORKER);
     const kv = await new Kvm(nc).create(Buckets.SERVERS);
+    const asCli = { cwd: REPO_ROOT, env: { ...process.env, LOOM_DATA_DIR: nats.dataDir } };
     const pool = fixturePool({ replicas: 2, versions: [{ name: "stable", weight: 100 }] });
     const reporter = new HealthReporter([pool], { kv, worker: "worker-1", log, debounceMs: 50 });
     reporter.start();
@@ -424,10 +426,8 @@ describe("mcp-worker - server health in KV and `loom servers list`", () => {
 
       const { stdout } = await promisify(execFile)(
         process.execPath,
-        [CLI, "--nats", nats.url, "servers", "list"],
-        {
-          cwd: REPO_ROOT,
-        },
+        [CLI, "--nats", nats.server.url, "servers", "list"],
+        asCli,
       );
       expect(stdout).toMatch(/^SERVER\s+HEALTH\s+REPLICAS\s+VERSIONS\s+RESTARTS\s+CLASSIFICATION/m);
       expect(stdout).toMatch(
@@ -437,8 +437,8 @@ describe("mcp-worker - server health in KV and `loom servers list`", () => {
 
       const json = await promisify(execFile)(
         process.execPath,
-        [CLI, "--nats", nats.url, "servers", "list", "--json"],
-        { cwd: REPO_ROOT },
+        [CLI, "--nats", nats.server.url, "servers", "list", "--json"],
+        asCli,
       );
       const [summary] = JSON.parse(json.stdout);
       expect(summary).toMatchObject({

@@ -17,7 +17,7 @@ import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { type LoomError, request } from "../../services/kit/index.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
 import { AttackClass, attack } from "../helpers/attack-tally.ts";
-import { type Loom, REPO_ROOT, startLoom } from "../helpers/loom.ts";
+import { type Loom, NatsUser, REPO_ROOT, startLoom } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
 import { type NatsUsersServer, serviceLogs, startNatsWithUsers } from "../helpers/nats-users.ts";
 import { signJwt, TEST_KID, TEST_PUBLIC_JWK, tokenFor, validClaims } from "../helpers/tokens.ts";
@@ -82,8 +82,11 @@ async function auditRecords(nc: NatsConnection): Promise<AuditRecord[]> {
 
 describe("security - token and bypass attacks against a running stack", () => {
   let loom: Loom;
+  /** Asks policy and sends agents tasks: what a compromised orchestrator, or its user, can do. */
+  let orchestrator: NatsConnection;
   beforeAll(async () => {
     loom = await startLoom({ env: { LOOM_GRANT_TTL: "1s" } });
+    orchestrator = await loom.connectAs(NatsUser.ORCHESTRATOR);
   });
   afterAll(async () => {
     await loom?.[Symbol.asyncDispose]();
@@ -121,7 +124,7 @@ describe("security - token and bypass attacks against a running stack", () => {
 
   it.each(tokenAttacks)("security - a %s token is refused as unauthenticated", async (_name, make) => {
     await attack(AttackClass.TOKENS, `a ${_name} token is refused as unauthenticated`, async () => {
-      const decision = await decide(loom.nc, make());
+      const decision = await decide(orchestrator, make());
       return (
         decision.effect === "deny" && decision.rule === "unauthenticated" && decision.grant === undefined
       );
@@ -150,23 +153,25 @@ describe("security - token and bypass attacks against a running stack", () => {
       `a task sent straight to the worker without a grant is refused and audited`,
       async () => {
         const result = await sendTask(
-          loom.nc,
+          orchestrator,
           { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
           {},
         );
         return isRefusal(result, ErrorCode.GRANT_REFUSED);
       },
     );
-    const refusals = (await auditRecords(loom.nc)).filter((record) => record.kind === "grant.refused");
+    const refusals = (await auditRecords(loom.observer)).filter((record) => record.kind === "grant.refused");
     expect(refusals.some((record) => record.resource === "crm.get_contact")).toBe(true);
   });
 
   it("security - a grant replayed with other arguments is refused", async () => {
-    const { grant } = await decide(loom.nc, tokenFor("ann", "analyst"), "crm.get_contact", { id: "c-1" });
+    const { grant } = await decide(orchestrator, tokenFor("ann", "analyst"), "crm.get_contact", {
+      id: "c-1",
+    });
     expect(grant).toBeDefined();
     await attack(AttackClass.GRANT_REUSE, `a grant replayed with other arguments is refused`, async () => {
       const result = await sendTask(
-        loom.nc,
+        orchestrator,
         { server: "crm", tool: "get_contact", arguments: { id: "c-2" } },
         { grant },
       );
@@ -177,10 +182,12 @@ describe("security - token and bypass attacks against a running stack", () => {
   });
 
   it("security - a grant for one tool does not open another", async () => {
-    const { grant } = await decide(loom.nc, tokenFor("ann", "analyst"), "time.get_time", { timezone: "UTC" });
+    const { grant } = await decide(orchestrator, tokenFor("ann", "analyst"), "time.get_time", {
+      timezone: "UTC",
+    });
     await attack(AttackClass.BYPASS, `a grant for one tool does not open another`, async () => {
       const result = await sendTask(
-        loom.nc,
+        orchestrator,
         { server: "crm", tool: "delete_record", arguments: { timezone: "UTC" } },
         { grant },
       );
@@ -198,7 +205,7 @@ describe("security - token and bypass attacks against a running stack", () => {
           { header: { typ: "loom-grant+jwt", kid: "attacker-key" } },
         );
         const result = await sendTask(
-          loom.nc,
+          orchestrator,
           { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
           { grant: forged },
         );
@@ -209,18 +216,22 @@ describe("security - token and bypass attacks against a running stack", () => {
 
   it("security - an expired grant is refused, while the same grant used in time works", async () => {
     const call = { server: "time", tool: "get_time", arguments: { timezone: "UTC" } };
-    const fresh = await decide(loom.nc, tokenFor("ann", "analyst"), "time.get_time", { timezone: "UTC" });
-    const ok = await sendTask(loom.nc, call, { grant: fresh.grant });
+    const fresh = await decide(orchestrator, tokenFor("ann", "analyst"), "time.get_time", {
+      timezone: "UTC",
+    });
+    const ok = await sendTask(orchestrator, call, { grant: fresh.grant });
     expect("status" in ok && ok.status.state).toBe("TASK_STATE_COMPLETED");
 
-    const stale = await decide(loom.nc, tokenFor("ann", "analyst"), "time.get_time", { timezone: "UTC" });
+    const stale = await decide(orchestrator, tokenFor("ann", "analyst"), "time.get_time", {
+      timezone: "UTC",
+    });
     // Grants here live 1 s; the worker allows 5 s of clock skew.
     await new Promise((resolve) => setTimeout(resolve, 7_000));
     await attack(
       AttackClass.BYPASS,
       `an expired grant is refused, while the same grant used in time works`,
       async () => {
-        const result = await sendTask(loom.nc, { ...call }, { grant: stale.grant, stepId: "s2" });
+        const result = await sendTask(orchestrator, { ...call }, { grant: stale.grant, stepId: "s2" });
         return isRefusal(result, ErrorCode.GRANT_REFUSED) && /expired/.test((result as LoomError).message);
       },
     );
@@ -228,7 +239,7 @@ describe("security - token and bypass attacks against a running stack", () => {
 
   it("security - a run token works only for its own run's steps", async () => {
     const started = await request(
-      loom.nc,
+      orchestrator,
       Subjects.POLICY_DECIDE,
       PolicyDecideContract,
       { action: "workflow.start", resource: { workflow: "hello" }, runId: "run-a" },
@@ -237,7 +248,7 @@ describe("security - token and bypass attacks against a running stack", () => {
     expect(started.runToken).toBeDefined();
     const forRun = (runId: string) =>
       request(
-        loom.nc,
+        orchestrator,
         Subjects.POLICY_DECIDE,
         PolicyDecideContract,
         { action: "tools.call", resource: { tool: "time.get_time" }, arguments: {}, runId, stepId: "now" },
@@ -255,13 +266,13 @@ describe("security - token and bypass attacks against a running stack", () => {
       AttackClass.BYPASS,
       `only admin may call delete_record: an analyst is refused by rule only-admins-delete`,
       async () => {
-        const decision = await decide(loom.nc, tokenFor("ann", "analyst"), "crm.delete_record", {
+        const decision = await decide(orchestrator, tokenFor("ann", "analyst"), "crm.delete_record", {
           id: "c-1",
         });
         return decision.effect === "deny" && decision.rule === "only-admins-delete";
       },
     );
-    const admin = await decide(loom.nc, tokenFor("root", "admin"), "crm.delete_record", { id: "c-1" });
+    const admin = await decide(orchestrator, tokenFor("root", "admin"), "crm.delete_record", { id: "c-1" });
     expect(admin).toMatchObject({ effect: "allow", rule: "admins-call-anything" });
   });
 
@@ -271,7 +282,7 @@ describe("security - token and bypass attacks against a running stack", () => {
       `EU data stays in the EU: a caller in the US is refused crm by rule eu-data-stays-in-eu`,
       async () => {
         const us = signJwt(validClaims("sam", ["analyst"], { region: "us" }));
-        const decision = await decide(loom.nc, us);
+        const decision = await decide(orchestrator, us);
         return decision.effect === "deny" && decision.rule === "eu-data-stays-in-eu";
       },
     );
@@ -279,15 +290,15 @@ describe("security - token and bypass attacks against a running stack", () => {
 
   it("security - a first call of a tool and a burst of calls raise alerts on loom.v1.alerts", async () => {
     const alerts: Alert[] = [];
-    const subscription = loom.nc.subscribe(Subjects.ALERTS, {
+    const subscription = loom.observer.subscribe(Subjects.ALERTS, {
       callback: (_error, message) => {
         alerts.push(AlertSchema.parse(message.json()));
       },
     });
-    await loom.nc.flush();
+    await loom.observer.flush();
     const token = tokenFor("burst-bot", "analyst");
-    for (let i = 0; i < 25; i++) await decide(loom.nc, token, "time.get_time", { timezone: "UTC" });
-    await decide(loom.nc, token, "crm.list_contacts", {});
+    for (let i = 0; i < 25; i++) await decide(orchestrator, token, "time.get_time", { timezone: "UTC" });
+    await decide(orchestrator, token, "crm.list_contacts", {});
     await new Promise((resolve) => setTimeout(resolve, 200));
     subscription.unsubscribe();
     const mine = alerts.filter((alert) => alert.principal === "burst-bot");
@@ -302,9 +313,13 @@ describe("security - token and bypass attacks against a running stack", () => {
     const before = await loom.cli(["audit", "verify"]);
     expect(before.code).toBe(0);
     expect(before.stdout).toMatch(/audit chain intact: \d+ records/);
-    const [last] = (await auditRecords(loom.nc)).slice(-1);
+    const [last] = (await auditRecords(loom.observer)).slice(-1);
     const forged = { ...last, id: randomUUID(), effect: "allow", principal: "mallory" };
-    const ack = await jetstream(loom.nc).publish("loom.v1.audit.acp-policy", JSON.stringify(forged));
+    // Only acp-policy's user may append in its name: the forger is an insider with that user.
+    const ack = await jetstream(await loom.connectAs(NatsUser.ACP_POLICY)).publish(
+      "loom.v1.audit.acp-policy",
+      JSON.stringify(forged),
+    );
     await attack(
       AttackClass.AUDIT_FORGERY,
       `a forged audit record breaks the chain and loom audit verify names it`,

@@ -67,8 +67,8 @@ describe("security - masking on every path out of the worker, for a masked calle
   /** Everything a run left behind: events, records, steps, memory, audit, call records, log lines. */
   async function placesOf(submitted: Submitted): Promise<Place[]> {
     const all = [
-      ...(await streamPlaces(loom.nc)),
-      ...(await bucketPlaces(loom.nc)),
+      ...(await streamPlaces(loom.observer)),
+      ...(await bucketPlaces(loom.observer)),
       ...(await logPlaces(loom.logDir)),
     ];
     return [
@@ -223,7 +223,7 @@ describe("security - masking on every path out of the worker, for a masked calle
     it("masking - a server's elicitation reaches a viewer's run events masked", async () => {
       const seen = await run("leak-paths.yaml", "viewer");
       const asked = async (runId: string) =>
-        (await streamPlaces(loom.nc))
+        (await streamPlaces(loom.observer))
           .filter((place) => place.where.includes(runId) && place.text.includes("still right?"))
           .map((place) => place.text)
           .join("\n");

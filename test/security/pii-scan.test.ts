@@ -162,7 +162,7 @@ describe("security - PII scan across masked callers' use of every path", () => {
       );
       outputs.push({ where: `a2a GetTask ${runId}`, text: task });
     }
-    const contexts = (await bucketPlaces(loom.nc))
+    const contexts = (await bucketPlaces(loom.observer))
       .filter((place) => place.where.startsWith("kv loom_memory "))
       .map((place) => place.where.split(" ")[2] ?? "");
     for (const context of contexts)
@@ -179,8 +179,8 @@ describe("security - PII scan across masked callers' use of every path", () => {
 
     const places = [
       ...outputs,
-      ...(await streamPlaces(loom.nc)),
-      ...(await bucketPlaces(loom.nc)),
+      ...(await streamPlaces(loom.observer)),
+      ...(await bucketPlaces(loom.observer)),
       ...(await logPlaces(loom.logDir)),
     ];
     const leaks = leaksIn(places, SECRETS);

@@ -1,43 +1,67 @@
 import { resolve } from "node:path";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { AuthorizationError, connect, type NatsConnection } from "@nats-io/transport-node";
+import { NATS_PASSWORD_VARIABLES, type NatsPasswordFile, NatsUser } from "../../../schemas/nats-users.ts";
 import { ensureDevIssuerKey, issueDevToken } from "../../kit/dev-issuer.ts";
 import type { LogFormat, Telemetry } from "../../kit/index.ts";
+import { natsServerOptions } from "../../kit/nats-url.ts";
 import { exportTo, startDevJaeger } from "../dev-jaeger.ts";
 import { ExitCode } from "../exit-codes.ts";
 import type { LaunchedJaeger } from "../jaeger.ts";
-import { type LaunchedNatsServer, launchNatsServer, stopProcess } from "../nats-server.ts";
+import {
+  acceptsConnections,
+  type LaunchedNatsServer,
+  launchNatsServer,
+  stopProcess,
+} from "../nats-server.ts";
+import { ensureNatsPasswords, natsUrlAs, natsUsersFile } from "../nats-users.ts";
 import { startStack, waitUntilReady } from "../stack.ts";
 import { submitCommand } from "./submit.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../../..");
-const DATA_DIR = resolve(REPO_ROOT, ".loom");
-const NATS_STORE_DIR = resolve(DATA_DIR, "nats");
-const LOCAL_NATS = "nats://127.0.0.1:4222";
+/** The users and subject permissions of production, in dev mode too. */
+export const NATS_CONF = resolve(REPO_ROOT, "infra/nats/nats-server.conf");
 const DEMO_TOOLS = ["time.get_time", "crm.get_contact"];
 
-/**
- * `npm start`: find or start NATS, start every service, run the demo workflow, then stay up
- * until Ctrl-C and shut everything down cleanly.
- */
-export async function devCommand(options: {
+export interface DevOptions {
   natsUrl: string | undefined;
   demo: boolean;
+  /** Local data dir (`.loom/`): the NATS store, the users' passwords, the dev signing key, logs. */
+  dataDir: string;
+  /** Where to look for a local NATS, and where to start one. */
+  natsPort: number;
+  /** `LOOM_NATS_<USER>_PASSWORD` from the environment, which win over the data dir's. */
+  passwords: Partial<Record<string, string>>;
   /** How the services write their log files. */
   logFormat: LogFormat;
   telemetry: Telemetry;
   /** `--jaeger <binary>` names the Jaeger to start, `--no-jaeger` (false) starts none. */
   jaeger: string | false | undefined;
-}): Promise<ExitCode> {
+}
+
+/**
+ * `npm start`: find or start NATS, start every service as its own NATS user, run the demo
+ * workflow, then stay up until Ctrl-C and shut everything down cleanly.
+ */
+export async function devCommand(options: DevOptions): Promise<ExitCode> {
+  const passwords = await resolvePasswords(options);
+  const storeDir = resolve(options.dataDir, "nats");
+  const localUrl = `nats://127.0.0.1:${options.natsPort}`;
   let natsServer: LaunchedNatsServer | undefined;
-  let url = options.natsUrl ?? ((await reachable(LOCAL_NATS)) ? LOCAL_NATS : undefined);
+  let url = options.natsUrl;
+  if (url === undefined && (await acceptsConnections(options.natsPort))) url = localUrl;
   if (url === undefined) {
-    natsServer = await startOwnNats();
+    natsServer = await startOwnNats(storeDir, options.natsPort, passwords);
     if (natsServer === undefined) return ExitCode.FAILED;
     url = natsServer.url;
   }
+  const bare = natsServerOptions(url).servers.join(",");
+  const urlAs = (user: NatsUser) => natsUrlAs(url, user, passwords[NATS_PASSWORD_VARIABLES[user]]);
   console.log(
-    `NATS      ${url}${natsServer === undefined ? "" : ` (started here, data in ${NATS_STORE_DIR})`}`,
+    `NATS      ${bare}${natsServer === undefined ? "" : ` (started here with the users of infra/nats/nats-server.conf, data in ${storeDir})`}`,
   );
+  if (natsServer === undefined && !(await checkUsers(bare, urlAs(NatsUser.SUBMITTER), options.dataDir))) {
+    return ExitCode.FAILED;
+  }
 
   let jaeger: LaunchedJaeger | undefined;
   try {
@@ -48,13 +72,15 @@ export async function devCommand(options: {
     return ExitCode.FAILED;
   }
 
-  const logDir = resolve(DATA_DIR, "logs");
+  const logDir = resolve(options.dataDir, "logs");
   const stack = await startStack({
-    natsUrl: url,
+    natsUrl: urlAs,
     logDir,
     env: { LOG_FORMAT: options.logFormat, ...(jaeger === undefined ? {} : exportTo(jaeger)) },
   });
-  console.log(`services  ${stack.services.map((service) => service.name).join(", ")} (logs in ${logDir})`);
+  console.log(
+    `services  ${stack.services.map((service) => service.name).join(", ")}, each as its own NATS user (logs in ${logDir})`,
+  );
   const shutdown = onlyOnce(async () => {
     console.log("\nshutting down…");
     await stack.stop();
@@ -65,7 +91,8 @@ export async function devCommand(options: {
   process.once("SIGINT", () => void shutdown().then(() => process.exit(0)));
   process.once("SIGTERM", () => void shutdown().then(() => process.exit(0)));
 
-  const nc = await connect({ servers: url });
+  // Readiness asks policy and the agents directly, which only a service's user may.
+  const nc = await connect(natsServerOptions(urlAs(NatsUser.ORCHESTRATOR)));
   try {
     await waitUntilReady(nc, { tools: DEMO_TOOLS, timeoutMs: 60_000, stack });
   } catch (error) {
@@ -78,7 +105,7 @@ export async function devCommand(options: {
   console.log("ready\n");
 
   if (options.demo) {
-    const token = await issueDevToken(await ensureDevIssuerKey(DATA_DIR), {
+    const token = await issueDevToken(await ensureDevIssuerKey(options.dataDir), {
       sub: "demo",
       roles: ["analyst"],
       ttlSeconds: 3600,
@@ -87,7 +114,7 @@ export async function devCommand(options: {
       'demo      loom submit hello --input \'{"contactId":"c-1"}\' --watch   (as demo, role analyst)',
     );
     await submitCommand("hello", {
-      nats: url,
+      nats: urlAs(NatsUser.SUBMITTER),
       token,
       input: '{"contactId":"c-1"}',
       watch: true,
@@ -96,29 +123,69 @@ export async function devCommand(options: {
       telemetry: options.telemetry,
     });
   }
+  const exportUrl = bare === "nats://127.0.0.1:4222" ? "" : `NATS_URL=${bare} `;
   console.log(
-    `\nLoom is running. In another terminal:\n  export NATS_URL=${url} LOOM_TOKEN=$(npx loom token issue --sub you --role analyst)`,
+    `\nLoom is running. In another terminal (the CLI reads its NATS user from ${natsUsersFile(options.dataDir)}):\n` +
+      `  export ${exportUrl}LOOM_TOKEN=$(npx loom token issue --sub you --role analyst)`,
   );
   console.log('  npx loom submit hello --input \'{"contactId":"c-2"}\' --watch\nCtrl-C stops everything.');
   await new Promise<never>(() => {});
   return ExitCode.OK;
 }
 
-async function reachable(url: string): Promise<boolean> {
+/** The data dir's passwords (made on first use), each replaced by its variable when that is set. */
+async function resolvePasswords(options: DevOptions): Promise<NatsPasswordFile> {
+  const passwords = { ...(await ensureNatsPasswords(options.dataDir)) };
+  for (const variable of Object.values(NATS_PASSWORD_VARIABLES)) {
+    const fromEnv = options.passwords[variable];
+    if (fromEnv !== undefined && fromEnv !== "") passwords[variable] = fromEnv;
+  }
+  return passwords;
+}
+
+/**
+ * A NATS that Loom did not start must know Loom's users: say which, and where their passwords
+ * are, when it refuses them; warn when it has no users at all (anyone on it can mint grants).
+ */
+async function checkUsers(bare: string, submitterUrl: string, dataDir: string): Promise<boolean> {
   let nc: NatsConnection | undefined;
   try {
-    nc = await connect({ servers: url, timeout: 1_000, maxReconnectAttempts: 0 });
+    nc = await connect({ ...natsServerOptions(submitterUrl), timeout: 5_000, maxReconnectAttempts: 0 });
+    if (nc.info?.auth_required !== true) {
+      console.warn(
+        `warning   the NATS at ${bare} has no users: anyone who reaches it can write grant keys and policy and forge ` +
+          "run events. Stop it and `npm start` starts one with the users of infra/nats/nats-server.conf.",
+      );
+    }
     return true;
-  } catch {
+  } catch (error) {
+    if (!(error instanceof AuthorizationError)) {
+      console.error(
+        `cannot connect to NATS at ${bare}: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      return false;
+    }
+    const file = natsUsersFile(dataDir);
+    console.error(
+      `The NATS at ${bare} was not started by Loom and refused its users. Loom connects with the users of ` +
+        `infra/nats/nats-server.conf (${Object.keys(NATS_PASSWORD_VARIABLES).join(", ")}), each service as its ` +
+        `own, with the passwords in ${file} unless LOOM_NATS_<USER>_PASSWORD says otherwise. Either stop that ` +
+        "NATS (then `npm start` starts its own), or run it with those users:\n" +
+        `  set -a; . ${file}; set +a; nats-server -js -c infra/nats/nats-server.conf`,
+    );
     return false;
   } finally {
     await nc?.close();
   }
 }
 
-async function startOwnNats(): Promise<LaunchedNatsServer | undefined> {
+async function startOwnNats(
+  storeDir: string,
+  port: number,
+  passwords: NatsPasswordFile,
+): Promise<LaunchedNatsServer | undefined> {
   try {
-    return await launchNatsServer({ storeDir: NATS_STORE_DIR });
+    return await launchNatsServer({ storeDir, port, args: ["-c", NATS_CONF], env: passwords });
   } catch (error) {
     const notInstalled = error instanceof Error && "code" in error && error.code === "ENOENT";
     console.error(

@@ -1,0 +1,75 @@
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { NATS_PASSWORD_VARIABLES, NatsUser } from "../../schemas/nats-users.ts";
+import {
+  ensureNatsPasswords,
+  isLoopback,
+  natsUrlAs,
+  natsUrlFor,
+  natsUsersFile,
+  readNatsPasswords,
+} from "../../services/cli/nats-users.ts";
+
+describe("nats users - the passwords of .loom/nats-users.env", () => {
+  let dataDir: string;
+  beforeEach(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "loom-nats-users-unit-"));
+  });
+  afterEach(async () => {
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("nats users - made once with mode 0600, then reused as they are", async () => {
+    const first = await ensureNatsPasswords(dataDir);
+    expect(Object.keys(first)).toEqual(Object.values(NATS_PASSWORD_VARIABLES));
+    expect(new Set(Object.values(first)).size).toBe(Object.values(first).length);
+    expect((await stat(natsUsersFile(dataDir))).mode & 0o777).toBe(0o600);
+    expect(await ensureNatsPasswords(dataDir)).toEqual(first);
+  });
+
+  it("nats users - a deleted file is made again, with new passwords", async () => {
+    const first = await ensureNatsPasswords(dataDir);
+    await rm(natsUsersFile(dataDir));
+    expect(await readNatsPasswords(dataDir)).toBeUndefined();
+    const second = await ensureNatsPasswords(dataDir);
+    expect(second.LOOM_NATS_SUBMITTER_PASSWORD).not.toBe(first.LOOM_NATS_SUBMITTER_PASSWORD);
+  });
+
+  it("nats users - a file that is not a set of passwords is a typed error that says what to do", async () => {
+    await writeFile(natsUsersFile(dataDir), "LOOM_NATS_SUBMITTER_PASSWORD=1 starts with a digit\n");
+    await expect(readNatsPasswords(dataDir)).rejects.toMatchObject({
+      code: "CONFIG_INVALID",
+      message: expect.stringContaining("delete it"),
+    });
+  });
+
+  it("nats users - the CLI's user: the URL's own, else the variable, else the data dir for a local NATS", async () => {
+    const passwords = await ensureNatsPasswords(dataDir);
+    const fromFile = passwords.LOOM_NATS_POLICY_ADMIN_PASSWORD;
+    const local = { url: "nats://127.0.0.1:4222", dataDir, passwords: {} };
+    expect(await natsUrlFor(local, NatsUser.POLICY_ADMIN)).toBe(
+      `nats://policy-admin:${fromFile}@127.0.0.1:4222`,
+    );
+    expect(
+      await natsUrlFor({ ...local, passwords: { LOOM_NATS_SUBMITTER_PASSWORD: "penv" } }, NatsUser.SUBMITTER),
+    ).toBe("nats://submitter:penv@127.0.0.1:4222");
+    expect(await natsUrlFor({ ...local, url: "nats://me:mine@127.0.0.1:4222" }, NatsUser.SUBMITTER)).toBe(
+      "nats://me:mine@127.0.0.1:4222",
+    );
+    // A NATS elsewhere never gets the local passwords.
+    expect(await natsUrlFor({ ...local, url: "nats://nats.example:4222" }, NatsUser.SUBMITTER)).toBe(
+      "nats://nats.example:4222",
+    );
+  });
+
+  it("nats users - URLs: every server of a list gets the user; loopback is this machine only", () => {
+    expect(natsUrlAs("nats://a:1,nats://b:2", "submitter", "p1")).toBe(
+      "nats://submitter:p1@a:1,nats://submitter:p1@b:2",
+    );
+    expect(isLoopback("nats://127.0.0.1:4222")).toBe(true);
+    expect(isLoopback("nats://localhost:4222,nats://[::1]:4223")).toBe(true);
+    expect(isLoopback("nats://127.0.0.1:4222,nats://10.0.0.2:4222")).toBe(false);
+  });
+});
