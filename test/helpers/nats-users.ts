@@ -2,7 +2,11 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import {
+  type NatsConnection,
+  type NodeConnectionOptions,
+  PermissionViolationError,
+} from "@nats-io/transport-node";
 import { NATS_PASSWORD_VARIABLES, type NatsUser } from "../../schemas/nats-users.ts";
 import { NATS_CONF } from "../../services/cli/commands/dev.ts";
 import { ensureNatsPasswords, natsUrlAs } from "../../services/cli/nats-users.ts";
@@ -117,4 +121,22 @@ export async function startNatsWithUsers(): Promise<NatsUsersServer> {
 export async function serviceLogs(logDir: string): Promise<string> {
   const logs = await Promise.all((await readdir(logDir)).map((name) => readFile(join(logDir, name), "utf8")));
   return logs.join("\n");
+}
+
+/**
+ * Every permission violation NATS reports to `nc` from now on (`publish to <subject>`,
+ * `subscription to <subject>`), as it reports them: a message NATS refused never reached a
+ * handler, so a test that sends to a service checks this list stays empty. Flush `nc` before
+ * reading it: the server reports a violation before it answers the flush's ping.
+ */
+export function permissionViolations(nc: NatsConnection): readonly string[] {
+  const violations: string[] = [];
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === "error" && status.error instanceof PermissionViolationError) {
+        violations.push(`${status.error.operation} to ${status.error.subject}`);
+      }
+    }
+  })();
+  return violations;
 }
