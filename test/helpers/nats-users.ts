@@ -124,12 +124,13 @@ export async function serviceLogs(logDir: string): Promise<string> {
 }
 
 /**
- * Every permission violation NATS reports to `nc` from now on (`publish to <subject>`,
- * `subscription to <subject>`), as it reports them: a message NATS refused never reached a
- * handler, so a test that sends to a service checks this list stays empty. Flush `nc` before
- * reading it: the server reports a violation before it answers the flush's ping.
+ * Watches `nc` for the permission violations NATS reports (`publish to <subject>`, `subscription
+ * to <subject>`) from now on. A message NATS refused never reached a handler, so a test that sends
+ * to a service checks none was. The function returned flushes `nc` (the server reports a violation
+ * before it answers the flush's ping) and, once the report has gone through the connection's
+ * status iterator, gives every violation so far.
  */
-export function permissionViolations(nc: NatsConnection): readonly string[] {
+export function permissionViolations(nc: NatsConnection): () => Promise<readonly string[]> {
   const violations: string[] = [];
   void (async () => {
     for await (const status of nc.status()) {
@@ -138,5 +139,9 @@ export function permissionViolations(nc: NatsConnection): readonly string[] {
       }
     }
   })();
-  return violations;
+  return async () => {
+    await nc.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    return [...violations];
+  };
 }
