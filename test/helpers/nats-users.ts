@@ -2,7 +2,11 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import {
+  type NatsConnection,
+  type NodeConnectionOptions,
+  PermissionViolationError,
+} from "@nats-io/transport-node";
 import { NATS_PASSWORD_VARIABLES, type NatsUser } from "../../schemas/nats-users.ts";
 import { NATS_CONF } from "../../services/cli/commands/dev.ts";
 import { ensureNatsPasswords, natsUrlAs } from "../../services/cli/nats-users.ts";
@@ -117,4 +121,27 @@ export async function startNatsWithUsers(): Promise<NatsUsersServer> {
 export async function serviceLogs(logDir: string): Promise<string> {
   const logs = await Promise.all((await readdir(logDir)).map((name) => readFile(join(logDir, name), "utf8")));
   return logs.join("\n");
+}
+
+/**
+ * Watches `nc` for the permission violations NATS reports (`publish to <subject>`, `subscription
+ * to <subject>`) from now on. A message NATS refused never reached a handler, so a test that sends
+ * to a service checks none was. The function returned flushes `nc` (the server reports a violation
+ * before it answers the flush's ping) and, once the report has gone through the connection's
+ * status iterator, gives every violation so far.
+ */
+export function permissionViolations(nc: NatsConnection): () => Promise<readonly string[]> {
+  const violations: string[] = [];
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === "error" && status.error instanceof PermissionViolationError) {
+        violations.push(`${status.error.operation} to ${status.error.subject}`);
+      }
+    }
+  })();
+  return async () => {
+    await nc.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    return [...violations];
+  };
 }

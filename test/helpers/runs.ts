@@ -16,24 +16,31 @@ export interface RunOutcome {
   ms: number;
 }
 
+/** Who submits a run and who watches it: a caller submits, the test's observer reads the events. */
+export interface RunActors {
+  /** A connection as the `submitter` NATS user, which may publish on `loom.v1.runs.submit`. */
+  submitter: NatsConnection;
+  /** The test's read-only observer, which may read the LOOM_EVENTS stream. */
+  observer: NatsConnection;
+}
+
 /**
- * Submits a run on the bus, as `loom submit` does, and follows it to its end; rejects when it
- * has not ended within `timeoutMs`.
+ * Submits a run on the bus as the submitter, as `loom submit` does, and follows it to its end
+ * through the observer; rejects when it has not ended within `timeoutMs`.
  */
 export async function submitAndWatch(
-  nc: NatsConnection,
+  { submitter, observer }: RunActors,
   submission: { workflow: unknown; input?: Record<string, unknown>; token: string; timeoutMs?: number },
 ): Promise<RunOutcome> {
-  const js = jetstream(nc);
   const runId = `run-${randomUUID()}`;
   const started = Date.now();
   const watching = watchRun(
-    js,
+    jetstream(observer),
     runId,
     () => {},
     () => {},
   );
-  await js.publish(
+  await jetstream(submitter).publish(
     Subjects.RUNS_SUBMIT,
     JSON.stringify({ runId, workflow: submission.workflow, input: submission.input ?? {} }),
     { msgID: runId, headers: tracedHeaders({ [Headers.AUTHORIZATION]: `Bearer ${submission.token}` }) },

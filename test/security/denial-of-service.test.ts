@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { type Msg, headers as natsHeaders } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, it } from "vitest";
+import { type Msg, type NatsConnection, headers as natsHeaders } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role, TaskState } from "../../schemas/a2a.ts";
 import { AgentTaskContract, WorkflowApplyContract, WorkflowGraphContract } from "../../schemas/contracts.ts";
 import { ErrorCode, WireErrorSchema } from "../../schemas/errors.ts";
@@ -19,8 +19,9 @@ import type { ServiceName } from "../../services/cli/stack.ts";
 import { type LoomError, MAX_ERROR_BYTES, request, watchRun } from "../../services/kit/index.ts";
 import { DEFAULT_LIMITS } from "../../services/orchestrator/limits.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
-import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
-import { type RunOutcome, submitAndWatch } from "../helpers/runs.ts";
+import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
+import { permissionViolations } from "../helpers/nats-users.ts";
+import { type RunActors, type RunOutcome, submitAndWatch } from "../helpers/runs.ts";
 
 const viewer = tokenFor("vic", "viewer");
 /** How long a normal run may take after an attack (the machine is shared and loaded). */
@@ -59,10 +60,24 @@ const task = (taskId: string, data: Record<string, unknown> = { contactId: "c-1"
 describe("security - denial of service and bad messages against a running stack", () => {
   let loom: Loom;
   let pids: Map<ServiceName, number | undefined>;
+  /** Each message goes as a user NATS lets publish it, so that it reaches the handler. */
+  let runs: RunActors;
+  /** Agent tasks and cancels: the orchestrator's user, the strongest insider on those subjects. */
+  let orchestrator: NatsConnection;
+  /** Submissions and graph requests: what any caller may send. */
+  let submitter: NatsConnection;
+  /** Workflow applies. */
+  let policyAdmin: NatsConnection;
+  let violations: (() => Promise<readonly string[]>)[];
 
   beforeAll(async () => {
     loom = await startLoom();
     pids = new Map(loom.stack.services.map((service) => [service.name, service.process.pid]));
+    orchestrator = await loom.connectAs(NatsUser.ORCHESTRATOR);
+    submitter = await loom.connectAs(NatsUser.SUBMITTER);
+    policyAdmin = await loom.connectAs(NatsUser.POLICY_ADMIN);
+    violations = [orchestrator, submitter, policyAdmin].map(permissionViolations);
+    runs = { submitter, observer: loom.observer };
   });
   afterAll(async () => {
     await loom?.[Symbol.asyncDispose]();
@@ -79,7 +94,7 @@ describe("security - denial of service and bad messages against a running stack"
 
   const aNormalRunCompletes = (after: string) =>
     control(`after ${after}: a viewer's hello run completes within ${NORMAL_RUN_BOUND_MS} ms`, async () => {
-      const outcome = await submitAndWatch(loom.nc, {
+      const outcome = await submitAndWatch(runs, {
         workflow: "hello",
         input: { contactId: "c-1" },
         token: viewer,
@@ -89,7 +104,7 @@ describe("security - denial of service and bad messages against a running stack"
     });
 
   const inline = (workflow: unknown, input: Record<string, unknown> = {}) =>
-    submitAndWatch(loom.nc, { workflow, input, token: viewer });
+    submitAndWatch(runs, { workflow, input, token: viewer });
 
   it("dos - a viewer's huge JSONata range is cut off at once with LIMIT_EXCEEDED", async () => {
     await attack(AttackClass.DENIAL_OF_SERVICE, "a viewer's $count([1..1500000].($*2))", async () => {
@@ -154,7 +169,7 @@ describe("security - denial of service and bad messages against a running stack"
     await attack(AttackClass.DENIAL_OF_SERVICE, "workflow apply of 1,500 steps", async () => {
       const error = await rejection(
         request(
-          loom.nc,
+          policyAdmin,
           Subjects.WORKFLOWS_APPLY,
           WorkflowApplyContract,
           { definition: { id: "wide", steps: calls(1_500) } },
@@ -169,7 +184,7 @@ describe("security - denial of service and bad messages against a running stack"
   it("dos - a 200 KB run input is refused naming LOOM_MAX_INPUT_BYTES", async () => {
     await attack(AttackClass.DENIAL_OF_SERVICE, "a 200 KB run input", async () =>
       limitRefusal(
-        await submitAndWatch(loom.nc, {
+        await submitAndWatch(runs, {
           workflow: "hello",
           input: { contactId: "c-1", pad: "x".repeat(200_000) },
           token: viewer,
@@ -195,7 +210,7 @@ describe("security - denial of service and bad messages against a running stack"
       // Thousands of broken steps: the list of what is wrong alone is larger than a reply may be.
       const steps = Array.from({ length: 7_600 }, (_, index) => ({ id: `bad step ${index}`, call: 7 }));
       const body = JSON.stringify({ workflow: { id: "graph", steps } });
-      const reply = await loom.nc.request(Subjects.WORKFLOWS_GRAPH, body, { timeout: 10_000 });
+      const reply = await submitter.request(Subjects.WORKFLOWS_GRAPH, body, { timeout: 10_000 });
       const error = WireErrorSchema.safeParse(reply.json());
       return (
         body.length > 240_000 &&
@@ -207,7 +222,7 @@ describe("security - denial of service and bad messages against a running stack"
     });
     await control("a graph of a registered workflow still renders", async () => {
       const graph = await request(
-        loom.nc,
+        submitter,
         Subjects.WORKFLOWS_GRAPH,
         WorkflowGraphContract,
         { workflow: "hello" },
@@ -219,14 +234,14 @@ describe("security - denial of service and bad messages against a running stack"
   });
 
   it("dos - a task near max_payload to each agent gets an answer and no agent dies", async () => {
-    const maxPayload = loom.nc.info?.max_payload ?? 1_048_576;
+    const maxPayload = orchestrator.info?.max_payload ?? 1_048_576;
     for (const agent of [MCP_WORKER_AGENT, LLM_AGENT, "wf-hello"]) {
       await attack(
         AttackClass.DENIAL_OF_SERVICE,
         `a task of ${maxPayload - 8_192} bytes to ${agent}`,
         async () => {
           const body = JSON.stringify(task(`big-${randomUUID()}`, { pad: "x".repeat(maxPayload - 8_192) }));
-          const reply = await loom.nc.request(agentTasksSubject(agent), body, { timeout: 20_000 });
+          const reply = await orchestrator.request(agentTasksSubject(agent), body, { timeout: 20_000 });
           return reply.data.byteLength <= maxPayload && answered(reply) && allAlive();
         },
       );
@@ -240,7 +255,7 @@ describe("security - denial of service and bad messages against a running stack"
       "a 200 KB definition rewritten at every transition",
       async () => {
         const outcome = await inline({ id: "fat-ok", description: "x".repeat(200_000), steps: calls(3) });
-        const entry = await (await new Kvm(loom.nc).open(Buckets.RUNS)).get(outcome.runId);
+        const entry = await (await new Kvm(loom.observer).open(Buckets.RUNS)).get(outcome.runId);
         const record = entry?.json<Record<string, unknown>>();
         return (
           outcome.state === TaskState.COMPLETED &&
@@ -256,8 +271,10 @@ describe("security - denial of service and bad messages against a running stack"
 
   it("bad messages - `not json` on a workflow agent's cancel subject leaves the orchestrator taking runs", async () => {
     await attack(AttackClass.BAD_MESSAGES, "`not json` on loom.v1.agents.wf-hello.cancel", async () => {
-      loom.nc.publish(agentCancelSubject("wf-hello"), "not json");
-      const reply = await loom.nc.request(agentCancelSubject("wf-hello"), "not json", { timeout: 5_000 });
+      orchestrator.publish(agentCancelSubject("wf-hello"), "not json");
+      const reply = await orchestrator.request(agentCancelSubject("wf-hello"), "not json", {
+        timeout: 5_000,
+      });
       return typedError(reply) === ErrorCode.INVALID_MESSAGE && allAlive();
     });
     await aNormalRunCompletes("a `not json` cancel");
@@ -270,7 +287,7 @@ describe("security - denial of service and bad messages against a running stack"
         `a wf-hello task with taskId ${JSON.stringify(taskId)}`,
         async () => {
           const error = await rejection(
-            request(loom.nc, agentTasksSubject("wf-hello"), AgentTaskContract, task(taskId), {
+            request(orchestrator, agentTasksSubject("wf-hello"), AgentTaskContract, task(taskId), {
               timeoutMs: 10_000,
               headers: { [Headers.AUTHORIZATION]: `Bearer ${viewer}` },
             }),
@@ -284,8 +301,8 @@ describe("security - denial of service and bad messages against a running stack"
 
   it("bad messages - `not json` on the worker's cancel subject leaves the worker serving", async () => {
     await attack(AttackClass.BAD_MESSAGES, "`not json` on loom.v1.agents.mcp-worker.cancel", async () => {
-      loom.nc.publish(agentCancelSubject(MCP_WORKER_AGENT), "not json");
-      const reply = await loom.nc.request(agentCancelSubject(MCP_WORKER_AGENT), "{", { timeout: 5_000 });
+      orchestrator.publish(agentCancelSubject(MCP_WORKER_AGENT), "not json");
+      const reply = await orchestrator.request(agentCancelSubject(MCP_WORKER_AGENT), "{", { timeout: 5_000 });
       return typedError(reply) === ErrorCode.INVALID_MESSAGE && allAlive();
     });
     await aNormalRunCompletes("a `not json` worker cancel");
@@ -294,14 +311,13 @@ describe("security - denial of service and bad messages against a running stack"
   it("bad messages - a submission that is not JSON ends as a failed run saying so, and the next one runs", async () => {
     await attack(AttackClass.BAD_MESSAGES, "`not json` on loom.v1.runs.submit", async () => {
       const runId = `junk-${randomUUID()}`;
-      const js = jetstream(loom.nc);
       const watching = watchRun(
-        js,
+        jetstream(loom.observer),
         runId,
         () => {},
         () => {},
       );
-      await js.publish(Subjects.RUNS_SUBMIT, "not json", { msgID: runId });
+      await jetstream(submitter).publish(Subjects.RUNS_SUBMIT, "not json", { msgID: runId });
       const result = await watching;
       const last = result.events.findLast((event) => "statusUpdate" in event);
       const code =
@@ -314,9 +330,8 @@ describe("security - denial of service and bad messages against a running stack"
   it("bad messages - a garbage traceparent on a submission does not stop its run", async () => {
     await attack(AttackClass.BAD_MESSAGES, "a garbage traceparent on a submission", async () => {
       const runId = `trace-${randomUUID()}`;
-      const js = jetstream(loom.nc);
       const watching = watchRun(
-        js,
+        jetstream(loom.observer),
         runId,
         () => {},
         () => {},
@@ -325,9 +340,13 @@ describe("security - denial of service and bad messages against a running stack"
       headers.set("traceparent", "00-zzzz-\u00ff-01");
       headers.set(Headers.AUTHORIZATION, `Bearer ${viewer}`);
       const body = JSON.stringify({ runId, workflow: "hello", input: { contactId: "c-1" } });
-      await js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers });
+      await jetstream(submitter).publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers });
       return (await watching).state === TaskState.COMPLETED && allAlive();
     });
+  });
+
+  it("every message above reached its subject: NATS refused none of them for want of a permission", async () => {
+    expect((await Promise.all(violations.map((reported) => reported()))).flat()).toEqual([]);
   });
 });
 

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type Msg, type MsgHdrs, headers as natsHeaders } from "@nats-io/transport-node";
+import { type Msg, type MsgHdrs, type NatsConnection, headers as natsHeaders } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode, WireErrorSchema } from "../../schemas/errors.ts";
@@ -28,8 +28,9 @@ import {
 import { UNHANDLED_REJECTION } from "../../services/kit/index.ts";
 import { workflowAgentName } from "../../services/orchestrator/workflow-agents.ts";
 import { WorkflowCatalog } from "../../services/orchestrator/workflow-catalog.ts";
-import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
-import { submitAndWatch } from "../helpers/runs.ts";
+import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+import { permissionViolations } from "../helpers/nats-users.ts";
+import { type RunActors, submitAndWatch } from "../helpers/runs.ts";
 
 /** How many messages the fuzzer sends, in all; half as requests, half as plain publishes. */
 const MESSAGES = 10_000;
@@ -48,6 +49,12 @@ type Kind = "serve" | "listen" | "stream" | "transient";
 interface Target {
   subject: string;
   kind: Kind;
+  /**
+   * The NATS user that publishes on the subject in a running Loom (for agents' subjects the
+   * orchestrator, the strongest insider allowed there), so that every fuzzed message passes NATS
+   * and reaches the handler.
+   */
+  as: NatsUser;
   /** A well-formed body, the starting point of mutations. */
   template: Record<string, unknown>;
 }
@@ -73,32 +80,56 @@ function targets(runId: string, workflowIds: string[]): Target[] {
     stepId: "s1",
   };
   return [
-    { subject: Subjects.POLICY_DECIDE, kind: "serve", template: decision },
-    { subject: Subjects.POLICY_EXPLAIN, kind: "serve", template: decision },
-    { subject: Subjects.POLICY_AUTHENTICATE, kind: "serve", template: {} },
+    { subject: Subjects.POLICY_DECIDE, as: NatsUser.ORCHESTRATOR, kind: "serve", template: decision },
+    { subject: Subjects.POLICY_EXPLAIN, as: NatsUser.SUBMITTER, kind: "serve", template: decision },
+    { subject: Subjects.POLICY_AUTHENTICATE, as: NatsUser.ORCHESTRATOR, kind: "serve", template: {} },
     {
       subject: Subjects.POLICY_PERMITTED,
+      as: NatsUser.ORCHESTRATOR,
       kind: "serve",
       template: { operations: [{ action: "tools.call", target: "crm.get_contact" }] },
     },
     {
       subject: Subjects.WORKFLOWS_APPLY,
+      as: NatsUser.POLICY_ADMIN,
       kind: "serve",
       template: { definition: { id: "fuzzed", steps: [{ id: "a", call: "time.get_time" }] } },
     },
-    { subject: Subjects.WORKFLOWS_GRAPH, kind: "serve", template: { workflow: "hello" } },
-    { subject: Subjects.TOOLS_STATS, kind: "serve", template: {} },
-    { subject: runInputSubject(runId), kind: "serve", template: { approved: true, stepId: "approve" } },
-    { subject: runInputSubject("no-such-run"), kind: "serve", template: { approved: true } },
-    { subject: runCancelSubject(runId), kind: "serve", template: { reason: "fuzz" } },
-    { subject: runCancelSubject("no-such-run"), kind: "serve", template: { reason: "fuzz" } },
+    {
+      subject: Subjects.WORKFLOWS_GRAPH,
+      as: NatsUser.SUBMITTER,
+      kind: "serve",
+      template: { workflow: "hello" },
+    },
+    { subject: Subjects.TOOLS_STATS, as: NatsUser.SUBMITTER, kind: "serve", template: {} },
+    {
+      subject: runInputSubject(runId),
+      as: NatsUser.SUBMITTER,
+      kind: "serve",
+      template: { approved: true, stepId: "approve" },
+    },
+    {
+      subject: runInputSubject("no-such-run"),
+      as: NatsUser.SUBMITTER,
+      kind: "serve",
+      template: { approved: true },
+    },
+    { subject: runCancelSubject(runId), as: NatsUser.SUBMITTER, kind: "serve", template: { reason: "fuzz" } },
+    {
+      subject: runCancelSubject("no-such-run"),
+      as: NatsUser.SUBMITTER,
+      kind: "serve",
+      template: { reason: "fuzz" },
+    },
     {
       subject: runFeedbackSubject(runId),
+      as: NatsUser.SUBMITTER,
       kind: "serve",
       template: { stepId: "contact", verdict: "bad", comment: "fuzz" },
     },
     {
       subject: runElicitSubject(runId),
+      as: NatsUser.MCP_WORKER,
       kind: "serve",
       template: {
         taskId: `${runId}:contact:1`,
@@ -110,49 +141,77 @@ function targets(runId: string, workflowIds: string[]): Target[] {
     },
     {
       subject: runElicitAnswerSubject(runId),
+      as: NatsUser.ORCHESTRATOR,
       kind: "listen",
       template: { stepId: "contact", answer: { action: "accept", content: { name: "x" } } },
     },
     ...agents.map(
-      (agent): Target => ({ subject: agentTasksSubject(agent), kind: "serve", template: task() }),
+      (agent): Target => ({
+        subject: agentTasksSubject(agent),
+        as: NatsUser.ORCHESTRATOR,
+        kind: "serve",
+        template: task(),
+      }),
     ),
     ...agents.map(
       (agent): Target => ({
         subject: agentCancelSubject(agent),
+        as: NatsUser.ORCHESTRATOR,
         kind: "listen",
         template: { taskId: "t-1" },
       }),
     ),
     {
       subject: Subjects.RUNS_SUBMIT,
+      as: NatsUser.SUBMITTER,
       kind: "stream",
       template: { runId: "fuzz-submitted", workflow: "hello", input: { contactId: "c-1" } },
     },
     {
       subject: runEventsSubject(runId),
+      as: NatsUser.ORCHESTRATOR,
       kind: "stream",
       template: { statusUpdate: { taskId: runId, contextId: runId, status: { state: TaskState.WORKING } } },
     },
     {
       subject: toolCallsSubject("crm", runId),
+      as: NatsUser.MCP_WORKER,
       kind: "stream",
       template: { server: "crm", tool: "get_contact", outcome: "ok", ms: 1 },
     },
-    { subject: feedbackSubject(runId), kind: "stream", template: { stepId: "contact", verdict: "bad" } },
-    { subject: spansSubject("0af7651916cd43dd8448eb211c80319c"), kind: "stream", template: { name: "span" } },
+    {
+      subject: feedbackSubject(runId),
+      as: NatsUser.ORCHESTRATOR,
+      kind: "stream",
+      template: { stepId: "contact", verdict: "bad" },
+    },
+    {
+      subject: spansSubject("0af7651916cd43dd8448eb211c80319c"),
+      as: NatsUser.SUBMITTER,
+      kind: "stream",
+      template: { name: "span" },
+    },
     {
       subject: taskNotificationsSubject("t-1"),
+      as: NatsUser.MCP_WORKER,
       kind: "transient",
       template: { kind: "progress", progress: 1, total: 2 },
     },
     {
       subject: mcpTaskServerRequestsSubject("t-1"),
+      as: NatsUser.MCP_WORKER,
       kind: "transient",
       template: { method: "sampling/createMessage", params: {} },
     },
-    { subject: mcpSessionCancelSubject("s-1"), kind: "transient", template: { requestId: 1 } },
+    {
+      subject: mcpSessionCancelSubject("s-1"),
+      as: NatsUser.ORCHESTRATOR,
+      kind: "transient",
+      template: { requestId: 1 },
+    },
     {
       subject: mcpClientResponseSubject("s-1", "r-1"),
+      as: NatsUser.ORCHESTRATOR,
       kind: "transient",
       template: { jsonrpc: "2.0", id: "r-1", result: {} },
     },
@@ -301,10 +360,12 @@ describe("security - fuzzing every subject a service listens on", () => {
   let loom: Loom;
   let runId: string;
   let workflowIds: string[];
+  let runs: RunActors;
 
   beforeAll(async () => {
     loom = await startLoom();
-    const normal = await submitAndWatch(loom.nc, {
+    runs = { submitter: await loom.connectAs(NatsUser.SUBMITTER), observer: loom.observer };
+    const normal = await submitAndWatch(runs, {
       workflow: "hello",
       input: { contactId: "c-1" },
       token: analyst,
@@ -324,10 +385,18 @@ describe("security - fuzzing every subject a service listens on", () => {
   }, async () => {
     const pids = loom.stack.services.map((service) => ({ name: service.name, pid: service.process.pid }));
     const all = targets(runId, workflowIds);
-    const maxPayload = loom.nc.info?.max_payload ?? 1_048_576;
+    const senders = new Map<NatsUser, NatsConnection>();
+    for (const { as } of all) {
+      if (!senders.has(as)) senders.set(as, await loom.connectAs(as));
+    }
+    const sender = (target: Target) => senders.get(target.as) as NatsConnection;
+    const violations = [...senders.values()].map(permissionViolations);
+    const maxPayload = loom.observer.info?.max_payload ?? 1_048_576;
     const next = random(11);
     const counts = { sent: 0, typedErrors: 0, replies: 0, silent: 0 };
     const untyped: string[] = [];
+    /** Served subjects that answered at least once: proof the fuzz reached their handlers. */
+    const answered = new Set<string>();
     const inFlight = new Set<Promise<void>>();
 
     for (let index = 0; index < MESSAGES; index++) {
@@ -336,11 +405,12 @@ describe("security - fuzzing every subject a service listens on", () => {
       const asRequest = index % 2 === 0 && (target.kind === "serve" || target.kind === "listen");
       counts.sent++;
       if (!asRequest) {
-        loom.nc.publish(target.subject, message.data, message.headers ? { headers: message.headers } : {});
-        if (index % 200 === 0) await loom.nc.flush();
+        const nc = sender(target);
+        nc.publish(target.subject, message.data, message.headers ? { headers: message.headers } : {});
+        if (index % 200 === 0) await nc.flush();
         continue;
       }
-      const sending = loom.nc
+      const sending = sender(target)
         .request(target.subject, message.data, {
           timeout: REQUEST_TIMEOUT_MS,
           ...(message.headers ? { headers: message.headers } : {}),
@@ -348,6 +418,7 @@ describe("security - fuzzing every subject a service listens on", () => {
         .then(
           (reply) => {
             counts.replies++;
+            answered.add(target.subject);
             if (isTypedError(reply)) counts.typedErrors++;
             else if (message.notJson) untyped.push(`${target.subject}: an untyped reply to a non-JSON body`);
           },
@@ -364,7 +435,7 @@ describe("security - fuzzing every subject a service listens on", () => {
       if (inFlight.size >= CONCURRENCY) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
-    await loom.nc.flush();
+    const refused = (await Promise.all(violations.map((reported) => reported()))).flat();
 
     const crashed = pids.filter(({ name, pid }) => {
       const now = loom.stack.services.find((service) => service.name === name);
@@ -383,7 +454,7 @@ describe("security - fuzzing every subject a service listens on", () => {
     );
     console.log(`fuzz: ${counts.sent} sent, ${counts.typedErrors} typed errors, ${crashed.length} crashes`);
     console.log(
-      `fuzz: ${counts.replies} replies, ${counts.silent} requests unanswered in ${REQUEST_TIMEOUT_MS} ms, ${all.length} subjects`,
+      `fuzz: ${counts.replies} replies, ${counts.silent} requests unanswered in ${REQUEST_TIMEOUT_MS} ms, ${all.length} subjects, ${refused.length} refused by NATS permissions`,
     );
 
     expect(counts.sent).toBeGreaterThanOrEqual(10_000);
@@ -391,8 +462,12 @@ describe("security - fuzzing every subject a service listens on", () => {
     expect(unhandled.reduce((sum, count) => sum + count, 0)).toBe(0);
     expect(untyped).toEqual([]);
     expect(counts.typedErrors).toBeGreaterThan(counts.sent / 5);
+    // A message NATS refused never reached a handler: none may have been.
+    expect(refused).toEqual([]);
+    const served = all.filter((target) => target.kind === "serve").map((target) => target.subject);
+    expect(served.filter((subject) => !answered.has(subject))).toEqual([]);
 
-    const after = await submitAndWatch(loom.nc, {
+    const after = await submitAndWatch(runs, {
       workflow: "hello",
       input: { contactId: "c-1" },
       token: analyst,
