@@ -101,6 +101,7 @@ export async function runOperation(
     ...granted,
     runId: step?.runId,
     stepId: step?.stepId,
+    attempt: step?.attempt ?? 0,
   });
   const connection = deps.connections.get(server);
   if (connection === undefined) {
@@ -113,6 +114,7 @@ export async function runOperation(
   const budgetMs = step?.timeoutMs ?? timeoutMs;
   const version = connection.chooseVersion();
   const execute = async (): Promise<Task> => {
+    await deps.grants.consume(message);
     // Reads and prompts change nothing: a server failure may be retried on any replica.
     const { result, serverVersion } = await connection.run(
       (replica, attemptTimeoutMs) =>

@@ -38,8 +38,8 @@ export function workflowAgentName(workflowId: string): string {
 
 /**
  * Every registered workflow is also an agent on the bus (`loom.v1.agents.wf-<id>.tasks`), so a
- * `delegate` step (or any A2A client on NATS) can hand it work. A task becomes a run of the
- * workflow, submitted with the caller's token, and the reply is that run's end: its output
+ * `delegate` step can hand it work. A task becomes a child run of the workflow, submitted with the
+ * delegating run's token, and the reply is that run's end: its output
  * artifact, or its error. The run id derives from the task id, so a re-sent task joins the run
  * it started instead of starting another.
  */
@@ -116,8 +116,10 @@ export class WorkflowAgents {
       () => {},
       (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
     );
+    // The task came from a delegate step with its run's token: the child run is submitted where
+    // only an orchestrator may publish, and decided with that token where only one may ask.
     await this.#js.publish(
-      Subjects.RUNS_SUBMIT,
+      Subjects.RUNS_DELEGATED,
       encodePayload(
         RunSubmissionSchema,
         {
