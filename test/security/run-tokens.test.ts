@@ -125,7 +125,7 @@ describe("security - run tokens against a stack with a NATS user per service", (
     await attack(AttackClass.RUN_TOKENS, "the run's events hold no run token", async () => {
       const consumer = await jetstream(submitter).consumers.get(Streams.EVENTS, {
         deliver_policy: DeliverPolicy.All,
-        filter_subject: `loom.v1.runs.${runId}.events`,
+        filter_subjects: `loom.v1.runs.${runId}.events`,
       });
       const messages = await consumer.fetch({ max_messages: 100, expires: 2_000 });
       let text = "";
