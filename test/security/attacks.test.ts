@@ -13,7 +13,14 @@ import { type Alert, AlertSchema } from "../../schemas/alert.ts";
 import { type AuditRecord, AuditRecordSchema } from "../../schemas/audit.ts";
 import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { agentTasksSubject, Headers, MCP_WORKER_AGENT, Streams, Subjects } from "../../schemas/subjects.ts";
+import {
+  agentTasksSubject,
+  auditSubject,
+  Headers,
+  MCP_WORKER_AGENT,
+  Streams,
+  Subjects,
+} from "../../schemas/subjects.ts";
 import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { type LoomError, request } from "../../services/kit/index.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
@@ -38,7 +45,14 @@ async function decide(
     nc,
     Subjects.POLICY_DECIDE,
     PolicyDecideContract,
-    { action: "tools.call", resource: { tool }, arguments: args, runId: "attack-run", stepId: "s1" },
+    {
+      action: "tools.call",
+      resource: { tool },
+      arguments: args,
+      runId: "attack-run",
+      stepId: "s1",
+      attempt: 1,
+    },
     {
       timeoutMs: 5_000,
       headers: { [Headers.AUTHORIZATION]: token === undefined ? undefined : `Bearer ${token}` },
@@ -233,16 +247,28 @@ describe("security - token and bypass attacks against a running stack", () => {
       loom.nc,
       Subjects.POLICY_DECIDE,
       PolicyDecideContract,
-      { action: "workflow.start", resource: { workflow: "hello" }, runId: "run-a" },
+      {
+        action: "workflow.start",
+        resource: { workflow: "hello" },
+        runId: "run-a",
+        runWorkflow: { id: "hello", version: 1 },
+      },
       { timeoutMs: 5_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${tokenFor("ann", "analyst")}` } },
     );
     expect(started.runToken).toBeDefined();
     const forRun = (runId: string) =>
       request(
         loom.nc,
-        Subjects.POLICY_DECIDE,
+        Subjects.POLICY_DECIDE_RUN,
         PolicyDecideContract,
-        { action: "tools.call", resource: { tool: "time.get_time" }, arguments: {}, runId, stepId: "now" },
+        {
+          action: "tools.call",
+          resource: { tool: "time.get_time" },
+          arguments: {},
+          runId,
+          stepId: "now",
+          runWorkflow: { id: "hello", version: 1 },
+        },
         { timeoutMs: 5_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${started.runToken}` } },
       );
     expect((await forRun("run-a")).effect).toBe("allow");
@@ -303,16 +329,19 @@ describe("security - token and bypass attacks against a running stack", () => {
   it("security - a forged audit record breaks the chain and loom audit verify names it", async () => {
     const before = await loom.cli(["audit", "verify"]);
     expect(before.code).toBe(0);
-    expect(before.stdout).toMatch(/audit chain intact: \d+ records/);
-    const [last] = (await auditRecords(loom.nc)).slice(-1);
-    const forged = { ...last, id: randomUUID(), effect: "allow", principal: "mallory" };
-    const ack = await jetstream(loom.nc).publish("loom.v1.audit.acp-policy", JSON.stringify(forged));
+    expect(before.stdout).toMatch(/audit intact: \d+ records from \d+ writers/);
+    const last = (await auditRecords(loom.nc)).findLast((record) => record.service === "acp-policy");
+    if (last === undefined) throw new Error("acp-policy wrote no audit record");
+    const forged = { ...last, id: randomUUID(), seq: last.seq + 1, effect: "allow", principal: "mallory" };
+    await jetstream(loom.nc).publish(auditSubject("acp-policy", last.writer), JSON.stringify(forged));
     await attack(
       AttackClass.AUDIT_FORGERY,
       `a forged audit record breaks the chain and loom audit verify names it`,
       async () => {
         const after = await loom.cli(["audit", "verify"]);
-        return after.code === 1 && after.stdout.includes(`BROKEN at seq ${ack.seq}`);
+        return (
+          after.code === 1 && after.stdout.includes(`acp-policy/${last.writer}: BROKEN at seq ${forged.seq}`)
+        );
       },
     );
   });
@@ -449,7 +478,7 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
       .messages;
     await attack(AttackClass.AUDIT_FORGERY, `a submitter cannot append to the audit stream`, async () => {
       const rejected = await jetstream(submitter, { timeout: 1_000 })
-        .publish("loom.v1.audit.acp-policy", "{}")
+        .publish(auditSubject("acp-policy", "w"), "{}")
         .then(
           () => false,
           () => true,
