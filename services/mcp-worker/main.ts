@@ -144,7 +144,7 @@ await runUntilSignalled(log, async () => {
     queue: MCP_WORKER_AGENT,
     contract: AgentTaskContract,
     log,
-    handle: (message, context) => grants.audited(message, () => handleAgentTask(deps, inFlight, message)),
+    handle: (message, _context) => grants.audited(message, () => handleAgentTask(deps, inFlight, message)),
   });
   log.info({ subject, servers: [...connections.keys()] }, "serving A2A tool tasks");
 

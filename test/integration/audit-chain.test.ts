@@ -1,10 +1,7 @@
-import { jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type AuditKeyPin, AuditKeyPinSchema, AuditKind } from "../../schemas/audit.ts";
-import { Buckets, Streams } from "../../schemas/subjects.ts";
-import { type AuditKeys, type StoredRecord, verifyAudit } from "../../services/cli/commands/audit.ts";
+import { AuditKind } from "../../schemas/audit.ts";
+import { type StoredRecord, verifyAudit } from "../../services/cli/commands/audit.ts";
 import { AuditLog } from "../../services/kit/audit-chain.ts";
 import { pinnedKeys, storedAudit } from "../helpers/audit.ts";
 import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
