@@ -9,6 +9,11 @@ export const AuditKind = {
   LLM_ANSWER: "llm.answer",
   /** A gateway client answered (or did not answer) an MCP server's elicitation. */
   ELICITATION_ANSWER: "elicitation.answer",
+  /**
+   * A worker took a grant and is about to act on it: the record carries the grant (acp-policy's
+   * signed decision), so the decision is durable before anything executes, and marks it used.
+   */
+  GRANT_ADMITTED: "grant.admitted",
 } as const;
 export type AuditKind = (typeof AuditKind)[keyof typeof AuditKind];
 
@@ -17,10 +22,35 @@ export const GENESIS_HASH = "0".repeat(64);
 
 const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "a sha256 digest in hex");
 
+/** One audit writer: a service process, named at its start; one chain per writer. */
+export const AuditWriterSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, '-' and '_'");
+
+/**
+ * A writer's public key in KV `loom_audit_keys`, under `<service>.<writer>`. Only the service's own
+ * NATS user may write keys under its name, so a key found there was pinned by that service.
+ */
+export const AuditKeyPinSchema = z
+  .object({
+    service: z.string().min(1),
+    writer: AuditWriterSchema,
+    /** Ed25519 public key, SPKI DER in base64. */
+    publicKey: z.string().min(1),
+    createdAt: z.iso.datetime(),
+  })
+  .strict();
+export type AuditKeyPin = z.infer<typeof AuditKeyPinSchema>;
+
+/** The KV key of a writer's pinned public key. */
+export function auditKeyName(service: string, writer: string): string {
+  return `${service}.${writer}`;
+}
+
 /**
  * One append-only record in the `LOOM_AUDIT` stream. Arguments and results are recorded as
- * digests, never as values, so the trail holds no personal data. Each record carries the hash of
- * the one before it and its own hash (sha256 over `prevHash` and its canonical JSON without `hash`).
+ * digests, never as values, so the trail holds no personal data. Each writer keeps its own chain:
+ * a record carries its number in that chain (`seq`, from 1), the hash of the writer's record before
+ * it, its own hash (sha256 over `prevHash` and its canonical JSON without `hash` and `sig`), and the
+ * writer's Ed25519 signature over that hash.
  */
 export const AuditRecordSchema = z.object({
   id: z.string(),
@@ -43,9 +73,18 @@ export const AuditRecordSchema = z.object({
   runId: z.string().optional(),
   stepId: z.string().optional(),
   traceId: z.string().optional(),
+  /** For `grant.admitted`: the grant (JWS) acp-policy signed, which is its decision. */
+  grant: z.string().optional(),
+  writer: AuditWriterSchema,
+  seq: z.number().int().positive(),
   prevHash: Sha256Hex,
   hash: Sha256Hex,
+  /** Ed25519 signature over the hash's bytes, base64url, by the key pinned for `<service>.<writer>`. */
+  sig: z.string().min(1),
 });
 export type AuditRecord = z.infer<typeof AuditRecordSchema>;
 /** What a service hands the audit log; it fills in id, time, service, trace id and the chain. */
-export type AuditEntry = Omit<AuditRecord, "id" | "time" | "service" | "traceId" | "prevHash" | "hash">;
+export type AuditEntry = Omit<
+  AuditRecord,
+  "id" | "time" | "service" | "traceId" | "writer" | "seq" | "prevHash" | "hash" | "sig"
+>;

@@ -79,6 +79,16 @@ export const PolicyDecisionRequestSchema = z
     arguments: z.record(z.string(), z.unknown()).optional(),
     runId: z.string().optional(),
     stepId: z.string().optional(),
+    /** The step's attempt (from 1): a grant authorises this attempt only. */
+    attempt: z.number().int().positive().optional(),
+    /**
+     * The workflow and version of the run: named when a run starts, so its run token binds them,
+     * and with every run-token decision, which must name the same.
+     */
+    runWorkflow: z
+      .object({ id: z.string().min(1), version: z.number().int() })
+      .strict()
+      .optional(),
   })
   .strict();
 export type PolicyDecisionRequest = z.infer<typeof PolicyDecisionRequestSchema>;
@@ -95,9 +105,10 @@ export const PolicyDecisionSchema = z.object({
   /** For an allowed `tools.call`: the signed grant (JWS) the worker requires before calling. */
   grant: z.string().optional(),
   /**
-   * For an allowed `workflow.start`: a token acp-policy signs for this principal and this run only.
-   * The orchestrator presents it for the run's later decisions, so a run (waiting for an approval,
-   * say) can outlive the caller's own short-lived token without anyone refreshing it.
+   * For an allowed `workflow.start`: a token acp-policy signs for this principal, this run and its
+   * workflow version only. The orchestrator presents it for the run's later decisions on
+   * `loom.v1.policy.decide.run` (nowhere else is it accepted), so a run waiting for an approval
+   * outlives the caller's own short-lived token. It is never stored where others can read it.
    */
   runToken: z.string().optional(),
 });
@@ -246,6 +257,19 @@ export const GRANT_TYPE = "loom-grant+jwt";
 export const RUN_TOKEN_TYPE = "loom-run+jwt";
 export const RUN_TOKEN_AUDIENCE = "loom-run";
 
+/** The claims of a run token besides iss, aud, sub, iat and exp. */
+export const RunTokenClaimsSchema = z.object({
+  run: z.string().min(1),
+  /** The workflow and version the run executes. */
+  wf: z.string().min(1),
+  wfv: z.number().int(),
+  /** The run whose delegate step started this one, if any. */
+  parent: z.string().optional(),
+  roles: z.array(z.string()),
+  attributes: z.record(z.string(), z.string()),
+});
+export type RunTokenClaims = z.infer<typeof RunTokenClaimsSchema>;
+
 /** The claims of a signed grant (JWS, EdDSA) acp-policy issues for one allowed tool call. */
 export const GrantClaimsSchema = z.object({
   /** The principal the call acts for. */
@@ -259,6 +283,13 @@ export const GrantClaimsSchema = z.object({
   /** sha256 of the canonical JSON of the exact arguments. */
   args: z.string().regex(/^[0-9a-f]{64}$/),
   obligations: ObligationsSchema,
+  /** The step attempt it authorises (0 for a call outside a workflow step); it is used once. */
+  attempt: z.number().int().nonnegative(),
+  /** The rule that allowed it. */
+  rule: z.string(),
+  /** The principal's roles and attributes: a server's sampling during the call is decided for them. */
+  roles: z.array(z.string()),
+  attributes: z.record(z.string(), z.string()),
   /** The decision that issued it. */
   jti: z.string(),
 });

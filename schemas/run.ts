@@ -82,8 +82,6 @@ export const RunRecordSchema = z.object({
   snapshot: z.unknown(),
   /** The principal (token subject) that started the run: rules may let it cancel its own runs. */
   startedBy: z.string().optional(),
-  /** The Authorization header the run was submitted with, forwarded to policy for each step. */
-  authorization: z.string().optional(),
   /**
    * W3C trace context (`traceparent`, `tracestate`) of the submission: every replica that drives
    * the run, after a crash or an approval too, puts its spans in this trace.

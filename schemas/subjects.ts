@@ -3,6 +3,11 @@
 export const Subjects = {
   /** JetStream: durable, deduplicated run submissions. */
   RUNS_SUBMIT: "loom.v1.runs.submit",
+  /**
+   * JetStream (same stream): a child run a `delegate` step starts, submitted by the orchestrator
+   * with the parent's run token, which only the orchestrator may publish.
+   */
+  RUNS_DELEGATED: "loom.v1.runs.delegated",
   /** JetStream: every run's status and artifact events (wildcard over run ids). */
   RUN_EVENTS_ALL: "loom.v1.runs.*.events",
   /** Request/reply: human input and cancellation of any run, served by every orchestrator. */
@@ -16,6 +21,11 @@ export const Subjects = {
   WORKFLOWS_GRAPH: "loom.v1.workflows.graph",
   /** Request/reply: policy decisions, served by acp-policy in a queue group. */
   POLICY_DECIDE: "loom.v1.policy.decide",
+  /**
+   * Request/reply: decisions for a run's own operations, presenting its run token. Only the
+   * orchestrator's NATS user may publish here, and only here is a run token accepted.
+   */
+  POLICY_DECIDE_RUN: "loom.v1.policy.decide.run",
   /** JetStream: audit records of every service (wildcard over service names). */
   AUDIT_ALL: "loom.v1.audit.>",
   /** Core NATS: anomaly alerts from acp-policy (a tool never called before, a burst). */
@@ -140,9 +150,9 @@ export function runCancelSubject(runId: string): string {
   return `loom.v1.runs.${runId}.cancel`;
 }
 
-/** Subject a service appends its audit records to. */
-export function auditSubject(service: string): string {
-  return `loom.v1.audit.${service}`;
+/** Subject one writer (a process) of a service appends its audit records to. */
+export function auditSubject(service: string, writer: string): string {
+  return `loom.v1.audit.${service}.${writer}`;
 }
 
 /** Subject a finished span of trace `traceId` is published on, for `loom runs trace`. */
@@ -181,6 +191,12 @@ export const Buckets = {
   SERVERS: "loom_servers",
   /** Sessions of the MCP gateway, so that any gateway replica serves any session. */
   MCP_SESSIONS: "loom_mcp_sessions",
+  /** Audit writers' public keys, `<service>.<writer>`; each service may write only its own. */
+  AUDIT_KEYS: "loom_audit_keys",
+  /** Grants already acted on, by grant id (jti): a grant authorises one execution. */
+  GRANT_USES: "loom_grant_uses",
+  /** Run tokens by run id: the orchestrator's NATS user alone may read or write them. */
+  RUN_TOKENS: "loom_run_tokens",
 } as const;
 export type Bucket = (typeof Buckets)[keyof typeof Buckets];
 

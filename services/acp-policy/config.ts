@@ -55,10 +55,18 @@ export const PolicyServiceConfigSchema = BaseConfigSchema.extend({
   LOOM_AUTH_CLOCK_SKEW: DurationSchema.default(30_000),
   /** The region callers are in when their token names none; destination of data-residency rules. */
   LOOM_REGION: z.string().min(1).default("eu"),
-  /** How long a run may keep deciding its steps after it started, whatever its caller's token said. */
+  /**
+   * How long a run may keep deciding its steps after it started, whatever its caller's token said:
+   * the run token's lifetime. Only the orchestrator can present one, for its own run.
+   */
   LOOM_RUN_TOKEN_TTL: DurationSchema.default(24 * 3_600_000),
-  /** How long a signed grant stays valid: only until the worker receives the task. */
-  LOOM_GRANT_TTL: DurationSchema.default(60_000),
+  /**
+   * How long a signed grant stays valid: only until the worker receives the task. At most 10 min:
+   * workers remember a used grant for 30 min (loom_grant_uses), so none is used twice.
+   */
+  LOOM_GRANT_TTL: DurationSchema.default(60_000).refine((ms) => ms <= 10 * 60_000, {
+    message: "at most 10m: a used grant is remembered for 30 min, and must not outlive that",
+  }),
   /** Calls by one principal within 10 s that count as a burst when far above its usual rate. */
   LOOM_ANOMALY_BURST: z.coerce.number().int().positive().default(20),
 });

@@ -18,7 +18,7 @@ import { type DecisionFacts, describeTarget, evaluate, judgeRules, type Verdict 
 import type { GrantSigner } from "./grant-signer.ts";
 import type { PolicyStore } from "./policy-store.ts";
 import type { RateLimiter } from "./rate-limiter.ts";
-import type { TokenVerifier } from "./token-verifier.ts";
+import type { DecisionChannel, TokenVerifier } from "./token-verifier.ts";
 
 const ANONYMOUS: Principal = { id: "anonymous", roles: [], attributes: {} };
 export const UNAUTHENTICATED_RULE = "unauthenticated";
@@ -56,6 +56,7 @@ export async function decide(
   deps: DecideDependencies,
   request: PolicyDecisionRequest,
   authorization: string | undefined,
+  channel: DecisionChannel = "public",
 ): Promise<PolicyDecision> {
   const started = performance.now();
   const policy = deps.policy.active;
@@ -63,8 +64,11 @@ export async function decide(
   let principal = ANONYMOUS;
   let verdict: Verdict;
   let refusal: LoomError | undefined;
+  let parentRun: string | undefined;
   try {
-    principal = await deps.tokens.verify(authorization, { runId: request.runId, action: request.action });
+    const identified = await deps.tokens.identify(authorization, request, channel);
+    principal = identified.principal;
+    parentRun = identified.runToken?.run;
     const facts = await factsFor(deps, principal, request);
     verdict = evaluate(policy, principal, request, facts);
     verdict = enforceRateLimit(deps, principal, request, verdict);
@@ -89,28 +93,45 @@ export async function decide(
           tool: request.resource.tool,
           args: digestOf(request.arguments ?? {}),
           obligations,
+          attempt: request.attempt ?? 0,
+          rule: verdict.rule,
+          roles: principal.roles,
+          attributes: principal.attributes,
           jti: decisionId,
         })
       : undefined;
   const runToken =
     verdict.effect === PolicyEffect.ALLOW &&
     request.action === "workflow.start" &&
-    request.runId !== undefined
-      ? await deps.grants.signRunToken(principal, request.runId, deps.runTokenTtlMs)
+    request.runId !== undefined &&
+    request.runWorkflow !== undefined
+      ? await deps.grants.signRunToken(
+          principal,
+          {
+            runId: request.runId,
+            workflow: request.runWorkflow,
+            ...(parentRun === undefined ? {} : { parent: parentRun }),
+          },
+          deps.runTokenTtlMs,
+        )
       : undefined;
-  await deps.audit.append({
-    kind: AuditKind.POLICY_DECISION,
-    principal: principal.id,
-    action: request.action,
-    resource: describeTarget(request),
-    effect: verdict.effect,
-    rule: verdict.rule,
-    reason: verdict.reason,
-    latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
-    ...(request.arguments === undefined ? {} : { argsDigest: digestOf(request.arguments) }),
-    ...(request.runId === undefined ? {} : { runId: request.runId }),
-    ...(request.stepId === undefined ? {} : { stepId: request.stepId }),
-  });
+  // Off the reply path: the record goes out with this writer's next batch. A granted call's
+  // decision does not depend on it: the worker stores the grant itself before acting on it.
+  void deps.audit
+    .append({
+      kind: AuditKind.POLICY_DECISION,
+      principal: principal.id,
+      action: request.action,
+      resource: describeTarget(request),
+      effect: verdict.effect,
+      rule: verdict.rule,
+      reason: verdict.reason,
+      latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+      ...(request.arguments === undefined ? {} : { argsDigest: digestOf(request.arguments) }),
+      ...(request.runId === undefined ? {} : { runId: request.runId }),
+      ...(request.stepId === undefined ? {} : { stepId: request.stepId }),
+    })
+    .catch((error: unknown) => deps.log.error({ err: error }, "could not store a decision record"));
   deps.log.info(
     {
       action: request.action,
@@ -155,7 +176,7 @@ export async function explain(
   let verdict: Verdict;
   let facts: DecisionFacts = {};
   try {
-    principal = await deps.tokens.verify(authorization, { runId: request.runId, action: request.action });
+    principal = (await deps.tokens.identify(authorization, request, "public")).principal;
     facts = await factsFor(deps, principal, request);
     verdict = evaluate(policy, principal, request, facts);
   } catch (error) {

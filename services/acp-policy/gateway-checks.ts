@@ -3,9 +3,6 @@ import type { AuthenticateReply, PermittedReply, PermittedRequest } from "../../
 import { type DecideDependencies, factsFor } from "./decide.ts";
 import { evaluate } from "./evaluate.ts";
 
-/** The action a gateway client's token is verified for: a run token never passes for it. */
-const GATEWAY_ACTION = "gateway.connect";
-
 /**
  * `loom.v1.policy.authenticate`: the principal of a bearer token, verified exactly as for a
  * decision (signature, algorithm, issuer, audience, expiry); UNAUTHENTICATED otherwise.
@@ -14,7 +11,7 @@ export async function authenticate(
   deps: Pick<DecideDependencies, "tokens">,
   authorization: string | undefined,
 ): Promise<AuthenticateReply> {
-  return { principal: await deps.tokens.verify(authorization, { action: GATEWAY_ACTION }) };
+  return { principal: await deps.tokens.verify(authorization) };
 }
 
 /**
@@ -27,7 +24,7 @@ export async function permitted(
   request: PermittedRequest,
   authorization: string | undefined,
 ): Promise<PermittedReply> {
-  const principal = await deps.tokens.verify(authorization, { action: GATEWAY_ACTION });
+  const principal = await deps.tokens.verify(authorization);
   const policy = deps.policy.active;
   // Each check reads its tool's facts from KV: all at once, not one round trip after another.
   const allowed = await Promise.all(

@@ -9,6 +9,7 @@ import {
   type Principal,
   RUN_TOKEN_AUDIENCE,
   RUN_TOKEN_TYPE,
+  type RunTokenClaims,
 } from "../../schemas/policy.ts";
 
 /**
@@ -35,9 +36,24 @@ export class GrantSigner {
     return new GrantSigner(privateKey, kid, ttlMs);
   }
 
-  /** A token for `principal` that only ever speaks for run `runId` (see `PolicyDecision.runToken`). */
-  signRunToken(principal: Principal, runId: string, ttlMs: number): Promise<string> {
-    return new SignJWT({ roles: principal.roles, attributes: principal.attributes, run: runId })
+  /**
+   * A token for `principal` that only ever speaks for run `runId` of one workflow version, and only
+   * when the orchestrator presents it (see `PolicyDecision.runToken`).
+   */
+  signRunToken(
+    principal: Principal,
+    run: { runId: string; workflow: { id: string; version: number }; parent?: string },
+    ttlMs: number,
+  ): Promise<string> {
+    const claims: RunTokenClaims = {
+      run: run.runId,
+      wf: run.workflow.id,
+      wfv: run.workflow.version,
+      ...(run.parent === undefined ? {} : { parent: run.parent }),
+      roles: principal.roles,
+      attributes: principal.attributes,
+    };
+    return new SignJWT(claims)
       .setProtectedHeader({ alg: "EdDSA", typ: RUN_TOKEN_TYPE, kid: this.kid })
       .setIssuer(GRANT_ISSUER)
       .setAudience(RUN_TOKEN_AUDIENCE)

@@ -65,6 +65,15 @@ await runUntilSignalled(log, async () => {
     handle: (request, context) =>
       observeDecision(request, () => decide(deps, request, context.authorization)),
   });
+  // Only the orchestrator's NATS user may publish here: the one place a run token is accepted.
+  const runDecisions = serve(nc, {
+    subject: Subjects.POLICY_DECIDE_RUN,
+    queue: QueueGroups.POLICY,
+    contract: PolicyDecideContract,
+    log,
+    handle: (request, context) =>
+      observeDecision(request, () => decide(deps, request, context.authorization, "run")),
+  });
   const explaining = serve(nc, {
     subject: Subjects.POLICY_EXPLAIN,
     queue: QueueGroups.POLICY,
@@ -99,7 +108,12 @@ await runUntilSignalled(log, async () => {
 
   return {
     async close() {
-      await Promise.all([service.stop(), explaining.stop(), ...gatewayChecks.map((check) => check.stop())]);
+      await Promise.all([
+        service.stop(),
+        runDecisions.stop(),
+        explaining.stop(),
+        ...gatewayChecks.map((check) => check.stop()),
+      ]);
       await observability.close();
       await nc.drain();
     },

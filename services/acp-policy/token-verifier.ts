@@ -13,8 +13,20 @@ import {
   jwtVerify,
 } from "jose";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { GRANT_ISSUER, type Principal, RUN_TOKEN_AUDIENCE, RUN_TOKEN_TYPE } from "../../schemas/policy.ts";
+import {
+  GRANT_ISSUER,
+  GRANT_TYPE,
+  type GrantClaims,
+  PolicyAction,
+  type PolicyDecisionRequest,
+  type Principal,
+  RUN_TOKEN_AUDIENCE,
+  RUN_TOKEN_TYPE,
+  type RunTokenClaims,
+  RunTokenClaimsSchema,
+} from "../../schemas/policy.ts";
 import { ensureDevIssuerKey } from "../kit/dev-issuer.ts";
+import { FOLLOW_UP_SECONDS, grantKeySource, verifyGrant } from "../kit/grant-check.ts";
 import { LoomError } from "../kit/index.ts";
 
 export interface TokenVerifierOptions {
@@ -26,64 +38,136 @@ export interface TokenVerifierOptions {
   rolesClaim: string;
   attributeClaims: string[];
   clockSkewMs: number;
-  /** KV `loom_grant_keys`: acp-policy's own keys, which sign run tokens. */
+  /** KV `loom_grant_keys`: acp-policy's own keys, which sign run tokens and grants. */
   runTokenKeys?: KV;
+}
+
+/**
+ * Where a decision was asked: `public` is `loom.v1.policy.decide`, open to every caller with a
+ * token of their own; `run` is `loom.v1.policy.decide.run`, which only the orchestrator's NATS user
+ * may publish to, and the only place a run token is accepted.
+ */
+export type DecisionChannel = "public" | "run";
+
+/** Who a decision is for, and the run token that said so, when one did. */
+export interface Identified {
+  principal: Principal;
+  runToken?: RunTokenClaims;
 }
 
 export interface TokenVerifier {
   /**
-   * The principal of a verified `Authorization` header value; UNAUTHENTICATED otherwise. A run
-   * token is accepted only for the run it was issued for.
+   * The principal of a verified access token (an `Authorization` header value); UNAUTHENTICATED
+   * otherwise. Run tokens and grants never pass here.
    */
-  verify(
+  verify(authorization: string | undefined): Promise<Principal>;
+  /**
+   * The principal a decision is for. On the public channel: an access token, or, for a server's
+   * sampling request during a call (`llm.sample`), that call's grant (same run and step). On the
+   * run channel: a run token, for its own run and workflow version only; or, for `workflow.start`
+   * of a child run a delegate step submitted, the parent's run token.
+   */
+  identify(
     authorization: string | undefined,
-    context?: { runId?: string | undefined; action?: string },
-  ): Promise<Principal>;
+    request: PolicyDecisionRequest,
+    channel: DecisionChannel,
+  ): Promise<Identified>;
 }
 
 /** Verifies OAuth 2.0 access tokens (JWT): signature, algorithm allow-list, iss, aud, exp, nbf. */
 export async function createTokenVerifier(options: TokenVerifierOptions): Promise<TokenVerifier> {
   const keys = await keySource(options.keys);
   const runKeys = options.runTokenKeys === undefined ? undefined : runTokenKeySource(options.runTokenKeys);
+  const grantKeys = options.runTokenKeys === undefined ? undefined : grantKeySource(options.runTokenKeys);
+  const verifyAccessToken = async (token: string): Promise<Principal> => {
+    if (tokenType(token) === RUN_TOKEN_TYPE || tokenType(token) === GRANT_TYPE) {
+      throw new LoomError(
+        ErrorCode.UNAUTHENTICATED,
+        "token refused: a run token or grant is no access token",
+      );
+    }
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, keys, {
+        issuer: options.issuer,
+        audience: options.audience,
+        algorithms: options.algorithms,
+        clockTolerance: Math.round(options.clockSkewMs / 1000),
+        requiredClaims: ["sub", "exp"],
+      }));
+    } catch (cause) {
+      throw new LoomError(ErrorCode.UNAUTHENTICATED, `token refused: ${describeJoseError(cause)}`, {
+        cause,
+      });
+    }
+    return principalFrom(payload, options);
+  };
   return {
-    async verify(authorization, context = {}) {
-      if (authorization === undefined || authorization === "") {
-        throw new LoomError(ErrorCode.UNAUTHENTICATED, "no token presented; pass --token or set LOOM_TOKEN");
+    verify: async (authorization) => verifyAccessToken(bearer(authorization)),
+    async identify(authorization, request, channel) {
+      const token = bearer(authorization);
+      const type = tokenType(token);
+      if (type === RUN_TOKEN_TYPE) {
+        if (channel !== "run" || runKeys === undefined) {
+          throw new LoomError(
+            ErrorCode.UNAUTHENTICATED,
+            "run token refused: only the orchestrator presents a run token, for its own run",
+          );
+        }
+        return verifyRunToken(token, runKeys, request);
       }
-      const token = authorization.replace(/^Bearer\s+/i, "");
-      if (runKeys !== undefined && isRunToken(token)) return verifyRunToken(token, runKeys, context);
-      let payload: JWTPayload;
-      try {
-        ({ payload } = await jwtVerify(token, keys, {
-          issuer: options.issuer,
-          audience: options.audience,
-          algorithms: options.algorithms,
-          clockTolerance: Math.round(options.clockSkewMs / 1000),
-          requiredClaims: ["sub", "exp"],
-        }));
-      } catch (cause) {
-        throw new LoomError(ErrorCode.UNAUTHENTICATED, `token refused: ${describeJoseError(cause)}`, {
-          cause,
-        });
+      if (type === GRANT_TYPE) {
+        if (channel !== "public" || grantKeys === undefined || request.action !== PolicyAction.LLM_SAMPLE) {
+          throw new LoomError(
+            ErrorCode.UNAUTHENTICATED,
+            "grant refused: a grant speaks only for a sampling request during its own call",
+          );
+        }
+        return { principal: await principalOfGrant(token, grantKeys, request) };
       }
-      return principalFrom(payload, options);
+      return { principal: await verifyAccessToken(token) };
     },
   };
 }
 
-function isRunToken(token: string): boolean {
-  try {
-    return decodeProtectedHeader(token).typ === RUN_TOKEN_TYPE;
-  } catch {
-    return false;
+function bearer(authorization: string | undefined): string {
+  if (authorization === undefined || authorization === "") {
+    throw new LoomError(ErrorCode.UNAUTHENTICATED, "no token presented; pass --token or set LOOM_TOKEN");
   }
+  return authorization.replace(/^Bearer\s+/i, "");
+}
+
+function tokenType(token: string): unknown {
+  try {
+    return decodeProtectedHeader(token).typ;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A call's grant, presented for a server's sampling request during that call. */
+async function principalOfGrant(
+  grant: string,
+  keys: ReturnType<typeof grantKeySource>,
+  request: PolicyDecisionRequest,
+): Promise<Principal> {
+  let claims: GrantClaims;
+  try {
+    claims = await verifyGrant(grant, keys, FOLLOW_UP_SECONDS);
+  } catch (cause) {
+    throw new LoomError(ErrorCode.UNAUTHENTICATED, `grant refused: ${(cause as Error).message}`, { cause });
+  }
+  if (claims.run !== (request.runId ?? "") || claims.step !== (request.stepId ?? "")) {
+    throw new LoomError(ErrorCode.UNAUTHENTICATED, "grant refused: it is for another run or step");
+  }
+  return { id: claims.sub, roles: claims.roles, attributes: claims.attributes };
 }
 
 async function verifyRunToken(
   token: string,
   keys: JWTVerifyGetKey,
-  context: { runId?: string | undefined; action?: string },
-): Promise<Principal> {
+  request: PolicyDecisionRequest,
+): Promise<Identified> {
   let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(token, keys, {
@@ -98,21 +182,29 @@ async function verifyRunToken(
       cause,
     });
   }
-  // It decides its own run's steps, and may start child runs (delegate steps), which get their own.
-  const ownRun = context.runId !== undefined && payload.run === context.runId;
-  if (!ownRun && context.action !== "workflow.start") {
-    throw new LoomError(ErrorCode.UNAUTHENTICATED, "run token refused: it speaks for another run");
+  const claims = RunTokenClaimsSchema.safeParse(payload);
+  if (!claims.success) throw new LoomError(ErrorCode.UNAUTHENTICATED, "run token refused: malformed claims");
+  const runToken = claims.data;
+  const refuse = (why: string) => new LoomError(ErrorCode.UNAUTHENTICATED, `run token refused: ${why}`);
+  // A delegate step starts a child run, which gets a run token of its own.
+  if (request.action === PolicyAction.WORKFLOW_START) {
+    if (request.runId === undefined || request.runId === runToken.run) {
+      throw refuse("a run token starts only a child run of its run");
+    }
+  } else {
+    if (request.runId !== runToken.run) throw refuse("it speaks for another run");
+    const workflow = request.runWorkflow;
+    if (workflow === undefined || workflow.id !== runToken.wf || workflow.version !== runToken.wfv) {
+      throw refuse(`it speaks for workflow ${runToken.wf} v${runToken.wfv} only`);
+    }
+    if (request.resource.workflow !== undefined && request.resource.workflow !== runToken.wf) {
+      throw refuse(`it speaks for workflow ${runToken.wf} only`);
+    }
   }
-  const roles = Array.isArray(payload.roles) ? payload.roles.filter((role) => typeof role === "string") : [];
-  const attributes =
-    payload.attributes !== null && typeof payload.attributes === "object"
-      ? Object.fromEntries(
-          Object.entries(payload.attributes).filter(
-            (entry): entry is [string, string] => typeof entry[1] === "string",
-          ),
-        )
-      : {};
-  return { id: String(payload.sub), roles, attributes };
+  return {
+    principal: { id: String(payload.sub), roles: runToken.roles, attributes: runToken.attributes },
+    runToken,
+  };
 }
 
 /** Run tokens are signed with a replica's grant key, looked up by `kid` in KV `loom_grant_keys`. */

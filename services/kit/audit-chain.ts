@@ -1,79 +1,116 @@
-import { randomUUID } from "node:crypto";
-import {
-  JetStreamApiError,
-  type JetStreamClient,
-  type JetStreamManager,
-  jetstream,
-  jetstreamManager,
-} from "@nats-io/jetstream";
+import { generateKeyPairSync, type KeyObject, randomBytes, randomUUID, sign, verify } from "node:crypto";
+import { type JetStreamClient, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type AuditEntry, type AuditRecord, AuditRecordSchema, GENESIS_HASH } from "../../schemas/audit.ts";
-import { auditSubject, Streams } from "../../schemas/subjects.ts";
+import {
+  type AuditEntry,
+  type AuditKeyPin,
+  AuditKeyPinSchema,
+  type AuditRecord,
+  AuditRecordSchema,
+  auditKeyName,
+  GENESIS_HASH,
+} from "../../schemas/audit.ts";
+import { auditSubject, Buckets } from "../../schemas/subjects.ts";
 import { encodePayload, tracedHeaders } from "./bus.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
-import { ensureStream, StreamDefinitions } from "./jetstream.ts";
+import { ensureStream, openBucket, StreamDefinitions } from "./jetstream.ts";
 import { activeTraceId } from "./telemetry.ts";
-
-/** JetStream's "wrong last sequence": another writer appended first. */
-const WRONG_LAST_SEQUENCE = 10071;
-/** JetStream's "wrong last msg ID": a record's predecessor is not the stream's last message. */
-const WRONG_LAST_MSG_ID = 10070;
-const MAX_ATTEMPTS = 50;
-
-/** The hash a record must carry: sha256 over its `prevHash` and canonical JSON without `hash`. */
-export function auditHash(record: Omit<AuditRecord, "hash">): string {
-  return sha256Hex(record.prevHash + canonicalJson(record));
-}
 
 /** At most this many records go out in one pipelined batch. */
 const MAX_BATCH = 256;
+/** Publishes of one record before its append fails (a retry carries the same message id). */
+const MAX_ATTEMPTS = 5;
+
+/** The hash a record must carry: sha256 over its `prevHash` and canonical JSON without `hash` and `sig`. */
+export function auditHash(record: Omit<AuditRecord, "hash" | "sig">): string {
+  return sha256Hex(record.prevHash + canonicalJson(record));
+}
+
+/** Whether `sig` is the Ed25519 signature of `hash` by the pinned key (SPKI DER, base64). */
+export function auditSignatureValid(hash: string, sig: string, pin: Pick<AuditKeyPin, "publicKey">): boolean {
+  try {
+    const key = { key: Buffer.from(pin.publicKey, "base64"), format: "der", type: "spki" } as const;
+    return verify(null, Buffer.from(hash, "hex"), key, Buffer.from(sig, "base64url"));
+  } catch {
+    return false;
+  }
+}
 
 interface Pending {
-  base: Omit<AuditRecord, "prevHash" | "hash">;
+  record: AuditRecord;
   resolve: (record: AuditRecord) => void;
   reject: (error: unknown) => void;
 }
 
 /**
- * Appends hash-chained records to `LOOM_AUDIT`. Every writer in every service extends one chain.
- * Records waiting in this process go out together, pipelined: the first expects the stream's last
- * sequence, each later one expects the previous record's message id as the stream's last. When
- * another writer gets in between, that record and every one after it are refused by the server,
- * never stored out of chain, and are chained again onto the new last record.
+ * One audit writer: this process's own chain in `LOOM_AUDIT`, on `loom.v1.audit.<service>.<writer>`.
+ * At start it makes an Ed25519 key (never written anywhere) and pins the public half in KV
+ * `loom_audit_keys` under `<service>.<writer>`, which only the service's NATS user may write; every
+ * record is chained onto the writer's previous one and signed. Being the only writer of its chain,
+ * it never conflicts with another: records are chained and signed in call order, and go out in
+ * pipelined batches (whatever waits while a batch is in flight forms the next one).
  */
 export class AuditLog {
-  readonly #service: string;
+  readonly service: string;
+  readonly writer: string;
   readonly #js: JetStreamClient;
-  readonly #jsm: Promise<JetStreamManager>;
-  #last: { seq: number; hash: string } | undefined;
+  readonly #privateKey: KeyObject;
+  readonly #ready: Promise<void>;
+  #seq = 0;
+  #lastHash = GENESIS_HASH;
   readonly #pending: Pending[] = [];
   #draining = false;
 
   constructor(nc: NatsConnection, service: string) {
-    this.#service = service;
+    const writer = randomBytes(9).toString("base64url");
+    this.service = service;
+    this.writer = writer;
     this.#js = jetstream(nc);
-    // The stream is made on first use, so any service can be the first to audit.
-    this.#jsm = jetstreamManager(nc).then(async (jsm) => {
-      await ensureStream(jsm, StreamDefinitions.audit);
-      return jsm;
-    });
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    this.#privateKey = privateKey;
+    const pin: AuditKeyPin = {
+      service,
+      writer,
+      publicKey: publicKey.export({ format: "der", type: "spki" }).toString("base64"),
+      createdAt: new Date().toISOString(),
+    };
+    // The stream is made on first use, so any service can be the first to audit. The pin is
+    // written once (create): no record goes out before the key that signs it is pinned.
+    this.#ready = (async () => {
+      await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit);
+      const keys = await openBucket(nc, Buckets.AUDIT_KEYS);
+      await keys.create(
+        auditKeyName(service, writer),
+        encodePayload(AuditKeyPinSchema, pin, "audit key pin"),
+      );
+    })();
+    // A failed start is reported by every append; this only keeps it from being unhandled.
+    this.#ready.catch(() => {});
   }
 
-  /** Resolves once the record is stored; appends from this process are kept in order. */
+  /** Resolves once the record is stored (acked by JetStream). */
   append(entry: AuditEntry): Promise<AuditRecord> {
     const traceId = activeTraceId();
+    this.#seq += 1;
+    const unhashed = {
+      id: randomUUID(),
+      time: new Date().toISOString(),
+      service: this.service,
+      ...entry,
+      ...(traceId === undefined ? {} : { traceId }),
+      writer: this.writer,
+      seq: this.#seq,
+      prevHash: this.#lastHash,
+    };
+    const hash = auditHash(unhashed);
+    const record: AuditRecord = {
+      ...unhashed,
+      hash,
+      sig: sign(null, Buffer.from(hash, "hex"), this.#privateKey).toString("base64url"),
+    };
+    this.#lastHash = hash;
     return new Promise((resolve, reject) => {
-      this.#pending.push({
-        base: {
-          id: randomUUID(),
-          time: new Date().toISOString(),
-          service: this.#service,
-          ...entry,
-          ...(traceId === undefined ? {} : { traceId }),
-        },
-        resolve,
-        reject,
-      });
+      this.#pending.push({ record, resolve, reject });
       void this.#drain();
     });
   }
@@ -82,79 +119,36 @@ export class AuditLog {
     if (this.#draining) return;
     this.#draining = true;
     try {
+      await this.#ready.catch((error: unknown) => {
+        for (const pending of this.#pending.splice(0)) pending.reject(error);
+      });
       while (this.#pending.length > 0) await this.#publish(this.#pending.splice(0, MAX_BATCH));
     } finally {
       this.#draining = false;
     }
   }
 
+  /** Publishes a batch in order on one connection; a record whose publish failed is sent again. */
   async #publish(batch: Pending[]): Promise<void> {
     let waiting = batch;
     for (let attempt = 1; waiting.length > 0; attempt++) {
-      let last: { seq: number; hash: string };
-      try {
-        last = this.#last ?? (await this.#readLast());
-      } catch (error) {
-        for (const pending of waiting) pending.reject(error);
-        return;
-      }
-      let prevHash = last.hash;
-      const records = waiting.map(({ base }) => {
-        const unhashed = { ...base, prevHash };
-        const record: AuditRecord = { ...unhashed, hash: auditHash(unhashed) };
-        prevHash = record.hash;
-        return record;
-      });
       const acks = await Promise.allSettled(
-        records.map((record, index) =>
+        waiting.map(({ record }) =>
           this.#js.publish(
-            auditSubject(this.#service),
+            auditSubject(this.service, this.writer),
             encodePayload(AuditRecordSchema, record, "audit record"),
-            {
-              msgID: record.id,
-              expect: index === 0 ? { lastSequence: last.seq } : { lastMsgID: records[index - 1]?.id ?? "" },
-              headers: tracedHeaders(),
-            },
+            { msgID: record.id, headers: tracedHeaders() },
           ),
         ),
       );
-      let stored = 0;
-      for (const ack of acks) {
-        if (ack.status !== "fulfilled") break;
-        const record = records[stored] as AuditRecord;
-        this.#last = { seq: ack.value.seq, hash: record.hash };
-        waiting[stored]?.resolve(record);
-        stored += 1;
+      const failed: Pending[] = [];
+      for (const [index, ack] of acks.entries()) {
+        const pending = waiting[index] as Pending;
+        if (ack.status === "fulfilled") pending.resolve(pending.record);
+        else if (attempt >= MAX_ATTEMPTS) pending.reject(ack.reason);
+        else failed.push(pending);
       }
-      if (stored === waiting.length) return;
-      this.#last = undefined;
-      const failure = acks[stored] as PromiseRejectedResult;
-      waiting = waiting.slice(stored);
-      if (!isChainConflict(failure.reason) || attempt >= MAX_ATTEMPTS) {
-        for (const pending of waiting) pending.reject(failure.reason);
-        return;
-      }
+      waiting = failed;
     }
   }
-
-  async #readLast(): Promise<{ seq: number; hash: string }> {
-    const jsm = await this.#jsm;
-    const { state } = await jsm.streams.info(Streams.AUDIT);
-    if (state.last_seq === 0) return { seq: 0, hash: GENESIS_HASH };
-    const message = await jsm.streams.getMessage(Streams.AUDIT, { seq: state.last_seq });
-    if (message === null) return { seq: state.last_seq, hash: GENESIS_HASH };
-    // A record that does not parse still gets chained onto: `loom audit verify` reports it.
-    const hash =
-      AuditRecordSchema.safeParse(message.json()).data?.hash ??
-      sha256Hex(new TextDecoder().decode(message.data));
-    return { seq: state.last_seq, hash };
-  }
-}
-
-/** Another writer appended first: the record is chained again, not lost. */
-function isChainConflict(error: unknown): boolean {
-  return (
-    error instanceof JetStreamApiError &&
-    (error.code === WRONG_LAST_SEQUENCE || error.code === WRONG_LAST_MSG_ID)
-  );
 }

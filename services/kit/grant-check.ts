@@ -18,6 +18,10 @@ import type { Logger } from "./logger.ts";
 
 /** A few seconds of clock difference between acp-policy and this worker. */
 const CLOCK_SKEW_SECONDS = 5;
+/** How long after its grant expired a call may still present it for follow-ups (sampling, elicitation). */
+export const FOLLOW_UP_SECONDS = 600;
+/** How long a used grant's id is remembered: beyond the longest LOOM_GRANT_TTL acp-policy accepts. */
+export const GRANT_USE_MEMORY_MS = 30 * 60_000;
 
 /** What the worker is about to do, which the grant must name exactly. */
 export interface GrantedOperation {
@@ -27,25 +31,85 @@ export interface GrantedOperation {
   arguments: Record<string, unknown>;
   runId: string | undefined;
   stepId: string | undefined;
+  /** The step attempt the task is for; 0 for a task outside a workflow step. */
+  attempt: number;
+}
+
+/** acp-policy's grant-signing public keys, by `kid`. */
+export type GrantKeys = (kid: string | undefined) => Promise<CryptoKey | Uint8Array>;
+
+/** Looks up acp-policy's grant keys by `kid` in KV `loom_grant_keys`, each imported once. */
+export function grantKeySource(keys: KV): GrantKeys {
+  const cache = new Map<string, CryptoKey | Uint8Array>();
+  return async (kid) => {
+    if (kid === undefined || !/^[A-Za-z0-9_-]{1,128}$/.test(kid)) {
+      throw new LoomError(ErrorCode.GRANT_REFUSED, "the grant names no usable key id");
+    }
+    const cached = cache.get(kid);
+    if (cached !== undefined) return cached;
+    const entry = await keys.get(kid);
+    if (entry === null || entry.operation !== "PUT") {
+      throw new LoomError(ErrorCode.GRANT_REFUSED, "the grant is signed by an unknown key");
+    }
+    const key = await importJWK(JSON.parse(entry.string()) as JWK, "EdDSA");
+    cache.set(kid, key);
+    return key;
+  };
+}
+
+/**
+ * The claims of a grant acp-policy signed: signature, issuer, audience, type, expiry (with
+ * `toleranceSeconds` of grace) and shape. What it is for is the caller's to compare.
+ */
+export async function verifyGrant(
+  grant: string | undefined,
+  key: GrantKeys,
+  toleranceSeconds = CLOCK_SKEW_SECONDS,
+): Promise<GrantClaims> {
+  if (grant === undefined || grant === "") {
+    throw new LoomError(ErrorCode.GRANT_REFUSED, "the task carries no grant from acp-policy");
+  }
+  let payload: unknown;
+  try {
+    ({ payload } = await jwtVerify(grant, (header) => key(header.kid), {
+      issuer: GRANT_ISSUER,
+      audience: GRANT_AUDIENCE,
+      algorithms: ["EdDSA"],
+      typ: GRANT_TYPE,
+      clockTolerance: toleranceSeconds,
+      requiredClaims: ["exp", "jti", "sub"],
+    }));
+  } catch (cause) {
+    if (cause instanceof LoomError) throw cause;
+    const why = cause instanceof errors.JWTExpired ? "the grant has expired" : "the grant does not verify";
+    throw new LoomError(ErrorCode.GRANT_REFUSED, why, { cause });
+  }
+  const parsed = GrantClaimsSchema.safeParse(payload);
+  if (!parsed.success) throw new LoomError(ErrorCode.GRANT_REFUSED, "the grant's claims are malformed");
+  return parsed.data;
 }
 
 /**
  * An agent (the mcp-worker, the llm agent) trusts nothing on the bus but grants: a task runs only
- * with a grant acp-policy signed for this run, step, operation and these exact arguments, and that
- * has not expired. Keys are looked up by `kid` in KV `loom_grant_keys`, where each acp-policy
- * replica publishes its own. Every refusal is audited. The claims of each admitted task are kept
- * for its audit record, whose kind is `executionKind` (tool executions by default).
+ * with a grant acp-policy signed for this run, step, attempt, operation and these exact arguments,
+ * that has not expired and has not been used. Keys are looked up by `kid` in KV `loom_grant_keys`,
+ * where each acp-policy replica publishes its own. Every refusal is audited. Right before the work
+ * the grant is consumed: its id is created in KV `loom_grant_uses` (a second use finds it there and
+ * is refused), and a `grant.admitted` record carrying the grant, which is acp-policy's decision, is
+ * stored in this writer's chain; so no work runs without its decision on record, even when
+ * acp-policy died before its own record of the decision went out.
  */
 export class GrantCheck {
-  readonly #keys: KV;
+  readonly #key: GrantKeys;
+  readonly #uses: KV;
   readonly #audit: AuditLog;
   readonly #log: Logger;
-  readonly #cache = new Map<string, CryptoKey | Uint8Array>();
-  readonly #admitted = new WeakMap<Message, GrantClaims>();
+  readonly #admitted = new WeakMap<Message, { claims: GrantClaims; grant: string }>();
   readonly #executionKind: AuditKind;
 
-  constructor(options: { keys: KV; audit: AuditLog; log: Logger; executionKind?: AuditKind }) {
-    this.#keys = options.keys;
+  constructor(options: { keys: KV; uses: KV; audit: AuditLog; log: Logger; executionKind?: AuditKind }) {
+    this.#key = grantKeySource(options.keys);
+    this.#uses = options.uses;
     this.#audit = options.audit;
     this.#log = options.log;
     this.#executionKind = options.executionKind ?? AuditKind.TOOL_EXECUTION;
@@ -57,36 +121,93 @@ export class GrantCheck {
     operation: GrantedOperation,
   ): Promise<GrantClaims> {
     try {
-      const claims = await this.#verify(grant, operation);
-      this.#admitted.set(message, claims);
+      const claims = await verifyGrant(grant, this.#key);
+      const mismatch =
+        claims.action !== operation.action || claims.tool !== operation.target
+          ? `the grant is for ${claims.action} ${claims.tool}, not ${operation.action} ${operation.target}`
+          : claims.args !== digestOf(operation.arguments)
+            ? "the grant is for other arguments"
+            : claims.run !== (operation.runId ?? "") || claims.step !== (operation.stepId ?? "")
+              ? "the grant is for another run or step"
+              : claims.attempt !== operation.attempt
+                ? `the grant is for attempt ${claims.attempt}, not ${operation.attempt}`
+                : undefined;
+      if (mismatch !== undefined) throw new LoomError(ErrorCode.GRANT_REFUSED, mismatch);
+      this.#admitted.set(message, { claims, grant: grant as string });
       return claims;
     } catch (error) {
-      const refusal =
-        error instanceof LoomError && error.code === ErrorCode.GRANT_REFUSED
-          ? error
-          : new LoomError(ErrorCode.GRANT_REFUSED, "the grant could not be checked", { cause: error });
-      await this.#audit.append({
-        kind: AuditKind.GRANT_REFUSED,
-        principal: "unknown",
-        action: operation.action,
-        resource: operation.target,
-        outcome: ErrorCode.GRANT_REFUSED,
-        reason: refusal.message,
-        argsDigest: digestOf(operation.arguments),
-        ...(operation.runId === undefined ? {} : { runId: operation.runId }),
-        ...(operation.stepId === undefined ? {} : { stepId: operation.stepId }),
-      });
-      this.#log.warn(
-        { tool: operation.target, run_id: operation.runId, reason: refusal.message },
-        "task refused",
-      );
-      throw refusal;
+      throw await this.#refuse(operation, error);
     }
   }
 
   /**
+   * Uses the message's admitted grant, once: call right before the work. A grant already used
+   * (the same task re-sent, under any attempt number) is refused and audited.
+   */
+  async consume(message: Message): Promise<void> {
+    const admitted = this.#admitted.get(message);
+    if (admitted === undefined) throw new LoomError(ErrorCode.GRANT_REFUSED, "no grant was admitted");
+    const { claims, grant } = admitted;
+    const operation: GrantedOperation = {
+      action: claims.action,
+      target: claims.tool,
+      arguments: {},
+      runId: claims.run === "" ? undefined : claims.run,
+      stepId: claims.step === "" ? undefined : claims.step,
+      attempt: claims.attempt,
+    };
+    try {
+      await this.#uses.create(claims.jti, new TextEncoder().encode(new Date().toISOString()));
+    } catch (cause) {
+      this.#admitted.delete(message);
+      const used = (await this.#uses.get(claims.jti))?.operation === "PUT";
+      throw await this.#refuse(
+        operation,
+        used ? new LoomError(ErrorCode.GRANT_REFUSED, "the grant has already been used", { cause }) : cause,
+        claims.args,
+      );
+    }
+    await this.#audit.append({
+      kind: AuditKind.GRANT_ADMITTED,
+      principal: claims.sub,
+      action: claims.action,
+      resource: claims.tool,
+      rule: claims.rule,
+      argsDigest: claims.args,
+      grant,
+      ...(claims.run === "" ? {} : { runId: claims.run }),
+      ...(claims.step === "" ? {} : { stepId: claims.step }),
+    });
+  }
+
+  /** Audits a refusal and returns it as GRANT_REFUSED. */
+  async #refuse(operation: GrantedOperation, error: unknown, argsDigest?: string): Promise<LoomError> {
+    const refusal =
+      error instanceof LoomError && error.code === ErrorCode.GRANT_REFUSED
+        ? error
+        : new LoomError(ErrorCode.GRANT_REFUSED, "the grant could not be checked", { cause: error });
+    await this.#audit.append({
+      kind: AuditKind.GRANT_REFUSED,
+      principal: "unknown",
+      action: operation.action,
+      resource: operation.target,
+      outcome: ErrorCode.GRANT_REFUSED,
+      reason: refusal.message,
+      argsDigest: argsDigest ?? digestOf(operation.arguments),
+      ...(operation.runId === undefined ? {} : { runId: operation.runId }),
+      ...(operation.stepId === undefined ? {} : { stepId: operation.stepId }),
+    });
+    this.#log.warn(
+      { tool: operation.target, run_id: operation.runId, reason: refusal.message },
+      "task refused",
+    );
+    return refusal;
+  }
+
+  /**
    * Runs a task and appends its execution record: who, what, outcome, latency and digests. What
-   * was run is read from the grant, which binds the target and the arguments' digest.
+   * was run is read from the grant, which binds the target and the arguments' digest. The record
+   * goes out with this writer's next batch; the reply does not wait for it.
    */
   async audited<T extends { artifacts?: unknown }>(message: Message, work: () => Promise<T>): Promise<T> {
     const started = performance.now();
@@ -99,70 +220,24 @@ export class GrantCheck {
       outcome = toWireError(error).code;
       throw error;
     } finally {
-      const claims = this.#admitted.get(message);
+      const claims = this.#admitted.get(message)?.claims;
       // A refused task is already audited as such; only admitted ones are executions.
       if (claims !== undefined) {
-        await this.#audit.append({
-          kind: this.#executionKind,
-          principal: claims.sub,
-          action: claims.action,
-          resource: claims.tool,
-          outcome,
-          latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
-          argsDigest: claims.args,
-          ...(result === undefined ? {} : { resultDigest: digestOf(result.artifacts ?? null) }),
-          ...(claims.run === "" ? {} : { runId: claims.run }),
-          ...(claims.step === "" ? {} : { stepId: claims.step }),
-        });
+        this.#audit
+          .append({
+            kind: this.#executionKind,
+            principal: claims.sub,
+            action: claims.action,
+            resource: claims.tool,
+            outcome,
+            latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+            argsDigest: claims.args,
+            ...(result === undefined ? {} : { resultDigest: digestOf(result.artifacts ?? null) }),
+            ...(claims.run === "" ? {} : { runId: claims.run }),
+            ...(claims.step === "" ? {} : { stepId: claims.step }),
+          })
+          .catch((error: unknown) => this.#log.error({ err: error }, "could not store an execution record"));
       }
     }
-  }
-
-  async #verify(grant: string | undefined, operation: GrantedOperation): Promise<GrantClaims> {
-    if (grant === undefined || grant === "") {
-      throw new LoomError(ErrorCode.GRANT_REFUSED, "the task carries no grant from acp-policy");
-    }
-    let payload: unknown;
-    try {
-      ({ payload } = await jwtVerify(grant, (header) => this.#key(header.kid), {
-        issuer: GRANT_ISSUER,
-        audience: GRANT_AUDIENCE,
-        algorithms: ["EdDSA"],
-        typ: GRANT_TYPE,
-        clockTolerance: CLOCK_SKEW_SECONDS,
-        requiredClaims: ["exp", "jti", "sub"],
-      }));
-    } catch (cause) {
-      const why = cause instanceof errors.JWTExpired ? "the grant has expired" : "the grant does not verify";
-      throw new LoomError(ErrorCode.GRANT_REFUSED, why, { cause });
-    }
-    const parsed = GrantClaimsSchema.safeParse(payload);
-    if (!parsed.success) throw new LoomError(ErrorCode.GRANT_REFUSED, "the grant's claims are malformed");
-    const claims = parsed.data;
-    const mismatch =
-      claims.action !== operation.action || claims.tool !== operation.target
-        ? `the grant is for ${claims.action} ${claims.tool}, not ${operation.action} ${operation.target}`
-        : claims.args !== digestOf(operation.arguments)
-          ? "the grant is for other arguments"
-          : claims.run !== (operation.runId ?? "") || claims.step !== (operation.stepId ?? "")
-            ? "the grant is for another run or step"
-            : undefined;
-    if (mismatch !== undefined) throw new LoomError(ErrorCode.GRANT_REFUSED, mismatch);
-    return claims;
-  }
-
-  async #key(kid: string | undefined): Promise<CryptoKey | Uint8Array> {
-    if (kid === undefined || !/^[A-Za-z0-9_-]{1,128}$/.test(kid)) {
-      throw new LoomError(ErrorCode.GRANT_REFUSED, "the grant names no usable key id");
-    }
-    const cached = this.#cache.get(kid);
-    if (cached !== undefined) return cached;
-    const entry = await this.#keys.get(kid);
-    if (entry === null || entry.operation !== "PUT") {
-      throw new LoomError(ErrorCode.GRANT_REFUSED, "the grant is signed by an unknown key");
-    }
-    const key = await importJWK(JSON.parse(entry.string()) as JWK, "EdDSA");
-    this.#cache.set(kid, key);
-    return key;
   }
 }

@@ -17,7 +17,7 @@ type StreamDefinition = Partial<StreamConfig> & Pick<StreamConfig, "name" | "sub
 export const StreamDefinitions = {
   runs: {
     name: Streams.RUNS,
-    subjects: [Subjects.RUNS_SUBMIT],
+    subjects: [Subjects.RUNS_SUBMIT, Subjects.RUNS_DELEGATED],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     max_age: nanos(7 * DAY_MS),

@@ -2,7 +2,7 @@ import { AuditKind } from "../../schemas/audit.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, LLM_AGENT } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
-import { GrantCheck } from "../kit/grant-check.ts";
+import { GRANT_USE_MEMORY_MS, GrantCheck } from "../kit/grant-check.ts";
 import {
   connectNats,
   createLogger,
@@ -35,6 +35,7 @@ await runUntilSignalled(log, async () => {
   await observability.connected({ nc, streams: [], buckets: [Buckets.GRANT_KEYS] });
   const grants = new GrantCheck({
     keys: await openBucket(nc, Buckets.GRANT_KEYS),
+    uses: await openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS }),
     audit: new AuditLog(nc, SERVICE),
     log,
     executionKind: AuditKind.LLM_ANSWER,

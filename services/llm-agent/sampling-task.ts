@@ -36,7 +36,9 @@ export async function handleSamplingTask(
     arguments: request,
     runId: metadata?.runId,
     stepId: metadata?.stepId,
+    attempt: 0,
   });
+  await deps.grants.consume(message);
   const answer = CreateMessageAnswerSchema.parse(await deps.model.complete(request.params, signal));
   deps.log.info(
     { mcp_server: request.server, model: answer.model, run_id: metadata?.runId, step_id: metadata?.stepId },

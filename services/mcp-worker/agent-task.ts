@@ -12,7 +12,6 @@ export async function handleAgentTask(
   deps: TaskHandlerDependencies,
   inFlight: InFlightTasks,
   message: Message,
-  authorization?: string,
 ): Promise<Task> {
   const data = message.parts.find((part) => "data" in part);
   const body =
@@ -26,7 +25,7 @@ export async function handleAgentTask(
       return handleCompleteTask(deps, message, parseOperation(CompletionCompleteSchema, body), signal);
     if ("prompt" in body)
       return handlePromptTask(deps, message, parseOperation(PromptGetSchema, body), signal);
-    return handleToolTask(deps, message, signal, authorization);
+    return handleToolTask(deps, message, signal);
   });
 }
 

@@ -4,7 +4,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT, Streams } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
-import { GrantCheck } from "../kit/grant-check.ts";
+import { GRANT_USE_MEMORY_MS, GrantCheck } from "../kit/grant-check.ts";
 import {
   connectNats,
   createLogger,
@@ -120,6 +120,7 @@ await runUntilSignalled(log, async () => {
   const steps = new StepResults(await openBucket(nc, Buckets.STEPS), `${SERVICE}-${process.pid}`, log);
   const grants = new GrantCheck({
     keys: await openBucket(nc, Buckets.GRANT_KEYS),
+    uses: await openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS }),
     audit,
     log,
   });
@@ -143,8 +144,7 @@ await runUntilSignalled(log, async () => {
     queue: MCP_WORKER_AGENT,
     contract: AgentTaskContract,
     log,
-    handle: (message, context) =>
-      grants.audited(message, () => handleAgentTask(deps, inFlight, message, context.authorization)),
+    handle: (message, _context) => grants.audited(message, () => handleAgentTask(deps, inFlight, message)),
   });
   log.info({ subject, servers: [...connections.keys()] }, "serving A2A tool tasks");
 

@@ -104,6 +104,7 @@ export async function runOperation(
     ...granted,
     runId: step?.runId,
     stepId: step?.stepId,
+    attempt: step?.attempt ?? 0,
   });
   const connection = deps.connections.get(server);
   if (connection === undefined) {
@@ -117,6 +118,7 @@ export async function runOperation(
   const version = connection.chooseVersion();
   const masking = new TaskMasking(claims.obligations);
   const execute = async (): Promise<Task> => {
+    await deps.grants.consume(message);
     // Reads and prompts change nothing: a server failure may be retried on any replica.
     const { result, serverVersion } = await connection.run(
       (replica, attemptTimeoutMs) =>

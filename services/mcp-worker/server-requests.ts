@@ -17,7 +17,10 @@ export interface CallOrigin {
   taskId: string | undefined;
   runId: string | undefined;
   stepId: string | undefined;
-  /** The run token the task came with. Policy decides for its principal; no MCP server ever sees it. */
+  /**
+   * The call's grant: a sampling decision and a question to the run's user present it (it names
+   * the run, the step and the principal). No MCP server ever sees it.
+   */
   authorization: string | undefined;
   /** The call's own timeout, paused while a person answers a question the server asked. */
   clock: PausableDeadline;

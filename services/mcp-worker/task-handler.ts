@@ -39,8 +39,6 @@ export async function handleToolTask(
   deps: TaskHandlerDependencies,
   message: Message,
   signal?: AbortSignal,
-  /** The run token the task came with: a server's sampling request is decided for its principal. */
-  authorization?: string,
 ): Promise<Task> {
   const call = readToolCall(message);
   const metadata = ToolCallMetadataSchema.safeParse(message.metadata ?? {});
@@ -52,6 +50,7 @@ export async function handleToolTask(
     arguments: call.arguments,
     runId: step?.runId,
     stepId: step?.stepId,
+    attempt: step?.attempt ?? 0,
   });
   // Whatever leaves the worker about this task from here on, result or not, is masked as granted.
   const masking = new TaskMasking(grant.obligations);
@@ -79,6 +78,7 @@ export async function handleToolTask(
   const idempotency =
     step === undefined ? {} : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) };
   const execute = async (): Promise<Task> => {
+    await deps.grants.consume(message);
     const result = await traceToolCall(
       { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId, serverVersion },
       async (traceMeta) =>
@@ -98,7 +98,8 @@ export async function handleToolTask(
                     taskId: message.taskId,
                     runId: step?.runId,
                     stepId: step?.stepId,
-                    authorization,
+                    // The grant is the call's only credential: follow-ups present it.
+                    authorization: step?.grant,
                     principal: grant.sub,
                     clientRelay: step?.clientRelay,
                     masking,

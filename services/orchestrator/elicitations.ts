@@ -4,6 +4,7 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import type { RunControlReply, RunInput } from "../../schemas/run.ts";
 import { ElicitAction, type ElicitAnswer, ElicitAnswerSchema } from "../../schemas/sampling.ts";
 import { runElicitAnswerSubject, runIdOfSubject, Subjects } from "../../schemas/subjects.ts";
+import { FOLLOW_UP_SECONDS, type GrantKeys, verifyGrant } from "../kit/grant-check.ts";
 import {
   describeIssues,
   type JsonSchemaValidator,
@@ -25,6 +26,7 @@ export interface ElicitationOptions {
   runs: RunStore;
   driver: RunDriver;
   log: Logger;
+  grantKeys: GrantKeys;
 }
 
 /**
@@ -42,11 +44,14 @@ export function serveElicitations(options: ElicitationOptions): { stop(): Promis
       const execution = options.driver.driving(runId);
       const stored = await options.runs.getActive(runId);
       if (execution === undefined) return NO_REPLY;
-      // Only the holder of the run's token, which went out with the run's tasks, asks in its name.
-      if (context.authorization === undefined || context.authorization !== stored.record.authorization) {
+      // Only a task of this run's step asks its user, presenting the grant it was sent with.
+      const claims = await verifyGrant(context.authorization, options.grantKeys, FOLLOW_UP_SECONDS).catch(
+        () => undefined,
+      );
+      if (claims?.run !== stored.record.runId || claims.step !== body.stepId) {
         throw new LoomError(
           ErrorCode.UNAUTHENTICATED,
-          `only a task of run ${runId} may ask its user for input`,
+          `only a task of run ${runId}, with its step's grant, may ask its user for input`,
         );
       }
       if (context.reply === undefined) {

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Buckets } from "../../schemas/subjects.ts";
+import { grantKeySource } from "../kit/grant-check.ts";
 import {
   connectNats,
   createLogger,
@@ -27,10 +28,15 @@ import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
 import { RunStore } from "./run-store.ts";
+import { RunTokens } from "./run-tokens.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
 import { serveToolFeedback } from "./tool-feedback.ts";
 import { serveToolStats } from "./tool-stats.ts";
 import { WorkflowAgents } from "./workflow-agents.ts";
+
+/** Run tokens are kept no longer than a run's submission is (the LOOM_RUNS stream's max age). */
+const RUN_TOKEN_MEMORY_MS = 7 * 24 * 3_600_000;
+
 import { WorkflowCatalog } from "./workflow-catalog.ts";
 import { WorkflowRegistry } from "./workflow-registry.ts";
 
@@ -112,7 +118,9 @@ await runUntilSignalled(log, async () => {
     buckets: [Buckets.RUNS],
   });
   const events = new RunEvents(js);
+  const runTokens = new RunTokens(await openBucket(nc, Buckets.RUN_TOKENS, { ttlMs: RUN_TOKEN_MEMORY_MS }));
   const driver = new RunDriver({
+    runTokens,
     nc,
     runs,
     events,
@@ -132,7 +140,14 @@ await runUntilSignalled(log, async () => {
     results: new ResultStore(resultsKv, config.LOOM_RESULT_INLINE_MAX_BYTES),
   });
   await driver.watch(runsKv);
-  const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
+  const control = serveRunControl({
+    nc,
+    runs,
+    driver,
+    log,
+    policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
+    grantKeys: grantKeySource(await openBucket(nc, Buckets.GRANT_KEYS)),
+  });
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const toolStats = serveToolStats({ nc, js, log });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
@@ -150,6 +165,7 @@ await runUntilSignalled(log, async () => {
     maxConcurrent: config.LOOM_MAX_CONCURRENT_SUBMISSIONS,
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
+    runTokens,
   });
   log.info("taking run submissions");
 

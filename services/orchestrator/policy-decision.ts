@@ -14,9 +14,16 @@ import { LoomError, request } from "../kit/index.ts";
 export async function decideOperation(
   nc: NatsConnection,
   decisionRequest: PolicyDecisionRequest,
-  options: { authorization: string | undefined; timeoutMs: number; span?: Span },
+  options: {
+    authorization: string | undefined;
+    timeoutMs: number;
+    span?: Span;
+    /** `run` for a run's own operations, decided with its run token on the orchestrator-only subject. */
+    channel?: "public" | "run";
+  },
 ): Promise<PolicyDecision> {
-  const decision = await request(nc, Subjects.POLICY_DECIDE, PolicyDecideContract, decisionRequest, {
+  const subject = options.channel === "run" ? Subjects.POLICY_DECIDE_RUN : Subjects.POLICY_DECIDE;
+  const decision = await request(nc, subject, PolicyDecideContract, decisionRequest, {
     timeoutMs: options.timeoutMs,
     headers: { [Headers.AUTHORIZATION]: options.authorization },
   });

@@ -5,6 +5,7 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
 import type { RunControlReply } from "../../schemas/run.ts";
 import { Headers, runIdOfSubject, Subjects } from "../../schemas/subjects.ts";
+import type { GrantKeys } from "../kit/grant-check.ts";
 import {
   JsonSchemaValidator,
   type Logger,
@@ -26,6 +27,8 @@ export interface RunControlOptions {
   driver: RunDriver;
   log: Logger;
   policyTimeoutMs: number;
+  /** acp-policy's grant keys: a question from a task is asked with that task's grant. */
+  grantKeys: GrantKeys;
 }
 
 /**

@@ -361,7 +361,7 @@ export class RunExecution {
         return runWorkStep(this.#options, {
           runId: record.runId,
           contextId: record.contextId,
-          authorization: record.authorization,
+          workflow: { id: this.#workflow.id, version: this.#workflow.version },
           step,
           attempt,
           scope,

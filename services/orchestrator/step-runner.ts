@@ -24,6 +24,7 @@ import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import { decideOperation } from "./policy-decision.ts";
 import type { InputAnswer, RunMachineEvent } from "./run-machine.ts";
+import type { RunTokens } from "./run-tokens.ts";
 import { progressText, relayTaskProgress } from "./task-progress.ts";
 
 /** Extra time an agent gets over the step's own timeout to answer with a typed error. */
@@ -40,12 +41,15 @@ export interface StepRunnerOptions {
    * MCP server asked (elicitation); the step's own clock stops meanwhile.
    */
   elicitationTimeoutMs: number;
+  /** Where each run's run token is kept; only this service reads it. */
+  runTokens: RunTokens;
 }
 
 export interface WorkRun {
   runId: string;
   contextId: string;
-  authorization: string | undefined;
+  /** The run's workflow and version, which its run token is bound to. */
+  workflow: { id: string; version: number };
   step: WorkStep;
   attempt: number;
   scope: ExpressionScope;
@@ -98,8 +102,15 @@ export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Pro
               ...(dispatch.arguments === undefined ? {} : { arguments: dispatch.arguments }),
               runId: run.runId,
               stepId: step.id,
+              attempt: run.attempt,
+              runWorkflow: run.workflow,
             },
-            { authorization: run.authorization, timeoutMs: options.policyTimeoutMs, span },
+            {
+              authorization: await options.runTokens.authorization(run.runId),
+              timeoutMs: options.policyTimeoutMs,
+              span,
+              channel: "run",
+            },
           );
           return await sendTask(options, run, dispatch, decision.grant);
         }
@@ -127,10 +138,13 @@ async function sendTask(
     timeoutMs,
     ...(grant === undefined ? {} : { grant }),
   };
-  // The run's token goes along: a workflow agent cancels the run it started on the run's behalf.
+  // The worker's only credential is the grant. A workflow agent (this same service, another
+  // replica perhaps) gets the run token: the child run it starts is decided with it.
+  const authorization =
+    dispatch.agent === MCP_WORKER_AGENT ? undefined : await options.runTokens.authorization(run.runId);
   const cancel = () =>
     options.nc.publish(agentCancelSubject(dispatch.agent), encodeJson({ taskId }), {
-      headers: tracedHeaders({ [Headers.AUTHORIZATION]: run.authorization }),
+      headers: tracedHeaders({ [Headers.AUTHORIZATION]: authorization }),
     });
   run.signal.addEventListener("abort", cancel, { once: true });
   // Subscribed before the task goes out, so no report the agent sends is missed. Only the MCP
@@ -173,9 +187,7 @@ async function sendTask(
         timeoutMs: replyWithinMs + options.elicitationTimeoutMs,
         headers: {
           [Headers.MSG_ID]: taskId,
-          // The worker acts on the grant alone; it presents the run token only to acp-policy, to
-          // ask for a server's sampling request during this call on the run's principal's behalf.
-          [Headers.AUTHORIZATION]: run.authorization,
+          [Headers.AUTHORIZATION]: authorization,
         },
       },
     );

@@ -31,6 +31,7 @@ import type { RunDriver } from "./run-driver.ts";
 import type { RunEvents } from "./run-events.ts";
 import { initialState } from "./run-execution.ts";
 import type { RunStore } from "./run-store.ts";
+import type { RunTokens } from "./run-tokens.ts";
 import type { WorkflowCatalog } from "./workflow-catalog.ts";
 
 /** Deliveries of one submission before a persistent failure (policy down, say) fails the run. */
@@ -52,6 +53,8 @@ export interface SubmissionOptions {
   /** This replica's name and lease length, written into each run it accepts. */
   owner: string;
   leaseMs: number;
+  /** Where each accepted run's run token is kept (never in its record, which others may read). */
+  runTokens: RunTokens;
 }
 
 /** The durable consumer every orchestrator replica shares, so each submission is taken once. */
@@ -123,11 +126,20 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
           options.validator.assertValid(workflow.input, submission.input, `input of workflow ${workflow.id}`);
         }
         const authorization = message.headers?.get(Headers.AUTHORIZATION) || undefined;
+        // A delegate step's child run comes with its parent's run token, on a subject only an
+        // orchestrator may publish to; it is decided where only an orchestrator may ask. Anything
+        // on the public subject is decided as the caller's own token, never as a run token.
+        const delegated = message.subject === Subjects.RUNS_DELEGATED;
         const decision = await request(
           options.nc,
-          Subjects.POLICY_DECIDE,
+          delegated ? Subjects.POLICY_DECIDE_RUN : Subjects.POLICY_DECIDE,
           PolicyDecideContract,
-          { action: PolicyAction.WORKFLOW_START, resource: { workflow: workflow.id }, runId },
+          {
+            action: PolicyAction.WORKFLOW_START,
+            resource: { workflow: workflow.id },
+            runId,
+            runWorkflow: { id: workflow.id, version: workflow.version },
+          },
           { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: authorization } },
         );
         if (decision.effect === PolicyEffect.DENY) {
@@ -139,6 +151,10 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
             },
           );
         }
+        if (decision.runToken === undefined) {
+          throw new LoomError(ErrorCode.UNAUTHENTICATED, `acp-policy issued no run token for ${runId}`);
+        }
+        await options.runTokens.put(runId, decision.runToken);
         const now = Date.now();
         const { snapshot, pending } = initialState(workflow, submission.input);
         const stored = await options.runs.create({
@@ -157,13 +173,6 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
           ...(workflow.deadline === undefined
             ? {}
             : { deadlineAt: new Date(now + workflow.deadline).toISOString() }),
-          // Later steps are decided with the run token (bound to this run), so the run outlives
-          // the caller's own token; without one, the caller's token is all there is.
-          ...(decision.runToken !== undefined
-            ? { authorization: `Bearer ${decision.runToken}` }
-            : authorization === undefined
-              ? {}
-              : { authorization }),
           traceContext: traceContextFields(),
           createdAt: new Date(now).toISOString(),
           updatedAt: new Date(now).toISOString(),

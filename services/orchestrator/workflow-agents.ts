@@ -5,7 +5,13 @@ import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { AgentTaskContract, RunCancelContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { RunSubmissionSchema } from "../../schemas/run.ts";
-import { agentCancelSubject, agentTasksSubject, Headers, runCancelSubject } from "../../schemas/subjects.ts";
+import {
+  agentCancelSubject,
+  agentTasksSubject,
+  Headers,
+  runCancelSubject,
+  Subjects,
+} from "../../schemas/subjects.ts";
 import {
   describeIssues,
   type Logger,
@@ -39,8 +45,8 @@ export function workflowAgentName(workflowId: string): string {
 
 /**
  * Every registered workflow is also an agent on the bus (`loom.v1.agents.wf-<id>.tasks`), so a
- * `delegate` step (or any A2A client on NATS) can hand it work. A task becomes a run of the
- * workflow, submitted with the caller's token, and the reply is that run's end: its output
+ * `delegate` step can hand it work. A task becomes a child run of the workflow, submitted with the
+ * delegating run's token, and the reply is that run's end: its output
  * artifact, or its error. The run id derives from the task id, so a re-sent task joins the run
  * it started instead of starting another.
  */
@@ -143,7 +149,9 @@ export class WorkflowAgents {
       () => {},
       (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
     );
-    await publishSubmission(this.#js, submission.data, authorization);
+    // The task came from a delegate step with its run's token: the child run is submitted where
+    // only an orchestrator may publish, and decided with that token where only one may ask.
+    await publishSubmission(this.#js, submission.data, authorization, Subjects.RUNS_DELEGATED);
     const result = await ended;
     if (result.state !== TaskState.COMPLETED) {
       const last = result.events.findLast((event) => "statusUpdate" in event);

@@ -1,24 +1,20 @@
-import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditKind } from "../../schemas/audit.ts";
-import { Streams } from "../../schemas/subjects.ts";
-import { type StoredRecord, verifyChain } from "../../services/cli/commands/audit.ts";
+import { type StoredRecord, verifyAudit } from "../../services/cli/commands/audit.ts";
 import { AuditLog } from "../../services/kit/audit-chain.ts";
+import { pinnedKeys, storedAudit } from "../helpers/audit.ts";
 import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 
-async function stored(nc: NatsConnection): Promise<StoredRecord[]> {
-  const jsm = await jetstreamManager(nc);
-  const { state } = await jsm.streams.info(Streams.AUDIT);
-  const records: StoredRecord[] = [];
-  for (let seq = 1; seq <= state.last_seq; seq++) {
-    const message = await jsm.streams.getMessage(Streams.AUDIT, { seq });
-    if (message !== null) records.push({ seq, data: message.data });
-  }
-  return records;
-}
+const entry = (i: number) => ({
+  kind: AuditKind.TOOL_EXECUTION,
+  principal: "ann",
+  resource: "crm.get_contact",
+  outcome: "ok",
+  runId: `run-${i}`,
+});
 
-describe("audit hash chain over a real nats-server", () => {
+describe("audit - signed chains, one per writer, over a real nats-server", () => {
   let ns: NatsServer;
   let a: NatsConnection;
   let b: NatsConnection;
@@ -32,44 +28,41 @@ describe("audit hash chain over a real nats-server", () => {
     await ns?.[Symbol.asyncDispose]();
   });
 
-  it("audit - two services appending at once still form one unbroken chain", async () => {
+  it("audit - two services appending at once each keep an intact chain, and verify reports both", async () => {
     const policy = new AuditLog(a, "acp-policy");
     const worker = new AuditLog(b, "mcp-worker");
-    const entry = (i: number) => ({
-      kind: AuditKind.TOOL_EXECUTION,
-      principal: "ann",
-      resource: "crm.get_contact",
-      outcome: "ok",
-      runId: `run-${i}`,
-    });
     await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? policy : worker).append(entry(i))));
-    const report = verifyChain(await stored(a));
-    expect(report).toMatchObject({ records: 40 });
-    expect(report.broken).toBeUndefined();
+    const report = await verifyAudit(await storedAudit(a), await pinnedKeys(a));
+    expect(report).toMatchObject({ records: 40, intact: true, stream: [] });
+    expect(report.writers.map((w) => [w.service, w.records, w.status])).toEqual([
+      ["acp-policy", 20, "intact"],
+      ["mcp-worker", 20, "intact"],
+    ]);
   });
 
-  it("audit - verify names the first edited record, and a record whose link is wrong", () => {
+  it("audit - verify names an edited record, a dropped record and a replayed one, per writer", async () => {
+    const records = await storedAudit(a);
+    const keys = await pinnedKeys(a);
+    const decode = (record: StoredRecord) => JSON.parse(new TextDecoder().decode(record.data));
     const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
-    return stored(a).then((records) => {
-      const [first, second, third] = records.map((record) =>
-        JSON.parse(new TextDecoder().decode(record.data)),
-      );
-      const edited = [
-        { seq: 1, data: encode(first) },
-        { seq: 2, data: encode({ ...second, outcome: "TOOL_ERROR" }) },
-        { seq: 3, data: encode(third) },
-      ];
-      expect(verifyChain(edited).broken).toMatchObject({ seq: 2, problem: expect.stringMatching(/hash/) });
-      const skipped = [
-        { seq: 1, data: encode(first) },
-        { seq: 2, data: encode(third) },
-      ];
-      expect(verifyChain(skipped).broken).toMatchObject({ seq: 2, problem: expect.stringMatching(/link/) });
-      const gap = [
-        { seq: 1, data: encode(first) },
-        { seq: 3, data: encode(third) },
-      ];
-      expect(verifyChain(gap).broken).toMatchObject({ seq: 3, problem: expect.stringMatching(/missing/) });
+    const policyRecords = records.filter((record) => record.subject.startsWith("loom.v1.audit.acp-policy."));
+    const [first, second, third] = policyRecords as [StoredRecord, StoredRecord, StoredRecord];
+    const edited = [first, { ...second, data: encode({ ...decode(second), outcome: "TOOL_ERROR" }) }, third];
+    expect((await verifyAudit(edited, keys)).writers[0]).toMatchObject({
+      status: "broken",
+      broken: { seq: 2, problem: expect.stringMatching(/hash/) },
     });
+    const dropped = [first, { ...third, seq: 2 }];
+    expect((await verifyAudit(dropped, keys)).writers[0]).toMatchObject({
+      status: "broken",
+      broken: { seq: 3, problem: expect.stringMatching(/missing/) },
+    });
+    const replayed = [first, second, { ...first, seq: 3 }, { ...third, seq: 4 }];
+    expect((await verifyAudit(replayed, keys)).writers[0]).toMatchObject({
+      status: "broken",
+      broken: { seq: 1, problem: expect.stringMatching(/twice/) },
+    });
+    const unpinned = await verifyAudit(policyRecords, { ...keys, pins: new Map() });
+    expect(unpinned.writers[0]).toMatchObject({ status: "unknown signer" });
   });
 });

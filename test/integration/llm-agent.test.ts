@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
@@ -108,7 +109,11 @@ describe("llm agent - a sampling task with a grant, answered by an OpenAI-compat
       tool: "everything",
       args: digestOf(SAMPLING),
       obligations: NO_OBLIGATIONS,
-      jti: "d-1",
+      attempt: 0,
+      rule: "tests",
+      roles: ["analyst"],
+      attributes: {},
+      jti: randomUUID(),
       ...claims,
     });
 

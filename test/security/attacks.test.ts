@@ -12,7 +12,14 @@ import { type Alert, AlertSchema } from "../../schemas/alert.ts";
 import { type AuditRecord, AuditRecordSchema } from "../../schemas/audit.ts";
 import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { agentTasksSubject, Headers, MCP_WORKER_AGENT, Streams, Subjects } from "../../schemas/subjects.ts";
+import {
+  agentTasksSubject,
+  auditSubject,
+  Headers,
+  MCP_WORKER_AGENT,
+  Streams,
+  Subjects,
+} from "../../schemas/subjects.ts";
 import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { type LoomError, request } from "../../services/kit/index.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
@@ -36,7 +43,14 @@ async function decide(
     nc,
     Subjects.POLICY_DECIDE,
     PolicyDecideContract,
-    { action: "tools.call", resource: { tool }, arguments: args, runId: "attack-run", stepId: "s1" },
+    {
+      action: "tools.call",
+      resource: { tool },
+      arguments: args,
+      runId: "attack-run",
+      stepId: "s1",
+      attempt: 1,
+    },
     {
       timeoutMs: 5_000,
       headers: { [Headers.AUTHORIZATION]: token === undefined ? undefined : `Bearer ${token}` },
@@ -242,16 +256,28 @@ describe("security - token and bypass attacks against a running stack", () => {
       orchestrator,
       Subjects.POLICY_DECIDE,
       PolicyDecideContract,
-      { action: "workflow.start", resource: { workflow: "hello" }, runId: "run-a" },
+      {
+        action: "workflow.start",
+        resource: { workflow: "hello" },
+        runId: "run-a",
+        runWorkflow: { id: "hello", version: 1 },
+      },
       { timeoutMs: 5_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${tokenFor("ann", "analyst")}` } },
     );
     expect(started.runToken).toBeDefined();
     const forRun = (runId: string) =>
       request(
         orchestrator,
-        Subjects.POLICY_DECIDE,
+        Subjects.POLICY_DECIDE_RUN,
         PolicyDecideContract,
-        { action: "tools.call", resource: { tool: "time.get_time" }, arguments: {}, runId, stepId: "now" },
+        {
+          action: "tools.call",
+          resource: { tool: "time.get_time" },
+          arguments: {},
+          runId,
+          stepId: "now",
+          runWorkflow: { id: "hello", version: 1 },
+        },
         { timeoutMs: 5_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${started.runToken}` } },
       );
     expect((await forRun("run-a")).effect).toBe("allow");
@@ -312,12 +338,13 @@ describe("security - token and bypass attacks against a running stack", () => {
   it("security - a forged audit record breaks the chain and loom audit verify names it", async () => {
     const before = await loom.cli(["audit", "verify"]);
     expect(before.code).toBe(0);
-    expect(before.stdout).toMatch(/audit chain intact: \d+ records/);
-    const [last] = (await auditRecords(loom.observer)).slice(-1);
-    const forged = { ...last, id: randomUUID(), effect: "allow", principal: "mallory" };
+    expect(before.stdout).toMatch(/audit intact: \d+ records from \d+ writers/);
+    const last = (await auditRecords(loom.observer)).findLast((record) => record.service === "acp-policy");
+    if (last === undefined) throw new Error("acp-policy wrote no audit record");
+    const forged = { ...last, id: randomUUID(), seq: last.seq + 1, effect: "allow", principal: "mallory" };
     // Only acp-policy's user may append in its name: the forger is an insider with that user.
-    const ack = await jetstream(await loom.connectAs(NatsUser.ACP_POLICY)).publish(
-      "loom.v1.audit.acp-policy",
+    await jetstream(await loom.connectAs(NatsUser.ACP_POLICY)).publish(
+      auditSubject("acp-policy", last.writer),
       JSON.stringify(forged),
     );
     await attack(
@@ -325,7 +352,9 @@ describe("security - token and bypass attacks against a running stack", () => {
       `a forged audit record breaks the chain and loom audit verify names it`,
       async () => {
         const after = await loom.cli(["audit", "verify"]);
-        return after.code === 1 && after.stdout.includes(`BROKEN at seq ${ack.seq}`);
+        return (
+          after.code === 1 && after.stdout.includes(`acp-policy/${last.writer}: BROKEN at seq ${forged.seq}`)
+        );
       },
     );
   });
@@ -423,7 +452,7 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
       .messages;
     await attack(AttackClass.AUDIT_FORGERY, `a submitter cannot append to the audit stream`, async () => {
       const rejected = await jetstream(submitter, { timeout: 1_000 })
-        .publish("loom.v1.audit.acp-policy", "{}")
+        .publish(auditSubject("acp-policy", "w"), "{}")
         .then(
           () => false,
           () => true,

@@ -372,7 +372,7 @@ describe("security - trusted bus: the NATS users of npm start", () => {
       const before = (await jsm.streams.info(Streams.AUDIT)).state.messages;
       await attack(AttackClass.TRUSTED_BUS, `${user} appends an audit record as ${victim}`, async () => {
         const forged = JSON.stringify({ kind: "policy.decision", effect: "allow", principal: "root" });
-        const refused = await publishRefused(user, auditSubject(victim), forged);
+        const refused = await publishRefused(user, auditSubject(victim, "forged"), forged);
         return refused && (await jsm.streams.info(Streams.AUDIT)).state.messages === before;
       });
     });
@@ -382,8 +382,10 @@ describe("security - trusted bus: the NATS users of npm start", () => {
         const jsm = await jetstreamManager(loom.observer);
         const counts = await Promise.all(
           ["acp-policy", "mcp-worker"].map(async (service) => {
-            const info = await jsm.streams.info(Streams.AUDIT, { subjects_filter: auditSubject(service) });
-            return info.state.subjects?.[auditSubject(service)] ?? 0;
+            const info = await jsm.streams.info(Streams.AUDIT, {
+              subjects_filter: auditSubject(service, "*"),
+            });
+            return Object.values(info.state.subjects ?? {}).reduce((sum, count) => sum + count, 0);
           }),
         );
         return counts.every((count) => count > 0);

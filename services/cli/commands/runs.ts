@@ -19,10 +19,9 @@ export async function runsGetCommand(
     if (entry === null || entry.operation !== "PUT") {
       throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
     }
-    // The stored snapshot and the caller's token are internals, not for display.
+    // The stored snapshot and definition are internals, not for display.
     const {
       snapshot: _snapshot,
-      authorization: _authorization,
       definition: _definition,
       definitionRef: _definitionRef,
       ...record

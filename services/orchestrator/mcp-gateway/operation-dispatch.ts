@@ -102,6 +102,7 @@ export async function dispatchOperation(
           arguments: operation.arguments,
           runId,
           stepId,
+          attempt: 1,
         },
         { authorization: call.authorization, timeoutMs: options.policyTimeoutMs, span },
       );

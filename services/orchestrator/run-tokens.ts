@@ -1,0 +1,42 @@
+import type { KV } from "@nats-io/kv";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { LoomError } from "../kit/index.ts";
+
+/**
+ * Each run's run token, kept apart from the run's record: in KV `loom_run_tokens`, which only the
+ * orchestrator's NATS user may read or write (infra/nats/nats-server.conf), so that any replica
+ * driving the run after a restart or a takeover finds it, and nobody else does. The token itself is
+ * good only on `loom.v1.policy.decide.run`, where only the orchestrator may publish, for its run.
+ * Each replica keeps the tokens it used in memory: a step's decision costs no extra round trip.
+ */
+export class RunTokens {
+  readonly #kv: KV;
+  readonly #cache = new Map<string, string>();
+
+  constructor(kv: KV) {
+    this.#kv = kv;
+  }
+
+  /** Stores the token of a run just accepted (before the run is driven). */
+  async put(runId: string, token: string): Promise<void> {
+    await this.#kv.put(runId, new TextEncoder().encode(token));
+    this.#cache.set(runId, token);
+  }
+
+  /** The run's token as `Bearer <token>`; a run without one cannot decide anything. */
+  async authorization(runId: string): Promise<string> {
+    let token = this.#cache.get(runId);
+    if (token === undefined) {
+      const entry = await this.#kv.get(runId);
+      if (entry === null || entry.operation !== "PUT") {
+        throw new LoomError(
+          ErrorCode.UNAUTHENTICATED,
+          `run ${runId} has no run token to decide its steps with`,
+        );
+      }
+      token = entry.string();
+      this.#cache.set(runId, token);
+    }
+    return `Bearer ${token}`;
+  }
+}
