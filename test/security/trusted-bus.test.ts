@@ -107,6 +107,10 @@ describe("security - trusted bus: the NATS users of npm start", () => {
         tool: "crm.delete_record",
         args: digestOf(call.arguments),
         obligations: { maskFields: [], maskPii: [], maskPatterns: [] },
+        attempt: 1,
+        rule: "admins-delete",
+        roles: ["admin"],
+        attributes: {},
       })
         .setProtectedHeader({ alg: "EdDSA", typ: GRANT_TYPE, kid: key.kid })
         .setIssuer(GRANT_ISSUER)
