@@ -1,16 +1,28 @@
 import { z } from "zod";
-import { LogFormat, loadConfig, TelemetryConfigSchema } from "../kit/index.ts";
+import { LogFormat, loadConfig, NatsUrlSchema, TelemetryConfigSchema } from "../kit/index.ts";
 
 export const CliConfigSchema = TelemetryConfigSchema.extend({
-  NATS_URL: z.string().default("nats://127.0.0.1:4222"),
-  /** Bearer token presented with submissions; `loom token issue` makes one for development. */
-  LOOM_TOKEN: z.string().optional(),
-  /** Jaeger's UI (for example http://localhost:16686); `loom runs trace` then prints the trace's URL. */
-  LOOM_JAEGER_UI: z.url().optional(),
-  /** Where Loom's A2A edge answers, for `loom agents card`. */
-  LOOM_A2A_URL: z.url().default("http://127.0.0.1:7410"),
-  /** Log format of the services `loom dev` (`npm start`) starts: pretty by default, for a person. */
-  LOG_FORMAT: z.enum(LogFormat).default(LogFormat.PRETTY),
+  NATS_URL: NatsUrlSchema,
+  LOOM_TOKEN: z
+    .string()
+    .optional()
+    .describe(
+      "Bearer token the CLI presents (the same as `--token`); `loom token issue` makes one for development.",
+    ),
+  LOOM_JAEGER_UI: z
+    .url()
+    .optional()
+    .describe(
+      "Jaeger's UI (for example `http://localhost:16686`); `loom runs trace` then prints the trace's URL.",
+    ),
+  LOOM_A2A_URL: z
+    .url()
+    .default("http://127.0.0.1:7410")
+    .describe("Where Loom's A2A edge answers, for `loom agents card`."),
+  LOG_FORMAT: z
+    .enum(LogFormat)
+    .default(LogFormat.PRETTY)
+    .describe("Log format of the services `loom dev` (`npm start`) starts: pretty by default, for a person."),
 });
 export type CliConfig = z.infer<typeof CliConfigSchema>;
 
