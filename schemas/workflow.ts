@@ -87,7 +87,13 @@ export const DelegateStepSchema = z
   .strict();
 export type DelegateStep = z.infer<typeof DelegateStepSchema>;
 
-/** Steps that do one piece of work through an agent: the only ones that can run in `parallel`. */
+/** The kinds of step that do one piece of work through an agent: the only ones that can run in `parallel`. */
+export const WorkStepSchemas = {
+  call: CallStepSchema,
+  read: ReadStepSchema,
+  prompt: PromptStepSchema,
+  delegate: DelegateStepSchema,
+} as const;
 export const WorkStepSchema = z.union([CallStepSchema, ReadStepSchema, PromptStepSchema, DelegateStepSchema]);
 export type WorkStep = z.infer<typeof WorkStepSchema>;
 
@@ -154,14 +160,24 @@ export const ApprovalStepSchema = z
   .strict();
 export type ApprovalStep = z.infer<typeof ApprovalStepSchema>;
 
+/** Every kind of step, by the key that makes a step that kind. */
+export const StepSchemas = {
+  call: CallStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
+  read: ReadStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
+  prompt: PromptStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
+  delegate: DelegateStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
+  parallel: ParallelStepSchema,
+  choice: ChoiceStepSchema,
+  approval: ApprovalStepSchema,
+} as const;
 export const StepSchema = z.union([
-  CallStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
-  ReadStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
-  PromptStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
-  DelegateStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
-  ParallelStepSchema,
-  ChoiceStepSchema,
-  ApprovalStepSchema,
+  StepSchemas.call,
+  StepSchemas.read,
+  StepSchemas.prompt,
+  StepSchemas.delegate,
+  StepSchemas.parallel,
+  StepSchemas.choice,
+  StepSchemas.approval,
 ]);
 export type Step = z.infer<typeof StepSchema>;
 

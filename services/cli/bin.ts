@@ -19,7 +19,8 @@ import { toolsListCommand } from "./commands/tools.ts";
 import { runsTraceCommand } from "./commands/trace.ts";
 import { workflowApplyCommand, workflowGraphCommand } from "./commands/workflow.ts";
 import { readCliConfig } from "./config.ts";
-import { ExitCode } from "./exit-codes.ts";
+import { explainFailure } from "./connection.ts";
+import { ExitCode, exitCodeForError } from "./exit-codes.ts";
 
 const config = readCliConfig();
 // A command must not hang on an absent collector (the exporter retries a refused connection):
@@ -31,18 +32,23 @@ const program = new Command("loom")
   .addOption(new Option("--token <token>", "bearer token to act with").env("LOOM_TOKEN"))
   .showHelpAfterError();
 
-/** Runs a command and exits with its code; a LoomError prints as `error CODE: message`. */
+/**
+ * Runs a command and exits with its code; a LoomError prints as `error CODE: message` and exits as
+ * the exit-code table says (2 for a refusal, 1 for anything else).
+ */
 function action<Args extends unknown[]>(run: (...args: Args) => Promise<ExitCode> | ExitCode) {
   return async (...args: Args) => {
     try {
       process.exitCode = await run(...args);
-    } catch (error) {
+    } catch (thrown) {
+      const error = await explainFailure(thrown, program.opts<{ nats: string }>().nats);
       if (error instanceof LoomError) {
         console.error(`error ${error.code}: ${error.message}`);
+        process.exitCode = exitCodeForError(error.code);
       } else {
-        console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+        console.error(`error: ${error.message}`);
+        process.exitCode = ExitCode.FAILED;
       }
-      process.exitCode = ExitCode.FAILED;
     }
   };
 }
@@ -164,7 +170,7 @@ runs
           json: options.json,
           approved: decided ? options.approve === true : undefined,
           text: options.text,
-          data: options.data === undefined ? undefined : await readInput(options.data),
+          data: options.data === undefined ? undefined : await readInput(options.data, "--data"),
           step: options.step,
           comment: options.comment,
         });

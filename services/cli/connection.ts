@@ -1,5 +1,7 @@
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode } from "../../schemas/errors.ts";
+import { Streams } from "../../schemas/subjects.ts";
 import { LoomError } from "../kit/index.ts";
 import { natsServerOptions } from "../kit/nats-url.ts";
 
@@ -21,4 +23,43 @@ export async function connectCli(url: string): Promise<NatsConnection> {
       { cause },
     );
   }
+}
+
+/**
+ * A command's failure as its user should read it. A NATS on which Loom never ran has none of its
+ * streams, which the NATS client reports as "jetstream is not enabled" or "stream not found": say
+ * which it is and how to start Loom instead.
+ */
+export async function explainFailure(error: unknown, url: string): Promise<LoomError | Error> {
+  if (error instanceof LoomError || !missesAStream(error)) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
+  const { servers } = natsServerOptions(url);
+  const jetStream = await hasJetStream(url);
+  const message = jetStream
+    ? `NATS at ${servers} has none of Loom's streams (${Streams.RUNS}, ${Streams.EVENTS}, …): Loom's services were never started on it. Start Loom with \`npm start\` (NATS_URL=${servers} npm start uses this NATS), or point --nats / NATS_URL at the NATS Loom runs on`
+    : `JetStream is not enabled on the NATS at ${servers}: start nats-server with -js (or let \`npm start\` start one)`;
+  return new LoomError(ErrorCode.AGENT_UNAVAILABLE, message, { cause: error });
+}
+
+/** Whether the NATS at `url` answers JetStream's API (jetstreamManager checks it on creation). */
+async function hasJetStream(url: string): Promise<boolean> {
+  const nc = await connectCli(url);
+  try {
+    await jetstreamManager(nc);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await nc.close();
+  }
+}
+
+function missesAStream(error: unknown): boolean {
+  for (let current = error; current instanceof Error; current = current.cause) {
+    if (current.name === "JetStreamNotEnabled" || current.message === "stream not found") return true;
+    if (current instanceof JetStreamApiError && current.code === JetStreamApiCodes.StreamNotFound)
+      return true;
+  }
+  return false;
 }

@@ -42,6 +42,12 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const workflowFiles = await WorkflowCatalog.readDirectory(config.LOOM_WORKFLOWS_DIR);
+  for (const error of workflowFiles.refused) {
+    log.error(
+      { code: error.code, dir: config.LOOM_WORKFLOWS_DIR },
+      `workflow file skipped: ${error.message}`,
+    );
+  }
   const catalog = new WorkflowCatalog();
 
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
@@ -52,7 +58,7 @@ await runUntilSignalled(log, async () => {
   await ensureSubmissionConsumer(jsm);
   const js = jetstream(nc);
   const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS), catalog, log);
-  await registry.start(workflowFiles);
+  await registry.start(workflowFiles.workflows);
   log.info({ workflows: catalog.ids() }, "workflows registered");
   const workflowService = registry.serve(nc);
   const agents = new WorkflowAgents(nc, jetstream(nc), log);

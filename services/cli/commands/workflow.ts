@@ -1,12 +1,10 @@
-import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { parse as parseYaml } from "yaml";
 import { WorkflowApplyContract, WorkflowGraphContract } from "../../../schemas/contracts.ts";
-import { ErrorCode } from "../../../schemas/errors.ts";
 import { Subjects } from "../../../schemas/subjects.ts";
-import { LoomError, request } from "../../kit/index.ts";
+import { request } from "../../kit/index.ts";
+import { readWorkflowDefinition } from "../../kit/workflow-definition.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { isWorkflowFile } from "../workflow-file.ts";
 
 const TIMEOUT_MS = 10_000;
 
@@ -15,7 +13,7 @@ export async function workflowApplyCommand(
   file: string,
   options: { nats: string; json: boolean },
 ): Promise<ExitCode> {
-  const definition = await readDefinition(file);
+  const definition = await readWorkflowDefinition(file);
   const nc = await connectCli(options.nats);
   try {
     const reply = await request(
@@ -38,9 +36,7 @@ export async function workflowApplyCommand(
 
 /** `loom workflow graph <file|id>`: the compiled state machine as a Mermaid state diagram. */
 export async function workflowGraphCommand(reference: string, options: { nats: string }): Promise<ExitCode> {
-  const workflow = isFile(reference)
-    ? ((await readDefinition(reference)) as Record<string, unknown>)
-    : reference;
+  const workflow = isWorkflowFile(reference) ? await readWorkflowDefinition(reference) : reference;
   const nc = await connectCli(options.nats);
   try {
     const reply = await request(
@@ -54,22 +50,5 @@ export async function workflowGraphCommand(reference: string, options: { nats: s
     return ExitCode.OK;
   } finally {
     await nc.close();
-  }
-}
-
-function isFile(reference: string): boolean {
-  return /\.(ya?ml|json)$/i.test(reference) || reference.includes("/");
-}
-
-async function readDefinition(file: string): Promise<unknown> {
-  if (!existsSync(file)) throw new LoomError(ErrorCode.INVALID_INPUT, `no workflow file at ${file}`);
-  try {
-    return parseYaml(await readFile(file, "utf8"));
-  } catch (cause) {
-    throw new LoomError(
-      ErrorCode.INVALID_WORKFLOW,
-      `${file} is not readable YAML or JSON: ${String(cause)}`,
-      { cause },
-    );
   }
 }
