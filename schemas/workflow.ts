@@ -277,6 +277,8 @@ export const WorkflowApplyReplySchema = z.object({
   version: z.number().int(),
   /** False when this exact version was registered already (applying is idempotent). */
   created: z.boolean(),
+  /** What may not work although the definition is valid, such as tools no worker offers now. */
+  warnings: z.array(z.string()).default([]),
 });
 export type WorkflowApplyReply = z.infer<typeof WorkflowApplyReplySchema>;
 
@@ -290,3 +292,21 @@ export const WorkflowGraphReplySchema = z.object({
   mermaid: z.string(),
 });
 export type WorkflowGraphReply = z.infer<typeof WorkflowGraphReplySchema>;
+
+/** Sent on `loom.v1.workflows.list`: every registered workflow. */
+export const WorkflowListSchema = z.object({}).strict();
+export const WorkflowSummarySchema = z.object({
+  id: z.string(),
+  /** Registered versions, oldest first; `loom submit <id>` runs the last. */
+  versions: z.array(z.number().int()),
+  description: z.string().optional(),
+  steps: z.number().int(),
+});
+export type WorkflowSummary = z.infer<typeof WorkflowSummarySchema>;
+export const WorkflowListReplySchema = z.object({ workflows: z.array(WorkflowSummarySchema) });
+
+/** Sent on `loom.v1.workflows.show`: one registered definition, the latest version unless one is named. */
+export const WorkflowShowSchema = z
+  .object({ id: z.string().min(1), version: z.number().int().min(1).optional() })
+  .strict();
+export const WorkflowShowReplySchema = z.object({ workflow: WorkflowSchema });

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Argument, Command, InvalidArgumentError, Option } from "commander";
+import packageJson from "../../package.json" with { type: "json" };
 import { DurationSchema } from "../../schemas/duration.ts";
 import type { PolicyAction } from "../../schemas/policy.ts";
 import { LoomError, setupTelemetry } from "../kit/index.ts";
@@ -17,7 +18,13 @@ import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
 import { toolStatsCommand } from "./commands/tool-stats.ts";
 import { toolsListCommand } from "./commands/tools.ts";
 import { runsTraceCommand } from "./commands/trace.ts";
-import { workflowApplyCommand, workflowGraphCommand } from "./commands/workflow.ts";
+import {
+  workflowApplyCommand,
+  workflowGraphCommand,
+  workflowListCommand,
+  workflowShowCommand,
+} from "./commands/workflow.ts";
+import { COMPLETION_SHELLS, type CompletionShell, completionScript } from "./completion.ts";
 import { readCliConfig } from "./config.ts";
 import { explainFailure } from "./connection.ts";
 import { ExitCode, exitCodeForError } from "./exit-codes.ts";
@@ -28,6 +35,7 @@ const config = readCliConfig();
 const telemetry = setupTelemetry({ service: "loom-cli", config, defaultExportTimeoutMs: 500 });
 const program = new Command("loom")
   .description("Loom: run workflows whose tool calls go through policy, over NATS.")
+  .addHelpText("after", "\n`loom --version` (or -V) prints Loom's version.")
   .addOption(new Option("--nats <url>", "NATS server URL").env("NATS_URL").default(config.NATS_URL))
   .addOption(new Option("--token <token>", "bearer token to act with").env("LOOM_TOKEN"))
   .showHelpAfterError();
@@ -110,9 +118,33 @@ workflow
   );
 workflow
   .command("graph")
-  .description("print the compiled state machine as a Mermaid state diagram")
+  .description("print the compiled state machine as a Mermaid state diagram (a file: offline)")
   .argument("<workflow>", "a registered id (hello, hello@1) or a definition file")
   .action(action((reference: string) => workflowGraphCommand(reference, { nats: program.opts().nats })));
+workflow
+  .command("list")
+  .description("list the registered workflows and their versions")
+  .option("--json", "print JSON", false)
+  .action(
+    action((options: { json: boolean }) =>
+      workflowListCommand({ nats: program.opts().nats, json: options.json }),
+    ),
+  );
+workflow
+  .command("show")
+  .description("print a registered definition (the latest version unless --version names one)")
+  .argument("<id>")
+  .option("--version <n>", "the version to show", (value: string) => {
+    const version = Number(value);
+    if (!Number.isInteger(version) || version < 1) throw new InvalidArgumentError("a version is 1, 2, …");
+    return version;
+  })
+  .option("--json", "print JSON instead of YAML", false)
+  .action(
+    action((id: string, options: { version?: number; json: boolean }) =>
+      workflowShowCommand(id, { nats: program.opts().nats, version: options.version, json: options.json }),
+    ),
+  );
 
 const memory = program.command("memory").description("context memory shared by runs of one A2A context");
 memory
@@ -391,5 +423,28 @@ program
     ),
   );
 
-await program.parseAsync();
+program
+  .command("completion")
+  .description('print a shell completion script: eval "$(npx loom completion bash)"')
+  .addArgument(new Argument("<shell>").choices(COMPLETION_SHELLS))
+  .action(
+    action((shell: CompletionShell) => {
+      process.stdout.write(completionScript(program, shell));
+      return ExitCode.OK;
+    }),
+  );
+
+/**
+ * `--version` before any command (global options aside): `loom workflow show <id> --version N` has
+ * a --version of its own, and commander would hand a global option of that name to the program
+ * wherever it stands.
+ */
+function asksForVersion(args: string[]): boolean {
+  let index = 0;
+  while (args[index] === "--nats" || args[index] === "--token") index += 2;
+  return args[index] === "--version" || args[index] === "-V";
+}
+
+if (asksForVersion(process.argv.slice(2))) console.log(packageJson.version);
+else await program.parseAsync();
 await telemetry.shutdown();

@@ -12,5 +12,6 @@ export * from "./observability.ts";
 export * from "./run-watch.ts";
 export * from "./service.ts";
 export * from "./span-stream.ts";
+export * from "./suggest.ts";
 export * from "./telemetry.ts";
 export * from "./tool-call-telemetry.ts";

@@ -60,7 +60,8 @@ await runUntilSignalled(log, async () => {
   const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS), catalog, log);
   await registry.start(workflowFiles.workflows);
   log.info({ workflows: catalog.ids() }, "workflows registered");
-  const workflowService = registry.serve(nc);
+  const toolsKv = await openBucket(nc, Buckets.TOOLS);
+  const workflowService = registry.serve(nc, toolsKv);
   const agents = new WorkflowAgents(nc, jetstream(nc), log);
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
@@ -75,7 +76,7 @@ await runUntilSignalled(log, async () => {
       version: "0.1.0",
     });
   const mcpCatalog = await FederatedCatalog.open(
-    { tools: await openBucket(nc, Buckets.TOOLS), catalog: await openBucket(nc, Buckets.CATALOG) },
+    { tools: toolsKv, catalog: await openBucket(nc, Buckets.CATALOG) },
     log,
   );
   const mcpGateway = mcpGatewayRouter({

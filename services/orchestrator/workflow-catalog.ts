@@ -1,8 +1,8 @@
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { ErrorCode } from "../../schemas/errors.ts";
-import type { Workflow } from "../../schemas/workflow.ts";
-import { LoomError } from "../kit/index.ts";
+import type { Workflow, WorkflowSummary } from "../../schemas/workflow.ts";
+import { didYouMean, LoomError } from "../kit/index.ts";
 import { checkWorkflowSchema, readWorkflowDefinition } from "../kit/workflow-definition.ts";
 import { checkExpressions } from "./expressions.ts";
 
@@ -60,6 +60,20 @@ export class WorkflowCatalog {
     return [...this.#versions.keys()].sort();
   }
 
+  /** Every registered workflow: its versions, oldest first, and the latest one's description. */
+  summaries(): WorkflowSummary[] {
+    return this.ids().map((id) => {
+      const latest = this.resolve(id);
+      const versions = [...(this.#versions.get(id)?.keys() ?? [])].sort((a, b) => a - b);
+      return {
+        id,
+        versions,
+        ...(latest.description === undefined ? {} : { description: latest.description }),
+        steps: latest.steps.length,
+      };
+    });
+  }
+
   /** `hello` is the latest version, `hello@2` a pinned one; an inline definition is validated as is. */
   resolve(reference: string | Record<string, unknown>): Workflow {
     if (typeof reference !== "string") return parseWorkflow(reference, "inline workflow");
@@ -69,13 +83,17 @@ export class WorkflowCatalog {
       const known = this.ids().join(", ") || "none";
       throw new LoomError(
         ErrorCode.UNKNOWN_WORKFLOW,
-        `no workflow "${id}" is registered (registered: ${known})`,
+        `no workflow "${id}" is registered${didYouMean(id, this.ids())} (registered: ${known})`,
       );
     }
     const version = pinned === undefined ? Math.max(...versions.keys()) : Number(pinned);
     const workflow = versions.get(version);
     if (workflow === undefined) {
-      throw new LoomError(ErrorCode.UNKNOWN_WORKFLOW, `workflow "${id}" has no version ${pinned}`);
+      const known = [...versions.keys()].sort((a, b) => a - b).join(", ");
+      throw new LoomError(
+        ErrorCode.UNKNOWN_WORKFLOW,
+        `workflow "${id}" has no version ${pinned} (registered versions: ${known})`,
+      );
     }
     return workflow;
   }
