@@ -69,8 +69,10 @@ await runUntilSignalled(log, async () => {
   const push = new PushRegistry(await openBucket(nc, Buckets.PUSH), config.LOOM_A2A_WEBHOOK_ALLOW);
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
   let publicUrl = config.LOOM_A2A_PUBLIC_URL;
+  const validator = new JsonSchemaValidator();
   const card = () =>
     buildAgentCard({
+      validator,
       publicUrl: publicUrl ?? "http://127.0.0.1",
       workflows: catalog.ids().map((id) => catalog.resolve(id)),
       version: "0.1.0",
@@ -79,9 +81,10 @@ await runUntilSignalled(log, async () => {
     { tools: toolsKv, catalog: await openBucket(nc, Buckets.CATALOG) },
     log,
   );
+  const gatewayPolicy = new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS);
   const mcpGateway = mcpGatewayRouter({
     catalog: mcpCatalog,
-    policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
+    policy: gatewayPolicy,
     sessions: new SessionStore(
       await openBucket(nc, Buckets.MCP_SESSIONS, { ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
     ),
@@ -102,6 +105,7 @@ await runUntilSignalled(log, async () => {
     port: config.LOOM_A2A_PORT,
     handler: new NatsA2ARequestHandler({ nc, js: jetstream(nc), jsm, runs, push, card }),
     card,
+    authenticate: (authorization) => gatewayPolicy.authenticate(authorization),
     log,
     routes: [mcpGateway],
   });
@@ -142,7 +146,7 @@ await runUntilSignalled(log, async () => {
     runs,
     events,
     driver,
-    validator: new JsonSchemaValidator(),
+    validator,
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     maxConcurrent: config.LOOM_MAX_CONCURRENT_SUBMISSIONS,
