@@ -419,6 +419,8 @@ program
         demo: options.demo,
         logFormat: config.LOG_FORMAT,
         telemetry,
+        a2aPort: config.LOOM_A2A_PORT,
+        mcpServers: config.LOOM_MCP_SERVERS,
       }),
     ),
   );

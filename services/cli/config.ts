@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { LogFormat, loadConfig, NatsUrlSchema, TelemetryConfigSchema } from "../kit/index.ts";
+import { LogFormat, loadConfig, NatsUrlSchema, PortSchema, TelemetryConfigSchema } from "../kit/index.ts";
 
 export const CliConfigSchema = TelemetryConfigSchema.extend({
   NATS_URL: NatsUrlSchema,
@@ -19,6 +19,15 @@ export const CliConfigSchema = TelemetryConfigSchema.extend({
     .url()
     .default("http://127.0.0.1:7410")
     .describe("Where Loom's A2A edge answers, for `loom agents card`."),
+  LOOM_A2A_PORT: PortSchema.describe(
+    "For `loom dev` (`npm start`): the port of the A2A edge and MCP gateway it starts; unset, 7410 or a free one when that is taken.",
+  ),
+  LOOM_MCP_SERVERS: z
+    .string()
+    .optional()
+    .describe(
+      "For `loom dev` (`npm start`): your own MCP server list, passed to the mcp-worker; the demo run is skipped, since it needs the demo servers.",
+    ),
   LOG_FORMAT: z
     .enum(LogFormat)
     .default(LogFormat.PRETTY)

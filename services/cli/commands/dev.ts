@@ -1,7 +1,8 @@
+import { type AddressInfo, createServer } from "node:net";
 import { resolve } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { ensureDevIssuerKey, issueDevToken } from "../../kit/dev-issuer.ts";
-import type { LogFormat, Telemetry } from "../../kit/index.ts";
+import { DEFAULT_A2A_PORT, type LogFormat, type Telemetry } from "../../kit/index.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { type LaunchedNatsServer, launchNatsServer, stopProcess } from "../nats-server.ts";
 import { startStack, waitUntilReady } from "../stack.ts";
@@ -23,8 +24,18 @@ export async function devCommand(options: {
   /** How the services write their log files. */
   logFormat: LogFormat;
   telemetry: Telemetry;
+  /** The A2A edge's port (also the MCP gateway's); unset, 7410 or a free one when that is taken. */
+  a2aPort: number | undefined;
+  /** A server list of the user's own: the demo servers (and so the demo run) may not be there. */
+  mcpServers: string | undefined;
 }): Promise<ExitCode> {
   let natsServer: LaunchedNatsServer | undefined;
+  if (options.natsUrl !== undefined && !(await reachable(options.natsUrl))) {
+    console.error(
+      `cannot reach NATS at ${options.natsUrl} (NATS_URL): start it, or unset NATS_URL to let \`npm start\` use localhost:4222 or start nats-server itself. Nothing was started.`,
+    );
+    return ExitCode.FAILED;
+  }
   let url = options.natsUrl ?? ((await reachable(LOCAL_NATS)) ? LOCAL_NATS : undefined);
   if (url === undefined) {
     natsServer = await startOwnNats();
@@ -36,7 +47,12 @@ export async function devCommand(options: {
   );
 
   const logDir = resolve(DATA_DIR, "logs");
-  const stack = await startStack({ natsUrl: url, logDir, env: { LOG_FORMAT: options.logFormat } });
+  const a2aPort = options.a2aPort ?? (await portOrFree(DEFAULT_A2A_PORT));
+  const stack = await startStack({
+    natsUrl: url,
+    logDir,
+    env: { LOG_FORMAT: options.logFormat, LOOM_A2A_PORT: String(a2aPort) },
+  });
   console.log(`services  ${stack.services.map((service) => service.name).join(", ")} (logs in ${logDir})`);
   const shutdown = onlyOnce(async () => {
     console.log("\nshutting down…");
@@ -47,19 +63,31 @@ export async function devCommand(options: {
   process.once("SIGINT", () => void shutdown().then(() => process.exit(0)));
   process.once("SIGTERM", () => void shutdown().then(() => process.exit(0)));
 
-  const nc = await connect({ servers: url });
+  // Custom servers: wait for the worker, not for the demo servers' tools.
+  const demoServers = options.mcpServers === undefined;
+  let nc: NatsConnection | undefined;
   try {
-    await waitUntilReady(nc, { tools: DEMO_TOOLS, timeoutMs: 60_000, stack });
+    nc = await connect({ servers: url, timeout: 5_000 });
+    await waitUntilReady(nc, { tools: demoServers ? DEMO_TOOLS : [], timeoutMs: 60_000, stack });
   } catch (error) {
     console.error(`${error instanceof Error ? error.message : String(error)}; see the logs in ${logDir}`);
-    await nc.close();
+    await nc?.close();
     await shutdown();
     return ExitCode.FAILED;
   }
   await nc.close();
+  const edge = `http://127.0.0.1:${a2aPort}`;
+  console.log(
+    `A2A       ${edge}/.well-known/agent-card.json (JSON-RPC ${edge}/a2a/jsonrpc, HTTP+JSON ${edge}/a2a/rest)`,
+  );
+  console.log(`MCP       ${edge}/mcp (Streamable HTTP, bearer token)`);
   console.log("ready\n");
 
-  if (options.demo) {
+  if (options.demo && !demoServers) {
+    console.log(
+      `demo      skipped: LOOM_MCP_SERVERS=${options.mcpServers} replaces the demo servers hello needs`,
+    );
+  } else if (options.demo) {
     const token = await issueDevToken(await ensureDevIssuerKey(DATA_DIR), {
       sub: "demo",
       roles: ["analyst"],
@@ -119,4 +147,19 @@ function onlyOnce<T>(work: () => Promise<T>): () => Promise<T> {
     result ??= work();
     return result;
   };
+}
+
+/** `port` when nothing listens on it, else one the kernel picks (a second stack on the host). */
+function portOrFree(port: number): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once("error", (error: NodeJS.ErrnoException) => {
+      if (error.code !== "EADDRINUSE") reject(error);
+      else resolvePort(portOrFree(0));
+    });
+    probe.listen(port, () => {
+      const { port: bound } = probe.address() as AddressInfo;
+      probe.close(() => resolvePort(bound));
+    });
+  });
 }

@@ -4,7 +4,7 @@ import { type AgentCard, AgentCard as AgentCardCodec } from "@a2a-js/sdk";
 import { jsonRpcHandler, restHandler } from "@a2a-js/sdk/server/express";
 import express from "express";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { type Logger, toWireError } from "../../kit/index.ts";
+import { DEFAULT_A2A_PORT, type Logger, toWireError } from "../../kit/index.ts";
 import { A2A_JSONRPC_PATH, A2A_REST_PATH } from "./agent-card.ts";
 import { bearerToken, userOf } from "./bearer-user.ts";
 import type { NatsA2ARequestHandler } from "./nats-request-handler.ts";
@@ -14,8 +14,6 @@ import type { NatsA2ARequestHandler } from "./nats-request-handler.ts";
  * and HTTP+JSON at `/a2a/rest`. A call without a bearer token acp-policy accepts (signature, issuer,
  * audience, expiry) is refused with 401 before it reaches a handler.
  */
-/** The edge's port when none is configured. */
-export const DEFAULT_A2A_PORT = 7410;
 
 export async function startA2AEdge(options: {
   /** Undefined: the default port, or a free one when it is taken. */
