@@ -107,6 +107,10 @@ describe("security - trusted bus: the NATS users of npm start", () => {
         tool: "crm.delete_record",
         args: digestOf(call.arguments),
         obligations: { maskFields: [], maskPii: [], maskPatterns: [] },
+        attempt: 1,
+        rule: "admins-delete",
+        roles: ["admin"],
+        attributes: {},
       })
         .setProtectedHeader({ alg: "EdDSA", typ: GRANT_TYPE, kid: key.kid })
         .setIssuer(GRANT_ISSUER)
@@ -130,7 +134,7 @@ describe("security - trusted bus: the NATS users of npm start", () => {
           taskId: randomUUID(),
           contextId: "bus",
           parts: [{ data: call }],
-          metadata: { runId: "bus-run", stepId, grant },
+          metadata: { runId: "bus-run", stepId, attempt: 1, grant },
         },
         { timeoutMs: 10_000 },
       ).then(
