@@ -21,6 +21,10 @@ import {
   WorkflowApplySchema,
   WorkflowGraphReplySchema,
   WorkflowGraphSchema,
+  WorkflowListReplySchema,
+  WorkflowListSchema,
+  WorkflowShowReplySchema,
+  WorkflowShowSchema,
 } from "./workflow.ts";
 
 /** A request/reply pair on the bus: what the caller sends and what a successful reply holds. */
@@ -73,6 +77,16 @@ export const WorkflowApplyContract = {
 export const WorkflowGraphContract = {
   request: WorkflowGraphSchema,
   response: WorkflowGraphReplySchema,
+} as const satisfies RequestContract;
+
+export const WorkflowListContract = {
+  request: WorkflowListSchema,
+  response: WorkflowListReplySchema,
+} as const satisfies RequestContract;
+
+export const WorkflowShowContract = {
+  request: WorkflowShowSchema,
+  response: WorkflowShowReplySchema,
 } as const satisfies RequestContract;
 
 export const FeedbackContract = {

@@ -59,3 +59,11 @@ export type ServerHealth = z.infer<typeof ServerHealthSchema>;
 export function serverHealthKey(server: string, worker: string): string {
   return `${server}.${worker}`;
 }
+
+/** Workers refresh their records every 15 s; one not refreshed for this long is from a gone worker. */
+export const HEALTH_STALE_AFTER_MS = 60_000;
+
+/** Whether a health record comes from a worker still running (one heard from recently). */
+export function isLiveHealth(record: Pick<ServerHealth, "updatedAt">, now = Date.now()): boolean {
+  return now - Date.parse(record.updatedAt) <= HEALTH_STALE_AFTER_MS;
+}

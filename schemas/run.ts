@@ -12,8 +12,11 @@ export const RunIdSchema = z.string().regex(RUN_ID_PATTERN, "a run id is 1-128 l
 export const RunSubmissionSchema = z
   .object({
     runId: RunIdSchema,
-    /** A registered workflow id, or a whole definition sent inline. */
-    workflow: z.union([z.string().min(1), WorkflowSchema]),
+    /**
+     * A registered workflow id, or a whole definition sent inline. The orchestrator validates a
+     * definition itself, so that an error names the offending field (INVALID_WORKFLOW).
+     */
+    workflow: z.union([z.string().min(1), z.record(z.string(), z.unknown())]),
     input: z.record(z.string(), z.unknown()).default({}),
     /** A2A context the run belongs to (runs that share one share `$memory`); a new one when absent. */
     contextId: z

@@ -19,6 +19,9 @@ export const Subjects = {
   /** Request/reply: register a workflow version; render a workflow as a diagram. */
   WORKFLOWS_APPLY: "loom.v1.workflows.apply",
   WORKFLOWS_GRAPH: "loom.v1.workflows.graph",
+  /** Request/reply: the registered workflows; one registered definition. */
+  WORKFLOWS_LIST: "loom.v1.workflows.list",
+  WORKFLOWS_SHOW: "loom.v1.workflows.show",
   /** Request/reply: policy decisions, served by acp-policy in a queue group. */
   POLICY_DECIDE: "loom.v1.policy.decide",
   /**

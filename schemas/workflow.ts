@@ -87,7 +87,13 @@ export const DelegateStepSchema = z
   .strict();
 export type DelegateStep = z.infer<typeof DelegateStepSchema>;
 
-/** Steps that do one piece of work through an agent: the only ones that can run in `parallel`. */
+/** The kinds of step that do one piece of work through an agent: the only ones that can run in `parallel`. */
+export const WorkStepSchemas = {
+  call: CallStepSchema,
+  read: ReadStepSchema,
+  prompt: PromptStepSchema,
+  delegate: DelegateStepSchema,
+} as const;
 export const WorkStepSchema = z.union([CallStepSchema, ReadStepSchema, PromptStepSchema, DelegateStepSchema]);
 export type WorkStep = z.infer<typeof WorkStepSchema>;
 
@@ -154,14 +160,24 @@ export const ApprovalStepSchema = z
   .strict();
 export type ApprovalStep = z.infer<typeof ApprovalStepSchema>;
 
+/** Every kind of step, by the key that makes a step that kind. */
+export const StepSchemas = {
+  call: CallStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
+  read: ReadStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
+  prompt: PromptStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
+  delegate: DelegateStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
+  parallel: ParallelStepSchema,
+  choice: ChoiceStepSchema,
+  approval: ApprovalStepSchema,
+} as const;
 export const StepSchema = z.union([
-  CallStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
-  ReadStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
-  PromptStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
-  DelegateStepSchema.extend({ onError: OnErrorSchema.optional() }).strict(),
-  ParallelStepSchema,
-  ChoiceStepSchema,
-  ApprovalStepSchema,
+  StepSchemas.call,
+  StepSchemas.read,
+  StepSchemas.prompt,
+  StepSchemas.delegate,
+  StepSchemas.parallel,
+  StepSchemas.choice,
+  StepSchemas.approval,
 ]);
 export type Step = z.infer<typeof StepSchema>;
 
@@ -261,6 +277,8 @@ export const WorkflowApplyReplySchema = z.object({
   version: z.number().int(),
   /** False when this exact version was registered already (applying is idempotent). */
   created: z.boolean(),
+  /** What may not work although the definition is valid, such as tools no worker offers now. */
+  warnings: z.array(z.string()).default([]),
 });
 export type WorkflowApplyReply = z.infer<typeof WorkflowApplyReplySchema>;
 
@@ -274,3 +292,21 @@ export const WorkflowGraphReplySchema = z.object({
   mermaid: z.string(),
 });
 export type WorkflowGraphReply = z.infer<typeof WorkflowGraphReplySchema>;
+
+/** Sent on `loom.v1.workflows.list`: every registered workflow. */
+export const WorkflowListSchema = z.object({}).strict();
+export const WorkflowSummarySchema = z.object({
+  id: z.string(),
+  /** Registered versions, oldest first; `loom submit <id>` runs the last. */
+  versions: z.array(z.number().int()),
+  description: z.string().optional(),
+  steps: z.number().int(),
+});
+export type WorkflowSummary = z.infer<typeof WorkflowSummarySchema>;
+export const WorkflowListReplySchema = z.object({ workflows: z.array(WorkflowSummarySchema) });
+
+/** Sent on `loom.v1.workflows.show`: one registered definition, the latest version unless one is named. */
+export const WorkflowShowSchema = z
+  .object({ id: z.string().min(1), version: z.number().int().min(1).optional() })
+  .strict();
+export const WorkflowShowReplySchema = z.object({ workflow: WorkflowSchema });

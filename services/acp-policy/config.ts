@@ -37,38 +37,65 @@ const ALGORITHMS = [
 ] as const;
 
 export const PolicyServiceConfigSchema = BaseConfigSchema.extend({
-  /** Folder of policy YAML files; used until `loom policy apply` stores a bundle in KV. */
-  LOOM_POLICY_DIR: z.string().default(resolve(REPO_ROOT, "infra/policies")),
-  /** Local data dir; in dev mode (no JWKS configured) the token signing key is generated here. */
-  LOOM_DATA_DIR: z.string().default(resolve(REPO_ROOT, ".loom")),
-  /** JWKS URL of the identity provider: keys are cached and fetched again for an unknown `kid`. */
-  LOOM_AUTH_JWKS_URL: unsetWhenEmpty(z.url().optional()),
-  /** A JWKS file of trusted public keys, instead of a URL. */
-  LOOM_AUTH_PUBLIC_KEYS: unsetWhenEmpty(z.string().optional()),
-  LOOM_AUTH_ISSUER: z.string().min(1).default(DEV_ISSUER),
-  LOOM_AUTH_AUDIENCE: z.string().min(1).default(DEFAULT_AUDIENCE),
-  LOOM_AUTH_ALGORITHMS: list("EdDSA,ES256,RS256").pipe(z.array(z.enum(ALGORITHMS)).min(1)),
-  /** Claim holding the roles; a dotted path reaches into objects (`realm_access.roles`). */
-  LOOM_AUTH_ROLES_CLAIM: z.string().min(1).default("roles"),
-  /** Claims copied into the principal's attributes (policy `attributes`, CEL `principal.attributes`). */
-  LOOM_AUTH_ATTRIBUTE_CLAIMS: list("region"),
-  LOOM_AUTH_CLOCK_SKEW: DurationSchema.default(30_000),
-  /** The region callers are in when their token names none; destination of data-residency rules. */
-  LOOM_REGION: z.string().min(1).default("eu"),
-  /**
-   * How long a run may keep deciding its steps after it started, whatever its caller's token said:
-   * the run token's lifetime. Only the orchestrator can present one, for its own run.
-   */
-  LOOM_RUN_TOKEN_TTL: DurationSchema.default(24 * 3_600_000),
-  /**
-   * How long a signed grant stays valid: only until the worker receives the task. At most 10 min:
-   * workers remember a used grant for 30 min (loom_grant_uses), so none is used twice.
-   */
-  LOOM_GRANT_TTL: DurationSchema.default(60_000).refine((ms) => ms <= 10 * 60_000, {
+  LOOM_POLICY_DIR: z
+    .string()
+    .default(resolve(REPO_ROOT, "infra/policies"))
+    .describe(
+      "Folder of policy YAML files; used until `loom policy apply` stores a bundle in KV `loom_policy`, which then wins.",
+    ),
+  LOOM_DATA_DIR: z
+    .string()
+    .default(resolve(REPO_ROOT, ".loom"))
+    .describe("Local data folder; in dev mode (no JWKS configured) the token signing key is generated here."),
+  LOOM_AUTH_JWKS_URL: unsetWhenEmpty(z.url().optional()).describe(
+    "JWKS URL of the identity provider: keys are cached and fetched again for an unknown `kid`.",
+  ),
+  LOOM_AUTH_PUBLIC_KEYS: unsetWhenEmpty(z.string().optional()).describe(
+    "A JWKS file of trusted public keys, instead of a URL. With neither, acp-policy runs in dev mode.",
+  ),
+  LOOM_AUTH_ISSUER: z.string().min(1).default(DEV_ISSUER).describe("The `iss` every token must carry."),
+  LOOM_AUTH_AUDIENCE: z
+    .string()
+    .min(1)
+    .default(DEFAULT_AUDIENCE)
+    .describe("The `aud` every token must carry."),
+  LOOM_AUTH_ALGORITHMS: list("EdDSA,ES256,RS256")
+    .pipe(z.array(z.enum(ALGORITHMS)).min(1))
+    .describe(
+      `Accepted signature algorithms, comma-separated; only asymmetric ones can be named (${ALGORITHMS.join(", ")}).`,
+    ),
+  LOOM_AUTH_ROLES_CLAIM: z
+    .string()
+    .min(1)
+    .default("roles")
+    .describe("Claim holding the roles; a dotted path reaches into objects (`realm_access.roles`)."),
+  LOOM_AUTH_ATTRIBUTE_CLAIMS: list("region").describe(
+    "Claims copied into the principal's attributes (policy `attributes`, CEL `principal.attributes`), comma-separated.",
+  ),
+  LOOM_AUTH_CLOCK_SKEW: DurationSchema.prefault("30s").describe(
+    "Allowed clock difference for `exp` and `nbf`.",
+  ),
+  LOOM_REGION: z
+    .string()
+    .min(1)
+    .default("eu")
+    .describe("The region callers are in when their token names none; destination of data-residency rules."),
+  LOOM_RUN_TOKEN_TTL: DurationSchema.prefault("24h").describe(
+    "How long a run may keep deciding its steps after it started, whatever its caller's token said: the run token's lifetime. Only the orchestrator can present one, for its own run.",
+  ),
+  LOOM_GRANT_TTL: DurationSchema.refine((ms) => ms <= 10 * 60_000, {
     message: "at most 10m: a used grant is remembered for 30 min, and must not outlive that",
-  }),
-  /** Calls by one principal within 10 s that count as a burst when far above its usual rate. */
-  LOOM_ANOMALY_BURST: z.coerce.number().int().positive().default(20),
+  })
+    .prefault("60s")
+    .describe(
+      "How long a signed grant stays valid: only until the worker receives the task. At most 10m: workers remember a used grant for 30 min (`loom_grant_uses`), so none is used twice.",
+    ),
+  LOOM_ANOMALY_BURST: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(20)
+    .describe("Calls by one principal within 10 s that count as a burst when also 5x its usual rate."),
 });
 export type PolicyServiceConfig = z.infer<typeof PolicyServiceConfigSchema>;
 

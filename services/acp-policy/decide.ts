@@ -23,6 +23,15 @@ import type { DecisionChannel, TokenVerifier } from "./token-verifier.ts";
 const ANONYMOUS: Principal = { id: "anonymous", roles: [], attributes: {} };
 export const UNAUTHENTICATED_RULE = "unauthenticated";
 export const INVALID_ARGUMENTS_RULE = "invalid-arguments";
+/** The rule named when a call names a server or tool no worker registered: nothing to decide on. */
+export const UNKNOWN_TOOL_RULE = "unknown-tool";
+
+/** The rule a refusal before evaluation is filed under, by its error code. */
+function refusalRule(code: ErrorCode): string {
+  if (code === ErrorCode.UNAUTHENTICATED) return UNAUTHENTICATED_RULE;
+  if (code === ErrorCode.UNKNOWN_SERVER || code === ErrorCode.UNKNOWN_TOOL) return UNKNOWN_TOOL_RULE;
+  return INVALID_ARGUMENTS_RULE;
+}
 export const RATE_LIMIT_RULE_SUFFIX = "(rate limit)";
 /** Actions the worker carries out, so an allow comes with a grant it checks. */
 const GRANTED_ACTIONS: ReadonlySet<string> = new Set([
@@ -74,8 +83,7 @@ export async function decide(
     verdict = enforceRateLimit(deps, principal, request, verdict);
   } catch (error) {
     if (!(error instanceof LoomError)) throw error;
-    const rule = error.code === ErrorCode.UNAUTHENTICATED ? UNAUTHENTICATED_RULE : INVALID_ARGUMENTS_RULE;
-    verdict = { effect: PolicyEffect.DENY, rule, reason: error.message };
+    verdict = { effect: PolicyEffect.DENY, rule: refusalRule(error.code), reason: error.message };
     if (error.code !== ErrorCode.UNAUTHENTICATED) refusal = error;
   }
   const allowedCall =
@@ -181,8 +189,7 @@ export async function explain(
     verdict = evaluate(policy, principal, request, facts);
   } catch (error) {
     if (!(error instanceof LoomError)) throw error;
-    const rule = error.code === ErrorCode.UNAUTHENTICATED ? UNAUTHENTICATED_RULE : INVALID_ARGUMENTS_RULE;
-    verdict = { effect: PolicyEffect.DENY, rule, reason: error.message };
+    verdict = { effect: PolicyEffect.DENY, rule: refusalRule(error.code), reason: error.message };
   }
   return {
     decision: {
@@ -216,7 +223,11 @@ export async function factsFor(
   const destinationRegion = principal.attributes.region ?? deps.defaultRegion;
   if (request.action !== "tools.call" || request.resource.tool === undefined) return { destinationRegion };
   const descriptor = await readTool(deps.tools, request.resource.tool);
-  if (descriptor === undefined) return { destinationRegion };
+  if (descriptor === undefined) {
+    // A dry run for a listing only asks about registered tools; a call names what it likes.
+    if (options.checkArguments === false) return { destinationRegion };
+    throw await unregisteredTool(deps.tools, request.resource.tool);
+  }
   if (options.checkArguments !== false) {
     deps.validator.assertValid(
       descriptor.inputSchema,
@@ -233,6 +244,27 @@ export async function factsFor(
       ...(governance.region === undefined ? {} : { region: governance.region }),
     },
   };
+}
+
+/**
+ * Why a tool has no registry entry: its server is unknown to every worker (UNKNOWN_SERVER), or the
+ * server is known and offers no such tool (UNKNOWN_TOOL). Either way policy has nothing to decide.
+ */
+async function unregisteredTool(tools: KV, qualified: string): Promise<LoomError> {
+  const [server = qualified] = qualified.split(".");
+  const serverTools = /^[A-Za-z0-9_-]+$/.test(server) ? await tools.keys(`${server}.>`) : undefined;
+  for await (const _ of serverTools ?? []) {
+    return new LoomError(
+      ErrorCode.UNKNOWN_TOOL,
+      `MCP server "${server}" offers no tool "${qualified.slice(server.length + 1)}" (see \`loom tools list\`)`,
+      { details: { server, tool: qualified } },
+    );
+  }
+  return new LoomError(
+    ErrorCode.UNKNOWN_SERVER,
+    `no MCP server "${server}" is registered by any worker (see \`loom servers list\`; servers come from LOOM_MCP_SERVERS)`,
+    { details: { server } },
+  );
 }
 
 /**

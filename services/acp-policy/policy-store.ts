@@ -27,11 +27,9 @@ export class PolicyStore {
     const entry = await kv.get(ACTIVE_POLICY_KEY);
     if (entry !== null && entry.operation === "PUT") {
       try {
-        initial = loadPolicyBundle(parsePayload(PolicyBundleSchema, entry.value, "policy bundle"));
-        log.info(
-          { policy_version: initial.version, revision: entry.revision },
-          "policy loaded from loom_policy",
-        );
+        const bundle = parsePayload(PolicyBundleSchema, entry.value, "policy bundle");
+        initial = loadPolicyBundle(bundle);
+        await reportFolderIgnored({ dir, log, applied: initial, revision: entry.revision, bundle });
       } catch (error) {
         log.error({ err: error }, "the policy in loom_policy is invalid; using the policy folder");
       }
@@ -71,4 +69,38 @@ export class PolicyStore {
       );
     }
   }
+}
+
+/**
+ * An applied policy wins over the folder, also across restarts. Say so, and whether the folder now
+ * holds something else, so that an edit to LOOM_POLICY_DIR is not ignored without a word.
+ */
+async function reportFolderIgnored(options: {
+  dir: string;
+  log: Logger;
+  applied: ActivePolicy;
+  revision: number;
+  bundle: PolicyBundle;
+}): Promise<void> {
+  const { dir, log, applied, revision, bundle } = options;
+  const source = {
+    policy_version: applied.version,
+    revision,
+    applied_at: bundle.appliedAt,
+    policy_dir: dir,
+  };
+  const folder = await loadPolicyDir(dir).then(
+    (policy) => policy.version,
+    (error: unknown) => `unreadable (${error instanceof Error ? error.message : String(error)})`,
+  );
+  if (folder === applied.version) {
+    log.info(source, "policy loaded from loom_policy (loom policy apply); LOOM_POLICY_DIR holds the same");
+    return;
+  }
+  log.warn(
+    { ...source, folder_version: folder },
+    `using the policy applied with \`loom policy apply\` (loom_policy revision ${revision}, ${applied.version}); ` +
+      `LOOM_POLICY_DIR (${dir}) holds ${folder} and is not used while an applied policy exists: ` +
+      `run \`loom policy apply ${dir}\` to use the folder`,
+  );
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Argument, Command, InvalidArgumentError, Option } from "commander";
+import packageJson from "../../package.json" with { type: "json" };
 import { DurationSchema } from "../../schemas/duration.ts";
 import { NatsUser } from "../../schemas/nats-users.ts";
 import type { PolicyAction } from "../../schemas/policy.ts";
@@ -18,9 +19,16 @@ import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
 import { toolStatsCommand } from "./commands/tool-stats.ts";
 import { toolsListCommand } from "./commands/tools.ts";
 import { runsTraceCommand } from "./commands/trace.ts";
-import { workflowApplyCommand, workflowGraphCommand } from "./commands/workflow.ts";
+import {
+  workflowApplyCommand,
+  workflowGraphCommand,
+  workflowListCommand,
+  workflowShowCommand,
+} from "./commands/workflow.ts";
+import { COMPLETION_SHELLS, type CompletionShell, completionScript } from "./completion.ts";
 import { natsPasswordsOf, readCliConfig } from "./config.ts";
-import { ExitCode } from "./exit-codes.ts";
+import { explainFailure } from "./connection.ts";
+import { ExitCode, exitCodeForError } from "./exit-codes.ts";
 import { natsUrlFor } from "./nats-users.ts";
 
 const config = readCliConfig();
@@ -29,6 +37,7 @@ const config = readCliConfig();
 const telemetry = setupTelemetry({ service: "loom-cli", config, defaultExportTimeoutMs: 500 });
 const program = new Command("loom")
   .description("Loom: run workflows whose tool calls go through policy, over NATS.")
+  .addHelpText("after", "\n`loom --version` (or -V) prints Loom's version.")
   .addOption(new Option("--nats <url>", "NATS server URL").env("NATS_URL").default(config.NATS_URL))
   .addOption(new Option("--token <token>", "bearer token to act with").env("LOOM_TOKEN"))
   .showHelpAfterError();
@@ -49,18 +58,23 @@ function natsAs(user: NatsUser): Promise<string> {
   );
 }
 
-/** Runs a command and exits with its code; a LoomError prints as `error CODE: message`. */
+/**
+ * Runs a command and exits with its code; a LoomError prints as `error CODE: message` and exits as
+ * the exit-code table says (2 for a refusal, 1 for anything else).
+ */
 function action<Args extends unknown[]>(run: (...args: Args) => Promise<ExitCode> | ExitCode) {
   return async (...args: Args) => {
     try {
       process.exitCode = await run(...args);
-    } catch (error) {
+    } catch (thrown) {
+      const error = await explainFailure(thrown, () => natsAs(NatsUser.SUBMITTER));
       if (error instanceof LoomError) {
         console.error(`error ${error.code}: ${error.message}`);
+        process.exitCode = exitCodeForError(error.code);
       } else {
-        console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+        console.error(`error: ${error.message}`);
+        process.exitCode = ExitCode.FAILED;
       }
-      process.exitCode = ExitCode.FAILED;
     }
   };
 }
@@ -122,11 +136,39 @@ workflow
   );
 workflow
   .command("graph")
-  .description("print the compiled state machine as a Mermaid state diagram")
+  .description("print the compiled state machine as a Mermaid state diagram (a file: offline)")
   .argument("<workflow>", "a registered id (hello, hello@1) or a definition file")
   .action(
     action(async (reference: string) =>
       workflowGraphCommand(reference, { nats: await natsAs(NatsUser.SUBMITTER) }),
+    ),
+  );
+workflow
+  .command("list")
+  .description("list the registered workflows and their versions")
+  .option("--json", "print JSON", false)
+  .action(
+    action(async (options: { json: boolean }) =>
+      workflowListCommand({ nats: await natsAs(NatsUser.SUBMITTER), json: options.json }),
+    ),
+  );
+workflow
+  .command("show")
+  .description("print a registered definition (the latest version unless --version names one)")
+  .argument("<id>")
+  .option("--version <n>", "the version to show", (value: string) => {
+    const version = Number(value);
+    if (!Number.isInteger(version) || version < 1) throw new InvalidArgumentError("a version is 1, 2, …");
+    return version;
+  })
+  .option("--json", "print JSON instead of YAML", false)
+  .action(
+    action(async (id: string, options: { version?: number; json: boolean }) =>
+      workflowShowCommand(id, {
+        nats: await natsAs(NatsUser.SUBMITTER),
+        version: options.version,
+        json: options.json,
+      }),
     ),
   );
 
@@ -190,7 +232,7 @@ runs
           json: options.json,
           approved: decided ? options.approve === true : undefined,
           text: options.text,
-          data: options.data === undefined ? undefined : await readInput(options.data),
+          data: options.data === undefined ? undefined : await readInput(options.data, "--data"),
           step: options.step,
           comment: options.comment,
         });
@@ -436,9 +478,34 @@ program
         logFormat: config.LOG_FORMAT,
         telemetry,
         jaeger: options.jaeger,
+        a2aPort: config.LOOM_A2A_PORT,
+        mcpServers: config.LOOM_MCP_SERVERS,
       }),
     ),
   );
 
-await program.parseAsync();
+program
+  .command("completion")
+  .description('print a shell completion script: eval "$(npx loom completion bash)"')
+  .addArgument(new Argument("<shell>").choices(COMPLETION_SHELLS))
+  .action(
+    action((shell: CompletionShell) => {
+      process.stdout.write(completionScript(program, shell));
+      return ExitCode.OK;
+    }),
+  );
+
+/**
+ * `--version` before any command (global options aside): `loom workflow show <id> --version N` has
+ * a --version of its own, and commander would hand a global option of that name to the program
+ * wherever it stands.
+ */
+function asksForVersion(args: string[]): boolean {
+  let index = 0;
+  while (args[index] === "--nats" || args[index] === "--token") index += 2;
+  return args[index] === "--version" || args[index] === "-V";
+}
+
+if (asksForVersion(process.argv.slice(2))) console.log(packageJson.version);
+else await program.parseAsync();
 await telemetry.shutdown();

@@ -1,6 +1,8 @@
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { AuthorizationError, connect, type NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { NATS_PASSWORD_VARIABLES } from "../../schemas/nats-users.ts";
+import { Streams } from "../../schemas/subjects.ts";
 import { LoomError } from "../kit/index.ts";
 import { natsServerOptions } from "../kit/nats-url.ts";
 
@@ -39,4 +41,48 @@ export function natsAuthHint(servers: string, user: string | undefined): string 
     "(LOOM_NATS_POLICY_ADMIN_PASSWORD) or in the URL (nats://submitter:<password>@host:4222); " +
     "a NATS started by `npm start` keeps them in .loom/nats-users.env"
   );
+}
+
+/**
+ * A command's failure as its user should read it. A NATS on which Loom never ran has none of its
+ * streams, which the NATS client reports as "jetstream is not enabled" or "stream not found": say
+ * which it is and how to start Loom instead. `natsUrl` gives the URL with a user's credentials,
+ * asked for only when that check is needed.
+ */
+export async function explainFailure(
+  error: unknown,
+  natsUrl: () => Promise<string>,
+): Promise<LoomError | Error> {
+  if (error instanceof LoomError || !missesAStream(error)) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
+  const url = await natsUrl();
+  const { servers } = natsServerOptions(url);
+  const jetStream = await hasJetStream(url);
+  const message = jetStream
+    ? `NATS at ${servers} has none of Loom's streams (${Streams.RUNS}, ${Streams.EVENTS}, …): Loom's services were never started on it. Start Loom with \`npm start\` (NATS_URL=${servers} npm start uses this NATS), or point --nats / NATS_URL at the NATS Loom runs on`
+    : `JetStream is not enabled on the NATS at ${servers}: start nats-server with -js (or let \`npm start\` start one)`;
+  return new LoomError(ErrorCode.AGENT_UNAVAILABLE, message, { cause: error });
+}
+
+/** Whether the NATS at `url` answers JetStream's API (jetstreamManager checks it on creation). */
+async function hasJetStream(url: string): Promise<boolean> {
+  const nc = await connectCli(url);
+  try {
+    await jetstreamManager(nc);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await nc.close();
+  }
+}
+
+function missesAStream(error: unknown): boolean {
+  for (let current = error; current instanceof Error; current = current.cause) {
+    if (current.name === "JetStreamNotEnabled" || current.message === "stream not found") return true;
+    if (current instanceof JetStreamApiError && current.code === JetStreamApiCodes.StreamNotFound)
+      return true;
+  }
+  return false;
 }

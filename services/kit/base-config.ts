@@ -9,35 +9,86 @@ const flag = z.enum(["true", "false", "1", "0"]).transform((value) => value === 
  * reads: the services, the CLI and the demo MCP servers.
  */
 export const TelemetryConfigSchema = z.object({
-  /** Overrides the process's own name as `service.name` (useful for replicas). */
-  OTEL_SERVICE_NAME: z.string().min(1).optional(),
-  OTEL_TRACES_EXPORTER: z.enum(TracesExporter).default(TracesExporter.OTLP),
-  /** Base URL of an OTLP/HTTP receiver; traces go to `<endpoint>/v1/traces`. */
-  OTEL_EXPORTER_OTLP_ENDPOINT: z.url().default("http://localhost:4318"),
-  /** Full URL for traces, when it is not `<OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces`. */
-  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url().optional(),
-  /** Jaeger's collector (Thrift over HTTP), for `OTEL_TRACES_EXPORTER=jaeger`. */
-  OTEL_EXPORTER_JAEGER_ENDPOINT: z.url().default("http://localhost:14268/api/traces"),
-  /** Longest one export may take, in milliseconds (default 10 s; 500 ms for the CLI). */
-  OTEL_EXPORTER_OTLP_TIMEOUT: z.coerce.number().int().positive().optional(),
-  OTEL_TRACES_SAMPLER: z.enum(Sampler).default(Sampler.PARENT_BASED_ALWAYS_ON),
-  /** The ratio for the `traceidratio` samplers, 0 to 1. */
-  OTEL_TRACES_SAMPLER_ARG: z.coerce.number().min(0).max(1).default(1),
-  /** Milliseconds between two exports of finished spans. */
-  OTEL_BSP_SCHEDULE_DELAY: z.coerce.number().int().positive().default(5_000),
-  /** Also publish finished spans to the `LOOM_SPANS` stream, which `loom runs trace` reads. */
-  LOOM_TRACE_STREAM: flag.default(true),
+  OTEL_SERVICE_NAME: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Overrides the process's own name as `service.name` of its spans (to tell replicas apart)."),
+  OTEL_TRACES_EXPORTER: z
+    .enum(TracesExporter)
+    .default(TracesExporter.OTLP)
+    .describe(
+      "Where finished spans go. Spans are made whatever it says, so trace ids flow across hops and into logs.",
+    ),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z
+    .url()
+    .default("http://localhost:4318")
+    .describe("Base URL of an OTLP/HTTP receiver; traces go to `<endpoint>/v1/traces` as JSON."),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z
+    .url()
+    .optional()
+    .describe("Full URL for traces, when it is not `<OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces`."),
+  OTEL_EXPORTER_JAEGER_ENDPOINT: z
+    .url()
+    .default("http://localhost:14268/api/traces")
+    .describe("Jaeger's collector (Thrift over HTTP), for `OTEL_TRACES_EXPORTER=jaeger`."),
+  OTEL_EXPORTER_OTLP_TIMEOUT: z.coerce
+    .number()
+    .int()
+    .positive()
+    .optional()
+    .describe(
+      "Longest one export may take, in milliseconds: 10000 unset, 500 for the CLI, so a missing collector never slows a command.",
+    ),
+  OTEL_TRACES_SAMPLER: z
+    .enum(Sampler)
+    .default(Sampler.PARENT_BASED_ALWAYS_ON)
+    .describe("Which traces are sampled, as the OpenTelemetry specification names the samplers."),
+  OTEL_TRACES_SAMPLER_ARG: z.coerce
+    .number()
+    .min(0)
+    .max(1)
+    .default(1)
+    .describe("The ratio for the `traceidratio` samplers, 0 to 1."),
+  OTEL_BSP_SCHEDULE_DELAY: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(5_000)
+    .describe("Milliseconds between two exports of finished spans."),
+  LOOM_TRACE_STREAM: flag
+    .prefault("true")
+    .describe("Also publish finished spans to the `LOOM_SPANS` stream, which `loom runs trace` reads."),
 });
+/** A TCP port to listen on; 0 picks a free one; unset, the service's default. */
+export const PortSchema = z.coerce.number().int().min(0).max(65_535).optional();
+
+/** Where the NATS server(s) are: the services and the CLI read it alike. */
+export const NatsUrlSchema = z
+  .string()
+  .default("nats://127.0.0.1:4222")
+  .describe(
+    "NATS server(s), comma-separated; credentials in the URL (`nats://user:pass@host:4222`) are taken out before it is used or logged.",
+  );
+
 export type TelemetryConfig = z.infer<typeof TelemetryConfigSchema>;
 
 /** Settings every service reads; each service's config extends this schema. */
 export const BaseConfigSchema = TelemetryConfigSchema.extend({
-  NATS_URL: z.string().default("nats://127.0.0.1:4222"),
-  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-  /** `json` (one object a line) or `pretty` (for a person; needs the pino-pretty dev dependency). */
-  LOG_FORMAT: z.enum(LogFormat).default(LogFormat.JSON),
-  /** Port of the HTTP server with /metrics, /healthz and /readyz; 0 picks a free one (logged). */
-  LOOM_HTTP_PORT: z.coerce.number().int().min(0).max(65_535).optional(),
-  LOOM_HTTP_HOST: z.string().default("0.0.0.0"),
+  NATS_URL: NatsUrlSchema,
+  LOG_LEVEL: z
+    .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+    .default("info")
+    .describe("Least severe log level written."),
+  LOG_FORMAT: z
+    .enum(LogFormat)
+    .default(LogFormat.JSON)
+    .describe(
+      "`json` (one object a line) or `pretty` (for a person; needs the pino-pretty dev dependency, else JSON).",
+    ),
+  LOOM_HTTP_PORT: PortSchema.describe(
+    "Port of the HTTP server with /metrics, /healthz and /readyz; 0 picks a free one (logged). Unset: 9461 orchestrator, 9462 acp-policy, 9463 mcp-worker, 9464 llm-agent, or a free one when that is taken; a port you set must be free.",
+  ),
+  LOOM_HTTP_HOST: z.string().default("0.0.0.0").describe("Address the HTTP server listens on."),
 });
 export type BaseConfig = z.infer<typeof BaseConfigSchema>;

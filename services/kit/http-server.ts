@@ -14,6 +14,9 @@ export const DefaultHttpPorts = {
   "llm-agent": 9464,
 } as const;
 
+/** The orchestrator's A2A edge (and MCP gateway) port when none is configured. */
+export const DEFAULT_A2A_PORT = 7410;
+
 /** What `/readyz` checks: the connection, and that the streams and KV buckets a service uses exist. */
 export interface Readiness {
   nc: NatsConnection;

@@ -14,5 +14,6 @@ export * from "./run-submission.ts";
 export * from "./run-watch.ts";
 export * from "./service.ts";
 export * from "./span-stream.ts";
+export * from "./suggest.ts";
 export * from "./telemetry.ts";
 export * from "./tool-call-telemetry.ts";

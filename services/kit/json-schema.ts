@@ -19,14 +19,19 @@ export class JsonSchemaValidator {
     what: string,
     code: ErrorCode = ErrorCode.INVALID_INPUT,
   ): void {
+    const result = this.check(schema, value);
+    if (!result.valid) {
+      throw new LoomError(code, `${what} does not match its schema: ${result.errorMessage ?? "invalid"}`);
+    }
+  }
+
+  /** Whether `value` fits `schema`, and if not, why. */
+  check(schema: Record<string, unknown>, value: unknown): ReturnType<Check> {
     let check = this.#compiled.get(schema);
     if (check === undefined) {
       check = this.#validator.getValidator(schema) as Check;
       this.#compiled.set(schema, check);
     }
-    const result = check(value);
-    if (!result.valid) {
-      throw new LoomError(code, `${what} does not match its schema: ${result.errorMessage ?? "invalid"}`);
-    }
+    return check(value);
   }
 }

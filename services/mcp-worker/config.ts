@@ -5,21 +5,34 @@ import { BaseConfigSchema, loadConfig } from "../kit/index.ts";
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
 
 export const WorkerConfigSchema = BaseConfigSchema.extend({
-  /** YAML file listing the MCP servers this worker connects to. */
-  LOOM_MCP_SERVERS: z.string().default(resolve(REPO_ROOT, "infra/mcp-servers.yaml")),
-  /** Least severe log level asked of MCP servers that log (`logging/setLevel`). */
+  LOOM_MCP_SERVERS: z
+    .string()
+    .default(resolve(REPO_ROOT, "infra/mcp-servers.yaml"))
+    .describe("YAML file listing the MCP servers this worker connects to (see docs/mcp.md)."),
   LOOM_MCP_LOG_LEVEL: z
     .enum(["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"])
-    .default("info"),
-  /** Longest a policy decision may take (sampling requests are decided by acp-policy). */
-  LOOM_POLICY_TIMEOUT_MS: z.coerce.number().int().positive().default(5_000),
-  /** Longest the llm agent may take to answer a server's sampling request. */
-  LOOM_SAMPLING_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
-  /**
-   * Longest Loom waits for someone to answer a server's elicitation (the server then gets `cancel`),
-   * and the most a tool call may run beyond its own timeout while people answer.
-   */
-  LOOM_ELICITATION_TIMEOUT_MS: z.coerce.number().int().positive().default(600_000),
+    .default("info")
+    .describe("Least severe log level asked of MCP servers that log (`logging/setLevel`)."),
+  LOOM_POLICY_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(5_000)
+    .describe("Longest a policy decision on a server's sampling request may take, in milliseconds."),
+  LOOM_SAMPLING_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(60_000)
+    .describe("Longest the llm agent may take to answer a server's sampling request, in milliseconds."),
+  LOOM_ELICITATION_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(600_000)
+    .describe(
+      "Longest Loom waits for someone to answer a server's question (elicitation; the server then gets `cancel`), and the most a tool call may run beyond its own timeout while people answer, in milliseconds.",
+    ),
 });
 export type WorkerConfig = z.infer<typeof WorkerConfigSchema>;
 

@@ -25,6 +25,7 @@ import { createConnections } from "./connections.ts";
 import { relayElicitation } from "./elicitation-relay.ts";
 import { InFlightTasks } from "./in-flight.ts";
 import { CallObserver } from "./observed-call.ts";
+import { removeRetiredServers } from "./retired-servers.ts";
 import { relaySampling } from "./sampling-relay.ts";
 import { loadServerList } from "./server-config.ts";
 import { HealthReporter } from "./server-health.ts";
@@ -105,6 +106,13 @@ await runUntilSignalled(log, async () => {
     log,
   });
   health.start();
+  await removeRetiredServers({
+    tools: toolsKv,
+    catalog: catalogKv,
+    servers: serversKv,
+    configured: new Set(connections.keys()),
+    log,
+  });
   await Promise.all(
     [...connections.values()].map((connection) => {
       const record = async (tools: Tool[]) => {

@@ -1,7 +1,7 @@
 import jsonata from "jsonata";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { EXPRESSION_PATTERN, type Workflow } from "../../schemas/workflow.ts";
-import { jsonBytes, LoomError, limitExceeded } from "../kit/index.ts";
+import { didYouMean, jsonBytes, LoomError, limitExceeded } from "../kit/index.ts";
 
 /** What an expression can see: `$input` (the run input) and `$steps` (results by step id). */
 export interface ExpressionScope {
@@ -73,14 +73,59 @@ function compile(source: string, where: string, limits?: ExpressionLimits): Comp
   return compiled;
 }
 
-/** Compiles every `{% %}` expression of a definition, so a typo is refused before any run starts. */
+/**
+ * Compiles every `{% %}` expression of a definition, so a typo is refused before any run starts,
+ * and refuses a `$steps.<name>` that names no step (by id or `as`) of the workflow.
+ */
 export function checkExpressions(workflow: Workflow): void {
-  const check = (source: string, where: string) => void compile(source, where);
+  const names = stepNames(workflow);
+  const check = (source: string, where: string) => {
+    for (const name of stepReferences(compile(source, where).ast())) {
+      if (names.has(name)) continue;
+      throw new LoomError(
+        ErrorCode.INVALID_WORKFLOW,
+        `${where}: $steps.${name} names no step of workflow ${workflow.id}${didYouMean(name, names)}; its steps are ${[...names].join(", ")}`,
+      );
+    }
+  };
   workflow.steps.forEach((step, index) => {
     const { id, ...fields } = step;
     visitExpressions(fields, `steps[${index}] (${id})`, check);
   });
   visitExpressions(workflow.output, "output", check);
+}
+
+/** Every name a step's result is known by in `$steps`: its id and its `as`, nested steps included. */
+function stepNames(workflow: Workflow): Set<string> {
+  const names = new Set<string>();
+  const add = (step: { id: string; as?: string | undefined }) => {
+    names.add(step.id);
+    if (step.as !== undefined) names.add(step.as);
+  };
+  for (const step of workflow.steps) {
+    add(step);
+    if ("parallel" in step) step.parallel.forEach(add);
+    if ("onError" in step && step.onError !== undefined) step.onError.steps.forEach(add);
+  }
+  return names;
+}
+
+/** The names that `$steps.<name>` paths in a JSONata syntax tree look up. */
+function stepReferences(node: unknown): string[] {
+  if (Array.isArray(node)) return node.flatMap(stepReferences);
+  if (!isPlainObject(node)) return [];
+  const [first, second] = Array.isArray(node.steps) ? (node.steps as unknown[]) : [];
+  const own =
+    node.type === "path" &&
+    isPlainObject(first) &&
+    first.type === "variable" &&
+    first.value === "steps" &&
+    isPlainObject(second) &&
+    second.type === "name" &&
+    typeof second.value === "string"
+      ? [second.value]
+      : [];
+  return [...own, ...Object.values(node).flatMap(stepReferences)];
 }
 
 /** Evaluates every `{% %}` expression inside `value` (deeply); other values are returned as they are. */

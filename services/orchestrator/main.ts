@@ -50,6 +50,12 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const workflowFiles = await WorkflowCatalog.readDirectory(config.LOOM_WORKFLOWS_DIR);
+  for (const error of workflowFiles.refused) {
+    log.error(
+      { code: error.code, dir: config.LOOM_WORKFLOWS_DIR },
+      `workflow file skipped: ${error.message}`,
+    );
+  }
   const limits = runLimitsOf(config);
   const catalog = new WorkflowCatalog(limits);
 
@@ -61,9 +67,10 @@ await runUntilSignalled(log, async () => {
   await ensureSubmissionConsumer(jsm);
   const js = jetstream(nc);
   const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS), catalog, log);
-  await registry.start(workflowFiles);
+  await registry.start(workflowFiles.workflows);
   log.info({ workflows: catalog.ids() }, "workflows registered");
-  const workflowService = registry.serve(nc);
+  const toolsKv = await openBucket(nc, Buckets.TOOLS);
+  const workflowService = registry.serve(nc, toolsKv);
   const agents = new WorkflowAgents(nc, jetstream(nc), limits, log);
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
@@ -75,19 +82,22 @@ await runUntilSignalled(log, async () => {
   );
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
   let publicUrl = config.LOOM_A2A_PUBLIC_URL;
+  const validator = new JsonSchemaValidator();
   const card = () =>
     buildAgentCard({
+      validator,
       publicUrl: publicUrl ?? "http://127.0.0.1",
       workflows: catalog.ids().map((id) => catalog.resolve(id)),
       version: "0.1.0",
     });
   const mcpCatalog = await FederatedCatalog.open(
-    { tools: await openBucket(nc, Buckets.TOOLS), catalog: await openBucket(nc, Buckets.CATALOG) },
+    { tools: toolsKv, catalog: await openBucket(nc, Buckets.CATALOG) },
     log,
   );
+  const gatewayPolicy = new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS);
   const mcpGateway = mcpGatewayRouter({
     catalog: mcpCatalog,
-    policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
+    policy: gatewayPolicy,
     sessions: new SessionStore(
       await openBucket(nc, Buckets.MCP_SESSIONS, { ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
     ),
@@ -108,6 +118,7 @@ await runUntilSignalled(log, async () => {
     port: config.LOOM_A2A_PORT,
     handler: new NatsA2ARequestHandler({ nc, js: jetstream(nc), jsm, runs, push, card }),
     card,
+    authenticate: (authorization) => gatewayPolicy.authenticate(authorization),
     log,
     routes: [mcpGateway],
   });
@@ -158,7 +169,7 @@ await runUntilSignalled(log, async () => {
     runs,
     events,
     driver,
-    validator: new JsonSchemaValidator(),
+    validator,
     limits,
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,

@@ -1,54 +1,24 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { parse as parseYaml } from "yaml";
-import type { z } from "zod";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
-import { describeIssues, LoomError } from "../kit/index.ts";
+import type { Workflow, WorkflowSummary } from "../../schemas/workflow.ts";
+import { didYouMean, LoomError } from "../kit/index.ts";
+import { checkWorkflowSchema, readWorkflowDefinition } from "../kit/workflow-definition.ts";
 import { checkExpressions } from "./expressions.ts";
 import { assertDefinitionSizeWithin, assertStepsWithin, type RunLimits } from "./limits.ts";
 
 /** Validates a definition (schema and expressions), with errors that name the offending field. */
 export function parseWorkflow(raw: unknown, source: string): Workflow {
-  const parsed = WorkflowSchema.safeParse(raw);
-  if (!parsed.success) {
-    throw new LoomError(
-      ErrorCode.INVALID_WORKFLOW,
-      `${source}: ${describeIssues(closestIssues(parsed.error.issues))}`,
-    );
-  }
-  checkExpressions(parsed.data);
-  return parsed.data;
+  const workflow = checkWorkflowSchema(raw, source);
+  checkExpressions(workflow);
+  return workflow;
 }
 
-type Issue = z.core.$ZodIssue;
-
-/**
- * A step is a union of kinds, for which zod says only "Invalid input". Report instead the issues
- * of the kind that came closest (fewest issues), so the message names the offending field.
- */
-function closestIssues(issues: readonly Issue[], prefix: PropertyKey[] = []): Issue[] {
-  return issues.flatMap((issue) => {
-    const path = [...prefix, ...issue.path];
-    if (issue.code !== "invalid_union" || issue.errors.length === 0) return [{ ...issue, path }];
-    const closest = issue.errors.reduce((best, option) => (option.length < best.length ? option : best));
-    return closest.length === 0 ? [{ ...issue, path }] : closestIssues(closest, path);
-  });
-}
-
-/** Reads a YAML or JSON definition file. */
+/** Reads a YAML or JSON definition file and validates it (schema and expressions). */
 export async function readWorkflowFile(path: string): Promise<Workflow> {
-  let raw: unknown;
-  try {
-    raw = parseYaml(await readFile(path, "utf8"));
-  } catch (cause) {
-    throw new LoomError(
-      ErrorCode.INVALID_WORKFLOW,
-      `${path} is not readable YAML or JSON: ${String(cause)}`,
-      { cause },
-    );
-  }
-  return parseWorkflow(raw, path);
+  const workflow = await readWorkflowDefinition(path);
+  checkExpressions(workflow);
+  return workflow;
 }
 
 /** The registered workflows, by id and version. */
@@ -75,10 +45,21 @@ export class WorkflowCatalog {
     for (const id of this.#versions.keys()) listener(id);
   }
 
-  /** Reads every definition in a folder; an invalid one stops the start with its file and field. */
-  static async readDirectory(dir: string): Promise<Workflow[]> {
+  /**
+   * Reads every definition in a folder. One bad file must not keep the others from being served:
+   * it is left out, and its error (naming the file and field) is returned for the log.
+   */
+  static async readDirectory(dir: string): Promise<{ workflows: Workflow[]; refused: LoomError[] }> {
     const names = (await readdir(dir)).filter((name) => /\.(ya?ml|json)$/.test(name)).sort();
-    return Promise.all(names.map((name) => readWorkflowFile(join(dir, name))));
+    const results = await Promise.allSettled(names.map((name) => readWorkflowFile(join(dir, name))));
+    const workflows: Workflow[] = [];
+    const refused: LoomError[] = [];
+    for (const result of results) {
+      if (result.status === "fulfilled") workflows.push(result.value);
+      else if (result.reason instanceof LoomError) refused.push(result.reason);
+      else throw result.reason;
+    }
+    return { workflows, refused };
   }
 
   register(workflow: Workflow): void {
@@ -93,8 +74,22 @@ export class WorkflowCatalog {
     return [...this.#versions.keys()].sort();
   }
 
+  /** Every registered workflow: its versions, oldest first, and the latest one's description. */
+  summaries(): WorkflowSummary[] {
+    return this.ids().map((id) => {
+      const latest = this.resolve(id);
+      const versions = [...(this.#versions.get(id)?.keys() ?? [])].sort((a, b) => a - b);
+      return {
+        id,
+        versions,
+        ...(latest.description === undefined ? {} : { description: latest.description }),
+        steps: latest.steps.length,
+      };
+    });
+  }
+
   /** `hello` is the latest version, `hello@2` a pinned one; an inline definition is validated as is. */
-  resolve(reference: string | Workflow): Workflow {
+  resolve(reference: string | Record<string, unknown>): Workflow {
     if (typeof reference !== "string") return this.parse(reference, "inline workflow");
     const [id = "", pinned] = reference.split("@");
     const versions = this.#versions.get(id);
@@ -102,13 +97,17 @@ export class WorkflowCatalog {
       const known = this.ids().join(", ") || "none";
       throw new LoomError(
         ErrorCode.UNKNOWN_WORKFLOW,
-        `no workflow "${id}" is registered (registered: ${known})`,
+        `no workflow "${id}" is registered${didYouMean(id, this.ids())} (registered: ${known})`,
       );
     }
     const version = pinned === undefined ? Math.max(...versions.keys()) : Number(pinned);
     const workflow = versions.get(version);
     if (workflow === undefined) {
-      throw new LoomError(ErrorCode.UNKNOWN_WORKFLOW, `workflow "${id}" has no version ${pinned}`);
+      const known = [...versions.keys()].sort((a, b) => a - b).join(", ");
+      throw new LoomError(
+        ErrorCode.UNKNOWN_WORKFLOW,
+        `workflow "${id}" has no version ${pinned} (registered versions: ${known})`,
+      );
     }
     return workflow;
   }

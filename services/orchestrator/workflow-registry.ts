@@ -1,7 +1,12 @@
 import { isDeepStrictEqual } from "node:util";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { WorkflowApplyContract, WorkflowGraphContract } from "../../schemas/contracts.ts";
+import {
+  WorkflowApplyContract,
+  WorkflowGraphContract,
+  WorkflowListContract,
+  WorkflowShowContract,
+} from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { Subjects } from "../../schemas/subjects.ts";
 import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
@@ -74,8 +79,11 @@ export class WorkflowRegistry {
     })();
   }
 
-  /** Serves `loom workflow apply` and `loom workflow graph`. */
-  serve(nc: NatsConnection): { stop(): Promise<void> } {
+  /**
+   * Serves `loom workflow apply`, `graph`, `list` and `show`. `tools` is KV `loom_tools`: apply
+   * warns about calls to tools no worker offers now (they may come later, so it is no error).
+   */
+  serve(nc: NatsConnection, tools: KV): { stop(): Promise<void> } {
     const apply = serve(nc, {
       subject: Subjects.WORKFLOWS_APPLY,
       queue: QUEUE,
@@ -84,9 +92,29 @@ export class WorkflowRegistry {
       handle: async ({ definition }) => {
         const workflow = this.#catalog.parse(definition, "workflow");
         const created = await this.apply(workflow);
-        this.#log.info({ workflow: workflow.id, version: workflow.version, created }, "workflow applied");
-        return { id: workflow.id, version: workflow.version, created };
+        const warnings = await missingTools(workflow, tools);
+        this.#log.info(
+          { workflow: workflow.id, version: workflow.version, created, warnings },
+          "workflow applied",
+        );
+        return { id: workflow.id, version: workflow.version, created, warnings };
       },
+    });
+    const list = serve(nc, {
+      subject: Subjects.WORKFLOWS_LIST,
+      queue: QUEUE,
+      contract: WorkflowListContract,
+      log: this.#log,
+      handle: async () => ({ workflows: this.#catalog.summaries() }),
+    });
+    const show = serve(nc, {
+      subject: Subjects.WORKFLOWS_SHOW,
+      queue: QUEUE,
+      contract: WorkflowShowContract,
+      log: this.#log,
+      handle: async ({ id, version }) => ({
+        workflow: this.#catalog.resolve(version === undefined ? id : `${id}@${version}`),
+      }),
     });
     const graph = serve(nc, {
       subject: Subjects.WORKFLOWS_GRAPH,
@@ -103,9 +131,26 @@ export class WorkflowRegistry {
     });
     return {
       async stop() {
-        await apply.stop();
-        await graph.stop();
+        await Promise.all([apply.stop(), graph.stop(), list.stop(), show.stop()]);
       },
     };
   }
+}
+
+/** The `call` steps (nested ones included) whose tool no worker has registered in `loom_tools`. */
+async function missingTools(workflow: Workflow, tools: KV): Promise<string[]> {
+  const calls = workflow.steps.flatMap((step) => [
+    step,
+    ...("parallel" in step ? step.parallel : []),
+    ...("onError" in step && step.onError !== undefined ? step.onError.steps : []),
+  ]);
+  const warnings: string[] = [];
+  for (const step of calls) {
+    if (!("call" in step) || !/^[A-Za-z0-9_.-]+$/.test(step.call)) continue;
+    const entry = await tools.get(step.call);
+    if (entry === null || entry.operation !== "PUT") {
+      warnings.push(`step ${step.id}: no worker offers tool ${step.call} now (see \`loom tools list\`)`);
+    }
+  }
+  return warnings;
 }

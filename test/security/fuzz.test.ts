@@ -372,7 +372,7 @@ describe("security - fuzzing every subject a service listens on", () => {
     });
     expect(normal.state).toBe(TaskState.COMPLETED);
     runId = normal.runId;
-    workflowIds = (await WorkflowCatalog.readDirectory(join(REPO_ROOT, "workflows"))).map(
+    workflowIds = (await WorkflowCatalog.readDirectory(join(REPO_ROOT, "workflows"))).workflows.map(
       (workflow) => workflow.id,
     );
   });

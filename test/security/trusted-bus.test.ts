@@ -134,7 +134,7 @@ describe("security - trusted bus: the NATS users of npm start", () => {
           taskId: randomUUID(),
           contextId: "bus",
           parts: [{ data: call }],
-          metadata: { runId: "bus-run", stepId, grant },
+          metadata: { runId: "bus-run", stepId, attempt: 1, grant },
         },
         { timeoutMs: 10_000 },
       ).then(

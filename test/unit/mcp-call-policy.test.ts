@@ -6,8 +6,9 @@ import { describe, expect, it } from "vitest";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { McpServerConfigSchema } from "../../schemas/mcp.ts";
 import type { ServerHealth } from "../../schemas/mcp-health.ts";
+import { HEALTH_STALE_AFTER_MS } from "../../schemas/mcp-health.ts";
 import { IDEMPOTENCY_META_KEY } from "../../schemas/steps.ts";
-import { STALE_AFTER_MS, summarizeServers } from "../../services/cli/commands/servers.ts";
+import { summarizeServers } from "../../services/cli/commands/servers.ts";
 import { LoomError } from "../../services/kit/errors.ts";
 import {
   asServerFailure,
@@ -219,7 +220,7 @@ describe("loom servers list - folding workers' health records", () => {
   });
 
   it("a record not refreshed for a minute comes from a gone worker and is left out", () => {
-    const stale = new Date(now - STALE_AFTER_MS - 1).toISOString();
+    const stale = new Date(now - HEALTH_STALE_AFTER_MS - 1).toISOString();
     const [summary] = summarizeServers([record("w1", "up", fresh), record("w2", "down", stale)], now);
     expect(summary?.state).toBe("up");
     expect(summarizeServers([record("w2", "down", stale)], now)[0]?.state).toBe("unknown");

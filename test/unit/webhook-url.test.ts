@@ -3,10 +3,11 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import type { LoomError } from "../../services/kit/index.ts";
 import { WebhookAllowList } from "../../services/orchestrator/a2a/webhook-url.ts";
 
-/** Names as a resolver would answer them: one public, one rebound to an internal address. */
+/** Names as a resolver would answer them: one public, two rebound to an internal address. */
 const DNS: Record<string, string[]> = {
   "hooks.example.com": ["93.184.215.14"],
   "rebound.example.com": ["93.184.215.14", "10.1.2.3"],
+  "mapped.example.com": ["::ffff:10.1.2.3"],
 };
 const resolve = async (hostname: string) => {
   const addresses = DNS[hostname];
@@ -14,7 +15,12 @@ const resolve = async (hostname: string) => {
   return addresses;
 };
 const allowList = WebhookAllowList.parse(
-  ["https://hooks.example.com/loom/", "https://rebound.example.com/", "http://10.0.0.7:8080/hooks"],
+  [
+    "https://hooks.example.com/loom/",
+    "https://rebound.example.com/",
+    "https://mapped.example.com/",
+    "http://10.0.0.7:8080/hooks",
+  ],
   resolve,
 );
 const refusal = (url: string) =>
@@ -47,6 +53,7 @@ describe("webhook allow-list", () => {
       ["http://hooks.example.com/loom/", /not under an allowed prefix/],
       ["http://167772167:8080/hooks/../x", /not under an allowed prefix/],
       ["https://rebound.example.com/x", /internal address \(10\.1\.2\.3\)/],
+      ["https://mapped.example.com/x", /internal address \(::ffff:10\.1\.2\.3\)/],
       ["ftp://hooks.example.com/loom/", /not an http\(s\) URL/],
       ["not a url", /not an http\(s\) URL/],
     ];

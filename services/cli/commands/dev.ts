@@ -1,8 +1,9 @@
+import { type AddressInfo, createServer } from "node:net";
 import { resolve } from "node:path";
 import { AuthorizationError, connect, type NatsConnection } from "@nats-io/transport-node";
 import { NATS_PASSWORD_VARIABLES, type NatsPasswordFile, NatsUser } from "../../../schemas/nats-users.ts";
 import { ensureDevIssuerKey, issueDevToken } from "../../kit/dev-issuer.ts";
-import type { LogFormat, Telemetry } from "../../kit/index.ts";
+import { DEFAULT_A2A_PORT, type LogFormat, type Telemetry } from "../../kit/index.ts";
 import { natsServerOptions } from "../../kit/nats-url.ts";
 import { exportTo, startDevJaeger } from "../dev-jaeger.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -36,6 +37,10 @@ export interface DevOptions {
   telemetry: Telemetry;
   /** `--jaeger <binary>` names the Jaeger to start, `--no-jaeger` (false) starts none. */
   jaeger: string | false | undefined;
+  /** The A2A edge's port (also the MCP gateway's); unset, 7410 or a free one when that is taken. */
+  a2aPort: number | undefined;
+  /** A server list of the user's own: the demo servers (and so the demo run) may not be there. */
+  mcpServers: string | undefined;
 }
 
 /**
@@ -43,6 +48,12 @@ export interface DevOptions {
  * workflow, then stay up until Ctrl-C and shut everything down cleanly.
  */
 export async function devCommand(options: DevOptions): Promise<ExitCode> {
+  if (options.natsUrl !== undefined && !(await reachable(options.natsUrl))) {
+    console.error(
+      `cannot reach NATS at ${natsServerOptions(options.natsUrl).servers.join(",")} (NATS_URL): start it, or unset NATS_URL to let \`npm start\` use localhost:${options.natsPort} or start nats-server itself. Nothing was started.`,
+    );
+    return ExitCode.FAILED;
+  }
   const passwords = await resolvePasswords(options);
   const storeDir = resolve(options.dataDir, "nats");
   const localUrl = `nats://127.0.0.1:${options.natsPort}`;
@@ -73,10 +84,15 @@ export async function devCommand(options: DevOptions): Promise<ExitCode> {
   }
 
   const logDir = resolve(options.dataDir, "logs");
+  const a2aPort = options.a2aPort ?? (await portOrFree(DEFAULT_A2A_PORT));
   const stack = await startStack({
     natsUrl: urlAs,
     logDir,
-    env: { LOG_FORMAT: options.logFormat, ...(jaeger === undefined ? {} : exportTo(jaeger)) },
+    env: {
+      LOG_FORMAT: options.logFormat,
+      LOOM_A2A_PORT: String(a2aPort),
+      ...(jaeger === undefined ? {} : exportTo(jaeger)),
+    },
   });
   console.log(
     `services  ${stack.services.map((service) => service.name).join(", ")}, each as its own NATS user (logs in ${logDir})`,
@@ -91,20 +107,32 @@ export async function devCommand(options: DevOptions): Promise<ExitCode> {
   process.once("SIGINT", () => void shutdown().then(() => process.exit(0)));
   process.once("SIGTERM", () => void shutdown().then(() => process.exit(0)));
 
+  // Custom servers: wait for the worker, not for the demo servers' tools.
+  const demoServers = options.mcpServers === undefined;
   // Readiness asks policy and the agents directly, which only a service's user may.
-  const nc = await connect(natsServerOptions(urlAs(NatsUser.ORCHESTRATOR)));
+  let nc: NatsConnection | undefined;
   try {
-    await waitUntilReady(nc, { tools: DEMO_TOOLS, timeoutMs: 60_000, stack });
+    nc = await connect({ ...natsServerOptions(urlAs(NatsUser.ORCHESTRATOR)), timeout: 5_000 });
+    await waitUntilReady(nc, { tools: demoServers ? DEMO_TOOLS : [], timeoutMs: 60_000, stack });
   } catch (error) {
     console.error(`${error instanceof Error ? error.message : String(error)}; see the logs in ${logDir}`);
-    await nc.close();
+    await nc?.close();
     await shutdown();
     return ExitCode.FAILED;
   }
   await nc.close();
+  const edge = `http://127.0.0.1:${a2aPort}`;
+  console.log(
+    `A2A       ${edge}/.well-known/agent-card.json (JSON-RPC ${edge}/a2a/jsonrpc, HTTP+JSON ${edge}/a2a/rest)`,
+  );
+  console.log(`MCP       ${edge}/mcp (Streamable HTTP, bearer token)`);
   console.log("ready\n");
 
-  if (options.demo) {
+  if (options.demo && !demoServers) {
+    console.log(
+      `demo      skipped: LOOM_MCP_SERVERS=${options.mcpServers} replaces the demo servers hello needs`,
+    );
+  } else if (options.demo) {
     const token = await issueDevToken(await ensureDevIssuerKey(options.dataDir), {
       sub: "demo",
       roles: ["analyst"],
@@ -131,6 +159,22 @@ export async function devCommand(options: DevOptions): Promise<ExitCode> {
   console.log('  npx loom submit hello --input \'{"contactId":"c-2"}\' --watch\nCtrl-C stops everything.');
   await new Promise<never>(() => {});
   return ExitCode.OK;
+}
+
+/**
+ * Whether a NATS answers at `url`. One that refuses the credentials answers too: `checkUsers`
+ * explains that case once the passwords are known.
+ */
+async function reachable(url: string): Promise<boolean> {
+  let nc: NatsConnection | undefined;
+  try {
+    nc = await connect({ ...natsServerOptions(url), timeout: 1_000, maxReconnectAttempts: 0 });
+    return true;
+  } catch (error) {
+    return error instanceof AuthorizationError;
+  } finally {
+    await nc?.close();
+  }
 }
 
 /** The data dir's passwords (made on first use), each replaced by its variable when that is set. */
@@ -204,4 +248,19 @@ function onlyOnce<T>(work: () => Promise<T>): () => Promise<T> {
     result ??= work();
     return result;
   };
+}
+
+/** `port` when nothing listens on it, else one the kernel picks (a second stack on the host). */
+function portOrFree(port: number): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once("error", (error: NodeJS.ErrnoException) => {
+      if (error.code !== "EADDRINUSE") reject(error);
+      else resolvePort(portOrFree(0));
+    });
+    probe.listen(port, () => {
+      const { port: bound } = probe.address() as AddressInfo;
+      probe.close(() => resolvePort(bound));
+    });
+  });
 }

@@ -1,16 +1,14 @@
 import { FeedbackContract } from "../../../schemas/contracts.ts";
-import { ErrorCode } from "../../../schemas/errors.ts";
 import { Headers, runFeedbackSubject } from "../../../schemas/subjects.ts";
 import type { Verdict } from "../../../schemas/tool-calls.ts";
-import { LoomError, request } from "../../kit/index.ts";
+import { request } from "../../kit/index.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 
 const FEEDBACK_TIMEOUT_MS = 15_000;
 
 /**
- * `loom feedback <runId> <stepId> --ok|--bad`: a verdict on the call a step made. Exit 2 when
- * policy refuses the caller (as for a rejected run), 1 for any other failure.
+ * `loom feedback <runId> <stepId> --ok|--bad`: a verdict on the call a step made.
  */
 export async function feedbackCommand(
   runId: string,
@@ -47,10 +45,6 @@ export async function feedbackCommand(
         : `feedback ${reply.verdict} on ${runId}/${stepId}: ${reply.server}.${reply.target} (version ${reply.serverVersion})`,
     );
     return ExitCode.OK;
-  } catch (error) {
-    if (!(error instanceof LoomError) || error.code !== ErrorCode.POLICY_DENIED) throw error;
-    console.error(`error ${error.code}: ${error.message}`);
-    return ExitCode.REJECTED;
   } finally {
     await nc.close();
   }

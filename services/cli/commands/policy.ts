@@ -100,6 +100,9 @@ export async function policyApplyCommand(path: string, options: { nats: string }
       encodePayload(PolicyBundleSchema, bundle, "policy bundle"),
     );
     console.log(`applied policy ${policy.version} (${policy.rules.length} rules) as revision ${revision}`);
+    console.log(
+      "every acp-policy uses it from now on, also after a restart, instead of its LOOM_POLICY_DIR files; apply a folder to go back to it",
+    );
     return ExitCode.OK;
   } finally {
     await nc.close();

@@ -1,14 +1,16 @@
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { HealthState, type ServerHealth, ServerHealthSchema } from "../../../schemas/mcp-health.ts";
+import {
+  HealthState,
+  isLiveHealth,
+  type ServerHealth,
+  ServerHealthSchema,
+} from "../../../schemas/mcp-health.ts";
 import { Buckets } from "../../../schemas/subjects.ts";
 import { parsePayload } from "../../kit/index.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { table } from "../render.ts";
-
-/** Workers refresh their records every 15 s; one not refreshed for this long is from a gone worker. */
-export const STALE_AFTER_MS = 60_000;
 
 /** A server as every live worker sees it together. */
 export interface ServerSummary {
@@ -44,7 +46,7 @@ export function summarizeServers(records: readonly ServerHealth[], now = Date.no
   return [...byServer.entries()]
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([server, all]) => {
-      const live = all.filter((record) => now - Date.parse(record.updatedAt) <= STALE_AFTER_MS);
+      const live = all.filter((record) => isLiveHealth(record, now));
       const newest = all.reduce((best, record) => (record.updatedAt > best.updatedAt ? record : best));
       const replicas = live.flatMap((record) => record.versions.flatMap((version) => version.replicas));
       const errors = replicas.filter((replica) => replica.lastError !== undefined);

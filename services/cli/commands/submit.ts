@@ -1,17 +1,20 @@
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
-import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { shortStateName } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import type { RunSubmission } from "../../../schemas/run.ts";
+import type { Workflow } from "../../../schemas/workflow.ts";
 import { LoomError, publishSubmission, SpanKind, type Telemetry, withSpan } from "../../kit/index.ts";
 import { watchRun } from "../../kit/run-watch.ts";
+import { readWorkflowDefinition } from "../../kit/workflow-definition.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode, exitCodeForState } from "../exit-codes.ts";
 import { formatJson, statusLine } from "../render.ts";
+import { isWorkflowFile } from "../workflow-file.ts";
 
 export interface SubmitOptions {
   nats: string;
@@ -34,7 +37,8 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
   } as RunSubmission;
   const nc = await connectCli(options.nats);
   options.telemetry?.publishSpansTo(nc);
-  const workflowName = typeof submission.workflow === "string" ? submission.workflow : submission.workflow.id;
+  const workflowName =
+    typeof submission.workflow === "string" ? submission.workflow : String(submission.workflow.id);
   try {
     // The root of the run's trace: every service's spans for this run descend from it.
     return await withSpan(
@@ -107,31 +111,30 @@ async function watchAndReport(
   return exitCodeForState(result.state);
 }
 
-/** A path to a YAML/JSON file is sent inline; anything else is a registered workflow id. */
-async function readWorkflowArg(arg: string): Promise<unknown> {
-  const looksLikeFile = /\.(ya?ml|json)$/i.test(arg) || arg.includes("/");
-  if (!looksLikeFile) return arg;
-  if (!existsSync(arg)) throw new LoomError(ErrorCode.INVALID_INPUT, `no workflow file at ${arg}`);
-  try {
-    return parseYaml(await readFile(arg, "utf8"));
-  } catch (cause) {
-    throw new LoomError(ErrorCode.INVALID_WORKFLOW, `${arg} is not readable YAML or JSON: ${String(cause)}`, {
-      cause,
-    });
-  }
+/** A path to a YAML/JSON file is checked and sent inline; anything else is a registered workflow id. */
+function readWorkflowArg(arg: string): Promise<Workflow> | string {
+  return isWorkflowFile(arg) ? readWorkflowDefinition(arg) : arg;
 }
 
-/** `--input '{"a":1}'` or `--input @input.json`. */
-export async function readInput(arg: string | undefined): Promise<Record<string, unknown>> {
+/** `--input '{"a":1}'` or `--input @input.json` (and likewise for `option`, such as `--data`). */
+export async function readInput(
+  arg: string | undefined,
+  option = "--input",
+): Promise<Record<string, unknown>> {
   if (arg === undefined) return {};
-  const text = arg.startsWith("@") ? await readFile(arg.slice(1), "utf8") : arg;
+  const file = arg.startsWith("@") ? arg.slice(1) : undefined;
+  if (file !== undefined && !existsSync(file)) {
+    throw new LoomError(ErrorCode.INVALID_INPUT, `${option} ${arg}: there is no file ${resolve(file)}`);
+  }
+  const text = file === undefined ? arg : await readFile(file, "utf8");
+  const source = file === undefined ? option : `${option} ${arg}`;
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (cause) {
-    throw new LoomError(ErrorCode.INVALID_INPUT, `--input is not valid JSON: ${String(cause)}`, { cause });
+    throw new LoomError(ErrorCode.INVALID_INPUT, `${source} is not valid JSON: ${String(cause)}`, { cause });
   }
   const parsed = z.record(z.string(), z.unknown()).safeParse(value);
-  if (!parsed.success) throw new LoomError(ErrorCode.INVALID_INPUT, "--input must be a JSON object");
+  if (!parsed.success) throw new LoomError(ErrorCode.INVALID_INPUT, `${source} must be a JSON object`);
   return parsed.data;
 }

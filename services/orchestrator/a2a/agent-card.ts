@@ -1,5 +1,6 @@
 import { type AgentCard, AgentCard as AgentCardCodec } from "@a2a-js/sdk";
 import type { Workflow } from "../../../schemas/workflow.ts";
+import type { JsonSchemaValidator } from "../../kit/index.ts";
 
 export const A2A_JSONRPC_PATH = "/a2a/jsonrpc";
 export const A2A_REST_PATH = "/a2a/rest";
@@ -12,6 +13,7 @@ export function buildAgentCard(options: {
   publicUrl: string;
   workflows: Workflow[];
   version: string;
+  validator: JsonSchemaValidator;
 }): AgentCard {
   const base = options.publicUrl.replace(/\/$/, "");
   return AgentCardCodec.fromJSON({
@@ -41,21 +43,49 @@ export function buildAgentCard(options: {
       name: workflow.id,
       description: workflow.description ?? `Runs the ${workflow.id} workflow (version ${workflow.version}).`,
       tags: ["workflow"],
-      examples: exampleOf(workflow),
+      examples: exampleOf(workflow, options.validator),
       inputModes: ["application/json"],
       outputModes: ["application/json"],
     })),
   });
 }
 
-/** The workflow file's `examples`, else one built from its input schema's required properties. */
-function exampleOf(workflow: Workflow): string[] {
-  if (workflow.examples !== undefined) return workflow.examples.map((example) => JSON.stringify(example));
-  const properties = (workflow.input?.properties ?? {}) as Record<string, { description?: string }>;
-  const required = (workflow.input?.required ?? []) as string[];
-  if (required.length === 0) return [];
-  const example = Object.fromEntries(
-    required.map((name) => [name, properties[name]?.description ?? `<${name}>`]),
-  );
-  return [JSON.stringify(example)];
+/**
+ * The workflow file's `examples` its input schema accepts, else one made from its input schema's required properties (a
+ * property's own `examples`, `default` or `const`, else a placeholder of its type), kept only when
+ * the workflow's input schema accepts it: an example must be something a client can send.
+ */
+function exampleOf(workflow: Workflow, validator: JsonSchemaValidator): string[] {
+  const input = workflow.input;
+  const valid = (example: Record<string, unknown>) =>
+    input === undefined || validator.check(input, example).valid;
+  if (workflow.examples !== undefined) {
+    return workflow.examples.filter(valid).map((example) => JSON.stringify(example));
+  }
+  const properties = (input?.properties ?? {}) as Record<string, PropertySchema>;
+  const required = (input?.required ?? []) as string[];
+  if (input === undefined || required.length === 0) return [];
+  const example = Object.fromEntries(required.map((name) => [name, exampleValue(name, properties[name])]));
+  return valid(example) ? [JSON.stringify(example)] : [];
+}
+
+interface PropertySchema {
+  type?: string | string[];
+  examples?: unknown[];
+  default?: unknown;
+  const?: unknown;
+  enum?: unknown[];
+  minimum?: number;
+}
+
+function exampleValue(name: string, schema: PropertySchema | undefined): unknown {
+  if (schema === undefined) return `<${name}>`;
+  const given = schema.examples?.[0] ?? schema.default ?? schema.const ?? schema.enum?.[0];
+  if (given !== undefined) return given;
+  const type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
+  if (type === "number" || type === "integer") return Math.max(schema.minimum ?? 1, 1);
+  if (type === "boolean") return true;
+  if (type === "array") return [];
+  if (type === "object") return {};
+  return `<${name}>`;
 }

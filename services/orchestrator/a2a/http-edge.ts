@@ -1,54 +1,79 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { AgentCard } from "@a2a-js/sdk";
-import { agentCardHandler, jsonRpcHandler, restHandler } from "@a2a-js/sdk/server/express";
+import { type AgentCard, AgentCard as AgentCardCodec } from "@a2a-js/sdk";
+import { jsonRpcHandler, restHandler } from "@a2a-js/sdk/server/express";
 import express from "express";
-import type { Logger } from "../../kit/index.ts";
+import { ErrorCode } from "../../../schemas/errors.ts";
+import { DEFAULT_A2A_PORT, type Logger, toWireError } from "../../kit/index.ts";
 import { A2A_JSONRPC_PATH, A2A_REST_PATH } from "./agent-card.ts";
 import { bearerToken, userOf } from "./bearer-user.ts";
 import type { NatsA2ARequestHandler } from "./nats-request-handler.ts";
 
 /**
  * The A2A HTTP edge: the Agent Card at `/.well-known/agent-card.json`, JSON-RPC at `/a2a/jsonrpc`
- * and HTTP+JSON at `/a2a/rest`. A call without a bearer token is refused with 401 before it reaches a handler.
+ * and HTTP+JSON at `/a2a/rest`. A call without a bearer token acp-policy accepts (signature, issuer,
+ * audience, expiry) is refused with 401 before it reaches a handler.
  */
-/** The edge's port when none is configured. */
-export const DEFAULT_A2A_PORT = 7410;
 
 export async function startA2AEdge(options: {
   /** Undefined: the default port, or a free one when it is taken. */
   port: number | undefined;
   handler: NatsA2ARequestHandler;
   card: () => AgentCard;
+  /** Verifies a bearer token with acp-policy; rejects UNAUTHENTICATED for a token it refuses. */
+  authenticate: (authorization: string) => Promise<unknown>;
   log: Logger;
   /** More routes on the same port (the MCP gateway). */
   routes?: express.Router[];
 }): Promise<{ port: number; close(): Promise<void> }> {
   const app = express();
   for (const routes of options.routes ?? []) app.use(routes);
-  app.use(
-    "/.well-known/agent-card.json",
-    agentCardHandler({ agentCardProvider: async () => options.card() }),
-  );
-  const requireBearer: express.RequestHandler = (req, res, next) => {
-    if (bearerToken(req) !== undefined) return next();
-    res
-      .status(401)
-      .set("WWW-Authenticate", 'Bearer realm="loom"')
-      .json({
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: -32001, message: "a bearer token is required (Authorization: Bearer …)" },
-      });
+  // The card in A2A's JSON form (the SDK's handler would serialize its internal oneOf shapes), and
+  // revalidated on every use: `loom workflow apply` changes its skills at any time.
+  app.get("/.well-known/agent-card.json", (_req, res) => {
+    res.set("Cache-Control", "no-cache").type("application/json");
+    res.send(JSON.stringify(AgentCardCodec.toJSON(options.card())));
+  });
+  const requireBearer = (binding: Binding): express.RequestHandler => {
+    return (req, res, next) => {
+      const token = bearerToken(req);
+      if (token === undefined) {
+        unauthenticated(
+          res,
+          binding,
+          'Bearer realm="loom"',
+          "a bearer token is required (Authorization: Bearer …)",
+        );
+        return;
+      }
+      options.authenticate(`Bearer ${token}`).then(
+        () => next(),
+        (error: unknown) => {
+          const wire = toWireError(error);
+          if (wire.code !== ErrorCode.UNAUTHENTICATED) {
+            options.log.error({ err: error }, "cannot authenticate an A2A request");
+            res.status(503).json(errorBody(binding, 503, `cannot check the token now: ${wire.message}`));
+            return;
+          }
+          const description = wire.message.replaceAll('"', "'");
+          unauthenticated(
+            res,
+            binding,
+            `Bearer realm="loom", error="invalid_token", error_description="${description}"`,
+            wire.message,
+          );
+        },
+      );
+    };
   };
   app.use(
     A2A_JSONRPC_PATH,
-    requireBearer,
+    requireBearer("jsonrpc"),
     jsonRpcHandler({ requestHandler: options.handler, userBuilder: userOf }),
   );
   app.use(
     A2A_REST_PATH,
-    requireBearer,
+    requireBearer("rest"),
     restHandler({ requestHandler: options.handler, userBuilder: userOf }),
   );
   const server = createServer(app);
@@ -65,6 +90,33 @@ export async function startA2AEdge(options: {
     port,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+type Binding = "jsonrpc" | "rest";
+
+/**
+ * JSON-RPC's server-error code for a refused caller: A2A defines none, and its -32001 means
+ * TaskNotFound, so the HTTP status (401) and `data.reason` say what it is.
+ */
+export const JSON_RPC_UNAUTHENTICATED = -32000;
+
+/** An error body in the binding's own form: a JSON-RPC error, or google.rpc.Status for HTTP+JSON. */
+function errorBody(binding: Binding, status: number, message: string): object {
+  const reason = status === 401 ? "UNAUTHENTICATED" : "UNAVAILABLE";
+  return binding === "jsonrpc"
+    ? {
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: status === 401 ? JSON_RPC_UNAUTHENTICATED : -32603, message, data: { reason } },
+      }
+    : { error: { code: status, status: reason, message, details: [] } };
+}
+
+function unauthenticated(res: express.Response, binding: Binding, challenge: string, message: string): void {
+  res
+    .status(401)
+    .set("WWW-Authenticate", challenge)
+    .json(errorBody(binding, 401, message));
 }
 
 function listen(server: Server, port: number): Promise<void> {

@@ -25,10 +25,11 @@ for (const [network, prefix] of [
 ] as const) {
   INTERNAL.addSubnet(network, prefix, "ipv4");
 }
+// No `::ffff:0:0/96`: BlockList checks an IPv4-mapped address (`::ffff:10.1.2.3`) against the IPv4
+// ranges above already, and that range would match every IPv4 address, public ones included.
 for (const [network, prefix] of [
   ["::", 128],
   ["::1", 128],
-  ["::ffff:0:0", 96],
   ["fc00::", 7],
   ["fe80::", 10],
 ] as const) {
