@@ -106,7 +106,7 @@ async function startOwnNats(): Promise<LaunchedNatsServer | undefined> {
     console.error(
       notInstalled
         ? "Loom needs NATS with JetStream. Set NATS_URL to one, run one on localhost:4222, or install nats-server " +
-            "(Debian/Ubuntu: apt-get install nats-server; macOS: brew install nats-server) and run `npm start` again."
+            "2.11 or newer (`go install github.com/nats-io/nats-server/v2@v2.15.3`, or brew install nats-server) and run `npm start` again."
         : `could not start nats-server: ${error instanceof Error ? error.message : String(error)}`,
     );
     return undefined;
