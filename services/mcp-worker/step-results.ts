@@ -2,7 +2,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { KV } from "@nats-io/kv";
 import type { Task } from "../../schemas/a2a.ts";
 import { type StepRecord, StepRecordSchema } from "../../schemas/steps.ts";
-import { encodePayload, type Logger, LoomError, parsePayload, toWireError } from "../kit/index.ts";
+import {
+  casWrite,
+  encodePayload,
+  type Logger,
+  LoomError,
+  parsePayload,
+  readEntry,
+  toWireError,
+} from "../kit/index.ts";
 
 /** How often a worker waiting on another's claim looks for its outcome. */
 const POLL_MS = 100;
@@ -25,9 +33,9 @@ export class StepResults {
 
   async once(key: string, leaseMs: number, work: () => Promise<Task>): Promise<Task> {
     for (;;) {
-      const entry = await this.#kv.get(key);
+      const entry = await readEntry(this.#kv, key);
       const existing =
-        entry?.operation === "PUT" ? parsePayload(StepRecordSchema, entry.value, `step ${key}`) : undefined;
+        entry === null ? undefined : parsePayload(StepRecordSchema, entry.value, `step ${key}`);
       if (existing !== undefined && existing.status !== "running") return replay(existing);
       if (existing !== undefined && Date.parse(existing.claimedAt) + existing.leaseMs > Date.now()) {
         await sleep(POLL_MS);
@@ -57,8 +65,8 @@ export class StepResults {
     }
     if ((await this.#write(key, outcome, claimRevision)) === undefined) {
       this.#log.warn({ step_key: key }, "another worker stored this step's outcome first; keeping theirs");
-      const stored = await this.#kv.get(key);
-      if (stored?.operation === "PUT") {
+      const stored = await readEntry(this.#kv, key);
+      if (stored !== null) {
         const record = parsePayload(StepRecordSchema, stored.value, `step ${key}`);
         if (record.status !== "running") return replay(record);
       }
@@ -67,17 +75,8 @@ export class StepResults {
   }
 
   /** create (no revision) or compare-and-set update; undefined when someone else wrote first. */
-  async #write(key: string, record: StepRecord, revision: number | undefined): Promise<number | undefined> {
-    const payload = encodePayload(StepRecordSchema, record, "step record");
-    try {
-      return revision === undefined
-        ? await this.#kv.create(key, payload)
-        : await this.#kv.update(key, payload, revision);
-    } catch (error) {
-      const current = await this.#kv.get(key);
-      if (current !== null && current.revision !== revision) return undefined;
-      throw error;
-    }
+  #write(key: string, record: StepRecord, revision: number | undefined): Promise<number | undefined> {
+    return casWrite(this.#kv, key, encodePayload(StepRecordSchema, record, "step record"), revision);
   }
 }
 

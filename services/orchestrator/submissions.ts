@@ -29,7 +29,7 @@ import {
 import type { RunDriver } from "./run-driver.ts";
 import type { RunEvents } from "./run-events.ts";
 import { initialState } from "./run-execution.ts";
-import type { RunStore } from "./run-store.ts";
+import type { RunStore, StoredRun } from "./run-store.ts";
 import type { WorkflowCatalog } from "./workflow-catalog.ts";
 
 /** Deliveries of one submission before a persistent failure (policy down, say) fails the run. */
@@ -163,24 +163,35 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
           createdAt: new Date(now).toISOString(),
           updatedAt: new Date(now).toISOString(),
         });
-        if (stored === undefined) {
+        // A redelivery of a submission this replica stored before something failed (its status
+        // event, say) finishes that acceptance: announcing is deduplicated, driving is idempotent.
+        const accepted = stored ?? (await ownAcceptedRun(options, runId));
+        if (accepted === undefined) {
           log.info("submission already accepted; acknowledging the duplicate");
           message.ack();
           return;
         }
         await options.events.status(
-          stored.record,
+          accepted.record,
           TaskState.SUBMITTED,
           `run of ${workflow.id} v${workflow.version} accepted`,
           "submitted",
         );
         message.ack();
-        void options.driver.drive(stored);
+        void options.driver.drive(accepted);
       } catch (error) {
         await refuseSubmission(options, message, { runId, workflowId, error, log });
       }
     },
   );
+}
+
+/** The run stored under `runId` when this replica accepted it and it has not moved on since. */
+async function ownAcceptedRun(options: SubmissionOptions, runId: string): Promise<StoredRun | undefined> {
+  const existing = await options.runs.get(runId);
+  return existing?.record.owner === options.owner && existing.record.state === TaskState.SUBMITTED
+    ? existing
+    : undefined;
 }
 
 async function refuseSubmission(
