@@ -374,11 +374,16 @@ program
   .command("dev")
   .description("run the whole stack locally (what `npm start` does) and a demo workflow")
   .option("--no-demo", "start the stack without running the demo workflow")
+  .option(
+    "--nats-sync",
+    "the nats-server it starts fsyncs every write before acknowledging it (infra/nats/sync-always.conf)",
+  )
   .action(
-    action((options: { demo: boolean }) =>
+    action((options: { demo: boolean; natsSync?: boolean }) =>
       devCommand({
         natsUrl: process.env.NATS_URL,
         demo: options.demo,
+        natsSync: options.natsSync === true,
         logFormat: config.LOG_FORMAT,
         telemetry,
       }),

@@ -49,12 +49,13 @@ export class AuditLog {
   readonly #pending: Pending[] = [];
   #draining = false;
 
-  constructor(nc: NatsConnection, service: string) {
+  /** `replicas`: of the audit stream, made with that many on first use (see `streamReplicas`). */
+  constructor(nc: NatsConnection, service: string, replicas: number) {
     this.#service = service;
     this.#js = jetstream(nc);
     // The stream is made on first use, so any service can be the first to audit.
     this.#jsm = jetstreamManager(nc).then(async (jsm) => {
-      await ensureStream(jsm, StreamDefinitions.audit);
+      await ensureStream(jsm, StreamDefinitions.audit, replicas);
       return jsm;
     });
   }

@@ -15,6 +15,7 @@ import {
   StreamDefinitions,
   serve,
   startObservability,
+  streamReplicas,
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
 import { CallRecords } from "./call-records.ts";
@@ -42,7 +43,8 @@ await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const serverList = await loadServerList(config.LOOM_MCP_SERVERS);
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
-  const audit = new AuditLog(nc, SERVICE);
+  const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
+  const audit = new AuditLog(nc, SERVICE, replicas);
   // A gateway call's server requests are its client's to answer (or refuse); a workflow step's
   // go to the llm agent (sampling) and the run's user (elicitation).
   const clientRelay = {
@@ -89,9 +91,9 @@ await runUntilSignalled(log, async () => {
       `MCP server "${refused.name}" refused: ${refused.reason}`,
     );
   }
-  const toolsKv = await openBucket(nc, Buckets.TOOLS);
-  const catalogKv = await openBucket(nc, Buckets.CATALOG);
-  const serversKv = await openBucket(nc, Buckets.SERVERS);
+  const toolsKv = await openBucket(nc, Buckets.TOOLS, { replicas });
+  const catalogKv = await openBucket(nc, Buckets.CATALOG, { replicas });
+  const serversKv = await openBucket(nc, Buckets.SERVERS, { replicas });
   await observability.connected({
     nc,
     streams: [Streams.TOOL_CALLS],
@@ -117,13 +119,17 @@ await runUntilSignalled(log, async () => {
     }),
   );
 
-  const steps = new StepResults(await openBucket(nc, Buckets.STEPS), `${SERVICE}-${process.pid}`, log);
+  const steps = new StepResults(
+    await openBucket(nc, Buckets.STEPS, { replicas }),
+    `${SERVICE}-${process.pid}`,
+    log,
+  );
   const grants = new GrantCheck({
-    keys: await openBucket(nc, Buckets.GRANT_KEYS),
+    keys: await openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
     audit,
     log,
   });
-  await ensureStream(await jetstreamManager(nc), StreamDefinitions.toolCalls);
+  await ensureStream(await jetstreamManager(nc), StreamDefinitions.toolCalls, replicas);
   const calls = new CallObserver(new CallRecords(jetstream(nc), log));
   const notifications = new TaskNotifications(nc, log);
   const deps = {

@@ -11,6 +11,7 @@ import {
   runUntilSignalled,
   StreamDefinitions,
   startObservability,
+  streamReplicas,
 } from "../kit/index.ts";
 import { buildAgentCard } from "./a2a/agent-card.ts";
 import { startA2AEdge } from "./a2a/http-edge.ts";
@@ -46,20 +47,24 @@ await runUntilSignalled(log, async () => {
 
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const jsm = await jetstreamManager(nc);
-  await ensureStream(jsm, StreamDefinitions.runs);
-  await ensureStream(jsm, StreamDefinitions.events);
-  await ensureStream(jsm, StreamDefinitions.toolCalls);
+  const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
+  await ensureStream(jsm, StreamDefinitions.runs, replicas);
+  await ensureStream(jsm, StreamDefinitions.events, replicas);
+  await ensureStream(jsm, StreamDefinitions.toolCalls, replicas);
   await ensureSubmissionConsumer(jsm);
   const js = jetstream(nc);
-  const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS), catalog, log);
+  const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS, { replicas }), catalog, log);
   await registry.start(workflowFiles);
   log.info({ workflows: catalog.ids() }, "workflows registered");
   const workflowService = registry.serve(nc);
   const agents = new WorkflowAgents(nc, jetstream(nc), log);
   catalog.onNewWorkflow((id) => agents.expose(id));
-  const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
+  const runsKv = await openBucket(nc, Buckets.RUNS, { replicas, history: 5 });
   const runs = new RunStore(runsKv);
-  const push = new PushRegistry(await openBucket(nc, Buckets.PUSH), config.LOOM_A2A_WEBHOOK_ALLOW);
+  const push = new PushRegistry(
+    await openBucket(nc, Buckets.PUSH, { replicas }),
+    config.LOOM_A2A_WEBHOOK_ALLOW,
+  );
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
   let publicUrl = config.LOOM_A2A_PUBLIC_URL;
   const card = () =>
@@ -69,14 +74,17 @@ await runUntilSignalled(log, async () => {
       version: "0.1.0",
     });
   const mcpCatalog = await FederatedCatalog.open(
-    { tools: await openBucket(nc, Buckets.TOOLS), catalog: await openBucket(nc, Buckets.CATALOG) },
+    {
+      tools: await openBucket(nc, Buckets.TOOLS, { replicas }),
+      catalog: await openBucket(nc, Buckets.CATALOG, { replicas }),
+    },
     log,
   );
   const mcpGateway = mcpGatewayRouter({
     catalog: mcpCatalog,
     policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
     sessions: new SessionStore(
-      await openBucket(nc, Buckets.MCP_SESSIONS, { ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
+      await openBucket(nc, Buckets.MCP_SESSIONS, { replicas, ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
     ),
     dispatch: {
       nc,
@@ -116,12 +124,15 @@ await runUntilSignalled(log, async () => {
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
     memory: new ContextMemoryStore(
-      await openBucket(nc, Buckets.MEMORY, { ttlMs: config.LOOM_MEMORY_TTL_MS }),
+      await openBucket(nc, Buckets.MEMORY, { replicas, ttlMs: config.LOOM_MEMORY_TTL_MS }),
       { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
       log,
     ),
     remoteAgents: new RemoteAgents(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
-    results: new ResultStore(await openBucket(nc, Buckets.RESULTS), config.LOOM_RESULT_INLINE_MAX_BYTES),
+    results: new ResultStore(
+      await openBucket(nc, Buckets.RESULTS, { replicas }),
+      config.LOOM_RESULT_INLINE_MAX_BYTES,
+    ),
   });
   await driver.watch(runsKv);
   const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });

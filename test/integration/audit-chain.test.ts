@@ -33,8 +33,8 @@ describe("audit hash chain over a real nats-server", () => {
   });
 
   it("audit - two services appending at once still form one unbroken chain", async () => {
-    const policy = new AuditLog(a, "acp-policy");
-    const worker = new AuditLog(b, "mcp-worker");
+    const policy = new AuditLog(a, "acp-policy", 1);
+    const worker = new AuditLog(b, "mcp-worker", 1);
     const entry = (i: number) => ({
       kind: AuditKind.TOOL_EXECUTION,
       principal: "ann",

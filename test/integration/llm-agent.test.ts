@@ -62,7 +62,7 @@ describe("llm agent - a sampling task with a grant, answered by an OpenAI-compat
     await once(http, "listening");
     nats = await startNatsServer();
     nc = await connectTo(nats.url);
-    signer = await GrantSigner.create(await openBucket(nc, Buckets.GRANT_KEYS), 60_000);
+    signer = await GrantSigner.create(await openBucket(nc, Buckets.GRANT_KEYS, { replicas: 1 }), 60_000);
     logDir = await mkdtemp(join(tmpdir(), "loom-llm-agent-"));
     stack = await startStack({
       natsUrl: nats.url,

@@ -7,8 +7,10 @@ import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Buckets, Streams } from "../../schemas/subjects.ts";
 import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
+import { ensureStream, StreamDefinitions } from "../../services/kit/index.ts";
 import { REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
 import { freePort } from "../helpers/ports.ts";
@@ -78,6 +80,8 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
   it("nats cluster - Loom's services run a workflow on the cluster, connected to all three nodes", async () => {
     const logDir = join(baseDir, "logs");
     let stack: Stack | undefined;
+    // A stream made with one replica before Loom ran here (as an older Loom made them): moved to R3.
+    await ensureStream(await jetstreamManager(nc), StreamDefinitions.runs, 1);
     try {
       stack = await startStack({
         natsUrl: urls.join(","),
@@ -104,6 +108,22 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
         state: "completed",
         output: { greeting: "Hello, Ada Lovelace" },
       });
+      // No LOOM_STREAM_REPLICAS given: three servers make every stream and bucket R3.
+      const jsm = await jetstreamManager(nc);
+      const replicas: Record<string, number> = {};
+      for await (const stream of jsm.streams.list())
+        replicas[stream.config.name] = stream.config.num_replicas;
+      const loomStreams = Object.entries(replicas).filter(([name]) => /^(LOOM_|KV_loom_)/.test(name));
+      expect(loomStreams.map(([name]) => name)).toEqual(
+        expect.arrayContaining([
+          Streams.RUNS,
+          Streams.EVENTS,
+          Streams.AUDIT,
+          `KV_${Buckets.RUNS}`,
+          `KV_${Buckets.STEPS}`,
+        ]),
+      );
+      expect(loomStreams.filter(([, count]) => count !== 3)).toEqual([]);
     } finally {
       await stack?.stop();
     }

@@ -11,6 +11,8 @@ const REPO_ROOT = resolve(import.meta.dirname, "../../..");
 const DATA_DIR = resolve(REPO_ROOT, ".loom");
 const NATS_STORE_DIR = resolve(DATA_DIR, "nats");
 const LOCAL_NATS = "nats://127.0.0.1:4222";
+/** JetStream that fsyncs every write before acknowledging it, for `--nats-sync`. */
+export const SYNC_ALWAYS_CONF = resolve(REPO_ROOT, "infra/nats/sync-always.conf");
 const DEMO_TOOLS = ["time.get_time", "crm.get_contact"];
 
 /**
@@ -20,6 +22,8 @@ const DEMO_TOOLS = ["time.get_time", "crm.get_contact"];
 export async function devCommand(options: {
   natsUrl: string | undefined;
   demo: boolean;
+  /** Start nats-server with `sync_interval: always` (only when this command starts it). */
+  natsSync: boolean;
   /** How the services write their log files. */
   logFormat: LogFormat;
   telemetry: Telemetry;
@@ -27,7 +31,7 @@ export async function devCommand(options: {
   let natsServer: LaunchedNatsServer | undefined;
   let url = options.natsUrl ?? ((await reachable(LOCAL_NATS)) ? LOCAL_NATS : undefined);
   if (url === undefined) {
-    natsServer = await startOwnNats();
+    natsServer = await startOwnNats(options.natsSync);
     if (natsServer === undefined) return ExitCode.FAILED;
     url = natsServer.url;
   }
@@ -98,9 +102,12 @@ async function reachable(url: string): Promise<boolean> {
   }
 }
 
-async function startOwnNats(): Promise<LaunchedNatsServer | undefined> {
+async function startOwnNats(sync: boolean): Promise<LaunchedNatsServer | undefined> {
   try {
-    return await launchNatsServer({ storeDir: NATS_STORE_DIR });
+    return await launchNatsServer({
+      storeDir: NATS_STORE_DIR,
+      ...(sync ? { args: ["-c", SYNC_ALWAYS_CONF] } : {}),
+    });
   } catch (error) {
     const notInstalled = error instanceof Error && "code" in error && error.code === "ENOENT";
     console.error(
