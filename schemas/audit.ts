@@ -9,6 +9,11 @@ export const AuditKind = {
   LLM_ANSWER: "llm.answer",
   /** A gateway client answered (or did not answer) an MCP server's elicitation. */
   ELICITATION_ANSWER: "elicitation.answer",
+  /**
+   * A worker calls a tool again for a step whose earlier claim lapsed without an outcome (its
+   * worker died mid-call): a tool without an idempotency key may see the step twice.
+   */
+  TOOL_REINVOCATION: "tool.reinvocation",
 } as const;
 export type AuditKind = (typeof AuditKind)[keyof typeof AuditKind];
 

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AuditKind } from "../../schemas/audit.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT, Streams } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
@@ -119,10 +120,19 @@ await runUntilSignalled(log, async () => {
     }),
   );
 
+  const worker = `${SERVICE}-${process.pid}`;
   const steps = new StepResults(
     await openBucket(nc, Buckets.STEPS, { replicas }),
-    `${SERVICE}-${process.pid}`,
+    worker,
     log,
+    async (key, previous) => {
+      await audit.append({
+        kind: AuditKind.TOOL_REINVOCATION,
+        principal: worker,
+        resource: key,
+        reason: `the claim of ${previous} lapsed without an outcome; the tool may see this step twice`,
+      });
+    },
   );
   const grants = new GrantCheck({
     keys: await openBucket(nc, Buckets.GRANT_KEYS, { replicas }),

@@ -3,7 +3,6 @@ import type { GetPromptResult, ReadResourceResult } from "@modelcontextprotocol/
 import { type Artifact, type Message, type Part, type Task, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
-import { stepRecordKey } from "../../schemas/steps.ts";
 import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
 import { maskValue } from "./masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
@@ -131,11 +130,7 @@ export async function runOperation(
     };
   };
   if (step === undefined) return execute();
-  return deps.steps.once(
-    stepRecordKey(step.runId, step.stepId, step.attempt),
-    budgetMs + CLAIM_MARGIN_MS,
-    execute,
-  );
+  return deps.steps.once(step, budgetMs + CLAIM_MARGIN_MS, execute);
 }
 
 function resourceParts(result: ReadResourceResult, masking: (value: unknown) => unknown): Part[] {

@@ -1,7 +1,7 @@
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type ToolCall, ToolCallMetadataSchema, ToolCallSchema } from "../../schemas/mcp.ts";
-import { IDEMPOTENCY_META_KEY, stepRecordKey, toolIdempotencyKey } from "../../schemas/steps.ts";
+import { IDEMPOTENCY_META_KEY, toolIdempotencyKey } from "../../schemas/steps.ts";
 import type { GrantCheck } from "../kit/grant-check.ts";
 import {
   activeTraceId,
@@ -146,11 +146,7 @@ export async function handleToolTask(
     };
   };
   if (step === undefined) return execute();
-  return deps.steps.once(
-    stepRecordKey(step.runId, step.stepId, step.attempt),
-    budgetMs + CLAIM_MARGIN_MS,
-    execute,
-  );
+  return deps.steps.once(step, budgetMs + CLAIM_MARGIN_MS, execute);
 }
 
 function readToolCall(message: Message): ToolCall {
