@@ -25,6 +25,7 @@ import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
+import { startRunRecovery } from "./run-recovery.ts";
 import { RunStore } from "./run-store.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
 import { serveToolFeedback } from "./tool-feedback.ts";
@@ -139,7 +140,7 @@ await runUntilSignalled(log, async () => {
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const toolStats = serveToolStats({ nc, js, log });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
-  const submissions = await consumeSubmissions({
+  const submissionOptions = {
     nc,
     js,
     catalog,
@@ -152,12 +153,15 @@ await runUntilSignalled(log, async () => {
     maxConcurrent: config.LOOM_MAX_CONCURRENT_SUBMISSIONS,
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
-  });
+  };
+  const submissions = await consumeSubmissions(submissionOptions);
   log.info("taking run submissions");
+  const recovery = startRunRecovery({ ...submissionOptions, jsm, windowMs: config.LOOM_RECOVERY_WINDOW_MS });
 
   return {
     async close() {
       await submissions.stop();
+      await recovery.stop();
       await control.stop();
       await feedback.stop();
       await toolStats.stop();

@@ -69,6 +69,31 @@ export async function ensureSubmissionConsumer(jsm: JetStreamManager): Promise<v
   }
 }
 
+/**
+ * A submission to admit: one the shared consumer delivered (acked once its run is stored, nak'ed
+ * to come back later), or one recovery read again from the stream (see `recoverLostRuns`).
+ */
+export interface SubmissionDelivery {
+  data: Uint8Array;
+  headers: JsMsg["headers"];
+  /** Stream sequence in `LOOM_RUNS`. */
+  seq: number;
+  deliveryCount: number;
+  ack(): void;
+  nak(delayMs: number): void;
+}
+
+function fromConsumer(message: JsMsg): SubmissionDelivery {
+  return {
+    data: message.data,
+    headers: message.headers,
+    seq: message.seq,
+    deliveryCount: message.info.deliveryCount,
+    ack: () => message.ack(),
+    nak: (delayMs) => message.nak(delayMs),
+  };
+}
+
 /** Takes submissions from `LOOM_RUNS` until stopped; each is acked once its run is stored. */
 export async function consumeSubmissions(options: SubmissionOptions): Promise<{ stop(): Promise<void> }> {
   const consumer = await options.js.consumers.get(Streams.RUNS, Consumers.ORCHESTRATOR_SUBMISSIONS);
@@ -76,7 +101,9 @@ export async function consumeSubmissions(options: SubmissionOptions): Promise<{ 
   const inFlight = new Set<Promise<void>>();
   const loop = (async () => {
     for await (const message of messages) {
-      const accepting = acceptSubmission(options, message).finally(() => inFlight.delete(accepting));
+      const accepting = acceptSubmission(options, fromConsumer(message)).finally(() =>
+        inFlight.delete(accepting),
+      );
       inFlight.add(accepting);
       if (inFlight.size >= options.maxConcurrent) await Promise.race(inFlight);
     }
@@ -90,7 +117,10 @@ export async function consumeSubmissions(options: SubmissionOptions): Promise<{ 
   };
 }
 
-async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Promise<void> {
+export async function acceptSubmission(
+  options: SubmissionOptions,
+  message: SubmissionDelivery,
+): Promise<void> {
   const headerRunId = message.headers?.get(Headers.MSG_ID) ?? "";
   let runId = RUN_ID_PATTERN.test(headerRunId) ? headerRunId : `unreadable-${message.seq}`;
   let workflowId = "(unreadable)";
@@ -196,14 +226,14 @@ async function ownAcceptedRun(options: SubmissionOptions, runId: string): Promis
 
 async function refuseSubmission(
   options: SubmissionOptions,
-  message: JsMsg,
+  message: SubmissionDelivery,
   refusal: { runId: string; workflowId: string; error: unknown; log: Logger },
 ): Promise<void> {
   const wire = toWireError(refusal.error);
   const { log } = refusal;
-  if (RETRYABLE_CODES.has(wire.code) && message.info.deliveryCount < MAX_DELIVERIES) {
+  if (RETRYABLE_CODES.has(wire.code) && message.deliveryCount < MAX_DELIVERIES) {
     log.warn(
-      { code: wire.code, delivery: message.info.deliveryCount },
+      { code: wire.code, delivery: message.deliveryCount },
       `submission will be retried: ${wire.message}`,
     );
     message.nak(REDELIVERY_DELAY_MS);
