@@ -35,10 +35,12 @@ export interface LoomOptions {
   env?: Record<string, string>;
   /** Tools that must be registered before the stack counts as ready. */
   tools?: string[];
+  /** Extra nats-server arguments, for example `["-c", SYNC_ALWAYS_CONF]`. */
+  natsArgs?: string[];
 }
 
 export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
-  const nats = await startNatsServer();
+  const nats = await startNatsServer(options.natsArgs === undefined ? {} : { args: options.natsArgs });
   const logDir = await mkdtemp(join(tmpdir(), "loom-logs-"));
   const stack = await startStack({
     natsUrl: nats.url,
