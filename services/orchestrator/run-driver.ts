@@ -104,7 +104,8 @@ export class RunDriver {
     if (values === 0) filled();
     void (async () => {
       for await (const entry of watcher) {
-        if (!entry.isUpdate && entry.delta === 0) filled();
+        // Nothing pending behind this entry: the watch has caught up with the bucket.
+        if (entry.delta === 0) filled();
         if (entry.operation !== "PUT") {
           this.#summaries.delete(entry.key);
           continue;
