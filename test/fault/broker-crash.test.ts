@@ -157,5 +157,5 @@ describe("fault - the broker is SIGKILLed under load", () => {
     } finally {
       await stack.stop();
     }
-  }, 300_000);
+  }, 240_000 + CLUSTER_RUNS * 500);
 });
