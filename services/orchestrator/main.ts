@@ -64,6 +64,7 @@ await runUntilSignalled(log, async () => {
   const runs = new RunStore(runsKv);
   const push = new PushRegistry(
     await openBucket(nc, Buckets.PUSH, { replicas }),
+    jsm,
     config.LOOM_A2A_WEBHOOK_ALLOW,
   );
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
