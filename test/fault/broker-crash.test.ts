@@ -104,58 +104,62 @@ describe("fault - the broker is SIGKILLed under load", () => {
     expect(figures.lost).toBe(0);
   }, 300_000);
 
-  it("fault - a 3-node R3 cluster whose stream leader is SIGKILLed twice: 0 lost, 0 doubled, 0 stuck, 0 failed", async () => {
-    await using cluster = await startNatsCluster();
-    await using ledger = await createTestLedger();
-    const logDir = await mkdtemp(join(tmpdir(), "loom-fault-cluster-"));
-    const stack = await startStack({
-      natsUrl: cluster.url,
-      logDir,
-      env: {
-        ...TEST_AUTH_ENV,
-        ...FAST_RECOVERY_ENV,
-        LOOM_MCP_SERVERS: ledger.serversFile,
-        LOOM_HTTP_PORT: "0",
-        LOOM_A2A_PORT: "0",
-        OTEL_TRACES_EXPORTER: "none",
-      },
-    });
-    try {
-      await waitUntilReady(cluster.nc, { tools: ["ledger.append"], timeoutMs: 60_000, stack });
-      const tracker = trackEnds(cluster.nc);
-      const load = transfersInFlight(cluster.nc, tracker, { count: CLUSTER_RUNS, inFlight: 64 });
-      const killed: string[] = [];
-      for (const share of [0.25, 0.6]) {
-        await ended(tracker, Math.floor(CLUSTER_RUNS * share));
-        const leader = await cluster.leaderOf(`KV_${Buckets.RUNS}`);
-        killed.push(leader.name);
-        await leader.kill();
-        await sleep(2_000);
-        await leader.restart();
-      }
-      await load.done;
-      const figures = await settle(cluster.nc, load.accepted, tracker, ledger, 120_000);
-      tracker.stop();
-      console.log(
-        describeFigures(`3-node R3 cluster, stream leader SIGKILLed twice`, figures, {
-          restarts: killed.length,
-          killed,
-          logDir,
-        }),
-      );
-      expect(killed).toHaveLength(2);
-      expect({ ...figures, failures: [] }).toMatchObject({
-        runs: CLUSTER_RUNS,
-        completed: CLUSTER_RUNS,
-        lost: 0,
-        doubled: 0,
-        stuck: 0,
-        failed: 0,
+  it(
+    "fault - a 3-node R3 cluster whose stream leader is SIGKILLed twice: 0 lost, 0 doubled, 0 stuck, 0 failed",
+    async () => {
+      await using cluster = await startNatsCluster();
+      await using ledger = await createTestLedger();
+      const logDir = await mkdtemp(join(tmpdir(), "loom-fault-cluster-"));
+      const stack = await startStack({
+        natsUrl: cluster.url,
+        logDir,
+        env: {
+          ...TEST_AUTH_ENV,
+          ...FAST_RECOVERY_ENV,
+          LOOM_MCP_SERVERS: ledger.serversFile,
+          LOOM_HTTP_PORT: "0",
+          LOOM_A2A_PORT: "0",
+          OTEL_TRACES_EXPORTER: "none",
+        },
       });
-      expect(figures.failures).toEqual([]);
-      await rm(logDir, { recursive: true, force: true });
-    } finally {
-      await stack.stop();
-    }
-  }, 240_000 + CLUSTER_RUNS * 500);
+      try {
+        await waitUntilReady(cluster.nc, { tools: ["ledger.append"], timeoutMs: 60_000, stack });
+        const tracker = trackEnds(cluster.nc);
+        const load = transfersInFlight(cluster.nc, tracker, { count: CLUSTER_RUNS, inFlight: 64 });
+        const killed: string[] = [];
+        for (const share of [0.25, 0.6]) {
+          await ended(tracker, Math.floor(CLUSTER_RUNS * share));
+          const leader = await cluster.leaderOf(`KV_${Buckets.RUNS}`);
+          killed.push(leader.name);
+          await leader.kill();
+          await sleep(2_000);
+          await leader.restart();
+        }
+        await load.done;
+        const figures = await settle(cluster.nc, load.accepted, tracker, ledger, 120_000);
+        tracker.stop();
+        console.log(
+          describeFigures(`3-node R3 cluster, stream leader SIGKILLed twice`, figures, {
+            restarts: killed.length,
+            killed,
+            logDir,
+          }),
+        );
+        expect(killed).toHaveLength(2);
+        expect({ ...figures, failures: [] }).toMatchObject({
+          runs: CLUSTER_RUNS,
+          completed: CLUSTER_RUNS,
+          lost: 0,
+          doubled: 0,
+          stuck: 0,
+          failed: 0,
+        });
+        expect(figures.failures).toEqual([]);
+        await rm(logDir, { recursive: true, force: true });
+      } finally {
+        await stack.stop();
+      }
+    },
+    240_000 + CLUSTER_RUNS * 500,
+  );
 });
