@@ -11,6 +11,7 @@ import {
 import { type KV, Kvm } from "@nats-io/kv";
 import { type NatsConnection, nanos } from "@nats-io/transport-node";
 import { type Bucket, SPANS_ALL, Streams, Subjects } from "../../schemas/subjects.ts";
+import { retryBrokerFailures } from "./kv-cas.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -78,38 +79,47 @@ export function streamReplicas(nc: NatsConnection, configured: number | undefine
   return servers >= CLUSTER_REPLICAS ? CLUSTER_REPLICAS : 1;
 }
 
-/** Creates the stream with `replicas`, or brings an existing one to this configuration and count. */
-export async function ensureStream(
+/**
+ * Creates the stream with `replicas`, or brings an existing one to this configuration and count.
+ * A cluster still electing leaders (every service creating its streams at once, say) times out:
+ * that is retried like any broker failure.
+ */
+export function ensureStream(
   jsm: JetStreamManager,
   definition: StreamDefinition,
   replicas: number,
 ): Promise<void> {
   const config = { ...definition, num_replicas: replicas };
-  try {
-    await jsm.streams.info(definition.name);
-  } catch (error) {
-    if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound)) throw error;
-    await jsm.streams.add(config);
-    return;
-  }
-  await jsm.streams.update(definition.name, config);
+  return retryBrokerFailures(async () => {
+    try {
+      await jsm.streams.info(definition.name);
+    } catch (error) {
+      if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound))
+        throw error;
+      await jsm.streams.add(config);
+      return;
+    }
+    await jsm.streams.update(definition.name, config);
+  });
 }
 
 /** Opens a KV bucket with `replicas`, creating it on first use and moving an existing one to that count. */
-export async function openBucket(
+export function openBucket(
   nc: NatsConnection,
   bucket: Bucket,
   options: { replicas: number; history?: number; ttlMs?: number },
 ): Promise<KV> {
-  const kv = await new Kvm(nc).create(bucket, {
-    history: options.history ?? 1,
-    replicas: options.replicas,
-    ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),
+  return retryBrokerFailures(async () => {
+    const kv = await new Kvm(nc).create(bucket, {
+      history: options.history ?? 1,
+      replicas: options.replicas,
+      ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),
+    });
+    const jsm = await jetstreamManager(nc);
+    const stream = `KV_${bucket}`;
+    const { config } = await jsm.streams.info(stream);
+    if (config.num_replicas !== options.replicas)
+      await jsm.streams.update(stream, { ...config, num_replicas: options.replicas });
+    return kv;
   });
-  const jsm = await jetstreamManager(nc);
-  const stream = `KV_${bucket}`;
-  const { config } = await jsm.streams.info(stream);
-  if (config.num_replicas !== options.replicas)
-    await jsm.streams.update(stream, { ...config, num_replicas: options.replicas });
-  return kv;
 }

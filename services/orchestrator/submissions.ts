@@ -233,7 +233,7 @@ async function refuseSubmission(
   const { log } = refusal;
   if (RETRYABLE_CODES.has(wire.code) && message.deliveryCount < MAX_DELIVERIES) {
     log.warn(
-      { code: wire.code, delivery: message.deliveryCount },
+      { code: wire.code, delivery: message.deliveryCount, err: refusal.error },
       `submission will be retried: ${wire.message}`,
     );
     message.nak(REDELIVERY_DELAY_MS);
