@@ -39,5 +39,13 @@ export const BaseConfigSchema = TelemetryConfigSchema.extend({
   /** Port of the HTTP server with /metrics, /healthz and /readyz; 0 picks a free one (logged). */
   LOOM_HTTP_PORT: z.coerce.number().int().min(0).max(65_535).optional(),
   LOOM_HTTP_HOST: z.string().default("0.0.0.0"),
+  /**
+   * Replicas of every stream and KV bucket (1 to 5). `auto` (the default): 3 when the cluster has
+   * at least three servers, else 1. Existing streams and buckets are moved to it at start.
+   */
+  LOOM_STREAM_REPLICAS: z
+    .union([z.literal("auto"), z.coerce.number().int().min(1).max(5)])
+    .default("auto")
+    .transform((value) => (value === "auto" ? undefined : value)),
 });
 export type BaseConfig = z.infer<typeof BaseConfigSchema>;

@@ -62,6 +62,16 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     }),
   LOOM_RUN_LEASE_MS: z.coerce.number().int().min(500).default(5_000),
   /**
+   * How far back, at start and after each reconnect to NATS, an orchestrator looks in the
+   * submissions stream for accepted runs the store has lost (a single node without sync that
+   * crashed). Longer than the broker keeps writes unflushed (2 min by default).
+   */
+  LOOM_RECOVERY_WINDOW_MS: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(15 * 60_000),
+  /**
    * Origins a browser may call the MCP gateway from (`/mcp`), comma-separated; an origin without a
    * port allows any port. Requests with any other Origin get 403 (DNS rebinding). Requests with no
    * Origin (non-browser clients) pass.

@@ -32,6 +32,9 @@ const OBSERVER_USER = `
                          "$JS.ACK.>", "$JS.FC.>"] }
       subscribe: { allow: [">"] } } }`;
 
+/** What infra/nats/sync-always.conf adds to the users' conf, which a copy cannot `include`. */
+const SYNC_ALWAYS = "jetstream {\n  sync_interval: always\n}\n";
+
 /** A user of infra/nats/nats-server.conf, or the test's read-only observer. */
 export type TestNatsUser = NatsUser | typeof OBSERVER;
 
@@ -57,8 +60,10 @@ export interface NatsUsersServer extends AsyncDisposable {
 /**
  * Starts nats-server with infra/nats/nats-server.conf as `npm start` does: the passwords made by
  * the same code, into a data dir of its own, and given to the server alone (never to services).
+ * `syncAlways` adds what infra/nats/sync-always.conf adds (`loom dev --nats-sync`): every write
+ * fsynced before its PubAck.
  */
-export async function startNatsWithUsers(): Promise<NatsUsersServer> {
+export async function startNatsWithUsers(options: { syncAlways?: boolean } = {}): Promise<NatsUsersServer> {
   const dataDir = await mkdtemp(join(tmpdir(), "loom-nats-users-"));
   const passwords = await ensureNatsPasswords(dataDir);
   const observerPassword = `p${randomBytes(24).toString("hex")}`;
@@ -67,7 +72,8 @@ export async function startNatsWithUsers(): Promise<NatsUsersServer> {
   if (!production.includes("users: ["))
     throw new Error(`${NATS_CONF} has no users list to add the observer to`);
   // `include` would resolve the production conf's paths, but cannot add to its users list: copy it.
-  await writeFile(conf, production.replace("users: [", `users: [${OBSERVER_USER}`));
+  const withObserver = production.replace("users: [", `users: [${OBSERVER_USER}`);
+  await writeFile(conf, options.syncAlways === true ? `${withObserver}\n${SYNC_ALWAYS}` : withObserver);
   let server: NatsServer;
   try {
     server = await startNatsServer({

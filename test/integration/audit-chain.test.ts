@@ -29,8 +29,8 @@ describe("audit - signed chains, one per writer, over a real nats-server", () =>
   });
 
   it("audit - two services appending at once each keep an intact chain, and verify reports both", async () => {
-    const policy = new AuditLog(a, "acp-policy");
-    const worker = new AuditLog(b, "mcp-worker");
+    const policy = new AuditLog(a, "acp-policy", 1);
+    const worker = new AuditLog(b, "mcp-worker", 1);
     await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? policy : worker).append(entry(i))));
     const report = await verifyAudit(await storedAudit(a), await pinnedKeys(a));
     expect(report).toMatchObject({ records: 40, intact: true, stream: [] });
