@@ -112,7 +112,7 @@ describe("fault - the broker is SIGKILLed under load", () => {
       await using ledger = await createTestLedger();
       const logDir = await mkdtemp(join(tmpdir(), "loom-fault-cluster-"));
       const stack = await startStack({
-        natsUrl: cluster.url,
+        natsUrl: (service) => cluster.urlAs(service),
         logDir,
         env: {
           ...TEST_AUTH_ENV,
@@ -124,9 +124,17 @@ describe("fault - the broker is SIGKILLed under load", () => {
         },
       });
       try {
-        await waitUntilReady(cluster.nc, { tools: ["ledger.append"], timeoutMs: 60_000, stack });
-        const tracker = trackEnds(cluster.nc);
-        const load = transfersInFlight(cluster.nc, tracker, { count: CLUSTER_RUNS, inFlight: 64 });
+        // Readiness asks policy and the agents directly, which only a service's user may.
+        await waitUntilReady(await cluster.connectAs(NatsUser.ORCHESTRATOR), {
+          tools: ["ledger.append"],
+          timeoutMs: 60_000,
+          stack,
+        });
+        const tracker = trackEnds(cluster.observer);
+        const load = transfersInFlight(await cluster.connectAs(NatsUser.SUBMITTER), tracker, {
+          count: CLUSTER_RUNS,
+          inFlight: 64,
+        });
         const killed: string[] = [];
         for (const share of [0.25, 0.6]) {
           await ended(tracker, Math.floor(CLUSTER_RUNS * share));
@@ -137,7 +145,7 @@ describe("fault - the broker is SIGKILLed under load", () => {
           await leader.restart();
         }
         await load.done;
-        const figures = await settle(cluster.nc, load.accepted, tracker, ledger, 120_000);
+        const figures = await settle(cluster.observer, load.accepted, tracker, ledger, 120_000);
         tracker.stop();
         console.log(
           describeFigures(`3-node R3 cluster, stream leader SIGKILLed twice`, figures, {

@@ -7,12 +7,13 @@ import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Buckets, Streams } from "../../schemas/subjects.ts";
+import { Buckets, Streams, Subjects } from "../../schemas/subjects.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/index.ts";
-import { REPO_ROOT, tokenFor } from "../helpers/loom.ts";
+import { NatsUser, REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { type NatsCluster, startNatsCluster } from "../helpers/nats-cluster.ts";
 import { connectTo } from "../helpers/nats-server.ts";
+import { OBSERVER } from "../helpers/nats-users.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
@@ -28,7 +29,7 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
   beforeAll(async () => {
     cluster = await startNatsCluster();
     urls = cluster.nodes.map((node) => node.url);
-    nc = cluster.nc;
+    nc = cluster.observer;
     logDir = await mkdtemp(join(tmpdir(), "loom-cluster-logs-"));
   });
 
@@ -40,20 +41,26 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
   it("nats cluster - Loom's services run a workflow on the cluster, connected to all three nodes", async () => {
     let stack: Stack | undefined;
     // A stream made with one replica before Loom ran here (as an older Loom made them): moved to R3.
-    await ensureStream(await jetstreamManager(nc), StreamDefinitions.runs, 1);
+    const orchestrator = await cluster.connectAs(NatsUser.ORCHESTRATOR);
+    await ensureStream(await jetstreamManager(orchestrator), StreamDefinitions.runs, 1);
     try {
       stack = await startStack({
-        natsUrl: urls.join(","),
+        natsUrl: (service) => cluster.urlAs(service),
         logDir,
         env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0", OTEL_TRACES_EXPORTER: "none" },
       });
-      await waitUntilReady(nc, { tools: ["time.get_time", "crm.get_contact"], timeoutMs: 30_000, stack });
+      // Readiness asks policy and the agents directly, which only a service's user may.
+      await waitUntilReady(orchestrator, {
+        tools: ["time.get_time", "crm.get_contact"],
+        timeoutMs: 30_000,
+        stack,
+      });
       const { stdout } = await run(
         process.execPath,
         [
           CLI,
           "--nats",
-          urls.join(","),
+          cluster.urlAs(NatsUser.SUBMITTER),
           "submit",
           "hello",
           "--input",
@@ -89,24 +96,36 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
   });
 
   it("nats cluster - the three nodes form one JetStream cluster that keeps a replicated stream through a node's loss", async () => {
+    // The runs stream, R3, as the orchestrator makes it; submissions as a submitter sends them.
+    await ensureStream(
+      await jetstreamManager(await cluster.connectAs(NatsUser.ORCHESTRATOR)),
+      StreamDefinitions.runs,
+      3,
+    );
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: "CLUSTER_CHECK", subjects: ["cluster.check"], num_replicas: 3 });
-    const info = await jsm.streams.info("CLUSTER_CHECK");
+    const info = await jsm.streams.info(Streams.RUNS);
     expect(info.cluster?.name).toBe("loom");
     expect(
       [info.cluster?.leader, ...(info.cluster?.replicas ?? []).map((replica) => replica.name)].sort(),
     ).toEqual(["nats-1", "nats-2", "nats-3"]);
 
-    const js = jetstream(nc);
-    for (let index = 0; index < 10; index++) await js.publish("cluster.check", `message ${index}`);
+    const js = jetstream(await cluster.connectAs(NatsUser.SUBMITTER));
+    for (let index = 0; index < 10; index++)
+      await js.publish(Subjects.RUNS_SUBMIT, `not a submission ${index}`, {
+        msgID: `cluster-check-${index}`,
+      });
+    const stored = (await jsm.streams.info(Streams.RUNS)).state.messages;
     await cluster.nodes[0]?.kill();
-    const survivor = await connectTo(urls.slice(1).join(","));
+    const survivor = await connectTo(urls.slice(1).join(","), {
+      user: OBSERVER,
+      pass: cluster.password(OBSERVER),
+    });
     try {
       // No account check: it would time out while the survivors elect a new meta leader, which
       // the polling below waits out.
       const survivorJsm = await jetstreamManager(survivor, { checkAPI: false });
       const state = await eventuallyState(survivorJsm);
-      expect(state.messages).toBe(10);
+      expect(state.messages).toBe(stored);
     } finally {
       await survivor.close();
     }
@@ -117,7 +136,7 @@ async function eventuallyState(jsm: Awaited<ReturnType<typeof jetstreamManager>>
   const deadline = Date.now() + 20_000;
   for (;;) {
     try {
-      return (await jsm.streams.info("CLUSTER_CHECK")).state;
+      return (await jsm.streams.info(Streams.RUNS)).state;
     } catch (error) {
       if (Date.now() > deadline) throw error;
       await sleep(250);
