@@ -14,7 +14,8 @@ export default defineConfig({
     // well on a 2-core machine (the default there is one at a time).
     maxWorkers: 2,
     watch: false,
-    // Counts the security suite's attacks per class across workers and prints them after the run.
-    globalSetup: ["test/security/summary.ts"],
+    // Counts the security suite's attacks per class across workers and prints them after the run,
+    // and says which nats-server binary the tests start.
+    globalSetup: ["test/security/summary.ts", "test/nats-server-setup.ts"],
   },
 });

@@ -14,6 +14,11 @@ export const AuditKind = {
    * signed decision), so the decision is durable before anything executes, and marks it used.
    */
   GRANT_ADMITTED: "grant.admitted",
+  /**
+   * A worker calls a tool again for a step whose earlier claim lapsed without an outcome (its
+   * worker died mid-call): a tool without an idempotency key may see the step twice.
+   */
+  TOOL_REINVOCATION: "tool.reinvocation",
 } as const;
 export type AuditKind = (typeof AuditKind)[keyof typeof AuditKind];
 

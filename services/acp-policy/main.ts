@@ -17,6 +17,7 @@ import {
   StreamDefinitions,
   serve,
   startObservability,
+  streamReplicas,
 } from "../kit/index.ts";
 import { AnomalyDetector } from "./anomalies.ts";
 import { readPolicyServiceConfig, tokenVerifierOptions } from "./config.ts";
@@ -35,23 +36,24 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
-  const grantKeys = await openBucket(nc, Buckets.GRANT_KEYS);
+  const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
+  const grantKeys = await openBucket(nc, Buckets.GRANT_KEYS, { replicas });
   const tokens = await createTokenVerifier({ ...tokenVerifierOptions(config), runTokenKeys: grantKeys });
-  await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit);
+  await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit, replicas);
   await observability.connected({ nc, streams: [StreamDefinitions.audit.name], buckets: [] });
   const deps = {
     policy: await PolicyStore.open({
-      kv: await openBucket(nc, Buckets.POLICY, { history: 10 }),
+      kv: await openBucket(nc, Buckets.POLICY, { replicas, history: 10 }),
       dir: config.LOOM_POLICY_DIR,
       log,
     }),
     tokens,
-    tools: await openBucket(nc, Buckets.TOOLS),
+    tools: await openBucket(nc, Buckets.TOOLS, { replicas }),
     validator: new JsonSchemaValidator(),
     grants: await GrantSigner.create(grantKeys, config.LOOM_GRANT_TTL),
     rates: new RateLimiter(),
     anomalies: new AnomalyDetector({ nc, log, burst: config.LOOM_ANOMALY_BURST }),
-    audit: new AuditLog(nc, SERVICE),
+    audit: new AuditLog(nc, SERVICE, replicas),
     log,
     defaultRegion: config.LOOM_REGION,
     runTokenTtlMs: config.LOOM_RUN_TOKEN_TTL,

@@ -467,14 +467,19 @@ program
   .option("--no-demo", "start the stack without running the demo workflow")
   .option("--jaeger <binary>", "start this Jaeger (default: a jaeger binary on PATH or in the Go bin folder)")
   .option("--no-jaeger", "start no Jaeger")
+  .option(
+    "--nats-sync",
+    "the nats-server it starts fsyncs every write before acknowledging it (infra/nats/sync-always.conf)",
+  )
   .action(
-    action((options: { demo: boolean; jaeger?: string | false }) =>
+    action((options: { demo: boolean; jaeger?: string | false; natsSync?: boolean }) =>
       devCommand({
         natsUrl: process.env.NATS_URL,
         demo: options.demo,
         dataDir: config.LOOM_DATA_DIR,
         natsPort: config.LOOM_DEV_NATS_PORT,
         passwords: natsPasswordsOf(config),
+        natsSync: options.natsSync === true,
         logFormat: config.LOG_FORMAT,
         telemetry,
         jaeger: options.jaeger,

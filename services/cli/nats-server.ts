@@ -1,11 +1,17 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdir, readFile } from "node:fs/promises";
 import { connect as tcpConnect } from "node:net";
+import { homedir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
 
 const BINARY = "nats-server";
+/** The oldest server Loom tests against and recommends (what compose deploys); older ones lose data differently. */
+export const MIN_NATS_SERVER_VERSION = [2, 11] as const;
+/** Where `go` lives when the machine's PATH does not include it (the official tarball's place). */
+const GO_FALLBACK = "/usr/local/go/bin/go";
 const DEFAULT_START_TIMEOUT_MS = 15_000;
 const EXIT_TIMEOUT_MS = 10_000;
 const STDERR_LIMIT = 16_384;
@@ -45,7 +51,8 @@ export async function launchNatsServer(options: NatsServerLaunch): Promise<Launc
     ...["-sd", options.storeDir, "--ports_file_dir", portsDir],
     ...(options.args ?? []),
   ];
-  const child = spawn(BINARY, args, {
+  const { path: binary } = await findNatsServer();
+  const child = spawn(binary, args, {
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, ...options.env },
   });
@@ -73,7 +80,7 @@ export async function launchNatsServer(options: NatsServerLaunch): Promise<Launc
     for (;;) {
       const failure = await Promise.race([spawnError, sleep(50, undefined)]);
       if (failure !== undefined)
-        throw describe(`could not be started: ${failure.message}; is ${BINARY} on PATH?`, failure);
+        throw describe(`could not be started: ${failure.message}; is ${binary} installed?`, failure);
       if (hasExited(child)) {
         await Promise.race([closed, sleep(1_000, undefined, { ref: false })]);
         throw describe(`exited early with ${child.exitCode ?? child.signalCode}`);
@@ -137,4 +144,70 @@ export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 
     child.kill("SIGKILL");
     await exited;
   }
+}
+
+/** The nats-server binary Loom starts, and the version it reports. */
+export interface NatsServerBinary {
+  /** A command name found on PATH or an absolute path. */
+  path: string;
+  /** As the binary reports it, for example `2.15.3`. */
+  version: string;
+}
+
+let found: Promise<NatsServerBinary> | undefined;
+
+/**
+ * The nats-server to start: the one on PATH when it is at least 2.11, else a current one installed
+ * with `go install github.com/nats-io/nats-server/v2@…` (in `go env GOBIN`, `$(go env GOPATH)/bin` or
+ * `~/go/bin`), else whatever PATH has. Looked up once per process. When none is installed at all,
+ * the `nats-server` name is returned and starting it fails with ENOENT, which callers explain.
+ */
+export function findNatsServer(): Promise<NatsServerBinary> {
+  found ??= lookUpNatsServer();
+  return found;
+}
+
+async function lookUpNatsServer(): Promise<NatsServerBinary> {
+  const onPath = await reportedVersion(BINARY);
+  if (onPath !== undefined && isCurrent(onPath)) return { path: BINARY, version: onPath };
+  for (const dir of await goBinDirs()) {
+    const path = join(dir, BINARY);
+    const version = await reportedVersion(path);
+    if (version !== undefined && isCurrent(version)) return { path, version };
+  }
+  return { path: BINARY, version: onPath ?? "not installed" };
+}
+
+/** `nats-server: v2.15.3` → `2.15.3`; undefined when the binary is missing or says something else. */
+async function reportedVersion(binary: string): Promise<string | undefined> {
+  try {
+    const { stdout } = await promisify(execFile)(binary, ["--version"], { timeout: 5_000 });
+    return /v(\d+\.\d+\.\d+\S*)/.exec(stdout)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+function isCurrent(version: string): boolean {
+  const [major = 0, minor = 0] = version.split(".").map(Number);
+  const [wantMajor, wantMinor] = MIN_NATS_SERVER_VERSION;
+  return major > wantMajor || (major === wantMajor && minor >= wantMinor);
+}
+
+/** Where `go install` puts binaries, as `go env` reports it (it reads GOBIN and GOPATH itself). */
+async function goBinDirs(): Promise<string[]> {
+  const dirs = new Set<string>();
+  for (const go of ["go", GO_FALLBACK]) {
+    try {
+      const { stdout } = await promisify(execFile)(go, ["env", "GOBIN", "GOPATH"], { timeout: 10_000 });
+      const [gobin = "", gopath = ""] = stdout.split("\n").map((line) => line.trim());
+      if (gobin !== "") dirs.add(gobin);
+      for (const root of gopath.split(":").filter((entry) => entry !== "")) dirs.add(join(root, "bin"));
+      break;
+    } catch {
+      // This `go` is not installed; try the next place.
+    }
+  }
+  dirs.add(join(homedir(), "go", "bin"));
+  return [...dirs];
 }

@@ -13,13 +13,13 @@ import {
 import { auditSubject, Buckets } from "../../schemas/subjects.ts";
 import { encodePayload, tracedHeaders } from "./bus.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
+import { isBrokerFailure } from "./errors.ts";
 import { ensureStream, openBucket, StreamDefinitions } from "./jetstream.ts";
+import { casWrite, retryBrokerFailures } from "./kv-cas.ts";
 import { activeTraceId } from "./telemetry.ts";
 
 /** At most this many records go out in one pipelined batch. */
 const MAX_BATCH = 256;
-/** Publishes of one record before its append fails (a retry carries the same message id). */
-const MAX_ATTEMPTS = 5;
 
 /** The hash a record must carry: sha256 over its `prevHash` and canonical JSON without `hash` and `sig`. */
 export function auditHash(record: Omit<AuditRecord, "hash" | "sig">): string {
@@ -61,7 +61,8 @@ export class AuditLog {
   readonly #pending: Pending[] = [];
   #draining = false;
 
-  constructor(nc: NatsConnection, service: string) {
+  /** `replicas`: of the audit stream and the key bucket, made with that many on first use (see `streamReplicas`). */
+  constructor(nc: NatsConnection, service: string, replicas: number) {
     const writer = randomBytes(9).toString("base64url");
     this.service = service;
     this.writer = writer;
@@ -75,14 +76,19 @@ export class AuditLog {
       createdAt: new Date().toISOString(),
     };
     // The stream is made on first use, so any service can be the first to audit. The pin is
-    // written once (create): no record goes out before the key that signs it is pinned.
+    // written once (create): no record goes out before the key that signs it is pinned. Broker
+    // failures are retried; a pin whose answer was lost is recognised by its bytes.
     this.#ready = (async () => {
-      await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit);
-      const keys = await openBucket(nc, Buckets.AUDIT_KEYS);
-      await keys.create(
-        auditKeyName(service, writer),
+      await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit, replicas);
+      const keys = await openBucket(nc, Buckets.AUDIT_KEYS, { replicas });
+      const name = auditKeyName(service, writer);
+      const pinned = await casWrite(
+        keys,
+        name,
         encodePayload(AuditKeyPinSchema, pin, "audit key pin"),
+        undefined,
       );
+      if (pinned === undefined) throw new Error(`audit key ${name} is already pinned by another writer`);
     })();
     // A failed start is reported by every append; this only keeps it from being unhandled.
     this.#ready.catch(() => {});
@@ -128,27 +134,40 @@ export class AuditLog {
     }
   }
 
-  /** Publishes a batch in order on one connection; a record whose publish failed is sent again. */
+  /**
+   * Publishes a batch in order on one connection. A record whose publish met a broker failure
+   * (a timeout, no responders, a cluster between leaders) is sent again with backoff under the
+   * same message id, so JetStream stores it once; any other failure rejects that record's append.
+   */
   async #publish(batch: Pending[]): Promise<void> {
     let waiting = batch;
-    for (let attempt = 1; waiting.length > 0; attempt++) {
-      const acks = await Promise.allSettled(
-        waiting.map(({ record }) =>
-          this.#js.publish(
-            auditSubject(this.service, this.writer),
-            encodePayload(AuditRecordSchema, record, "audit record"),
-            { msgID: record.id, headers: tracedHeaders() },
+    try {
+      await retryBrokerFailures(async () => {
+        const acks = await Promise.allSettled(
+          waiting.map(({ record }) =>
+            this.#js.publish(
+              auditSubject(this.service, this.writer),
+              encodePayload(AuditRecordSchema, record, "audit record"),
+              { msgID: record.id, headers: tracedHeaders() },
+            ),
           ),
-        ),
-      );
-      const failed: Pending[] = [];
-      for (const [index, ack] of acks.entries()) {
-        const pending = waiting[index] as Pending;
-        if (ack.status === "fulfilled") pending.resolve(pending.record);
-        else if (attempt >= MAX_ATTEMPTS) pending.reject(ack.reason);
-        else failed.push(pending);
-      }
-      waiting = failed;
+        );
+        const failed: Pending[] = [];
+        let brokerFailure: unknown;
+        for (const [index, ack] of acks.entries()) {
+          const pending = waiting[index] as Pending;
+          if (ack.status === "fulfilled") pending.resolve(pending.record);
+          else if (!isBrokerFailure(ack.reason)) pending.reject(ack.reason);
+          else {
+            failed.push(pending);
+            brokerFailure = ack.reason;
+          }
+        }
+        waiting = failed;
+        if (failed.length > 0) throw brokerFailure;
+      });
+    } catch (error) {
+      for (const pending of waiting) pending.reject(error);
     }
   }
 }

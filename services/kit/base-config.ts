@@ -90,5 +90,12 @@ export const BaseConfigSchema = TelemetryConfigSchema.extend({
     "Port of the HTTP server with /metrics, /healthz and /readyz; 0 picks a free one (logged). Unset: 9461 orchestrator, 9462 acp-policy, 9463 mcp-worker, 9464 llm-agent, or a free one when that is taken; a port you set must be free.",
   ),
   LOOM_HTTP_HOST: z.string().default("0.0.0.0").describe("Address the HTTP server listens on."),
+  LOOM_STREAM_REPLICAS: z
+    .union([z.literal("auto"), z.coerce.number().int().min(1).max(5)])
+    .default("auto")
+    .transform((value) => (value === "auto" ? undefined : value))
+    .describe(
+      "Replicas of every stream and KV bucket (1 to 5). `auto`: 3 when the cluster has at least three servers, else 1. Existing streams and buckets are moved to it at start.",
+    ),
 });
 export type BaseConfig = z.infer<typeof BaseConfigSchema>;

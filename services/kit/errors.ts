@@ -3,6 +3,7 @@ import {
   ClosedConnectionError,
   ConnectionError,
   DrainingConnectionError,
+  NoRespondersError,
   RequestError,
   TimeoutError,
 } from "@nats-io/transport-node";
@@ -65,8 +66,17 @@ export function toWireError(error: unknown): WireError {
 }
 
 /**
- * A failure of the broker rather than of the work: a request or JetStream call that timed out or
- * found the connection down. Such a failure says nothing about the request itself.
+ * JetStream API error codes that a cluster answers while it heals: no quorum or leader yet
+ * (10008 "JetStream system temporarily unavailable", 10009 "cluster can not handle request"),
+ * a stream or consumer offline or not yet assigned after a restart (10118, 10119, 10007).
+ */
+const TRANSIENT_JETSTREAM_CODES: ReadonlySet<number> = new Set([10007, 10008, 10009, 10118, 10119]);
+
+/**
+ * A failure of the broker rather than of the work: a request or JetStream call that timed out,
+ * found nobody to answer it, found the connection down or reconnecting, or met a cluster between
+ * leaders. Such a failure says nothing about the request itself, so the same request is worth
+ * another try once the broker is back.
  */
 export function isBrokerFailure(error: unknown): boolean {
   for (let current = error; current instanceof Error; current = current.cause) {
@@ -76,7 +86,10 @@ export function isBrokerFailure(error: unknown): boolean {
       current instanceof ClosedConnectionError ||
       current instanceof DrainingConnectionError ||
       current instanceof RequestError ||
-      (current instanceof JetStreamApiError && current.code === 503)
+      // Also the cause of "jetstream is not enabled" while a restarting server's JetStream starts.
+      current instanceof NoRespondersError ||
+      (current instanceof JetStreamApiError &&
+        (current.status === 503 || TRANSIENT_JETSTREAM_CODES.has(current.code)))
     ) {
       return true;
     }

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import { type CryptoKey, errors, importJWK, type JWK, jwtVerify } from "jose";
 import type { Message } from "../../schemas/a2a.ts";
@@ -13,7 +14,8 @@ import {
 } from "../../schemas/policy.ts";
 import type { AuditLog } from "./audit-chain.ts";
 import { digestOf } from "./digest.ts";
-import { LoomError, toWireError } from "./errors.ts";
+import { isBrokerFailure, LoomError, toWireError } from "./errors.ts";
+import { casWrite } from "./kv-cas.ts";
 import type { Logger } from "./logger.ts";
 
 /** A few seconds of clock difference between acp-policy and this worker. */
@@ -156,14 +158,23 @@ export class GrantCheck {
       stepId: claims.step === "" ? undefined : claims.step,
       attempt: claims.attempt,
     };
+    // The use names this consumer, so a create whose answer a broker failure lost is recognised
+    // as this one's (casWrite) and never as another consumer's.
+    const use = new TextEncoder().encode(`${new Date().toISOString()} ${randomUUID()}`);
+    let written: number | undefined;
     try {
-      await this.#uses.create(claims.jti, new TextEncoder().encode(new Date().toISOString()));
+      written = await casWrite(this.#uses, claims.jti, use, undefined);
     } catch (cause) {
       this.#admitted.delete(message);
-      const used = (await this.#uses.get(claims.jti))?.operation === "PUT";
+      // A broker that stayed away is worth another attempt (BROKER_UNAVAILABLE), not a refusal.
+      if (isBrokerFailure(cause)) throw cause;
+      throw await this.#refuse(operation, cause, claims.args);
+    }
+    if (written === undefined) {
+      this.#admitted.delete(message);
       throw await this.#refuse(
         operation,
-        used ? new LoomError(ErrorCode.GRANT_REFUSED, "the grant has already been used", { cause }) : cause,
+        new LoomError(ErrorCode.GRANT_REFUSED, "the grant has already been used"),
         claims.args,
       );
     }

@@ -5,6 +5,7 @@ export * from "./errors.ts";
 export * from "./http-server.ts";
 export * from "./jetstream.ts";
 export * from "./json-schema.ts";
+export * from "./kv-cas.ts";
 export * from "./listen.ts";
 export * from "./logger.ts";
 export * from "./metrics.ts";

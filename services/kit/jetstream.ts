@@ -1,6 +1,9 @@
 import {
   DiscardPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
   type JetStreamManager,
+  jetstreamManager,
   RetentionPolicy,
   StorageType,
   type StreamConfig,
@@ -8,6 +11,7 @@ import {
 import { type KV, Kvm } from "@nats-io/kv";
 import { type NatsConnection, nanos } from "@nats-io/transport-node";
 import { type Bucket, SPANS_ALL, Streams, Subjects } from "../../schemas/subjects.ts";
+import { retryBrokerFailures } from "./kv-cas.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -62,27 +66,60 @@ export const StreamDefinitions = {
   },
 } as const satisfies Record<string, StreamDefinition>;
 
-/** Creates the stream, or brings an existing one to this configuration. */
-export async function ensureStream(jsm: JetStreamManager, definition: StreamDefinition): Promise<void> {
-  let existing: Awaited<ReturnType<typeof jsm.streams.info>>;
-  try {
-    existing = await jsm.streams.info(definition.name);
-  } catch {
-    await jsm.streams.add(definition);
-    return;
-  }
-  // Replicas are the operator's to set on a cluster (`nats stream edit --replicas 3`): keep them.
-  await jsm.streams.update(definition.name, { ...definition, num_replicas: existing.config.num_replicas });
+/** Replicas when `LOOM_STREAM_REPLICAS` is unset and the cluster has this many servers or more. */
+const CLUSTER_REPLICAS = 3;
+
+/**
+ * How many replicas Loom's streams and buckets get: the configured number, else 3 on a cluster of
+ * three or more servers (the client URLs the server gossips, itself included), else 1.
+ */
+export function streamReplicas(nc: NatsConnection, configured: number | undefined): number {
+  if (configured !== undefined) return configured;
+  const servers = nc.info?.cluster === undefined ? 1 : (nc.info.connect_urls?.length ?? 1);
+  return servers >= CLUSTER_REPLICAS ? CLUSTER_REPLICAS : 1;
 }
 
-/** Opens a KV bucket, creating it on first use. */
-export async function openBucket(
+/**
+ * Creates the stream with `replicas`, or brings an existing one to this configuration and count.
+ * A cluster still electing leaders (every service creating its streams at once, say) times out:
+ * that is retried like any broker failure.
+ */
+export function ensureStream(
+  jsm: JetStreamManager,
+  definition: StreamDefinition,
+  replicas: number,
+): Promise<void> {
+  const config = { ...definition, num_replicas: replicas };
+  return retryBrokerFailures(async () => {
+    try {
+      await jsm.streams.info(definition.name);
+    } catch (error) {
+      if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound))
+        throw error;
+      await jsm.streams.add(config);
+      return;
+    }
+    await jsm.streams.update(definition.name, config);
+  });
+}
+
+/** Opens a KV bucket with `replicas`, creating it on first use and moving an existing one to that count. */
+export function openBucket(
   nc: NatsConnection,
   bucket: Bucket,
-  options: { history?: number; ttlMs?: number } = {},
+  options: { replicas: number; history?: number; ttlMs?: number },
 ): Promise<KV> {
-  return new Kvm(nc).create(bucket, {
-    history: options.history ?? 1,
-    ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),
+  return retryBrokerFailures(async () => {
+    const kv = await new Kvm(nc).create(bucket, {
+      history: options.history ?? 1,
+      replicas: options.replicas,
+      ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),
+    });
+    const jsm = await jetstreamManager(nc);
+    const stream = `KV_${bucket}`;
+    const { config } = await jsm.streams.info(stream);
+    if (config.num_replicas !== options.replicas)
+      await jsm.streams.update(stream, { ...config, num_replicas: options.replicas });
+    return kv;
   });
 }

@@ -3,7 +3,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { Streams } from "../../schemas/subjects.ts";
 import type { BaseConfig } from "./base-config.ts";
 import { DefaultHttpPorts, type OpsServer, startOpsServer } from "./http-server.ts";
-import { ensureStream, StreamDefinitions } from "./jetstream.ts";
+import { ensureStream, StreamDefinitions, streamReplicas } from "./jetstream.ts";
 import type { Logger } from "./logger.ts";
 import { setupTelemetry, type Telemetry } from "./telemetry.ts";
 
@@ -58,7 +58,11 @@ export async function startObservability(options: {
     async connected(connection) {
       jsm = await jetstreamManager(connection.nc);
       if (config.LOOM_TRACE_STREAM) {
-        await ensureStream(jsm, StreamDefinitions.spans);
+        await ensureStream(
+          jsm,
+          StreamDefinitions.spans,
+          streamReplicas(connection.nc, config.LOOM_STREAM_REPLICAS),
+        );
         telemetry.publishSpansTo(connection.nc);
       }
       readiness = {

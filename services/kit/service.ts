@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import type { Logger } from "./logger.ts";
 
 /** The log line of a promise rejection nothing handled; the fuzz test looks for it in service logs. */
@@ -17,6 +18,8 @@ export async function runUntilSignalled(
   let service: { close(): Promise<void> };
   try {
     service = await start();
+    // Since the process started (module loading included): what a crash-looping replica loses.
+    log.info({ startup_ms: Math.round(performance.now()) }, "started");
   } catch (error) {
     log.fatal({ err: error }, "failed to start");
     process.exit(1);

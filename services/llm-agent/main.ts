@@ -10,6 +10,7 @@ import {
   runUntilSignalled,
   serve,
   startObservability,
+  streamReplicas,
 } from "../kit/index.ts";
 import { readLlmAgentConfig } from "./config.ts";
 import { createLocalModel } from "./local-model.ts";
@@ -32,11 +33,12 @@ await runUntilSignalled(log, async () => {
           timeoutMs: config.LOOM_LLM_TIMEOUT,
         });
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
+  const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
   await observability.connected({ nc, streams: [], buckets: [Buckets.GRANT_KEYS] });
   const grants = new GrantCheck({
-    keys: await openBucket(nc, Buckets.GRANT_KEYS),
-    uses: await openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS }),
-    audit: new AuditLog(nc, SERVICE),
+    keys: await openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
+    uses: await openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS, replicas }),
+    audit: new AuditLog(nc, SERVICE, replicas),
     log,
     executionKind: AuditKind.LLM_ANSWER,
   });

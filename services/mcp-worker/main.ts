@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AuditKind } from "../../schemas/audit.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT, Streams } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
@@ -15,6 +16,7 @@ import {
   StreamDefinitions,
   serve,
   startObservability,
+  streamReplicas,
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
 import { CallRecords } from "./call-records.ts";
@@ -43,7 +45,8 @@ await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const serverList = await loadServerList(config.LOOM_MCP_SERVERS);
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
-  const audit = new AuditLog(nc, SERVICE);
+  const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
+  const audit = new AuditLog(nc, SERVICE, replicas);
   // A gateway call's server requests are its client's to answer (or refuse); a workflow step's
   // go to the llm agent (sampling) and the run's user (elicitation).
   const clientRelay = {
@@ -90,9 +93,9 @@ await runUntilSignalled(log, async () => {
       `MCP server "${refused.name}" refused: ${refused.reason}`,
     );
   }
-  const toolsKv = await openBucket(nc, Buckets.TOOLS);
-  const catalogKv = await openBucket(nc, Buckets.CATALOG);
-  const serversKv = await openBucket(nc, Buckets.SERVERS);
+  const toolsKv = await openBucket(nc, Buckets.TOOLS, { replicas });
+  const catalogKv = await openBucket(nc, Buckets.CATALOG, { replicas });
+  const serversKv = await openBucket(nc, Buckets.SERVERS, { replicas });
   await observability.connected({
     nc,
     streams: [Streams.TOOL_CALLS],
@@ -125,14 +128,27 @@ await runUntilSignalled(log, async () => {
     }),
   );
 
-  const steps = new StepResults(await openBucket(nc, Buckets.STEPS), `${SERVICE}-${process.pid}`, log);
+  const worker = `${SERVICE}-${process.pid}`;
+  const steps = new StepResults(
+    await openBucket(nc, Buckets.STEPS, { replicas }),
+    worker,
+    log,
+    async (key, previous) => {
+      await audit.append({
+        kind: AuditKind.TOOL_REINVOCATION,
+        principal: worker,
+        resource: key,
+        reason: `the claim of ${previous} lapsed without an outcome; the tool may see this step twice`,
+      });
+    },
+  );
   const grants = new GrantCheck({
-    keys: await openBucket(nc, Buckets.GRANT_KEYS),
-    uses: await openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS }),
+    keys: await openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
+    uses: await openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS, replicas }),
     audit,
     log,
   });
-  await ensureStream(await jetstreamManager(nc), StreamDefinitions.toolCalls);
+  await ensureStream(await jetstreamManager(nc), StreamDefinitions.toolCalls, replicas);
   const calls = new CallObserver(new CallRecords(jetstream(nc), log));
   const notifications = new TaskNotifications(nc, log);
   const deps = {

@@ -3,7 +3,6 @@ import type { GetPromptResult, ReadResourceResult } from "@modelcontextprotocol/
 import { type Artifact, type Message, type Part, type Task, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
-import { stepRecordKey } from "../../schemas/steps.ts";
 import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
 import type { McpConnection } from "./mcp-connection.ts";
 import { recordedVersion, type TaskHandlerDependencies } from "./task-handler.ts";
@@ -138,11 +137,7 @@ export async function runOperation(
   };
   const masked = () => masking.outcome(execute);
   if (step === undefined) return masked();
-  return deps.steps.once(
-    stepRecordKey(step.runId, step.stepId, step.attempt),
-    budgetMs + CLAIM_MARGIN_MS,
-    masked,
-  );
+  return deps.steps.once(step, budgetMs + CLAIM_MARGIN_MS, masked);
 }
 
 function resourceParts(result: ReadResourceResult): Part[] {

@@ -1,7 +1,7 @@
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type ToolCall, ToolCallMetadataSchema, ToolCallSchema } from "../../schemas/mcp.ts";
-import { IDEMPOTENCY_META_KEY, stepRecordKey, toolIdempotencyKey } from "../../schemas/steps.ts";
+import { IDEMPOTENCY_META_KEY, toolIdempotencyKey } from "../../schemas/steps.ts";
 import type { GrantCheck } from "../kit/grant-check.ts";
 import {
   activeTraceId,
@@ -151,11 +151,7 @@ export async function handleToolTask(
   };
   const masked = () => masking.outcome(execute);
   if (step === undefined) return masked();
-  return deps.steps.once(
-    stepRecordKey(step.runId, step.stepId, step.attempt),
-    budgetMs + CLAIM_MARGIN_MS,
-    masked,
-  );
+  return deps.steps.once(step, budgetMs + CLAIM_MARGIN_MS, masked);
 }
 
 function readToolCall(message: Message): ToolCall {

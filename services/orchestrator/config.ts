@@ -68,6 +68,9 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   LOOM_RUN_LEASE_MS: integer(5_000, 500).describe(
     "How long a replica's claim on a run lasts unrenewed, in milliseconds: a dead replica's runs move on after this.",
   ),
+  LOOM_RECOVERY_WINDOW_MS: integer(15 * 60_000, 1).describe(
+    "How far back, at start and after each reconnect to NATS, an orchestrator looks in the submissions stream for accepted runs the store has lost (a single node without sync that crashed), in milliseconds. Longer than the broker keeps writes unflushed (2 min by default).",
+  ),
   LOOM_MCP_ALLOWED_ORIGINS: commaList("http://localhost,http://127.0.0.1,http://[::1]")
     .pipe(z.array(z.url()))
     .describe(

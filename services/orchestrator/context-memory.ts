@@ -1,7 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import { type ContextMemory, ContextMemorySchema, type MemoryEntry } from "../../schemas/memory.ts";
 import type { RunRecord } from "../../schemas/run.ts";
-import { encodePayload, type Logger, parsePayload } from "../kit/index.ts";
+import { casUpdate, encodePayload, type Logger, parsePayload } from "../kit/index.ts";
 
 /** Attempts at the compare-and-set append before giving up (other runs of the context write too). */
 const APPEND_ATTEMPTS = 10;
@@ -43,26 +43,26 @@ export class ContextMemoryStore {
       ...(record.output === undefined ? {} : { output: record.output }),
       ...(record.error === undefined ? {} : { error: record.error }),
     };
-    for (let attempt = 0; attempt < APPEND_ATTEMPTS; attempt++) {
-      const current = await this.#kv.get(record.contextId);
-      const memory: ContextMemory =
-        current === null || current.operation !== "PUT"
-          ? { contextId: record.contextId, entries: [] }
-          : parsePayload(ContextMemorySchema, current.value, `memory of ${record.contextId}`);
-      if (memory.entries.some((existing) => existing.runId === record.runId)) return;
-      const payload = this.#bounded({ ...memory, entries: [...memory.entries, entry] });
-      try {
-        if (current === null) await this.#kv.create(record.contextId, payload);
-        else await this.#kv.update(record.contextId, payload, current.revision);
-        return;
-      } catch {
-        // Another run of this context wrote in between: read again and retry.
-      }
+    try {
+      await casUpdate(
+        this.#kv,
+        record.contextId,
+        (current) => {
+          const memory: ContextMemory =
+            current === null
+              ? { contextId: record.contextId, entries: [] }
+              : parsePayload(ContextMemorySchema, current.value, `memory of ${record.contextId}`);
+          if (memory.entries.some((existing) => existing.runId === record.runId)) return undefined;
+          return this.#bounded({ ...memory, entries: [...memory.entries, entry] });
+        },
+        { attempts: APPEND_ATTEMPTS },
+      );
+    } catch (error) {
+      this.#log.warn(
+        { err: error, run_id: record.runId, context_id: record.contextId },
+        "could not record the run in its context memory",
+      );
     }
-    this.#log.warn(
-      { run_id: record.runId, context_id: record.contextId },
-      "could not record the run in its context memory",
-    );
   }
 
   #bounded(memory: ContextMemory): Uint8Array {

@@ -2,7 +2,7 @@ import type { KV } from "@nats-io/kv";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
 import { digestOf } from "../kit/digest.ts";
-import { encodePayload, LoomError, parsePayload } from "../kit/index.ts";
+import { encodePayload, LoomError, parsePayload, readEntry, retryBrokerFailures } from "../kit/index.ts";
 
 const PREFIX = "definition.";
 const CACHE_SIZE = 256;
@@ -28,7 +28,10 @@ export class DefinitionStore {
     const known = this.#keys.get(workflow);
     if (known !== undefined) return known;
     const key = `${PREFIX}${digestOf(workflow)}`;
-    if (!this.#cache.has(key)) await this.#kv.put(key, encodePayload(WorkflowSchema, workflow, "workflow"));
+    if (!this.#cache.has(key)) {
+      const payload = encodePayload(WorkflowSchema, workflow, "workflow");
+      await retryBrokerFailures(() => this.#kv.put(key, payload));
+    }
     this.#remember(key, workflow);
     return key;
   }
@@ -39,8 +42,8 @@ export class DefinitionStore {
       this.#remember(key, cached);
       return cached;
     }
-    const entry = await this.#kv.get(key);
-    if (entry === null || entry.operation !== "PUT") {
+    const entry = await readEntry(this.#kv, key);
+    if (entry === null) {
       throw new LoomError(ErrorCode.INTERNAL, `the stored definition ${key} is missing`);
     }
     const workflow = parsePayload(WorkflowSchema, entry.value, `stored definition ${key}`);

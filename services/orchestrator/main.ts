@@ -12,6 +12,7 @@ import {
   runUntilSignalled,
   StreamDefinitions,
   startObservability,
+  streamReplicas,
 } from "../kit/index.ts";
 import { buildAgentCard } from "./a2a/agent-card.ts";
 import { startA2AEdge } from "./a2a/http-edge.ts";
@@ -27,6 +28,7 @@ import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
+import { startRunRecovery } from "./run-recovery.ts";
 import { RunStore } from "./run-store.ts";
 import { RunTokens } from "./run-tokens.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
@@ -61,23 +63,25 @@ await runUntilSignalled(log, async () => {
 
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
   const jsm = await jetstreamManager(nc);
-  await ensureStream(jsm, StreamDefinitions.runs);
-  await ensureStream(jsm, StreamDefinitions.events);
-  await ensureStream(jsm, StreamDefinitions.toolCalls);
+  const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
+  await ensureStream(jsm, StreamDefinitions.runs, replicas);
+  await ensureStream(jsm, StreamDefinitions.events, replicas);
+  await ensureStream(jsm, StreamDefinitions.toolCalls, replicas);
   await ensureSubmissionConsumer(jsm);
   const js = jetstream(nc);
-  const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS), catalog, log);
+  const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS, { replicas }), catalog, log);
   await registry.start(workflowFiles.workflows);
   log.info({ workflows: catalog.ids() }, "workflows registered");
-  const toolsKv = await openBucket(nc, Buckets.TOOLS);
+  const toolsKv = await openBucket(nc, Buckets.TOOLS, { replicas });
   const workflowService = registry.serve(nc, toolsKv);
   const agents = new WorkflowAgents(nc, jetstream(nc), limits, log);
   catalog.onNewWorkflow((id) => agents.expose(id));
-  const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
-  const resultsKv = await openBucket(nc, Buckets.RESULTS);
+  const runsKv = await openBucket(nc, Buckets.RUNS, { replicas, history: 5 });
+  const resultsKv = await openBucket(nc, Buckets.RESULTS, { replicas });
   const runs = new RunStore(runsKv, new DefinitionStore(resultsKv));
   const push = new PushRegistry(
-    await openBucket(nc, Buckets.PUSH),
+    await openBucket(nc, Buckets.PUSH, { replicas }),
+    jsm,
     WebhookAllowList.parse(config.LOOM_A2A_WEBHOOK_ALLOW),
   );
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
@@ -91,7 +95,7 @@ await runUntilSignalled(log, async () => {
       version: "0.1.0",
     });
   const mcpCatalog = await FederatedCatalog.open(
-    { tools: toolsKv, catalog: await openBucket(nc, Buckets.CATALOG) },
+    { tools: toolsKv, catalog: await openBucket(nc, Buckets.CATALOG, { replicas }) },
     log,
   );
   const gatewayPolicy = new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS);
@@ -99,7 +103,7 @@ await runUntilSignalled(log, async () => {
     catalog: mcpCatalog,
     policy: gatewayPolicy,
     sessions: new SessionStore(
-      await openBucket(nc, Buckets.MCP_SESSIONS, { ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
+      await openBucket(nc, Buckets.MCP_SESSIONS, { replicas, ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
     ),
     dispatch: {
       nc,
@@ -129,7 +133,9 @@ await runUntilSignalled(log, async () => {
     buckets: [Buckets.RUNS],
   });
   const events = new RunEvents(js);
-  const runTokens = new RunTokens(await openBucket(nc, Buckets.RUN_TOKENS, { ttlMs: RUN_TOKEN_MEMORY_MS }));
+  const runTokens = new RunTokens(
+    await openBucket(nc, Buckets.RUN_TOKENS, { replicas, ttlMs: RUN_TOKEN_MEMORY_MS }),
+  );
   const driver = new RunDriver({
     runTokens,
     nc,
@@ -142,7 +148,7 @@ await runUntilSignalled(log, async () => {
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
     memory: new ContextMemoryStore(
-      await openBucket(nc, Buckets.MEMORY, { ttlMs: config.LOOM_MEMORY_TTL_MS }),
+      await openBucket(nc, Buckets.MEMORY, { replicas, ttlMs: config.LOOM_MEMORY_TTL_MS }),
       { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
       log,
     ),
@@ -157,12 +163,12 @@ await runUntilSignalled(log, async () => {
     driver,
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
-    grantKeys: grantKeySource(await openBucket(nc, Buckets.GRANT_KEYS)),
+    grantKeys: grantKeySource(await openBucket(nc, Buckets.GRANT_KEYS, { replicas })),
   });
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const toolStats = serveToolStats({ nc, js, log });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
-  const submissions = await consumeSubmissions({
+  const submissionOptions = {
     nc,
     js,
     catalog,
@@ -177,12 +183,15 @@ await runUntilSignalled(log, async () => {
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
     runTokens,
-  });
+  };
+  const submissions = await consumeSubmissions(submissionOptions);
   log.info("taking run submissions");
+  const recovery = startRunRecovery({ ...submissionOptions, jsm, windowMs: config.LOOM_RECOVERY_WINDOW_MS });
 
   return {
     async close() {
       await submissions.stop();
+      await recovery.stop();
       await control.stop();
       await feedback.stop();
       await toolStats.stop();

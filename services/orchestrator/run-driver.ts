@@ -38,6 +38,8 @@ export class RunDriver {
   readonly #summaries = new Map<string, RunSummary>();
   #stopping = false;
   #sweeping: Promise<void> | undefined;
+  /** Ends the wait for the watch's first picture (once it is complete, or on stop). */
+  #watchFilled: () => void = () => {};
 
   constructor(options: ExecutionOptions) {
     this.#options = options;
@@ -87,11 +89,23 @@ export class RunDriver {
     return this.drive(claimed, event);
   }
 
-  /** Watches every run record and sweeps for orphans until stopped. */
+  /**
+   * Watches every run record and sweeps for orphans until stopped. The first sweep waits until the
+   * watch has delivered every record the bucket held when it began, so a replica that has just
+   * started adopts the orphans at once instead of sweeping an empty picture.
+   */
   async watch(kv: KV): Promise<void> {
+    const { values } = await kv.status();
     const watcher = await kv.watch();
+    const loaded = new Promise<void>((resolve) => {
+      this.#watchFilled = resolve;
+    });
+    const filled = () => this.#watchFilled();
+    if (values === 0) filled();
     void (async () => {
       for await (const entry of watcher) {
+        // Nothing pending behind this entry: the watch has caught up with the bucket.
+        if (entry.delta === 0) filled();
         if (entry.operation !== "PUT") {
           this.#summaries.delete(entry.key);
           continue;
@@ -117,6 +131,7 @@ export class RunDriver {
       }
     })();
     this.#sweeping = (async () => {
+      await loaded;
       while (!this.#stopping) {
         await this.#sweep(kv);
         await sleep(SWEEP_MS);
@@ -177,6 +192,7 @@ export class RunDriver {
   /** Stops taking runs over and lets in-flight effects go; the runs' leases lapse for others. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#watchFilled();
     await this.#sweeping;
     for (const execution of this.#executions.values()) execution.stop();
   }

@@ -3,7 +3,7 @@ import type { JetStreamClient } from "@nats-io/jetstream";
 import { type Artifact, Role, shortStateName, TaskState } from "../../schemas/a2a.ts";
 import { type RunEvent, type RunEventMetadata, RunEventSchema } from "../../schemas/run.ts";
 import { runEventsSubject } from "../../schemas/subjects.ts";
-import { encodePayload, recordRunState, tracedHeaders } from "../kit/index.ts";
+import { encodePayload, recordRunState, retryBrokerFailures, tracedHeaders } from "../kit/index.ts";
 
 export interface RunRef {
   runId: string;
@@ -63,9 +63,12 @@ export class RunEvents {
   }
 
   async #publish(run: RunRef, event: RunEvent, dedupeKey: string): Promise<void> {
-    await this.#js.publish(runEventsSubject(run.runId), encodePayload(RunEventSchema, event, "run event"), {
-      msgID: `${run.runId}:${dedupeKey}`,
-      headers: tracedHeaders(),
-    });
+    // The dedupe id makes a publish whose PubAck was lost safe to send again.
+    await retryBrokerFailures(() =>
+      this.#js.publish(runEventsSubject(run.runId), encodePayload(RunEventSchema, event, "run event"), {
+        msgID: `${run.runId}:${dedupeKey}`,
+        headers: tracedHeaders(),
+      }),
+    );
   }
 }

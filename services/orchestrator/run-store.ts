@@ -2,7 +2,15 @@ import type { KV } from "@nats-io/kv";
 import { shortStateName, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type RunRecord, RunRecordSchema } from "../../schemas/run.ts";
-import { encodePayload, LoomError, parsePayload } from "../kit/index.ts";
+import {
+  casWrite,
+  encodePayload,
+  isBrokerFailure,
+  LoomError,
+  parsePayload,
+  readEntry,
+  retryBrokerFailures,
+} from "../kit/index.ts";
 import type { DefinitionStore } from "./definition-store.ts";
 
 export interface StoredRun {
@@ -35,7 +43,7 @@ export class RunStore {
 
   /** Every run id in the store. */
   keys(): Promise<AsyncIterable<string>> {
-    return this.#kv.keys();
+    return retryBrokerFailures(() => this.#kv.keys());
   }
 
   /** The run, which must exist and not have ended: RUN_NOT_FOUND or RUN_NOT_WAITING otherwise. */
@@ -52,37 +60,35 @@ export class RunStore {
   }
 
   async get(runId: string): Promise<StoredRun | undefined> {
-    const entry = await this.#kv.get(runId);
-    if (entry === null || entry.operation !== "PUT") return undefined;
+    const entry = await storeCall(runId, () => readEntry(this.#kv, runId));
+    if (entry === null) return undefined;
     const record = parsePayload(RunRecordSchema, entry.value, `run record ${runId}`);
     const { definitionRef } = record;
     if (record.definition === undefined && definitionRef !== undefined) {
-      record.definition = await this.#definitions.get(definitionRef);
+      record.definition = await storeCall(runId, () => this.#definitions.get(definitionRef));
     }
     return { record, revision: entry.revision };
   }
 
-  /** Writes a new run; returns undefined when a run with this id already exists. */
+  /**
+   * Writes a new run; returns undefined when a run with this id already exists. A broker that
+   * stays down fails it with BROKER_UNAVAILABLE, which the caller may retry: the run is not stored.
+   */
   async create(record: RunRecord): Promise<StoredRun | undefined> {
-    try {
-      const revision = await this.#kv.create(record.runId, await this.#encode(record));
-      return { record, revision };
-    } catch (error) {
-      if (await this.#kv.get(record.runId)) return undefined;
-      throw new LoomError(ErrorCode.INTERNAL, `could not store run ${record.runId}`, { cause: error });
-    }
+    const payload = await storeCall(record.runId, () => this.#encode(record));
+    const revision = await storeCall(record.runId, () =>
+      casWrite(this.#kv, record.runId, payload, undefined),
+    );
+    return revision === undefined ? undefined : { record, revision };
   }
 
   async update(stored: StoredRun, record: RunRecord): Promise<StoredRun> {
-    try {
-      const revision = await this.#kv.update(record.runId, await this.#encode(record), stored.revision);
-      return { record, revision };
-    } catch (error) {
-      const current = await this.#kv.get(record.runId);
-      if (current !== null && current.revision !== stored.revision)
-        throw new RunOwnershipLostError(record.runId, { cause: error });
-      throw error;
-    }
+    const payload = await storeCall(record.runId, () => this.#encode(record));
+    const revision = await storeCall(record.runId, () =>
+      casWrite(this.#kv, record.runId, payload, stored.revision),
+    );
+    if (revision === undefined) throw new RunOwnershipLostError(record.runId);
+    return { record, revision };
   }
 
   /** The record as stored: its definition by reference. */
@@ -91,5 +97,17 @@ export class RunStore {
     const stored =
       definition === undefined ? rest : { ...rest, definitionRef: await this.#definitions.put(definition) };
     return encodePayload(RunRecordSchema, stored, "run record");
+  }
+}
+
+/** A store call whose broker stayed away through every retry fails with a retryable code. */
+async function storeCall<T>(runId: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (!isBrokerFailure(error)) throw error;
+    throw new LoomError(ErrorCode.BROKER_UNAVAILABLE, `could not reach the run store for run ${runId}`, {
+      cause: error,
+    });
   }
 }

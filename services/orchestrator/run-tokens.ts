@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { LoomError } from "../kit/index.ts";
+import { LoomError, readEntry, retryBrokerFailures } from "../kit/index.ts";
 
 /**
  * Each run's run token, kept apart from the run's record: in KV `loom_run_tokens`, which only the
@@ -19,7 +19,8 @@ export class RunTokens {
 
   /** Stores the token of a run just accepted (before the run is driven). */
   async put(runId: string, token: string): Promise<void> {
-    await this.#kv.put(runId, new TextEncoder().encode(token));
+    const payload = new TextEncoder().encode(token);
+    await retryBrokerFailures(() => this.#kv.put(runId, payload));
     this.#cache.set(runId, token);
   }
 
@@ -27,8 +28,8 @@ export class RunTokens {
   async authorization(runId: string): Promise<string> {
     let token = this.#cache.get(runId);
     if (token === undefined) {
-      const entry = await this.#kv.get(runId);
-      if (entry === null || entry.operation !== "PUT") {
+      const entry = await readEntry(this.#kv, runId);
+      if (entry === null) {
         throw new LoomError(
           ErrorCode.UNAUTHENTICATED,
           `run ${runId} has no run token to decide its steps with`,

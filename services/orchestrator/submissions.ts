@@ -30,7 +30,7 @@ import { assertInputWithin, type RunLimits } from "./limits.ts";
 import type { RunDriver } from "./run-driver.ts";
 import type { RunEvents } from "./run-events.ts";
 import { initialState } from "./run-execution.ts";
-import type { RunStore } from "./run-store.ts";
+import type { RunStore, StoredRun } from "./run-store.ts";
 import type { RunTokens } from "./run-tokens.ts";
 import type { WorkflowCatalog } from "./workflow-catalog.ts";
 
@@ -74,6 +74,34 @@ export async function ensureSubmissionConsumer(jsm: JetStreamManager): Promise<v
   }
 }
 
+/**
+ * A submission to admit: one the shared consumer delivered (acked once its run is stored, nak'ed
+ * to come back later), or one recovery read again from the stream (see `recoverLostRuns`).
+ */
+export interface SubmissionDelivery {
+  /** `loom.v1.runs.submit`, or `loom.v1.runs.delegated` for a delegate step's child run. */
+  subject: string;
+  data: Uint8Array;
+  headers: JsMsg["headers"];
+  /** Stream sequence in `LOOM_RUNS`. */
+  seq: number;
+  deliveryCount: number;
+  ack(): void;
+  nak(delayMs: number): void;
+}
+
+function fromConsumer(message: JsMsg): SubmissionDelivery {
+  return {
+    subject: message.subject,
+    data: message.data,
+    headers: message.headers,
+    seq: message.seq,
+    deliveryCount: message.info.deliveryCount,
+    ack: () => message.ack(),
+    nak: (delayMs) => message.nak(delayMs),
+  };
+}
+
 /** Takes submissions from `LOOM_RUNS` until stopped; each is acked once its run is stored. */
 export async function consumeSubmissions(options: SubmissionOptions): Promise<{ stop(): Promise<void> }> {
   const consumer = await options.js.consumers.get(Streams.RUNS, Consumers.ORCHESTRATOR_SUBMISSIONS);
@@ -81,7 +109,7 @@ export async function consumeSubmissions(options: SubmissionOptions): Promise<{ 
   const inFlight = new Set<Promise<void>>();
   const loop = (async () => {
     for await (const message of messages) {
-      const accepting = acceptSubmission(options, message)
+      const accepting = acceptSubmission(options, fromConsumer(message))
         .catch((error: unknown) => options.log.error({ err: error }, "submission not handled"))
         .finally(() => inFlight.delete(accepting));
       inFlight.add(accepting);
@@ -97,7 +125,10 @@ export async function consumeSubmissions(options: SubmissionOptions): Promise<{ 
   };
 }
 
-async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Promise<void> {
+export async function acceptSubmission(
+  options: SubmissionOptions,
+  message: SubmissionDelivery,
+): Promise<void> {
   const headerRunId = message.headers?.get(Headers.MSG_ID) ?? "";
   let runId = RUN_ID_PATTERN.test(headerRunId) ? headerRunId : `unreadable-${message.seq}`;
   let workflowId = "(unreadable)";
@@ -177,19 +208,22 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
           createdAt: new Date(now).toISOString(),
           updatedAt: new Date(now).toISOString(),
         });
-        if (stored === undefined) {
+        // A redelivery of a submission this replica stored before something failed (its status
+        // event, say) finishes that acceptance: announcing is deduplicated, driving is idempotent.
+        const accepted = stored ?? (await ownAcceptedRun(options, runId));
+        if (accepted === undefined) {
           log.info("submission already accepted; acknowledging the duplicate");
           message.ack();
           return;
         }
         await options.events.status(
-          stored.record,
+          accepted.record,
           TaskState.SUBMITTED,
           `run of ${workflow.id} v${workflow.version} accepted`,
           "submitted",
         );
         message.ack();
-        void options.driver.drive(stored);
+        void options.driver.drive(accepted);
       } catch (error) {
         await refuseSubmission(options, message, { runId, workflowId, error, log });
       }
@@ -197,16 +231,24 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
   );
 }
 
+/** The run stored under `runId` when this replica accepted it and it has not moved on since. */
+async function ownAcceptedRun(options: SubmissionOptions, runId: string): Promise<StoredRun | undefined> {
+  const existing = await options.runs.get(runId);
+  return existing?.record.owner === options.owner && existing.record.state === TaskState.SUBMITTED
+    ? existing
+    : undefined;
+}
+
 async function refuseSubmission(
   options: SubmissionOptions,
-  message: JsMsg,
+  message: SubmissionDelivery,
   refusal: { runId: string; workflowId: string; error: unknown; log: Logger },
 ): Promise<void> {
   const wire = toWireError(refusal.error);
   const { log } = refusal;
-  if (RETRYABLE_CODES.has(wire.code) && message.info.deliveryCount < MAX_DELIVERIES) {
+  if (RETRYABLE_CODES.has(wire.code) && message.deliveryCount < MAX_DELIVERIES) {
     log.warn(
-      { code: wire.code, delivery: message.info.deliveryCount },
+      { code: wire.code, delivery: message.deliveryCount, err: refusal.error },
       `submission will be retried: ${wire.message}`,
     );
     message.nak(REDELIVERY_DELAY_MS);

@@ -86,18 +86,16 @@ async function timed(
   return { latenciesMs: latenciesMs.sort((a, b) => a - b), elapsedMs: performance.now() - started };
 }
 
-const dir = await mkdtemp(join(tmpdir(), "loom-bench-"));
-const nats = await launchNatsServer({ storeDir: join(dir, "nats") });
-const edgePort = await freePort();
-const stack = await startStack({
-  natsUrl: nats.url,
-  logDir: join(dir, "logs"),
-  env: { LOG_LEVEL: "warn", LOOM_A2A_PORT: String(edgePort), ...TEST_AUTH_ENV },
-});
-const nc = await connect({ servers: nats.url });
-const results: Measurement[] = [];
-let waitingReport: { runs: number; seconds: number; idleMb: number; waitingMb: number } | undefined;
-try {
+/** A nats-server (with `natsArgs`) and the whole stack on it, and a way to run a workflow to its end. */
+async function startBenchStack(dir: string, natsArgs: string[] = []) {
+  const nats = await launchNatsServer({ storeDir: join(dir, "nats"), args: natsArgs });
+  const edgePort = await freePort();
+  const stack = await startStack({
+    natsUrl: nats.url,
+    logDir: join(dir, "logs"),
+    env: { LOG_LEVEL: "warn", LOOM_A2A_PORT: String(edgePort), ...TEST_AUTH_ENV },
+  });
+  const nc = await connect({ servers: nats.url });
   await waitUntilReady(nc, { tools: ["time.get_time"], timeoutMs: 60_000, stack });
   const js = jetstream(nc);
   const token = tokenFor("bench", "analyst");
@@ -132,7 +130,30 @@ try {
     waiting.delete(runId);
     if (state !== TaskState.COMPLETED) throw new Error(`bench run ${runId} ended ${state}: ${text}`);
   };
+  return {
+    stack,
+    nc,
+    js,
+    token,
+    edgePort,
 
+    inputRequired,
+    runOnce,
+    async close() {
+      events.unsubscribe();
+      await nc.close();
+      await stack.stop();
+      await stopProcess(nats.child);
+    },
+  };
+}
+
+const dir = await mkdtemp(join(tmpdir(), "loom-bench-"));
+const bench = await startBenchStack(join(dir, "default"));
+const { stack, nc, js, token, edgePort, inputRequired, runOnce } = bench;
+const results: Measurement[] = [];
+let waitingReport: { runs: number; seconds: number; idleMb: number; waitingMb: number } | undefined;
+try {
   await timed(20, 4, () => runOnce(WORKLOADS[0]?.workflow)); // warm-up: JIT, MCP server start, caches
   for (const workload of WORKLOADS) {
     for (const inFlight of IN_FLIGHT) {
@@ -218,11 +239,30 @@ try {
     idleMb: idleRss,
     waitingMb: await rssMb(),
   };
-  events.unsubscribe();
 } finally {
-  await nc.close();
-  await stack.stop();
-  await stopProcess(nats.child);
+  await bench.close();
+}
+
+// The same 3 steps on a nats-server that fsyncs every write before its PubAck (what a single node
+// needs to keep acknowledged writes through a crash): the cost of `sync_interval: always`.
+const synced = await startBenchStack(join(dir, "sync"), [
+  "-c",
+  join(REPO_ROOT, "infra/nats/sync-always.conf"),
+]);
+try {
+  const threeSteps = WORKLOADS[1];
+  if (threeSteps === undefined) throw new Error("no 3-step workload");
+  await timed(20, 4, () => synced.runOnce(threeSteps.workflow));
+  for (const inFlight of [1, 64]) {
+    const count = inFlight === 1 ? SEQUENTIAL_RUNS : CONCURRENT_RUNS;
+    results.push({
+      name: `loom ${threeSteps.name}, sync_interval always, ${inFlight} in flight`,
+      steps: threeSteps.steps,
+      ...(await timed(count, inFlight, () => synced.runOnce(threeSteps.workflow))),
+    });
+  }
+} finally {
+  await synced.close();
   await rm(dir, { recursive: true, force: true });
 }
 
@@ -267,6 +307,13 @@ for (const row of [header, ...rows])
       .join("  ")
       .trimEnd(),
   );
+const syncCost =
+  (median("loom 3 steps in a row, sync_interval always, 1 in flight") -
+    median("loom 3 steps in a row, 1 in flight")) /
+  3;
+console.log(
+  `\nsync_interval: always costs ${syncCost.toFixed(2)} ms per step (3 steps in a row, 1 in flight, p50)`,
+);
 if (waitingReport !== undefined) {
   const { runs, seconds, idleMb, waitingMb } = waitingReport;
   console.log(

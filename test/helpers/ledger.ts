@@ -11,6 +11,8 @@ export interface TestLedger extends AsyncDisposable {
   entries(): Promise<number>;
   /** Times the tool ran, duplicates (refused by the idempotency key) included. */
   invocations(): Promise<number>;
+  /** Times the tool ran per idempotency key: more than one is a step whose tool was called again. */
+  callsPerKey(): Promise<Map<string, number>>;
 }
 
 /**
@@ -58,9 +60,21 @@ export async function createTestLedger(): Promise<TestLedger> {
   return {
     serversFile,
     entries: async () => (await readdir(join(ledgerDir, "entries")).catch(() => [])).length,
-    invocations: async () =>
-      (await readFile(join(ledgerDir, "invocations.log"), "utf8").catch(() => "")).split("\n").filter(Boolean)
-        .length,
+    invocations: async () => (await invocationLines(ledgerDir)).length,
+    async callsPerKey() {
+      const calls = new Map<string, number>();
+      for (const line of await invocationLines(ledgerDir)) {
+        const { key } = JSON.parse(line) as { key?: string };
+        const name = key ?? "(no key)";
+        calls.set(name, (calls.get(name) ?? 0) + 1);
+      }
+      return calls;
+    },
     [Symbol.asyncDispose]: () => rm(dir, { recursive: true, force: true }),
   };
+}
+
+async function invocationLines(ledgerDir: string): Promise<string[]> {
+  const text = await readFile(join(ledgerDir, "invocations.log"), "utf8").catch(() => "");
+  return text.split("\n").filter(Boolean);
 }

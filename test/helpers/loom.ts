@@ -49,10 +49,12 @@ export interface LoomOptions {
   env?: Record<string, string>;
   /** Tools that must be registered before the stack counts as ready. */
   tools?: string[];
+  /** nats-server fsyncs every write before acknowledging it (as `loom dev --nats-sync`). */
+  natsSync?: boolean;
 }
 
 export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
-  const users = await startNatsWithUsers();
+  const users = await startNatsWithUsers({ syncAlways: options.natsSync === true });
   const logDir = await mkdtemp(join(tmpdir(), "loom-logs-"));
   const stack = await startStack({
     natsUrl: (service) => users.urlAs(service),

@@ -32,6 +32,9 @@ const OBSERVER_USER = `
                          "$JS.ACK.>", "$JS.FC.>"] }
       subscribe: { allow: [">"] } } }`;
 
+/** What infra/nats/sync-always.conf adds to the users' conf, which a copy cannot `include`. */
+const SYNC_ALWAYS = "jetstream {\n  sync_interval: always\n}\n";
+
 /** A user of infra/nats/nats-server.conf, or the test's read-only observer. */
 export type TestNatsUser = NatsUser | typeof OBSERVER;
 
@@ -54,32 +57,52 @@ export interface NatsUsersServer extends AsyncDisposable {
   ): Promise<Stack[]>;
 }
 
+/** A copy of infra/nats/nats-server.conf with the observer, and what a server of it needs. */
+export interface NatsUsersConf {
+  conf: string;
+  /** The passwords, for the server's environment alone. */
+  env: Record<string, string>;
+  password(user: TestNatsUser): string;
+}
+
 /**
- * Starts nats-server with infra/nats/nats-server.conf as `npm start` does: the passwords made by
- * the same code, into a data dir of its own, and given to the server alone (never to services).
+ * Writes `nats-server.conf` with the observer added into `dataDir` (beside `nats-users.env` as
+ * `npm start` writes it), followed by `extra` config. `include` would resolve the production
+ * conf's paths, but cannot add to its users list: it is copied.
  */
-export async function startNatsWithUsers(): Promise<NatsUsersServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), "loom-nats-users-"));
+export async function writeNatsUsersConf(dataDir: string, extra: string): Promise<NatsUsersConf> {
   const passwords = await ensureNatsPasswords(dataDir);
   const observerPassword = `p${randomBytes(24).toString("hex")}`;
   const conf = join(dataDir, "nats-server.conf");
   const production = await readFile(NATS_CONF, "utf8");
   if (!production.includes("users: ["))
     throw new Error(`${NATS_CONF} has no users list to add the observer to`);
-  // `include` would resolve the production conf's paths, but cannot add to its users list: copy it.
-  await writeFile(conf, production.replace("users: [", `users: [${OBSERVER_USER}`));
+  await writeFile(conf, `${production.replace("users: [", `users: [${OBSERVER_USER}`)}\n${extra}`);
+  return {
+    conf,
+    env: { ...passwords, [OBSERVER_PASSWORD_VARIABLE]: observerPassword },
+    password: (user) => (user === OBSERVER ? observerPassword : passwords[NATS_PASSWORD_VARIABLES[user]]),
+  };
+}
+
+/**
+ * Starts nats-server with infra/nats/nats-server.conf as `npm start` does: the passwords made by
+ * the same code, into a data dir of its own, and given to the server alone (never to services).
+ * `syncAlways` adds what infra/nats/sync-always.conf adds (`loom dev --nats-sync`): every write
+ * fsynced before its PubAck.
+ */
+export async function startNatsWithUsers(options: { syncAlways?: boolean } = {}): Promise<NatsUsersServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), "loom-nats-users-"));
+  let users: NatsUsersConf;
   let server: NatsServer;
   try {
-    server = await startNatsServer({
-      args: ["-c", conf],
-      env: { ...passwords, [OBSERVER_PASSWORD_VARIABLE]: observerPassword },
-    });
+    users = await writeNatsUsersConf(dataDir, options.syncAlways === true ? SYNC_ALWAYS : "");
+    server = await startNatsServer({ args: ["-c", users.conf], env: users.env });
   } catch (error) {
     await rm(dataDir, { recursive: true, force: true });
     throw error;
   }
-  const password = (user: TestNatsUser) =>
-    user === OBSERVER ? observerPassword : passwords[NATS_PASSWORD_VARIABLES[user]];
+  const { password } = users;
   const urlAs = (user: TestNatsUser) => natsUrlAs(server.url, user, password(user));
   return {
     server,

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditKind } from "../../schemas/audit.ts";
@@ -29,8 +30,8 @@ describe("audit - signed chains, one per writer, over a real nats-server", () =>
   });
 
   it("audit - two services appending at once each keep an intact chain, and verify reports both", async () => {
-    const policy = new AuditLog(a, "acp-policy");
-    const worker = new AuditLog(b, "mcp-worker");
+    const policy = new AuditLog(a, "acp-policy", 1);
+    const worker = new AuditLog(b, "mcp-worker", 1);
     await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? policy : worker).append(entry(i))));
     const report = await verifyAudit(await storedAudit(a), await pinnedKeys(a));
     expect(report).toMatchObject({ records: 40, intact: true, stream: [] });
@@ -65,4 +66,28 @@ describe("audit - signed chains, one per writer, over a real nats-server", () =>
     const unpinned = await verifyAudit(policyRecords, { ...keys, pins: new Map() });
     expect(unpinned.writers[0]).toMatchObject({ status: "unknown signer" });
   });
+
+  it("audit - appends made while the broker is SIGKILLed are stored once it is back, each once, the chain intact", async () => {
+    await using server = await startNatsServer();
+    const nc = await connectTo(server.url, { maxReconnectAttempts: -1 });
+    try {
+      const log = new AuditLog(nc, "acp-policy", 1);
+      // Control: the key is pinned and a first record stored while the broker is up.
+      await log.append(entry(0));
+      await sleep(500);
+      await server.kill();
+      const during = Array.from({ length: 20 }, (_, i) => log.append(entry(i + 1)));
+      await sleep(1_000);
+      await server.restart();
+      const stored = await Promise.all(during);
+      expect(stored.map((record) => record.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 2));
+      const report = await verifyAudit(await storedAudit(nc), await pinnedKeys(nc));
+      expect(report).toMatchObject({ records: 21, intact: true });
+      expect(report.writers.map((w) => [w.service, w.records, w.status])).toEqual([
+        ["acp-policy", 21, "intact"],
+      ]);
+    } finally {
+      await nc.close();
+    }
+  }, 60_000);
 });

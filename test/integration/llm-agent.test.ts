@@ -67,7 +67,7 @@ describe("llm agent - a sampling task with a grant, answered by an OpenAI-compat
     nats = await startNatsWithUsers();
     nc = await nats.connectAs(NatsUser.MCP_WORKER);
     policy = await nats.connectAs(NatsUser.ACP_POLICY);
-    signer = await GrantSigner.create(await openBucket(policy, Buckets.GRANT_KEYS), 60_000);
+    signer = await GrantSigner.create(await openBucket(policy, Buckets.GRANT_KEYS, { replicas: 1 }), 60_000);
     logDir = await mkdtemp(join(tmpdir(), "loom-llm-agent-"));
     stack = await startStack({
       natsUrl: nats.urlAs(NatsUser.LLM_AGENT),

@@ -37,8 +37,8 @@ describe("mcp gateway - the federated catalog every replica reads from KV", () =
   beforeAll(async () => {
     ns = await startNatsServer();
     nc = await connectTo(ns.url);
-    tools = await openBucket(nc, Buckets.TOOLS);
-    catalogs = await openBucket(nc, Buckets.CATALOG);
+    tools = await openBucket(nc, Buckets.TOOLS, { replicas: 1 });
+    catalogs = await openBucket(nc, Buckets.CATALOG, { replicas: 1 });
     await tools.put(
       "crm.get_contact",
       encodePayload(ToolDescriptorSchema, tool("crm", "get_contact"), "tool"),

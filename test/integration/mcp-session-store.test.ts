@@ -16,7 +16,7 @@ describe("mcp gateway sessions - resource links in KV", () => {
   beforeAll(async () => {
     nats = await startNatsServer();
     nc = await connectTo(nats.url);
-    kv = await openBucket(nc, Buckets.MCP_SESSIONS);
+    kv = await openBucket(nc, Buckets.MCP_SESSIONS, { replicas: 1 });
     sessions = new SessionStore(kv);
   });
   afterAll(async () => {

@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -7,90 +7,60 @@ import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
+import { Buckets, Streams, Subjects } from "../../schemas/subjects.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
-import { REPO_ROOT, tokenFor } from "../helpers/loom.ts";
+import { ensureStream, StreamDefinitions } from "../../services/kit/index.ts";
+import { NatsUser, REPO_ROOT, tokenFor } from "../helpers/loom.ts";
+import { type NatsCluster, startNatsCluster } from "../helpers/nats-cluster.ts";
 import { connectTo } from "../helpers/nats-server.ts";
-import { freePort } from "../helpers/ports.ts";
+import { OBSERVER } from "../helpers/nats-users.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
 const CLI = join(REPO_ROOT, "services/cli/bin.ts");
 
-const CLUSTER_CONF = join(REPO_ROOT, "infra/nats-cluster/cluster.conf");
-
-/**
- * The compose file's cluster config, run as three local nats-server processes: the same file, the
- * node name from NATS_SERVER_NAME as compose sets it, and only what differs on one host (ports,
- * store dirs, routes to 127.0.0.1 instead of nats-1..3) given on the command line, which
- * overrides the file.
- */
+/** The compose file's cluster config as three local nodes (see `startNatsCluster`). */
 describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", () => {
-  const children: ChildProcess[] = [];
-  const urls: string[] = [];
-  let baseDir: string;
+  let cluster: NatsCluster;
+  let urls: string[];
   let nc: NatsConnection;
+  let logDir: string;
 
   beforeAll(async () => {
-    baseDir = await mkdtemp(join(tmpdir(), "loom-nats-cluster-"));
-    const clusterPorts = [await freePort(), await freePort(), await freePort()];
-    const routes = clusterPorts.map((port) => `nats-route://127.0.0.1:${port}`).join(",");
-    const previous = process.env.NATS_SERVER_NAME;
-    try {
-      for (const [index, clusterPort] of clusterPorts.entries()) {
-        // launchNatsServer spawns with this process's environment, which is how the name gets in;
-        // one at a time, so each node is spawned while its own name is set.
-        process.env.NATS_SERVER_NAME = `nats-${index + 1}`;
-        const node = await launchNatsServer({
-          storeDir: join(baseDir, `n${index + 1}`),
-          args: [
-            ...["-c", CLUSTER_CONF, "-m", String(await freePort())],
-            ...["--cluster", `nats://127.0.0.1:${clusterPort}`, "--routes", routes],
-          ],
-          onSpawn: (child) => children.push(child),
-        });
-        urls.push(node.url);
-      }
-    } finally {
-      if (previous === undefined) delete process.env.NATS_SERVER_NAME;
-      else process.env.NATS_SERVER_NAME = previous;
-    }
-    nc = await connectTo(urls.join(","));
-    // JetStream answers once the nodes have elected a meta leader, a few seconds after the routes connect.
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      try {
-        await jetstreamManager(nc, { timeout: 1_000 });
-        break;
-      } catch (error) {
-        if (Date.now() > deadline) throw error;
-        await sleep(250);
-      }
-    }
+    cluster = await startNatsCluster();
+    urls = cluster.nodes.map((node) => node.url);
+    nc = cluster.observer;
+    logDir = await mkdtemp(join(tmpdir(), "loom-cluster-logs-"));
   });
 
   afterAll(async () => {
-    await nc?.close();
-    await Promise.all(children.map((child) => stopProcess(child)));
-    if (baseDir !== undefined) await rm(baseDir, { recursive: true, force: true });
+    await cluster?.[Symbol.asyncDispose]();
+    if (logDir !== undefined) await rm(logDir, { recursive: true, force: true });
   });
 
   it("nats cluster - Loom's services run a workflow on the cluster, connected to all three nodes", async () => {
-    const logDir = join(baseDir, "logs");
     let stack: Stack | undefined;
+    // A stream made with one replica before Loom ran here (as an older Loom made them): moved to R3.
+    const orchestrator = await cluster.connectAs(NatsUser.ORCHESTRATOR);
+    await ensureStream(await jetstreamManager(orchestrator), StreamDefinitions.runs, 1);
     try {
       stack = await startStack({
-        natsUrl: urls.join(","),
+        natsUrl: (service) => cluster.urlAs(service),
         logDir,
         env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0", OTEL_TRACES_EXPORTER: "none" },
       });
-      await waitUntilReady(nc, { tools: ["time.get_time", "crm.get_contact"], timeoutMs: 30_000, stack });
+      // Readiness asks policy and the agents directly, which only a service's user may.
+      await waitUntilReady(orchestrator, {
+        tools: ["time.get_time", "crm.get_contact"],
+        timeoutMs: 30_000,
+        stack,
+      });
       const { stdout } = await run(
         process.execPath,
         [
           CLI,
           "--nats",
-          urls.join(","),
+          cluster.urlAs(NatsUser.SUBMITTER),
           "submit",
           "hello",
           "--input",
@@ -104,31 +74,58 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
         state: "completed",
         output: { greeting: "Hello, Ada Lovelace" },
       });
+      // No LOOM_STREAM_REPLICAS given: three servers make every stream and bucket R3.
+      const jsm = await jetstreamManager(nc);
+      const replicas: Record<string, number> = {};
+      for await (const stream of jsm.streams.list())
+        replicas[stream.config.name] = stream.config.num_replicas;
+      const loomStreams = Object.entries(replicas).filter(([name]) => /^(LOOM_|KV_loom_)/.test(name));
+      expect(loomStreams.map(([name]) => name)).toEqual(
+        expect.arrayContaining([
+          Streams.RUNS,
+          Streams.EVENTS,
+          Streams.AUDIT,
+          `KV_${Buckets.RUNS}`,
+          `KV_${Buckets.STEPS}`,
+        ]),
+      );
+      expect(loomStreams.filter(([, count]) => count !== 3)).toEqual([]);
     } finally {
       await stack?.stop();
     }
   });
 
   it("nats cluster - the three nodes form one JetStream cluster that keeps a replicated stream through a node's loss", async () => {
+    // The runs stream, R3, as the orchestrator makes it; submissions as a submitter sends them.
+    await ensureStream(
+      await jetstreamManager(await cluster.connectAs(NatsUser.ORCHESTRATOR)),
+      StreamDefinitions.runs,
+      3,
+    );
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: "CLUSTER_CHECK", subjects: ["cluster.check"], num_replicas: 3 });
-    const info = await jsm.streams.info("CLUSTER_CHECK");
+    const info = await jsm.streams.info(Streams.RUNS);
     expect(info.cluster?.name).toBe("loom");
     expect(
       [info.cluster?.leader, ...(info.cluster?.replicas ?? []).map((replica) => replica.name)].sort(),
     ).toEqual(["nats-1", "nats-2", "nats-3"]);
 
-    const js = jetstream(nc);
-    for (let index = 0; index < 10; index++) await js.publish("cluster.check", `message ${index}`);
-    const first = children[0];
-    if (first !== undefined) await stopProcess(first);
-    const survivor = await connectTo(urls.slice(1).join(","));
+    const js = jetstream(await cluster.connectAs(NatsUser.SUBMITTER));
+    for (let index = 0; index < 10; index++)
+      await js.publish(Subjects.RUNS_SUBMIT, `not a submission ${index}`, {
+        msgID: `cluster-check-${index}`,
+      });
+    const stored = (await jsm.streams.info(Streams.RUNS)).state.messages;
+    await cluster.nodes[0]?.kill();
+    const survivor = await connectTo(urls.slice(1).join(","), {
+      user: OBSERVER,
+      pass: cluster.password(OBSERVER),
+    });
     try {
       // No account check: it would time out while the survivors elect a new meta leader, which
       // the polling below waits out.
       const survivorJsm = await jetstreamManager(survivor, { checkAPI: false });
       const state = await eventuallyState(survivorJsm);
-      expect(state.messages).toBe(10);
+      expect(state.messages).toBe(stored);
     } finally {
       await survivor.close();
     }
@@ -139,7 +136,7 @@ async function eventuallyState(jsm: Awaited<ReturnType<typeof jetstreamManager>>
   const deadline = Date.now() + 20_000;
   for (;;) {
     try {
-      return (await jsm.streams.info("CLUSTER_CHECK")).state;
+      return (await jsm.streams.info(Streams.RUNS)).state;
     } catch (error) {
       if (Date.now() > deadline) throw error;
       await sleep(250);

@@ -371,8 +371,8 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
     worker = await nats.connectAs("mcp-worker");
     submitter = await nats.connectAs("submitter");
     const jsm = await jetstreamManager(orchestrator);
-    await ensureStream(jsm, StreamDefinitions.runs);
-    await ensureStream(jsm, StreamDefinitions.audit);
+    await ensureStream(jsm, StreamDefinitions.runs, 1);
+    await ensureStream(jsm, StreamDefinitions.audit, 1);
   });
   afterAll(async () => {
     await Promise.all([orchestrator?.close(), worker?.close(), submitter?.close()]);

@@ -39,8 +39,8 @@ describe("security - a gateway client's sampling and elicitation under one NATS 
     nats = await startNatsWithUsers();
     orchestrator = await nats.connectAs("orchestrator");
     const jsm = await jetstreamManager(orchestrator);
-    await ensureStream(jsm, StreamDefinitions.runs);
-    await ensureStream(jsm, StreamDefinitions.audit);
+    await ensureStream(jsm, StreamDefinitions.runs, 1);
+    await ensureStream(jsm, StreamDefinitions.audit, 1);
     const config = await writeEverythingConfig("loom-relay-users-", { policy: POLICY });
     dir = config.dir;
     logDir = join(dir, "logs");

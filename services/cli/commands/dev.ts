@@ -21,6 +21,8 @@ import { submitCommand } from "./submit.ts";
 const REPO_ROOT = resolve(import.meta.dirname, "../../..");
 /** The users and subject permissions of production, in dev mode too. */
 export const NATS_CONF = resolve(REPO_ROOT, "infra/nats/nats-server.conf");
+/** The same users, with JetStream fsyncing every write before acknowledging it, for `--nats-sync`. */
+export const SYNC_ALWAYS_CONF = resolve(REPO_ROOT, "infra/nats/sync-always.conf");
 const DEMO_TOOLS = ["time.get_time", "crm.get_contact"];
 
 export interface DevOptions {
@@ -32,6 +34,8 @@ export interface DevOptions {
   natsPort: number;
   /** `LOOM_NATS_<USER>_PASSWORD` from the environment, which win over the data dir's. */
   passwords: Partial<Record<string, string>>;
+  /** Start nats-server with `sync_interval: always` (only when this command starts it). */
+  natsSync: boolean;
   /** How the services write their log files. */
   logFormat: LogFormat;
   telemetry: Telemetry;
@@ -61,7 +65,7 @@ export async function devCommand(options: DevOptions): Promise<ExitCode> {
   let url = options.natsUrl;
   if (url === undefined && (await acceptsConnections(options.natsPort))) url = localUrl;
   if (url === undefined) {
-    natsServer = await startOwnNats(storeDir, options.natsPort, passwords);
+    natsServer = await startOwnNats(storeDir, options.natsPort, passwords, options.natsSync);
     if (natsServer === undefined) return ExitCode.FAILED;
     url = natsServer.url;
   }
@@ -227,15 +231,17 @@ async function startOwnNats(
   storeDir: string,
   port: number,
   passwords: NatsPasswordFile,
+  sync: boolean,
 ): Promise<LaunchedNatsServer | undefined> {
   try {
-    return await launchNatsServer({ storeDir, port, args: ["-c", NATS_CONF], env: passwords });
+    const conf = sync ? SYNC_ALWAYS_CONF : NATS_CONF;
+    return await launchNatsServer({ storeDir, port, args: ["-c", conf], env: passwords });
   } catch (error) {
     const notInstalled = error instanceof Error && "code" in error && error.code === "ENOENT";
     console.error(
       notInstalled
         ? "Loom needs NATS with JetStream. Set NATS_URL to one, run one on localhost:4222, or install nats-server " +
-            "(Debian/Ubuntu: apt-get install nats-server; macOS: brew install nats-server) and run `npm start` again."
+            "2.11 or newer (`go install github.com/nats-io/nats-server/v2@v2.15.3`, or brew install nats-server) and run `npm start` again."
         : `could not start nats-server: ${error instanceof Error ? error.message : String(error)}`,
     );
     return undefined;

@@ -3,7 +3,7 @@ import type { KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
 import { type PushNotificationConfig, PushNotificationConfigSchema } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
+import { Buckets, Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
 import { encodePayload, type Logger, LoomError, parsePayload } from "../../kit/index.ts";
 import type { WebhookAllowList } from "./webhook-url.ts";
 
@@ -19,11 +19,13 @@ const POST_TIMEOUT_MS = 5_000;
  */
 export class PushRegistry {
   readonly #kv: KV;
+  readonly #jsm: JetStreamManager;
   /** Checked when a webhook is registered and again before every delivery. */
   readonly allowList: WebhookAllowList;
 
-  constructor(kv: KV, allowList: WebhookAllowList) {
+  constructor(kv: KV, jsm: JetStreamManager, allowList: WebhookAllowList) {
     this.#kv = kv;
+    this.#jsm = jsm;
     this.allowList = allowList;
   }
 
@@ -43,10 +45,19 @@ export class PushRegistry {
       : undefined;
   }
 
+  /**
+   * The task's webhooks. Its keys come from one stream-info request filtered on the task's
+   * subjects, not from `kv.keys`, which makes a consumer per call: once per run event, that
+   * swamps a replicated cluster ("maximum consumers limit reached").
+   */
   async list(taskId: string): Promise<PushNotificationConfig[]> {
+    const prefix = `$KV.${Buckets.PUSH}.`;
+    const info = await this.#jsm.streams.info(`KV_${Buckets.PUSH}`, {
+      subjects_filter: `${prefix}${taskId}.*`,
+    });
     const configs: PushNotificationConfig[] = [];
-    for await (const key of await this.#kv.keys(`${taskId}.*`)) {
-      const entry = await this.#kv.get(key);
+    for (const subject of Object.keys(info.state.subjects ?? {})) {
+      const entry = await this.#kv.get(subject.slice(prefix.length));
       if (entry?.operation === "PUT")
         configs.push(parsePayload(PushNotificationConfigSchema, entry.value, "push config"));
     }

@@ -1,9 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { KV } from "@nats-io/kv";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { type McpLogLevel, type McpSession, McpSessionSchema } from "../../../schemas/mcp-session.ts";
-import { encodePayload, LoomError, parsePayload } from "../../kit/index.ts";
+import { CasContendedError, casUpdate, encodePayload, LoomError, parsePayload } from "../../kit/index.ts";
 
 /** A session seen within this long is not written again just to say so (the bucket TTL is far longer). */
 const TOUCH_EVERY_MS = 60_000;
@@ -77,22 +76,25 @@ export class SessionStore {
 
   /** Writes `change` of the record KV holds now, marked as seen; a session that ended stays ended. */
   async #update(id: string, change: (current: McpSession) => McpSession): Promise<void> {
-    for (let attempt = 0; attempt < UPDATE_ATTEMPTS; attempt++) {
-      const entry = await this.#kv.get(id);
-      if (entry === null || entry.operation !== "PUT") return;
-      const current = parsePayload(McpSessionSchema, entry.value, `MCP session ${id}`);
-      const changed = { ...change(current), lastSeenAt: new Date().toISOString() };
-      try {
-        await this.#kv.update(id, encodePayload(McpSessionSchema, changed, "MCP session"), entry.revision);
-        return;
-      } catch {
-        // Another request of this session wrote in between: read again and retry.
-        await sleep(Math.random() * RETRY_JITTER_MS);
-      }
+    try {
+      await casUpdate(
+        this.#kv,
+        id,
+        (entry) => {
+          if (entry === null) return undefined;
+          const current = parsePayload(McpSessionSchema, entry.value, `MCP session ${id}`);
+          const changed = { ...change(current), lastSeenAt: new Date().toISOString() };
+          return encodePayload(McpSessionSchema, changed, "MCP session");
+        },
+        { attempts: UPDATE_ATTEMPTS, jitterMs: RETRY_JITTER_MS },
+      );
+    } catch (error) {
+      if (!(error instanceof CasContendedError)) throw error;
+      throw new LoomError(
+        ErrorCode.INTERNAL,
+        `MCP session ${id} kept changing while this request wrote it; try again`,
+        { cause: error },
+      );
     }
-    throw new LoomError(
-      ErrorCode.INTERNAL,
-      `MCP session ${id} kept changing while this request wrote it; try again`,
-    );
   }
 }
