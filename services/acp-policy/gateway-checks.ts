@@ -23,7 +23,7 @@ export async function authenticate(
  * again with its arguments, so a listing can only ever show too much, never let anything through.
  */
 export async function permitted(
-  deps: Pick<DecideDependencies, "tokens" | "policy" | "tools" | "validator" | "defaultRegion">,
+  deps: Pick<DecideDependencies, "tokens" | "policy" | "tools" | "catalog" | "validator" | "defaultRegion">,
   request: PermittedRequest,
   authorization: string | undefined,
 ): Promise<PermittedReply> {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DurationSchema } from "../../schemas/duration.ts";
-import type { PolicyAction } from "../../schemas/policy.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
 import { LoomError, setupTelemetry } from "../kit/index.ts";
 import { agentsCardCommand, submitA2aCommand } from "./commands/a2a.ts";
 import { auditTailCommand, auditVerifyCommand } from "./commands/audit.ts";
@@ -321,11 +321,7 @@ const policy = program.command("policy").description("explain, test and apply po
 policy
   .command("explain")
   .description("how each rule judges a request made with --token/LOOM_TOKEN (nothing is granted)")
-  .option(
-    "--action <action>",
-    "workflow.start, tools.call, resources.read, prompts.get, runs.approve or runs.cancel",
-    "tools.call",
-  )
+  .option("--action <action>", Object.values(PolicyAction).join(", "), "tools.call")
   .option("--tool <tool>", "<server>.<tool> (or prompt, or resource)")
   .option("--workflow <id>", "workflow id, for workflow.start")
   .option("--args <json>", "the call's arguments, checked against the tool's inputSchema and guards")
