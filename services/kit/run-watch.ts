@@ -74,6 +74,50 @@ export async function watchRun(
   throw new Error(`stopped watching run ${runId} before it ended`);
 }
 
+/**
+ * A long poll over a run's events: those stored after `afterSequence`, as soon as there is at least
+ * one (up to `maxBytes` of them), or none when `waitMs` passes first. `lastSequence` is where the next poll
+ * starts; unreadable events are reported and passed over.
+ */
+export async function readRunEvents(
+  js: JetStreamClient,
+  runId: string,
+  options: {
+    afterSequence: number;
+    waitMs: number;
+    /** Stop after this many bytes of events, so the reply stays under the broker's max_payload. */
+    maxBytes: number;
+    onInvalid?: (problem: string) => void;
+  },
+): Promise<{ events: RunEvent[]; lastSequence: number }> {
+  const consumer = await js.consumers.get(Streams.EVENTS, {
+    filter_subjects: runEventsSubject(runId),
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: options.afterSequence + 1,
+  });
+  const messages = await consumer.consume();
+  const timer = setTimeout(() => messages.stop(), options.waitMs);
+  const events: RunEvent[] = [];
+  let lastSequence = options.afterSequence;
+  let bytes = 0;
+  try {
+    for await (const message of messages) {
+      lastSequence = message.seq;
+      bytes += message.data.byteLength;
+      try {
+        events.push(parsePayload(RunEventSchema, message.data, "run event"));
+      } catch (error) {
+        options.onInvalid?.(error instanceof Error ? error.message : String(error));
+      }
+      if (message.info.pending === 0 || bytes >= options.maxBytes) break;
+    }
+  } finally {
+    clearTimeout(timer);
+    messages.stop();
+  }
+  return { events, lastSequence };
+}
+
 /** The stream sequence of a run's latest event (0 when it has none), to follow only what comes next. */
 export async function lastEventSequence(jsm: JetStreamManager, runId: string): Promise<number> {
   const last = await jsm.streams

@@ -5,7 +5,7 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
 import { stepRecordKey } from "../../schemas/steps.ts";
 import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
-import { maskValue } from "./masking.ts";
+import { maskValue } from "../kit/masking.ts";
 import type { McpConnection } from "./mcp-connection.ts";
 import { recordedVersion, type TaskHandlerDependencies } from "./task-handler.ts";
 

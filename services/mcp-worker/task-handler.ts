@@ -11,9 +11,9 @@ import {
   LoomError,
   traceToolCall,
 } from "../kit/index.ts";
+import { maskResult } from "../kit/masking.ts";
 import { resultText, toolResultToArtifact } from "./artifacts.ts";
 import { safeToRepeat } from "./call-policy.ts";
-import { maskResult } from "./masking.ts";
 import type { CallObserver } from "./observed-call.ts";
 import type { ServerPool } from "./server-pool.ts";
 import type { StepResults } from "./step-results.ts";

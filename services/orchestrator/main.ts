@@ -24,6 +24,7 @@ import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
+import { serveRunReads } from "./run-reads.ts";
 import { RunStore } from "./run-store.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
 import { serveToolFeedback } from "./tool-feedback.ts";
@@ -54,7 +55,7 @@ await runUntilSignalled(log, async () => {
   const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS), catalog, log);
   await registry.start(workflowFiles);
   log.info({ workflows: catalog.ids() }, "workflows registered");
-  const workflowService = registry.serve(nc);
+  const workflowService = registry.serve(nc, config.LOOM_POLICY_TIMEOUT_MS);
   const agents = new WorkflowAgents(nc, jetstream(nc), log);
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { history: 5 });
@@ -105,6 +106,11 @@ await runUntilSignalled(log, async () => {
     buckets: [Buckets.RUNS],
   });
   const events = new RunEvents(js);
+  const memory = new ContextMemoryStore(
+    await openBucket(nc, Buckets.MEMORY, { ttlMs: config.LOOM_MEMORY_TTL_MS }),
+    { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
+    log,
+  );
   const driver = new RunDriver({
     nc,
     runs,
@@ -115,11 +121,7 @@ await runUntilSignalled(log, async () => {
     elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
-    memory: new ContextMemoryStore(
-      await openBucket(nc, Buckets.MEMORY, { ttlMs: config.LOOM_MEMORY_TTL_MS }),
-      { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
-      log,
-    ),
+    memory,
     remoteAgents: new RemoteAgents(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
     results: new ResultStore(await openBucket(nc, Buckets.RESULTS), config.LOOM_RESULT_INLINE_MAX_BYTES),
   });
@@ -127,6 +129,7 @@ await runUntilSignalled(log, async () => {
   const control = serveRunControl({ nc, runs, driver, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const toolStats = serveToolStats({ nc, js, log });
+  const reads = serveRunReads({ nc, js, runs, memory, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
   const submissions = await consumeSubmissions({
     nc,
@@ -150,6 +153,7 @@ await runUntilSignalled(log, async () => {
       await control.stop();
       await feedback.stop();
       await toolStats.stop();
+      await reads.stop();
       await workflowService.stop();
       await agents.stop();
       await a2a.close();

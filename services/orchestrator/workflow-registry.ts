@@ -3,9 +3,10 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { WorkflowApplyContract, WorkflowGraphContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
 import { Subjects } from "../../schemas/subjects.ts";
 import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
-import { encodePayload, type Logger, LoomError, parsePayload, serve } from "../kit/index.ts";
+import { authorize, encodePayload, type Logger, LoomError, parsePayload, serve } from "../kit/index.ts";
 import { toMermaid } from "./mermaid.ts";
 import { compileWorkflow } from "./run-machine.ts";
 import { parseWorkflow, type WorkflowCatalog } from "./workflow-catalog.ts";
@@ -74,15 +75,24 @@ export class WorkflowRegistry {
     })();
   }
 
-  /** Serves `loom workflow apply` and `loom workflow graph`. */
-  serve(nc: NatsConnection): { stop(): Promise<void> } {
+  /** Serves `loom workflow apply` (a `workflow.apply` decision for the caller) and `loom workflow graph`. */
+  serve(nc: NatsConnection, policyTimeoutMs: number): { stop(): Promise<void> } {
     const apply = serve(nc, {
       subject: Subjects.WORKFLOWS_APPLY,
       queue: QUEUE,
       contract: WorkflowApplyContract,
       log: this.#log,
-      handle: async ({ definition }) => {
+      handle: async ({ definition }, context) => {
         const workflow = parseWorkflow(definition, "workflow");
+        await authorize(
+          nc,
+          { action: PolicyAction.WORKFLOW_APPLY, resource: { workflow: workflow.id } },
+          {
+            authorization: context.authorization,
+            timeoutMs: policyTimeoutMs,
+            what: `registering ${workflow.id}`,
+          },
+        );
         const created = await this.apply(workflow);
         this.#log.info({ workflow: workflow.id, version: workflow.version, created }, "workflow applied");
         return { id: workflow.id, version: workflow.version, created };

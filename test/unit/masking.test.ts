@@ -1,7 +1,7 @@
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { describe, expect, it } from "vitest";
 import type { Obligations } from "../../schemas/policy.ts";
-import { ibanValid, luhnValid, MASK, maskResult, maskValue } from "../../services/mcp-worker/masking.ts";
+import { ibanValid, luhnValid, MASK, maskResult, maskValue } from "../../services/kit/masking.ts";
 
 const none: Obligations = { maskFields: [], maskPii: [], maskPatterns: [] };
 const pii = (...kinds: Obligations["maskPii"]): Obligations => ({ ...none, maskPii: kinds });
