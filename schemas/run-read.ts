@@ -63,6 +63,8 @@ export type RunListRequest = z.input<typeof RunListRequestSchema>;
 
 export const RunListReplySchema = z.object({
   runs: z.array(RunSummarySchema),
+  /** How many runs the caller may read that match the filters, on every page. */
+  total: z.number().int().min(0),
   /** Absent on the last page. */
   nextCursor: z.string().optional(),
 });

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from "commander";
+import { shortStateName, TaskState } from "../../schemas/a2a.ts";
 import { DurationSchema } from "../../schemas/duration.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction } from "../../schemas/policy.ts";
 import { LoomError, setupTelemetry } from "../kit/index.ts";
 import { agentsCardCommand, submitA2aCommand } from "./commands/a2a.ts";
@@ -10,7 +12,7 @@ import { feedbackCommand } from "./commands/feedback.ts";
 import { memoryClearCommand, memoryGetCommand } from "./commands/memory.ts";
 import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./commands/policy.ts";
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
-import { runsGetCommand } from "./commands/runs.ts";
+import { runsGetCommand, runsListCommand } from "./commands/runs.ts";
 import { serversListCommand } from "./commands/servers.ts";
 import { readInput, submitCommand } from "./commands/submit.ts";
 import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
@@ -30,6 +32,26 @@ const program = new Command("loom")
   .addOption(new Option("--nats <url>", "NATS server URL").env("NATS_URL").default(config.NATS_URL))
   .addOption(new Option("--token <token>", "bearer token to act with").env("LOOM_TOKEN"))
   .showHelpAfterError();
+
+/** The options every command that talks to Loom takes: where NATS is and the caller's token. */
+function globalOptions(): { nats: string; token: string | undefined } {
+  const globals = program.opts<{ nats: string; token?: string }>();
+  return { nats: globals.nats, token: globals.token };
+}
+
+/** `completed`, `input-required`, … (or the wire name) as the A2A task state. */
+function taskStateOf(name: string): TaskState {
+  const state = Object.values(TaskState).find(
+    (candidate) => candidate === name || shortStateName(candidate) === name.toLowerCase(),
+  );
+  if (state === undefined) {
+    throw new LoomError(
+      ErrorCode.INVALID_INPUT,
+      `unknown state "${name}"; one of: ${Object.values(TaskState).map(shortStateName).join(", ")}`,
+    );
+  }
+  return state;
+}
 
 /** Runs a command and exits with its code; a LoomError prints as `error CODE: message`. */
 function action<Args extends unknown[]>(run: (...args: Args) => Promise<ExitCode> | ExitCode) {
@@ -99,7 +121,7 @@ workflow
   .option("--json", "print JSON", false)
   .action(
     action((file: string, options: { json: boolean }) =>
-      workflowApplyCommand(file, { nats: program.opts().nats, json: options.json }),
+      workflowApplyCommand(file, { ...globalOptions(), json: options.json }),
     ),
   );
 workflow
@@ -116,14 +138,14 @@ memory
   .option("--json", "print JSON", false)
   .action(
     action((contextId: string, options: { json: boolean }) =>
-      memoryGetCommand(contextId, { nats: program.opts().nats, json: options.json }),
+      memoryGetCommand(contextId, { ...globalOptions(), json: options.json }),
     ),
   );
 memory
   .command("clear")
   .description("forget a context's memory")
   .argument("<contextId>")
-  .action(action((contextId: string) => memoryClearCommand(contextId, { nats: program.opts().nats })));
+  .action(action((contextId: string) => memoryClearCommand(contextId, globalOptions())));
 
 const runs = program.command("runs").description("inspect and steer runs");
 runs
@@ -195,7 +217,38 @@ runs
   .option("--json", "print JSON", false)
   .action(
     action((runId: string, options: { json: boolean }) =>
-      runsGetCommand(runId, { nats: program.opts().nats, json: options.json }),
+      runsGetCommand(runId, { ...globalOptions(), json: options.json }),
+    ),
+  );
+runs
+  .command("list")
+  .description("list the runs you may read, newest first")
+  .option("--state <state>", "only runs in this state (completed, failed, input-required, ...)")
+  .option("--workflow <id>", "only runs of this workflow")
+  .option("--since <time>", "only runs updated at or after this ISO 8601 time")
+  .option("--limit <n>", "runs per page (1-100)", (value) => Number.parseInt(value, 10), 50)
+  .option("--cursor <cursor>", "the next page, as the previous page printed it")
+  .option("--json", "print JSON", false)
+  .action(
+    action(
+      (options: {
+        state?: string;
+        workflow?: string;
+        since?: string;
+        limit: number;
+        cursor?: string;
+        json: boolean;
+      }) =>
+        runsListCommand(
+          {
+            ...(options.state === undefined ? {} : { state: taskStateOf(options.state) }),
+            ...(options.workflow === undefined ? {} : { workflow: options.workflow }),
+            ...(options.since === undefined ? {} : { since: options.since }),
+            limit: options.limit,
+            ...(options.cursor === undefined ? {} : { cursor: options.cursor }),
+          },
+          { ...globalOptions(), json: options.json },
+        ),
     ),
   );
 
@@ -207,7 +260,7 @@ runs
   .action(
     action((runId: string, options: { json: boolean }) =>
       runsTraceCommand(runId, {
-        nats: program.opts().nats,
+        ...globalOptions(),
         json: options.json,
         jaegerUi: config.LOOM_JAEGER_UI,
       }),

@@ -22,3 +22,8 @@ export async function connectCli(url: string): Promise<NatsConnection> {
     );
   }
 }
+
+/** The `Authorization` header value for the CLI's `--token` (or LOOM_TOKEN), if it has one. */
+export function bearerOf(token: string | undefined): string | undefined {
+  return token === undefined ? undefined : `Bearer ${token}`;
+}

@@ -1,8 +1,19 @@
+import { setTimeout as delay } from "node:timers/promises";
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { type TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { RunWatchContract } from "../../schemas/contracts.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
 import { type RunEvent, RunEventSchema } from "../../schemas/run.ts";
-import { runEventsSubject, Streams } from "../../schemas/subjects.ts";
-import { parsePayload } from "./bus.ts";
+import type { RunWatchReply } from "../../schemas/run-read.ts";
+import { Headers, runEventsSubject, Streams, Subjects } from "../../schemas/subjects.ts";
+import { parsePayload, request } from "./bus.ts";
+import { LoomError } from "./errors.ts";
+
+/** How long one watch request waits for new events, and the margin its reply gets on top. */
+const WATCH_POLL_MS = 10_000;
+const WATCH_REPLY_MARGIN_MS = 5_000;
+const RUN_NOT_STORED_RETRY_MS = 200;
 
 export interface WatchResult {
   state: TaskState;
@@ -52,16 +63,56 @@ export async function* followRun(
   }
 }
 
-/** Follows a run to its end, calling `onEvent` for each event; resolves with its end state and output. */
-export async function watchRun(
-  js: JetStreamClient,
+/**
+ * Follows a run to its end through the orchestrators' authorised watch API (`loom.v1.runs.watch`,
+ * a long poll decided by policy as `runs.subscribe` and masked for the caller): what a client
+ * uses, never the events stream itself. A run submitted a moment ago may not be stored yet: it is
+ * asked for again until `waitForRunMs` passes.
+ */
+export async function* pollRunEvents(
+  nc: NatsConnection,
   runId: string,
+  options: { authorization: string | undefined; waitForRunMs: number },
+): AsyncGenerator<RunEvent, void, undefined> {
+  const giveUpAt = Date.now() + options.waitForRunMs;
+  let afterSequence = 0;
+  for (;;) {
+    let reply: RunWatchReply;
+    try {
+      reply = await request(
+        nc,
+        Subjects.RUNS_WATCH,
+        RunWatchContract,
+        { runId, afterSequence, waitMs: WATCH_POLL_MS },
+        {
+          timeoutMs: WATCH_POLL_MS + WATCH_REPLY_MARGIN_MS,
+          headers: { [Headers.AUTHORIZATION]: options.authorization },
+        },
+      );
+    } catch (error) {
+      if (!(error instanceof LoomError) || error.code !== ErrorCode.RUN_NOT_FOUND || Date.now() > giveUpAt) {
+        throw error;
+      }
+      await delay(RUN_NOT_STORED_RETRY_MS);
+      continue;
+    }
+    afterSequence = reply.lastSequence;
+    for (const event of reply.events) {
+      yield event;
+      if ("statusUpdate" in event && TERMINAL_STATES.has(event.statusUpdate.status.state)) return;
+    }
+  }
+}
+
+/** Follows a run's events to its end, calling `onEvent` for each; resolves with its end state and output. */
+export async function watchRun(
+  runId: string,
+  source: AsyncIterable<RunEvent>,
   onEvent: (event: RunEvent) => void,
-  onInvalid: (problem: string) => void,
 ): Promise<WatchResult> {
   const events: RunEvent[] = [];
   let output: unknown;
-  for await (const event of followRun(js, runId, { onInvalid })) {
+  for await (const event of source) {
     events.push(event);
     onEvent(event);
     if ("artifactUpdate" in event) {

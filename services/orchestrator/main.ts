@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Buckets } from "../../schemas/subjects.ts";
 import {
+  authenticate,
   connectNats,
   createLogger,
   ensureStream,
@@ -94,8 +95,17 @@ await runUntilSignalled(log, async () => {
   });
   const a2a = await startA2AEdge({
     port: config.LOOM_A2A_PORT,
-    handler: new NatsA2ARequestHandler({ nc, js: jetstream(nc), jsm, runs, push, card }),
+    handler: new NatsA2ARequestHandler({
+      nc,
+      js: jetstream(nc),
+      jsm,
+      runs,
+      push,
+      card,
+      policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
+    }),
     card,
+    authenticate: (authorization) => authenticate(nc, authorization, config.LOOM_POLICY_TIMEOUT_MS),
     log,
     routes: [mcpGateway],
   });

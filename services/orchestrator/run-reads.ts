@@ -199,6 +199,7 @@ export async function listRuns(
       createdAt: record.createdAt,
       updatedAt: record.updatedAt,
     })),
+    total: readable.length,
     ...(next < readable.length ? { nextCursor: String(next) } : {}),
   };
 }

@@ -15,6 +15,7 @@ import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
 import { type RunRecord, RunSubmissionSchema } from "../../schemas/run.ts";
 import { Consumers, Headers, RUN_ID_PATTERN, Streams, Subjects } from "../../schemas/subjects.ts";
 import {
+  authenticate,
   extractTraceContext,
   type JsonSchemaValidator,
   type Logger,
@@ -177,7 +178,8 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
         message.ack();
         void options.driver.drive(stored);
       } catch (error) {
-        await refuseSubmission(options, message, { runId, workflowId, error, log });
+        const authorization = message.headers?.get(Headers.AUTHORIZATION) || undefined;
+        await refuseSubmission(options, message, { runId, workflowId, error, log, authorization });
       }
     },
   );
@@ -186,7 +188,13 @@ async function acceptSubmission(options: SubmissionOptions, message: JsMsg): Pro
 async function refuseSubmission(
   options: SubmissionOptions,
   message: JsMsg,
-  refusal: { runId: string; workflowId: string; error: unknown; log: Logger },
+  refusal: {
+    runId: string;
+    workflowId: string;
+    error: unknown;
+    log: Logger;
+    authorization: string | undefined;
+  },
 ): Promise<void> {
   const wire = toWireError(refusal.error);
   const { log } = refusal;
@@ -201,7 +209,7 @@ async function refuseSubmission(
   if (wire.code === ErrorCode.INTERNAL) log.error({ err: refusal.error }, "submission failed");
   else log.info({ code: wire.code }, `submission refused: ${wire.message}`);
   try {
-    await recordRefusal(options, refusal.runId, refusal.workflowId, wire);
+    await recordRefusal(options, refusal, wire);
     message.ack();
   } catch (error) {
     log.error({ err: error }, "could not record the refusal; the submission will be redelivered");
@@ -212,10 +220,11 @@ async function refuseSubmission(
 /** A refused submission still becomes a run record and a final event, so the submitter learns why. */
 async function recordRefusal(
   options: SubmissionOptions,
-  runId: string,
-  workflowId: string,
+  refusal: { runId: string; workflowId: string; authorization: string | undefined },
   error: WireError,
 ): Promise<void> {
+  const { runId, workflowId } = refusal;
+  const startedBy = await submitterOf(options, refusal.authorization);
   const state = error.code === ErrorCode.POLICY_DENIED ? TaskState.REJECTED : TaskState.FAILED;
   const now = new Date().toISOString();
   const record: RunRecord = {
@@ -224,6 +233,9 @@ async function recordRefusal(
     workflowId,
     input: {},
     state,
+    ...(startedBy === undefined ? {} : { startedBy }),
+    // Still inside the submission's span: `loom runs trace` finds a refused run's trace too.
+    traceContext: traceContextFields(),
     snapshot: null,
     pending: [],
     error,
@@ -233,4 +245,21 @@ async function recordRefusal(
   const stored = await options.runs.create(record);
   if (stored === undefined) return;
   await options.events.status(record, state, error.message, "final", { error });
+}
+
+/**
+ * Who submitted a refused run, so they (and nobody else but admins) may read why: the token's
+ * subject when acp-policy accepts it; nobody when it refuses it (a caller without a valid token
+ * reads no run anyway).
+ */
+async function submitterOf(
+  options: SubmissionOptions,
+  authorization: string | undefined,
+): Promise<string | undefined> {
+  try {
+    return (await authenticate(options.nc, authorization, options.policyTimeoutMs)).id;
+  } catch (error) {
+    if (error instanceof LoomError && error.code === ErrorCode.UNAUTHENTICATED) return undefined;
+    throw error;
+  }
 }

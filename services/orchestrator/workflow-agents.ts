@@ -14,6 +14,7 @@ import {
 } from "../../schemas/subjects.ts";
 import {
   encodePayload,
+  followRun,
   type Logger,
   LoomError,
   request,
@@ -110,12 +111,10 @@ export class WorkflowAgents {
       !Array.isArray(data.data)
         ? (data.data as Record<string, unknown>)
         : { text: text !== undefined && "text" in text ? text.text : "" };
-    const ended = watchRun(
-      this.#js,
-      runId,
-      () => {},
-      (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
-    );
+    const events = followRun(this.#js, runId, {
+      onInvalid: (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
+    });
+    const ended = watchRun(runId, events, () => {});
     await this.#js.publish(
       Subjects.RUNS_SUBMIT,
       encodePayload(

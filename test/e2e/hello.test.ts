@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskState } from "../../schemas/a2a.ts";
 import { AuditRecordSchema } from "../../schemas/audit.ts";
 import { Headers, Streams, Subjects } from "../../schemas/subjects.ts";
-import { watchRun } from "../../services/kit/run-watch.ts";
+import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const analyst = tokenFor("alice", "analyst");
@@ -110,12 +110,7 @@ describe("e2e - the hello workflow through the CLI", () => {
       { runId: "malformed-bad-shape", body: JSON.stringify({ runId: "malformed-bad-shape", workflow: 42 }) },
     ];
     for (const { runId, body } of garbage) {
-      const watching = watchRun(
-        js,
-        runId,
-        () => {},
-        () => {},
-      );
+      const watching = watchRun(runId, followRun(js, runId), () => {});
       const h = headers();
       h.set(Headers.AUTHORIZATION, `Bearer ${analyst}`);
       await js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
@@ -140,12 +135,7 @@ describe("e2e - the hello workflow through the CLI", () => {
     const second = await js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
     expect(second.duplicate).toBe(true);
     expect(second.seq).toBe(first.seq);
-    const result = await watchRun(
-      js,
-      runId,
-      () => {},
-      () => {},
-    );
+    const result = await watchRun(runId, followRun(js, runId), () => {});
     expect(result.state).toBe(TaskState.COMPLETED);
   });
 

@@ -169,12 +169,13 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
   /** Follows the run to its end: its state, output and every status it went through. */
   async function finalOf(runId: string): Promise<{ state: string; output: unknown; statuses: string[] }> {
     const result = await watchRun(
-      jetstream(loom.nc),
       runId,
+      followRun(jetstream(loom.nc), runId, {
+        onInvalid: (problem) => {
+          throw new Error(problem);
+        },
+      }),
       () => {},
-      (problem) => {
-        throw new Error(problem);
-      },
     );
     const statuses = result.events.flatMap((event) =>
       "statusUpdate" in event

@@ -9,7 +9,7 @@ import { PolicyDecideContract } from "../../schemas/contracts.ts";
 import { Buckets, Headers, Subjects } from "../../schemas/subjects.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { request } from "../../services/kit/index.ts";
-import { watchRun } from "../../services/kit/run-watch.ts";
+import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { signJwt, TEST_AUTH_ENV, validClaims } from "../helpers/tokens.ts";
 
@@ -213,12 +213,7 @@ describe("e2e - a run outlives its caller's token", () => {
     });
     expect(approved.code, approved.stderr).toBe(0);
     const js = jetstream(loom.nc);
-    const result = await watchRun(
-      js,
-      runId,
-      () => {},
-      () => {},
-    );
+    const result = await watchRun(runId, followRun(js, runId), () => {});
     expect(result.state).toBe("TASK_STATE_COMPLETED");
   });
 });

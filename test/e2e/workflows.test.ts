@@ -8,7 +8,7 @@ import { shortStateName, TaskState } from "../../schemas/a2a.ts";
 import { RunEventSchema } from "../../schemas/run.ts";
 import { Subjects } from "../../schemas/subjects.ts";
 import { waitUntilReady } from "../../services/cli/stack.ts";
-import { watchRun } from "../../services/kit/run-watch.ts";
+import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type CliResult, type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
@@ -213,12 +213,7 @@ describe("e2e - durable workflows through the CLI", () => {
 
   /** The status messages of a run, replayed from its events as `--watch` shows them. */
   async function statusMessages(runId: string): Promise<string[]> {
-    const { events } = await watchRun(
-      jetstream(loom.nc),
-      runId,
-      () => {},
-      () => {},
-    );
+    const { events } = await watchRun(runId, followRun(jetstream(loom.nc), runId), () => {});
     return events.flatMap((event) =>
       "statusUpdate" in event
         ? (event.statusUpdate.status.message?.parts.flatMap((part) => ("text" in part ? [part.text] : [])) ??

@@ -87,12 +87,7 @@ describe("fault - an MCP server's open question when the orchestrator dies", () 
 
     const answered = await loom.cli(["runs", "input", runId, "--data", '{"name":"Grace Hopper"}'], { token });
     expect(answered.stderr).toBe("");
-    const result = await watchRun(
-      jetstream(loom.nc),
-      runId,
-      () => {},
-      () => {},
-    );
+    const result = await watchRun(runId, followRun(jetstream(loom.nc), runId), () => {});
     expect(result.state).toBe(TaskState.COMPLETED);
     expect(result.output).toContain("- Name: Grace Hopper");
   });

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { shortStateName } from "../../../schemas/a2a.ts";
@@ -16,10 +17,13 @@ import {
   tracedHeaders,
   withSpan,
 } from "../../kit/index.ts";
-import { watchRun } from "../../kit/run-watch.ts";
-import { connectCli } from "../connection.ts";
+import { pollRunEvents, watchRun } from "../../kit/run-watch.ts";
+import { bearerOf, connectCli } from "../connection.ts";
 import { ExitCode, exitCodeForState } from "../exit-codes.ts";
 import { formatJson, statusLine } from "../render.ts";
+
+/** How long `--watch` waits for the orchestrator to store a run it was just sent (it may be busy). */
+const WAIT_FOR_RUN_MS = 60_000;
 
 export interface SubmitOptions {
   nats: string;
@@ -71,10 +75,7 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
               encodePayload(RunSubmissionSchema, submission, "run submission"),
               {
                 msgID: submission.runId,
-                headers: tracedHeaders({
-                  [Headers.AUTHORIZATION]:
-                    options.token === undefined ? undefined : `Bearer ${options.token}`,
-                }),
+                headers: tracedHeaders({ [Headers.AUTHORIZATION]: bearerOf(options.token) }),
               },
             ),
         );
@@ -83,7 +84,7 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
           return ExitCode.OK;
         }
         if (!options.json) console.log(`run ${submission.runId}\ntrace ${traceId}`);
-        return await watchAndReport(js, submission.runId, traceId, options);
+        return await watchAndReport(nc, submission.runId, traceId, options);
       },
     );
   } finally {
@@ -93,22 +94,24 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
   }
 }
 
-/** Follows a submitted run to its end, printing status lines (or one JSON summary) and the output. */
+/**
+ * Follows a submitted run to its end through the orchestrators' authorised watch API (the caller
+ * started it, so policy lets it follow), printing status lines (or one JSON summary) and the output.
+ */
 async function watchAndReport(
-  js: ReturnType<typeof jetstream>,
+  nc: NatsConnection,
   runId: string,
   traceId: string,
   options: SubmitOptions,
 ): Promise<ExitCode> {
-  const result = await watchRun(
-    js,
-    runId,
-    (event) => {
-      const line = statusLine(event);
-      if (line !== undefined && !options.json) console.log(line);
-    },
-    (problem) => console.error(`ignored an unreadable event: ${problem}`),
-  );
+  const events = pollRunEvents(nc, runId, {
+    authorization: bearerOf(options.token),
+    waitForRunMs: WAIT_FOR_RUN_MS,
+  });
+  const result = await watchRun(runId, events, (event) => {
+    const line = statusLine(event);
+    if (line !== undefined && !options.json) console.log(line);
+  });
   const finalStatus = result.events.findLast((event) => "statusUpdate" in event);
   const error =
     finalStatus && "statusUpdate" in finalStatus ? finalStatus.statusUpdate.metadata?.error : undefined;

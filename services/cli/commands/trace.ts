@@ -1,18 +1,20 @@
-import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
+import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { trace } from "@opentelemetry/api";
+import { RunGetContract } from "../../../schemas/contracts.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { RunRecordSchema } from "../../../schemas/run.ts";
-import { Buckets, runEventsSubject, Streams, spansSubject } from "../../../schemas/subjects.ts";
+import { Headers, Streams, Subjects, spansSubject } from "../../../schemas/subjects.ts";
 import { type SpanRecord, SpanRecordSchema } from "../../../schemas/telemetry.ts";
-import { contextFromFields, extractTraceContext, LoomError, parsePayload } from "../../kit/index.ts";
-import { connectCli } from "../connection.ts";
+import { contextFromFields, LoomError, parsePayload, request } from "../../kit/index.ts";
+import { bearerOf, connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { drawWaterfall } from "../waterfall.ts";
 
+const TIMEOUT_MS = 10_000;
+
 export interface TraceOptions {
   nats: string;
+  token: string | undefined;
   json: boolean;
   /** Jaeger's UI base URL, to print a link to the trace. */
   jaegerUi: string | undefined;
@@ -26,7 +28,7 @@ export interface TraceOptions {
 export async function runsTraceCommand(runId: string, options: TraceOptions): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const traceId = await runTraceId(nc, runId);
+    const traceId = await runTraceId(nc, runId, options.token);
     const spans = await readSpans(jetstream(nc), traceId);
     if (options.json) {
       console.log(JSON.stringify({ runId, traceId, spans }));
@@ -51,26 +53,21 @@ export async function runsTraceCommand(runId: string, options: TraceOptions): Pr
 }
 
 /**
- * The run's trace: the context its record keeps, else (a submission refused before it had a
- * record with one) the context its last event was published in.
+ * The run's trace, from the trace context its record keeps, read through the orchestrators'
+ * authorised API (the caller must be allowed to read the run).
  */
-async function runTraceId(nc: NatsConnection, runId: string): Promise<string> {
-  const entry = await new Kvm(nc)
-    .open(Buckets.RUNS)
-    .then((kv) => kv.get(runId))
-    .catch(() => null);
-  if (entry !== null && entry.operation === "PUT") {
-    const record = parsePayload(RunRecordSchema, entry.value, `run record ${runId}`);
-    const traceId = trace.getSpanContext(contextFromFields(record.traceContext))?.traceId;
-    if (traceId !== undefined) return traceId;
-  }
-  const event = await (await jetstreamManager(nc)).streams
-    .getMessage(Streams.EVENTS, { last_by_subj: runEventsSubject(runId) })
-    .catch(() => null);
-  if (event === null) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
-  const traceId = trace.getSpanContext(extractTraceContext(event.header))?.traceId;
-  if (traceId === undefined)
+async function runTraceId(nc: NatsConnection, runId: string, token: string | undefined): Promise<string> {
+  const run = await request(
+    nc,
+    Subjects.RUNS_GET,
+    RunGetContract,
+    { runId },
+    { timeoutMs: TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearerOf(token) } },
+  );
+  const traceId = trace.getSpanContext(contextFromFields(run.traceContext))?.traceId;
+  if (traceId === undefined) {
     throw new LoomError(ErrorCode.RUN_NOT_FOUND, `run ${runId} carries no trace context`);
+  }
   return traceId;
 }
 

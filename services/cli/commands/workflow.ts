@@ -3,17 +3,20 @@ import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
 import { WorkflowApplyContract, WorkflowGraphContract } from "../../../schemas/contracts.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { Subjects } from "../../../schemas/subjects.ts";
+import { Headers, Subjects } from "../../../schemas/subjects.ts";
 import { LoomError, request } from "../../kit/index.ts";
-import { connectCli } from "../connection.ts";
+import { bearerOf, connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 
 const TIMEOUT_MS = 10_000;
 
-/** `loom workflow apply <file>`: validates (schema and JSONata) and registers a workflow version. */
+/**
+ * `loom workflow apply <file>`: validates (schema and JSONata) and registers a workflow version;
+ * policy decides who may (`workflow.apply`, admins by default).
+ */
 export async function workflowApplyCommand(
   file: string,
-  options: { nats: string; json: boolean },
+  options: { nats: string; token: string | undefined; json: boolean },
 ): Promise<ExitCode> {
   const definition = await readDefinition(file);
   const nc = await connectCli(options.nats);
@@ -23,7 +26,7 @@ export async function workflowApplyCommand(
       Subjects.WORKFLOWS_APPLY,
       WorkflowApplyContract,
       { definition },
-      { timeoutMs: TIMEOUT_MS },
+      { timeoutMs: TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearerOf(options.token) } },
     );
     console.log(
       options.json

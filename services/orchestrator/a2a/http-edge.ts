@@ -3,14 +3,16 @@ import type { AddressInfo } from "node:net";
 import type { AgentCard } from "@a2a-js/sdk";
 import { agentCardHandler, jsonRpcHandler, restHandler } from "@a2a-js/sdk/server/express";
 import express from "express";
-import type { Logger } from "../../kit/index.ts";
+import { ErrorCode } from "../../../schemas/errors.ts";
+import { type Logger, LoomError } from "../../kit/index.ts";
 import { A2A_JSONRPC_PATH, A2A_REST_PATH } from "./agent-card.ts";
 import { bearerToken, userOf } from "./bearer-user.ts";
 import type { NatsA2ARequestHandler } from "./nats-request-handler.ts";
 
 /**
  * The A2A HTTP edge: the Agent Card at `/.well-known/agent-card.json`, JSON-RPC at `/a2a/jsonrpc`
- * and HTTP+JSON at `/a2a/rest`. A call without a bearer token is refused with 401 before it reaches a handler.
+ * and HTTP+JSON at `/a2a/rest`. A call without a valid bearer token (verified by acp-policy:
+ * signature, issuer, audience, expiry) is refused with 401 before it reaches a handler.
  */
 /** The edge's port when none is configured. */
 export const DEFAULT_A2A_PORT = 7410;
@@ -19,6 +21,8 @@ export async function startA2AEdge(options: {
   /** Undefined: the default port, or a free one when it is taken. */
   port: number | undefined;
   handler: NatsA2ARequestHandler;
+  /** Verifies a bearer token (`Authorization` value); throws UNAUTHENTICATED when it is refused. */
+  authenticate: (authorization: string) => Promise<unknown>;
   card: () => AgentCard;
   log: Logger;
   /** More routes on the same port (the MCP gateway). */
@@ -30,16 +34,28 @@ export async function startA2AEdge(options: {
     "/.well-known/agent-card.json",
     agentCardHandler({ agentCardProvider: async () => options.card() }),
   );
-  const requireBearer: express.RequestHandler = (req, res, next) => {
-    if (bearerToken(req) !== undefined) return next();
+  const refuse = (res: express.Response, status: number, message: string) =>
     res
-      .status(401)
+      .status(status)
       .set("WWW-Authenticate", 'Bearer realm="loom"')
-      .json({
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: -32001, message: "a bearer token is required (Authorization: Bearer …)" },
-      });
+      .json({ jsonrpc: "2.0", id: null, error: { code: -32001, message } });
+  const requireBearer: express.RequestHandler = (req, res, next) => {
+    const token = bearerToken(req);
+    if (token === undefined) {
+      refuse(res, 401, "a bearer token is required (Authorization: Bearer …)");
+      return;
+    }
+    options.authenticate(`Bearer ${token}`).then(
+      () => next(),
+      (error: unknown) => {
+        if (error instanceof LoomError && error.code === ErrorCode.UNAUTHENTICATED) {
+          refuse(res, 401, `UNAUTHENTICATED: ${error.message}`);
+        } else {
+          options.log.warn({ err: error }, "cannot verify an A2A caller's token");
+          refuse(res, 503, "the token cannot be verified now; try again");
+        }
+      },
+    );
   };
   app.use(
     A2A_JSONRPC_PATH,
