@@ -82,7 +82,7 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
     const port = await freePort();
     baseUrl = `http://127.0.0.1:${port}`;
     stacks.push(
-      ...(await nats.startServices(["acp-policy", "mcp-worker", "orchestrator"], {
+      ...(await nats.startServices(["acp-policy", "mcp-worker", "llm-agent", "orchestrator"], {
         logDir,
         env: {
           LOOM_A2A_PORT: String(port),
@@ -91,7 +91,7 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
         },
       })),
     );
-    await waitUntilReady(orchestrator, { tools: ["time.get_time", "crm.get_contact"], timeoutMs: 30_000 });
+    await waitUntilReady(orchestrator, { tools: ["time.get_time", "crm.get_contact"], timeoutMs: 90_000 });
     client = await new ClientFactory().createFromUrl(baseUrl);
     // The owner's run, through the CLI as the submitter user: --watch follows it to its end.
     contextId = `ctx-${now()}`;
@@ -108,17 +108,19 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
     expect(summary.state).toBe("completed");
     expect(summary.output.greeting).toBe("Hello, Ada Lovelace");
     runId = summary.runId;
-  }, 120_000);
+  }, 240_000);
 
   afterAll(async () => {
     await Promise.all(stacks.map((stack) => stack.stop()));
     await submitter?.close();
     await orchestrator?.close();
     await nats?.[Symbol.asyncDispose]();
-    await rm(logDir, { recursive: true, force: true });
+    console.log("LOGDIR", logDir);
   });
 
-  it("tenant isolation - the CLI: runs get, runs list, submit --watch, memory get and clear, workflow apply", async () => {
+  it("tenant isolation - the CLI: runs get, runs list, submit --watch, memory get and clear, workflow apply", {
+    timeout: 600_000,
+  }, async () => {
     for (const [who, token] of intruders) {
       await attack(AttackClass.TENANT_ISOLATION, `cli runs get with ${who}`, () =>
         cliRefuses(["runs", "get", runId], token()),
@@ -172,7 +174,9 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
     });
   });
 
-  it("tenant isolation - a viewer reads its own run masked, and never an admin's", async () => {
+  it("tenant isolation - a viewer reads its own run masked, and never an admin's", {
+    timeout: 300_000,
+  }, async () => {
     const mine = await cli(
       [
         "submit",
@@ -338,13 +342,18 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
   it("tenant isolation - A2A HTTP+JSON: a task read with a bad token or by another user is refused", async () => {
     const get = (token: string | undefined) =>
       fetch(`${baseUrl}/a2a/rest/tasks/${runId}`, {
-        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+        headers: {
+          "A2A-Version": "1.0",
+          ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+        },
       });
     for (const [who, token] of intruders) {
       await attack(AttackClass.TENANT_ISOLATION, `a2a REST GET task with ${who}`, async () => {
         const response = await get(token());
         const body = await response.text();
-        return response.status >= 400 && !body.includes("Ada");
+        return (
+          (response.status === 401 || response.status === 404) && REFUSAL.test(body) && !body.includes("Ada")
+        );
       });
     }
     await control("the owner reads its task over REST", async () => {
