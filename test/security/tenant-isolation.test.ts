@@ -115,7 +115,7 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
     await submitter?.close();
     await orchestrator?.close();
     await nats?.[Symbol.asyncDispose]();
-    console.log("LOGDIR", logDir);
+    await rm(logDir, { recursive: true, force: true });
   });
 
   it("tenant isolation - the CLI: runs get, runs list, submit --watch, memory get and clear, workflow apply", {
@@ -351,9 +351,9 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
       await attack(AttackClass.TENANT_ISOLATION, `a2a REST GET task with ${who}`, async () => {
         const response = await get(token());
         const body = await response.text();
-        return (
-          (response.status === 401 || response.status === 404) && REFUSAL.test(body) && !body.includes("Ada")
-        );
+        const refused =
+          response.status === 401 || (response.status === 404 && body.includes("POLICY_DENIED"));
+        return refused && !body.includes("Ada");
       });
     }
     await control("the owner reads its task over REST", async () => {
