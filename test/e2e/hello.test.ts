@@ -35,7 +35,7 @@ describe("e2e - the hello workflow through the CLI", () => {
     expect(summary.output.region).toBe("eu");
     expect(Date.parse(summary.output.at)).toBeGreaterThan(Date.now() - 60_000);
 
-    const get = await loom.cli(["runs", "get", summary.runId, "--json"]);
+    const get = await loom.cli(["runs", "get", summary.runId, "--json"], { token: analyst });
     expect(get.code).toBe(0);
     const record = JSON.parse(get.stdout);
     expect(record).toMatchObject({

@@ -47,6 +47,7 @@ const TESTER_POLICY = `
 version: "tester"
 rules:
   - { name: testers-start, effect: allow, roles: [tester], actions: [workflow.start], workflows: ["*"] }
+  - { name: starters-follow-their-runs, effect: allow, roles: ["*"], actions: [runs.read, runs.subscribe], workflows: ["*"], when: "principal.id == resource.started_by || 'admin' in principal.roles" }
   - { name: testers-use-everything, effect: allow, roles: [tester], actions: [tools.call], tools: ["everything.*"] }
 `;
 
@@ -197,7 +198,7 @@ describe("e2e - durable workflows through the CLI", () => {
   }
 
   async function runRecord(runId: string) {
-    const get = await loom.cli(["runs", "get", runId, "--json"]);
+    const get = await loom.cli(["runs", "get", runId, "--json"], { token: tokenFor("root", "admin") });
     expect(get.code, get.stderr).toBe(0);
     return JSON.parse(get.stdout);
   }
