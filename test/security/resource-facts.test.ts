@@ -80,7 +80,10 @@ describe("security - resource facts: residency and classification govern reads a
     await writeFile(join(dir, "prompt.yaml"), PROMPT_WORKFLOW);
     const port = await freePort();
     mcpUrl = new URL(`http://127.0.0.1:${port}/mcp`);
-    loom = await startLoom({ env: { LOOM_A2A_PORT: String(port), OTEL_TRACES_EXPORTER: "none" } });
+    loom = await startLoom({
+      env: { LOOM_A2A_PORT: String(port), OTEL_TRACES_EXPORTER: "none" },
+      readyTimeoutMs: 120_000,
+    });
   }, 240_000);
   afterAll(async () => {
     await Promise.all(clients.map((client) => client.close()));
