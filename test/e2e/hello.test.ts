@@ -79,10 +79,11 @@ describe("e2e - the hello workflow through the CLI", () => {
     expect(text.stdout).toMatch(/rejected .*contractors-no-crm/);
   });
 
-  it("e2e - a caller without a token is rejected by the unauthenticated rule", async () => {
-    const { code, summary } = await submitHello(undefined);
-    expect(code).toBe(2);
-    expect(summary.error.details.rule).toBe("unauthenticated");
+  it("e2e - a caller without a token cannot follow what it sent: --watch says how to pass one", async () => {
+    const result = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch", "--json"]);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toContain("error UNAUTHENTICATED: no token presented; pass --token or set LOOM_TOKEN");
   });
 
   it("e2e - an unknown workflow gets a typed error and the next good run still completes", async () => {
