@@ -23,7 +23,7 @@ export async function connectCli(url: string): Promise<NatsConnection> {
   }
 }
 
-/** The `Authorization` header value for the CLI's `--token` (or LOOM_TOKEN), if it has one. */
+/** The `Authorization` header value for the CLI's `--token` (or LOOM_TOKEN), if it has one (an empty one is none). */
 export function bearerOf(token: string | undefined): string | undefined {
-  return token === undefined ? undefined : `Bearer ${token}`;
+  return token === undefined || token === "" ? undefined : `Bearer ${token}`;
 }
