@@ -3,7 +3,7 @@ import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nat
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { RunWatchContract } from "../../schemas/contracts.ts";
-import { ErrorCode } from "../../schemas/errors.ts";
+import { ErrorCode, RETRYABLE_CODES } from "../../schemas/errors.ts";
 import { type RunEvent, RunEventSchema } from "../../schemas/run.ts";
 import type { RunWatchReply } from "../../schemas/run-read.ts";
 import { Headers, runEventsSubject, Streams, Subjects } from "../../schemas/subjects.ts";
@@ -13,7 +13,7 @@ import { LoomError } from "./errors.ts";
 /** How long one watch request waits for new events, and the margin its reply gets on top. */
 const WATCH_POLL_MS = 10_000;
 const WATCH_REPLY_MARGIN_MS = 5_000;
-const RUN_NOT_STORED_RETRY_MS = 200;
+const RETRY_MS = 200;
 
 export interface WatchResult {
   state: TaskState;
@@ -67,7 +67,8 @@ export async function* followRun(
  * Follows a run to its end through the orchestrators' authorised watch API (`loom.v1.runs.watch`,
  * a long poll decided by policy as `runs.subscribe` and masked for the caller): what a client
  * uses, never the events stream itself. A run submitted a moment ago may not be stored yet: it is
- * asked for again until `waitForRunMs` passes.
+ * asked for again until `waitForRunMs` passes; a timeout or no orchestrator for a moment (one
+ * restarting) is waited out, and the watch goes on from the last event it had.
  */
 export async function* pollRunEvents(
   nc: NatsConnection,
@@ -90,10 +91,12 @@ export async function* pollRunEvents(
         },
       );
     } catch (error) {
-      if (!(error instanceof LoomError) || error.code !== ErrorCode.RUN_NOT_FOUND || Date.now() > giveUpAt) {
-        throw error;
-      }
-      await delay(RUN_NOT_STORED_RETRY_MS);
+      if (!(error instanceof LoomError)) throw error;
+      // An orchestrator restarting (or none up for a moment) loses no event: ask again from here.
+      const transient = RETRYABLE_CODES.has(error.code);
+      const notStoredYet = error.code === ErrorCode.RUN_NOT_FOUND && Date.now() <= giveUpAt;
+      if (!transient && !notStoredYet) throw error;
+      await delay(RETRY_MS);
       continue;
     }
     afterSequence = reply.lastSequence;
