@@ -83,7 +83,9 @@ describe("e2e - the hello workflow through the CLI", () => {
     const result = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch", "--json"]);
     expect(result.code).toBe(1);
     expect(result.stdout).toBe("");
-    expect(result.stderr).toContain("error UNAUTHENTICATED: no token presented; pass --token or set LOOM_TOKEN");
+    expect(result.stderr).toContain(
+      "error UNAUTHENTICATED: no token presented; pass --token or set LOOM_TOKEN",
+    );
   });
 
   it("e2e - an unknown workflow gets a typed error and the next good run still completes", async () => {
