@@ -27,10 +27,6 @@ export class ContextMemoryStore {
     this.#log = log;
   }
 
-  async entries(contextId: string): Promise<MemoryEntry[]> {
-    return (await this.read(contextId))?.entries ?? [];
-  }
-
   /** The context's memory with its owner; undefined when it has none. */
   async read(contextId: string): Promise<ContextMemory | undefined> {
     const entry = await this.#kv.get(contextId);

@@ -203,6 +203,35 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
     });
   });
 
+  it("tenant isolation - a run in someone else's context does not see its memory", {
+    timeout: 300_000,
+  }, async () => {
+    const shared = `ctx-shared-${now()}`;
+    const remember = (token: string) =>
+      cli(
+        ["submit", "remember", "--context", shared, "--input", '{"contactId":"c-1"}', "--watch", "--json"],
+        token,
+      );
+    const first = await remember(owner);
+    expect(first.code, first.stderr).toBe(0);
+    await attack(
+      AttackClass.TENANT_ISOLATION,
+      "another user's run reads the owner's context memory as $memory",
+      async () => {
+        const stolen = await remember(stranger);
+        return (
+          stolen.code !== 0 &&
+          stolen.stdout.includes("POLICY_DENIED") &&
+          !stolen.stdout.includes("seenBefore")
+        );
+      },
+    );
+    await control("the owner's next run in its context sees the earlier one", async () => {
+      const again = await remember(owner);
+      return (JSON.parse(again.stdout) as { output: { earlierRuns: number } }).output.earlierRuns >= 1;
+    });
+  });
+
   it("tenant isolation - A2A JSON-RPC: GetTask, ListTasks, SubscribeToTask and every push config method", async () => {
     const a2aRefuses = async (call: () => Promise<unknown>) => {
       try {
