@@ -1,6 +1,7 @@
 import { setTimeout as delay } from "node:timers/promises";
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { context, ROOT_CONTEXT } from "@opentelemetry/api";
 import { type TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { RunWatchContract } from "../../schemas/contracts.ts";
 import { ErrorCode, RETRYABLE_CODES } from "../../schemas/errors.ts";
@@ -80,15 +81,19 @@ export async function* pollRunEvents(
   for (;;) {
     let reply: RunWatchReply;
     try {
-      reply = await request(
-        nc,
-        Subjects.RUNS_WATCH,
-        RunWatchContract,
-        { runId, afterSequence, waitMs: WATCH_POLL_MS },
-        {
-          timeoutMs: WATCH_POLL_MS + WATCH_REPLY_MARGIN_MS,
-          headers: { [Headers.AUTHORIZATION]: options.authorization },
-        },
+      // Outside the caller's trace: how often a watcher polls is not part of the run's work, and
+      // the run's trace keeps the shape of its workflow.
+      reply = await context.with(ROOT_CONTEXT, () =>
+        request(
+          nc,
+          Subjects.RUNS_WATCH,
+          RunWatchContract,
+          { runId, afterSequence, waitMs: WATCH_POLL_MS },
+          {
+            timeoutMs: WATCH_POLL_MS + WATCH_REPLY_MARGIN_MS,
+            headers: { [Headers.AUTHORIZATION]: options.authorization },
+          },
+        ),
       );
     } catch (error) {
       if (!(error instanceof LoomError)) throw error;

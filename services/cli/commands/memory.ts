@@ -1,11 +1,8 @@
 import { MemoryContract } from "../../../schemas/contracts.ts";
-import { Headers, Subjects } from "../../../schemas/subjects.ts";
-import { request } from "../../kit/index.ts";
-import { bearerOf, connectCli } from "../connection.ts";
+import { Subjects } from "../../../schemas/subjects.ts";
+import { connectCli, requestAs } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { formatJson, table } from "../render.ts";
-
-const TIMEOUT_MS = 10_000;
 
 /**
  * `loom memory get <contextId>`: what earlier runs of a context left for the next ones, read
@@ -17,13 +14,7 @@ export async function memoryGetCommand(
 ): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const { entries } = await request(
-      nc,
-      Subjects.MEMORY_GET,
-      MemoryContract,
-      { contextId },
-      { timeoutMs: TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearerOf(options.token) } },
-    );
+    const { entries } = await requestAs(nc, Subjects.MEMORY_GET, MemoryContract, { contextId }, options.token);
     if (options.json) {
       console.log(JSON.stringify({ contextId, entries }));
       return ExitCode.OK;
@@ -60,13 +51,7 @@ export async function memoryClearCommand(
 ): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    await request(
-      nc,
-      Subjects.MEMORY_CLEAR,
-      MemoryContract,
-      { contextId },
-      { timeoutMs: TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearerOf(options.token) } },
-    );
+    await requestAs(nc, Subjects.MEMORY_CLEAR, MemoryContract, { contextId }, options.token);
     console.log(`context ${contextId} forgotten`);
     return ExitCode.OK;
   } finally {

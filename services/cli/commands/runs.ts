@@ -1,13 +1,10 @@
 import type { TaskState } from "../../../schemas/a2a.ts";
 import { RunGetContract, RunListContract } from "../../../schemas/contracts.ts";
 import type { RunListRequest } from "../../../schemas/run-read.ts";
-import { Headers, Subjects } from "../../../schemas/subjects.ts";
-import { request } from "../../kit/index.ts";
-import { bearerOf, connectCli } from "../connection.ts";
+import { Subjects } from "../../../schemas/subjects.ts";
+import { connectCli, requestAs } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { formatJson, stateName, table } from "../render.ts";
-
-const TIMEOUT_MS = 10_000;
 
 /**
  * `loom runs get <runId>`: a run's state, output or error, read through the orchestrators'
@@ -19,12 +16,12 @@ export async function runsGetCommand(
 ): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const { traceContext: _traceContext, ...record } = await request(
+    const { traceContext: _traceContext, ...record } = await requestAs(
       nc,
       Subjects.RUNS_GET,
       RunGetContract,
       { runId },
-      { timeoutMs: TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearerOf(options.token) } },
+      options.token,
     );
     if (options.json) {
       console.log(JSON.stringify({ ...record, state: stateName(record.state) }));
@@ -55,10 +52,7 @@ export async function runsListCommand(
     const listRequest: RunListRequest = Object.fromEntries(
       Object.entries(filters).filter(([, value]) => value !== undefined),
     );
-    const reply = await request(nc, Subjects.RUNS_LIST, RunListContract, listRequest, {
-      timeoutMs: TIMEOUT_MS,
-      headers: { [Headers.AUTHORIZATION]: bearerOf(options.token) },
-    });
+    const reply = await requestAs(nc, Subjects.RUNS_LIST, RunListContract, listRequest, options.token);
     if (options.json) {
       console.log(
         JSON.stringify({

@@ -3,14 +3,12 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { trace } from "@opentelemetry/api";
 import { RunGetContract } from "../../../schemas/contracts.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { Headers, Streams, Subjects, spansSubject } from "../../../schemas/subjects.ts";
+import { Streams, Subjects, spansSubject } from "../../../schemas/subjects.ts";
 import { type SpanRecord, SpanRecordSchema } from "../../../schemas/telemetry.ts";
-import { contextFromFields, LoomError, parsePayload, request } from "../../kit/index.ts";
-import { bearerOf, connectCli } from "../connection.ts";
+import { contextFromFields, LoomError, parsePayload } from "../../kit/index.ts";
+import { connectCli, requestAs } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { drawWaterfall } from "../waterfall.ts";
-
-const TIMEOUT_MS = 10_000;
 
 export interface TraceOptions {
   nats: string;
@@ -57,13 +55,7 @@ export async function runsTraceCommand(runId: string, options: TraceOptions): Pr
  * authorised API (the caller must be allowed to read the run).
  */
 async function runTraceId(nc: NatsConnection, runId: string, token: string | undefined): Promise<string> {
-  const run = await request(
-    nc,
-    Subjects.RUNS_GET,
-    RunGetContract,
-    { runId },
-    { timeoutMs: TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearerOf(token) } },
-  );
+  const run = await requestAs(nc, Subjects.RUNS_GET, RunGetContract, { runId }, token);
   const traceId = trace.getSpanContext(contextFromFields(run.traceContext))?.traceId;
   if (traceId === undefined) {
     throw new LoomError(ErrorCode.RUN_NOT_FOUND, `run ${runId} carries no trace context`);
