@@ -14,7 +14,13 @@ export async function memoryGetCommand(
 ): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const { entries } = await requestAs(nc, Subjects.MEMORY_GET, MemoryContract, { contextId }, options.token);
+    const { entries } = await requestAs(
+      nc,
+      Subjects.MEMORY_GET,
+      MemoryContract,
+      { contextId },
+      options.token,
+    );
     if (options.json) {
       console.log(JSON.stringify({ contextId, entries }));
       return ExitCode.OK;
