@@ -220,7 +220,7 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
   it("trace - loom runs trace draws the run as a waterfall and links to Jaeger", async () => {
     const { runId, traceId } = await submitHello("c-1");
     const { stdout } = await eventually(
-      () => loom.cli(["runs", "trace", runId], { token: manager }),
+      () => loom.cli(["runs", "trace", runId], { token: analyst }),
       (result) =>
         result.stdout.includes("tools/call get_contact") && result.stdout.includes("decide workflow.start"),
     );
