@@ -47,6 +47,7 @@ await runUntilSignalled(log, async () => {
     }),
     tokens,
     tools: await openBucket(nc, Buckets.TOOLS),
+    catalog: await openBucket(nc, Buckets.CATALOG),
     validator: new JsonSchemaValidator(),
     grants: await GrantSigner.create(grantKeys, config.LOOM_GRANT_TTL),
     rates: new RateLimiter(),
