@@ -238,7 +238,7 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
         await call();
         return false;
       } catch (error) {
-        return /401|UNAUTHENTICATED|POLICY_DENIED|bearer token/i.test(String(error));
+        return /401|UNAUTHENTICATED|POLICY_DENIED|bearer token|token refused/i.test(String(error));
       }
     };
     for (const [who, token] of intruders) {
