@@ -232,7 +232,9 @@ async function recordRefusal(
 ): Promise<void> {
   const { runId, workflowId } = refusal;
   const startedBy = await submitterOf(options, refusal.authorization);
-  const state = error.code === ErrorCode.POLICY_DENIED ? TaskState.REJECTED : TaskState.FAILED;
+  // A refused token is a refusal like a deny: the run is rejected, not failed.
+  const refused = error.code === ErrorCode.POLICY_DENIED || error.code === ErrorCode.UNAUTHENTICATED;
+  const state = refused ? TaskState.REJECTED : TaskState.FAILED;
   const now = new Date().toISOString();
   const record: RunRecord = {
     runId,
