@@ -1,7 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { Obligations, PolicyAction, PolicyDecisionRequest, Principal } from "../../schemas/policy.ts";
-import type { RunEvent, RunRecord } from "../../schemas/run.ts";
+import type { RunEvent, RunEventMetadata, RunRecord } from "../../schemas/run.ts";
 import type { RunView } from "../../schemas/run-read.ts";
 import { RUN_ID_PATTERN } from "../../schemas/subjects.ts";
 import { authenticate, authorize, LoomError } from "../kit/index.ts";
@@ -106,7 +106,42 @@ export function maskedEvent(event: RunEvent, obligations: Obligations | undefine
       },
       ...(statusUpdate.metadata === undefined
         ? {}
-        : { metadata: maskedFor(statusUpdate.metadata, obligations) }),
+        : { metadata: maskedMetadata(statusUpdate.metadata, obligations) }),
+    },
+  };
+}
+
+/**
+ * An event's metadata masked for the reader. An elicitation's answer schema keeps its shape (a
+ * field named like a masked one is still a field): its texts are masked, and a masked field's
+ * default is dropped rather than shown, as the worker masks the question it relays.
+ */
+function maskedMetadata(metadata: RunEventMetadata, obligations: Obligations): RunEventMetadata {
+  const { elicitation, ...rest } = metadata;
+  const masked = maskedFor(rest, obligations);
+  if (elicitation === undefined) return masked;
+  const { requestedSchema } = elicitation;
+  const properties = Object.fromEntries(
+    Object.entries(requestedSchema.properties).map(([name, field]) => {
+      const { default: prefilled, ...described } = field as Record<string, unknown>;
+      const texts = Object.fromEntries(
+        Object.entries(described).map(([key, value]) => [
+          key,
+          key !== "type" && (typeof value === "string" || Array.isArray(value))
+            ? maskValue(value, obligations)
+            : value,
+        ]),
+      );
+      const keepDefault = prefilled !== undefined && !obligations.maskFields.includes(name);
+      return [name, keepDefault ? { ...texts, default: maskValue(prefilled, obligations) } : texts];
+    }),
+  );
+  return {
+    ...masked,
+    elicitation: {
+      server: elicitation.server,
+      message: maskValue(elicitation.message, obligations) as string,
+      requestedSchema: { ...requestedSchema, properties } as typeof requestedSchema,
     },
   };
 }

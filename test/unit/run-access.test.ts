@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Obligations } from "../../schemas/policy.ts";
-import type { RunEvent, RunRecord } from "../../schemas/run.ts";
+import { type RunEvent, RunEventSchema, type RunRecord } from "../../schemas/run.ts";
 import { maskedEvent, viewOfRun } from "../../services/orchestrator/run-access.ts";
 
 const masks: Obligations = { maskFields: ["ssn"], maskPii: ["email"], maskPatterns: [] };
@@ -65,5 +65,35 @@ describe("run access - what a reader sees of a run", () => {
     expect(JSON.stringify(maskedStatus)).toContain("mailing [masked]");
     expect(JSON.stringify(maskedEvent(artifact, masks))).toContain('"ssn":"[masked]"');
     expect(maskedEvent(status, undefined)).toBe(status);
+  });
+
+  it("run events - an elicitation keeps a valid answer schema when a field is named like a masked one", () => {
+    const asked: RunEvent = {
+      statusUpdate: {
+        taskId: "run-1",
+        contextId: "ctx-1",
+        status: { state: "TASK_STATE_INPUT_REQUIRED" },
+        metadata: {
+          elicitation: {
+            server: "crm",
+            message: "confirm ada@example.com",
+            requestedSchema: {
+              type: "object",
+              properties: {
+                ssn: { type: "string", description: "for ada@example.com", default: "123-45-6789" },
+                contact: { type: "string", enum: ["ada@example.com"], default: "ada@example.com" },
+              },
+              required: ["ssn"],
+            },
+          },
+        },
+      },
+    };
+    const masked = maskedEvent(asked, masks);
+    expect(RunEventSchema.safeParse(masked).success).toBe(true);
+    const text = JSON.stringify(masked);
+    expect(text).not.toContain("ada@example.com");
+    expect(text).not.toContain("123-45-6789");
+    expect(text).toContain('"required":["ssn"]');
   });
 });
