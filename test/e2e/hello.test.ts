@@ -81,7 +81,8 @@ describe("e2e - the hello workflow through the CLI", () => {
 
   it("e2e - a caller without a token cannot follow what it sent: --watch says how to pass one", async () => {
     const result = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch", "--json"]);
-    expect(result.code).toBe(1);
+    // A refusal exits 2, as the exit-code table says.
+    expect(result.code).toBe(2);
     expect(result.stdout).toBe("");
     expect(result.stderr).toContain(
       "error UNAUTHENTICATED: no token presented; pass --token or set LOOM_TOKEN",
