@@ -156,7 +156,8 @@ describe("security - token and bypass attacks against a running stack", () => {
         const result = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch"], {
           token: forged,
         });
-        // Refused twice over: the submission, and following a run its token may not read.
+        // The run is rejected, and the forged token cannot even follow it (reads are verified too);
+        // a refusal exits 2.
         return result.code === 2 && /UNAUTHENTICATED/.test(result.stderr) && !/completed/.test(result.stdout);
       },
     );
