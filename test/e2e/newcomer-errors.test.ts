@@ -135,9 +135,11 @@ describe("e2e - a newcomer's mistakes get errors that say what is wrong and wher
       expect(result.stderr).toContain(`error INVALID_WORKFLOW: ${file("typo.yaml")}: ${expected}`);
       expect(result.stderr).not.toMatch(/INTERNAL|parallel|Invalid input/);
     }
-    // Control: the same file, fixed, is registered.
+    // Control: the same file, fixed, is registered (by an admin: policy decides workflow.apply).
     await writeFile(file("fixed.yaml"), TYPO.replace("args:", "with:"));
-    const applied = await loom.cli(["workflow", "apply", file("fixed.yaml")], { token: alice });
+    const applied = await loom.cli(["workflow", "apply", file("fixed.yaml")], {
+      token: tokenFor("ada", "admin"),
+    });
     expect(applied.code, applied.stderr).toBe(0);
     expect(applied.stdout).toContain("typo v1 registered");
   });
