@@ -60,26 +60,43 @@ export async function explainFailure(
   error: unknown,
   natsUrl: () => Promise<string>,
 ): Promise<LoomError | Error> {
-  if (error instanceof LoomError || !missesAStream(error)) {
+  // Nothing answering an API request may also mean Loom never ran on this NATS.
+  const unserved = error instanceof LoomError && error.code === ErrorCode.AGENT_UNAVAILABLE;
+  if (!unserved && (error instanceof LoomError || !missesAStream(error))) {
     return error instanceof Error ? error : new Error(String(error));
   }
   const url = await natsUrl();
   const { servers } = natsServerOptions(url);
-  const jetStream = await hasJetStream(url);
-  const message = jetStream
-    ? `NATS at ${servers} has none of Loom's streams (${Streams.RUNS}, ${Streams.EVENTS}, …): Loom's services were never started on it. Start Loom with \`npm start\` (NATS_URL=${servers} npm start uses this NATS), or point --nats / NATS_URL at the NATS Loom runs on`
-    : `JetStream is not enabled on the NATS at ${servers}: start nats-server with -js (or let \`npm start\` start one)`;
+  const found = await loomStreamsOn(url);
+  if (unserved && (found === "streams" || found === "unknown")) return error;
+  const message =
+    found === "no-jetstream"
+      ? `JetStream is not enabled on the NATS at ${servers}: start nats-server with -js (or let \`npm start\` start one)`
+      : `NATS at ${servers} has none of Loom's streams (${Streams.RUNS}, ${Streams.EVENTS}, …): Loom's services were never started on it. Start Loom with \`npm start\` (NATS_URL=${servers} npm start uses this NATS), or point --nats / NATS_URL at the NATS Loom runs on`;
   return new LoomError(ErrorCode.AGENT_UNAVAILABLE, message, { cause: error });
 }
 
-/** Whether the NATS at `url` answers JetStream's API (jetstreamManager checks it on creation). */
-async function hasJetStream(url: string): Promise<boolean> {
-  const nc = await connectCli(url);
+/**
+ * What the NATS at `url` has of Loom: no JetStream API (jetstreamManager checks it on creation), no
+ * stream at all, some streams, or unknown (unreachable, or the account info refused).
+ */
+async function loomStreamsOn(url: string): Promise<"no-jetstream" | "no-streams" | "streams" | "unknown"> {
+  let nc: NatsConnection;
   try {
-    await jetstreamManager(nc);
-    return true;
+    nc = await connectCli(url);
   } catch {
-    return false;
+    return "unknown";
+  }
+  try {
+    let jsm: Awaited<ReturnType<typeof jetstreamManager>>;
+    try {
+      jsm = await jetstreamManager(nc);
+    } catch {
+      return "no-jetstream";
+    }
+    const account = await jsm.getAccountInfo().catch(() => undefined);
+    if (account === undefined) return "unknown";
+    return account.streams === 0 ? "no-streams" : "streams";
   } finally {
     await nc.close();
   }

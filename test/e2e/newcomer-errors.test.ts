@@ -204,7 +204,7 @@ describe("e2e - a newcomer's mistakes get errors that say what is wrong and wher
     let state = "";
     for (let tries = 0; tries < 50 && state !== "input-required"; tries += 1) {
       await sleep(200);
-      const got = await loom.cli(["runs", "get", waiting, "--json"]);
+      const got = await loom.cli(["runs", "get", waiting, "--json"], { token: alice });
       state = got.code === 0 ? String(json(got).state) : "";
     }
     expect(state).toBe("input-required");
