@@ -9,6 +9,16 @@ import {
   PermittedRequestSchema,
 } from "./policy-gateway.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
+import {
+  MemoryReplySchema,
+  MemoryRequestSchema,
+  RunGetRequestSchema,
+  RunListReplySchema,
+  RunListRequestSchema,
+  RunViewSchema,
+  RunWatchReplySchema,
+  RunWatchRequestSchema,
+} from "./run-read.ts";
 import { ElicitAnswerForwardSchema, ElicitAnswerSchema, ElicitationRequestSchema } from "./sampling.ts";
 import {
   FeedbackReplySchema,
@@ -67,6 +77,27 @@ export const RunInputContract = {
 export const RunCancelContract = {
   request: RunCancelSchema,
   response: RunControlReplySchema,
+} as const satisfies RequestContract;
+
+export const RunGetContract = {
+  request: RunGetRequestSchema,
+  response: RunViewSchema,
+} as const satisfies RequestContract;
+
+export const RunListContract = {
+  request: RunListRequestSchema,
+  response: RunListReplySchema,
+} as const satisfies RequestContract;
+
+export const RunWatchContract = {
+  request: RunWatchRequestSchema,
+  response: RunWatchReplySchema,
+} as const satisfies RequestContract;
+
+/** `loom.v1.memory.get` and `loom.v1.memory.clear` take the same request and reply. */
+export const MemoryContract = {
+  request: MemoryRequestSchema,
+  response: MemoryReplySchema,
 } as const satisfies RequestContract;
 
 export const WorkflowApplyContract = {

@@ -18,6 +18,8 @@ export type MemoryEntry = z.infer<typeof MemoryEntrySchema>;
  */
 export const ContextMemorySchema = z.object({
   contextId: z.string(),
+  /** Who started the context's first run: policy lets the owner read and clear the memory. */
+  owner: z.string().optional(),
   entries: z.array(MemoryEntrySchema),
 });
 export type ContextMemory = z.infer<typeof ContextMemorySchema>;

@@ -15,7 +15,7 @@ export const MAX_PERMITTED_CHECKS = 10_000;
 
 /**
  * Sent on `loom.v1.policy.permitted`: which of these operations may the caller perform at all? A
- * dry run for listings (the MCP gateway's `tools/list`): nothing is granted, counted or audited,
+ * dry run for listings (the MCP gateway's `tools/list`, `loom runs list`): nothing is granted, counted or audited,
  * and no arguments are known, so argument checks are left to the decision on the call itself.
  */
 export const PermittedRequestSchema = z
@@ -24,9 +24,19 @@ export const PermittedRequestSchema = z
       .array(
         z
           .object({
-            action: z.enum([PolicyAction.TOOLS_CALL, PolicyAction.RESOURCES_READ, PolicyAction.PROMPTS_GET]),
-            /** `<server>.<tool>`, `<server>.<prompt>` or `<server>.<uri>`, as in a decision request. */
+            action: z.enum([
+              PolicyAction.TOOLS_CALL,
+              PolicyAction.RESOURCES_READ,
+              PolicyAction.PROMPTS_GET,
+              PolicyAction.RUNS_READ,
+            ]),
+            /**
+             * `<server>.<tool>`, `<server>.<prompt>` or `<server>.<uri>`, as in a decision request;
+             * the workflow id for `runs.read` (a run listing).
+             */
             target: z.string().min(1),
+            /** For `runs.read`: who started the run. */
+            startedBy: z.string().optional(),
           })
           .strict(),
       )

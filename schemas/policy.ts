@@ -13,6 +13,20 @@ export const PolicyAction = {
   RUNS_FEEDBACK: "runs.feedback",
   /** An MCP server asks the llm agent for a completion (`sampling/createMessage`); target `<server>`. */
   LLM_SAMPLE: "llm.sample",
+  /** Read a run: its state, output and error (A2A GetTask, `loom runs get`). */
+  RUNS_READ: "runs.read",
+  /** List runs at all; each run listed is then filtered by `runs.read` for the caller. */
+  RUNS_LIST: "runs.list",
+  /** Follow a run's events as they come (A2A SubscribeToTask, `loom submit --watch`). */
+  RUNS_SUBSCRIBE: "runs.subscribe",
+  /** Register, read, list or delete the webhooks of a run (A2A push notification configs). */
+  PUSH_CONFIGURE: "push.configure",
+  /** Read a context's memory (`loom memory get`); `resource.startedBy` is the context's owner. */
+  MEMORY_READ: "memory.read",
+  /** Forget a context's memory (`loom memory clear`). */
+  MEMORY_CLEAR: "memory.clear",
+  /** Register a workflow version (`loom workflow apply`). */
+  WORKFLOW_APPLY: "workflow.apply",
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 
@@ -22,7 +36,25 @@ export const WORKFLOW_ACTIONS: ReadonlySet<PolicyAction> = new Set([
   PolicyAction.RUNS_APPROVE,
   PolicyAction.RUNS_CANCEL,
   PolicyAction.RUNS_FEEDBACK,
+  PolicyAction.RUNS_READ,
+  PolicyAction.RUNS_SUBSCRIBE,
+  PolicyAction.PUSH_CONFIGURE,
+  PolicyAction.WORKFLOW_APPLY,
 ]);
+
+/**
+ * Actions on something a server holds (a tool, resource, prompt or the server itself): rules match
+ * them by `tools` globs, and the server's governance facts (classification, region) apply.
+ */
+export const TARGET_ACTIONS: ReadonlySet<PolicyAction> = new Set([
+  PolicyAction.TOOLS_CALL,
+  PolicyAction.RESOURCES_READ,
+  PolicyAction.PROMPTS_GET,
+  PolicyAction.LLM_SAMPLE,
+]);
+
+/** The rule name a decision carries when the caller's token was refused (not a policy denial). */
+export const UNAUTHENTICATED_RULE = "unauthenticated";
 
 export const PolicyEffect = { ALLOW: "allow", DENY: "deny" } as const;
 export type PolicyEffect = (typeof PolicyEffect)[keyof typeof PolicyEffect];
@@ -71,8 +103,13 @@ export const PolicyDecisionRequestSchema = z
         workflow: z.string().optional(),
         /** `<server>.<tool>` for `tools.call`, `<server>.<prompt>` for `prompts.get`, the URI for `resources.read`, `<server>` for `llm.sample`. */
         tool: z.string().optional(),
-        /** For actions on a run: the principal that started it (rules may let people steer their own runs). */
+        /**
+         * For actions on a run: the principal that started it (rules may let people steer their own
+         * runs); for `memory.*`: the context's owner, who started its first run.
+         */
         startedBy: z.string().optional(),
+        /** For `memory.*`: the A2A contextId. */
+        contextId: z.string().optional(),
       })
       .strict(),
     /** The exact arguments of a `tools.call`: checked against the tool's inputSchema and guards, and bound into the grant. */
@@ -166,7 +203,7 @@ export const PolicyRuleSchema = z
      * URI (`resources.read`); required for rules about those actions.
      */
     tools: GlobListSchema.optional(),
-    /** Globs over workflow ids; required for rules about `workflow.start`, `runs.approve` and `runs.cancel`. */
+    /** Globs over workflow ids; required for rules about actions on a workflow or one of its runs. */
     workflows: GlobListSchema.optional(),
     /** The tool's data classification, from its server's governance metadata. */
     classifications: z.array(z.enum(DataClassification)).min(1).optional(),
@@ -204,8 +241,7 @@ export const PolicyRuleSchema = z
   .refine(
     (rule) => !rule.actions.some((action) => WORKFLOW_ACTIONS.has(action)) || rule.workflows !== undefined,
     {
-      message:
-        "a rule about workflow.start, runs.approve, runs.cancel or runs.feedback must list the workflows it covers",
+      message: `a rule about ${[...WORKFLOW_ACTIONS].join(", ")} must list the workflows it covers`,
       path: ["workflows"],
     },
   )
@@ -312,6 +348,7 @@ export const PolicyTestFileSchema = z
                 tool: z.string().optional(),
                 workflow: z.string().optional(),
                 startedBy: z.string().optional(),
+                contextId: z.string().optional(),
                 classification: z.enum(DataClassification).optional(),
                 exec: z.boolean().optional(),
                 region: z.string().optional(),

@@ -16,6 +16,16 @@ export const Subjects = {
   /** Request/reply: an MCP server asks a run's user for input (elicitation), served by every orchestrator. */
   RUN_ELICIT_ALL: "loom.v1.runs.*.elicit",
   RUN_ELICIT_ANSWER_ALL: "loom.v1.runs.*.elicit.answer",
+  /**
+   * Request/reply: read one run, list runs, follow a run's events (long poll), each authorised by
+   * acp-policy for the caller and masked for it; served by the orchestrators in a queue group.
+   */
+  RUNS_GET: "loom.v1.runs.get",
+  RUNS_LIST: "loom.v1.runs.list",
+  RUNS_WATCH: "loom.v1.runs.watch",
+  /** Request/reply: read or forget a context's memory, authorised like run reads. */
+  MEMORY_GET: "loom.v1.memory.get",
+  MEMORY_CLEAR: "loom.v1.memory.clear",
   /** Request/reply: register a workflow version; render a workflow as a diagram. */
   WORKFLOWS_APPLY: "loom.v1.workflows.apply",
   WORKFLOWS_GRAPH: "loom.v1.workflows.graph",

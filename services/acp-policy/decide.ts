@@ -1,14 +1,18 @@
 import { randomUUID } from "node:crypto";
 import type { KV } from "@nats-io/kv";
+import type { z } from "zod";
 import { AuditKind } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { type ToolDescriptor, ToolDescriptorSchema } from "../../schemas/mcp.ts";
+import { type Governance, splitToolName, ToolDescriptorSchema } from "../../schemas/mcp.ts";
+import { McpCatalogEntrySchema } from "../../schemas/mcp-catalog.ts";
 import {
   type PolicyDecision,
   type PolicyDecisionRequest,
   PolicyEffect,
   type PolicyExplanation,
   type Principal,
+  TARGET_ACTIONS,
+  UNAUTHENTICATED_RULE,
 } from "../../schemas/policy.ts";
 import type { AuditLog } from "../kit/audit-chain.ts";
 import { digestOf } from "../kit/digest.ts";
@@ -21,7 +25,6 @@ import type { RateLimiter } from "./rate-limiter.ts";
 import type { DecisionChannel, TokenVerifier } from "./token-verifier.ts";
 
 const ANONYMOUS: Principal = { id: "anonymous", roles: [], attributes: {} };
-export const UNAUTHENTICATED_RULE = "unauthenticated";
 export const INVALID_ARGUMENTS_RULE = "invalid-arguments";
 /** The rule named when a call names a server or tool no worker registered: nothing to decide on. */
 export const UNKNOWN_TOOL_RULE = "unknown-tool";
@@ -33,18 +36,13 @@ function refusalRule(code: ErrorCode): string {
   return INVALID_ARGUMENTS_RULE;
 }
 export const RATE_LIMIT_RULE_SUFFIX = "(rate limit)";
-/** Actions the worker carries out, so an allow comes with a grant it checks. */
-const GRANTED_ACTIONS: ReadonlySet<string> = new Set([
-  "tools.call",
-  "prompts.get",
-  "resources.read",
-  "llm.sample",
-]);
 
 export interface DecideDependencies {
   policy: PolicyStore;
   tokens: TokenVerifier;
   tools: KV;
+  /** KV `loom_catalog`: each server's governance, for reads, prompts and sampling. */
+  catalog: KV;
   validator: JsonSchemaValidator;
   grants: GrantSigner;
   rates: RateLimiter;
@@ -88,7 +86,8 @@ export async function decide(
   }
   const allowedCall =
     verdict.effect === PolicyEffect.ALLOW &&
-    GRANTED_ACTIONS.has(request.action) &&
+    // Actions on a server's target are carried out by a worker, so an allow comes with a grant it checks.
+    TARGET_ACTIONS.has(request.action) &&
     request.resource.tool !== undefined;
   const obligations = verdict.obligations ?? { maskFields: [], maskPii: [], maskPatterns: [] };
   const grant =
@@ -211,31 +210,37 @@ export async function explain(
 }
 
 /**
- * The tool's governance facts from KV `loom_tools`, after checking the arguments against its
- * inputSchema (unless told not to: a dry run for a listing knows no arguments).
+ * The target server's governance facts: the tool's from KV `loom_tools` for a call (after checking
+ * the arguments against its inputSchema, unless told not to: a dry run for a listing knows no
+ * arguments), the server's from KV `loom_catalog` for a read, a prompt or a sampling request, so
+ * classification and residency rules judge every way data leaves a server alike.
  */
 export async function factsFor(
-  deps: Pick<DecideDependencies, "tools" | "validator" | "defaultRegion">,
+  deps: Pick<DecideDependencies, "tools" | "catalog" | "validator" | "defaultRegion">,
   principal: Principal,
   request: PolicyDecisionRequest,
   options: { checkArguments?: boolean } = {},
 ): Promise<DecisionFacts> {
   const destinationRegion = principal.attributes.region ?? deps.defaultRegion;
-  if (request.action !== "tools.call" || request.resource.tool === undefined) return { destinationRegion };
-  const descriptor = await readTool(deps.tools, request.resource.tool);
-  if (descriptor === undefined) {
-    // A dry run for a listing only asks about registered tools; a call names what it likes.
-    if (options.checkArguments === false) return { destinationRegion };
-    throw await unregisteredTool(deps.tools, request.resource.tool);
+  const target = request.resource.tool;
+  if (!TARGET_ACTIONS.has(request.action) || target === undefined) return { destinationRegion };
+  let governance: Governance | undefined;
+  if (request.action === "tools.call") {
+    const descriptor = await readEntry(deps.tools, target, ToolDescriptorSchema);
+    if (descriptor === undefined) {
+      // A dry run for a listing only asks about registered tools; a call names what it likes.
+      if (options.checkArguments === false) return { destinationRegion };
+      throw await unregisteredTool(deps.tools, target);
+    }
+    if (options.checkArguments !== false) {
+      deps.validator.assertValid(descriptor.inputSchema, request.arguments ?? {}, `arguments of ${target}`);
+    }
+    governance = descriptor.governance;
+  } else {
+    const server = target.includes(".") ? splitToolName(target).server : target;
+    governance = (await readEntry(deps.catalog, server, McpCatalogEntrySchema))?.governance;
   }
-  if (options.checkArguments !== false) {
-    deps.validator.assertValid(
-      descriptor.inputSchema,
-      request.arguments ?? {},
-      `arguments of ${request.resource.tool}`,
-    );
-  }
-  const { governance } = descriptor;
+  if (governance === undefined) return { destinationRegion };
   return {
     destinationRegion,
     tool: {
@@ -268,21 +273,22 @@ async function unregisteredTool(tools: KV, qualified: string): Promise<LoomError
 }
 
 /**
- * Descriptors by key and KV revision: the same revision yields the same object, so its inputSchema
- * is compiled once (the validator caches by schema object) instead of at every decision.
+ * Entries by bucket, key and KV revision: the same revision yields the same object, so a tool's
+ * inputSchema is compiled once (the validator caches by schema object) instead of at every decision.
  */
-const descriptors = new Map<string, { revision: number; descriptor: ToolDescriptor }>();
+const entries = new Map<string, { revision: number; value: unknown }>();
 
-async function readTool(tools: KV, qualified: string): Promise<ToolDescriptor | undefined> {
-  // Keys are `<server>.<tool>` with KV-safe tool names; anything else cannot be registered.
-  if (!/^[A-Za-z0-9_.-]+$/.test(qualified)) return undefined;
-  const entry = await tools.get(qualified);
+async function readEntry<T>(kv: KV, key: string, schema: z.ZodType<T>): Promise<T | undefined> {
+  // Keys are `<server>.<tool>` or `<server>` with KV-safe names; anything else cannot be registered.
+  if (!/^[A-Za-z0-9_.-]+$/.test(key)) return undefined;
+  const entry = await kv.get(key);
   if (entry === null || entry.operation !== "PUT") return undefined;
-  const cached = descriptors.get(qualified);
-  if (cached?.revision === entry.revision) return cached.descriptor;
-  const descriptor = parsePayload(ToolDescriptorSchema, entry.value, `tool ${qualified}`);
-  descriptors.set(qualified, { revision: entry.revision, descriptor });
-  return descriptor;
+  const cacheKey = `${entry.bucket}\u0000${key}`;
+  const cached = entries.get(cacheKey);
+  if (cached?.revision === entry.revision) return cached.value as T;
+  const value = parsePayload(schema, entry.value, `${entry.bucket} entry ${key}`);
+  entries.set(cacheKey, { revision: entry.revision, value });
+  return value;
 }
 
 function enforceRateLimit(

@@ -9,6 +9,7 @@ import {
   type PolicyRule,
   type Principal,
   type RateLimitSchema,
+  TARGET_ACTIONS,
   WORKFLOW_ACTIONS,
 } from "../../schemas/policy.ts";
 import { conditionHolds } from "./conditions.ts";
@@ -113,7 +114,7 @@ function firstMiss(
   }
   if (WORKFLOW_ACTIONS.has(request.action)) {
     if (!matchesOptional(rule.workflows, request.resource.workflow)) return "workflow does not match";
-  } else if (!matchesOptional(rule.tools, request.resource.tool)) {
+  } else if (TARGET_ACTIONS.has(request.action) && !matchesOptional(rule.tools, request.resource.tool)) {
     return "tool does not match";
   }
   const tool = facts.tool ?? {};
@@ -162,6 +163,7 @@ function celBindings(
       server,
       workflow: request.resource.workflow ?? "",
       started_by: request.resource.startedBy ?? "",
+      context_id: request.resource.contextId ?? "",
       classification: facts.tool?.classification ?? "",
       exec: facts.tool?.exec === true,
       region: facts.tool?.region ?? "",
@@ -191,5 +193,6 @@ function anyGlob(globs: string[], value: string): boolean {
 }
 
 export function describeTarget(request: PolicyDecisionRequest): string {
-  return request.resource.tool ?? request.resource.workflow ?? "(nothing)";
+  const { tool, workflow, contextId } = request.resource;
+  return tool ?? workflow ?? (contextId === undefined ? "(nothing)" : `context ${contextId}`);
 }

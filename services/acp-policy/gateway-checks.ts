@@ -1,4 +1,4 @@
-import { PolicyEffect } from "../../schemas/policy.ts";
+import { PolicyEffect, WORKFLOW_ACTIONS } from "../../schemas/policy.ts";
 import type { AuthenticateReply, PermittedReply, PermittedRequest } from "../../schemas/policy-gateway.ts";
 import { type DecideDependencies, factsFor } from "./decide.ts";
 import { evaluate } from "./evaluate.ts";
@@ -20,7 +20,7 @@ export async function authenticate(
  * again with its arguments, so a listing can only ever show too much, never let anything through.
  */
 export async function permitted(
-  deps: Pick<DecideDependencies, "tokens" | "policy" | "tools" | "validator" | "defaultRegion">,
+  deps: Pick<DecideDependencies, "tokens" | "policy" | "tools" | "catalog" | "validator" | "defaultRegion">,
   request: PermittedRequest,
   authorization: string | undefined,
 ): Promise<PermittedReply> {
@@ -29,7 +29,15 @@ export async function permitted(
   // Each check reads its tool's facts from KV: all at once, not one round trip after another.
   const allowed = await Promise.all(
     request.checks.map(async (check) => {
-      const decisionRequest = { action: check.action, resource: { tool: check.target } };
+      const decisionRequest = WORKFLOW_ACTIONS.has(check.action)
+        ? {
+            action: check.action,
+            resource: {
+              workflow: check.target,
+              ...(check.startedBy === undefined ? {} : { startedBy: check.startedBy }),
+            },
+          }
+        : { action: check.action, resource: { tool: check.target } };
       const facts = await factsFor(deps, principal, decisionRequest, { checkArguments: false });
       return evaluate(policy, principal, decisionRequest, facts).effect === PolicyEffect.ALLOW;
     }),

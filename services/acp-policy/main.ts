@@ -49,6 +49,7 @@ await runUntilSignalled(log, async () => {
     }),
     tokens,
     tools: await openBucket(nc, Buckets.TOOLS, { replicas }),
+    catalog: await openBucket(nc, Buckets.CATALOG, { replicas }),
     validator: new JsonSchemaValidator(),
     grants: await GrantSigner.create(grantKeys, config.LOOM_GRANT_TTL),
     rates: new RateLimiter(),

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { Argument, Command, InvalidArgumentError, Option } from "commander";
 import packageJson from "../../package.json" with { type: "json" };
+import { shortStateName, TaskState } from "../../schemas/a2a.ts";
 import { DurationSchema } from "../../schemas/duration.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
 import { NatsUser } from "../../schemas/nats-users.ts";
-import type { PolicyAction } from "../../schemas/policy.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
 import { LoomError, setupTelemetry } from "../kit/index.ts";
 import { agentsCardCommand, submitA2aCommand } from "./commands/a2a.ts";
 import { auditTailCommand, auditVerifyCommand } from "./commands/audit.ts";
@@ -12,7 +14,7 @@ import { feedbackCommand } from "./commands/feedback.ts";
 import { memoryClearCommand, memoryGetCommand } from "./commands/memory.ts";
 import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./commands/policy.ts";
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
-import { runsGetCommand } from "./commands/runs.ts";
+import { runsGetCommand, runsListCommand } from "./commands/runs.ts";
 import { serversListCommand } from "./commands/servers.ts";
 import { readInput, submitCommand } from "./commands/submit.ts";
 import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
@@ -56,6 +58,25 @@ function natsAs(user: NatsUser): Promise<string> {
     },
     user,
   );
+}
+
+/** What a command that acts for the caller takes: NATS as `user`, and the caller's token. */
+async function callerAs(user: NatsUser): Promise<{ nats: string; token: string | undefined }> {
+  return { nats: await natsAs(user), token: program.opts<{ token?: string }>().token };
+}
+
+/** `completed`, `input-required`, … (or the wire name) as the A2A task state. */
+function taskStateOf(name: string): TaskState {
+  const state = Object.values(TaskState).find(
+    (candidate) => candidate === name || shortStateName(candidate) === name.toLowerCase(),
+  );
+  if (state === undefined) {
+    throw new LoomError(
+      ErrorCode.INVALID_INPUT,
+      `unknown state "${name}"; one of: ${Object.values(TaskState).map(shortStateName).join(", ")}`,
+    );
+  }
+  return state;
 }
 
 /**
@@ -131,7 +152,7 @@ workflow
   .option("--json", "print JSON", false)
   .action(
     action(async (file: string, options: { json: boolean }) =>
-      workflowApplyCommand(file, { nats: await natsAs(NatsUser.POLICY_ADMIN), json: options.json }),
+      workflowApplyCommand(file, { ...(await callerAs(NatsUser.SUBMITTER)), json: options.json }),
     ),
   );
 workflow
@@ -180,7 +201,7 @@ memory
   .option("--json", "print JSON", false)
   .action(
     action(async (contextId: string, options: { json: boolean }) =>
-      memoryGetCommand(contextId, { nats: await natsAs(NatsUser.POLICY_ADMIN), json: options.json }),
+      memoryGetCommand(contextId, { ...(await callerAs(NatsUser.SUBMITTER)), json: options.json }),
     ),
   );
 memory
@@ -188,9 +209,7 @@ memory
   .description("forget a context's memory")
   .argument("<contextId>")
   .action(
-    action(async (contextId: string) =>
-      memoryClearCommand(contextId, { nats: await natsAs(NatsUser.POLICY_ADMIN) }),
-    ),
+    action(async (contextId: string) => memoryClearCommand(contextId, await callerAs(NatsUser.SUBMITTER))),
   );
 
 const runs = program.command("runs").description("inspect and steer runs");
@@ -263,7 +282,38 @@ runs
   .option("--json", "print JSON", false)
   .action(
     action(async (runId: string, options: { json: boolean }) =>
-      runsGetCommand(runId, { nats: await natsAs(NatsUser.SUBMITTER), json: options.json }),
+      runsGetCommand(runId, { ...(await callerAs(NatsUser.SUBMITTER)), json: options.json }),
+    ),
+  );
+runs
+  .command("list")
+  .description("list the runs you may read, newest first")
+  .option("--state <state>", "only runs in this state (completed, failed, input-required, ...)")
+  .option("--workflow <id>", "only runs of this workflow")
+  .option("--since <time>", "only runs updated at or after this ISO 8601 time")
+  .option("--limit <n>", "runs per page (1-100)", (value) => Number.parseInt(value, 10), 50)
+  .option("--cursor <cursor>", "the next page, as the previous page printed it")
+  .option("--json", "print JSON", false)
+  .action(
+    action(
+      async (options: {
+        state?: string;
+        workflow?: string;
+        since?: string;
+        limit: number;
+        cursor?: string;
+        json: boolean;
+      }) =>
+        runsListCommand(
+          {
+            ...(options.state === undefined ? {} : { state: taskStateOf(options.state) }),
+            ...(options.workflow === undefined ? {} : { workflow: options.workflow }),
+            ...(options.since === undefined ? {} : { since: options.since }),
+            limit: options.limit,
+            ...(options.cursor === undefined ? {} : { cursor: options.cursor }),
+          },
+          { ...(await callerAs(NatsUser.SUBMITTER)), json: options.json },
+        ),
     ),
   );
 
@@ -280,7 +330,7 @@ runs
   .action(
     action(async (runId: string, options: { json: boolean; jaegerUi: string }) =>
       runsTraceCommand(runId, {
-        nats: await natsAs(NatsUser.POLICY_ADMIN),
+        ...(await callerAs(NatsUser.POLICY_ADMIN)),
         json: options.json,
         jaegerUi: options.jaegerUi,
       }),
@@ -398,11 +448,7 @@ const policy = program.command("policy").description("explain, test and apply po
 policy
   .command("explain")
   .description("how each rule judges a request made with --token/LOOM_TOKEN (nothing is granted)")
-  .option(
-    "--action <action>",
-    "workflow.start, tools.call, resources.read, prompts.get, runs.approve or runs.cancel",
-    "tools.call",
-  )
+  .option("--action <action>", Object.values(PolicyAction).join(", "), "tools.call")
   .option("--tool <tool>", "<server>.<tool> (or prompt, or resource)")
   .option("--workflow <id>", "workflow id, for workflow.start")
   .option("--args <json>", "the call's arguments, checked against the tool's inputSchema and guards")

@@ -11,6 +11,7 @@ export * from "./logger.ts";
 export * from "./metrics.ts";
 export * from "./nats.ts";
 export * from "./observability.ts";
+export * from "./policy-client.ts";
 export * from "./run-submission.ts";
 export * from "./run-watch.ts";
 export * from "./service.ts";

@@ -1,8 +1,20 @@
+import { setTimeout as delay } from "node:timers/promises";
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { context, ROOT_CONTEXT } from "@opentelemetry/api";
 import { type TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { RunWatchContract } from "../../schemas/contracts.ts";
+import { ErrorCode, RETRYABLE_CODES } from "../../schemas/errors.ts";
 import { type RunEvent, RunEventSchema } from "../../schemas/run.ts";
-import { runEventsSubject, Streams } from "../../schemas/subjects.ts";
-import { parsePayload } from "./bus.ts";
+import type { RunWatchReply } from "../../schemas/run-read.ts";
+import { Headers, runEventsSubject, Streams, Subjects } from "../../schemas/subjects.ts";
+import { parsePayload, request } from "./bus.ts";
+import { LoomError } from "./errors.ts";
+
+/** How long one watch request waits for new events, and the margin its reply gets on top. */
+const WATCH_POLL_MS = 10_000;
+const WATCH_REPLY_MARGIN_MS = 5_000;
+const RETRY_MS = 200;
 
 export interface WatchResult {
   state: TaskState;
@@ -52,16 +64,63 @@ export async function* followRun(
   }
 }
 
-/** Follows a run to its end, calling `onEvent` for each event; resolves with its end state and output. */
-export async function watchRun(
-  js: JetStreamClient,
+/**
+ * Follows a run to its end through the orchestrators' authorised watch API (`loom.v1.runs.watch`,
+ * a long poll decided by policy as `runs.subscribe` and masked for the caller): what a client
+ * uses, never the events stream itself. A run submitted a moment ago may not be stored yet: it is
+ * asked for again until `waitForRunMs` passes; a timeout or no orchestrator for a moment (one
+ * restarting) is waited out, and the watch goes on from the last event it had.
+ */
+export async function* pollRunEvents(
+  nc: NatsConnection,
   runId: string,
+  options: { authorization: string | undefined; waitForRunMs: number },
+): AsyncGenerator<RunEvent, void, undefined> {
+  const giveUpAt = Date.now() + options.waitForRunMs;
+  let afterSequence = 0;
+  for (;;) {
+    let reply: RunWatchReply;
+    try {
+      // Outside the caller's trace: how often a watcher polls is not part of the run's work, and
+      // the run's trace keeps the shape of its workflow.
+      reply = await context.with(ROOT_CONTEXT, () =>
+        request(
+          nc,
+          Subjects.RUNS_WATCH,
+          RunWatchContract,
+          { runId, afterSequence, waitMs: WATCH_POLL_MS },
+          {
+            timeoutMs: WATCH_POLL_MS + WATCH_REPLY_MARGIN_MS,
+            headers: { [Headers.AUTHORIZATION]: options.authorization },
+          },
+        ),
+      );
+    } catch (error) {
+      if (!(error instanceof LoomError)) throw error;
+      // An orchestrator restarting (or none up for a moment) loses no event: ask again from here.
+      const transient = RETRYABLE_CODES.has(error.code);
+      const notStoredYet = error.code === ErrorCode.RUN_NOT_FOUND && Date.now() <= giveUpAt;
+      if (!transient && !notStoredYet) throw error;
+      await delay(RETRY_MS);
+      continue;
+    }
+    afterSequence = reply.lastSequence;
+    for (const event of reply.events) {
+      yield event;
+      if ("statusUpdate" in event && TERMINAL_STATES.has(event.statusUpdate.status.state)) return;
+    }
+  }
+}
+
+/** Follows a run's events to its end, calling `onEvent` for each; resolves with its end state and output. */
+export async function watchRun(
+  runId: string,
+  source: AsyncIterable<RunEvent>,
   onEvent: (event: RunEvent) => void,
-  onInvalid: (problem: string) => void,
 ): Promise<WatchResult> {
   const events: RunEvent[] = [];
   let output: unknown;
-  for await (const event of followRun(js, runId, { onInvalid })) {
+  for await (const event of source) {
     events.push(event);
     onEvent(event);
     if ("artifactUpdate" in event) {
@@ -72,6 +131,50 @@ export async function watchRun(
     }
   }
   throw new Error(`stopped watching run ${runId} before it ended`);
+}
+
+/**
+ * A long poll over a run's events: those stored after `afterSequence`, as soon as there is at least
+ * one (up to `maxBytes` of them), or none when `waitMs` passes first. `lastSequence` is where the next poll
+ * starts; unreadable events are reported and passed over.
+ */
+export async function readRunEvents(
+  js: JetStreamClient,
+  runId: string,
+  options: {
+    afterSequence: number;
+    waitMs: number;
+    /** Stop after this many bytes of events, so the reply stays under the broker's max_payload. */
+    maxBytes: number;
+    onInvalid?: (problem: string) => void;
+  },
+): Promise<{ events: RunEvent[]; lastSequence: number }> {
+  const consumer = await js.consumers.get(Streams.EVENTS, {
+    filter_subjects: runEventsSubject(runId),
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: options.afterSequence + 1,
+  });
+  const messages = await consumer.consume();
+  const timer = setTimeout(() => messages.stop(), options.waitMs);
+  const events: RunEvent[] = [];
+  let lastSequence = options.afterSequence;
+  let bytes = 0;
+  try {
+    for await (const message of messages) {
+      lastSequence = message.seq;
+      bytes += message.data.byteLength;
+      try {
+        events.push(parsePayload(RunEventSchema, message.data, "run event"));
+      } catch (error) {
+        options.onInvalid?.(error instanceof Error ? error.message : String(error));
+      }
+      if (message.info.pending === 0 || bytes >= options.maxBytes) break;
+    }
+  } finally {
+    clearTimeout(timer);
+    messages.stop();
+  }
+  return { events, lastSequence };
 }
 
 /** The stream sequence of a run's latest event (0 when it has none), to follow only what comes next. */

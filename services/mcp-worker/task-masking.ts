@@ -2,7 +2,7 @@ import type { CreateMessageRequest, ElicitRequest } from "@modelcontextprotocol/
 import type { Part, Task } from "../../schemas/a2a.ts";
 import type { Obligations } from "../../schemas/policy.ts";
 import { LoomError, toWireError } from "../kit/index.ts";
-import { hasMasks, maskText, maskValue } from "./masking.ts";
+import { hasMasks, maskText, maskValue } from "../kit/masking.ts";
 import type { ObservableConnection } from "./observed-call.ts";
 
 /** The calls a task's work makes on a server. */

@@ -27,10 +27,16 @@ export class ContextMemoryStore {
     this.#log = log;
   }
 
-  async entries(contextId: string): Promise<MemoryEntry[]> {
+  /** The context's memory with its owner; undefined when it has none. */
+  async read(contextId: string): Promise<ContextMemory | undefined> {
     const entry = await this.#kv.get(contextId);
-    if (entry === null || entry.operation !== "PUT") return [];
-    return parsePayload(ContextMemorySchema, entry.value, `memory of ${contextId}`).entries;
+    if (entry === null || entry.operation !== "PUT") return undefined;
+    return parsePayload(ContextMemorySchema, entry.value, `memory of ${contextId}`);
+  }
+
+  /** Forgets the context (later runs start from nothing). */
+  async clear(contextId: string): Promise<void> {
+    await this.#kv.purge(contextId);
   }
 
   /** Appends a finished run; a run already recorded (a replay after a crash) is not added twice. */
@@ -50,7 +56,11 @@ export class ContextMemoryStore {
         (current) => {
           const memory: ContextMemory =
             current === null
-              ? { contextId: record.contextId, entries: [] }
+              ? {
+                  contextId: record.contextId,
+                  ...(record.startedBy === undefined ? {} : { owner: record.startedBy }),
+                  entries: [],
+                }
               : parsePayload(ContextMemorySchema, current.value, `memory of ${record.contextId}`);
           if (memory.entries.some((existing) => existing.runId === record.runId)) return undefined;
           return this.#bounded({ ...memory, entries: [...memory.entries, entry] });

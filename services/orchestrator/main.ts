@@ -3,6 +3,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Buckets } from "../../schemas/subjects.ts";
 import { grantKeySource } from "../kit/grant-check.ts";
 import {
+  authenticate,
   connectNats,
   createLogger,
   ensureStream,
@@ -28,6 +29,7 @@ import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
+import { serveRunReads } from "./run-reads.ts";
 import { startRunRecovery } from "./run-recovery.ts";
 import { RunStore } from "./run-store.ts";
 import { RunTokens } from "./run-tokens.ts";
@@ -73,7 +75,7 @@ await runUntilSignalled(log, async () => {
   await registry.start(workflowFiles.workflows);
   log.info({ workflows: catalog.ids() }, "workflows registered");
   const toolsKv = await openBucket(nc, Buckets.TOOLS, { replicas });
-  const workflowService = registry.serve(nc, toolsKv);
+  const workflowService = registry.serve(nc, toolsKv, config.LOOM_POLICY_TIMEOUT_MS);
   const agents = new WorkflowAgents(nc, jetstream(nc), limits, log);
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runsKv = await openBucket(nc, Buckets.RUNS, { replicas, history: 5 });
@@ -120,9 +122,17 @@ await runUntilSignalled(log, async () => {
   });
   const a2a = await startA2AEdge({
     port: config.LOOM_A2A_PORT,
-    handler: new NatsA2ARequestHandler({ nc, js: jetstream(nc), jsm, runs, push, card }),
+    handler: new NatsA2ARequestHandler({
+      nc,
+      js: jetstream(nc),
+      jsm,
+      runs,
+      push,
+      card,
+      policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
+    }),
     card,
-    authenticate: (authorization) => gatewayPolicy.authenticate(authorization),
+    authenticate: (authorization) => authenticate(nc, authorization, config.LOOM_POLICY_TIMEOUT_MS),
     log,
     routes: [mcpGateway],
   });
@@ -136,6 +146,11 @@ await runUntilSignalled(log, async () => {
   const runTokens = new RunTokens(
     await openBucket(nc, Buckets.RUN_TOKENS, { replicas, ttlMs: RUN_TOKEN_MEMORY_MS }),
   );
+  const memory = new ContextMemoryStore(
+    await openBucket(nc, Buckets.MEMORY, { replicas, ttlMs: config.LOOM_MEMORY_TTL_MS }),
+    { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
+    log,
+  );
   const driver = new RunDriver({
     runTokens,
     nc,
@@ -147,11 +162,7 @@ await runUntilSignalled(log, async () => {
     elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
-    memory: new ContextMemoryStore(
-      await openBucket(nc, Buckets.MEMORY, { replicas, ttlMs: config.LOOM_MEMORY_TTL_MS }),
-      { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
-      log,
-    ),
+    memory,
     remoteAgents: new RemoteAgents(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
     expressionLimits: expressionLimitsOf(config),
     results: new ResultStore(resultsKv, config.LOOM_RESULT_INLINE_MAX_BYTES),
@@ -167,6 +178,7 @@ await runUntilSignalled(log, async () => {
   });
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const toolStats = serveToolStats({ nc, js, log });
+  const reads = serveRunReads({ nc, js, runs, memory, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
   const submissionOptions = {
     nc,
@@ -195,6 +207,7 @@ await runUntilSignalled(log, async () => {
       await control.stop();
       await feedback.stop();
       await toolStats.stop();
+      await reads.stop();
       await workflowService.stop();
       await agents.stop();
       await a2a.close();

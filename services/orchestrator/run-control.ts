@@ -1,22 +1,23 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { createActor } from "xstate";
-import { PolicyDecideContract, RunCancelContract, RunInputContract } from "../../schemas/contracts.ts";
+import { RunCancelContract, RunInputContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
 import type { RunControlReply } from "../../schemas/run.ts";
-import { Headers, runIdOfSubject, Subjects } from "../../schemas/subjects.ts";
+import { runIdOfSubject, Subjects } from "../../schemas/subjects.ts";
 import type { GrantKeys } from "../kit/grant-check.ts";
 import {
+  authorize,
   JsonSchemaValidator,
   type Logger,
   LoomError,
   NO_REPLY,
-  request,
   type Service,
   serve,
 } from "../kit/index.ts";
 import { awaitedApprovals, awaitedElicitations, awaitedRemoteInputs, findStep } from "./demands.ts";
 import { deliverAnswer, elicitAnswerOf, serveElicitations } from "./elicitations.ts";
+import { runResource } from "./run-access.ts";
 import type { RunDriver } from "./run-driver.ts";
 import { machineFor, type RunMachineEvent } from "./run-machine.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
@@ -62,23 +63,20 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
           `run ${runId} waits for ${expected}${body.stepId ? `, not ${body.stepId}` : ""}`,
         );
       }
-      const decision = await request(
+      const decision = await authorize(
         options.nc,
-        Subjects.POLICY_DECIDE,
-        PolicyDecideContract,
         {
           action: PolicyAction.RUNS_APPROVE,
           resource: { workflow: stored.record.workflowId },
           runId,
           stepId,
         },
-        { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: context.authorization } },
+        {
+          authorization: context.authorization,
+          timeoutMs: options.policyTimeoutMs,
+          what: `answering ${runId}`,
+        },
       );
-      if (decision.effect === PolicyEffect.DENY) {
-        throw new LoomError(ErrorCode.POLICY_DENIED, `policy denied answering ${runId}: ${decision.reason}`, {
-          details: { rule: decision.rule },
-        });
-      }
       const by = decision.principal.id;
       const question = snapshot?.context.elicitations?.[stepId];
       if (elicitations.includes(stepId) && question !== undefined) {
@@ -151,25 +149,15 @@ function serveCancel(options: RunControlOptions): Service {
       const stored = await options.runs.getActive(runId);
       // Every replica hears a cancel; only one that may drive the run asks policy and answers.
       if (!options.driver.mayDrive(stored)) return NO_REPLY;
-      const decision = await request(
+      const decision = await authorize(
         options.nc,
-        Subjects.POLICY_DECIDE,
-        PolicyDecideContract,
+        { action: PolicyAction.RUNS_CANCEL, resource: runResource(stored.record), runId },
         {
-          action: PolicyAction.RUNS_CANCEL,
-          resource: {
-            workflow: stored.record.workflowId,
-            ...(stored.record.startedBy === undefined ? {} : { startedBy: stored.record.startedBy }),
-          },
-          runId,
+          authorization: context.authorization,
+          timeoutMs: options.policyTimeoutMs,
+          what: `canceling ${runId}`,
         },
-        { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: context.authorization } },
       );
-      if (decision.effect === PolicyEffect.DENY) {
-        throw new LoomError(ErrorCode.POLICY_DENIED, `policy denied canceling ${runId}: ${decision.reason}`, {
-          details: { rule: decision.rule },
-        });
-      }
       const by = `${decision.principal.id}${body.reason === undefined ? "" : ` (${body.reason})`}`;
       const state = await options.driver.deliver(stored, { type: "RUN.CANCEL", by });
       // Undefined: another live replica drives the run and answers for it.

@@ -2,11 +2,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { createActor } from "xstate";
 import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
 import type { RunRecord } from "../../schemas/run.ts";
 import type { ElicitationRequest } from "../../schemas/sampling.ts";
 import { ElicitAnswerSchema } from "../../schemas/sampling.ts";
 import type { Workflow } from "../../schemas/workflow.ts";
 import {
+  authorize,
   encodePayload,
   inContext,
   jsonBytes,
@@ -29,6 +31,7 @@ import {
 } from "./demands.ts";
 import { type ExpressionLimits, type ExpressionScope, renderValue } from "./expressions.ts";
 import type { ResultStore } from "./result-store.ts";
+import { maskedFor } from "./run-access.ts";
 import type { RunEvents } from "./run-events.ts";
 import { FinalState, machineFor, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
 import { RunOwnershipLostError, type RunStore, type StoredRun } from "./run-store.ts";
@@ -322,12 +325,34 @@ export class RunExecution {
       });
   }
 
-  /** Earlier runs of this run's context, read once per execution. */
+  /**
+   * Earlier runs of this run's context, read once per execution. A context someone else started is
+   * theirs: its memory reaches this run only when policy lets this run's starter read it
+   * (`memory.read`, decided with the run's token on the orchestrator's own subject), masked as policy asks.
+   */
   #contextMemory(): Promise<unknown[]> {
-    const { contextId, runId } = this.#stored.record;
-    this.#memory ??= this.#options.memory
-      .entries(contextId)
-      .then((entries) => entries.filter((entry) => entry.runId !== runId));
+    const { contextId, runId, startedBy } = this.#stored.record;
+    this.#memory ??= this.#options.memory.read(contextId).then(async (memory) => {
+      if (memory === undefined) return [];
+      const entries = memory.entries.filter((entry) => entry.runId !== runId);
+      if (memory.owner === undefined || memory.owner === startedBy) return entries;
+      const decision = await authorize(
+        this.#options.nc,
+        {
+          action: PolicyAction.MEMORY_READ,
+          resource: { contextId, startedBy: memory.owner },
+          runId,
+          runWorkflow: { id: this.#workflow.id, version: this.#workflow.version },
+        },
+        {
+          authorization: await this.#options.runTokens.authorization(runId),
+          timeoutMs: this.#options.policyTimeoutMs,
+          what: `reading memory of ${contextId}`,
+          channel: "run",
+        },
+      );
+      return maskedFor(entries, decision.obligations);
+    });
     return this.#memory;
   }
 

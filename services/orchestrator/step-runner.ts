@@ -9,6 +9,7 @@ import type { StepProgress } from "../../schemas/run.ts";
 import { agentCancelSubject, agentTasksSubject, Headers, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import type { DelegateStep, WorkStep } from "../../schemas/workflow.ts";
 import {
+  authorize,
   encodeJson,
   type Logger,
   LoomError,
@@ -22,7 +23,7 @@ import { PausableDeadline } from "../kit/pausable-deadline.ts";
 import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
-import { decideOperation } from "./policy-decision.ts";
+
 import type { InputAnswer, RunMachineEvent } from "./run-machine.ts";
 import type { RunTokens } from "./run-tokens.ts";
 import { progressText, relayTaskProgress } from "./task-progress.ts";
@@ -94,7 +95,7 @@ export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Pro
           return await runRemote(options, run, step.delegate.url);
         const dispatch = await describeDispatch(step, run.scope);
         if (dispatch.action !== "delegate") {
-          const decision = await decideOperation(
+          const decision = await authorize(
             options.nc,
             {
               action: dispatch.action,

@@ -9,18 +9,18 @@ import {
 import type { NatsConnection } from "@nats-io/transport-node";
 import { nanos } from "@nats-io/transport-node";
 import { TaskState } from "../../schemas/a2a.ts";
-import { PolicyDecideContract } from "../../schemas/contracts.ts";
 import { ErrorCode, RETRYABLE_CODES, type WireError } from "../../schemas/errors.ts";
-import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
 import { type RunRecord, RunSubmissionSchema } from "../../schemas/run.ts";
 import { Consumers, Headers, RUN_ID_PATTERN, Streams, Subjects } from "../../schemas/subjects.ts";
 import {
+  authenticate,
+  authorize,
   extractTraceContext,
   type JsonSchemaValidator,
   type Logger,
   LoomError,
   parsePayload,
-  request,
   SpanKind,
   toWireError,
   traceContextFields,
@@ -161,27 +161,21 @@ export async function acceptSubmission(
         // orchestrator may publish to; it is decided where only an orchestrator may ask. Anything
         // on the public subject is decided as the caller's own token, never as a run token.
         const delegated = message.subject === Subjects.RUNS_DELEGATED;
-        const decision = await request(
+        const decision = await authorize(
           options.nc,
-          delegated ? Subjects.POLICY_DECIDE_RUN : Subjects.POLICY_DECIDE,
-          PolicyDecideContract,
           {
             action: PolicyAction.WORKFLOW_START,
             resource: { workflow: workflow.id },
             runId,
             runWorkflow: { id: workflow.id, version: workflow.version },
           },
-          { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: authorization } },
+          {
+            authorization,
+            timeoutMs: options.policyTimeoutMs,
+            what: `starting ${workflow.id}`,
+            channel: delegated ? "run" : "public",
+          },
         );
-        if (decision.effect === PolicyEffect.DENY) {
-          throw new LoomError(
-            ErrorCode.POLICY_DENIED,
-            `policy denied starting ${workflow.id}: ${decision.reason}`,
-            {
-              details: { rule: decision.rule, decisionId: decision.decisionId },
-            },
-          );
-        }
         if (decision.runToken === undefined) {
           throw new LoomError(ErrorCode.UNAUTHENTICATED, `acp-policy issued no run token for ${runId}`);
         }
@@ -225,7 +219,8 @@ export async function acceptSubmission(
         message.ack();
         void options.driver.drive(accepted);
       } catch (error) {
-        await refuseSubmission(options, message, { runId, workflowId, error, log });
+        const authorization = message.headers?.get(Headers.AUTHORIZATION) || undefined;
+        await refuseSubmission(options, message, { runId, workflowId, error, log, authorization });
       }
     },
   );
@@ -242,7 +237,13 @@ async function ownAcceptedRun(options: SubmissionOptions, runId: string): Promis
 async function refuseSubmission(
   options: SubmissionOptions,
   message: SubmissionDelivery,
-  refusal: { runId: string; workflowId: string; error: unknown; log: Logger },
+  refusal: {
+    runId: string;
+    workflowId: string;
+    error: unknown;
+    log: Logger;
+    authorization: string | undefined;
+  },
 ): Promise<void> {
   const wire = toWireError(refusal.error);
   const { log } = refusal;
@@ -257,7 +258,7 @@ async function refuseSubmission(
   if (wire.code === ErrorCode.INTERNAL) log.error({ err: refusal.error }, "submission failed");
   else log.info({ code: wire.code }, `submission refused: ${wire.message}`);
   try {
-    await recordRefusal(options, refusal.runId, refusal.workflowId, wire);
+    await recordRefusal(options, refusal, wire);
     message.ack();
   } catch (error) {
     log.error({ err: error }, "could not record the refusal; the submission will be redelivered");
@@ -268,11 +269,14 @@ async function refuseSubmission(
 /** A refused submission still becomes a run record and a final event, so the submitter learns why. */
 async function recordRefusal(
   options: SubmissionOptions,
-  runId: string,
-  workflowId: string,
+  refusal: { runId: string; workflowId: string; authorization: string | undefined },
   error: WireError,
 ): Promise<void> {
-  const state = error.code === ErrorCode.POLICY_DENIED ? TaskState.REJECTED : TaskState.FAILED;
+  const { runId, workflowId } = refusal;
+  const startedBy = await submitterOf(options, refusal.authorization);
+  // A refused token is a refusal like a deny: the run is rejected, not failed.
+  const refused = error.code === ErrorCode.POLICY_DENIED || error.code === ErrorCode.UNAUTHENTICATED;
+  const state = refused ? TaskState.REJECTED : TaskState.FAILED;
   const now = new Date().toISOString();
   const record: RunRecord = {
     runId,
@@ -280,6 +284,9 @@ async function recordRefusal(
     workflowId,
     input: {},
     state,
+    ...(startedBy === undefined ? {} : { startedBy }),
+    // Still inside the submission's span: `loom runs trace` finds a refused run's trace too.
+    traceContext: traceContextFields(),
     snapshot: null,
     pending: [],
     error,
@@ -289,4 +296,21 @@ async function recordRefusal(
   const stored = await options.runs.create(record);
   if (stored === undefined) return;
   await options.events.status(record, state, error.message, "final", { error });
+}
+
+/**
+ * Who submitted a refused run, so they (and nobody else but admins) may read why: the token's
+ * subject when acp-policy accepts it; nobody when it refuses it (a caller without a valid token
+ * reads no run anyway).
+ */
+async function submitterOf(
+  options: SubmissionOptions,
+  authorization: string | undefined,
+): Promise<string | undefined> {
+  try {
+    return (await authenticate(options.nc, authorization, options.policyTimeoutMs)).id;
+  } catch (error) {
+    if (error instanceof LoomError && error.code === ErrorCode.UNAUTHENTICATED) return undefined;
+    throw error;
+  }
 }

@@ -1,19 +1,19 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { FeedbackContract, PolicyDecideContract } from "../../schemas/contracts.ts";
+import { FeedbackContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
 import {
   feedbackSubject,
-  Headers,
   RUN_ID_PATTERN,
   runIdOfSubject,
   runToolCallsFilter,
   Subjects,
 } from "../../schemas/subjects.ts";
 import { type FeedbackRecord, FeedbackRecordSchema, type ToolCallRecord } from "../../schemas/tool-calls.ts";
-import { encodePayload, type Logger, LoomError, request, type Service, serve } from "../kit/index.ts";
+import { authorize, encodePayload, type Logger, LoomError, type Service, serve } from "../kit/index.ts";
 import { readCallLog } from "./call-log.ts";
+import { runResource } from "./run-access.ts";
 import type { RunStore } from "./run-store.ts";
 
 export interface ToolFeedbackOptions {
@@ -40,28 +40,20 @@ export function serveToolFeedback(options: ToolFeedbackOptions): Service {
       const runId = runIdOfSubject(context.subject);
       const stored = RUN_ID_PATTERN.test(runId) ? await options.runs.get(runId) : undefined;
       if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
-      const decision = await request(
+      const decision = await authorize(
         options.nc,
-        Subjects.POLICY_DECIDE,
-        PolicyDecideContract,
         {
           action: PolicyAction.RUNS_FEEDBACK,
-          resource: {
-            workflow: stored.record.workflowId,
-            ...(stored.record.startedBy === undefined ? {} : { startedBy: stored.record.startedBy }),
-          },
+          resource: runResource(stored.record),
           runId,
           stepId: body.stepId,
         },
-        { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: context.authorization } },
+        {
+          authorization: context.authorization,
+          timeoutMs: options.policyTimeoutMs,
+          what: `feedback on run ${runId}`,
+        },
       );
-      if (decision.effect === PolicyEffect.DENY) {
-        throw new LoomError(
-          ErrorCode.POLICY_DENIED,
-          `policy denied feedback on run ${runId}: ${decision.reason}`,
-          { details: { rule: decision.rule } },
-        );
-      }
       const call = await lastCallOf(options, runId, body.stepId);
       const record: FeedbackRecord = {
         type: "feedback",

@@ -14,6 +14,7 @@ import {
 } from "../../schemas/subjects.ts";
 import {
   describeIssues,
+  followRun,
   type Logger,
   LoomError,
   listen,
@@ -143,12 +144,10 @@ export class WorkflowAgents {
         `task for ${workflowAgentName(workflowId)} cannot start a run: ${describeIssues(submission.error.issues)}`,
       );
     }
-    const ended = watchRun(
-      this.#js,
-      runId,
-      () => {},
-      (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
-    );
+    const events = followRun(this.#js, runId, {
+      onInvalid: (problem) => this.#log.warn({ run_id: runId, problem }, "unreadable run event"),
+    });
+    const ended = watchRun(runId, events, () => {});
     // The task came from a delegate step with its run's token: the child run is submitted where
     // only an orchestrator may publish, and decided with that token where only one may ask.
     await publishSubmission(this.#js, submission.data, authorization, Subjects.RUNS_DELEGATED);

@@ -8,9 +8,10 @@ import {
   WorkflowShowContract,
 } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
 import { Subjects } from "../../schemas/subjects.ts";
 import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
-import { encodePayload, type Logger, LoomError, parsePayload, serve } from "../kit/index.ts";
+import { authorize, encodePayload, type Logger, LoomError, parsePayload, serve } from "../kit/index.ts";
 import { toMermaid } from "./mermaid.ts";
 import { compileWorkflow } from "./run-machine.ts";
 import type { WorkflowCatalog } from "./workflow-catalog.ts";
@@ -80,17 +81,27 @@ export class WorkflowRegistry {
   }
 
   /**
-   * Serves `loom workflow apply`, `graph`, `list` and `show`. `tools` is KV `loom_tools`: apply
-   * warns about calls to tools no worker offers now (they may come later, so it is no error).
+   * Serves `loom workflow apply` (a `workflow.apply` decision for the caller), `graph`, `list` and
+   * `show`. `tools` is KV `loom_tools`: apply warns about calls to tools no worker offers now (they
+   * may come later, so it is no error).
    */
-  serve(nc: NatsConnection, tools: KV): { stop(): Promise<void> } {
+  serve(nc: NatsConnection, tools: KV, policyTimeoutMs: number): { stop(): Promise<void> } {
     const apply = serve(nc, {
       subject: Subjects.WORKFLOWS_APPLY,
       queue: QUEUE,
       contract: WorkflowApplyContract,
       log: this.#log,
-      handle: async ({ definition }) => {
+      handle: async ({ definition }, context) => {
         const workflow = this.#catalog.parse(definition, "workflow");
+        await authorize(
+          nc,
+          { action: PolicyAction.WORKFLOW_APPLY, resource: { workflow: workflow.id } },
+          {
+            authorization: context.authorization,
+            timeoutMs: policyTimeoutMs,
+            what: `registering ${workflow.id}`,
+          },
+        );
         const created = await this.apply(workflow);
         const warnings = await missingTools(workflow, tools);
         this.#log.info(

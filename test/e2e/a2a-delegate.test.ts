@@ -78,7 +78,7 @@ output: "{% $steps.enrich %}"
     );
     const { runId } = JSON.parse(submitted.stdout) as { runId: string };
     const stateOf = async () =>
-      JSON.parse((await upstream.cli(["runs", "get", runId, "--json"])).stdout) as {
+      JSON.parse((await upstream.cli(["runs", "get", runId, "--json"], { token: analyst })).stdout) as {
         state: string;
         output?: unknown;
       };

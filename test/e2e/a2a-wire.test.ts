@@ -80,7 +80,9 @@ describe("a2a on the wire - what a third-party A2A client sees", () => {
     expect(first.headers.get("cache-control")).toBe("no-cache");
     expect(await first.text()).not.toContain('"id":"fresh"');
     await writeFile(join(dir, "fresh.yaml"), "id: fresh\nsteps:\n  - { id: now, call: time.get_time }\n");
-    const applied = await loom.cli(["workflow", "apply", join(dir, "fresh.yaml")]);
+    const applied = await loom.cli(["workflow", "apply", join(dir, "fresh.yaml")], {
+      token: tokenFor("ada", "admin"),
+    });
     expect(applied.code, applied.stderr).toBe(0);
     const second = await fetch(`${base}/.well-known/agent-card.json`);
     expect(await second.text()).toContain('"id":"fresh"');

@@ -254,7 +254,7 @@ describe("a2a - any A2A client drives Loom workflows over HTTP", () => {
   it("a2a - GetTask for an unknown task is a TaskNotFound error", async () => {
     const client = await new ClientFactory().createFromUrl(baseUrl);
     await expect(client.getTask({ tenant: "", id: "no-such-task" }, analyst)).rejects.toThrow(
-      /no task no-such-task/,
+      /no run with id no-such-task/,
     );
   });
 });

@@ -130,7 +130,9 @@ describe("e2e - workflow commands against a running Loom", () => {
       join(dir, "later.yaml"),
       "id: later\nsteps:\n  - { id: weather, call: weather.forecast }\n  - { id: now, call: time.get_time }\n",
     );
-    const warned = await loom.cli(["workflow", "apply", join(dir, "later.yaml")]);
+    const warned = await loom.cli(["workflow", "apply", join(dir, "later.yaml")], {
+      token: tokenFor("ada", "admin"),
+    });
     expect(warned.code, warned.stderr).toBe(0);
     expect(warned.stdout).toContain("later v1 registered");
     expect(warned.stderr).toContain("warning: step weather: no worker offers tool weather.forecast now");

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskState } from "../../schemas/a2a.ts";
 import { AuditRecordSchema } from "../../schemas/audit.ts";
 import { Headers, Streams, Subjects } from "../../schemas/subjects.ts";
-import { watchRun } from "../../services/kit/run-watch.ts";
+import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const analyst = tokenFor("alice", "analyst");
@@ -35,7 +35,7 @@ describe("e2e - the hello workflow through the CLI", () => {
     expect(summary.output.region).toBe("eu");
     expect(Date.parse(summary.output.at)).toBeGreaterThan(Date.now() - 60_000);
 
-    const get = await loom.cli(["runs", "get", summary.runId, "--json"]);
+    const get = await loom.cli(["runs", "get", summary.runId, "--json"], { token: analyst });
     expect(get.code).toBe(0);
     const record = JSON.parse(get.stdout);
     expect(record).toMatchObject({
@@ -79,10 +79,14 @@ describe("e2e - the hello workflow through the CLI", () => {
     expect(text.stdout).toMatch(/rejected .*contractors-no-crm/);
   });
 
-  it("e2e - a caller without a token is rejected by the unauthenticated rule", async () => {
-    const { code, summary } = await submitHello(undefined);
-    expect(code).toBe(2);
-    expect(summary.error.details.rule).toBe("unauthenticated");
+  it("e2e - a caller without a token cannot follow what it sent: --watch says how to pass one", async () => {
+    const result = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch", "--json"]);
+    // A refusal exits 2, as the exit-code table says.
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toContain(
+      "error UNAUTHENTICATED: no token presented; pass --token or set LOOM_TOKEN",
+    );
   });
 
   it("e2e - an unknown workflow gets a typed error and the next good run still completes", async () => {
@@ -111,12 +115,7 @@ describe("e2e - the hello workflow through the CLI", () => {
       { runId: "malformed-bad-shape", body: JSON.stringify({ runId: "malformed-bad-shape", workflow: 42 }) },
     ];
     for (const { runId, body } of garbage) {
-      const watching = watchRun(
-        js,
-        runId,
-        () => {},
-        () => {},
-      );
+      const watching = watchRun(runId, followRun(js, runId), () => {});
       const h = headers();
       h.set(Headers.AUTHORIZATION, `Bearer ${analyst}`);
       await submitter.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
@@ -142,12 +141,7 @@ describe("e2e - the hello workflow through the CLI", () => {
     const second = await submitter.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
     expect(second.duplicate).toBe(true);
     expect(second.seq).toBe(first.seq);
-    const result = await watchRun(
-      js,
-      runId,
-      () => {},
-      () => {},
-    );
+    const result = await watchRun(runId, followRun(js, runId), () => {});
     expect(result.state).toBe(TaskState.COMPLETED);
   });
 

@@ -18,6 +18,7 @@ const POLICY = `
 version: "test"
 rules:
   - { name: people-start, effect: allow, roles: [tester, guest], actions: [workflow.start], workflows: ["*"] }
+  - { name: starters-follow-their-runs, effect: allow, roles: ["*"], actions: [runs.read, runs.subscribe], workflows: ["*"], when: "principal.id == resource.started_by || 'admin' in principal.roles" }
   - { name: people-use-everything, effect: allow, roles: [tester, guest], actions: [tools.call], tools: ["everything.*"] }
   - { name: testers-sample-through-everything, effect: allow, roles: [tester], actions: [llm.sample], tools: [everything] }
   - { name: testers-answer, effect: allow, roles: [tester], actions: [runs.approve], workflows: ["*"] }
@@ -170,12 +171,13 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
   /** Follows the run to its end: its state, output and every status it went through. */
   async function finalOf(runId: string): Promise<{ state: string; output: unknown; statuses: string[] }> {
     const result = await watchRun(
-      jetstream(loom.observer),
       runId,
+      followRun(jetstream(loom.observer), runId, {
+        onInvalid: (problem) => {
+          throw new Error(problem);
+        },
+      }),
       () => {},
-      (problem) => {
-        throw new Error(problem);
-      },
     );
     const statuses = result.events.flatMap((event) =>
       "statusUpdate" in event
@@ -195,7 +197,7 @@ describe("e2e - MCP sampling and elicitation from server-everything", () => {
     expect(metadata?.elicitation?.message).toBe("Please provide inputs for the following fields:");
     expect(metadata?.elicitation?.requestedSchema.required).toEqual(["name"]);
     expect(Object.keys(metadata?.elicitation?.requestedSchema.properties ?? {})).toContain("email");
-    expect(JSON.parse((await loom.cli(["runs", "get", runId, "--json"])).stdout).state).toBe(
+    expect(JSON.parse((await loom.cli(["runs", "get", runId, "--json"], { token })).stdout).state).toBe(
       "input-required",
     );
 

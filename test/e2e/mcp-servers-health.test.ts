@@ -10,6 +10,7 @@ const POLICY = `
 version: "test"
 rules:
   - { name: testers-start, effect: allow, roles: [tester], actions: [workflow.start], workflows: ["*"] }
+  - { name: starters-follow-their-runs, effect: allow, roles: ["*"], actions: [runs.read, runs.subscribe], workflows: ["*"], when: "principal.id == resource.started_by || 'admin' in principal.roles" }
   - { name: testers-use-fixture, effect: allow, roles: [tester], actions: [tools.call], tools: ["fixture.*"] }
 `;
 

@@ -51,14 +51,16 @@ describe("e2e - persisted memory: context memory and large results by reference"
     });
     expect((await remember("c-1", "ctx-other")).output.earlierRuns).toBe(0);
 
-    const shown = await loom.cli(["memory", "get", "ctx-mem", "--json"]);
+    const shown = await loom.cli(["memory", "get", "ctx-mem", "--json"], { token: analyst });
     const memory = JSON.parse(shown.stdout) as { entries: Array<{ output: { greeting: string } }> };
     expect(memory.entries.map((entry) => entry.output.greeting)).toEqual([
       "Hello, Margaret Hamilton",
       "Hello, Karen Spärck Jones",
     ]);
-    expect((await loom.cli(["memory", "clear", "ctx-mem"])).code).toBe(0);
-    expect(JSON.parse((await loom.cli(["memory", "get", "ctx-mem", "--json"])).stdout).entries).toEqual([]);
+    expect((await loom.cli(["memory", "clear", "ctx-mem"], { token: analyst })).code).toBe(0);
+    expect(
+      JSON.parse((await loom.cli(["memory", "get", "ctx-mem", "--json"], { token: analyst })).stdout).entries,
+    ).toEqual([]);
     expect((await remember("c-2", "ctx-mem")).output.earlierRuns).toBe(0);
   });
 

@@ -135,9 +135,11 @@ describe("e2e - a newcomer's mistakes get errors that say what is wrong and wher
       expect(result.stderr).toContain(`error INVALID_WORKFLOW: ${file("typo.yaml")}: ${expected}`);
       expect(result.stderr).not.toMatch(/INTERNAL|parallel|Invalid input/);
     }
-    // Control: the same file, fixed, is registered.
+    // Control: the same file, fixed, is registered (by an admin: policy decides workflow.apply).
     await writeFile(file("fixed.yaml"), TYPO.replace("args:", "with:"));
-    const applied = await loom.cli(["workflow", "apply", file("fixed.yaml")], { token: alice });
+    const applied = await loom.cli(["workflow", "apply", file("fixed.yaml")], {
+      token: tokenFor("ada", "admin"),
+    });
     expect(applied.code, applied.stderr).toBe(0);
     expect(applied.stdout).toContain("typo v1 registered");
   });
@@ -202,7 +204,7 @@ describe("e2e - a newcomer's mistakes get errors that say what is wrong and wher
     let state = "";
     for (let tries = 0; tries < 50 && state !== "input-required"; tries += 1) {
       await sleep(200);
-      const got = await loom.cli(["runs", "get", waiting, "--json"]);
+      const got = await loom.cli(["runs", "get", waiting, "--json"], { token: alice });
       state = got.code === 0 ? String(json(got).state) : "";
     }
     expect(state).toBe("input-required");

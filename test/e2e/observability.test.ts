@@ -179,7 +179,8 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
     expect(submitted.code).toBe(0);
     const { runId, traceId } = JSON.parse(submitted.stdout);
     await eventually(
-      async () => JSON.parse((await loom.cli(["runs", "get", runId, "--json"])).stdout).state,
+      async () =>
+        JSON.parse((await loom.cli(["runs", "get", runId, "--json"], { token: manager })).stdout).state,
       (state) => state === "input-required",
     );
     const answered = await loom.cli(["runs", "input", runId, "--approve", "--json"], { token: manager });
@@ -202,7 +203,7 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
   it("trace - loom runs trace draws the run as a waterfall and links to Jaeger", async () => {
     const { runId, traceId } = await submitHello("c-1");
     const { stdout } = await eventually(
-      () => loom.cli(["runs", "trace", runId]),
+      () => loom.cli(["runs", "trace", runId], { token: analyst }),
       (result) =>
         result.stdout.includes("tools/call get_contact") && result.stdout.includes("decide workflow.start"),
     );

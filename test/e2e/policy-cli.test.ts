@@ -9,7 +9,7 @@ import { PolicyDecideContract } from "../../schemas/contracts.ts";
 import { Buckets, Headers, Subjects } from "../../schemas/subjects.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { request } from "../../services/kit/index.ts";
-import { watchRun } from "../../services/kit/run-watch.ts";
+import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { signJwt, TEST_AUTH_ENV, validClaims } from "../helpers/tokens.ts";
 
@@ -70,7 +70,7 @@ describe("e2e - policy, token and audit commands", () => {
   it("e2e - loom policy test passes the shipped cases and fails a wrong expectation", async () => {
     const ok = await loom.cli(["policy", "test", CASES]);
     expect(ok.code, ok.stdout).toBe(0);
-    expect(ok.stdout).toMatch(/16 cases, 16 passed, 0 failed/);
+    expect(ok.stdout).toMatch(/35 cases, 35 passed, 0 failed/);
 
     const wrong = join(dir, "wrong.cases.yaml");
     await writeFile(
@@ -215,12 +215,7 @@ describe("e2e - a run outlives its caller's token", () => {
     });
     expect(approved.code, approved.stderr).toBe(0);
     const js = jetstream(loom.observer);
-    const result = await watchRun(
-      js,
-      runId,
-      () => {},
-      () => {},
-    );
+    const result = await watchRun(runId, followRun(js, runId), () => {});
     expect(result.state).toBe("TASK_STATE_COMPLETED");
   });
 });

@@ -8,7 +8,7 @@ import { shortStateName, TaskState } from "../../schemas/a2a.ts";
 import { RunEventSchema } from "../../schemas/run.ts";
 import { Subjects } from "../../schemas/subjects.ts";
 import { waitUntilReady } from "../../services/cli/stack.ts";
-import { watchRun } from "../../services/kit/run-watch.ts";
+import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type CliResult, type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 
 const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
@@ -47,6 +47,7 @@ const TESTER_POLICY = `
 version: "tester"
 rules:
   - { name: testers-start, effect: allow, roles: [tester], actions: [workflow.start], workflows: ["*"] }
+  - { name: starters-follow-their-runs, effect: allow, roles: ["*"], actions: [runs.read, runs.subscribe], workflows: ["*"], when: "principal.id == resource.started_by || 'admin' in principal.roles" }
   - { name: testers-use-everything, effect: allow, roles: [tester], actions: [tools.call], tools: ["everything.*"] }
 `;
 
@@ -197,7 +198,7 @@ describe("e2e - durable workflows through the CLI", () => {
   }
 
   async function runRecord(runId: string) {
-    const get = await loom.cli(["runs", "get", runId, "--json"]);
+    const get = await loom.cli(["runs", "get", runId, "--json"], { token: tokenFor("root", "admin") });
     expect(get.code, get.stderr).toBe(0);
     return JSON.parse(get.stdout);
   }
@@ -213,12 +214,7 @@ describe("e2e - durable workflows through the CLI", () => {
 
   /** The status messages of a run, replayed from its events as `--watch` shows them. */
   async function statusMessages(runId: string): Promise<string[]> {
-    const { events } = await watchRun(
-      jetstream(loom.observer),
-      runId,
-      () => {},
-      () => {},
-    );
+    const { events } = await watchRun(runId, followRun(jetstream(loom.observer), runId), () => {});
     return events.flatMap((event) =>
       "statusUpdate" in event
         ? (event.statusUpdate.status.message?.parts.flatMap((part) => ("text" in part ? [part.text] : [])) ??

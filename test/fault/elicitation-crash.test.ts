@@ -13,6 +13,7 @@ const POLICY = `
 version: "test"
 rules:
   - { name: testers-start, effect: allow, roles: [tester], actions: [workflow.start], workflows: ["*"] }
+  - { name: starters-follow-their-runs, effect: allow, roles: ["*"], actions: [runs.read, runs.subscribe], workflows: ["*"], when: "principal.id == resource.started_by || 'admin' in principal.roles" }
   - { name: testers-use-everything, effect: allow, roles: [tester], actions: [tools.call], tools: ["everything.*"] }
   - { name: testers-answer, effect: allow, roles: [tester], actions: [runs.approve], workflows: ["*"] }
 `;
@@ -71,7 +72,7 @@ describe("fault - an MCP server's open question when the orchestrator dies", () 
     }
     await loom.stack.restart("orchestrator");
     // Still waiting for a person: the question is in the run's snapshot.
-    expect(JSON.parse((await loom.cli(["runs", "get", runId, "--json"])).stdout).state).toBe(
+    expect(JSON.parse((await loom.cli(["runs", "get", runId, "--json"], { token })).stdout).state).toBe(
       "input-required",
     );
 
@@ -87,12 +88,7 @@ describe("fault - an MCP server's open question when the orchestrator dies", () 
 
     const answered = await loom.cli(["runs", "input", runId, "--data", '{"name":"Grace Hopper"}'], { token });
     expect(answered.stderr).toBe("");
-    const result = await watchRun(
-      jetstream(loom.observer),
-      runId,
-      () => {},
-      () => {},
-    );
+    const result = await watchRun(runId, followRun(jetstream(loom.observer), runId), () => {});
     expect(result.state).toBe(TaskState.COMPLETED);
     expect(result.output).toContain("- Name: Grace Hopper");
   });

@@ -51,6 +51,8 @@ export interface LoomOptions {
   tools?: string[];
   /** nats-server fsyncs every write before acknowledging it (as `loom dev --nats-sync`). */
   natsSync?: boolean;
+  /** How long the stack may take to become ready (30 s unless told; more on a loaded machine). */
+  readyTimeoutMs?: number;
 }
 
 export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
@@ -78,7 +80,7 @@ export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
     // Readiness asks policy and the agents directly, which only a service's user may.
     await waitUntilReady(await connectAs(NatsUser.ORCHESTRATOR), {
       tools: options.tools ?? ["time.get_time", "crm.get_contact"],
-      timeoutMs: 30_000,
+      timeoutMs: options.readyTimeoutMs ?? 30_000,
       stack,
     });
   } catch (error) {

@@ -48,6 +48,7 @@ const POLICY = `
 version: "peers"
 rules:
   - { name: peer-testers-start, effect: allow, roles: [${PEER_TESTER_ROLE}], actions: [workflow.start], workflows: ["*"] }
+  - { name: starters-follow-their-runs, effect: allow, roles: ["*"], actions: [runs.read, runs.subscribe], workflows: ["*"], when: "principal.id == resource.started_by" }
   - name: peer-testers-use-peers
     effect: allow
     roles: [${PEER_TESTER_ROLE}]

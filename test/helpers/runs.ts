@@ -4,7 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { TaskState } from "../../schemas/a2a.ts";
 import type { WireError } from "../../schemas/errors.ts";
 import { Headers, Subjects } from "../../schemas/subjects.ts";
-import { tracedHeaders, watchRun } from "../../services/kit/index.ts";
+import { followRun, tracedHeaders, watchRun } from "../../services/kit/index.ts";
 
 export interface RunOutcome {
   runId: string;
@@ -34,12 +34,7 @@ export async function submitAndWatch(
 ): Promise<RunOutcome> {
   const runId = `run-${randomUUID()}`;
   const started = Date.now();
-  const watching = watchRun(
-    jetstream(observer),
-    runId,
-    () => {},
-    () => {},
-  );
+  const watching = watchRun(runId, followRun(jetstream(observer), runId), () => {});
   await jetstream(submitter).publish(
     Subjects.RUNS_SUBMIT,
     JSON.stringify({ runId, workflow: submission.workflow, input: submission.input ?? {} }),

@@ -156,7 +156,9 @@ describe("security - token and bypass attacks against a running stack", () => {
         const result = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch"], {
           token: forged,
         });
-        return result.code === 2 && /unauthenticated/.test(result.stdout);
+        // The run is rejected, and the forged token cannot even follow it (reads are verified too);
+        // a refusal exits 2.
+        return result.code === 2 && /UNAUTHENTICATED/.test(result.stderr) && !/completed/.test(result.stdout);
       },
     );
   });

@@ -16,7 +16,7 @@ import {
   Subjects,
 } from "../../schemas/subjects.ts";
 import type { ServiceName } from "../../services/cli/stack.ts";
-import { type LoomError, MAX_ERROR_BYTES, request, watchRun } from "../../services/kit/index.ts";
+import { followRun, type LoomError, MAX_ERROR_BYTES, request, watchRun } from "../../services/kit/index.ts";
 import { DEFAULT_LIMITS } from "../../services/orchestrator/limits.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
@@ -311,12 +311,7 @@ describe("security - denial of service and bad messages against a running stack"
   it("bad messages - a submission that is not JSON ends as a failed run saying so, and the next one runs", async () => {
     await attack(AttackClass.BAD_MESSAGES, "`not json` on loom.v1.runs.submit", async () => {
       const runId = `junk-${randomUUID()}`;
-      const watching = watchRun(
-        jetstream(loom.observer),
-        runId,
-        () => {},
-        () => {},
-      );
+      const watching = watchRun(runId, followRun(jetstream(loom.observer), runId), () => {});
       await jetstream(submitter).publish(Subjects.RUNS_SUBMIT, "not json", { msgID: runId });
       const result = await watching;
       const last = result.events.findLast((event) => "statusUpdate" in event);
@@ -330,12 +325,7 @@ describe("security - denial of service and bad messages against a running stack"
   it("bad messages - a garbage traceparent on a submission does not stop its run", async () => {
     await attack(AttackClass.BAD_MESSAGES, "a garbage traceparent on a submission", async () => {
       const runId = `trace-${randomUUID()}`;
-      const watching = watchRun(
-        jetstream(loom.observer),
-        runId,
-        () => {},
-        () => {},
-      );
+      const watching = watchRun(runId, followRun(jetstream(loom.observer), runId), () => {});
       const headers = natsHeaders();
       headers.set("traceparent", "00-zzzz-\u00ff-01");
       headers.set(Headers.AUTHORIZATION, `Bearer ${viewer}`);

@@ -54,7 +54,7 @@ describe("security - run tokens against a stack with a NATS user per service", (
       },
     );
 
-  /** The run's record as the submitter reads it, once it has ended. */
+  /** The run's record as the orchestrator stores it (a submitter reads none), once it has ended. */
   const ended = async (nc: NatsConnection, id: string): Promise<RunRecord> => {
     const kv = await new Kvm(nc).open(Buckets.RUNS);
     for (let i = 0; i < 150; i++) {
@@ -113,17 +113,18 @@ describe("security - run tokens against a stack with a NATS user per service", (
 
   it("run tokens - the run completes, and its token is nowhere a submitter or another service reads", async () => {
     await control("the analyst's run completes", async () =>
-      (await ended(submitter, runId)).state.endsWith("COMPLETED"),
+      (await ended(orchestrator, runId)).state.endsWith("COMPLETED"),
     );
     expect(runToken).toMatch(/^ey/);
+    // Read as the orchestrator, which owns them: the submitter may read neither record nor event.
     await attack(AttackClass.RUN_TOKENS, "the run's record in loom_runs holds no run token", async () => {
-      const entry = await (await new Kvm(submitter).open(Buckets.RUNS)).get(runId);
+      const entry = await (await new Kvm(orchestrator).open(Buckets.RUNS)).get(runId);
       return (
         entry !== null && !entry.string().includes(runToken) && !entry.string().includes("authorization")
       );
     });
     await attack(AttackClass.RUN_TOKENS, "the run's events hold no run token", async () => {
-      const consumer = await jetstream(submitter).consumers.get(Streams.EVENTS, {
+      const consumer = await jetstream(orchestrator).consumers.get(Streams.EVENTS, {
         deliver_policy: DeliverPolicy.All,
         filter_subjects: `loom.v1.runs.${runId}.events`,
       });
@@ -205,7 +206,7 @@ describe("security - run tokens against a stack with a NATS user per service", (
           { runId: stolenRun, workflow: DELETE_WORKFLOW, input: {} },
           `Bearer ${runToken}`,
         );
-        const record = await ended(submitter, stolenRun);
+        const record = await ended(orchestrator, stolenRun);
         return record.state.endsWith("REJECTED") && /run token/.test(record.error?.message ?? "");
       },
     );

@@ -4,8 +4,8 @@ import type { Task } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { Obligations } from "../../schemas/policy.ts";
 import { LoomError } from "../../services/kit/index.ts";
+import { ibanValid, luhnValid, MASK, maskText, maskValue } from "../../services/kit/masking.ts";
 import { toolResultToArtifact } from "../../services/mcp-worker/artifacts.ts";
-import { ibanValid, luhnValid, MASK, maskText, maskValue } from "../../services/mcp-worker/masking.ts";
 import { TaskMasking } from "../../services/mcp-worker/task-masking.ts";
 
 const none: Obligations = { maskFields: [], maskPii: [], maskPatterns: [] };

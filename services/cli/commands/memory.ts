@@ -1,24 +1,26 @@
-import { Kvm } from "@nats-io/kv";
-import { ContextMemorySchema } from "../../../schemas/memory.ts";
-import { Buckets } from "../../../schemas/subjects.ts";
-import { parsePayload } from "../../kit/index.ts";
-import { connectCli } from "../connection.ts";
+import { MemoryContract } from "../../../schemas/contracts.ts";
+import { Subjects } from "../../../schemas/subjects.ts";
+import { connectCli, requestAs } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { formatJson, table } from "../render.ts";
 
-/** `loom memory get <contextId>`: what earlier runs of a context left for the next ones. */
+/**
+ * `loom memory get <contextId>`: what earlier runs of a context left for the next ones, read
+ * through the orchestrators (policy: `memory.read`, the context's owner and admins by default).
+ */
 export async function memoryGetCommand(
   contextId: string,
-  options: { nats: string; json: boolean },
+  options: { nats: string; token: string | undefined; json: boolean },
 ): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const kv = await new Kvm(nc).open(Buckets.MEMORY).catch(() => undefined);
-    const entry = await kv?.get(contextId);
-    const entries =
-      entry === null || entry === undefined || entry.operation !== "PUT"
-        ? []
-        : parsePayload(ContextMemorySchema, entry.value, `memory of ${contextId}`).entries;
+    const { entries } = await requestAs(
+      nc,
+      Subjects.MEMORY_GET,
+      MemoryContract,
+      { contextId },
+      options.token,
+    );
     if (options.json) {
       console.log(JSON.stringify({ contextId, entries }));
       return ExitCode.OK;
@@ -48,12 +50,14 @@ export async function memoryGetCommand(
   }
 }
 
-/** `loom memory clear <contextId>`: forgets a context's memory (later runs start from nothing). */
-export async function memoryClearCommand(contextId: string, options: { nats: string }): Promise<ExitCode> {
+/** `loom memory clear <contextId>`: forgets a context's memory (policy: `memory.clear`). */
+export async function memoryClearCommand(
+  contextId: string,
+  options: { nats: string; token: string | undefined },
+): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const kv = await new Kvm(nc).open(Buckets.MEMORY);
-    await kv.purge(contextId);
+    await requestAs(nc, Subjects.MEMORY_CLEAR, MemoryContract, { contextId }, options.token);
     console.log(`context ${contextId} forgotten`);
     return ExitCode.OK;
   } finally {

@@ -126,6 +126,7 @@ export async function policyTestCommand(casesFile: string): Promise<ExitCode> {
           ...(resource.tool === undefined ? {} : { tool: resource.tool }),
           ...(resource.workflow === undefined ? {} : { workflow: resource.workflow }),
           ...(resource.startedBy === undefined ? {} : { startedBy: resource.startedBy }),
+          ...(resource.contextId === undefined ? {} : { contextId: resource.contextId }),
         },
         ...(testCase.arguments === undefined ? {} : { arguments: testCase.arguments }),
       },

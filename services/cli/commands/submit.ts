@@ -3,18 +3,22 @@ import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 import { shortStateName } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import type { RunSubmission } from "../../../schemas/run.ts";
 import type { Workflow } from "../../../schemas/workflow.ts";
 import { LoomError, publishSubmission, SpanKind, type Telemetry, withSpan } from "../../kit/index.ts";
-import { watchRun } from "../../kit/run-watch.ts";
+import { pollRunEvents, watchRun } from "../../kit/run-watch.ts";
 import { readWorkflowDefinition } from "../../kit/workflow-definition.ts";
-import { connectCli } from "../connection.ts";
+import { bearerOf, connectCli } from "../connection.ts";
 import { ExitCode, exitCodeForState } from "../exit-codes.ts";
 import { formatJson, statusLine } from "../render.ts";
 import { isWorkflowFile } from "../workflow-file.ts";
+
+/** How long `--watch` waits for the orchestrator to store a run it was just sent (it may be busy). */
+const WAIT_FOR_RUN_MS = 60_000;
 
 export interface SubmitOptions {
   nats: string;
@@ -50,17 +54,13 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
       async (span) => {
         const traceId = span.spanContext().traceId;
         const js = jetstream(nc);
-        await publishSubmission(
-          js,
-          submission,
-          options.token === undefined ? undefined : `Bearer ${options.token}`,
-        );
+        await publishSubmission(js, submission, bearerOf(options.token));
         if (!options.watch) {
           console.log(options.json ? JSON.stringify({ runId: submission.runId, traceId }) : submission.runId);
           return ExitCode.OK;
         }
         if (!options.json) console.log(`run ${submission.runId}\ntrace ${traceId}`);
-        return await watchAndReport(js, submission.runId, traceId, options);
+        return await watchAndReport(nc, submission.runId, traceId, options);
       },
     );
   } finally {
@@ -70,22 +70,24 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
   }
 }
 
-/** Follows a submitted run to its end, printing status lines (or one JSON summary) and the output. */
+/**
+ * Follows a submitted run to its end through the orchestrators' authorised watch API (the caller
+ * started it, so policy lets it follow), printing status lines (or one JSON summary) and the output.
+ */
 async function watchAndReport(
-  js: ReturnType<typeof jetstream>,
+  nc: NatsConnection,
   runId: string,
   traceId: string,
   options: SubmitOptions,
 ): Promise<ExitCode> {
-  const result = await watchRun(
-    js,
-    runId,
-    (event) => {
-      const line = statusLine(event);
-      if (line !== undefined && !options.json) console.log(line);
-    },
-    (problem) => console.error(`ignored an unreadable event: ${problem}`),
-  );
+  const events = pollRunEvents(nc, runId, {
+    authorization: bearerOf(options.token),
+    waitForRunMs: WAIT_FOR_RUN_MS,
+  });
+  const result = await watchRun(runId, events, (event) => {
+    const line = statusLine(event);
+    if (line !== undefined && !options.json) console.log(line);
+  });
   const finalStatus = result.events.findLast((event) => "statusUpdate" in event);
   const error =
     finalStatus && "statusUpdate" in finalStatus ? finalStatus.statusUpdate.metadata?.error : undefined;

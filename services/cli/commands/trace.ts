@@ -1,18 +1,18 @@
-import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
+import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { trace } from "@opentelemetry/api";
+import { RunGetContract } from "../../../schemas/contracts.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { RunRecordSchema } from "../../../schemas/run.ts";
-import { Buckets, runEventsSubject, Streams, spansSubject } from "../../../schemas/subjects.ts";
+import { Streams, Subjects, spansSubject } from "../../../schemas/subjects.ts";
 import { type SpanRecord, SpanRecordSchema } from "../../../schemas/telemetry.ts";
-import { contextFromFields, extractTraceContext, LoomError, parsePayload } from "../../kit/index.ts";
-import { connectCli } from "../connection.ts";
+import { contextFromFields, LoomError, parsePayload } from "../../kit/index.ts";
+import { connectCli, requestAs } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { drawWaterfall } from "../waterfall.ts";
 
 export interface TraceOptions {
   nats: string;
+  token: string | undefined;
   json: boolean;
   /** Jaeger's UI base URL, to print the link that opens the trace. */
   jaegerUi: string;
@@ -26,7 +26,7 @@ export interface TraceOptions {
 export async function runsTraceCommand(runId: string, options: TraceOptions): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const traceId = await runTraceId(nc, runId);
+    const traceId = await runTraceId(nc, runId, options.token);
     const spans = await readSpans(jetstream(nc), traceId);
     const jaeger = `${options.jaegerUi.replace(/\/$/, "")}/trace/${traceId}`;
     if (options.json) {
@@ -50,26 +50,15 @@ export async function runsTraceCommand(runId: string, options: TraceOptions): Pr
 }
 
 /**
- * The run's trace: the context its record keeps, else (a submission refused before it had a
- * record with one) the context its last event was published in.
+ * The run's trace, from the trace context its record keeps, read through the orchestrators'
+ * authorised API (the caller must be allowed to read the run).
  */
-async function runTraceId(nc: NatsConnection, runId: string): Promise<string> {
-  const entry = await new Kvm(nc)
-    .open(Buckets.RUNS)
-    .then((kv) => kv.get(runId))
-    .catch(() => null);
-  if (entry !== null && entry.operation === "PUT") {
-    const record = parsePayload(RunRecordSchema, entry.value, `run record ${runId}`);
-    const traceId = trace.getSpanContext(contextFromFields(record.traceContext))?.traceId;
-    if (traceId !== undefined) return traceId;
-  }
-  const event = await (await jetstreamManager(nc)).streams
-    .getMessage(Streams.EVENTS, { last_by_subj: runEventsSubject(runId) })
-    .catch(() => null);
-  if (event === null) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
-  const traceId = trace.getSpanContext(extractTraceContext(event.header))?.traceId;
-  if (traceId === undefined)
+async function runTraceId(nc: NatsConnection, runId: string, token: string | undefined): Promise<string> {
+  const run = await requestAs(nc, Subjects.RUNS_GET, RunGetContract, { runId }, token);
+  const traceId = trace.getSpanContext(contextFromFields(run.traceContext))?.traceId;
+  if (traceId === undefined) {
     throw new LoomError(ErrorCode.RUN_NOT_FOUND, `run ${runId} carries no trace context`);
+  }
   return traceId;
 }
 

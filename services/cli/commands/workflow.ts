@@ -5,23 +5,26 @@ import {
   WorkflowListContract,
   WorkflowShowContract,
 } from "../../../schemas/contracts.ts";
-import { Subjects } from "../../../schemas/subjects.ts";
+import { Headers, Subjects } from "../../../schemas/subjects.ts";
 import { request } from "../../kit/index.ts";
 import { readWorkflowDefinition } from "../../kit/workflow-definition.ts";
 import { toMermaid } from "../../orchestrator/mermaid.ts";
 import { compileWorkflow } from "../../orchestrator/run-machine.ts";
 import { parseWorkflow } from "../../orchestrator/workflow-catalog.ts";
-import { connectCli } from "../connection.ts";
+import { bearerOf, connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { table } from "../render.ts";
 import { isWorkflowFile } from "../workflow-file.ts";
 
 const TIMEOUT_MS = 10_000;
 
-/** `loom workflow apply <file>`: validates (schema and JSONata) and registers a workflow version. */
+/**
+ * `loom workflow apply <file>`: validates (schema and JSONata) and registers a workflow version;
+ * policy decides who may (`workflow.apply`, admins by default).
+ */
 export async function workflowApplyCommand(
   file: string,
-  options: { nats: string; json: boolean },
+  options: { nats: string; token: string | undefined; json: boolean },
 ): Promise<ExitCode> {
   const definition = await readWorkflowDefinition(file);
   const nc = await connectCli(options.nats);
@@ -31,7 +34,7 @@ export async function workflowApplyCommand(
       Subjects.WORKFLOWS_APPLY,
       WorkflowApplyContract,
       { definition },
-      { timeoutMs: TIMEOUT_MS },
+      { timeoutMs: TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearerOf(options.token) } },
     );
     if (options.json) {
       console.log(JSON.stringify(reply));

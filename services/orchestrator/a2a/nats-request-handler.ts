@@ -34,6 +34,9 @@ import {
   TERMINAL_STATES,
 } from "../../../schemas/a2a.ts";
 import { RunCancelContract, RunInputContract } from "../../../schemas/contracts.ts";
+import { ErrorCode } from "../../../schemas/errors.ts";
+import { PolicyAction } from "../../../schemas/policy.ts";
+import { MAX_RUNS_PAGE } from "../../../schemas/run-read.ts";
 import { Headers, runCancelSubject, runInputSubject } from "../../../schemas/subjects.ts";
 import {
   describeIssues,
@@ -43,6 +46,8 @@ import {
   publishSubmission,
   request,
 } from "../../kit/index.ts";
+import { accessRun, maskedEvent, maskedRecord, type RunAccess, type RunReadAction } from "../run-access.ts";
+import { listRuns } from "../run-reads.ts";
 import type { RunStore } from "../run-store.ts";
 import { bearerOf } from "./bearer-user.ts";
 import type { PushRegistry } from "./push-notifications.ts";
@@ -58,6 +63,7 @@ const interrupted = (state: TaskState) => TERMINAL_STATES.has(state) || state ==
 
 export interface HandlerOptions {
   nc: NatsConnection;
+  policyTimeoutMs: number;
   js: JetStreamClient;
   jsm: JetStreamManager;
   runs: RunStore;
@@ -68,7 +74,8 @@ export interface HandlerOptions {
 /**
  * The A2A operations over NATS: a message starts a run (or answers the one that waits), and every
  * read comes from `loom_runs` and the run's event stream, so any orchestrator replica answers for
- * any task and a restart loses none.
+ * any task and a restart loses none. Every read of a task (get, list, subscribe, webhooks) is
+ * decided by acp-policy for the caller, and what it returns is masked for the caller.
  */
 export class NatsA2ARequestHandler implements A2ARequestHandler {
   readonly #options: HandlerOptions;
@@ -102,7 +109,7 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
         // Drained until the run ends or waits for input.
       }
     }
-    return this.#task(accepted.runId, accepted.contextId);
+    return this.#taskOf(accepted.runId, context, accepted.contextId);
   }
 
   async *sendMessageStream(
@@ -110,36 +117,43 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     context: ServerCallContext,
   ): AsyncGenerator<SdkStreamResponse> {
     const accepted = await this.#accept(params, context);
-    yield* this.#stream(accepted.runId, accepted.contextId, accepted.afterSequence);
+    const access = await this.#readAccess(accepted.runId, context, PolicyAction.RUNS_SUBSCRIBE);
+    yield StreamCodec.fromJSON({
+      task: TaskCodec.toJSON(await this.#taskOf(accepted.runId, context, accepted.contextId)),
+    });
+    // An answerer who may not follow the run gets the task's state, not its events.
+    if (access === "denied") return;
+    yield* this.#events(accepted.runId, context, access, accepted.afterSequence);
   }
 
-  async getTask(params: GetTaskRequest): Promise<SdkTask> {
-    return this.#task(params.id);
+  async getTask(params: GetTaskRequest, context: ServerCallContext): Promise<SdkTask> {
+    const access = await this.#access(params.id, context, PolicyAction.RUNS_READ);
+    return TaskCodec.fromJSON(taskOfRun(maskedRecord(access.stored.record, access.obligations)));
   }
 
-  async listTasks(params: ListTasksRequest): Promise<ListTasksResponse> {
-    const records = [];
-    for await (const runId of await this.#options.runs.keys()) {
-      const stored = await this.#options.runs.get(runId);
-      if (stored === undefined) continue;
-      const { record } = stored;
-      if (params.contextId !== "" && record.contextId !== params.contextId) continue;
-      if (params.status !== 0 && record.state !== taskStateToJSON(params.status)) continue;
-      records.push(record);
-    }
-    records.sort((a, b) => b.updatedAt.localeCompare(a.updatedAt));
+  async listTasks(params: ListTasksRequest, context: ServerCallContext): Promise<ListTasksResponse> {
     const pageSize =
-      params.pageSize && params.pageSize > 0 ? Math.min(params.pageSize, 100) : DEFAULT_PAGE_SIZE;
-    const start = params.pageToken === "" ? 0 : Number(params.pageToken);
-    if (!Number.isInteger(start) || start < 0)
+      params.pageSize && params.pageSize > 0 ? Math.min(params.pageSize, MAX_RUNS_PAGE) : DEFAULT_PAGE_SIZE;
+    if (params.pageToken !== "" && !/^\d+$/.test(params.pageToken))
       throw new RequestMalformedError(`invalid page token "${params.pageToken}"`);
-    const page = records.slice(start, start + pageSize);
-    return {
-      tasks: page.map((record) => TaskCodec.fromJSON(taskOfRun(record))),
-      nextPageToken: start + pageSize < records.length ? String(start + pageSize) : "",
-      pageSize,
-      totalSize: records.length,
-    };
+    const listed = await listRuns(
+      this.#options,
+      {
+        limit: pageSize,
+        ...(params.pageToken === "" ? {} : { cursor: params.pageToken }),
+        ...(params.contextId === "" ? {} : { contextId: params.contextId }),
+        ...(params.status === 0 ? {} : { state: taskStateToJSON(params.status) as TaskState }),
+      },
+      bearerOf(context),
+    ).catch(a2aError);
+    // Each run listed is read as GetTask reads it: decided and masked for the caller.
+    const tasks = await Promise.all(
+      listed.runs.map(async (run) => {
+        const access = await this.#access(run.runId, context, PolicyAction.RUNS_READ);
+        return TaskCodec.fromJSON(taskOfRun(maskedRecord(access.stored.record, access.obligations)));
+      }),
+    );
+    return { tasks, nextPageToken: listed.nextCursor ?? "", pageSize, totalSize: listed.total };
   }
 
   async cancelTask(params: CancelTaskRequest, context: ServerCallContext): Promise<SdkTask> {
@@ -157,26 +171,32 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
         headers: { [Headers.AUTHORIZATION]: bearerOf(context) },
       },
     );
-    return this.#task(params.id);
+    return this.#taskOf(params.id, context);
   }
 
-  async *resubscribe(params: SubscribeToTaskRequest): AsyncGenerator<SdkStreamResponse> {
-    const stored = await this.#options.runs.get(params.id);
-    if (stored === undefined) throw new TaskNotFoundError(`no task ${params.id}`);
-    yield* this.#stream(params.id);
+  async *resubscribe(
+    params: SubscribeToTaskRequest,
+    context: ServerCallContext,
+  ): AsyncGenerator<SdkStreamResponse> {
+    const access = await this.#access(params.id, context, PolicyAction.RUNS_SUBSCRIBE);
+    const record = maskedRecord(access.stored.record, access.obligations);
+    yield StreamCodec.fromJSON({ task: taskOfRun(record) });
+    yield* this.#events(params.id, context, access);
   }
 
   async createTaskPushNotificationConfig(
     params: TaskPushNotificationConfig,
+    context: ServerCallContext,
   ): Promise<TaskPushNotificationConfig> {
-    if ((await this.#options.runs.get(params.taskId)) === undefined)
-      throw new TaskNotFoundError(`no task ${params.taskId}`);
+    await this.#access(params.taskId, context, PolicyAction.PUSH_CONFIGURE);
     return this.#savePushConfig(params, params.taskId);
   }
 
   async getTaskPushNotificationConfig(
     params: GetTaskPushNotificationConfigRequest,
+    context: ServerCallContext,
   ): Promise<TaskPushNotificationConfig> {
+    await this.#access(params.taskId, context, PolicyAction.PUSH_CONFIGURE);
     const config = await this.#options.push.get(params.taskId, params.id);
     if (config === undefined)
       throw new TaskNotFoundError(`task ${params.taskId} has no webhook ${params.id}`);
@@ -185,13 +205,42 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
 
   async listTaskPushNotificationConfigs(
     params: ListTaskPushNotificationConfigsRequest,
+    context: ServerCallContext,
   ): Promise<ListTaskPushNotificationConfigsResponse> {
+    await this.#access(params.taskId, context, PolicyAction.PUSH_CONFIGURE);
     const configs = await this.#options.push.list(params.taskId);
     return { configs: configs.map((config) => PushConfigCodec.fromJSON(config)), nextPageToken: "" };
   }
 
-  async deleteTaskPushNotificationConfig(params: DeleteTaskPushNotificationConfigRequest): Promise<void> {
+  async deleteTaskPushNotificationConfig(
+    params: DeleteTaskPushNotificationConfigRequest,
+    context: ServerCallContext,
+  ): Promise<void> {
+    await this.#access(params.taskId, context, PolicyAction.PUSH_CONFIGURE);
     await this.#options.push.delete(params.taskId, params.id);
+  }
+
+  /** The caller's access to a task, decided by acp-policy; refusals as A2A errors. */
+  #access(runId: string, context: ServerCallContext, action: RunReadAction): Promise<RunAccess> {
+    return accessRun(this.#options, runId, action, bearerOf(context)).catch(a2aError);
+  }
+
+  /**
+   * The access of whoever just started or answered a task: "denied" when policy does not let them
+   * read it (an approver answering someone else's run), undefined while the run is not stored yet.
+   */
+  async #readAccess(
+    runId: string,
+    context: ServerCallContext,
+    action: RunReadAction,
+  ): Promise<RunAccess | "denied" | undefined> {
+    if ((await this.#options.runs.get(runId)) === undefined) return undefined;
+    try {
+      return await accessRun(this.#options, runId, action, bearerOf(context));
+    } catch (error) {
+      if (error instanceof LoomError && error.code === ErrorCode.POLICY_DENIED) return "denied";
+      throw error;
+    }
   }
 
   async #savePushConfig(
@@ -211,32 +260,51 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     }
   }
 
-  /** The task as it is now, then its events as they come, until it ends or waits for input. */
-  async *#stream(
+  /**
+   * A task's events as they come, masked for the reader, until it ends or waits for input. For a
+   * run the caller just submitted, not stored yet when the stream began, access is decided at its
+   * first event (the record is stored before any event is published).
+   */
+  async *#events(
     runId: string,
-    contextId?: string,
+    context: ServerCallContext,
+    access: RunAccess | undefined,
     afterSequence?: number,
   ): AsyncGenerator<SdkStreamResponse> {
-    yield StreamCodec.fromJSON({ task: TaskCodec.toJSON(await this.#task(runId, contextId)) });
     const options = { stopAt: interrupted, ...(afterSequence === undefined ? {} : { afterSequence }) };
+    let decided: RunAccess | "denied" | undefined = access;
     for await (const event of followRun(this.#options.js, runId, options)) {
-      yield StreamCodec.fromJSON(event);
+      decided ??= await this.#readAccess(runId, context, PolicyAction.RUNS_SUBSCRIBE);
+      if (decided === "denied") return;
+      yield StreamCodec.fromJSON(maskedEvent(event, decided?.obligations));
     }
   }
 
   /**
-   * The task from its run record; a run just submitted (`contextId` known) that the orchestrator
-   * has not stored yet is reported as submitted.
+   * The task for whoever started or answered it: masked for them, its state only when policy does
+   * not let them read it; a run just submitted (`contextId` known) that the orchestrator has not
+   * stored yet is reported as submitted.
    */
-  async #task(runId: string, contextId?: string): Promise<SdkTask> {
-    const stored = await this.#options.runs.get(runId);
-    if (stored !== undefined) return TaskCodec.fromJSON(taskOfRun(stored.record));
-    if (contextId === undefined) throw new TaskNotFoundError(`no task ${runId}`);
-    return TaskCodec.fromJSON({
-      id: runId,
-      contextId,
-      status: { state: TaskState.SUBMITTED, timestamp: new Date().toISOString() },
-    });
+  async #taskOf(runId: string, context: ServerCallContext, contextId?: string): Promise<SdkTask> {
+    const access = await this.#readAccess(runId, context, PolicyAction.RUNS_READ);
+    if (access === undefined) {
+      if (contextId === undefined) throw new TaskNotFoundError(`no task ${runId}`);
+      return TaskCodec.fromJSON({
+        id: runId,
+        contextId,
+        status: { state: TaskState.SUBMITTED, timestamp: new Date().toISOString() },
+      });
+    }
+    if (access === "denied") {
+      const { record } = (await this.#options.runs.get(runId)) ?? {};
+      if (record === undefined) throw new TaskNotFoundError(`no task ${runId}`);
+      return TaskCodec.fromJSON({
+        id: runId,
+        contextId: record.contextId,
+        status: { state: record.state, timestamp: record.updatedAt },
+      });
+    }
+    return TaskCodec.fromJSON(taskOfRun(maskedRecord(access.stored.record, access.obligations)));
   }
 
   /**
@@ -334,4 +402,18 @@ function answerOf(message: Message): {
     }
   }
   throw new RequestMalformedError("answer a task that waits for input with a data or text part");
+}
+
+/**
+ * A refusal as the A2A error a client understands: an unknown task or one policy does not let the
+ * caller touch is TaskNotFound (with the reason), anything else stays as it is.
+ */
+function a2aError(error: unknown): never {
+  if (
+    error instanceof LoomError &&
+    (error.code === ErrorCode.RUN_NOT_FOUND || error.code === ErrorCode.POLICY_DENIED)
+  ) {
+    throw new TaskNotFoundError(`${error.code}: ${error.message}`);
+  }
+  throw error;
 }

@@ -1,9 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { PolicyAuthenticateContract, PolicyPermittedContract } from "../../../schemas/contracts.ts";
 import type { Principal } from "../../../schemas/policy.ts";
 import type { PermittedRequest } from "../../../schemas/policy-gateway.ts";
-import { Headers, Subjects } from "../../../schemas/subjects.ts";
-import { request } from "../../kit/index.ts";
+import { authenticate, permitted } from "../../kit/index.ts";
 
 /**
  * What the gateway asks acp-policy besides decisions: who a bearer token belongs to, and which
@@ -19,27 +17,12 @@ export class GatewayPolicy {
   }
 
   /** The token's principal; a LoomError UNAUTHENTICATED when acp-policy refuses the token. */
-  async authenticate(authorization: string): Promise<Principal> {
-    const reply = await request(
-      this.#nc,
-      Subjects.POLICY_AUTHENTICATE,
-      PolicyAuthenticateContract,
-      {},
-      { timeoutMs: this.#timeoutMs, headers: { [Headers.AUTHORIZATION]: authorization } },
-    );
-    return reply.principal;
+  authenticate(authorization: string): Promise<Principal> {
+    return authenticate(this.#nc, authorization, this.#timeoutMs);
   }
 
   /** For each check, whether policy could allow it: a dry run that grants and audits nothing. */
-  async permitted(authorization: string, checks: PermittedRequest["checks"]): Promise<boolean[]> {
-    if (checks.length === 0) return [];
-    const reply = await request(
-      this.#nc,
-      Subjects.POLICY_PERMITTED,
-      PolicyPermittedContract,
-      { checks },
-      { timeoutMs: this.#timeoutMs, headers: { [Headers.AUTHORIZATION]: authorization } },
-    );
-    return reply.allowed;
+  permitted(authorization: string, checks: PermittedRequest["checks"]): Promise<boolean[]> {
+    return permitted(this.#nc, authorization, checks, this.#timeoutMs);
   }
 }

@@ -23,6 +23,7 @@ import {
   taskNotificationsSubject,
 } from "../../../schemas/subjects.ts";
 import {
+  authorize,
   encodeJson,
   type Logger,
   listen,
@@ -32,7 +33,6 @@ import {
   serve,
   withSpan,
 } from "../../kit/index.ts";
-import { decideOperation } from "../policy-decision.ts";
 
 /** Extra time the worker gets over the call's own timeout to answer with a typed error. */
 const REPLY_MARGIN_MS = 2_000;
@@ -94,7 +94,7 @@ export async function dispatchOperation(
       },
     },
     async (span) => {
-      const decision = await decideOperation(
+      const decision = await authorize(
         options.nc,
         {
           action: operation.action,

@@ -1,0 +1,153 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { ErrorCode } from "../../schemas/errors.ts";
+import type { Obligations, PolicyAction, PolicyDecisionRequest, Principal } from "../../schemas/policy.ts";
+import type { RunEvent, RunEventMetadata, RunRecord } from "../../schemas/run.ts";
+import type { RunView } from "../../schemas/run-read.ts";
+import { RUN_ID_PATTERN } from "../../schemas/subjects.ts";
+import { authenticate, authorize, LoomError } from "../kit/index.ts";
+import { hasMasks, maskValue } from "../kit/masking.ts";
+import type { RunStore, StoredRun } from "./run-store.ts";
+
+/** The actions a reader may ask of an existing run. */
+export type RunReadAction =
+  | typeof PolicyAction.RUNS_READ
+  | typeof PolicyAction.RUNS_SUBSCRIBE
+  | typeof PolicyAction.PUSH_CONFIGURE;
+
+/** How policy names a run: its workflow and who started it (rules let people see their own runs). */
+export function runResource(
+  record: Pick<RunRecord, "workflowId" | "startedBy">,
+): PolicyDecisionRequest["resource"] {
+  return {
+    workflow: record.workflowId,
+    ...(record.startedBy === undefined ? {} : { startedBy: record.startedBy }),
+  };
+}
+
+export interface RunAccessOptions {
+  nc: NatsConnection;
+  runs: RunStore;
+  policyTimeoutMs: number;
+}
+
+/** A run a reader was allowed to touch, with the masks policy asks for that reader. */
+export interface RunAccess {
+  stored: StoredRun;
+  principal: Principal;
+  obligations: Obligations | undefined;
+}
+
+/**
+ * Every read of a run goes through here, whatever the edge (A2A, CLI, console): the caller's token
+ * is verified and the action decided by acp-policy for this run. A run that does not exist is
+ * RUN_NOT_FOUND, but only after the token is verified, so a stranger learns nothing without one.
+ */
+export async function accessRun(
+  options: RunAccessOptions,
+  runId: string,
+  action: RunReadAction,
+  authorization: string | undefined,
+): Promise<RunAccess> {
+  const stored = RUN_ID_PATTERN.test(runId) ? await options.runs.get(runId) : undefined;
+  if (stored === undefined) {
+    await authenticate(options.nc, authorization, options.policyTimeoutMs);
+    throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
+  }
+  const decision = await authorize(
+    options.nc,
+    { action, resource: runResource(stored.record), runId },
+    { authorization, timeoutMs: options.policyTimeoutMs, what: `${action} on run ${runId}` },
+  );
+  return { stored, principal: decision.principal, obligations: decision.obligations };
+}
+
+/** What a reader sees of a run: no snapshot, definition or credentials, and its data masked for it. */
+export function viewOfRun(record: RunRecord, obligations: Obligations | undefined): RunView {
+  const { input, output, error } = record;
+  return {
+    runId: record.runId,
+    contextId: record.contextId,
+    workflowId: record.workflowId,
+    ...(record.workflowVersion === undefined ? {} : { workflowVersion: record.workflowVersion }),
+    input: maskedFor(input, obligations),
+    state: record.state,
+    ...(record.startedBy === undefined ? {} : { startedBy: record.startedBy }),
+    ...(record.traceContext === undefined ? {} : { traceContext: record.traceContext }),
+    ...(output === undefined ? {} : { output: maskedFor(output, obligations) }),
+    ...(error === undefined ? {} : { error: maskedFor(error, obligations) }),
+    ...(record.deadlineAt === undefined ? {} : { deadlineAt: record.deadlineAt }),
+    createdAt: record.createdAt,
+    updatedAt: record.updatedAt,
+  };
+}
+
+/** The record with its data masked for a reader, in the record's shape (the A2A task is built from it). */
+export function maskedRecord(record: RunRecord, obligations: Obligations | undefined): RunRecord {
+  return { ...record, ...viewOfRun(record, obligations) };
+}
+
+/** A run event with its data (message, metadata, artifact) masked for a reader; ids and states stay. */
+export function maskedEvent(event: RunEvent, obligations: Obligations | undefined): RunEvent {
+  if (obligations === undefined || !hasMasks(obligations)) return event;
+  if ("artifactUpdate" in event) {
+    const { artifactUpdate } = event;
+    return {
+      artifactUpdate: { ...artifactUpdate, artifact: maskedFor(artifactUpdate.artifact, obligations) },
+    };
+  }
+  const { statusUpdate } = event;
+  const { message } = statusUpdate.status;
+  return {
+    statusUpdate: {
+      ...statusUpdate,
+      status: {
+        ...statusUpdate.status,
+        ...(message === undefined ? {} : { message: maskedFor(message, obligations) }),
+      },
+      ...(statusUpdate.metadata === undefined
+        ? {}
+        : { metadata: maskedMetadata(statusUpdate.metadata, obligations) }),
+    },
+  };
+}
+
+/**
+ * An event's metadata masked for the reader. An elicitation's answer schema keeps its shape (a
+ * field named like a masked one is still a field): its texts are masked, and a masked field's
+ * default is dropped rather than shown, as the worker masks the question it relays.
+ */
+function maskedMetadata(metadata: RunEventMetadata, obligations: Obligations): RunEventMetadata {
+  const { elicitation, ...rest } = metadata;
+  const masked = maskedFor(rest, obligations);
+  if (elicitation === undefined) return masked;
+  const { requestedSchema } = elicitation;
+  const properties = Object.fromEntries(
+    Object.entries(requestedSchema.properties).map(([name, field]) => {
+      const { default: prefilled, ...described } = field as Record<string, unknown>;
+      const texts = Object.fromEntries(
+        Object.entries(described).map(([key, value]) => [
+          key,
+          key !== "type" && (typeof value === "string" || Array.isArray(value))
+            ? maskValue(value, obligations)
+            : value,
+        ]),
+      );
+      const keepDefault = prefilled !== undefined && !obligations.maskFields.includes(name);
+      return [name, keepDefault ? { ...texts, default: maskValue(prefilled, obligations) } : texts];
+    }),
+  );
+  return {
+    ...masked,
+    elicitation: {
+      server: elicitation.server,
+      message: maskValue(elicitation.message, obligations) as string,
+      requestedSchema: { ...requestedSchema, properties } as typeof requestedSchema,
+    },
+  };
+}
+
+/** A value masked as policy asks for the reader (fields by name, personal data by pattern). */
+export function maskedFor<T>(value: T, obligations: Obligations | undefined): T {
+  if (obligations === undefined || !hasMasks(obligations)) return value;
+  return maskValue(value, obligations) as T;
+}

@@ -1,0 +1,205 @@
+import type { JetStreamClient } from "@nats-io/jetstream";
+import type { z } from "zod";
+import {
+  MemoryContract,
+  RunGetContract,
+  RunListContract,
+  RunWatchContract,
+} from "../../schemas/contracts.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
+import type { RunRecord } from "../../schemas/run.ts";
+import type { RunListReply, RunListRequestSchema } from "../../schemas/run-read.ts";
+import { Subjects } from "../../schemas/subjects.ts";
+import {
+  authenticate,
+  authorize,
+  type Logger,
+  permitted,
+  readRunEvents,
+  type Service,
+  serve,
+} from "../kit/index.ts";
+import type { ContextMemoryStore } from "./context-memory.ts";
+import { accessRun, maskedEvent, maskedFor, type RunAccessOptions, viewOfRun } from "./run-access.ts";
+
+const QUEUE = "orchestrator-reads";
+/** Events per watch reply, in bytes: well under the smallest max_payload a deployment would set. */
+const WATCH_REPLY_BYTES = 256 * 1024;
+
+export interface RunReadsOptions extends RunAccessOptions {
+  js: JetStreamClient;
+  memory: ContextMemoryStore;
+  log: Logger;
+}
+
+/**
+ * The authorised read API of runs and memory (`loom runs get|list`, `loom submit --watch`,
+ * `loom memory get|clear`): clients read through here, never from `loom_runs`, `loom_memory` or
+ * `LOOM_EVENTS` directly. Each request is decided by acp-policy and masked for the caller.
+ */
+export function serveRunReads(options: RunReadsOptions): { stop(): Promise<void> } {
+  const services: Service[] = [
+    serve(options.nc, {
+      subject: Subjects.RUNS_GET,
+      queue: QUEUE,
+      contract: RunGetContract,
+      log: options.log,
+      handle: async ({ runId }, context) => {
+        const access = await accessRun(options, runId, PolicyAction.RUNS_READ, context.authorization);
+        return viewOfRun(access.stored.record, access.obligations);
+      },
+    }),
+    serve(options.nc, {
+      subject: Subjects.RUNS_LIST,
+      queue: QUEUE,
+      contract: RunListContract,
+      log: options.log,
+      handle: (filters, context) => listRuns(options, filters, context.authorization),
+    }),
+    serve(options.nc, {
+      subject: Subjects.RUNS_WATCH,
+      queue: QUEUE,
+      contract: RunWatchContract,
+      log: options.log,
+      handle: async ({ runId, afterSequence, waitMs }, context) => {
+        const access = await accessRun(options, runId, PolicyAction.RUNS_SUBSCRIBE, context.authorization);
+        const read = await readRunEvents(options.js, runId, {
+          afterSequence,
+          waitMs,
+          maxBytes: WATCH_REPLY_BYTES,
+          onInvalid: (problem) =>
+            options.log.warn({ run_id: runId, problem }, "unreadable run event skipped"),
+        });
+        return {
+          events: read.events.map((event) => maskedEvent(event, access.obligations)),
+          lastSequence: read.lastSequence,
+        };
+      },
+    }),
+    serve(options.nc, {
+      subject: Subjects.MEMORY_GET,
+      queue: QUEUE,
+      contract: MemoryContract,
+      log: options.log,
+      handle: async ({ contextId }, context) => {
+        const memory = await options.memory.read(contextId);
+        if (memory === undefined) {
+          // Nothing to show: only the token is checked, so a stranger learns no more than the owner.
+          await authenticate(options.nc, context.authorization, options.policyTimeoutMs);
+          return { contextId, entries: [] };
+        }
+        const decision = await authorize(
+          options.nc,
+          {
+            action: PolicyAction.MEMORY_READ,
+            resource: { contextId, ...(memory.owner === undefined ? {} : { startedBy: memory.owner }) },
+          },
+          {
+            authorization: context.authorization,
+            timeoutMs: options.policyTimeoutMs,
+            what: `reading memory of ${contextId}`,
+          },
+        );
+        return { contextId, entries: maskedFor(memory.entries, decision.obligations) };
+      },
+    }),
+    serve(options.nc, {
+      subject: Subjects.MEMORY_CLEAR,
+      queue: QUEUE,
+      contract: MemoryContract,
+      log: options.log,
+      handle: async ({ contextId }, context) => {
+        const memory = await options.memory.read(contextId);
+        if (memory === undefined) {
+          await authenticate(options.nc, context.authorization, options.policyTimeoutMs);
+          return { contextId, entries: [] };
+        }
+        await authorize(
+          options.nc,
+          {
+            action: PolicyAction.MEMORY_CLEAR,
+            resource: { contextId, ...(memory.owner === undefined ? {} : { startedBy: memory.owner }) },
+          },
+          {
+            authorization: context.authorization,
+            timeoutMs: options.policyTimeoutMs,
+            what: `clearing memory of ${contextId}`,
+          },
+        );
+        await options.memory.clear(contextId);
+        return { contextId, entries: [] };
+      },
+    }),
+  ];
+  return {
+    async stop() {
+      await Promise.all(services.map((service) => service.stop()));
+    },
+  };
+}
+
+/**
+ * The runs the caller may read (`runs.list`, then `runs.read` for each run, asked at once as a dry
+ * run), narrowed by the filters, newest update first, one page at a time.
+ */
+export async function listRuns(
+  options: RunAccessOptions,
+  filters: z.infer<typeof RunListRequestSchema>,
+  authorization: string | undefined,
+): Promise<RunListReply> {
+  await authorize(
+    options.nc,
+    { action: PolicyAction.RUNS_LIST, resource: {} },
+    { authorization, timeoutMs: options.policyTimeoutMs, what: "listing runs" },
+  );
+  const candidates: RunRecord[] = [];
+  for await (const runId of await options.runs.keys()) {
+    const stored = await options.runs.get(runId);
+    if (stored === undefined) continue;
+    const { record } = stored;
+    if (filters.state !== undefined && record.state !== filters.state) continue;
+    if (filters.workflow !== undefined && record.workflowId !== filters.workflow) continue;
+    if (filters.contextId !== undefined && record.contextId !== filters.contextId) continue;
+    if (filters.since !== undefined && record.updatedAt < filters.since) continue;
+    candidates.push(record);
+  }
+  // One check per (workflow, starter): many runs share one, and the answer is the same for each.
+  const checkKey = (record: RunRecord) => `${record.workflowId}\u0000${record.startedBy ?? ""}`;
+  const checks = new Map<string, RunRecord>();
+  for (const record of candidates) checks.set(checkKey(record), record);
+  const keys = [...checks.keys()];
+  const allowed = await permitted(
+    options.nc,
+    authorization,
+    keys.map((key) => {
+      const record = checks.get(key) as RunRecord;
+      return {
+        action: PolicyAction.RUNS_READ,
+        target: record.workflowId,
+        ...(record.startedBy === undefined ? {} : { startedBy: record.startedBy }),
+      };
+    }),
+    options.policyTimeoutMs,
+  );
+  const visible = new Set(keys.filter((_key, index) => allowed[index] === true));
+  const readable = candidates
+    .filter((record) => visible.has(checkKey(record)))
+    .sort((a, b) => b.updatedAt.localeCompare(a.updatedAt));
+  const start = filters.cursor === undefined ? 0 : Number(filters.cursor);
+  const page = readable.slice(start, start + filters.limit);
+  const next = start + filters.limit;
+  return {
+    runs: page.map((record) => ({
+      runId: record.runId,
+      contextId: record.contextId,
+      workflowId: record.workflowId,
+      ...(record.workflowVersion === undefined ? {} : { workflowVersion: record.workflowVersion }),
+      state: record.state,
+      ...(record.startedBy === undefined ? {} : { startedBy: record.startedBy }),
+      createdAt: record.createdAt,
+      updatedAt: record.updatedAt,
+    })),
+    total: readable.length,
+    ...(next < readable.length ? { nextCursor: String(next) } : {}),
+  };
+}

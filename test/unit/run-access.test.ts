@@ -1,0 +1,99 @@
+import { describe, expect, it } from "vitest";
+import type { Obligations } from "../../schemas/policy.ts";
+import { type RunEvent, RunEventSchema, type RunRecord } from "../../schemas/run.ts";
+import { maskedEvent, viewOfRun } from "../../services/orchestrator/run-access.ts";
+
+const masks: Obligations = { maskFields: ["ssn"], maskPii: ["email"], maskPatterns: [] };
+
+const record: RunRecord = {
+  runId: "run-123-45-6789",
+  contextId: "ctx-1",
+  workflowId: "hello",
+  workflowVersion: 1,
+  definition: {
+    id: "hello",
+    version: 1,
+    steps: [{ id: "now", call: "time.get_time" }],
+  } as RunRecord["definition"],
+  input: { note: "write to ada@example.com" },
+  state: "TASK_STATE_COMPLETED",
+  snapshot: { secret: "machine state" },
+  startedBy: "ann",
+  output: { name: "Ada", ssn: "123-45-6789" },
+  error: { code: "TOOL_ERROR", message: "ada@example.com refused" },
+  pending: [],
+  createdAt: "2026-12-06T01:00:00.000Z",
+  updatedAt: "2026-12-06T01:00:01.000Z",
+};
+
+describe("run access - what a reader sees of a run", () => {
+  it("run view - leaves out the snapshot and the definition", () => {
+    const view = viewOfRun(record, undefined);
+    expect(view).not.toHaveProperty("snapshot");
+    expect(view).not.toHaveProperty("definition");
+    expect(view.output).toEqual(record.output);
+  });
+
+  it("run view - masks the reader's fields and personal data in input, output and error, not its ids", () => {
+    const view = viewOfRun(record, masks);
+    expect(view.runId).toBe(record.runId);
+    expect(view.input).toEqual({ note: "write to [masked]" });
+    expect(view.output).toEqual({ name: "Ada", ssn: "[masked]" });
+    expect(view.error?.message).toBe("[masked] refused");
+  });
+
+  it("run events - a status message and an artifact are masked for the reader, the task id is not", () => {
+    const status: RunEvent = {
+      statusUpdate: {
+        taskId: "run-ada@example.com",
+        contextId: "ctx-1",
+        status: {
+          state: "TASK_STATE_WORKING",
+          message: { messageId: "m", role: "ROLE_AGENT", parts: [{ text: "mailing ada@example.com" }] },
+        },
+      },
+    } as RunEvent;
+    const artifact: RunEvent = {
+      artifactUpdate: {
+        taskId: "run-1",
+        contextId: "ctx-1",
+        artifact: { artifactId: "a", parts: [{ data: { ssn: "123-45-6789" } }] },
+      },
+    } as RunEvent;
+    const maskedStatus = maskedEvent(status, masks);
+    expect(JSON.stringify(maskedStatus)).toContain('"taskId":"run-ada@example.com"');
+    expect(JSON.stringify(maskedStatus)).toContain("mailing [masked]");
+    expect(JSON.stringify(maskedEvent(artifact, masks))).toContain('"ssn":"[masked]"');
+    expect(maskedEvent(status, undefined)).toBe(status);
+  });
+
+  it("run events - an elicitation keeps a valid answer schema when a field is named like a masked one", () => {
+    const asked: RunEvent = {
+      statusUpdate: {
+        taskId: "run-1",
+        contextId: "ctx-1",
+        status: { state: "TASK_STATE_INPUT_REQUIRED" },
+        metadata: {
+          elicitation: {
+            server: "crm",
+            message: "confirm ada@example.com",
+            requestedSchema: {
+              type: "object",
+              properties: {
+                ssn: { type: "string", description: "for ada@example.com", default: "123-45-6789" },
+                contact: { type: "string", enum: ["ada@example.com"], default: "ada@example.com" },
+              },
+              required: ["ssn"],
+            },
+          },
+        },
+      },
+    };
+    const masked = maskedEvent(asked, masks);
+    expect(RunEventSchema.safeParse(masked).success).toBe(true);
+    const text = JSON.stringify(masked);
+    expect(text).not.toContain("ada@example.com");
+    expect(text).not.toContain("123-45-6789");
+    expect(text).toContain('"required":["ssn"]');
+  });
+});
