@@ -134,13 +134,13 @@ export async function acceptSubmission(
   let workflowId = "(unreadable)";
   const log = options.log.child({ run_id: runId });
   await withSpan(
-    `process ${Subjects.RUNS_SUBMIT}`,
+    `process ${message.subject}`,
     {
       kind: SpanKind.CONSUMER,
       parent: extractTraceContext(message.headers),
       attributes: {
         "messaging.system": "nats",
-        "messaging.destination.name": Subjects.RUNS_SUBMIT,
+        "messaging.destination.name": message.subject,
         "messaging.operation.type": "process",
         "loom.run.id": runId,
       },

@@ -101,30 +101,44 @@ function conventionProblems(spans: readonly ReceivedSpan[]): string[] {
 
 const indent = (lines: string[], by: number) => lines.map((line) => `${" ".repeat(by)}${line}`);
 
-/** The spans of one tool call, from the orchestrator's requests down to the MCP server. */
-const toolCall = (server: string, tool: string) => [
+/**
+ * The spans of one tool call, from the orchestrator's requests down to the MCP server. A run's
+ * step is decided with its run token on the orchestrator's own subject, a gateway call with the
+ * caller's token on the public one.
+ */
+const toolCall = (server: string, tool: string, decide = "loom.v1.policy.decide.run") => [
   "orchestrator: send loom.v1.agents.mcp-worker.tasks",
   "  mcp-worker: process loom.v1.agents.mcp-worker.tasks",
   `    mcp-worker: tools/call ${tool}`,
   `      mcp-${server}: tools/call ${tool}`,
-  "orchestrator: send loom.v1.policy.decide",
-  "  acp-policy: process loom.v1.policy.decide",
+  `orchestrator: send ${decide}`,
+  `  acp-policy: process ${decide}`,
   "    acp-policy: decide tools.call",
 ];
 const callStep = (step: string, server: string, tool: string) => [
   `orchestrator: step ${step}`,
   ...indent(toolCall(server, tool), 2),
 ];
-/** A run from its submission on: whoever sent it, the orchestrator drives it after a policy decision. */
-const submitted = (sender: string, workflow: string, steps: string[]) => [
-  `${sender}: send loom.v1.runs.submit`,
-  "  orchestrator: process loom.v1.runs.submit",
-  `    orchestrator: run ${workflow}`,
-  ...indent(steps, 6),
-  "    orchestrator: send loom.v1.policy.decide",
-  "      acp-policy: process loom.v1.policy.decide",
-  "        acp-policy: decide workflow.start",
-];
+/**
+ * A run from its submission on: whoever sent it, the orchestrator drives it after a policy
+ * decision. A delegate step's child run is submitted and decided on the orchestrator's own
+ * subjects, with its parent's run token.
+ */
+const submitted = (sender: string, workflow: string, steps: string[]) => {
+  const [submit, decide] =
+    sender === "orchestrator"
+      ? ["loom.v1.runs.delegated", "loom.v1.policy.decide.run"]
+      : ["loom.v1.runs.submit", "loom.v1.policy.decide"];
+  return [
+    `${sender}: send ${submit}`,
+    `  orchestrator: process ${submit}`,
+    `    orchestrator: run ${workflow}`,
+    ...indent(steps, 6),
+    `    orchestrator: send ${decide}`,
+    `      acp-policy: process ${decide}`,
+    "        acp-policy: decide workflow.start",
+  ];
+};
 const submittedByCli = (workflow: string, steps: string[]) => [
   `loom-cli: loom submit ${workflow}`,
   ...indent(submitted("loom-cli", workflow, steps), 2),
@@ -253,7 +267,7 @@ describe("e2e - traces in a real Jaeger (v2 all-in-one, default configuration)",
       }
       const spans = await expectTraceInJaeger(traceId, [
         "orchestrator: tools/call crm.get_contact",
-        ...indent(toolCall("crm", "get_contact"), 2),
+        ...indent(toolCall("crm", "get_contact", "loom.v1.policy.decide"), 2),
       ]);
       const gateway = spans.find((span) => span.name === "tools/call crm.get_contact");
       expect(gateway?.parentSpanId).toBe(clientSpanId);
