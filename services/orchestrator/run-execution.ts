@@ -319,9 +319,15 @@ export class RunExecution {
           : { type: "STEP.FAILED", stepId: effect.step.id, error: toWireError(error) };
       })
       .then((event) => {
-        if (controller.signal.aborted || this.#inFlight.get(effect.key) !== controller) return;
-        this.#inFlight.delete(effect.key);
-        if (event !== undefined) void this.send(event);
+        if (event === undefined) return;
+        // The effect stays in flight until its outcome is applied: an outcome applied before it
+        // (another branch of a parallel) reschedules from a snapshot that still asks for this one.
+        void this.#enqueue(async () => {
+          if (controller.signal.aborted || this.#inFlight.get(effect.key) !== controller)
+            return this.#stored.record.state;
+          this.#inFlight.delete(effect.key);
+          return this.#apply(event);
+        });
       });
   }
 
