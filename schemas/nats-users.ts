@@ -39,3 +39,11 @@ export const NatsPasswordFileSchema = z.object(
   ) as Record<NatsPasswordVariable, typeof NatsPasswordSchema>,
 );
 export type NatsPasswordFile = z.infer<typeof NatsPasswordFileSchema>;
+
+/**
+ * The inbox prefix a client of NATS user `user` connects with: `infra/nats/nats-server.conf` lets
+ * each user subscribe to its own inbox only, so no user reads the replies another one gets.
+ */
+export function inboxPrefixOf(user: string): string {
+  return `_INBOX.${user}`;
+}

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import { inboxPrefixOf } from "../../schemas/nats-users.ts";
 import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
 import { natsUrlAs } from "../../services/cli/nats-users.ts";
 import { REPO_ROOT } from "./loom.ts";
@@ -72,6 +73,7 @@ export async function startNatsCluster(): Promise<NatsCluster> {
     const nc = await connectTo(url, {
       user,
       pass: users.password(user),
+      inboxPrefix: inboxPrefixOf(user),
       maxReconnectAttempts: -1,
       ...options,
     });

@@ -7,7 +7,7 @@ import {
   type NodeConnectionOptions,
   PermissionViolationError,
 } from "@nats-io/transport-node";
-import { NATS_PASSWORD_VARIABLES, type NatsUser } from "../../schemas/nats-users.ts";
+import { inboxPrefixOf, NATS_PASSWORD_VARIABLES, type NatsUser } from "../../schemas/nats-users.ts";
 import { NATS_CONF } from "../../services/cli/commands/dev.ts";
 import { ensureNatsPasswords, natsUrlAs } from "../../services/cli/nats-users.ts";
 import { type ServiceName, type Stack, startStack } from "../../services/cli/stack.ts";
@@ -109,7 +109,8 @@ export async function startNatsWithUsers(options: { syncAlways?: boolean } = {})
     dataDir,
     urlAs,
     password,
-    connectAs: (user, options = {}) => connectTo(server.url, { user, pass: password(user), ...options }),
+    connectAs: (user, options = {}) =>
+      connectTo(server.url, { user, pass: password(user), inboxPrefix: inboxPrefixOf(user), ...options }),
     async startServices(services, { logDir, env = {} }) {
       const stacks: Stack[] = [];
       try {

@@ -25,6 +25,7 @@ import { request } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
+import { permissionViolations } from "../helpers/nats-users.ts";
 
 /**
  * The bus as `npm start` runs it (startLoom: infra/nats/nats-server.conf, each service its own
@@ -525,6 +526,44 @@ describe("security - trusted bus: the NATS users of npm start", () => {
       await control("the CLI with the data dir's passwords lists the tools", async () => {
         const listed = await loom.cli(["tools", "list"]);
         return listed.code === 0 && listed.stdout.includes("crm.get_contact");
+      });
+    });
+  });
+
+  describe("inboxes", () => {
+    it.each([NatsUser.SUBMITTER, NatsUser.MCP_WORKER, NatsUser.LLM_AGENT, NatsUser.POLICY_ADMIN])(
+      "bus - %s cannot read the replies other users get on _INBOX.> (tokens, grants, records, results)",
+      async (user) => {
+        await attack(
+          AttackClass.TRUSTED_BUS,
+          `${user} subscribes to _INBOX.> while others work`,
+          async () => {
+            const sniffer = await loom.connectAs(user);
+            const violations = permissionViolations(sniffer);
+            const seen: string[] = [];
+            const sniffing = sniffer.subscribe("_INBOX.>", {
+              // NATS refuses the subscription by calling back with the error and no message.
+              callback: (error, message) => {
+                if (error === null) seen.push(message.subject);
+              },
+            });
+            const run = await loom.cli(
+              ["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch", "--json"],
+              { token: tokenFor("ann", "analyst") },
+            );
+            const refused = await violations();
+            sniffing.unsubscribe();
+            return run.code === 0 && seen.length === 0 && refused.some((line) => line.includes("_INBOX.>"));
+          },
+        );
+      },
+    );
+
+    it("bus - control: every user still gets the replies to its own requests", async () => {
+      await control("the submitter's CLI lists runs and the tools", async () => {
+        const runs = await loom.cli(["runs", "list"], { token: tokenFor("ann", "analyst") });
+        const tools = await loom.cli(["tools", "list"]);
+        return runs.code === 0 && tools.code === 0 && tools.stdout.includes("crm.get_contact");
       });
     });
   });
