@@ -8,20 +8,21 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { calculateJwkThumbprint, type JWK, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskState } from "../../schemas/a2a.ts";
-import { AgentTaskContract } from "../../schemas/contracts.ts";
+import { AgentTaskContract, WorkflowApplyContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { GRANT_AUDIENCE, GRANT_ISSUER, GRANT_TYPE } from "../../schemas/policy.ts";
 import {
   agentTasksSubject,
   auditSubject,
   Buckets,
+  Headers,
   MCP_WORKER_AGENT,
   runEventsSubject,
   Streams,
   Subjects,
 } from "../../schemas/subjects.ts";
 import { digestOf } from "../../services/kit/digest.ts";
-import { request } from "../../services/kit/index.ts";
+import { type LoomError, request } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
@@ -237,18 +238,39 @@ describe("security - trusted bus: the NATS users of npm start", () => {
       },
     );
 
-    it("bus - the submitter cannot ask the orchestrator to register a workflow (loom.v1.workflows.apply)", async () => {
-      await attack(AttackClass.TRUSTED_BUS, "submitter sends loom.v1.workflows.apply", async () => {
-        const refused = await as[NatsUser.SUBMITTER]
-          .request(Subjects.WORKFLOWS_APPLY, JSON.stringify({ workflow: evil }), { timeout: 1_500 })
-          .then(
-            () => false,
-            () => true,
-          );
-        return refused && !(await keyExists(Buckets.WORKFLOWS, "evil.1"));
-      });
-      await control("loom workflow apply (as policy-admin) registers a version", async () => {
-        const applied = await loom.cli(["workflow", "apply", join(REPO_ROOT, "workflows/remember.yaml")]);
+    it.each([
+      ["no token", undefined],
+      ["an analyst's token", "analyst"],
+    ] as const)(
+      "bus - the submitter asking the orchestrator to register a workflow with %s is refused by policy",
+      async (_what, role) => {
+        await attack(
+          AttackClass.TRUSTED_BUS,
+          `submitter sends loom.v1.workflows.apply with ${_what}`,
+          async () => {
+            const token = role === undefined ? undefined : tokenFor("ann", role);
+            const error = await request(
+              as[NatsUser.SUBMITTER],
+              Subjects.WORKFLOWS_APPLY,
+              WorkflowApplyContract,
+              { definition: evil },
+              { timeoutMs: 10_000, headers: { [Headers.AUTHORIZATION]: token && `Bearer ${token}` } },
+            ).then(
+              () => undefined,
+              (refusal: LoomError) => refusal,
+            );
+            const refusedCode = role === undefined ? ErrorCode.UNAUTHENTICATED : ErrorCode.POLICY_DENIED;
+            return error?.code === refusedCode && !(await keyExists(Buckets.WORKFLOWS, "evil.1"));
+          },
+        );
+      },
+    );
+
+    it("bus - control: an admin's loom workflow apply registers a version", async () => {
+      await control("loom workflow apply (as an admin) registers a version", async () => {
+        const applied = await loom.cli(["workflow", "apply", join(REPO_ROOT, "workflows/remember.yaml")], {
+          token: tokenFor("root", "admin"),
+        });
         return applied.code === 0;
       });
     });
