@@ -159,12 +159,42 @@ export async function renderValue(value: unknown, scope: ExpressionScope, where:
   return value;
 }
 
+/**
+ * JSONata's `$pad`, refusing a width over the result limit before it builds the string: the time
+ * limit is checked between evaluation steps, never inside one native call, so
+ * `$pad('', 400000000)` would otherwise run for seconds and take gigabytes first.
+ */
+function boundedPad(limits: ExpressionLimits, where: string) {
+  return (text: string | undefined, width: number, padding = " "): string | undefined => {
+    if (text === undefined) return undefined;
+    if (Math.abs(width) > limits.maxResultBytes) {
+      throw limitExceeded(
+        `${where}: $pad's width`,
+        "LOOM_EXPRESSION_MAX_RESULT_BYTES",
+        Math.abs(width),
+        limits.maxResultBytes,
+      );
+    }
+    const missing = Math.abs(width) - Array.from(text).length;
+    if (missing <= 0 || padding === "") return text;
+    const fill = Array.from(padding.repeat(Math.ceil(missing / Array.from(padding).length)))
+      .slice(0, missing)
+      .join("");
+    return width > 0 ? text + fill : fill + text;
+  };
+}
+
 async function evaluate(source: string, scope: ExpressionScope, where: string): Promise<unknown> {
   let result: unknown;
   try {
     result = await compile(source, where, scope.limits).evaluate(
       {},
-      { input: scope.input, steps: scope.steps, memory: scope.memory ?? [] },
+      {
+        input: scope.input,
+        steps: scope.steps,
+        memory: scope.memory ?? [],
+        pad: boundedPad(scope.limits, where),
+      },
     );
   } catch (cause) {
     if (cause instanceof LoomError) throw cause;

@@ -141,6 +141,22 @@ describe("security - denial of service and bad messages against a running stack"
     await aNormalRunCompletes("a 2 MB expression result");
   });
 
+  it("dos - a $pad to 400 million characters is refused before it builds the string", async () => {
+    await attack(
+      AttackClass.DENIAL_OF_SERVICE,
+      "$pad of a 1 MB string to 400,000,000 characters",
+      async () => {
+        const outcome = await inline(withOutput("$length($pad($pad('', 1000000, 'x'), 400000000, 'y'))"));
+        return limitRefusal(outcome, "LOOM_EXPRESSION_MAX_RESULT_BYTES") && outcome.ms < CUT_OFF_MS;
+      },
+    );
+    await control("$pad within the limit still pads, to the right and to the left", async () => {
+      const outcome = await inline(withOutput("$pad('ab', 5, '-') & '|' & $pad('ab', -4, 'xy')"));
+      return outcome.state === TaskState.COMPLETED && JSON.stringify(outcome.output) === '"ab---|xyab"';
+    });
+    await aNormalRunCompletes("a 400 million character $pad");
+  });
+
   it("dos - an output put together from expressions each within the limit is refused when the whole is over", async () => {
     await attack(AttackClass.DENIAL_OF_SERVICE, "two 200 KB expressions in one run output", async () => {
       const workflow = {
