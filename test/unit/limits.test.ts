@@ -54,12 +54,22 @@ describe("limits - expressions", () => {
   });
 
   it("limits - a result over LOOM_EXPRESSION_MAX_RESULT_BYTES is refused with its size", async () => {
-    const error = await refusal(() => render('$pad("", 300000, "x")'));
+    const error = await refusal(() => render('$join([1..3].$pad("", 100000, "x"))'));
     expect(error.details).toEqual({
       limit: "LOOM_EXPRESSION_MAX_RESULT_BYTES",
       value: 300_002,
       max: DEFAULT_EXPRESSION_LIMITS.maxResultBytes,
     });
+  });
+
+  it("limits - $pad refuses a width over LOOM_EXPRESSION_MAX_RESULT_BYTES before building it", async () => {
+    const error = await refusal(() => render('$pad("", 400000000, "x")'));
+    expect(error.details).toEqual({
+      limit: "LOOM_EXPRESSION_MAX_RESULT_BYTES",
+      value: 400_000_000,
+      max: DEFAULT_EXPRESSION_LIMITS.maxResultBytes,
+    });
+    expect(await render('$pad("ab", 5, "-") & "|" & $pad("ab", -5, "xy")')).toBe("ab---|xyxab");
   });
 
   it("limits - expressions within the limits evaluate as before", async () => {
