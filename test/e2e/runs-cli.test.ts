@@ -150,6 +150,17 @@ describe("e2e - runs: the step timeline, re-attaching to a run, rerunning it", (
     expect(original.stdout).toContain(`rerun as  ${newId}`);
     expect(original.stdout).toMatch(/\napprove\s+approval\s+canceled/);
 
+    // The same links in the A2A tasks' metadata.
+    const task = async (id: string) => {
+      const response = await fetch(`${stack.a2aUrl}/a2a/rest/tasks/${id}`, {
+        headers: { "A2A-Version": "1.0", authorization: `Bearer ${ann}` },
+      });
+      expect(response.status).toBe(200);
+      return ((await response.json()) as { metadata: Record<string, unknown> }).metadata;
+    };
+    expect((await task(runId)).rerunAs).toEqual([newId]);
+    expect((await task(newId)).rerunOf).toEqual({ runId, from: "approve", reused: ["debit"] });
+
     const answered = await cli(["runs", "input", newId, "--approve"], ops);
     expect(answered.code, answered.stderr).toBe(0);
     const followed = await cli(["runs", "events", newId, "--follow", "--json"]);

@@ -6,6 +6,7 @@ import { shortStateName, type TaskState, TERMINAL_STATES } from "../../schemas/a
 import { followRun } from "../../services/kit/run-watch.ts";
 import { createTestLedger, type TestLedger } from "./ledger.ts";
 import { type Loom, REPO_ROOT, startLoom } from "./loom.ts";
+import { freePort } from "./ports.ts";
 
 /** Analysts may write to the ledger; the rest is the shipped policy. */
 const LEDGER_POLICY = `
@@ -54,6 +55,8 @@ steps:
 export interface LedgerRuns extends AsyncDisposable {
   loom: Loom;
   ledger: TestLedger;
+  /** The orchestrator's A2A edge (`/a2a/rest/tasks/<id>` and so on). */
+  a2aUrl: string;
   /** The path of one of the workflow files, for `loom submit <file>`. */
   workflow(name: keyof typeof WORKFLOWS): string;
   /** Resolves once run `runId` announces `state` (or ends), with the state it reached. */
@@ -67,14 +70,20 @@ export async function startLedgerRuns(): Promise<LedgerRuns> {
   await copyFile(join(REPO_ROOT, "infra/policies/default.yaml"), join(dir, "policies/default.yaml"));
   await writeFile(join(dir, "policies/ledger.yaml"), LEDGER_POLICY);
   for (const [name, text] of Object.entries(WORKFLOWS)) await writeFile(join(dir, `${name}.yaml`), text);
+  const port = await freePort();
   const loom = await startLoom({
-    env: { LOOM_MCP_SERVERS: ledger.serversFile, LOOM_POLICY_DIR: join(dir, "policies") },
+    env: {
+      LOOM_MCP_SERVERS: ledger.serversFile,
+      LOOM_POLICY_DIR: join(dir, "policies"),
+      LOOM_A2A_PORT: String(port),
+    },
     tools: ["time.get_time", "ledger.append", "ledger.count"],
     readyTimeoutMs: 60_000,
   });
   return {
     loom,
     ledger,
+    a2aUrl: `http://127.0.0.1:${port}`,
     workflow: (name) => join(dir, `${name}.yaml`),
     async reaches(runId, state, timeoutMs = 30_000) {
       const events = followRun(jetstream(loom.observer), runId, {
