@@ -67,6 +67,35 @@ describe("run access - what a reader sees of a run", () => {
     ]);
   });
 
+  it("run view - what a waiting run asks is masked for the reader, its answer schema keeps its shape", () => {
+    const view = viewOfRun(record, masks, [
+      {
+        stepId: "now",
+        kind: "elicitation",
+        prompt: "Is ada@example.com right?",
+        server: "crm",
+        requestedSchema: {
+          type: "object",
+          properties: { ssn: { type: "string", default: "123-45-6789" } },
+          required: ["ssn"],
+        },
+        roles: [],
+        callerMayAnswer: true,
+      },
+    ]);
+    expect(view.waiting).toEqual([
+      {
+        stepId: "now",
+        kind: "elicitation",
+        prompt: "Is [masked] right?",
+        server: "crm",
+        requestedSchema: { type: "object", properties: { ssn: { type: "string" } }, required: ["ssn"] },
+        roles: [],
+        callerMayAnswer: true,
+      },
+    ]);
+  });
+
   it("run events - a status message and an artifact are masked for the reader, the task id is not", () => {
     const status: RunEvent = {
       statusUpdate: {

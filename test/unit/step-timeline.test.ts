@@ -163,6 +163,40 @@ describe("step timeline", () => {
     ]);
     expect(waitingInputs(runThrough(TO_APPROVAL.slice(0, 2)))).toEqual([]);
   });
+
+  it("waiting - an MCP server's question says its server, message and answer schema; the step is waiting", () => {
+    const requestedSchema = {
+      type: "object" as const,
+      properties: { name: { type: "string" as const } },
+      required: ["name"],
+    };
+    const record = runThrough([
+      {
+        type: "STEP.ELICIT",
+        stepId: "contact",
+        elicitation: {
+          server: "crm",
+          message: "Which Ada?",
+          requestedSchema,
+          attempt: 1,
+          reply: "_INBOX.w.1",
+        },
+      },
+    ]);
+    expect(record.state).toBe(TaskState.INPUT_REQUIRED);
+    expect(waitingInputs(record)).toEqual([
+      {
+        stepId: "contact",
+        kind: "elicitation",
+        prompt: "Which Ada?",
+        server: "crm",
+        requestedSchema,
+        roles: [],
+        callerMayAnswer: false,
+      },
+    ]);
+    expect(byId(record).contact?.state).toBe("waiting");
+  });
 });
 
 describe("rerun plan", () => {
