@@ -117,6 +117,18 @@ export function mcpSessionCancelSubject(sessionId: string): string {
   return `loom.v1.mcp.sessions.${sessionId}.cancel`;
 }
 
+/**
+ * Core NATS: an MCP server said one of its resources changed (`notifications/resources/updated`),
+ * published by the worker holding the subscription; every gateway replica tells its sessions
+ * subscribed to that URI over their `GET /mcp` streams.
+ */
+export function resourceUpdatedSubject(server: string): string {
+  return `loom.v1.mcp.servers.${server}.resources.updated`;
+}
+
+/** Every server's resource updates (what each gateway replica listens to). */
+export const RESOURCE_UPDATES_ALL = "loom.v1.mcp.servers.*.resources.updated";
+
 /** Subject that carries one run's A2A status and artifact events. */
 export function runEventsSubject(runId: string): string {
   return `loom.v1.runs.${runId}.events`;

@@ -24,6 +24,7 @@ import {
   PromptListChangedNotificationSchema,
   type ReadResourceResult,
   ResourceListChangedNotificationSchema,
+  ResourceUpdatedNotificationSchema,
   type Tool,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
@@ -93,6 +94,7 @@ export class McpConnection {
   /** Progress callbacks of the requests in flight, by the progress token each request carries. */
   readonly #progress = new Map<string, (progress: Progress) => void>();
   readonly #listChanged = new Set<(kind: ListKind) => void>();
+  readonly #resourceUpdated = new Set<(uri: string) => void>();
   readonly #calls = new CallsInFlight();
   #stdio: StdioClientTransport | undefined;
   #serverInfo: { name: string; version: string } | undefined;
@@ -111,6 +113,11 @@ export class McpConnection {
    */
   onListChanged(listener: (kind: ListKind) => void): void {
     this.#listChanged.add(listener);
+  }
+
+  /** Calls `listener` when the server says a resource subscribed to changed (`notifications/resources/updated`). */
+  onResourceUpdated(listener: (uri: string) => void): void {
+    this.#resourceUpdated.add(listener);
   }
 
   /**
@@ -431,7 +438,7 @@ export class McpConnection {
     return client;
   }
 
-  /** List changes go to listeners (progress and log messages are heard in #hear). */
+  /** List changes and resource updates go to listeners (progress and log messages are heard in #hear). */
   #listenToNotifications(client: Client): void {
     const lists = [
       ["tools", ToolListChangedNotificationSchema],
@@ -444,6 +451,9 @@ export class McpConnection {
         for (const listener of this.#listChanged) listener(kind);
       });
     }
+    client.setNotificationHandler(ResourceUpdatedNotificationSchema, (notification) => {
+      for (const listener of this.#resourceUpdated) listener(notification.params.uri);
+    });
   }
 
   async #transport(): Promise<Transport> {

@@ -24,7 +24,13 @@ import { WebhookAllowList } from "./a2a/webhook-url.ts";
 import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
 import { DefinitionStore } from "./definition-store.ts";
-import { FederatedCatalog, GatewayPolicy, mcpGatewayRouter, SessionStore } from "./mcp-gateway/index.ts";
+import {
+  FederatedCatalog,
+  GatewayPolicy,
+  mcpGatewayRouter,
+  SessionStore,
+  SessionStreams,
+} from "./mcp-gateway/index.ts";
 import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
@@ -100,10 +106,9 @@ await runUntilSignalled(log, async () => {
     { tools: toolsKv, catalog: await openBucket(nc, Buckets.CATALOG, { replicas }) },
     log,
   );
-  const gatewayPolicy = new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS);
-  const mcpGateway = mcpGatewayRouter({
+  const gateway = {
     catalog: mcpCatalog,
-    policy: gatewayPolicy,
+    policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
     sessions: new SessionStore(
       await openBucket(nc, Buckets.MCP_SESSIONS, { replicas, ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
     ),
@@ -115,6 +120,11 @@ await runUntilSignalled(log, async () => {
       log,
     },
     version: "0.1.0",
+  };
+  const sessionStreams = new SessionStreams(gateway);
+  const mcpGateway = mcpGatewayRouter({
+    ...gateway,
+    streams: sessionStreams,
     allowedOrigins: config.LOOM_MCP_ALLOWED_ORIGINS,
     publicUrl: config.LOOM_A2A_PUBLIC_URL,
     authorizationServers: [config.LOOM_AUTH_ISSUER],
@@ -210,6 +220,7 @@ await runUntilSignalled(log, async () => {
       await reads.stop();
       await workflowService.stop();
       await agents.stop();
+      sessionStreams.close();
       await a2a.close();
       mcpCatalog.close();
       pushNotifier.stop();

@@ -3,3 +3,4 @@ export { GatewayPolicy } from "./gateway-policy.ts";
 export { type McpEndpointOptions, mcpGatewayRouter } from "./mcp-endpoint.ts";
 export { MCP_PATH, RESOURCE_METADATA_PATH } from "./resource-metadata.ts";
 export { SessionStore } from "./session-store.ts";
+export { SessionStreams } from "./session-streams.ts";

@@ -13,12 +13,15 @@ import { AnsweringTransport, clientResponsesOf, routeClientResponses } from "./c
 import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
+import type { SessionStreams } from "./session-streams.ts";
 
 const SESSION_HEADER = "mcp-session-id";
 /** Largest JSON-RPC body taken; policy refuses tool arguments over 64 KiB anyway. */
 const MAX_BODY = "4mb";
 
 export interface McpEndpointOptions extends GatewayDependencies {
+  /** The sessions' `GET /mcp` streams this replica serves. */
+  streams: SessionStreams;
   allowedOrigins: readonly string[];
   publicUrl: string | undefined;
   authorizationServers: readonly string[];
@@ -44,10 +47,8 @@ export function mcpGatewayRouter(options: McpEndpointOptions): express.Router {
   );
   router.post(MCP_PATH, (req, res) => void serve(options, req, res));
   router.delete(MCP_PATH, (req, res) => void end(options, req, res));
-  // No server-initiated stream: every notification rides the response of the request it concerns.
-  router.get(MCP_PATH, (_req, res) => {
-    res.status(405).set("Allow", "POST, DELETE").json(jsonRpcError(-32000, "Method not allowed"));
-  });
+  // The session's server-initiated stream: resource updates and list changes.
+  router.get(MCP_PATH, (req, res) => void stream(options, req, res));
   // A body that is not JSON (or too large) is a JSON-RPC error, not express's HTML page.
   const bodyError: express.ErrorRequestHandler = (error: { status?: number }, _req, res, next) => {
     if (res.headersSent) return next(error);
@@ -106,6 +107,18 @@ async function serve(options: McpEndpointOptions, req: Request, res: Response): 
     await inner.handleRequest(req, res, req.body);
   } catch (error) {
     options.log.error({ err: error }, "MCP gateway request failed");
+    if (!res.headersSent) res.status(500).json(jsonRpcError(-32603, "internal error"));
+  }
+}
+
+async function stream(options: McpEndpointOptions, req: Request, res: Response): Promise<void> {
+  const caller = res.locals.caller as Authenticated;
+  try {
+    const session = await sessionOf(options, req, res, caller);
+    if (session === undefined) return;
+    await options.streams.serve({ session, authorization: caller.authorization }, req, res);
+  } catch (error) {
+    options.log.error({ err: error }, "MCP gateway stream failed");
     if (!res.headersSent) res.status(500).json(jsonRpcError(-32603, "internal error"));
   }
 }
