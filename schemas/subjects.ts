@@ -47,6 +47,13 @@ export const Subjects = {
   POLICY_EXPLAIN: "loom.v1.policy.explain",
   /** Request/reply: verify a bearer token and name its principal (the MCP gateway's clients). */
   POLICY_AUTHENTICATE: "loom.v1.policy.authenticate",
+  /**
+   * Request/reply, dev mode only: a client-credentials token, and the public keys that verify it,
+   * from acp-policy's development issuer (the MCP gateway's OAuth endpoints). Outside dev mode
+   * acp-policy refuses both with DEV_MODE_ONLY. Only the orchestrator's NATS user may ask.
+   */
+  POLICY_DEV_TOKEN: "loom.v1.policy.dev.token",
+  POLICY_DEV_JWKS: "loom.v1.policy.dev.jwks",
   /** Request/reply: which of a list of operations may the caller perform (a dry run for listings). */
   POLICY_PERMITTED: "loom.v1.policy.permitted",
   /** JetStream: the worker's record of every MCP call (wildcard over servers and runs). */

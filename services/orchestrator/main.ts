@@ -27,6 +27,7 @@ import { DefinitionStore } from "./definition-store.ts";
 import {
   FederatedCatalog,
   GatewayPolicy,
+  issuerUrlOf,
   mcpGatewayRouter,
   SessionStore,
   SessionStreams,
@@ -127,7 +128,8 @@ await runUntilSignalled(log, async () => {
     streams: sessionStreams,
     allowedOrigins: config.LOOM_MCP_ALLOWED_ORIGINS,
     publicUrl: config.LOOM_A2A_PUBLIC_URL,
-    authorizationServers: [config.LOOM_AUTH_ISSUER],
+    authorizationServer: issuerUrlOf(config.LOOM_AUTH_ISSUER),
+    policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     log,
   });
   const a2a = await startA2AEdge({

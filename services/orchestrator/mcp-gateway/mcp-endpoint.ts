@@ -10,6 +10,7 @@ import type { McpSession } from "../../../schemas/mcp-session.ts";
 import type { Logger } from "../../kit/index.ts";
 import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
 import { AnsweringTransport, clientResponsesOf, routeClientResponses } from "./client-responses.ts";
+import { devAuthorizationServer } from "./dev-authorization-server.ts";
 import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
@@ -24,7 +25,10 @@ export interface McpEndpointOptions extends GatewayDependencies {
   streams: SessionStreams;
   allowedOrigins: readonly string[];
   publicUrl: string | undefined;
-  authorizationServers: readonly string[];
+  /** The issuer URL of the identity provider; undefined: the development authorization server here. */
+  authorizationServer: string | undefined;
+  /** How long acp-policy may take to answer the development token endpoint. */
+  policyTimeoutMs: number;
   log: Logger;
 }
 
@@ -39,6 +43,16 @@ export function mcpGatewayRouter(options: McpEndpointOptions): express.Router {
   const metadata = resourceMetadataHandler(options);
   router.get(`${RESOURCE_METADATA_PATH}${MCP_PATH}`, metadata);
   router.get(RESOURCE_METADATA_PATH, metadata);
+  if (options.authorizationServer === undefined) {
+    router.use(
+      devAuthorizationServer({
+        nc: options.dispatch.nc,
+        timeoutMs: options.policyTimeoutMs,
+        publicUrl: options.publicUrl,
+        log: options.log,
+      }),
+    );
+  }
   router.use(
     MCP_PATH,
     originGuard(options.allowedOrigins),
