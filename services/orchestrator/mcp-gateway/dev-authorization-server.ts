@@ -107,19 +107,20 @@ async function token(options: DevAuthorizationServerOptions, req: Request, res: 
     return;
   }
   const grantType = typeof form.grant_type === "string" ? form.grant_type : undefined;
+  const { basic, ...client } = credentials;
   try {
     const issued = await request(
       options.nc,
       Subjects.POLICY_DEV_TOKEN,
       DevTokenContract,
-      { ...(grantType === undefined ? {} : { grantType }), ...credentials },
+      { ...(grantType === undefined ? {} : { grantType }), ...client },
       { timeoutMs: options.timeoutMs },
     );
     res
       .set({ "Cache-Control": "no-store", Pragma: "no-cache" })
       .json({ access_token: issued.accessToken, token_type: issued.tokenType, expires_in: issued.expiresIn });
   } catch (error) {
-    refused(options, res, error, credentials.basic);
+    refused(options, res, error, basic);
   }
 }
 
