@@ -38,9 +38,14 @@ async function tokenRequest(
     headers,
     body: new URLSearchParams(form),
   });
+  const text = await response.text();
   return {
     status: response.status,
-    body: (await response.json()) as Record<string, unknown>,
+    // Outside dev mode no such route exists: the edge's own 404 page is no JSON.
+    body: (response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : { text }) as Record<
+      string,
+      unknown
+    >,
     challenge: response.headers.get("www-authenticate"),
   };
 }
