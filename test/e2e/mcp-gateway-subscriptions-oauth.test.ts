@@ -177,6 +177,30 @@ describe("mcp gateway - resource subscriptions over GET /mcp, and OAuth discover
     await expect(client.unsubscribeResource({ uri: DYNAMIC })).rejects.toThrow(/not subscribed/);
   }, 60_000);
 
+  it("subscriptions - a session that ends has its subscriptions ended on the server, decided and audited", async () => {
+    const client = await oauthClient("ops-bot", "ops-bot-secret-0123456789");
+    const transport = client.transport as StreamableHTTPClientTransport;
+    const sessionId = transport.sessionId;
+    await client.subscribeResource({ uri: "demo://resource/dynamic/text/8" });
+    const executions = async () => {
+      const { stdout } = await loom.cli(["audit", "tail", "--run", `mcp-${sessionId}`, "--json"]);
+      return stdout
+        .trim()
+        .split("\n")
+        .filter((line) => line !== "")
+        .map((line) => JSON.parse(line) as { kind: string; resource: string; outcome?: string })
+        .filter(
+          (record) =>
+            record.kind === "tool.execution" &&
+            record.resource === "everything.demo://resource/dynamic/text/8",
+        );
+    };
+    expect(await executions()).toHaveLength(1);
+    await transport.terminateSession();
+    const after = await eventually(executions, (records) => records.length === 2);
+    expect(after.every((record) => record.outcome === "ok")).toBe(true);
+  }, 60_000);
+
   it("subscriptions - a server's new resource reaches every open GET stream as resources/list_changed", async () => {
     const client = await oauthClient("ops-bot", "ops-bot-secret-0123456789");
     let changes = 0;

@@ -312,7 +312,7 @@ async function rememberLinks(
 }
 
 /** A subscription change as policy and the worker see it: granted like a read of the resource. */
-function subscription(
+export function subscription(
   server: string,
   uri: string,
   change: ResourceSubscription["subscription"],

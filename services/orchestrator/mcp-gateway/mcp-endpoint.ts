@@ -11,7 +11,8 @@ import type { Logger } from "../../kit/index.ts";
 import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
 import { AnsweringTransport, clientResponsesOf, routeClientResponses } from "./client-responses.ts";
 import { devAuthorizationServer } from "./dev-authorization-server.ts";
-import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
+import { createGatewayServer, type GatewayDependencies, subscription } from "./gateway-server.ts";
+import { dispatchOperation } from "./operation-dispatch.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
 import type { SessionStreams } from "./session-streams.ts";
@@ -143,12 +144,41 @@ async function end(options: McpEndpointOptions, req: Request, res: Response): Pr
     const session = await sessionOf(options, req, res, caller);
     if (session === undefined) return;
     await options.sessions.delete(session.id);
+    await endSubscriptions(options, session, caller.authorization);
     options.log.info({ mcp_session: session.id }, "MCP gateway session ended by its client");
     res.status(200).end();
   } catch (error) {
     options.log.error({ err: error }, "MCP gateway session could not be ended");
     if (!res.headersSent) res.status(500).json(jsonRpcError(-32603, "internal error"));
   }
+}
+
+/**
+ * Tells the servers a session that ended no longer wants its resources' updates, so the worker's
+ * upstream subscriptions do not outlive it. The session is gone either way; a failure is logged.
+ */
+async function endSubscriptions(
+  options: McpEndpointOptions,
+  session: McpSession,
+  authorization: string,
+): Promise<void> {
+  const held = Object.entries(session.subscriptions ?? {});
+  const ended = await Promise.allSettled(
+    held.map(([uri, server]) =>
+      dispatchOperation(options.dispatch, {
+        sessionId: session.id,
+        authorization,
+        operation: subscription(server, uri, "unsubscribe"),
+      }),
+    ),
+  );
+  ended.forEach((outcome, index) => {
+    if (outcome.status === "fulfilled") return;
+    options.log.warn(
+      { err: outcome.reason, mcp_session: session.id, uri: held[index]?.[0] },
+      "a subscription of an ended MCP session was not ended on its server",
+    );
+  });
 }
 
 /**
