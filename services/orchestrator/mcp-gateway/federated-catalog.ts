@@ -92,10 +92,12 @@ export class FederatedCatalog {
   onListChanged(listener: (kind: CatalogList) => void): () => void {
     const stopTools = this.#tools.onChange(() => listener("tools"));
     const stopCatalogs = this.#catalogs.onChange((_server, before, after) => {
+      // What a client sees of a list: its items under their exposed names (the prefix matters only then).
+      const seen = (items: unknown[], entry: McpCatalogEntry | undefined) =>
+        JSON.stringify(items.length === 0 ? [] : [items, entry?.gateway?.prefix]);
       const resources = (entry: McpCatalogEntry | undefined) =>
-        JSON.stringify([entry?.resources ?? [], entry?.resourceTemplates ?? [], entry?.gateway?.prefix]);
-      const prompts = (entry: McpCatalogEntry | undefined) =>
-        JSON.stringify([entry?.prompts ?? [], entry?.gateway?.prefix]);
+        seen([...(entry?.resources ?? []), ...(entry?.resourceTemplates ?? [])], entry);
+      const prompts = (entry: McpCatalogEntry | undefined) => seen(entry?.prompts ?? [], entry);
       if (resources(before) !== resources(after)) listener("resources");
       if (prompts(before) !== prompts(after)) listener("prompts");
     });
