@@ -175,4 +175,64 @@ describe("security - resource subscriptions through the MCP gateway", () => {
       await ann.client.callTool({ name: "everything.toggle-subscriber-updates", arguments: {} });
     }
   }, 120_000);
+
+  it("subscriptions - a GET stream ends when the token that opened it expires", async () => {
+    /** Opens a session and its GET stream with `token`; resolves with how long the stream lasted, capped at `capMs`. */
+    const streamLifetime = async (token: string, capMs: number): Promise<number> => {
+      const headers = {
+        Authorization: `Bearer ${token}`,
+        "Content-Type": "application/json",
+        Accept: "application/json, text/event-stream",
+      };
+      const initialized = await fetch(mcpUrl, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 1,
+          method: "initialize",
+          params: {
+            protocolVersion: "2025-06-18",
+            capabilities: {},
+            clientInfo: { name: "expiry", version: "1" },
+          },
+        }),
+      });
+      await initialized.body?.cancel();
+      const sessionId = initialized.headers.get("mcp-session-id") ?? "";
+      const started = Date.now();
+      const abort = new AbortController();
+      const cap = setTimeout(() => abort.abort(), capMs);
+      try {
+        const stream = await fetch(mcpUrl, {
+          headers: {
+            ...headers,
+            Accept: "text/event-stream",
+            "Mcp-Session-Id": sessionId,
+            "Mcp-Protocol-Version": "2025-06-18",
+          },
+          signal: abort.signal,
+        });
+        // A stream refused outright proves nothing about expiry.
+        if (stream.status !== 200) return -1;
+        const reader = stream.body?.getReader();
+        while (reader !== undefined && !(await reader.read()).done) {}
+      } catch {
+        // Aborted at the cap: the stream was still open.
+      } finally {
+        clearTimeout(cap);
+      }
+      return Date.now() - started;
+    };
+    const now = Math.floor(Date.now() / 1000);
+    const shortLived = signJwt(validClaims("ann", ["admin"], { exp: now + 4 }));
+    await attack(AttackClass.TOKENS, "a GET stream keeps delivering after its token expired", async () => {
+      const lasted = await streamLifetime(shortLived, 15_000);
+      return lasted > 1_000 && lasted < 10_000;
+    });
+    await control("a stream opened with a token valid for an hour stays open", async () => {
+      const lasted = await streamLifetime(admin, 6_000);
+      return lasted >= 6_000;
+    });
+  }, 60_000);
 });

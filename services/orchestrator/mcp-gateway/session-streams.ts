@@ -2,11 +2,21 @@ import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import type { Subscription } from "@nats-io/transport-node";
 import type { Request, Response } from "express";
+import { decodeJwt } from "jose";
 import { type ResourceUpdated, ResourceUpdatedSchema } from "../../../schemas/mcp.ts";
 import { RESOURCE_UPDATES_ALL } from "../../../schemas/subjects.ts";
 import { listen } from "../../kit/index.ts";
 import type { CatalogList } from "./federated-catalog.ts";
 import { type CallerContext, createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
+
+/** Longest a stream stays open when its token names no expiry (acp-policy accepted it without one). */
+const MAX_STREAM_MS = 3_600_000;
+
+/** Time left on a bearer token acp-policy accepted (its `exp`), capped at MAX_STREAM_MS. */
+function msUntilExpiry(authorization: string): number {
+  const { exp } = decodeJwt(authorization.replace(/^Bearer\s+/i, ""));
+  return exp === undefined ? MAX_STREAM_MS : Math.min(Math.max(0, exp * 1000 - Date.now()), MAX_STREAM_MS);
+}
 
 /** A burst of registry writes (a server's tools re-registered one key at a time) is told once. */
 const LIST_CHANGED_SETTLE_MS = 200;
@@ -47,7 +57,11 @@ export class SessionStreams {
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
     const server = createGatewayServer(this.#deps, caller);
     const stream: OpenStream = { sessionId: caller.session.id, server };
+    // A stream lasts no longer than the token that opened it: the client reconnects with a new one.
+    const expiry = setTimeout(() => void transport.close(), msUntilExpiry(caller.authorization));
+    expiry.unref();
     res.on("close", () => {
+      clearTimeout(expiry);
       this.#open.delete(stream);
       void transport.close();
       void server.close();
