@@ -35,7 +35,7 @@ import { createConnections } from "./connections.ts";
 import { relayElicitation } from "./elicitation-relay.ts";
 import { InFlightTasks } from "./in-flight.ts";
 import { CallObserver } from "./observed-call.ts";
-import { ResourceSubscribers } from "./resource-subscriptions.ts";
+import { ResourceSubscribers, resubscribeOnReconnect } from "./resource-subscriptions.ts";
 import { removeRetiredServers } from "./retired-servers.ts";
 import { relaySampling } from "./sampling-relay.ts";
 import { loadServerList } from "./server-config.ts";
@@ -175,6 +175,7 @@ await runUntilSignalled(log, async () => {
   // sessions subscribed to that URI.
   const subscribers = new ResourceSubscribers();
   for (const [server, pool] of connections) {
+    resubscribeOnReconnect(pool, server, subscribers, log);
     pool.onResourceUpdated((uri) =>
       nc.publish(
         resourceUpdatedSubject(server),

@@ -95,6 +95,9 @@ export class McpConnection {
   readonly #progress = new Map<string, (progress: Progress) => void>();
   readonly #listChanged = new Set<(kind: ListKind) => void>();
   readonly #resourceUpdated = new Set<(uri: string) => void>();
+  readonly #reconnected = new Set<(client: Client) => void>();
+  /** Connections made so far: every one after the first is a reconnect (the server restarted). */
+  #connects = 0;
   readonly #calls = new CallsInFlight();
   #stdio: StdioClientTransport | undefined;
   #serverInfo: { name: string; version: string } | undefined;
@@ -113,6 +116,14 @@ export class McpConnection {
    */
   onListChanged(listener: (kind: ListKind) => void): void {
     this.#listChanged.add(listener);
+  }
+
+  /**
+   * Calls `listener` with the new client each time the connection is made again (a stdio server
+   * restarted, an http session was replaced), so what the server forgot can be asked again.
+   */
+  onReconnected(listener: (client: Client) => void): void {
+    this.#reconnected.add(listener);
   }
 
   /** Calls `listener` when the server says a resource subscribed to changed (`notifications/resources/updated`). */
@@ -435,6 +446,7 @@ export class McpConnection {
       timeout: Math.max(this.config.timeout, CONNECT_TIMEOUT_MS),
     });
     live = true;
+    if (this.#connects++ > 0) for (const listener of this.#reconnected) listener(client);
     return client;
   }
 

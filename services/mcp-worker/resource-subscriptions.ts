@@ -2,8 +2,9 @@ import { randomUUID } from "node:crypto";
 import type { Message, Task } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type ResourceSubscription, subscriptionGrantArguments } from "../../schemas/mcp.ts";
-import { LoomError, SpanKind, withSpan } from "../kit/index.ts";
+import { type Logger, LoomError, SpanKind, withSpan } from "../kit/index.ts";
 import { runOperation } from "./read-prompt-tasks.ts";
+import type { ServerPool } from "./server-pool.ts";
 import type { TaskHandlerDependencies } from "./task-handler.ts";
 
 /**
@@ -13,6 +14,13 @@ import type { TaskHandlerDependencies } from "./task-handler.ts";
  */
 export class ResourceSubscribers {
   readonly #holders = new Map<string, Set<string>>();
+
+  /** The resources of `server` someone holds a subscription to. */
+  uris(server: string): string[] {
+    return [...this.#holders.keys()]
+      .filter((key) => key.startsWith(`${server}\n`))
+      .map((key) => key.slice(server.length + 1));
+  }
 
   has(server: string, uri: string): boolean {
     return (this.#holders.get(keyOf(server, uri))?.size ?? 0) > 0;
@@ -34,6 +42,35 @@ export class ResourceSubscribers {
     this.#holders.delete(key);
     return true;
   }
+}
+
+/**
+ * A server that restarted has forgotten its subscriptions: each one still held is made again on
+ * the new connection, so its holders keep hearing updates. With several replicas, each restarted
+ * one subscribes too, and a client may hear an update twice.
+ */
+export function resubscribeOnReconnect(
+  pool: Pick<ServerPool, "onReconnected">,
+  server: string,
+  subscribers: ResourceSubscribers,
+  log: Logger,
+): void {
+  pool.onReconnected((client) => {
+    for (const uri of subscribers.uris(server)) {
+      client.subscribeResource({ uri }).then(
+        () =>
+          log.info(
+            { mcp_server: server, uri },
+            "resource subscription made again after the server restarted",
+          ),
+        (error: unknown) =>
+          log.warn(
+            { err: error, mcp_server: server, uri },
+            "resource subscription lost: the restarted server refused it",
+          ),
+      );
+    }
+  });
 }
 
 function keyOf(server: string, uri: string): string {

@@ -7,6 +7,9 @@ describe("resource subscribers - one upstream subscription per resource, held by
     expect(subscribers.has("everything", "demo://a")).toBe(false);
     subscribers.add("everything", "demo://a", "mcp-1");
     subscribers.add("everything", "demo://a", "mcp-2");
+    subscribers.add("everything", "demo://b", "mcp-1");
+    subscribers.add("every", "demo://c", "mcp-1");
+    expect(subscribers.uris("everything").sort()).toEqual(["demo://a", "demo://b"]);
     expect(subscribers.has("everything", "demo://a")).toBe(true);
     expect(subscribers.has("other", "demo://a")).toBe(false);
     expect(subscribers.removeLast("everything", "demo://a", "mcp-3")).toBe(false);
