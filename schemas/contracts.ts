@@ -1,5 +1,11 @@
 import type { z } from "zod";
 import { MessageSchema, TaskSchema } from "./a2a.ts";
+import {
+  DevJwksReplySchema,
+  DevJwksRequestSchema,
+  DevTokenReplySchema,
+  DevTokenRequestSchema,
+} from "./dev-authorization.ts";
 import { ServerRequestAnswerSchema, ServerRequestRelaySchema } from "./mcp-client-relay.ts";
 import { PolicyDecisionRequestSchema, PolicyDecisionSchema, PolicyExplanationSchema } from "./policy.ts";
 import {
@@ -58,6 +64,18 @@ export const PolicyExplainContract = {
 export const PolicyAuthenticateContract = {
   request: AuthenticateRequestSchema,
   response: AuthenticateReplySchema,
+} as const satisfies RequestContract;
+
+/** Dev mode only: a client-credentials token from the development issuer (see dev-authorization.ts). */
+export const DevTokenContract = {
+  request: DevTokenRequestSchema,
+  response: DevTokenReplySchema,
+} as const satisfies RequestContract;
+
+/** Dev mode only: the development issuer's public keys. */
+export const DevJwksContract = {
+  request: DevJwksRequestSchema,
+  response: DevJwksReplySchema,
 } as const satisfies RequestContract;
 
 export const PolicyPermittedContract = {

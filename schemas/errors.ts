@@ -59,6 +59,8 @@ export const ErrorCode = {
   STEP_NOT_FOUND: "STEP_NOT_FOUND",
   /** The MCP gateway's client refused or failed a server's request relayed to it (sampling, elicitation). */
   MCP_CLIENT_ERROR: "MCP_CLIENT_ERROR",
+  /** Something only development mode offers (the dev authorization server), asked of a production setup. */
+  DEV_MODE_ONLY: "DEV_MODE_ONLY",
   INTERNAL: "INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -29,6 +29,11 @@ export const McpSessionSchema = z.object({
    * may read a link at once, and a server need not list what it links to (MCP says so).
    */
   links: z.record(z.string(), z.string()).optional(),
+  /**
+   * Resources the client subscribed to (`resources/subscribe`), each with its server: their
+   * `notifications/resources/updated` reach the session's `GET /mcp` stream.
+   */
+  subscriptions: z.record(z.string(), z.string()).optional(),
   /** Set by the client's `logging/setLevel`: less severe log notifications are not relayed. */
   logLevel: z.enum(MCP_LOG_LEVELS).optional(),
   createdAt: z.iso.datetime(),

@@ -124,6 +124,28 @@ export const ResourceReadSchema = z
   .strict();
 export type ResourceRead = z.infer<typeof ResourceReadSchema>;
 
+/**
+ * The DataPart of an A2A task asking the MCP worker to subscribe to (or unsubscribe from) one
+ * resource's updates on behalf of the task's run (an MCP gateway session). Granted like a read.
+ */
+export const ResourceSubscriptionSchema = z
+  .object({
+    server: z.string().min(1),
+    resource: z.string().min(1),
+    subscription: z.enum(["subscribe", "unsubscribe"]),
+  })
+  .strict();
+export type ResourceSubscription = z.infer<typeof ResourceSubscriptionSchema>;
+
+/** What a subscription's grant binds: which of the two it is, so a read grant cannot subscribe. */
+export function subscriptionGrantArguments(operation: ResourceSubscription): Record<string, unknown> {
+  return { subscription: operation.subscription };
+}
+
+/** An upstream server's `notifications/resources/updated`, as the worker publishes it. */
+export const ResourceUpdatedSchema = z.object({ server: z.string().min(1), uri: z.string().min(1) }).strict();
+export type ResourceUpdated = z.infer<typeof ResourceUpdatedSchema>;
+
 /** The DataPart of an A2A task asking the MCP worker to render one prompt. */
 export const PromptGetSchema = z
   .object({
@@ -172,6 +194,7 @@ export function completionGrantArguments(operation: CompletionComplete): Record<
 export const McpOperationSchema = z.union([
   ToolCallSchema,
   ResourceReadSchema,
+  ResourceSubscriptionSchema,
   PromptGetSchema,
   CompletionCompleteSchema,
 ]);

@@ -52,6 +52,13 @@ export const Subjects = {
   POLICY_EXPLAIN: "loom.v1.policy.explain",
   /** Request/reply: verify a bearer token and name its principal (the MCP gateway's clients). */
   POLICY_AUTHENTICATE: "loom.v1.policy.authenticate",
+  /**
+   * Request/reply, dev mode only: a client-credentials token, and the public keys that verify it,
+   * from acp-policy's development issuer (the MCP gateway's OAuth endpoints). Outside dev mode
+   * acp-policy refuses both with DEV_MODE_ONLY. Only the orchestrator's NATS user may ask.
+   */
+  POLICY_DEV_TOKEN: "loom.v1.policy.dev.token",
+  POLICY_DEV_JWKS: "loom.v1.policy.dev.jwks",
   /** Request/reply: which of a list of operations may the caller perform (a dry run for listings). */
   POLICY_PERMITTED: "loom.v1.policy.permitted",
   /** JetStream: the worker's record of every MCP call (wildcard over servers and runs). */
@@ -121,6 +128,18 @@ export function runFeedbackSubject(runId: string): string {
 export function mcpSessionCancelSubject(sessionId: string): string {
   return `loom.v1.mcp.sessions.${sessionId}.cancel`;
 }
+
+/**
+ * Core NATS: an MCP server said one of its resources changed (`notifications/resources/updated`),
+ * published by the worker holding the subscription; every gateway replica tells its sessions
+ * subscribed to that URI over their `GET /mcp` streams.
+ */
+export function resourceUpdatedSubject(server: string): string {
+  return `loom.v1.mcp.servers.${server}.resources.updated`;
+}
+
+/** Every server's resource updates (what each gateway replica listens to). */
+export const RESOURCE_UPDATES_ALL = "loom.v1.mcp.servers.*.resources.updated";
 
 /** Subject that carries one run's A2A status and artifact events. */
 export function runEventsSubject(runId: string): string {

@@ -54,6 +54,9 @@ export const PolicyServiceConfigSchema = BaseConfigSchema.extend({
     "A JWKS file of trusted public keys, instead of a URL. With neither, acp-policy runs in dev mode.",
   ),
   LOOM_AUTH_ISSUER: z.string().min(1).default(DEV_ISSUER).describe("The `iss` every token must carry."),
+  LOOM_DEV_CLIENTS: unsetWhenEmpty(z.string().optional()).describe(
+    "Dev mode only: a YAML or JSON file of OAuth clients (`clients: [{clientId, clientSecret, subject, roles, attributes}]`) the MCP gateway's token endpoint issues client-credentials tokens to. Ignored (the endpoint refuses) when a JWKS is configured.",
+  ),
   LOOM_AUTH_AUDIENCE: z
     .string()
     .min(1)
@@ -101,6 +104,11 @@ export type PolicyServiceConfig = z.infer<typeof PolicyServiceConfigSchema>;
 
 export function readPolicyServiceConfig(env: NodeJS.ProcessEnv = process.env): PolicyServiceConfig {
   return loadConfig(PolicyServiceConfigSchema, env);
+}
+
+/** Whether acp-policy runs in dev mode: no identity provider configured, its own signing key. */
+export function isDevMode(config: PolicyServiceConfig): boolean {
+  return config.LOOM_AUTH_JWKS_URL === undefined && config.LOOM_AUTH_PUBLIC_KEYS === undefined;
 }
 
 /** Where tokens are verified from: a JWKS URL, a JWKS file, or else the dev issuer key in the data dir. */

@@ -1,5 +1,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import {
+  DevJwksContract,
+  DevTokenContract,
   PolicyAuthenticateContract,
   PolicyDecideContract,
   PolicyExplainContract,
@@ -7,6 +9,7 @@ import {
 } from "../../schemas/contracts.ts";
 import { Buckets, QueueGroups, Subjects } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
+import { ensureDevIssuerKey } from "../kit/dev-issuer.ts";
 import {
   connectNats,
   createLogger,
@@ -20,9 +23,10 @@ import {
   streamReplicas,
 } from "../kit/index.ts";
 import { AnomalyDetector } from "./anomalies.ts";
-import { readPolicyServiceConfig, tokenVerifierOptions } from "./config.ts";
+import { isDevMode, readPolicyServiceConfig, tokenVerifierOptions } from "./config.ts";
 import { decide, explain } from "./decide.ts";
 import { observeDecision } from "./decision-telemetry.ts";
+import { DevAuthorization, readDevClients } from "./dev-authorization.ts";
 import { authenticate, permitted } from "./gateway-checks.ts";
 import { GrantSigner } from "./grant-signer.ts";
 import { PolicyStore } from "./policy-store.ts";
@@ -84,7 +88,34 @@ await runUntilSignalled(log, async () => {
     log,
     handle: (request, context) => explain(deps, request, context.authorization),
   });
+  // The MCP gateway's OAuth endpoints in dev mode; outside it, both subjects answer DEV_MODE_ONLY.
+  const devMode = isDevMode(config);
+  const devAuthorization = new DevAuthorization({
+    key: devMode ? await ensureDevIssuerKey(config.LOOM_DATA_DIR) : undefined,
+    clients:
+      devMode && config.LOOM_DEV_CLIENTS !== undefined ? await readDevClients(config.LOOM_DEV_CLIENTS) : [],
+    issuer: config.LOOM_AUTH_ISSUER,
+    audience: config.LOOM_AUTH_AUDIENCE,
+    log,
+  });
+  if (!devMode && config.LOOM_DEV_CLIENTS !== undefined) {
+    log.warn("LOOM_DEV_CLIENTS ignored: a JWKS is configured, so this is not dev mode");
+  }
   const gatewayChecks = [
+    serve(nc, {
+      subject: Subjects.POLICY_DEV_TOKEN,
+      queue: QueueGroups.POLICY,
+      contract: DevTokenContract,
+      log,
+      handle: (request) => devAuthorization.token(request),
+    }),
+    serve(nc, {
+      subject: Subjects.POLICY_DEV_JWKS,
+      queue: QueueGroups.POLICY,
+      contract: DevJwksContract,
+      log,
+      handle: async () => devAuthorization.jwks(),
+    }),
     serve(nc, {
       subject: Subjects.POLICY_AUTHENTICATE,
       queue: QueueGroups.POLICY,

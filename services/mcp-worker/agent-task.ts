@@ -1,16 +1,26 @@
 import type { Message, Task } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { CompletionCompleteSchema, PromptGetSchema, ResourceReadSchema } from "../../schemas/mcp.ts";
+import {
+  CompletionCompleteSchema,
+  PromptGetSchema,
+  ResourceReadSchema,
+  ResourceSubscriptionSchema,
+} from "../../schemas/mcp.ts";
 import { describeIssues, LoomError } from "../kit/index.ts";
 import { handleCompleteTask } from "./complete-task.ts";
 import type { InFlightTasks } from "./in-flight.ts";
 import { handlePromptTask, handleReadTask } from "./read-prompt-tasks.ts";
+import { handleSubscriptionTask, type ResourceSubscribers } from "./resource-subscriptions.ts";
 import { handleToolTask, type TaskHandlerDependencies } from "./task-handler.ts";
 
-/** Routes an A2A task by what its DataPart asks for: a tool call, a resource read, a prompt or a completion. */
+/**
+ * Routes an A2A task by what its DataPart asks for: a tool call, a resource read or subscription,
+ * a prompt or a completion.
+ */
 export async function handleAgentTask(
   deps: TaskHandlerDependencies,
   inFlight: InFlightTasks,
+  subscribers: ResourceSubscribers,
   message: Message,
 ): Promise<Task> {
   const data = message.parts.find((part) => "data" in part);
@@ -19,6 +29,10 @@ export async function handleAgentTask(
       ? data.data
       : {};
   return inFlight.run(message.taskId, (signal) => {
+    if ("subscription" in body) {
+      const operation = parseOperation(ResourceSubscriptionSchema, body);
+      return handleSubscriptionTask(deps, subscribers, message, operation);
+    }
     if ("resource" in body)
       return handleReadTask(deps, message, parseOperation(ResourceReadSchema, body), signal);
     if ("complete" in body)

@@ -3,12 +3,20 @@ import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { AuditKind } from "../../schemas/audit.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
-import { agentTasksSubject, Buckets, MCP_WORKER_AGENT, Streams } from "../../schemas/subjects.ts";
+import { ResourceUpdatedSchema } from "../../schemas/mcp.ts";
+import {
+  agentTasksSubject,
+  Buckets,
+  MCP_WORKER_AGENT,
+  resourceUpdatedSubject,
+  Streams,
+} from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
 import { GRANT_USE_MEMORY_MS, GrantCheck } from "../kit/grant-check.ts";
 import {
   connectNats,
   createLogger,
+  encodePayload,
   ensureStream,
   JsonSchemaValidator,
   openBucket,
@@ -27,6 +35,7 @@ import { createConnections } from "./connections.ts";
 import { relayElicitation } from "./elicitation-relay.ts";
 import { InFlightTasks } from "./in-flight.ts";
 import { CallObserver } from "./observed-call.ts";
+import { ResourceSubscribers, resubscribeOnReconnect } from "./resource-subscriptions.ts";
 import { removeRetiredServers } from "./retired-servers.ts";
 import { relaySampling } from "./sampling-relay.ts";
 import { loadServerList } from "./server-config.ts";
@@ -162,13 +171,26 @@ await runUntilSignalled(log, async () => {
   };
   const inFlight = new InFlightTasks();
   inFlight.listen(nc, log);
+  // Whoever subscribed, a server's resource updates go to every gateway replica, which tells the
+  // sessions subscribed to that URI.
+  const subscribers = new ResourceSubscribers();
+  for (const [server, pool] of connections) {
+    resubscribeOnReconnect(pool, server, subscribers, log);
+    pool.onResourceUpdated((uri) =>
+      nc.publish(
+        resourceUpdatedSubject(server),
+        encodePayload(ResourceUpdatedSchema, { server, uri }, "resource update"),
+      ),
+    );
+  }
   const subject = agentTasksSubject(MCP_WORKER_AGENT);
   const service = serve(nc, {
     subject,
     queue: MCP_WORKER_AGENT,
     contract: AgentTaskContract,
     log,
-    handle: (message, _context) => grants.audited(message, () => handleAgentTask(deps, inFlight, message)),
+    handle: (message, _context) =>
+      grants.audited(message, () => handleAgentTask(deps, inFlight, subscribers, message)),
   });
   log.info({ subject, servers: [...connections.keys()] }, "serving A2A tool tasks");
 

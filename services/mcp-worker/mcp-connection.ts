@@ -24,6 +24,7 @@ import {
   PromptListChangedNotificationSchema,
   type ReadResourceResult,
   ResourceListChangedNotificationSchema,
+  ResourceUpdatedNotificationSchema,
   type Tool,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
@@ -93,6 +94,10 @@ export class McpConnection {
   /** Progress callbacks of the requests in flight, by the progress token each request carries. */
   readonly #progress = new Map<string, (progress: Progress) => void>();
   readonly #listChanged = new Set<(kind: ListKind) => void>();
+  readonly #resourceUpdated = new Set<(uri: string) => void>();
+  readonly #reconnected = new Set<(client: Client) => void>();
+  /** Connections made so far: every one after the first is a reconnect (the server restarted). */
+  #connects = 0;
   readonly #calls = new CallsInFlight();
   #stdio: StdioClientTransport | undefined;
   #serverInfo: { name: string; version: string } | undefined;
@@ -111,6 +116,19 @@ export class McpConnection {
    */
   onListChanged(listener: (kind: ListKind) => void): void {
     this.#listChanged.add(listener);
+  }
+
+  /**
+   * Calls `listener` with the new client each time the connection is made again (a stdio server
+   * restarted, an http session was replaced), so what the server forgot can be asked again.
+   */
+  onReconnected(listener: (client: Client) => void): void {
+    this.#reconnected.add(listener);
+  }
+
+  /** Calls `listener` when the server says a resource subscribed to changed (`notifications/resources/updated`). */
+  onResourceUpdated(listener: (uri: string) => void): void {
+    this.#resourceUpdated.add(listener);
   }
 
   /**
@@ -428,10 +446,11 @@ export class McpConnection {
       timeout: Math.max(this.config.timeout, CONNECT_TIMEOUT_MS),
     });
     live = true;
+    if (this.#connects++ > 0) for (const listener of this.#reconnected) listener(client);
     return client;
   }
 
-  /** List changes go to listeners (progress and log messages are heard in #hear). */
+  /** List changes and resource updates go to listeners (progress and log messages are heard in #hear). */
   #listenToNotifications(client: Client): void {
     const lists = [
       ["tools", ToolListChangedNotificationSchema],
@@ -444,6 +463,9 @@ export class McpConnection {
         for (const listener of this.#listChanged) listener(kind);
       });
     }
+    client.setNotificationHandler(ResourceUpdatedNotificationSchema, (notification) => {
+      for (const listener of this.#resourceUpdated) listener(notification.params.uri);
+    });
   }
 
   async #transport(): Promise<Transport> {

@@ -174,6 +174,16 @@ export class ServerPool {
     for (const replica of this.#versions[0]?.replicas ?? []) replica.connection.onListChanged(listener);
   }
 
+  /** Hears every replica connecting again after it closed (see McpConnection.onReconnected). */
+  onReconnected(listener: (client: Client) => void): void {
+    for (const replica of this.#replicas()) replica.connection.onReconnected(listener);
+  }
+
+  /** Hears the resource updates of every replica: a subscription lives on the one that took it. */
+  onResourceUpdated(listener: (uri: string) => void): void {
+    for (const replica of this.#replicas()) replica.connection.onResourceUpdated(listener);
+  }
+
   /** The tool as the given version (or the first one) knows it. */
   async findTool(name: string, version?: string): Promise<Tool | undefined> {
     const replica = this.#anyReplica(version === undefined ? this.#versions[0] : this.#version(version));

@@ -84,7 +84,7 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     .min(1)
     .default(DEV_ISSUER)
     .describe(
-      "The identity provider acp-policy trusts, named in the MCP gateway's protected resource metadata.",
+      "The identity provider acp-policy trusts (its `iss`). An http(s) URL is named as the authorization server in the MCP gateway's protected resource metadata; any other value (the dev issuer `loom-dev`) names the development authorization server on this edge instead (`/.well-known/oauth-authorization-server`, `/oauth/token`), which issues tokens only while acp-policy runs in dev mode.",
     ),
   LOOM_RESULT_INLINE_MAX_BYTES: integer(16 * 1024, 256).describe(
     "A run keeps its step results in its record while they total at most this many JSON bytes; each later one is stored in KV `loom_results` and referenced from the run.",

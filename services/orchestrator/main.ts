@@ -24,7 +24,14 @@ import { WebhookAllowList } from "./a2a/webhook-url.ts";
 import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
 import { DefinitionStore } from "./definition-store.ts";
-import { FederatedCatalog, GatewayPolicy, mcpGatewayRouter, SessionStore } from "./mcp-gateway/index.ts";
+import {
+  FederatedCatalog,
+  GatewayPolicy,
+  issuerUrlOf,
+  mcpGatewayRouter,
+  SessionStore,
+  SessionStreams,
+} from "./mcp-gateway/index.ts";
 import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
@@ -101,10 +108,9 @@ await runUntilSignalled(log, async () => {
     { tools: toolsKv, catalog: await openBucket(nc, Buckets.CATALOG, { replicas }) },
     log,
   );
-  const gatewayPolicy = new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS);
-  const mcpGateway = mcpGatewayRouter({
+  const gateway = {
     catalog: mcpCatalog,
-    policy: gatewayPolicy,
+    policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
     sessions: new SessionStore(
       await openBucket(nc, Buckets.MCP_SESSIONS, { replicas, ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
     ),
@@ -116,9 +122,15 @@ await runUntilSignalled(log, async () => {
       log,
     },
     version: "0.1.0",
+  };
+  const sessionStreams = new SessionStreams(gateway);
+  const mcpGateway = mcpGatewayRouter({
+    ...gateway,
+    streams: sessionStreams,
     allowedOrigins: config.LOOM_MCP_ALLOWED_ORIGINS,
     publicUrl: config.LOOM_A2A_PUBLIC_URL,
-    authorizationServers: [config.LOOM_AUTH_ISSUER],
+    authorizationServer: issuerUrlOf(config.LOOM_AUTH_ISSUER),
+    policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     log,
   });
   const a2a = await startA2AEdge({
@@ -213,6 +225,7 @@ await runUntilSignalled(log, async () => {
       await reruns.stop();
       await workflowService.stop();
       await agents.stop();
+      sessionStreams.close();
       await a2a.close();
       mcpCatalog.close();
       pushNotifier.stop();

@@ -134,7 +134,7 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     expect(response.status).toBe(403);
   });
 
-  it("transport - a body that is not JSON gets a JSON-RPC parse error; GET has no stream to offer", async () => {
+  it("transport - a body that is not JSON gets a JSON-RPC parse error; GET needs a session", async () => {
     const headers = {
       Authorization: `Bearer ${admin}`,
       "Content-Type": "application/json",
@@ -144,7 +144,15 @@ describe("mcp gateway - any MCP client reaches every server's tools through poli
     expect(garbled.status).toBe(400);
     expect(await garbled.json()).toMatchObject({ jsonrpc: "2.0", error: { code: -32700 } });
     const stream = await fetch(mcpUrl, { headers: { ...headers, Accept: "text/event-stream" } });
-    expect(stream.status).toBe(405);
+    expect(stream.status).toBe(400);
+    const unknown = await fetch(mcpUrl, {
+      headers: {
+        ...headers,
+        Accept: "text/event-stream",
+        "Mcp-Session-Id": "00000000-0000-4000-8000-000000000000",
+      },
+    });
+    expect(unknown.status).toBe(404);
   });
 
   it("tools/list - shows a viewer only what policy lets it call, an admin everything", async () => {

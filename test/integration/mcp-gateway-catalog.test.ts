@@ -118,4 +118,54 @@ describe("mcp gateway - the federated catalog every replica reads from KV", () =
       view.close();
     }
   });
+
+  it("catalog - list changes are heard per list after the initial load, and a rewrite that changes nothing is not", async () => {
+    const view = await FederatedCatalog.open({ tools, catalog: catalogs }, log);
+    const heard: string[] = [];
+    const stop = view.onListChanged((list) => heard.push(list));
+    const settle = async (count: number) => {
+      const deadline = Date.now() + 5_000;
+      while (heard.length < count && Date.now() < deadline) await sleep(20);
+      await sleep(200);
+    };
+    try {
+      await sleep(200);
+      expect(heard).toEqual([]);
+      await catalogs.put(
+        "crm",
+        encodePayload(
+          McpCatalogEntrySchema,
+          catalog("crm", {
+            resourceTemplates: [{ uriTemplate: "crm://contacts/{id}", name: "contact" }],
+            prompts: [{ name: "summarize", arguments: [{ name: "text", required: true }] }],
+          }),
+          "catalog",
+        ),
+      );
+      await catalogs.put(
+        "crm",
+        encodePayload(
+          McpCatalogEntrySchema,
+          catalog("crm", {
+            resources: [{ uri: "crm://contacts/c-9", name: "c-9" }],
+            resourceTemplates: [{ uriTemplate: "crm://contacts/{id}", name: "contact" }],
+            prompts: [{ name: "summarize", arguments: [{ name: "text", required: true }] }],
+          }),
+          "catalog",
+        ),
+      );
+      await settle(1);
+      expect(heard).toEqual(["resources"]);
+      await tools.put(
+        "crm.list_contacts",
+        encodePayload(ToolDescriptorSchema, tool("crm", "list_contacts"), "tool"),
+      );
+      await catalogs.delete("fixture");
+      await settle(3);
+      expect([...heard].sort()).toEqual(["resources", "resources", "tools"]);
+    } finally {
+      stop();
+      view.close();
+    }
+  });
 });

@@ -1,9 +1,11 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ErrorCode } from "../../schemas/errors.ts";
 import { Buckets } from "../../schemas/subjects.ts";
 import { openBucket } from "../../services/kit/index.ts";
 import { SessionStore } from "../../services/orchestrator/mcp-gateway/index.ts";
+import { MAX_SUBSCRIPTIONS } from "../../services/orchestrator/mcp-gateway/session-store.ts";
 import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 
 const A_WHILE_AGO = new Date(Date.now() - 10 * 60_000).toISOString();
@@ -54,5 +56,29 @@ describe("mcp gateway sessions - resource links in KV", () => {
     await sessions.delete(session.id);
     await sessions.rememberLinks(session.id, { "demo://resource/session/late": "everything" });
     expect(await sessions.get(session.id)).toBeUndefined();
+  });
+
+  it("subscriptions are kept per session, ended one by one, and bounded", async () => {
+    const session = await open();
+    await Promise.all([
+      sessions.subscribe(session.id, "demo://resource/dynamic/text/1", "everything"),
+      sessions.subscribe(session.id, "test://watched-resource", "conformance"),
+    ]);
+    expect((await sessions.get(session.id))?.subscriptions).toEqual({
+      "demo://resource/dynamic/text/1": "everything",
+      "test://watched-resource": "conformance",
+    });
+    expect(await sessions.unsubscribe(session.id, "test://watched-resource")).toBe("conformance");
+    expect(await sessions.unsubscribe(session.id, "test://watched-resource")).toBeUndefined();
+    expect((await sessions.get(session.id))?.subscriptions).toEqual({
+      "demo://resource/dynamic/text/1": "everything",
+    });
+    for (let index = 2; index <= MAX_SUBSCRIPTIONS; index++) {
+      await sessions.subscribe(session.id, `demo://resource/dynamic/text/${index}`, "everything");
+    }
+    await expect(sessions.subscribe(session.id, "demo://one-too-many", "everything")).rejects.toMatchObject({
+      code: ErrorCode.LIMIT_EXCEEDED,
+    });
+    await sessions.subscribe(session.id, "demo://resource/dynamic/text/1", "everything");
   });
 });

@@ -6,6 +6,9 @@ import { type McpCatalogEntry, McpCatalogEntrySchema } from "../../../schemas/mc
 import type { Logger } from "../../kit/index.ts";
 import { KvMirror } from "./kv-mirror.ts";
 
+/** The lists a client can be told changed. */
+export type CatalogList = "tools" | "resources" | "prompts";
+
 /** One upstream primitive as the gateway exposes it: its public name and where it lives. */
 export interface Exposed<T> {
   /** The name clients see: `<server>.<name>`, or the server's configured prefix and the name. */
@@ -79,6 +82,29 @@ export class FederatedCatalog {
         item: { ...prompt, name: this.#expose(entry.server, prompt.name) },
       })),
     );
+  }
+
+  /**
+   * Calls `listener` with each list a change in the registries altered (`tools`, `resources`,
+   * templates counted as resources, `prompts`), for `notifications/<kind>/list_changed`. Returns
+   * how to stop.
+   */
+  onListChanged(listener: (kind: CatalogList) => void): () => void {
+    const stopTools = this.#tools.onChange(() => listener("tools"));
+    const stopCatalogs = this.#catalogs.onChange((_server, before, after) => {
+      // What a client sees of a list: its items under their exposed names (the prefix matters only then).
+      const seen = (items: unknown[], entry: McpCatalogEntry | undefined) =>
+        JSON.stringify(items.length === 0 ? [] : [items, entry?.gateway?.prefix]);
+      const resources = (entry: McpCatalogEntry | undefined) =>
+        seen([...(entry?.resources ?? []), ...(entry?.resourceTemplates ?? [])], entry);
+      const prompts = (entry: McpCatalogEntry | undefined) => seen(entry?.prompts ?? [], entry);
+      if (resources(before) !== resources(after)) listener("resources");
+      if (prompts(before) !== prompts(after)) listener("prompts");
+    });
+    return () => {
+      stopTools();
+      stopCatalogs();
+    };
   }
 
   findTool(name: string): Exposed<Tool> | undefined {

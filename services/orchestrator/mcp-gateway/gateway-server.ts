@@ -12,9 +12,16 @@ import {
   ErrorCode as McpErrorCode,
   ReadResourceRequestSchema,
   SetLevelRequestSchema,
+  SubscribeRequestSchema,
+  UnsubscribeRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { ErrorCode, type WireError } from "../../../schemas/errors.ts";
-import { type CompletionComplete, completionGrantArguments } from "../../../schemas/mcp.ts";
+import {
+  type CompletionComplete,
+  completionGrantArguments,
+  type ResourceSubscription,
+  subscriptionGrantArguments,
+} from "../../../schemas/mcp.ts";
 import type { McpSession } from "../../../schemas/mcp-session.ts";
 import { contextFromFields, inContext, toWireError } from "../../kit/index.ts";
 import { announceCancel, cancellable } from "./cancellation.ts";
@@ -29,7 +36,16 @@ import {
   type GatewayOperation,
 } from "./operation-dispatch.ts";
 import { clientAnswers } from "./server-request-relay.ts";
-import type { SessionStore } from "./session-store.ts";
+import { MAX_SUBSCRIPTIONS, type SessionStore } from "./session-store.ts";
+
+/** What the gateway offers every client. */
+const GATEWAY_CAPABILITIES = {
+  tools: { listChanged: true },
+  resources: { subscribe: true, listChanged: true },
+  prompts: { listChanged: true },
+  completions: {},
+  logging: {},
+};
 
 /** The MCP error code the specification gives an unknown resource. */
 const RESOURCE_NOT_FOUND = -32002;
@@ -59,7 +75,8 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
   const server = new Server(
     { name: "loom-mcp-gateway", title: "Loom MCP gateway", version: deps.version },
     {
-      capabilities: { tools: {}, resources: {}, prompts: {}, completions: {}, logging: {} },
+      // Subscriptions and list changes reach the client over its GET /mcp stream (session-streams.ts).
+      capabilities: GATEWAY_CAPABILITIES,
       instructions:
         "Loom federates the tools, resources and prompts of its MCP servers, named <server>.<name>. " +
         "Every call is decided by policy for your token, audited, and may have fields masked.",
@@ -178,6 +195,40 @@ export function createGatewayServer(deps: GatewayDependencies, caller: CallerCon
     return readResultOf(task, uri);
   });
 
+  // A subscription is decided like a read of the resource, and made by the worker on the server;
+  // the session remembers it, so its updates reach the session's GET stream on any replica.
+  server.setRequestHandler(SubscribeRequestSchema, async (request, extra) => {
+    const { uri } = request.params;
+    const owner = deps.catalog.serverOfUri(uri) ?? caller.session.links?.[uri];
+    if (owner === undefined) throw resourceNotFound(uri);
+    const held = caller.session.subscriptions ?? {};
+    if (!(uri in held) && Object.keys(held).length >= MAX_SUBSCRIPTIONS) {
+      throw new JsonRpcError(
+        McpErrorCode.InvalidRequest,
+        `an MCP session may subscribe to at most ${MAX_SUBSCRIPTIONS} resources; unsubscribe from some first`,
+      );
+    }
+    await dispatch(subscription(owner, uri, "subscribe"), extra).catch(toMcpError);
+    await deps.sessions.subscribe(caller.session.id, uri, owner).catch(toMcpError);
+    return {};
+  });
+
+  // The session stops hearing of the resource at once; the server is told when no one else of
+  // this worker's subscribers still holds it.
+  server.setRequestHandler(UnsubscribeRequestSchema, async (request, extra) => {
+    const { uri } = request.params;
+    const owner = await deps.sessions.unsubscribe(caller.session.id, uri).catch(toMcpError);
+    if (owner === undefined) {
+      throw new JsonRpcError(McpErrorCode.InvalidParams, `This session is not subscribed to ${uri}`, {
+        uri,
+        code: ErrorCode.INVALID_INPUT,
+        message: `This session is not subscribed to ${uri}`,
+      });
+    }
+    await dispatch(subscription(owner, uri, "unsubscribe"), extra).catch(toMcpError);
+    return {};
+  });
+
   server.setRequestHandler(GetPromptRequestSchema, async (request, extra) => {
     const prompt = deps.catalog.findPrompt(request.params.name);
     if (prompt === undefined) {
@@ -258,6 +309,22 @@ async function rememberLinks(
       "resource links of a tool result not recorded in the session",
     );
   }
+}
+
+/** A subscription change as policy and the worker see it: granted like a read of the resource. */
+export function subscription(
+  server: string,
+  uri: string,
+  change: ResourceSubscription["subscription"],
+): GatewayOperation {
+  const operation: ResourceSubscription = { server, resource: uri, subscription: change };
+  return {
+    action: "resources.read",
+    target: `${server}.${uri}`,
+    arguments: subscriptionGrantArguments(operation),
+    operation,
+    method: `resources/${change}`,
+  };
 }
 
 function promptTarget(catalog: FederatedCatalog, name: string): { server: string; upstream: string } {

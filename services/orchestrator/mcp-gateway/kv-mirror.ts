@@ -5,6 +5,9 @@ import { type Logger, parsePayload } from "../../kit/index.ts";
 /** Longest wait for the bucket's present values before serving from what arrived. */
 const INITIAL_LOAD_MS = 5_000;
 
+/** One change of a mirrored entry after the initial load: the value before and after (undefined: absent). */
+export type MirrorChange<T> = (key: string, before: T | undefined, after: T | undefined) => void;
+
 /**
  * An in-memory copy of one KV bucket's values, kept current by a watch: every gateway replica
  * lists what the workers registered without a KV read per request. Entries that do not parse are
@@ -12,6 +15,8 @@ const INITIAL_LOAD_MS = 5_000;
  */
 export class KvMirror<Schema extends z.ZodType> {
   readonly #values = new Map<string, z.infer<Schema>>();
+  readonly #listeners = new Set<MirrorChange<z.infer<Schema>>>();
+  #loaded = false;
   #stop: (() => void) | undefined;
 
   private constructor() {}
@@ -26,12 +31,17 @@ export class KvMirror<Schema extends z.ZodType> {
     const mirror = new KvMirror<Schema>();
     const watcher = await kv.watch();
     mirror.#stop = () => watcher.stop();
-    const { promise: loaded, resolve } = Promise.withResolvers<void>();
+    const { promise: loaded, resolve: resolveLoaded } = Promise.withResolvers<void>();
+    const resolve = () => {
+      mirror.#loaded = true;
+      resolveLoaded();
+    };
     if ((await kv.status()).values === 0) resolve();
     // A bucket of only delete markers may never report an initial entry: start anyway.
     setTimeout(resolve, INITIAL_LOAD_MS).unref();
     void (async () => {
       for await (const entry of watcher) {
+        const before = mirror.#values.get(entry.key);
         if (entry.operation === "PUT") {
           try {
             mirror.#values.set(entry.key, parsePayload(schema, entry.value, `${what} ${entry.key}`));
@@ -41,11 +51,21 @@ export class KvMirror<Schema extends z.ZodType> {
         } else {
           mirror.#values.delete(entry.key);
         }
+        if (mirror.#loaded) {
+          const after = mirror.#values.get(entry.key);
+          for (const listener of mirror.#listeners) listener(entry.key, before, after);
+        }
         if (entry.delta === 0) resolve();
       }
     })();
     await loaded;
     return mirror;
+  }
+
+  /** Hears every change after the initial load; returns how to stop hearing them. */
+  onChange(listener: MirrorChange<z.infer<Schema>>): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   values(): IterableIterator<z.infer<Schema>> {

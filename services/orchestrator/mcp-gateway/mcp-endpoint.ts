@@ -10,18 +10,26 @@ import type { McpSession } from "../../../schemas/mcp-session.ts";
 import type { Logger } from "../../kit/index.ts";
 import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
 import { AnsweringTransport, clientResponsesOf, routeClientResponses } from "./client-responses.ts";
-import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
+import { devAuthorizationServer } from "./dev-authorization-server.ts";
+import { createGatewayServer, type GatewayDependencies, subscription } from "./gateway-server.ts";
+import { dispatchOperation } from "./operation-dispatch.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
+import type { SessionStreams } from "./session-streams.ts";
 
 const SESSION_HEADER = "mcp-session-id";
 /** Largest JSON-RPC body taken; policy refuses tool arguments over 64 KiB anyway. */
 const MAX_BODY = "4mb";
 
 export interface McpEndpointOptions extends GatewayDependencies {
+  /** The sessions' `GET /mcp` streams this replica serves. */
+  streams: SessionStreams;
   allowedOrigins: readonly string[];
   publicUrl: string | undefined;
-  authorizationServers: readonly string[];
+  /** The issuer URL of the identity provider; undefined: the development authorization server here. */
+  authorizationServer: string | undefined;
+  /** How long acp-policy may take to answer the development token endpoint. */
+  policyTimeoutMs: number;
   log: Logger;
 }
 
@@ -36,6 +44,16 @@ export function mcpGatewayRouter(options: McpEndpointOptions): express.Router {
   const metadata = resourceMetadataHandler(options);
   router.get(`${RESOURCE_METADATA_PATH}${MCP_PATH}`, metadata);
   router.get(RESOURCE_METADATA_PATH, metadata);
+  if (options.authorizationServer === undefined) {
+    router.use(
+      devAuthorizationServer({
+        nc: options.dispatch.nc,
+        timeoutMs: options.policyTimeoutMs,
+        publicUrl: options.publicUrl,
+        log: options.log,
+      }),
+    );
+  }
   router.use(
     MCP_PATH,
     originGuard(options.allowedOrigins),
@@ -44,10 +62,8 @@ export function mcpGatewayRouter(options: McpEndpointOptions): express.Router {
   );
   router.post(MCP_PATH, (req, res) => void serve(options, req, res));
   router.delete(MCP_PATH, (req, res) => void end(options, req, res));
-  // No server-initiated stream: every notification rides the response of the request it concerns.
-  router.get(MCP_PATH, (_req, res) => {
-    res.status(405).set("Allow", "POST, DELETE").json(jsonRpcError(-32000, "Method not allowed"));
-  });
+  // The session's server-initiated stream: resource updates and list changes.
+  router.get(MCP_PATH, (req, res) => void stream(options, req, res));
   // A body that is not JSON (or too large) is a JSON-RPC error, not express's HTML page.
   const bodyError: express.ErrorRequestHandler = (error: { status?: number }, _req, res, next) => {
     if (res.headersSent) return next(error);
@@ -110,18 +126,59 @@ async function serve(options: McpEndpointOptions, req: Request, res: Response): 
   }
 }
 
+async function stream(options: McpEndpointOptions, req: Request, res: Response): Promise<void> {
+  const caller = res.locals.caller as Authenticated;
+  try {
+    const session = await sessionOf(options, req, res, caller);
+    if (session === undefined) return;
+    await options.streams.serve({ session, authorization: caller.authorization }, req, res);
+  } catch (error) {
+    options.log.error({ err: error }, "MCP gateway stream failed");
+    if (!res.headersSent) res.status(500).json(jsonRpcError(-32603, "internal error"));
+  }
+}
+
 async function end(options: McpEndpointOptions, req: Request, res: Response): Promise<void> {
   const caller = res.locals.caller as Authenticated;
   try {
     const session = await sessionOf(options, req, res, caller);
     if (session === undefined) return;
     await options.sessions.delete(session.id);
+    await endSubscriptions(options, session, caller.authorization);
     options.log.info({ mcp_session: session.id }, "MCP gateway session ended by its client");
     res.status(200).end();
   } catch (error) {
     options.log.error({ err: error }, "MCP gateway session could not be ended");
     if (!res.headersSent) res.status(500).json(jsonRpcError(-32603, "internal error"));
   }
+}
+
+/**
+ * Tells the servers a session that ended no longer wants its resources' updates, so the worker's
+ * upstream subscriptions do not outlive it. The session is gone either way; a failure is logged.
+ */
+async function endSubscriptions(
+  options: McpEndpointOptions,
+  session: McpSession,
+  authorization: string,
+): Promise<void> {
+  const held = Object.entries(session.subscriptions ?? {});
+  const ended = await Promise.allSettled(
+    held.map(([uri, server]) =>
+      dispatchOperation(options.dispatch, {
+        sessionId: session.id,
+        authorization,
+        operation: subscription(server, uri, "unsubscribe"),
+      }),
+    ),
+  );
+  ended.forEach((outcome, index) => {
+    if (outcome.status === "fulfilled") return;
+    options.log.warn(
+      { err: outcome.reason, mcp_session: session.id, uri: held[index]?.[0] },
+      "a subscription of an ended MCP session was not ended on its server",
+    );
+  });
 }
 
 /**

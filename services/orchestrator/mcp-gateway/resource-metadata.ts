@@ -15,17 +15,27 @@ export function resourceMetadataUrl(req: Request, publicUrl: string | undefined)
 }
 
 /**
+ * The configured issuer when it is an http(s) URL, as OAuth discovery needs one; undefined for a
+ * plain name such as the development issuer `loom-dev`.
+ */
+export function issuerUrlOf(issuer: string): string | undefined {
+  return /^https?:\/\//i.test(issuer) && URL.canParse(issuer) ? issuer : undefined;
+}
+
+/**
  * Serves the protected resource metadata: the resource is the gateway's `/mcp` URL, and tokens for
- * it come from the identity provider acp-policy trusts.
+ * it come from the identity provider acp-policy trusts, named by its issuer URL; when the issuer
+ * is no URL (dev mode), from the development authorization server on this edge.
  */
 export function resourceMetadataHandler(options: {
   publicUrl: string | undefined;
-  authorizationServers: readonly string[];
+  authorizationServer: string | undefined;
 }): RequestHandler {
   return (req, res) => {
+    const base = baseUrlOf(req, options.publicUrl);
     res.set("Cache-Control", "max-age=300").json({
-      resource: `${baseUrlOf(req, options.publicUrl)}${MCP_PATH}`,
-      authorization_servers: options.authorizationServers,
+      resource: `${base}${MCP_PATH}`,
+      authorization_servers: [options.authorizationServer ?? base],
       bearer_methods_supported: ["header"],
       resource_name: "Loom MCP gateway",
     });

@@ -8,6 +8,8 @@ import { CasContendedError, casUpdate, encodePayload, LoomError, parsePayload } 
 const TOUCH_EVERY_MS = 60_000;
 /** Links a session remembers (the latest); older ones are read only if a server lists them. */
 const MAX_LINKS = 256;
+/** Resources one session may be subscribed to at once. */
+export const MAX_SUBSCRIPTIONS = 256;
 /** Tries to change a record that other requests of the session write at the same time. */
 const UPDATE_ATTEMPTS = 10;
 /** Most a retry waits, at random, so writers that collided do not collide again in step. */
@@ -68,6 +70,35 @@ export class SessionStore {
       ...current,
       links: Object.fromEntries(Object.entries({ ...current.links, ...links }).slice(-MAX_LINKS)),
     }));
+  }
+
+  /**
+   * Notes that the session is subscribed to `uri` of `server` (its updates then reach the session's
+   * GET stream). Refused past MAX_SUBSCRIPTIONS, so a client cannot grow its record without bound.
+   */
+  async subscribe(id: string, uri: string, server: string): Promise<void> {
+    await this.#update(id, (current) => {
+      const subscriptions = { ...current.subscriptions, [uri]: server };
+      if (Object.keys(subscriptions).length > MAX_SUBSCRIPTIONS) {
+        throw new LoomError(
+          ErrorCode.LIMIT_EXCEEDED,
+          `an MCP session may subscribe to at most ${MAX_SUBSCRIPTIONS} resources; unsubscribe from some first`,
+          { details: { limit: "subscriptions", max: MAX_SUBSCRIPTIONS } },
+        );
+      }
+      return { ...current, subscriptions };
+    });
+  }
+
+  /** Ends the session's subscription to `uri`; the server it was with, or undefined when there was none. */
+  async unsubscribe(id: string, uri: string): Promise<string | undefined> {
+    let server: string | undefined;
+    await this.#update(id, (current) => {
+      server = current.subscriptions?.[uri];
+      const { [uri]: _ended, ...rest } = current.subscriptions ?? {};
+      return { ...current, subscriptions: rest };
+    });
+    return server;
   }
 
   async delete(id: string): Promise<void> {
