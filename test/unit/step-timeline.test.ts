@@ -259,6 +259,7 @@ describe("rerun plan", () => {
             id: "charge",
             call: "erp.charge",
             with: {},
+            // biome-ignore lint/suspicious/noThenProperty: `then` is the workflow DSL's word; this is plain data, never awaited.
             onError: { steps: [{ id: "refund", call: "erp.refund", with: {} }], then: "continue" },
           },
           { id: "notify", call: "crm.notify", with: { refunded: "{% $steps.refund.ok %}" } },
