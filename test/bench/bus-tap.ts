@@ -8,8 +8,10 @@
  */
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 
-/** A token that names one run, task or writer rather than a kind of message. */
-const isId = (token: string) => token.length >= 16 || (token.length >= 8 && /\d/.test(token));
+/** A token that names one run, task or writer (a uuid, a random base64url id) rather than a kind of message. */
+const isId = (token: string) =>
+  token.length >= 16 ||
+  (token.length >= 8 && (/\d/.test(token) || (/[A-Z]/.test(token) && /[a-z]/.test(token))));
 
 /** What a request was for, from its subject: ids masked, KV and JetStream API named by bucket and verb. */
 export function requestKind(subject: string): string {
