@@ -5,6 +5,8 @@ import type { CounterDelta } from "./monitor.ts";
 export interface Measurement {
   name: string;
   latenciesMs: number[];
+  /** Why each failed call failed. */
+  failures: string[];
   elapsedMs: number;
   /** CPU ms per run (or call), by process. */
   cpuPerRunMs: Map<string, number>;
@@ -15,6 +17,8 @@ export interface CountRow {
   name: string;
   steps: number;
   runs: number;
+  /** Runs that failed (their traffic is counted with the others). */
+  failed: number;
   delta: CounterDelta;
   tapped: TapCounts;
 }
@@ -84,7 +88,7 @@ export function printReport(report: {
   const { results, counts } = report;
   console.log("Latency and throughput (per s: runs, or calls, completed per second)\n");
   printTable(
-    ["measurement", "n", "p50 ms", "p99 ms", "per s", "CPU ms/run", "target (issue 12)", ""],
+    ["measurement", "n", "failed", "p50 ms", "p99 ms", "per s", "CPU ms/run", "target (issue 12)", ""],
     results.map((result) => {
       const p50 = percentile(result.latenciesMs, 50);
       const perSecond = (result.latenciesMs.length / result.elapsedMs) * 1000;
@@ -93,6 +97,7 @@ export function printReport(report: {
       return [
         result.name,
         String(result.latenciesMs.length),
+        String(result.failures.length),
         p50.toFixed(2),
         percentile(result.latenciesMs, 99).toFixed(2),
         perSecond.toFixed(0),
@@ -103,6 +108,8 @@ export function printReport(report: {
     }),
   );
   for (const line of report.settings) console.log(line);
+  for (const result of results)
+    if (result.failures.length > 0) console.log(`${result.name}: first failure: ${result.failures[0]}`);
 
   console.log(
     `\nOn the bus, per step (per tool call), over sequential runs; targets ≤ ${MAX_ROUND_TRIPS_PER_STEP} round trips, ≤ ${MAX_MESSAGES_PER_STEP} messages\n`,
@@ -110,6 +117,7 @@ export function printReport(report: {
   printTable(
     [
       "workload",
+      "failed",
       "round trips",
       "messages (varz in)",
       "delivered (varz out)",
