@@ -128,6 +128,7 @@ export function printReport(report: {
     ],
     counts.map((row) => [
       row.name,
+      String(row.failed),
       perStep(
         [...row.tapped.roundTrips.values()].reduce((sum, n) => sum + n, 0),
         row,
