@@ -272,6 +272,7 @@ async function startBenchStack(dir: string, natsArgs: string[] = []) {
   };
 }
 
+const benchStarted = performance.now();
 const dir = await mkdtemp(join(tmpdir(), "loom-bench-"));
 const bench = await startBenchStack(join(dir, "default"));
 const results: Measurement[] = [];
@@ -415,7 +416,8 @@ printReport({
   settings: [
     `JetStream: ${syncSetting}; the "sync_interval always" rows: ${syncedSetting}`,
     `tracing: ${TELEMETRY_ENV.OTEL_TRACES_SAMPLER} ${TELEMETRY_ENV.OTEL_TRACES_SAMPLER_ARG}, exporter ${TELEMETRY_ENV.OTEL_TRACES_EXPORTER}`,
-    `runs counted on the bus: ${COUNTED_RUNS} per workload, one at a time; BENCH_SCALE ${SCALE}`,
+    `runs counted on the bus: ${COUNTED_RUNS} per workload, one at a time; BENCH_SCALE ${SCALE}; ` +
+      `the bench took ${((performance.now() - benchStarted) / 1000).toFixed(0)} s`,
   ],
   waiting: waitingReport,
 });
