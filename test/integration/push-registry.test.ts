@@ -6,7 +6,7 @@ import { createLogger } from "../../services/kit/index.ts";
 import { openBucket } from "../../services/kit/jetstream.ts";
 import { PushRegistry } from "../../services/orchestrator/a2a/push-notifications.ts";
 import { WebhookAllowList } from "../../services/orchestrator/a2a/webhook-url.ts";
-import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
+import { connectTo, startNatsServer } from "../helpers/nats-server.ts";
 
 const log = createLogger({ service: "push-registry-test", level: "silent" });
 const allowList = WebhookAllowList.parse(["http://127.0.0.1:9/"]);
@@ -16,32 +16,37 @@ const config = (taskId: string, id: string): PushNotificationConfig => ({
   url: `http://127.0.0.1:9/${taskId}/${id}`,
 });
 
+/** A nats-server and two registries on two connections, as two orchestrator replicas would have. */
+async function openReplicas() {
+  const ns = await startNatsServer();
+  const connections = [await connectTo(ns.url), await connectTo(ns.url)] as const;
+  const open = (nc: NatsConnection) =>
+    openBucket(nc, Buckets.PUSH, { replicas: 1 }).then((kv) => PushRegistry.open(kv, allowList, log));
+  // A registration made before the replicas open is found too.
+  const early = await open(connections[0]);
+  await early.save(config("run-0", "c0"));
+  early.close();
+  const registries = [await open(connections[0]), await open(connections[1])] as const;
+  return {
+    registries,
+    async close() {
+      for (const registry of registries) registry.close();
+      for (const nc of connections) await nc.close();
+      await ns[Symbol.asyncDispose]();
+    },
+  };
+}
+
 describe("push registry - webhooks found from a KV watch, not a request per run event", () => {
-  let ns: NatsServer;
-  let a: NatsConnection;
-  let b: NatsConnection;
+  let replicas: Awaited<ReturnType<typeof openReplicas>>;
   let one: PushRegistry;
   let other: PushRegistry;
 
   beforeAll(async () => {
-    ns = await startNatsServer();
-    a = await connectTo(ns.url);
-    b = await connectTo(ns.url);
-    // A registration made before the registry opens is found too.
-    const early = await PushRegistry.open(await openBucket(a, Buckets.PUSH, { replicas: 1 }), allowList, log);
-    await early.save(config("run-0", "c0"));
-    early.close();
-    one = await PushRegistry.open(await openBucket(a, Buckets.PUSH, { replicas: 1 }), allowList, log);
-    other = await PushRegistry.open(await openBucket(b, Buckets.PUSH, { replicas: 1 }), allowList, log);
+    replicas = await openReplicas();
+    [one, other] = replicas.registries;
   });
-
-  afterAll(async () => {
-    one?.close();
-    other?.close();
-    await a?.close();
-    await b?.close();
-    await ns?.[Symbol.asyncDispose]();
-  });
+  afterAll(() => replicas?.close());
 
   it("push registry - what was stored before it opened is there, and only under its own run", () => {
     expect(one.list("run-0").map((found) => found.id)).toEqual(["c0"]);
