@@ -1,6 +1,6 @@
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import type { KV } from "@nats-io/kv";
-import { calculateJwkThumbprint, type JWK, SignJWT } from "jose";
+import { calculateJwkThumbprint, type JWK } from "jose";
 import {
   GRANT_AUDIENCE,
   GRANT_ISSUER,
@@ -11,6 +11,7 @@ import {
   RUN_TOKEN_TYPE,
   type RunTokenClaims,
 } from "../../schemas/policy.ts";
+import { signEd25519Jwt } from "../kit/ed25519-jwt.ts";
 
 /**
  * Signs grants with an Ed25519 key this replica makes at start and never writes to disk. Its public
@@ -44,7 +45,7 @@ export class GrantSigner {
     principal: Principal,
     run: { runId: string; workflow: { id: string; version: number }; parent?: string },
     ttlMs: number,
-  ): Promise<string> {
+  ): string {
     const claims: RunTokenClaims = {
       run: run.runId,
       wf: run.workflow.id,
@@ -53,26 +54,22 @@ export class GrantSigner {
       roles: principal.roles,
       attributes: principal.attributes,
     };
-    return new SignJWT(claims)
-      .setProtectedHeader({ alg: "EdDSA", typ: RUN_TOKEN_TYPE, kid: this.kid })
-      .setIssuer(GRANT_ISSUER)
-      .setAudience(RUN_TOKEN_AUDIENCE)
-      .setSubject(principal.id)
-      .setIssuedAt()
-      .setExpirationTime(`${Math.max(1, Math.round(ttlMs / 1000))}s`)
-      .sign(this.#privateKey);
+    return signEd25519Jwt(
+      { ...claims, iss: GRANT_ISSUER, aud: RUN_TOKEN_AUDIENCE, sub: principal.id },
+      {
+        type: RUN_TOKEN_TYPE,
+        kid: this.kid,
+        ttlSeconds: Math.max(1, Math.round(ttlMs / 1000)),
+        privateKey: this.#privateKey,
+      },
+    );
   }
 
-  sign(claims: GrantClaims): Promise<string> {
+  sign(claims: GrantClaims): string {
     const { sub, jti, ...bound } = claims;
-    return new SignJWT(bound)
-      .setProtectedHeader({ alg: "EdDSA", typ: GRANT_TYPE, kid: this.kid })
-      .setIssuer(GRANT_ISSUER)
-      .setAudience(GRANT_AUDIENCE)
-      .setSubject(sub)
-      .setJti(jti)
-      .setIssuedAt()
-      .setExpirationTime(`${this.#ttlSeconds}s`)
-      .sign(this.#privateKey);
+    return signEd25519Jwt(
+      { ...bound, iss: GRANT_ISSUER, aud: GRANT_AUDIENCE, sub, jti },
+      { type: GRANT_TYPE, kid: this.kid, ttlSeconds: this.#ttlSeconds, privateKey: this.#privateKey },
+    );
   }
 }

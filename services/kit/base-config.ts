@@ -43,7 +43,9 @@ export const TelemetryConfigSchema = z.object({
   OTEL_TRACES_SAMPLER: z
     .enum(Sampler)
     .default(Sampler.PARENT_BASED_ALWAYS_ON)
-    .describe("Which traces are sampled, as the OpenTelemetry specification names the samplers."),
+    .describe(
+      "Which traces are sampled, as the OpenTelemetry specification names the samplers. With a parent-based one (or `always_off`), nothing is made for an unsampled trace but its trace id, which still reaches logs and audit records.",
+    ),
   OTEL_TRACES_SAMPLER_ARG: z.coerce
     .number()
     .min(0)

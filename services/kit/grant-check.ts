@@ -1,6 +1,5 @@
-import { randomUUID } from "node:crypto";
+import { type KeyObject, randomUUID } from "node:crypto";
 import type { KV } from "@nats-io/kv";
-import { type CryptoKey, errors, importJWK, type JWK, jwtVerify } from "jose";
 import type { Message } from "../../schemas/a2a.ts";
 import { AuditKind } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
@@ -14,6 +13,7 @@ import {
 } from "../../schemas/policy.ts";
 import type { AuditLog } from "./audit-chain.ts";
 import { digestOf } from "./digest.ts";
+import { ed25519PublicKey, JwtExpiredError, verifyEd25519Jwt } from "./ed25519-jwt.ts";
 import { isBrokerFailure, LoomError, toWireError } from "./errors.ts";
 import { casWrite } from "./kv-cas.ts";
 import type { Logger } from "./logger.ts";
@@ -38,11 +38,11 @@ export interface GrantedOperation {
 }
 
 /** acp-policy's grant-signing public keys, by `kid`. */
-export type GrantKeys = (kid: string | undefined) => Promise<CryptoKey | Uint8Array>;
+export type GrantKeys = (kid: string | undefined) => Promise<KeyObject>;
 
 /** Looks up acp-policy's grant keys by `kid` in KV `loom_grant_keys`, each imported once. */
 export function grantKeySource(keys: KV): GrantKeys {
-  const cache = new Map<string, CryptoKey | Uint8Array>();
+  const cache = new Map<string, KeyObject>();
   return async (kid) => {
     if (kid === undefined || !/^[A-Za-z0-9_-]{1,128}$/.test(kid)) {
       throw new LoomError(ErrorCode.GRANT_REFUSED, "the grant names no usable key id");
@@ -53,7 +53,12 @@ export function grantKeySource(keys: KV): GrantKeys {
     if (entry === null || entry.operation !== "PUT") {
       throw new LoomError(ErrorCode.GRANT_REFUSED, "the grant is signed by an unknown key");
     }
-    const key = await importJWK(JSON.parse(entry.string()) as JWK, "EdDSA");
+    let key: KeyObject;
+    try {
+      key = ed25519PublicKey(JSON.parse(entry.string()));
+    } catch (cause) {
+      throw new LoomError(ErrorCode.GRANT_REFUSED, "the grant's key is not an Ed25519 key", { cause });
+    }
     cache.set(kid, key);
     return key;
   };
@@ -73,17 +78,16 @@ export async function verifyGrant(
   }
   let payload: unknown;
   try {
-    ({ payload } = await jwtVerify(grant, (header) => key(header.kid), {
+    payload = await verifyEd25519Jwt(grant, key, {
       issuer: GRANT_ISSUER,
       audience: GRANT_AUDIENCE,
-      algorithms: ["EdDSA"],
-      typ: GRANT_TYPE,
-      clockTolerance: toleranceSeconds,
-      requiredClaims: ["exp", "jti", "sub"],
-    }));
+      type: GRANT_TYPE,
+      clockToleranceSeconds: toleranceSeconds,
+      requiredClaims: ["jti", "sub"],
+    });
   } catch (cause) {
     if (cause instanceof LoomError) throw cause;
-    const why = cause instanceof errors.JWTExpired ? "the grant has expired" : "the grant does not verify";
+    const why = cause instanceof JwtExpiredError ? "the grant has expired" : "the grant does not verify";
     throw new LoomError(ErrorCode.GRANT_REFUSED, why, { cause });
   }
   const parsed = GrantClaimsSchema.safeParse(payload);

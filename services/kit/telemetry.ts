@@ -8,6 +8,7 @@ import {
   type Span,
   SpanKind,
   SpanStatusCode,
+  TraceFlags,
   trace,
 } from "@opentelemetry/api";
 import { JaegerExporter } from "@opentelemetry/exporter-jaeger";
@@ -46,6 +47,12 @@ export const Sampler = {
   PARENT_BASED_TRACE_ID_RATIO: "parentbased_traceidratio",
 } as const;
 export type Sampler = (typeof Sampler)[keyof typeof Sampler];
+
+/**
+ * Whether the sampler leaves every span under an unsampled parent unsampled (the parent-based
+ * samplers and always_off): then `withSpan` makes no span there at all, see `withSpan`.
+ */
+let unsampledParentsDecide = false;
 
 export interface Telemetry {
   /** The `service.name` spans carry. */
@@ -88,6 +95,9 @@ export function setupTelemetry(options: {
     spanProcessors,
   });
   provider.register();
+  unsampledParentsDecide =
+    config.OTEL_TRACES_SAMPLER.startsWith("parentbased_") ||
+    config.OTEL_TRACES_SAMPLER === Sampler.ALWAYS_OFF;
   return {
     serviceName,
     publishSpansTo: (nc) => spanStream.attach(nc),
@@ -137,7 +147,8 @@ const tracer = () => trace.getTracer("loom");
 
 /**
  * Runs `work` inside a new span that ends when it settles. A throw marks the span as an error
- * with `error.type`: the LoomError's code, else the error's class name.
+ * with `error.type`: the LoomError's code, else the error's class name. Under an unsampled parent,
+ * with a sampler that follows its parent, no span is made: `work` gets the parent's, unrecorded.
  */
 export async function withSpan<T>(
   name: string,
@@ -145,6 +156,17 @@ export async function withSpan<T>(
   work: (span: Span) => Promise<T>,
 ): Promise<T> {
   const parent = options.parent ?? context.active();
+  const parentSpan = trace.getSpanContext(parent);
+  if (
+    unsampledParentsDecide &&
+    parentSpan !== undefined &&
+    (parentSpan.traceFlags & TraceFlags.SAMPLED) === 0
+  ) {
+    // A span here would never be recorded: make none (no ids, no sampling call, no context switch
+    // of its own). The parent's context travels on, so the trace id still reaches logs and audit.
+    const unrecorded = trace.wrapSpanContext(parentSpan);
+    return parent === context.active() ? work(unrecorded) : context.with(parent, () => work(unrecorded));
+  }
   return tracer().startActiveSpan(
     name,
     {

@@ -65,8 +65,12 @@ export class StepResults {
       lapsed = earlier.lapsedWorker ?? lapsed;
     }
     const key = stepRecordKey(step.runId, step.stepId, step.attempt);
+    // An attempt is almost always new: its claim (a create, first writer wins) is tried before any
+    // read, and the record is read only once the create finds one there.
+    let unread = true;
     for (;;) {
-      const entry = await readEntry(this.#kv, key);
+      const entry = unread ? null : await readEntry(this.#kv, key);
+      unread = false;
       const existing =
         entry === null ? undefined : parsePayload(StepRecordSchema, entry.value, `step ${key}`);
       if (existing !== undefined && existing.status !== "running") return replay(existing);

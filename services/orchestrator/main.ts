@@ -89,10 +89,10 @@ await runUntilSignalled(log, async () => {
   const runsKv = await openBucket(nc, Buckets.RUNS, { replicas, history: 5 });
   const resultsKv = await openBucket(nc, Buckets.RESULTS, { replicas });
   const runs = new RunStore(runsKv, new DefinitionStore(resultsKv));
-  const push = new PushRegistry(
+  const push = await PushRegistry.open(
     await openBucket(nc, Buckets.PUSH, { replicas }),
-    jsm,
     WebhookAllowList.parse(config.LOOM_A2A_WEBHOOK_ALLOW),
+    log,
   );
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
   let publicUrl = config.LOOM_A2A_PUBLIC_URL;
@@ -229,6 +229,7 @@ await runUntilSignalled(log, async () => {
       await a2a.close();
       mcpCatalog.close();
       pushNotifier.stop();
+      push.close();
       await driver.stop();
       await observability.close();
       await nc.drain();

@@ -208,7 +208,7 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     context: ServerCallContext,
   ): Promise<ListTaskPushNotificationConfigsResponse> {
     await this.#access(params.taskId, context, PolicyAction.PUSH_CONFIGURE);
-    const configs = await this.#options.push.list(params.taskId);
+    const configs = this.#options.push.list(params.taskId);
     return { configs: configs.map((config) => PushConfigCodec.fromJSON(config)), nextPageToken: "" };
   }
 

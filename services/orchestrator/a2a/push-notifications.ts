@@ -3,8 +3,9 @@ import type { KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
 import { type PushNotificationConfig, PushNotificationConfigSchema } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { Buckets, Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
+import { Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
 import { encodePayload, type Logger, LoomError, parsePayload } from "../../kit/index.ts";
+import { KvMirror } from "../mcp-gateway/kv-mirror.ts";
 import type { WebhookAllowList } from "./webhook-url.ts";
 
 /** Deliveries of one event before its webhooks are given up on (the event stays in the stream). */
@@ -13,28 +14,41 @@ const RETRY_DELAY_MS = 1_000;
 const POST_TIMEOUT_MS = 5_000;
 
 /**
- * Webhooks A2A clients register for their tasks, in KV `loom_push` (`<taskId>.<configId>`). Only
- * URLs the allow-list admits are accepted: a webhook is a request Loom makes on a client's
+ * Webhooks A2A clients register for their tasks, in KV `loom_push` (`<taskId>.<configId>`), and
+ * mirrored in memory from a watch, so finding a run's webhooks costs no NATS request per run event.
+ * Only URLs the allow-list admits are accepted: a webhook is a request Loom makes on a client's
  * behalf, and must not reach into internal addresses.
  */
 export class PushRegistry {
   readonly #kv: KV;
-  readonly #jsm: JetStreamManager;
+  readonly #mirror: KvMirror<typeof PushNotificationConfigSchema>;
   /** Checked when a webhook is registered and again before every delivery. */
   readonly allowList: WebhookAllowList;
 
-  constructor(kv: KV, jsm: JetStreamManager, allowList: WebhookAllowList) {
+  private constructor(
+    kv: KV,
+    mirror: KvMirror<typeof PushNotificationConfigSchema>,
+    allowList: WebhookAllowList,
+  ) {
     this.#kv = kv;
-    this.#jsm = jsm;
+    this.#mirror = mirror;
     this.allowList = allowList;
   }
 
+  /** Opens the registry once the bucket's present registrations are mirrored. */
+  static async open(kv: KV, allowList: WebhookAllowList, log: Logger): Promise<PushRegistry> {
+    const mirror = await KvMirror.open(kv, PushNotificationConfigSchema, "push config", log);
+    return new PushRegistry(kv, mirror, allowList);
+  }
+
+  /** Stores a webhook; resolves once this replica's notifier will find it. */
   async save(config: PushNotificationConfig): Promise<PushNotificationConfig> {
     await this.allowList.check(config.url);
-    await this.#kv.put(
+    const revision = await this.#kv.put(
       `${config.taskId}.${config.id}`,
       encodePayload(PushNotificationConfigSchema, config, "push config"),
     );
+    await this.#mirror.reached(revision);
     return config;
   }
 
@@ -46,26 +60,25 @@ export class PushRegistry {
   }
 
   /**
-   * The task's webhooks. Its keys come from one stream-info request filtered on the task's
-   * subjects, not from `kv.keys`, which makes a consumer per call: once per run event, that
-   * swamps a replicated cluster ("maximum consumers limit reached").
+   * The task's webhooks, from the mirror. Another replica's registration shows here as soon as
+   * the watch delivers it, which is before the run's next events reach the notifier in practice:
+   * the registration is stored before the events that follow it are published.
    */
-  async list(taskId: string): Promise<PushNotificationConfig[]> {
-    const prefix = `$KV.${Buckets.PUSH}.`;
-    const info = await this.#jsm.streams.info(`KV_${Buckets.PUSH}`, {
-      subjects_filter: `${prefix}${taskId}.*`,
-    });
-    const configs: PushNotificationConfig[] = [];
-    for (const subject of Object.keys(info.state.subjects ?? {})) {
-      const entry = await this.#kv.get(subject.slice(prefix.length));
-      if (entry?.operation === "PUT")
-        configs.push(parsePayload(PushNotificationConfigSchema, entry.value, "push config"));
-    }
-    return configs;
+  list(taskId: string): PushNotificationConfig[] {
+    return this.#mirror.under(taskId);
   }
 
+  /** Removes a webhook; resolves once this replica's notifier no longer finds it. */
   async delete(taskId: string, id: string): Promise<void> {
-    await this.#kv.delete(`${taskId}.${id}`);
+    const key = `${taskId}.${id}`;
+    await this.#kv.delete(key);
+    // The delete answers no revision; its marker's is what the mirror must reach.
+    const marker = await this.#kv.get(key);
+    if (marker !== null) await this.#mirror.reached(marker.revision);
+  }
+
+  close(): void {
+    this.#mirror.close();
   }
 }
 
@@ -99,7 +112,7 @@ export async function startPushNotifier(options: {
     for await (const message of messages) {
       const runId = runIdOfSubject(message.subject);
       try {
-        const configs = await options.registry.list(runId);
+        const configs = options.registry.list(runId);
         await Promise.all(configs.map((config) => post(options.registry.allowList, config, message.data)));
         message.ack();
       } catch (error) {
