@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import { AuditKind } from "../../schemas/audit.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { agentTasksSubject, Buckets, MCP_WORKER_AGENT, Streams } from "../../schemas/subjects.ts";
@@ -12,6 +12,8 @@ import {
   ensureStream,
   JsonSchemaValidator,
   openBucket,
+  openJetStreamManager,
+  retryBrokerFailures,
   runUntilSignalled,
   StreamDefinitions,
   serve,
@@ -109,13 +111,15 @@ await runUntilSignalled(log, async () => {
     log,
   });
   health.start();
-  await removeRetiredServers({
-    tools: toolsKv,
-    catalog: catalogKv,
-    servers: serversKv,
-    configured: new Set(connections.keys()),
-    log,
-  });
+  await retryBrokerFailures(() =>
+    removeRetiredServers({
+      tools: toolsKv,
+      catalog: catalogKv,
+      servers: serversKv,
+      configured: new Set(connections.keys()),
+      log,
+    }),
+  );
   await Promise.all(
     [...connections.values()].map((connection) => {
       const record = async (tools: Tool[]) => {
@@ -148,7 +152,7 @@ await runUntilSignalled(log, async () => {
     audit,
     log,
   });
-  await ensureStream(await jetstreamManager(nc), StreamDefinitions.toolCalls, replicas);
+  await ensureStream(await openJetStreamManager(nc), StreamDefinitions.toolCalls, replicas);
   const calls = new CallObserver(new CallRecords(jetstream(nc), log));
   const notifications = new TaskNotifications(nc, log);
   const deps = {

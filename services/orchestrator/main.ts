@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import { Buckets } from "../../schemas/subjects.ts";
 import { grantKeySource } from "../kit/grant-check.ts";
 import {
@@ -10,6 +10,7 @@ import {
   JsonSchemaValidator,
   observeGauge,
   openBucket,
+  openJetStreamManager,
   runUntilSignalled,
   StreamDefinitions,
   startObservability,
@@ -64,7 +65,7 @@ await runUntilSignalled(log, async () => {
   const catalog = new WorkflowCatalog(limits);
 
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
-  const jsm = await jetstreamManager(nc);
+  const jsm = await openJetStreamManager(nc);
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
   await ensureStream(jsm, StreamDefinitions.runs, replicas);
   await ensureStream(jsm, StreamDefinitions.events, replicas);
