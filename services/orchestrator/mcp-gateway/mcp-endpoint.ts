@@ -1,4 +1,3 @@
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import {
   type InitializeRequest,
   isInitializeRequest,
@@ -10,7 +9,7 @@ import type { McpSession } from "../../../schemas/mcp-session.ts";
 import type { Logger } from "../../kit/index.ts";
 import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
 import { AnsweringTransport, clientResponsesOf, routeClientResponses } from "./client-responses.ts";
-import { createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
+import type { GatewayDependencies } from "./gateway-server.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
 
@@ -95,6 +94,7 @@ async function serve(options: McpEndpointOptions, req: Request, res: Response): 
         return;
       }
     }
+    const { StreamableHTTPServerTransport, createGatewayServer } = await serverSide();
     const inner = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
     const transport = new AnsweringTransport(inner, options.dispatch.nc, session.id, options.log);
     const server = createGatewayServer(options, { session, authorization: caller.authorization });
@@ -108,6 +108,25 @@ async function serve(options: McpEndpointOptions, req: Request, res: Response): 
     options.log.error({ err: error }, "MCP gateway request failed");
     if (!res.headersSent) res.status(500).json(jsonRpcError(-32603, "internal error"));
   }
+}
+
+let serverSideLoading:
+  | Promise<
+      typeof import("./gateway-server.ts") &
+        typeof import("@modelcontextprotocol/sdk/server/streamableHttp.js")
+    >
+  | undefined;
+
+/**
+ * The MCP SDK's server side, loaded with the gateway's first request rather than at start: it is
+ * the largest part of the SDK, and an orchestrator that replaces a crashed one must be ready fast.
+ */
+function serverSide() {
+  serverSideLoading ??= Promise.all([
+    import("./gateway-server.ts"),
+    import("@modelcontextprotocol/sdk/server/streamableHttp.js"),
+  ]).then(([gateway, http]) => ({ ...gateway, ...http }));
+  return serverSideLoading;
 }
 
 async function end(options: McpEndpointOptions, req: Request, res: Response): Promise<void> {
