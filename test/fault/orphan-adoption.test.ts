@@ -15,6 +15,11 @@ const LEASE_MS = 1_500;
 /** The issue's bound: an orphan is adopted this soon after its lease lapsed and a replica is up. */
 const ADOPTION_BOUND_MS = 2_000;
 
+/** The `startup_ms` of each "started" line of a service's log. */
+function startedLines(log: string): number[] {
+  return [...log.matchAll(/"startup_ms":(\d+)[^\n]*"msg":"started"/g)].map((match) => Number(match[1]));
+}
+
 describe("fault - orphaned runs are adopted by a replica that has just started", () => {
   it("fault - the only orchestrator SIGKILLed mid-load: its replacement adopts every orphan within 2 s of its lease lapsing", async () => {
     await using ledger = await createTestLedger();
@@ -47,12 +52,17 @@ describe("fault - orphaned runs are adopted by a replica that has just started",
       orphans.set(runId, { owner: record.owner, leaseUntil: Date.parse(record.leaseUntil ?? "") });
     }
 
+    // The replacement logs into the same file: its own "started" line is the one after these.
+    const startedBefore = startedLines(await readFile(orchestrator.logFile, "utf8")).length;
     const replacement = await loom.stack.restart(ServiceName.ORCHESTRATOR);
     const adoptedAt = new Map<string, number>();
     let readyAt: number | undefined;
     const deadline = Date.now() + 60_000;
     while (adoptedAt.size < orphans.size && Date.now() < deadline) {
-      if (readyAt === undefined && (await readFile(replacement.logFile, "utf8")).includes('"msg":"started"'))
+      if (
+        readyAt === undefined &&
+        startedLines(await readFile(replacement.logFile, "utf8")).length > startedBefore
+      )
         readyAt = Date.now();
       for (const [runId, orphan] of orphans) {
         if (adoptedAt.has(runId)) continue;
@@ -70,11 +80,11 @@ describe("fault - orphaned runs are adopted by a replica that has just started",
     );
     const figures = await settle(loom.observer, load.accepted, tracker, ledger, 120_000);
     tracker.stop();
-    const startup = /"startup_ms":(\d+)/.exec(await readFile(replacement.logFile, "utf8"))?.[1];
+    const startup = startedLines(await readFile(replacement.logFile, "utf8")).at(-1);
     console.log(
       describeFigures("orchestrator SIGKILLed, replacement adopts its orphans", figures, {
         orphans: orphans.size,
-        replacementStartupMs: Number(startup),
+        replacementStartupMs: startup,
         adoptionDelayMaxMs: Math.max(...delays),
         adoptionDelaysMs: delays.sort((a, b) => a - b),
       }),
