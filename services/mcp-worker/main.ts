@@ -120,7 +120,10 @@ await runUntilSignalled(log, async () => {
       log,
     }),
   );
-  await Promise.all(
+  // Listing a server's tools waits for the server to start, seconds for a stdio server on a busy
+  // machine: it goes on while the worker serves (a call waits for its server's connection), so a
+  // worker that replaces a crashed one serves at once. Each listing retries on its own, never throws.
+  void Promise.all(
     [...connections.values()].map((connection) => {
       const record = async (tools: Tool[]) => {
         await recordTools(toolsKv, connection.config, tools);
