@@ -12,6 +12,7 @@ import {
   type RunTokenClaims,
 } from "../../schemas/policy.ts";
 import { signEd25519Jwt } from "../kit/ed25519-jwt.ts";
+import { retryBrokerFailures } from "../kit/index.ts";
 
 /**
  * Signs grants with an Ed25519 key this replica makes at start and never writes to disk. Its public
@@ -33,7 +34,9 @@ export class GrantSigner {
     const { privateKey, publicKey } = generateKeyPairSync("ed25519");
     const publicJwk = publicKey.export({ format: "jwk" }) as JWK;
     const kid = await calculateJwkThumbprint(publicJwk);
-    await keys.put(kid, JSON.stringify({ ...publicJwk, kid, alg: "EdDSA", use: "sig" }));
+    await retryBrokerFailures(() =>
+      keys.put(kid, JSON.stringify({ ...publicJwk, kid, alg: "EdDSA", use: "sig" })),
+    );
     return new GrantSigner(privateKey, kid, ttlMs);
   }
 

@@ -1,4 +1,3 @@
-import { jetstreamManager } from "@nats-io/jetstream";
 import {
   DevJwksContract,
   DevTokenContract,
@@ -16,6 +15,7 @@ import {
   ensureStream,
   JsonSchemaValidator,
   openBucket,
+  openJetStreamManager,
   runUntilSignalled,
   StreamDefinitions,
   serve,
@@ -43,7 +43,7 @@ await runUntilSignalled(log, async () => {
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
   const grantKeys = await openBucket(nc, Buckets.GRANT_KEYS, { replicas });
   const tokens = await createTokenVerifier({ ...tokenVerifierOptions(config), runTokenKeys: grantKeys });
-  await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit, replicas);
+  await ensureStream(await openJetStreamManager(nc), StreamDefinitions.audit, replicas);
   await observability.connected({ nc, streams: [StreamDefinitions.audit.name], buckets: [] });
   const deps = {
     policy: await PolicyStore.open({

@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import { type PolicyBundle, PolicyBundleSchema } from "../../schemas/policy.ts";
-import { type Logger, parsePayload } from "../kit/index.ts";
+import { type Logger, parsePayload, retryBrokerFailures } from "../kit/index.ts";
 import { type ActivePolicy, loadPolicyBundle, loadPolicyDir } from "./policy-loader.ts";
 
 /** The KV key of the active policy bundle in `loom_policy`. */
@@ -24,7 +24,7 @@ export class PolicyStore {
   static async open(options: { kv: KV; dir: string; log: Logger }): Promise<PolicyStore> {
     const { kv, dir, log } = options;
     let initial: ActivePolicy | undefined;
-    const entry = await kv.get(ACTIVE_POLICY_KEY);
+    const entry = await retryBrokerFailures(() => kv.get(ACTIVE_POLICY_KEY));
     if (entry !== null && entry.operation === "PUT") {
       try {
         const bundle = parsePayload(PolicyBundleSchema, entry.value, "policy bundle");
@@ -39,7 +39,7 @@ export class PolicyStore {
       log.info({ policy_version: initial.version, dir }, "policy loaded from the policy folder");
     }
     const store = new PolicyStore(initial, log);
-    const watcher = await kv.watch({ key: ACTIVE_POLICY_KEY, include: "updates" });
+    const watcher = await retryBrokerFailures(() => kv.watch({ key: ACTIVE_POLICY_KEY, include: "updates" }));
     void (async () => {
       for await (const update of watcher) {
         if (update.operation === "PUT") store.#apply(update.value, update.revision);

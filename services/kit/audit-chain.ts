@@ -1,5 +1,5 @@
 import { generateKeyPairSync, type KeyObject, randomBytes, randomUUID, sign, verify } from "node:crypto";
-import { type JetStreamClient, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AuditEntry,
@@ -14,7 +14,7 @@ import { auditSubject, Buckets } from "../../schemas/subjects.ts";
 import { encodePayload, tracedHeaders } from "./bus.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { isBrokerFailure } from "./errors.ts";
-import { ensureStream, openBucket, StreamDefinitions } from "./jetstream.ts";
+import { ensureStream, openBucket, openJetStreamManager, StreamDefinitions } from "./jetstream.ts";
 import { casWrite, retryBrokerFailures } from "./kv-cas.ts";
 import { activeTraceId } from "./telemetry.ts";
 
@@ -79,7 +79,7 @@ export class AuditLog {
     // written once (create): no record goes out before the key that signs it is pinned. Broker
     // failures are retried; a pin whose answer was lost is recognised by its bytes.
     this.#ready = (async () => {
-      await ensureStream(await jetstreamManager(nc), StreamDefinitions.audit, replicas);
+      await ensureStream(await openJetStreamManager(nc), StreamDefinitions.audit, replicas);
       const keys = await openBucket(nc, Buckets.AUDIT_KEYS, { replicas });
       const name = auditKeyName(service, writer);
       const pinned = await casWrite(

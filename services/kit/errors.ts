@@ -68,9 +68,13 @@ export function toWireError(error: unknown): WireError {
 /**
  * JetStream API error codes that a cluster answers while it heals: no quorum or leader yet
  * (10008 "JetStream system temporarily unavailable", 10009 "cluster can not handle request"),
- * a stream or consumer offline or not yet assigned after a restart (10118, 10119, 10007).
+ * a stream or consumer offline or not yet assigned after a restart (10118, 10119, 10007), no
+ * peers to place a replicated stream on while the nodes of a starting cluster still find each
+ * other (10005), a change of members under way (10202).
  */
-const TRANSIENT_JETSTREAM_CODES: ReadonlySet<number> = new Set([10007, 10008, 10009, 10118, 10119]);
+const TRANSIENT_JETSTREAM_CODES: ReadonlySet<number> = new Set([
+  10005, 10007, 10008, 10009, 10118, 10119, 10202,
+]);
 
 /**
  * A failure of the broker rather than of the work: a request or JetStream call that timed out,

@@ -1,4 +1,5 @@
 import {
+  type ConsumerConfig,
   DiscardPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
@@ -103,6 +104,34 @@ export function ensureStream(
   });
 }
 
+/**
+ * The JetStream manager of `nc`, once JetStream answers: a restarted server whose JetStream is
+ * still starting, or a cluster still electing its meta leader, is waited out, not a failed start.
+ */
+export function openJetStreamManager(nc: NatsConnection): Promise<JetStreamManager> {
+  return retryBrokerFailures(() => jetstreamManager(nc));
+}
+
+/**
+ * Creates the durable consumer `config.durable_name` on `stream` unless it exists. Only "not
+ * found" leads to creating it; a broker failure is retried like any other.
+ */
+export function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  config: Partial<ConsumerConfig> & { durable_name: string },
+): Promise<void> {
+  return retryBrokerFailures(async () => {
+    try {
+      await jsm.consumers.info(stream, config.durable_name);
+    } catch (error) {
+      if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound))
+        throw error;
+      await jsm.consumers.add(stream, config);
+    }
+  });
+}
+
 /** Opens a KV bucket with `replicas`, creating it on first use and moving an existing one to that count. */
 export function openBucket(
   nc: NatsConnection,
@@ -115,7 +144,7 @@ export function openBucket(
       replicas: options.replicas,
       ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),
     });
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(nc, { checkAPI: false });
     const stream = `KV_${bucket}`;
     const { config } = await jsm.streams.info(stream);
     if (config.num_replicas !== options.replicas)

@@ -1,9 +1,9 @@
-import { jetstreamManager } from "@nats-io/jetstream";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Streams } from "../../schemas/subjects.ts";
 import type { BaseConfig } from "./base-config.ts";
 import { DefaultHttpPorts, type OpsServer, startOpsServer } from "./http-server.ts";
-import { ensureStream, StreamDefinitions, streamReplicas } from "./jetstream.ts";
+import { ensureStream, openJetStreamManager, StreamDefinitions, streamReplicas } from "./jetstream.ts";
 import type { Logger } from "./logger.ts";
 import { setupTelemetry, type Telemetry } from "./telemetry.ts";
 
@@ -32,7 +32,7 @@ export async function startObservability(options: {
   const { config, log } = options;
   const telemetry = setupTelemetry({ service: options.service, config });
   let readiness: Parameters<Observability["connected"]>[0] | undefined;
-  let jsm: Awaited<ReturnType<typeof jetstreamManager>> | undefined;
+  let jsm: JetStreamManager | undefined;
   const opsOptions = {
     host: config.LOOM_HTTP_HOST,
     log,
@@ -56,7 +56,7 @@ export async function startObservability(options: {
     telemetry,
     ops,
     async connected(connection) {
-      jsm = await jetstreamManager(connection.nc);
+      jsm = await openJetStreamManager(connection.nc);
       if (config.LOOM_TRACE_STREAM) {
         await ensureStream(
           jsm,

@@ -11,8 +11,6 @@ import {
   TraceFlags,
   trace,
 } from "@opentelemetry/api";
-import { JaegerExporter } from "@opentelemetry/exporter-jaeger";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   AlwaysOffSampler,
@@ -28,6 +26,7 @@ import {
 import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
 import type { TelemetryConfig } from "./base-config.ts";
+import { DeferredSpanExporter } from "./deferred-exporter.ts";
 import { LoomError } from "./errors.ts";
 import { SpanStreamExporter } from "./span-stream.ts";
 
@@ -110,14 +109,20 @@ export function setupTelemetry(options: {
 function backendExporter(config: TelemetryConfig, timeoutMillis: number): SpanExporter | undefined {
   switch (config.OTEL_TRACES_EXPORTER) {
     case TracesExporter.OTLP:
-      return new OTLPTraceExporter({
-        url:
-          config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
-          `${config.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, "")}/v1/traces`,
-        timeoutMillis,
+      return new DeferredSpanExporter(async () => {
+        const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
+        return new OTLPTraceExporter({
+          url:
+            config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+            `${config.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, "")}/v1/traces`,
+          timeoutMillis,
+        });
       });
     case TracesExporter.JAEGER:
-      return new JaegerExporter({ endpoint: config.OTEL_EXPORTER_JAEGER_ENDPOINT });
+      return new DeferredSpanExporter(async () => {
+        const { JaegerExporter } = await import("@opentelemetry/exporter-jaeger");
+        return new JaegerExporter({ endpoint: config.OTEL_EXPORTER_JAEGER_ENDPOINT });
+      });
     case TracesExporter.CONSOLE:
       return new ConsoleSpanExporter();
     case TracesExporter.NONE:

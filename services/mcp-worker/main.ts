@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import { AuditKind } from "../../schemas/audit.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { ResourceUpdatedSchema } from "../../schemas/mcp.ts";
@@ -20,6 +20,8 @@ import {
   ensureStream,
   JsonSchemaValidator,
   openBucket,
+  openJetStreamManager,
+  retryBrokerFailures,
   runUntilSignalled,
   StreamDefinitions,
   serve,
@@ -118,14 +120,19 @@ await runUntilSignalled(log, async () => {
     log,
   });
   health.start();
-  await removeRetiredServers({
-    tools: toolsKv,
-    catalog: catalogKv,
-    servers: serversKv,
-    configured: new Set(connections.keys()),
-    log,
-  });
-  await Promise.all(
+  await retryBrokerFailures(() =>
+    removeRetiredServers({
+      tools: toolsKv,
+      catalog: catalogKv,
+      servers: serversKv,
+      configured: new Set(connections.keys()),
+      log,
+    }),
+  );
+  // Listing a server's tools waits for the server to start, seconds for a stdio server on a busy
+  // machine: it goes on while the worker serves (a call waits for its server's connection), so a
+  // worker that replaces a crashed one serves at once. Each listing retries on its own, never throws.
+  void Promise.all(
     [...connections.values()].map((connection) => {
       const record = async (tools: Tool[]) => {
         await recordTools(toolsKv, connection.config, tools);
@@ -157,7 +164,7 @@ await runUntilSignalled(log, async () => {
     audit,
     log,
   });
-  await ensureStream(await jetstreamManager(nc), StreamDefinitions.toolCalls, replicas);
+  await ensureStream(await openJetStreamManager(nc), StreamDefinitions.toolCalls, replicas);
   const calls = new CallObserver(new CallRecords(jetstream(nc), log));
   const notifications = new TaskNotifications(nc, log);
   const deps = {

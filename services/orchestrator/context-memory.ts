@@ -1,7 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import { type ContextMemory, ContextMemorySchema, type MemoryEntry } from "../../schemas/memory.ts";
 import type { RunRecord } from "../../schemas/run.ts";
-import { casUpdate, encodePayload, type Logger, parsePayload } from "../kit/index.ts";
+import { casUpdate, encodePayload, type Logger, parsePayload, readEntry } from "../kit/index.ts";
 
 /** Attempts at the compare-and-set append before giving up (other runs of the context write too). */
 const APPEND_ATTEMPTS = 10;
@@ -29,8 +29,8 @@ export class ContextMemoryStore {
 
   /** The context's memory with its owner; undefined when it has none. */
   async read(contextId: string): Promise<ContextMemory | undefined> {
-    const entry = await this.#kv.get(contextId);
-    if (entry === null || entry.operation !== "PUT") return undefined;
+    const entry = await readEntry(this.#kv, contextId);
+    if (entry === null) return undefined;
     return parsePayload(ContextMemorySchema, entry.value, `memory of ${contextId}`);
   }
 

@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import { Buckets } from "../../schemas/subjects.ts";
 import { grantKeySource } from "../kit/grant-check.ts";
 import {
@@ -10,6 +10,7 @@ import {
   JsonSchemaValidator,
   observeGauge,
   openBucket,
+  openJetStreamManager,
   runUntilSignalled,
   StreamDefinitions,
   startObservability,
@@ -72,28 +73,45 @@ await runUntilSignalled(log, async () => {
   const catalog = new WorkflowCatalog(limits);
 
   const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
-  const jsm = await jetstreamManager(nc);
+  const jsm = await openJetStreamManager(nc);
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
-  await ensureStream(jsm, StreamDefinitions.runs, replicas);
-  await ensureStream(jsm, StreamDefinitions.events, replicas);
-  await ensureStream(jsm, StreamDefinitions.toolCalls, replicas);
-  await ensureSubmissionConsumer(jsm);
+  // Streams and buckets do not depend on one another: made or checked at once, not one by one,
+  // since a replica that replaces a crashed one is worth only as much as it is quick to start.
+  const [
+    workflowsKv,
+    toolsKv,
+    runsKv,
+    resultsKv,
+    pushKv,
+    catalogKv,
+    sessionsKv,
+    runTokensKv,
+    memoryKv,
+    grantKeysKv,
+  ] = await Promise.all([
+    openBucket(nc, Buckets.WORKFLOWS, { replicas }),
+    openBucket(nc, Buckets.TOOLS, { replicas }),
+    openBucket(nc, Buckets.RUNS, { replicas, history: 5 }),
+    openBucket(nc, Buckets.RESULTS, { replicas }),
+    openBucket(nc, Buckets.PUSH, { replicas }),
+    openBucket(nc, Buckets.CATALOG, { replicas }),
+    openBucket(nc, Buckets.MCP_SESSIONS, { replicas, ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
+    openBucket(nc, Buckets.RUN_TOKENS, { replicas, ttlMs: RUN_TOKEN_MEMORY_MS }),
+    openBucket(nc, Buckets.MEMORY, { replicas, ttlMs: config.LOOM_MEMORY_TTL_MS }),
+    openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
+    ensureStream(jsm, StreamDefinitions.runs, replicas).then(() => ensureSubmissionConsumer(jsm)),
+    ensureStream(jsm, StreamDefinitions.events, replicas),
+    ensureStream(jsm, StreamDefinitions.toolCalls, replicas),
+  ]);
   const js = jetstream(nc);
-  const registry = new WorkflowRegistry(await openBucket(nc, Buckets.WORKFLOWS, { replicas }), catalog, log);
+  const registry = new WorkflowRegistry(workflowsKv, catalog, log);
   await registry.start(workflowFiles.workflows);
   log.info({ workflows: catalog.ids() }, "workflows registered");
-  const toolsKv = await openBucket(nc, Buckets.TOOLS, { replicas });
   const workflowService = registry.serve(nc, toolsKv, config.LOOM_POLICY_TIMEOUT_MS);
   const agents = new WorkflowAgents(nc, jetstream(nc), limits, log);
   catalog.onNewWorkflow((id) => agents.expose(id));
-  const runsKv = await openBucket(nc, Buckets.RUNS, { replicas, history: 5 });
-  const resultsKv = await openBucket(nc, Buckets.RESULTS, { replicas });
   const runs = new RunStore(runsKv, new DefinitionStore(resultsKv));
-  const push = await PushRegistry.open(
-    await openBucket(nc, Buckets.PUSH, { replicas }),
-    WebhookAllowList.parse(config.LOOM_A2A_WEBHOOK_ALLOW),
-    log,
-  );
+  const push = await PushRegistry.open(pushKv, WebhookAllowList.parse(config.LOOM_A2A_WEBHOOK_ALLOW), log);
   const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
   let publicUrl = config.LOOM_A2A_PUBLIC_URL;
   const validator = new JsonSchemaValidator();
@@ -104,16 +122,11 @@ await runUntilSignalled(log, async () => {
       workflows: catalog.ids().map((id) => catalog.resolve(id)),
       version: "0.1.0",
     });
-  const mcpCatalog = await FederatedCatalog.open(
-    { tools: toolsKv, catalog: await openBucket(nc, Buckets.CATALOG, { replicas }) },
-    log,
-  );
+  const mcpCatalog = await FederatedCatalog.open({ tools: toolsKv, catalog: catalogKv }, log);
   const gateway = {
     catalog: mcpCatalog,
     policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
-    sessions: new SessionStore(
-      await openBucket(nc, Buckets.MCP_SESSIONS, { replicas, ttlMs: config.LOOM_MCP_SESSION_TTL_MS }),
-    ),
+    sessions: new SessionStore(sessionsKv),
     dispatch: {
       nc,
       policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
@@ -156,11 +169,9 @@ await runUntilSignalled(log, async () => {
     buckets: [Buckets.RUNS],
   });
   const events = new RunEvents(js);
-  const runTokens = new RunTokens(
-    await openBucket(nc, Buckets.RUN_TOKENS, { replicas, ttlMs: RUN_TOKEN_MEMORY_MS }),
-  );
+  const runTokens = new RunTokens(runTokensKv);
   const memory = new ContextMemoryStore(
-    await openBucket(nc, Buckets.MEMORY, { replicas, ttlMs: config.LOOM_MEMORY_TTL_MS }),
+    memoryKv,
     { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
     log,
   );
@@ -187,7 +198,7 @@ await runUntilSignalled(log, async () => {
     driver,
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
-    grantKeys: grantKeySource(await openBucket(nc, Buckets.GRANT_KEYS, { replicas })),
+    grantKeys: grantKeySource(grantKeysKv),
   });
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const toolStats = serveToolStats({ nc, js, log });

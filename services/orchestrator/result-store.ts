@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import { z } from "zod";
-import { encodeJson, jsonBytes, parsePayload } from "../kit/index.ts";
+import { encodeJson, jsonBytes, parsePayload, readEntry, retryBrokerFailures } from "../kit/index.ts";
 
 /** How a large step result stands in a run's context: a pointer into KV `loom_results`. */
 export const ResultRefSchema = z.object({ $ref: z.string().startsWith("loom_results/") }).strict();
@@ -33,7 +33,7 @@ export class ResultStore {
   async shrink(key: string, value: unknown, steps: Record<string, unknown>): Promise<unknown> {
     const encoded = encodeJson({ value });
     if (encoded.byteLength + jsonBytes(steps) <= this.#inlineMaxBytes) return value;
-    await this.#kv.put(key, encoded);
+    await retryBrokerFailures(() => this.#kv.put(key, encoded));
     this.#remember(key, value);
     return { $ref: `loom_results/${key}` } satisfies ResultRef;
   }
@@ -61,8 +61,9 @@ export class ResultStore {
       this.#remember(key, cached);
       return cached;
     }
-    const entry = await this.#kv.get(key);
-    if (entry === null || entry.operation !== "PUT") throw new Error(`stored result ${key} is gone`);
+    // A broker restarting under the run is waited out: a failure here would fail the run's output.
+    const entry = await readEntry(this.#kv, key);
+    if (entry === null) throw new Error(`stored result ${key} is gone`);
     const { value } = parsePayload(StoredResultSchema, entry.value, `stored result ${key}`);
     this.#remember(key, value);
     return value;

@@ -11,7 +11,7 @@ const RunSummarySchema = RunRecordSchema.pick({
   deadlineAt: true,
 });
 
-import { parsePayload } from "../kit/index.ts";
+import { parsePayload, retryBrokerFailures } from "../kit/index.ts";
 import { type ExecutionOptions, RunExecution } from "./run-execution.ts";
 import type { RunMachineEvent } from "./run-machine.ts";
 import { RunOwnershipLostError, type StoredRun } from "./run-store.ts";
@@ -95,8 +95,8 @@ export class RunDriver {
    * started adopts the orphans at once instead of sweeping an empty picture.
    */
   async watch(kv: KV): Promise<void> {
-    const { values } = await kv.status();
-    const watcher = await kv.watch();
+    const { values } = await retryBrokerFailures(() => kv.status());
+    const watcher = await retryBrokerFailures(() => kv.watch());
     const loaded = new Promise<void>((resolve) => {
       this.#watchFilled = resolve;
     });

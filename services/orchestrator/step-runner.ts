@@ -20,6 +20,7 @@ import {
   withSpan,
 } from "../kit/index.ts";
 import { PausableDeadline } from "../kit/pausable-deadline.ts";
+import { delegateMessageId } from "./a2a/idempotent-ids.ts";
 import type { RemoteAgents } from "./a2a/remote-agents.ts";
 import { artifactValue } from "./artifact-value.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
@@ -263,6 +264,7 @@ async function runRemote(options: StepRunnerOptions, run: WorkRun, url: string):
   const timeout = AbortSignal.timeout(step.timeout ?? options.stepTimeoutMs);
   const outcome = await options.remoteAgents.run({
     url,
+    messageId: delegateMessageId(run.runId, step.id, run.attempt),
     skill: step.delegate.skill,
     part: await delegatePart(step, run.scope),
     followUp:

@@ -16,11 +16,13 @@ import { Consumers, Headers, RUN_ID_PATTERN, Streams, Subjects } from "../../sch
 import {
   authenticate,
   authorize,
+  ensureConsumer,
   extractTraceContext,
   type JsonSchemaValidator,
   type Logger,
   LoomError,
   parsePayload,
+  retryBrokerFailures,
   SpanKind,
   toWireError,
   traceContextFields,
@@ -68,11 +70,7 @@ export async function ensureSubmissionConsumer(jsm: JetStreamManager): Promise<v
     ack_wait: nanos(10_000),
     max_deliver: MAX_DELIVERIES + 1,
   };
-  try {
-    await jsm.consumers.info(Streams.RUNS, Consumers.ORCHESTRATOR_SUBMISSIONS);
-  } catch {
-    await jsm.consumers.add(Streams.RUNS, config);
-  }
+  await ensureConsumer(jsm, Streams.RUNS, config);
 }
 
 /**
@@ -105,7 +103,9 @@ function fromConsumer(message: JsMsg): SubmissionDelivery {
 
 /** Takes submissions from `LOOM_RUNS` until stopped; each is acked once its run is stored. */
 export async function consumeSubmissions(options: SubmissionOptions): Promise<{ stop(): Promise<void> }> {
-  const consumer = await options.js.consumers.get(Streams.RUNS, Consumers.ORCHESTRATOR_SUBMISSIONS);
+  const consumer = await retryBrokerFailures(() =>
+    options.js.consumers.get(Streams.RUNS, Consumers.ORCHESTRATOR_SUBMISSIONS),
+  );
   const messages = await consumer.consume({ max_messages: options.maxConcurrent });
   const inFlight = new Set<Promise<void>>();
   const loop = (async () => {

@@ -11,7 +11,15 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction } from "../../schemas/policy.ts";
 import { Subjects } from "../../schemas/subjects.ts";
 import { type Workflow, WorkflowSchema } from "../../schemas/workflow.ts";
-import { authorize, encodePayload, type Logger, LoomError, parsePayload, serve } from "../kit/index.ts";
+import {
+  authorize,
+  encodePayload,
+  type Logger,
+  LoomError,
+  parsePayload,
+  retryBrokerFailures,
+  serve,
+} from "../kit/index.ts";
 import { toMermaid } from "./mermaid.ts";
 import { compileWorkflow } from "./run-machine.ts";
 import type { WorkflowCatalog } from "./workflow-catalog.ts";
@@ -61,13 +69,13 @@ export class WorkflowRegistry {
   async start(seed: Workflow[]): Promise<void> {
     for (const workflow of seed) {
       try {
-        await this.apply(workflow);
+        await retryBrokerFailures(() => this.apply(workflow));
       } catch (error) {
         if (!(error instanceof LoomError) || error.code !== ErrorCode.WORKFLOW_VERSION_EXISTS) throw error;
         this.#log.warn({ workflow: workflow.id, version: workflow.version }, error.message);
       }
     }
-    const watcher = await this.#kv.watch();
+    const watcher = await retryBrokerFailures(() => this.#kv.watch());
     void (async () => {
       for await (const entry of watcher) {
         if (entry.operation !== "PUT") continue;

@@ -16,6 +16,8 @@ const RUNS = 200;
 const WAVE = 20;
 const WAVE_PAUSE_MS = 400;
 const STEPS_PER_RUN = 3;
+/** 200 runs through a crash take about 40 s on an idle machine; a loaded one needs more. */
+const FAULT_TIMEOUT_MS = 180_000;
 const admin = tokenFor("ops", "admin");
 
 /** A stack whose worker serves a private ledger, with short leases and timeouts so crashes heal fast. */
@@ -183,41 +185,60 @@ async function transfersSurvive(
 }
 
 describe("fault - runs survive processes dying, and every step's effect happens exactly once", () => {
-  it("fault - 200 ledger transfers while the orchestrator is SIGKILLed 5 times", () =>
-    transfersSurvive("orchestrator SIGKILLed 5 times", async (loom, tracker) => {
-      const progress: number[] = [];
-      for (const threshold of [20, 50, 80, 110, 140]) {
-        progress.push(await endedAtLeast(tracker, threshold));
-        await kill(loom, "orchestrator");
-        await loom.stack.restart("orchestrator");
-      }
-      return progress;
-    }));
+  it(
+    "fault - 200 ledger transfers while the orchestrator is SIGKILLed 5 times",
+    () =>
+      transfersSurvive("orchestrator SIGKILLed 5 times", async (loom, tracker) => {
+        const progress: number[] = [];
+        for (const threshold of [20, 50, 80, 110, 140]) {
+          progress.push(await endedAtLeast(tracker, threshold));
+          await kill(loom, "orchestrator");
+          await loom.stack.restart("orchestrator");
+        }
+        return progress;
+      }),
+    FAULT_TIMEOUT_MS,
+  );
 
-  it("fault - 200 ledger transfers while the mcp-worker is SIGKILLed mid-call 3 times", () =>
-    transfersSurvive("mcp-worker SIGKILLed mid-call 3 times", async (loom, tracker) => {
-      const progress: number[] = [];
-      for (const threshold of [30, 80, 130]) {
-        progress.push(await endedAtLeast(tracker, threshold));
-        await kill(loom, "mcp-worker");
-        await loom.stack.restart("mcp-worker");
-      }
-      return progress;
-    }));
+  it(
+    "fault - 200 ledger transfers while the mcp-worker is SIGKILLed mid-call 3 times",
+    () =>
+      transfersSurvive("mcp-worker SIGKILLed mid-call 3 times", async (loom, tracker) => {
+        const progress: number[] = [];
+        for (const threshold of [30, 80, 130]) {
+          progress.push(await endedAtLeast(tracker, threshold));
+          await kill(loom, "mcp-worker");
+          await loom.stack.restart("mcp-worker");
+        }
+        return progress;
+      }),
+    FAULT_TIMEOUT_MS,
+  );
 
-  it("fault - 200 ledger transfers while the nats-server restarts (store kept)", () =>
-    transfersSurvive("nats-server restarted", async (loom, tracker) => {
-      const before = await endedAtLeast(tracker, 60);
-      await loom.nats.restart();
-      return [before];
-    }));
+  it(
+    "fault - 200 ledger transfers while the nats-server restarts (store kept)",
+    () =>
+      transfersSurvive("nats-server restarted", async (loom, tracker) => {
+        const before = await endedAtLeast(tracker, 60);
+        await loom.nats.restart();
+        return [before];
+      }),
+    FAULT_TIMEOUT_MS,
+  );
 
-  it("fault - two orchestrator replicas take over a dead one's runs at once", () =>
-    transfersSurvive("orchestrator SIGKILLed, two fresh replicas recover its runs", async (loom, tracker) => {
-      const before = await endedAtLeast(tracker, 60);
-      await kill(loom, "orchestrator");
-      loom.stack.add("orchestrator");
-      loom.stack.add("orchestrator");
-      return [before];
-    }));
+  it(
+    "fault - two orchestrator replicas take over a dead one's runs at once",
+    () =>
+      transfersSurvive(
+        "orchestrator SIGKILLed, two fresh replicas recover its runs",
+        async (loom, tracker) => {
+          const before = await endedAtLeast(tracker, 60);
+          await kill(loom, "orchestrator");
+          loom.stack.add("orchestrator");
+          loom.stack.add("orchestrator");
+          return [before];
+        },
+      ),
+    FAULT_TIMEOUT_MS,
+  );
 });

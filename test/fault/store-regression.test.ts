@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Kvm } from "@nats-io/kv";
 import { describe, expect, it } from "vitest";
 import { Buckets } from "../../schemas/subjects.ts";
+import { ServiceName } from "../../services/cli/stack.ts";
 import { STEPS_PER_TRANSFER, settle, trackEnds, transfersInFlight } from "../helpers/fault-load.ts";
 import { createTestLedger } from "../helpers/ledger.ts";
 import { NatsUser, startLoom } from "../helpers/loom.ts";
@@ -9,9 +10,10 @@ import { OBSERVER } from "../helpers/nats-users.ts";
 
 const RUNS = 6;
 const FORGOTTEN = 3;
+const POLICY_AWAY_MS = 2_000;
 
 describe("fault - the run store regresses under acknowledged runs", () => {
-  it("fault - runs whose records the store lost are found in the submissions stream and driven to an end once", async () => {
+  it("fault - runs whose records the store lost are found in the submissions stream and driven to an end once, also when policy returns after the broker", async () => {
     await using ledger = await createTestLedger();
     await using loom = await startLoom({
       env: { LOOM_MCP_SERVERS: ledger.serversFile, LOOM_RUN_LEASE_MS: "1500", LOG_LEVEL: "info" },
@@ -34,9 +36,15 @@ describe("fault - the run store regresses under acknowledged runs", () => {
     for (const runId of forgotten) await runsKv.purge(runId);
     // Control: the purge took.
     for (const runId of forgotten) expect((await runsKv.get(runId))?.operation).toBe("PURGE");
+    // Policy comes back after the orchestrator, so the first re-admissions are refused as
+    // retryable (no policy answers): they must be tried again, not dropped.
+    const policy = loom.stack.services.find((service) => service.name === ServiceName.ACP_POLICY);
+    policy?.process.kill("SIGKILL");
     await loom.nats.kill();
     await sleep(300);
     await loom.nats.restart();
+    await sleep(POLICY_AWAY_MS);
+    await loom.stack.restart(ServiceName.ACP_POLICY);
 
     const after = await settle(observer, load.accepted, trackEnds(observer), ledger, 60_000);
     console.log(

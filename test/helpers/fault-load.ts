@@ -73,7 +73,8 @@ export async function submitTransfer(nc: NatsConnection, runId: string, index: n
 /**
  * Keeps `inFlight` transfers going until `count` were submitted or `stop` is called: each lane
  * submits one, waits for its end (at most `endTimeoutMs`, so a lost run does not stall the load)
- * and submits the next. `accepted` lists the runs whose submission was acknowledged.
+ * and submits the next. `accepted` lists the runs whose submission was acknowledged. After `stop`
+ * no lane waits for an end any more: `settle` reads how the runs ended from the store.
  */
 export function transfersInFlight(
   nc: NatsConnection,
@@ -82,22 +83,27 @@ export function transfersInFlight(
 ): { accepted: string[]; done: Promise<void>; stop(): void } {
   const accepted: string[] = [];
   let next = 0;
-  let stopped = false;
+  const stopping = new AbortController();
   const lane = async () => {
-    while (!stopped && next < options.count) {
+    while (!stopping.signal.aborted && next < options.count) {
       const index = next++;
       const runId = randomUUID();
       await submitTransfer(nc, runId, index);
       accepted.push(runId);
-      await Promise.race([tracker.endOf(runId), sleep(options.endTimeoutMs ?? 60_000)]);
+      await Promise.race([
+        tracker.endOf(runId),
+        sleep(options.endTimeoutMs ?? 60_000, undefined, { signal: stopping.signal }).catch(
+          (error: unknown) => {
+            if (!stopping.signal.aborted) throw error;
+          },
+        ),
+      ]);
     }
   };
   return {
     accepted,
     done: Promise.all(Array.from({ length: options.inFlight }, lane)).then(() => undefined),
-    stop: () => {
-      stopped = true;
-    },
+    stop: () => stopping.abort(),
   };
 }
 

@@ -18,6 +18,13 @@ import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
 const CLI = join(REPO_ROOT, "services/cli/bin.ts");
+/** Four services starting against a cluster that creates R3 streams: slow when the machine is busy. */
+const READY_TIMEOUT_MS = 60_000;
+/**
+ * Two nodes electing new leaders after the third's SIGKILL: seconds when idle, but elections
+ * repeat when a loaded machine starves the nodes' heartbeats.
+ */
+const HEAL_TIMEOUT_MS = 45_000;
 
 /** The compose file's cluster config as three local nodes (see `startNatsCluster`). */
 describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", () => {
@@ -38,102 +45,110 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
     if (logDir !== undefined) await rm(logDir, { recursive: true, force: true });
   });
 
-  it("nats cluster - Loom's services run a workflow on the cluster, connected to all three nodes", async () => {
-    let stack: Stack | undefined;
-    // A stream made with one replica before Loom ran here (as an older Loom made them): moved to R3.
-    const orchestrator = await cluster.connectAs(NatsUser.ORCHESTRATOR);
-    await ensureStream(await jetstreamManager(orchestrator), StreamDefinitions.runs, 1);
-    try {
-      stack = await startStack({
-        natsUrl: (service) => cluster.urlAs(service),
-        logDir,
-        env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0", OTEL_TRACES_EXPORTER: "none" },
-      });
-      // Readiness asks policy and the agents directly, which only a service's user may.
-      await waitUntilReady(orchestrator, {
-        tools: ["time.get_time", "crm.get_contact"],
-        timeoutMs: 30_000,
-        stack,
-      });
-      const { stdout } = await run(
-        process.execPath,
-        [
-          CLI,
-          "--nats",
-          cluster.urlAs(NatsUser.SUBMITTER),
-          "submit",
-          "hello",
-          "--input",
-          '{"contactId":"c-1"}',
-          "--watch",
-          "--json",
-        ],
-        { env: { ...process.env, LOOM_TOKEN: tokenFor("alice", "analyst"), OTEL_TRACES_EXPORTER: "none" } },
+  it(
+    "nats cluster - Loom's services run a workflow on the cluster, connected to all three nodes",
+    async () => {
+      let stack: Stack | undefined;
+      // A stream made with one replica before Loom ran here (as an older Loom made them): moved to R3.
+      const orchestrator = await cluster.connectAs(NatsUser.ORCHESTRATOR);
+      await ensureStream(await jetstreamManager(orchestrator), StreamDefinitions.runs, 1);
+      try {
+        stack = await startStack({
+          natsUrl: (service) => cluster.urlAs(service),
+          logDir,
+          env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0", OTEL_TRACES_EXPORTER: "none" },
+        });
+        // Readiness asks policy and the agents directly, which only a service's user may.
+        await waitUntilReady(orchestrator, {
+          tools: ["time.get_time", "crm.get_contact"],
+          timeoutMs: READY_TIMEOUT_MS,
+          stack,
+        });
+        const { stdout } = await run(
+          process.execPath,
+          [
+            CLI,
+            "--nats",
+            cluster.urlAs(NatsUser.SUBMITTER),
+            "submit",
+            "hello",
+            "--input",
+            '{"contactId":"c-1"}',
+            "--watch",
+            "--json",
+          ],
+          { env: { ...process.env, LOOM_TOKEN: tokenFor("alice", "analyst"), OTEL_TRACES_EXPORTER: "none" } },
+        );
+        expect(JSON.parse(stdout)).toMatchObject({
+          state: "completed",
+          output: { greeting: "Hello, Ada Lovelace" },
+        });
+        // No LOOM_STREAM_REPLICAS given: three servers make every stream and bucket R3.
+        const jsm = await jetstreamManager(nc);
+        const replicas: Record<string, number> = {};
+        for await (const stream of jsm.streams.list())
+          replicas[stream.config.name] = stream.config.num_replicas;
+        const loomStreams = Object.entries(replicas).filter(([name]) => /^(LOOM_|KV_loom_)/.test(name));
+        expect(loomStreams.map(([name]) => name)).toEqual(
+          expect.arrayContaining([
+            Streams.RUNS,
+            Streams.EVENTS,
+            Streams.AUDIT,
+            `KV_${Buckets.RUNS}`,
+            `KV_${Buckets.STEPS}`,
+          ]),
+        );
+        expect(loomStreams.filter(([, count]) => count !== 3)).toEqual([]);
+      } finally {
+        await stack?.stop();
+      }
+    },
+    2 * READY_TIMEOUT_MS,
+  );
+
+  it(
+    "nats cluster - the three nodes form one JetStream cluster that keeps a replicated stream through a node's loss",
+    async () => {
+      // The runs stream, R3, as the orchestrator makes it; submissions as a submitter sends them.
+      await ensureStream(
+        await jetstreamManager(await cluster.connectAs(NatsUser.ORCHESTRATOR)),
+        StreamDefinitions.runs,
+        3,
       );
-      expect(JSON.parse(stdout)).toMatchObject({
-        state: "completed",
-        output: { greeting: "Hello, Ada Lovelace" },
-      });
-      // No LOOM_STREAM_REPLICAS given: three servers make every stream and bucket R3.
       const jsm = await jetstreamManager(nc);
-      const replicas: Record<string, number> = {};
-      for await (const stream of jsm.streams.list())
-        replicas[stream.config.name] = stream.config.num_replicas;
-      const loomStreams = Object.entries(replicas).filter(([name]) => /^(LOOM_|KV_loom_)/.test(name));
-      expect(loomStreams.map(([name]) => name)).toEqual(
-        expect.arrayContaining([
-          Streams.RUNS,
-          Streams.EVENTS,
-          Streams.AUDIT,
-          `KV_${Buckets.RUNS}`,
-          `KV_${Buckets.STEPS}`,
-        ]),
-      );
-      expect(loomStreams.filter(([, count]) => count !== 3)).toEqual([]);
-    } finally {
-      await stack?.stop();
-    }
-  });
+      const info = await jsm.streams.info(Streams.RUNS);
+      expect(info.cluster?.name).toBe("loom");
+      expect(
+        [info.cluster?.leader, ...(info.cluster?.replicas ?? []).map((replica) => replica.name)].sort(),
+      ).toEqual(["nats-1", "nats-2", "nats-3"]);
 
-  it("nats cluster - the three nodes form one JetStream cluster that keeps a replicated stream through a node's loss", async () => {
-    // The runs stream, R3, as the orchestrator makes it; submissions as a submitter sends them.
-    await ensureStream(
-      await jetstreamManager(await cluster.connectAs(NatsUser.ORCHESTRATOR)),
-      StreamDefinitions.runs,
-      3,
-    );
-    const jsm = await jetstreamManager(nc);
-    const info = await jsm.streams.info(Streams.RUNS);
-    expect(info.cluster?.name).toBe("loom");
-    expect(
-      [info.cluster?.leader, ...(info.cluster?.replicas ?? []).map((replica) => replica.name)].sort(),
-    ).toEqual(["nats-1", "nats-2", "nats-3"]);
-
-    const js = jetstream(await cluster.connectAs(NatsUser.SUBMITTER));
-    for (let index = 0; index < 10; index++)
-      await js.publish(Subjects.RUNS_SUBMIT, `not a submission ${index}`, {
-        msgID: `cluster-check-${index}`,
+      const js = jetstream(await cluster.connectAs(NatsUser.SUBMITTER));
+      for (let index = 0; index < 10; index++)
+        await js.publish(Subjects.RUNS_SUBMIT, `not a submission ${index}`, {
+          msgID: `cluster-check-${index}`,
+        });
+      const stored = (await jsm.streams.info(Streams.RUNS)).state.messages;
+      await cluster.nodes[0]?.kill();
+      const survivor = await connectTo(urls.slice(1).join(","), {
+        user: OBSERVER,
+        pass: cluster.password(OBSERVER),
       });
-    const stored = (await jsm.streams.info(Streams.RUNS)).state.messages;
-    await cluster.nodes[0]?.kill();
-    const survivor = await connectTo(urls.slice(1).join(","), {
-      user: OBSERVER,
-      pass: cluster.password(OBSERVER),
-    });
-    try {
-      // No account check: it would time out while the survivors elect a new meta leader, which
-      // the polling below waits out.
-      const survivorJsm = await jetstreamManager(survivor, { checkAPI: false });
-      const state = await eventuallyState(survivorJsm);
-      expect(state.messages).toBe(stored);
-    } finally {
-      await survivor.close();
-    }
-  });
+      try {
+        // No account check: it would time out while the survivors elect a new meta leader, which
+        // the polling below waits out.
+        const survivorJsm = await jetstreamManager(survivor, { checkAPI: false, timeout: 2_000 });
+        const state = await eventuallyState(survivorJsm);
+        expect(state.messages).toBe(stored);
+      } finally {
+        await survivor.close();
+      }
+    },
+    2 * HEAL_TIMEOUT_MS,
+  );
 });
 
 async function eventuallyState(jsm: Awaited<ReturnType<typeof jetstreamManager>>) {
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + HEAL_TIMEOUT_MS;
   for (;;) {
     try {
       return (await jsm.streams.info(Streams.RUNS)).state;

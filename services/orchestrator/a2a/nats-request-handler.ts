@@ -50,6 +50,7 @@ import { accessRun, maskedEvent, maskedRecord, type RunAccess, type RunReadActio
 import { listRuns } from "../run-reads.ts";
 import type { RunStore } from "../run-store.ts";
 import { bearerOf } from "./bearer-user.ts";
+import { runIdOfMessage } from "./idempotent-ids.ts";
 import type { PushRegistry } from "./push-notifications.ts";
 import { taskOfRun } from "./task-view.ts";
 
@@ -337,8 +338,10 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
       return { runId: message.taskId, contextId: stored.record.contextId, afterSequence };
     }
     const skill = skillOf(message, params.metadata, this.#options.card());
-    const runId = randomUUID();
-    const contextId = message.contextId || randomUUID();
+    // A message sent again (its sender crashed before hearing back) is the run it started: the
+    // submission is deduplicated by run id, and the caller follows that run from its start.
+    const runId = message.messageId ? runIdOfMessage(authorization, message.messageId) : randomUUID();
+    const contextId = message.contextId || (message.messageId ? runId : randomUUID());
     const webhook = params.configuration?.taskPushNotificationConfig;
     // Registered before the run exists, so the webhook hears its every event.
     if (webhook !== undefined) await this.#savePushConfig(webhook, runId);

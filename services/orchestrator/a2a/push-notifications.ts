@@ -4,7 +4,14 @@ import { nanos } from "@nats-io/transport-node";
 import { type PushNotificationConfig, PushNotificationConfigSchema } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
-import { encodePayload, type Logger, LoomError, parsePayload } from "../../kit/index.ts";
+import {
+  encodePayload,
+  ensureConsumer,
+  type Logger,
+  LoomError,
+  parsePayload,
+  retryBrokerFailures,
+} from "../../kit/index.ts";
 import { KvMirror } from "../mcp-gateway/kv-mirror.ts";
 import type { WebhookAllowList } from "./webhook-url.ts";
 
@@ -93,20 +100,18 @@ export async function startPushNotifier(options: {
   registry: PushRegistry;
   log: Logger;
 }): Promise<{ stop(): void }> {
-  try {
-    await options.jsm.consumers.info(Streams.EVENTS, Consumers.A2A_PUSH);
-  } catch {
-    await options.jsm.consumers.add(Streams.EVENTS, {
-      durable_name: Consumers.A2A_PUSH,
-      filter_subject: Subjects.RUN_EVENTS_ALL,
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.New,
-      ack_wait: nanos(30_000),
-      max_deliver: MAX_DELIVERIES,
-      max_ack_pending: 1_000,
-    });
-  }
-  const consumer = await options.js.consumers.get(Streams.EVENTS, Consumers.A2A_PUSH);
+  await ensureConsumer(options.jsm, Streams.EVENTS, {
+    durable_name: Consumers.A2A_PUSH,
+    filter_subject: Subjects.RUN_EVENTS_ALL,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.New,
+    ack_wait: nanos(30_000),
+    max_deliver: MAX_DELIVERIES,
+    max_ack_pending: 1_000,
+  });
+  const consumer = await retryBrokerFailures(() =>
+    options.js.consumers.get(Streams.EVENTS, Consumers.A2A_PUSH),
+  );
   const messages = await consumer.consume();
   void (async () => {
     for await (const message of messages) {

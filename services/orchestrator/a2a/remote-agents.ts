@@ -34,10 +34,12 @@ export class RemoteAgents {
 
   /**
    * Sends the message (or, with `followUp`, the answer to the remote task that asked for input)
-   * and follows the task: its result when it completes, its prompt when it asks for input.
+   * and follows the task: its result when it completes, its prompt when it asks for input. The
+   * first message's id is `messageId`, the same whenever this step's attempt is sent again.
    */
   async run(options: {
     url: string;
+    messageId: string;
     skill: string | undefined;
     part: Part;
     followUp?: { remoteTaskId: string; part: Part } | undefined;
@@ -53,7 +55,7 @@ export class RemoteAgents {
       message:
         followUp === undefined
           ? {
-              messageId: randomUUID(),
+              messageId: options.messageId,
               role: "ROLE_USER",
               parts: [options.part],
               ...(options.skill === undefined ? {} : { metadata: { skill: options.skill } }),

@@ -16,12 +16,7 @@ import {
   UnsubscribeRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { ErrorCode, type WireError } from "../../../schemas/errors.ts";
-import {
-  type CompletionComplete,
-  completionGrantArguments,
-  type ResourceSubscription,
-  subscriptionGrantArguments,
-} from "../../../schemas/mcp.ts";
+import { type CompletionComplete, completionGrantArguments } from "../../../schemas/mcp.ts";
 import type { McpSession } from "../../../schemas/mcp-session.ts";
 import { contextFromFields, inContext, toWireError } from "../../kit/index.ts";
 import { announceCancel, cancellable } from "./cancellation.ts";
@@ -34,6 +29,7 @@ import {
   type DispatchOptions,
   dispatchOperation,
   type GatewayOperation,
+  subscription,
 } from "./operation-dispatch.ts";
 import { clientAnswers } from "./server-request-relay.ts";
 import { MAX_SUBSCRIPTIONS, type SessionStore } from "./session-store.ts";
@@ -309,22 +305,6 @@ async function rememberLinks(
       "resource links of a tool result not recorded in the session",
     );
   }
-}
-
-/** A subscription change as policy and the worker see it: granted like a read of the resource. */
-export function subscription(
-  server: string,
-  uri: string,
-  change: ResourceSubscription["subscription"],
-): GatewayOperation {
-  const operation: ResourceSubscription = { server, resource: uri, subscription: change };
-  return {
-    action: "resources.read",
-    target: `${server}.${uri}`,
-    arguments: subscriptionGrantArguments(operation),
-    operation,
-    method: `resources/${change}`,
-  };
 }
 
 function promptTarget(catalog: FederatedCatalog, name: string): { server: string; upstream: string } {

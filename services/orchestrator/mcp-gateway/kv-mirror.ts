@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import type { z } from "zod";
-import { type Logger, parsePayload } from "../../kit/index.ts";
+import { type Logger, parsePayload, retryBrokerFailures } from "../../kit/index.ts";
 
 /** Longest wait for the bucket's present values before serving from what arrived. */
 const INITIAL_LOAD_MS = 5_000;
@@ -36,14 +36,14 @@ export class KvMirror<Schema extends z.ZodType> {
     log: Logger,
   ): Promise<KvMirror<Schema>> {
     const mirror = new KvMirror<Schema>();
-    const watcher = await kv.watch();
+    const watcher = await retryBrokerFailures(() => kv.watch());
     mirror.#stop = () => watcher.stop();
     const { promise: loaded, resolve: resolveLoaded } = Promise.withResolvers<void>();
     const resolve = () => {
       mirror.#loaded = true;
       resolveLoaded();
     };
-    if ((await kv.status()).values === 0) resolve();
+    if ((await retryBrokerFailures(() => kv.status())).values === 0) resolve();
     // A bucket of only delete markers may never report an initial entry: start anyway.
     setTimeout(resolve, INITIAL_LOAD_MS).unref();
     void (async () => {

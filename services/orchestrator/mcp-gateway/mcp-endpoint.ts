@@ -1,4 +1,3 @@
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import {
   type InitializeRequest,
   isInitializeRequest,
@@ -11,10 +10,11 @@ import type { Logger } from "../../kit/index.ts";
 import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
 import { AnsweringTransport, clientResponsesOf, routeClientResponses } from "./client-responses.ts";
 import { devAuthorizationServer } from "./dev-authorization-server.ts";
-import { createGatewayServer, type GatewayDependencies, subscription } from "./gateway-server.ts";
-import { dispatchOperation } from "./operation-dispatch.ts";
+import type { GatewayDependencies } from "./gateway-server.ts";
+import { dispatchOperation, subscription } from "./operation-dispatch.ts";
 import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
+import { serverSide } from "./server-side.ts";
 import type { SessionStreams } from "./session-streams.ts";
 
 const SESSION_HEADER = "mcp-session-id";
@@ -111,6 +111,7 @@ async function serve(options: McpEndpointOptions, req: Request, res: Response): 
         return;
       }
     }
+    const { StreamableHTTPServerTransport, createGatewayServer } = await serverSide();
     const inner = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
     const transport = new AnsweringTransport(inner, options.dispatch.nc, session.id, options.log);
     const server = createGatewayServer(options, { session, authorization: caller.authorization });

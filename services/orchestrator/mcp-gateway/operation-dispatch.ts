@@ -4,6 +4,8 @@ import { Role, type Task } from "../../../schemas/a2a.ts";
 import { AgentTaskContract, ServerRequestRelayContract } from "../../../schemas/contracts.ts";
 import {
   type McpOperation,
+  type ResourceSubscription,
+  subscriptionGrantArguments,
   type TaskNotification,
   TaskNotificationSchema,
   type ToolCallMetadata,
@@ -190,4 +192,20 @@ function answerServerRequests(
     log: options.log,
     handle: (request) => answers.answer(request, call),
   });
+}
+
+/** A subscription change as policy and the worker see it: granted like a read of the resource. */
+export function subscription(
+  server: string,
+  uri: string,
+  change: ResourceSubscription["subscription"],
+): GatewayOperation {
+  const operation: ResourceSubscription = { server, resource: uri, subscription: change };
+  return {
+    action: "resources.read",
+    target: `${server}.${uri}`,
+    arguments: subscriptionGrantArguments(operation),
+    operation,
+    method: `resources/${change}`,
+  };
 }

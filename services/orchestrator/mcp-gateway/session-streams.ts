@@ -1,5 +1,4 @@
 import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import type { Subscription } from "@nats-io/transport-node";
 import type { Request, Response } from "express";
 import { decodeJwt } from "jose";
@@ -7,7 +6,8 @@ import { type ResourceUpdated, ResourceUpdatedSchema } from "../../../schemas/mc
 import { RESOURCE_UPDATES_ALL } from "../../../schemas/subjects.ts";
 import { listen } from "../../kit/index.ts";
 import type { CatalogList } from "./federated-catalog.ts";
-import { type CallerContext, createGatewayServer, type GatewayDependencies } from "./gateway-server.ts";
+import type { CallerContext, GatewayDependencies } from "./gateway-server.ts";
+import { serverSide } from "./server-side.ts";
 
 /** Longest a stream stays open when its token names no expiry (acp-policy accepted it without one). */
 const MAX_STREAM_MS = 3_600_000;
@@ -54,6 +54,7 @@ export class SessionStreams {
 
   /** Serves one GET stream of an authenticated caller's session until the client goes away. */
   async serve(caller: CallerContext, req: Request, res: Response): Promise<void> {
+    const { StreamableHTTPServerTransport, createGatewayServer } = await serverSide();
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
     const server = createGatewayServer(this.#deps, caller);
     const stream: OpenStream = { sessionId: caller.session.id, server };
