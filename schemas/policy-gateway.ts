@@ -29,13 +29,14 @@ export const PermittedRequestSchema = z
               PolicyAction.RESOURCES_READ,
               PolicyAction.PROMPTS_GET,
               PolicyAction.RUNS_READ,
+              PolicyAction.RUNS_APPROVE,
             ]),
             /**
              * `<server>.<tool>`, `<server>.<prompt>` or `<server>.<uri>`, as in a decision request;
-             * the workflow id for `runs.read` (a run listing).
+             * the workflow id for `runs.read` (a run listing) and `runs.approve` (the console's inbox).
              */
             target: z.string().min(1),
-            /** For `runs.read`: who started the run. */
+            /** For `runs.read` and `runs.approve`: who started the run. */
             startedBy: z.string().optional(),
           })
           .strict(),

@@ -8,6 +8,8 @@ import {
   AuditKind,
   type AuditRecord,
   AuditRecordSchema,
+  type AuditReport,
+  type AuditWriterReport,
   auditKeyName,
   GENESIS_HASH,
 } from "../../schemas/audit.ts";
@@ -27,24 +29,6 @@ export interface StoredRecord {
   seq: number;
   subject: string;
   data: Uint8Array;
-}
-
-/** One writer's chain: intact, broken at its first bad record, or signed by no pinned key. */
-export interface WriterReport {
-  service: string;
-  writer: string;
-  records: number;
-  status: "intact" | "broken" | "unknown signer";
-  /** The first record (its number in the writer's chain, and in the stream) that breaks it. */
-  broken?: { seq: number; streamSeq: number; problem: string };
-}
-
-export interface AuditReport {
-  records: number;
-  intact: boolean;
-  writers: WriterReport[];
-  /** What is wrong with the stream itself: missing sequences, messages that are no audit record. */
-  stream: string[];
 }
 
 /** How `verifyAudit` finds keys: the writers' pins, and acp-policy's grant keys by kid. */
@@ -86,7 +70,7 @@ export async function verifyAudit(stored: Iterable<StoredRecord>, keys: AuditKey
     chain.links.push({ record, streamSeq: seq, subject });
     chains.set(key, chain);
   }
-  const writers: WriterReport[] = [];
+  const writers: AuditWriterReport[] = [];
   for (const [key, { service, writer, links }] of chains) {
     writers.push(await verifyWriter(service, writer, links, keys.pins.get(key), keys));
   }
@@ -105,8 +89,8 @@ async function verifyWriter(
   chain: { record: AuditRecord; streamSeq: number; subject: string }[],
   pin: AuditKeyPin | undefined,
   keys: AuditKeys,
-): Promise<WriterReport> {
-  const report: WriterReport = { service, writer, records: chain.length, status: "intact" };
+): Promise<AuditWriterReport> {
+  const report: AuditWriterReport = { service, writer, records: chain.length, status: "intact" };
   if (pin === undefined || pin.service !== service || pin.writer !== writer) {
     return { ...report, status: "unknown signer" };
   }
@@ -115,7 +99,7 @@ async function verifyWriter(
   let previous = GENESIS_HASH;
   let expected = 1;
   for (const { record, streamSeq, subject } of ordered) {
-    const broken = (problem: string): WriterReport => ({
+    const broken = (problem: string): AuditWriterReport => ({
       ...report,
       status: "broken",
       broken: { seq: record.seq, streamSeq, problem },

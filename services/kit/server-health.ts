@@ -6,24 +6,10 @@ import {
   isLiveHealth,
   type ServerHealth,
   ServerHealthSchema,
+  type ServerSummary,
 } from "../../schemas/mcp-health.ts";
 import { Buckets } from "../../schemas/subjects.ts";
 import { parsePayload } from "./bus.ts";
-
-/** A server as every live worker sees it together. */
-export interface ServerSummary {
-  server: string;
-  /** Up where every worker says up, down where every one says down, else degraded; unknown without a live worker. */
-  state: HealthState | "unknown";
-  transport: string;
-  governance: ServerHealth["governance"];
-  replicas: { up: number; total: number };
-  versions: Array<{ name: string; weight: number }>;
-  restarts: number;
-  lastError?: string;
-  /** The live workers' records as they wrote them. */
-  workers: ServerHealth[];
-}
 
 /** Reads every health record in KV `loom_servers`. */
 export async function readServerHealth(nc: NatsConnection): Promise<ServerHealth[]> {

@@ -166,7 +166,8 @@ function serveCancel(options: RunControlOptions): Service {
   });
 }
 
-function restoreSnapshot(stored: StoredRun) {
+/** The run's machine as its record left it, to read what it waits for. */
+export function restoreSnapshot(stored: StoredRun) {
   const definition = stored.record.definition;
   if (definition === undefined)
     throw new LoomError(ErrorCode.INTERNAL, `run ${stored.record.runId} has no definition`);

@@ -1,13 +1,7 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { type AuditRecord, AuditRecordSchema } from "../../../schemas/audit.ts";
+import { type AuditRecord, AuditRecordSchema, type AuditReport } from "../../../schemas/audit.ts";
 import { Streams } from "../../../schemas/subjects.ts";
-import {
-  type AuditReport,
-  auditStreamInfo,
-  readAuditKeys,
-  readAuditStream,
-  verifyAudit,
-} from "../../kit/audit-verify.ts";
+import { auditStreamInfo, readAuditKeys, readAuditStream, verifyAudit } from "../../kit/audit-verify.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 
