@@ -16,8 +16,8 @@ import { readServerHealth, readToolDescriptors, summarizeServers } from "../../k
 import { readCallLog } from "../call-log.ts";
 import { aggregateCallStats } from "../call-stats.ts";
 import { accessRun } from "../run-access.ts";
-import { inboxOf } from "./inbox.ts";
 import { authorizationOf, handler, parse } from "./http.ts";
+import { inboxOf } from "./inbox.ts";
 import { openEventStream, streamQuery } from "./live.ts";
 import type { ConsoleOptions } from "./options.ts";
 

@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import { type z, prettifyError } from "zod";
+import { prettifyError, type z } from "zod";
 import type { ConsoleError } from "../../../schemas/console.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { type Logger, LoomError, toWireError } from "../../kit/index.ts";
@@ -53,7 +53,10 @@ export function requireBearer(log: Logger): RequestHandler {
     }
     sendError(
       res,
-      new LoomError(ErrorCode.UNAUTHENTICATED, "sign in: a bearer token is required (Authorization: Bearer …)"),
+      new LoomError(
+        ErrorCode.UNAUTHENTICATED,
+        "sign in: a bearer token is required (Authorization: Bearer …)",
+      ),
       log,
     );
   };
@@ -77,7 +80,11 @@ export function handler(
 }
 
 /** Parses a request's body or query with its schema: INVALID_INPUT naming what is wrong. */
-export function parse<Schema extends z.ZodType>(schema: Schema, value: unknown, what: string): z.infer<Schema> {
+export function parse<Schema extends z.ZodType>(
+  schema: Schema,
+  value: unknown,
+  what: string,
+): z.infer<Schema> {
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     throw new LoomError(ErrorCode.INVALID_INPUT, `${what}: ${prettifyError(parsed.error)}`);

@@ -1,16 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { trace } from "@opentelemetry/api";
 import { type Request, Router } from "express";
+import { ConsoleRunFiltersSchema, ConsoleSubmitSchema, type RunTrace } from "../../../schemas/console.ts";
 import { RunCancelContract, RunInputContract } from "../../../schemas/contracts.ts";
-import {
-  ConsoleRunFiltersSchema,
-  ConsoleSubmitSchema,
-  type RunTrace,
-} from "../../../schemas/console.ts";
+import { ErrorCode } from "../../../schemas/errors.ts";
 import { PolicyAction } from "../../../schemas/policy.ts";
 import { RunCancelSchema, RunInputSchema } from "../../../schemas/run.ts";
 import { MAX_RUNS_PAGE } from "../../../schemas/run-read.ts";
-import { ErrorCode } from "../../../schemas/errors.ts";
 import { Headers, RUN_ID_PATTERN, runCancelSubject, runInputSubject } from "../../../schemas/subjects.ts";
 import {
   authenticate,
@@ -21,9 +17,9 @@ import {
   readSpans,
   request,
 } from "../../kit/index.ts";
+import { accessRun, maskedEvent, viewOfRun } from "../run-access.ts";
 import { restoreSnapshot } from "../run-control.ts";
 import { machineFor } from "../run-machine.ts";
-import { accessRun, maskedEvent, viewOfRun } from "../run-access.ts";
 import { listRuns } from "../run-reads.ts";
 import { authorizationOf, handler, parse } from "./http.ts";
 import { openEventStream, streamQuery } from "./live.ts";
@@ -77,7 +73,11 @@ export function runRoutes(options: ConsoleOptions): Router {
       // A refused token is told now; whether it may start this workflow is decided with the run.
       await authenticate(options.nc, authorization, options.policyTimeoutMs);
       const runId = randomUUID();
-      await publishSubmission(options.js, { runId, workflow: body.workflow, input: body.input }, authorization);
+      await publishSubmission(
+        options.js,
+        { runId, workflow: body.workflow, input: body.input },
+        authorization,
+      );
       res.status(202).json({ runId });
     }),
   );
@@ -85,7 +85,12 @@ export function runRoutes(options: ConsoleOptions): Router {
   router.get(
     "/runs/:runId",
     handler(log, async (req, res) => {
-      const access = await accessRun(options, runIdOf(req.params), PolicyAction.RUNS_READ, authorizationOf(req));
+      const access = await accessRun(
+        options,
+        runIdOf(req.params),
+        PolicyAction.RUNS_READ,
+        authorizationOf(req),
+      );
       res.json(viewOfRun(access.stored.record, access.obligations));
     }),
   );
@@ -126,7 +131,12 @@ export function runRoutes(options: ConsoleOptions): Router {
   router.get(
     "/runs/:runId/graph",
     handler(log, async (req, res) => {
-      const access = await accessRun(options, runIdOf(req.params), PolicyAction.RUNS_READ, authorizationOf(req));
+      const access = await accessRun(
+        options,
+        runIdOf(req.params),
+        PolicyAction.RUNS_READ,
+        authorizationOf(req),
+      );
       const { definition } = access.stored.record;
       if (definition === undefined) {
         res.json({ nodes: [], edges: [] });
@@ -146,10 +156,17 @@ export function runRoutes(options: ConsoleOptions): Router {
   router.get(
     "/runs/:runId/trace",
     handler(log, async (req, res) => {
-      const access = await accessRun(options, runIdOf(req.params), PolicyAction.RUNS_READ, authorizationOf(req));
+      const access = await accessRun(
+        options,
+        runIdOf(req.params),
+        PolicyAction.RUNS_READ,
+        authorizationOf(req),
+      );
       const { traceContext } = access.stored.record;
       const traceId =
-        traceContext === undefined ? undefined : trace.getSpanContext(contextFromFields(traceContext))?.traceId;
+        traceContext === undefined
+          ? undefined
+          : trace.getSpanContext(contextFromFields(traceContext))?.traceId;
       if (traceId === undefined) {
         res.json({ spans: [] } satisfies RunTrace);
         return;

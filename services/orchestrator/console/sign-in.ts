@@ -1,9 +1,5 @@
 import { Router } from "express";
-import {
-  type ConsoleConfig,
-  type DevSignInReply,
-  DevSignInRequestSchema,
-} from "../../../schemas/console.ts";
+import { type ConsoleConfig, type DevSignInReply, DevSignInRequestSchema } from "../../../schemas/console.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { ensureDevIssuerKey, issueDevToken } from "../../kit/dev-issuer.ts";
 import { LoomError } from "../../kit/index.ts";
@@ -21,7 +17,10 @@ const DEV_TOKEN_TTL_SECONDS = 8 * 3_600;
 export function signInRoutes(options: ConsoleOptions): Router {
   const router = Router();
   router.get("/config", (_req, res) => {
-    res.json({ devSignIn: options.devSignInDataDir !== undefined, jaegerUi: options.jaegerUi } satisfies ConsoleConfig);
+    res.json({
+      devSignIn: options.devSignInDataDir !== undefined,
+      jaegerUi: options.jaegerUi,
+    } satisfies ConsoleConfig);
   });
   router.post(
     "/dev-sign-in",
