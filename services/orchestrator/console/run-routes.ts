@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { trace } from "@opentelemetry/api";
 import { type Request, Router } from "express";
 import { ConsoleRunFiltersSchema, ConsoleSubmitSchema, type RunTrace } from "../../../schemas/console.ts";
@@ -29,6 +30,8 @@ import { runGraph } from "./run-graph.ts";
 /** How long one poll of a run's events waits; the caller's right to follow it is decided again after. */
 const EVENTS_POLL_MS = 10_000;
 const EVENTS_BATCH_BYTES = 256 * 1024;
+/** How long a start waits for the run's record before answering (it is then accepted regardless). */
+const SUBMIT_WAIT_MS = 5_000;
 /** How long a human answer or a cancel may take to be applied. */
 const CONTROL_TIMEOUT_MS = 15_000;
 
