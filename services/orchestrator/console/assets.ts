@@ -9,6 +9,9 @@ import type { Request, Response } from "express";
 /** The browser code: TypeScript (erasable syntax only) served as JavaScript, and its stylesheet. */
 const WEB_DIR = join(import.meta.dirname, "web");
 
+/** The web folder's files a browser may fetch: its modules and its stylesheet, nothing else there. */
+const SERVED_NAME = /^[a-z-]+\.(ts|css)$/;
+
 /** Bare module names the browser code imports, and the files that provide them. */
 const VENDOR: Record<string, string> = {
   "preact.js": fileURLToPath(import.meta.resolve("preact")),
@@ -83,7 +86,7 @@ export class ConsoleAssets {
 
   /** A module or stylesheet of the web folder; false when there is no such file. */
   async web(name: string, req: Request, res: Response): Promise<boolean> {
-    if (!(await this.#modules).has(name)) return false;
+    if (!SERVED_NAME.test(name) || !(await this.#modules).has(name)) return false;
     const path = join(WEB_DIR, name);
     const asset = this.#cached(`web/${name}`, async () => {
       const text = await readFile(path, "utf8");
