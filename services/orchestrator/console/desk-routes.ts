@@ -119,6 +119,8 @@ export function deskRoutes(options: ConsoleOptions): Router {
     "/policy/explain",
     handler(log, async (req, res) => {
       const body = parse(PolicyDecisionRequestSchema, req.body, "explain request");
+      // acp-policy explains a refused token as an anonymous caller; the console serves signed-in people.
+      await principalOf(authorizationOf(req));
       res.json(
         await request(nc, Subjects.POLICY_EXPLAIN, PolicyExplainContract, body, {
           timeoutMs: policyTimeoutMs,

@@ -19,7 +19,8 @@ export function textOf(event: RunEvent): string {
 }
 
 /**
- * Pure: the steps of a run from its events, one row per step and attempt, in the order they began.
+ * Pure: the steps of a run from its events, one row per step and attempt, in the order they began;
+ * a step the run has moved on from is `done` (or `failed` when it reported an error).
  * A step lasts from its first event until the run's next event after its last one (or `now` while
  * the run goes on).
  */
@@ -50,6 +51,8 @@ export function stepsOf(events: readonly RunEvent[], now: number | undefined): S
   });
   return [...rows.values()].map(({ lastIndex, ...row }) => {
     const next = statuses[lastIndex + 1]?.status.timestamp;
+    // A step the run has moved on from is over: failed when it reported an error, else done.
+    if (next !== undefined) row.state = row.error === undefined ? "done" : "failed";
     const end = next === undefined ? now : Date.parse(next);
     return {
       ...row,
