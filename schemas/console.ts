@@ -4,8 +4,7 @@ import { AuditRecordSchema } from "./audit.ts";
 import { ToolDescriptorSchema } from "./mcp.ts";
 import { ServerSummarySchema } from "./mcp-health.ts";
 import { RunIdSchema } from "./run.ts";
-import { RunListRequestSchema } from "./run-read.ts";
-import { RequestedSchemaSchema } from "./sampling.ts";
+import { RunListRequestSchema, RunRerunRequestSchema, WaitingInputSchema } from "./run-read.ts";
 import { SpanRecordSchema } from "./telemetry.ts";
 import { ToolStatsSchema } from "./tool-calls.ts";
 
@@ -56,6 +55,9 @@ export type ConsoleSubmit = z.infer<typeof ConsoleSubmitSchema>;
 
 export const ConsoleSubmitReplySchema = z.object({ runId: RunIdSchema });
 
+/** `POST /console/api/runs/:id/rerun`: start a failed or canceled run again (`loom runs rerun`). */
+export const ConsoleRerunSchema = RunRerunRequestSchema.pick({ from: true }).strict();
+
 /** `GET /console/api/workflows`: the registered workflows a run can be started from. */
 export const ConsoleWorkflowsSchema = z.object({ workflows: z.array(z.string()) });
 
@@ -94,14 +96,9 @@ export const InboxItemSchema = z.object({
   workflowId: z.string(),
   state: TaskStateSchema,
   startedBy: z.string().optional(),
-  stepId: z.string(),
   updatedAt: z.iso.datetime(),
-  /** The prompt of an approval, or the question of an elicitation. */
-  prompt: z.string(),
-  /** Who may answer an approval. */
-  roles: z.array(z.string()).optional(),
-  /** For an elicitation: the server asking and the JSON Schema of the answer it wants. */
-  elicitation: z.object({ server: z.string(), requestedSchema: RequestedSchemaSchema }).optional(),
+  /** What the run asks, as `loom runs get` shows it. */
+  asked: WaitingInputSchema,
 });
 export type InboxItem = z.infer<typeof InboxItemSchema>;
 

@@ -15,6 +15,8 @@ import {
   RunGetRequestSchema,
   RunListReplySchema,
   RunListRequestSchema,
+  RunRerunReplySchema,
+  RunRerunRequestSchema,
   RunViewSchema,
   RunWatchReplySchema,
   RunWatchRequestSchema,
@@ -82,6 +84,11 @@ export const RunCancelContract = {
 export const RunGetContract = {
   request: RunGetRequestSchema,
   response: RunViewSchema,
+} as const satisfies RequestContract;
+
+export const RunRerunContract = {
+  request: RunRerunRequestSchema,
+  response: RunRerunReplySchema,
 } as const satisfies RequestContract;
 
 export const RunListContract = {

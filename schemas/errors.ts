@@ -48,9 +48,14 @@ export const ErrorCode = {
   LIMIT_EXCEEDED: "LIMIT_EXCEEDED",
   /** The run is not in a state that takes this input (already ended, or not waiting for it). */
   RUN_NOT_WAITING: "RUN_NOT_WAITING",
+  /** Only a failed or canceled run can be rerun: this one is still going, or completed. */
+  RUN_NOT_RERUNNABLE: "RUN_NOT_RERUNNABLE",
   /** NATS did not answer (it restarted, or the connection is down): worth another try. */
   BROKER_UNAVAILABLE: "BROKER_UNAVAILABLE",
-  /** The run has no step of that id that called a tool (or its call record has expired). */
+  /**
+   * The run has no step of that id (for feedback: none that called a tool, or its call record has
+   * expired; for a rerun: none in its workflow).
+   */
   STEP_NOT_FOUND: "STEP_NOT_FOUND",
   /** The MCP gateway's client refused or failed a server's request relayed to it (sampling, elicitation). */
   MCP_CLIENT_ERROR: "MCP_CLIENT_ERROR",

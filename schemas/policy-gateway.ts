@@ -33,10 +33,10 @@ export const PermittedRequestSchema = z
             ]),
             /**
              * `<server>.<tool>`, `<server>.<prompt>` or `<server>.<uri>`, as in a decision request;
-             * the workflow id for `runs.read` (a run listing) and `runs.approve` (the console's inbox).
+             * the workflow id for `runs.read` (a run listing) and `runs.approve` (who may answer).
              */
             target: z.string().min(1),
-            /** For `runs.read` and `runs.approve`: who started the run. */
+            /** For a run's action: who started the run. */
             startedBy: z.string().optional(),
           })
           .strict(),

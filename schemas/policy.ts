@@ -9,6 +9,8 @@ export const PolicyAction = {
   PROMPTS_GET: "prompts.get",
   RUNS_APPROVE: "runs.approve",
   RUNS_CANCEL: "runs.cancel",
+  /** Start a failed or canceled run again as a new run (`loom runs rerun`); `workflow.start` is checked too. */
+  RUNS_RERUN: "runs.rerun",
   /** Give a verdict on a step of a run (`loom feedback`). */
   RUNS_FEEDBACK: "runs.feedback",
   /** An MCP server asks the llm agent for a completion (`sampling/createMessage`); target `<server>`. */
@@ -37,6 +39,7 @@ export const WORKFLOW_ACTIONS: ReadonlySet<PolicyAction> = new Set([
   PolicyAction.WORKFLOW_START,
   PolicyAction.RUNS_APPROVE,
   PolicyAction.RUNS_CANCEL,
+  PolicyAction.RUNS_RERUN,
   PolicyAction.RUNS_FEEDBACK,
   PolicyAction.RUNS_READ,
   PolicyAction.RUNS_SUBSCRIBE,

@@ -23,9 +23,34 @@ export const RunSubmissionSchema = z
       .string()
       .regex(CONTEXT_ID_PATTERN, "a context id is 1-128 letters, digits, - or _")
       .optional(),
+    /**
+     * A rerun (`loom.v1.runs.rerun` publishes it): the new run starts at step `from` of run
+     * `runId`, with that run's definition, input and context, and the recorded results of its
+     * steps before `from`. The submitter needs `runs.rerun` on that run as well as `workflow.start`.
+     */
+    rerunOf: z
+      .object({ runId: RunIdSchema, from: z.string().min(1) })
+      .strict()
+      .optional(),
   })
   .strict();
 export type RunSubmission = z.infer<typeof RunSubmissionSchema>;
+
+/** When a step last started and ended (a step a `choice` loops back to keeps its latest visit). */
+export const StepTimesSchema = z.object({
+  startedAt: z.iso.datetime(),
+  /** Absent while the step is under way or waits for an answer. */
+  endedAt: z.iso.datetime().optional(),
+});
+export type StepTimes = z.infer<typeof StepTimesSchema>;
+
+/** Where a rerun came from: the run, the step it started at, and the steps whose results it reused. */
+export const RerunOfSchema = z.object({
+  runId: RunIdSchema,
+  from: z.string().min(1),
+  reused: z.array(z.string()),
+});
+export type RerunOf = z.infer<typeof RerunOfSchema>;
 
 /** How far a step's MCP request has come, as its server reported it (notifications/progress). */
 export const StepProgressSchema = z.object({
@@ -97,6 +122,12 @@ export const RunRecordSchema = z.object({
   /** The orchestrator replica driving the run, until `leaseUntil`; absent while the run only waits. */
   owner: z.string().optional(),
   leaseUntil: z.iso.datetime().optional(),
+  /** When each step that ran started and ended, by step id; absent in records made before timelines. */
+  timeline: z.record(z.string(), StepTimesSchema).optional(),
+  /** For a rerun: the run it reran and what it reused (`loom runs rerun`). */
+  rerunOf: RerunOfSchema.optional(),
+  /** The reruns of this run, oldest first. */
+  rerunAs: z.array(RunIdSchema).optional(),
   /** When the workflow's deadline passes for this run. */
   deadlineAt: z.iso.datetime().optional(),
   createdAt: z.iso.datetime(),

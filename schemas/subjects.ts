@@ -23,6 +23,11 @@ export const Subjects = {
   RUNS_GET: "loom.v1.runs.get",
   RUNS_LIST: "loom.v1.runs.list",
   RUNS_WATCH: "loom.v1.runs.watch",
+  /**
+   * Request/reply: start a failed or canceled run again as a new run (`loom runs rerun`), served by
+   * the orchestrators in a queue group; the new run goes through `loom.v1.runs.submit` like any other.
+   */
+  RUNS_RERUN: "loom.v1.runs.rerun",
   /** Request/reply: read or forget a context's memory, authorised like run reads. */
   MEMORY_GET: "loom.v1.memory.get",
   MEMORY_CLEAR: "loom.v1.memory.clear",

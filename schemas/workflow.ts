@@ -257,8 +257,9 @@ function gotoTargets(step: Step): Array<{ target: string; path: PropertyKey[] }>
   return [];
 }
 
-/** The kind of a step, named after the key that makes it that kind. */
-export type StepKind = "call" | "read" | "prompt" | "delegate" | "parallel" | "choice" | "approval";
+/** The kinds of step, each named after the key that makes a step that kind. */
+export const STEP_KINDS = ["call", "read", "prompt", "delegate", "parallel", "choice", "approval"] as const;
+export type StepKind = (typeof STEP_KINDS)[number];
 
 export function stepKind(step: Step): StepKind {
   if ("call" in step) return "call";

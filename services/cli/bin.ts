@@ -14,7 +14,7 @@ import { feedbackCommand } from "./commands/feedback.ts";
 import { memoryClearCommand, memoryGetCommand } from "./commands/memory.ts";
 import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./commands/policy.ts";
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
-import { runsGetCommand, runsListCommand } from "./commands/runs.ts";
+import { runsEventsCommand, runsGetCommand, runsListCommand, runsRerunCommand } from "./commands/runs.ts";
 import { serversListCommand } from "./commands/servers.ts";
 import { readInput, submitCommand } from "./commands/submit.ts";
 import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
@@ -277,12 +277,42 @@ runs
   );
 runs
   .command("get")
-  .description("show a run's state and output")
+  .description("show a run: its steps as a timeline, what it waits for and who may answer, its output")
   .argument("<runId>")
   .option("--json", "print JSON", false)
   .action(
     action(async (runId: string, options: { json: boolean }) =>
       runsGetCommand(runId, { ...(await callerAs(NatsUser.SUBMITTER)), json: options.json }),
+    ),
+  );
+runs
+  .command("events")
+  .description("print a run's events so far; with --follow, then follow it live until it ends")
+  .argument("<runId>")
+  .option("-f, --follow", "keep following until the run ends, and exit as submit --watch does", false)
+  .option("--json", "print each event as a JSON line (an A2A StreamResponse)", false)
+  .action(
+    action(async (runId: string, options: { follow: boolean; json: boolean }) =>
+      runsEventsCommand(runId, { ...(await callerAs(NatsUser.SUBMITTER)), ...options }),
+    ),
+  );
+runs
+  .command("rerun")
+  .description(
+    "start a failed or canceled run again as a new run, reusing the results of the steps before --from",
+  )
+  .argument("<runId>")
+  .option("--from <step>", "the top-level step to run again from (default: where the run stopped)")
+  .option("--watch", "follow the new run until it ends", false)
+  .option("--json", "print JSON", false)
+  .action(
+    action(async (runId: string, options: { from?: string; watch: boolean; json: boolean }) =>
+      runsRerunCommand(runId, {
+        ...(await callerAs(NatsUser.SUBMITTER)),
+        from: options.from,
+        watch: options.watch,
+        json: options.json,
+      }),
     ),
   );
 runs

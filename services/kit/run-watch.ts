@@ -74,9 +74,18 @@ export async function* followRun(
 export async function* pollRunEvents(
   nc: NatsConnection,
   runId: string,
-  options: { authorization: string | undefined; waitForRunMs: number },
+  options: {
+    authorization: string | undefined;
+    waitForRunMs: number;
+    /**
+     * Stop, before the run ends, once no new event came for this long: the events so far, not
+     * those to come (`loom runs events` without `--follow`).
+     */
+    untilIdleMs?: number;
+  },
 ): AsyncGenerator<RunEvent, void, undefined> {
   const giveUpAt = Date.now() + options.waitForRunMs;
+  const waitMs = options.untilIdleMs ?? WATCH_POLL_MS;
   let afterSequence = 0;
   for (;;) {
     let reply: RunWatchReply;
@@ -88,9 +97,9 @@ export async function* pollRunEvents(
           nc,
           Subjects.RUNS_WATCH,
           RunWatchContract,
-          { runId, afterSequence, waitMs: WATCH_POLL_MS },
+          { runId, afterSequence, waitMs },
           {
-            timeoutMs: WATCH_POLL_MS + WATCH_REPLY_MARGIN_MS,
+            timeoutMs: waitMs + WATCH_REPLY_MARGIN_MS,
             headers: { [Headers.AUTHORIZATION]: options.authorization },
           },
         ),
@@ -105,6 +114,7 @@ export async function* pollRunEvents(
       continue;
     }
     afterSequence = reply.lastSequence;
+    if (reply.events.length === 0 && options.untilIdleMs !== undefined) return;
     for (const event of reply.events) {
       yield event;
       if ("statusUpdate" in event && TERMINAL_STATES.has(event.statusUpdate.status.state)) return;

@@ -33,6 +33,7 @@ import { RunDriver } from "./run-driver.ts";
 import { RunEvents } from "./run-events.ts";
 import { serveRunReads } from "./run-reads.ts";
 import { startRunRecovery } from "./run-recovery.ts";
+import { serveRunRerun } from "./run-rerun.ts";
 import { RunStore } from "./run-store.ts";
 import { RunTokens } from "./run-tokens.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
@@ -193,6 +194,7 @@ await runUntilSignalled(log, async () => {
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const toolStats = serveToolStats({ nc, js, log });
   const reads = serveRunReads({ nc, js, runs, memory, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
+  const reruns = serveRunRerun({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
   const submissionOptions = {
     nc,
@@ -222,6 +224,7 @@ await runUntilSignalled(log, async () => {
       await feedback.stop();
       await toolStats.stop();
       await reads.stop();
+      await reruns.stop();
       await workflowService.stop();
       await agents.stop();
       await a2a.close();

@@ -2,15 +2,18 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { Obligations, PolicyAction, PolicyDecisionRequest, Principal } from "../../schemas/policy.ts";
 import type { RunEvent, RunEventMetadata, RunRecord } from "../../schemas/run.ts";
-import type { RunView } from "../../schemas/run-read.ts";
+import type { RunView, WaitingInput } from "../../schemas/run-read.ts";
+import type { RequestedSchema } from "../../schemas/sampling.ts";
 import { RUN_ID_PATTERN } from "../../schemas/subjects.ts";
 import { authenticate, authorize, LoomError } from "../kit/index.ts";
 import { hasMasks, maskValue } from "../kit/masking.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
+import { stepTimeline } from "./step-timeline.ts";
 
-/** The actions a reader may ask of an existing run. */
+/** The actions a reader may ask of an existing run (a rerun reads it to start anew). */
 export type RunReadAction =
   | typeof PolicyAction.RUNS_READ
+  | typeof PolicyAction.RUNS_RERUN
   | typeof PolicyAction.RUNS_SUBSCRIBE
   | typeof PolicyAction.PUSH_CONFIGURE;
 
@@ -61,8 +64,26 @@ export async function accessRun(
   return { stored, principal: decision.principal, obligations: decision.obligations };
 }
 
-/** What a reader sees of a run: no snapshot, definition or credentials, and its data masked for it. */
-export function viewOfRun(record: RunRecord, obligations: Obligations | undefined): RunView {
+/**
+ * What a reader sees of a run: no snapshot, definition or credentials, and its data masked for it;
+ * its steps as a timeline, and `waiting`, what it asks (with whether this reader may answer).
+ */
+export function viewOfRun(
+  record: RunRecord,
+  obligations: Obligations | undefined,
+  waiting: WaitingInput[] = [],
+): RunView {
+  return {
+    ...summaryOfRun(record, obligations),
+    steps: maskedFor(stepTimeline(record), obligations),
+    waiting: waiting.map((input) => maskedWaitingInput(input, obligations)),
+  };
+}
+
+function summaryOfRun(
+  record: RunRecord,
+  obligations: Obligations | undefined,
+): Omit<RunView, "steps" | "waiting"> {
   const { input, output, error } = record;
   return {
     runId: record.runId,
@@ -76,6 +97,8 @@ export function viewOfRun(record: RunRecord, obligations: Obligations | undefine
     ...(output === undefined ? {} : { output: maskedFor(output, obligations) }),
     ...(error === undefined ? {} : { error: maskedFor(error, obligations) }),
     ...(record.deadlineAt === undefined ? {} : { deadlineAt: record.deadlineAt }),
+    ...(record.rerunOf === undefined ? {} : { rerunOf: record.rerunOf }),
+    ...(record.rerunAs === undefined ? {} : { rerunAs: record.rerunAs }),
     createdAt: record.createdAt,
     updatedAt: record.updatedAt,
   };
@@ -83,7 +106,20 @@ export function viewOfRun(record: RunRecord, obligations: Obligations | undefine
 
 /** The record with its data masked for a reader, in the record's shape (the A2A task is built from it). */
 export function maskedRecord(record: RunRecord, obligations: Obligations | undefined): RunRecord {
-  return { ...record, ...viewOfRun(record, obligations) };
+  return { ...record, ...summaryOfRun(record, obligations) };
+}
+
+/** A question a run asks, masked for the reader as its event is (`maskedMetadata`). */
+function maskedWaitingInput(input: WaitingInput, obligations: Obligations | undefined): WaitingInput {
+  if (obligations === undefined || !hasMasks(obligations)) return input;
+  const { requestedSchema } = input;
+  return {
+    ...input,
+    prompt: maskValue(input.prompt, obligations) as string,
+    ...(requestedSchema === undefined
+      ? {}
+      : { requestedSchema: maskedRequestedSchema(requestedSchema, obligations) }),
+  };
 }
 
 /** A run event with its data (message, metadata, artifact) masked for a reader; ids and states stay. */
@@ -120,7 +156,21 @@ function maskedMetadata(metadata: RunEventMetadata, obligations: Obligations): R
   const { elicitation, ...rest } = metadata;
   const masked = maskedFor(rest, obligations);
   if (elicitation === undefined) return masked;
-  const { requestedSchema } = elicitation;
+  return {
+    ...masked,
+    elicitation: {
+      server: elicitation.server,
+      message: maskValue(elicitation.message, obligations) as string,
+      requestedSchema: maskedRequestedSchema(elicitation.requestedSchema, obligations),
+    },
+  };
+}
+
+/**
+ * An elicitation's answer schema masked for a reader: it keeps its shape (a field named like a
+ * masked one is still a field), its texts are masked, and a masked field's default is dropped.
+ */
+function maskedRequestedSchema(requestedSchema: RequestedSchema, obligations: Obligations): RequestedSchema {
   const properties = Object.fromEntries(
     Object.entries(requestedSchema.properties).map(([name, field]) => {
       const { default: prefilled, ...described } = field as Record<string, unknown>;
@@ -136,14 +186,7 @@ function maskedMetadata(metadata: RunEventMetadata, obligations: Obligations): R
       return [name, keepDefault ? { ...texts, default: maskValue(prefilled, obligations) } : texts];
     }),
   );
-  return {
-    ...masked,
-    elicitation: {
-      server: elicitation.server,
-      message: maskValue(elicitation.message, obligations) as string,
-      requestedSchema: { ...requestedSchema, properties } as typeof requestedSchema,
-    },
-  };
+  return { ...requestedSchema, properties } as RequestedSchema;
 }
 
 /** A value masked as policy asks for the reader (fields by name, personal data by pattern). */

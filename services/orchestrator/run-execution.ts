@@ -3,7 +3,7 @@ import { createActor } from "xstate";
 import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction } from "../../schemas/policy.ts";
-import type { RunRecord } from "../../schemas/run.ts";
+import type { RunRecord, StepTimes } from "../../schemas/run.ts";
 import type { ElicitationRequest } from "../../schemas/sampling.ts";
 import { ElicitAnswerSchema } from "../../schemas/sampling.ts";
 import type { Workflow } from "../../schemas/workflow.ts";
@@ -36,6 +36,7 @@ import type { RunEvents } from "./run-events.ts";
 import { FinalState, machineFor, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
 import { RunOwnershipLostError, type RunStore, type StoredRun } from "./run-store.ts";
 import { runWorkStep, type StepRunnerOptions } from "./step-runner.ts";
+import { activeStepIds, advanceTimeline } from "./step-timeline.ts";
 
 export interface ExecutionOptions extends StepRunnerOptions {
   runs: RunStore;
@@ -50,16 +51,18 @@ export interface ExecutionOptions extends StepRunnerOptions {
   expressionLimits: ExpressionLimits;
 }
 
-/** The persisted snapshot and pending effects a new run starts with. */
+/** The persisted snapshot, pending effects and timeline (its first steps start `now`) of a new run. */
 export function initialState(
   workflow: Workflow,
   input: Record<string, unknown>,
-): { snapshot: unknown; pending: string[] } {
+  now: string,
+): { snapshot: unknown; pending: string[]; timeline: Record<string, StepTimes> } {
   const actor = createActor(machineFor(workflow), { input: { input } }).start();
   const pending = pendingEffects(workflow, actor.getSnapshot()).map((effect) => effect.key);
+  const timeline = advanceTimeline({}, new Set(), activeStepIds(actor.getSnapshot()), now);
   const snapshot = actor.getPersistedSnapshot();
   actor.stop();
-  return { snapshot, pending };
+  return { snapshot, pending, timeline };
 }
 
 /**
@@ -83,6 +86,8 @@ export class RunExecution {
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #ended: Promise<void>;
   #memory: Promise<unknown[]> | undefined;
+  /** The steps the run was at when last stored, for its timeline. */
+  #activeSteps: Set<string>;
   #end: () => void = () => {};
   /** This replica's stretch of the run's trace; the spans of the steps it starts go under it. */
   readonly #span: RunSpan;
@@ -100,6 +105,7 @@ export class RunExecution {
       snapshot: stored.record.snapshot as never,
       input: { input: stored.record.input },
     }).start();
+    this.#activeSteps = activeStepIds(this.#actor.getSnapshot());
     this.#ended = new Promise((resolve) => {
       this.#end = resolve;
     });
@@ -237,18 +243,22 @@ export class RunExecution {
     const pending = pendingEffects(this.#workflow, snapshot).map((effect) => effect.key);
     const driving = snapshot.status !== "done" && pending.length > 0;
     const { owner: _owner, leaseUntil: _leaseUntil, ...rest } = this.#stored.record;
+    const now = new Date().toISOString();
+    const activeSteps = activeStepIds(snapshot);
     const record: RunRecord = {
       ...rest,
+      timeline: advanceTimeline(rest.timeline ?? {}, this.#activeSteps, activeSteps, now),
       state: taskStateOf(this.#workflow, snapshot),
       snapshot: this.#actor.getPersistedSnapshot(),
       pending,
       ...(snapshot.context.output === undefined ? {} : { output: snapshot.context.output }),
       ...(snapshot.context.error === undefined ? {} : { error: snapshot.context.error }),
       ...(driving ? { owner: this.#options.owner, leaseUntil: this.#leaseUntil() } : {}),
-      updatedAt: new Date().toISOString(),
+      updatedAt: now,
     };
     if (snapshot.context.error === undefined) delete record.error;
     this.#stored = await this.#options.runs.update(this.#stored, record);
+    this.#activeSteps = activeSteps;
   }
 
   async #renewLease(): Promise<void> {

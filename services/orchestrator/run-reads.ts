@@ -21,6 +21,7 @@ import {
 } from "../kit/index.ts";
 import type { ContextMemoryStore } from "./context-memory.ts";
 import { accessRun, maskedEvent, maskedFor, type RunAccessOptions, viewOfRun } from "./run-access.ts";
+import { waitingInputs } from "./step-timeline.ts";
 
 const QUEUE = "orchestrator-reads";
 /** Events per watch reply, in bytes: well under the smallest max_payload a deployment would set. */
@@ -46,7 +47,26 @@ export function serveRunReads(options: RunReadsOptions): { stop(): Promise<void>
       log: options.log,
       handle: async ({ runId }, context) => {
         const access = await accessRun(options, runId, PolicyAction.RUNS_READ, context.authorization);
-        return viewOfRun(access.stored.record, access.obligations);
+        const { record } = access.stored;
+        const asks = waitingInputs(record);
+        // Whoever policy lets answer (`runs.approve`, as run-control decides it), holding a role
+        // the approval names when it names some.
+        const [mayAnswer] =
+          asks.length === 0
+            ? [false]
+            : await permitted(
+                options.nc,
+                context.authorization,
+                [{ action: PolicyAction.RUNS_APPROVE, target: record.workflowId }],
+                options.policyTimeoutMs,
+              );
+        const roles = access.principal.roles;
+        const waiting = asks.map((ask) => ({
+          ...ask,
+          callerMayAnswer:
+            mayAnswer === true && (ask.roles.length === 0 || ask.roles.some((role) => roles.includes(role))),
+        }));
+        return viewOfRun(record, access.obligations, waiting);
       },
     }),
     serve(options.nc, {

@@ -13,6 +13,9 @@ import {
 } from "../kit/index.ts";
 import type { DefinitionStore } from "./definition-store.ts";
 
+/** Reads and writes of `change` before giving up on a record others keep writing. */
+const CHANGE_ATTEMPTS = 5;
+
 export interface StoredRun {
   record: RunRecord;
   /** KV revision: the fencing token for the next write. */
@@ -89,6 +92,25 @@ export class RunStore {
     );
     if (revision === undefined) throw new RunOwnershipLostError(record.runId);
     return { record, revision };
+  }
+
+  /**
+   * Changes an existing run's record with compare-and-set, reading it again when another write
+   * came first. `change` returns undefined to leave the record as it is.
+   */
+  async change(runId: string, change: (record: RunRecord) => RunRecord | undefined): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const stored = await this.get(runId);
+      if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
+      const record = change(stored.record);
+      if (record === undefined) return;
+      try {
+        await this.update(stored, record);
+        return;
+      } catch (error) {
+        if (!(error instanceof RunOwnershipLostError) || attempt >= CHANGE_ATTEMPTS) throw error;
+      }
+    }
   }
 
   /** The record as stored: its definition by reference. */

@@ -30,6 +30,7 @@ import { assertInputWithin, type RunLimits } from "./limits.ts";
 import type { RunDriver } from "./run-driver.ts";
 import type { RunEvents } from "./run-events.ts";
 import { initialState } from "./run-execution.ts";
+import { linkRerun, rerunStart } from "./run-rerun.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
 import type { RunTokens } from "./run-tokens.ts";
 import type { WorkflowCatalog } from "./workflow-catalog.ts";
@@ -150,13 +151,20 @@ export async function acceptSubmission(
         const submission = parsePayload(RunSubmissionSchema, message.data, "run submission");
         runId = submission.runId;
         workflowId = typeof submission.workflow === "string" ? submission.workflow : "(inline)";
-        assertInputWithin(submission.input, options.limits);
-        const workflow = options.catalog.resolve(submission.workflow);
+        const authorization = message.headers?.get(Headers.AUTHORIZATION) || undefined;
+        // A rerun takes the workflow, input and context of the run it reruns, which policy lets
+        // this caller rerun (`runs.rerun`): on the public subject, anyone may ask for one.
+        const rerun =
+          submission.rerunOf === undefined
+            ? undefined
+            : await rerunStart(options, submission.rerunOf, authorization);
+        const input = rerun?.input ?? submission.input;
+        assertInputWithin(input, options.limits);
+        const workflow = rerun?.plan.definition ?? options.catalog.resolve(submission.workflow);
         workflowId = workflow.id;
         if (workflow.input !== undefined) {
-          options.validator.assertValid(workflow.input, submission.input, `input of workflow ${workflow.id}`);
+          options.validator.assertValid(workflow.input, input, `input of workflow ${workflow.id}`);
         }
-        const authorization = message.headers?.get(Headers.AUTHORIZATION) || undefined;
         // A delegate step's child run comes with its parent's run token, on a subject only an
         // orchestrator may publish to; it is decided where only an orchestrator may ask. Anything
         // on the public subject is decided as the caller's own token, never as a run token.
@@ -181,18 +189,21 @@ export async function acceptSubmission(
         }
         await options.runTokens.put(runId, decision.runToken);
         const now = Date.now();
-        const { snapshot, pending } = initialState(workflow, submission.input);
+        const { snapshot, pending, timeline } =
+          rerun?.plan ?? initialState(workflow, input, new Date(now).toISOString());
         const stored = await options.runs.create({
           runId,
-          contextId: submission.contextId ?? randomUUID(),
+          contextId: rerun?.contextId ?? submission.contextId ?? randomUUID(),
           workflowId: workflow.id,
           workflowVersion: workflow.version,
           definition: workflow,
-          input: submission.input,
+          input,
           state: TaskState.SUBMITTED,
           startedBy: decision.principal.id,
           snapshot,
           pending,
+          timeline,
+          ...(rerun === undefined ? {} : { rerunOf: rerun.plan.rerunOf }),
           owner: options.owner,
           leaseUntil: new Date(now + options.leaseMs).toISOString(),
           ...(workflow.deadline === undefined
@@ -210,10 +221,13 @@ export async function acceptSubmission(
           message.ack();
           return;
         }
+        if (rerun !== undefined) await linkRerun(options.runs, rerun.plan.rerunOf.runId, runId);
         await options.events.status(
           accepted.record,
           TaskState.SUBMITTED,
-          `run of ${workflow.id} v${workflow.version} accepted`,
+          rerun === undefined
+            ? `run of ${workflow.id} v${workflow.version} accepted`
+            : `rerun of ${rerun.plan.rerunOf.runId} from step ${rerun.plan.rerunOf.from} accepted (${workflow.id} v${workflow.version})`,
           "submitted",
         );
         message.ack();

@@ -123,7 +123,7 @@ describe("run execution - each effect of a run is dispatched once", () => {
       definition: workflow,
       input: {},
       state: TaskState.SUBMITTED,
-      ...initialState(workflow, {}),
+      ...initialState(workflow, {}, new Date().toISOString()),
       owner: env.options.owner,
       leaseUntil: new Date(Date.now() + env.options.leaseMs).toISOString(),
       createdAt: now,

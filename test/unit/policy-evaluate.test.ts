@@ -227,6 +227,8 @@ rules:
       "analysts-read-crm-resources",
       "owners-cancel-their-runs",
       "admins-cancel-any-run",
+      "owners-rerun-their-runs",
+      "admins-rerun-any-run",
       "owners-and-admins-read-runs",
       "viewers-read-masked",
       "staff-list-runs",

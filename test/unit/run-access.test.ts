@@ -1,23 +1,38 @@
 import { describe, expect, it } from "vitest";
+import { createActor } from "xstate";
 import type { Obligations } from "../../schemas/policy.ts";
 import { type RunEvent, RunEventSchema, type RunRecord } from "../../schemas/run.ts";
 import { maskedEvent, viewOfRun } from "../../services/orchestrator/run-access.ts";
+import { compileWorkflow } from "../../services/orchestrator/run-machine.ts";
 
 const masks: Obligations = { maskFields: ["ssn"], maskPii: ["email"], maskPatterns: [] };
+
+const definition = {
+  id: "hello",
+  version: 1,
+  steps: [{ id: "now", call: "time.get_time" }],
+} as NonNullable<RunRecord["definition"]>;
+
+/** The machine of a run whose one step failed with personal data in its error. */
+function failedSnapshot(): unknown {
+  const actor = createActor(compileWorkflow(definition), { input: { input: {} } }).start();
+  actor.send({
+    type: "STEP.FAILED",
+    stepId: "now",
+    error: { code: "TOOL_ERROR", message: "ada@example.com refused" },
+  });
+  return actor.getPersistedSnapshot();
+}
 
 const record: RunRecord = {
   runId: "run-123-45-6789",
   contextId: "ctx-1",
   workflowId: "hello",
   workflowVersion: 1,
-  definition: {
-    id: "hello",
-    version: 1,
-    steps: [{ id: "now", call: "time.get_time" }],
-  } as RunRecord["definition"],
+  definition,
   input: { note: "write to ada@example.com" },
   state: "TASK_STATE_COMPLETED",
-  snapshot: { secret: "machine state" },
+  snapshot: failedSnapshot(),
   startedBy: "ann",
   output: { name: "Ada", ssn: "123-45-6789" },
   error: { code: "TOOL_ERROR", message: "ada@example.com refused" },
@@ -40,6 +55,45 @@ describe("run access - what a reader sees of a run", () => {
     expect(view.input).toEqual({ note: "write to [masked]" });
     expect(view.output).toEqual({ name: "Ada", ssn: "[masked]" });
     expect(view.error?.message).toBe("[masked] refused");
+    expect(view.steps).toEqual([
+      {
+        stepId: "now",
+        kind: "call",
+        target: "time.get_time",
+        state: "failed",
+        attempts: 1,
+        error: { code: "TOOL_ERROR", message: "[masked] refused" },
+      },
+    ]);
+  });
+
+  it("run view - what a waiting run asks is masked for the reader, its answer schema keeps its shape", () => {
+    const view = viewOfRun(record, masks, [
+      {
+        stepId: "now",
+        kind: "elicitation",
+        prompt: "Is ada@example.com right?",
+        server: "crm",
+        requestedSchema: {
+          type: "object",
+          properties: { ssn: { type: "string", default: "123-45-6789" } },
+          required: ["ssn"],
+        },
+        roles: [],
+        callerMayAnswer: true,
+      },
+    ]);
+    expect(view.waiting).toEqual([
+      {
+        stepId: "now",
+        kind: "elicitation",
+        prompt: "Is [masked] right?",
+        server: "crm",
+        requestedSchema: { type: "object", properties: { ssn: { type: "string" } }, required: ["ssn"] },
+        roles: [],
+        callerMayAnswer: true,
+      },
+    ]);
   });
 
   it("run events - a status message and an artifact are masked for the reader, the task id is not", () => {

@@ -45,6 +45,8 @@ export function taskOfRun(record: RunRecord): Task {
     metadata: {
       workflowId: record.workflowId,
       ...(record.workflowVersion === undefined ? {} : { workflowVersion: record.workflowVersion }),
+      ...(record.rerunOf === undefined ? {} : { rerunOf: record.rerunOf }),
+      ...(record.rerunAs === undefined ? {} : { rerunAs: record.rerunAs }),
     },
   };
 }

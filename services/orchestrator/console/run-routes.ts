@@ -2,13 +2,30 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { trace } from "@opentelemetry/api";
 import { type Request, Router } from "express";
-import { ConsoleRunFiltersSchema, ConsoleSubmitSchema, type RunTrace } from "../../../schemas/console.ts";
-import { RunCancelContract, RunInputContract } from "../../../schemas/contracts.ts";
+import type { StateValue } from "xstate";
+import {
+  ConsoleRerunSchema,
+  ConsoleRunFiltersSchema,
+  ConsoleSubmitSchema,
+  type RunTrace,
+} from "../../../schemas/console.ts";
+import {
+  RunCancelContract,
+  RunGetContract,
+  RunInputContract,
+  RunRerunContract,
+} from "../../../schemas/contracts.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { PolicyAction } from "../../../schemas/policy.ts";
 import { RunCancelSchema, RunInputSchema } from "../../../schemas/run.ts";
 import { MAX_RUNS_PAGE } from "../../../schemas/run-read.ts";
-import { Headers, RUN_ID_PATTERN, runCancelSubject, runInputSubject } from "../../../schemas/subjects.ts";
+import {
+  Headers,
+  RUN_ID_PATTERN,
+  runCancelSubject,
+  runInputSubject,
+  Subjects,
+} from "../../../schemas/subjects.ts";
 import {
   authenticate,
   contextFromFields,
@@ -18,10 +35,10 @@ import {
   readSpans,
   request,
 } from "../../kit/index.ts";
-import { accessRun, maskedEvent, viewOfRun } from "../run-access.ts";
-import { restoreSnapshot } from "../run-control.ts";
+import { accessRun, maskedEvent } from "../run-access.ts";
 import { machineFor } from "../run-machine.ts";
 import { listRuns } from "../run-reads.ts";
+import { restoredSnapshot } from "../step-timeline.ts";
 import { authorizationOf, handler, parse } from "./http.ts";
 import { openEventStream, streamQuery } from "./live.ts";
 import type { ConsoleOptions } from "./options.ts";
@@ -81,20 +98,27 @@ export function runRoutes(options: ConsoleOptions): Router {
         { runId, workflow: body.workflow, input: body.input },
         authorization,
       );
+      // The page opens the run next: answer once its record exists, so it is found (or time out).
+      const deadline = Date.now() + SUBMIT_WAIT_MS;
+      while ((await options.runs.get(runId)) === undefined && Date.now() < deadline) await sleep(50);
       res.status(202).json({ runId });
     }),
   );
 
+  /** The run as `loom runs get` shows it (steps, what it waits for), through the same read API. */
+  const runView = (runId: string, authorization: string | undefined) =>
+    request(
+      options.nc,
+      Subjects.RUNS_GET,
+      RunGetContract,
+      { runId },
+      { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: authorization } },
+    );
+
   router.get(
     "/runs/:runId",
     handler(log, async (req, res) => {
-      const access = await accessRun(
-        options,
-        runIdOf(req.params),
-        PolicyAction.RUNS_READ,
-        authorizationOf(req),
-      );
-      res.json(viewOfRun(access.stored.record, access.obligations));
+      res.json(await runView(runIdOf(req.params), authorizationOf(req)));
     }),
   );
 
@@ -104,8 +128,9 @@ export function runRoutes(options: ConsoleOptions): Router {
       const runId = runIdOf(req.params);
       const authorization = authorizationOf(req);
       let access = await accessRun(options, runId, PolicyAction.RUNS_SUBSCRIBE, authorization);
+      const first = await runView(runId, authorization);
       const stream = openEventStream(req, res);
-      stream.send("run", viewOfRun(access.stored.record, access.obligations));
+      stream.send("run", first);
       let afterSequence = 0;
       while (!stream.closed) {
         const read = await readRunEvents(options.js, runId, {
@@ -117,16 +142,16 @@ export function runRoutes(options: ConsoleOptions): Router {
         afterSequence = read.lastSequence;
         try {
           access = await accessRun(options, runId, PolicyAction.RUNS_SUBSCRIBE, authorization);
+          if (read.events.length === 0) continue;
+          stream.send("events", {
+            events: read.events.map((event) => maskedEvent(event, access.obligations)),
+            lastSequence: read.lastSequence,
+          });
+          stream.send("run", await runView(runId, authorization));
         } catch (error) {
           stream.fail(error);
           return;
         }
-        if (read.events.length === 0) continue;
-        stream.send("events", {
-          events: read.events.map((event) => maskedEvent(event, access.obligations)),
-          lastSequence: read.lastSequence,
-        });
-        stream.send("run", viewOfRun(access.stored.record, access.obligations));
       }
     }),
   );
@@ -145,14 +170,14 @@ export function runRoutes(options: ConsoleOptions): Router {
         res.json({ nodes: [], edges: [] });
         return;
       }
-      const snapshot = restoreSnapshot(access.stored);
+      const snapshot = restoredSnapshot(access.stored.record);
       const { context } = snapshot;
       const visited = new Set([
         ...Object.keys(context.visits),
         ...Object.keys(context.attempts),
         ...Object.keys(context.steps),
       ]);
-      res.json(runGraph(machineFor(definition), { value: snapshot.value, visited }));
+      res.json(runGraph(machineFor(definition), { value: snapshot.value as StateValue, visited }));
     }),
   );
 
@@ -216,6 +241,20 @@ export function runRoutes(options: ConsoleOptions): Router {
         headers: { [Headers.AUTHORIZATION]: authorizationOf(req) },
       });
       res.json(reply);
+    }),
+  );
+  router.post(
+    "/runs/:runId/rerun",
+    handler(log, async (req, res) => {
+      const body = parse(ConsoleRerunSchema, req.body ?? {}, "rerun");
+      const reply = await request(
+        options.nc,
+        Subjects.RUNS_RERUN,
+        RunRerunContract,
+        { runId: runIdOf(req.params), ...body },
+        { timeoutMs: CONTROL_TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: authorizationOf(req) } },
+      );
+      res.status(202).json(reply);
     }),
   );
   return router;

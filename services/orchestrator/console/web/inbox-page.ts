@@ -22,7 +22,7 @@ export function InboxPage(props: { me: ConsoleMe }) {
         : inbox.items.length === 0
           ? html`<p aria-live="polite">Nothing waits for you.</p>`
           : html`<ul class="inbox" aria-live="polite">
-              ${inbox.items.map((item) => html`<li key=${`${item.runId}/${item.stepId}`}><${InboxEntry} item=${item} /></li>`)}
+              ${inbox.items.map((item) => html`<li key=${`${item.runId}/${item.asked.stepId}`}><${InboxEntry} item=${item} /></li>`)}
             </ul>`
     }
   `;
@@ -30,32 +30,33 @@ export function InboxPage(props: { me: ConsoleMe }) {
 
 function InboxEntry(props: { item: InboxItem }) {
   const { item } = props;
+  const { asked } = item;
   const [comment, setComment] = useState("");
   const [problem, setProblem] = useState<unknown>(undefined);
   const [sent, setSent] = useState<string | undefined>(undefined);
   const answer = async (body: RunInput, what: string) => {
     try {
-      await post(`/runs/${encodeURIComponent(item.runId)}/input`, { stepId: item.stepId, ...body });
+      await post(`/runs/${encodeURIComponent(item.runId)}/input`, { stepId: asked.stepId, ...body });
       setSent(what);
     } catch (error) {
       setProblem(error);
     }
   };
-  const commentId = `comment-${item.runId}-${item.stepId}`;
-  return html`<article class="inbox-item" data-run=${item.runId} aria-labelledby=${`title-${item.runId}-${item.stepId}`}>
-    <h2 id=${`title-${item.runId}-${item.stepId}`}>${item.workflowId} · <code>${item.stepId}</code></h2>
-    <p class="prompt">${item.prompt}</p>
+  const commentId = `comment-${item.runId}-${asked.stepId}`;
+  return html`<article class="inbox-item" data-run=${item.runId} aria-labelledby=${`title-${item.runId}-${asked.stepId}`}>
+    <h2 id=${`title-${item.runId}-${asked.stepId}`}>${item.workflowId} · <code>${asked.stepId}</code></h2>
+    <p class="prompt">${asked.prompt}</p>
     <p class="meta">
       <${StateBadge} state=${item.state} /> run <a ...${linkTo(`/console/runs/${item.runId}`)}>${item.runId.slice(0, 8)}</a>
       ${item.startedBy === undefined ? "" : ` started by ${item.startedBy}`} · waiting since ${time(item.updatedAt)}
-      ${item.roles === undefined ? "" : ` · for ${item.roles.join(", ")}`}
-      ${item.elicitation === undefined ? "" : ` · asked by ${item.elicitation.server}`}
+      ${asked.roles.length === 0 ? "" : ` · for ${asked.roles.join(", ")}`}
+      ${asked.server === undefined ? "" : ` · asked by ${asked.server}`}
     </p>
     ${
       sent !== undefined
         ? html`<p role="status">${sent}.</p>`
-        : item.elicitation !== undefined
-          ? html`<${SchemaForm} id=${`${item.runId}-${item.stepId}`} schema=${item.elicitation.requestedSchema}
+        : asked.requestedSchema !== undefined
+          ? html`<${SchemaForm} id=${`${item.runId}-${asked.stepId}`} schema=${asked.requestedSchema}
               onSubmit=${(data: Record<string, unknown>) => answer({ data }, "Answer sent")}
               onDecline=${() => answer({ approved: false }, "Declined")} />`
           : html`<form onSubmit=${(event: Event) => event.preventDefault()}>

@@ -1,13 +1,13 @@
 import { useEffect, useState } from "preact/hooks";
 import type { RunGraph, RunTrace } from "../../../../schemas/console.ts";
 import type { RunEvent } from "../../../../schemas/run.ts";
-import type { RunView } from "../../../../schemas/run-read.ts";
+import type { RunRerunReply, RunView, StepView } from "../../../../schemas/run-read.ts";
 import { type ApiError, follow, get, post } from "./api.ts";
+import { textOf } from "./event-text.ts";
 import { duration, ErrorNote, Json, StateBadge, time } from "./format.ts";
 import { GraphView } from "./graph-view.ts";
 import { html } from "./html.ts";
-import { linkTo } from "./router.ts";
-import { stepsOf, textOf } from "./timeline.ts";
+import { linkTo, navigate } from "./router.ts";
 import { Waterfall } from "./waterfall.ts";
 
 const ENDED = new Set([
@@ -50,6 +50,15 @@ export function RunPage(props: { runId: string }) {
       setProblem(error);
     }
   };
+  const rerun = async () => {
+    try {
+      const reply = await post<RunRerunReply>(`/runs/${encodeURIComponent(run.runId)}/rerun`, {});
+      navigate(`/console/runs/${reply.runId}`);
+    } catch (error) {
+      setProblem(error);
+    }
+  };
+  const rerunnable = run.state === "TASK_STATE_FAILED" || run.state === "TASK_STATE_CANCELED";
   return html`
     <h1>${run.workflowId}${run.workflowVersion === undefined ? "" : ` v${run.workflowVersion}`} <small>run ${run.runId}</small></h1>
     <dl class="facts">
@@ -58,16 +67,19 @@ export function RunPage(props: { runId: string }) {
       <dt>Created</dt><dd>${time(run.createdAt)}</dd>
       <dt>Updated</dt><dd>${time(run.updatedAt)}</dd>
       ${run.deadlineAt === undefined ? null : html`<dt>Deadline</dt><dd>${time(run.deadlineAt)}</dd>`}
+      ${run.rerunOf === undefined ? null : html`<dt>Rerun of</dt><dd><a ...${linkTo(`/console/runs/${run.rerunOf.runId}`)}>${run.rerunOf.runId}</a> from <code>${run.rerunOf.from}</code></dd>`}
+      ${(run.rerunAs ?? []).length === 0 ? null : html`<dt>Rerun as</dt><dd>${(run.rerunAs ?? []).map((id) => html`<a ...${linkTo(`/console/runs/${id}`)}>${id.slice(0, 8)}</a> `)}</dd>`}
     </dl>
     <div class="actions">
       ${ended ? null : html`<button type="button" onClick=${cancel}>Cancel run</button>`}
+      ${rerunnable ? html`<button type="button" onClick=${rerun}>Rerun from where it stopped</button>` : null}
       ${run.state === "TASK_STATE_INPUT_REQUIRED" ? html`<a ...${linkTo("/console/inbox")}>Answer in the approvals inbox</a>` : null}
       <a ...${linkTo(`/console/audit?run=${encodeURIComponent(run.runId)}`)}>Audit trail</a>
     </div>
     <${ErrorNote} error=${problem} />
     <section aria-labelledby="steps-heading">
       <h2 id="steps-heading">Steps</h2>
-      <${Timeline} events=${events} ended=${ended} />
+      <${Timeline} steps=${run.steps} />
     </section>
     <section class="io" aria-label="Input and output">
       <div><h2>Input</h2><${Json} value=${run.input} label="Input" /></div>
@@ -103,20 +115,21 @@ export function RunPage(props: { runId: string }) {
   `;
 }
 
-function Timeline(props: { events: RunEvent[]; ended: boolean }) {
-  const steps = stepsOf(props.events, props.ended ? undefined : Date.now());
-  if (steps.length === 0) return html`<p class="hint">No step has started yet.</p>`;
+/** The run's steps as `loom runs get` shows them: state, attempts, start, duration, last error. */
+function Timeline(props: { steps: StepView[] }) {
+  if (props.steps.length === 0) return html`<p class="hint">No step has started yet.</p>`;
   return html`<table class="timeline">
-    <thead><tr><th scope="col">Step</th><th scope="col">State</th><th scope="col">Attempt</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Error</th></tr></thead>
+    <thead><tr><th scope="col">Step</th><th scope="col">Kind</th><th scope="col">State</th><th scope="col">Attempts</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Error</th></tr></thead>
     <tbody>
-      ${steps.map(
-        (step) => html`<tr data-step=${step.stepId}>
-          <th scope="row"><code>${step.stepId}</code></th>
-          <td><${StateBadge} state=${step.state} /> ${step.text}</td>
-          <td>${step.attempt}</td>
+      ${props.steps.map(
+        (step) => html`<tr data-step=${step.stepId} data-state=${step.state}>
+          <th scope="row"><code>${step.parent === undefined ? "" : "↳ "}${step.stepId}</code></th>
+          <td>${step.kind}${step.target === undefined ? "" : html` <code>${step.target}</code>`}</td>
+          <td><span class=${`step step-${step.state}`}>${step.state}</span>${step.reusedFrom === undefined ? "" : ` (reused from ${step.reusedFrom.slice(0, 8)})`}</td>
+          <td>${step.attempts}</td>
           <td>${time(step.startedAt)}</td>
           <td>${step.durationMs === undefined ? "" : duration(step.durationMs)}</td>
-          <td class="error-text">${step.error ?? ""}</td>
+          <td class="error-text">${step.error === undefined ? "" : `${step.error.code}: ${step.error.message}`}</td>
         </tr>`,
       )}
     </tbody>
