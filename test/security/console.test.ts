@@ -104,6 +104,7 @@ describe("security - console: every route of the web console is decided by acp-p
     ["GET", `/console/api/runs/${runId}/trace`],
     ["POST", `/console/api/runs/${runId}/input`, { approved: true }],
     ["POST", `/console/api/runs/${runId}/cancel`, {}],
+    ["POST", `/console/api/runs/${runId}/rerun`, {}],
     ["GET", "/console/api/inbox"],
     ["GET", "/console/api/inbox/live"],
     ["GET", "/console/api/tools"],
@@ -145,6 +146,7 @@ describe("security - console: every route of the web console is decided by acp-p
       ["GET", `/console/api/audit?run=${runId}`],
       ["POST", `/console/api/runs/${runId}/input`, { approved: true, comment: "mine now" }],
       ["POST", `/console/api/runs/${runId}/cancel`, {}],
+      ["POST", `/console/api/runs/${runId}/rerun`, {}],
     ];
     for (const [method, path, body] of runRoutes) {
       await attack(
@@ -193,6 +195,30 @@ describe("security - console: every route of the web console is decided by acp-p
     await control("the manager approves from the console", async () => {
       const answer = await call("POST", `/console/api/runs/${runId}/input`, manager, { approved: true });
       return answer.status === 200;
+    });
+  });
+
+  it("security - console: only the owner cancels and reruns its run from the console", async () => {
+    const started = await call("POST", "/console/api/runs", owner, {
+      workflow: "crm-enrich",
+      input: { contactId: "c-2" },
+    });
+    const second = (JSON.parse(started.body) as { runId: string }).runId;
+    await attack(AttackClass.CONSOLE, "another analyst cancels the run", async () => {
+      const answer = await call("POST", `/console/api/runs/${second}/cancel`, stranger, {});
+      return answer.status === 403;
+    });
+    await control("the owner cancels the run", async () => {
+      const answer = await call("POST", `/console/api/runs/${second}/cancel`, owner, { reason: "test" });
+      return answer.status === 200 && answer.body.includes("TASK_STATE_CANCELED");
+    });
+    await attack(AttackClass.CONSOLE, "another analyst reruns the canceled run", async () => {
+      const answer = await call("POST", `/console/api/runs/${second}/rerun`, stranger, {});
+      return answer.status === 403 && answer.body.includes("POLICY_DENIED");
+    });
+    await control("the owner reruns the canceled run", async () => {
+      const answer = await call("POST", `/console/api/runs/${second}/rerun`, owner, {});
+      return answer.status === 202 && answer.body.includes(`"runId"`);
     });
   });
 
