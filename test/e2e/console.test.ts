@@ -128,7 +128,7 @@ describe("console - the web console in a browser against the whole stack", () =>
     await context.close();
   });
 
-  it("console - a manager's graph and an admin's audit verify, tools and policy pages", async () => {
+  it("console - an admin sees the run's graph, verifies the audit, and opens the tools and policy pages", async () => {
     const admin = await signedIn(tokenFor("root", "admin"));
     await admin.page.goto(`${base}/console/runs/${analystRun}`);
     await admin.page.locator('[data-node="summarize"][data-mark="past"]').waitFor();
