@@ -18,7 +18,7 @@ import {
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { PolicyAction } from "../../../schemas/policy.ts";
 import { RunCancelSchema, RunInputSchema } from "../../../schemas/run.ts";
-import { MAX_RUNS_PAGE } from "../../../schemas/run-read.ts";
+import { MAX_RUNS_PAGE, StepStatus } from "../../../schemas/run-read.ts";
 import {
   Headers,
   RUN_ID_PATTERN,
@@ -38,7 +38,7 @@ import {
 import { accessRun, maskedEvent } from "../run-access.ts";
 import { machineFor } from "../run-machine.ts";
 import { listRuns } from "../run-reads.ts";
-import { restoredSnapshot } from "../step-timeline.ts";
+import { restoredSnapshot, stepTimeline } from "../step-timeline.ts";
 import { authorizationOf, handler, parse } from "./http.ts";
 import { openEventStream, streamQuery } from "./live.ts";
 import type { ConsoleOptions } from "./options.ts";
@@ -171,12 +171,11 @@ export function runRoutes(options: ConsoleOptions): Router {
         return;
       }
       const snapshot = restoredSnapshot(access.stored.record);
-      const { context } = snapshot;
-      const visited = new Set([
-        ...Object.keys(context.visits),
-        ...Object.keys(context.attempts),
-        ...Object.keys(context.steps),
-      ]);
+      // Gone through: every step the timeline says ended, and every work step entered.
+      const ended = stepTimeline(access.stored.record)
+        .filter((step) => step.state === StepStatus.COMPLETED || step.state === StepStatus.FAILED)
+        .map((step) => step.stepId);
+      const visited = new Set([...ended, ...Object.keys(snapshot.context.visits)]);
       res.json(runGraph(machineFor(definition), { value: snapshot.value as StateValue, visited }));
     }),
   );
