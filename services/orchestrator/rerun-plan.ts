@@ -30,7 +30,8 @@ const STOPPED: ReadonlySet<string> = new Set([
 /**
  * Pure: how run `record` starts again as a new run from top-level step `from` (by default where it
  * stopped), as DBOS forks a workflow and Temporal resets one: the steps before `from` are not run
- * again, their recorded results (approvals and forgiven failures included) are the new run's.
+ * again, their recorded results (approvals, forgiven failures and what compensated them included)
+ * are the new run's.
  * Typed errors say what can be rerun instead.
  */
 export function planRerun(record: RunRecord, from: string | undefined, now: string): RerunPlan {
@@ -55,7 +56,18 @@ export function planRerun(record: RunRecord, from: string | undefined, now: stri
   }
   const topLevel = definition.steps.map((step) => step.id);
   const timeline = stepTimeline(record);
-  const stoppedAt = timeline.findIndex((view) => view.parent === undefined && STOPPED.has(view.state));
+  // A failure the workflow forgives (`onError: {then: continue}`) is not where the run stopped.
+  const forgiven = new Set(
+    definition.steps.flatMap((step) =>
+      "onError" in step && step.onError?.then === "continue" ? [step.id] : [],
+    ),
+  );
+  const stoppedAt = timeline.findIndex(
+    (view) =>
+      view.parent === undefined &&
+      STOPPED.has(view.state) &&
+      !(view.state === StepStatus.FAILED && forgiven.has(view.stepId)),
+  );
   const stopIndex =
     stoppedAt === -1 ? topLevel.length - 1 : topLevel.indexOf(timeline[stoppedAt]?.stepId ?? "");
   const start = from ?? topLevel[stopIndex];
@@ -93,7 +105,11 @@ export function planRerun(record: RunRecord, from: string | undefined, now: stri
   const steps: Record<string, unknown> = {};
   const reused: string[] = [];
   for (const step of definition.steps.slice(0, index)) {
-    for (const kept of [step, ...("parallel" in step ? (step.parallel as Step[]) : [])]) {
+    const nested = [
+      ...("parallel" in step ? step.parallel : []),
+      ...("onError" in step && step.onError !== undefined ? step.onError.steps : []),
+    ] as Step[];
+    for (const kept of [step, ...nested]) {
       const name = ("as" in kept ? kept.as : undefined) ?? kept.id;
       if (!(name in original.steps)) continue;
       steps[name] = original.steps[name];

@@ -250,6 +250,47 @@ describe("rerun plan", () => {
     expect(view.orders).toMatchObject({ state: "running", startedAt: NOW });
   });
 
+  it("rerun - a forgiven failure before --from is reused with what compensated it", () => {
+    const compensated = parseWorkflow(
+      {
+        id: "compensated",
+        steps: [
+          {
+            id: "charge",
+            call: "erp.charge",
+            with: {},
+            onError: { steps: [{ id: "refund", call: "erp.refund", with: {} }], then: "continue" },
+          },
+          { id: "notify", call: "crm.notify", with: { refunded: "{% $steps.refund.ok %}" } },
+        ],
+      },
+      "test workflow",
+    );
+    const actor = createActor(compileWorkflow(compensated), { input: { input: {} } }).start();
+    actor.send(fail("charge", ErrorCode.TOOL_ERROR));
+    actor.send(ok("refund", { ok: true }));
+    actor.send(fail("notify", ErrorCode.TOOL_ERROR));
+    const record: RunRecord = {
+      ...runThrough([]),
+      definition: compensated,
+      workflowId: compensated.id,
+      state: TaskState.FAILED,
+      snapshot: actor.getPersistedSnapshot(),
+      timeline: {},
+    };
+    const plan = planRerun(record, undefined, NOW);
+    expect(plan.rerunOf).toEqual({ runId: "r-1", from: "notify", reused: ["charge", "refund"] });
+    const { context } = createActor(compileWorkflow(compensated), {
+      snapshot: plan.snapshot as never,
+      input: { input: {} },
+    }).getSnapshot();
+    expect(context.steps).toEqual({
+      charge: { error: expect.objectContaining({ code: "TOOL_ERROR" }) },
+      refund: { ok: true },
+    });
+    expect(plan.pending).toEqual(["notify#1"]);
+  });
+
   it("rerun - an unknown step is STEP_NOT_FOUND with a did-you-mean and the steps there are", () => {
     const error = refusal(() => planRerun(failedAtSummary(), "sumarize", NOW));
     expect(error.code).toBe(ErrorCode.STEP_NOT_FOUND);
