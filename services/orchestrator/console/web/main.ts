@@ -50,6 +50,7 @@ function App() {
   if (me === undefined) return html`<${SignIn} onToken=${signIn} refusal=${refusal} />`;
   const current = view.page === "run" ? "runs" : view.page;
   return html`
+    <a class="skip" href="#main">Skip to content</a>
     <header class="top">
       <a class="brand" ...${linkTo("/console")}>Loom</a>
       <nav aria-label="Console">
@@ -67,7 +68,7 @@ function App() {
         <button type="button" class="link" onClick=${() => signOut()}>Sign out</button>
       </div>
     </header>
-    <main id="main">${page(view, me)}</main>
+    <main id="main" tabindex="-1">${page(view, me)}</main>
   `;
 }
 
