@@ -93,3 +93,24 @@ export type AuditEntry = Omit<
   AuditRecord,
   "id" | "time" | "service" | "traceId" | "writer" | "seq" | "prevHash" | "hash" | "sig"
 >;
+
+/** One writer's chain as `loom audit verify` finds it: intact, broken at its first bad record, or signed by no pinned key. */
+export const AuditWriterReportSchema = z.object({
+  service: z.string(),
+  writer: z.string(),
+  records: z.number().int().nonnegative(),
+  status: z.enum(["intact", "broken", "unknown signer"]),
+  /** The first record (its number in the writer's chain, and in the stream) that breaks it. */
+  broken: z.object({ seq: z.number().int(), streamSeq: z.number().int(), problem: z.string() }).optional(),
+});
+export type AuditWriterReport = z.infer<typeof AuditWriterReportSchema>;
+
+/** The whole trail verified: every writer's chain, and what is wrong with the stream itself. */
+export const AuditReportSchema = z.object({
+  records: z.number().int().nonnegative(),
+  intact: z.boolean(),
+  writers: z.array(AuditWriterReportSchema),
+  /** Missing sequences, messages that are no audit record. */
+  stream: z.array(z.string()),
+});
+export type AuditReport = z.infer<typeof AuditReportSchema>;

@@ -1,6 +1,7 @@
 export * from "./a2a.ts";
 export * from "./alert.ts";
 export * from "./audit.ts";
+export * from "./console.ts";
 export * from "./contracts.ts";
 export * from "./dev-authorization.ts";
 export * from "./duration.ts";

@@ -67,3 +67,19 @@ export const HEALTH_STALE_AFTER_MS = 60_000;
 export function isLiveHealth(record: Pick<ServerHealth, "updatedAt">, now = Date.now()): boolean {
   return now - Date.parse(record.updatedAt) <= HEALTH_STALE_AFTER_MS;
 }
+
+/** A server as every live worker sees it together (`loom servers list`, the console's tools page). */
+export const ServerSummarySchema = z.object({
+  server: z.string(),
+  /** Up where every worker says up, down where every one says down, else degraded; unknown without a live worker. */
+  state: z.union([z.enum(HealthState), z.literal("unknown")]),
+  transport: z.string(),
+  governance: GovernanceSchema,
+  replicas: z.object({ up: z.number().int(), total: z.number().int() }),
+  versions: z.array(z.object({ name: z.string(), weight: z.number() })),
+  restarts: z.number().int(),
+  lastError: z.string().optional(),
+  /** The live workers' records as they wrote them. */
+  workers: z.array(ServerHealthSchema),
+});
+export type ServerSummary = z.infer<typeof ServerSummarySchema>;

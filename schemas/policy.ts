@@ -29,6 +29,8 @@ export const PolicyAction = {
   MEMORY_CLEAR: "memory.clear",
   /** Register a workflow version (`loom workflow apply`). */
   WORKFLOW_APPLY: "workflow.apply",
+  /** Read the audit trail of a period and verify its chains (the console's audit page). */
+  AUDIT_READ: "audit.read",
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 

@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import { z } from "zod";
 import { DurationSchema } from "../../schemas/duration.ts";
 import { DEFAULT_AUDIENCE, DEV_ISSUER } from "../kit/dev-issuer.ts";
-import { BaseConfigSchema, loadConfig } from "../kit/index.ts";
+import { BaseConfigSchema, loadConfig, unsetWhenEmpty } from "../kit/index.ts";
 import type { TokenVerifierOptions } from "./token-verifier.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
@@ -17,10 +17,6 @@ const list = (fallback: string) =>
         .map((item) => item.trim())
         .filter((item) => item !== ""),
     );
-
-/** `VAR=` in an environment means "not set", as shells and compose files write it. */
-const unsetWhenEmpty = <T extends z.ZodType>(schema: T) =>
-  z.preprocess((value) => (value === "" ? undefined : value), schema);
 
 /** Signature algorithms a token may use: asymmetric only, so a public key can never act as an HMAC secret. */
 const ALGORITHMS = [

@@ -63,6 +63,10 @@ export const TelemetryConfigSchema = z.object({
     .describe("Also publish finished spans to the `LOOM_SPANS` stream, which `loom runs trace` reads."),
 });
 /** A TCP port to listen on; 0 picks a free one; unset, the service's default. */
+/** `VAR=` in an environment means "not set", as shells and compose files write it. */
+export const unsetWhenEmpty = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((value) => (value === "" ? undefined : value), schema);
+
 export const PortSchema = z.coerce.number().int().min(0).max(65_535).optional();
 
 /** Where the NATS server(s) are: the services and the CLI read it alike. */

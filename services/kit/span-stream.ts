@@ -1,9 +1,11 @@
+import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import { type ExportResult, ExportResultCode, hrTimeToMilliseconds } from "@opentelemetry/core";
 import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace-base";
-import { spansSubject } from "../../schemas/subjects.ts";
-import type { SpanRecord } from "../../schemas/telemetry.ts";
+import { Streams, spansSubject } from "../../schemas/subjects.ts";
+import { type SpanRecord, SpanRecordSchema } from "../../schemas/telemetry.ts";
+import { parsePayload } from "./bus.ts";
 
 const encoder = new TextEncoder();
 
@@ -94,4 +96,30 @@ export function toSpanRecord(span: ReadableSpan, service: string): SpanRecord {
     attributes,
     links: span.links.map((link) => ({ traceId: link.context.traceId, spanId: link.context.spanId })),
   };
+}
+
+/** Every span of a trace stored in `LOOM_SPANS` so far; none when the stream does not exist. */
+export async function readSpans(js: JetStreamClient, traceId: string): Promise<SpanRecord[]> {
+  let consumer: Awaited<ReturnType<typeof js.consumers.get>>;
+  try {
+    consumer = await js.consumers.get(Streams.SPANS, {
+      // A single string (not an array) keeps this working on nats-server 2.9.
+      filter_subjects: spansSubject(traceId),
+      deliver_policy: DeliverPolicy.All,
+    });
+  } catch {
+    return [];
+  }
+  const spans: SpanRecord[] = [];
+  for (;;) {
+    const batch = await consumer.fetch({ max_messages: 1_000, expires: 1_000 });
+    let received = 0;
+    let pending = 0;
+    for await (const message of batch) {
+      received++;
+      pending = message.info.pending;
+      spans.push(parsePayload(SpanRecordSchema, message.data, "span record"));
+    }
+    if (received === 0 || pending === 0) return spans;
+  }
 }

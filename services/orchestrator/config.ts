@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import { z } from "zod";
 import { DEV_ISSUER } from "../kit/dev-issuer.ts";
-import { BaseConfigSchema, loadConfig, PortSchema } from "../kit/index.ts";
+import { BaseConfigSchema, loadConfig, PortSchema, unsetWhenEmpty } from "../kit/index.ts";
 import { DEFAULT_EXPRESSION_LIMITS, type ExpressionLimits } from "./expressions.ts";
 import { DEFAULT_LIMITS, type RunLimits } from "./limits.ts";
 
@@ -86,6 +86,22 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     .describe(
       "The identity provider acp-policy trusts (its `iss`). An http(s) URL is named as the authorization server in the MCP gateway's protected resource metadata; any other value (the dev issuer `loom-dev`) names the development authorization server on this edge instead (`/.well-known/oauth-authorization-server`, `/oauth/token`), which issues tokens only while acp-policy runs in dev mode.",
     ),
+  LOOM_JAEGER_UI: z
+    .url()
+    .default("http://localhost:16686")
+    .describe("Jaeger's web UI: the console's run page links each run's trace there."),
+  LOOM_DATA_DIR: z
+    .string()
+    .default(resolve(REPO_ROOT, ".loom"))
+    .describe(
+      "Local data folder: in dev mode (no LOOM_AUTH_JWKS_URL or LOOM_AUTH_PUBLIC_KEYS) the console's dev sign-in signs tokens with the dev key acp-policy keeps here.",
+    ),
+  LOOM_AUTH_JWKS_URL: unsetWhenEmpty(z.url().optional()).describe(
+    "As acp-policy's: with an identity provider configured, the console has no dev sign-in.",
+  ),
+  LOOM_AUTH_PUBLIC_KEYS: unsetWhenEmpty(z.string().optional()).describe(
+    "As acp-policy's: with a JWKS file configured, the console has no dev sign-in.",
+  ),
   LOOM_RESULT_INLINE_MAX_BYTES: integer(16 * 1024, 256).describe(
     "A run keeps its step results in its record while they total at most this many JSON bytes; each later one is stored in KV `loom_results` and referenced from the run.",
   ),
@@ -124,6 +140,15 @@ export type OrchestratorConfig = z.infer<typeof OrchestratorConfigSchema>;
 
 export function readOrchestratorConfig(env: NodeJS.ProcessEnv = process.env): OrchestratorConfig {
   return loadConfig(OrchestratorConfigSchema, env);
+}
+
+/**
+ * Where the dev signing key is when the stack runs in dev mode (acp-policy trusts it exactly when no
+ * identity provider is configured): the console's dev sign-in is offered then, and only then.
+ */
+export function devSignInDataDir(config: OrchestratorConfig): string | undefined {
+  const identityProvider = config.LOOM_AUTH_JWKS_URL ?? config.LOOM_AUTH_PUBLIC_KEYS;
+  return identityProvider === undefined ? config.LOOM_DATA_DIR : undefined;
 }
 
 /** The caller-controlled sizes the config bounds. */

@@ -22,7 +22,9 @@ import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
 import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
 import { WebhookAllowList } from "./a2a/webhook-url.ts";
-import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
+import { devSignInDataDir, expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
+import { RunChanges } from "./console/live.ts";
+import { consoleRouter } from "./console/router.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
 import { DefinitionStore } from "./definition-store.ts";
 import {
@@ -146,6 +148,18 @@ await runUntilSignalled(log, async () => {
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     log,
   });
+  const runChanges = await RunChanges.watch(runsKv);
+  const webConsole = consoleRouter({
+    nc,
+    js,
+    runs,
+    changes: runChanges,
+    workflows: () => catalog.ids(),
+    jaegerUi: config.LOOM_JAEGER_UI,
+    devSignInDataDir: devSignInDataDir(config),
+    policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
+    log,
+  });
   const a2a = await startA2AEdge({
     port: config.LOOM_A2A_PORT,
     handler: new NatsA2ARequestHandler({
@@ -160,7 +174,7 @@ await runUntilSignalled(log, async () => {
     card,
     authenticate: (authorization) => authenticate(nc, authorization, config.LOOM_POLICY_TIMEOUT_MS),
     log,
-    routes: [mcpGateway],
+    routes: [mcpGateway, webConsole],
   });
   publicUrl ??= `http://127.0.0.1:${a2a.port}`;
   await observability.connected({
@@ -238,6 +252,7 @@ await runUntilSignalled(log, async () => {
       await agents.stop();
       sessionStreams.close();
       await a2a.close();
+      runChanges.stop();
       mcpCatalog.close();
       pushNotifier.stop();
       push.close();

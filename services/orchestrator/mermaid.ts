@@ -16,16 +16,15 @@ export function toMermaid(machine: Pick<AnyStateMachine, "root">): string {
     }
     return id;
   };
-  const label = (node: AnyStateNode) => node.key.replace(/^s:/, "").replace(/^[bc]:/, "");
 
   const declare = (node: AnyStateNode, indent: string) => {
     const children = Object.values(node.states) as AnyStateNode[];
     if (children.length === 0) {
-      lines.push(`${indent}state "${label(node)}" as ${idOf(node)}`);
+      lines.push(`${indent}state "${stateLabel(node)}" as ${idOf(node)}`);
       if (node.type === "final") lines.push(`${indent}${idOf(node)} --> [*]`);
       return;
     }
-    lines.push(`${indent}state "${label(node)}" as ${idOf(node)} {`);
+    lines.push(`${indent}state "${stateLabel(node)}" as ${idOf(node)} {`);
     children.forEach((child, index) => {
       if (node.type === "parallel" && index > 0) lines.push(`${indent}  --`);
       declare(child, `${indent}  `);
@@ -62,8 +61,13 @@ export function toMermaid(machine: Pick<AnyStateMachine, "root">): string {
   return lines.join("\n");
 }
 
+/** A state's name as the definition wrote it: the step id without the compiler's prefix. */
+export function stateLabel(node: Pick<AnyStateNode, "key">): string {
+  return node.key.replace(/^s:/, "").replace(/^[bc]:/, "");
+}
+
 /** A transition's label in words: the event, and what its guard means. */
-function edgeLabel(event: string, guard: unknown): string {
+export function edgeLabel(event: string, guard: unknown): string {
   if (event.startsWith("xstate.done.state")) return "all branches done";
   const { type, params } = (typeof guard === "object" && guard !== null ? guard : { type: guard }) as {
     type?: unknown;

@@ -19,6 +19,7 @@ export const AttackClass = {
   TRUSTED_BUS: "trusted-bus",
   TOKENS: "tokens",
   BYPASS: "bypass",
+  CONSOLE: "console",
 } as const;
 export type AttackClass = (typeof AttackClass)[keyof typeof AttackClass];
 

@@ -3,7 +3,7 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type AuditKeyPin, AuditKeyPinSchema } from "../../schemas/audit.ts";
 import { Buckets, Streams } from "../../schemas/subjects.ts";
-import type { AuditKeys, StoredRecord } from "../../services/cli/commands/audit.ts";
+import type { AuditKeys, StoredRecord } from "../../services/kit/audit-verify.ts";
 
 /** Every stored audit message, in stream order. */
 export async function storedAudit(nc: NatsConnection): Promise<StoredRecord[]> {

@@ -2,8 +2,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditKind } from "../../schemas/audit.ts";
-import { type StoredRecord, verifyAudit } from "../../services/cli/commands/audit.ts";
 import { AuditLog } from "../../services/kit/audit-chain.ts";
+import { type StoredRecord, verifyAudit } from "../../services/kit/audit-verify.ts";
 import { pinnedKeys, storedAudit } from "../helpers/audit.ts";
 import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 

@@ -8,8 +8,8 @@ import { McpServerConfigSchema } from "../../schemas/mcp.ts";
 import type { ServerHealth } from "../../schemas/mcp-health.ts";
 import { HEALTH_STALE_AFTER_MS } from "../../schemas/mcp-health.ts";
 import { IDEMPOTENCY_META_KEY } from "../../schemas/steps.ts";
-import { summarizeServers } from "../../services/cli/commands/servers.ts";
 import { LoomError } from "../../services/kit/errors.ts";
+import { summarizeServers } from "../../services/kit/server-health.ts";
 import {
   asServerFailure,
   chooseWeighted,

@@ -232,6 +232,7 @@ rules:
       "owners-and-admins-read-runs",
       "viewers-read-masked",
       "staff-list-runs",
+      "admins-read-audit",
       "owners-and-admins-use-memory",
       "admins-apply-workflows",
       "managers-answer-approvals",

@@ -130,6 +130,7 @@ export async function devCommand(options: DevOptions): Promise<ExitCode> {
     `A2A       ${edge}/.well-known/agent-card.json (JSON-RPC ${edge}/a2a/jsonrpc, HTTP+JSON ${edge}/a2a/rest)`,
   );
   console.log(`MCP       ${edge}/mcp (Streamable HTTP, bearer token)`);
+  console.log(`console   ${edge}/console (dev sign-in: pick a subject and a role)`);
   console.log("ready\n");
 
   if (options.demo && !demoServers) {

@@ -1,24 +1,13 @@
-import { Kvm } from "@nats-io/kv";
-import { type ToolDescriptor, ToolDescriptorSchema } from "../../../schemas/mcp.ts";
-import { Buckets } from "../../../schemas/subjects.ts";
-import { parsePayload } from "../../kit/index.ts";
+import { readServerHealth, readToolDescriptors, summarizeServers } from "../../kit/server-health.ts";
 import { connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { table } from "../render.ts";
-import { readServerHealth, summarizeServers } from "./servers.ts";
 
 /** `loom tools list`: every tool the MCP workers registered, with its governance metadata. */
 export async function toolsListCommand(options: { nats: string; json: boolean }): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const kv = await new Kvm(nc).create(Buckets.TOOLS);
-    const tools: ToolDescriptor[] = [];
-    for await (const key of await kv.keys()) {
-      const entry = await kv.get(key);
-      if (entry !== null && entry.operation === "PUT")
-        tools.push(parsePayload(ToolDescriptorSchema, entry.value, `tool ${key}`));
-    }
-    tools.sort((a, b) => `${a.server}.${a.name}`.localeCompare(`${b.server}.${b.name}`));
+    const tools = await readToolDescriptors(nc);
     const health = new Map(
       summarizeServers(await readServerHealth(nc)).map((server) => [server.server, server.state]),
     );

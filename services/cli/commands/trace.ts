@@ -1,11 +1,10 @@
-import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { trace } from "@opentelemetry/api";
 import { RunGetContract } from "../../../schemas/contracts.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { Streams, Subjects, spansSubject } from "../../../schemas/subjects.ts";
-import { type SpanRecord, SpanRecordSchema } from "../../../schemas/telemetry.ts";
-import { contextFromFields, LoomError, parsePayload } from "../../kit/index.ts";
+import { Subjects } from "../../../schemas/subjects.ts";
+import { contextFromFields, LoomError, readSpans } from "../../kit/index.ts";
 import { connectCli, requestAs } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { drawWaterfall } from "../waterfall.ts";
@@ -60,29 +59,4 @@ async function runTraceId(nc: NatsConnection, runId: string, token: string | und
     throw new LoomError(ErrorCode.RUN_NOT_FOUND, `run ${runId} carries no trace context`);
   }
   return traceId;
-}
-
-async function readSpans(js: ReturnType<typeof jetstream>, traceId: string): Promise<SpanRecord[]> {
-  let consumer: Awaited<ReturnType<typeof js.consumers.get>>;
-  try {
-    consumer = await js.consumers.get(Streams.SPANS, {
-      // A single string (not an array) keeps this working on nats-server 2.9.
-      filter_subjects: spansSubject(traceId),
-      deliver_policy: DeliverPolicy.All,
-    });
-  } catch {
-    return [];
-  }
-  const spans: SpanRecord[] = [];
-  for (;;) {
-    const batch = await consumer.fetch({ max_messages: 1_000, expires: 1_000 });
-    let received = 0;
-    let pending = 0;
-    for await (const message of batch) {
-      received++;
-      pending = message.info.pending;
-      spans.push(parsePayload(SpanRecordSchema, message.data, "span record"));
-    }
-    if (received === 0 || pending === 0) return spans;
-  }
 }

@@ -88,7 +88,12 @@ export async function startA2AEdge(options: {
   options.log.info({ port }, "serving A2A over HTTP");
   return {
     port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Open streams (the console's live views) would hold the server open until they end.
+        server.closeAllConnections();
+      }),
   };
 }
 
