@@ -121,6 +121,7 @@ await runUntilSignalled(log, async () => {
     log,
   });
   const a2a = await startA2AEdge({
+    host: config.LOOM_HTTP_HOST,
     port: config.LOOM_A2A_PORT,
     handler: new NatsA2ARequestHandler({
       nc,

@@ -19,6 +19,8 @@ export const AttackClass = {
   TRUSTED_BUS: "trusted-bus",
   TOKENS: "tokens",
   BYPASS: "bypass",
+  /** What listens where: HTTP listeners reachable from other hosts than the one Loom runs on. */
+  EXPOSURE: "exposure",
 } as const;
 export type AttackClass = (typeof AttackClass)[keyof typeof AttackClass];
 
