@@ -368,7 +368,7 @@ tools
   .action(
     action(async (options: { since: number; json: boolean }) =>
       toolStatsCommand({
-        nats: await natsAs(NatsUser.SUBMITTER),
+        ...(await callerAs(NatsUser.SUBMITTER)),
         sinceMs: options.since,
         json: options.json,
       }),

@@ -178,7 +178,7 @@ await runUntilSignalled(log, async () => {
     grantKeys: grantKeySource(await openBucket(nc, Buckets.GRANT_KEYS, { replicas })),
   });
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
-  const toolStats = serveToolStats({ nc, js, log });
+  const toolStats = serveToolStats({ nc, js, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const reads = serveRunReads({ nc, js, runs, memory, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
   const submissionOptions = {

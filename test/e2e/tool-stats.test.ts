@@ -88,7 +88,7 @@ describe("e2e - call records, feedback, tools stats and the read cache", () => {
   }
 
   async function stats(): Promise<ToolStats> {
-    const result = await loom.cli(["tools", "stats", "--since", "1h", "--json"]);
+    const result = await loom.cli(["tools", "stats", "--since", "1h", "--json"], { token: alice });
     expect(result.code, result.stderr).toBe(0);
     return ToolStatsSchema.parse(JSON.parse(result.stdout));
   }
@@ -171,7 +171,7 @@ describe("e2e - call records, feedback, tools stats and the read cache", () => {
     const sheet = rows.find((row) => row.target === "gauges://sheets/g-1");
     expect(sheet).toMatchObject({ kind: "resource", serverVersion: "2.1.0", calls: 4, cached: 3 });
 
-    const text = await loom.cli(["tools", "stats"]);
+    const text = await loom.cli(["tools", "stats"], { token: alice });
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(
       /^TOOL\s+KIND\s+VERSION\s+CALLS\s+ERRORS\s+P50 MS\s+P95 MS\s+P99 MS\s+CACHED\s+OK\s+BAD/,
