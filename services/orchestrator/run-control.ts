@@ -6,21 +6,13 @@ import { PolicyAction } from "../../schemas/policy.ts";
 import type { RunControlReply } from "../../schemas/run.ts";
 import { runIdOfSubject, Subjects } from "../../schemas/subjects.ts";
 import type { GrantKeys } from "../kit/grant-check.ts";
-import {
-  authorize,
-  JsonSchemaValidator,
-  type Logger,
-  LoomError,
-  NO_REPLY,
-  type Service,
-  serve,
-} from "../kit/index.ts";
+import { JsonSchemaValidator, type Logger, LoomError, NO_REPLY, type Service, serve } from "../kit/index.ts";
 import { awaitedApprovals, awaitedElicitations, awaitedRemoteInputs, findStep } from "./demands.ts";
 import { deliverAnswer, elicitAnswerOf, serveElicitations } from "./elicitations.ts";
-import { runResource } from "./run-access.ts";
+import { decideOnRun, findRun, runResource } from "./run-access.ts";
 import type { RunDriver } from "./run-driver.ts";
 import { machineFor, type RunMachineEvent } from "./run-machine.ts";
-import type { RunStore, StoredRun } from "./run-store.ts";
+import { assertNotEnded, type RunStore, type StoredRun } from "./run-store.ts";
 
 export interface RunControlOptions {
   nc: NatsConnection;
@@ -48,7 +40,20 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
     log: options.log,
     handle: async (body, context) => {
       const runId = runIdOfSubject(context.subject);
-      const stored = await options.runs.getActive(runId);
+      // Decided before anything of the run is revealed: whether it exists, has ended or waits.
+      const { stored, decision } = await decideOnRun(
+        options,
+        runId,
+        await findRun(options.runs, runId),
+        (record) => ({
+          action: PolicyAction.RUNS_APPROVE,
+          resource: { workflow: record.workflowId },
+          runId,
+          ...(body.stepId === undefined ? {} : { stepId: body.stepId }),
+        }),
+        context.authorization,
+      );
+      assertNotEnded(stored);
       const definition = stored.record.definition;
       const snapshot = definition === undefined ? undefined : restoreSnapshot(stored);
       const approvals = snapshot === undefined ? [] : awaitedApprovals(snapshot);
@@ -63,20 +68,6 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
           `run ${runId} waits for ${expected}${body.stepId ? `, not ${body.stepId}` : ""}`,
         );
       }
-      const decision = await authorize(
-        options.nc,
-        {
-          action: PolicyAction.RUNS_APPROVE,
-          resource: { workflow: stored.record.workflowId },
-          runId,
-          stepId,
-        },
-        {
-          authorization: context.authorization,
-          timeoutMs: options.policyTimeoutMs,
-          what: `answering ${runId}`,
-        },
-      );
       const by = decision.principal.id;
       const question = snapshot?.context.elicitations?.[stepId];
       if (elicitations.includes(stepId) && question !== undefined) {
@@ -146,18 +137,18 @@ function serveCancel(options: RunControlOptions): Service {
     log: options.log,
     handle: async (body, context) => {
       const runId = runIdOfSubject(context.subject);
-      const stored = await options.runs.getActive(runId);
-      // Every replica hears a cancel; only one that may drive the run asks policy and answers.
-      if (!options.driver.mayDrive(stored)) return NO_REPLY;
-      const decision = await authorize(
-        options.nc,
-        { action: PolicyAction.RUNS_CANCEL, resource: runResource(stored.record), runId },
-        {
-          authorization: context.authorization,
-          timeoutMs: options.policyTimeoutMs,
-          what: `canceling ${runId}`,
-        },
+      const found = await findRun(options.runs, runId);
+      // Every replica hears a cancel; only one that may drive the run asks policy and answers (for
+      // a run that does not exist, each says so, after checking the caller's token).
+      if (found !== undefined && !options.driver.mayDrive(found)) return NO_REPLY;
+      const { stored, decision } = await decideOnRun(
+        options,
+        runId,
+        found,
+        (record) => ({ action: PolicyAction.RUNS_CANCEL, resource: runResource(record), runId }),
+        context.authorization,
       );
+      assertNotEnded(stored);
       const by = `${decision.principal.id}${body.reason === undefined ? "" : ` (${body.reason})`}`;
       const state = await options.driver.deliver(stored, { type: "RUN.CANCEL", by });
       // Undefined: another live replica drives the run and answers for it.

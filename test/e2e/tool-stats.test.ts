@@ -222,10 +222,10 @@ describe("e2e - call records, feedback, tools stats and the read cache", () => {
     expect(rows.find((row) => row.target === "gauges://sheets/g-1")?.feedback).toEqual({ ok: 0, bad: 1 });
   });
 
-  it("feedback - someone who did not start the run is refused by policy (exit 2)", async () => {
+  it("feedback - someone who did not start the run is refused as if it did not exist (exit 1)", async () => {
     const refused = await loom.cli(["feedback", firstRun, "gauge", "--bad"], { token: sam });
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toMatch(/error POLICY_DENIED: policy denied feedback on run/);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`error RUN_NOT_FOUND: no run with id ${firstRun}`);
     const noToken = await loom.cli(["feedback", firstRun, "gauge", "--bad"]);
     expect(noToken.code).toBe(2);
     expect((await stats()).rows.find((row) => row.target === "read_gauge")?.feedback).toEqual({
