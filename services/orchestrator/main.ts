@@ -176,6 +176,7 @@ await runUntilSignalled(log, async () => {
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     grantKeys: grantKeySource(await openBucket(nc, Buckets.GRANT_KEYS, { replicas })),
+    runTokens,
   });
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const toolStats = serveToolStats({ nc, js, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });

@@ -17,6 +17,7 @@ import {
   Buckets,
   Headers,
   MCP_WORKER_AGENT,
+  runDelegatedCancelSubject,
   runEventsSubject,
   Streams,
   Subjects,
@@ -339,6 +340,33 @@ describe("security - trusted bus: the NATS users of npm start", () => {
         });
       });
     }
+  });
+
+  describe("delegated cancels", () => {
+    it.each([NatsUser.SUBMITTER, NatsUser.MCP_WORKER, NatsUser.LLM_AGENT, NatsUser.ACP_POLICY])(
+      "bus - %s cannot cancel a run as its delegating run (loom.v1.runs.<id>.cancel.delegated)",
+      async (user) => {
+        await attack(AttackClass.TRUSTED_BUS, `${user} sends a delegated cancel for a run`, async () => {
+          const nc = await loom.connectAs(user);
+          const violations = permissionViolations(nc);
+          const subject = runDelegatedCancelSubject(runId);
+          const answered = await nc.request(subject, "{}", { timeout: 1_500 }).then(
+            () => true,
+            () => false,
+          );
+          return !answered && (await violations()).includes(`publish to ${subject}`);
+        });
+      },
+    );
+
+    it("bus - control: the orchestrator's user is answered on the delegated cancel subject", async () => {
+      await control("a delegated cancel of a run that ended says so", async () => {
+        const reply = await as[NatsUser.ORCHESTRATOR].request(runDelegatedCancelSubject(runId), "{}", {
+          timeout: 10_000,
+        });
+        return reply.string().includes(ErrorCode.RUN_NOT_WAITING);
+      });
+    });
   });
 
   describe("agent tasks and audit", () => {
