@@ -15,6 +15,7 @@ import {
   mcpSessionCancelSubject,
   mcpTaskServerRequestsSubject,
   runCancelSubject,
+  runDelegatedCancelSubject,
   runElicitAnswerSubject,
   runElicitSubject,
   runEventsSubject,
@@ -118,6 +119,12 @@ function targets(runId: string, workflowIds: string[]): Target[] {
     {
       subject: runCancelSubject("no-such-run"),
       as: NatsUser.SUBMITTER,
+      kind: "serve",
+      template: { reason: "fuzz" },
+    },
+    {
+      subject: runDelegatedCancelSubject("no-such-run"),
+      as: NatsUser.ORCHESTRATOR,
       kind: "serve",
       template: { reason: "fuzz" },
     },
