@@ -193,8 +193,9 @@ function targets(runId: string, workflowIds: string[]): Target[] {
       template: { stepId: "contact", verdict: "bad" },
     },
     {
+      // Only the services' users may publish spans (a submitter is refused: trusted-bus.test.ts).
       subject: spansSubject("0af7651916cd43dd8448eb211c80319c"),
-      as: NatsUser.SUBMITTER,
+      as: NatsUser.ORCHESTRATOR,
       kind: "stream",
       template: { name: "span" },
     },
