@@ -13,6 +13,11 @@ export const Subjects = {
   /** Request/reply: human input and cancellation of any run, served by every orchestrator. */
   RUN_INPUT_ALL: "loom.v1.runs.*.input",
   RUN_CANCEL_ALL: "loom.v1.runs.*.cancel",
+  /**
+   * Request/reply: cancel a delegated child run because its delegating step was canceled, decided
+   * with the child's own run token; only the orchestrator's NATS user may publish here.
+   */
+  RUN_CANCEL_DELEGATED_ALL: "loom.v1.runs.*.cancel.delegated",
   /** Request/reply: an MCP server asks a run's user for input (elicitation), served by every orchestrator. */
   RUN_ELICIT_ALL: "loom.v1.runs.*.elicit",
   RUN_ELICIT_ANSWER_ALL: "loom.v1.runs.*.elicit.answer",
@@ -185,6 +190,11 @@ export function runElicitAnswerSubject(runId: string): string {
 /** Request/reply: cancel a run. */
 export function runCancelSubject(runId: string): string {
   return `loom.v1.runs.${runId}.cancel`;
+}
+
+/** Where the orchestrator cancels a delegated child run whose delegating step was canceled. */
+export function runDelegatedCancelSubject(runId: string): string {
+  return `loom.v1.runs.${runId}.cancel.delegated`;
 }
 
 /** Subject one writer (a process) of a service appends its audit records to. */

@@ -170,8 +170,9 @@ export async function decide(
 }
 
 /**
- * `loom policy explain`: how every rule judges the request, and the decision they make. Nothing is
- * granted, counted or audited; an unauthenticated caller is explained as anonymous.
+ * `loom policy explain`: how every rule judges the request for the caller's own verified principal,
+ * and the decision they make. Nothing is granted, counted or audited. A caller whose token is
+ * refused learns nothing of the policy: the refusal is thrown as UNAUTHENTICATED, saying why.
  */
 export async function explain(
   deps: DecideDependencies,
@@ -179,11 +180,10 @@ export async function explain(
   authorization: string | undefined,
 ): Promise<PolicyExplanation> {
   const policy = deps.policy.active;
-  let principal = ANONYMOUS;
+  const { principal } = await deps.tokens.identify(authorization, request, "public");
   let verdict: Verdict;
   let facts: DecisionFacts = {};
   try {
-    principal = (await deps.tokens.identify(authorization, request, "public")).principal;
     facts = await factsFor(deps, principal, request);
     verdict = evaluate(policy, principal, request, facts);
   } catch (error) {

@@ -16,6 +16,7 @@ import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./c
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
 import { runsEventsCommand, runsGetCommand, runsListCommand, runsRerunCommand } from "./commands/runs.ts";
 import { serversListCommand } from "./commands/servers.ts";
+import { streamsReplicateCommand } from "./commands/streams.ts";
 import { readInput, submitCommand } from "./commands/submit.ts";
 import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
 import { toolStatsCommand } from "./commands/tool-stats.ts";
@@ -397,7 +398,7 @@ tools
   .action(
     action(async (options: { since: number; json: boolean }) =>
       toolStatsCommand({
-        nats: await natsAs(NatsUser.SUBMITTER),
+        ...(await callerAs(NatsUser.SUBMITTER)),
         sinceMs: options.since,
         json: options.json,
       }),
@@ -441,6 +442,21 @@ servers
   .action(
     action(async (options: { json: boolean }) =>
       serversListCommand({ nats: await natsAs(NatsUser.SUBMITTER), json: options.json }),
+    ),
+  );
+
+const streams = program.command("streams").description("operate Loom's streams and buckets");
+streams
+  .command("replicate")
+  .description("move every existing Loom stream and bucket to <count> replicas (as policy-admin)")
+  .argument("<count>", "replicas: 1, 3 or 5", (value: string) => {
+    if (!["1", "3", "5"].includes(value)) throw new InvalidArgumentError("replicas are 1, 3 or 5");
+    return Number(value);
+  })
+  .option("--json", "print JSON", false)
+  .action(
+    action(async (count: number, options: { json: boolean }) =>
+      streamsReplicateCommand(count, { nats: await natsAs(NatsUser.POLICY_ADMIN), ...options }),
     ),
   );
 

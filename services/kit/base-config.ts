@@ -95,7 +95,13 @@ export const BaseConfigSchema = TelemetryConfigSchema.extend({
   LOOM_HTTP_PORT: PortSchema.describe(
     "Port of the HTTP server with /metrics, /healthz and /readyz; 0 picks a free one (logged). Unset: 9461 orchestrator, 9462 acp-policy, 9463 mcp-worker, 9464 llm-agent, or a free one when that is taken; a port you set must be free.",
   ),
-  LOOM_HTTP_HOST: z.string().default("0.0.0.0").describe("Address the HTTP server listens on."),
+  LOOM_HTTP_HOST: z
+    .string()
+    .min(1)
+    .default("127.0.0.1")
+    .describe(
+      "Address every HTTP listener of the service binds: /metrics, /healthz and /readyz, and the orchestrator's A2A edge, MCP gateway and console. Loopback unless told; `0.0.0.0` listens on every interface (docker-compose sets it).",
+    ),
   LOOM_STREAM_REPLICAS: z
     .union([z.literal("auto"), z.coerce.number().int().min(1).max(5)])
     .default("auto")

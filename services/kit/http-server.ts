@@ -76,7 +76,10 @@ export async function startOpsServer(options: {
     });
   });
   const { port } = server.address() as AddressInfo;
-  options.log.info({ port, paths: ["/metrics", "/healthz", "/readyz"] }, "serving metrics and health");
+  options.log.info(
+    { host: options.host, port, paths: ["/metrics", "/healthz", "/readyz"] },
+    "serving metrics and health",
+  );
   return {
     port,
     close: () =>

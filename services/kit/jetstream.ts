@@ -18,7 +18,7 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 
 type StreamDefinition = Partial<StreamConfig> & Pick<StreamConfig, "name" | "subjects">;
 
-/** The streams of the bus. Each service ensures, at start, the ones it uses. */
+/** The streams of the bus. Each service creates, at start, the ones it uses that are absent. */
 export const StreamDefinitions = {
   runs: {
     name: Streams.RUNS,
@@ -81,26 +81,24 @@ export function streamReplicas(nc: NatsConnection, configured: number | undefine
 }
 
 /**
- * Creates the stream with `replicas`, or brings an existing one to this configuration and count.
- * A cluster still electing leaders (every service creating its streams at once, say) times out:
- * that is retried like any broker failure.
+ * Creates the stream with `replicas` when it is absent, and leaves an existing one as it is: a
+ * stream's configuration is an operator's act (`loom streams replicate`), so no service's NATS user
+ * may update, delete or purge any stream. A cluster still electing leaders (every service creating
+ * its streams at once, say) times out: that is retried like any broker failure.
  */
 export function ensureStream(
   jsm: JetStreamManager,
   definition: StreamDefinition,
   replicas: number,
 ): Promise<void> {
-  const config = { ...definition, num_replicas: replicas };
   return retryBrokerFailures(async () => {
     try {
       await jsm.streams.info(definition.name);
     } catch (error) {
       if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound))
         throw error;
-      await jsm.streams.add(config);
-      return;
+      await jsm.streams.add({ ...definition, num_replicas: replicas });
     }
-    await jsm.streams.update(definition.name, config);
   });
 }
 
@@ -132,23 +130,37 @@ export function ensureConsumer(
   });
 }
 
-/** Opens a KV bucket with `replicas`, creating it on first use and moving an existing one to that count. */
+/** Opens a KV bucket, creating it with `replicas` when it is absent; an existing one is left as it is. */
 export function openBucket(
   nc: NatsConnection,
   bucket: Bucket,
   options: { replicas: number; history?: number; ttlMs?: number },
 ): Promise<KV> {
-  return retryBrokerFailures(async () => {
-    const kv = await new Kvm(nc).create(bucket, {
+  return retryBrokerFailures(() =>
+    new Kvm(nc).create(bucket, {
       history: options.history ?? 1,
       replicas: options.replicas,
       ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),
-    });
-    const jsm = await jetstreamManager(nc, { checkAPI: false });
-    const stream = `KV_${bucket}`;
-    const { config } = await jsm.streams.info(stream);
-    if (config.num_replicas !== options.replicas)
-      await jsm.streams.update(stream, { ...config, num_replicas: options.replicas });
-    return kv;
-  });
+    }),
+  );
+}
+
+/** Whether a stream is one of Loom's: its own streams and the streams behind its KV buckets. */
+export function isLoomStream(name: string): boolean {
+  return name.startsWith("LOOM_") || name.startsWith("KV_loom_");
+}
+
+/**
+ * The operator's act of moving every existing Loom stream and bucket to `replicas` (a stack made
+ * on one server, now on a cluster): only the replica count changes. Needs a NATS user that may
+ * update streams (`policy-admin`); answers the streams it moved.
+ */
+export async function replicateStreams(jsm: JetStreamManager, replicas: number): Promise<string[]> {
+  const moved: string[] = [];
+  for await (const { config } of jsm.streams.list()) {
+    if (!isLoomStream(config.name) || config.num_replicas === replicas) continue;
+    await retryBrokerFailures(() => jsm.streams.update(config.name, { ...config, num_replicas: replicas }));
+    moved.push(config.name);
+  }
+  return moved;
 }

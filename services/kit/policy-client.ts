@@ -23,7 +23,7 @@ export interface AuthorizeOptions {
   authorization: string | undefined;
   timeoutMs: number;
   span?: Span;
-  /** What the refusal names, `policy denied <what>: …`; by default the target or the action. */
+  /** What the refusal names, `policy denied <what> (rule <rule>): …`; by default the target or the action. */
   what?: string;
   /**
    * `run` for a run's own operations, decided with its run token on the subject only an
@@ -54,7 +54,13 @@ export async function authorize(
     throw new LoomError(ErrorCode.UNAUTHENTICATED, decision.reason, { details });
   }
   const what = options.what ?? decisionRequest.resource.tool ?? decisionRequest.action;
-  throw new LoomError(ErrorCode.POLICY_DENIED, `policy denied ${what}: ${decision.reason}`, { details });
+  throw new LoomError(
+    ErrorCode.POLICY_DENIED,
+    `policy denied ${what} (rule ${decision.rule}): ${decision.reason}`,
+    {
+      details,
+    },
+  );
 }
 
 /**

@@ -7,16 +7,17 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Role } from "../../schemas/a2a.ts";
-import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
-import { PolicyAction, PolicyEffect } from "../../schemas/policy.ts";
+import { AgentTaskContract } from "../../schemas/contracts.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { PolicyAction } from "../../schemas/policy.ts";
 import {
   CreateMessageAnswerSchema,
   CreateMessageParamsSchema,
   type SamplingRequest,
   type SamplingTaskMetadata,
 } from "../../schemas/sampling.ts";
-import { agentTasksSubject, Headers, LLM_AGENT, Subjects } from "../../schemas/subjects.ts";
-import { describeIssues, type Logger, request, toWireError } from "../kit/index.ts";
+import { agentTasksSubject, LLM_AGENT } from "../../schemas/subjects.ts";
+import { authorize, describeIssues, type Logger, LoomError, request, toWireError } from "../kit/index.ts";
 import type { CallOrigin } from "./server-requests.ts";
 
 export interface SamplingRelayOptions {
@@ -25,6 +26,9 @@ export interface SamplingRelayOptions {
   policyTimeoutMs: number;
   samplingTimeoutMs: number;
 }
+
+/** Policy's answers that reach the server as its own refusal (an MCP error naming the rule). */
+const REFUSALS: ReadonlySet<string> = new Set([ErrorCode.POLICY_DENIED, ErrorCode.UNAUTHENTICATED]);
 
 /**
  * A server's `sampling/createMessage` during a tool call: acp-policy decides `llm.sample` on that
@@ -50,10 +54,8 @@ export async function relaySampling(
   const sampling: SamplingRequest = { server: origin.server, params: parsed.data };
   const log = options.log.child({ mcp_server: origin.server, run_id: origin.runId, step_id: origin.stepId });
   try {
-    const decision = await request(
+    const decision = await authorize(
       options.nc,
-      Subjects.POLICY_DECIDE,
-      PolicyDecideContract,
       {
         action: PolicyAction.LLM_SAMPLE,
         resource: { tool: origin.server },
@@ -61,16 +63,16 @@ export async function relaySampling(
         ...(origin.runId === undefined ? {} : { runId: origin.runId }),
         ...(origin.stepId === undefined ? {} : { stepId: origin.stepId }),
       },
-      { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: origin.authorization } },
-    );
-    if (decision.effect === PolicyEffect.DENY) {
-      log.warn({ rule: decision.rule }, "sampling request denied");
-      throw new McpError(
-        McpErrorCode.InvalidRequest,
-        `policy denied sampling through ${origin.server} (rule ${decision.rule}): ${decision.reason}`,
-        { rule: decision.rule, decisionId: decision.decisionId },
-      );
-    }
+      {
+        authorization: origin.authorization,
+        timeoutMs: options.policyTimeoutMs,
+        what: `sampling through ${origin.server}`,
+      },
+    ).catch((refusal: unknown) => {
+      if (!(refusal instanceof LoomError) || !REFUSALS.has(refusal.code)) throw refusal;
+      log.warn({ rule: refusal.details?.rule }, "sampling request denied");
+      throw new McpError(McpErrorCode.InvalidRequest, refusal.message, refusal.details);
+    });
     const metadata: SamplingTaskMetadata = {
       ...(origin.runId === undefined ? {} : { runId: origin.runId }),
       ...(origin.stepId === undefined ? {} : { stepId: origin.stepId }),

@@ -161,6 +161,7 @@ await runUntilSignalled(log, async () => {
     log,
   });
   const a2a = await startA2AEdge({
+    host: config.LOOM_HTTP_HOST,
     port: config.LOOM_A2A_PORT,
     handler: new NatsA2ARequestHandler({
       nc,
@@ -213,9 +214,10 @@ await runUntilSignalled(log, async () => {
     log,
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     grantKeys: grantKeySource(grantKeysKv),
+    runTokens,
   });
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
-  const toolStats = serveToolStats({ nc, js, log });
+  const toolStats = serveToolStats({ nc, js, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const reads = serveRunReads({ nc, js, runs, memory, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const reruns = serveRunRerun({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);

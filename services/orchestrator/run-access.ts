@@ -1,11 +1,17 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode } from "../../schemas/errors.ts";
-import type { Obligations, PolicyAction, PolicyDecisionRequest, Principal } from "../../schemas/policy.ts";
+import {
+  type Obligations,
+  PolicyAction,
+  type PolicyDecision,
+  type PolicyDecisionRequest,
+  type Principal,
+} from "../../schemas/policy.ts";
 import type { RunEvent, RunEventMetadata, RunRecord } from "../../schemas/run.ts";
 import type { RunView, WaitingInput } from "../../schemas/run-read.ts";
 import type { RequestedSchema } from "../../schemas/sampling.ts";
 import { RUN_ID_PATTERN } from "../../schemas/subjects.ts";
-import { authenticate, authorize, LoomError } from "../kit/index.ts";
+import { authenticate, authorize, LoomError, permitted } from "../kit/index.ts";
 import { hasMasks, maskValue } from "../kit/masking.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
 import { stepTimeline } from "./step-timeline.ts";
@@ -42,8 +48,8 @@ export interface RunAccess {
 
 /**
  * Every read of a run goes through here, whatever the edge (A2A, CLI, console): the caller's token
- * is verified and the action decided by acp-policy for this run. A run that does not exist is
- * RUN_NOT_FOUND, but only after the token is verified, so a stranger learns nothing without one.
+ * is verified and the action decided by acp-policy for this run, and only then is anything of the
+ * run revealed (see `decideOnRun`).
  */
 export async function accessRun(
   options: RunAccessOptions,
@@ -51,17 +57,79 @@ export async function accessRun(
   action: RunReadAction,
   authorization: string | undefined,
 ): Promise<RunAccess> {
-  const stored = RUN_ID_PATTERN.test(runId) ? await options.runs.get(runId) : undefined;
-  if (stored === undefined) {
-    await authenticate(options.nc, authorization, options.policyTimeoutMs);
-    throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
-  }
-  const decision = await authorize(
-    options.nc,
-    { action, resource: runResource(stored.record), runId },
-    { authorization, timeoutMs: options.policyTimeoutMs, what: `${action} on run ${runId}` },
+  const { stored, decision } = await decideOnRun(
+    options,
+    runId,
+    await findRun(options.runs, runId),
+    (record) => ({ action, resource: runResource(record), runId }),
+    authorization,
   );
   return { stored, principal: decision.principal, obligations: decision.obligations };
+}
+
+/** The run stored under `runId`; undefined when there is none (or the id could never name one). */
+export function findRun(runs: RunStore, runId: string): Promise<StoredRun | undefined> {
+  return RUN_ID_PATTERN.test(runId) ? runs.get(runId) : Promise.resolve(undefined);
+}
+
+/** What a caller hears of a run it may not act on, and of one that does not exist: the same. */
+export function runNotFound(runId: string): LoomError {
+  return new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
+}
+
+/**
+ * Decides an action on run `runId` for the caller before anything about the run is revealed: a
+ * refused token is UNAUTHENTICATED whether the run exists or not, and a run that does not exist and
+ * one the caller may not even read are the same RUN_NOT_FOUND, so no one learns that a run exists,
+ * what it runs or what state it is in without the right to see it. A caller who may read the run
+ * but not do this to it (the starter answering an approval meant for managers) is told POLICY_DENIED
+ * naming the rule. Every refusal is still decided and audited by acp-policy.
+ */
+export async function decideOnRun(
+  options: Pick<RunAccessOptions, "nc" | "policyTimeoutMs">,
+  runId: string,
+  stored: StoredRun | undefined,
+  requestFor: (record: RunRecord) => PolicyDecisionRequest,
+  authorization: string | undefined,
+): Promise<{ stored: StoredRun; decision: PolicyDecision }> {
+  if (stored === undefined) {
+    await authenticate(options.nc, authorization, options.policyTimeoutMs);
+    throw runNotFound(runId);
+  }
+  const request = requestFor(stored.record);
+  try {
+    const decision = await authorize(options.nc, request, {
+      authorization,
+      timeoutMs: options.policyTimeoutMs,
+    });
+    return { stored, decision };
+  } catch (error) {
+    if (!(error instanceof LoomError) || error.code !== ErrorCode.POLICY_DENIED) throw error;
+    if (request.action === PolicyAction.RUNS_READ || !(await mayRead(options, stored.record, authorization)))
+      throw runNotFound(runId);
+    throw error;
+  }
+}
+
+/** Whether policy lets the caller read the run: a dry run, granting, counting and auditing nothing. */
+async function mayRead(
+  options: Pick<RunAccessOptions, "nc" | "policyTimeoutMs">,
+  record: RunRecord,
+  authorization: string | undefined,
+): Promise<boolean> {
+  const [allowed] = await permitted(
+    options.nc,
+    authorization,
+    [
+      {
+        action: PolicyAction.RUNS_READ,
+        target: record.workflowId,
+        ...(record.startedBy === undefined ? {} : { startedBy: record.startedBy }),
+      },
+    ],
+    options.policyTimeoutMs,
+  );
+  return allowed === true;
 }
 
 /**

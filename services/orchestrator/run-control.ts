@@ -1,7 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RunCancelContract, RunInputContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { PolicyAction } from "../../schemas/policy.ts";
+import { PolicyAction, type PolicyDecision } from "../../schemas/policy.ts";
 import type { RunControlReply } from "../../schemas/run.ts";
 import { runIdOfSubject, Subjects } from "../../schemas/subjects.ts";
 import type { GrantKeys } from "../kit/grant-check.ts";
@@ -16,10 +16,11 @@ import {
 } from "../kit/index.ts";
 import { awaitedApprovals, awaitedElicitations, awaitedRemoteInputs, findStep } from "./demands.ts";
 import { deliverAnswer, elicitAnswerOf, serveElicitations } from "./elicitations.ts";
-import { runResource } from "./run-access.ts";
+import { decideOnRun, findRun, runResource } from "./run-access.ts";
 import type { RunDriver } from "./run-driver.ts";
 import type { RunMachineEvent } from "./run-machine.ts";
-import type { RunStore } from "./run-store.ts";
+import { assertNotEnded, type RunStore, type StoredRun } from "./run-store.ts";
+import type { RunTokens } from "./run-tokens.ts";
 import { restoredSnapshot } from "./step-timeline.ts";
 
 export interface RunControlOptions {
@@ -30,6 +31,8 @@ export interface RunControlOptions {
   policyTimeoutMs: number;
   /** acp-policy's grant keys: a question from a task is asked with that task's grant. */
   grantKeys: GrantKeys;
+  /** Each run's own token: a delegated child run is canceled with it. */
+  runTokens: RunTokens;
 }
 
 /**
@@ -48,7 +51,20 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
     log: options.log,
     handle: async (body, context) => {
       const runId = runIdOfSubject(context.subject);
-      const stored = await options.runs.getActive(runId);
+      // Decided before anything of the run is revealed: whether it exists, has ended or waits.
+      const { stored, decision } = await decideOnRun(
+        options,
+        runId,
+        await findRun(options.runs, runId),
+        (record) => ({
+          action: PolicyAction.RUNS_APPROVE,
+          resource: { workflow: record.workflowId },
+          runId,
+          ...(body.stepId === undefined ? {} : { stepId: body.stepId }),
+        }),
+        context.authorization,
+      );
+      assertNotEnded(stored);
       const definition = stored.record.definition;
       const snapshot = definition === undefined ? undefined : restoredSnapshot(stored.record);
       const approvals = snapshot === undefined ? [] : awaitedApprovals(snapshot);
@@ -63,20 +79,6 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
           `run ${runId} waits for ${expected}${body.stepId ? `, not ${body.stepId}` : ""}`,
         );
       }
-      const decision = await authorize(
-        options.nc,
-        {
-          action: PolicyAction.RUNS_APPROVE,
-          resource: { workflow: stored.record.workflowId },
-          runId,
-          stepId,
-        },
-        {
-          authorization: context.authorization,
-          timeoutMs: options.policyTimeoutMs,
-          what: `answering ${runId}`,
-        },
-      );
       const by = decision.principal.id;
       const question = snapshot?.context.elicitations?.[stepId];
       if (elicitations.includes(stepId) && question !== undefined) {
@@ -129,39 +131,81 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
     },
   });
 
-  const cancel = serveCancel(options);
+  const cancels = serveCancel(options);
   return {
     async stop() {
       await input.stop();
-      await cancel.stop();
+      await Promise.all(cancels.map((cancel) => cancel.stop()));
       await elicitations.stop();
     },
   };
 }
 
-function serveCancel(options: RunControlOptions): Service {
-  return serve(options.nc, {
-    subject: Subjects.RUN_CANCEL_ALL,
-    contract: RunCancelContract,
-    log: options.log,
-    handle: async (body, context) => {
-      const runId = runIdOfSubject(context.subject);
+/** A cancel decided for one run: the run and the decision, or no reply from this replica. */
+type DecidedCancel = { stored: StoredRun; decision: PolicyDecision } | typeof NO_REPLY;
+
+function serveCancel(options: RunControlOptions): Service[] {
+  const cancelOn = (
+    subject: string,
+    decide: (runId: string, authorization: string | undefined) => Promise<DecidedCancel>,
+  ) =>
+    serve(options.nc, {
+      subject,
+      contract: RunCancelContract,
+      log: options.log,
+      handle: async (body, context) => {
+        const decided = await decide(runIdOfSubject(context.subject), context.authorization);
+        if (decided === NO_REPLY) return NO_REPLY;
+        const { stored, decision } = decided;
+        const by = `${decision.principal.id}${body.reason === undefined ? "" : ` (${body.reason})`}`;
+        const state = await options.driver.deliver(stored, { type: "RUN.CANCEL", by });
+        // Undefined: another live replica drives the run and answers for it.
+        return state === undefined
+          ? NO_REPLY
+          : ({ runId: stored.record.runId, state } satisfies RunControlReply);
+      },
+    });
+  return [
+    cancelOn(Subjects.RUN_CANCEL_ALL, async (runId, authorization) => {
+      const found = await findRun(options.runs, runId);
+      // Every replica hears a cancel; only one that may drive the run asks policy and answers (for
+      // a run that does not exist, each says so, after checking the caller's token).
+      if (found !== undefined && !options.driver.mayDrive(found)) return NO_REPLY;
+      const decided = await decideOnRun(
+        options,
+        runId,
+        found,
+        (record) => ({ action: PolicyAction.RUNS_CANCEL, resource: runResource(record), runId }),
+        authorization,
+      );
+      assertNotEnded(decided.stored);
+      return decided;
+    }),
+    // A delegate step canceled with its run: the child run it started is canceled as that child's
+    // own decision, with the child's run token (which names the same principal), on the subject
+    // only an orchestrator may publish to and the policy subject only an orchestrator may ask on.
+    cancelOn(Subjects.RUN_CANCEL_DELEGATED_ALL, async (runId) => {
       const stored = await options.runs.getActive(runId);
-      // Every replica hears a cancel; only one that may drive the run asks policy and answers.
       if (!options.driver.mayDrive(stored)) return NO_REPLY;
+      const { workflowId, workflowVersion } = stored.record;
       const decision = await authorize(
         options.nc,
-        { action: PolicyAction.RUNS_CANCEL, resource: runResource(stored.record), runId },
         {
-          authorization: context.authorization,
+          action: PolicyAction.RUNS_CANCEL,
+          resource: runResource(stored.record),
+          runId,
+          ...(workflowVersion === undefined
+            ? {}
+            : { runWorkflow: { id: workflowId, version: workflowVersion } }),
+        },
+        {
+          authorization: await options.runTokens.authorization(runId),
           timeoutMs: options.policyTimeoutMs,
-          what: `canceling ${runId}`,
+          channel: "run",
+          what: `canceling delegated run ${runId}`,
         },
       );
-      const by = `${decision.principal.id}${body.reason === undefined ? "" : ` (${body.reason})`}`;
-      const state = await options.driver.deliver(stored, { type: "RUN.CANCEL", by });
-      // Undefined: another live replica drives the run and answers for it.
-      return state === undefined ? NO_REPLY : ({ runId, state } satisfies RunControlReply);
-    },
-  });
+      return { stored, decision };
+    }),
+  ];
 }

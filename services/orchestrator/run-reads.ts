@@ -6,7 +6,9 @@ import {
   RunListContract,
   RunWatchContract,
 } from "../../schemas/contracts.ts";
-import { PolicyAction } from "../../schemas/policy.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import type { ContextMemory } from "../../schemas/memory.ts";
+import { type Obligations, PolicyAction } from "../../schemas/policy.ts";
 import type { RunRecord } from "../../schemas/run.ts";
 import type { RunListReply, RunListRequestSchema } from "../../schemas/run-read.ts";
 import { Subjects } from "../../schemas/subjects.ts";
@@ -14,6 +16,7 @@ import {
   authenticate,
   authorize,
   type Logger,
+  LoomError,
   permitted,
   readRunEvents,
   type Service,
@@ -102,25 +105,16 @@ export function serveRunReads(options: RunReadsOptions): { stop(): Promise<void>
       contract: MemoryContract,
       log: options.log,
       handle: async ({ contextId }, context) => {
-        const memory = await options.memory.read(contextId);
-        if (memory === undefined) {
-          // Nothing to show: only the token is checked, so a stranger learns no more than the owner.
-          await authenticate(options.nc, context.authorization, options.policyTimeoutMs);
-          return { contextId, entries: [] };
-        }
-        const decision = await authorize(
-          options.nc,
-          {
-            action: PolicyAction.MEMORY_READ,
-            resource: { contextId, ...(memory.owner === undefined ? {} : { startedBy: memory.owner }) },
-          },
-          {
-            authorization: context.authorization,
-            timeoutMs: options.policyTimeoutMs,
-            what: `reading memory of ${contextId}`,
-          },
+        const decision = await decideOnMemory(
+          options,
+          contextId,
+          PolicyAction.MEMORY_READ,
+          context.authorization,
         );
-        return { contextId, entries: maskedFor(memory.entries, decision.obligations) };
+        return {
+          contextId,
+          entries: decision === undefined ? [] : maskedFor(decision.memory.entries, decision.obligations),
+        };
       },
     }),
     serve(options.nc, {
@@ -129,24 +123,13 @@ export function serveRunReads(options: RunReadsOptions): { stop(): Promise<void>
       contract: MemoryContract,
       log: options.log,
       handle: async ({ contextId }, context) => {
-        const memory = await options.memory.read(contextId);
-        if (memory === undefined) {
-          await authenticate(options.nc, context.authorization, options.policyTimeoutMs);
-          return { contextId, entries: [] };
-        }
-        await authorize(
-          options.nc,
-          {
-            action: PolicyAction.MEMORY_CLEAR,
-            resource: { contextId, ...(memory.owner === undefined ? {} : { startedBy: memory.owner }) },
-          },
-          {
-            authorization: context.authorization,
-            timeoutMs: options.policyTimeoutMs,
-            what: `clearing memory of ${contextId}`,
-          },
+        const decision = await decideOnMemory(
+          options,
+          contextId,
+          PolicyAction.MEMORY_CLEAR,
+          context.authorization,
         );
-        await options.memory.clear(contextId);
+        if (decision !== undefined) await options.memory.clear(contextId);
         return { contextId, entries: [] };
       },
     }),
@@ -156,6 +139,36 @@ export function serveRunReads(options: RunReadsOptions): { stop(): Promise<void>
       await Promise.all(services.map((service) => service.stop()));
     },
   };
+}
+
+/**
+ * Decides a read or clear of a context's memory for the caller: undefined when there is nothing the
+ * caller may touch, whether the context has no memory or policy refuses it (the refusal is decided
+ * and audited by acp-policy), so the answer is the same empty memory and no one learns that a
+ * context they may not use exists. A refused token is UNAUTHENTICATED either way.
+ */
+async function decideOnMemory(
+  options: RunReadsOptions,
+  contextId: string,
+  action: typeof PolicyAction.MEMORY_READ | typeof PolicyAction.MEMORY_CLEAR,
+  authorization: string | undefined,
+): Promise<{ memory: ContextMemory; obligations: Obligations | undefined } | undefined> {
+  const memory = await options.memory.read(contextId);
+  if (memory === undefined) {
+    await authenticate(options.nc, authorization, options.policyTimeoutMs);
+    return undefined;
+  }
+  try {
+    const decision = await authorize(
+      options.nc,
+      { action, resource: { contextId, ...(memory.owner === undefined ? {} : { startedBy: memory.owner }) } },
+      { authorization, timeoutMs: options.policyTimeoutMs },
+    );
+    return { memory, obligations: decision.obligations };
+  } catch (error) {
+    if (error instanceof LoomError && error.code === ErrorCode.POLICY_DENIED) return undefined;
+    throw error;
+  }
 }
 
 /**

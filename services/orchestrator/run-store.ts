@@ -53,12 +53,7 @@ export class RunStore {
   async getActive(runId: string): Promise<StoredRun> {
     const stored = await this.get(runId);
     if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
-    if (TERMINAL_STATES.has(stored.record.state)) {
-      throw new LoomError(
-        ErrorCode.RUN_NOT_WAITING,
-        `run ${runId} already ended (${shortStateName(stored.record.state)})`,
-      );
-    }
+    assertNotEnded(stored);
     return stored;
   }
 
@@ -132,4 +127,11 @@ async function storeCall<T>(runId: string, call: () => Promise<T>): Promise<T> {
       cause: error,
     });
   }
+}
+
+/** RUN_NOT_WAITING for a run that has ended. */
+export function assertNotEnded(stored: StoredRun): void {
+  const { runId, state } = stored.record;
+  if (TERMINAL_STATES.has(state))
+    throw new LoomError(ErrorCode.RUN_NOT_WAITING, `run ${runId} already ended (${shortStateName(state)})`);
 }

@@ -3,17 +3,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { FeedbackContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction } from "../../schemas/policy.ts";
-import {
-  feedbackSubject,
-  RUN_ID_PATTERN,
-  runIdOfSubject,
-  runToolCallsFilter,
-  Subjects,
-} from "../../schemas/subjects.ts";
+import { feedbackSubject, runIdOfSubject, runToolCallsFilter, Subjects } from "../../schemas/subjects.ts";
 import { type FeedbackRecord, FeedbackRecordSchema, type ToolCallRecord } from "../../schemas/tool-calls.ts";
-import { authorize, encodePayload, type Logger, LoomError, type Service, serve } from "../kit/index.ts";
+import { encodePayload, type Logger, LoomError, type Service, serve } from "../kit/index.ts";
 import { readCallLog } from "./call-log.ts";
-import { runResource } from "./run-access.ts";
+import { decideOnRun, findRun, runResource } from "./run-access.ts";
 import type { RunStore } from "./run-store.ts";
 
 export interface ToolFeedbackOptions {
@@ -25,9 +19,9 @@ export interface ToolFeedbackOptions {
 }
 
 /**
- * Serves `loom feedback <runId> <stepId> --ok|--bad`: the run must exist, policy must let the
- * caller judge it (`runs.feedback`, which sees who started the run as `resource.started_by`), and the
- * step must have called a tool, resource or prompt. The verdict is appended to `LOOM_TOOL_CALLS`
+ * Serves `loom feedback <runId> <stepId> --ok|--bad`: policy must let the caller judge the run
+ * (`runs.feedback`, which sees who started the run as `resource.started_by`; else RUN_NOT_FOUND, as
+ * for a run that does not exist), and the step must have called a tool, resource or prompt. The verdict is appended to `LOOM_TOOL_CALLS`
  * with the server version of that call, so `loom tools stats` can set it against that version.
  */
 export function serveToolFeedback(options: ToolFeedbackOptions): Service {
@@ -38,21 +32,17 @@ export function serveToolFeedback(options: ToolFeedbackOptions): Service {
     log: options.log,
     handle: async (body, context) => {
       const runId = runIdOfSubject(context.subject);
-      const stored = RUN_ID_PATTERN.test(runId) ? await options.runs.get(runId) : undefined;
-      if (stored === undefined) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
-      const decision = await authorize(
-        options.nc,
-        {
+      const { decision } = await decideOnRun(
+        options,
+        runId,
+        await findRun(options.runs, runId),
+        (record) => ({
           action: PolicyAction.RUNS_FEEDBACK,
-          resource: runResource(stored.record),
+          resource: runResource(record),
           runId,
           stepId: body.stepId,
-        },
-        {
-          authorization: context.authorization,
-          timeoutMs: options.policyTimeoutMs,
-          what: `feedback on run ${runId}`,
-        },
+        }),
+        context.authorization,
       );
       const call = await lastCallOf(options, runId, body.stepId);
       const record: FeedbackRecord = {

@@ -3,22 +3,29 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ToolStatsContract } from "../../schemas/contracts.ts";
 import { Subjects } from "../../schemas/subjects.ts";
 import type { ToolStats } from "../../schemas/tool-calls.ts";
-import { type Logger, type Service, serve } from "../kit/index.ts";
+import { authenticate, type Logger, type Service, serve } from "../kit/index.ts";
 import { readCallLog } from "./call-log.ts";
 import { aggregateCallStats } from "./call-stats.ts";
 
 /**
  * Serves `loom tools stats`: the orchestrator reads stream `LOOM_TOOL_CALLS` and aggregates it, so
  * callers need no JetStream access to the raw records (which name runs and steps), only the right
- * to ask on `loom.v1.tools.stats`. One replica of the queue group answers each request.
+ * to ask on `loom.v1.tools.stats` with a token acp-policy accepts (anything else is UNAUTHENTICATED).
+ * One replica of the queue group answers each request.
  */
-export function serveToolStats(options: { nc: NatsConnection; js: JetStreamClient; log: Logger }): Service {
+export function serveToolStats(options: {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  log: Logger;
+  policyTimeoutMs: number;
+}): Service {
   return serve(options.nc, {
     subject: Subjects.TOOLS_STATS,
     queue: "orchestrator-tool-stats",
     contract: ToolStatsContract,
     log: options.log,
-    handle: async (body) => {
+    handle: async (body, context) => {
+      await authenticate(options.nc, context.authorization, options.policyTimeoutMs);
       const until = new Date();
       const since = new Date(until.getTime() - body.sinceMs);
       const records = await readCallLog(options.js, { since }, options.log);

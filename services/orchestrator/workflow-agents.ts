@@ -8,8 +8,7 @@ import { RunSubmissionSchema } from "../../schemas/run.ts";
 import {
   agentCancelSubject,
   agentTasksSubject,
-  Headers,
-  runCancelSubject,
+  runDelegatedCancelSubject,
   Subjects,
 } from "../../schemas/subjects.ts";
 import {
@@ -87,17 +86,16 @@ export class WorkflowAgents {
         schema: CancelSchema,
         what: "task cancel",
         log: this.#log,
-        handle: (cancel, message) => {
+        handle: (cancel) => {
           const runId = childRunId(cancel.taskId);
+          // Only an orchestrator may send this cancel or the one it asks for: the child run is
+          // canceled as its own decision, with its own run token.
           void request(
             this.#nc,
-            runCancelSubject(runId),
+            runDelegatedCancelSubject(runId),
             RunCancelContract,
             { reason: "the delegating step was canceled" },
-            {
-              timeoutMs: CANCEL_TIMEOUT_MS,
-              headers: { [Headers.AUTHORIZATION]: message.headers?.get(Headers.AUTHORIZATION) || undefined },
-            },
+            { timeoutMs: CANCEL_TIMEOUT_MS },
           ).catch((error: unknown) =>
             this.#log.warn({ err: error, run_id: runId }, "could not cancel a delegated run"),
           );

@@ -88,7 +88,7 @@ describe("e2e - call records, feedback, tools stats and the read cache", () => {
   }
 
   async function stats(): Promise<ToolStats> {
-    const result = await loom.cli(["tools", "stats", "--since", "1h", "--json"]);
+    const result = await loom.cli(["tools", "stats", "--since", "1h", "--json"], { token: alice });
     expect(result.code, result.stderr).toBe(0);
     return ToolStatsSchema.parse(JSON.parse(result.stdout));
   }
@@ -171,7 +171,7 @@ describe("e2e - call records, feedback, tools stats and the read cache", () => {
     const sheet = rows.find((row) => row.target === "gauges://sheets/g-1");
     expect(sheet).toMatchObject({ kind: "resource", serverVersion: "2.1.0", calls: 4, cached: 3 });
 
-    const text = await loom.cli(["tools", "stats"]);
+    const text = await loom.cli(["tools", "stats"], { token: alice });
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(
       /^TOOL\s+KIND\s+VERSION\s+CALLS\s+ERRORS\s+P50 MS\s+P95 MS\s+P99 MS\s+CACHED\s+OK\s+BAD/,
@@ -222,10 +222,10 @@ describe("e2e - call records, feedback, tools stats and the read cache", () => {
     expect(rows.find((row) => row.target === "gauges://sheets/g-1")?.feedback).toEqual({ ok: 0, bad: 1 });
   });
 
-  it("feedback - someone who did not start the run is refused by policy (exit 2)", async () => {
+  it("feedback - someone who did not start the run is refused as if it did not exist (exit 1)", async () => {
     const refused = await loom.cli(["feedback", firstRun, "gauge", "--bad"], { token: sam });
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toMatch(/error POLICY_DENIED: policy denied feedback on run/);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`error RUN_NOT_FOUND: no run with id ${firstRun}`);
     const noToken = await loom.cli(["feedback", firstRun, "gauge", "--bad"]);
     expect(noToken.code).toBe(2);
     expect((await stats()).rows.find((row) => row.target === "read_gauge")?.feedback).toEqual({

@@ -20,6 +20,8 @@ export const AttackClass = {
   TOKENS: "tokens",
   BYPASS: "bypass",
   CONSOLE: "console",
+  /** What listens where: HTTP listeners reachable from other hosts than the one Loom runs on. */
+  EXPOSURE: "exposure",
 } as const;
 export type AttackClass = (typeof AttackClass)[keyof typeof AttackClass];
 

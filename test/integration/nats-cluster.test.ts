@@ -49,9 +49,16 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
     "nats cluster - Loom's services run a workflow on the cluster, connected to all three nodes",
     async () => {
       let stack: Stack | undefined;
-      // A stream made with one replica before Loom ran here (as an older Loom made them): moved to R3.
+      // A stream made with one replica before Loom ran here (as an older Loom made them): services
+      // never change a stream, so the operator moves it to R3 (`loom streams replicate`, as policy-admin).
       const orchestrator = await cluster.connectAs(NatsUser.ORCHESTRATOR);
       await ensureStream(await jetstreamManager(orchestrator), StreamDefinitions.runs, 1);
+      const replicated = await run(
+        process.execPath,
+        [CLI, "--nats", cluster.urlAs(NatsUser.POLICY_ADMIN), "streams", "replicate", "3", "--json"],
+        { env: { ...process.env, OTEL_TRACES_EXPORTER: "none" } },
+      );
+      expect(JSON.parse(replicated.stdout)).toEqual({ replicas: 3, moved: [Streams.RUNS] });
       try {
         stack = await startStack({
           natsUrl: (service) => cluster.urlAs(service),

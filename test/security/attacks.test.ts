@@ -10,7 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role, type Task } from "../../schemas/a2a.ts";
 import { type Alert, AlertSchema } from "../../schemas/alert.ts";
 import { type AuditRecord, AuditRecordSchema } from "../../schemas/audit.ts";
-import { AgentTaskContract, PolicyDecideContract } from "../../schemas/contracts.ts";
+import {
+  AgentTaskContract,
+  PolicyDecideContract,
+  PolicyExplainContract,
+  ToolStatsContract,
+} from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import {
   agentTasksSubject,
@@ -23,7 +28,7 @@ import {
 import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
 import { type LoomError, request } from "../../services/kit/index.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/jetstream.ts";
-import { AttackClass, attack } from "../helpers/attack-tally.ts";
+import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
 import { type NatsUsersServer, serviceLogs, startNatsWithUsers } from "../helpers/nats-users.ts";
@@ -141,6 +146,67 @@ describe("security - token and bypass attacks against a running stack", () => {
       const decision = await decide(orchestrator, make());
       return (
         decision.effect === "deny" && decision.rule === "unauthenticated" && decision.grant === undefined
+      );
+    });
+  });
+
+  /** The operator-facing reads a submitter may ask for: each answers only a caller policy authenticates. */
+  const askExplain = (nc: NatsConnection, token: string | undefined) =>
+    request(
+      nc,
+      Subjects.POLICY_EXPLAIN,
+      PolicyExplainContract,
+      { action: "tools.call", resource: { tool: "crm.delete_record" }, arguments: { id: "c-1" } },
+      { timeoutMs: 5_000, headers: { [Headers.AUTHORIZATION]: token && `Bearer ${token}` } },
+    );
+  const askStats = (nc: NatsConnection, token: string | undefined) =>
+    request(
+      nc,
+      Subjects.TOOLS_STATS,
+      ToolStatsContract,
+      { sinceMs: 3_600_000 },
+      { timeoutMs: 10_000, headers: { [Headers.AUTHORIZATION]: token && `Bearer ${token}` } },
+    );
+  const unauthenticated = (ask: Promise<unknown>) =>
+    ask.then(
+      () => false,
+      (error: LoomError) => error.code === ErrorCode.UNAUTHENTICATED,
+    );
+
+  it.each(tokenAttacks)(
+    "security - a %s token gets no policy explanation and no tool statistics",
+    async (name, make) => {
+      const submitter = await loom.connectAs(NatsUser.SUBMITTER);
+      await attack(AttackClass.TOKENS, `loom policy explain with a ${name} token`, () =>
+        unauthenticated(askExplain(submitter, make())),
+      );
+      await attack(AttackClass.TOKENS, `loom tools stats with a ${name} token`, () =>
+        unauthenticated(askStats(submitter, make())),
+      );
+    },
+  );
+
+  it("security - control: a valid token gets its own explanation and the statistics", async () => {
+    const submitter = await loom.connectAs(NatsUser.SUBMITTER);
+    await control("policy explain for a valid viewer's token", async () => {
+      const explanation = await askExplain(submitter, tokenFor("vic", "viewer"));
+      return explanation.decision.principal.id === "vic" && explanation.rules.length > 0;
+    });
+    await control("tools stats for a valid viewer's token", async () => {
+      const stats = await askStats(submitter, tokenFor("vic", "viewer"));
+      return Array.isArray(stats.rows);
+    });
+    await control("loom policy explain and loom tools stats through the CLI", async () => {
+      const explained = await loom.cli(["policy", "explain", "--tool", "time.get_time"], {
+        token: tokenFor("vic", "viewer"),
+      });
+      const stats = await loom.cli(["tools", "stats"], { token: tokenFor("vic", "viewer") });
+      const refused = await loom.cli(["tools", "stats"]);
+      return (
+        explained.stdout.includes("principal  vic") &&
+        stats.code === 0 &&
+        refused.code === 2 &&
+        refused.stderr.includes("UNAUTHENTICATED")
       );
     });
   });

@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, startLoom } from "../helpers/loom.ts";
@@ -155,11 +155,24 @@ describe("security - console: every route of the web console is decided by acp-p
         async () => {
           const answer = await call(method, path, stranger, body);
           return (
-            answer.status === 403 && answer.body.includes("POLICY_DENIED") && !answer.body.includes("Grace")
+            answer.status === 403 && answer.body.includes("RUN_NOT_FOUND") && !answer.body.includes("Grace")
           );
         },
       );
     }
+    await attack(
+      AttackClass.CONSOLE,
+      "another's run answers exactly as a run that does not exist",
+      async () => {
+        const unknown = randomUUID();
+        const theirs = await call("GET", `/console/api/runs/${runId}`, stranger);
+        const none = await call("GET", `/console/api/runs/${unknown}`, stranger);
+        return (
+          theirs.status === none.status &&
+          theirs.body.replace(runId, "ID") === none.body.replace(unknown, "ID")
+        );
+      },
+    );
     await attack(AttackClass.CONSOLE, "the run list as another analyst leaves the run out", async () => {
       const answer = await call("GET", "/console/api/runs", stranger);
       return answer.status === 200 && !answer.body.includes(runId);
@@ -214,7 +227,7 @@ describe("security - console: every route of the web console is decided by acp-p
     });
     await attack(AttackClass.CONSOLE, "another analyst reruns the canceled run", async () => {
       const answer = await call("POST", `/console/api/runs/${second}/rerun`, stranger, {});
-      return answer.status === 403 && answer.body.includes("POLICY_DENIED");
+      return answer.status === 403 && answer.body.includes("RUN_NOT_FOUND");
     });
     await control("the owner reruns the canceled run", async () => {
       const answer = await call("POST", `/console/api/runs/${second}/rerun`, owner, {});

@@ -15,6 +15,7 @@ import {
   mcpSessionCancelSubject,
   mcpTaskServerRequestsSubject,
   runCancelSubject,
+  runDelegatedCancelSubject,
   runElicitAnswerSubject,
   runElicitSubject,
   runEventsSubject,
@@ -122,6 +123,12 @@ function targets(runId: string, workflowIds: string[]): Target[] {
       template: { reason: "fuzz" },
     },
     {
+      subject: runDelegatedCancelSubject("no-such-run"),
+      as: NatsUser.ORCHESTRATOR,
+      kind: "serve",
+      template: { reason: "fuzz" },
+    },
+    {
       subject: runFeedbackSubject(runId),
       as: NatsUser.SUBMITTER,
       kind: "serve",
@@ -186,8 +193,9 @@ function targets(runId: string, workflowIds: string[]): Target[] {
       template: { stepId: "contact", verdict: "bad" },
     },
     {
+      // Only the services' users may publish spans (a submitter is refused: trusted-bus.test.ts).
       subject: spansSubject("0af7651916cd43dd8448eb211c80319c"),
-      as: NatsUser.SUBMITTER,
+      as: NatsUser.ORCHESTRATOR,
       kind: "stream",
       template: { name: "span" },
     },
@@ -402,7 +410,10 @@ describe("security - fuzzing every subject a service listens on", () => {
     for (let index = 0; index < MESSAGES; index++) {
       const target = all[index % all.length] as Target;
       const message = fuzz(target, next, maxPayload);
-      const asRequest = index % 2 === 0 && (target.kind === "serve" || target.kind === "listen");
+      // Every other round over the targets asks and waits: each target gets both, whether the
+      // number of targets is odd or even.
+      const asRequest =
+        Math.floor(index / all.length) % 2 === 0 && (target.kind === "serve" || target.kind === "listen");
       counts.sent++;
       if (!asRequest) {
         const nc = sender(target);

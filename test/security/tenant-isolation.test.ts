@@ -1,15 +1,32 @@
 import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { SendMessageRequest } from "@a2a-js/sdk";
 import { type Client, ClientFactory } from "@a2a-js/sdk/client";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Streams } from "../../schemas/subjects.ts";
+import {
+  FeedbackContract,
+  RunCancelContract,
+  RunGetContract,
+  RunInputContract,
+  RunWatchContract,
+} from "../../schemas/contracts.ts";
+import {
+  Headers,
+  runCancelSubject,
+  runFeedbackSubject,
+  runInputSubject,
+  Streams,
+  Subjects,
+} from "../../schemas/subjects.ts";
 import { type Stack, waitUntilReady } from "../../services/cli/stack.ts";
+import { type LoomError, request } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { REPO_ROOT } from "../helpers/loom.ts";
 import { type NatsUsersServer, startNatsWithUsers } from "../helpers/nats-users.ts";
@@ -35,8 +52,11 @@ const intruders: Array<[string, () => string | undefined]> = [
   ],
   ["another user's valid token", () => stranger],
 ];
-/** What each intruder must get: an authentication error, or a denial for the valid stranger. */
-const REFUSAL = /UNAUTHENTICATED|POLICY_DENIED|401/;
+/**
+ * What each intruder must get: an authentication error, or for the valid stranger what an unknown
+ * run gets (RUN_NOT_FOUND), or a denial for what is no run (registering a workflow).
+ */
+const REFUSAL = /UNAUTHENTICATED|RUN_NOT_FOUND|POLICY_DENIED|401/;
 
 const auth = (token: string | undefined) =>
   token === undefined ? {} : { serviceParameters: { Authorization: `Bearer ${token}` } };
@@ -72,6 +92,32 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
     const result = await cli(args, token);
     return result.code !== 0 && REFUSAL.test(result.stderr) && !result.stdout.includes("Ada");
   };
+
+  /**
+   * A memory command on the owner's context is refused (a bad token), or answered exactly as for a
+   * context that has no memory (a valid stranger): nothing of the owner's shows, nor that it exists.
+   */
+  const memoryHidden = async (command: string[], token: string | undefined) => {
+    const unknown = `ctx-unknown-${now()}`;
+    const owners = await cli([...command, contextId, "--json"], token);
+    const none = await cli([...command, unknown, "--json"], token);
+    const same =
+      owners.code === none.code &&
+      owners.stdout.replaceAll(contextId, "<ctx>") === none.stdout.replaceAll(unknown, "<ctx>");
+    const refused = owners.code !== 0 && REFUSAL.test(owners.stderr);
+    return (refused || same) && !owners.stdout.includes(runId);
+  };
+
+  /** The run as its owner reads it, once it is in `state`. */
+  async function waitForState(id: string, state: string): Promise<{ state: string }> {
+    for (let tries = 0; tries < 100; tries += 1) {
+      const got = await cli(["runs", "get", id, "--json"], owner);
+      if (got.code === 0 && (JSON.parse(got.stdout) as { state: string }).state === state)
+        return JSON.parse(got.stdout);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    throw new Error(`run ${id} never reached ${state}`);
+  }
 
   beforeAll(async () => {
     nats = await startNatsWithUsers();
@@ -125,10 +171,10 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
         cliRefuses(["runs", "get", runId], token()),
       );
       await attack(AttackClass.TENANT_ISOLATION, `cli memory get with ${who}`, () =>
-        cliRefuses(["memory", "get", contextId, "--json"], token()),
+        memoryHidden(["memory", "get"], token()),
       );
       await attack(AttackClass.TENANT_ISOLATION, `cli memory clear with ${who}`, () =>
-        cliRefuses(["memory", "clear", contextId], token()),
+        memoryHidden(["memory", "clear"], token()),
       );
       await attack(AttackClass.TENANT_ISOLATION, `cli workflow apply with ${who}`, () =>
         cliRefuses(["workflow", "apply", "workflows/hello.yaml"], token()),
@@ -238,7 +284,7 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
         await call();
         return false;
       } catch (error) {
-        return /401|UNAUTHENTICATED|POLICY_DENIED|bearer token|token refused/i.test(String(error));
+        return /401|UNAUTHENTICATED|RUN_NOT_FOUND|bearer token|token refused/i.test(String(error));
       }
     };
     for (const [who, token] of intruders) {
@@ -380,13 +426,247 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
         const response = await get(token());
         const body = await response.text();
         const refused =
-          response.status === 401 || (response.status === 404 && body.includes("POLICY_DENIED"));
+          response.status === 401 || (response.status === 404 && body.includes("RUN_NOT_FOUND"));
         return refused && !body.includes("Ada");
       });
     }
     await control("the owner reads its task over REST", async () => {
       const response = await get(owner);
       return response.ok && (await response.text()).includes("Hello, Ada Lovelace");
+    });
+  });
+
+  it("tenant isolation - a run the caller may not act on answers as one that does not exist: every verb, every edge", {
+    timeout: 600_000,
+  }, async () => {
+    // A run of the owner's that waits for input, beside the completed one: cancel and input on it
+    // would be allowed by its state, on the completed one they would be refused by it.
+    const submitted = await cli(
+      ["submit", "test/security/workflows/approve-then-call.yaml", "--json"],
+      owner,
+    );
+    expect(submitted.code, submitted.stderr).toBe(0);
+    const waitingRun = (JSON.parse(submitted.stdout) as { runId: string }).runId;
+    await waitForState(waitingRun, "input-required");
+    const unknown = randomUUID();
+
+    /** One verb at one edge, for a run id: its answer with the id made anonymous. */
+    type Verb = [name: string, ask: (id: string) => Promise<string>];
+    const anonymous = (text: string, id: string) => text.replaceAll(id, "<id>");
+    const onBus = (ask: (id: string) => Promise<unknown>) => async (id: string) =>
+      ask(id).then(
+        (reply) => `ok ${JSON.stringify(reply)}`,
+        (error: LoomError) => `${error.code}: ${error.message}`,
+      );
+    const headers = (token: string) => ({ headers: { [Headers.AUTHORIZATION]: `Bearer ${token}` } });
+    const busVerbs = (token: string): Verb[] => [
+      [
+        "bus runs.get",
+        onBus((id) =>
+          request(
+            submitter,
+            Subjects.RUNS_GET,
+            RunGetContract,
+            { runId: id },
+            { timeoutMs: 10_000, ...headers(token) },
+          ),
+        ),
+      ],
+      [
+        "bus runs.watch",
+        onBus((id) =>
+          request(
+            submitter,
+            Subjects.RUNS_WATCH,
+            RunWatchContract,
+            { runId: id, afterSequence: 0, waitMs: 0 },
+            { timeoutMs: 10_000, ...headers(token) },
+          ),
+        ),
+      ],
+      [
+        "bus input",
+        onBus((id) =>
+          request(
+            submitter,
+            runInputSubject(id),
+            RunInputContract,
+            { approved: true },
+            {
+              timeoutMs: 10_000,
+              ...headers(token),
+            },
+          ),
+        ),
+      ],
+      [
+        "bus cancel",
+        onBus((id) =>
+          request(
+            submitter,
+            runCancelSubject(id),
+            RunCancelContract,
+            { reason: "mine now" },
+            {
+              timeoutMs: 10_000,
+              ...headers(token),
+            },
+          ),
+        ),
+      ],
+      [
+        "bus feedback",
+        onBus((id) =>
+          request(
+            submitter,
+            runFeedbackSubject(id),
+            FeedbackContract,
+            { stepId: "contact", verdict: "bad" },
+            {
+              timeoutMs: 10_000,
+              ...headers(token),
+            },
+          ),
+        ),
+      ],
+    ];
+    const onCli = (args: (id: string) => string[], token: string) => async (id: string) => {
+      const result = await cli(args(id), token);
+      return `exit ${result.code}: ${result.stderr.trim()}${result.stdout.trim()}`;
+    };
+    const cliVerbs = (token: string): Verb[] => [
+      ["cli runs get", onCli((id) => ["runs", "get", id, "--json"], token)],
+      ["cli runs cancel", onCli((id) => ["runs", "cancel", id], token)],
+      ["cli runs input", onCli((id) => ["runs", "input", id, "--approve"], token)],
+      ["cli feedback", onCli((id) => ["feedback", id, "contact", "--bad"], token)],
+    ];
+    const onA2a = (ask: (id: string) => Promise<unknown>) => async (id: string) =>
+      ask(id).then(
+        (reply) => `ok ${JSON.stringify(reply)}`,
+        (error: Error) => `${error.name}: ${error.message}`,
+      );
+    const a2aVerbs = (token: string): Verb[] => {
+      const options = auth(token);
+      const hook = (id: string) => ({ tenant: "", taskId: id, id: "owner-hook" });
+      return [
+        ["a2a GetTask", onA2a((id) => client.getTask({ tenant: "", id }, options))],
+        [
+          "a2a CancelTask",
+          onA2a((id) => client.cancelTask({ tenant: "", id, metadata: undefined }, options)),
+        ],
+        [
+          "a2a SubscribeToTask",
+          onA2a(async (id) => {
+            const events = [];
+            for await (const event of client.resubscribeTask({ tenant: "", id }, options)) {
+              events.push(event);
+              break;
+            }
+            return events;
+          }),
+        ],
+        [
+          "a2a SendMessage answering the task",
+          onA2a((id) =>
+            client.sendMessage(
+              SendMessageRequest.fromJSON({
+                message: {
+                  messageId: randomUUID(),
+                  role: "ROLE_USER",
+                  taskId: id,
+                  parts: [{ text: "approve" }],
+                },
+              }),
+              options,
+            ),
+          ),
+        ],
+        [
+          "a2a CreateTaskPushNotificationConfig",
+          onA2a((id) =>
+            client.createTaskPushNotificationConfig(
+              { ...hook(id), url: "http://127.0.0.1:9/hooks/steal", token: "", authentication: undefined },
+              options,
+            ),
+          ),
+        ],
+        [
+          "a2a GetTaskPushNotificationConfig",
+          onA2a((id) => client.getTaskPushNotificationConfig(hook(id), options)),
+        ],
+        [
+          "a2a ListTaskPushNotificationConfigs",
+          onA2a((id) =>
+            client.listTaskPushNotificationConfig(
+              { tenant: "", taskId: id, pageSize: 0, pageToken: "" },
+              options,
+            ),
+          ),
+        ],
+        [
+          "a2a DeleteTaskPushNotificationConfig",
+          onA2a((id) => client.deleteTaskPushNotificationConfig(hook(id), options)),
+        ],
+        [
+          "a2a REST GET task",
+          async (id) => {
+            const response = await fetch(`${baseUrl}/a2a/rest/tasks/${id}`, {
+              headers: { "A2A-Version": "1.0", authorization: `Bearer ${token}` },
+            });
+            return `${response.status} ${await response.text()}`;
+          },
+        ],
+      ];
+    };
+
+    const verbs = [...busVerbs(stranger), ...cliVerbs(stranger), ...a2aVerbs(stranger)];
+    for (const [target, id] of [
+      ["a completed run", runId],
+      ["a run waiting for input", waitingRun],
+    ] as const) {
+      for (const [name, ask] of verbs) {
+        await attack(
+          AttackClass.TENANT_ISOLATION,
+          `${name} on another's ${target} tells it exists`,
+          async () => {
+            const theirs = anonymous(await ask(id), id);
+            const none = anonymous(await ask(unknown), unknown);
+            return theirs === none && /RUN_NOT_FOUND|TaskNotFound/.test(theirs) && !theirs.includes("Ada");
+          },
+        );
+      }
+    }
+    expect((await waitForState(waitingRun, "input-required")).state).toBe("input-required");
+
+    await control(
+      "the owner gets the real answers: the run, that it ended, that it may not approve",
+      async () => {
+        const [got, watched, input, cancel] = await Promise.all(
+          busVerbs(owner)
+            .slice(0, 4)
+            .map(([, ask]) => ask(runId)),
+        );
+        const task = await a2aVerbs(owner)[0]?.[1](runId);
+        const a2aCancel = await a2aVerbs(owner)[1]?.[1](runId);
+        return (
+          got?.startsWith("ok ") === true &&
+          got.includes("Hello, Ada Lovelace") &&
+          watched?.startsWith("ok ") === true &&
+          // The owner sees the run, so is told the real refusal: approvals are for managers.
+          input?.startsWith("POLICY_DENIED") === true &&
+          cancel?.startsWith("RUN_NOT_WAITING") === true &&
+          task?.startsWith("ok ") === true &&
+          a2aCancel?.includes("already ended") === true
+        );
+      },
+    );
+    await control("an admin answering the ended run is told it already ended", async () => {
+      const input = await busVerbs(admin)[2]?.[1](runId);
+      return input?.startsWith("RUN_NOT_WAITING") === true && input.includes("already ended");
+    });
+    await control("the owner cancels its waiting run", async () => {
+      const canceled = await busVerbs(owner)[3]?.[1](waitingRun);
+      return canceled?.startsWith("ok ") === true && canceled.includes("CANCELED");
     });
   });
 

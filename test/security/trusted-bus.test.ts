@@ -2,7 +2,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { generateKeyPairSync, randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { join } from "node:path";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { calculateJwkThumbprint, type JWK, SignJWT } from "jose";
@@ -17,12 +17,15 @@ import {
   Buckets,
   Headers,
   MCP_WORKER_AGENT,
+  runDelegatedCancelSubject,
   runEventsSubject,
   Streams,
   Subjects,
+  spansSubject,
 } from "../../schemas/subjects.ts";
+import { waitUntilReady } from "../../services/cli/stack.ts";
 import { digestOf } from "../../services/kit/digest.ts";
-import { type LoomError, request } from "../../services/kit/index.ts";
+import { isLoomStream, type LoomError, request } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
@@ -339,6 +342,33 @@ describe("security - trusted bus: the NATS users of npm start", () => {
     }
   });
 
+  describe("delegated cancels", () => {
+    it.each([NatsUser.SUBMITTER, NatsUser.MCP_WORKER, NatsUser.LLM_AGENT, NatsUser.ACP_POLICY])(
+      "bus - %s cannot cancel a run as its delegating run (loom.v1.runs.<id>.cancel.delegated)",
+      async (user) => {
+        await attack(AttackClass.TRUSTED_BUS, `${user} sends a delegated cancel for a run`, async () => {
+          const nc = await loom.connectAs(user);
+          const violations = permissionViolations(nc);
+          const subject = runDelegatedCancelSubject(runId);
+          const answered = await nc.request(subject, "{}", { timeout: 1_500 }).then(
+            () => true,
+            () => false,
+          );
+          return !answered && (await violations()).includes(`publish to ${subject}`);
+        });
+      },
+    );
+
+    it("bus - control: the orchestrator's user is answered on the delegated cancel subject", async () => {
+      await control("a delegated cancel of a run that ended says so", async () => {
+        const reply = await as[NatsUser.ORCHESTRATOR].request(runDelegatedCancelSubject(runId), "{}", {
+          timeout: 10_000,
+        });
+        return reply.string().includes(ErrorCode.RUN_NOT_WAITING);
+      });
+    });
+  });
+
   describe("agent tasks and audit", () => {
     it.each([NatsUser.SUBMITTER, NatsUser.MCP_WORKER, NatsUser.LLM_AGENT, NatsUser.ACP_POLICY])(
       "bus - %s cannot send the mcp-worker a task, which no worker sees",
@@ -474,27 +504,169 @@ describe("security - trusted bus: the NATS users of npm start", () => {
   });
 
   describe("stream configs", () => {
-    it.each([
-      [NatsUser.ORCHESTRATOR, `KV_${Buckets.GRANT_KEYS}`],
-      [NatsUser.MCP_WORKER, `KV_${Buckets.POLICY}`],
-      [NatsUser.LLM_AGENT, `KV_${Buckets.TOOLS}`],
-      [NatsUser.ACP_POLICY, Streams.EVENTS],
-      [NatsUser.MCP_WORKER, `KV_${Buckets.WORKFLOWS}`],
-    ] as const)("bus - %s cannot change the subjects of %s", async (user, stream) => {
-      const jsm = await jetstreamManager(loom.observer);
-      const { config } = await jsm.streams.info(stream);
-      // A subject the attacker may publish, captured by the stream: on nats-server 2.10+ a subject
-      // transform could then file it under any key of the bucket.
-      const changed = { ...config, subjects: [...config.subjects, `loom.v1.spans.capture.${user}`] };
-      await attack(AttackClass.TRUSTED_BUS, `${user} updates the config of ${stream}`, async () => {
-        const refused = await as[user]
-          .request(`$JS.API.STREAM.UPDATE.${stream}`, JSON.stringify(changed), { timeout: 1_500 })
-          .then(
-            (reply) => reply.json<{ error?: unknown }>().error !== undefined,
-            () => true,
-          );
-        return refused && (await jsm.streams.info(stream)).config.subjects.length === config.subjects.length;
+    /** What a user may do to a stream that no service needs: each is the operator's act or nobody's. */
+    const verbs = ["UPDATE", "DELETE", "PURGE"] as const;
+    const everyUser = [
+      NatsUser.ORCHESTRATOR,
+      NatsUser.ACP_POLICY,
+      NatsUser.MCP_WORKER,
+      NatsUser.LLM_AGENT,
+      NatsUser.SUBMITTER,
+    ] as const;
+
+    /** Every Loom stream and bucket on the broker, with its config as it stands. */
+    async function loomStreams(): Promise<Map<string, StreamConfig>> {
+      const configs = new Map<string, StreamConfig>();
+      for await (const { config } of (await jetstreamManager(loom.observer)).streams.list())
+        if (isLoomStream(config.name)) configs.set(config.name, config);
+      return configs;
+    }
+
+    /**
+     * The request an attacker sends: an update that shrinks the stream to one message and a minute
+     * (dropping audit records, forgetting used grants) and captures a subject it may publish.
+     */
+    function payloadOf(verb: (typeof verbs)[number], config: StreamConfig, user: NatsUser): string {
+      if (verb !== "UPDATE") return "{}";
+      return JSON.stringify({
+        ...config,
+        max_msgs: 1,
+        max_age: 60_000_000_000,
+        subjects: [...(config.subjects ?? []), `loom.v1.alerts.capture.${user}`],
       });
+    }
+
+    it.each(everyUser)(
+      "bus - %s cannot update, delete or purge any stream or bucket (audit, grant uses, runs, events, steps, tokens, keys, …)",
+      async (user) => {
+        const before = await loomStreams();
+        expect([...before.keys()]).toEqual(
+          expect.arrayContaining([
+            Streams.AUDIT,
+            Streams.RUNS,
+            Streams.EVENTS,
+            Streams.TOOL_CALLS,
+            `KV_${Buckets.GRANT_USES}`,
+            `KV_${Buckets.GRANT_KEYS}`,
+            `KV_${Buckets.AUDIT_KEYS}`,
+            `KV_${Buckets.RUN_TOKENS}`,
+            `KV_${Buckets.RUNS}`,
+            `KV_${Buckets.STEPS}`,
+            `KV_${Buckets.POLICY}`,
+            `KV_${Buckets.WORKFLOWS}`,
+          ]),
+        );
+        const nc = await loom.connectAs(user);
+        const violations = permissionViolations(nc);
+        const attempts = [...before].flatMap(([stream, config]) =>
+          verbs.map(async (verb) => {
+            const subject = `$JS.API.STREAM.${verb}.${stream}`;
+            const answered = await nc
+              .request(subject, payloadOf(verb, config, user), { timeout: 2_000 })
+              .then(
+                (reply) => reply.json<{ error?: unknown }>().error === undefined,
+                () => false,
+              );
+            return { verb, stream, subject, answered };
+          }),
+        );
+        const results = await Promise.all(attempts);
+        const reported = await violations();
+        const after = await loomStreams();
+        for (const { verb, stream, subject, answered } of results) {
+          await attack(AttackClass.TRUSTED_BUS, `${user} sends ${verb} for ${stream}`, async () => {
+            const config = after.get(stream);
+            return (
+              !answered &&
+              reported.includes(`publish to ${subject}`) &&
+              config !== undefined &&
+              JSON.stringify(config) === JSON.stringify(before.get(stream))
+            );
+          });
+        }
+      },
+    );
+
+    it("bus - control: the operator (policy-admin) changes a stream, and the services start on an existing broker", async () => {
+      const jsm = await jetstreamManager(await loom.connectAs(NatsUser.POLICY_ADMIN));
+      await control("policy-admin updates the description of LOOM_TOOL_CALLS", async () => {
+        const { config } = await jsm.streams.info(Streams.TOOL_CALLS);
+        const updated = await jsm.streams.update(Streams.TOOL_CALLS, { ...config, description: "operator" });
+        return updated.config.description === "operator";
+      });
+      await control("loom streams replicate (as policy-admin) answers on one server", async () => {
+        const replicated = await loom.cli(["streams", "replicate", "1", "--json"]);
+        return replicated.code === 0 && JSON.parse(replicated.stdout).moved.length === 0;
+      });
+      await control("every service restarts on the existing streams and a run completes", async () => {
+        for (const service of loom.stack.services.map((running) => running.name))
+          await loom.stack.restart(service);
+        await waitUntilReady(await loom.connectAs(NatsUser.ORCHESTRATOR), {
+          tools: ["time.get_time", "crm.get_contact"],
+          timeoutMs: 60_000,
+          stack: loom.stack,
+        });
+        const run = await loom.cli(
+          ["submit", "hello", "--input", '{"contactId":"c-1"}', "--watch", "--json"],
+          {
+            token: analyst,
+          },
+        );
+        return (
+          run.code === 0 && JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}").state === "completed"
+        );
+      });
+    });
+  });
+
+  describe("spans", () => {
+    /** A span record claiming acp-policy allowed something, in a trace of the attacker's choosing. */
+    const forgedSpan = (traceId: string, user: string) =>
+      JSON.stringify({
+        traceId,
+        spanId: randomUUID().replaceAll("-", "").slice(0, 16),
+        name: "decide tools.call",
+        service: "acp-policy",
+        kind: "server",
+        startMs: Date.now(),
+        durationMs: 1,
+        status: "ok",
+        attributes: { "loom.policy.effect": "allow", forgedBy: user },
+      });
+    const spansIn = async (traceId: string) => {
+      const jsm = await jetstreamManager(loom.observer);
+      const info = await jsm.streams.info(Streams.SPANS, { subjects_filter: spansSubject(traceId) });
+      return info.state.subjects?.[spansSubject(traceId)] ?? 0;
+    };
+
+    it.each([NatsUser.SUBMITTER, NatsUser.POLICY_ADMIN])(
+      "bus - %s cannot publish a span into a trace (loom.v1.spans.>)",
+      async (user) => {
+        const traceId = randomUUID().replaceAll("-", "");
+        await attack(AttackClass.TRUSTED_BUS, `${user} publishes a span into LOOM_SPANS`, async () => {
+          const nc = await loom.connectAs(user);
+          const violations = permissionViolations(nc);
+          nc.publish(spansSubject(traceId), forgedSpan(traceId, user));
+          const refused = (await violations()).includes(`publish to ${spansSubject(traceId)}`);
+          const noAck = await publishRefused(user, spansSubject(traceId), forgedSpan(traceId, user));
+          return refused && noAck && (await spansIn(traceId)) === 0;
+        });
+      },
+    );
+
+    it("bus - control: each service's user publishes its spans", async () => {
+      for (const user of [
+        NatsUser.ORCHESTRATOR,
+        NatsUser.ACP_POLICY,
+        NatsUser.MCP_WORKER,
+        NatsUser.LLM_AGENT,
+      ]) {
+        const traceId = randomUUID().replaceAll("-", "");
+        await control(`${user} publishes a span`, async () => {
+          const ack = await jetstream(as[user]).publish(spansSubject(traceId), forgedSpan(traceId, user));
+          return ack.stream === Streams.SPANS && (await spansIn(traceId)) === 1;
+        });
+      }
     });
   });
 

@@ -27,7 +27,10 @@ export interface SubmitOptions {
   watch: boolean;
   json: boolean;
   context: string | undefined;
-  /** The CLI's telemetry: its spans are flushed (and sent to `LOOM_SPANS`) before the command ends. */
+  /**
+   * The CLI's telemetry: its spans are flushed to the configured exporter before the command ends.
+   * They never go to `LOOM_SPANS`: only the services' NATS users may publish spans there.
+   */
   telemetry?: Telemetry;
 }
 
@@ -40,7 +43,6 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
     ...(options.context === undefined ? {} : { contextId: options.context }),
   } as RunSubmission;
   const nc = await connectCli(options.nats);
-  options.telemetry?.publishSpansTo(nc);
   const workflowName =
     typeof submission.workflow === "string" ? submission.workflow : String(submission.workflow.id);
   try {
@@ -64,7 +66,6 @@ export async function submitCommand(workflowArg: string, options: SubmitOptions)
       },
     );
   } finally {
-    // Before the connection closes: the CLI's own spans go to LOOM_SPANS over it.
     await options.telemetry?.flush();
     await nc.close();
   }

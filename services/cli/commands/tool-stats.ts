@@ -1,8 +1,8 @@
 import { ToolStatsContract } from "../../../schemas/contracts.ts";
-import { Subjects } from "../../../schemas/subjects.ts";
+import { Headers, Subjects } from "../../../schemas/subjects.ts";
 import type { ToolStats } from "../../../schemas/tool-calls.ts";
 import { request } from "../../kit/index.ts";
-import { connectCli } from "../connection.ts";
+import { bearerOf, connectCli } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { table } from "../render.ts";
 
@@ -12,6 +12,8 @@ const STATS_TIMEOUT_MS = 60_000;
 /** `loom tools stats [--since 1h]`: calls, errors, latency, cache and feedback per tool and version. */
 export async function toolStatsCommand(options: {
   nats: string;
+  /** The caller's token: the orchestrator answers only a caller acp-policy authenticates. */
+  token: string | undefined;
   sinceMs: number;
   json: boolean;
 }): Promise<ExitCode> {
@@ -22,7 +24,7 @@ export async function toolStatsCommand(options: {
       Subjects.TOOLS_STATS,
       ToolStatsContract,
       { sinceMs: options.sinceMs },
-      { timeoutMs: STATS_TIMEOUT_MS },
+      { timeoutMs: STATS_TIMEOUT_MS, headers: { [Headers.AUTHORIZATION]: bearerOf(options.token) } },
     );
     console.log(options.json ? JSON.stringify(stats) : renderStats(stats));
     return ExitCode.OK;

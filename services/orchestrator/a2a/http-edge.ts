@@ -16,6 +16,8 @@ import type { NatsA2ARequestHandler } from "./nats-request-handler.ts";
  */
 
 export async function startA2AEdge(options: {
+  /** The address it binds (`LOOM_HTTP_HOST`): loopback unless told. */
+  host: string;
   /** Undefined: the default port, or a free one when it is taken. */
   port: number | undefined;
   handler: NatsA2ARequestHandler;
@@ -78,14 +80,14 @@ export async function startA2AEdge(options: {
   );
   const server = createServer(app);
   try {
-    await listen(server, options.port ?? DEFAULT_A2A_PORT);
+    await listen(server, options.host, options.port ?? DEFAULT_A2A_PORT);
   } catch (error) {
     if (options.port !== undefined || (error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
     options.log.warn({ port: DEFAULT_A2A_PORT }, "default A2A port in use; taking a free one");
-    await listen(server, 0);
+    await listen(server, options.host, 0);
   }
   const { port } = server.address() as AddressInfo;
-  options.log.info({ port }, "serving A2A over HTTP");
+  options.log.info({ host: options.host, port }, "serving A2A over HTTP");
   return {
     port,
     close: () =>
@@ -124,10 +126,10 @@ function unauthenticated(res: express.Response, binding: Binding, challenge: str
     .json(errorBody(binding, 401, message));
 }
 
-function listen(server: Server, port: number): Promise<void> {
+function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, () => {
+    server.listen(port, host, () => {
       server.off("error", reject);
       resolve();
     });

@@ -37,7 +37,7 @@ import { RunCancelContract, RunInputContract } from "../../../schemas/contracts.
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { PolicyAction } from "../../../schemas/policy.ts";
 import { MAX_RUNS_PAGE } from "../../../schemas/run-read.ts";
-import { Headers, runCancelSubject, runInputSubject } from "../../../schemas/subjects.ts";
+import { Headers, RUN_ID_PATTERN, runCancelSubject, runInputSubject } from "../../../schemas/subjects.ts";
 import {
   describeIssues,
   followRun,
@@ -46,7 +46,14 @@ import {
   publishSubmission,
   request,
 } from "../../kit/index.ts";
-import { accessRun, maskedEvent, maskedRecord, type RunAccess, type RunReadAction } from "../run-access.ts";
+import {
+  accessRun,
+  maskedEvent,
+  maskedRecord,
+  type RunAccess,
+  type RunReadAction,
+  runNotFound,
+} from "../run-access.ts";
 import { listRuns } from "../run-reads.ts";
 import type { RunStore } from "../run-store.ts";
 import { bearerOf } from "./bearer-user.ts";
@@ -158,10 +165,9 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
   }
 
   async cancelTask(params: CancelTaskRequest, context: ServerCallContext): Promise<SdkTask> {
-    const stored = await this.#options.runs.get(params.id);
-    if (stored === undefined) throw new TaskNotFoundError(`no task ${params.id}`);
-    if (TERMINAL_STATES.has(stored.record.state))
-      throw new TaskNotCancelableError(`task ${params.id} already ended`);
+    // The run's cancel decides first (RUN_NOT_FOUND for a task the caller may not cancel, as for
+    // one that does not exist), and only then says whether the task had already ended.
+    if (!RUN_ID_PATTERN.test(params.id)) throw taskNotFound(params.id);
     await request(
       this.#options.nc,
       runCancelSubject(params.id),
@@ -171,7 +177,11 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
         timeoutMs: CONTROL_TIMEOUT_MS,
         headers: { [Headers.AUTHORIZATION]: bearerOf(context) },
       },
-    );
+    ).catch((error: unknown) => {
+      if (error instanceof LoomError && error.code === ErrorCode.RUN_NOT_WAITING)
+        throw new TaskNotCancelableError(`task ${params.id} already ended`);
+      return a2aError(error);
+    });
     return this.#taskOf(params.id, context);
   }
 
@@ -239,7 +249,13 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     try {
       return await accessRun(this.#options, runId, action, bearerOf(context));
     } catch (error) {
-      if (error instanceof LoomError && error.code === ErrorCode.POLICY_DENIED) return "denied";
+      // The run exists (just read): a refusal, or not found now, means policy does not let the
+      // caller read it or follow it.
+      if (
+        error instanceof LoomError &&
+        (error.code === ErrorCode.RUN_NOT_FOUND || error.code === ErrorCode.POLICY_DENIED)
+      )
+        return "denied";
       throw error;
     }
   }
@@ -289,7 +305,7 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
   async #taskOf(runId: string, context: ServerCallContext, contextId?: string): Promise<SdkTask> {
     const access = await this.#readAccess(runId, context, PolicyAction.RUNS_READ);
     if (access === undefined) {
-      if (contextId === undefined) throw new TaskNotFoundError(`no task ${runId}`);
+      if (contextId === undefined) throw taskNotFound(runId);
       return TaskCodec.fromJSON({
         id: runId,
         contextId,
@@ -298,7 +314,7 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     }
     if (access === "denied") {
       const { record } = (await this.#options.runs.get(runId)) ?? {};
-      if (record === undefined) throw new TaskNotFoundError(`no task ${runId}`);
+      if (record === undefined) throw taskNotFound(runId);
       return TaskCodec.fromJSON({
         id: runId,
         contextId: record.contextId,
@@ -320,22 +336,22 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     const message = MessageCodec.toJSON(params.message) as Message;
     const authorization = bearerOf(context);
     if (message.taskId) {
-      const stored = await this.#options.runs.get(message.taskId);
-      if (stored === undefined) throw new TaskNotFoundError(`no task ${message.taskId}`);
-      if (stored.record.state !== TaskState.INPUT_REQUIRED) {
-        throw new RequestMalformedError(`task ${message.taskId} is not waiting for input`);
-      }
+      const runId = message.taskId;
+      if (!RUN_ID_PATTERN.test(runId)) throw taskNotFound(runId);
       // Whoever waits on the answer follows only what happens after it.
-      const afterSequence = await lastEventSequence(this.#options.jsm, message.taskId);
-      await request(this.#options.nc, runInputSubject(message.taskId), RunInputContract, answerOf(message), {
+      const afterSequence = await lastEventSequence(this.#options.jsm, runId);
+      // The run's input decides first: RUN_NOT_FOUND for a task the caller may not answer, as for
+      // one that does not exist, before anything says whether it waits.
+      await request(this.#options.nc, runInputSubject(runId), RunInputContract, answerOf(message), {
         timeoutMs: CONTROL_TIMEOUT_MS,
         headers: { [Headers.AUTHORIZATION]: authorization },
       }).catch((error: unknown) => {
-        throw error instanceof LoomError
-          ? new RequestMalformedError(`${error.code}: ${error.message}`)
-          : error;
+        if (!(error instanceof LoomError) || error.code === ErrorCode.RUN_NOT_FOUND) return a2aError(error);
+        throw new RequestMalformedError(`${error.code}: ${error.message}`);
       });
-      return { runId: message.taskId, contextId: stored.record.contextId, afterSequence };
+      const stored = await this.#options.runs.get(runId);
+      if (stored === undefined) throw taskNotFound(runId);
+      return { runId, contextId: stored.record.contextId, afterSequence };
     }
     const skill = skillOf(message, params.metadata, this.#options.card());
     // A message sent again (its sender crashed before hearing back) is the run it started: the
@@ -408,15 +424,24 @@ function answerOf(message: Message): {
 }
 
 /**
- * A refusal as the A2A error a client understands: an unknown task or one policy does not let the
- * caller touch is TaskNotFound (with the reason), anything else stays as it is.
+ * A refusal as the A2A error a client understands: an unknown task, or one policy does not let the
+ * caller touch (the same RUN_NOT_FOUND), is TaskNotFound; anything else stays as it is.
  */
 function a2aError(error: unknown): never {
   if (
     error instanceof LoomError &&
     (error.code === ErrorCode.RUN_NOT_FOUND || error.code === ErrorCode.POLICY_DENIED)
   ) {
-    throw new TaskNotFoundError(`${error.code}: ${error.message}`);
+    throw taskNotFoundOf(error);
   }
   throw error;
+}
+
+/** TaskNotFound for `runId`, in the words every other path uses for it. */
+function taskNotFound(runId: string): TaskNotFoundError {
+  return taskNotFoundOf(runNotFound(runId));
+}
+
+function taskNotFoundOf(error: LoomError): TaskNotFoundError {
+  return new TaskNotFoundError(`${error.code}: ${error.message}`);
 }

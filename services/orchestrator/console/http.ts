@@ -10,9 +10,11 @@ export function statusOf(code: string): number {
   switch (code) {
     case ErrorCode.UNAUTHENTICATED:
       return 401;
+    // A run the caller may not see answers as one that does not exist (RUN_NOT_FOUND), so that no
+    // one learns a run exists; the console says 403 for both, never 404 for one and 403 the other.
     case ErrorCode.POLICY_DENIED:
-      return 403;
     case ErrorCode.RUN_NOT_FOUND:
+      return 403;
     case ErrorCode.UNKNOWN_WORKFLOW:
       return 404;
     case ErrorCode.RUN_NOT_WAITING:

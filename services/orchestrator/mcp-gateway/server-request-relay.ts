@@ -8,13 +8,11 @@ import {
   type ServerNotification,
   type ServerRequest,
 } from "@modelcontextprotocol/sdk/types.js";
-import { PolicyDecideContract } from "../../../schemas/contracts.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { RelayedMethod, type ServerRequestRelay } from "../../../schemas/mcp-client-relay.ts";
 import type { McpSession } from "../../../schemas/mcp-session.ts";
-import { PolicyAction, PolicyEffect } from "../../../schemas/policy.ts";
-import { Headers, Subjects } from "../../../schemas/subjects.ts";
-import { LoomError, request } from "../../kit/index.ts";
+import { PolicyAction } from "../../../schemas/policy.ts";
+import { authorize, LoomError } from "../../kit/index.ts";
 import type { ClientAnswers, DispatchOptions } from "./operation-dispatch.ts";
 
 /**
@@ -71,10 +69,8 @@ async function decideSampling(
   relayed: ServerRequestRelay,
   call: { runId: string; stepId: string },
 ): Promise<void> {
-  const decision = await request(
+  await authorize(
     options.nc,
-    Subjects.POLICY_DECIDE,
-    PolicyDecideContract,
     {
       action: PolicyAction.LLM_SAMPLE,
       resource: { tool: relayed.server },
@@ -82,16 +78,12 @@ async function decideSampling(
       runId: call.runId,
       stepId: call.stepId,
     },
-    { timeoutMs: options.policyTimeoutMs, headers: { [Headers.AUTHORIZATION]: authorization } },
-  );
-  if (decision.effect === PolicyEffect.DENY) {
-    options.log.warn({ mcp_server: relayed.server, rule: decision.rule }, "sampling request denied");
-    throw new LoomError(
-      ErrorCode.POLICY_DENIED,
-      `policy denied sampling through ${relayed.server} (rule ${decision.rule}): ${decision.reason}`,
-      { details: { rule: decision.rule, decisionId: decision.decisionId } },
-    );
-  }
+    { authorization, timeoutMs: options.policyTimeoutMs, what: `sampling through ${relayed.server}` },
+  ).catch((refusal: unknown) => {
+    if (refusal instanceof LoomError)
+      options.log.warn({ mcp_server: relayed.server, code: refusal.code }, "sampling request refused");
+    throw refusal;
+  });
 }
 
 /** The client's answer; its refusal (an MCP error) travels as MCP_CLIENT_ERROR with its code. */
