@@ -21,5 +21,6 @@ export * from "./run-read.ts";
 export * from "./sampling.ts";
 export * from "./steps.ts";
 export * from "./subjects.ts";
+export * from "./task-intent.ts";
 export * from "./tool-calls.ts";
 export * from "./workflow.ts";

@@ -19,3 +19,4 @@ export * from "./span-stream.ts";
 export * from "./suggest.ts";
 export * from "./telemetry.ts";
 export * from "./tool-call-telemetry.ts";
+export * from "./tool-task.ts";

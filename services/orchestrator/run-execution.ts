@@ -382,13 +382,17 @@ export class RunExecution {
               : "prompt" in step
                 ? `rendering ${step.prompt}`
                 : `delegating to ${step.delegate.agent ?? step.delegate.url}`;
-        await this.#options.events.status(
-          record,
-          TaskState.WORKING,
-          `step ${step.id}: ${what}${tries > 1 ? ` (attempt ${tries})` : ""}`,
-          `step:${step.id}:${attempt}`,
-          { stepId: step.id, attempt: tries, ...("call" in step ? { call: step.call } : {}) },
-        );
+        // Told, not awaited: watchers learn the step started; the step does not wait for the PubAck.
+        // Events of one connection reach the stream in order, so the step's outcome still comes after.
+        this.#options.events
+          .status(
+            record,
+            TaskState.WORKING,
+            `step ${step.id}: ${what}${tries > 1 ? ` (attempt ${tries})` : ""}`,
+            `step:${step.id}:${attempt}`,
+            { stepId: step.id, attempt: tries, ...("call" in step ? { call: step.call } : {}) },
+          )
+          .catch((error: unknown) => this.#log.warn({ err: error, step_id: step.id }, "step start not told"));
         return runWorkStep(this.#options, {
           runId: record.runId,
           contextId: record.contextId,
