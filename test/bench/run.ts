@@ -1,11 +1,13 @@
 /**
- * `npm run bench`: Loom's end-to-end latency and throughput for workflows, and for a tool call
- * through the MCP gateway, side by side with what they are built from, measured in the same run on
- * the same machine: a raw NATS request/reply round trip and a direct MCP SDK `callTool` to the
- * same server.
+ * `npm run bench`: issue 12's workload (a durable 3-step workflow, each step one MCP `echo` call to
+ * server-everything over stdio), the 1-step and fan-out-of-8 workloads and the MCP gateway's
+ * `tools/call`, side by side with what they are built from (a raw NATS round trip, a direct
+ * `callTool` to the same server), all in one run on one machine. Beside the latencies it prints,
+ * per workload, what a step costs on the bus (from nats-server's monitoring endpoint and a tap on
+ * `>`) and in CPU (from `/proc/<pid>/stat` of every process). See docs/benchmark.md.
  */
 import { randomUUID } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -23,54 +25,68 @@ import { startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import { parsePayload } from "../../services/kit/index.ts";
 import { freePort } from "../helpers/ports.ts";
 import { TEST_AUTH_ENV, tokenFor } from "../helpers/tokens.ts";
+import { tapBus } from "./bus-tap.ts";
+import { counterDelta, cpuMs, descendants, NatsMonitor } from "./monitor.ts";
+import { type CountRow, type Measurement, printReport } from "./report.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
-const SEQUENTIAL_RUNS = Number(process.env.BENCH_SEQUENTIAL_RUNS ?? 100);
-const CONCURRENT_RUNS = Number(process.env.BENCH_CONCURRENT_RUNS ?? 640);
-const WAITING_RUNS = Number(process.env.BENCH_WAITING_RUNS ?? 10_000);
-const BASELINE_CALLS = 1_000;
+const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+/** Multiplies every run count (`BENCH_SCALE=5` for a longer, steadier run). */
+const SCALE = Number(process.env.BENCH_SCALE ?? 1);
+/** Sequential runs per workload while the bus is tapped and counted. */
+const COUNTED_RUNS = Number(process.env.BENCH_COUNTED_RUNS ?? 30);
+const WAITING_RUNS = Number(process.env.BENCH_WAITING_RUNS ?? 1_000);
+const scaled = (runs: number) => Math.max(1, Math.round(runs * SCALE));
+const IN_FLIGHT = 64;
 
-const call = (id: string) => ({ id, call: "time.get_time", with: { timezone: "UTC" } });
-/** The workloads, each with the number of tool calls one run makes. */
+const echo = (id: string) => ({ id, call: "everything.echo", with: { message: `step ${id}` } });
+/** The workloads: tool calls per run, and how many runs in a row and at 64 in flight. */
 const WORKLOADS = [
-  { name: "1 step", steps: 1, workflow: { id: "bench-one", steps: [call("a")] } },
   {
     name: "3 steps in a row",
     steps: 3,
-    workflow: { id: "bench-three", steps: [call("a"), call("b"), call("c")] },
+    sequential: scaled(200),
+    concurrent: scaled(1_000),
+    workflow: { id: "bench-three", steps: [echo("a"), echo("b"), echo("c")] },
+  },
+  {
+    name: "1 step",
+    steps: 1,
+    sequential: scaled(100),
+    concurrent: scaled(500),
+    workflow: { id: "bench-one", steps: [echo("a")] },
   },
   {
     name: "fan-out of 8",
     steps: 8,
+    sequential: scaled(50),
+    concurrent: scaled(250),
     workflow: {
       id: "bench-fan-out",
-      steps: [{ id: "all", parallel: Array.from({ length: 8 }, (_, n) => call(`b${n}`)) }],
+      steps: [{ id: "all", parallel: Array.from({ length: 8 }, (_, n) => echo(`b${n}`)) }],
     },
   },
 ];
-const IN_FLIGHT = [1, 32, 64];
 const WAITING_WORKFLOW = {
   id: "bench-waiting",
   steps: [{ id: "approve", approval: { prompt: "Approve?", roles: ["manager"] } }],
 };
+const POLICY = `version: "bench"
+rules:
+  - { name: bench-starts-workflows, effect: allow, roles: [analyst], actions: [workflow.start], workflows: ["*"] }
+  - { name: bench-calls-everything, effect: allow, roles: [analyst], actions: [tools.call], tools: ["everything.*"] }
+`;
+/**
+ * Tracing as a production deployment would run it: 1% of runs traced, no backend to export to.
+ * The caller's own OTEL_* settings win.
+ */
+const TELEMETRY_ENV = {
+  OTEL_TRACES_EXPORTER: process.env.OTEL_TRACES_EXPORTER ?? "none",
+  OTEL_TRACES_SAMPLER: process.env.OTEL_TRACES_SAMPLER ?? "parentbased_traceidratio",
+  OTEL_TRACES_SAMPLER_ARG: process.env.OTEL_TRACES_SAMPLER_ARG ?? "0.01",
+};
 
-interface Measurement {
-  name: string;
-  /** Tool calls per run, for the per-step overhead; absent for the baselines. */
-  steps?: number;
-  latenciesMs: number[];
-  elapsedMs: number;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
-
-async function timed(
-  count: number,
-  inFlight: number,
-  once: () => Promise<void>,
-): Promise<Omit<Measurement, "name">> {
+async function timed(count: number, inFlight: number, once: () => Promise<void>) {
   const latenciesMs: number[] = [];
   let next = 0;
   const started = performance.now();
@@ -86,17 +102,49 @@ async function timed(
   return { latenciesMs: latenciesMs.sort((a, b) => a - b), elapsedMs: performance.now() - started };
 }
 
-/** A nats-server (with `natsArgs`) and the whole stack on it, and a way to run a workflow to its end. */
+/** Writes server-everything as the one MCP server, and the bench's policy, into `dir`. */
+async function writeConfig(dir: string): Promise<Record<string, string>> {
+  const servers = join(dir, "servers.yaml");
+  const policies = join(dir, "policies");
+  await mkdir(policies, { recursive: true });
+  await writeFile(
+    servers,
+    `servers:
+  - name: everything
+    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
+    governance: { owner: mcp-reference, data_classification: public, access_level: read }
+`,
+  );
+  await writeFile(join(policies, "bench.yaml"), POLICY);
+  return { LOOM_MCP_SERVERS: servers, LOOM_POLICY_DIR: policies };
+}
+
+/**
+ * A nats-server (with `natsArgs`, monitoring on) and the whole stack on it; runs a workflow to its
+ * end, measures a workload's latencies and CPU, counts its bus traffic.
+ */
 async function startBenchStack(dir: string, natsArgs: string[] = []) {
-  const nats = await launchNatsServer({ storeDir: join(dir, "nats"), args: natsArgs });
+  const monitorPort = await freePort();
+  const nats = await launchNatsServer({
+    storeDir: join(dir, "nats"),
+    args: ["-m", String(monitorPort), ...natsArgs],
+  });
+  const monitor = new NatsMonitor(monitorPort);
   const edgePort = await freePort();
   const stack = await startStack({
     natsUrl: nats.url,
     logDir: join(dir, "logs"),
-    env: { LOG_LEVEL: "warn", LOOM_A2A_PORT: String(edgePort), ...TEST_AUTH_ENV },
+    env: {
+      LOG_LEVEL: "warn",
+      LOOM_A2A_PORT: String(edgePort),
+      ...TEST_AUTH_ENV,
+      ...TELEMETRY_ENV,
+      ...(await writeConfig(dir)),
+    },
   });
-  const nc = await connect({ servers: nats.url });
-  await waitUntilReady(nc, { tools: ["time.get_time"], timeoutMs: 60_000, stack });
+  const nc = await connect({ servers: nats.url, name: "bench" });
+  const tap = await connect({ servers: nats.url, name: "bench-tap" });
+  await waitUntilReady(nc, { tools: ["everything.echo"], timeoutMs: 60_000, stack });
   const js = jetstream(nc);
   const token = tokenFor("bench", "analyst");
 
@@ -115,32 +163,92 @@ async function startBenchStack(dir: string, natsArgs: string[] = []) {
       if (status.state === TaskState.INPUT_REQUIRED) inputRequired.add(taskId);
     }
   })();
+  const submit = (workflow: unknown, runId: string) => {
+    const h = headers();
+    h.set(Headers.AUTHORIZATION, `Bearer ${token}`);
+    const body = JSON.stringify({ runId, workflow, input: {} });
+    return js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h, timeout: 60_000 });
+  };
   const runOnce = async (workflow: unknown) => {
     const runId = randomUUID();
     const ended = new Promise<{ state: TaskState; text: string }>((resolveEnd) =>
       waiting.set(runId, resolveEnd),
     );
-    const h = headers();
-    h.set(Headers.AUTHORIZATION, `Bearer ${token}`);
-    await js.publish(Subjects.RUNS_SUBMIT, JSON.stringify({ runId, workflow, input: {} }), {
-      msgID: runId,
-      headers: h,
-    });
+    await submit(workflow, runId);
     const { state, text } = await ended;
     waiting.delete(runId);
     if (state !== TaskState.COMPLETED) throw new Error(`bench run ${runId} ended ${state}: ${text}`);
   };
+
+  /** The processes whose CPU is measured, by the name the report gives them. */
+  const processes = async (): Promise<Map<string, number[]>> => {
+    const pid = (name: string) => stack.services.find((service) => service.name === name)?.process.pid;
+    const worker = pid("mcp-worker");
+    const found = new Map<string, number[]>();
+    for (const name of ["orchestrator", "acp-policy", "mcp-worker", "llm-agent"]) {
+      const one = pid(name);
+      if (one !== undefined) found.set(name, [one]);
+    }
+    if (nats.child.pid !== undefined) found.set("nats-server", [nats.child.pid]);
+    found.set("MCP server", worker === undefined ? [] : await descendants(worker));
+    return found;
+  };
+  const cpuNow = async (pids: Map<string, number[]>) => {
+    const used = new Map<string, number>();
+    for (const [name, list] of pids) {
+      let sum = 0;
+      for (const one of list) sum += await cpuMs(one).catch(() => 0);
+      used.set(name, sum);
+    }
+    const self = process.cpuUsage();
+    used.set("bench client", (self.user + self.system) / 1000);
+    return used;
+  };
+
+  /** Latencies and the CPU every process used per run, over `count` runs of `once` at `inFlight`. */
+  const measure = async (
+    name: string,
+    count: number,
+    inFlight: number,
+    once: () => Promise<void>,
+  ): Promise<Measurement> => {
+    await monitor.settle();
+    const pids = await processes();
+    const before = await cpuNow(pids);
+    const timing = await timed(count, inFlight, once);
+    const after = await cpuNow(pids);
+    const cpuPerRunMs = new Map<string, number>();
+    for (const [process, ms] of after) cpuPerRunMs.set(process, (ms - (before.get(process) ?? 0)) / count);
+    return { name, ...timing, cpuPerRunMs };
+  };
+
+  /** What `runs` sequential runs of `once` cost on the bus, per step (`steps` tool calls a run). */
+  const count = async (name: string, steps: number, runs: number, once: () => Promise<void>) => {
+    await monitor.settle();
+    const tapping = await tapBus(tap);
+    const before = await monitor.counters();
+    for (let n = 0; n < runs; n++) await once();
+    await nc.flush();
+    await sleep(100);
+    const after = await monitor.counters();
+    const tapped = await tapping.stop();
+    return { name, steps, runs, delta: counterDelta(before, after), tapped } satisfies CountRow;
+  };
+
   return {
     stack,
     nc,
-    js,
     token,
     edgePort,
-
+    monitor,
     inputRequired,
+    submit,
     runOnce,
+    measure,
+    count,
     async close() {
       events.unsubscribe();
+      await tap.close();
       await nc.close();
       await stack.stop();
       await stopProcess(nats.child);
@@ -150,70 +258,88 @@ async function startBenchStack(dir: string, natsArgs: string[] = []) {
 
 const dir = await mkdtemp(join(tmpdir(), "loom-bench-"));
 const bench = await startBenchStack(join(dir, "default"));
-const { stack, nc, js, token, edgePort, inputRequired, runOnce } = bench;
 const results: Measurement[] = [];
+const counts: CountRow[] = [];
+let syncSetting = "";
 let waitingReport: { runs: number; seconds: number; idleMb: number; waitingMb: number } | undefined;
 try {
-  await timed(20, 4, () => runOnce(WORKLOADS[0]?.workflow)); // warm-up: JIT, MCP server start, caches
+  syncSetting = await bench.monitor.syncSetting();
+  const warmUp = WORKLOADS[0]?.workflow;
+  for (let n = 0; n < 20; n++) await bench.runOnce(warmUp); // JIT, MCP server start, caches
   for (const workload of WORKLOADS) {
-    for (const inFlight of IN_FLIGHT) {
-      const count = inFlight === 1 ? SEQUENTIAL_RUNS : CONCURRENT_RUNS;
-      const measured = await timed(count, inFlight, () => runOnce(workload.workflow));
-      results.push({
-        name: `loom ${workload.name}, ${inFlight} in flight`,
-        steps: workload.steps,
-        ...measured,
-      });
-    }
+    const once = () => bench.runOnce(workload.workflow);
+    counts.push(await bench.count(`loom ${workload.name}`, workload.steps, COUNTED_RUNS, once));
+    results.push(await bench.measure(`loom ${workload.name}, 1 in flight`, workload.sequential, 1, once));
+    results.push(
+      await bench.measure(
+        `loom ${workload.name}, ${IN_FLIGHT} in flight`,
+        workload.concurrent,
+        IN_FLIGHT,
+        once,
+      ),
+    );
   }
 
   // The same tool through the MCP gateway: policy decision, grant, worker task, audit per call.
   const gateway = new Client({ name: "bench", version: "1" });
   await gateway.connect(
-    new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${edgePort}/mcp`), {
-      requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${bench.edgePort}/mcp`), {
+      requestInit: { headers: { Authorization: `Bearer ${bench.token}` } },
     }),
   );
   const gatewayCall = async () => {
-    const result = await gateway.callTool({ name: "time.get_time", arguments: { timezone: "UTC" } });
+    const result = await gateway.callTool({ name: "everything.echo", arguments: { message: "gateway" } });
     if (result.isError === true) throw new Error(`gateway call failed: ${JSON.stringify(result.content)}`);
   };
   await timed(20, 4, gatewayCall);
-  for (const inFlight of [1, 32]) {
-    const count = inFlight === 1 ? SEQUENTIAL_RUNS : CONCURRENT_RUNS;
-    results.push({
-      name: `MCP gateway tools/call, ${inFlight} in flight`,
-      ...(await timed(count, inFlight, gatewayCall)),
-    });
-  }
+  counts.push(await bench.count("MCP gateway tools/call", 1, COUNTED_RUNS, gatewayCall));
+  results.push(await bench.measure("MCP gateway tools/call, 1 in flight", scaled(200), 1, gatewayCall));
+  results.push(
+    await bench.measure(
+      `MCP gateway tools/call, ${IN_FLIGHT} in flight`,
+      scaled(1_000),
+      IN_FLIGHT,
+      gatewayCall,
+    ),
+  );
   await gateway.close();
 
-  const echo = nc.subscribe("bench.echo", {
+  // What Loom is built from, measured the same way.
+  const echoReply = bench.nc.subscribe("bench.echo", {
     callback: (_error, message) => {
       message.respond(message.data);
     },
   });
-  await timed(100, 1, async () => void (await nc.request("bench.echo", "ping")));
-  results.push({
-    name: "NATS request/reply",
-    ...(await timed(BASELINE_CALLS, 1, async () => void (await nc.request("bench.echo", "ping")))),
-  });
-  echo.unsubscribe();
+  const natsRequest = async () => void (await bench.nc.request("bench.echo", "ping"));
+  await timed(100, 1, natsRequest);
+  counts.push(await bench.count("NATS request/reply", 1, COUNTED_RUNS, natsRequest));
+  results.push(await bench.measure("NATS request/reply", scaled(1_000), 1, natsRequest));
+  echoReply.unsubscribe();
 
   const mcp = new Client({ name: "bench", version: "1" });
   await mcp.connect(
-    new StdioClientTransport({
-      command: process.execPath,
-      args: [join(REPO_ROOT, "services/mcp-servers/time.ts")],
-    }),
+    new StdioClientTransport({ command: process.execPath, args: [EVERYTHING, "stdio"], stderr: "ignore" }),
   );
-  const call = async () => void (await mcp.callTool({ name: "get_time", arguments: { timezone: "UTC" } }));
-  await timed(100, 1, call);
-  results.push({ name: "MCP SDK callTool (stdio)", ...(await timed(BASELINE_CALLS, 1, call)) });
+  const direct = async () => void (await mcp.callTool({ name: "echo", arguments: { message: "direct" } }));
+  const directThree = async () => {
+    for (let n = 0; n < 3; n++) await direct();
+  };
+  await timed(100, 1, direct);
+  counts.push(await bench.count("MCP SDK callTool (stdio)", 1, COUNTED_RUNS, direct));
+  results.push(await bench.measure("MCP SDK callTool (stdio)", scaled(1_000), 1, direct));
+  results.push(await bench.measure("3 direct callTool in a row, 1 in flight", scaled(200), 1, directThree));
+  results.push(
+    await bench.measure(
+      `3 direct callTool in a row, ${IN_FLIGHT} in flight`,
+      scaled(1_000),
+      IN_FLIGHT,
+      directThree,
+    ),
+  );
   await mcp.close();
 
   // Memory: the orchestrator's resident set with many runs parked in input-required.
-  const orchestrator = stack.services.find((service) => service.name === "orchestrator")?.process.pid;
+  const orchestrator = bench.stack.services.find((service) => service.name === "orchestrator")?.process.pid;
   const rssMb = async () => {
     const status = await readFile(`/proc/${orchestrator}/status`, "utf8");
     return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) / 1024;
@@ -222,19 +348,15 @@ try {
   const started = performance.now();
   for (let sent = 0; sent < WAITING_RUNS; sent += 500) {
     await Promise.all(
-      Array.from({ length: Math.min(500, WAITING_RUNS - sent) }, () => {
-        const runId = randomUUID();
-        const h = headers();
-        h.set(Headers.AUTHORIZATION, `Bearer ${token}`);
-        const body = JSON.stringify({ runId, workflow: WAITING_WORKFLOW, input: {} });
-        return js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h, timeout: 60_000 });
-      }),
+      Array.from({ length: Math.min(500, WAITING_RUNS - sent) }, () =>
+        bench.submit(WAITING_WORKFLOW, randomUUID()),
+      ),
     );
   }
-  while (inputRequired.size < WAITING_RUNS && performance.now() - started < 600_000) await sleep(250);
+  while (bench.inputRequired.size < WAITING_RUNS && performance.now() - started < 600_000) await sleep(250);
   await sleep(2_000);
   waitingReport = {
-    runs: inputRequired.size,
+    runs: bench.inputRequired.size,
     seconds: (performance.now() - started) / 1000,
     idleMb: idleRss,
     waitingMb: await rssMb(),
@@ -244,82 +366,40 @@ try {
 }
 
 // The same 3 steps on a nats-server that fsyncs every write before its PubAck (what a single node
-// needs to keep acknowledged writes through a crash): the cost of `sync_interval: always`. The
-// bench's stack runs without NATS users, so it takes the setting of infra/nats/sync-always.conf
-// without the users that file includes.
+// needs to keep acknowledged writes through a crash). The bench's stack runs without NATS users,
+// so it takes the setting of infra/nats/sync-always.conf without the users that file includes.
 const syncConf = join(dir, "sync-always.conf");
 await writeFile(syncConf, "jetstream {\n  sync_interval: always\n}\n");
 const synced = await startBenchStack(join(dir, "sync"), ["-c", syncConf]);
+let syncedSetting = "";
 try {
-  const threeSteps = WORKLOADS[1];
+  syncedSetting = await synced.monitor.syncSetting();
+  const threeSteps = WORKLOADS[0];
   if (threeSteps === undefined) throw new Error("no 3-step workload");
-  await timed(20, 4, () => synced.runOnce(threeSteps.workflow));
-  for (const inFlight of [1, 64]) {
-    const count = inFlight === 1 ? SEQUENTIAL_RUNS : CONCURRENT_RUNS;
-    results.push({
-      name: `loom ${threeSteps.name}, sync_interval always, ${inFlight} in flight`,
-      steps: threeSteps.steps,
-      ...(await timed(count, inFlight, () => synced.runOnce(threeSteps.workflow))),
-    });
-  }
+  const once = () => synced.runOnce(threeSteps.workflow);
+  for (let n = 0; n < 20; n++) await once();
+  const name = `loom ${threeSteps.name}, sync_interval always`;
+  results.push(await synced.measure(`${name}, 1 in flight`, Math.ceil(threeSteps.sequential / 2), 1, once));
+  results.push(
+    await synced.measure(
+      `${name}, ${IN_FLIGHT} in flight`,
+      Math.ceil(threeSteps.concurrent / 2),
+      IN_FLIGHT,
+      once,
+    ),
+  );
 } finally {
   await synced.close();
   await rm(dir, { recursive: true, force: true });
 }
 
-const median = (name: string) => {
-  const found = results.find((result) => result.name.startsWith(name));
-  return found === undefined ? Number.NaN : percentile(found.latenciesMs, 50);
-};
-const callTool = median("MCP SDK");
-const natsRtt = median("NATS request/reply");
-const rows = results.map((result) => {
-  const p50 = percentile(result.latenciesMs, 50);
-  const sequential = result.steps !== undefined && result.name.endsWith(" 1 in flight");
-  // What Loom adds per tool call on top of the call itself, in NATS round trips.
-  const overhead =
-    sequential && result.steps !== undefined ? (p50 / result.steps - callTool) / natsRtt : undefined;
-  return [
-    result.name,
-    String(result.latenciesMs.length),
-    p50.toFixed(2),
-    percentile(result.latenciesMs, 99).toFixed(2),
-    ((result.latenciesMs.length / result.elapsedMs) * 1000).toFixed(0),
-    `${(p50 / callTool).toFixed(1)}x`,
-    overhead === undefined ? "" : `${overhead.toFixed(0)}x`,
-  ];
+printReport({
+  results,
+  counts,
+  settings: [
+    `JetStream: ${syncSetting}; the "sync_interval always" rows: ${syncedSetting}`,
+    `tracing: ${TELEMETRY_ENV.OTEL_TRACES_SAMPLER} ${TELEMETRY_ENV.OTEL_TRACES_SAMPLER_ARG}, exporter ${TELEMETRY_ENV.OTEL_TRACES_EXPORTER}`,
+    `runs counted on the bus: ${COUNTED_RUNS} per workload, one at a time; BENCH_SCALE ${SCALE}`,
+  ],
+  waiting: waitingReport,
 });
-const header = [
-  "measurement",
-  "n",
-  "p50 ms",
-  "p99 ms",
-  "per s",
-  "p50 vs callTool",
-  "per-step overhead vs NATS RTT",
-];
-const widths = header.map((title, column) =>
-  Math.max(title.length, ...rows.map((row) => row[column]?.length ?? 0)),
-);
-for (const row of [header, ...rows])
-  console.log(
-    row
-      .map((cell, column) => cell.padEnd(widths[column] ?? 0))
-      .join("  ")
-      .trimEnd(),
-  );
-const syncCost =
-  (median("loom 3 steps in a row, sync_interval always, 1 in flight") -
-    median("loom 3 steps in a row, 1 in flight")) /
-  3;
-console.log(
-  `\nsync_interval: always costs ${syncCost.toFixed(2)} ms per step (3 steps in a row, 1 in flight, p50)`,
-);
-if (waitingReport !== undefined) {
-  const { runs, seconds, idleMb, waitingMb } = waitingReport;
-  console.log(
-    `\norchestrator memory: ${idleMb.toFixed(0)} MB RSS after the runs above, ${waitingMb.toFixed(0)} MB with ${runs} runs ` +
-      `waiting in input-required (${(((waitingMb - idleMb) * 1024) / Math.max(1, runs)).toFixed(1)} KB per waiting run; ` +
-      `${runs} parked in ${seconds.toFixed(0)} s)`,
-  );
-}
