@@ -35,6 +35,7 @@ import { maskedFor } from "./run-access.ts";
 import type { RunEvents } from "./run-events.ts";
 import { FinalState, machineFor, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
 import { RunOwnershipLostError, type RunStore, type StoredRun } from "./run-store.ts";
+import { RunWriter } from "./run-writer.ts";
 import { runWorkStep, type StepRunnerOptions } from "./step-runner.ts";
 
 export interface ExecutionOptions extends StepRunnerOptions {
@@ -49,6 +50,15 @@ export interface ExecutionOptions extends StepRunnerOptions {
   results: ResultStore;
   expressionLimits: ExpressionLimits;
 }
+
+/** Outcomes of this replica's own effects, whose writes the run does not wait for. */
+const PIPELINED_EVENTS: ReadonlySet<RunMachineEvent["type"]> = new Set([
+  "STEP.SUCCEEDED",
+  "STEP.FAILED",
+  "CHOICE.DECIDED",
+  "OUTPUT.READY",
+  "OUTPUT.FAILED",
+]);
 
 /** The persisted snapshot and pending effects a new run starts with. */
 export function initialState(
@@ -77,7 +87,9 @@ export class RunExecution {
   /** The reply deadline of each step's task in flight, stopped while its server's question is open. */
   readonly #deadlines = new Map<string, PausableDeadline>();
   readonly #log: Logger;
-  #stored: StoredRun;
+  /** The run's record as this replica last made it; the writer stores it behind the run. */
+  #record: RunRecord;
+  readonly #writer: RunWriter;
   #queue: Promise<unknown> = Promise.resolve();
   #stopped = false;
   readonly #timers: NodeJS.Timeout[] = [];
@@ -93,7 +105,8 @@ export class RunExecution {
     this.runId = stored.record.runId;
     this.#options = options;
     this.#workflow = definition;
-    this.#stored = stored;
+    this.#record = stored.record;
+    this.#writer = new RunWriter(options.runs, stored, (error) => this.#fail(error));
     this.#log = options.log.child({ run_id: this.runId });
     this.#actor = createActor(machineFor(definition), {
       // The snapshot was made by this same definition, which the record pins.
@@ -122,7 +135,7 @@ export class RunExecution {
   start(first?: RunMachineEvent): Promise<TaskState> {
     const renew = setInterval(() => void this.#enqueue(() => this.#renewLease()), this.#options.leaseMs / 3);
     this.#timers.push(renew);
-    const { deadlineAt } = this.#stored.record;
+    const { deadlineAt } = this.#record;
     if (deadlineAt !== undefined) {
       const expire = setTimeout(
         () => void this.send({ type: "RUN.EXPIRED" }),
@@ -133,7 +146,7 @@ export class RunExecution {
     if (first !== undefined) return this.send(first);
     return this.#enqueue(async () => {
       await this.#schedule();
-      return this.#stored.record.state;
+      return this.#record.state;
     });
   }
 
@@ -186,21 +199,26 @@ export class RunExecution {
 
   #enqueue<T>(work: () => Promise<T>): Promise<T> {
     const next = this.#queue.then(async () => {
-      if (this.#stopped) return this.#stored.record.state as T;
+      if (this.#stopped) return this.#record.state as T;
       try {
         return await work();
       } catch (error) {
-        if (error instanceof RunOwnershipLostError) {
-          this.#log.warn("another replica took the run over; this one stops driving it");
-        } else {
-          this.#log.error({ err: error }, "driving the run failed; another replica will take it over");
-        }
-        this.stop();
-        return this.#stored.record.state as T;
+        this.#fail(error);
+        return this.#record.state as T;
       }
     });
     this.#queue = next.catch(() => undefined);
     return next;
+  }
+
+  #fail(error: unknown): void {
+    if (this.#stopped) return;
+    if (error instanceof RunOwnershipLostError) {
+      this.#log.warn("another replica took the run over; this one stops driving it");
+    } else {
+      this.#log.error({ err: error }, "driving the run failed; another replica will take it over");
+    }
+    this.stop();
   }
 
   async #apply(event: RunMachineEvent): Promise<TaskState> {
@@ -214,9 +232,13 @@ export class RunExecution {
     this.#actor.send(event);
     if (JSON.stringify(this.#actor.getPersistedSnapshot()) === before) {
       this.#log.debug({ event: event.type }, "event changed nothing (late or not for this state)");
-      return this.#stored.record.state;
+      return this.#record.state;
     }
-    await this.#persist();
+    const written = this.#persist();
+    // A step's outcome is stored behind the run: the next step may go out before the write is
+    // acked, since a re-sent step gets its stored outcome from the worker's step ledger. Anything
+    // announced, or answered to a caller, waits for its write.
+    if (!PIPELINED_EVENTS.has(event.type)) await written;
     await this.#announce(event);
     // A question asked again (the step taken over) replaces the open one; the clock stays stopped.
     if (event.type === "STEP.ELICIT" && asking === undefined) this.#deadlines.get(event.stepId)?.pause();
@@ -229,14 +251,14 @@ export class RunExecution {
       this.#deadlines.get(event.stepId)?.resume();
     }
     await this.#schedule();
-    return this.#stored.record.state;
+    return this.#record.state;
   }
 
-  async #persist(): Promise<void> {
+  #persist(): Promise<void> {
     const snapshot = this.#actor.getSnapshot();
     const pending = pendingEffects(this.#workflow, snapshot).map((effect) => effect.key);
     const driving = snapshot.status !== "done" && pending.length > 0;
-    const { owner: _owner, leaseUntil: _leaseUntil, ...rest } = this.#stored.record;
+    const { owner: _owner, leaseUntil: _leaseUntil, ...rest } = this.#record;
     const record: RunRecord = {
       ...rest,
       state: taskStateOf(this.#workflow, snapshot),
@@ -248,16 +270,14 @@ export class RunExecution {
       updatedAt: new Date().toISOString(),
     };
     if (snapshot.context.error === undefined) delete record.error;
-    this.#stored = await this.#options.runs.update(this.#stored, record);
+    this.#record = record;
+    return this.#writer.write(record);
   }
 
   async #renewLease(): Promise<void> {
-    const { record } = this.#stored;
-    if (record.owner !== this.#options.owner) return;
-    this.#stored = await this.#options.runs.update(this.#stored, {
-      ...record,
-      leaseUntil: this.#leaseUntil(),
-    });
+    if (this.#record.owner !== this.#options.owner) return;
+    this.#record = { ...this.#record, leaseUntil: this.#leaseUntil() };
+    await this.#writer.write(this.#record);
   }
 
   #leaseUntil(): string {
@@ -268,13 +288,15 @@ export class RunExecution {
   async #schedule(): Promise<void> {
     const snapshot = this.#actor.getSnapshot();
     if (snapshot.status === "done") {
+      // A run is reported ended only once its record says so.
+      await this.#writer.flushed();
       await this.#announceEnd(snapshot.value as FinalState);
       this.stop();
       return;
     }
     const effects = pendingEffects(this.#workflow, snapshot);
     // The A2A task moves from submitted to working as its first effects go out.
-    if (this.#stored.record.state === TaskState.SUBMITTED && effects.length > 0) await this.#persist();
+    if (this.#record.state === TaskState.SUBMITTED && effects.length > 0) void this.#persist();
     const wanted = new Set(effects.map((effect) => effect.key));
     for (const [key, controller] of this.#inFlight) {
       if (!wanted.has(key)) {
@@ -287,7 +309,9 @@ export class RunExecution {
         inContext(this.#span.context, () => this.#launch(effect, snapshot));
     }
     if (effects.length === 0) {
-      this.#log.info({ state: this.#stored.record.state }, "run waits for input; ownership released");
+      // Whoever answers finds the run waiting in its record.
+      await this.#writer.flushed();
+      this.#log.info({ state: this.#record.state }, "run waits for input; ownership released");
       this.stop();
     }
   }
@@ -324,7 +348,7 @@ export class RunExecution {
         // (another branch of a parallel) reschedules from a snapshot that still asks for this one.
         void this.#enqueue(async () => {
           if (controller.signal.aborted || this.#inFlight.get(effect.key) !== controller)
-            return this.#stored.record.state;
+            return this.#record.state;
           this.#inFlight.delete(effect.key);
           return this.#apply(event);
         });
@@ -337,7 +361,7 @@ export class RunExecution {
    * (`memory.read`, decided with the run's token on the orchestrator's own subject), masked as policy asks.
    */
   #contextMemory(): Promise<unknown[]> {
-    const { contextId, runId, startedBy } = this.#stored.record;
+    const { contextId, runId, startedBy } = this.#record;
     this.#memory ??= this.#options.memory.read(contextId).then(async (memory) => {
       if (memory === undefined) return [];
       const entries = memory.entries.filter((entry) => entry.runId !== runId);
@@ -368,7 +392,7 @@ export class RunExecution {
     snapshot: RunSnapshotView,
     signal: AbortSignal,
   ): Promise<RunMachineEvent> {
-    const record = this.#stored.record;
+    const record = this.#record;
     switch (effect.kind) {
       case "work": {
         const { step, attempt } = effect;
@@ -462,7 +486,7 @@ export class RunExecution {
 
   /** Status events for transitions people wait on: input required, approvals answered. */
   async #announce(event: RunMachineEvent): Promise<void> {
-    const record = this.#stored.record;
+    const record = this.#record;
     const { events } = this.#options;
     if (event.type === "APPROVAL.REQUESTED") {
       const step = this.#workflow.steps.find((candidate) => candidate.id === event.stepId);
@@ -524,7 +548,7 @@ export class RunExecution {
   }
 
   async #announceEnd(state: FinalState): Promise<void> {
-    const record = this.#stored.record;
+    const record = this.#record;
     const { events } = this.#options;
     if (state === FinalState.COMPLETED) {
       const output = record.output;
