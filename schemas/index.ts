@@ -17,6 +17,7 @@ export * from "./memory.ts";
 export * from "./policy.ts";
 export * from "./policy-gateway.ts";
 export * from "./run.ts";
+export * from "./run-context.ts";
 export * from "./run-read.ts";
 export * from "./sampling.ts";
 export * from "./steps.ts";

@@ -247,6 +247,8 @@ export const Headers = {
   AUTHORIZATION: "Authorization",
   /** JetStream's deduplication key; for a submission it is also the run id. */
   MSG_ID: "Nats-Msg-Id",
+  /** On a tool task acp-policy forwards: the asker's inbox, where the worker answers. */
+  REPLY_TO: "Loom-Reply-To",
   /** Set on a reply that carries a WireError instead of the normal response. */
   ERROR: "Loom-Error",
 } as const;

@@ -13,6 +13,7 @@ import {
   createLogger,
   ensureStream,
   JsonSchemaValidator,
+  natsServerOptions,
   openBucket,
   runUntilSignalled,
   StreamDefinitions,
@@ -28,7 +29,7 @@ import { authenticate, permitted } from "./gateway-checks.ts";
 import { GrantSigner } from "./grant-signer.ts";
 import { PolicyStore } from "./policy-store.ts";
 import { RateLimiter } from "./rate-limiter.ts";
-import { forwardTask } from "./task-forwarding.ts";
+import { TaskForwarder } from "./task-forwarding.ts";
 import { createTokenVerifier } from "./token-verifier.ts";
 
 const SERVICE = "acp-policy";
@@ -80,13 +81,14 @@ await runUntilSignalled(log, async () => {
       observeDecision(request, () => decide(deps, request, context.authorization, "run")),
   });
   // Tool tasks on their way to the worker: decided here, forwarded with their grant on allow.
+  const forwarder = new TaskForwarder({ ...deps, nc }, natsServerOptions(config.NATS_URL).inboxPrefix);
   const taskIntents = (["public", "run"] as const).map((channel) =>
     serve(nc, {
       subject: channel === "run" ? Subjects.POLICY_TASKS_RUN : Subjects.POLICY_TASKS,
       queue: QueueGroups.POLICY,
       contract: PolicyTaskContract,
       log,
-      handle: (intent, context) => forwardTask({ ...deps, nc }, intent, context, channel),
+      handle: (intent, context) => forwarder.forward(intent, context, channel),
     }),
   );
   const explaining = serve(nc, {

@@ -10,6 +10,7 @@ export * from "./listen.ts";
 export * from "./logger.ts";
 export * from "./metrics.ts";
 export * from "./nats.ts";
+export { natsServerOptions } from "./nats-url.ts";
 export * from "./observability.ts";
 export * from "./policy-client.ts";
 export * from "./run-submission.ts";
