@@ -1,5 +1,4 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { createActor } from "xstate";
 import { RunCancelContract, RunInputContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction } from "../../schemas/policy.ts";
@@ -19,8 +18,9 @@ import { awaitedApprovals, awaitedElicitations, awaitedRemoteInputs, findStep } 
 import { deliverAnswer, elicitAnswerOf, serveElicitations } from "./elicitations.ts";
 import { runResource } from "./run-access.ts";
 import type { RunDriver } from "./run-driver.ts";
-import { machineFor, type RunMachineEvent } from "./run-machine.ts";
-import type { RunStore, StoredRun } from "./run-store.ts";
+import type { RunMachineEvent } from "./run-machine.ts";
+import { storedSnapshot } from "./run-restore.ts";
+import type { RunStore } from "./run-store.ts";
 
 export interface RunControlOptions {
   nc: NatsConnection;
@@ -50,7 +50,7 @@ export function serveRunControl(options: RunControlOptions): { stop(): Promise<v
       const runId = runIdOfSubject(context.subject);
       const stored = await options.runs.getActive(runId);
       const definition = stored.record.definition;
-      const snapshot = definition === undefined ? undefined : restoreSnapshot(stored);
+      const snapshot = definition === undefined ? undefined : storedSnapshot(definition, stored.record);
       const approvals = snapshot === undefined ? [] : awaitedApprovals(snapshot);
       const remoteInputs = snapshot === undefined ? [] : awaitedRemoteInputs(snapshot);
       const elicitations = snapshot === undefined ? [] : awaitedElicitations(snapshot);
@@ -164,16 +164,4 @@ function serveCancel(options: RunControlOptions): Service {
       return state === undefined ? NO_REPLY : ({ runId, state } satisfies RunControlReply);
     },
   });
-}
-
-function restoreSnapshot(stored: StoredRun) {
-  const definition = stored.record.definition;
-  if (definition === undefined)
-    throw new LoomError(ErrorCode.INTERNAL, `run ${stored.record.runId} has no definition`);
-  const actor = createActor(machineFor(definition), {
-    snapshot: stored.record.snapshot as never,
-    input: { input: stored.record.input },
-  });
-  const snapshot = actor.getSnapshot();
-  return snapshot;
 }

@@ -1,6 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { createActor } from "xstate";
-import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction } from "../../schemas/policy.ts";
 import type { RunRecord } from "../../schemas/run.ts";
@@ -11,10 +10,8 @@ import {
   authorize,
   encodePayload,
   inContext,
-  jsonBytes,
   type Logger,
   LoomError,
-  limitExceeded,
   type RunSpan,
   startRunSpan,
   toWireError,
@@ -29,11 +26,15 @@ import {
   retryDelayMs,
   taskStateOf,
 } from "./demands.ts";
-import { type ExpressionLimits, type ExpressionScope, renderValue } from "./expressions.ts";
+import { buildOutput, decideChoice, requestApproval } from "./effect-evaluation.ts";
+import type { ExpressionLimits, ExpressionScope } from "./expressions.ts";
+import { LeaseSupervisor } from "./lease-supervisor.ts";
 import type { ResultStore } from "./result-store.ts";
 import { maskedFor } from "./run-access.ts";
+import { type Announcement, announcementOf, runEnded, stepStarted } from "./run-announcements.ts";
 import type { RunEvents } from "./run-events.ts";
-import { FinalState, machineFor, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
+import type { FinalState, RunMachineEvent } from "./run-machine.ts";
+import { restoreRun } from "./run-restore.ts";
 import { RunOwnershipLostError, type RunStore, type StoredRun } from "./run-store.ts";
 import { RunWriter } from "./run-writer.ts";
 import { runWorkStep, type StepRunnerOptions } from "./step-runner.ts";
@@ -60,18 +61,6 @@ const PIPELINED_EVENTS: ReadonlySet<RunMachineEvent["type"]> = new Set([
   "OUTPUT.FAILED",
 ]);
 
-/** The persisted snapshot and pending effects a new run starts with. */
-export function initialState(
-  workflow: Workflow,
-  input: Record<string, unknown>,
-): { snapshot: unknown; pending: string[] } {
-  const actor = createActor(machineFor(workflow), { input: { input } }).start();
-  const pending = pendingEffects(workflow, actor.getSnapshot()).map((effect) => effect.key);
-  const snapshot = actor.getPersistedSnapshot();
-  actor.stop();
-  return { snapshot, pending };
-}
-
 /**
  * Drives one run this replica owns: performs the effects its states ask for (several at once in
  * a `parallel`), feeds each outcome to the machine one at a time, and after every transition
@@ -92,7 +81,7 @@ export class RunExecution {
   readonly #writer: RunWriter;
   #queue: Promise<unknown> = Promise.resolve();
   #stopped = false;
-  readonly #timers: NodeJS.Timeout[] = [];
+  #clocks: LeaseSupervisor | undefined;
   readonly #ended: Promise<void>;
   #memory: Promise<unknown[]> | undefined;
   #end: () => void = () => {};
@@ -108,11 +97,7 @@ export class RunExecution {
     this.#record = stored.record;
     this.#writer = new RunWriter(options.runs, stored, (error) => this.#fail(error));
     this.#log = options.log.child({ run_id: this.runId });
-    this.#actor = createActor(machineFor(definition), {
-      // The snapshot was made by this same definition, which the record pins.
-      snapshot: stored.record.snapshot as never,
-      input: { input: stored.record.input },
-    }).start();
+    this.#actor = restoreRun(definition, stored.record);
     this.#ended = new Promise((resolve) => {
       this.#end = resolve;
     });
@@ -133,16 +118,12 @@ export class RunExecution {
    * that only waited), and the result is the run's state after it.
    */
   start(first?: RunMachineEvent): Promise<TaskState> {
-    const renew = setInterval(() => void this.#enqueue(() => this.#renewLease()), this.#options.leaseMs / 3);
-    this.#timers.push(renew);
-    const { deadlineAt } = this.#record;
-    if (deadlineAt !== undefined) {
-      const expire = setTimeout(
-        () => void this.send({ type: "RUN.EXPIRED" }),
-        Math.max(0, Date.parse(deadlineAt) - Date.now()),
-      );
-      this.#timers.push(expire);
-    }
+    this.#clocks = new LeaseSupervisor({
+      leaseMs: this.#options.leaseMs,
+      deadlineAt: this.#record.deadlineAt,
+      renew: () => void this.#enqueue(() => this.#renewLease()),
+      expire: () => void this.send({ type: "RUN.EXPIRED" }),
+    });
     if (first !== undefined) return this.send(first);
     return this.#enqueue(async () => {
       await this.#schedule();
@@ -189,7 +170,7 @@ export class RunExecution {
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
-    for (const timer of this.#timers) clearTimeout(timer);
+    this.#clocks?.stop();
     for (const controller of this.#inFlight.values()) controller.abort();
     this.#inFlight.clear();
     this.#actor.stop();
@@ -239,7 +220,8 @@ export class RunExecution {
     // acked, since a re-sent step gets its stored outcome from the worker's step ledger. Anything
     // announced, or answered to a caller, waits for its write.
     if (!PIPELINED_EVENTS.has(event.type)) await written;
-    await this.#announce(event);
+    const announcement = announcementOf(event, this.#workflow, this.#record);
+    if (announcement !== undefined) await this.#announce(announcement);
     // A question asked again (the step taken over) replaces the open one; the clock stays stopped.
     if (event.type === "STEP.ELICIT" && asking === undefined) this.#deadlines.get(event.stepId)?.pause();
     if (event.type === "STEP.ELICIT_ANSWERED" && asking !== undefined) {
@@ -398,25 +380,9 @@ export class RunExecution {
         const { step, attempt } = effect;
         const tries = snapshot.context.tries[step.id] ?? 1;
         if (tries > 1) await sleep(retryDelayMs(step, tries), undefined, { signal });
-        const what =
-          "call" in step
-            ? `calling ${step.call}`
-            : "read" in step
-              ? "reading a resource"
-              : "prompt" in step
-                ? `rendering ${step.prompt}`
-                : `delegating to ${step.delegate.agent ?? step.delegate.url}`;
         // Told, not awaited: watchers learn the step started; the step does not wait for the PubAck.
         // Events of one connection reach the stream in order, so the step's outcome still comes after.
-        this.#options.events
-          .status(
-            record,
-            TaskState.WORKING,
-            `step ${step.id}: ${what}${tries > 1 ? ` (attempt ${tries})` : ""}`,
-            `step:${step.id}:${attempt}`,
-            { stepId: step.id, attempt: tries, ...("call" in step ? { call: step.call } : {}) },
-          )
-          .catch((error: unknown) => this.#log.warn({ err: error, step_id: step.id }, "step start not told"));
+        this.#tell(stepStarted(step, attempt, tries));
         return runWorkStep(this.#options, {
           runId: record.runId,
           contextId: record.contextId,
@@ -441,135 +407,32 @@ export class RunExecution {
             ),
         });
       }
-      case "choice": {
-        for (const branch of effect.step.choice) {
-          if ((await renderValue(branch.when, scope, `step ${effect.step.id}: when`)) === true) {
-            return { type: "CHOICE.DECIDED", stepId: effect.step.id, target: branch.goto };
-          }
-        }
-        return { type: "CHOICE.DECIDED", stepId: effect.step.id, target: effect.step.default ?? NEXT_STEP };
-      }
-      case "approval-request": {
-        const prompt = String(
-          await renderValue(effect.step.approval.prompt, scope, `step ${effect.step.id}: approval.prompt`),
-        );
-        return { type: "APPROVAL.REQUESTED", stepId: effect.step.id, prompt };
-      }
+      case "choice":
+        return decideChoice(effect.step, scope);
+      case "approval-request":
+        return requestApproval(effect.step, scope);
       case "output":
-        try {
-          const { output, steps } = this.#workflow;
-          const last = steps.at(-1);
-          const value =
-            output === undefined
-              ? last === undefined
-                ? null
-                : scope.steps[("as" in last ? last.as : undefined) ?? last.id]
-              : await renderValue(output, scope, "output");
-          // The output is written into the run's record: one too large to store would fail every
-          // replica that takes the run over, again and again.
-          const bytes = jsonBytes(value ?? null);
-          const { maxResultBytes } = this.#options.expressionLimits;
-          if (bytes > maxResultBytes) {
-            throw limitExceeded(
-              "the run's output (JSON bytes)",
-              "LOOM_EXPRESSION_MAX_RESULT_BYTES",
-              bytes,
-              maxResultBytes,
-            );
-          }
-          return { type: "OUTPUT.READY", output: value ?? null };
-        } catch (error) {
-          return { type: "OUTPUT.FAILED", error: toWireError(error) };
-        }
+        return buildOutput(this.#workflow, scope, this.#options.expressionLimits.maxResultBytes);
     }
   }
 
-  /** Status events for transitions people wait on: input required, approvals answered. */
-  async #announce(event: RunMachineEvent): Promise<void> {
-    const record = this.#record;
-    const { events } = this.#options;
-    if (event.type === "APPROVAL.REQUESTED") {
-      const step = this.#workflow.steps.find((candidate) => candidate.id === event.stepId);
-      const roles = step !== undefined && "approval" in step ? step.approval.roles : [];
-      await events.status(
-        record,
-        TaskState.INPUT_REQUIRED,
-        event.prompt,
-        `approval:${event.stepId}:${record.updatedAt}`,
-        {
-          stepId: event.stepId,
-          roles,
-        },
-      );
-    } else if (event.type === "APPROVAL.ANSWERED" && !TERMINAL_STATES.has(record.state)) {
-      // A rejection that ends the run is told by the final event alone, which carries the error:
-      // watchers stop at the first terminal state they see.
-      await events.status(
-        record,
-        record.state,
-        `step ${event.stepId}: ${event.approved ? "approved" : "rejected"} by ${event.by}`,
-        `answer:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId },
-      );
-    } else if (event.type === "STEP.INPUT_REQUIRED") {
-      await events.status(
-        record,
-        record.state,
-        `step ${event.stepId}: the remote agent asks: ${event.prompt}`,
-        `remote-input:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId },
-      );
-    } else if (event.type === "STEP.ELICIT") {
-      const { server, message, requestedSchema } = event.elicitation;
-      await events.status(
-        record,
-        TaskState.INPUT_REQUIRED,
-        `step ${event.stepId}: ${server} asks: ${message}`,
-        `elicit:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId, elicitation: { server, message, requestedSchema } },
-      );
-    } else if (event.type === "STEP.ELICIT_ANSWERED") {
-      await events.status(
-        record,
-        record.state,
-        `step ${event.stepId}: ${event.answer.action}${event.answer.by === undefined ? "" : ` by ${event.answer.by}`}`,
-        `elicit-answer:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId },
-      );
-    } else if (event.type === "STEP.INPUT_GIVEN") {
-      await events.status(
-        record,
-        record.state,
-        `step ${event.stepId}: answered by ${event.answer.by}`,
-        `remote-answer:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId },
-      );
-    }
+  /** Tells the run's watchers, without waiting for the PubAck; a failure is logged. */
+  #tell(announcement: Announcement): void {
+    void this.#announce(announcement).catch((error: unknown) =>
+      this.#log.warn({ err: error, event: announcement.dedupeKey }, "run event not told"),
+    );
+  }
+
+  #announce(announcement: Announcement): Promise<void> {
+    const { state, text, dedupeKey, metadata } = announcement;
+    return this.#options.events.status(this.#record, state, text, dedupeKey, metadata);
   }
 
   async #announceEnd(state: FinalState): Promise<void> {
     const record = this.#record;
-    const { events } = this.#options;
-    if (state === FinalState.COMPLETED) {
-      const output = record.output;
-      await events.artifact(
-        record,
-        {
-          artifactId: `${record.runId}-output`,
-          name: "output",
-          parts: [
-            output === undefined || output === null
-              ? { text: "" }
-              : { data: output, mediaType: "application/json" },
-          ],
-        },
-        "output",
-      );
-      await events.status(record, TaskState.COMPLETED, "run completed", "final");
-    } else {
-      const error = record.error ?? { code: ErrorCode.INTERNAL, message: `run ${state}` };
-      await events.status(record, record.state, error.message, "final", { error });
-    }
+    const { artifact, status } = runEnded(state, record);
+    if (artifact !== undefined) await this.#options.events.artifact(record, artifact, "output");
+    await this.#announce(status);
     await this.#options.memory.remember(record);
     this.#log.info({ state }, "run finished");
   }

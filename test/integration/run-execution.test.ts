@@ -17,7 +17,8 @@ import { DefinitionStore } from "../../services/orchestrator/definition-store.ts
 import { DEFAULT_EXPRESSION_LIMITS } from "../../services/orchestrator/expressions.ts";
 import { ResultStore } from "../../services/orchestrator/result-store.ts";
 import { RunEvents } from "../../services/orchestrator/run-events.ts";
-import { initialState, RunExecution } from "../../services/orchestrator/run-execution.ts";
+import { RunExecution } from "../../services/orchestrator/run-execution.ts";
+import { initialState } from "../../services/orchestrator/run-restore.ts";
 import { RunStore } from "../../services/orchestrator/run-store.ts";
 import { RunTokens } from "../../services/orchestrator/run-tokens.ts";
 import { TaskProgressFeed } from "../../services/orchestrator/task-progress.ts";
