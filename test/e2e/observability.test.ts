@@ -69,7 +69,7 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
     const { traceId } = await submitHello("c-1");
     const tree = await eventually(
       () => traceTree(otlp.spans, traceId),
-      (text) => text.split("\n").length >= 23,
+      (text) => text.split("\n").length >= 21,
     );
     expect(tree).toBe(
       [
@@ -78,21 +78,19 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
         "    orchestrator: process loom.v1.runs.submit",
         "      orchestrator: run hello",
         "        orchestrator: step contact",
-        "          orchestrator: send loom.v1.agents.mcp-worker.tasks",
-        "            mcp-worker: process loom.v1.agents.mcp-worker.tasks",
-        "              mcp-worker: tools/call get_contact",
-        "                mcp-crm: tools/call get_contact",
-        "          orchestrator: send loom.v1.policy.decide.run",
-        "            acp-policy: process loom.v1.policy.decide.run",
+        "          orchestrator: send loom.v1.policy.tasks.run",
+        "            acp-policy: process loom.v1.policy.tasks.run",
         "              acp-policy: decide tools.call",
+        "              mcp-worker: process loom.v1.agents.mcp-worker.tasks",
+        "                mcp-worker: tools/call get_contact",
+        "                  mcp-crm: tools/call get_contact",
         "        orchestrator: step now",
-        "          orchestrator: send loom.v1.agents.mcp-worker.tasks",
-        "            mcp-worker: process loom.v1.agents.mcp-worker.tasks",
-        "              mcp-worker: tools/call get_time",
-        "                mcp-time: tools/call get_time",
-        "          orchestrator: send loom.v1.policy.decide.run",
-        "            acp-policy: process loom.v1.policy.decide.run",
+        "          orchestrator: send loom.v1.policy.tasks.run",
+        "            acp-policy: process loom.v1.policy.tasks.run",
         "              acp-policy: decide tools.call",
+        "              mcp-worker: process loom.v1.agents.mcp-worker.tasks",
+        "                mcp-worker: tools/call get_time",
+        "                  mcp-time: tools/call get_time",
         "      orchestrator: send loom.v1.policy.decide",
         "        acp-policy: process loom.v1.policy.decide",
         "          acp-policy: decide workflow.start",
@@ -124,11 +122,12 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
       "gen_ai.tool.name": "get_contact",
     });
 
-    const send = spans.find((span) => span.name === "send loom.v1.agents.mcp-worker.tasks");
+    // A step's task goes to acp-policy, which forwards it to the worker once it has decided.
+    const send = spans.find((span) => span.name === "send loom.v1.policy.tasks.run");
     expect(send?.kind).toBe(OtlpSpanKind.CLIENT);
     expect(send?.attributes).toMatchObject({
       "messaging.system": "nats",
-      "messaging.destination.name": "loom.v1.agents.mcp-worker.tasks",
+      "messaging.destination.name": "loom.v1.policy.tasks.run",
       "messaging.operation.type": "send",
     });
     const decisions = spans.filter((span) => span.name === "decide tools.call");
