@@ -210,7 +210,8 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
     expect(stdout).toContain(`jaeger ${JAEGER_UI}/trace/${traceId}`);
     expect(stdout).toMatch(/^loom submit hello\s+loom-cli\s+[\d.]+\s+█+/m);
     expect(stdout).toMatch(/^ {4}process loom\.v1\.runs\.submit\s+orchestrator/m);
-    expect(stdout).toMatch(/^ {14}tools\/call get_contact\s+mcp-worker\s+[\d.]+\s+ *█+/m);
+    // Under the step: its task sent to acp-policy, which forwarded it to the worker.
+    expect(stdout).toMatch(/^ {16}tools\/call get_contact\s+mcp-worker\s+[\d.]+\s+ *█+/m);
   });
 
   it("metrics - each service's /metrics counts what the runs did", async () => {
