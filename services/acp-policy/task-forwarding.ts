@@ -14,7 +14,9 @@ import {
   NO_REPLY,
   type RequestContext,
   refusalOf,
+  SpanKind,
   tracedHeaders,
+  withSpan,
 } from "../kit/index.ts";
 import { type DecideDependencies, decide } from "./decide.ts";
 import { observeDecision } from "./decision-telemetry.ts";
@@ -78,10 +80,25 @@ export class TaskForwarder {
     if (context.reply === undefined) return NO_REPLY;
     // Parsed on the way in (serve); only the grant is added, which the worker checks against the task.
     const task = { ...intent.task, metadata: { ...intent.task.metadata, grant: decision.grant } };
-    deps.nc.publish(agentTasksSubject(MCP_WORKER_AGENT), encodeJson(task), {
-      reply: `${this.#inbox}.${Buffer.from(context.reply).toString("base64url")}`,
-      headers: tracedHeaders({ [Headers.MSG_ID]: intent.task.taskId, [Headers.REPLY_TO]: context.reply }),
-    });
+    const subject = agentTasksSubject(MCP_WORKER_AGENT);
+    const asker = context.reply;
+    // A request whose answer goes to the asker: the worker's `process` span hangs under this one.
+    await withSpan(
+      `send ${subject}`,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          "messaging.system": "nats",
+          "messaging.destination.name": subject,
+          "messaging.operation.type": "send",
+        },
+      },
+      async () =>
+        deps.nc.publish(subject, encodeJson(task), {
+          reply: `${this.#inbox}.${Buffer.from(asker).toString("base64url")}`,
+          headers: tracedHeaders({ [Headers.MSG_ID]: intent.task.taskId, [Headers.REPLY_TO]: asker }),
+        }),
+    );
     return NO_REPLY;
   }
 

@@ -110,9 +110,10 @@ const toolCall = (server: string, tool: string, subject = "loom.v1.policy.tasks.
   `orchestrator: send ${subject}`,
   `  acp-policy: process ${subject}`,
   "    acp-policy: decide tools.call",
-  "    mcp-worker: process loom.v1.agents.mcp-worker.tasks",
-  `      mcp-worker: tools/call ${tool}`,
-  `        mcp-${server}: tools/call ${tool}`,
+  "    acp-policy: send loom.v1.agents.mcp-worker.tasks",
+  "      mcp-worker: process loom.v1.agents.mcp-worker.tasks",
+  `        mcp-worker: tools/call ${tool}`,
+  `          mcp-${server}: tools/call ${tool}`,
 ];
 const callStep = (step: string, server: string, tool: string) => [
   `orchestrator: step ${step}`,

@@ -69,7 +69,7 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
     const { traceId } = await submitHello("c-1");
     const tree = await eventually(
       () => traceTree(otlp.spans, traceId),
-      (text) => text.split("\n").length >= 21,
+      (text) => text.split("\n").length >= 23,
     );
     expect(tree).toBe(
       [
@@ -81,16 +81,18 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
         "          orchestrator: send loom.v1.policy.tasks.run",
         "            acp-policy: process loom.v1.policy.tasks.run",
         "              acp-policy: decide tools.call",
-        "              mcp-worker: process loom.v1.agents.mcp-worker.tasks",
-        "                mcp-worker: tools/call get_contact",
-        "                  mcp-crm: tools/call get_contact",
+        "              acp-policy: send loom.v1.agents.mcp-worker.tasks",
+        "                mcp-worker: process loom.v1.agents.mcp-worker.tasks",
+        "                  mcp-worker: tools/call get_contact",
+        "                    mcp-crm: tools/call get_contact",
         "        orchestrator: step now",
         "          orchestrator: send loom.v1.policy.tasks.run",
         "            acp-policy: process loom.v1.policy.tasks.run",
         "              acp-policy: decide tools.call",
-        "              mcp-worker: process loom.v1.agents.mcp-worker.tasks",
-        "                mcp-worker: tools/call get_time",
-        "                  mcp-time: tools/call get_time",
+        "              acp-policy: send loom.v1.agents.mcp-worker.tasks",
+        "                mcp-worker: process loom.v1.agents.mcp-worker.tasks",
+        "                  mcp-worker: tools/call get_time",
+        "                    mcp-time: tools/call get_time",
         "      orchestrator: send loom.v1.policy.decide",
         "        acp-policy: process loom.v1.policy.decide",
         "          acp-policy: decide workflow.start",
@@ -211,7 +213,7 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
     expect(stdout).toMatch(/^loom submit hello\s+loom-cli\s+[\d.]+\s+█+/m);
     expect(stdout).toMatch(/^ {4}process loom\.v1\.runs\.submit\s+orchestrator/m);
     // Under the step: its task sent to acp-policy, which forwarded it to the worker.
-    expect(stdout).toMatch(/^ {16}tools\/call get_contact\s+mcp-worker\s+[\d.]+\s+ *█+/m);
+    expect(stdout).toMatch(/^ {18}tools\/call get_contact\s+mcp-worker\s+[\d.]+\s+ *█+/m);
   });
 
   it("metrics - each service's /metrics counts what the runs did", async () => {
