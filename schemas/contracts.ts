@@ -28,6 +28,7 @@ import {
   RunWatchRequestSchema,
 } from "./run-read.ts";
 import { ElicitAnswerForwardSchema, ElicitAnswerSchema, ElicitationRequestSchema } from "./sampling.ts";
+import { TaskIntentSchema } from "./task-intent.ts";
 import {
   FeedbackReplySchema,
   FeedbackRequestSchema,
@@ -86,6 +87,12 @@ export const PolicyPermittedContract = {
 /** An A2A task handed to an agent: a Message in, the finished Task (with its artifacts) back. */
 export const AgentTaskContract = {
   request: MessageSchema,
+  response: TaskSchema,
+} as const satisfies RequestContract;
+
+/** A tool task's intent to acp-policy; the reply is the worker's finished Task, or a refusal. */
+export const PolicyTaskContract = {
+  request: TaskIntentSchema,
   response: TaskSchema,
 } as const satisfies RequestContract;
 

@@ -49,6 +49,15 @@ export const Subjects = {
    * orchestrator's NATS user may publish here, and only here is a run token accepted.
    */
   POLICY_DECIDE_RUN: "loom.v1.policy.decide.run",
+  /**
+   * Request/reply, answered by the mcp-worker: a tool task's intent (the decision to ask for and
+   * the A2A task). acp-policy decides with the caller's token and, on allow, forwards the task with
+   * its grant to the worker, which replies to the asker; a refusal is answered by acp-policy. Only
+   * the orchestrator's NATS user (the MCP gateway) may publish here.
+   */
+  POLICY_TASKS: "loom.v1.policy.tasks",
+  /** As POLICY_TASKS for a run's own steps, decided with its run token (see POLICY_DECIDE_RUN). */
+  POLICY_TASKS_RUN: "loom.v1.policy.tasks.run",
   /** JetStream: audit records of every service (wildcard over service names). */
   AUDIT_ALL: "loom.v1.audit.>",
   /** Core NATS: anomaly alerts from acp-policy (a tool never called before, a burst). */
@@ -70,6 +79,8 @@ export const Subjects = {
   TOOL_CALLS_ALL: "loom.v1.toolcalls.>",
   /** JetStream: feedback verdicts on steps (wildcard over run ids). */
   FEEDBACK_ALL: "loom.v1.feedback.>",
+  /** Core NATS: every task's notifications (see taskNotificationsSubject), one subscription per orchestrator. */
+  TASK_NOTIFICATIONS_ALL: "loom.v1.tasks.*.notifications",
   /** Request/reply: a feedback verdict on a run's step, served by the orchestrators. */
   RUN_FEEDBACK_ALL: "loom.v1.runs.*.feedback",
   /** Request/reply: calls, errors, latency, cache and feedback per tool and server version. */
@@ -270,6 +281,8 @@ export const Headers = {
   AUTHORIZATION: "Authorization",
   /** JetStream's deduplication key; for a submission it is also the run id. */
   MSG_ID: "Nats-Msg-Id",
+  /** On a tool task acp-policy forwards: the asker's inbox, where the worker answers. */
+  REPLY_TO: "Loom-Reply-To",
   /** Set on a reply that carries a WireError instead of the normal response. */
   ERROR: "Loom-Error",
 } as const;

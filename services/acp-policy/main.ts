@@ -5,6 +5,7 @@ import {
   PolicyDecideContract,
   PolicyExplainContract,
   PolicyPermittedContract,
+  PolicyTaskContract,
 } from "../../schemas/contracts.ts";
 import { Buckets, QueueGroups, Subjects } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
@@ -14,6 +15,7 @@ import {
   createLogger,
   ensureStream,
   JsonSchemaValidator,
+  natsServerOptions,
   openBucket,
   openJetStreamManager,
   runUntilSignalled,
@@ -31,6 +33,7 @@ import { authenticate, permitted } from "./gateway-checks.ts";
 import { GrantSigner } from "./grant-signer.ts";
 import { PolicyStore } from "./policy-store.ts";
 import { RateLimiter } from "./rate-limiter.ts";
+import { TaskForwarder } from "./task-forwarding.ts";
 import { createTokenVerifier } from "./token-verifier.ts";
 
 const SERVICE = "acp-policy";
@@ -81,6 +84,17 @@ await runUntilSignalled(log, async () => {
     handle: (request, context) =>
       observeDecision(request, () => decide(deps, request, context.authorization, "run")),
   });
+  // Tool tasks on their way to the worker: decided here, forwarded with their grant on allow.
+  const forwarder = new TaskForwarder({ ...deps, nc }, natsServerOptions(config.NATS_URL).inboxPrefix);
+  const taskIntents = (["public", "run"] as const).map((channel) =>
+    serve(nc, {
+      subject: channel === "run" ? Subjects.POLICY_TASKS_RUN : Subjects.POLICY_TASKS,
+      queue: QueueGroups.POLICY,
+      contract: PolicyTaskContract,
+      log,
+      handle: (intent, context) => forwarder.forward(intent, context, channel),
+    }),
+  );
   const explaining = serve(nc, {
     subject: Subjects.POLICY_EXPLAIN,
     queue: QueueGroups.POLICY,
@@ -145,6 +159,7 @@ await runUntilSignalled(log, async () => {
       await Promise.all([
         service.stop(),
         runDecisions.stop(),
+        ...taskIntents.map((intents) => intents.stop()),
         explaining.stop(),
         ...gatewayChecks.map((check) => check.stop()),
       ]);

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import type { KV } from "@nats-io/kv";
 import {
@@ -79,6 +80,7 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
   const keys = await keySource(options.keys);
   const runKeys = options.runTokenKeys === undefined ? undefined : runTokenKeySource(options.runTokenKeys);
   const grantKeys = options.runTokenKeys === undefined ? undefined : grantKeySource(options.runTokenKeys);
+  const verifiedRunTokens = new VerifiedRunTokens();
   const verifyAccessToken = async (token: string): Promise<Principal> => {
     if (tokenType(token) === RUN_TOKEN_TYPE || tokenType(token) === GRANT_TYPE) {
       throw new LoomError(
@@ -114,7 +116,7 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
             "run token refused: only the orchestrator presents a run token, for its own run",
           );
         }
-        return verifyRunToken(token, runKeys, request);
+        return verifyRunToken(token, runKeys, request, verifiedRunTokens);
       }
       if (type === GRANT_TYPE) {
         if (channel !== "public" || grantKeys === undefined || request.action !== PolicyAction.LLM_SAMPLE) {
@@ -163,11 +165,47 @@ async function principalOfGrant(
   return { id: claims.sub, roles: claims.roles, attributes: claims.attributes };
 }
 
-async function verifyRunToken(
-  token: string,
-  keys: JWTVerifyGetKey,
-  request: PolicyDecisionRequest,
-): Promise<Identified> {
+/** How many verified run tokens acp-policy remembers: about as many runs as are in flight. */
+const VERIFIED_RUN_TOKENS = 10_000;
+
+/** A run token's verified claims, and until when they hold (its `exp`). */
+interface VerifiedRunToken {
+  sub: string;
+  claims: RunTokenClaims;
+  expiresAtMs: number;
+}
+
+/**
+ * Run tokens verified before, by the SHA-256 of the token: a run presents the same token at every
+ * step, and its signature is checked at the first only. Bounded (the oldest is forgotten first);
+ * an entry ends with its token's expiry, so an expired token is verified again, and refused.
+ */
+class VerifiedRunTokens {
+  readonly #entries = new Map<string, VerifiedRunToken>();
+
+  get(token: string): VerifiedRunToken | undefined {
+    const key = tokenHash(token);
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAtMs > Date.now()) return entry;
+    this.#entries.delete(key);
+    return undefined;
+  }
+
+  set(token: string, entry: VerifiedRunToken): void {
+    if (this.#entries.size >= VERIFIED_RUN_TOKENS) {
+      const oldest = this.#entries.keys().next();
+      if (oldest.done !== true) this.#entries.delete(oldest.value);
+    }
+    this.#entries.set(tokenHash(token), entry);
+  }
+}
+
+function tokenHash(token: string): string {
+  return createHash("sha256").update(token).digest("base64url");
+}
+
+async function verifiedRunToken(token: string, keys: JWTVerifyGetKey): Promise<VerifiedRunToken> {
   let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(token, keys, {
@@ -184,7 +222,21 @@ async function verifyRunToken(
   }
   const claims = RunTokenClaimsSchema.safeParse(payload);
   if (!claims.success) throw new LoomError(ErrorCode.UNAUTHENTICATED, "run token refused: malformed claims");
-  const runToken = claims.data;
+  return { sub: String(payload.sub), claims: claims.data, expiresAtMs: (payload.exp ?? 0) * 1000 };
+}
+
+async function verifyRunToken(
+  token: string,
+  keys: JWTVerifyGetKey,
+  request: PolicyDecisionRequest,
+  verified: VerifiedRunTokens,
+): Promise<Identified> {
+  let known = verified.get(token);
+  if (known === undefined) {
+    known = await verifiedRunToken(token, keys);
+    verified.set(token, known);
+  }
+  const { sub, claims: runToken } = known;
   const refuse = (why: string) => new LoomError(ErrorCode.UNAUTHENTICATED, `run token refused: ${why}`);
   // A delegate step starts a child run, which gets a run token of its own.
   if (request.action === PolicyAction.WORKFLOW_START) {
@@ -202,7 +254,7 @@ async function verifyRunToken(
     }
   }
   return {
-    principal: { id: String(payload.sub), roles: runToken.roles, attributes: runToken.attributes },
+    principal: { id: sub, roles: runToken.roles, attributes: runToken.attributes },
     runToken,
   };
 }

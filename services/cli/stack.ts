@@ -7,6 +7,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
+  agentCancelSubject,
   agentTasksSubject,
   Buckets,
   Consumers,
@@ -144,10 +145,11 @@ async function whatIsMissing(
   }
   for (const [subject, who] of [
     [Subjects.POLICY_DECIDE, "acp-policy"],
-    [agentTasksSubject(MCP_WORKER_AGENT), "the mcp-worker"],
+    // Only acp-policy may send the worker tasks; its cancel subject is subscribed with them.
+    [agentCancelSubject(MCP_WORKER_AGENT), "the mcp-worker"],
     [agentTasksSubject(LLM_AGENT), "the llm agent"],
   ] as const) {
-    // An empty object is malformed for both: any reply, even the typed error, proves they serve.
+    // An empty object is malformed for each: any reply, even the typed error, proves they serve.
     const answered = await nc.request(subject, encodeJson({}), { timeout: 1_000 }).then(
       () => true,
       () => false,

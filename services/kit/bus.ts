@@ -163,6 +163,12 @@ export interface ServeOptions<Req extends z.ZodType, Res extends z.ZodType> {
   contract: RequestContract<Req, Res>;
   log: Logger;
   handle: (body: z.infer<Req>, context: RequestContext) => Promise<z.input<Res> | typeof NO_REPLY>;
+  /**
+   * For tasks acp-policy forwards: answer the inbox in the `Loom-Reply-To` header (the asker's),
+   * so the answer goes straight back; the reply subject is acp-policy's, which hears a "no
+   * responders" there. Only for subjects that nobody but acp-policy may publish to.
+   */
+  forwarded?: boolean;
 }
 
 export interface Service {
@@ -186,7 +192,7 @@ export function serve<Req extends z.ZodType, Res extends z.ZodType>(
         options.log.error({ err: error, subject: options.subject }, "subscription failed");
         return;
       }
-      const handling = handleRequest(msg, options, nc.info?.max_payload)
+      const handling = handleRequest(nc, msg, options)
         .catch((failure: unknown) =>
           options.log.error({ err: failure, subject: options.subject }, "request not handled"),
         )
@@ -202,11 +208,33 @@ export function serve<Req extends z.ZodType, Res extends z.ZodType>(
   };
 }
 
+/** What an answer is sent through: the request itself, or the asker's inbox a forwarder named. */
+interface Responder {
+  respond(data: Uint8Array, options?: { headers?: MsgHdrs }): boolean;
+}
+
+/** The asker's inbox a forwarded task names in `Loom-Reply-To`; only an inbox is accepted. */
+function forwardedReply(msg: Msg): string | undefined {
+  const to = msg.headers?.get(Headers.REPLY_TO);
+  return to !== undefined && /^_INBOX\.[A-Za-z0-9_.-]+$/.test(to) ? to : undefined;
+}
+
 async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
+  nc: NatsConnection,
   msg: Msg,
   options: ServeOptions<Req, Res>,
-  maxPayload: number | undefined,
 ): Promise<void> {
+  const maxPayload = nc.info?.max_payload;
+  const forwardedTo = options.forwarded === true ? forwardedReply(msg) : undefined;
+  const responder: Responder =
+    forwardedTo === undefined
+      ? msg
+      : {
+          respond: (data, publishOptions) => {
+            nc.publish(forwardedTo, data, publishOptions);
+            return true;
+          },
+        };
   await withSpan(
     `process ${options.subject}`,
     {
@@ -232,17 +260,17 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
           subject: msg.subject,
           headers: msg.headers,
           authorization: msg.headers?.get(Headers.AUTHORIZATION) || undefined,
-          reply: msg.reply,
+          reply: forwardedTo ?? msg.reply,
         });
         if (result === NO_REPLY) return;
         const reply = encodePayload(options.contract.response, result, `reply on ${options.subject}`);
-        respondWithin(msg, reply, { maxPayload, log: options.log, subject: options.subject });
+        respondWithin(responder, reply, { maxPayload, log: options.log, subject: options.subject });
       } catch (error) {
         const wire = toWireError(error);
         if (wire.code === ErrorCode.INTERNAL) {
           options.log.error({ err: error, subject: options.subject }, "request handler failed");
         }
-        respondWithError(msg, wire, { maxPayload, log: options.log, subject: options.subject });
+        respondWithError(responder, wire, { maxPayload, log: options.log, subject: options.subject });
       }
     },
   );
@@ -274,7 +302,7 @@ interface ReplyOptions {
  * Answers a request with `reply`, or with a PAYLOAD_TOO_LARGE error when the reply would not fit
  * the broker's `max_payload`. Never throws: a reply that cannot be sent is logged.
  */
-function respondWithin(msg: Msg, reply: Uint8Array, options: ReplyOptions): void {
+function respondWithin(msg: Responder, reply: Uint8Array, options: ReplyOptions): void {
   if (options.maxPayload !== undefined && reply.byteLength > options.maxPayload - HEADER_ROOM) {
     respondWithError(
       msg,
@@ -291,7 +319,7 @@ function respondWithin(msg: Msg, reply: Uint8Array, options: ReplyOptions): void
 }
 
 /** Answers a request with a typed error reply (flagged with the `Loom-Error` header), cut to fit. */
-export function respondWithError(msg: Msg, wire: WireError, options: ReplyOptions): void {
+export function respondWithError(msg: Responder, wire: WireError, options: ReplyOptions): void {
   const replyHeaders = createHeaders();
   replyHeaders.set(Headers.ERROR, wire.code);
   sendReply(msg, encodeWireError(wire), replyHeaders, options);
@@ -301,7 +329,7 @@ export function respondWithError(msg: Msg, wire: WireError, options: ReplyOption
 const HEADER_ROOM = 1_024;
 
 function sendReply(
-  msg: Msg,
+  msg: Responder,
   data: Uint8Array,
   replyHeaders: MsgHdrs | undefined,
   options: ReplyOptions,

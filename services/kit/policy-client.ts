@@ -49,12 +49,19 @@ export async function authorize(
   });
   options.span?.setAttributes({ "loom.policy.rule": decision.rule, "loom.policy.effect": decision.effect });
   if (decision.effect === PolicyEffect.ALLOW) return decision;
+  throw refusalOf(decision, options.what ?? decisionRequest.resource.tool ?? decisionRequest.action);
+}
+
+/**
+ * A decision that did not allow, as the error its asker sees: UNAUTHENTICATED for a refused token,
+ * POLICY_DENIED naming `what` and the rule otherwise.
+ */
+export function refusalOf(decision: PolicyDecision, what: string): LoomError {
   const details = { rule: decision.rule, decisionId: decision.decisionId };
   if (decision.rule === UNAUTHENTICATED_RULE) {
-    throw new LoomError(ErrorCode.UNAUTHENTICATED, decision.reason, { details });
+    return new LoomError(ErrorCode.UNAUTHENTICATED, decision.reason, { details });
   }
-  const what = options.what ?? decisionRequest.resource.tool ?? decisionRequest.action;
-  throw new LoomError(
+  return new LoomError(
     ErrorCode.POLICY_DENIED,
     `policy denied ${what} (rule ${decision.rule}): ${decision.reason}`,
     {

@@ -196,6 +196,8 @@ await runUntilSignalled(log, async () => {
     queue: MCP_WORKER_AGENT,
     contract: AgentTaskContract,
     log,
+    // Tasks come from acp-policy only (infra/nats), which names the asker to answer.
+    forwarded: true,
     handle: (message, _context) =>
       grants.audited(message, () => handleAgentTask(deps, inFlight, subscribers, message)),
   });

@@ -45,6 +45,7 @@ import { serveRunRerun } from "./run-rerun.ts";
 import { RunStore } from "./run-store.ts";
 import { RunTokens } from "./run-tokens.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
+import { TaskProgressFeed } from "./task-progress.ts";
 import { serveToolFeedback } from "./tool-feedback.ts";
 import { serveToolStats } from "./tool-stats.ts";
 import { WorkflowAgents } from "./workflow-agents.ts";
@@ -190,8 +191,10 @@ await runUntilSignalled(log, async () => {
     { maxEntries: config.LOOM_MEMORY_MAX_ENTRIES, maxBytes: config.LOOM_MEMORY_MAX_BYTES },
     log,
   );
+  const progress = new TaskProgressFeed(nc, log);
   const driver = new RunDriver({
     runTokens,
+    progress,
     nc,
     runs,
     events,
@@ -259,6 +262,7 @@ await runUntilSignalled(log, async () => {
       pushNotifier.stop();
       push.close();
       await driver.stop();
+      progress.close();
       await observability.close();
       await nc.drain();
     },

@@ -1,6 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { createActor } from "xstate";
-import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction } from "../../schemas/policy.ts";
 import type { RunRecord, StepTimes } from "../../schemas/run.ts";
@@ -11,10 +10,8 @@ import {
   authorize,
   encodePayload,
   inContext,
-  jsonBytes,
   type Logger,
   LoomError,
-  limitExceeded,
   type RunSpan,
   startRunSpan,
   toWireError,
@@ -29,12 +26,17 @@ import {
   retryDelayMs,
   taskStateOf,
 } from "./demands.ts";
-import { type ExpressionLimits, type ExpressionScope, renderValue } from "./expressions.ts";
+import { buildOutput, decideChoice, requestApproval } from "./effect-evaluation.ts";
+import type { ExpressionLimits, ExpressionScope } from "./expressions.ts";
+import { LeaseSupervisor } from "./lease-supervisor.ts";
 import type { ResultStore } from "./result-store.ts";
 import { maskedFor } from "./run-access.ts";
+import { type Announcement, announcementOf, runEnded, stepStarted } from "./run-announcements.ts";
 import type { RunEvents } from "./run-events.ts";
-import { FinalState, machineFor, NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
+import type { FinalState, RunMachineEvent } from "./run-machine.ts";
+import { restoreRun } from "./run-restore.ts";
 import { RunOwnershipLostError, type RunStore, type StoredRun } from "./run-store.ts";
+import { RunWriter } from "./run-writer.ts";
 import { runWorkStep, type StepRunnerOptions } from "./step-runner.ts";
 import { activeStepIds, advanceTimeline } from "./step-timeline.ts";
 
@@ -51,19 +53,14 @@ export interface ExecutionOptions extends StepRunnerOptions {
   expressionLimits: ExpressionLimits;
 }
 
-/** The persisted snapshot, pending effects and timeline (its first steps start `now`) of a new run. */
-export function initialState(
-  workflow: Workflow,
-  input: Record<string, unknown>,
-  now: string,
-): { snapshot: unknown; pending: string[]; timeline: Record<string, StepTimes> } {
-  const actor = createActor(machineFor(workflow), { input: { input } }).start();
-  const pending = pendingEffects(workflow, actor.getSnapshot()).map((effect) => effect.key);
-  const timeline = advanceTimeline({}, new Set(), activeStepIds(actor.getSnapshot()), now);
-  const snapshot = actor.getPersistedSnapshot();
-  actor.stop();
-  return { snapshot, pending, timeline };
-}
+/** Outcomes of this replica's own effects, whose writes the run does not wait for. */
+const PIPELINED_EVENTS: ReadonlySet<RunMachineEvent["type"]> = new Set([
+  "STEP.SUCCEEDED",
+  "STEP.FAILED",
+  "CHOICE.DECIDED",
+  "OUTPUT.READY",
+  "OUTPUT.FAILED",
+]);
 
 /**
  * Drives one run this replica owns: performs the effects its states ask for (several at once in
@@ -80,10 +77,12 @@ export class RunExecution {
   /** The reply deadline of each step's task in flight, stopped while its server's question is open. */
   readonly #deadlines = new Map<string, PausableDeadline>();
   readonly #log: Logger;
-  #stored: StoredRun;
+  /** The run's record as this replica last made it; the writer stores it behind the run. */
+  #record: RunRecord;
+  readonly #writer: RunWriter;
   #queue: Promise<unknown> = Promise.resolve();
   #stopped = false;
-  readonly #timers: NodeJS.Timeout[] = [];
+  #clocks: LeaseSupervisor | undefined;
   readonly #ended: Promise<void>;
   #memory: Promise<unknown[]> | undefined;
   /** The steps the run was at when last stored, for its timeline. */
@@ -98,13 +97,10 @@ export class RunExecution {
     this.runId = stored.record.runId;
     this.#options = options;
     this.#workflow = definition;
-    this.#stored = stored;
+    this.#record = stored.record;
+    this.#writer = new RunWriter(options.runs, stored, (error) => this.#fail(error));
     this.#log = options.log.child({ run_id: this.runId });
-    this.#actor = createActor(machineFor(definition), {
-      // The snapshot was made by this same definition, which the record pins.
-      snapshot: stored.record.snapshot as never,
-      input: { input: stored.record.input },
-    }).start();
+    this.#actor = restoreRun(definition, stored.record);
     this.#activeSteps = activeStepIds(this.#actor.getSnapshot());
     this.#ended = new Promise((resolve) => {
       this.#end = resolve;
@@ -126,20 +122,16 @@ export class RunExecution {
    * that only waited), and the result is the run's state after it.
    */
   start(first?: RunMachineEvent): Promise<TaskState> {
-    const renew = setInterval(() => void this.#enqueue(() => this.#renewLease()), this.#options.leaseMs / 3);
-    this.#timers.push(renew);
-    const { deadlineAt } = this.#stored.record;
-    if (deadlineAt !== undefined) {
-      const expire = setTimeout(
-        () => void this.send({ type: "RUN.EXPIRED" }),
-        Math.max(0, Date.parse(deadlineAt) - Date.now()),
-      );
-      this.#timers.push(expire);
-    }
+    this.#clocks = new LeaseSupervisor({
+      leaseMs: this.#options.leaseMs,
+      deadlineAt: this.#record.deadlineAt,
+      renew: () => void this.#enqueue(() => this.#renewLease()),
+      expire: () => void this.send({ type: "RUN.EXPIRED" }),
+    });
     if (first !== undefined) return this.send(first);
     return this.#enqueue(async () => {
       await this.#schedule();
-      return this.#stored.record.state;
+      return this.#record.state;
     });
   }
 
@@ -182,7 +174,7 @@ export class RunExecution {
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
-    for (const timer of this.#timers) clearTimeout(timer);
+    this.#clocks?.stop();
     for (const controller of this.#inFlight.values()) controller.abort();
     this.#inFlight.clear();
     this.#actor.stop();
@@ -192,21 +184,26 @@ export class RunExecution {
 
   #enqueue<T>(work: () => Promise<T>): Promise<T> {
     const next = this.#queue.then(async () => {
-      if (this.#stopped) return this.#stored.record.state as T;
+      if (this.#stopped) return this.#record.state as T;
       try {
         return await work();
       } catch (error) {
-        if (error instanceof RunOwnershipLostError) {
-          this.#log.warn("another replica took the run over; this one stops driving it");
-        } else {
-          this.#log.error({ err: error }, "driving the run failed; another replica will take it over");
-        }
-        this.stop();
-        return this.#stored.record.state as T;
+        this.#fail(error);
+        return this.#record.state as T;
       }
     });
     this.#queue = next.catch(() => undefined);
     return next;
+  }
+
+  #fail(error: unknown): void {
+    if (this.#stopped) return;
+    if (error instanceof RunOwnershipLostError) {
+      this.#log.warn("another replica took the run over; this one stops driving it");
+    } else {
+      this.#log.error({ err: error }, "driving the run failed; another replica will take it over");
+    }
+    this.stop();
   }
 
   async #apply(event: RunMachineEvent): Promise<TaskState> {
@@ -220,10 +217,15 @@ export class RunExecution {
     this.#actor.send(event);
     if (JSON.stringify(this.#actor.getPersistedSnapshot()) === before) {
       this.#log.debug({ event: event.type }, "event changed nothing (late or not for this state)");
-      return this.#stored.record.state;
+      return this.#record.state;
     }
-    await this.#persist();
-    await this.#announce(event);
+    const written = this.#persist();
+    // A step's outcome is stored behind the run: the next step may go out before the write is
+    // acked, since a re-sent step gets its stored outcome from the worker's step ledger. Anything
+    // announced, or answered to a caller, waits for its write.
+    if (!PIPELINED_EVENTS.has(event.type)) await written;
+    const announcement = announcementOf(event, this.#workflow, this.#record);
+    if (announcement !== undefined) await this.#announce(announcement);
     // A question asked again (the step taken over) replaces the open one; the clock stays stopped.
     if (event.type === "STEP.ELICIT" && asking === undefined) this.#deadlines.get(event.stepId)?.pause();
     if (event.type === "STEP.ELICIT_ANSWERED" && asking !== undefined) {
@@ -235,14 +237,14 @@ export class RunExecution {
       this.#deadlines.get(event.stepId)?.resume();
     }
     await this.#schedule();
-    return this.#stored.record.state;
+    return this.#record.state;
   }
 
-  async #persist(): Promise<void> {
+  #persist(): Promise<void> {
     const snapshot = this.#actor.getSnapshot();
     const pending = pendingEffects(this.#workflow, snapshot).map((effect) => effect.key);
     const driving = snapshot.status !== "done" && pending.length > 0;
-    const { owner: _owner, leaseUntil: _leaseUntil, ...rest } = this.#stored.record;
+    const { owner: _owner, leaseUntil: _leaseUntil, ...rest } = this.#record;
     const now = new Date().toISOString();
     const activeSteps = activeStepIds(snapshot);
     const record: RunRecord = {
@@ -257,17 +259,15 @@ export class RunExecution {
       updatedAt: now,
     };
     if (snapshot.context.error === undefined) delete record.error;
-    this.#stored = await this.#options.runs.update(this.#stored, record);
+    this.#record = record;
     this.#activeSteps = activeSteps;
+    return this.#writer.write(record);
   }
 
   async #renewLease(): Promise<void> {
-    const { record } = this.#stored;
-    if (record.owner !== this.#options.owner) return;
-    this.#stored = await this.#options.runs.update(this.#stored, {
-      ...record,
-      leaseUntil: this.#leaseUntil(),
-    });
+    if (this.#record.owner !== this.#options.owner) return;
+    this.#record = { ...this.#record, leaseUntil: this.#leaseUntil() };
+    await this.#writer.write(this.#record);
   }
 
   #leaseUntil(): string {
@@ -278,13 +278,15 @@ export class RunExecution {
   async #schedule(): Promise<void> {
     const snapshot = this.#actor.getSnapshot();
     if (snapshot.status === "done") {
+      // A run is reported ended only once its record says so.
+      await this.#writer.flushed();
       await this.#announceEnd(snapshot.value as FinalState);
       this.stop();
       return;
     }
     const effects = pendingEffects(this.#workflow, snapshot);
     // The A2A task moves from submitted to working as its first effects go out.
-    if (this.#stored.record.state === TaskState.SUBMITTED && effects.length > 0) await this.#persist();
+    if (this.#record.state === TaskState.SUBMITTED && effects.length > 0) void this.#persist();
     const wanted = new Set(effects.map((effect) => effect.key));
     for (const [key, controller] of this.#inFlight) {
       if (!wanted.has(key)) {
@@ -297,7 +299,9 @@ export class RunExecution {
         inContext(this.#span.context, () => this.#launch(effect, snapshot));
     }
     if (effects.length === 0) {
-      this.#log.info({ state: this.#stored.record.state }, "run waits for input; ownership released");
+      // Whoever answers finds the run waiting in its record.
+      await this.#writer.flushed();
+      this.#log.info({ state: this.#record.state }, "run waits for input; ownership released");
       this.stop();
     }
   }
@@ -334,7 +338,7 @@ export class RunExecution {
         // (another branch of a parallel) reschedules from a snapshot that still asks for this one.
         void this.#enqueue(async () => {
           if (controller.signal.aborted || this.#inFlight.get(effect.key) !== controller)
-            return this.#stored.record.state;
+            return this.#record.state;
           this.#inFlight.delete(effect.key);
           return this.#apply(event);
         });
@@ -347,7 +351,7 @@ export class RunExecution {
    * (`memory.read`, decided with the run's token on the orchestrator's own subject), masked as policy asks.
    */
   #contextMemory(): Promise<unknown[]> {
-    const { contextId, runId, startedBy } = this.#stored.record;
+    const { contextId, runId, startedBy } = this.#record;
     this.#memory ??= this.#options.memory.read(contextId).then(async (memory) => {
       if (memory === undefined) return [];
       const entries = memory.entries.filter((entry) => entry.runId !== runId);
@@ -378,27 +382,15 @@ export class RunExecution {
     snapshot: RunSnapshotView,
     signal: AbortSignal,
   ): Promise<RunMachineEvent> {
-    const record = this.#stored.record;
+    const record = this.#record;
     switch (effect.kind) {
       case "work": {
         const { step, attempt } = effect;
         const tries = snapshot.context.tries[step.id] ?? 1;
         if (tries > 1) await sleep(retryDelayMs(step, tries), undefined, { signal });
-        const what =
-          "call" in step
-            ? `calling ${step.call}`
-            : "read" in step
-              ? "reading a resource"
-              : "prompt" in step
-                ? `rendering ${step.prompt}`
-                : `delegating to ${step.delegate.agent ?? step.delegate.url}`;
-        await this.#options.events.status(
-          record,
-          TaskState.WORKING,
-          `step ${step.id}: ${what}${tries > 1 ? ` (attempt ${tries})` : ""}`,
-          `step:${step.id}:${attempt}`,
-          { stepId: step.id, attempt: tries, ...("call" in step ? { call: step.call } : {}) },
-        );
+        // Told, not awaited: watchers learn the step started; the step does not wait for the PubAck.
+        // Events of one connection reach the stream in order, so the step's outcome still comes after.
+        this.#tell(stepStarted(step, attempt, tries));
         return runWorkStep(this.#options, {
           runId: record.runId,
           contextId: record.contextId,
@@ -423,135 +415,32 @@ export class RunExecution {
             ),
         });
       }
-      case "choice": {
-        for (const branch of effect.step.choice) {
-          if ((await renderValue(branch.when, scope, `step ${effect.step.id}: when`)) === true) {
-            return { type: "CHOICE.DECIDED", stepId: effect.step.id, target: branch.goto };
-          }
-        }
-        return { type: "CHOICE.DECIDED", stepId: effect.step.id, target: effect.step.default ?? NEXT_STEP };
-      }
-      case "approval-request": {
-        const prompt = String(
-          await renderValue(effect.step.approval.prompt, scope, `step ${effect.step.id}: approval.prompt`),
-        );
-        return { type: "APPROVAL.REQUESTED", stepId: effect.step.id, prompt };
-      }
+      case "choice":
+        return decideChoice(effect.step, scope);
+      case "approval-request":
+        return requestApproval(effect.step, scope);
       case "output":
-        try {
-          const { output, steps } = this.#workflow;
-          const last = steps.at(-1);
-          const value =
-            output === undefined
-              ? last === undefined
-                ? null
-                : scope.steps[("as" in last ? last.as : undefined) ?? last.id]
-              : await renderValue(output, scope, "output");
-          // The output is written into the run's record: one too large to store would fail every
-          // replica that takes the run over, again and again.
-          const bytes = jsonBytes(value ?? null);
-          const { maxResultBytes } = this.#options.expressionLimits;
-          if (bytes > maxResultBytes) {
-            throw limitExceeded(
-              "the run's output (JSON bytes)",
-              "LOOM_EXPRESSION_MAX_RESULT_BYTES",
-              bytes,
-              maxResultBytes,
-            );
-          }
-          return { type: "OUTPUT.READY", output: value ?? null };
-        } catch (error) {
-          return { type: "OUTPUT.FAILED", error: toWireError(error) };
-        }
+        return buildOutput(this.#workflow, scope, this.#options.expressionLimits.maxResultBytes);
     }
   }
 
-  /** Status events for transitions people wait on: input required, approvals answered. */
-  async #announce(event: RunMachineEvent): Promise<void> {
-    const record = this.#stored.record;
-    const { events } = this.#options;
-    if (event.type === "APPROVAL.REQUESTED") {
-      const step = this.#workflow.steps.find((candidate) => candidate.id === event.stepId);
-      const roles = step !== undefined && "approval" in step ? step.approval.roles : [];
-      await events.status(
-        record,
-        TaskState.INPUT_REQUIRED,
-        event.prompt,
-        `approval:${event.stepId}:${record.updatedAt}`,
-        {
-          stepId: event.stepId,
-          roles,
-        },
-      );
-    } else if (event.type === "APPROVAL.ANSWERED" && !TERMINAL_STATES.has(record.state)) {
-      // A rejection that ends the run is told by the final event alone, which carries the error:
-      // watchers stop at the first terminal state they see.
-      await events.status(
-        record,
-        record.state,
-        `step ${event.stepId}: ${event.approved ? "approved" : "rejected"} by ${event.by}`,
-        `answer:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId },
-      );
-    } else if (event.type === "STEP.INPUT_REQUIRED") {
-      await events.status(
-        record,
-        record.state,
-        `step ${event.stepId}: the remote agent asks: ${event.prompt}`,
-        `remote-input:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId },
-      );
-    } else if (event.type === "STEP.ELICIT") {
-      const { server, message, requestedSchema } = event.elicitation;
-      await events.status(
-        record,
-        TaskState.INPUT_REQUIRED,
-        `step ${event.stepId}: ${server} asks: ${message}`,
-        `elicit:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId, elicitation: { server, message, requestedSchema } },
-      );
-    } else if (event.type === "STEP.ELICIT_ANSWERED") {
-      await events.status(
-        record,
-        record.state,
-        `step ${event.stepId}: ${event.answer.action}${event.answer.by === undefined ? "" : ` by ${event.answer.by}`}`,
-        `elicit-answer:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId },
-      );
-    } else if (event.type === "STEP.INPUT_GIVEN") {
-      await events.status(
-        record,
-        record.state,
-        `step ${event.stepId}: answered by ${event.answer.by}`,
-        `remote-answer:${event.stepId}:${record.updatedAt}`,
-        { stepId: event.stepId },
-      );
-    }
+  /** Tells the run's watchers, without waiting for the PubAck; a failure is logged. */
+  #tell(announcement: Announcement): void {
+    void this.#announce(announcement).catch((error: unknown) =>
+      this.#log.warn({ err: error, event: announcement.dedupeKey }, "run event not told"),
+    );
+  }
+
+  #announce(announcement: Announcement): Promise<void> {
+    const { state, text, dedupeKey, metadata } = announcement;
+    return this.#options.events.status(this.#record, state, text, dedupeKey, metadata);
   }
 
   async #announceEnd(state: FinalState): Promise<void> {
-    const record = this.#stored.record;
-    const { events } = this.#options;
-    if (state === FinalState.COMPLETED) {
-      const output = record.output;
-      await events.artifact(
-        record,
-        {
-          artifactId: `${record.runId}-output`,
-          name: "output",
-          parts: [
-            output === undefined || output === null
-              ? { text: "" }
-              : { data: output, mediaType: "application/json" },
-          ],
-        },
-        "output",
-      );
-      await events.status(record, TaskState.COMPLETED, "run completed", "final");
-    } else {
-      const error = record.error ?? { code: ErrorCode.INTERNAL, message: `run ${state}` };
-      await events.status(record, record.state, error.message, "final", { error });
-    }
+    const record = this.#record;
+    const { artifact, status } = runEnded(state, record);
+    if (artifact !== undefined) await this.#options.events.artifact(record, artifact, "output");
+    await this.#announce(status);
     await this.#options.memory.remember(record);
     this.#log.info({ state }, "run finished");
   }

@@ -1,6 +1,7 @@
 import { assign, setup } from "xstate";
 import { ErrorCode, RETRYABLE_CODES, type WireError } from "../../schemas/errors.ts";
-import type { ElicitAnswer, RequestedSchema } from "../../schemas/sampling.ts";
+import type { InputAnswer, PendingElicitation, RunContext } from "../../schemas/run-context.ts";
+import type { ElicitAnswer } from "../../schemas/sampling.ts";
 import type {
   ApprovalStep,
   ChoiceStep,
@@ -11,57 +12,7 @@ import type {
   WorkStep,
 } from "../../schemas/workflow.ts";
 
-/** Everything a run knows; persisted with its snapshot. Holds results, never in-flight promises. */
-export interface RunContext {
-  input: Record<string, unknown>;
-  /** Results by step name (`as`, else the step id). */
-  steps: Record<string, unknown>;
-  /** Dispatches of each work step so far, across retries and revisits: part of its idempotency key. */
-  attempts: Record<string, number>;
-  /** Attempts in the current visit of each work step, for its retry limit. */
-  tries: Record<string, number>;
-  /** Entries into each work step: a step a `choice` loops back to is a new piece of work. */
-  visits: Record<string, number>;
-  /** Prompts of approvals being waited for, by step id. */
-  approvals: Record<string, string>;
-  /**
-   * Delegate steps whose remote agent asked for input, by step id: its prompt and task, then the
-   * answer to send it. Absent in snapshots made before remote input existed.
-   */
-  remoteInputs?: Record<string, RemoteInput>;
-  /**
-   * Questions an MCP server asked during a step's tool call (elicitation), by step id, until
-   * someone answers. Absent in snapshots made before elicitation existed.
-   */
-  elicitations?: Record<string, PendingElicitation>;
-  output?: unknown;
-  error?: WireError;
-}
-
-/** What a person answers a run that waits for input: a decision, text, or structured data. */
-export interface InputAnswer {
-  approved?: boolean;
-  text?: string;
-  data?: Record<string, unknown>;
-  by: string;
-}
-
-export interface RemoteInput {
-  prompt: string;
-  remoteTaskId: string;
-  answer?: InputAnswer;
-}
-
-/** An MCP server's open question during a step's tool call, and where its answer goes. */
-export interface PendingElicitation {
-  server: string;
-  message: string;
-  requestedSchema: RequestedSchema;
-  /** The dispatch of the step that asked: a question of an earlier attempt is no longer open. */
-  attempt: number;
-  /** The worker's NATS reply subject, waiting for the answer. */
-  reply: string;
-}
+export type { InputAnswer, PendingElicitation, RemoteInput, RunContext } from "../../schemas/run-context.ts";
 
 /** Outcomes of the effects the driver performs, and requests from outside, fed to the machine. */
 export type RunMachineEvent =

@@ -9,12 +9,12 @@ import type { StepProgress } from "../../schemas/run.ts";
 import { agentCancelSubject, agentTasksSubject, Headers, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import type { DelegateStep, WorkStep } from "../../schemas/workflow.ts";
 import {
-  authorize,
   encodeJson,
   type Logger,
   LoomError,
   request,
   SpanKind,
+  sendToolTask,
   toWireError,
   tracedHeaders,
   withSpan,
@@ -27,7 +27,7 @@ import { type ExpressionScope, renderValue } from "./expressions.ts";
 
 import type { InputAnswer, RunMachineEvent } from "./run-machine.ts";
 import type { RunTokens } from "./run-tokens.ts";
-import { progressText, relayTaskProgress } from "./task-progress.ts";
+import { progressText, type TaskProgressFeed } from "./task-progress.ts";
 
 /** Extra time an agent gets over the step's own timeout to answer with a typed error. */
 const REPLY_MARGIN_MS = 2_000;
@@ -45,6 +45,8 @@ export interface StepRunnerOptions {
   elicitationTimeoutMs: number;
   /** Where each run's run token is kept; only this service reads it. */
   runTokens: RunTokens;
+  /** The progress of this process's tasks, heard on one subscription. */
+  progress: TaskProgressFeed;
 }
 
 export interface WorkRun {
@@ -79,8 +81,9 @@ interface Dispatch {
 }
 
 /**
- * Performs one work step: render its inputs, ask policy about this exact operation, hand the A2A
- * task to its agent. Every outcome, failures included, comes back as a machine event.
+ * Performs one work step: render its inputs and send its A2A task, through acp-policy (which
+ * decides about this exact operation and forwards the granted task to the worker) or, for a
+ * delegate, straight to its agent. Every outcome, failures included, comes back as a machine event.
  */
 export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Promise<RunMachineEvent> {
   const { step } = run;
@@ -90,33 +93,11 @@ export async function runWorkStep(options: StepRunnerOptions, run: WorkRun): Pro
       kind: SpanKind.INTERNAL,
       attributes: { "loom.run.id": run.runId, "loom.step.id": step.id, "loom.step.attempt": run.attempt },
     },
-    async (span) => {
+    async () => {
       try {
         if ("delegate" in step && step.delegate.url !== undefined)
           return await runRemote(options, run, step.delegate.url);
-        const dispatch = await describeDispatch(step, run.scope);
-        if (dispatch.action !== "delegate") {
-          const decision = await authorize(
-            options.nc,
-            {
-              action: dispatch.action,
-              resource: { tool: dispatch.target },
-              ...(dispatch.arguments === undefined ? {} : { arguments: dispatch.arguments }),
-              runId: run.runId,
-              stepId: step.id,
-              attempt: run.attempt,
-              runWorkflow: run.workflow,
-            },
-            {
-              authorization: await options.runTokens.authorization(run.runId),
-              timeoutMs: options.policyTimeoutMs,
-              span,
-              channel: "run",
-            },
-          );
-          return await sendTask(options, run, dispatch, decision.grant);
-        }
-        return await sendTask(options, run, dispatch, undefined);
+        return await sendTask(options, run, await describeDispatch(step, run.scope));
       } catch (error) {
         return { type: "STEP.FAILED", stepId: step.id, error: toWireError(error) };
       }
@@ -128,73 +109,72 @@ async function sendTask(
   options: StepRunnerOptions,
   run: WorkRun,
   dispatch: Dispatch,
-  grant: string | undefined,
 ): Promise<RunMachineEvent> {
   const { step } = run;
   const timeoutMs = step.timeout ?? options.stepTimeoutMs;
   const taskId = `${run.runId}:${step.id}:${run.attempt}`;
-  const metadata: ToolCallMetadata = {
-    runId: run.runId,
-    stepId: step.id,
-    attempt: run.attempt,
-    timeoutMs,
-    ...(grant === undefined ? {} : { grant }),
-  };
-  // The worker's only credential is the grant. A workflow agent (this same service, another
-  // replica perhaps) gets the run token: the child run it starts is decided with it.
-  const authorization =
-    dispatch.agent === MCP_WORKER_AGENT ? undefined : await options.runTokens.authorization(run.runId);
+  const metadata: ToolCallMetadata = { runId: run.runId, stepId: step.id, attempt: run.attempt, timeoutMs };
+  // The run token goes to acp-policy (a tool task) or to a workflow agent (this same service,
+  // another replica perhaps), which decides the child run it starts with it; never to the worker.
+  const authorization = await options.runTokens.authorization(run.runId);
   const cancel = () =>
     options.nc.publish(agentCancelSubject(dispatch.agent), encodeJson({ taskId }), {
-      headers: tracedHeaders({ [Headers.AUTHORIZATION]: authorization }),
+      headers: tracedHeaders(
+        dispatch.agent === MCP_WORKER_AGENT ? {} : { [Headers.AUTHORIZATION]: authorization },
+      ),
     });
   run.signal.addEventListener("abort", cancel, { once: true });
-  // Subscribed before the task goes out, so no report the agent sends is missed. Only the MCP
+  // Followed before the task goes out, so no report the worker sends is missed. Only the MCP
   // worker reports progress on a task's notifications subject.
   const onProgress = run.onProgress;
   const progress =
     dispatch.agent === MCP_WORKER_AGENT && onProgress !== undefined
-      ? relayTaskProgress(
-          options.nc,
-          taskId,
-          (reported) => onProgress(progressText(step.id, reported), reported),
-          options.log,
-        )
+      ? options.progress.follow(taskId, (reported) => onProgress(progressText(step.id, reported), reported))
       : undefined;
-  const subject = agentTasksSubject(dispatch.agent);
   const replyWithinMs = timeoutMs + REPLY_MARGIN_MS;
   const deadline = new PausableDeadline(
     replyWithinMs,
-    () => new LoomError(ErrorCode.TIMEOUT, `no reply on ${subject} within ${replyWithinMs} ms`),
+    () => new LoomError(ErrorCode.TIMEOUT, `no reply to step ${step.id}'s task within ${replyWithinMs} ms`),
   );
   run.onDeadline?.(deadline);
   const expired = new Promise<never>((_resolve, reject) =>
     deadline.signal.addEventListener("abort", () => reject(deadline.signal.reason), { once: true }),
   );
+  const task = {
+    messageId: randomUUID(),
+    role: Role.USER,
+    taskId,
+    contextId: run.contextId,
+    parts: [dispatch.part],
+    metadata,
+  };
+  // The deadline above is the step's clock; this bound holds while it is paused.
+  const boundMs = replyWithinMs + options.elicitationTimeoutMs;
   try {
-    const sent = request(
-      options.nc,
-      agentTasksSubject(dispatch.agent),
-      AgentTaskContract,
-      {
-        messageId: randomUUID(),
-        role: Role.USER,
-        taskId,
-        contextId: run.contextId,
-        parts: [dispatch.part],
-        metadata,
-      },
-      {
-        // The deadline above is the step's clock; this bound holds while it is paused.
-        timeoutMs: replyWithinMs + options.elicitationTimeoutMs,
-        headers: {
-          [Headers.MSG_ID]: taskId,
-          [Headers.AUTHORIZATION]: authorization,
-        },
-      },
-    );
-    const task = await Promise.race([sent, expired]);
-    return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(task.artifacts?.[0]) };
+    const sent =
+      dispatch.action === "delegate"
+        ? request(options.nc, agentTasksSubject(dispatch.agent), AgentTaskContract, task, {
+            timeoutMs: boundMs,
+            headers: { [Headers.MSG_ID]: taskId, [Headers.AUTHORIZATION]: authorization },
+          })
+        : sendToolTask(
+            options.nc,
+            {
+              decision: {
+                action: dispatch.action,
+                resource: { tool: dispatch.target },
+                ...(dispatch.arguments === undefined ? {} : { arguments: dispatch.arguments }),
+                runId: run.runId,
+                stepId: step.id,
+                attempt: run.attempt,
+                runWorkflow: run.workflow,
+              },
+              task,
+            },
+            { authorization, channel: "run", timeoutMs: boundMs + options.policyTimeoutMs },
+          );
+    const answer = await Promise.race([sent, expired]);
+    return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(answer.artifacts?.[0]) };
   } finally {
     deadline.clear();
     run.signal.removeEventListener("abort", cancel);

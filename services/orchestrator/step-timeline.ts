@@ -1,4 +1,3 @@
-import { createActor } from "xstate";
 import { TERMINAL_STATES } from "../../schemas/a2a.ts";
 import { ErrorCode, type WireError, WireErrorSchema } from "../../schemas/errors.ts";
 import type { RunRecord, StepTimes } from "../../schemas/run.ts";
@@ -13,18 +12,14 @@ import {
   findStep,
   type RunSnapshotView,
 } from "./demands.ts";
-import { machineFor } from "./run-machine.ts";
+import { storedSnapshot } from "./run-restore.ts";
 
 /** The run's machine snapshot as its record holds it, restored for reading (nothing is started). */
 export function restoredSnapshot(record: RunRecord): RunSnapshotView {
   const { definition } = record;
   if (definition === undefined)
     throw new LoomError(ErrorCode.INTERNAL, `run ${record.runId} has no definition`);
-  const actor = createActor(machineFor(definition), {
-    snapshot: record.snapshot as never,
-    input: { input: record.input },
-  });
-  return actor.getSnapshot();
+  return storedSnapshot(definition, record);
 }
 
 /** Pure: the steps a snapshot is at (working, deciding, asking or waiting), by step id. */

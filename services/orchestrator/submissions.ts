@@ -31,8 +31,8 @@ import {
 import { assertInputWithin, type RunLimits } from "./limits.ts";
 import type { RunDriver } from "./run-driver.ts";
 import type { RunEvents } from "./run-events.ts";
-import { initialState } from "./run-execution.ts";
 import { linkRerun, rerunStart } from "./run-rerun.ts";
+import { initialState } from "./run-restore.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
 import type { RunTokens } from "./run-tokens.ts";
 import type { WorkflowCatalog } from "./workflow-catalog.ts";

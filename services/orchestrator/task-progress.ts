@@ -1,7 +1,7 @@
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { TaskNotificationSchema } from "../../schemas/mcp.ts";
 import type { StepProgress } from "../../schemas/run.ts";
-import { taskNotificationsSubject } from "../../schemas/subjects.ts";
+import { Subjects } from "../../schemas/subjects.ts";
 import { type Logger, listen } from "../kit/index.ts";
 
 /** A relay of one task's progress; `stop` ends it once every report heard so far is passed on. */
@@ -9,42 +9,63 @@ export interface ProgressRelay {
   stop(): Promise<void>;
 }
 
+interface Follower {
+  onProgress: (progress: StepProgress) => Promise<void>;
+  /** Reports are passed on one at a time, in order. */
+  chain: Promise<void>;
+}
+
 /**
- * Passes the progress an MCP server reports for an A2A task (published by the worker on the task's
- * notifications subject) to `onProgress`, one report at a time and in order, so run events show
- * the step moving. Log notifications stay with the worker's logs.
+ * The progress MCP servers report for the A2A tasks of this orchestrator's steps (published by the
+ * worker on each task's notifications subject), heard on one subscription for the whole process
+ * rather than one per step. A step follows its task while it runs; log notifications stay with the
+ * worker's logs.
  */
-export function relayTaskProgress(
-  nc: NatsConnection,
-  taskId: string,
-  onProgress: (progress: StepProgress) => Promise<void>,
-  log: Logger,
-): ProgressRelay {
-  let chain: Promise<void> = Promise.resolve();
-  const subscription = listen(nc, {
-    subject: taskNotificationsSubject(taskId),
-    schema: TaskNotificationSchema,
-    what: "task notification",
-    log,
-    handle: (notification) => {
-      if (notification.kind !== "progress") return;
-      const { progress: value, total, message: text } = notification;
-      const progress: StepProgress = {
-        progress: value,
-        ...(total === undefined ? {} : { total }),
-        ...(text === undefined ? {} : { message: text }),
-      };
-      chain = chain
-        .then(() => onProgress(progress))
-        .catch((problem: unknown) => log.warn({ err: problem, task_id: taskId }, "progress not relayed"));
-    },
-  });
-  return {
-    async stop() {
-      subscription.unsubscribe();
-      await chain;
-    },
-  };
+export class TaskProgressFeed {
+  readonly #followers = new Map<string, Follower>();
+  readonly #subscription: Subscription;
+  readonly #log: Logger;
+
+  constructor(nc: NatsConnection, log: Logger) {
+    this.#log = log;
+    this.#subscription = listen(nc, {
+      subject: Subjects.TASK_NOTIFICATIONS_ALL,
+      schema: TaskNotificationSchema,
+      what: "task notification",
+      log,
+      handle: (notification) => {
+        const follower = this.#followers.get(notification.taskId);
+        if (follower === undefined || notification.kind !== "progress") return;
+        const { progress: value, total, message: text } = notification;
+        const progress: StepProgress = {
+          progress: value,
+          ...(total === undefined ? {} : { total }),
+          ...(text === undefined ? {} : { message: text }),
+        };
+        follower.chain = follower.chain
+          .then(() => follower.onProgress(progress))
+          .catch((problem: unknown) =>
+            this.#log.warn({ err: problem, task_id: notification.taskId }, "progress not relayed"),
+          );
+      },
+    });
+  }
+
+  /** Passes the progress reported for task `taskId` to `onProgress` until the relay is stopped. */
+  follow(taskId: string, onProgress: (progress: StepProgress) => Promise<void>): ProgressRelay {
+    const follower: Follower = { onProgress, chain: Promise.resolve() };
+    this.#followers.set(taskId, follower);
+    return {
+      stop: async () => {
+        if (this.#followers.get(taskId) === follower) this.#followers.delete(taskId);
+        await follower.chain;
+      },
+    };
+  }
+
+  close(): void {
+    this.#subscription.unsubscribe();
+  }
 }
 
 /** `50% step slow: halfway` — the words of a progress run event. */

@@ -102,18 +102,18 @@ function conventionProblems(spans: readonly ReceivedSpan[]): string[] {
 const indent = (lines: string[], by: number) => lines.map((line) => `${" ".repeat(by)}${line}`);
 
 /**
- * The spans of one tool call, from the orchestrator's requests down to the MCP server. A run's
- * step is decided with its run token on the orchestrator's own subject, a gateway call with the
- * caller's token on the public one.
+ * The spans of one tool call, from the orchestrator's task down to the MCP server: acp-policy
+ * decides, then forwards the task to the worker. A run's step goes with its run token on the
+ * orchestrator's own subject, a gateway call with the caller's token on the public one.
  */
-const toolCall = (server: string, tool: string, decide = "loom.v1.policy.decide.run") => [
-  "orchestrator: send loom.v1.agents.mcp-worker.tasks",
-  "  mcp-worker: process loom.v1.agents.mcp-worker.tasks",
-  `    mcp-worker: tools/call ${tool}`,
-  `      mcp-${server}: tools/call ${tool}`,
-  `orchestrator: send ${decide}`,
-  `  acp-policy: process ${decide}`,
+const toolCall = (server: string, tool: string, subject = "loom.v1.policy.tasks.run") => [
+  `orchestrator: send ${subject}`,
+  `  acp-policy: process ${subject}`,
   "    acp-policy: decide tools.call",
+  "    acp-policy: send loom.v1.agents.mcp-worker.tasks",
+  "      mcp-worker: process loom.v1.agents.mcp-worker.tasks",
+  `        mcp-worker: tools/call ${tool}`,
+  `          mcp-${server}: tools/call ${tool}`,
 ];
 const callStep = (step: string, server: string, tool: string) => [
   `orchestrator: step ${step}`,
@@ -267,7 +267,7 @@ describe("e2e - traces in a real Jaeger (v2 all-in-one, default configuration)",
       }
       const spans = await expectTraceInJaeger(traceId, [
         "orchestrator: tools/call crm.get_contact",
-        ...indent(toolCall("crm", "get_contact", "loom.v1.policy.decide"), 2),
+        ...indent(toolCall("crm", "get_contact", "loom.v1.policy.tasks"), 2),
       ]);
       const gateway = spans.find((span) => span.name === "tools/call crm.get_contact");
       expect(gateway?.parentSpanId).toBe(clientSpanId);

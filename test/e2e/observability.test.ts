@@ -78,21 +78,21 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
         "    orchestrator: process loom.v1.runs.submit",
         "      orchestrator: run hello",
         "        orchestrator: step contact",
-        "          orchestrator: send loom.v1.agents.mcp-worker.tasks",
-        "            mcp-worker: process loom.v1.agents.mcp-worker.tasks",
-        "              mcp-worker: tools/call get_contact",
-        "                mcp-crm: tools/call get_contact",
-        "          orchestrator: send loom.v1.policy.decide.run",
-        "            acp-policy: process loom.v1.policy.decide.run",
+        "          orchestrator: send loom.v1.policy.tasks.run",
+        "            acp-policy: process loom.v1.policy.tasks.run",
         "              acp-policy: decide tools.call",
+        "              acp-policy: send loom.v1.agents.mcp-worker.tasks",
+        "                mcp-worker: process loom.v1.agents.mcp-worker.tasks",
+        "                  mcp-worker: tools/call get_contact",
+        "                    mcp-crm: tools/call get_contact",
         "        orchestrator: step now",
-        "          orchestrator: send loom.v1.agents.mcp-worker.tasks",
-        "            mcp-worker: process loom.v1.agents.mcp-worker.tasks",
-        "              mcp-worker: tools/call get_time",
-        "                mcp-time: tools/call get_time",
-        "          orchestrator: send loom.v1.policy.decide.run",
-        "            acp-policy: process loom.v1.policy.decide.run",
+        "          orchestrator: send loom.v1.policy.tasks.run",
+        "            acp-policy: process loom.v1.policy.tasks.run",
         "              acp-policy: decide tools.call",
+        "              acp-policy: send loom.v1.agents.mcp-worker.tasks",
+        "                mcp-worker: process loom.v1.agents.mcp-worker.tasks",
+        "                  mcp-worker: tools/call get_time",
+        "                    mcp-time: tools/call get_time",
         "      orchestrator: send loom.v1.policy.decide",
         "        acp-policy: process loom.v1.policy.decide",
         "          acp-policy: decide workflow.start",
@@ -124,11 +124,12 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
       "gen_ai.tool.name": "get_contact",
     });
 
-    const send = spans.find((span) => span.name === "send loom.v1.agents.mcp-worker.tasks");
+    // A step's task goes to acp-policy, which forwards it to the worker once it has decided.
+    const send = spans.find((span) => span.name === "send loom.v1.policy.tasks.run");
     expect(send?.kind).toBe(OtlpSpanKind.CLIENT);
     expect(send?.attributes).toMatchObject({
       "messaging.system": "nats",
-      "messaging.destination.name": "loom.v1.agents.mcp-worker.tasks",
+      "messaging.destination.name": "loom.v1.policy.tasks.run",
       "messaging.operation.type": "send",
     });
     const decisions = spans.filter((span) => span.name === "decide tools.call");
@@ -213,7 +214,8 @@ describe("e2e - observability: one trace per run, metrics, health, logs", () => 
     // the run's tree in LOOM_SPANS starts where the orchestrator took the submission.
     expect(stdout).not.toContain("loom-cli");
     expect(stdout).toMatch(/^process loom\.v1\.runs\.submit\s+orchestrator\s+[\d.]+\s+█+/m);
-    expect(stdout).toMatch(/^ {10}tools\/call get_contact\s+mcp-worker\s+[\d.]+\s+ *█+/m);
+    // Under the step: its task sent to acp-policy, which forwarded it to the worker.
+    expect(stdout).toMatch(/^ {14}tools\/call get_contact\s+mcp-worker\s+[\d.]+\s+ *█+/m);
   });
 
   it("metrics - each service's /metrics counts what the runs did", async () => {

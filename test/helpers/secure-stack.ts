@@ -39,11 +39,17 @@ export interface SecureStack extends AsyncDisposable {
   ): Promise<NatsConnection>;
   /** A decision for `gauges.read_gauge {id}` in run `runId`, asked with an analyst's own token. */
   decideRead(nc: NatsConnection, runId: string, id: string, attempt?: number): Promise<PolicyDecision>;
-  /** Sends the worker a read_gauge task with `grant` for `attempt`; resolves to the error code or "ok". */
-  sendTask(
-    nc: NatsConnection,
-    task: { runId: string; id: string; attempt: number; grant?: string; part?: unknown },
-  ): Promise<string>;
+  /**
+   * Sends the worker a read_gauge task with `grant` for `attempt`, as acp-policy's user (the one
+   * that forwards granted tasks to it); resolves to the error code or "ok".
+   */
+  sendTask(task: {
+    runId: string;
+    id: string;
+    attempt: number;
+    grant?: string;
+    part?: unknown;
+  }): Promise<string>;
 }
 
 export async function startSecureStack(): Promise<SecureStack> {
@@ -73,6 +79,8 @@ export async function startSecureStack(): Promise<SecureStack> {
   });
   const admin = await nats.connectAs("orchestrator");
   connections.push(admin);
+  const forwarder = await nats.connectAs("acp-policy");
+  connections.push(forwarder);
   await waitUntilReady(admin, { tools: ["time.get_time", "gauges.read_gauge"], timeoutMs: 30_000 });
   return {
     nats,
@@ -101,10 +109,10 @@ export async function startSecureStack(): Promise<SecureStack> {
         },
         { timeoutMs: 10_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${tokenFor("ann", "analyst")}` } },
       ),
-    async sendTask(nc, task) {
+    async sendTask(task) {
       try {
         await request(
-          nc,
+          forwarder,
           agentTasksSubject(MCP_WORKER_AGENT),
           AgentTaskContract,
           {

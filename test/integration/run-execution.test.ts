@@ -17,9 +17,11 @@ import { DefinitionStore } from "../../services/orchestrator/definition-store.ts
 import { DEFAULT_EXPRESSION_LIMITS } from "../../services/orchestrator/expressions.ts";
 import { ResultStore } from "../../services/orchestrator/result-store.ts";
 import { RunEvents } from "../../services/orchestrator/run-events.ts";
-import { initialState, RunExecution } from "../../services/orchestrator/run-execution.ts";
+import { RunExecution } from "../../services/orchestrator/run-execution.ts";
+import { initialState } from "../../services/orchestrator/run-restore.ts";
 import { RunStore } from "../../services/orchestrator/run-store.ts";
 import { RunTokens } from "../../services/orchestrator/run-tokens.ts";
+import { TaskProgressFeed } from "../../services/orchestrator/task-progress.ts";
 import { parseWorkflow } from "../../services/orchestrator/workflow-catalog.ts";
 import { connectTo, startNatsServer } from "../helpers/nats-server.ts";
 
@@ -83,11 +85,13 @@ async function setup() {
     remoteAgents: new RemoteAgents({}),
     expressionLimits: DEFAULT_EXPRESSION_LIMITS,
     results: new ResultStore(resultsKv, 65_536),
+    progress: new TaskProgressFeed(nc, log),
   };
   return {
     nc,
     options,
     async [Symbol.asyncDispose]() {
+      options.progress.close();
       await nc.close();
       await ns[Symbol.asyncDispose]();
     },

@@ -101,11 +101,14 @@ async function auditRecords(nc: NatsConnection): Promise<AuditRecord[]> {
 
 describe("security - token and bypass attacks against a running stack", () => {
   let loom: Loom;
-  /** Asks policy and sends agents tasks: what a compromised orchestrator, or its user, can do. */
+  /** Asks policy: what a compromised orchestrator, or its user, can do. */
   let orchestrator: NatsConnection;
+  /** Sends the worker tasks: what a compromised acp-policy's user (which forwards granted tasks) can do. */
+  let forwarder: NatsConnection;
   beforeAll(async () => {
     loom = await startLoom({ env: { LOOM_GRANT_TTL: "1s" } });
     orchestrator = await loom.connectAs(NatsUser.ORCHESTRATOR);
+    forwarder = await loom.connectAs(NatsUser.ACP_POLICY);
   });
   afterAll(async () => {
     await loom?.[Symbol.asyncDispose]();
@@ -235,7 +238,7 @@ describe("security - token and bypass attacks against a running stack", () => {
       `a task sent straight to the worker without a grant is refused and audited`,
       async () => {
         const result = await sendTask(
-          orchestrator,
+          forwarder,
           { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
           {},
         );
@@ -253,7 +256,7 @@ describe("security - token and bypass attacks against a running stack", () => {
     expect(grant).toBeDefined();
     await attack(AttackClass.GRANT_REUSE, `a grant replayed with other arguments is refused`, async () => {
       const result = await sendTask(
-        orchestrator,
+        forwarder,
         { server: "crm", tool: "get_contact", arguments: { id: "c-2" } },
         { grant },
       );
@@ -269,7 +272,7 @@ describe("security - token and bypass attacks against a running stack", () => {
     });
     await attack(AttackClass.BYPASS, `a grant for one tool does not open another`, async () => {
       const result = await sendTask(
-        orchestrator,
+        forwarder,
         { server: "crm", tool: "delete_record", arguments: { timezone: "UTC" } },
         { grant },
       );
@@ -287,7 +290,7 @@ describe("security - token and bypass attacks against a running stack", () => {
           { header: { typ: "loom-grant+jwt", kid: "attacker-key" } },
         );
         const result = await sendTask(
-          orchestrator,
+          forwarder,
           { server: "crm", tool: "get_contact", arguments: { id: "c-1" } },
           { grant: forged },
         );
@@ -301,7 +304,7 @@ describe("security - token and bypass attacks against a running stack", () => {
     const fresh = await decide(orchestrator, tokenFor("ann", "analyst"), "time.get_time", {
       timezone: "UTC",
     });
-    const ok = await sendTask(orchestrator, call, { grant: fresh.grant });
+    const ok = await sendTask(forwarder, call, { grant: fresh.grant });
     expect("status" in ok && ok.status.state).toBe("TASK_STATE_COMPLETED");
 
     const stale = await decide(orchestrator, tokenFor("ann", "analyst"), "time.get_time", {
@@ -313,7 +316,7 @@ describe("security - token and bypass attacks against a running stack", () => {
       AttackClass.BYPASS,
       `an expired grant is refused, while the same grant used in time works`,
       async () => {
-        const result = await sendTask(orchestrator, { ...call }, { grant: stale.grant, stepId: "s2" });
+        const result = await sendTask(forwarder, { ...call }, { grant: stale.grant, stepId: "s2" });
         return isRefusal(result, ErrorCode.GRANT_REFUSED) && /expired/.test((result as LoomError).message);
       },
     );

@@ -83,9 +83,7 @@ describe("security - audit forgery against a stack with a NATS user per service"
     loom.stacks[0]?.services[0]?.process.kill("SIGKILL");
     const before = await loom.executions();
     await control("the granted call runs although acp-policy is dead", async () => {
-      return (
-        (await loom.sendTask(orchestrator, { runId, id: "g-9", attempt: 1, grant: decision.grant })) === "ok"
-      );
+      return (await loom.sendTask({ runId, id: "g-9", attempt: 1, grant: decision.grant })) === "ok";
     });
     expect(await loom.executions()).toBe(before + 1);
     await attack(AttackClass.AUDIT_FORGERY, "no execution without its decision durable first", async () => {

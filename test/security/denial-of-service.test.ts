@@ -64,6 +64,8 @@ describe("security - denial of service and bad messages against a running stack"
   let runs: RunActors;
   /** Agent tasks and cancels: the orchestrator's user, the strongest insider on those subjects. */
   let orchestrator: NatsConnection;
+  /** acp-policy's user: the one that forwards granted tool tasks to the worker. */
+  let forwarder: NatsConnection;
   /** Submissions and graph requests: what any caller may send. */
   let submitter: NatsConnection;
   /** Workflow applies. */
@@ -74,6 +76,7 @@ describe("security - denial of service and bad messages against a running stack"
     loom = await startLoom();
     pids = new Map(loom.stack.services.map((service) => [service.name, service.process.pid]));
     orchestrator = await loom.connectAs(NatsUser.ORCHESTRATOR);
+    forwarder = await loom.connectAs(NatsUser.ACP_POLICY);
     submitter = await loom.connectAs(NatsUser.SUBMITTER);
     policyAdmin = await loom.connectAs(NatsUser.POLICY_ADMIN);
     violations = [orchestrator, submitter, policyAdmin].map(permissionViolations);
@@ -257,7 +260,9 @@ describe("security - denial of service and bad messages against a running stack"
         `a task of ${maxPayload - 8_192} bytes to ${agent}`,
         async () => {
           const body = JSON.stringify(task(`big-${randomUUID()}`, { pad: "x".repeat(maxPayload - 8_192) }));
-          const reply = await orchestrator.request(agentTasksSubject(agent), body, { timeout: 20_000 });
+          // Tool tasks reach the worker only as acp-policy forwards them.
+          const sender = agent === MCP_WORKER_AGENT ? forwarder : orchestrator;
+          const reply = await sender.request(agentTasksSubject(agent), body, { timeout: 20_000 });
           return reply.data.byteLength <= maxPayload && answered(reply) && allAlive();
         },
       );

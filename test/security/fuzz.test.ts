@@ -83,6 +83,14 @@ function targets(runId: string, workflowIds: string[]): Target[] {
   return [
     { subject: Subjects.POLICY_DECIDE, as: NatsUser.ORCHESTRATOR, kind: "serve", template: decision },
     { subject: Subjects.POLICY_EXPLAIN, as: NatsUser.SUBMITTER, kind: "serve", template: decision },
+    ...[Subjects.POLICY_TASKS, Subjects.POLICY_TASKS_RUN].map(
+      (subject): Target => ({
+        subject,
+        as: NatsUser.ORCHESTRATOR,
+        kind: "serve",
+        template: { decision, task: task() },
+      }),
+    ),
     { subject: Subjects.POLICY_AUTHENTICATE, as: NatsUser.ORCHESTRATOR, kind: "serve", template: {} },
     {
       subject: Subjects.POLICY_PERMITTED,
@@ -155,7 +163,8 @@ function targets(runId: string, workflowIds: string[]): Target[] {
     ...agents.map(
       (agent): Target => ({
         subject: agentTasksSubject(agent),
-        as: NatsUser.ORCHESTRATOR,
+        // Tool tasks reach the worker only as acp-policy forwards them.
+        as: agent === MCP_WORKER_AGENT ? NatsUser.ACP_POLICY : NatsUser.ORCHESTRATOR,
         kind: "serve",
         template: task(),
       }),

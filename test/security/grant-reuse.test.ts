@@ -30,16 +30,14 @@ describe("security - grant reuse against a stack with a NATS user per service", 
     const { grant } = await loom.decideRead(nc, runId, "g-1");
     const before = await loom.executions();
     await control("the granted attempt executes", async () => {
-      return (await loom.sendTask(nc, { runId, id: "g-1", attempt: 1, grant })) === "ok";
+      return (await loom.sendTask({ runId, id: "g-1", attempt: 1, grant })) === "ok";
     });
     await attack(
       AttackClass.GRANT_REUSE,
       "a grant re-sent with attempts 2..125 executes nothing",
       async () => {
         const outcomes = await Promise.all(
-          Array.from({ length: 124 }, (_, i) =>
-            loom.sendTask(nc, { runId, id: "g-1", attempt: i + 2, grant }),
-          ),
+          Array.from({ length: 124 }, (_, i) => loom.sendTask({ runId, id: "g-1", attempt: i + 2, grant })),
         );
         return outcomes.every((code) => code === "GRANT_REFUSED") && (await loom.executions()) === before + 1;
       },
@@ -48,7 +46,7 @@ describe("security - grant reuse against a stack with a NATS user per service", 
       AttackClass.GRANT_REUSE,
       "the same grant and attempt again replays, never re-executes",
       async () => {
-        await loom.sendTask(nc, { runId, id: "g-1", attempt: 1, grant });
+        await loom.sendTask({ runId, id: "g-1", attempt: 1, grant });
         return (await loom.executions()) === before + 1;
       },
     );
@@ -63,7 +61,7 @@ describe("security - grant reuse against a stack with a NATS user per service", 
       "20 concurrent copies of one task and grant execute once",
       async () => {
         await Promise.all(
-          Array.from({ length: 20 }, () => loom.sendTask(nc, { runId, id: "g-2", attempt: 1, grant })),
+          Array.from({ length: 20 }, () => loom.sendTask({ runId, id: "g-2", attempt: 1, grant })),
         );
         return (await loom.executions()) === before + 1;
       },
@@ -78,7 +76,7 @@ describe("security - grant reuse against a stack with a NATS user per service", 
       AttackClass.GRANT_REUSE,
       "a tools.call grant replayed to a resource read is refused",
       async () => {
-        const code = await loom.sendTask(nc, {
+        const code = await loom.sendTask({
           runId,
           id: "g-3",
           attempt: 1,
@@ -89,7 +87,7 @@ describe("security - grant reuse against a stack with a NATS user per service", 
       },
     );
     await attack(AttackClass.GRANT_REUSE, "a tools.call grant replayed to a prompt is refused", async () => {
-      const code = await loom.sendTask(nc, {
+      const code = await loom.sendTask({
         runId,
         id: "g-3",
         attempt: 1,
@@ -132,7 +130,7 @@ describe("security - grant reuse against a stack with a NATS user per service", 
       },
     );
     await control("the grant still serves its own call once", async () => {
-      return (await loom.sendTask(nc, { runId, id: "g-3", attempt: 1, grant })) === "ok";
+      return (await loom.sendTask({ runId, id: "g-3", attempt: 1, grant })) === "ok";
     });
     expect(await loom.executions()).toBe(before + 1);
   });

@@ -8,7 +8,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { calculateJwkThumbprint, type JWK, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskState } from "../../schemas/a2a.ts";
-import { AgentTaskContract, WorkflowApplyContract } from "../../schemas/contracts.ts";
+import { AgentTaskContract, PolicyTaskContract, WorkflowApplyContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { GRANT_AUDIENCE, GRANT_ISSUER, GRANT_TYPE } from "../../schemas/policy.ts";
 import {
@@ -127,10 +127,10 @@ describe("security - trusted bus: the NATS users of npm start", () => {
         .sign(key.privateKey);
     }
 
-    /** The minted grant sent to the worker as the orchestrator would: true when the worker ran it. */
+    /** The minted grant sent to the worker as acp-policy forwards tasks: true when the worker ran it. */
     async function workerAccepts(grant: string, stepId: string): Promise<boolean> {
       const result = await request(
-        as[NatsUser.ORCHESTRATOR],
+        as[NatsUser.ACP_POLICY],
         agentTasksSubject(MCP_WORKER_AGENT),
         AgentTaskContract,
         {
@@ -370,39 +370,42 @@ describe("security - trusted bus: the NATS users of npm start", () => {
   });
 
   describe("agent tasks and audit", () => {
-    it.each([NatsUser.SUBMITTER, NatsUser.MCP_WORKER, NatsUser.LLM_AGENT, NatsUser.ACP_POLICY])(
-      "bus - %s cannot send the mcp-worker a task, which no worker sees",
-      async (user) => {
-        const messageId = randomUUID();
-        let seen = 0;
-        const watching = loom.observer.subscribe(agentTasksSubject(MCP_WORKER_AGENT), {
-          callback: (_error, message) => {
-            if (message.string().includes(messageId)) seen += 1;
-          },
-        });
-        await loom.observer.flush();
-        await attack(
-          AttackClass.TRUSTED_BUS,
-          `${user} publishes a task to loom.v1.agents.mcp-worker.tasks`,
-          async () => {
-            const refused = await as[user]
-              .request(agentTasksSubject(MCP_WORKER_AGENT), JSON.stringify({ messageId }), { timeout: 1_500 })
-              .then(
-                () => false,
-                () => true,
-              );
-            await loom.observer.flush();
-            return refused && seen === 0;
-          },
-        );
-        watching.unsubscribe();
-      },
-    );
+    it.each([
+      NatsUser.SUBMITTER,
+      NatsUser.MCP_WORKER,
+      NatsUser.LLM_AGENT,
+      NatsUser.ORCHESTRATOR,
+      NatsUser.POLICY_ADMIN,
+    ])("bus - %s cannot send the mcp-worker a task, which no worker sees", async (user) => {
+      const messageId = randomUUID();
+      let seen = 0;
+      const watching = loom.observer.subscribe(agentTasksSubject(MCP_WORKER_AGENT), {
+        callback: (_error, message) => {
+          if (message.string().includes(messageId)) seen += 1;
+        },
+      });
+      await loom.observer.flush();
+      await attack(
+        AttackClass.TRUSTED_BUS,
+        `${user} publishes a task to loom.v1.agents.mcp-worker.tasks`,
+        async () => {
+          const refused = await as[user]
+            .request(agentTasksSubject(MCP_WORKER_AGENT), JSON.stringify({ messageId }), { timeout: 1_500 })
+            .then(
+              () => false,
+              () => true,
+            );
+          await loom.observer.flush();
+          return refused && seen === 0;
+        },
+      );
+      watching.unsubscribe();
+    });
 
-    it("bus - control: the orchestrator's user reaches the worker (which answers without a grant: refused)", async () => {
-      await control("the orchestrator's user sends the worker a task", async () =>
+    it("bus - control: acp-policy's user reaches the worker (which answers without a grant: refused)", async () => {
+      await control("acp-policy's user sends the worker a task", async () =>
         request(
-          as[NatsUser.ORCHESTRATOR],
+          as[NatsUser.ACP_POLICY],
           agentTasksSubject(MCP_WORKER_AGENT),
           AgentTaskContract,
           {
@@ -416,6 +419,76 @@ describe("security - trusted bus: the NATS users of npm start", () => {
           (error: { code?: string }) => error.code === ErrorCode.GRANT_REFUSED,
         ),
       );
+    });
+
+    /** A step's intent for time.get_time, as the orchestrator sends it through acp-policy. */
+    const intent = (runId: string) => ({
+      decision: {
+        action: "tools.call" as const,
+        resource: { tool: "time.get_time" },
+        arguments: { timezone: "UTC" },
+        runId,
+        stepId: "s1",
+        attempt: 1,
+      },
+      task: {
+        messageId: randomUUID(),
+        role: "ROLE_USER" as const,
+        taskId: `${runId}:s1:1`,
+        contextId: runId,
+        parts: [{ data: { server: "time", tool: "get_time", arguments: { timezone: "UTC" } } }],
+        metadata: { runId, stepId: "s1", attempt: 1 },
+      },
+    });
+
+    it.each(
+      [
+        NatsUser.SUBMITTER,
+        NatsUser.MCP_WORKER,
+        NatsUser.LLM_AGENT,
+        NatsUser.ACP_POLICY,
+        NatsUser.POLICY_ADMIN,
+      ].flatMap((user) =>
+        [Subjects.POLICY_TASKS, Subjects.POLICY_TASKS_RUN].map((subject) => [user, subject] as const),
+      ),
+    )("bus - %s cannot publish a step's intent on %s, which acp-policy never sees", async (user, subject) => {
+      const runId = `intent-${randomUUID()}`;
+      let seen = 0;
+      const watching = loom.observer.subscribe(subject, {
+        callback: (_error, message) => {
+          if (message.string().includes(runId)) seen += 1;
+        },
+      });
+      await loom.observer.flush();
+      await attack(
+        AttackClass.TRUSTED_BUS,
+        `${user} publishes a tool task's intent on ${subject}`,
+        async () => {
+          const refused = await request(as[user], subject, PolicyTaskContract, intent(runId), {
+            timeoutMs: 1_500,
+            headers: { [Headers.AUTHORIZATION]: `Bearer ${analyst}` },
+          }).then(
+            () => false,
+            () => true,
+          );
+          await loom.observer.flush();
+          return refused && seen === 0;
+        },
+      );
+      watching.unsubscribe();
+    });
+
+    it("bus - control: the orchestrator's user sends an intent with a caller's token and the worker's answer comes back", async () => {
+      await control("the orchestrator's user sends a tool task through acp-policy", async () => {
+        const task = await request(
+          as[NatsUser.ORCHESTRATOR],
+          Subjects.POLICY_TASKS,
+          PolicyTaskContract,
+          intent(`intent-${randomUUID()}`),
+          { timeoutMs: 15_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${analyst}` } },
+        );
+        return task.status.state === TaskState.COMPLETED;
+      });
     });
 
     it.each([

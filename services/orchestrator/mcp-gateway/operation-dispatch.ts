@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Role, type Task } from "../../../schemas/a2a.ts";
-import { AgentTaskContract, ServerRequestRelayContract } from "../../../schemas/contracts.ts";
+import { ServerRequestRelayContract } from "../../../schemas/contracts.ts";
 import {
   type McpOperation,
   type ResourceSubscription,
@@ -18,20 +18,17 @@ import type {
 import type { PolicyAction } from "../../../schemas/policy.ts";
 import {
   agentCancelSubject,
-  agentTasksSubject,
-  Headers,
   MCP_WORKER_AGENT,
   mcpTaskServerRequestsSubject,
   taskNotificationsSubject,
 } from "../../../schemas/subjects.ts";
 import {
-  authorize,
   encodeJson,
   type Logger,
   listen,
-  request,
   type Service,
   SpanKind,
+  sendToolTask,
   serve,
   withSpan,
 } from "../../kit/index.ts";
@@ -95,25 +92,12 @@ export async function dispatchOperation(
         "loom.step.id": stepId,
       },
     },
-    async (span) => {
-      const decision = await authorize(
-        options.nc,
-        {
-          action: operation.action,
-          resource: { tool: operation.target },
-          arguments: operation.arguments,
-          runId,
-          stepId,
-          attempt: 1,
-        },
-        { authorization: call.authorization, timeoutMs: options.policyTimeoutMs, span },
-      );
+    async () => {
       const metadata: ToolCallMetadata = {
         runId,
         stepId,
         attempt: 1,
         timeoutMs: options.callTimeoutMs,
-        ...(decision.grant === undefined ? {} : { grant: decision.grant }),
         ...(call.serverRequests === undefined ? {} : { clientRelay: call.serverRequests.relay }),
       };
       const relay = relayNotifications(options, taskId, call.onNotification);
@@ -121,26 +105,36 @@ export async function dispatchOperation(
       const cancel = () => options.nc.publish(agentCancelSubject(MCP_WORKER_AGENT), encodeJson({ taskId }));
       call.signal?.addEventListener("abort", cancel, { once: true });
       try {
-        return await request(
+        return await sendToolTask(
           options.nc,
-          agentTasksSubject(MCP_WORKER_AGENT),
-          AgentTaskContract,
           {
-            messageId: randomUUID(),
-            role: Role.USER,
-            taskId,
-            contextId: runId,
-            parts: [{ data: operation.operation }],
-            metadata,
+            decision: {
+              action: operation.action,
+              resource: { tool: operation.target },
+              arguments: operation.arguments,
+              runId,
+              stepId,
+              attempt: 1,
+            },
+            task: {
+              messageId: randomUUID(),
+              role: Role.USER,
+              taskId,
+              contextId: runId,
+              parts: [{ data: operation.operation }],
+              metadata,
+            },
           },
           {
+            // The caller's token goes to acp-policy only: the grant is the worker's only credential.
+            authorization: call.authorization,
+            channel: "public",
             // The worker's clock stops while the client's user answers a question: so does this one.
             timeoutMs:
+              options.policyTimeoutMs +
               options.callTimeoutMs +
               REPLY_MARGIN_MS +
               (call.serverRequests?.relay.elicitation === true ? options.elicitationTimeoutMs : 0),
-            // No Authorization header: the grant is the worker's only credential.
-            headers: { [Headers.MSG_ID]: taskId },
           },
         );
       } finally {
