@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction } from "../../schemas/policy.ts";
-import type { RunRecord, StepTimes } from "../../schemas/run.ts";
+import type { RunRecord } from "../../schemas/run.ts";
 import type { ElicitationRequest } from "../../schemas/sampling.ts";
 import { ElicitAnswerSchema } from "../../schemas/sampling.ts";
 import type { Workflow } from "../../schemas/workflow.ts";

@@ -149,7 +149,7 @@ describe("task forwarding - acp-policy decides a tool task and hands it to the w
       expect(task.status.state).toBe(TaskState.COMPLETED);
       expect(seen).toHaveLength(1);
       expect(seen[0]?.authorization).toBeUndefined();
-      expect((seen[0]?.message.metadata as { grant?: string }).grant).toMatch(/^ey/);
+      expect((seen[0]?.message.metadata as { grant?: string } | undefined)?.grant).toMatch(/^ey/);
     } finally {
       await standIn.stop();
       await worker.close();
