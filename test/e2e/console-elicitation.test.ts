@@ -160,7 +160,19 @@ describe("console - answering an MCP server's question (elicitation) in the brow
     await manager.page.keyboard.press("Tab");
     await manager.page.keyboard.press("Space");
     expect(await form.getByLabel("Boolean", { exact: true }).isChecked()).toBe(true);
-    await form.getByLabel("String with email format", { exact: true }).fill("ada@example.com");
+    // What HTML can check, the browser checks before anything is sent.
+    const answers: string[] = [];
+    manager.page.on("request", (request) => {
+      if (request.url().endsWith(`/runs/${runId}/input`)) answers.push(request.postData() ?? "");
+    });
+    const email = form.getByLabel("String with email format", { exact: true });
+    await email.fill("not an address");
+    await form.getByRole("button", { name: "Send answer" }).click();
+    expect(
+      await email.evaluate((input) => (input as unknown as { validationMessage: string }).validationMessage),
+    ).not.toBe("");
+    expect(answers).toEqual([]);
+    await email.fill("ada@example.com");
     await form.getByLabel("String with uri format", { exact: true }).fill("https://example.com/ada");
     await form.getByLabel("String with date format", { exact: true }).fill("1815-12-10");
     await form.getByLabel("Integer", { exact: true }).fill("7");
@@ -205,9 +217,9 @@ describe("console - answering an MCP server's question (elicitation) in the brow
       titledMultipleSelectEnum: ["fish-1", "fish-2"],
       legacyTitledEnum: "pet-2",
     };
-    const sent = manager.page.waitForRequest((request) => request.url().endsWith(`/runs/${runId}/input`));
     await form.getByRole("button", { name: "Send answer" }).click();
-    expect((await sent).postDataJSON()).toEqual({ stepId: "form", data: submitted });
+    await expect.poll(() => answers.length).toBe(2);
+    expect(JSON.parse(answers[1] ?? "")).toEqual({ stepId: "form", data: submitted });
     await item.waitFor({ state: "detached", timeout: 30_000 });
 
     // The analyst's page, never reloaded, follows the run to its end; the server got exactly that.
