@@ -1,12 +1,9 @@
-import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+import { launchConsoleBrowser, shot, signedIn as signedInAt } from "../helpers/console-browser.ts";
+import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
 
-/** Screenshots of every page, for people to look at (gitignored); the README's come from here. */
-const SHOTS = join(REPO_ROOT, "test-output", "console");
 const FIRST_LOAD_BUDGET_BYTES = 200 * 1024;
 
 /**
@@ -21,35 +18,17 @@ describe("console - the web console in a browser against the whole stack", () =>
   let analystRun: string;
 
   beforeAll(async () => {
-    await mkdir(SHOTS, { recursive: true });
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
     loom = await startLoom({ env: { LOOM_A2A_PORT: String(port) } });
-    browser = await chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      args: ["--no-sandbox"],
-    });
+    browser = await launchConsoleBrowser();
   }, 120_000);
   afterAll(async () => {
     await browser?.close();
     await loom?.[Symbol.asyncDispose]();
   });
 
-  /** A browser context signed in with this token, on the console's first page. */
-  async function signedIn(token: string): Promise<{ context: BrowserContext; page: Page }> {
-    const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
-    const page = await context.newPage();
-    page.on("pageerror", (error) => console.error(`console page error: ${error.message}`));
-    await page.goto(`${base}/console`);
-    await page.getByLabel("Bearer token").fill(token);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByTestId("principal").waitFor();
-    return { context, page };
-  }
-
-  const shot = (page: Page, name: string) =>
-    page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+  const signedIn = (token: string) => signedInAt(browser, base, token);
 
   it("console - an analyst starts crm-enrich and watches it wait for approval live; a manager approves from the inbox; the run page completes without reload", async () => {
     const analyst = await signedIn(tokenFor("ann", "analyst"));

@@ -35,6 +35,7 @@ function InboxEntry(props: { item: InboxItem }) {
   const [problem, setProblem] = useState<unknown>(undefined);
   const [sent, setSent] = useState<string | undefined>(undefined);
   const answer = async (body: RunInput, what: string) => {
+    setProblem(undefined);
     try {
       await post(`/runs/${encodeURIComponent(item.runId)}/input`, { stepId: asked.stepId, ...body });
       setSent(what);
@@ -57,7 +58,7 @@ function InboxEntry(props: { item: InboxItem }) {
         ? html`<p role="status">${sent}.</p>`
         : asked.requestedSchema !== undefined
           ? html`<${SchemaForm} id=${`${item.runId}-${asked.stepId}`} schema=${asked.requestedSchema}
-              onSubmit=${(data: Record<string, unknown>) => answer({ data }, "Answer sent")}
+              error=${problem} onSubmit=${(data: Record<string, unknown>) => answer({ data }, "Answer sent")}
               onDecline=${() => answer({ approved: false }, "Declined")} />`
           : html`<form onSubmit=${(event: Event) => event.preventDefault()}>
               <label for=${commentId}>Comment (optional)</label>
@@ -67,8 +68,8 @@ function InboxEntry(props: { item: InboxItem }) {
                 <button type="button" onClick=${() => answer({ approved: true, ...(comment === "" ? {} : { comment }) }, "Approved")}>Approve</button>
                 <button type="button" class="secondary" onClick=${() => answer({ approved: false, ...(comment === "" ? {} : { comment }) }, "Rejected")}>Reject</button>
               </div>
+              <${ErrorNote} error=${problem} />
             </form>`
     }
-    <${ErrorNote} error=${problem} />
   </article>`;
 }
