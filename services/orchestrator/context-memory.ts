@@ -1,4 +1,5 @@
 import type { KV } from "@nats-io/kv";
+import { TaskState } from "../../schemas/a2a.ts";
 import { type ContextMemory, ContextMemorySchema, type MemoryEntry } from "../../schemas/memory.ts";
 import type { RunRecord } from "../../schemas/run.ts";
 import { casUpdate, encodePayload, type Logger, parsePayload, readEntry } from "../kit/index.ts";
@@ -13,8 +14,9 @@ export interface MemoryLimits {
 
 /**
  * Context memory in KV `loom_memory`: each finished run appends what it was asked and what it
- * gave; runs in the same context read it as `$memory`. Appends use compare-and-set, and the
- * oldest entries go first when the count or byte limit is reached.
+ * gave; runs in the same context read it as `$memory`. A context belongs to whoever claimed it
+ * first (see `claim`); appends use compare-and-set, and the oldest entries go first when the count
+ * or byte limit is reached.
  */
 export class ContextMemoryStore {
   readonly #kv: KV;
@@ -34,13 +36,41 @@ export class ContextMemoryStore {
     return parsePayload(ContextMemorySchema, entry.value, `memory of ${contextId}`);
   }
 
+  /**
+   * The context's owner, making `principal` its owner when the context has no memory yet: the
+   * first run admitted into a context claims it (compare-and-set, so of two at once one wins)
+   * before it runs, so nobody can take a context whose first run is still going. Undefined for a
+   * context stored before owners were recorded.
+   */
+  async claim(contextId: string, principal: string): Promise<string | undefined> {
+    let owner: string | undefined;
+    await casUpdate(
+      this.#kv,
+      contextId,
+      (current) => {
+        if (current !== null) {
+          owner = parsePayload(ContextMemorySchema, current.value, `memory of ${contextId}`).owner;
+          return undefined;
+        }
+        owner = principal;
+        return encodePayload(ContextMemorySchema, { contextId, owner, entries: [] }, "context memory");
+      },
+      { attempts: APPEND_ATTEMPTS },
+    );
+    return owner;
+  }
+
   /** Forgets the context (later runs start from nothing). */
   async clear(contextId: string): Promise<void> {
     await this.#kv.purge(contextId);
   }
 
-  /** Appends a finished run; a run already recorded (a replay after a crash) is not added twice. */
+  /**
+   * Appends a finished run; a run already recorded (a replay after a crash) is not added twice. A
+   * rejected run (policy refused it something) leaves nothing: what it was refused is no memory.
+   */
   async remember(record: RunRecord): Promise<void> {
+    if (record.state === TaskState.REJECTED) return;
     const entry: MemoryEntry = {
       runId: record.runId,
       workflowId: record.workflowId,
