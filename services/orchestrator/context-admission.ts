@@ -5,32 +5,42 @@ import type { Workflow } from "../../schemas/workflow.ts";
 import { authorize, LoomError } from "../kit/index.ts";
 import type { ContextMemoryStore } from "./context-memory.ts";
 
-/** What admitting a run into its context needs. */
+/** What deciding a run's use of its context needs. */
 export interface ContextAdmissionOptions {
   nc: NatsConnection;
   memory: ContextMemoryStore;
   policyTimeoutMs: number;
 }
 
-/** The run being admitted: its context, its starter, and the run token policy just issued it. */
+/** A run in a context: its starter, and the run's own token (`Bearer …`) to decide with. */
 export interface RunInContext {
   contextId: string;
   runId: string;
   workflow: Pick<Workflow, "id" | "version">;
   principal: string;
-  runToken: string;
+  authorization: string;
 }
 
 /**
  * Admits a run into its context before anything of the context is read or written: the context
  * becomes the starter's when nobody owns it yet; a context someone else owns takes the run only
- * when policy lets this run's starter use it (`memory.write`, decided as the run, with the owner as
- * `resource.startedBy`: admins by default). Another principal is refused with POLICY_DENIED, and
- * the refusal says nothing of the context's content or owner.
+ * when `mayWriteContext` allows it.
  */
 export async function admitToContext(options: ContextAdmissionOptions, run: RunInContext): Promise<void> {
   const owner = await options.memory.claim(run.contextId, run.principal);
-  if (owner === run.principal) return;
+  if (owner !== run.principal) await mayWriteContext(options, run, owner);
+}
+
+/**
+ * Whether policy lets the run's starter use a context `owner` owns (`memory.write`, decided as the
+ * run, with the owner as `resource.startedBy`: admins by default). Another principal is refused with
+ * POLICY_DENIED, and the refusal says nothing of the context's content or owner.
+ */
+export async function mayWriteContext(
+  options: Omit<ContextAdmissionOptions, "memory">,
+  run: Omit<RunInContext, "principal">,
+  owner: string | undefined,
+): Promise<void> {
   try {
     await authorize(
       options.nc,
@@ -41,7 +51,7 @@ export async function admitToContext(options: ContextAdmissionOptions, run: RunI
         runWorkflow: { id: run.workflow.id, version: run.workflow.version },
       },
       {
-        authorization: `Bearer ${run.runToken}`,
+        authorization: run.authorization,
         timeoutMs: options.policyTimeoutMs,
         what: `running in context ${run.contextId}`,
         channel: "run",

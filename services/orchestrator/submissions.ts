@@ -201,7 +201,7 @@ export async function acceptSubmission(
             runId,
             workflow,
             principal: decision.principal.id,
-            runToken: decision.runToken,
+            authorization: `Bearer ${decision.runToken}`,
           });
         }
         await options.runTokens.put(runId, decision.runToken);

@@ -1,4 +1,8 @@
 import { randomUUID } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Message, SendMessageRequest, Task, TaskState } from "@a2a-js/sdk";
 import { ClientFactory } from "@a2a-js/sdk/client";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -13,6 +17,7 @@ import { freePort } from "../helpers/ports.ts";
 const alice = tokenFor("alice", "analyst");
 const bob = tokenFor("bob", "analyst");
 const root = tokenFor("root", "admin");
+const manager = tokenFor("mia", "manager");
 
 const ALICE_NOTE = "ALICE-PRIVATE-NOTE";
 const BOB_NOTE = "INJECTED-BY-BOB";
@@ -195,6 +200,74 @@ describe("security - context memory: a context is its owner's, at every edge tha
       const memory = await memoryOf(ctx, bob);
       return again.summary.state === "completed" && memory.includes(again.summary.runId);
     });
+  });
+
+  it("context memory - a context cleared and claimed by another while the owner's run waits does not take that run", {
+    timeout: 300_000,
+  }, async () => {
+    const ctx = `ctx-late-${stamp}`;
+    const dir = await mkdtemp(join(tmpdir(), "loom-ctx-"));
+    try {
+      const workflow = join(dir, "wait-then-greet.yaml");
+      await writeFile(
+        workflow,
+        `id: wait-then-greet
+steps:
+  - id: approve
+    approval: { prompt: "Go on?", roles: [manager] }
+  - id: contact
+    call: crm.get_contact
+    with: { id: "{% $input.contactId %}" }
+`,
+      );
+      const started = await loom.cli(
+        [
+          "submit",
+          workflow,
+          "--context",
+          ctx,
+          "--input",
+          JSON.stringify({ contactId: "c-1", note: ALICE_NOTE }),
+          "--json",
+        ],
+        { token: alice },
+      );
+      expect(started.code, started.stderr).toBe(0);
+      const { runId } = JSON.parse(started.stdout) as { runId: string };
+      const stateOf = async () => {
+        const got = await loom.cli(["runs", "get", runId, "--json"], { token: alice });
+        return got.code === 0 ? (JSON.parse(got.stdout) as { state: string }).state : got.stderr;
+      };
+      const until = async (state: string) => {
+        for (let tries = 0; tries < 150 && (await stateOf()) !== state; tries += 1) await sleep(200);
+        return stateOf();
+      };
+      expect(await until("input-required")).toBe("input-required");
+      expect((await loom.cli(["memory", "clear", ctx], { token: alice })).code).toBe(0);
+      const squat = await submit(bob, "hello", ctx, { contactId: "c-2" });
+      expect(squat.summary.state, squat.stderr).toBe("completed");
+      const answered = await loom.cli(["runs", "input", runId, "--step", "approve", "--approve"], {
+        token: manager,
+      });
+      expect(answered.code, answered.stderr).toBe(0);
+
+      await attack(
+        AttackClass.TENANT_ISOLATION,
+        "the owner clears her context, bob claims it, and her waiting run then appends to bob's memory",
+        async () => {
+          // Her resumed run reads $memory before its next step, finds bob's context and is refused
+          // (memory.read): it ends rejected, and a rejected run appends nothing.
+          const ended = await until("rejected");
+          const memory = await memoryOf(ctx, bob);
+          return ended === "rejected" && !memory.includes(runId) && !memory.includes(ALICE_NOTE);
+        },
+      );
+      await control("bob's own run is in the context he claimed", async () =>
+        (await memoryOf(ctx, bob)).includes(squat.summary.runId),
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("context memory - memory get and clear of another's context, on the bus and the CLI, answer as for no context", {
