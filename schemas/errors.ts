@@ -32,6 +32,11 @@ export const ErrorCode = {
   TIMEOUT: "TIMEOUT",
   CONFIG_INVALID: "CONFIG_INVALID",
   RUN_NOT_FOUND: "RUN_NOT_FOUND",
+  /**
+   * No memory of that context the caller may touch: it has none, or policy refuses it (the same
+   * answer for both, so nobody learns that another principal's context exists).
+   */
+  CONTEXT_NOT_FOUND: "CONTEXT_NOT_FOUND",
   /** The run was canceled on request. */
   CANCELED: "CANCELED",
   /** The run passed its workflow's deadline. */

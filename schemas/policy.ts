@@ -27,6 +27,11 @@ export const PolicyAction = {
   MEMORY_READ: "memory.read",
   /** Forget a context's memory (`loom memory clear`). */
   MEMORY_CLEAR: "memory.clear",
+  /**
+   * Run in a context someone else owns (a submission's `--context`, A2A `contextId`, a rerun), so
+   * the run reads its memory and appends to it; `resource.startedBy` is the context's owner.
+   */
+  MEMORY_WRITE: "memory.write",
   /** Register a workflow version (`loom workflow apply`). */
   WORKFLOW_APPLY: "workflow.apply",
   /** Read the audit trail of a period and verify its chains (the console's audit page). */

@@ -1,7 +1,9 @@
 import type { KV } from "@nats-io/kv";
+import { TaskState } from "../../schemas/a2a.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
 import { type ContextMemory, ContextMemorySchema, type MemoryEntry } from "../../schemas/memory.ts";
 import type { RunRecord } from "../../schemas/run.ts";
-import { casUpdate, encodePayload, type Logger, parsePayload, readEntry } from "../kit/index.ts";
+import { casUpdate, encodePayload, type Logger, LoomError, parsePayload, readEntry } from "../kit/index.ts";
 
 /** Attempts at the compare-and-set append before giving up (other runs of the context write too). */
 const APPEND_ATTEMPTS = 10;
@@ -13,8 +15,9 @@ export interface MemoryLimits {
 
 /**
  * Context memory in KV `loom_memory`: each finished run appends what it was asked and what it
- * gave; runs in the same context read it as `$memory`. Appends use compare-and-set, and the
- * oldest entries go first when the count or byte limit is reached.
+ * gave; runs in the same context read it as `$memory`. A context belongs to whoever claimed it
+ * first (see `claim`); appends use compare-and-set, and the oldest entries go first when the count
+ * or byte limit is reached.
  */
 export class ContextMemoryStore {
   readonly #kv: KV;
@@ -34,13 +37,43 @@ export class ContextMemoryStore {
     return parsePayload(ContextMemorySchema, entry.value, `memory of ${contextId}`);
   }
 
+  /**
+   * The context's owner, making `principal` its owner when the context has no memory yet: the
+   * first run admitted into a context claims it (compare-and-set, so of two at once one wins)
+   * before it runs, so nobody can take a context whose first run is still going. Undefined for a
+   * context stored before owners were recorded.
+   */
+  async claim(contextId: string, principal: string): Promise<string | undefined> {
+    let owner: string | undefined;
+    await casUpdate(
+      this.#kv,
+      contextId,
+      (current) => {
+        if (current !== null) {
+          owner = parsePayload(ContextMemorySchema, current.value, `memory of ${contextId}`).owner;
+          return undefined;
+        }
+        owner = principal;
+        return encodePayload(ContextMemorySchema, { contextId, owner, entries: [] }, "context memory");
+      },
+      { attempts: APPEND_ATTEMPTS },
+    );
+    return owner;
+  }
+
   /** Forgets the context (later runs start from nothing). */
   async clear(contextId: string): Promise<void> {
     await this.#kv.purge(contextId);
   }
 
-  /** Appends a finished run; a run already recorded (a replay after a crash) is not added twice. */
-  async remember(record: RunRecord): Promise<void> {
+  /**
+   * Appends a finished run; a run already recorded (a replay after a crash) is not added twice. A
+   * rejected run (policy refused it something) leaves nothing: what it was refused is no memory.
+   * A context that is now someone else's (cleared and claimed anew while the run went on) takes the
+   * entry only when `mayWrite` allows its starter to use that owner's context, as admission did.
+   */
+  async remember(record: RunRecord, mayWrite: (owner: string | undefined) => Promise<void>): Promise<void> {
+    if (record.state === TaskState.REJECTED) return;
     const entry: MemoryEntry = {
       runId: record.runId,
       workflowId: record.workflowId,
@@ -50,6 +83,12 @@ export class ContextMemoryStore {
       ...(record.error === undefined ? {} : { error: record.error }),
     };
     try {
+      const before = await this.read(record.contextId);
+      const allowed = new Set([record.startedBy]);
+      if (before !== undefined && !allowed.has(before.owner)) {
+        await mayWrite(before.owner);
+        allowed.add(before.owner);
+      }
       await casUpdate(
         this.#kv,
         record.contextId,
@@ -63,6 +102,10 @@ export class ContextMemoryStore {
                 }
               : parsePayload(ContextMemorySchema, current.value, `memory of ${record.contextId}`);
           if (memory.entries.some((existing) => existing.runId === record.runId)) return undefined;
+          // Claimed by yet another principal since the decision above: not this run's to append to.
+          if (!allowed.has(memory.owner)) {
+            throw new LoomError(ErrorCode.POLICY_DENIED, `context ${record.contextId} changed owner`);
+          }
           return this.#bounded({ ...memory, entries: [...memory.entries, entry] });
         },
         { attempts: APPEND_ATTEMPTS },

@@ -239,6 +239,7 @@ await runUntilSignalled(log, async () => {
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
     runTokens,
+    memory,
   };
   const submissions = await consumeSubmissions(submissionOptions);
   log.info("taking run submissions");

@@ -17,6 +17,7 @@ import {
   toWireError,
 } from "../kit/index.ts";
 import type { PausableDeadline } from "../kit/pausable-deadline.ts";
+import { mayWriteContext } from "./context-admission.ts";
 import type { ContextMemoryStore } from "./context-memory.ts";
 import {
   awaitedElicitations,
@@ -441,7 +442,18 @@ export class RunExecution {
     const { artifact, status } = runEnded(state, record);
     if (artifact !== undefined) await this.#options.events.artifact(record, artifact, "output");
     await this.#announce(status);
-    await this.#options.memory.remember(record);
+    await this.#options.memory.remember(record, async (owner) =>
+      mayWriteContext(
+        this.#options,
+        {
+          contextId: record.contextId,
+          runId: record.runId,
+          workflow: this.#workflow,
+          authorization: await this.#options.runTokens.authorization(record.runId),
+        },
+        owner,
+      ),
+    );
     this.#log.info({ state }, "run finished");
   }
 }

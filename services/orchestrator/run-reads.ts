@@ -129,7 +129,15 @@ export function serveRunReads(options: RunReadsOptions): { stop(): Promise<void>
           PolicyAction.MEMORY_CLEAR,
           context.authorization,
         );
-        if (decision !== undefined) await options.memory.clear(contextId);
+        // Never a success claim for a clear that cleared nothing: a context the caller may not
+        // clear answers as one that has no memory.
+        if (decision === undefined) {
+          throw new LoomError(
+            ErrorCode.CONTEXT_NOT_FOUND,
+            `context ${contextId} has no memory you may clear (none, or not yours)`,
+          );
+        }
+        await options.memory.clear(contextId);
         return { contextId, entries: [] };
       },
     }),

@@ -28,6 +28,8 @@ import {
   traceContextFields,
   withSpan,
 } from "../kit/index.ts";
+import { admitToContext } from "./context-admission.ts";
+import type { ContextMemoryStore } from "./context-memory.ts";
 import { assertInputWithin, type RunLimits } from "./limits.ts";
 import type { RunDriver } from "./run-driver.ts";
 import type { RunEvents } from "./run-events.ts";
@@ -58,6 +60,8 @@ export interface SubmissionOptions {
   leaseMs: number;
   /** Where each accepted run's run token is kept (never in its record, which others may read). */
   runTokens: RunTokens;
+  /** Context memory, whose contexts each run is admitted into before it is stored. */
+  memory: ContextMemoryStore;
 }
 
 /** The durable consumer every orchestrator replica shares, so each submission is taken once. */
@@ -187,13 +191,26 @@ export async function acceptSubmission(
         if (decision.runToken === undefined) {
           throw new LoomError(ErrorCode.UNAUTHENTICATED, `acp-policy issued no run token for ${runId}`);
         }
+        // A context the caller names (or a rerun keeps) may be someone else's: admitted before the
+        // run token is kept or the run stored, so a refused run touches nothing of it. A context
+        // made up here is new, and the run's own.
+        const namedContext = rerun?.contextId ?? submission.contextId;
+        if (namedContext !== undefined) {
+          await admitToContext(options, {
+            contextId: namedContext,
+            runId,
+            workflow,
+            principal: decision.principal.id,
+            authorization: `Bearer ${decision.runToken}`,
+          });
+        }
         await options.runTokens.put(runId, decision.runToken);
         const now = Date.now();
         const { snapshot, pending, timeline } =
           rerun?.plan ?? initialState(workflow, input, new Date(now).toISOString());
         const stored = await options.runs.create({
           runId,
-          contextId: rerun?.contextId ?? submission.contextId ?? randomUUID(),
+          contextId: namedContext ?? randomUUID(),
           workflowId: workflow.id,
           workflowVersion: workflow.version,
           definition: workflow,

@@ -70,7 +70,7 @@ describe("e2e - policy, token and audit commands", () => {
   it("e2e - loom policy test passes the shipped cases and fails a wrong expectation", async () => {
     const ok = await loom.cli(["policy", "test", CASES]);
     expect(ok.code, ok.stdout).toBe(0);
-    expect(ok.stdout).toMatch(/40 cases, 40 passed, 0 failed/);
+    expect(ok.stdout).toMatch(/43 cases, 43 passed, 0 failed/);
 
     const wrong = join(dir, "wrong.cases.yaml");
     await writeFile(

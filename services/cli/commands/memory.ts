@@ -50,7 +50,10 @@ export async function memoryGetCommand(
   }
 }
 
-/** `loom memory clear <contextId>`: forgets a context's memory (policy: `memory.clear`). */
+/**
+ * `loom memory clear <contextId>`: forgets a context's memory (policy: `memory.clear`). A context
+ * the caller may not clear fails with CONTEXT_NOT_FOUND, as one with no memory does.
+ */
 export async function memoryClearCommand(
   contextId: string,
   options: { nats: string; token: string | undefined },

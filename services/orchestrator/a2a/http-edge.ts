@@ -5,6 +5,7 @@ import { jsonRpcHandler, restHandler } from "@a2a-js/sdk/server/express";
 import express from "express";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { DEFAULT_A2A_PORT, type Logger, toWireError } from "../../kit/index.ts";
+import { httpErrorHandler, jsonRpcFailure } from "../http-body-errors.ts";
 import { A2A_JSONRPC_PATH, A2A_REST_PATH } from "./agent-card.ts";
 import { bearerToken, userOf } from "./bearer-user.ts";
 import type { NatsA2ARequestHandler } from "./nats-request-handler.ts";
@@ -78,6 +79,16 @@ export async function startA2AEdge(options: {
     requireBearer("rest"),
     restHandler({ requestHandler: options.handler, userBuilder: userOf }),
   );
+  // A body over the limit (or not JSON) an authenticated caller sends: the binding's own JSON error.
+  app.use(A2A_JSONRPC_PATH, httpErrorHandler(options.log, jsonRpcFailure));
+  app.use(
+    A2A_REST_PATH,
+    httpErrorHandler(options.log, ({ status, code, message }) => ({
+      error: { code: status, status: code, message, details: [] },
+    })),
+  );
+  // Whatever else escapes a route (the gateway's, the console's): JSON, never express's HTML page.
+  app.use(httpErrorHandler(options.log, ({ code, message }) => ({ error: { code, message } })));
   const server = createServer(app);
   try {
     await listen(server, options.host, options.port ?? DEFAULT_A2A_PORT);

@@ -23,6 +23,8 @@ export function statusOf(code: string): number {
     case ErrorCode.INVALID_MESSAGE:
     case ErrorCode.LIMIT_EXCEEDED:
       return 400;
+    case ErrorCode.PAYLOAD_TOO_LARGE:
+      return 413;
     case ErrorCode.TIMEOUT:
     case ErrorCode.BROKER_UNAVAILABLE:
       return 503;

@@ -1,4 +1,5 @@
 import express, { Router } from "express";
+import { httpErrorHandler } from "../http-body-errors.ts";
 import { ConsoleAssets } from "./assets.ts";
 import { deskRoutes } from "./desk-routes.ts";
 import { handler, requireBearer } from "./http.ts";
@@ -22,6 +23,8 @@ export function consoleRouter(options: ConsoleOptions): Router {
   api.use(requireBearer(options.log));
   api.use(runRoutes(options));
   api.use(deskRoutes(options));
+  // A body over BODY_LIMIT (or not JSON): the console's JSON error, with its status.
+  api.use(httpErrorHandler(options.log, ({ code, message }) => ({ error: { code, message } })));
 
   const router = Router();
   router.use("/console/api", api);

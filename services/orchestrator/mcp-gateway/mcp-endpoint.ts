@@ -7,6 +7,7 @@ import {
 import express, { type Request, type Response } from "express";
 import type { McpSession } from "../../../schemas/mcp-session.ts";
 import type { Logger } from "../../kit/index.ts";
+import { httpErrorHandler, jsonRpcFailure } from "../http-body-errors.ts";
 import { type Authenticated, bearerAuth, jsonRpcError } from "./bearer-auth.ts";
 import { AnsweringTransport, clientResponsesOf, routeClientResponses } from "./client-responses.ts";
 import { devAuthorizationServer } from "./dev-authorization-server.ts";
@@ -65,12 +66,7 @@ export function mcpGatewayRouter(options: McpEndpointOptions): express.Router {
   // The session's server-initiated stream: resource updates and list changes.
   router.get(MCP_PATH, (req, res) => void stream(options, req, res));
   // A body that is not JSON (or too large) is a JSON-RPC error, not express's HTML page.
-  const bodyError: express.ErrorRequestHandler = (error: { status?: number }, _req, res, next) => {
-    if (res.headersSent) return next(error);
-    const status = error.status === 413 ? 413 : 400;
-    res.status(status).json(jsonRpcError(-32700, status === 413 ? "Request body too large" : "Parse error"));
-  };
-  router.use(MCP_PATH, bodyError);
+  router.use(MCP_PATH, httpErrorHandler(options.log, jsonRpcFailure));
   return router;
 }
 
