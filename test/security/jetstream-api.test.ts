@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Buckets, Consumers, Streams } from "../../schemas/subjects.ts";
+import { agentTasksSubject, Buckets, Consumers, LLM_AGENT, Streams } from "../../schemas/subjects.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
@@ -210,6 +210,31 @@ describe("security - JetStream API: every NATS user gets exactly the API it need
         return info.config.name === READS[user];
       });
     });
+  });
+
+  it("the worker and the llm agent forge no reply into an inbox they owe nothing", async () => {
+    const forgeries = [
+      [NatsUser.MCP_WORKER, "_INBOX.submitter.forged"],
+      [NatsUser.MCP_WORKER, "_INBOX.policy-admin.forged"],
+      [NatsUser.MCP_WORKER, "_INBOX.acp-policy.forged"],
+      [NatsUser.LLM_AGENT, "_INBOX.orchestrator.forged"],
+      [NatsUser.LLM_AGENT, "_INBOX.mcp-worker.forged"],
+      [NatsUser.LLM_AGENT, "_INBOX.submitter.forged"],
+    ] as const;
+    for (const [user, inbox] of forgeries) {
+      await attack(AttackClass.TRUSTED_BUS, `${user} publishes a forged reply to ${inbox}`, async () => {
+        as[user].publish(inbox, JSON.stringify({ state: "completed" }));
+        return (await violations[user]()).includes(`publish to ${inbox}`);
+      });
+    }
+    // The control: both still answer requests (the run above went through the worker; the llm
+    // agent answers a malformed task with its typed error).
+    await control("llm-agent answers a request through its reply subject", async () =>
+      as[NatsUser.MCP_WORKER].request(agentTasksSubject(LLM_AGENT), "{}", { timeout: 5_000 }).then(
+        () => true,
+        () => false,
+      ),
+    );
   });
 
   it("nothing changed: no stream was added, and the submissions consumer is the orchestrator's alone", async () => {
