@@ -11,9 +11,12 @@ import {
 import { Buckets } from "../../schemas/subjects.ts";
 import { parsePayload } from "./bus.ts";
 
-/** Reads every health record in KV `loom_servers`. */
+/**
+ * Reads every health record in KV `loom_servers`. A reader opens the bucket and never creates it:
+ * only the workers that write it may (infra/nats/nats-server.conf).
+ */
 export async function readServerHealth(nc: NatsConnection): Promise<ServerHealth[]> {
-  const kv = await new Kvm(nc).create(Buckets.SERVERS);
+  const kv = await new Kvm(nc).open(Buckets.SERVERS);
   const records: ServerHealth[] = [];
   for await (const key of await kv.keys()) {
     const entry = await kv.get(key);
@@ -61,7 +64,7 @@ function combinedState(states: readonly HealthState[]): ServerSummary["state"] {
 
 /** Every tool the MCP workers registered (KV `loom_tools`), by server and name. */
 export async function readToolDescriptors(nc: NatsConnection): Promise<ToolDescriptor[]> {
-  const kv = await new Kvm(nc).create(Buckets.TOOLS);
+  const kv = await new Kvm(nc).open(Buckets.TOOLS);
   const tools: ToolDescriptor[] = [];
   for await (const key of await kv.keys()) {
     const entry = await kv.get(key);

@@ -105,6 +105,9 @@ await runUntilSignalled(log, async () => {
     ensureStream(jsm, StreamDefinitions.runs, replicas).then(() => ensureSubmissionConsumer(jsm)),
     ensureStream(jsm, StreamDefinitions.events, replicas),
     ensureStream(jsm, StreamDefinitions.toolCalls, replicas),
+    // Even with LOOM_TRACE_STREAM off: every service may create LOOM_SPANS, and a stream that
+    // exists cannot be created again with another config (say, capturing loom.v1.policy.>).
+    ensureStream(jsm, StreamDefinitions.spans, replicas),
   ]);
   const js = jetstream(nc);
   const registry = new WorkflowRegistry(workflowsKv, catalog, log);

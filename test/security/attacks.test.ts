@@ -441,9 +441,9 @@ describe("security - NATS users and subject permissions (infra/nats/nats-server.
     orchestrator = await nats.connectAs("orchestrator");
     worker = await nats.connectAs("mcp-worker");
     submitter = await nats.connectAs("submitter");
-    const jsm = await jetstreamManager(orchestrator);
-    await ensureStream(jsm, StreamDefinitions.runs, 1);
-    await ensureStream(jsm, StreamDefinitions.audit, 1);
+    // Each stream made by a user whose service creates it: the orchestrator may not create LOOM_AUDIT.
+    await ensureStream(await jetstreamManager(orchestrator), StreamDefinitions.runs, 1);
+    await ensureStream(await jetstreamManager(worker), StreamDefinitions.audit, 1);
   });
   afterAll(async () => {
     await Promise.all([orchestrator?.close(), worker?.close(), submitter?.close()]);

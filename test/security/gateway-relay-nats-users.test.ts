@@ -38,9 +38,11 @@ describe("security - a gateway client's sampling and elicitation under one NATS 
   beforeAll(async () => {
     nats = await startNatsWithUsers();
     orchestrator = await nats.connectAs("orchestrator");
-    const jsm = await jetstreamManager(orchestrator);
-    await ensureStream(jsm, StreamDefinitions.runs, 1);
-    await ensureStream(jsm, StreamDefinitions.audit, 1);
+    await ensureStream(await jetstreamManager(orchestrator), StreamDefinitions.runs, 1);
+    // The orchestrator writes no audit records and may not create LOOM_AUDIT; a worker may.
+    const worker = await nats.connectAs("mcp-worker");
+    await ensureStream(await jetstreamManager(worker), StreamDefinitions.audit, 1);
+    await worker.close();
     const config = await writeEverythingConfig("loom-relay-users-", { policy: POLICY });
     dir = config.dir;
     logDir = join(dir, "logs");
