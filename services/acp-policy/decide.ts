@@ -230,7 +230,7 @@ export async function factsFor(
     if (descriptor === undefined) {
       // A dry run for a listing only asks about registered tools; a call names what it likes.
       if (options.checkArguments === false) return { destinationRegion };
-      throw await unregisteredTool(deps.tools, target);
+      throw await unregisteredTool(deps.catalog, target);
     }
     if (options.checkArguments !== false) {
       deps.validator.assertValid(descriptor.inputSchema, request.arguments ?? {}, `arguments of ${target}`);
@@ -254,11 +254,15 @@ export async function factsFor(
 /**
  * Why a tool has no registry entry: its server is unknown to every worker (UNKNOWN_SERVER), or the
  * server is known and offers no such tool (UNKNOWN_TOOL). Either way policy has nothing to decide.
+ * The server is looked up in KV `loom_catalog` (one entry per server), not by listing `loom_tools`
+ * keys: a listing needs a consumer, which acp-policy's NATS user may not create there.
  */
-async function unregisteredTool(tools: KV, qualified: string): Promise<LoomError> {
+async function unregisteredTool(catalog: KV, qualified: string): Promise<LoomError> {
   const [server = qualified] = qualified.split(".");
-  const serverTools = /^[A-Za-z0-9_-]+$/.test(server) ? await tools.keys(`${server}.>`) : undefined;
-  for await (const _ of serverTools ?? []) {
+  if (
+    /^[A-Za-z0-9_-]+$/.test(server) &&
+    (await readEntry(catalog, server, McpCatalogEntrySchema)) !== undefined
+  ) {
     return new LoomError(
       ErrorCode.UNKNOWN_TOOL,
       `MCP server "${server}" offers no tool "${qualified.slice(server.length + 1)}" (see \`loom tools list\`)`,
