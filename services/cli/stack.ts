@@ -132,16 +132,16 @@ async function whatIsMissing(
   try {
     const consumer = await jsm.consumers.info(Streams.RUNS, Consumers.ORCHESTRATOR_SUBMISSIONS);
     if (consumer.num_waiting === 0) return "the orchestrator";
-  } catch {
-    return "the orchestrator";
+  } catch (error) {
+    return `the orchestrator (${describe(error)})`;
   }
   try {
     const kv = await new Kvm(nc).open(Buckets.TOOLS);
     for (const tool of tools) {
       if ((await kv.get(tool)) === null) return `the mcp-worker to register ${tool}`;
     }
-  } catch {
-    return "the mcp-worker";
+  } catch (error) {
+    return `the mcp-worker's tool registry (${describe(error)})`;
   }
   for (const [subject, who] of [
     [Subjects.POLICY_DECIDE, "acp-policy"],
@@ -150,11 +150,15 @@ async function whatIsMissing(
     [agentTasksSubject(LLM_AGENT), "the llm agent"],
   ] as const) {
     // An empty object is malformed for each: any reply, even the typed error, proves they serve.
-    const answered = await nc.request(subject, encodeJson({}), { timeout: 1_000 }).then(
-      () => true,
-      () => false,
+    const unanswered = await nc.request(subject, encodeJson({}), { timeout: 1_000 }).then(
+      () => undefined,
+      (error: unknown) => describe(error),
     );
-    if (!answered) return who;
+    if (unanswered !== undefined) return `${who} (${unanswered})`;
   }
   return "";
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

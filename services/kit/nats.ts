@@ -45,8 +45,14 @@ async function watchStatus(nc: NatsConnection, log: Logger): Promise<void> {
       if (status.type === "disconnect") disconnected.add(nc);
       if (status.type === "reconnect") disconnected.delete(nc);
       recordNatsStatus(status.type);
+      // An error status is most often nats-server refusing a subject to this service's user: the
+      // operator needs its text (which subject) to mend the user's permissions.
       log.warn(
-        { nats_status: status.type, server: "server" in status ? status.server : undefined },
+        {
+          nats_status: status.type,
+          server: "server" in status ? status.server : undefined,
+          err: status.type === "error" ? status.error : undefined,
+        },
         "NATS connection status",
       );
     }

@@ -7,7 +7,13 @@ import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-n
 import { NatsUser } from "../../schemas/nats-users.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import type { NatsServer } from "./nats-server.ts";
-import { type NatsUsersServer, OBSERVER, startNatsWithUsers, type TestNatsUser } from "./nats-users.ts";
+import {
+  type NatsUsersServer,
+  OBSERVER,
+  serviceLogs,
+  startNatsWithUsers,
+  type TestNatsUser,
+} from "./nats-users.ts";
 import { TEST_AUTH_ENV } from "./tokens.ts";
 
 export { NatsUser } from "../../schemas/nats-users.ts";
@@ -118,7 +124,13 @@ export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
     },
     async [Symbol.asyncDispose]() {
       await stop();
-      await rm(logDir, { recursive: true, force: true });
+      // Every NATS user has exactly the subjects its service uses: a refused one is a path the
+      // permissions in infra/nats/ forgot, whichever test took it.
+      const refused = (await serviceLogs(logDir))
+        .split("\n")
+        .find((line) => /Permissions Violation/i.test(line));
+      if (refused === undefined) await rm(logDir, { recursive: true, force: true });
+      else throw new Error(`a service was refused a subject by nats-server (logs in ${logDir}): ${refused}`);
     },
   };
 }
