@@ -7,6 +7,7 @@ import {
   PolicyPermittedContract,
   PolicyTaskContract,
 } from "../../schemas/contracts.ts";
+import { inboxPrefixOf } from "../../schemas/nats-users.ts";
 import { Buckets, QueueGroups, Subjects } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
 import { ensureDevIssuerKey } from "../kit/dev-issuer.ts";
@@ -42,7 +43,12 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
-  const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
+  const nc = await connectNats({
+    servers: config.NATS_URL,
+    name: SERVICE,
+    log,
+    passwordFile: config.LOOM_NATS_PASSWORD_FILE,
+  });
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
   const grantKeys = await openBucket(nc, Buckets.GRANT_KEYS, { replicas });
   const tokens = await createTokenVerifier({ ...tokenVerifierOptions(config), runTokenKeys: grantKeys });
@@ -85,7 +91,11 @@ await runUntilSignalled(log, async () => {
       observeDecision(request, () => decide(deps, request, context.authorization, "run")),
   });
   // Tool tasks on their way to the worker: decided here, forwarded with their grant on allow.
-  const forwarder = new TaskForwarder({ ...deps, nc }, natsServerOptions(config.NATS_URL).inboxPrefix);
+  const forwarder = new TaskForwarder(
+    { ...deps, nc },
+    // Its own user's inbox, whether the user is named in NATS_URL or taken from the password file.
+    inboxPrefixOf(natsServerOptions(config.NATS_URL).user ?? SERVICE),
+  );
   const taskIntents = (["public", "run"] as const).map((channel) =>
     serve(nc, {
       subject: channel === "run" ? Subjects.POLICY_TASKS_RUN : Subjects.POLICY_TASKS,

@@ -12,6 +12,7 @@ import { auditTailCommand, auditVerifyCommand } from "./commands/audit.ts";
 import { devCommand } from "./commands/dev.ts";
 import { feedbackCommand } from "./commands/feedback.ts";
 import { memoryClearCommand, memoryGetCommand } from "./commands/memory.ts";
+import { natsPasswordsCommand } from "./commands/nats.ts";
 import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./commands/policy.ts";
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
 import { runsEventsCommand, runsGetCommand, runsListCommand, runsRerunCommand } from "./commands/runs.ts";
@@ -459,6 +460,19 @@ streams
       streamsReplicateCommand(count, { nats: await natsAs(NatsUser.POLICY_ADMIN), ...options }),
     ),
   );
+
+const nats = program.command("nats").description("the NATS users Loom's services and callers connect as");
+nats
+  .command("passwords")
+  .description(
+    "make every NATS user's password (random, once) in .loom/nats-users.env, which nats-server includes and services read with LOOM_NATS_PASSWORD_FILE",
+  )
+  .addOption(
+    new Option("--data-dir <dir>", "where the passwords file lives")
+      .env("LOOM_DATA_DIR")
+      .default(DEFAULT_DATA_DIR),
+  )
+  .action(action((options: { dataDir: string }) => natsPasswordsCommand(options)));
 
 const token = program.command("token").description("development tokens");
 token

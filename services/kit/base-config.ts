@@ -82,6 +82,9 @@ export type TelemetryConfig = z.infer<typeof TelemetryConfigSchema>;
 /** Settings every service reads; each service's config extends this schema. */
 export const BaseConfigSchema = TelemetryConfigSchema.extend({
   NATS_URL: NatsUrlSchema,
+  LOOM_NATS_PASSWORD_FILE: unsetWhenEmpty(z.string().min(1).optional()).describe(
+    "An env file of Loom's NATS passwords (`LOOM_NATS_<USER>_PASSWORD=…` lines, as `loom nats passwords` writes into `.loom/nats-users.env`): the service connects as its own NATS user with its password from it, unless NATS_URL names a user. docker-compose sets it.",
+  ),
   LOG_LEVEL: z
     .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
     .default("info")

@@ -1,13 +1,25 @@
+import { readFile } from "node:fs/promises";
+import { parseEnv } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { ErrorCode } from "../../schemas/errors.ts";
+import {
+  inboxPrefixOf,
+  NATS_PASSWORD_VARIABLES,
+  NatsPasswordFileSchema,
+  type NatsUser,
+} from "../../schemas/nats-users.ts";
+import { LoomError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import { recordNatsStatus } from "./metrics.ts";
 import { natsServerOptions } from "./nats-url.ts";
 
 export interface NatsOptions {
   servers: string;
-  /** Connection name shown by the server's monitoring. */
-  name: string;
+  /** Connection name shown by the server's monitoring, and the service's NATS user. */
+  name: NatsUser;
   log: Logger;
+  /** LOOM_NATS_PASSWORD_FILE: the users' passwords, of which the service takes its own. */
+  passwordFile?: string | undefined;
 }
 
 /** Connections that are between a disconnect and the next reconnect. */
@@ -19,7 +31,7 @@ const disconnected = new WeakSet<NatsConnection>();
  */
 export async function connectNats(options: NatsOptions): Promise<NatsConnection> {
   const nc = await connect({
-    ...natsServerOptions(options.servers),
+    ...(await serverOptionsFor(options)),
     name: options.name,
     waitOnFirstConnect: true,
     maxReconnectAttempts: -1,
@@ -32,6 +44,31 @@ export async function connectNats(options: NatsOptions): Promise<NatsConnection>
   void watchStatus(nc, options.log);
   options.log.info({ server: nc.getServer() }, "connected to NATS");
   return nc;
+}
+
+/** The URL's servers and credentials, or the service's own user with its password from the file. */
+async function serverOptionsFor(options: NatsOptions): Promise<ReturnType<typeof natsServerOptions>> {
+  const fromUrl = natsServerOptions(options.servers);
+  if (options.passwordFile === undefined || fromUrl.user !== undefined) return fromUrl;
+  const variable = NATS_PASSWORD_VARIABLES[options.name];
+  let text: string;
+  try {
+    text = await readFile(options.passwordFile, "utf8");
+  } catch (error) {
+    throw new LoomError(
+      ErrorCode.CONFIG_INVALID,
+      `LOOM_NATS_PASSWORD_FILE ${options.passwordFile} cannot be read (${(error as Error).message}): make it with \`loom nats passwords\``,
+    );
+  }
+  const parsed = NatsPasswordFileSchema.shape[variable].safeParse(parseEnv(text)[variable]);
+  if (!parsed.success) {
+    throw new LoomError(
+      ErrorCode.CONFIG_INVALID,
+      `LOOM_NATS_PASSWORD_FILE ${options.passwordFile} has no valid ${variable}: make the file again with \`loom nats passwords\``,
+    );
+  }
+  const user = options.name;
+  return { ...fromUrl, user, pass: parsed.data, inboxPrefix: inboxPrefixOf(user) };
 }
 
 /** False while the connection is lost and being re-established, or once it is closed. */

@@ -32,7 +32,12 @@ await runUntilSignalled(log, async () => {
           model: config.LOOM_LLM_MODEL,
           timeoutMs: config.LOOM_LLM_TIMEOUT,
         });
-  const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
+  const nc = await connectNats({
+    servers: config.NATS_URL,
+    name: SERVICE,
+    log,
+    passwordFile: config.LOOM_NATS_PASSWORD_FILE,
+  });
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
   await observability.connected({ nc, streams: [], buckets: [Buckets.GRANT_KEYS] });
   const grants = new GrantCheck({

@@ -55,7 +55,12 @@ const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: co
 await runUntilSignalled(log, async () => {
   const observability = await startObservability({ service: SERVICE, config, log });
   const serverList = await loadServerList(config.LOOM_MCP_SERVERS);
-  const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
+  const nc = await connectNats({
+    servers: config.NATS_URL,
+    name: SERVICE,
+    log,
+    passwordFile: config.LOOM_NATS_PASSWORD_FILE,
+  });
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
   const audit = new AuditLog(nc, SERVICE, replicas);
   // A gateway call's server requests are its client's to answer (or refuse); a workflow step's

@@ -75,7 +75,12 @@ await runUntilSignalled(log, async () => {
   const limits = runLimitsOf(config);
   const catalog = new WorkflowCatalog(limits);
 
-  const nc = await connectNats({ servers: config.NATS_URL, name: SERVICE, log });
+  const nc = await connectNats({
+    servers: config.NATS_URL,
+    name: SERVICE,
+    log,
+    passwordFile: config.LOOM_NATS_PASSWORD_FILE,
+  });
   const jsm = await openJetStreamManager(nc);
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
   // Streams and buckets do not depend on one another: made or checked at once, not one by one,

@@ -1,7 +1,7 @@
 import type { ChildProcess } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
@@ -34,6 +34,8 @@ export interface NatsCluster extends AsyncDisposable {
   url: string;
   /** The read-only observer's connection to the whole cluster, open once JetStream answers. */
   observer: NatsConnection;
+  /** The users' passwords the nodes include, for a service's LOOM_NATS_PASSWORD_FILE (as compose). */
+  passwordFile: string;
   password(user: TestNatsUser): string;
   /** Every node's URL with one user's credentials, for a service's NATS_URL. */
   urlAs(user: TestNatsUser): string;
@@ -44,10 +46,10 @@ export interface NatsCluster extends AsyncDisposable {
 }
 
 /**
- * The compose file's cluster config, run as three local nats-server processes: the same file
- * after Loom's users and permissions (infra/nats/nats-server.conf, as `startNatsWithUsers`), the
- * node name from NATS_SERVER_NAME as compose sets it, and only what differs on one host (ports,
- * store dirs, routes to 127.0.0.1 instead of nats-1..3) given on the command line.
+ * The compose file's cluster config, run as three local nats-server processes: the same file in
+ * the same layout as compose mounts it (infra/nats/nats-server.conf beside it, with the test's
+ * observer added as `startNatsWithUsers` does; the passwords in the environment), the node name from NATS_SERVER_NAME as compose sets it, and only what differs on one
+ * host (ports, store dirs, routes to 127.0.0.1 instead of nats-1..3) given on the command line.
  */
 export async function startNatsCluster(): Promise<NatsCluster> {
   const baseDir = await mkdtemp(join(tmpdir(), "loom-nats-cluster-"));
@@ -57,7 +59,8 @@ export async function startNatsCluster(): Promise<NatsCluster> {
   const nodes: ClusterNode[] = [];
   let users: NatsUsersConf;
   try {
-    users = await writeNatsUsersConf(baseDir, await readFile(CLUSTER_CONF, "utf8"));
+    users = await writeNatsUsersConf(baseDir, "");
+    await copyFile(CLUSTER_CONF, join(baseDir, "cluster.conf"));
     for (const [index, clusterPort] of clusterPorts.entries()) {
       const node = { name: `nats-${index + 1}`, storeDir: join(baseDir, `n${index + 1}`) };
       nodes.push(await startNode(node, users, clusterPort, routes));
@@ -86,6 +89,7 @@ export async function startNatsCluster(): Promise<NatsCluster> {
     nodes,
     url,
     observer,
+    passwordFile: join(baseDir, "nats-users.env"),
     password: users.password,
     urlAs: (user) => natsUrlAs(url, user, users.password(user)),
     connectAs,
@@ -117,7 +121,7 @@ async function startNode(
       storeDir,
       port,
       args: [
-        ...["-c", users.conf, "-m", String(monitorPort)],
+        ...["-c", join(dirname(users.conf), "cluster.conf"), "-m", String(monitorPort)],
         ...["--cluster", `nats://127.0.0.1:${clusterPort}`, "--routes", routes],
       ],
       env: { ...users.env, NATS_SERVER_NAME: name },

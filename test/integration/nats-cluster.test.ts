@@ -60,10 +60,17 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
       );
       expect(JSON.parse(replicated.stdout)).toEqual({ replicas: 3, moved: [Streams.RUNS] });
       try {
+        // As compose runs them: NATS_URL names no user, each service takes its own user's password
+        // from the file the nodes include.
         stack = await startStack({
-          natsUrl: (service) => cluster.urlAs(service),
+          natsUrl: cluster.url,
           logDir,
-          env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0", OTEL_TRACES_EXPORTER: "none" },
+          env: {
+            ...TEST_AUTH_ENV,
+            LOOM_NATS_PASSWORD_FILE: cluster.passwordFile,
+            LOOM_HTTP_PORT: "0",
+            OTEL_TRACES_EXPORTER: "none",
+          },
         });
         // Readiness asks policy and the agents directly, which only a service's user may.
         await waitUntilReady(orchestrator, {
@@ -112,6 +119,35 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
     },
     2 * READY_TIMEOUT_MS,
   );
+
+  it("nats cluster - every node refuses a client without a user or with another user's password", async () => {
+    for (const node of cluster.nodes) {
+      for (const [what, credentials] of [
+        ["no user", {}],
+        [
+          "the orchestrator with the submitter's password",
+          { user: NatsUser.ORCHESTRATOR, pass: cluster.password(NatsUser.SUBMITTER) },
+        ],
+      ] as const) {
+        const refused = await connectTo(node.url, { ...credentials, reconnect: false }).then(
+          async (connection) => {
+            await connection.close();
+            return `${node.name} let in ${what}`;
+          },
+          (error: unknown) => (error instanceof Error ? error.message : String(error)),
+        );
+        expect(refused).toMatch(/Authorization Violation/i);
+      }
+    }
+    // Control: the submitter's own password opens every node.
+    for (const node of cluster.nodes) {
+      const submitter = await connectTo(node.url, {
+        user: NatsUser.SUBMITTER,
+        pass: cluster.password(NatsUser.SUBMITTER),
+      });
+      await submitter.close();
+    }
+  });
 
   it(
     "nats cluster - the three nodes form one JetStream cluster that keeps a replicated stream through a node's loss",

@@ -15,6 +15,8 @@ interface ComposeService {
   profiles?: string[];
   deploy?: { replicas?: number };
   healthcheck?: { test: string[] };
+  depends_on?: Record<string, { condition: string }>;
+  entrypoint?: string[];
   networks?: { default?: { aliases?: string[] } };
 }
 
@@ -95,6 +97,46 @@ describe("deployment - docker-compose.yml, infra/Dockerfile and their config fil
     expect(read(".env")).toMatch(/^COMPOSE_PROFILES=cluster$/m);
     const conf = read("infra/nats-cluster/cluster.conf");
     for (const route of ["nats-1", "nats-2", "nats-3"]) expect(conf).toContain(`nats-route://${route}:6222`);
+  });
+
+  it("compose - every NATS node runs Loom's users, whose passwords exist before any node or service starts", () => {
+    const passwords = services["nats-users"];
+    expect(passwords?.command).toEqual([
+      "node",
+      "services/cli/bin.ts",
+      "nats",
+      "passwords",
+      "--data-dir",
+      "/app/.loom",
+    ]);
+    expect(passwords?.volumes).toEqual(["./.loom:/app/.loom"]);
+    for (const name of ["nats-1", "nats-2", "nats-3", "nats-single"]) {
+      const node = services[name];
+      const conf = name === "nats-single" ? "single.conf" : "cluster.conf";
+      expect(node?.entrypoint).toEqual(["/bin/sh", "-c"]);
+      // The passwords file's lines become the environment the included users refer to.
+      expect(node?.command).toEqual([
+        `set -a && . /etc/nats/loom/nats-users.env && set +a && exec nats-server -c /etc/nats/${conf} -sd /data/jetstream`,
+      ]);
+      expect(node?.volumes).toEqual(
+        expect.arrayContaining([
+          `./infra/nats-cluster/${conf}:/etc/nats/${conf}:ro`,
+          "./infra/nats/nats-server.conf:/etc/nats/nats-server.conf:ro",
+          "./.loom:/etc/nats/loom:ro",
+        ]),
+      );
+      expect(node?.depends_on).toEqual({ "nats-users": { condition: "service_completed_successfully" } });
+      // The include is relative to the node's config file, where the mount above puts it.
+      expect(read(`infra/nats-cluster/${conf}`)).toMatch(/^include "nats-server.conf"$/m);
+    }
+    for (const name of LOOM_SERVICES) {
+      const service = services[name];
+      expect(service?.environment?.LOOM_NATS_PASSWORD_FILE).toBe("/run/loom/nats-users.env");
+      expect(service?.volumes).toContain("./.loom:/run/loom:ro");
+      expect(service?.depends_on).toMatchObject({
+        "nats-users": { condition: "service_completed_successfully" },
+      });
+    }
   });
 
   it("compose - Prometheus scrapes every Loom service, all replicas, on the port they serve /metrics on", () => {
