@@ -11,6 +11,8 @@ import {
   natsUsersFile,
   readNatsPasswords,
 } from "../../services/cli/nats-users.ts";
+import { createLogger, LoomError } from "../../services/kit/index.ts";
+import { connectNats } from "../../services/kit/nats.ts";
 
 describe("nats users - the passwords of .loom/nats-users.env", () => {
   let dataDir: string;
@@ -71,5 +73,37 @@ describe("nats users - the passwords of .loom/nats-users.env", () => {
     expect(isLoopback("nats://127.0.0.1:4222")).toBe(true);
     expect(isLoopback("nats://localhost:4222,nats://[::1]:4223")).toBe(true);
     expect(isLoopback("nats://127.0.0.1:4222,nats://10.0.0.2:4222")).toBe(false);
+  });
+});
+
+describe("nats users - a service's password from LOOM_NATS_PASSWORD_FILE", () => {
+  const log = createLogger({ service: "orchestrator", level: "silent" });
+  const refusal = (passwordFile: string) =>
+    connectNats({ servers: "nats://127.0.0.1:1", name: NatsUser.ORCHESTRATOR, log, passwordFile }).then(
+      () => "connected",
+      (error: unknown) => (error instanceof LoomError ? `${error.code}: ${error.message}` : String(error)),
+    );
+
+  it("nats users - a missing file is CONFIG_INVALID naming the file and how to make it", async () => {
+    const missing = join(tmpdir(), "loom-no-such-dir", "nats-users.env");
+    expect(await refusal(missing)).toBe(
+      `CONFIG_INVALID: LOOM_NATS_PASSWORD_FILE ${missing} cannot be read (ENOENT: no such file or directory, open '${missing}'): make it with \`loom nats passwords\``,
+    );
+  });
+
+  it("nats users - a file without the service's valid password is CONFIG_INVALID naming the variable", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "loom-nats-password-file-"));
+    try {
+      const file = join(dir, "nats-users.env");
+      await writeFile(
+        file,
+        `${NATS_PASSWORD_VARIABLES["acp-policy"]}=p${"a".repeat(30)}\nLOOM_NATS_ORCHESTRATOR_PASSWORD=short\n`,
+      );
+      expect(await refusal(file)).toBe(
+        `CONFIG_INVALID: LOOM_NATS_PASSWORD_FILE ${file} has no valid LOOM_NATS_ORCHESTRATOR_PASSWORD: make the file again with \`loom nats passwords\``,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
