@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { LoomError, readEntry, retryBrokerFailures } from "../kit/index.ts";
+import { casWrite, LoomError, readEntry } from "../kit/index.ts";
 
 /**
  * Each run's run token, kept apart from the run's record: in KV `loom_run_tokens`, which only the
@@ -17,11 +17,14 @@ export class RunTokens {
     this.#kv = kv;
   }
 
-  /** Stores the token of a run just accepted (before the run is driven). */
-  async put(runId: string, token: string): Promise<void> {
-    const payload = new TextEncoder().encode(token);
-    await retryBrokerFailures(() => this.#kv.put(runId, payload));
-    this.#cache.set(runId, token);
+  /**
+   * Stores the token of a run just accepted (before the run is driven), unless the run id has one
+   * already: a second submission with the same run id, a redelivery or someone else reusing the id,
+   * never replaces the token the run was started with (it would run on the other caller's rights).
+   */
+  async keepFirst(runId: string, token: string): Promise<void> {
+    const written = await casWrite(this.#kv, runId, new TextEncoder().encode(token), undefined);
+    if (written !== undefined) this.#cache.set(runId, token);
   }
 
   /** The run's token as `Bearer <token>`; a run without one cannot decide anything. */

@@ -154,6 +154,14 @@ export async function acceptSubmission(
       try {
         const submission = parsePayload(RunSubmissionSchema, message.data, "run submission");
         runId = submission.runId;
+        // The stream deduplicates on the message id: a submission under another id than its run's
+        // would reach here as a second start of that run (someone else's, if they learned its id).
+        if (message.headers?.get(Headers.MSG_ID) !== runId) {
+          throw new LoomError(
+            ErrorCode.INVALID_MESSAGE,
+            `a submission's ${Headers.MSG_ID} header must be its run id ${runId}; loom submit and the SDKs set it`,
+          );
+        }
         workflowId = typeof submission.workflow === "string" ? submission.workflow : "(inline)";
         const authorization = message.headers?.get(Headers.AUTHORIZATION) || undefined;
         // A rerun takes the workflow, input and context of the run it reruns, which policy lets
@@ -204,7 +212,7 @@ export async function acceptSubmission(
             authorization: `Bearer ${decision.runToken}`,
           });
         }
-        await options.runTokens.put(runId, decision.runToken);
+        await options.runTokens.keepFirst(runId, decision.runToken);
         const now = Date.now();
         const { snapshot, pending, timeline } =
           rerun?.plan ?? initialState(workflow, input, new Date(now).toISOString());

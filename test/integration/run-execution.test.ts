@@ -118,7 +118,7 @@ describe("run execution - each effect of a run is dispatched once", () => {
     );
     const agent = answeringTogether(env.nc, 2);
     const runId = "parallel-once";
-    await env.options.runTokens.put(runId, "run-token");
+    await env.options.runTokens.keepFirst(runId, "run-token");
     const now = new Date().toISOString();
     const stored = await env.options.runs.create({
       runId,

@@ -149,6 +149,52 @@ describe("security - run tokens against a stack with a NATS user per service", (
     }
   });
 
+  it("run tokens - a submission reusing another caller's run id changes neither its token nor its run", async () => {
+    await control("the analyst's run completes", async () =>
+      (await ended(orchestrator, runId)).state.endsWith("COMPLETED"),
+    );
+    const tokens = await new Kvm(orchestrator).open(Buckets.RUN_TOKENS);
+    const runs = await new Kvm(orchestrator).open(Buckets.RUNS);
+    const before = await tokens.get(runId);
+    const jsm = await jetstream(orchestrator).jetstreamManager();
+    const settled = async () => {
+      for (let i = 0; i < 100; i++) {
+        const info = await jsm.consumers.info(Streams.RUNS, "orchestrator-submissions");
+        if (info.num_pending === 0 && info.num_ack_pending === 0) return;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      throw new Error("the orchestrator did not take the submission");
+    };
+    for (const [how, msgID] of [
+      ["under a fresh message id", `reuse-${randomUUID()}`],
+      ["under a message id of another run", randomUUID()],
+    ] as const) {
+      await attack(AttackClass.RUN_TOKENS, `another analyst resubmits the run's id ${how}`, async () => {
+        await jetstream(submitter).publish(
+          Subjects.RUNS_SUBMIT,
+          encodePayload(RunSubmissionSchema, { runId, workflow: GAUGE_WORKFLOW, input: {} }, "submission"),
+          {
+            msgID,
+            headers: tracedHeaders({ [Headers.AUTHORIZATION]: `Bearer ${tokenFor("mallory", "analyst")}` }),
+          },
+        );
+        await settled();
+        const after = await tokens.get(runId);
+        const record = parsePayload(
+          RunRecordSchema,
+          (await runs.get(runId))?.value ?? new Uint8Array(),
+          "run",
+        );
+        return (
+          after?.revision === before?.revision &&
+          after?.string() === runToken &&
+          record.startedBy === "ann" &&
+          record.state.endsWith("COMPLETED")
+        );
+      });
+    }
+  });
+
   it("run tokens - a stolen run token is refused for another run, workflow, version, a submission and a direct decide", async () => {
     const runWorkflow = { id: GAUGE_WORKFLOW.id, version: 1 };
     await control("the orchestrator decides its run's own step with it", async () => {
