@@ -449,7 +449,9 @@ servers
 const streams = program.command("streams").description("operate Loom's streams and buckets");
 streams
   .command("replicate")
-  .description("move every existing Loom stream and bucket to <count> replicas (as policy-admin)")
+  .description(
+    "move every existing Loom stream and bucket to <count> replicas, as the operator's own NATS user named in --nats (none of Loom's users may change a stream)",
+  )
   .argument("<count>", "replicas: 1, 3 or 5", (value: string) => {
     if (!["1", "3", "5"].includes(value)) throw new InvalidArgumentError("replicas are 1, 3 or 5");
     return Number(value);
@@ -457,7 +459,7 @@ streams
   .option("--json", "print JSON", false)
   .action(
     action(async (count: number, options: { json: boolean }) =>
-      streamsReplicateCommand(count, { nats: await natsAs(NatsUser.POLICY_ADMIN), ...options }),
+      streamsReplicateCommand(count, { nats: program.opts<{ nats: string }>().nats, ...options }),
     ),
   );
 

@@ -32,11 +32,24 @@ const OBSERVER_USER = `
                          "$JS.ACK.>", "$JS.FC.>"] }
       subscribe: { allow: [">"] } } }`;
 
+/**
+ * The operator's own NATS user, which no Loom deployment hands out: the one that may change a
+ * stream's configuration (`loom streams replicate --nats nats://operator:…@host`). None of Loom's
+ * users may, policy-admin included.
+ */
+export const OPERATOR = "operator";
+const OPERATOR_PASSWORD_VARIABLE = "LOOM_NATS_OPERATOR_PASSWORD";
+const OPERATOR_USER = `
+    { user: ${OPERATOR}, password: $${OPERATOR_PASSWORD_VARIABLE}, permissions: {
+      publish: { allow: ["$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
+                         "$JS.API.STREAM.UPDATE.>"] }
+      subscribe: { allow: ["_INBOX.${OPERATOR}.>"] } } }`;
+
 /** What infra/nats/sync-always.conf adds to the users' conf, which a copy cannot `include`. */
 const SYNC_ALWAYS = "jetstream {\n  sync_interval: always\n}\n";
 
-/** A user of infra/nats/nats-server.conf, or the test's read-only observer. */
-export type TestNatsUser = NatsUser | typeof OBSERVER;
+/** A user of infra/nats/nats-server.conf, the test's read-only observer, or the operator. */
+export type TestNatsUser = NatsUser | typeof OBSERVER | typeof OPERATOR;
 
 /** A nats-server with Loom's users and subject permissions, each user with a fresh password. */
 export interface NatsUsersServer extends AsyncDisposable {
@@ -73,15 +86,28 @@ export interface NatsUsersConf {
 export async function writeNatsUsersConf(dataDir: string, extra: string): Promise<NatsUsersConf> {
   const passwords = await ensureNatsPasswords(dataDir);
   const observerPassword = `p${randomBytes(24).toString("hex")}`;
+  const operatorPassword = `p${randomBytes(24).toString("hex")}`;
   const conf = join(dataDir, "nats-server.conf");
   const production = await readFile(NATS_CONF, "utf8");
   if (!production.includes("users: ["))
     throw new Error(`${NATS_CONF} has no users list to add the observer to`);
-  await writeFile(conf, `${production.replace("users: [", `users: [${OBSERVER_USER}`)}\n${extra}`);
+  await writeFile(
+    conf,
+    `${production.replace("users: [", `users: [${OBSERVER_USER}${OPERATOR_USER}`)}\n${extra}`,
+  );
   return {
     conf,
-    env: { ...passwords, [OBSERVER_PASSWORD_VARIABLE]: observerPassword },
-    password: (user) => (user === OBSERVER ? observerPassword : passwords[NATS_PASSWORD_VARIABLES[user]]),
+    env: {
+      ...passwords,
+      [OBSERVER_PASSWORD_VARIABLE]: observerPassword,
+      [OPERATOR_PASSWORD_VARIABLE]: operatorPassword,
+    },
+    password: (user) =>
+      user === OBSERVER
+        ? observerPassword
+        : user === OPERATOR
+          ? operatorPassword
+          : passwords[NATS_PASSWORD_VARIABLES[user]],
   };
 }
 

@@ -13,7 +13,7 @@ import { ensureStream, StreamDefinitions } from "../../services/kit/index.ts";
 import { NatsUser, REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { type NatsCluster, startNatsCluster } from "../helpers/nats-cluster.ts";
 import { connectTo } from "../helpers/nats-server.ts";
-import { OBSERVER } from "../helpers/nats-users.ts";
+import { OBSERVER, OPERATOR } from "../helpers/nats-users.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
@@ -50,12 +50,13 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
     async () => {
       let stack: Stack | undefined;
       // A stream made with one replica before Loom ran here (as an older Loom made them): services
-      // never change a stream, so the operator moves it to R3 (`loom streams replicate`, as policy-admin).
+      // never change a stream, so the operator moves it to R3 (`loom streams replicate`, as a NATS user
+      // of their own: none of Loom's users may change a stream).
       const orchestrator = await cluster.connectAs(NatsUser.ORCHESTRATOR);
       await ensureStream(await jetstreamManager(orchestrator), StreamDefinitions.runs, 1);
       const replicated = await run(
         process.execPath,
-        [CLI, "--nats", cluster.urlAs(NatsUser.POLICY_ADMIN), "streams", "replicate", "3", "--json"],
+        [CLI, "--nats", cluster.urlAs(OPERATOR), "streams", "replicate", "3", "--json"],
         { env: { ...process.env, OTEL_TRACES_EXPORTER: "none" } },
       );
       expect(JSON.parse(replicated.stdout)).toEqual({ replicas: 3, moved: [Streams.RUNS] });

@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentTasksSubject, Buckets, Consumers, LLM_AGENT, Streams } from "../../schemas/subjects.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
-import { permissionViolations } from "../helpers/nats-users.ts";
+import { OPERATOR, permissionViolations } from "../helpers/nats-users.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 /** The buckets and streams no user but their owner may read (tokens, records, secrets, results). */
@@ -243,16 +243,67 @@ describe("security - JetStream API: every NATS user gets exactly the API it need
     expect(info.num_ack_pending).toBe(0);
   });
 
-  it("control - the operator replicates streams, and the audit verifies intact", async () => {
-    await control("loom streams replicate 1 as policy-admin", async () => {
-      const replicated = await loom.cli(["streams", "replicate", "1"]);
-      return replicated.code === 0;
+  it("policy-admin changes no stream: no source, republish or limit that reads tokens or rewrites the audit", async () => {
+    const jsm = await jetstreamManager(as[NatsUser.POLICY_ADMIN]);
+    const changes: Array<[string, string, (config: StreamConfig) => Partial<StreamConfig>]> = [
+      [
+        "LOOM_SPANS sources the run tokens",
+        Streams.SPANS,
+        () => ({ sources: [{ name: `KV_${Buckets.RUN_TOKENS}` }] }),
+      ],
+      [
+        "LOOM_SPANS sources the submissions (callers' tokens)",
+        Streams.SPANS,
+        () => ({ sources: [{ name: Streams.RUNS }] }),
+      ],
+      [
+        "KV_loom_policy republishes into the audit",
+        `KV_${Buckets.POLICY}`,
+        () => ({
+          republish: { src: "$KV.loom_policy.x.*", dest: "loom.v1.audit.acp-policy.{{wildcard(1)}}" },
+        }),
+      ],
+      [
+        "KV_loom_policy republishes into the pinned audit keys",
+        `KV_${Buckets.POLICY}`,
+        () => ({
+          republish: { src: "$KV.loom_policy.y.*", dest: "$KV.loom_audit_keys.acp-policy.{{wildcard(1)}}" },
+        }),
+      ],
+      ["LOOM_AUDIT keeps one record per subject", Streams.AUDIT, () => ({ max_msgs_per_subject: 1 })],
+      ["LOOM_EVENTS at one replica", Streams.EVENTS, () => ({ num_replicas: 1 })],
+    ];
+    for (const [name, stream, change] of changes) {
+      await attack(AttackClass.TRUSTED_BUS, `policy-admin: ${name}`, async () => {
+        const { config } = await jsm.streams.info(stream);
+        return jsm.streams.update(stream, { ...config, ...change(config) }).then(
+          () => false,
+          () => true,
+        );
+      });
+    }
+    await attack(AttackClass.TRUSTED_BUS, "loom streams replicate 3 as policy-admin", async () => {
+      const replicated = await loom.cli([
+        "--nats",
+        loom.users.urlAs(NatsUser.POLICY_ADMIN),
+        "streams",
+        "replicate",
+        "3",
+      ]);
+      return replicated.code !== 0 && replicated.stderr.includes("may not change streams");
     });
-    await control("policy-admin updates a stream (its replica count) itself", async () => {
-      const jsm = await jetstreamManager(as[NatsUser.POLICY_ADMIN]);
+  });
+
+  it("control - the operator's own NATS user replicates streams, and the audit verifies intact", async () => {
+    await control("the operator updates a stream (the one change Loom's users may not make)", async () => {
+      const jsm = await jetstreamManager(await loom.connectAs(OPERATOR));
       const { config } = await jsm.streams.info(Streams.EVENTS);
-      const updated = await jsm.streams.update(Streams.EVENTS, { ...config, num_replicas: 1 });
-      return updated.config.num_replicas === 1;
+      const updated = await jsm.streams.update(Streams.EVENTS, { ...config, description: "operator" });
+      return updated.config.description === "operator";
+    });
+    await control("loom streams replicate 1 as the operator", async () => {
+      const replicated = await loom.cli(["--nats", loom.users.urlAs(OPERATOR), "streams", "replicate", "1"]);
+      return replicated.code === 0;
     });
     await control("loom audit verify says intact", async () => {
       const verified = await loom.cli(["audit", "verify"]);

@@ -29,7 +29,7 @@ import { isLoomStream, type LoomError, request } from "../../services/kit/index.
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
-import { permissionViolations } from "../helpers/nats-users.ts";
+import { OPERATOR, permissionViolations } from "../helpers/nats-users.ts";
 
 /**
  * The bus as `npm start` runs it (startLoom: infra/nats/nats-server.conf, each service its own
@@ -660,15 +660,22 @@ describe("security - trusted bus: the NATS users of npm start", () => {
       },
     );
 
-    it("bus - control: the operator (policy-admin) changes a stream, and the services start on an existing broker", async () => {
-      const jsm = await jetstreamManager(await loom.connectAs(NatsUser.POLICY_ADMIN));
-      await control("policy-admin updates the description of LOOM_TOOL_CALLS", async () => {
+    it("bus - control: the operator's own NATS user changes a stream, and the services start on an existing broker", async () => {
+      const jsm = await jetstreamManager(await loom.connectAs(OPERATOR));
+      await control("the operator updates the description of LOOM_TOOL_CALLS", async () => {
         const { config } = await jsm.streams.info(Streams.TOOL_CALLS);
         const updated = await jsm.streams.update(Streams.TOOL_CALLS, { ...config, description: "operator" });
         return updated.config.description === "operator";
       });
-      await control("loom streams replicate (as policy-admin) answers on one server", async () => {
-        const replicated = await loom.cli(["streams", "replicate", "1", "--json"]);
+      await control("loom streams replicate (as the operator) answers on one server", async () => {
+        const replicated = await loom.cli([
+          "--nats",
+          loom.users.urlAs(OPERATOR),
+          "streams",
+          "replicate",
+          "1",
+          "--json",
+        ]);
         return replicated.code === 0 && JSON.parse(replicated.stdout).moved.length === 0;
       });
       await control("every service restarts on the existing streams and a run completes", async () => {
