@@ -76,7 +76,7 @@ describe("deployment - docker-compose.yml, infra/Dockerfile and their config fil
       JaegerListeners.otlpGrpc,
       JaegerListeners.otlpHttp,
       JaegerListeners.jaegerThriftHttp,
-    ].map(({ port }) => `${port}:${port}`);
+    ].map(({ port }) => `127.0.0.1:${port}:${port}`);
     expect(jaeger?.ports).toEqual(published);
     for (const name of LOOM_SERVICES) {
       const endpoint = new URL(services[name]?.environment?.OTEL_EXPORTER_OTLP_ENDPOINT ?? "");
@@ -137,6 +137,14 @@ describe("deployment - docker-compose.yml, infra/Dockerfile and their config fil
         "nats-users": { condition: "service_completed_successfully" },
       });
     }
+  });
+
+  it("compose - every published port is on the host's loopback: a dev-mode stack is not reachable from another machine", () => {
+    const published = Object.entries(services).flatMap(([name, service]) =>
+      (service.ports ?? []).map((port) => `${name} ${port}`),
+    );
+    expect(published.length).toBeGreaterThan(5);
+    for (const port of published) expect(port).toMatch(/^\S+ 127\.0\.0\.1:\d+:\d+$/);
   });
 
   it("compose - Prometheus scrapes every Loom service, all replicas, on the port they serve /metrics on", () => {
