@@ -85,7 +85,12 @@ export class RunDriver {
     const local = this.#executions.get(stored.record.runId);
     if (local !== undefined) return local.send(event);
     const claimed = await this.#claim(stored);
-    if (claimed === undefined) return undefined;
+    if (claimed === undefined) {
+      // The claim lost to a write of this very replica (a run it had just accepted started while
+      // the claim was under way): the execution now here takes the event, else nobody would answer.
+      const startedMeanwhile = this.#executions.get(stored.record.runId);
+      return startedMeanwhile === undefined ? undefined : startedMeanwhile.send(event);
+    }
     return this.drive(claimed, event);
   }
 
