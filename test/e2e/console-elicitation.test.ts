@@ -1,4 +1,4 @@
-import { copyFile, mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import type { Browser, Page } from "playwright-core";
@@ -8,7 +8,7 @@ import type { RequestedSchema } from "../../schemas/sampling.ts";
 import { followRun } from "../../services/kit/run-watch.ts";
 import { launchConsoleBrowser, shot, signedIn as signedInAt } from "../helpers/console-browser.ts";
 import { writeEverythingConfig } from "../helpers/everything-config.ts";
-import { type Loom, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
 
 /** Analysts start and follow their runs; managers answer what runs ask, as the shipped policy has it. */
@@ -200,8 +200,8 @@ describe("console - answering an MCP server's question (elicitation) in the brow
     // Corrected, the answer goes; the refusal is gone from the form and the values stayed.
     await instruments.getByLabel("Drums").uncheck();
     expect(await form.getByLabel("String (required)", { exact: true }).inputValue()).toBe("Ada Lovelace");
-    const image = await shot(manager.page, "inbox-elicitation");
-    await copyFile(image, join(REPO_ROOT, "docs", "images", "console-elicitation.png"));
+    // test-output/console/inbox-elicitation.png is what docs/images/console-elicitation.png shows.
+    await shot(manager.page, "inbox-elicitation");
     const submitted = {
       name: "Ada Lovelace",
       check: true,
