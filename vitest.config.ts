@@ -1,4 +1,12 @@
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { defineConfig } from "vitest/config";
+
+// Every Node.js process the tests start (services, the CLI, MCP fixture servers) inherits this and
+// reuses the compiled code of the modules it loads instead of compiling them again: the CLI takes
+// about a third less CPU per run, and the suite starts it hundreds of times. Set before the workers
+// fork, so they inherit it too.
+process.env.NODE_COMPILE_CACHE ??= join(tmpdir(), "loom-test-compile-cache");
 
 export default defineConfig({
   test: {

@@ -14,6 +14,7 @@ import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { writeEverythingConfig } from "../helpers/everything-config.ts";
 import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
+import { TEST_SERVICE_ENV } from "../helpers/service-env.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 /** Testers may let server-everything sample; guests may call its tools but not sample. */
@@ -176,7 +177,13 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
         natsUrl: loom.users.urlAs(NatsUser.ORCHESTRATOR),
         logDir: join(dir, "replica-logs"),
         services: ["orchestrator"],
-        env: { LOG_LEVEL: "debug", ...TEST_AUTH_ENV, ...env, LOOM_A2A_PORT: String(port) },
+        env: {
+          LOG_LEVEL: "debug",
+          ...TEST_SERVICE_ENV,
+          ...TEST_AUTH_ENV,
+          ...env,
+          LOOM_A2A_PORT: String(port),
+        },
       }),
     );
     const other = `http://127.0.0.1:${port}`;

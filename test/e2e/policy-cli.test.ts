@@ -1,33 +1,37 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { jetstream } from "@nats-io/jetstream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PolicyDecideContract } from "../../schemas/contracts.ts";
-import { Buckets, Headers, Subjects } from "../../schemas/subjects.ts";
+import { Buckets, Headers, Streams, Subjects } from "../../schemas/subjects.ts";
 import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { request } from "../../services/kit/index.ts";
 import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
+import { TEST_SERVICE_ENV } from "../helpers/service-env.ts";
 import { signJwt, TEST_AUTH_ENV, validClaims } from "../helpers/tokens.ts";
 
 const CASES = "infra/policies/tests/default.cases.yaml";
+const NO_CLOCK_SKEW = { LOOM_AUTH_CLOCK_SKEW: "0s" };
 
 describe("e2e - policy, token and audit commands", () => {
   let loom: Loom;
   let replica: Stack;
   let dir: string;
   beforeAll(async () => {
-    loom = await startLoom();
+    // No leeway on a token's expiry, so a token can die within the test of a run outliving it.
+    loom = await startLoom({ env: NO_CLOCK_SKEW });
     dir = await mkdtemp(join(tmpdir(), "loom-policy-cli-"));
     // A second acp-policy replica: an applied policy must reach every replica.
     replica = await startStack({
       natsUrl: loom.users.urlAs(NatsUser.ACP_POLICY),
       logDir: join(dir, "logs"),
       services: ["acp-policy"],
-      env: { ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0" },
+      env: { ...TEST_SERVICE_ENV, ...TEST_AUTH_ENV, ...NO_CLOCK_SKEW, LOOM_HTTP_PORT: "0" },
     });
   });
   afterAll(async () => {
@@ -35,6 +39,22 @@ describe("e2e - policy, token and audit commands", () => {
     await loom?.[Symbol.asyncDispose]();
     await rm(dir, { recursive: true, force: true });
   });
+
+  /**
+   * Resolves once `loom audit tail --follow` consumes the audit stream from its end: from then on
+   * it prints every record appended.
+   */
+  async function followerListening(follower: ChildProcess): Promise<void> {
+    const jsm = await jetstreamManager(loom.observer);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const consumers = await jsm.consumers.list(Streams.AUDIT).next();
+      if (consumers.some((consumer) => consumer.config.opt_start_seq !== undefined)) return;
+      if (follower.exitCode !== null) throw new Error(`audit tail --follow exited with ${follower.exitCode}`);
+      if (Date.now() > deadline) throw new Error("audit tail --follow never started consuming");
+      await sleep(100);
+    }
+  }
 
   // The orchestrator's user asks policy, as the orchestrator does.
   const decideAsAnalyst = async () =>
@@ -140,16 +160,6 @@ describe("e2e - policy, token and audit commands", () => {
     const verify = await loom.cli(["audit", "verify"]);
     expect(verify.code).toBe(0);
   });
-});
-
-describe("e2e - loom audit tail --follow", () => {
-  let loom: Loom;
-  beforeAll(async () => {
-    loom = await startLoom();
-  });
-  afterAll(async () => {
-    await loom?.[Symbol.asyncDispose]();
-  });
 
   it("e2e - loom audit tail --follow prints a new run's records as they are appended", async () => {
     const follower = spawn(
@@ -172,7 +182,7 @@ describe("e2e - loom audit tail --follow", () => {
       printed += chunk;
     });
     try {
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await followerListening(follower);
       const run = await loom.cli(["submit", "hello", "--input", '{"contactId":"c-3"}', "--watch", "--json"], {
         token: tokenFor("ann", "analyst"),
       });
@@ -188,25 +198,16 @@ describe("e2e - loom audit tail --follow", () => {
       follower.kill("SIGTERM");
     }
   });
-});
-
-describe("e2e - a run outlives its caller's token", () => {
-  let loom: Loom;
-  beforeAll(async () => {
-    loom = await startLoom({ env: { LOOM_AUTH_CLOCK_SKEW: "0s" } });
-  });
-  afterAll(async () => {
-    await loom?.[Symbol.asyncDispose]();
-  });
 
   it("e2e - a step decided after the submitter's token expired still runs, on the run's own token", async () => {
-    const now = Math.floor(Date.now() / 1000);
-    const shortLived = signJwt(validClaims("ann", ["analyst"], { exp: now + 3 }));
+    // Long enough for the CLI to start and the run to be admitted on a loaded machine, no longer.
+    const expiresAt = Math.floor(Date.now() / 1000) + 6;
+    const shortLived = signJwt(validClaims("ann", ["analyst"], { exp: expiresAt }));
     const submitted = await loom.cli(["submit", "test/security/workflows/approve-then-call.yaml", "--json"], {
       token: shortLived,
     });
     const { runId } = JSON.parse(submitted.stdout);
-    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    await sleep(Math.max(0, expiresAt * 1_000 + 1_000 - Date.now()));
     // The submitter's token is dead now: on its own it is refused.
     const explained = await loom.cli(["policy", "explain", "--tool", "time.get_time"], { token: shortLived });
     expect(explained.stderr).toMatch(/error UNAUTHENTICATED: .*expired/);

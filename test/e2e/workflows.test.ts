@@ -432,18 +432,6 @@ describe("e2e - durable workflows through the CLI", () => {
     ]);
   });
 
-  it("e2e - a choice whose condition fails at run time fails the run with EXPRESSION_FAILED", async () => {
-    const result = await loom.cli(
-      ["submit", file("bad-condition.yaml"), "--input", '{"amount":"lots"}', "--watch", "--json"],
-      { token: analyst, timeoutMs: 15_000 },
-    );
-    const summary = lastJson(result);
-    expect(summary.state).toBe("failed");
-    expect(result.code).toBe(1);
-    expect(summary.error.code).toBe("EXPRESSION_FAILED");
-    expect(summary.error.message).toContain("step route: when");
-  });
-
   it("e2e - a run still waiting for approval at its deadline fails DEADLINE_EXCEEDED", async () => {
     const started = Date.now();
     const result = await loom.cli(["submit", file("short-deadline.yaml"), "--watch", "--json"], {
@@ -458,7 +446,21 @@ describe("e2e - durable workflows through the CLI", () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
-  it("e2e - onError runs the compensation step, then fails with the original error", async () => {
+  // From here on each test only submits its own run and watches it to its end, with no clock to
+  // beat: they run side by side.
+  it.concurrent("e2e - a choice whose condition fails at run time fails the run with EXPRESSION_FAILED", async () => {
+    const result = await loom.cli(
+      ["submit", file("bad-condition.yaml"), "--input", '{"amount":"lots"}', "--watch", "--json"],
+      { token: analyst, timeoutMs: 15_000 },
+    );
+    const summary = lastJson(result);
+    expect(summary.state).toBe("failed");
+    expect(result.code).toBe(1);
+    expect(summary.error.code).toBe("EXPRESSION_FAILED");
+    expect(summary.error.message).toContain("step route: when");
+  });
+
+  it.concurrent("e2e - onError runs the compensation step, then fails with the original error", async () => {
     const result = await loom.cli(["submit", file("compensate-fail.yaml"), "--watch", "--json"], {
       token: analyst,
     });
@@ -476,7 +478,7 @@ describe("e2e - durable workflows through the CLI", () => {
     expect(messages.some((text) => text.startsWith("step never:"))).toBe(false);
   });
 
-  it("e2e - onError then: continue goes on with the failure visible in $steps", async () => {
+  it.concurrent("e2e - onError then: continue goes on with the failure visible in $steps", async () => {
     const result = await loom.cli(["submit", file("compensate-continue.yaml"), "--watch", "--json"], {
       token: analyst,
     });
@@ -488,7 +490,7 @@ describe("e2e - durable workflows through the CLI", () => {
     expect(await statusMessages(summary.runId)).toContain("step undo: calling time.get_time");
   });
 
-  it("e2e - a delegate step hands work to another workflow exposed as agent wf-hello", async () => {
+  it.concurrent("e2e - a delegate step hands work to another workflow exposed as agent wf-hello", async () => {
     const result = await loom.cli(
       ["submit", file("delegating.yaml"), "--input", '{"contactId":"c-4"}', "--watch", "--json"],
       { token: analyst },

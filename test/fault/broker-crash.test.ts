@@ -21,13 +21,15 @@ import { OBSERVER } from "../helpers/nats-users.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 /**
- * Short leases, so a run whose driver went away is picked up fast; generous policy and step
- * timeouts, so a machine slowed by other work does not turn waiting into failures.
+ * Short leases, so a run whose driver went away is picked up fast; generous policy, step and
+ * expression timeouts, so a machine slowed by other work does not turn waiting into failures (an
+ * expression's limit is wall time: a starved orchestrator went over 500 ms with a step's `with`).
  */
 const FAST_RECOVERY_ENV = {
   LOOM_RUN_LEASE_MS: "1500",
   LOOM_STEP_TIMEOUT_MS: "15000",
   LOOM_POLICY_TIMEOUT_MS: "15000",
+  LOOM_EXPRESSION_TIMEOUT_MS: "5000",
   LOG_LEVEL: "info",
 };
 /** Enough runs in flight across three kills to prove the point, few enough to keep the suite short. */
@@ -61,6 +63,8 @@ async function singleNodeSigkilled(sync: boolean): Promise<LoadFigures> {
     env: { LOOM_MCP_SERVERS: ledger.serversFile, ...FAST_RECOVERY_ENV },
     tools: ["ledger.append"],
     natsSync: sync,
+    // The three cases start their stacks at once: as long as the cluster's may take.
+    readyTimeoutMs: 60_000,
   });
   // Through the broker's restarts: the observer watches and reads, the submitter submits.
   const observer = await loom.connectAs(OBSERVER, { maxReconnectAttempts: -1 });
@@ -95,7 +99,9 @@ async function singleNodeSigkilled(sync: boolean): Promise<LoadFigures> {
   return figures;
 }
 
-describe("fault - the broker is SIGKILLed under load", () => {
+// Each case has its own broker, stack and ledger, and strikes when its own runs reach a share, not
+// at a time: the three run side by side, so one's reconnects and elections overlap another's.
+describe.concurrent("fault - the broker is SIGKILLed under load", () => {
   it("fault - a single nats-server SIGKILLed 3 times with sync_interval always: nothing accepted is lost", async () => {
     const figures = await singleNodeSigkilled(true);
     expect(figures.lost).toBe(0);

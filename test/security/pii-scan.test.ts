@@ -61,14 +61,15 @@ describe("security - PII scan across masked callers' use of every path", () => {
       [join(REPO_ROOT, "test/security/workflows/list-contacts.yaml")],
       ...Object.keys(LEAKY_WORKFLOWS).map((file) => [join(dir, file)]),
     ];
-    const runIds: string[] = [];
-    for (const args of submits) {
-      const stdout = await cli(`loom submit ${args[0]}`, ["submit", ...args, "--watch", "--json"], first);
-      const summary = JSON.parse(stdout.trim().split("\n").at(-1) ?? "{}") as { runId?: string };
-      expect(summary.runId, stdout).toBeDefined();
-      runIds.push(summary.runId ?? "");
-    }
-    return runIds;
+    // Independent runs: submitted side by side, each watched to its end.
+    return Promise.all(
+      submits.map(async (args) => {
+        const stdout = await cli(`loom submit ${args[0]}`, ["submit", ...args, "--watch", "--json"], first);
+        const summary = JSON.parse(stdout.trim().split("\n").at(-1) ?? "{}") as { runId?: string };
+        expect(summary.runId, stdout).toBeDefined();
+        return summary.runId ?? "";
+      }),
+    );
   }
 
   /** Every gateway operation as the first viewer, keeping everything its client was sent. */
@@ -153,22 +154,26 @@ describe("security - PII scan across masked callers' use of every path", () => {
   async function readAsSecond(runIds: string[]): Promise<void> {
     const a2aClient = await new ClientFactory().createFromUrl(`http://127.0.0.1:${port}`);
     const asSecond = { serviceParameters: { Authorization: `Bearer ${second}` } };
-    for (const runId of runIds) {
-      await cli(`loom runs get ${runId}`, ["runs", "get", runId, "--json"], second);
-      await cli(`loom runs trace ${runId}`, ["runs", "trace", runId], second);
-      const task = await a2aClient.getTask({ tenant: "", id: runId, historyLength: 100 }, asSecond).then(
-        (value) => JSON.stringify(value),
-        (error: Error) => error.message,
-      );
-      outputs.push({ where: `a2a GetTask ${runId}`, text: task });
-    }
     const contexts = (await bucketPlaces(loom.observer))
       .filter((place) => place.where.startsWith("kv loom_memory "))
       .map((place) => place.where.split(" ")[2] ?? "");
-    for (const context of contexts)
-      await cli(`loom memory get ${context}`, ["memory", "get", context], second);
-    await cli("loom audit tail", ["audit", "tail", "--json", "-n", "1000"], second);
-    await cli("loom tools stats", ["tools", "stats"], second);
+    // Reads change nothing: every one of them runs side by side.
+    await Promise.all([
+      ...runIds.flatMap((runId) => [
+        cli(`loom runs get ${runId}`, ["runs", "get", runId, "--json"], second),
+        cli(`loom runs trace ${runId}`, ["runs", "trace", runId], second),
+        a2aClient
+          .getTask({ tenant: "", id: runId, historyLength: 100 }, asSecond)
+          .then(
+            (value) => JSON.stringify(value),
+            (error: Error) => error.message,
+          )
+          .then((task) => outputs.push({ where: `a2a GetTask ${runId}`, text: task })),
+      ]),
+      ...contexts.map((context) => cli(`loom memory get ${context}`, ["memory", "get", context], second)),
+      cli("loom audit tail", ["audit", "tail", "--json", "-n", "1000"], second),
+      cli("loom tools stats", ["tools", "stats"], second),
+    ]);
   }
 
   it("security - no email or SSN of the crm demo reaches any stream, bucket, log or client", async () => {

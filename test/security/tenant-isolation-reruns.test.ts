@@ -87,31 +87,36 @@ describe("security - tenant isolation: another user's rerun, event follow or tim
     timeout: 600_000,
   }, async () => {
     const calls = await stack.ledger.invocations();
-    for (const [who, token] of intruders) {
-      await attack(AttackClass.TENANT_ISOLATION, `cli runs rerun with ${who}`, () =>
-        refuses(["runs", "rerun", failed], token()),
-      );
-      await attack(AttackClass.TENANT_ISOLATION, `cli runs rerun --from the first step with ${who}`, () =>
-        refuses(["runs", "rerun", failed, "--from", "debit", "--watch"], token()),
-      );
-      await attack(AttackClass.TENANT_ISOLATION, `cli runs events --follow with ${who}`, () =>
-        refuses(["runs", "events", waiting, "--follow"], token()),
-      );
-      await attack(AttackClass.TENANT_ISOLATION, `cli runs events --json with ${who}`, () =>
-        refuses(["runs", "events", waiting, "--json"], token()),
-      );
-      await attack(AttackClass.TENANT_ISOLATION, `cli runs get (the timeline) with ${who}`, () =>
-        refuses(["runs", "get", waiting, "--json"], token()),
-      );
-    }
+    // The intruders are independent of each other: each tries its commands in a lane of its own.
+    await Promise.all(
+      intruders.map(async ([who, token]) => {
+        await attack(AttackClass.TENANT_ISOLATION, `cli runs rerun with ${who}`, () =>
+          refuses(["runs", "rerun", failed], token()),
+        );
+        await attack(AttackClass.TENANT_ISOLATION, `cli runs rerun --from the first step with ${who}`, () =>
+          refuses(["runs", "rerun", failed, "--from", "debit", "--watch"], token()),
+        );
+        await attack(AttackClass.TENANT_ISOLATION, `cli runs events --follow with ${who}`, () =>
+          refuses(["runs", "events", waiting, "--follow"], token()),
+        );
+        await attack(AttackClass.TENANT_ISOLATION, `cli runs events --json with ${who}`, () =>
+          refuses(["runs", "events", waiting, "--json"], token()),
+        );
+        await attack(AttackClass.TENANT_ISOLATION, `cli runs get (the timeline) with ${who}`, () =>
+          refuses(["runs", "get", waiting, "--json"], token()),
+        );
+      }),
+    );
     await attack(AttackClass.TENANT_ISOLATION, "no refused rerun called a tool or was linked", async () => {
       return (await stack.ledger.invocations()) === calls && (await rerunsOf(failed)).length === 0;
     });
 
     await control("the owner follows, reads the timeline of and reruns its own runs", async () => {
-      const events = await cli(["runs", "events", waiting, "--json"], owner);
-      const timeline = await cli(["runs", "get", waiting, "--json"], owner);
-      const rerun = await cli(["runs", "rerun", failed, "--json"], owner);
+      const [events, timeline, rerun] = await Promise.all([
+        cli(["runs", "events", waiting, "--json"], owner),
+        cli(["runs", "get", waiting, "--json"], owner),
+        cli(["runs", "rerun", failed, "--json"], owner),
+      ]);
       const steps = JSON.parse(timeline.stdout).steps as Array<{ stepId: string }>;
       const newId = JSON.parse(rerun.stdout).runId as string;
       // The link is written when the new run is admitted, just after the rerun is answered.
@@ -139,24 +144,26 @@ describe("security - tenant isolation: another user's rerun, event follow or tim
     const js = jetstream(submitter);
     const before = await stack.ledger.invocations();
     const linked = (await rerunsOf(failed)).length;
-    for (const [who, token] of intruders) {
-      const runId = randomUUID();
-      await attack(
-        AttackClass.TENANT_ISOLATION,
-        `a rerun submission on the public subject with ${who}`,
-        async () => {
-          await publishSubmission(
-            js,
-            { runId, workflow: "pay-bad", input: {}, rerunOf: { runId: failed, from: "debit" } },
-            token() === undefined ? undefined : `Bearer ${token()}`,
-          );
-          // Refused (a bad token) or told no such run (a valid token for a run it may not see): the
-          // new run ends without a step; the ledger check below shows no tool ran.
-          const state = await stack.reaches(runId, TaskState.REJECTED);
-          return state === "rejected" || state === "failed";
-        },
-      );
-    }
+    await Promise.all(
+      intruders.map(([who, token]) => {
+        const runId = randomUUID();
+        return attack(
+          AttackClass.TENANT_ISOLATION,
+          `a rerun submission on the public subject with ${who}`,
+          async () => {
+            await publishSubmission(
+              js,
+              { runId, workflow: "pay-bad", input: {}, rerunOf: { runId: failed, from: "debit" } },
+              token() === undefined ? undefined : `Bearer ${token()}`,
+            );
+            // Refused (a bad token) or told no such run (a valid token for a run it may not see): the
+            // new run ends without a step; the ledger check below shows no tool ran.
+            const state = await stack.reaches(runId, TaskState.REJECTED);
+            return state === "rejected" || state === "failed";
+          },
+        );
+      }),
+    );
     await attack(
       AttackClass.TENANT_ISOLATION,
       "no refused rerun submission called a tool or was linked",

@@ -99,8 +99,10 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
    */
   const memoryHidden = async (command: string[], token: string | undefined) => {
     const unknown = `ctx-unknown-${now()}`;
-    const owners = await cli([...command, contextId, "--json"], token);
-    const none = await cli([...command, unknown, "--json"], token);
+    const [owners, none] = await Promise.all([
+      cli([...command, contextId, "--json"], token),
+      cli([...command, unknown, "--json"], token),
+    ]);
     const same =
       owners.code === none.code &&
       owners.stdout.replaceAll(contextId, "<ctx>") === none.stdout.replaceAll(unknown, "<ctx>");
@@ -166,36 +168,43 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
   it("tenant isolation - the CLI: runs get, runs list, submit --watch, memory get and clear, workflow apply", {
     timeout: 600_000,
   }, async () => {
-    for (const [who, token] of intruders) {
-      await attack(AttackClass.TENANT_ISOLATION, `cli runs get with ${who}`, () =>
-        cliRefuses(["runs", "get", runId], token()),
-      );
-      await attack(AttackClass.TENANT_ISOLATION, `cli memory get with ${who}`, () =>
-        memoryHidden(["memory", "get"], token()),
-      );
-      await attack(AttackClass.TENANT_ISOLATION, `cli memory clear with ${who}`, () =>
-        memoryHidden(["memory", "clear"], token()),
-      );
-      await attack(AttackClass.TENANT_ISOLATION, `cli workflow apply with ${who}`, () =>
-        cliRefuses(["workflow", "apply", "workflows/hello.yaml"], token()),
-      );
-    }
-    await attack(
-      AttackClass.TENANT_ISOLATION,
-      "cli runs list as another user shows none of the owner's runs",
-      async () => {
-        const listed = await cli(["runs", "list", "--json"], stranger);
-        return listed.code === 0 && !listed.stdout.includes(runId);
-      },
-    );
-    await attack(AttackClass.TENANT_ISOLATION, "cli runs list with a garbage token", () =>
-      cliRefuses(["runs", "list"], "x"),
-    );
+    // The intruders are independent of each other: each tries its commands in a lane of its own.
+    await Promise.all([
+      ...intruders.map(async ([who, token]) => {
+        await attack(AttackClass.TENANT_ISOLATION, `cli runs get with ${who}`, () =>
+          cliRefuses(["runs", "get", runId], token()),
+        );
+        await attack(AttackClass.TENANT_ISOLATION, `cli memory get with ${who}`, () =>
+          memoryHidden(["memory", "get"], token()),
+        );
+        await attack(AttackClass.TENANT_ISOLATION, `cli memory clear with ${who}`, () =>
+          memoryHidden(["memory", "clear"], token()),
+        );
+        await attack(AttackClass.TENANT_ISOLATION, `cli workflow apply with ${who}`, () =>
+          cliRefuses(["workflow", "apply", "workflows/hello.yaml"], token()),
+        );
+      }),
+      (async () => {
+        await attack(
+          AttackClass.TENANT_ISOLATION,
+          "cli runs list as another user shows none of the owner's runs",
+          async () => {
+            const listed = await cli(["runs", "list", "--json"], stranger);
+            return listed.code === 0 && !listed.stdout.includes(runId);
+          },
+        );
+        await attack(AttackClass.TENANT_ISOLATION, "cli runs list with a garbage token", () =>
+          cliRefuses(["runs", "list"], "x"),
+        );
+      })(),
+    ]);
 
     await control("the owner reads its run, its memory, and lists it", async () => {
-      const got = await cli(["runs", "get", runId, "--json"], owner);
-      const listed = await cli(["runs", "list", "--json"], owner);
-      const memory = await cli(["memory", "get", contextId, "--json"], owner);
+      const [got, listed, memory] = await Promise.all([
+        cli(["runs", "get", runId, "--json"], owner),
+        cli(["runs", "list", "--json"], owner),
+        cli(["memory", "get", contextId, "--json"], owner),
+      ]);
       return (
         got.code === 0 &&
         got.stdout.includes("Hello, Ada Lovelace") &&
@@ -204,12 +213,11 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
       );
     });
     await control("an admin reads and lists anyone's run and registers a workflow", async () => {
-      const got = await cli(["runs", "get", runId], admin);
-      const listed = await cli(
-        ["runs", "list", "--workflow", "hello", "--state", "completed", "--json"],
-        admin,
-      );
-      const applied = await cli(["workflow", "apply", "workflows/hello.yaml"], admin);
+      const [got, listed, applied] = await Promise.all([
+        cli(["runs", "get", runId], admin),
+        cli(["runs", "list", "--workflow", "hello", "--state", "completed", "--json"], admin),
+        cli(["workflow", "apply", "workflows/hello.yaml"], admin),
+      ]);
       return got.code === 0 && listed.stdout.includes(runId) && applied.code === 0;
     });
     await control("the owner clears its memory", async () => {
@@ -620,22 +628,25 @@ describe("security - tenant isolation: every read of a run, at every edge, is th
     };
 
     const verbs = [...busVerbs(stranger), ...cliVerbs(stranger), ...a2aVerbs(stranger)];
-    for (const [target, id] of [
-      ["a completed run", runId],
-      ["a run waiting for input", waitingRun],
-    ] as const) {
-      for (const [name, ask] of verbs) {
-        await attack(
-          AttackClass.TENANT_ISOLATION,
-          `${name} on another's ${target} tells it exists`,
-          async () => {
-            const theirs = anonymous(await ask(id), id);
-            const none = anonymous(await ask(unknown), unknown);
+    // Each verb at each edge is asked on its own: they run side by side, each with its own attack.
+    await Promise.all(
+      (
+        [
+          ["a completed run", runId],
+          ["a run waiting for input", waitingRun],
+        ] as const
+      ).flatMap(([target, id]) =>
+        verbs.map(([name, ask]) =>
+          attack(AttackClass.TENANT_ISOLATION, `${name} on another's ${target} tells it exists`, async () => {
+            const [theirs, none] = await Promise.all([
+              ask(id).then((answer) => anonymous(answer, id)),
+              ask(unknown).then((answer) => anonymous(answer, unknown)),
+            ]);
             return theirs === none && /RUN_NOT_FOUND|TaskNotFound/.test(theirs) && !theirs.includes("Ada");
-          },
-        );
-      }
-    }
+          }),
+        ),
+      ),
+    );
     expect((await waitForState(waitingRun, "input-required")).state).toBe("input-required");
 
     await control(

@@ -1,0 +1,8 @@
+/**
+ * What every test stack's services run with unless the test says otherwise: no trace exporter.
+ * Under the default (OTLP to localhost:4318, where nothing listens in a test) acp-policy and the
+ * llm-agent spend about 9 s of their SIGTERM shutdown retrying the export of their last spans,
+ * and every stack a test stops waits for them. Spans still reach LOOM_SPANS, which `loom runs
+ * trace` reads; tests of the exporters set OTEL_TRACES_EXPORTER themselves.
+ */
+export const TEST_SERVICE_ENV: Record<string, string> = { OTEL_TRACES_EXPORTER: "none" };
