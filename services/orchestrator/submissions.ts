@@ -187,32 +187,37 @@ export async function acceptSubmission(
         if (decision.runToken === undefined) {
           throw new LoomError(ErrorCode.UNAUTHENTICATED, `acp-policy issued no run token for ${runId}`);
         }
-        await options.runTokens.put(runId, decision.runToken);
         const now = Date.now();
         const { snapshot, pending, timeline } =
           rerun?.plan ?? initialState(workflow, input, new Date(now).toISOString());
-        const stored = await options.runs.create({
-          runId,
-          contextId: rerun?.contextId ?? submission.contextId ?? randomUUID(),
-          workflowId: workflow.id,
-          workflowVersion: workflow.version,
-          definition: workflow,
-          input,
-          state: TaskState.SUBMITTED,
-          startedBy: decision.principal.id,
-          snapshot,
-          pending,
-          timeline,
-          ...(rerun === undefined ? {} : { rerunOf: rerun.plan.rerunOf }),
-          owner: options.owner,
-          leaseUntil: new Date(now + options.leaseMs).toISOString(),
-          ...(workflow.deadline === undefined
-            ? {}
-            : { deadlineAt: new Date(now + workflow.deadline).toISOString() }),
-          traceContext: traceContextFields(),
-          createdAt: new Date(now).toISOString(),
-          updatedAt: new Date(now).toISOString(),
-        });
+        // The token and the record are written side by side: every delivery of the submission
+        // stores its token again before it is acked, so a crash between the two loses neither.
+        const [, stored] = await Promise.all([
+          options.runTokens.put(runId, decision.runToken),
+          options.runs.create({
+            runId,
+            contextId: rerun?.contextId ?? submission.contextId ?? randomUUID(),
+            workflowId: workflow.id,
+            workflowVersion: workflow.version,
+            definition: workflow,
+            input,
+            // The record holds its first steps' intent: the run works from its first write on.
+            state: TaskState.WORKING,
+            startedBy: decision.principal.id,
+            snapshot,
+            pending,
+            timeline,
+            ...(rerun === undefined ? {} : { rerunOf: rerun.plan.rerunOf }),
+            owner: options.owner,
+            leaseUntil: new Date(now + options.leaseMs).toISOString(),
+            ...(workflow.deadline === undefined
+              ? {}
+              : { deadlineAt: new Date(now + workflow.deadline).toISOString() }),
+            traceContext: traceContextFields(),
+            createdAt: new Date(now).toISOString(),
+            updatedAt: new Date(now).toISOString(),
+          }),
+        ]);
         // A redelivery of a submission this replica stored before something failed (its status
         // event, say) finishes that acceptance: announcing is deduplicated, driving is idempotent.
         const accepted = stored ?? (await ownAcceptedRun(options, runId));
@@ -243,7 +248,8 @@ export async function acceptSubmission(
 /** The run stored under `runId` when this replica accepted it and it has not moved on since. */
 async function ownAcceptedRun(options: SubmissionOptions, runId: string): Promise<StoredRun | undefined> {
   const existing = await options.runs.get(runId);
-  return existing?.record.owner === options.owner && existing.record.state === TaskState.SUBMITTED
+  // Every later write (a step's outcome, a takeover) moves `updatedAt` on.
+  return existing?.record.owner === options.owner && existing.record.updatedAt === existing.record.createdAt
     ? existing
     : undefined;
 }
