@@ -207,7 +207,8 @@ export class RunExecution {
   }
 
   async #apply(event: RunMachineEvent): Promise<TaskState> {
-    const before = JSON.stringify(this.#actor.getPersistedSnapshot());
+    // A transition always makes a new snapshot; an event no transition takes leaves this one.
+    const before = this.#actor.getSnapshot();
     // Only a question or its answer cares whether the step already waits for one.
     const asking =
       (event.type === "STEP.ELICIT" || event.type === "STEP.ELICIT_ANSWERED") &&
@@ -215,7 +216,7 @@ export class RunExecution {
         ? this.#actor.getSnapshot().context.elicitations?.[event.stepId]
         : undefined;
     this.#actor.send(event);
-    if (JSON.stringify(this.#actor.getPersistedSnapshot()) === before) {
+    if (this.#actor.getSnapshot() === before) {
       this.#log.debug({ event: event.type }, "event changed nothing (late or not for this state)");
       return this.#record.state;
     }
