@@ -190,34 +190,33 @@ export async function acceptSubmission(
         const now = Date.now();
         const { snapshot, pending, timeline } =
           rerun?.plan ?? initialState(workflow, input, new Date(now).toISOString());
-        // The token and the record are written side by side: every delivery of the submission
-        // stores its token again before it is acked, so a crash between the two loses neither.
-        const [, stored] = await Promise.all([
-          options.runTokens.put(runId, decision.runToken),
-          options.runs.create({
-            runId,
-            contextId: rerun?.contextId ?? submission.contextId ?? randomUUID(),
-            workflowId: workflow.id,
-            workflowVersion: workflow.version,
-            definition: workflow,
-            input,
-            // The record holds its first steps' intent: the run works from its first write on.
-            state: TaskState.WORKING,
-            startedBy: decision.principal.id,
-            snapshot,
-            pending,
-            timeline,
-            ...(rerun === undefined ? {} : { rerunOf: rerun.plan.rerunOf }),
-            owner: options.owner,
-            leaseUntil: new Date(now + options.leaseMs).toISOString(),
-            ...(workflow.deadline === undefined
-              ? {}
-              : { deadlineAt: new Date(now + workflow.deadline).toISOString() }),
-            traceContext: traceContextFields(),
-            createdAt: new Date(now).toISOString(),
-            updatedAt: new Date(now).toISOString(),
-          }),
-        ]);
+        // The token first: a stored record is a run any replica may take over and drive, which
+        // it can only do with the token (written side by side, a broker failure between the two
+        // left records whose steps were refused UNAUTHENTICATED).
+        await options.runTokens.put(runId, decision.runToken);
+        const stored = await options.runs.create({
+          runId,
+          contextId: rerun?.contextId ?? submission.contextId ?? randomUUID(),
+          workflowId: workflow.id,
+          workflowVersion: workflow.version,
+          definition: workflow,
+          input,
+          // The record holds its first steps' intent: the run works from its first write on.
+          state: TaskState.WORKING,
+          startedBy: decision.principal.id,
+          snapshot,
+          pending,
+          timeline,
+          ...(rerun === undefined ? {} : { rerunOf: rerun.plan.rerunOf }),
+          owner: options.owner,
+          leaseUntil: new Date(now + options.leaseMs).toISOString(),
+          ...(workflow.deadline === undefined
+            ? {}
+            : { deadlineAt: new Date(now + workflow.deadline).toISOString() }),
+          traceContext: traceContextFields(),
+          createdAt: new Date(now).toISOString(),
+          updatedAt: new Date(now).toISOString(),
+        });
         // A redelivery of a submission this replica stored before something failed (its status
         // event, say) finishes that acceptance: announcing is deduplicated, driving is idempotent.
         const accepted = stored ?? (await ownAcceptedRun(options, runId));
