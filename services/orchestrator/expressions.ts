@@ -95,6 +95,38 @@ export function checkExpressions(workflow: Workflow): void {
   visitExpressions(workflow.output, "output", check);
 }
 
+const readsMemoryCache = new WeakMap<Workflow, boolean>();
+
+/**
+ * Whether any expression of the workflow can see `$memory`: one names it, or calls `$eval`, which
+ * evaluates a string in the caller's bindings. A run of a workflow that cannot see it never
+ * reads its context's memory.
+ */
+export function readsMemory(workflow: Workflow): boolean {
+  let reads = readsMemoryCache.get(workflow);
+  if (reads === undefined) {
+    let found = false;
+    const check = (source: string, where: string) => {
+      found ||= variableNames(compile(source, where).ast()).some(
+        (name) => name === "memory" || name === "eval",
+      );
+    };
+    visitExpressions(workflow.steps, "steps", check);
+    visitExpressions(workflow.output, "output", check);
+    reads = found;
+    readsMemoryCache.set(workflow, reads);
+  }
+  return reads;
+}
+
+/** Every `$name` a JSONata syntax tree refers to (functions called by name included). */
+function variableNames(node: unknown): string[] {
+  if (Array.isArray(node)) return node.flatMap(variableNames);
+  if (!isPlainObject(node)) return [];
+  const own = node.type === "variable" && typeof node.value === "string" ? [node.value] : [];
+  return [...own, ...Object.values(node).flatMap(variableNames)];
+}
+
 /** Every name a step's result is known by in `$steps`: its id and its `as`, nested steps included. */
 function stepNames(workflow: Workflow): Set<string> {
   const names = new Set<string>();

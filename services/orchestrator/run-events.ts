@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { type Artifact, Role, shortStateName, TaskState } from "../../schemas/a2a.ts";
-import { type RunEvent, type RunEventMetadata, RunEventSchema } from "../../schemas/run.ts";
+import type { RunEvent, RunEventMetadata } from "../../schemas/run.ts";
 import { runEventsSubject } from "../../schemas/subjects.ts";
-import { encodePayload, recordRunState, retryBrokerFailures, tracedHeaders } from "../kit/index.ts";
+import { encodeJson, recordRunState, retryBrokerFailures, tracedHeaders } from "../kit/index.ts";
 
 export interface RunRef {
   runId: string;
@@ -63,9 +63,11 @@ export class RunEvents {
   }
 
   async #publish(run: RunRef, event: RunEvent, dedupeKey: string): Promise<void> {
+    // Built here from typed values: not parsed again on its way out; watchers parse what they read.
+    const payload = encodeJson(event);
     // The dedupe id makes a publish whose PubAck was lost safe to send again.
     await retryBrokerFailures(() =>
-      this.#js.publish(runEventsSubject(run.runId), encodePayload(RunEventSchema, event, "run event"), {
+      this.#js.publish(runEventsSubject(run.runId), payload, {
         msgID: `${run.runId}:${dedupeKey}`,
         headers: tracedHeaders(),
       }),

@@ -28,7 +28,7 @@ import {
   taskStateOf,
 } from "./demands.ts";
 import { buildOutput, decideChoice, requestApproval } from "./effect-evaluation.ts";
-import type { ExpressionLimits, ExpressionScope } from "./expressions.ts";
+import { type ExpressionLimits, type ExpressionScope, readsMemory } from "./expressions.ts";
 import { LeaseSupervisor } from "./lease-supervisor.ts";
 import type { ResultStore } from "./result-store.ts";
 import { maskedFor } from "./run-access.ts";
@@ -208,7 +208,8 @@ export class RunExecution {
   }
 
   async #apply(event: RunMachineEvent): Promise<TaskState> {
-    const before = JSON.stringify(this.#actor.getPersistedSnapshot());
+    // A transition always makes a new snapshot; an event no transition takes leaves this one.
+    const before = this.#actor.getSnapshot();
     // Only a question or its answer cares whether the step already waits for one.
     const asking =
       (event.type === "STEP.ELICIT" || event.type === "STEP.ELICIT_ANSWERED") &&
@@ -216,15 +217,17 @@ export class RunExecution {
         ? this.#actor.getSnapshot().context.elicitations?.[event.stepId]
         : undefined;
     this.#actor.send(event);
-    if (JSON.stringify(this.#actor.getPersistedSnapshot()) === before) {
+    if (this.#actor.getSnapshot() === before) {
       this.#log.debug({ event: event.type }, "event changed nothing (late or not for this state)");
       return this.#record.state;
     }
-    const written = this.#persist();
     // A step's outcome is stored behind the run: the next step may go out before the write is
     // acked, since a re-sent step gets its stored outcome from the worker's step ledger. Anything
-    // announced, or answered to a caller, waits for its write.
-    if (!PIPELINED_EVENTS.has(event.type)) await written;
+    // announced, or answered to a caller, waits for its write. An outcome that only leads to work
+    // done in this process (a choice, the output) is stored with that work's outcome: a restore
+    // from the record before it does that work again, to the same result.
+    if (!PIPELINED_EVENTS.has(event.type)) await this.#persist();
+    else if (!this.#onlyInProcessWork()) void this.#persist();
     const announcement = announcementOf(event, this.#workflow, this.#record);
     if (announcement !== undefined) await this.#announce(announcement);
     // A question asked again (the step taken over) replaces the open one; the clock stays stopped.
@@ -239,6 +242,14 @@ export class RunExecution {
     }
     await this.#schedule();
     return this.#record.state;
+  }
+
+  /** Whether the run now waits only for effects it performs itself, without leaving the process. */
+  #onlyInProcessWork(): boolean {
+    const snapshot = this.#actor.getSnapshot();
+    if (snapshot.status === "done") return false;
+    const effects = pendingEffects(this.#workflow, snapshot);
+    return effects.length > 0 && effects.every((effect) => effect.kind !== "work");
   }
 
   #persist(): Promise<void> {
@@ -286,8 +297,6 @@ export class RunExecution {
       return;
     }
     const effects = pendingEffects(this.#workflow, snapshot);
-    // The A2A task moves from submitted to working as its first effects go out.
-    if (this.#record.state === TaskState.SUBMITTED && effects.length > 0) void this.#persist();
     const wanted = new Set(effects.map((effect) => effect.key));
     for (const [key, controller] of this.#inFlight) {
       if (!wanted.has(key)) {
@@ -315,7 +324,8 @@ export class RunExecution {
       steps: snapshot.context.steps,
       limits: this.#options.expressionLimits,
     };
-    void Promise.all([this.#contextMemory(), this.#options.results.expand(scope.steps)])
+    const memory = readsMemory(this.#workflow) ? this.#contextMemory() : [];
+    void Promise.all([memory, this.#options.results.expand(scope.steps)])
       .then(([memory, steps]) =>
         this.#perform(effect, { ...scope, steps, memory }, snapshot, controller.signal),
       )

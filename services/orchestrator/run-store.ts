@@ -4,7 +4,7 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { type RunRecord, RunRecordSchema } from "../../schemas/run.ts";
 import {
   casWrite,
-  encodePayload,
+  encodeJson,
   isBrokerFailure,
   LoomError,
   parsePayload,
@@ -108,12 +108,15 @@ export class RunStore {
     }
   }
 
-  /** The record as stored: its definition by reference. */
+  /**
+   * The record as stored: its definition by reference. It is built here from typed values, so it
+   * is not parsed again on its way out (a write per step); every read parses it.
+   */
   async #encode(record: RunRecord): Promise<Uint8Array> {
     const { definition, ...rest } = record;
-    const stored =
+    const stored: RunRecord =
       definition === undefined ? rest : { ...rest, definitionRef: await this.#definitions.put(definition) };
-    return encodePayload(RunRecordSchema, stored, "run record");
+    return encodeJson(stored);
   }
 }
 

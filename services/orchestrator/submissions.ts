@@ -212,10 +212,13 @@ export async function acceptSubmission(
             authorization: `Bearer ${decision.runToken}`,
           });
         }
-        await options.runTokens.keepFirst(runId, decision.runToken);
         const now = Date.now();
         const { snapshot, pending, timeline } =
           rerun?.plan ?? initialState(workflow, input, new Date(now).toISOString());
+        // The token first: a stored record is a run any replica may take over and drive, which
+        // it can only do with the token (written side by side, a broker failure between the two
+        // left records whose steps were refused UNAUTHENTICATED).
+        await options.runTokens.keepFirst(runId, decision.runToken);
         const stored = await options.runs.create({
           runId,
           contextId: namedContext ?? randomUUID(),
@@ -223,7 +226,8 @@ export async function acceptSubmission(
           workflowVersion: workflow.version,
           definition: workflow,
           input,
-          state: TaskState.SUBMITTED,
+          // The record holds its first steps' intent: the run works from its first write on.
+          state: TaskState.WORKING,
           startedBy: decision.principal.id,
           snapshot,
           pending,
@@ -268,7 +272,8 @@ export async function acceptSubmission(
 /** The run stored under `runId` when this replica accepted it and it has not moved on since. */
 async function ownAcceptedRun(options: SubmissionOptions, runId: string): Promise<StoredRun | undefined> {
   const existing = await options.runs.get(runId);
-  return existing?.record.owner === options.owner && existing.record.state === TaskState.SUBMITTED
+  // Every later write (a step's outcome, a takeover) moves `updatedAt` on.
+  return existing?.record.owner === options.owner && existing.record.updatedAt === existing.record.createdAt
     ? existing
     : undefined;
 }
