@@ -1,10 +1,7 @@
 import { randomUUID } from "node:crypto";
-import type { KV } from "@nats-io/kv";
-import type { z } from "zod";
 import { AuditKind } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { type Governance, splitToolName, ToolDescriptorSchema } from "../../schemas/mcp.ts";
-import { McpCatalogEntrySchema } from "../../schemas/mcp-catalog.ts";
+import { type Governance, splitToolName } from "../../schemas/mcp.ts";
 import {
   type PolicyDecision,
   type PolicyDecisionRequest,
@@ -16,12 +13,13 @@ import {
 } from "../../schemas/policy.ts";
 import type { AuditLog } from "../kit/audit-chain.ts";
 import { digestOf } from "../kit/digest.ts";
-import { type JsonSchemaValidator, type Logger, LoomError, parsePayload } from "../kit/index.ts";
+import { type JsonSchemaValidator, type Logger, LoomError } from "../kit/index.ts";
 import type { AnomalyDetector } from "./anomalies.ts";
 import { type DecisionFacts, describeTarget, evaluate, judgeRules, type Verdict } from "./evaluate.ts";
 import type { GrantSigner } from "./grant-signer.ts";
 import type { PolicyStore } from "./policy-store.ts";
 import type { RateLimiter } from "./rate-limiter.ts";
+import type { RegistryView } from "./registry-view.ts";
 import type { DecisionChannel, TokenVerifier } from "./token-verifier.ts";
 
 const ANONYMOUS: Principal = { id: "anonymous", roles: [], attributes: {} };
@@ -40,9 +38,8 @@ export const RATE_LIMIT_RULE_SUFFIX = "(rate limit)";
 export interface DecideDependencies {
   policy: PolicyStore;
   tokens: TokenVerifier;
-  tools: KV;
-  /** KV `loom_catalog`: each server's governance, for reads, prompts and sampling. */
-  catalog: KV;
+  /** What the workers registered: tools' descriptors, and each server's governance for reads, prompts and sampling. */
+  registry: RegistryView;
   validator: JsonSchemaValidator;
   grants: GrantSigner;
   rates: RateLimiter;
@@ -210,13 +207,13 @@ export async function explain(
 }
 
 /**
- * The target server's governance facts: the tool's from KV `loom_tools` for a call (after checking
- * the arguments against its inputSchema, unless told not to: a dry run for a listing knows no
- * arguments), the server's from KV `loom_catalog` for a read, a prompt or a sampling request, so
+ * The target server's governance facts: the tool's descriptor for a call (after checking the
+ * arguments against its inputSchema, unless told not to: a dry run for a listing knows no
+ * arguments), the server's catalog entry for a read, a prompt or a sampling request, so
  * classification and residency rules judge every way data leaves a server alike.
  */
 export async function factsFor(
-  deps: Pick<DecideDependencies, "tools" | "catalog" | "validator" | "defaultRegion">,
+  deps: Pick<DecideDependencies, "registry" | "validator" | "defaultRegion">,
   principal: Principal,
   request: PolicyDecisionRequest,
   options: { checkArguments?: boolean } = {},
@@ -226,11 +223,11 @@ export async function factsFor(
   if (!TARGET_ACTIONS.has(request.action) || target === undefined) return { destinationRegion };
   let governance: Governance | undefined;
   if (request.action === "tools.call") {
-    const descriptor = await readEntry(deps.tools, target, ToolDescriptorSchema);
+    const descriptor = await deps.registry.tool(target);
     if (descriptor === undefined) {
       // A dry run for a listing only asks about registered tools; a call names what it likes.
       if (options.checkArguments === false) return { destinationRegion };
-      throw await unregisteredTool(deps.tools, target);
+      throw await deps.registry.unregistered(target);
     }
     if (options.checkArguments !== false) {
       deps.validator.assertValid(descriptor.inputSchema, request.arguments ?? {}, `arguments of ${target}`);
@@ -238,7 +235,7 @@ export async function factsFor(
     governance = descriptor.governance;
   } else {
     const server = target.includes(".") ? splitToolName(target).server : target;
-    governance = (await readEntry(deps.catalog, server, McpCatalogEntrySchema))?.governance;
+    governance = (await deps.registry.server(server))?.governance;
   }
   if (governance === undefined) return { destinationRegion };
   return {
@@ -249,46 +246,6 @@ export async function factsFor(
       ...(governance.region === undefined ? {} : { region: governance.region }),
     },
   };
-}
-
-/**
- * Why a tool has no registry entry: its server is unknown to every worker (UNKNOWN_SERVER), or the
- * server is known and offers no such tool (UNKNOWN_TOOL). Either way policy has nothing to decide.
- */
-async function unregisteredTool(tools: KV, qualified: string): Promise<LoomError> {
-  const [server = qualified] = qualified.split(".");
-  const serverTools = /^[A-Za-z0-9_-]+$/.test(server) ? await tools.keys(`${server}.>`) : undefined;
-  for await (const _ of serverTools ?? []) {
-    return new LoomError(
-      ErrorCode.UNKNOWN_TOOL,
-      `MCP server "${server}" offers no tool "${qualified.slice(server.length + 1)}" (see \`loom tools list\`)`,
-      { details: { server, tool: qualified } },
-    );
-  }
-  return new LoomError(
-    ErrorCode.UNKNOWN_SERVER,
-    `no MCP server "${server}" is registered by any worker (see \`loom servers list\`; servers come from LOOM_MCP_SERVERS)`,
-    { details: { server } },
-  );
-}
-
-/**
- * Entries by bucket, key and KV revision: the same revision yields the same object, so a tool's
- * inputSchema is compiled once (the validator caches by schema object) instead of at every decision.
- */
-const entries = new Map<string, { revision: number; value: unknown }>();
-
-async function readEntry<T>(kv: KV, key: string, schema: z.ZodType<T>): Promise<T | undefined> {
-  // Keys are `<server>.<tool>` or `<server>` with KV-safe names; anything else cannot be registered.
-  if (!/^[A-Za-z0-9_.-]+$/.test(key)) return undefined;
-  const entry = await kv.get(key);
-  if (entry === null || entry.operation !== "PUT") return undefined;
-  const cacheKey = `${entry.bucket}\u0000${key}`;
-  const cached = entries.get(cacheKey);
-  if (cached?.revision === entry.revision) return cached.value as T;
-  const value = parsePayload(schema, entry.value, `${entry.bucket} entry ${key}`);
-  entries.set(cacheKey, { revision: entry.revision, value });
-  return value;
 }
 
 function enforceRateLimit(
