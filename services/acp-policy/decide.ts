@@ -87,6 +87,7 @@ export async function decide(
     TARGET_ACTIONS.has(request.action) &&
     request.resource.tool !== undefined;
   const obligations = verdict.obligations ?? { maskFields: [], maskPii: [], maskPatterns: [] };
+  const argsDigest = digestOf(request.arguments ?? {});
   const grant =
     allowedCall && request.resource.tool !== undefined
       ? await deps.grants.sign({
@@ -95,7 +96,7 @@ export async function decide(
           step: request.stepId ?? "",
           action: request.action,
           tool: request.resource.tool,
-          args: digestOf(request.arguments ?? {}),
+          args: argsDigest,
           obligations,
           attempt: request.attempt ?? 0,
           rule: verdict.rule,
@@ -119,23 +120,26 @@ export async function decide(
           deps.runTokenTtlMs,
         )
       : undefined;
-  // Off the reply path: the record goes out with this writer's next batch. A granted call's
-  // decision does not depend on it: the worker stores the grant itself before acting on it.
-  void deps.audit
-    .append({
-      kind: AuditKind.POLICY_DECISION,
-      principal: principal.id,
-      action: request.action,
-      resource: describeTarget(request),
-      effect: verdict.effect,
-      rule: verdict.rule,
-      reason: verdict.reason,
-      latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
-      ...(request.arguments === undefined ? {} : { argsDigest: digestOf(request.arguments) }),
-      ...(request.runId === undefined ? {} : { runId: request.runId }),
-      ...(request.stepId === undefined ? {} : { stepId: request.stepId }),
-    })
-    .catch((error: unknown) => deps.log.error({ err: error }, "could not store a decision record"));
+  const recorded = deps.audit.append({
+    kind: AuditKind.POLICY_DECISION,
+    principal: principal.id,
+    action: request.action,
+    resource: describeTarget(request),
+    effect: verdict.effect,
+    rule: verdict.rule,
+    reason: verdict.reason,
+    latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+    ...(request.arguments === undefined ? {} : { argsDigest }),
+    ...(request.runId === undefined ? {} : { runId: request.runId }),
+    ...(request.stepId === undefined ? {} : { stepId: request.stepId }),
+    ...(grant === undefined ? {} : { grant }),
+  });
+  // A grant leaves only once its decision's record is stored (with this writer's batch), so no
+  // call ever runs without its decision durable, whichever process dies when. Any other decision's
+  // record goes out with the next batch, off the reply path.
+  if (grant !== undefined) await recorded;
+  else
+    recorded.catch((error: unknown) => deps.log.error({ err: error }, "could not store a decision record"));
   deps.log.info(
     {
       action: request.action,

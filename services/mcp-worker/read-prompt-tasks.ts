@@ -5,11 +5,8 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
 import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
 import type { McpConnection } from "./mcp-connection.ts";
-import { recordedVersion, type TaskHandlerDependencies } from "./task-handler.ts";
+import { recordedVersion, runGrantedOnce, type TaskHandlerDependencies } from "./task-handler.ts";
 import { TaskMasking } from "./task-masking.ts";
-
-/** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
-const CLAIM_MARGIN_MS = 5_000;
 
 /** Serves an A2A task asking for one MCP resource; the artifact holds its contents. */
 export async function handleReadTask(
@@ -117,7 +114,6 @@ export async function runOperation(
   const version = connection.chooseVersion();
   const masking = new TaskMasking(claims.obligations);
   const execute = async (): Promise<Task> => {
-    await deps.grants.consume(message);
     // Reads and prompts change nothing: a server failure may be retried on any replica.
     const { result, serverVersion } = await connection.run(
       (replica, attemptTimeoutMs) =>
@@ -135,9 +131,7 @@ export async function runOperation(
       artifacts: [{ ...result, metadata: { ...result.metadata, serverVersion } }],
     };
   };
-  const masked = () => masking.outcome(execute);
-  if (step === undefined) return masked();
-  return deps.steps.once(step, budgetMs + CLAIM_MARGIN_MS, masked);
+  return runGrantedOnce(deps, message, step, budgetMs, () => masking.outcome(execute));
 }
 
 function resourceParts(result: ReadResourceResult): Part[] {
