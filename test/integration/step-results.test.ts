@@ -3,7 +3,7 @@ import { Kvm } from "@nats-io/kv";
 import { describe, expect, it } from "vitest";
 import { type Task, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { type StepRecord, StepRecordSchema, stepRecordKey } from "../../schemas/steps.ts";
+import { StepRecordSchema, stepRecordKey } from "../../schemas/steps.ts";
 import { createLogger, encodePayload, LoomError, parsePayload } from "../../services/kit/index.ts";
 import { StepResults } from "../../services/mcp-worker/step-results.ts";
 import { connectTo, startNatsServer } from "../helpers/nats-server.ts";
@@ -31,6 +31,20 @@ function grant(id: string) {
     },
   };
 }
+
+/** A claim of `worker`, with `grants` used on it, whose lease ran out a minute ago. */
+const lapsedClaim = (worker: string, grants: string[]) =>
+  encodePayload(
+    StepRecordSchema,
+    {
+      status: "running",
+      worker,
+      claimedAt: new Date(Date.now() - 60_000).toISOString(),
+      leaseMs: 1_000,
+      grants,
+    },
+    "step",
+  );
 
 /** A tool that counts its calls and answers after `delayMs`. */
 function countingTool(delayMs = 0) {
@@ -94,14 +108,7 @@ describe("step results - a step's tool is called once wherever it can be known",
 
   it("step results - a claim that lapsed without an outcome: the tool is called again and the re-invocation reported", async () => {
     await using env = await setup("steps_lapsed");
-    const dead: StepRecord = {
-      status: "running",
-      worker: "w-dead",
-      claimedAt: new Date(Date.now() - 60_000).toISOString(),
-      leaseMs: 1_000,
-      grants: ["g-1"],
-    };
-    await env.kv.create(stepRecordKey("run-1", "debit", 1), encodePayload(StepRecordSchema, dead, "step"));
+    await env.kv.create(stepRecordKey("run-1", "debit", 1), lapsedClaim("w-dead", ["g-1"]));
     const again = countingTool();
     await env.worker("w-2").once(step(2), grant("g-2"), again.work);
     expect(again.calls()).toBe(1);
@@ -127,14 +134,7 @@ describe("step results - a step's tool is called once wherever it can be known",
   it("step results - a grant named on its attempt's lapsed claim is refused and runs nothing; a new grant takes over", async () => {
     await using env = await setup("steps_grant_reuse");
     const key = stepRecordKey("run-1", "debit", 1);
-    const dead: StepRecord = {
-      status: "running",
-      worker: "w-dead",
-      claimedAt: new Date(Date.now() - 60_000).toISOString(),
-      leaseMs: 1_000,
-      grants: ["g-1"],
-    };
-    await env.kv.create(key, encodePayload(StepRecordSchema, dead, "step"));
+    await env.kv.create(key, lapsedClaim("w-dead", ["g-1"]));
     const tool = countingTool();
     const replayed = grant("g-1");
     await expect(env.worker("w-2").once(step(1), replayed, tool.work)).rejects.toMatchObject({
@@ -154,15 +154,8 @@ describe("step results - a step's tool is called once wherever it can be known",
   it("step results - a grant whose claim another worker took over after it lapsed is still refused", async () => {
     await using env = await setup("steps_grant_chain");
     const key = stepRecordKey("run-1", "debit", 1);
-    const lapsed = (worker: string, grants: string[]): StepRecord => ({
-      status: "running",
-      worker,
-      claimedAt: new Date(Date.now() - 60_000).toISOString(),
-      leaseMs: 1_000,
-      grants,
-    });
     // g-1's claim lapsed, g-2's takeover lapsed too: g-1 is no more the claim's latest grant.
-    await env.kv.create(key, encodePayload(StepRecordSchema, lapsed("w-2", ["g-1", "g-2"]), "step"));
+    await env.kv.create(key, lapsedClaim("w-2", ["g-1", "g-2"]));
     const tool = countingTool();
     for (const used of ["g-1", "g-2"]) {
       await expect(env.worker("w-3").once(step(1), grant(used), tool.work)).rejects.toMatchObject({
