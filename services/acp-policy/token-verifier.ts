@@ -80,7 +80,8 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
   const keys = await keySource(options.keys);
   const runKeys = options.runTokenKeys === undefined ? undefined : runTokenKeySource(options.runTokenKeys);
   const grantKeys = options.runTokenKeys === undefined ? undefined : grantKeySource(options.runTokenKeys);
-  const verifiedRunTokens = new VerifiedRunTokens();
+  const verifiedRunTokens = new VerifiedTokens<VerifiedRunToken>();
+  const verifiedAccessTokens = new VerifiedTokens<{ principal: Principal; key: unknown }>();
   const verifyAccessToken = async (token: string): Promise<Principal> => {
     if (tokenType(token) === RUN_TOKEN_TYPE || tokenType(token) === GRANT_TYPE) {
       throw new LoomError(
@@ -88,9 +89,13 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
         "token refused: a run token or grant is no access token",
       );
     }
+    // A token verified before is taken at its word while its key is still the one that verified it.
+    const known = verifiedAccessTokens.get(token);
+    if (known !== undefined && (await currentKey(keys, token)) === known.key) return known.principal;
     let payload: JWTPayload;
+    let key: unknown;
     try {
-      ({ payload } = await jwtVerify(token, keys, {
+      ({ payload, key } = await jwtVerify(token, keys, {
         issuer: options.issuer,
         audience: options.audience,
         algorithms: options.algorithms,
@@ -102,7 +107,10 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
         cause,
       });
     }
-    return principalFrom(payload, options);
+    const principal = principalFrom(payload, options);
+    const untilMs = Math.min((payload.exp ?? 0) * 1000, Date.now() + ACCESS_TOKEN_RECHECK_MS);
+    verifiedAccessTokens.set(token, { principal, key }, untilMs);
+    return principal;
   };
   return {
     verify: async (authorization) => verifyAccessToken(bearer(authorization)),
@@ -139,6 +147,21 @@ function bearer(authorization: string | undefined): string {
   return authorization.replace(/^Bearer\s+/i, "");
 }
 
+/**
+ * The key `keys` gives for the token's header now, or undefined when it gives none (the key was
+ * withdrawn from the JWKS, for one).
+ */
+async function currentKey(keys: JWTVerifyGetKey, token: string): Promise<unknown> {
+  const [header = "", payload = "", signature = ""] = token.split(".");
+  try {
+    const { alg, ...rest } = decodeProtectedHeader(token);
+    if (alg === undefined) return undefined;
+    return await keys({ ...rest, alg }, { protected: header, payload, signature });
+  } catch {
+    return undefined;
+  }
+}
+
 function tokenType(token: string): unknown {
   try {
     return decodeProtectedHeader(token).typ;
@@ -165,39 +188,44 @@ async function principalOfGrant(
   return { id: claims.sub, roles: claims.roles, attributes: claims.attributes };
 }
 
-/** How many verified run tokens acp-policy remembers: about as many runs as are in flight. */
-const VERIFIED_RUN_TOKENS = 10_000;
+/** How many verified tokens of each kind acp-policy remembers: about as many runs as are in flight. */
+const VERIFIED_TOKENS = 10_000;
+/**
+ * How long an access token's verification is trusted before its signature is checked again. In
+ * between, its key must still be the one the JWKS gives for it: a withdrawn key ends it at once.
+ */
+const ACCESS_TOKEN_RECHECK_MS = 30_000;
 
-/** A run token's verified claims, and until when they hold (its `exp`). */
+/** A run token's verified claims. */
 interface VerifiedRunToken {
   sub: string;
   claims: RunTokenClaims;
-  expiresAtMs: number;
 }
 
 /**
- * Run tokens verified before, by the SHA-256 of the token: a run presents the same token at every
- * step, and its signature is checked at the first only. Bounded (the oldest is forgotten first);
- * an entry ends with its token's expiry, so an expired token is verified again, and refused.
+ * Tokens verified before, by the SHA-256 of the token, with what they said: a run presents the
+ * same run token at every step, a client the same access token at every call, and the signature
+ * is checked at the first only. Bounded (the oldest is forgotten first); an entry ends at its
+ * token's expiry at the latest, so an expired token is verified again, and refused.
  */
-class VerifiedRunTokens {
-  readonly #entries = new Map<string, VerifiedRunToken>();
+class VerifiedTokens<T> {
+  readonly #entries = new Map<string, { value: T; untilMs: number }>();
 
-  get(token: string): VerifiedRunToken | undefined {
+  get(token: string): T | undefined {
     const key = tokenHash(token);
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
-    if (entry.expiresAtMs > Date.now()) return entry;
+    if (entry.untilMs > Date.now()) return entry.value;
     this.#entries.delete(key);
     return undefined;
   }
 
-  set(token: string, entry: VerifiedRunToken): void {
-    if (this.#entries.size >= VERIFIED_RUN_TOKENS) {
+  set(token: string, value: T, untilMs: number): void {
+    if (this.#entries.size >= VERIFIED_TOKENS) {
       const oldest = this.#entries.keys().next();
       if (oldest.done !== true) this.#entries.delete(oldest.value);
     }
-    this.#entries.set(tokenHash(token), entry);
+    this.#entries.set(tokenHash(token), { value, untilMs });
   }
 }
 
@@ -205,7 +233,10 @@ function tokenHash(token: string): string {
   return createHash("sha256").update(token).digest("base64url");
 }
 
-async function verifiedRunToken(token: string, keys: JWTVerifyGetKey): Promise<VerifiedRunToken> {
+async function verifiedRunToken(
+  token: string,
+  keys: JWTVerifyGetKey,
+): Promise<VerifiedRunToken & { expiresAtMs: number }> {
   let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(token, keys, {
@@ -229,12 +260,13 @@ async function verifyRunToken(
   token: string,
   keys: JWTVerifyGetKey,
   request: PolicyDecisionRequest,
-  verified: VerifiedRunTokens,
+  verified: VerifiedTokens<VerifiedRunToken>,
 ): Promise<Identified> {
   let known = verified.get(token);
   if (known === undefined) {
-    known = await verifiedRunToken(token, keys);
-    verified.set(token, known);
+    const { expiresAtMs, ...fresh } = await verifiedRunToken(token, keys);
+    verified.set(token, fresh, expiresAtMs);
+    known = fresh;
   }
   const { sub, claims: runToken } = known;
   const refuse = (why: string) => new LoomError(ErrorCode.UNAUTHENTICATED, `run token refused: ${why}`);

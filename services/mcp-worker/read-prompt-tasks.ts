@@ -4,7 +4,7 @@ import { type Artifact, type Message, type Part, type Task, TaskState } from "..
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
 import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
-import type { McpConnection } from "./mcp-connection.ts";
+import type { CallObserver, McpConnection } from "./mcp-connection.ts";
 import { recordedVersion, runGrantedOnce, type TaskHandlerDependencies } from "./task-handler.ts";
 import { TaskMasking } from "./task-masking.ts";
 
@@ -21,20 +21,14 @@ export async function handleReadTask(
     message,
     { action: "resources.read", target, arguments: {} },
     operation.server,
-    async (connection, timeoutMs, masking) => {
+    async (connection, timeoutMs, observer) => {
       const result = await withSpan(
         `resources/read ${operation.resource}`,
         {
           kind: SpanKind.CLIENT,
           attributes: { "mcp.method.name": "resources/read", "mcp.resource.uri": operation.resource },
         },
-        () =>
-          connection.readResource(
-            operation.resource,
-            timeoutMs,
-            signal,
-            deps.notifications?.observer(message, activeTraceId(), masking),
-          ),
+        () => connection.readResource(operation.resource, timeoutMs, signal, observer),
       );
       return { artifactId: randomUUID(), name: target, parts: resourceParts(result) };
     },
@@ -54,21 +48,14 @@ export async function handlePromptTask(
     message,
     { action: "prompts.get", target, arguments: operation.arguments },
     operation.server,
-    async (connection, timeoutMs, masking) => {
+    async (connection, timeoutMs, observer) => {
       const result: GetPromptResult = await withSpan(
         `prompts/get ${operation.prompt}`,
         {
           kind: SpanKind.CLIENT,
           attributes: { "mcp.method.name": "prompts/get", "gen_ai.prompt.name": operation.prompt },
         },
-        () =>
-          connection.getPrompt(
-            operation.prompt,
-            operation.arguments,
-            timeoutMs,
-            signal,
-            deps.notifications?.observer(message, activeTraceId(), masking),
-          ),
+        () => connection.getPrompt(operation.prompt, operation.arguments, timeoutMs, signal, observer),
       );
       const rendered = { description: result.description, messages: result.messages };
       return {
@@ -82,7 +69,8 @@ export async function handlePromptTask(
 
 /**
  * Grant first, then the step's stored outcome if it has one, else the operation itself, whose
- * outcome is masked as granted. `work` gets the task's masking for what it relays meanwhile.
+ * outcome is masked as granted. `work` gets the task's observer, which relays (masked as granted)
+ * what the server says meanwhile.
  */
 export async function runOperation(
   deps: TaskHandlerDependencies,
@@ -92,7 +80,7 @@ export async function runOperation(
   work: (
     connection: Pick<McpConnection, "readResource" | "getPrompt" | "withClient">,
     timeoutMs: number,
-    masking: TaskMasking,
+    observer: CallObserver | undefined,
   ) => Promise<Artifact>,
 ): Promise<Task> {
   const step = ToolCallMetadataSchema.safeParse(message.metadata ?? {}).data;
@@ -120,7 +108,7 @@ export async function runOperation(
         work(
           masking.around(deps.calls.around(replica, step, recordedVersion(connection, version))),
           attemptTimeoutMs,
-          masking,
+          deps.notifications?.observer(message, step, activeTraceId(), masking),
         ),
       { version, timeoutMs, budgetMs, repeatable: true },
     );

@@ -92,7 +92,7 @@ export async function handleToolTask(
                   attemptTimeoutMs,
                   { ...traceMeta, ...idempotency },
                   signal,
-                  deps.notifications?.observer(message, activeTraceId(), masking),
+                  deps.notifications?.observer(message, step, activeTraceId(), masking),
                   {
                     taskId: message.taskId,
                     runId: step?.runId,
