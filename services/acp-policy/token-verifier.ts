@@ -2,13 +2,10 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import type { KV } from "@nats-io/kv";
 import {
-  type CryptoKey,
   createLocalJWKSet,
   createRemoteJWKSet,
   decodeProtectedHeader,
   errors,
-  importJWK,
-  type JWK,
   type JWTPayload,
   type JWTVerifyGetKey,
   jwtVerify,
@@ -27,7 +24,8 @@ import {
   RunTokenClaimsSchema,
 } from "../../schemas/policy.ts";
 import { ensureDevIssuerKey } from "../kit/dev-issuer.ts";
-import { FOLLOW_UP_SECONDS, grantKeySource, verifyGrant } from "../kit/grant-check.ts";
+import { JwtExpiredError, JwtInvalidError, verifyEd25519Jwt } from "../kit/ed25519-jwt.ts";
+import { FOLLOW_UP_SECONDS, type GrantKeys, grantKeySource, verifyGrant } from "../kit/grant-check.ts";
 import { LoomError } from "../kit/index.ts";
 
 export interface TokenVerifierOptions {
@@ -78,7 +76,7 @@ export interface TokenVerifier {
 /** Verifies OAuth 2.0 access tokens (JWT): signature, algorithm allow-list, iss, aud, exp, nbf. */
 export async function createTokenVerifier(options: TokenVerifierOptions): Promise<TokenVerifier> {
   const keys = await keySource(options.keys);
-  const runKeys = options.runTokenKeys === undefined ? undefined : runTokenKeySource(options.runTokenKeys);
+  // Run tokens and grants are both signed with a replica's grant key, by `kid` in KV `loom_grant_keys`.
   const grantKeys = options.runTokenKeys === undefined ? undefined : grantKeySource(options.runTokenKeys);
   const verifiedRunTokens = new VerifiedTokens<VerifiedRunToken>();
   const verifiedAccessTokens = new VerifiedTokens<{ principal: Principal; key: unknown }>();
@@ -118,13 +116,13 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
       const token = bearer(authorization);
       const type = tokenType(token);
       if (type === RUN_TOKEN_TYPE) {
-        if (channel !== "run" || runKeys === undefined) {
+        if (channel !== "run" || grantKeys === undefined) {
           throw new LoomError(
             ErrorCode.UNAUTHENTICATED,
             "run token refused: only the orchestrator presents a run token, for its own run",
           );
         }
-        return verifyRunToken(token, runKeys, request, verifiedRunTokens);
+        return verifyRunToken(token, grantKeys, request, verifiedRunTokens);
       }
       if (type === GRANT_TYPE) {
         if (channel !== "public" || grantKeys === undefined || request.action !== PolicyAction.LLM_SAMPLE) {
@@ -235,30 +233,35 @@ function tokenHash(token: string): string {
 
 async function verifiedRunToken(
   token: string,
-  keys: JWTVerifyGetKey,
+  keys: GrantKeys,
 ): Promise<VerifiedRunToken & { expiresAtMs: number }> {
-  let payload: JWTPayload;
+  let payload: Record<string, unknown>;
   try {
-    ({ payload } = await jwtVerify(token, keys, {
+    // acp-policy's own Ed25519 tokens: node:crypto, not a WebCrypto round through jose.
+    payload = await verifyEd25519Jwt(token, keys, {
       issuer: GRANT_ISSUER,
       audience: RUN_TOKEN_AUDIENCE,
-      algorithms: ["EdDSA"],
-      typ: RUN_TOKEN_TYPE,
-      requiredClaims: ["sub", "exp", "run"],
-    }));
-  } catch (cause) {
-    throw new LoomError(ErrorCode.UNAUTHENTICATED, `run token refused: ${describeJoseError(cause)}`, {
-      cause,
+      type: RUN_TOKEN_TYPE,
+      clockToleranceSeconds: 0,
+      requiredClaims: ["sub", "run"],
     });
+  } catch (cause) {
+    const why =
+      cause instanceof JwtExpiredError
+        ? "it has expired"
+        : cause instanceof JwtInvalidError
+          ? cause.message
+          : "no trusted key matches it (unknown kid)";
+    throw new LoomError(ErrorCode.UNAUTHENTICATED, `run token refused: ${why}`, { cause });
   }
   const claims = RunTokenClaimsSchema.safeParse(payload);
   if (!claims.success) throw new LoomError(ErrorCode.UNAUTHENTICATED, "run token refused: malformed claims");
-  return { sub: String(payload.sub), claims: claims.data, expiresAtMs: (payload.exp ?? 0) * 1000 };
+  return { sub: String(payload.sub), claims: claims.data, expiresAtMs: Number(payload.exp) * 1000 };
 }
 
 async function verifyRunToken(
   token: string,
-  keys: JWTVerifyGetKey,
+  keys: GrantKeys,
   request: PolicyDecisionRequest,
   verified: VerifiedTokens<VerifiedRunToken>,
 ): Promise<Identified> {
@@ -288,22 +291,6 @@ async function verifyRunToken(
   return {
     principal: { id: sub, roles: runToken.roles, attributes: runToken.attributes },
     runToken,
-  };
-}
-
-/** Run tokens are signed with a replica's grant key, looked up by `kid` in KV `loom_grant_keys`. */
-function runTokenKeySource(kv: KV): JWTVerifyGetKey {
-  const cache = new Map<string, CryptoKey | Uint8Array>();
-  return async (header) => {
-    const kid = header.kid;
-    if (kid === undefined || !/^[A-Za-z0-9_-]{1,128}$/.test(kid)) throw new errors.JWKSNoMatchingKey();
-    const cached = cache.get(kid);
-    if (cached !== undefined) return cached;
-    const entry = await kv.get(kid);
-    if (entry === null || entry.operation !== "PUT") throw new errors.JWKSNoMatchingKey();
-    const key = await importJWK(JSON.parse(entry.string()) as JWK, "EdDSA");
-    cache.set(kid, key);
-    return key;
   };
 }
 
