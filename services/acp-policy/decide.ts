@@ -140,7 +140,8 @@ export async function decide(
   if (grant !== undefined) await recorded;
   else
     recorded.catch((error: unknown) => deps.log.error({ err: error }, "could not store a decision record"));
-  deps.log.info(
+  // Every decision is in the audit trail; a log line per decision is for debugging.
+  deps.log.debug(
     {
       action: request.action,
       resource: describeTarget(request),

@@ -131,7 +131,8 @@ export async function handleToolTask(
         ErrorCode.TOOL_OUTPUT_INVALID,
       );
     }
-    deps.log.info(
+    // Every execution is in the audit trail; a log line per call is for debugging.
+    deps.log.debug(
       { tool: qualified, run_id: metadata.data?.runId, step_id: metadata.data?.stepId },
       "tool call done",
     );
