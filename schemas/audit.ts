@@ -10,8 +10,9 @@ export const AuditKind = {
   /** A gateway client answered (or did not answer) an MCP server's elicitation. */
   ELICITATION_ANSWER: "elicitation.answer",
   /**
-   * A worker took a grant and is about to act on it: the record carries the grant (acp-policy's
-   * signed decision), so the decision is durable before anything executes, and marks it used.
+   * A worker took a grant and was about to act on it; the record carries the grant. Workers wrote
+   * it before acp-policy stored a decision's record ahead of its grant; chains from then still
+   * hold it, and `loom audit verify` checks its grant like any other.
    */
   GRANT_ADMITTED: "grant.admitted",
   /**
@@ -78,7 +79,7 @@ export const AuditRecordSchema = z.object({
   runId: z.string().optional(),
   stepId: z.string().optional(),
   traceId: z.string().optional(),
-  /** For `grant.admitted`: the grant (JWS) acp-policy signed, which is its decision. */
+  /** For a decision that let a grant out (and `grant.admitted`): the grant (JWS) acp-policy signed. */
   grant: z.string().optional(),
   writer: AuditWriterSchema,
   seq: z.number().int().positive(),

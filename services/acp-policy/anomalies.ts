@@ -19,6 +19,63 @@ const alertsRaised = new Counter({
 });
 
 /**
+ * One principal's calls over the last hour, counted per second: adding a call and counting the
+ * last window cost the same however many calls the hour holds.
+ */
+export class CallHistory {
+  /** Seconds (since the epoch) with calls, oldest first from `#head`, and their counts. */
+  readonly #seconds: number[] = [];
+  readonly #counts: number[] = [];
+  #head = 0;
+  #total = 0;
+
+  /** Counts a call at `now` (ms) and forgets the calls older than the history. */
+  add(now: number): void {
+    const second = Math.floor(now / 1000);
+    const last = this.#seconds.length - 1;
+    if (last >= this.#head && this.#seconds[last] === second)
+      this.#counts[last] = (this.#counts[last] ?? 0) + 1;
+    else {
+      this.#seconds.push(second);
+      this.#counts.push(1);
+    }
+    this.#total += 1;
+    const oldest = Math.floor((now - HISTORY_MS) / 1000);
+    while ((this.#seconds[this.#head] ?? Number.POSITIVE_INFINITY) <= oldest) {
+      this.#total -= this.#counts[this.#head] ?? 0;
+      this.#head += 1;
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#seconds.length) {
+      this.#seconds.splice(0, this.#head);
+      this.#counts.splice(0, this.#head);
+      this.#head = 0;
+    }
+  }
+
+  /** Calls in the history. */
+  get total(): number {
+    return this.#total;
+  }
+
+  /** Calls in the window of `windowMs` up to `now`. */
+  within(now: number, windowMs: number): number {
+    const after = Math.floor((now - windowMs) / 1000);
+    let count = 0;
+    for (let index = this.#seconds.length - 1; index >= this.#head; index--) {
+      if ((this.#seconds[index] ?? 0) <= after) break;
+      count += this.#counts[index] ?? 0;
+    }
+    return count;
+  }
+
+  /** When the oldest call in the history was made (ms, to the second); `now` when there is none. */
+  since(now: number): number {
+    const oldest = this.#seconds[this.#head];
+    return oldest === undefined ? now : oldest * 1000;
+  }
+}
+
+/**
  * Watches allowed tool calls for the unexpected: a principal calling a tool it never called before,
  * or calling far above its usual rate. Memory is this replica's; it starts empty at each start.
  */
@@ -27,7 +84,7 @@ export class AnomalyDetector {
   readonly #log: Logger;
   readonly #burst: number;
   readonly #seen = new Map<string, Set<string>>();
-  readonly #calls = new Map<string, number[]>();
+  readonly #calls = new Map<string, CallHistory>();
   readonly #burstAlerted = new Map<string, number>();
 
   constructor(options: { nc: NatsConnection; log: Logger; burst: number }) {
@@ -49,12 +106,12 @@ export class AnomalyDetector {
         `${principal} called ${tool} for the first time`,
       );
     }
-    const calls = (this.#calls.get(principal) ?? []).filter((time) => time > now - HISTORY_MS);
-    calls.push(now);
+    const calls = this.#calls.get(principal) ?? new CallHistory();
     this.#calls.set(principal, calls);
-    const inWindow = calls.filter((time) => time > now - WINDOW_MS).length;
-    const windows = Math.max(1, Math.min(HISTORY_MS, now - (calls[0] ?? now)) / WINDOW_MS);
-    const usual = (calls.length - inWindow) / windows;
+    calls.add(now);
+    const inWindow = calls.within(now, WINDOW_MS);
+    const windows = Math.max(1, Math.min(HISTORY_MS, now - calls.since(now)) / WINDOW_MS);
+    const usual = (calls.total - inWindow) / windows;
     const quietSince = this.#burstAlerted.get(principal) ?? 0;
     if (inWindow >= this.#burst && inWindow > BURST_FACTOR * usual && now - quietSince > WINDOW_MS) {
       this.#burstAlerted.set(principal, now);

@@ -1,10 +1,7 @@
 import { randomUUID } from "node:crypto";
-import type { KV } from "@nats-io/kv";
-import type { z } from "zod";
 import { AuditKind } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { type Governance, splitToolName, ToolDescriptorSchema } from "../../schemas/mcp.ts";
-import { McpCatalogEntrySchema } from "../../schemas/mcp-catalog.ts";
+import { type Governance, splitToolName } from "../../schemas/mcp.ts";
 import {
   type PolicyDecision,
   type PolicyDecisionRequest,
@@ -16,12 +13,13 @@ import {
 } from "../../schemas/policy.ts";
 import type { AuditLog } from "../kit/audit-chain.ts";
 import { digestOf } from "../kit/digest.ts";
-import { type JsonSchemaValidator, type Logger, LoomError, parsePayload } from "../kit/index.ts";
+import { type JsonSchemaValidator, type Logger, LoomError } from "../kit/index.ts";
 import type { AnomalyDetector } from "./anomalies.ts";
 import { type DecisionFacts, describeTarget, evaluate, judgeRules, type Verdict } from "./evaluate.ts";
 import type { GrantSigner } from "./grant-signer.ts";
 import type { PolicyStore } from "./policy-store.ts";
 import type { RateLimiter } from "./rate-limiter.ts";
+import type { RegistryView } from "./registry-view.ts";
 import type { DecisionChannel, TokenVerifier } from "./token-verifier.ts";
 
 const ANONYMOUS: Principal = { id: "anonymous", roles: [], attributes: {} };
@@ -40,9 +38,8 @@ export const RATE_LIMIT_RULE_SUFFIX = "(rate limit)";
 export interface DecideDependencies {
   policy: PolicyStore;
   tokens: TokenVerifier;
-  tools: KV;
-  /** KV `loom_catalog`: each server's governance, for reads, prompts and sampling. */
-  catalog: KV;
+  /** What the workers registered: tools' descriptors, and each server's governance for reads, prompts and sampling. */
+  registry: RegistryView;
   validator: JsonSchemaValidator;
   grants: GrantSigner;
   rates: RateLimiter;
@@ -90,6 +87,7 @@ export async function decide(
     TARGET_ACTIONS.has(request.action) &&
     request.resource.tool !== undefined;
   const obligations = verdict.obligations ?? { maskFields: [], maskPii: [], maskPatterns: [] };
+  const argsDigest = digestOf(request.arguments ?? {});
   const grant =
     allowedCall && request.resource.tool !== undefined
       ? await deps.grants.sign({
@@ -98,7 +96,7 @@ export async function decide(
           step: request.stepId ?? "",
           action: request.action,
           tool: request.resource.tool,
-          args: digestOf(request.arguments ?? {}),
+          args: argsDigest,
           obligations,
           attempt: request.attempt ?? 0,
           rule: verdict.rule,
@@ -122,24 +120,28 @@ export async function decide(
           deps.runTokenTtlMs,
         )
       : undefined;
-  // Off the reply path: the record goes out with this writer's next batch. A granted call's
-  // decision does not depend on it: the worker stores the grant itself before acting on it.
-  void deps.audit
-    .append({
-      kind: AuditKind.POLICY_DECISION,
-      principal: principal.id,
-      action: request.action,
-      resource: describeTarget(request),
-      effect: verdict.effect,
-      rule: verdict.rule,
-      reason: verdict.reason,
-      latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
-      ...(request.arguments === undefined ? {} : { argsDigest: digestOf(request.arguments) }),
-      ...(request.runId === undefined ? {} : { runId: request.runId }),
-      ...(request.stepId === undefined ? {} : { stepId: request.stepId }),
-    })
-    .catch((error: unknown) => deps.log.error({ err: error }, "could not store a decision record"));
-  deps.log.info(
+  const recorded = deps.audit.append({
+    kind: AuditKind.POLICY_DECISION,
+    principal: principal.id,
+    action: request.action,
+    resource: describeTarget(request),
+    effect: verdict.effect,
+    rule: verdict.rule,
+    reason: verdict.reason,
+    latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+    ...(request.arguments === undefined ? {} : { argsDigest }),
+    ...(request.runId === undefined ? {} : { runId: request.runId }),
+    ...(request.stepId === undefined ? {} : { stepId: request.stepId }),
+    ...(grant === undefined ? {} : { grant }),
+  });
+  // A grant leaves only once its decision's record is stored (with this writer's batch), so no
+  // call ever runs without its decision durable, whichever process dies when. Any other decision's
+  // record goes out with the next batch, off the reply path.
+  if (grant !== undefined) await recorded;
+  else
+    recorded.catch((error: unknown) => deps.log.error({ err: error }, "could not store a decision record"));
+  // Every decision is in the audit trail; a log line per decision is for debugging.
+  deps.log.debug(
     {
       action: request.action,
       resource: describeTarget(request),
@@ -210,13 +212,13 @@ export async function explain(
 }
 
 /**
- * The target server's governance facts: the tool's from KV `loom_tools` for a call (after checking
- * the arguments against its inputSchema, unless told not to: a dry run for a listing knows no
- * arguments), the server's from KV `loom_catalog` for a read, a prompt or a sampling request, so
+ * The target server's governance facts: the tool's descriptor for a call (after checking the
+ * arguments against its inputSchema, unless told not to: a dry run for a listing knows no
+ * arguments), the server's catalog entry for a read, a prompt or a sampling request, so
  * classification and residency rules judge every way data leaves a server alike.
  */
 export async function factsFor(
-  deps: Pick<DecideDependencies, "tools" | "catalog" | "validator" | "defaultRegion">,
+  deps: Pick<DecideDependencies, "registry" | "validator" | "defaultRegion">,
   principal: Principal,
   request: PolicyDecisionRequest,
   options: { checkArguments?: boolean } = {},
@@ -226,11 +228,11 @@ export async function factsFor(
   if (!TARGET_ACTIONS.has(request.action) || target === undefined) return { destinationRegion };
   let governance: Governance | undefined;
   if (request.action === "tools.call") {
-    const descriptor = await readEntry(deps.tools, target, ToolDescriptorSchema);
+    const descriptor = await deps.registry.tool(target);
     if (descriptor === undefined) {
       // A dry run for a listing only asks about registered tools; a call names what it likes.
       if (options.checkArguments === false) return { destinationRegion };
-      throw await unregisteredTool(deps.catalog, target);
+      throw await deps.registry.unregistered(target);
     }
     if (options.checkArguments !== false) {
       deps.validator.assertValid(descriptor.inputSchema, request.arguments ?? {}, `arguments of ${target}`);
@@ -238,7 +240,7 @@ export async function factsFor(
     governance = descriptor.governance;
   } else {
     const server = target.includes(".") ? splitToolName(target).server : target;
-    governance = (await readEntry(deps.catalog, server, McpCatalogEntrySchema))?.governance;
+    governance = (await deps.registry.server(server))?.governance;
   }
   if (governance === undefined) return { destinationRegion };
   return {
@@ -249,50 +251,6 @@ export async function factsFor(
       ...(governance.region === undefined ? {} : { region: governance.region }),
     },
   };
-}
-
-/**
- * Why a tool has no registry entry: its server is unknown to every worker (UNKNOWN_SERVER), or the
- * server is known and offers no such tool (UNKNOWN_TOOL). Either way policy has nothing to decide.
- * The server is looked up in KV `loom_catalog` (one entry per server), not by listing `loom_tools`
- * keys: a listing needs a consumer, which acp-policy's NATS user may not create there.
- */
-async function unregisteredTool(catalog: KV, qualified: string): Promise<LoomError> {
-  const [server = qualified] = qualified.split(".");
-  if (
-    /^[A-Za-z0-9_-]+$/.test(server) &&
-    (await readEntry(catalog, server, McpCatalogEntrySchema)) !== undefined
-  ) {
-    return new LoomError(
-      ErrorCode.UNKNOWN_TOOL,
-      `MCP server "${server}" offers no tool "${qualified.slice(server.length + 1)}" (see \`loom tools list\`)`,
-      { details: { server, tool: qualified } },
-    );
-  }
-  return new LoomError(
-    ErrorCode.UNKNOWN_SERVER,
-    `no MCP server "${server}" is registered by any worker (see \`loom servers list\`; servers come from LOOM_MCP_SERVERS)`,
-    { details: { server } },
-  );
-}
-
-/**
- * Entries by bucket, key and KV revision: the same revision yields the same object, so a tool's
- * inputSchema is compiled once (the validator caches by schema object) instead of at every decision.
- */
-const entries = new Map<string, { revision: number; value: unknown }>();
-
-async function readEntry<T>(kv: KV, key: string, schema: z.ZodType<T>): Promise<T | undefined> {
-  // Keys are `<server>.<tool>` or `<server>` with KV-safe names; anything else cannot be registered.
-  if (!/^[A-Za-z0-9_.-]+$/.test(key)) return undefined;
-  const entry = await kv.get(key);
-  if (entry === null || entry.operation !== "PUT") return undefined;
-  const cacheKey = `${entry.bucket}\u0000${key}`;
-  const cached = entries.get(cacheKey);
-  if (cached?.revision === entry.revision) return cached.value as T;
-  const value = parsePayload(schema, entry.value, `${entry.bucket} entry ${key}`);
-  entries.set(cacheKey, { revision: entry.revision, value });
-  return value;
 }
 
 function enforceRateLimit(

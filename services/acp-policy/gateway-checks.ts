@@ -20,13 +20,12 @@ export async function authenticate(
  * again with its arguments, so a listing can only ever show too much, never let anything through.
  */
 export async function permitted(
-  deps: Pick<DecideDependencies, "tokens" | "policy" | "tools" | "catalog" | "validator" | "defaultRegion">,
+  deps: Pick<DecideDependencies, "tokens" | "policy" | "registry" | "validator" | "defaultRegion">,
   request: PermittedRequest,
   authorization: string | undefined,
 ): Promise<PermittedReply> {
   const principal = await deps.tokens.verify(authorization);
   const policy = deps.policy.active;
-  // Each check reads its tool's facts from KV: all at once, not one round trip after another.
   const allowed = await Promise.all(
     request.checks.map(async (check) => {
       const decisionRequest = WORKFLOW_ACTIONS.has(check.action)

@@ -34,6 +34,7 @@ import { authenticate, permitted } from "./gateway-checks.ts";
 import { GrantSigner } from "./grant-signer.ts";
 import { PolicyStore } from "./policy-store.ts";
 import { RateLimiter } from "./rate-limiter.ts";
+import { RegistryView } from "./registry-view.ts";
 import { TaskForwarder } from "./task-forwarding.ts";
 import { createTokenVerifier } from "./token-verifier.ts";
 
@@ -61,8 +62,13 @@ await runUntilSignalled(log, async () => {
       log,
     }),
     tokens,
-    tools: await openBucket(nc, Buckets.TOOLS, { replicas }),
-    catalog: await openBucket(nc, Buckets.CATALOG, { replicas }),
+    registry: await RegistryView.open(
+      {
+        tools: await openBucket(nc, Buckets.TOOLS, { replicas }),
+        catalog: await openBucket(nc, Buckets.CATALOG, { replicas }),
+      },
+      log,
+    ),
     validator: new JsonSchemaValidator(),
     grants: await GrantSigner.create(grantKeys, config.LOOM_GRANT_TTL),
     rates: new RateLimiter(),
@@ -173,6 +179,7 @@ await runUntilSignalled(log, async () => {
         explaining.stop(),
         ...gatewayChecks.map((check) => check.stop()),
       ]);
+      deps.registry.close();
       await observability.close();
       await nc.drain();
     },

@@ -2,13 +2,10 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import type { KV } from "@nats-io/kv";
 import {
-  type CryptoKey,
   createLocalJWKSet,
   createRemoteJWKSet,
   decodeProtectedHeader,
   errors,
-  importJWK,
-  type JWK,
   type JWTPayload,
   type JWTVerifyGetKey,
   jwtVerify,
@@ -27,7 +24,8 @@ import {
   RunTokenClaimsSchema,
 } from "../../schemas/policy.ts";
 import { ensureDevIssuerKey } from "../kit/dev-issuer.ts";
-import { FOLLOW_UP_SECONDS, grantKeySource, verifyGrant } from "../kit/grant-check.ts";
+import { JwtExpiredError, JwtInvalidError, verifyEd25519Jwt } from "../kit/ed25519-jwt.ts";
+import { FOLLOW_UP_SECONDS, type GrantKeys, grantKeySource, verifyGrant } from "../kit/grant-check.ts";
 import { LoomError } from "../kit/index.ts";
 
 export interface TokenVerifierOptions {
@@ -78,9 +76,10 @@ export interface TokenVerifier {
 /** Verifies OAuth 2.0 access tokens (JWT): signature, algorithm allow-list, iss, aud, exp, nbf. */
 export async function createTokenVerifier(options: TokenVerifierOptions): Promise<TokenVerifier> {
   const keys = await keySource(options.keys);
-  const runKeys = options.runTokenKeys === undefined ? undefined : runTokenKeySource(options.runTokenKeys);
+  // Run tokens and grants are both signed with a replica's grant key, by `kid` in KV `loom_grant_keys`.
   const grantKeys = options.runTokenKeys === undefined ? undefined : grantKeySource(options.runTokenKeys);
-  const verifiedRunTokens = new VerifiedRunTokens();
+  const verifiedRunTokens = new VerifiedTokens<VerifiedRunToken>();
+  const verifiedAccessTokens = new VerifiedTokens<{ principal: Principal; key: unknown }>();
   const verifyAccessToken = async (token: string): Promise<Principal> => {
     if (tokenType(token) === RUN_TOKEN_TYPE || tokenType(token) === GRANT_TYPE) {
       throw new LoomError(
@@ -88,9 +87,13 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
         "token refused: a run token or grant is no access token",
       );
     }
+    // A token verified before is taken at its word while its key is still the one that verified it.
+    const known = verifiedAccessTokens.get(token);
+    if (known !== undefined && (await currentKey(keys, token)) === known.key) return known.principal;
     let payload: JWTPayload;
+    let key: unknown;
     try {
-      ({ payload } = await jwtVerify(token, keys, {
+      ({ payload, key } = await jwtVerify(token, keys, {
         issuer: options.issuer,
         audience: options.audience,
         algorithms: options.algorithms,
@@ -102,7 +105,10 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
         cause,
       });
     }
-    return principalFrom(payload, options);
+    const principal = principalFrom(payload, options);
+    const untilMs = Math.min((payload.exp ?? 0) * 1000, Date.now() + ACCESS_TOKEN_RECHECK_MS);
+    verifiedAccessTokens.set(token, { principal, key }, untilMs);
+    return principal;
   };
   return {
     verify: async (authorization) => verifyAccessToken(bearer(authorization)),
@@ -110,13 +116,13 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
       const token = bearer(authorization);
       const type = tokenType(token);
       if (type === RUN_TOKEN_TYPE) {
-        if (channel !== "run" || runKeys === undefined) {
+        if (channel !== "run" || grantKeys === undefined) {
           throw new LoomError(
             ErrorCode.UNAUTHENTICATED,
             "run token refused: only the orchestrator presents a run token, for its own run",
           );
         }
-        return verifyRunToken(token, runKeys, request, verifiedRunTokens);
+        return verifyRunToken(token, grantKeys, request, verifiedRunTokens);
       }
       if (type === GRANT_TYPE) {
         if (channel !== "public" || grantKeys === undefined || request.action !== PolicyAction.LLM_SAMPLE) {
@@ -137,6 +143,21 @@ function bearer(authorization: string | undefined): string {
     throw new LoomError(ErrorCode.UNAUTHENTICATED, "no token presented; pass --token or set LOOM_TOKEN");
   }
   return authorization.replace(/^Bearer\s+/i, "");
+}
+
+/**
+ * The key `keys` gives for the token's header now, or undefined when it gives none (the key was
+ * withdrawn from the JWKS, for one).
+ */
+async function currentKey(keys: JWTVerifyGetKey, token: string): Promise<unknown> {
+  const [header = "", payload = "", signature = ""] = token.split(".");
+  try {
+    const { alg, ...rest } = decodeProtectedHeader(token);
+    if (alg === undefined) return undefined;
+    return await keys({ ...rest, alg }, { protected: header, payload, signature });
+  } catch {
+    return undefined;
+  }
 }
 
 function tokenType(token: string): unknown {
@@ -165,39 +186,44 @@ async function principalOfGrant(
   return { id: claims.sub, roles: claims.roles, attributes: claims.attributes };
 }
 
-/** How many verified run tokens acp-policy remembers: about as many runs as are in flight. */
-const VERIFIED_RUN_TOKENS = 10_000;
+/** How many verified tokens of each kind acp-policy remembers: about as many runs as are in flight. */
+const VERIFIED_TOKENS = 10_000;
+/**
+ * How long an access token's verification is trusted before its signature is checked again. In
+ * between, its key must still be the one the JWKS gives for it: a withdrawn key ends it at once.
+ */
+const ACCESS_TOKEN_RECHECK_MS = 30_000;
 
-/** A run token's verified claims, and until when they hold (its `exp`). */
+/** A run token's verified claims. */
 interface VerifiedRunToken {
   sub: string;
   claims: RunTokenClaims;
-  expiresAtMs: number;
 }
 
 /**
- * Run tokens verified before, by the SHA-256 of the token: a run presents the same token at every
- * step, and its signature is checked at the first only. Bounded (the oldest is forgotten first);
- * an entry ends with its token's expiry, so an expired token is verified again, and refused.
+ * Tokens verified before, by the SHA-256 of the token, with what they said: a run presents the
+ * same run token at every step, a client the same access token at every call, and the signature
+ * is checked at the first only. Bounded (the oldest is forgotten first); an entry ends at its
+ * token's expiry at the latest, so an expired token is verified again, and refused.
  */
-class VerifiedRunTokens {
-  readonly #entries = new Map<string, VerifiedRunToken>();
+class VerifiedTokens<T> {
+  readonly #entries = new Map<string, { value: T; untilMs: number }>();
 
-  get(token: string): VerifiedRunToken | undefined {
+  get(token: string): T | undefined {
     const key = tokenHash(token);
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
-    if (entry.expiresAtMs > Date.now()) return entry;
+    if (entry.untilMs > Date.now()) return entry.value;
     this.#entries.delete(key);
     return undefined;
   }
 
-  set(token: string, entry: VerifiedRunToken): void {
-    if (this.#entries.size >= VERIFIED_RUN_TOKENS) {
+  set(token: string, value: T, untilMs: number): void {
+    if (this.#entries.size >= VERIFIED_TOKENS) {
       const oldest = this.#entries.keys().next();
       if (oldest.done !== true) this.#entries.delete(oldest.value);
     }
-    this.#entries.set(tokenHash(token), entry);
+    this.#entries.set(tokenHash(token), { value, untilMs });
   }
 }
 
@@ -205,36 +231,45 @@ function tokenHash(token: string): string {
   return createHash("sha256").update(token).digest("base64url");
 }
 
-async function verifiedRunToken(token: string, keys: JWTVerifyGetKey): Promise<VerifiedRunToken> {
-  let payload: JWTPayload;
+async function verifiedRunToken(
+  token: string,
+  keys: GrantKeys,
+): Promise<VerifiedRunToken & { expiresAtMs: number }> {
+  let payload: Record<string, unknown>;
   try {
-    ({ payload } = await jwtVerify(token, keys, {
+    // acp-policy's own Ed25519 tokens: node:crypto, not a WebCrypto round through jose.
+    payload = await verifyEd25519Jwt(token, keys, {
       issuer: GRANT_ISSUER,
       audience: RUN_TOKEN_AUDIENCE,
-      algorithms: ["EdDSA"],
-      typ: RUN_TOKEN_TYPE,
-      requiredClaims: ["sub", "exp", "run"],
-    }));
-  } catch (cause) {
-    throw new LoomError(ErrorCode.UNAUTHENTICATED, `run token refused: ${describeJoseError(cause)}`, {
-      cause,
+      type: RUN_TOKEN_TYPE,
+      clockToleranceSeconds: 0,
+      requiredClaims: ["sub", "run"],
     });
+  } catch (cause) {
+    const why =
+      cause instanceof JwtExpiredError
+        ? "it has expired"
+        : cause instanceof JwtInvalidError
+          ? cause.message
+          : "no trusted key matches it (unknown kid)";
+    throw new LoomError(ErrorCode.UNAUTHENTICATED, `run token refused: ${why}`, { cause });
   }
   const claims = RunTokenClaimsSchema.safeParse(payload);
   if (!claims.success) throw new LoomError(ErrorCode.UNAUTHENTICATED, "run token refused: malformed claims");
-  return { sub: String(payload.sub), claims: claims.data, expiresAtMs: (payload.exp ?? 0) * 1000 };
+  return { sub: String(payload.sub), claims: claims.data, expiresAtMs: Number(payload.exp) * 1000 };
 }
 
 async function verifyRunToken(
   token: string,
-  keys: JWTVerifyGetKey,
+  keys: GrantKeys,
   request: PolicyDecisionRequest,
-  verified: VerifiedRunTokens,
+  verified: VerifiedTokens<VerifiedRunToken>,
 ): Promise<Identified> {
   let known = verified.get(token);
   if (known === undefined) {
-    known = await verifiedRunToken(token, keys);
-    verified.set(token, known);
+    const { expiresAtMs, ...fresh } = await verifiedRunToken(token, keys);
+    verified.set(token, fresh, expiresAtMs);
+    known = fresh;
   }
   const { sub, claims: runToken } = known;
   const refuse = (why: string) => new LoomError(ErrorCode.UNAUTHENTICATED, `run token refused: ${why}`);
@@ -256,22 +291,6 @@ async function verifyRunToken(
   return {
     principal: { id: sub, roles: runToken.roles, attributes: runToken.attributes },
     runToken,
-  };
-}
-
-/** Run tokens are signed with a replica's grant key, looked up by `kid` in KV `loom_grant_keys`. */
-function runTokenKeySource(kv: KV): JWTVerifyGetKey {
-  const cache = new Map<string, CryptoKey | Uint8Array>();
-  return async (header) => {
-    const kid = header.kid;
-    if (kid === undefined || !/^[A-Za-z0-9_-]{1,128}$/.test(kid)) throw new errors.JWKSNoMatchingKey();
-    const cached = cache.get(kid);
-    if (cached !== undefined) return cached;
-    const entry = await kv.get(kid);
-    if (entry === null || entry.operation !== "PUT") throw new errors.JWKSNoMatchingKey();
-    const key = await importJWK(JSON.parse(entry.string()) as JWK, "EdDSA");
-    cache.set(kid, key);
-    return key;
   };
 }
 

@@ -41,8 +41,9 @@ export interface AuditKeys {
  * Checks every writer's chain: each record parses, was published on its writer's subject, carries
  * the hash of its own content, is signed by the key pinned for the service and writer it names
  * (so the service it claims is the one that signed it), links to the writer's record before it,
- * and the writer's numbers run 1, 2, 3 without a gap or a repeat. A record admitting a grant must
- * carry a grant acp-policy signed. The stream's own sequences must have no gaps (deletes are denied).
+ * and the writer's numbers run 1, 2, 3 without a gap or a repeat. A record carrying a grant (or
+ * admitting one) must carry a grant acp-policy signed. The stream's own sequences must have no
+ * gaps (deletes are denied).
  */
 export async function verifyAudit(stored: Iterable<StoredRecord>, keys: AuditKeys): Promise<AuditReport> {
   const stream: string[] = [];
@@ -119,8 +120,9 @@ async function verifyWriter(
         `record ${record.id} does not link to the writer's record before it (inserted or reordered)`,
       );
     }
-    if (record.kind === AuditKind.GRANT_ADMITTED && !(await grantSigned(record.grant, keys))) {
-      return broken(`record ${record.id} admits a grant acp-policy did not sign`);
+    const carriesGrant = record.grant !== undefined || record.kind === AuditKind.GRANT_ADMITTED;
+    if (carriesGrant && !(await grantSigned(record.grant, keys))) {
+      return broken(`record ${record.id} carries a grant acp-policy did not sign`);
     }
     previous = hash;
     expected += 1;

@@ -37,6 +37,18 @@ export interface GrantedOperation {
   attempt: number;
 }
 
+/** What a grant authorises, read back from its claims (its arguments are known by their digest only). */
+function operationOf(claims: GrantClaims): GrantedOperation {
+  return {
+    action: claims.action,
+    target: claims.tool,
+    arguments: {},
+    runId: claims.run === "" ? undefined : claims.run,
+    stepId: claims.step === "" ? undefined : claims.step,
+    attempt: claims.attempt,
+  };
+}
+
 /** acp-policy's grant-signing public keys, by `kid`. */
 export type GrantKeys = (kid: string | undefined) => Promise<KeyObject>;
 
@@ -96,21 +108,32 @@ export async function verifyGrant(
 }
 
 /**
+ * A grant's one use as a step ledger records it: in the claim of the step attempt it is bound to
+ * (see the mcp-worker's StepResults), so the claim and the use are one write.
+ */
+export interface StepGrant {
+  /** The grant's id (`jti`, its decision's id). */
+  id: string;
+  /** Refuses the grant as used already (an earlier claim of its attempt carries it): audited, not run. */
+  refuseReuse(): Promise<LoomError>;
+}
+
+/**
  * An agent (the mcp-worker, the llm agent) trusts nothing on the bus but grants: a task runs only
  * with a grant acp-policy signed for this run, step, attempt, operation and these exact arguments,
  * that has not expired and has not been used. Keys are looked up by `kid` in KV `loom_grant_keys`,
  * where each acp-policy replica publishes its own. Every refusal is audited. Right before the work
- * the grant is consumed: its id is created in KV `loom_grant_uses` (a second use finds it there and
- * is refused), and a `grant.admitted` record carrying the grant, which is acp-policy's decision, is
- * stored in this writer's chain; so no work runs without its decision on record, even when
- * acp-policy died before its own record of the decision went out.
+ * the grant is used, once: a grant bound to a step attempt in that attempt's claim (`stepGrant`),
+ * any other by creating its id in KV `loom_grant_uses` (`consume`); a second use finds it there
+ * and is refused. The decision a grant carries is on record before the grant exists: acp-policy
+ * stores its decision record before it lets a grant out.
  */
 export class GrantCheck {
   readonly #key: GrantKeys;
   readonly #uses: KV;
   readonly #audit: AuditLog;
   readonly #log: Logger;
-  readonly #admitted = new WeakMap<Message, { claims: GrantClaims; grant: string }>();
+  readonly #admitted = new WeakMap<Message, GrantClaims>();
   readonly #executionKind: AuditKind;
 
   constructor(options: { keys: KV; uses: KV; audit: AuditLog; log: Logger; executionKind?: AuditKind }) {
@@ -139,7 +162,7 @@ export class GrantCheck {
                 ? `the grant is for attempt ${claims.attempt}, not ${operation.attempt}`
                 : undefined;
       if (mismatch !== undefined) throw new LoomError(ErrorCode.GRANT_REFUSED, mismatch);
-      this.#admitted.set(message, { claims, grant: grant as string });
+      this.#admitted.set(message, claims);
       return claims;
     } catch (error) {
       throw await this.#refuse(operation, error);
@@ -148,20 +171,11 @@ export class GrantCheck {
 
   /**
    * Uses the message's admitted grant, once: call right before the work. A grant already used
-   * (the same task re-sent, under any attempt number) is refused and audited.
+   * (the same task re-sent, under any attempt number) is refused and audited. For a grant bound to
+   * a step attempt, whose use its claim records, see `stepGrant`.
    */
   async consume(message: Message): Promise<void> {
-    const admitted = this.#admitted.get(message);
-    if (admitted === undefined) throw new LoomError(ErrorCode.GRANT_REFUSED, "no grant was admitted");
-    const { claims, grant } = admitted;
-    const operation: GrantedOperation = {
-      action: claims.action,
-      target: claims.tool,
-      arguments: {},
-      runId: claims.run === "" ? undefined : claims.run,
-      stepId: claims.step === "" ? undefined : claims.step,
-      attempt: claims.attempt,
-    };
+    const claims = this.#admittedOf(message);
     // The use names this consumer, so a create whose answer a broker failure lost is recognised
     // as this one's (casWrite) and never as another consumer's.
     const use = new TextEncoder().encode(`${new Date().toISOString()} ${randomUUID()}`);
@@ -172,27 +186,31 @@ export class GrantCheck {
       this.#admitted.delete(message);
       // A broker that stayed away is worth another attempt (BROKER_UNAVAILABLE), not a refusal.
       if (isBrokerFailure(cause)) throw cause;
-      throw await this.#refuse(operation, cause, claims.args);
+      throw await this.#refuse(operationOf(claims), cause, claims.args);
     }
-    if (written === undefined) {
-      this.#admitted.delete(message);
-      throw await this.#refuse(
-        operation,
-        new LoomError(ErrorCode.GRANT_REFUSED, "the grant has already been used"),
-        claims.args,
-      );
-    }
-    await this.#audit.append({
-      kind: AuditKind.GRANT_ADMITTED,
-      principal: claims.sub,
-      action: claims.action,
-      resource: claims.tool,
-      rule: claims.rule,
-      argsDigest: claims.args,
-      grant,
-      ...(claims.run === "" ? {} : { runId: claims.run }),
-      ...(claims.step === "" ? {} : { stepId: claims.step }),
-    });
+    if (written === undefined) throw await this.#refuseReuse(message, claims);
+  }
+
+  /** The message's admitted grant, to be used in the claim of the step attempt it is bound to. */
+  stepGrant(message: Message): StepGrant {
+    const claims = this.#admittedOf(message);
+    return { id: claims.jti, refuseReuse: () => this.#refuseReuse(message, claims) };
+  }
+
+  #admittedOf(message: Message): GrantClaims {
+    const admitted = this.#admitted.get(message);
+    if (admitted === undefined) throw new LoomError(ErrorCode.GRANT_REFUSED, "no grant was admitted");
+    return admitted;
+  }
+
+  /** A used grant presented again: audited as refused, and no execution is recorded for it. */
+  #refuseReuse(message: Message, claims: GrantClaims): Promise<LoomError> {
+    this.#admitted.delete(message);
+    return this.#refuse(
+      operationOf(claims),
+      new LoomError(ErrorCode.GRANT_REFUSED, "the grant has already been used"),
+      claims.args,
+    );
   }
 
   /** Audits a refusal and returns it as GRANT_REFUSED. */
@@ -235,7 +253,7 @@ export class GrantCheck {
       outcome = toWireError(error).code;
       throw error;
     } finally {
-      const claims = this.#admitted.get(message)?.claims;
+      const claims = this.#admitted.get(message);
       // A refused task is already audited as such; only admitted ones are executions.
       if (claims !== undefined) {
         this.#audit

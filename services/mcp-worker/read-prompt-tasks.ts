@@ -4,12 +4,9 @@ import { type Artifact, type Message, type Part, type Task, TaskState } from "..
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
 import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
-import type { McpConnection } from "./mcp-connection.ts";
-import { recordedVersion, type TaskHandlerDependencies } from "./task-handler.ts";
+import type { CallObserver, McpConnection } from "./mcp-connection.ts";
+import { recordedVersion, runGrantedOnce, type TaskHandlerDependencies } from "./task-handler.ts";
 import { TaskMasking } from "./task-masking.ts";
-
-/** Extra lease on a step claim beyond the call's timeout, before another worker may take it over. */
-const CLAIM_MARGIN_MS = 5_000;
 
 /** Serves an A2A task asking for one MCP resource; the artifact holds its contents. */
 export async function handleReadTask(
@@ -24,20 +21,14 @@ export async function handleReadTask(
     message,
     { action: "resources.read", target, arguments: {} },
     operation.server,
-    async (connection, timeoutMs, masking) => {
+    async (connection, timeoutMs, observer) => {
       const result = await withSpan(
         `resources/read ${operation.resource}`,
         {
           kind: SpanKind.CLIENT,
           attributes: { "mcp.method.name": "resources/read", "mcp.resource.uri": operation.resource },
         },
-        () =>
-          connection.readResource(
-            operation.resource,
-            timeoutMs,
-            signal,
-            deps.notifications?.observer(message, activeTraceId(), masking),
-          ),
+        () => connection.readResource(operation.resource, timeoutMs, signal, observer),
       );
       return { artifactId: randomUUID(), name: target, parts: resourceParts(result) };
     },
@@ -57,21 +48,14 @@ export async function handlePromptTask(
     message,
     { action: "prompts.get", target, arguments: operation.arguments },
     operation.server,
-    async (connection, timeoutMs, masking) => {
+    async (connection, timeoutMs, observer) => {
       const result: GetPromptResult = await withSpan(
         `prompts/get ${operation.prompt}`,
         {
           kind: SpanKind.CLIENT,
           attributes: { "mcp.method.name": "prompts/get", "gen_ai.prompt.name": operation.prompt },
         },
-        () =>
-          connection.getPrompt(
-            operation.prompt,
-            operation.arguments,
-            timeoutMs,
-            signal,
-            deps.notifications?.observer(message, activeTraceId(), masking),
-          ),
+        () => connection.getPrompt(operation.prompt, operation.arguments, timeoutMs, signal, observer),
       );
       const rendered = { description: result.description, messages: result.messages };
       return {
@@ -85,7 +69,8 @@ export async function handlePromptTask(
 
 /**
  * Grant first, then the step's stored outcome if it has one, else the operation itself, whose
- * outcome is masked as granted. `work` gets the task's masking for what it relays meanwhile.
+ * outcome is masked as granted. `work` gets the task's observer, which relays (masked as granted)
+ * what the server says meanwhile.
  */
 export async function runOperation(
   deps: TaskHandlerDependencies,
@@ -95,7 +80,7 @@ export async function runOperation(
   work: (
     connection: Pick<McpConnection, "readResource" | "getPrompt" | "withClient">,
     timeoutMs: number,
-    masking: TaskMasking,
+    observer: CallObserver | undefined,
   ) => Promise<Artifact>,
 ): Promise<Task> {
   const step = ToolCallMetadataSchema.safeParse(message.metadata ?? {}).data;
@@ -117,14 +102,13 @@ export async function runOperation(
   const version = connection.chooseVersion();
   const masking = new TaskMasking(claims.obligations);
   const execute = async (): Promise<Task> => {
-    await deps.grants.consume(message);
     // Reads and prompts change nothing: a server failure may be retried on any replica.
     const { result, serverVersion } = await connection.run(
       (replica, attemptTimeoutMs) =>
         work(
           masking.around(deps.calls.around(replica, step, recordedVersion(connection, version))),
           attemptTimeoutMs,
-          masking,
+          deps.notifications?.observer(message, step, activeTraceId(), masking),
         ),
       { version, timeoutMs, budgetMs, repeatable: true },
     );
@@ -135,9 +119,7 @@ export async function runOperation(
       artifacts: [{ ...result, metadata: { ...result.metadata, serverVersion } }],
     };
   };
-  const masked = () => masking.outcome(execute);
-  if (step === undefined) return masked();
-  return deps.steps.once(step, budgetMs + CLAIM_MARGIN_MS, masked);
+  return runGrantedOnce(deps, message, step, budgetMs, () => masking.outcome(execute));
 }
 
 function resourceParts(result: ReadResourceResult): Part[] {

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { KV } from "@nats-io/kv";
 import type { Task } from "../../schemas/a2a.ts";
 import { type StepRecord, StepRecordSchema, stepRecordKey } from "../../schemas/steps.ts";
+import type { StepGrant } from "../kit/grant-check.ts";
 import {
   casWrite,
   encodePayload,
@@ -29,13 +30,21 @@ export interface StepAttempt {
  */
 export type ReinvocationListener = (key: string, previous: string) => Promise<void>;
 
+export interface StepClaimOptions {
+  /** How long the claim holds without an outcome before another worker may take it over. */
+  leaseMs: number;
+  /** The grant the attempt runs on: its use is recorded in the claim, in the same write. */
+  grant: StepGrant;
+}
+
 /**
  * Effectively-once step attempts over KV `loom_steps`: the first worker to claim a key runs the
  * work and stores its outcome; a later request for the same key gets that outcome. A claim whose
  * holder died (no outcome within its lease) is taken over with compare-and-set. A later attempt
  * of the same step first looks at the earlier ones: it returns an earlier attempt's stored
  * success, and waits while an earlier claim is live, so an attempt re-sent because its reply was
- * late never calls the tool beside the first one.
+ * late never calls the tool beside the first one. The claim also records the grant's use: a grant
+ * already named on a claim of its attempt (it took over a lapsed one) is refused, never run again.
  */
 export class StepResults {
   readonly #kv: KV;
@@ -50,7 +59,7 @@ export class StepResults {
     this.#onReinvocation = onReinvocation;
   }
 
-  async once(step: StepAttempt, leaseMs: number, work: () => Promise<Task>): Promise<Task> {
+  async once(step: StepAttempt, options: StepClaimOptions, work: () => Promise<Task>): Promise<Task> {
     let lapsed: string | undefined;
     for (let attempt = 1; attempt < step.attempt; attempt++) {
       const key = stepRecordKey(step.runId, step.stepId, attempt);
@@ -78,11 +87,14 @@ export class StepResults {
         await sleep(POLL_MS);
         continue;
       }
+      const used = existing?.status === "running" ? existing.grants : [];
+      if (used.includes(options.grant.id)) throw await options.grant.refuseReuse();
       const claim: StepRecord = {
         status: "running",
         worker: this.#worker,
         claimedAt: new Date().toISOString(),
-        leaseMs,
+        leaseMs: options.leaseMs,
+        grants: [...used, options.grant.id],
       };
       const claimed = await this.#write(key, claim, entry === null ? undefined : entry.revision);
       if (claimed === undefined) continue;

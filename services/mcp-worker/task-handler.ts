@@ -15,7 +15,7 @@ import { resultText, toolResultToArtifact } from "./artifacts.ts";
 import { safeToRepeat } from "./call-policy.ts";
 import type { CallObserver } from "./observed-call.ts";
 import type { ServerPool } from "./server-pool.ts";
-import type { StepResults } from "./step-results.ts";
+import type { StepAttempt, StepResults } from "./step-results.ts";
 import { TaskMasking } from "./task-masking.ts";
 import type { TaskNotifications } from "./task-notifications.ts";
 
@@ -78,7 +78,6 @@ export async function handleToolTask(
   const idempotency =
     step === undefined ? {} : { [IDEMPOTENCY_META_KEY]: toolIdempotencyKey(step.runId, step.stepId) };
   const execute = async (): Promise<Task> => {
-    await deps.grants.consume(message);
     const result = await traceToolCall(
       { server: call.server, tool: call.tool, runId: step?.runId, stepId: step?.stepId, serverVersion },
       async (traceMeta) =>
@@ -93,7 +92,7 @@ export async function handleToolTask(
                   attemptTimeoutMs,
                   { ...traceMeta, ...idempotency },
                   signal,
-                  deps.notifications?.observer(message, activeTraceId(), masking),
+                  deps.notifications?.observer(message, step, activeTraceId(), masking),
                   {
                     taskId: message.taskId,
                     runId: step?.runId,
@@ -132,7 +131,8 @@ export async function handleToolTask(
         ErrorCode.TOOL_OUTPUT_INVALID,
       );
     }
-    deps.log.info(
+    // Every execution is in the audit trail; a log line per call is for debugging.
+    deps.log.debug(
       { tool: qualified, run_id: metadata.data?.runId, step_id: metadata.data?.stepId },
       "tool call done",
     );
@@ -149,9 +149,27 @@ export async function handleToolTask(
       ],
     };
   };
-  const masked = () => masking.outcome(execute);
-  if (step === undefined) return masked();
-  return deps.steps.once(step, budgetMs + CLAIM_MARGIN_MS, masked);
+  return runGrantedOnce(deps, message, step, budgetMs, () => masking.outcome(execute));
+}
+
+/**
+ * Runs a task's granted work once. A step attempt's goes through its claim in the step ledger,
+ * which records the grant's use in the same write and replays a stored outcome instead of a second
+ * run; a task outside a step first uses its grant in KV `loom_grant_uses`.
+ */
+export async function runGrantedOnce(
+  deps: Pick<TaskHandlerDependencies, "grants" | "steps">,
+  message: Message,
+  step: StepAttempt | undefined,
+  budgetMs: number,
+  work: () => Promise<Task>,
+): Promise<Task> {
+  if (step === undefined) {
+    await deps.grants.consume(message);
+    return work();
+  }
+  const options = { leaseMs: budgetMs + CLAIM_MARGIN_MS, grant: deps.grants.stepGrant(message) };
+  return deps.steps.once(step, options, work);
 }
 
 function readToolCall(message: Message): ToolCall {

@@ -3,7 +3,7 @@ import { Kvm } from "@nats-io/kv";
 import { describe, expect, it } from "vitest";
 import { type Task, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
-import { type StepRecord, StepRecordSchema, stepRecordKey } from "../../schemas/steps.ts";
+import { StepRecordSchema, stepRecordKey } from "../../schemas/steps.ts";
 import { createLogger, encodePayload, LoomError, parsePayload } from "../../services/kit/index.ts";
 import { StepResults } from "../../services/mcp-worker/step-results.ts";
 import { connectTo, startNatsServer } from "../helpers/nats-server.ts";
@@ -15,6 +15,36 @@ const task = (id: string): Task => ({
   contextId: "ctx",
   status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
 });
+
+/** Claim options for a grant `id`; `refused` counts the reuses refused. */
+function grant(id: string) {
+  let refused = 0;
+  return {
+    refused: () => refused,
+    leaseMs: 10_000,
+    grant: {
+      id,
+      refuseReuse: async () => {
+        refused++;
+        return new LoomError(ErrorCode.GRANT_REFUSED, "the grant has already been used");
+      },
+    },
+  };
+}
+
+/** A claim of `worker`, with `grants` used on it, whose lease ran out a minute ago. */
+const lapsedClaim = (worker: string, grants: string[]) =>
+  encodePayload(
+    StepRecordSchema,
+    {
+      status: "running",
+      worker,
+      claimedAt: new Date(Date.now() - 60_000).toISOString(),
+      leaseMs: 1_000,
+      grants,
+    },
+    "step",
+  );
 
 /** A tool that counts its calls and answers after `delayMs`. */
 function countingTool(delayMs = 0) {
@@ -55,9 +85,9 @@ describe("step results - a step's tool is called once wherever it can be known",
     await using env = await setup("steps_wait");
     const first = countingTool(600);
     const resent = countingTool();
-    const running = env.worker("w-1").once(step(1), 10_000, first.work);
+    const running = env.worker("w-1").once(step(1), grant("g-1"), first.work);
     await sleep(100);
-    const replayed = await env.worker("w-2").once(step(2), 10_000, resent.work);
+    const replayed = await env.worker("w-2").once(step(2), grant("g-2"), resent.work);
     expect((await running).id).toBe("call-1");
     expect(replayed.id).toBe("call-1");
     expect(resent.calls()).toBe(0);
@@ -69,24 +99,18 @@ describe("step results - a step's tool is called once wherever it can be known",
     const failing = async (): Promise<Task> => {
       throw new LoomError(ErrorCode.TOOL_ERROR, "the tool said no");
     };
-    await expect(env.worker("w-1").once(step(1), 10_000, failing)).rejects.toThrow("the tool said no");
+    await expect(env.worker("w-1").once(step(1), grant("g-1"), failing)).rejects.toThrow("the tool said no");
     const retry = countingTool();
-    expect((await env.worker("w-2").once(step(2), 10_000, retry.work)).id).toBe("call-1");
+    expect((await env.worker("w-2").once(step(2), grant("g-2"), retry.work)).id).toBe("call-1");
     expect(retry.calls()).toBe(1);
     expect(env.reinvocations).toEqual([]);
   });
 
   it("step results - a claim that lapsed without an outcome: the tool is called again and the re-invocation reported", async () => {
     await using env = await setup("steps_lapsed");
-    const dead: StepRecord = {
-      status: "running",
-      worker: "w-dead",
-      claimedAt: new Date(Date.now() - 60_000).toISOString(),
-      leaseMs: 1_000,
-    };
-    await env.kv.create(stepRecordKey("run-1", "debit", 1), encodePayload(StepRecordSchema, dead, "step"));
+    await env.kv.create(stepRecordKey("run-1", "debit", 1), lapsedClaim("w-dead", ["g-1"]));
     const again = countingTool();
-    await env.worker("w-2").once(step(2), 10_000, again.work);
+    await env.worker("w-2").once(step(2), grant("g-2"), again.work);
     expect(again.calls()).toBe(1);
     expect(env.reinvocations).toEqual([{ key: stepRecordKey("run-1", "debit", 2), previous: "w-dead" }]);
   });
@@ -94,7 +118,7 @@ describe("step results - a step's tool is called once wherever it can be known",
   it("step results - the outcome is stored although the broker was SIGKILLed during the call", async () => {
     await using env = await setup("steps_outage");
     const slow = countingTool(300);
-    const running = env.worker("w-1").once(step(1), 10_000, async () => {
+    const running = env.worker("w-1").once(step(1), grant("g-1"), async () => {
       const result = await slow.work();
       await env.ns.kill();
       setTimeout(() => void env.ns.restart(), 1_000);
@@ -105,5 +129,44 @@ describe("step results - a step's tool is called once wherever it can be known",
     expect(parsePayload(StepRecordSchema, stored?.value ?? new Uint8Array(), "step").status).toBe(
       "succeeded",
     );
+  });
+
+  it("step results - a grant named on its attempt's lapsed claim is refused and runs nothing; a new grant takes over", async () => {
+    await using env = await setup("steps_grant_reuse");
+    const key = stepRecordKey("run-1", "debit", 1);
+    await env.kv.create(key, lapsedClaim("w-dead", ["g-1"]));
+    const tool = countingTool();
+    const replayed = grant("g-1");
+    await expect(env.worker("w-2").once(step(1), replayed, tool.work)).rejects.toMatchObject({
+      code: ErrorCode.GRANT_REFUSED,
+    });
+    expect(tool.calls()).toBe(0);
+    expect(replayed.refused()).toBe(1);
+    expect(env.reinvocations).toEqual([]);
+    // Control: the attempt's new grant (a re-decision after the crash) takes the lapsed claim over.
+    expect((await env.worker("w-3").once(step(1), grant("g-2"), tool.work)).id).toBe("call-1");
+    expect(env.reinvocations).toEqual([{ key, previous: "w-dead" }]);
+    // The first grant stays used after the takeover: re-sent now, it replays and runs nothing.
+    expect((await env.worker("w-4").once(step(1), grant("g-1"), tool.work)).id).toBe("call-1");
+    expect(tool.calls()).toBe(1);
+  });
+
+  it("step results - a grant whose claim another worker took over after it lapsed is still refused", async () => {
+    await using env = await setup("steps_grant_chain");
+    const key = stepRecordKey("run-1", "debit", 1);
+    // g-1's claim lapsed, g-2's takeover lapsed too: g-1 is no more the claim's latest grant.
+    await env.kv.create(key, lapsedClaim("w-2", ["g-1", "g-2"]));
+    const tool = countingTool();
+    for (const used of ["g-1", "g-2"]) {
+      await expect(env.worker("w-3").once(step(1), grant(used), tool.work)).rejects.toMatchObject({
+        code: ErrorCode.GRANT_REFUSED,
+      });
+    }
+    expect(tool.calls()).toBe(0);
+    const stored = await env.kv.get(key);
+    expect(parsePayload(StepRecordSchema, stored?.value ?? new Uint8Array(), "step")).toMatchObject({
+      worker: "w-2",
+      grants: ["g-1", "g-2"],
+    });
   });
 });

@@ -4,6 +4,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTokenVerifier } from "../../services/acp-policy/token-verifier.ts";
 import { ensureDevIssuerKey, issueDevToken } from "../../services/kit/dev-issuer.ts";
@@ -79,6 +80,26 @@ describe("token verification against a JWKS URL", () => {
     await expect(
       verifier.verify(signJwt(claims, { key: old.privateKey, header: { kid: "old" } })),
     ).rejects.toThrow(LoomError);
+  });
+
+  it("identity - a token verified before is taken from memory only until it expires", async () => {
+    const signer = keyPair("k3");
+    served = [signer.jwk];
+    const verifier = await createTokenVerifier({
+      ...base,
+      clockSkewMs: 0,
+      keys: { jwksUrl: url, cooldownMs: 0 },
+    });
+    const soon = Math.floor(Date.now() / 1000) + 2;
+    const token = signJwt(validClaims("ann", [], { realm_access: { roles: ["analyst"] }, exp: soon }), {
+      key: signer.privateKey,
+      header: { kid: "k3" },
+    });
+    expect((await verifier.verify(token)).id).toBe("ann");
+    // Control: within its life the same token is accepted again.
+    expect((await verifier.verify(token)).id).toBe("ann");
+    await sleep(soon * 1000 - Date.now() + 200);
+    await expect(verifier.verify(token)).rejects.toThrow(/expired/);
   });
 
   it("identity - a token without roles in the configured claim is refused", async () => {

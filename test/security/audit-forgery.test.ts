@@ -88,13 +88,13 @@ describe("security - audit forgery against a stack with a NATS user per service"
     expect(await loom.executions()).toBe(before + 1);
     await attack(AttackClass.AUDIT_FORGERY, "no execution without its decision durable first", async () => {
       const all = await records(orchestrator);
-      const admitted = all.findIndex(
-        (record) => record.kind === AuditKind.GRANT_ADMITTED && record.grant === decision.grant,
+      const decided = all.findIndex(
+        (record) => record.kind === AuditKind.POLICY_DECISION && record.grant === decision.grant,
       );
       const executed = all.findIndex(
         (record) => record.kind === AuditKind.TOOL_EXECUTION && record.runId === runId,
       );
-      return admitted >= 0 && executed > admitted && all[admitted]?.service === "mcp-worker";
+      return decided >= 0 && executed > decided && all[decided]?.service === "acp-policy";
     });
     await loom.stacks[0]?.restart("acp-policy");
     await waitUntilReady(orchestrator, { tools: ["gauges.read_gauge"], timeoutMs: 30_000 });

@@ -1,10 +1,12 @@
 import { randomUUID } from "node:crypto";
+import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role } from "../../schemas/a2a.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
-import { agentTasksSubject, LLM_AGENT } from "../../schemas/subjects.ts";
-import { request } from "../../services/kit/index.ts";
+import { StepRecordSchema, stepRecordKey } from "../../schemas/steps.ts";
+import { agentTasksSubject, Buckets, LLM_AGENT } from "../../schemas/subjects.ts";
+import { encodePayload, request } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type SecureStack, startSecureStack } from "../helpers/secure-stack.ts";
 
@@ -133,5 +135,46 @@ describe("security - grant reuse against a stack with a NATS user per service", 
       return (await loom.sendTask({ runId, id: "g-3", attempt: 1, grant })) === "ok";
     });
     expect(await loom.executions()).toBe(before + 1);
+  });
+
+  it("grants - a grant whose step claim lapsed (its worker died mid-call) is refused; a new decision runs", async () => {
+    const runId = `lapsed-${randomUUID()}`;
+    const { grant } = await loom.decideRead(nc, runId, "g-4");
+    const jti = JSON.parse(Buffer.from(grant?.split(".")[1] ?? "", "base64url").toString()).jti as string;
+    // What a worker leaves behind when SIGKILLed after claiming the attempt with this grant.
+    const steps = await new Kvm(await loom.as("mcp-worker")).open(Buckets.STEPS);
+    const claim = {
+      status: "running" as const,
+      worker: "mcp-worker-dead",
+      claimedAt: new Date(Date.now() - 120_000).toISOString(),
+      leaseMs: 1_000,
+      grants: [jti],
+    };
+    await steps.create(stepRecordKey(runId, "gauge", 1), encodePayload(StepRecordSchema, claim, "step"));
+    const before = await loom.executions();
+    await attack(
+      AttackClass.GRANT_REUSE,
+      "the used grant of a lapsed claim, re-sent, is refused and executes nothing",
+      async () => {
+        const code = await loom.sendTask({ runId, id: "g-4", attempt: 1, grant });
+        return code === "GRANT_REFUSED" && (await loom.executions()) === before;
+      },
+    );
+    await control(
+      "a new decision for the same attempt takes the lapsed claim over and runs once",
+      async () => {
+        const fresh = await loom.decideRead(nc, runId, "g-4");
+        const code = await loom.sendTask({ runId, id: "g-4", attempt: 1, grant: fresh.grant });
+        return code === "ok" && (await loom.executions()) === before + 1;
+      },
+    );
+    await attack(
+      AttackClass.GRANT_REUSE,
+      "the lapsed claim's grant, re-sent after the takeover, replays and executes nothing more",
+      async () => {
+        await loom.sendTask({ runId, id: "g-4", attempt: 1, grant });
+        return (await loom.executions()) === before + 1;
+      },
+    );
   });
 });
