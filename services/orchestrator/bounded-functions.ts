@@ -12,6 +12,8 @@ export const BUDGET_BINDING = "loom budget";
 
 /** How wide a `$fromMillis`/`$now` picture may make one component; JSONata pads with a loop. */
 const MAX_PICTURE_WIDTH = 64;
+/** The longest picture string of a formatting or parsing function: each is interpreted character by character. */
+const MAX_PICTURE_LENGTH = 1_024;
 /** The longest source `$eval` parses: parsing is one synchronous call, about 1 ms per KiB. */
 const MAX_EVAL_SOURCE = 64 * 1024;
 
@@ -24,9 +26,23 @@ interface NativeFunction {
   implementation: (this: Focus, ...args: unknown[]) => unknown;
 }
 
-const originals = (await jsonata("{'sort': $sort, 'fromMillis': $fromMillis, 'eval': $eval}").evaluate(
+const WRAPPED = [
+  "sort",
+  "fromMillis",
+  "toMillis",
+  "eval",
+  "match",
+  "split",
+  "replace",
+  "formatNumber",
+  "formatInteger",
+  "parseInteger",
+] as const;
+
+/** JSONata's own implementations, which the bounded versions call once their checks pass. */
+const originals = (await jsonata(`{${WRAPPED.map((name) => `'${name}': $${name}`).join(", ")}}`).evaluate(
   {},
-)) as Record<"sort" | "fromMillis" | "eval", NativeFunction>;
+)) as Record<(typeof WRAPPED)[number], NativeFunction>;
 
 function budgetOf(focus: Focus): ExpressionBudget {
   return focus.environment.lookup(BUDGET_BINDING) as ExpressionBudget;
@@ -41,12 +57,20 @@ function refusal(message: string): Error {
 function pad(this: Focus, text: string | undefined, width: number, padding = " "): string | undefined {
   if (text === undefined) return undefined;
   budgetOf(this).assertBuildable("$pad's width", Math.abs(width));
-  const missing = Math.abs(width) - Array.from(text).length;
+  const missing = Math.abs(width) - codePoints(text);
   if (missing <= 0 || padding === "") return text;
-  const fill = Array.from(padding.repeat(Math.ceil(missing / Array.from(padding).length)))
-    .slice(0, missing)
-    .join("");
+  const repeated = padding.repeat(Math.ceil(missing / codePoints(padding)));
+  // JSONata counts characters as code points; a padding without surrogate pairs is one unit each.
+  const fill = SURROGATE.test(padding)
+    ? Array.from(repeated).slice(0, missing).join("")
+    : repeated.slice(0, missing);
   return width > 0 ? text + fill : fill + text;
+}
+
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+function codePoints(text: string): number {
+  return SURROGATE.test(text) ? Array.from(text).length : text.length;
 }
 
 /** `$join`, refusing a result over the value limit before it builds it (a separator repeats per item). */
@@ -100,13 +124,19 @@ function canonicalJson(value: object): string {
   )}`;
 }
 
-/** Refuses a date picture component wider than {@link MAX_PICTURE_WIDTH}: `[Y,40000000]` pads for seconds. */
-function assertPictureWidths(function_: string, picture: string | undefined): void {
-  if (picture === undefined) return;
+/**
+ * Refuses a picture longer than {@link MAX_PICTURE_LENGTH}, or a date picture component wider than
+ * {@link MAX_PICTURE_WIDTH}: `[Y,40000000]` pads for seconds.
+ */
+function assertPicture(function_: string, picture: unknown): void {
+  if (typeof picture !== "string") return;
+  if (picture.length > MAX_PICTURE_LENGTH) {
+    throw refusal(`${function_}'s picture is ${picture.length} characters; at most ${MAX_PICTURE_LENGTH}`);
+  }
   for (const marker of picture.matchAll(/\[([^\]]*)\]/g)) {
-    const modifier = marker[1]?.split(",").at(-1) ?? "";
-    if (!marker[1]?.includes(",")) continue;
-    for (const width of modifier.match(/\d+/g) ?? []) {
+    const body = marker[1] ?? "";
+    if (!body.includes(",")) continue;
+    for (const width of body.slice(body.lastIndexOf(",")).match(/\d+/g) ?? []) {
       if (Number(width) > MAX_PICTURE_WIDTH) {
         throw refusal(`${function_}'s picture asks for a width of ${width}; at most ${MAX_PICTURE_WIDTH}`);
       }
@@ -114,16 +144,78 @@ function assertPictureWidths(function_: string, picture: string | undefined): vo
   }
 }
 
-function fromMillis(this: Focus, millis: number | undefined, picture?: string, timezone?: string): unknown {
-  assertPictureWidths("$fromMillis", picture);
-  return originals.fromMillis.implementation.call(this, millis, picture, timezone);
+/** A built-in whose argument at `index` is a picture, checked by {@link assertPicture} first. */
+function withPicture(name: (typeof WRAPPED)[number], index: number) {
+  return function (this: Focus, ...args: unknown[]): unknown {
+    assertPicture(`$${name}`, args[index]);
+    return originals[name].implementation.apply(this, args);
+  };
 }
 
 /** `$now`, the same instant within one evaluation as JSONata's (it reads `$millis`). */
 function now(this: Focus, picture?: string, timezone?: string): unknown {
-  assertPictureWidths("$now", picture);
+  assertPicture("$now", picture);
   const millis = (this.environment.lookup("millis") as NativeFunction).implementation.call(this);
   return originals.fromMillis.implementation.call(this, millis, picture, timezone);
+}
+
+/**
+ * A built-in that returns one item per match (`$match`, `$split`), asked for one more than a
+ * sequence may hold: JSONata collects every match in one loop that no evaluation step interrupts.
+ */
+function limitedToSequence(name: "match" | "split") {
+  return function (this: Focus, text: unknown, pattern: unknown, limit?: number): unknown {
+    const cap = budgetOf(this).limits.maxSequence + 1;
+    return originals[name].implementation.call(
+      this,
+      text,
+      pattern,
+      limit === undefined ? cap : Math.min(limit, cap),
+    );
+  };
+}
+
+/**
+ * `$replace`, counting the matches first (at most one more than a sequence may hold) and refusing
+ * before it builds a string over the value limit: each match adds the replacement once.
+ */
+async function replace(
+  this: Focus,
+  text: string | undefined,
+  pattern: unknown,
+  replacement: unknown,
+  limit?: number,
+): Promise<unknown> {
+  if (text === undefined || pattern === "")
+    return originals.replace.implementation.call(this, text, pattern, replacement, limit);
+  const budget = budgetOf(this);
+  const cap = Math.min(limit ?? Number.POSITIVE_INFINITY, budget.limits.maxSequence + 1);
+  const matches = await countMatches(this, text, pattern, cap);
+  if (matches > budget.limits.maxSequence) {
+    budget.fail("$replace's matches", "LOOM_EXPRESSION_MAX_SEQUENCE", matches, budget.limits.maxSequence);
+  }
+  if (typeof replacement === "string") {
+    budget.assertBuildable("$replace's result", text.length + matches * replacement.length);
+  }
+  return originals.replace.implementation.call(this, text, pattern, replacement, limit);
+}
+
+async function countMatches(focus: Focus, text: string, pattern: unknown, cap: number): Promise<number> {
+  if (typeof pattern !== "string") {
+    return (
+      ((await originals.match.implementation.call(focus, text, pattern, cap)) as unknown[] | undefined)
+        ?.length ?? 0
+    );
+  }
+  let count = 0;
+  for (
+    let at = text.indexOf(pattern);
+    at !== -1 && count < cap;
+    at = text.indexOf(pattern, at + pattern.length)
+  ) {
+    count += 1;
+  }
+  return count;
 }
 
 function evaluateSource(this: Focus, source: string | undefined, focus?: unknown): unknown {
@@ -139,7 +231,14 @@ export const BOUNDED_FUNCTIONS = [
   { name: "join", implementation: join, signature: "<a<s>s?:s>" },
   { name: "sort", implementation: sort, signature: "<af?:a>" },
   { name: "distinct", implementation: distinct, signature: "<x:x>" },
-  { name: "fromMillis", implementation: fromMillis, signature: "<n-s?s?:s>" },
+  { name: "match", implementation: limitedToSequence("match"), signature: "<s-f<s:o>n?:a<o>>" },
+  { name: "split", implementation: limitedToSequence("split"), signature: "<s-(sf)n?:a<s>>" },
+  { name: "replace", implementation: replace, signature: "<s-(sf)(sf)n?:s>" },
+  { name: "formatNumber", implementation: withPicture("formatNumber", 1), signature: "<n-so?:s>" },
+  { name: "formatInteger", implementation: withPicture("formatInteger", 1), signature: "<n-s:s>" },
+  { name: "parseInteger", implementation: withPicture("parseInteger", 1), signature: "<s-s:n>" },
+  { name: "fromMillis", implementation: withPicture("fromMillis", 1), signature: "<n-s?s?:s>" },
+  { name: "toMillis", implementation: withPicture("toMillis", 1), signature: "<s-s?:n>" },
   { name: "now", implementation: now, signature: "<s?s?:s>" },
   { name: "eval", implementation: evaluateSource, signature: "<sx?:x>" },
 ] as const;

@@ -26,7 +26,7 @@ export const DEFAULT_EXPRESSION_LIMITS: ExpressionLimits = {
   timeoutMs: 500,
   maxDepth: 500,
   maxSequence: 100_000,
-  maxValue: 4 * 1024 * 1024,
+  maxValue: 1024 * 1024,
   maxBuilt: 16 * 1024 * 1024,
   maxResultBytes: 256 * 1024,
 };
@@ -99,6 +99,9 @@ export class ExpressionBudget {
 
   /** After each evaluation step: the value it produced must fit, and what it built is counted. */
   exit(node: Node, value: unknown): void {
+    // Reading a variable or a field passes on a value that was measured when it was built, or
+    // that came with the run (its input, step results): only what it leads to is measured.
+    if (node.type === "variable" || node.type === "name") return;
     if (Array.isArray(value) && value.length > this.limits.maxSequence) {
       this.fail("sequence length", "LOOM_EXPRESSION_MAX_SEQUENCE", value.length, this.limits.maxSequence);
     }

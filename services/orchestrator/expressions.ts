@@ -224,6 +224,10 @@ async function evaluate(
 /** A JSONata guard-rail error as LIMIT_EXCEEDED, naming the setting; undefined for other errors. */
 function limitError(cause: unknown, limits: ExpressionLimits, where: string): LoomError | undefined {
   const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : "";
+  // `$eval` wraps what went wrong inside it (D3121): a limit it met is still that limit.
+  if (code === "D3121" && typeof cause === "object" && cause !== null && "error" in cause) {
+    return limitError(cause.error, limits, where);
+  }
   const known = LIMIT_CODES[code];
   if (known === undefined) return undefined;
   const max = known.max(limits);
