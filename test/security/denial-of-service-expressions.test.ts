@@ -187,7 +187,10 @@ describe("security - denial of service through a caller's expressions, at every 
       const output = Object.fromEntries(
         Array.from({ length: 20 }, (_, index) => [`f${index}`, expression(Attack.endlessLoop)]),
       );
-      const outcome = await inline({ id: "output-many", steps: [now], output });
+      const outcome = await whileEvaluating(
+        "twenty endless loops",
+        inline({ id: "output-many", steps: [now], output }),
+      );
       return (
         refusedWith(outcome, ErrorCode.LIMIT_EXCEEDED, "LOOM_EXPRESSION_TIMEOUT_MS") &&
         outcome.ms < 3 * TIMEOUT_MS
