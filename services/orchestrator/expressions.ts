@@ -93,7 +93,9 @@ function bound(compiled: Compiled): void {
 export function checkExpressions(workflow: Workflow): void {
   const names = stepNames(workflow);
   const check = (source: string, where: string) => {
-    for (const name of stepReferences(compile(source, where).ast())) {
+    const ast = compile(source, where).ast();
+    for (const pattern of regexLiterals(ast)) assertLinear(pattern, where);
+    for (const name of stepReferences(ast)) {
       if (names.has(name)) continue;
       throw new LoomError(
         ErrorCode.INVALID_WORKFLOW,
@@ -121,6 +123,23 @@ function stepNames(workflow: Workflow): Set<string> {
     if ("onError" in step && step.onError !== undefined) step.onError.steps.forEach(add);
   }
   return names;
+}
+
+/** The regular expression literals of a JSONata syntax tree. */
+function regexLiterals(node: unknown): RegExp[] {
+  if (Array.isArray(node)) return node.flatMap(regexLiterals);
+  if (!isPlainObject(node)) return [];
+  const own = node.type === "regex" && node.value instanceof RegExp ? [node.value] : [];
+  return [...own, ...Object.values(node).flatMap(regexLiterals)];
+}
+
+/** Refuses, when the definition is checked, a regular expression evaluation would refuse later. */
+function assertLinear(pattern: RegExp, where: string): void {
+  try {
+    new LinearRegExp(pattern);
+  } catch (cause) {
+    throw new LoomError(ErrorCode.INVALID_WORKFLOW, `${where}: ${jsonataMessage(cause)}`, { cause });
+  }
 }
 
 /** The names that `$steps.<name>` paths in a JSONata syntax tree look up. */

@@ -267,6 +267,25 @@ describe("security - denial of service through a caller's expressions, at every 
         ],
       });
       return (
+        refusedWith(outcome, ErrorCode.INVALID_WORKFLOW) &&
+        (outcome.error?.message.includes("linear time") ?? false) &&
+        outcome.ms < CUT_OFF_MS
+      );
+    });
+    await attack(AttackClass.DENIAL_OF_SERVICE, "/(a+)+$/i built at run time, through $eval", async () => {
+      const outcome = await inline({
+        id: "delegate-eval-regex",
+        steps: [
+          {
+            id: "ask",
+            delegate: {
+              agent: "research",
+              message: expression(`$eval(${JSON.stringify(Attack.caseBlindBacktracking)})`),
+            },
+          },
+        ],
+      });
+      return (
         refusedWith(outcome, ErrorCode.EXPRESSION_FAILED) &&
         (outcome.error?.message.includes("linear time") ?? false) &&
         outcome.ms < CUT_OFF_MS

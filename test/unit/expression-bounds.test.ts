@@ -6,6 +6,8 @@ import {
   type ExpressionLimits,
   renderValue,
 } from "../../services/orchestrator/expressions.ts";
+import { DEFAULT_LIMITS } from "../../services/orchestrator/limits.ts";
+import { WorkflowCatalog } from "../../services/orchestrator/workflow-catalog.ts";
 
 const scope = (limits: ExpressionLimits) => ({ input: { name: "Ada" }, steps: {}, limits });
 const render = (expression: string, limits: ExpressionLimits = DEFAULT_EXPRESSION_LIMITS) =>
@@ -126,6 +128,22 @@ describe("expression bounds - native functions that took seconds", () => {
     await failsWith('$contains("aaaa!", /(a+)+$/i)', /cannot run in linear time/);
     await failsWith('$match("abab", /(ab)\\1/)', /cannot run in linear time/);
     expect(await render('$join($match("a1b22", /[0-9]+/).match, ",")')).toBe("1,22");
+    // A definition is refused such a literal when it is checked, before any run.
+    const catalog = new WorkflowCatalog(DEFAULT_LIMITS);
+    const error = await refusal(async () =>
+      catalog.parse(
+        { id: "w", steps: [{ id: "a", call: "time.get_time", with: { x: "{% /a+/i %}" } }] },
+        "test",
+      ),
+    );
+    expect(error.error.code).toBe(ErrorCode.INVALID_WORKFLOW);
+    expect(error.error.message).toMatch(/linear time/);
+    expect(
+      catalog.parse(
+        { id: "w", steps: [{ id: "a", call: "time.get_time", with: { x: "{% /a+/ %}" } }] },
+        "test",
+      ).id,
+    ).toBe("w");
   });
 
   it("expression bounds - pictures are bounded: a date component 40 million wide, a 2,000-character number picture", async () => {
