@@ -8,7 +8,7 @@ import { LoomError } from "../kit/index.ts";
  * much holds up or starves every run of the orchestrator.
  */
 export interface ExpressionLimits {
-  /** Evaluation time of one field's expressions in all, in milliseconds, time spent waiting not counted. */
+  /** CPU time the evaluation of one field's expressions may take in all, in milliseconds. */
   timeoutMs: number;
   /** Evaluation depth; a recursive function adds to it with each call. */
   maxDepth: number;
@@ -53,8 +53,8 @@ interface Node {
 }
 
 /**
- * What one field's evaluation may still spend: time (checked at every evaluation step, with the
- * event loop given back every {@link SLICE_MS}), the size of each value computed on the way, and
+ * What one field's evaluation may still spend: CPU time (counted every {@link SLICE_MS}, when the
+ * event loop is given back), the size of each value computed on the way, and
  * the sizes of all values built in all. JSONata calls {@link enter} and {@link exit} around every
  * step through its evaluation hooks, so a native function's result is checked as soon as it
  * returns; the functions that could build far more than they are given are replaced by bounded
@@ -65,8 +65,10 @@ export class ExpressionBudget {
   readonly #where: string;
   #spentMs = 0;
   #sliceStart = performance.now();
+  #sliceCpu = process.threadCpuUsage();
   #built = 0;
-  readonly #sizes = new WeakMap<object, number>();
+  /** Sizes of the objects measured so far; a Map, as the budget lives for one field's evaluation. */
+  #sizes: Map<object, number> | undefined;
   /** The first limit this evaluation went over: JSONata's `$eval` rewraps errors, this does not. */
   exceeded: LoomError | undefined;
 
@@ -76,24 +78,26 @@ export class ExpressionBudget {
   }
 
   /**
-   * Before each evaluation step: refuses once the time is spent, and gives the event loop back
-   * when a slice is over (a promise only then: JSONata awaits whatever this returns).
+   * Before each evaluation step: once a slice of {@link SLICE_MS} is over, counts the CPU time it
+   * took, refuses once the budget is spent, and gives the event loop back (a promise only then:
+   * JSONata awaits whatever this returns). CPU time, not wall time: on a loaded machine the
+   * process waits for a core, and that wait is not the expression's doing.
    */
   enter(): Promise<void> | undefined {
-    const now = performance.now();
-    const slice = now - this.#sliceStart;
-    if (this.#spentMs + slice > this.limits.timeoutMs) {
+    if (performance.now() - this.#sliceStart < SLICE_MS) return undefined;
+    const used = process.threadCpuUsage(this.#sliceCpu);
+    this.#spentMs += (used.user + used.system) / 1_000;
+    if (this.#spentMs > this.limits.timeoutMs) {
       this.fail(
         "evaluation time (ms)",
         "LOOM_EXPRESSION_TIMEOUT_MS",
-        Math.round(this.#spentMs + slice),
+        Math.round(this.#spentMs),
         this.limits.timeoutMs,
       );
     }
-    if (slice < SLICE_MS) return undefined;
-    this.#spentMs += slice;
     return nextTurn().then(() => {
       this.#sliceStart = performance.now();
+      this.#sliceCpu = process.threadCpuUsage();
     });
   }
 
@@ -124,7 +128,9 @@ export class ExpressionBudget {
   sizeOf(value: unknown): number {
     if (typeof value === "string") return value.length;
     if (!isComposite(value)) return 1;
-    const known = this.#sizes.get(value);
+    this.#sizes ??= new Map();
+    const sizes = this.#sizes;
+    const known = sizes.get(value);
     if (known !== undefined) return known;
     // Depth-first without recursion: a run's input may nest deeper than the call stack goes.
     const pending: object[] = [value];
@@ -133,7 +139,7 @@ export class ExpressionBudget {
       const node = pending[pending.length - 1] as object;
       const children = Array.isArray(node) ? node : Object.values(node);
       const unknown = children.filter(
-        (child): child is object => isComposite(child) && !open.has(child) && !this.#sizes.has(child),
+        (child): child is object => isComposite(child) && !open.has(child) && !sizes.has(child),
       );
       if (unknown.length > 0 && !open.has(node)) {
         open.add(node);
@@ -145,9 +151,9 @@ export class ExpressionBudget {
       let size = 1;
       for (const child of children) size += this.#leafOrKnown(child);
       if (!Array.isArray(node)) for (const key of Object.keys(node)) size += key.length;
-      this.#sizes.set(node, size);
+      sizes.set(node, size);
     }
-    return this.#sizes.get(value) ?? 1;
+    return sizes.get(value) ?? 1;
   }
 
   /** Refuses, naming the limit, before a function builds a value of `size`. */
@@ -174,7 +180,7 @@ export class ExpressionBudget {
 
   #leafOrKnown(value: unknown): number {
     if (typeof value === "string") return value.length;
-    return isComposite(value) ? (this.#sizes.get(value) ?? 1) : 1;
+    return isComposite(value) ? (this.#sizes?.get(value) ?? 1) : 1;
   }
 }
 

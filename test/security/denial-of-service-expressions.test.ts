@@ -20,10 +20,10 @@ import { type RunActors, type RunOutcome, submitAndWatch } from "../helpers/runs
 
 const viewer = tokenFor("vic", "viewer");
 /**
- * Evaluation time each field gets here: long, so that an attack running to the limit lasts
+ * Evaluation (CPU) time each field gets here: long, so that an attack running to the limit lasts
  * seconds, and an orchestrator whose event loop it held would visibly stall the control run.
  */
-const TIMEOUT_MS = 4_000;
+const TIMEOUT_MS = 3_000;
 /** How long the control run may take while an attack is evaluated (the machine is shared and loaded). */
 const CONTROL_BOUND_MS = 2_000;
 /** How soon an attack that meets a size limit must be refused, end to end. */
