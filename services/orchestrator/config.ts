@@ -115,7 +115,7 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     "Steps one workflow may have, parallel branches and compensation steps included; more is refused with `LIMIT_EXCEEDED`.",
   ),
   LOOM_EXPRESSION_TIMEOUT_MS: integer(DEFAULT_EXPRESSION_LIMITS.timeoutMs).describe(
-    "How long the `{% %}` expressions of one field (a step's `with`, a `when`, a prompt, the run's output) may evaluate in all, in milliseconds of evaluation; longer fails the step with `LIMIT_EXCEEDED`.",
+    "CPU time the `{% %}` expressions of one field (a step's `with`, a `when`, a prompt, the run's output) may take to evaluate in all, in milliseconds; more fails the step with `LIMIT_EXCEEDED`.",
   ),
   LOOM_EXPRESSION_MAX_DEPTH: integer(DEFAULT_EXPRESSION_LIMITS.maxDepth).describe(
     "How deep an expression's evaluation may nest (recursive functions count each call).",
