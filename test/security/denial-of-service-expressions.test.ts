@@ -59,10 +59,13 @@ describe("security - denial of service through a caller's expressions, at every 
   let submitter: NatsConnection;
 
   beforeAll(async () => {
-    loom = await startLoom({ env: { LOOM_EXPRESSION_TIMEOUT_MS: String(TIMEOUT_MS) } });
+    loom = await startLoom({
+      env: { LOOM_EXPRESSION_TIMEOUT_MS: String(TIMEOUT_MS) },
+      readyTimeoutMs: 120_000,
+    });
     submitter = await loom.connectAs(NatsUser.SUBMITTER);
     runs = { submitter, observer: loom.observer };
-  });
+  }, 180_000);
   afterAll(async () => {
     await loom?.[Symbol.asyncDispose]();
   });
