@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import { z } from "zod";
 import { DEV_ISSUER } from "../kit/dev-issuer.ts";
 import { BaseConfigSchema, loadConfig, PortSchema, unsetWhenEmpty } from "../kit/index.ts";
-import { DEFAULT_EXPRESSION_LIMITS, type ExpressionLimits } from "./expressions.ts";
+import { DEFAULT_EXPRESSION_LIMITS, type ExpressionLimits } from "./expression-budget.ts";
 import { DEFAULT_LIMITS, type RunLimits } from "./limits.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
@@ -115,13 +115,19 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     "Steps one workflow may have, parallel branches and compensation steps included; more is refused with `LIMIT_EXCEEDED`.",
   ),
   LOOM_EXPRESSION_TIMEOUT_MS: integer(DEFAULT_EXPRESSION_LIMITS.timeoutMs).describe(
-    "How long one `{% %}` expression may evaluate, in milliseconds; longer fails the step with `LIMIT_EXCEEDED`.",
+    "CPU time the `{% %}` expressions of one field (a step's `with`, a `when`, a prompt, the run's output) may take to evaluate in all, in milliseconds; more fails the step with `LIMIT_EXCEEDED`.",
   ),
   LOOM_EXPRESSION_MAX_DEPTH: integer(DEFAULT_EXPRESSION_LIMITS.maxDepth).describe(
     "How deep an expression's evaluation may nest (recursive functions count each call).",
   ),
   LOOM_EXPRESSION_MAX_SEQUENCE: integer(DEFAULT_EXPRESSION_LIMITS.maxSequence).describe(
-    "The longest sequence (range or result) an expression may build.",
+    "The longest sequence or array (a range, a result, any value on the way) an expression may build.",
+  ),
+  LOOM_EXPRESSION_MAX_VALUE: integer(DEFAULT_EXPRESSION_LIMITS.maxValue, 1_024).describe(
+    "The largest value an expression may compute on the way, sized about as its JSON length (a string's characters; an array's or object's items, keys and contents, a value held twice counted twice).",
+  ),
+  LOOM_EXPRESSION_MAX_BUILT: integer(DEFAULT_EXPRESSION_LIMITS.maxBuilt, 1_024).describe(
+    "The sizes (as for `LOOM_EXPRESSION_MAX_VALUE`) of every value the functions and operators of one field's expressions build, added up.",
   ),
   LOOM_EXPRESSION_MAX_RESULT_BYTES: integer(DEFAULT_EXPRESSION_LIMITS.maxResultBytes, 1_024).describe(
     "The most JSON bytes one expression may return, and a run's output may take.",
@@ -166,6 +172,8 @@ export function expressionLimitsOf(config: OrchestratorConfig): ExpressionLimits
     timeoutMs: config.LOOM_EXPRESSION_TIMEOUT_MS,
     maxDepth: config.LOOM_EXPRESSION_MAX_DEPTH,
     maxSequence: config.LOOM_EXPRESSION_MAX_SEQUENCE,
+    maxValue: config.LOOM_EXPRESSION_MAX_VALUE,
+    maxBuilt: config.LOOM_EXPRESSION_MAX_BUILT,
     maxResultBytes: config.LOOM_EXPRESSION_MAX_RESULT_BYTES,
   };
 }

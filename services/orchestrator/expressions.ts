@@ -2,6 +2,11 @@ import jsonata from "jsonata";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { EXPRESSION_PATTERN, type Workflow } from "../../schemas/workflow.ts";
 import { didYouMean, jsonBytes, LoomError, limitExceeded } from "../kit/index.ts";
+import { BOUNDED_FUNCTIONS, BUDGET_BINDING } from "./bounded-functions.ts";
+import { ExpressionBudget, type ExpressionLimits } from "./expression-budget.ts";
+import { LinearRegExp } from "./linear-regex.ts";
+
+export { DEFAULT_EXPRESSION_LIMITS, type ExpressionLimits } from "./expression-budget.ts";
 
 /** What an expression can see: `$input` (the run input) and `$steps` (results by step id). */
 export interface ExpressionScope {
@@ -13,45 +18,28 @@ export interface ExpressionScope {
   limits: ExpressionLimits;
 }
 
-/**
- * Bounds on one expression's evaluation: expressions come from callers (inline workflows), and
- * one that runs long holds up every run of the orchestrator.
- */
-export interface ExpressionLimits {
-  timeoutMs: number;
-  /** Evaluation depth; a recursive function adds to it with each call. */
-  maxDepth: number;
-  /** Items in any one sequence, a range (`[1..n]`) included. */
-  maxSequence: number;
-  /** JSON bytes of what one expression returns (it goes into tool arguments and run records), and of a run's output. */
-  maxResultBytes: number;
-}
-
-export const DEFAULT_EXPRESSION_LIMITS: ExpressionLimits = {
-  timeoutMs: 500,
-  maxDepth: 500,
-  maxSequence: 100_000,
-  maxResultBytes: 256 * 1024,
-};
-
 /** JSONata's own error codes for its guard rails, by the setting that sets each. */
 const LIMIT_CODES: Record<
   string,
   { limit: string; what: string; max: (limits: ExpressionLimits) => number }
 > = {
   D1011: { limit: "LOOM_EXPRESSION_MAX_DEPTH", what: "evaluation depth", max: (l) => l.maxDepth },
-  D1012: { limit: "LOOM_EXPRESSION_TIMEOUT_MS", what: "evaluation time (ms)", max: (l) => l.timeoutMs },
   D2014: { limit: "LOOM_EXPRESSION_MAX_SEQUENCE", what: "range size", max: (l) => l.maxSequence },
   D2015: { limit: "LOOM_EXPRESSION_MAX_SEQUENCE", what: "sequence length", max: (l) => l.maxSequence },
 };
 
 type Compiled = ReturnType<typeof jsonata>;
+/** A JSONata frame; `base` is the frame of the evaluation itself, where its bindings are. */
+type Environment = { lookup(name: string): unknown; base: { lookup(name: string): unknown } };
+type JsonataNode = Parameters<ExpressionBudget["exit"]>[0];
+/** JSONata's hooks around each evaluation step (what its own test suite times expressions with). */
+const EVALUATE_ENTRY = Symbol.for("jsonata.__evaluate_entry");
+const EVALUATE_EXIT = Symbol.for("jsonata.__evaluate_exit");
 const CACHE_SIZE = 1_024;
 const cache = new Map<string, Compiled>();
 
 function compile(source: string, where: string, limits?: ExpressionLimits): Compiled {
-  const key =
-    limits === undefined ? source : `${limits.timeoutMs}:${limits.maxDepth}:${limits.maxSequence}:${source}`;
+  const key = limits === undefined ? source : `${limits.maxDepth}:${limits.maxSequence}:${source}`;
   let compiled = cache.get(key);
   if (compiled === undefined) {
     try {
@@ -59,18 +47,43 @@ function compile(source: string, where: string, limits?: ExpressionLimits): Comp
         source,
         limits === undefined
           ? undefined
-          : { timeout: limits.timeoutMs, stack: limits.maxDepth, sequence: limits.maxSequence },
+          : {
+              stack: limits.maxDepth,
+              sequence: limits.maxSequence,
+              RegexEngine: LinearRegExp as unknown as RegExpConstructor,
+            },
       );
     } catch (cause) {
       throw new LoomError(ErrorCode.INVALID_WORKFLOW, `${where}: invalid JSONata: ${jsonataMessage(cause)}`, {
         cause,
       });
     }
+    if (limits !== undefined) bound(compiled);
     // Inline workflows bring expressions of their own: the cache keeps the most recent ones only.
     if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string);
     cache.set(key, compiled);
   }
   return compiled;
+}
+
+/**
+ * Puts a compiled expression under the budget of whichever evaluation runs it: JSONata calls its
+ * entry and exit hooks around every evaluation step, and the bounded built-ins replace its own.
+ */
+function bound(compiled: Compiled): void {
+  const budgetIn = (environment: Environment) => environment.base.lookup(BUDGET_BINDING) as ExpressionBudget;
+  compiled.assign(
+    EVALUATE_ENTRY as unknown as string,
+    (_node: unknown, _input: unknown, environment: Environment) => budgetIn(environment).enter(),
+  );
+  compiled.assign(
+    EVALUATE_EXIT as unknown as string,
+    (node: JsonataNode, _input: unknown, environment: Environment, value: unknown) =>
+      budgetIn(environment).exit(node, value),
+  );
+  for (const { name, implementation, signature } of BOUNDED_FUNCTIONS) {
+    compiled.registerFunction(name, implementation as never, signature);
+  }
 }
 
 /**
@@ -80,7 +93,9 @@ function compile(source: string, where: string, limits?: ExpressionLimits): Comp
 export function checkExpressions(workflow: Workflow): void {
   const names = stepNames(workflow);
   const check = (source: string, where: string) => {
-    for (const name of stepReferences(compile(source, where).ast())) {
+    const ast = compile(source, where).ast();
+    for (const pattern of regexLiterals(ast)) assertLinear(pattern, where);
+    for (const name of stepReferences(ast)) {
       if (names.has(name)) continue;
       throw new LoomError(
         ErrorCode.INVALID_WORKFLOW,
@@ -142,6 +157,23 @@ function stepNames(workflow: Workflow): Set<string> {
   return names;
 }
 
+/** The regular expression literals of a JSONata syntax tree. */
+function regexLiterals(node: unknown): RegExp[] {
+  if (Array.isArray(node)) return node.flatMap(regexLiterals);
+  if (!isPlainObject(node)) return [];
+  const own = node.type === "regex" && node.value instanceof RegExp ? [node.value] : [];
+  return [...own, ...Object.values(node).flatMap(regexLiterals)];
+}
+
+/** Refuses, when the definition is checked, a regular expression evaluation would refuse later. */
+function assertLinear(pattern: RegExp, where: string): void {
+  try {
+    new LinearRegExp(pattern);
+  } catch (cause) {
+    throw new LoomError(ErrorCode.INVALID_WORKFLOW, `${where}: ${jsonataMessage(cause)}`, { cause });
+  }
+}
+
 /** The names that `$steps.<name>` paths in a JSONata syntax tree look up. */
 function stepReferences(node: unknown): string[] {
   if (Array.isArray(node)) return node.flatMap(stepReferences);
@@ -160,75 +192,68 @@ function stepReferences(node: unknown): string[] {
   return [...own, ...Object.values(node).flatMap(stepReferences)];
 }
 
-/** Evaluates every `{% %}` expression inside `value` (deeply); other values are returned as they are. */
-export async function renderValue(value: unknown, scope: ExpressionScope, where: string): Promise<unknown> {
+/**
+ * Evaluates every `{% %}` expression inside `value` (deeply); other values are returned as they
+ * are. All of them share one budget (time, built values), so a field cannot multiply its limits by
+ * holding many expressions; they run one after another, as they do no I/O.
+ */
+export function renderValue(value: unknown, scope: ExpressionScope, where: string): Promise<unknown> {
+  return render(value, scope, new ExpressionBudget(scope.limits, where), where);
+}
+
+async function render(
+  value: unknown,
+  scope: ExpressionScope,
+  budget: ExpressionBudget,
+  where: string,
+): Promise<unknown> {
   if (typeof value === "string") {
     const whole = EXPRESSION_PATTERN.exec(value);
-    if (whole !== null) return evaluate(whole[1] ?? "", scope, where);
+    if (whole !== null) return evaluate(whole[1] ?? "", scope, budget, where);
     if (!EMBEDDED_EXPRESSION.test(value)) return value;
     // Text with expressions inside it is a template: each is rendered in place, as text.
-    const pieces = await Promise.all(
-      value.split(EMBEDDED_EXPRESSION_SPLIT).map(async (piece) => {
-        const embedded = EXPRESSION_PATTERN.exec(piece);
-        if (embedded === null) return piece;
-        const rendered = await evaluate(embedded[1] ?? "", scope, where);
-        return typeof rendered === "string" ? rendered : JSON.stringify(rendered ?? null);
-      }),
-    );
-    return pieces.join("");
+    let text = "";
+    for (const piece of value.split(EMBEDDED_EXPRESSION_SPLIT)) {
+      const embedded = EXPRESSION_PATTERN.exec(piece);
+      if (embedded === null) {
+        text += piece;
+        continue;
+      }
+      const rendered = await evaluate(embedded[1] ?? "", scope, budget, where);
+      text += typeof rendered === "string" ? rendered : JSON.stringify(rendered ?? null);
+    }
+    return text;
   }
   if (Array.isArray(value)) {
-    return Promise.all(value.map((item, index) => renderValue(item, scope, `${where}[${index}]`)));
+    const items: unknown[] = [];
+    for (const [index, item] of value.entries())
+      items.push(await render(item, scope, budget, `${where}[${index}]`));
+    return items;
   }
   if (isPlainObject(value)) {
-    const entries = await Promise.all(
-      Object.entries(value).map(
-        async ([key, item]) => [key, await renderValue(item, scope, `${where}.${key}`)] as const,
-      ),
-    );
+    const entries: [string, unknown][] = [];
+    for (const [key, item] of Object.entries(value)) {
+      entries.push([key, await render(item, scope, budget, `${where}.${key}`)]);
+    }
     return Object.fromEntries(entries);
   }
   return value;
 }
 
-/**
- * JSONata's `$pad`, refusing a width over the result limit before it builds the string: the time
- * limit is checked between evaluation steps, never inside one native call, so
- * `$pad('', 400000000)` would otherwise run for seconds and take gigabytes first.
- */
-function boundedPad(limits: ExpressionLimits, where: string) {
-  return (text: string | undefined, width: number, padding = " "): string | undefined => {
-    if (text === undefined) return undefined;
-    if (Math.abs(width) > limits.maxResultBytes) {
-      throw limitExceeded(
-        `${where}: $pad's width`,
-        "LOOM_EXPRESSION_MAX_RESULT_BYTES",
-        Math.abs(width),
-        limits.maxResultBytes,
-      );
-    }
-    const missing = Math.abs(width) - Array.from(text).length;
-    if (missing <= 0 || padding === "") return text;
-    const fill = Array.from(padding.repeat(Math.ceil(missing / Array.from(padding).length)))
-      .slice(0, missing)
-      .join("");
-    return width > 0 ? text + fill : fill + text;
-  };
-}
-
-async function evaluate(source: string, scope: ExpressionScope, where: string): Promise<unknown> {
+async function evaluate(
+  source: string,
+  scope: ExpressionScope,
+  budget: ExpressionBudget,
+  where: string,
+): Promise<unknown> {
   let result: unknown;
   try {
     result = await compile(source, where, scope.limits).evaluate(
       {},
-      {
-        input: scope.input,
-        steps: scope.steps,
-        memory: scope.memory ?? [],
-        pad: boundedPad(scope.limits, where),
-      },
+      { input: scope.input, steps: scope.steps, memory: scope.memory ?? [], [BUDGET_BINDING]: budget },
     );
   } catch (cause) {
+    if (budget.exceeded !== undefined) throw budget.exceeded;
     if (cause instanceof LoomError) throw cause;
     throw (
       limitError(cause, scope.limits, where) ??
@@ -250,6 +275,10 @@ async function evaluate(source: string, scope: ExpressionScope, where: string): 
 /** A JSONata guard-rail error as LIMIT_EXCEEDED, naming the setting; undefined for other errors. */
 function limitError(cause: unknown, limits: ExpressionLimits, where: string): LoomError | undefined {
   const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : "";
+  // `$eval` wraps what went wrong inside it (D3121): a limit it met is still that limit.
+  if (code === "D3121" && typeof cause === "object" && cause !== null && "error" in cause) {
+    return limitError(cause.error, limits, where);
+  }
   const known = LIMIT_CODES[code];
   if (known === undefined) return undefined;
   const max = known.max(limits);

@@ -1,14 +1,19 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
-import type { Browser, Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { TaskState, TERMINAL_STATES } from "../../schemas/a2a.ts";
+import { RunCancelContract } from "../../schemas/contracts.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
 import type { RequestedSchema } from "../../schemas/sampling.ts";
+import { Headers, runCancelSubject } from "../../schemas/subjects.ts";
+import { type LoomError, request } from "../../services/kit/index.ts";
 import { followRun } from "../../services/kit/run-watch.ts";
 import { launchConsoleBrowser, shot, signedIn as signedInAt } from "../helpers/console-browser.ts";
 import { writeEverythingConfig } from "../helpers/everything-config.ts";
-import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
 
 /** Analysts start and follow their runs; managers answer what runs ask, as the shipped policy has it. */
@@ -20,6 +25,7 @@ rules:
   - { name: owners-read-runs, effect: allow, roles: ["*"], actions: [runs.read, runs.subscribe], workflows: ["*"], when: "principal.id == resource.started_by" }
   - { name: staff-list-runs, effect: allow, roles: [analyst, manager], actions: [runs.list] }
   - { name: managers-answer, effect: allow, roles: [manager], actions: [runs.approve], workflows: ["*"] }
+  - { name: owners-cancel, effect: allow, roles: [analyst], actions: [runs.cancel], workflows: ["*"], when: "principal.id == resource.started_by" }
 `;
 
 /** One step whose MCP server (server-everything) asks its user to fill a form of every field kind. */
@@ -51,11 +57,16 @@ function receivedByServer(output: string): unknown {
  * whole stack with server-everything: the form is built from the server's JSON Schema, and what
  * the person submits is exactly what the server receives.
  */
+const analystToken = tokenFor("ann", "analyst");
+
 describe("console - answering an MCP server's question (elicitation) in the browser", () => {
   let loom: Loom;
   let browser: Browser;
   let base: string;
   let dir: string;
+  let submitter: NatsConnection;
+  /** What a test opened, ended after it whether it passed or not, so the next starts from nothing. */
+  const opened: { runs: string[]; contexts: BrowserContext[] } = { runs: [], contexts: [] };
 
   beforeAll(async () => {
     const config = await writeEverythingConfig("loom-console-elicit-", { policy: POLICY });
@@ -70,14 +81,38 @@ describe("console - answering an MCP server's question (elicitation) in the brow
       tools: ["everything.trigger-elicitation-request"],
     });
     browser = await launchConsoleBrowser();
+    submitter = await loom.connectAs(NatsUser.SUBMITTER);
   }, 120_000);
+  afterEach(async () => {
+    await Promise.all(opened.contexts.splice(0).map((context) => context.close()));
+    for (const runId of opened.runs.splice(0)) await endRun(runId);
+  });
   afterAll(async () => {
     await browser?.close();
     await loom?.[Symbol.asyncDispose]();
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   });
 
-  const signedIn = (token: string) => signedInAt(browser, base, token);
+  const signedIn = async (token: string) => {
+    const session = await signedInAt(browser, base, token);
+    opened.contexts.push(session.context);
+    return session;
+  };
+
+  /** Cancels a run its analyst started unless it has ended already (RUN_NOT_WAITING). */
+  async function endRun(runId: string): Promise<void> {
+    const refusal = await request(
+      submitter,
+      runCancelSubject(runId),
+      RunCancelContract,
+      { reason: "the test is over" },
+      { timeoutMs: 15_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${analystToken}` } },
+    ).then(
+      () => undefined,
+      (error: LoomError) => error,
+    );
+    if (refusal !== undefined && refusal.code !== ErrorCode.RUN_NOT_WAITING) throw refusal;
+  }
 
   /** Starts elicit-demo from the console's own form; the page is then the run's, live. */
   async function startFromConsole(page: Page): Promise<string> {
@@ -86,7 +121,9 @@ describe("console - answering an MCP server's question (elicitation) in the brow
     await page.getByLabel("Input (JSON)").fill("{}");
     await page.getByRole("button", { name: "Start", exact: true }).click();
     await page.waitForURL(/\/console\/runs\/[\w-]+$/);
-    return page.url().split("/").at(-1) as string;
+    const runId = page.url().split("/").at(-1) as string;
+    opened.runs.push(runId);
+    return runId;
   }
 
   /** The schema the server asked with, read from the run's events on the bus, not from the console. */
@@ -108,7 +145,7 @@ describe("console - answering an MCP server's question (elicitation) in the brow
   }
 
   it("elicitation - an analyst's run asks live; a manager fills the form built from the schema; the server receives exactly that", async () => {
-    const analyst = await signedIn(tokenFor("ann", "analyst"));
+    const analyst = await signedIn(analystToken);
     const runId = await startFromConsole(analyst.page);
     const state = analyst.page.getByTestId("run-state");
     await expect.poll(() => state.textContent(), { timeout: 30_000 }).toBe("input required");
@@ -228,12 +265,10 @@ describe("console - answering an MCP server's question (elicitation) in the brow
     expect(output).toContain("- Name: Ada Lovelace");
     expect(receivedByServer(output)).toEqual({ action: "accept", content: submitted });
     await expect.poll(() => analyst.page.getByTestId("events").textContent()).toContain("accept by max");
-    await analyst.context.close();
-    await manager.context.close();
   }, 120_000);
 
   it("elicitation - a manager declines from the inbox, and the server hears decline", async () => {
-    const analyst = await signedIn(tokenFor("ann", "analyst"));
+    const analyst = await signedIn(analystToken);
     const runId = await startFromConsole(analyst.page);
     const state = analyst.page.getByTestId("run-state");
     await expect.poll(() => state.textContent(), { timeout: 30_000 }).toBe("input required");
@@ -249,7 +284,5 @@ describe("console - answering an MCP server's question (elicitation) in the brow
     const output = await outputOf(analyst.page);
     expect(output).toContain("User declined to provide the requested information.");
     expect(receivedByServer(output)).toEqual({ action: "decline" });
-    await analyst.context.close();
-    await manager.context.close();
   }, 90_000);
 });

@@ -1,5 +1,3 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -11,23 +9,9 @@ import {
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../helpers/eventually.ts";
-import { type Loom, REPO_ROOT, startLoom } from "../helpers/loom.ts";
-import { freePort } from "../helpers/ports.ts";
+import { type GatewayStack, startGateway } from "../helpers/gateway.ts";
+import type { Loom } from "../helpers/loom.ts";
 
-const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-const SERVERS = `
-servers:
-  - name: time
-    transport: { type: stdio, command: node, args: ["${join(REPO_ROOT, "services/mcp-servers/time.ts")}"] }
-    governance: { owner: platform-team, data_classification: public, access_level: read }
-  - name: crm
-    transport: { type: stdio, command: node, args: ["${join(REPO_ROOT, "services/mcp-servers/crm.ts")}"] }
-    governance: { owner: sales-ops, data_classification: restricted, access_level: write, region: eu }
-  - name: everything
-    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
-    timeout: 20s
-    governance: { owner: mcp-reference, data_classification: public, access_level: read }
-`;
 /** Dev clients the token endpoint knows (the secrets are test fixtures, not credentials). */
 const CLIENTS = `
 clients:
@@ -37,47 +21,38 @@ clients:
 const DYNAMIC = "demo://resource/dynamic/text/7";
 
 describe("mcp gateway - resource subscriptions over GET /mcp, and OAuth discovery in dev mode", () => {
+  let gateway: GatewayStack;
   let loom: Loom;
-  let dir: string;
   let base: string;
   let mcpUrl: URL;
-  const clients: Client[] = [];
 
   /** An SDK client that finds the token endpoint by OAuth discovery and gets a token by client credentials. */
   async function oauthClient(clientId: string, clientSecret: string): Promise<Client> {
     const client = new Client({ name: "oauth-test", version: "1.0.0" });
     const authProvider = new ClientCredentialsProvider({ clientId, clientSecret, expectedIssuer: base });
-    await client.connect(new StreamableHTTPClientTransport(mcpUrl, { authProvider }));
-    clients.push(client);
+    await gateway.track(client).connect(new StreamableHTTPClientTransport(mcpUrl, { authProvider }));
     return client;
   }
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "loom-gateway-oauth-"));
-    await writeFile(join(dir, "servers.yaml"), SERVERS);
-    await writeFile(join(dir, "clients.yaml"), CLIENTS);
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    mcpUrl = new URL(`${base}/mcp`);
-    loom = await startLoom({
-      env: {
-        // Dev mode: no JWKS configured, so acp-policy signs and trusts its own development key.
+    gateway = await startGateway({
+      prefix: "loom-gateway-oauth-",
+      servers: ["time", "crm", "everything"],
+      files: { "clients.yaml": CLIENTS },
+      // Dev mode: no JWKS configured, so acp-policy signs and trusts its own development key.
+      env: (dir) => ({
         LOOM_AUTH_PUBLIC_KEYS: "",
         LOOM_AUTH_ISSUER: "loom-dev",
         LOOM_DATA_DIR: join(dir, "data"),
         LOOM_DEV_CLIENTS: join(dir, "clients.yaml"),
-        LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
-        LOOM_A2A_PORT: String(port),
-        OTEL_TRACES_EXPORTER: "none",
-      },
+      }),
       tools: ["time.get_time", "crm.get_contact", "everything.echo"],
       readyTimeoutMs: 120_000,
     });
+    ({ loom, base, mcpUrl } = gateway);
   }, 180_000);
   afterAll(async () => {
-    await Promise.all(clients.map((client) => client.close()));
-    await loom?.[Symbol.asyncDispose]();
-    await rm(dir, { recursive: true, force: true });
+    await gateway?.[Symbol.asyncDispose]();
   });
 
   it("oauth - discovery from the 401 leads to dev authorization server metadata, a token and its JWKS", async () => {

@@ -1,10 +1,7 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import {
   type LoggingMessageNotification,
@@ -19,73 +16,33 @@ import {
   taskNotificationsSubject,
 } from "../../schemas/subjects.ts";
 import { encodeJson } from "../../services/kit/index.ts";
-import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
-import { freePort } from "../helpers/ports.ts";
+import { type GatewayStack, startGateway } from "../helpers/gateway.ts";
+import { type Loom, NatsUser, REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { signJwt, TEST_ISSUER, validClaims } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
-const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
 const INSPECTOR = join(REPO_ROOT, "node_modules/.bin/mcp-inspector-cli");
-const SERVERS = `
-servers:
-  - name: time
-    transport: { type: stdio, command: node, args: ["${join(REPO_ROOT, "services/mcp-servers/time.ts")}"] }
-    governance: { owner: platform-team, data_classification: public, access_level: read }
-  - name: crm
-    transport: { type: stdio, command: node, args: ["${join(REPO_ROOT, "services/mcp-servers/crm.ts")}"] }
-    governance: { owner: sales-ops, data_classification: restricted, access_level: write, region: eu }
-  - name: everything
-    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
-    timeout: 20s
-    governance: { owner: mcp-reference, data_classification: public, access_level: read }
-`;
-
 const viewer = tokenFor("vera", "viewer");
 const admin = tokenFor("ann", "admin");
 
-async function connect(url: URL, token: string, sessionId?: string): Promise<Client> {
-  const client = new Client({ name: "gateway-test", version: "1.0.0" });
-  await client.connect(
-    new StreamableHTTPClientTransport(url, {
-      requestInit: { headers: { Authorization: `Bearer ${token}` } },
-      ...(sessionId === undefined ? {} : { sessionId }),
-    }),
-  );
-  return client;
-}
-
 describe("mcp gateway - any MCP client reaches every server's tools through policy", () => {
+  let gateway: GatewayStack;
   let loom: Loom;
-  let dir: string;
   let base: string;
   let mcpUrl: URL;
-  const clients: Client[] = [];
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "loom-gateway-"));
-    await writeFile(join(dir, "servers.yaml"), SERVERS);
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    mcpUrl = new URL(`${base}/mcp`);
-    loom = await startLoom({
-      env: {
-        LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
-        LOOM_A2A_PORT: String(port),
-        // No collector listens here: a restart would wait for span exports to time out.
-        OTEL_TRACES_EXPORTER: "none",
-      },
+    gateway = await startGateway({
+      prefix: "loom-gateway-",
+      servers: ["time", "crm", "everything"],
       tools: ["time.get_time", "crm.get_contact", "everything.echo"],
     });
+    ({ loom, base, mcpUrl } = gateway);
   });
   afterAll(async () => {
-    await Promise.all(clients.map((client) => client.close()));
-    await loom?.[Symbol.asyncDispose]();
-    await rm(dir, { recursive: true, force: true });
+    await gateway?.[Symbol.asyncDispose]();
   });
-  const open = async (token: string, sessionId?: string) => {
-    const client = await connect(mcpUrl, token, sessionId);
-    clients.push(client);
-    return client;
-  };
+  const open = async (token: string, sessionId?: string) =>
+    (await gateway.session(token, sessionId === undefined ? {} : { sessionId })).client;
 
   it("auth - without a token: 401 pointing to the protected resource metadata, which is served", async () => {
     const response = await fetch(mcpUrl, {

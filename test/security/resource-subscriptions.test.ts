@@ -1,31 +1,10 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { ResourceUpdatedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { eventually } from "../helpers/eventually.ts";
-import { type Loom, REPO_ROOT, startLoom } from "../helpers/loom.ts";
-import { freePort } from "../helpers/ports.ts";
+import { type GatewayStack, startGateway } from "../helpers/gateway.ts";
 import { signJwt, tokenFor, validClaims } from "../helpers/tokens.ts";
 
-const EVERYTHING = join(REPO_ROOT, "node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-const SERVERS = `
-servers:
-  - name: time
-    transport: { type: stdio, command: node, args: ["${join(REPO_ROOT, "services/mcp-servers/time.ts")}"] }
-    governance: { owner: platform-team, data_classification: public, access_level: read }
-  - name: crm
-    transport: { type: stdio, command: node, args: ["${join(REPO_ROOT, "services/mcp-servers/crm.ts")}"] }
-    governance: { owner: sales-ops, data_classification: restricted, access_level: write, region: eu }
-  - name: everything
-    transport: { type: stdio, command: node, args: ["${EVERYTHING}", stdio] }
-    timeout: 20s
-    governance: { owner: mcp-reference, data_classification: public, access_level: read }
-`;
 const WATCHED = "demo://resource/dynamic/text/11";
 const RESIDENCY = "eu-data-stays-in-eu";
 
@@ -34,32 +13,10 @@ const otherAdmin = tokenFor("abe", "admin");
 const viewer = tokenFor("vera", "viewer");
 const usAnalyst = signJwt(validClaims("sam", ["analyst"], { region: "us" }));
 
-/** A gateway client and the resource updates its GET stream brought. */
-interface Subscriber {
-  client: Client;
-  updates: string[];
-  sessionId: string;
-}
-
 describe("security - resource subscriptions through the MCP gateway", () => {
-  let loom: Loom;
-  let dir: string;
+  let gateway: GatewayStack;
   let mcpUrl: URL;
-  const clients: Client[] = [];
-
-  async function subscriber(token: string): Promise<Subscriber> {
-    const client = new Client({ name: "subscription-attacks", version: "1.0.0" });
-    const transport = new StreamableHTTPClientTransport(mcpUrl, {
-      requestInit: { headers: { Authorization: `Bearer ${token}` } },
-    });
-    await client.connect(transport);
-    clients.push(client);
-    const updates: string[] = [];
-    client.setNotificationHandler(ResourceUpdatedNotificationSchema, (notification) => {
-      updates.push(notification.params.uri);
-    });
-    return { client, updates, sessionId: transport.sessionId ?? "" };
-  }
+  const subscriber = (token: string) => gateway.session(token, { name: "subscription-attacks" });
 
   const refusedWith = async (text: RegExp, call: () => Promise<unknown>) => {
     try {
@@ -71,24 +28,16 @@ describe("security - resource subscriptions through the MCP gateway", () => {
   };
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "loom-subscription-attacks-"));
-    await writeFile(join(dir, "servers.yaml"), SERVERS);
-    const port = await freePort();
-    mcpUrl = new URL(`http://127.0.0.1:${port}/mcp`);
-    loom = await startLoom({
-      env: {
-        LOOM_MCP_SERVERS: join(dir, "servers.yaml"),
-        LOOM_A2A_PORT: String(port),
-        OTEL_TRACES_EXPORTER: "none",
-      },
+    gateway = await startGateway({
+      prefix: "loom-subscription-attacks-",
+      servers: ["time", "crm", "everything"],
       tools: ["time.get_time", "crm.get_contact", "everything.echo"],
       readyTimeoutMs: 120_000,
     });
+    mcpUrl = gateway.mcpUrl;
   }, 180_000);
   afterAll(async () => {
-    await Promise.all(clients.map((client) => client.close()));
-    await loom?.[Symbol.asyncDispose]();
-    await rm(dir, { recursive: true, force: true });
+    await gateway?.[Symbol.asyncDispose]();
   });
 
   it("subscriptions - a caller subscribes only to what it may read (role, region), nothing unknown", async () => {

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { trace } from "@opentelemetry/api";
 import { type Request, Router } from "express";
 import type { StateValue } from "xstate";
+import type { z } from "zod";
 import {
   ConsoleRerunSchema,
   ConsoleRunFiltersSchema,
@@ -10,6 +11,7 @@ import {
   type RunTrace,
 } from "../../../schemas/console.ts";
 import {
+  type RequestContract,
   RunCancelContract,
   RunGetContract,
   RunInputContract,
@@ -207,40 +209,36 @@ export function runRoutes(options: ConsoleOptions): Router {
   );
 
   /**
-   * The run an answer or a cancel is for. The token is verified here first, so a refused one is
-   * told so whatever the run; the run's own handler then decides the action itself.
+   * An answer or a cancel: the body parsed, then the token verified, so a refused one is told so
+   * whatever the run; the run's own handler on `subjectOf(runId)` then decides the action itself.
    */
-  const controlledRun = async (req: Request): Promise<string> => {
-    await authenticate(options.nc, authorizationOf(req), options.policyTimeoutMs);
-    const runId = runIdOf(req.params);
-    if (!RUN_ID_PATTERN.test(runId)) throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
-    return runId;
-  };
+  const controlRoute = <Req extends z.ZodType, Res extends z.ZodType>(
+    contract: RequestContract<Req, Res>,
+    subjectOf: (runId: string) => string,
+    bodyOf: (req: Request) => z.input<Req>,
+  ) =>
+    handler(log, async (req, res) => {
+      const body = bodyOf(req);
+      await authenticate(options.nc, authorizationOf(req), options.policyTimeoutMs);
+      const runId = runIdOf(req.params);
+      if (!RUN_ID_PATTERN.test(runId))
+        throw new LoomError(ErrorCode.RUN_NOT_FOUND, `no run with id ${runId}`);
+      const reply = await request(options.nc, subjectOf(runId), contract, body, {
+        timeoutMs: CONTROL_TIMEOUT_MS,
+        headers: { [Headers.AUTHORIZATION]: authorizationOf(req) },
+      });
+      res.json(reply);
+    });
 
   router.post(
     "/runs/:runId/input",
-    handler(log, async (req, res) => {
-      const body = parse(RunInputSchema, req.body, "answer");
-      const runId = await controlledRun(req);
-      const reply = await request(options.nc, runInputSubject(runId), RunInputContract, body, {
-        timeoutMs: CONTROL_TIMEOUT_MS,
-        headers: { [Headers.AUTHORIZATION]: authorizationOf(req) },
-      });
-      res.json(reply);
-    }),
+    controlRoute(RunInputContract, runInputSubject, (req) => parse(RunInputSchema, req.body, "answer")),
   );
-
   router.post(
     "/runs/:runId/cancel",
-    handler(log, async (req, res) => {
-      const body = parse(RunCancelSchema, req.body ?? {}, "cancel");
-      const runId = await controlledRun(req);
-      const reply = await request(options.nc, runCancelSubject(runId), RunCancelContract, body, {
-        timeoutMs: CONTROL_TIMEOUT_MS,
-        headers: { [Headers.AUTHORIZATION]: authorizationOf(req) },
-      });
-      res.json(reply);
-    }),
+    controlRoute(RunCancelContract, runCancelSubject, (req) =>
+      parse(RunCancelSchema, req.body ?? {}, "cancel"),
+    ),
   );
   router.post(
     "/runs/:runId/rerun",
