@@ -56,7 +56,7 @@ export class RegistryView {
    */
   async unregistered(qualified: string): Promise<LoomError> {
     const [server = qualified] = qualified.split(".");
-    if (this.#tools.under(server).length > 0 || (await this.server(server)) !== undefined) {
+    if (this.#tools.under(server).length > 0 || (await this.#serverHasTools(server))) {
       return new LoomError(
         ErrorCode.UNKNOWN_TOOL,
         `MCP server "${server}" offers no tool "${qualified.slice(server.length + 1)}" (see \`loom tools list\`)`,
@@ -73,6 +73,12 @@ export class RegistryView {
   close(): void {
     this.#tools.close();
     this.#catalog.close();
+  }
+
+  async #serverHasTools(server: string): Promise<boolean> {
+    if (!/^[A-Za-z0-9_-]+$/.test(server)) return false;
+    for await (const _ of await this.#toolsKv.keys(`${server}.>`)) return true;
+    return false;
   }
 
   async #read<T>(kv: KV, key: string, schema: z.ZodType<T>): Promise<T | undefined> {

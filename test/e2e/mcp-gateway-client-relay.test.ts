@@ -14,7 +14,7 @@ import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { writeEverythingConfig } from "../helpers/everything-config.ts";
 import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
-import { TEST_SERVICE_ENV } from "../helpers/service-env.ts";
+import { testServiceEnv } from "../helpers/service-env.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 /** Testers may let server-everything sample; guests may call its tools but not sample. */
@@ -179,7 +179,7 @@ describe("mcp gateway - a server's sampling and elicitation reach the gateway's 
         services: ["orchestrator"],
         env: {
           LOG_LEVEL: "debug",
-          ...TEST_SERVICE_ENV,
+          ...testServiceEnv(),
           ...TEST_AUTH_ENV,
           ...env,
           LOOM_A2A_PORT: String(port),

@@ -12,7 +12,7 @@ import { type Stack, startStack } from "../../services/cli/stack.ts";
 import { request } from "../../services/kit/index.ts";
 import { followRun, watchRun } from "../../services/kit/run-watch.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
-import { TEST_SERVICE_ENV } from "../helpers/service-env.ts";
+import { testServiceEnv } from "../helpers/service-env.ts";
 import { signJwt, TEST_AUTH_ENV, validClaims } from "../helpers/tokens.ts";
 
 const CASES = "infra/policies/tests/default.cases.yaml";
@@ -31,7 +31,7 @@ describe("e2e - policy, token and audit commands", () => {
       natsUrl: loom.users.urlAs(NatsUser.ACP_POLICY),
       logDir: join(dir, "logs"),
       services: ["acp-policy"],
-      env: { ...TEST_SERVICE_ENV, ...TEST_AUTH_ENV, ...NO_CLOCK_SKEW, LOOM_HTTP_PORT: "0" },
+      env: { ...testServiceEnv(), ...TEST_AUTH_ENV, ...NO_CLOCK_SKEW, LOOM_HTTP_PORT: "0" },
     });
   });
   afterAll(async () => {

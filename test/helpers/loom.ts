@@ -14,7 +14,7 @@ import {
   startNatsWithUsers,
   type TestNatsUser,
 } from "./nats-users.ts";
-import { TEST_SERVICE_ENV } from "./service-env.ts";
+import { testServiceEnv } from "./service-env.ts";
 import { TEST_AUTH_ENV } from "./tokens.ts";
 
 export { NatsUser } from "../../schemas/nats-users.ts";
@@ -68,7 +68,7 @@ export async function startLoom(options: LoomOptions = {}): Promise<Loom> {
   const stack = await startStack({
     natsUrl: (service) => users.urlAs(service),
     logDir,
-    env: { LOG_LEVEL: "debug", LOOM_A2A_PORT: "0", ...TEST_SERVICE_ENV, ...TEST_AUTH_ENV, ...options.env },
+    env: { LOG_LEVEL: "debug", LOOM_A2A_PORT: "0", ...testServiceEnv(), ...TEST_AUTH_ENV, ...options.env },
   });
   const connections: NatsConnection[] = [];
   const connectAs = async (user: TestNatsUser, connectOptions?: NodeConnectionOptions) => {

@@ -12,7 +12,7 @@ import { NATS_CONF } from "../../services/cli/commands/dev.ts";
 import { ensureNatsPasswords, natsUrlAs } from "../../services/cli/nats-users.ts";
 import { type ServiceName, type Stack, startStack } from "../../services/cli/stack.ts";
 import { connectTo, type NatsServer, startNatsServer } from "./nats-server.ts";
-import { TEST_SERVICE_ENV } from "./service-env.ts";
+import { testServiceEnv } from "./service-env.ts";
 import { TEST_AUTH_ENV } from "./tokens.ts";
 
 export { NatsUser } from "../../schemas/nats-users.ts";
@@ -147,7 +147,7 @@ export async function startNatsWithUsers(options: { syncAlways?: boolean } = {})
               natsUrl: urlAs(service),
               logDir,
               services: [service],
-              env: { ...TEST_SERVICE_ENV, ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0", ...env },
+              env: { ...testServiceEnv(), ...TEST_AUTH_ENV, LOOM_HTTP_PORT: "0", ...env },
             }),
           );
         }

@@ -6,8 +6,8 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { stopProcess } from "../../services/cli/nats-server.ts";
-import { REPO_ROOT, tokenFor } from "../helpers/loom.ts";
-import { type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
+import { NatsUser, REPO_ROOT, tokenFor } from "../helpers/loom.ts";
+import { type NatsUsersServer, startNatsWithUsers } from "../helpers/nats-users.ts";
 import { type OtlpReceiver, startOtlpReceiver } from "../helpers/otlp-receiver.ts";
 import { freePort } from "../helpers/ports.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
@@ -28,17 +28,19 @@ const HEALTHCHECK = JSON.parse(
 /**
  * Each Loom service of docker-compose.yml started here with its compose command and environment.
  * What only exists inside compose is swapped for a local stand-in: the hosts `nats` and `jaeger`
- * (a test nats-server and OTLP receiver), one port per service instead of 9464 in every
- * container, and the test identity provider instead of the dev key volume.
+ * (a test nats-server with Loom's users, and an OTLP receiver), the mounted password file (the one
+ * that server's passwords were made into, as `loom nats passwords` makes compose's), one port per
+ * service instead of 9464 in every container, and the test identity provider instead of the dev
+ * key volume.
  */
 describe("compose services - each service's compose command runs locally with its compose environment", () => {
-  let nats: NatsServer;
+  let nats: NatsUsersServer;
   let otlp: OtlpReceiver;
   const children: ChildProcess[] = [];
   const ports = new Map<string, number>();
 
   beforeAll(async () => {
-    nats = await startNatsServer();
+    nats = await startNatsWithUsers();
     otlp = await startOtlpReceiver();
     for (const name of LOOM_SERVICES) {
       const service = compose.services[name];
@@ -49,7 +51,8 @@ describe("compose services - each service's compose command runs locally with it
         Object.entries(service.environment).map(([key, value]) => [
           key,
           value
-            .replace("nats://nats:4222", nats.url)
+            .replace("nats://nats:4222", nats.server.url)
+            .replace("/run/loom/nats-users.env", join(nats.dataDir, "nats-users.env"))
             .replace("http://jaeger:4318", otlp.endpoint)
             // `${VAR:-default}` as compose reads it with VAR unset on the host.
             .replace(/\$\{\w+:-([^}]*)\}/g, "$1"),
@@ -94,7 +97,7 @@ describe("compose services - each service's compose command runs locally with it
       }
     }
     // Ready does not wait for the worker to list its MCP servers' tools: retry until a run completes.
-    const { stdout } = await eventuallyCompleted(nats.url);
+    const { stdout } = await eventuallyCompleted(nats.urlAs(NatsUser.SUBMITTER));
     const { traceId } = JSON.parse(stdout);
     const deadline = Date.now() + 15_000;
     const services = () =>

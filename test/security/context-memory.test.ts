@@ -12,6 +12,7 @@ import { Headers, Subjects } from "../../schemas/subjects.ts";
 import { LoomError, request } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, startLoom, tokenFor } from "../helpers/loom.ts";
+import { serviceLogs } from "../helpers/nats-users.ts";
 import { freePort } from "../helpers/ports.ts";
 
 const alice = tokenFor("alice", "analyst");
@@ -255,11 +256,26 @@ steps:
         AttackClass.TENANT_ISOLATION,
         "the owner clears her context, bob claims it, and her waiting run then appends to bob's memory",
         async () => {
-          // Her resumed run reads $memory before its next step, finds bob's context and is refused
-          // (memory.read): it ends rejected, and a rejected run appends nothing.
-          const ended = await until("rejected");
+          // Her run reads no memory (its expressions never name $memory, so bob's entries never
+          // reach it) and ends; at its end the context is bob's, and appending to it is decided as
+          // memory.write for her run, which policy refuses: nothing of hers is in bob's memory.
+          let ended = await stateOf();
+          for (let tries = 0; tries < 150 && !["completed", "rejected"].includes(ended); tries += 1) {
+            await sleep(200);
+            ended = await stateOf();
+          }
+          // The orchestrator logs "run finished" once the run's memory append is done or refused.
+          const finished = (logs: string) =>
+            logs.split("\n").some((line) => line.includes(runId) && line.includes('"run finished"'));
+          for (let tries = 0; tries < 100 && !finished(await serviceLogs(loom.logDir)); tries += 1) {
+            await sleep(100);
+          }
           const memory = await memoryOf(ctx, bob);
-          return ended === "rejected" && !memory.includes(runId) && !memory.includes(ALICE_NOTE);
+          return (
+            ["completed", "rejected"].includes(ended) &&
+            !memory.includes(runId) &&
+            !memory.includes(ALICE_NOTE)
+          );
         },
       );
       await control("bob's own run is in the context he claimed", async () =>
