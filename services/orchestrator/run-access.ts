@@ -178,7 +178,10 @@ export function maskedRecord(record: RunRecord, obligations: Obligations | undef
 }
 
 /** A question a run asks, masked for the reader as its event is (`maskedMetadata`). */
-function maskedWaitingInput(input: WaitingInput, obligations: Obligations | undefined): WaitingInput {
+export function maskedWaitingInput<Asked extends WaitingInput>(
+  input: Asked,
+  obligations: Obligations | undefined,
+): Asked {
   if (obligations === undefined || !hasMasks(obligations)) return input;
   const { requestedSchema } = input;
   return {

@@ -1,7 +1,10 @@
 import { generateKeyPairSync, randomUUID } from "node:crypto";
+import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Headers, Subjects } from "../../schemas/subjects.ts";
+import { tracedHeaders } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
-import { type Loom, startLoom } from "../helpers/loom.ts";
+import { type Loom, NatsUser, startLoom } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
 import { signJwt, tokenFor, validClaims } from "../helpers/tokens.ts";
 
@@ -233,6 +236,59 @@ describe("security - console: every route of the web console is decided by acp-p
       const answer = await call("POST", `/console/api/runs/${second}/rerun`, owner, {});
       return answer.status === 202 && answer.body.includes(`"runId"`);
     });
+  });
+
+  it("security - console: an approval's prompt reaches an approver masked as for a reader of the run", async () => {
+    // A workflow may quote earlier steps' data in its prompt; the managers who answer it may not read
+    // the run, so what they see of it is masked like a run they could read only masked.
+    const leaking = {
+      id: "prompt-quotes-contact",
+      version: 1,
+      steps: [
+        { id: "contact", call: "crm.get_contact", with: { id: "c-2" } },
+        {
+          id: "confirm",
+          approval: {
+            prompt:
+              "Confirm {% $steps.contact.name %}: SSN {% $steps.contact.ssn %}, email {% $steps.contact.email %}, phone {% $steps.contact.phone %}",
+            roles: ["manager", "admin"],
+          },
+        },
+      ],
+    };
+    const leakingRun = randomUUID();
+    await jetstream(await loom.connectAs(NatsUser.SUBMITTER)).publish(
+      Subjects.RUNS_SUBMIT,
+      JSON.stringify({ runId: leakingRun, workflow: leaking, input: {} }),
+      { msgID: leakingRun, headers: tracedHeaders({ [Headers.AUTHORIZATION]: `Bearer ${owner}` }) },
+    );
+    const promptFor = async (token: string) => {
+      for (let tries = 0; tries < 100; tries++) {
+        const inbox = JSON.parse((await call("GET", "/console/api/inbox", token)).body) as {
+          items: Array<{ runId: string; asked: { prompt: string } }>;
+        };
+        const item = inbox.items.find((candidate) => candidate.runId === leakingRun);
+        if (item !== undefined) return item.asked.prompt;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      throw new Error(`run ${leakingRun} never reached the inbox`);
+    };
+    const managers = await promptFor(manager);
+    for (const personal of ["900-65-4321", "grace@example.com", "+1 202 555 0147"]) {
+      await attack(
+        AttackClass.CONSOLE,
+        `a manager's inbox shows ${personal} from the run's data`,
+        async () => !managers.includes(personal),
+      );
+    }
+    await control("the manager still sees the question, its personal data masked", async () =>
+      managers.startsWith("Confirm Grace Hopper: SSN [masked]"),
+    );
+    await control("an admin, who may read the run, sees it as the run's reader does", async () =>
+      (await promptFor(admin)).includes("900-65-4321"),
+    );
+    const canceled = await call("POST", `/console/api/runs/${leakingRun}/cancel`, owner, { reason: "test" });
+    expect(canceled.status).toBe(200);
   });
 
   it("security - console: the audit of a period and its verification are for admins", async () => {

@@ -1,8 +1,9 @@
 import { TaskState } from "../../../schemas/a2a.ts";
 import type { InboxItem } from "../../../schemas/console.ts";
-import { PolicyAction, type Principal } from "../../../schemas/policy.ts";
-import { authenticate, permitted } from "../../kit/index.ts";
-import type { RunAccessOptions } from "../run-access.ts";
+import { ErrorCode } from "../../../schemas/errors.ts";
+import { type Obligations, PiiKind, PolicyAction, type Principal } from "../../../schemas/policy.ts";
+import { authenticate, LoomError, permitted } from "../../kit/index.ts";
+import { accessRun, maskedWaitingInput, type RunAccessOptions } from "../run-access.ts";
 import { waitingInputs } from "../step-timeline.ts";
 
 /**
@@ -43,8 +44,36 @@ export async function inboxOf(
     })),
     options.policyTimeoutMs,
   );
-  const items = candidates
-    .filter((_item, index) => allowed[index] === true)
-    .sort((a, b) => b.updatedAt.localeCompare(a.updatedAt));
-  return { principal, items };
+  const items = await Promise.all(
+    candidates
+      .filter((_item, index) => allowed[index] === true)
+      .map((item) => maskedForApprover(options, item, authorization)),
+  );
+  return { principal, items: items.sort((a, b) => b.updatedAt.localeCompare(a.updatedAt)) };
+}
+
+/**
+ * Every kind of personal data the masking knows: what an approver sees of a run it may answer but
+ * not read (a workflow's prompt may quote earlier steps' data, which the run's reader policy governs).
+ */
+const ALL_PERSONAL_DATA: Obligations = {
+  maskFields: [],
+  maskPii: Object.values(PiiKind),
+  maskPatterns: [],
+};
+
+/** The question as the caller may see it: masked as for a reader of the run, or wholly when it is none. */
+async function maskedForApprover(
+  options: RunAccessOptions,
+  item: InboxItem,
+  authorization: string | undefined,
+): Promise<InboxItem> {
+  const obligations = await accessRun(options, item.runId, PolicyAction.RUNS_READ, authorization).then(
+    (access) => access.obligations,
+    (error: unknown) => {
+      if (error instanceof LoomError && error.code === ErrorCode.RUN_NOT_FOUND) return ALL_PERSONAL_DATA;
+      throw error;
+    },
+  );
+  return { ...item, asked: maskedWaitingInput(item.asked, obligations) };
 }
