@@ -1,3 +1,4 @@
+import { flushCompileCache } from "node:module";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "./logger.ts";
 
@@ -20,6 +21,8 @@ export async function runUntilSignalled(
     service = await start();
     // Since the process started (module loading included): what a crash-looping replica loses.
     log.info({ startup_ms: Math.round(performance.now()) }, "started");
+    // Written now, not at exit: a replica that is SIGKILLed still leaves its successor a warm cache.
+    flushCompileCache();
   } catch (error) {
     log.fatal({ err: error }, "failed to start");
     process.exit(1);

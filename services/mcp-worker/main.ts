@@ -104,9 +104,17 @@ await runUntilSignalled(log, async () => {
       `MCP server "${refused.name}" refused: ${refused.reason}`,
     );
   }
-  const toolsKv = await openBucket(nc, Buckets.TOOLS, { replicas });
-  const catalogKv = await openBucket(nc, Buckets.CATALOG, { replicas });
-  const serversKv = await openBucket(nc, Buckets.SERVERS, { replicas });
+  // Independent set-up steps at once, not one round trip after another: a replica that replaces a
+  // crashed one is worth only as much as it is quick to start.
+  const [toolsKv, catalogKv, serversKv, stepsKv, grantKeysKv, grantUsesKv] = await Promise.all([
+    openBucket(nc, Buckets.TOOLS, { replicas }),
+    openBucket(nc, Buckets.CATALOG, { replicas }),
+    openBucket(nc, Buckets.SERVERS, { replicas }),
+    openBucket(nc, Buckets.STEPS, { replicas }),
+    openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
+    openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS, replicas }),
+    openJetStreamManager(nc).then((jsm) => ensureStream(jsm, StreamDefinitions.toolCalls, replicas)),
+  ]);
   await observability.connected({
     nc,
     streams: [Streams.TOOL_CALLS],
@@ -145,26 +153,15 @@ await runUntilSignalled(log, async () => {
   );
 
   const worker = `${SERVICE}-${process.pid}`;
-  const steps = new StepResults(
-    await openBucket(nc, Buckets.STEPS, { replicas }),
-    worker,
-    log,
-    async (key, previous) => {
-      await audit.append({
-        kind: AuditKind.TOOL_REINVOCATION,
-        principal: worker,
-        resource: key,
-        reason: `the claim of ${previous} lapsed without an outcome; the tool may see this step twice`,
-      });
-    },
-  );
-  const grants = new GrantCheck({
-    keys: await openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
-    uses: await openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS, replicas }),
-    audit,
-    log,
+  const steps = new StepResults(stepsKv, worker, log, async (key, previous) => {
+    await audit.append({
+      kind: AuditKind.TOOL_REINVOCATION,
+      principal: worker,
+      resource: key,
+      reason: `the claim of ${previous} lapsed without an outcome; the tool may see this step twice`,
+    });
   });
-  await ensureStream(await openJetStreamManager(nc), StreamDefinitions.toolCalls, replicas);
+  const grants = new GrantCheck({ keys: grantKeysKv, uses: grantUsesKv, audit, log });
   const calls = new CallObserver(new CallRecords(jetstream(nc), log));
   const notifications = new TaskNotifications(nc, log);
   const deps = {
