@@ -3,20 +3,37 @@
  * crash-looping replica loses. The whole stack runs; each service in turn is stopped and started
  * again `BENCH_STARTS` times beside the others, and its "started" log line is awaited: the line's
  * `startup_ms` (process start to ready, module loading included) and the wall-clock time from the
- * spawn are printed per service.
+ * spawn are printed per service, against the 1 s target. Twice: with the stack idle, and under
+ * load, with a second replica of every service beside it and `BENCH_LOAD_IN_FLIGHT` runs kept in
+ * flight through them, so runs go on flowing while a replica restarts (as they do while one
+ * crash-loops).
  */
+import { randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { connect } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
+import { Headers, Subjects } from "../../schemas/subjects.ts";
 import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
-import { ALL_SERVICES, startStack, waitUntilReady } from "../../services/cli/stack.ts";
-import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
+import {
+  ALL_SERVICES,
+  type ServiceName,
+  type Stack,
+  startStack,
+  waitUntilReady,
+} from "../../services/cli/stack.ts";
+import { type EndTracker, trackEnds } from "../helpers/fault-load.ts";
+import { TEST_AUTH_ENV, tokenFor } from "../helpers/tokens.ts";
 
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
+const LOAD_IN_FLIGHT = Number(process.env.BENCH_LOAD_IN_FLIGHT ?? 16);
+/** Issue 13: a service ready within 1 s of its process start. */
+const TARGET_MS = 1_000;
 const STARTED = /"startup_ms":(\d+)[^\n]*"msg":"started"/g;
+const RUN_END_TIMEOUT_MS = 30_000;
 
 /** The `startup_ms` of every "started" line the log holds so far. */
 async function startups(logFile: string): Promise<number[]> {
@@ -24,9 +41,72 @@ async function startups(logFile: string): Promise<number[]> {
   return [...text.matchAll(STARTED)].map((match) => Number(match[1]));
 }
 
+/** Resolves with the `startup_ms` of the next "started" line `logFile` gets after `before` of them. */
+async function nextStart(logFile: string, before: number, exited: () => boolean): Promise<number> {
+  for (;;) {
+    const seen = await startups(logFile);
+    if (seen.length > before) return seen[seen.length - 1] ?? Number.NaN;
+    if (exited()) throw new Error(`a service exited while starting; its log is ${logFile}`);
+    await sleep(20);
+  }
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+}
+
+/** Restarts `name` `STARTS` times; each start's own `startup_ms` and the time from its spawn. */
+async function timeStarts(stack: Stack, name: ServiceName): Promise<{ own: number[]; wall: number[] }> {
+  const own: number[] = [];
+  const wall: number[] = [];
+  for (let start = 0; start < STARTS; start++) {
+    const service = stack.services.find((candidate) => candidate.name === name);
+    if (service === undefined) throw new Error(`no ${name} in the stack`);
+    const before = (await startups(service.logFile)).length;
+    const restarted = await stack.restart(name);
+    const spawned = performance.now();
+    own.push(await nextStart(restarted.logFile, before, () => restarted.process.exitCode !== null));
+    wall.push(Math.round(performance.now() - spawned));
+  }
+  return { own, wall };
+}
+
+/** Keeps `inFlight` `hello` runs going until stopped; counts the runs that completed. */
+function runsInFlight(nc: NatsConnection, tracker: EndTracker, inFlight: number) {
+  const js = jetstream(nc);
+  const token = tokenFor("bench", "admin");
+  const stopping = new AbortController();
+  let ended = 0;
+  const lane = async () => {
+    while (!stopping.signal.aborted) {
+      const runId = randomUUID();
+      const h = headers();
+      h.set(Headers.AUTHORIZATION, `Bearer ${token}`);
+      const body = JSON.stringify({ runId, workflow: "hello", input: { contactId: "c-1" } });
+      await js.publish(Subjects.RUNS_SUBMIT, body, { msgID: runId, headers: h });
+      const timedOut = sleep(RUN_END_TIMEOUT_MS, "timeout", { signal: stopping.signal }).catch(
+        () => "stopped",
+      );
+      if ((await Promise.race([tracker.endOf(runId).then(() => "ended"), timedOut])) === "ended") ended++;
+    }
+  };
+  const lanes = Promise.all(Array.from({ length: inFlight }, lane));
+  return {
+    ended: () => ended,
+    async stop() {
+      stopping.abort();
+      await lanes;
+    },
+  };
+}
+
+function printRow(name: string, load: string, times: { own: number[]; wall: number[] }): void {
+  const verdict = median(times.own) <= TARGET_MS ? "met" : "missed";
+  console.log(
+    `  ${name.padEnd(13)}${load.padEnd(7)}${`${median(times.own)} / ${Math.max(...times.own)}`.padEnd(20)}` +
+      `${`${median(times.wall)} / ${Math.max(...times.wall)}`.padEnd(20)}${verdict}`,
+  );
 }
 
 const dir = await mkdtemp(join(tmpdir(), "loom-bench-startup-"));
@@ -37,34 +117,47 @@ const stack = await startStack({
   env: { LOG_LEVEL: "info", LOOM_A2A_PORT: "0", ...TEST_AUTH_ENV },
 });
 const nc = await connect({ servers: nats.url });
+const tracker = trackEnds(nc);
 try {
-  await waitUntilReady(nc, { tools: ["time.get_time"], timeoutMs: 60_000, stack });
-  console.log(`service start to ready, ${STARTS} starts each beside the running stack (ms):`);
+  await waitUntilReady(nc, { tools: ["time.get_time", "crm.get_contact"], timeoutMs: 60_000, stack });
+  console.log(
+    `service start to ready, ${STARTS} starts each beside the running stack (ms, median / max); ` +
+      `target ${TARGET_MS} ms, met when the median is within it`,
+  );
+  console.log(
+    `  ${"service".padEnd(13)}${"load".padEnd(7)}${"startup_ms".padEnd(20)}${"from spawn".padEnd(20)}target`,
+  );
+  const quiet = new Map<ServiceName, { own: number[]; wall: number[] }>();
   for (const name of ALL_SERVICES) {
-    const own: number[] = [];
-    const wall: number[] = [];
-    for (let start = 0; start < STARTS; start++) {
-      const service = stack.services.find((candidate) => candidate.name === name);
-      if (service === undefined) throw new Error(`no ${name} in the stack`);
-      const before = (await startups(service.logFile)).length;
-      const restarted = await stack.restart(name);
-      const spawned = performance.now();
-      for (;;) {
-        const seen = await startups(restarted.logFile);
-        if (seen.length > before) {
-          wall.push(Math.round(performance.now() - spawned));
-          own.push(seen[seen.length - 1] ?? Number.NaN);
-          break;
-        }
-        if (restarted.process.exitCode !== null) throw new Error(`${name} exited while starting`);
-        await sleep(20);
-      }
-    }
-    console.log(
-      `  ${name.padEnd(12)} startup_ms median ${median(own)} max ${Math.max(...own)}; from spawn median ${median(wall)} max ${Math.max(...wall)}`,
-    );
+    quiet.set(name, await timeStarts(stack, name));
+    printRow(name, "quiet", quiet.get(name) ?? { own: [], wall: [] });
   }
+  console.log(`  (1-minute load average after the quiet starts: ${loadavg()[0]?.toFixed(1)})`);
+
+  // A second replica of each service takes the work while the first restarts.
+  const replicas = ALL_SERVICES.map((name) => ({ name, before: 0 }));
+  for (const replica of replicas) {
+    const first = stack.services.find((service) => service.name === replica.name);
+    replica.before = first === undefined ? 0 : (await startups(first.logFile)).length;
+  }
+  for (const replica of replicas) {
+    const added = stack.add(replica.name);
+    await nextStart(added.logFile, replica.before, () => added.process.exitCode !== null);
+  }
+  const load = runsInFlight(nc, tracker, LOAD_IN_FLIGHT);
+  await sleep(3_000);
+  const endedBefore = load.ended();
+  const loadStart = performance.now();
+  for (const name of ALL_SERVICES) printRow(name, "load", await timeStarts(stack, name));
+  const loadSeconds = (performance.now() - loadStart) / 1000;
+  console.log(
+    `  (under load: two replicas of each service, ${LOAD_IN_FLIGHT} hello runs in flight, ` +
+      `${Math.round((load.ended() - endedBefore) / loadSeconds)} runs ended per second while the ` +
+      `replicas restarted; 1-minute load average ${loadavg()[0]?.toFixed(1)})`,
+  );
+  await load.stop();
 } finally {
+  tracker.stop();
   await nc.close();
   await stack.stop();
   await stopProcess(nats.child);
