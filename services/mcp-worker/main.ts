@@ -121,7 +121,6 @@ await runUntilSignalled(log, async () => {
     buckets: [Buckets.TOOLS, Buckets.CATALOG, Buckets.SERVERS],
   });
 
-  for (const pool of connections.values()) pool.start();
   const health = new HealthReporter([...connections.values()], {
     kv: serversKv,
     worker: `${SERVICE}-${hostname().replace(/[^A-Za-z0-9_-]/g, "_")}-${process.pid}`,
@@ -135,20 +134,6 @@ await runUntilSignalled(log, async () => {
       servers: serversKv,
       configured: new Set(connections.keys()),
       log,
-    }),
-  );
-  // Listing a server's tools waits for the server to start, seconds for a stdio server on a busy
-  // machine: it goes on while the worker serves (a call waits for its server's connection), so a
-  // worker that replaces a crashed one serves at once. Each listing retries on its own, never throws.
-  void Promise.all(
-    [...connections.values()].map((connection) => {
-      const record = async (tools: Tool[]) => {
-        await recordTools(toolsKv, connection.config, tools);
-        await recordCatalog(catalogKv, connection);
-      };
-      recordOnListChanged(connection, record, log);
-      recordCatalogOnListChanged(catalogKv, connection, log);
-      return registerUntilReachable(connection, record, log);
     }),
   );
 
@@ -199,6 +184,26 @@ await runUntilSignalled(log, async () => {
       grants.audited(message, () => handleAgentTask(deps, inFlight, subscribers, message)),
   });
   log.info({ subject, servers: [...connections.keys()] }, "serving A2A tool tasks");
+  // The MCP servers start, and list their tools, once the worker is ready: seconds for a stdio
+  // server on a busy machine, and their processes would compete with the worker's own start. A call
+  // that comes first starts its server (and waits for its connection), so a worker that replaces a
+  // crashed one serves at once. Each listing retries on its own, never throws.
+  const startServers = () => {
+    for (const pool of connections.values()) pool.start();
+    void Promise.all(
+      [...connections.values()].map((connection) => {
+        const record = async (tools: Tool[]) => {
+          await recordTools(toolsKv, connection.config, tools);
+          await recordCatalog(catalogKv, connection);
+        };
+        recordOnListChanged(connection, record, log);
+        recordCatalogOnListChanged(catalogKv, connection, log);
+        return registerUntilReachable(connection, record, log);
+      }),
+    );
+  };
+  // After the "started" line, which is logged as soon as this function returns: before any immediate.
+  setImmediate(startServers);
 
   return {
     async close() {
