@@ -1,6 +1,6 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { DEFAULT_A2A_PORT, type Logger } from "../kit/index.ts";
+import { createHttpServer, DEFAULT_A2A_PORT, type Logger } from "../kit/index.ts";
 
 /** What answers the edge's requests once it is loaded. */
 export interface HttpApp {
@@ -39,7 +39,7 @@ export async function listenHttpEdge(options: {
     });
     return app;
   };
-  const server = createServer((req, res) => {
+  const server = createHttpServer((req, res) => {
     loaded().then(
       (opened) => opened.handle(req, res),
       (error: unknown) => {
