@@ -43,7 +43,7 @@ import { relaySampling } from "./sampling-relay.ts";
 import { loadServerList } from "./server-config.ts";
 import { HealthReporter } from "./server-health.ts";
 import { maskedServerRequests } from "./server-requests.ts";
-import { withTelemetryEnv } from "./server-telemetry.ts";
+import { withCompileCache, withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
 import { TaskNotifications } from "./task-notifications.ts";
 import { recordOnListChanged, recordTools, registerUntilReachable } from "./tool-registry.ts";
@@ -95,7 +95,7 @@ await runUntilSignalled(log, async () => {
     log,
     logLevel: config.LOOM_MCP_LOG_LEVEL,
     secret: (name) => readSecret(name),
-    prepare: (replica) => withTelemetryEnv(replica, config),
+    prepare: (replica) => withCompileCache(withTelemetryEnv(replica, config), config.NODE_COMPILE_CACHE),
     serverRequests,
   });
   for (const refused of [...serverList.refused, ...unauthenticated]) {
