@@ -51,26 +51,27 @@ await runUntilSignalled(log, async () => {
     passwordFile: config.LOOM_NATS_PASSWORD_FILE,
   });
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
-  const grantKeys = await openBucket(nc, Buckets.GRANT_KEYS, { replicas });
-  const tokens = await createTokenVerifier({ ...tokenVerifierOptions(config), runTokenKeys: grantKeys });
-  await ensureStream(await openJetStreamManager(nc), StreamDefinitions.audit, replicas);
-  await observability.connected({ nc, streams: [StreamDefinitions.audit.name], buckets: [] });
+  // Independent set-up steps at once, not one round trip after another: a replica that replaces a
+  // crashed one is worth only as much as it is quick to start.
+  const [grantKeys, policyKv, tools, catalog] = await Promise.all([
+    openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
+    openBucket(nc, Buckets.POLICY, { replicas, history: 10 }),
+    openBucket(nc, Buckets.TOOLS, { replicas }),
+    openBucket(nc, Buckets.CATALOG, { replicas }),
+    openJetStreamManager(nc).then((jsm) => ensureStream(jsm, StreamDefinitions.audit, replicas)),
+  ]);
+  const [tokens, policy, grants] = await Promise.all([
+    createTokenVerifier({ ...tokenVerifierOptions(config), runTokenKeys: grantKeys }),
+    PolicyStore.open({ kv: policyKv, dir: config.LOOM_POLICY_DIR, log }),
+    GrantSigner.create(grantKeys, config.LOOM_GRANT_TTL),
+    observability.connected({ nc, streams: [StreamDefinitions.audit.name], buckets: [] }),
+  ]);
   const deps = {
-    policy: await PolicyStore.open({
-      kv: await openBucket(nc, Buckets.POLICY, { replicas, history: 10 }),
-      dir: config.LOOM_POLICY_DIR,
-      log,
-    }),
+    policy,
     tokens,
-    registry: await RegistryView.open(
-      {
-        tools: await openBucket(nc, Buckets.TOOLS, { replicas }),
-        catalog: await openBucket(nc, Buckets.CATALOG, { replicas }),
-      },
-      log,
-    ),
+    registry: await RegistryView.open({ tools, catalog }, log),
     validator: new JsonSchemaValidator(),
-    grants: await GrantSigner.create(grantKeys, config.LOOM_GRANT_TTL),
+    grants,
     rates: new RateLimiter(),
     anomalies: new AnomalyDetector({ nc, log, burst: config.LOOM_ANOMALY_BURST }),
     audit: new AuditLog(nc, SERVICE, replicas),

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { mkdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -20,6 +21,12 @@ import { encodeJson } from "../kit/index.ts";
 import { stopProcess } from "./nats-server.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
+/**
+ * Where services keep V8's compiled code and Node's type-stripped sources between starts (Node's
+ * own default place): most of a start is loading modules, and a cached load takes about half the
+ * CPU. `NODE_COMPILE_CACHE` in the environment chooses another; `NODE_DISABLE_COMPILE_CACHE=1` none.
+ */
+const COMPILE_CACHE_DIR = join(tmpdir(), "node-compile-cache");
 
 export const ServiceName = {
   ORCHESTRATOR: "orchestrator",
@@ -65,6 +72,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     const log = createWriteStream(logFile, { flags: "a" });
     const child = spawn(process.execPath, [join(REPO_ROOT, "services", name, "main.ts")], {
       env: {
+        NODE_COMPILE_CACHE: COMPILE_CACHE_DIR,
         ...process.env,
         NATS_URL: typeof options.natsUrl === "string" ? options.natsUrl : options.natsUrl(name),
         ...options.env,

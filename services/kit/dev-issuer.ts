@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { calculateJwkThumbprint, importJWK, type JWK, SignJWT } from "jose";
+import type { JWK } from "jose";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { LoomError } from "./errors.ts";
 
@@ -35,6 +35,8 @@ export async function ensureDevIssuerKey(dataDir: string): Promise<DevIssuerKey>
   }
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
   const publicJwk = publicKey.export({ format: "jwk" }) as JWK;
+  // jose is loaded here, not with this module: the orchestrator reads DEV_ISSUER from it at every start.
+  const { calculateJwkThumbprint } = await import("jose");
   const kid = await calculateJwkThumbprint(publicJwk);
   const privateJwk: JWK = { ...(privateKey.export({ format: "jwk" }) as JWK), kid, alg: "EdDSA", use: "sig" };
   const jwks = { keys: [{ ...publicJwk, kid, alg: "EdDSA", use: "sig" }] };
@@ -82,6 +84,7 @@ export interface TokenRequest {
 
 /** Signs a development access token (JWT, EdDSA) with the dev issuer key. */
 export async function issueDevToken(key: DevIssuerKey, request: TokenRequest): Promise<string> {
+  const { importJWK, SignJWT } = await import("jose");
   const privateKey = await importJWK(key.privateJwk, "EdDSA");
   return new SignJWT({ roles: request.roles, ...request.attributes })
     .setProtectedHeader({

@@ -4,6 +4,7 @@ import {
   JetStreamApiCodes,
   JetStreamApiError,
   type JetStreamManager,
+  jetstream,
   jetstreamManager,
   RetentionPolicy,
   StorageType,
@@ -130,14 +131,18 @@ export function ensureConsumer(
   });
 }
 
-/** Opens a KV bucket, creating it with `replicas` when it is absent; an existing one is left as it is. */
+/**
+ * Opens a KV bucket, creating it with `replicas` when it is absent; an existing one is left as it
+ * is. One request when it exists (its stream's info): the client's JetStream API check, a request
+ * per bucket otherwise, is skipped, since a server without JetStream fails the info request anyway.
+ */
 export function openBucket(
   nc: NatsConnection,
   bucket: Bucket,
   options: { replicas: number; history?: number; ttlMs?: number },
 ): Promise<KV> {
   return retryBrokerFailures(() =>
-    new Kvm(nc).create(bucket, {
+    new Kvm(jetstream(nc, { checkAPI: false })).create(bucket, {
       history: options.history ?? 1,
       replicas: options.replicas,
       ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),

@@ -11,10 +11,13 @@ import {
   TraceFlags,
   trace,
 } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from "@opentelemetry/core";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   AlwaysOffSampler,
   AlwaysOnSampler,
+  BasicTracerProvider,
   BatchSpanProcessor,
   ConsoleSpanExporter,
   type Sampler as OtelSampler,
@@ -23,7 +26,6 @@ import {
   type SpanProcessor,
   TraceIdRatioBasedSampler,
 } from "@opentelemetry/sdk-trace-base";
-import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
 import type { TelemetryConfig } from "./base-config.ts";
 import { DeferredSpanExporter } from "./deferred-exporter.ts";
@@ -88,12 +90,12 @@ export function setupTelemetry(options: {
   const exporter = backendExporter(config, exportTimeoutMs);
   if (exporter !== undefined) spanProcessors.push(batch(exporter));
   if (config.LOOM_TRACE_STREAM) spanProcessors.push(batch(spanStream));
-  const provider = new NodeTracerProvider({
+  const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName }),
     sampler: sampler(config),
     spanProcessors,
   });
-  provider.register();
+  register(provider);
   unsampledParentsDecide =
     config.OTEL_TRACES_SAMPLER.startsWith("parentbased_") ||
     config.OTEL_TRACES_SAMPLER === Sampler.ALWAYS_OFF;
@@ -104,6 +106,22 @@ export function setupTelemetry(options: {
     flush: () => provider.forceFlush().catch(() => undefined),
     shutdown: () => provider.shutdown().catch(() => undefined),
   };
+}
+
+/**
+ * What `NodeTracerProvider.register()` does, without loading `@opentelemetry/sdk-trace-node`, which
+ * brings its own copy of the SDK's packages (some eighty more modules to load at every start).
+ */
+function register(provider: BasicTracerProvider): void {
+  trace.setGlobalTracerProvider(provider);
+  const contextManager = new AsyncLocalStorageContextManager();
+  contextManager.enable();
+  context.setGlobalContextManager(contextManager);
+  propagation.setGlobalPropagator(
+    new CompositePropagator({
+      propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()],
+    }),
+  );
 }
 
 function backendExporter(config: TelemetryConfig, timeoutMillis: number): SpanExporter | undefined {

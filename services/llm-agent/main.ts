@@ -39,10 +39,14 @@ await runUntilSignalled(log, async () => {
     passwordFile: config.LOOM_NATS_PASSWORD_FILE,
   });
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
-  await observability.connected({ nc, streams: [], buckets: [Buckets.GRANT_KEYS] });
+  const [keys, uses] = await Promise.all([
+    openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
+    openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS, replicas }),
+    observability.connected({ nc, streams: [], buckets: [Buckets.GRANT_KEYS] }),
+  ]);
   const grants = new GrantCheck({
-    keys: await openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
-    uses: await openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS, replicas }),
+    keys,
+    uses,
     audit: new AuditLog(nc, SERVICE, replicas),
     log,
     executionKind: AuditKind.LLM_ANSWER,

@@ -13,6 +13,13 @@ export const WorkerConfigSchema = BaseConfigSchema.extend({
     .enum(["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"])
     .default("info")
     .describe("Least severe log level asked of MCP servers that log (`logging/setLevel`)."),
+  NODE_COMPILE_CACHE: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "Node's compile cache directory (the launchers set it, see docs/deployment.md); stdio MCP servers get it too, so a Node server starts on cached code.",
+    ),
   LOOM_POLICY_TIMEOUT_MS: z.coerce
     .number()
     .int()

@@ -43,7 +43,7 @@ import { relaySampling } from "./sampling-relay.ts";
 import { loadServerList } from "./server-config.ts";
 import { HealthReporter } from "./server-health.ts";
 import { maskedServerRequests } from "./server-requests.ts";
-import { withTelemetryEnv } from "./server-telemetry.ts";
+import { withCompileCache, withTelemetryEnv } from "./server-telemetry.ts";
 import { StepResults } from "./step-results.ts";
 import { TaskNotifications } from "./task-notifications.ts";
 import { recordOnListChanged, recordTools, registerUntilReachable } from "./tool-registry.ts";
@@ -100,7 +100,7 @@ await runUntilSignalled(log, async () => {
     log,
     logLevel: config.LOOM_MCP_LOG_LEVEL,
     secret: (name) => readSecret(name),
-    prepare: (replica) => withTelemetryEnv(replica, config),
+    prepare: (replica) => withCompileCache(withTelemetryEnv(replica, config), config.NODE_COMPILE_CACHE),
     serverRequests,
   });
   for (const refused of [...serverList.refused, ...unauthenticated]) {
@@ -109,16 +109,23 @@ await runUntilSignalled(log, async () => {
       `MCP server "${refused.name}" refused: ${refused.reason}`,
     );
   }
-  const toolsKv = await openBucket(nc, Buckets.TOOLS, { replicas });
-  const catalogKv = await openBucket(nc, Buckets.CATALOG, { replicas });
-  const serversKv = await openBucket(nc, Buckets.SERVERS, { replicas });
+  // Independent set-up steps at once, not one round trip after another: a replica that replaces a
+  // crashed one is worth only as much as it is quick to start.
+  const [toolsKv, catalogKv, serversKv, stepsKv, grantKeysKv, grantUsesKv] = await Promise.all([
+    openBucket(nc, Buckets.TOOLS, { replicas }),
+    openBucket(nc, Buckets.CATALOG, { replicas }),
+    openBucket(nc, Buckets.SERVERS, { replicas }),
+    openBucket(nc, Buckets.STEPS, { replicas }),
+    openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
+    openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS, replicas }),
+    openJetStreamManager(nc).then((jsm) => ensureStream(jsm, StreamDefinitions.toolCalls, replicas)),
+  ]);
   await observability.connected({
     nc,
     streams: [Streams.TOOL_CALLS],
     buckets: [Buckets.TOOLS, Buckets.CATALOG, Buckets.SERVERS],
   });
 
-  for (const pool of connections.values()) pool.start();
   const health = new HealthReporter([...connections.values()], {
     kv: serversKv,
     worker: `${SERVICE}-${hostname().replace(/[^A-Za-z0-9_-]/g, "_")}-${process.pid}`,
@@ -134,42 +141,17 @@ await runUntilSignalled(log, async () => {
       log,
     }),
   );
-  // Listing a server's tools waits for the server to start, seconds for a stdio server on a busy
-  // machine: it goes on while the worker serves (a call waits for its server's connection), so a
-  // worker that replaces a crashed one serves at once. Each listing retries on its own, never throws.
-  void Promise.all(
-    [...connections.values()].map((connection) => {
-      const record = async (tools: Tool[]) => {
-        await recordTools(toolsKv, connection.config, tools);
-        await recordCatalog(catalogKv, connection);
-      };
-      recordOnListChanged(connection, record, log);
-      recordCatalogOnListChanged(catalogKv, connection, log);
-      return registerUntilReachable(connection, record, log);
-    }),
-  );
 
   const worker = `${SERVICE}-${process.pid}`;
-  const steps = new StepResults(
-    await openBucket(nc, Buckets.STEPS, { replicas }),
-    worker,
-    log,
-    async (key, previous) => {
-      await audit.append({
-        kind: AuditKind.TOOL_REINVOCATION,
-        principal: worker,
-        resource: key,
-        reason: `the claim of ${previous} lapsed without an outcome; the tool may see this step twice`,
-      });
-    },
-  );
-  const grants = new GrantCheck({
-    keys: await openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
-    uses: await openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS, replicas }),
-    audit,
-    log,
+  const steps = new StepResults(stepsKv, worker, log, async (key, previous) => {
+    await audit.append({
+      kind: AuditKind.TOOL_REINVOCATION,
+      principal: worker,
+      resource: key,
+      reason: `the claim of ${previous} lapsed without an outcome; the tool may see this step twice`,
+    });
   });
-  await ensureStream(await openJetStreamManager(nc), StreamDefinitions.toolCalls, replicas);
+  const grants = new GrantCheck({ keys: grantKeysKv, uses: grantUsesKv, audit, log });
   const calls = new CallObserver(new CallRecords(jetstream(nc), log));
   const notifications = new TaskNotifications(nc, log);
   const deps = {
@@ -207,6 +189,26 @@ await runUntilSignalled(log, async () => {
       grants.audited(message, () => handleAgentTask(deps, inFlight, subscribers, message)),
   });
   log.info({ subject, servers: [...connections.keys()] }, "serving A2A tool tasks");
+  // The MCP servers start, and list their tools, once the worker is ready: seconds for a stdio
+  // server on a busy machine, and their processes would compete with the worker's own start. A call
+  // that comes first starts its server (and waits for its connection), so a worker that replaces a
+  // crashed one serves at once. Each listing retries on its own, never throws.
+  const startServers = () => {
+    for (const pool of connections.values()) pool.start();
+    void Promise.all(
+      [...connections.values()].map((connection) => {
+        const record = async (tools: Tool[]) => {
+          await recordTools(toolsKv, connection.config, tools);
+          await recordCatalog(catalogKv, connection);
+        };
+        recordOnListChanged(connection, record, log);
+        recordCatalogOnListChanged(catalogKv, connection, log);
+        return registerUntilReachable(connection, record, log);
+      }),
+    );
+  };
+  // After the "started" line, which is logged as soon as this function returns: before any immediate.
+  setImmediate(startServers);
 
   return {
     async close() {

@@ -22,3 +22,15 @@ export function withTelemetryEnv(server: McpServerConfig, config: TelemetryConfi
   };
   return { ...server, transport: { ...server.transport, env: { ...telemetry, ...server.transport.env } } };
 }
+
+/**
+ * A stdio server also gets the worker's compile cache directory (where the entry does not set
+ * one): the demo servers are Node processes, and each loads an MCP SDK at every start of its worker.
+ */
+export function withCompileCache(server: McpServerConfig, dir: string | undefined): McpServerConfig {
+  if (server.transport.type !== "stdio" || dir === undefined) return server;
+  return {
+    ...server,
+    transport: { ...server.transport, env: { NODE_COMPILE_CACHE: dir, ...server.transport.env } },
+  };
+}

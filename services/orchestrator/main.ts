@@ -3,7 +3,6 @@ import { jetstream } from "@nats-io/jetstream";
 import { Buckets } from "../../schemas/subjects.ts";
 import { grantKeySource } from "../kit/grant-check.ts";
 import {
-  authenticate,
   connectNats,
   createLogger,
   ensureStream,
@@ -16,25 +15,11 @@ import {
   startObservability,
   streamReplicas,
 } from "../kit/index.ts";
-import { buildAgentCard } from "./a2a/agent-card.ts";
-import { startA2AEdge } from "./a2a/http-edge.ts";
-import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
-import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
-import { WebhookAllowList } from "./a2a/webhook-url.ts";
-import { devSignInDataDir, expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
-import { RunChanges } from "./console/live.ts";
-import { consoleRouter } from "./console/router.ts";
+import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
 import { DefinitionStore } from "./definition-store.ts";
-import {
-  FederatedCatalog,
-  GatewayPolicy,
-  issuerUrlOf,
-  mcpGatewayRouter,
-  SessionStore,
-  SessionStreams,
-} from "./mcp-gateway/index.ts";
+import { listenHttpEdge } from "./http-listener.ts";
 import { ResultStore } from "./result-store.ts";
 import { serveRunControl } from "./run-control.ts";
 import { RunDriver } from "./run-driver.ts";
@@ -122,71 +107,25 @@ await runUntilSignalled(log, async () => {
   const agents = new WorkflowAgents(nc, jetstream(nc), limits, log);
   catalog.onNewWorkflow((id) => agents.expose(id));
   const runs = new RunStore(runsKv, new DefinitionStore(resultsKv));
-  const push = await PushRegistry.open(pushKv, WebhookAllowList.parse(config.LOOM_A2A_WEBHOOK_ALLOW), log);
-  const pushNotifier = await startPushNotifier({ js: jetstream(nc), jsm, registry: push, log });
-  let publicUrl = config.LOOM_A2A_PUBLIC_URL;
   const validator = new JsonSchemaValidator();
-  const card = () =>
-    buildAgentCard({
-      validator,
-      publicUrl: publicUrl ?? "http://127.0.0.1",
-      workflows: catalog.ids().map((id) => catalog.resolve(id)),
-      version: "0.1.0",
-    });
-  const mcpCatalog = await FederatedCatalog.open({ tools: toolsKv, catalog: catalogKv }, log);
-  const gateway = {
-    catalog: mcpCatalog,
-    policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
-    sessions: new SessionStore(sessionsKv),
-    dispatch: {
-      nc,
-      policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
-      callTimeoutMs: config.LOOM_STEP_TIMEOUT_MS,
-      elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
-      log,
-    },
-    version: "0.1.0",
-  };
-  const sessionStreams = new SessionStreams(gateway);
-  const mcpGateway = mcpGatewayRouter({
-    ...gateway,
-    streams: sessionStreams,
-    allowedOrigins: config.LOOM_MCP_ALLOWED_ORIGINS,
-    publicUrl: config.LOOM_A2A_PUBLIC_URL,
-    authorizationServer: issuerUrlOf(config.LOOM_AUTH_ISSUER),
-    policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
-    log,
-  });
-  const runChanges = await RunChanges.watch(runsKv);
-  const webConsole = consoleRouter({
-    nc,
-    js,
-    runs,
-    changes: runChanges,
-    workflows: () => catalog.ids(),
-    jaegerUi: config.LOOM_JAEGER_UI,
-    devSignInDataDir: devSignInDataDir(config),
-    policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
-    log,
-  });
-  const a2a = await startA2AEdge({
+  // The HTTP side (A2A edge, MCP gateway, console) listens now and loads once the bus side is ready.
+  const edge = await listenHttpEdge({
     host: config.LOOM_HTTP_HOST,
     port: config.LOOM_A2A_PORT,
-    handler: new NatsA2ARequestHandler({
-      nc,
-      js: jetstream(nc),
-      jsm,
-      runs,
-      push,
-      card,
-      policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
-    }),
-    card,
-    authenticate: (authorization) => authenticate(nc, authorization, config.LOOM_POLICY_TIMEOUT_MS),
     log,
-    routes: [mcpGateway, webConsole],
+    open: async (port) =>
+      (await import("./http-surface.ts")).openHttpSurface({
+        nc,
+        jsm,
+        config,
+        buckets: { push: pushKv, tools: toolsKv, catalog: catalogKv, sessions: sessionsKv, runs: runsKv },
+        runs,
+        workflows: catalog,
+        validator,
+        publicUrl: config.LOOM_A2A_PUBLIC_URL ?? `http://127.0.0.1:${port}`,
+        log,
+      }),
   });
-  publicUrl ??= `http://127.0.0.1:${a2a.port}`;
   await observability.connected({
     nc,
     streams: [StreamDefinitions.runs.name, StreamDefinitions.events.name],
@@ -252,6 +191,8 @@ await runUntilSignalled(log, async () => {
   const submissions = await consumeSubmissions(submissionOptions);
   log.info("taking run submissions");
   const recovery = startRunRecovery({ ...submissionOptions, jsm, windowMs: config.LOOM_RECOVERY_WINDOW_MS });
+  // After the "started" line, which is logged as soon as this function returns: before any immediate.
+  setImmediate(() => edge.load());
 
   return {
     async close() {
@@ -264,12 +205,7 @@ await runUntilSignalled(log, async () => {
       await reruns.stop();
       await workflowService.stop();
       await agents.stop();
-      sessionStreams.close();
-      await a2a.close();
-      runChanges.stop();
-      mcpCatalog.close();
-      pushNotifier.stop();
-      push.close();
+      await edge.close();
       await driver.stop();
       progress.close();
       await observability.close();

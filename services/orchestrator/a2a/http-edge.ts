@@ -1,10 +1,8 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { type AgentCard, AgentCard as AgentCardCodec } from "@a2a-js/sdk";
 import { jsonRpcHandler, restHandler } from "@a2a-js/sdk/server/express";
 import express from "express";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { DEFAULT_A2A_PORT, type Logger, toWireError } from "../../kit/index.ts";
+import { type Logger, toWireError } from "../../kit/index.ts";
 import { httpErrorHandler, jsonRpcFailure } from "../http-body-errors.ts";
 import { A2A_JSONRPC_PATH, A2A_REST_PATH } from "./agent-card.ts";
 import { bearerToken, userOf } from "./bearer-user.ts";
@@ -15,12 +13,7 @@ import type { NatsA2ARequestHandler } from "./nats-request-handler.ts";
  * and HTTP+JSON at `/a2a/rest`. A call without a bearer token acp-policy accepts (signature, issuer,
  * audience, expiry) is refused with 401 before it reaches a handler.
  */
-
-export async function startA2AEdge(options: {
-  /** The address it binds (`LOOM_HTTP_HOST`): loopback unless told. */
-  host: string;
-  /** Undefined: the default port, or a free one when it is taken. */
-  port: number | undefined;
+export function a2aApp(options: {
   handler: NatsA2ARequestHandler;
   card: () => AgentCard;
   /** Verifies a bearer token with acp-policy; rejects UNAUTHENTICATED for a token it refuses. */
@@ -28,7 +21,7 @@ export async function startA2AEdge(options: {
   log: Logger;
   /** More routes on the same port (the MCP gateway). */
   routes?: express.Router[];
-}): Promise<{ port: number; close(): Promise<void> }> {
+}): express.Express {
   const app = express();
   for (const routes of options.routes ?? []) app.use(routes);
   // The card in A2A's JSON form (the SDK's handler would serialize its internal oneOf shapes), and
@@ -89,25 +82,7 @@ export async function startA2AEdge(options: {
   );
   // Whatever else escapes a route (the gateway's, the console's): JSON, never express's HTML page.
   app.use(httpErrorHandler(options.log, ({ code, message }) => ({ error: { code, message } })));
-  const server = createServer(app);
-  try {
-    await listen(server, options.host, options.port ?? DEFAULT_A2A_PORT);
-  } catch (error) {
-    if (options.port !== undefined || (error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
-    options.log.warn({ port: DEFAULT_A2A_PORT }, "default A2A port in use; taking a free one");
-    await listen(server, options.host, 0);
-  }
-  const { port } = server.address() as AddressInfo;
-  options.log.info({ host: options.host, port }, "serving A2A over HTTP");
-  return {
-    port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // Open streams (the console's live views) would hold the server open until they end.
-        server.closeAllConnections();
-      }),
-  };
+  return app;
 }
 
 type Binding = "jsonrpc" | "rest";
@@ -135,14 +110,4 @@ function unauthenticated(res: express.Response, binding: Binding, challenge: str
     .status(401)
     .set("WWW-Authenticate", challenge)
     .json(errorBody(binding, 401, message));
-}
-
-function listen(server: Server, host: string, port: number): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
 }

@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Artifact as ArtifactCodec, TaskState as SdkTaskState, SendMessageRequest } from "@a2a-js/sdk";
-import { type Client, ClientFactory } from "@a2a-js/sdk/client";
+import type { Client } from "@a2a-js/sdk/client";
 import type { Artifact, Part } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
 import { LoomError } from "../../kit/index.ts";
@@ -11,12 +10,8 @@ export type RemoteOutcome =
   | { kind: "completed"; value: unknown }
   | { kind: "input-required"; remoteTaskId: string; prompt: string };
 
-const FINAL_STATES = new Set([
-  SdkTaskState.TASK_STATE_COMPLETED,
-  SdkTaskState.TASK_STATE_FAILED,
-  SdkTaskState.TASK_STATE_CANCELED,
-  SdkTaskState.TASK_STATE_REJECTED,
-]);
+/** The A2A SDK, loaded at the first delegation: most orchestrators never delegate, and all start. */
+const loadSdk = () => import("@a2a-js/sdk");
 
 /**
  * External A2A agents a `delegate: {url}` step hands work to: the Agent Card is fetched once per
@@ -46,6 +41,13 @@ export class RemoteAgents {
     signal: AbortSignal;
     onStatus: (text: string) => Promise<void>;
   }): Promise<RemoteOutcome> {
+    const { Artifact: ArtifactCodec, TaskState: SdkTaskState, SendMessageRequest } = await loadSdk();
+    const finalStates = new Set([
+      SdkTaskState.TASK_STATE_COMPLETED,
+      SdkTaskState.TASK_STATE_FAILED,
+      SdkTaskState.TASK_STATE_CANCELED,
+      SdkTaskState.TASK_STATE_REJECTED,
+    ]);
     const client = await this.#client(options.url);
     const authorization = Object.entries(this.#credentials).find(([prefix]) =>
       options.url.startsWith(prefix),
@@ -95,7 +97,7 @@ export class RemoteAgents {
       } else if (payload?.$case === "artifactUpdate" && payload.value.artifact !== undefined) {
         artifacts.push(ArtifactCodec.toJSON(payload.value.artifact) as Artifact);
       }
-      if (FINAL_STATES.has(state) || state === SdkTaskState.TASK_STATE_INPUT_REQUIRED) break;
+      if (finalStates.has(state) || state === SdkTaskState.TASK_STATE_INPUT_REQUIRED) break;
     }
     if (state === SdkTaskState.TASK_STATE_COMPLETED)
       return { kind: "completed", value: artifactValue(artifacts.at(-1)) };
@@ -110,14 +112,16 @@ export class RemoteAgents {
   #client(url: string): Promise<Client> {
     let client = this.#clients.get(url);
     if (client === undefined) {
-      client = new ClientFactory().createFromUrl(url).catch((cause: unknown) => {
-        this.#clients.delete(url);
-        throw new LoomError(
-          ErrorCode.AGENT_UNAVAILABLE,
-          `cannot read the Agent Card at ${url}: ${String(cause)}`,
-          { cause },
-        );
-      });
+      client = import("@a2a-js/sdk/client").then(({ ClientFactory }) =>
+        new ClientFactory().createFromUrl(url).catch((cause: unknown) => {
+          this.#clients.delete(url);
+          throw new LoomError(
+            ErrorCode.AGENT_UNAVAILABLE,
+            `cannot read the Agent Card at ${url}: ${String(cause)}`,
+            { cause },
+          );
+        }),
+      );
       this.#clients.set(url, client);
     }
     return client;
