@@ -12,7 +12,7 @@ import {
   parsePayload,
   retryBrokerFailures,
 } from "../../kit/index.ts";
-import { KvMirror } from "../mcp-gateway/kv-mirror.ts";
+import { KvMirror } from "../../kit/kv-mirror.ts";
 import type { WebhookAllowList } from "./webhook-url.ts";
 
 /** Deliveries of one event before its webhooks are given up on (the event stays in the stream). */

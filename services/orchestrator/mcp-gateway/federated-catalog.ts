@@ -4,7 +4,7 @@ import type { KV } from "@nats-io/kv";
 import { type ToolDescriptor, ToolDescriptorSchema } from "../../../schemas/mcp.ts";
 import { type McpCatalogEntry, McpCatalogEntrySchema } from "../../../schemas/mcp-catalog.ts";
 import type { Logger } from "../../kit/index.ts";
-import { KvMirror } from "./kv-mirror.ts";
+import { KvMirror } from "../../kit/kv-mirror.ts";
 
 /** The lists a client can be told changed. */
 export type CatalogList = "tools" | "resources" | "prompts";
