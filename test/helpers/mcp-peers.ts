@@ -65,6 +65,8 @@ const INHERITABLE_ENV = new Set([
   "OTEL_TRACES_SAMPLER",
   "OTEL_TRACES_SAMPLER_ARG",
   "OTEL_BSP_SCHEDULE_DELAY",
+  // Node's compile cache directory, so a Node server starts on cached code (server-telemetry.ts).
+  "NODE_COMPILE_CACHE",
 ]);
 
 /** The text a step's value carries: itself, or the `content` of a structured result. */
