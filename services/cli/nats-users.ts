@@ -47,6 +47,36 @@ export async function ensureNatsPasswords(dataDir: string): Promise<NatsPassword
   return passwords;
 }
 
+/** `.loom/nats-cluster.env`: the password a NATS cluster's nodes route to each other with. */
+export function natsClusterFile(dataDir: string): string {
+  return join(dataDir, "nats-cluster.env");
+}
+
+/** The variable infra/nats-cluster/cluster.conf reads the route password from. */
+export const ROUTE_PASSWORD_VARIABLE = "LOOM_NATS_ROUTE_PASSWORD";
+
+/**
+ * The cluster's route password, generated (mode 0600) on first use: only the nodes know it, so a
+ * nats-server that reaches the route port cannot join the cluster. Kept apart from the users'
+ * passwords, which services and the CLI read; nothing but the NATS nodes reads this one.
+ */
+export async function ensureRoutePassword(dataDir: string): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  try {
+    await writeFile(
+      natsClusterFile(dataDir),
+      `${ROUTE_PASSWORD_VARIABLE}=p${randomBytes(24).toString("hex")}\n`,
+      {
+        flag: "wx",
+        mode: 0o600,
+      },
+    );
+  } catch (error) {
+    // Made before: the nodes of a running cluster already route with it.
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+}
+
 /** The users' passwords from the data dir, or undefined when there is no file (yet). */
 export async function readNatsPasswords(dataDir: string): Promise<NatsPasswordFile | undefined> {
   const file = natsUsersFile(dataDir);

@@ -1,4 +1,5 @@
 import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -7,7 +8,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
 import { inboxPrefixOf } from "../../schemas/nats-users.ts";
 import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
-import { natsUrlAs } from "../../services/cli/nats-users.ts";
+import { natsUrlAs, ROUTE_PASSWORD_VARIABLE } from "../../services/cli/nats-users.ts";
 import { REPO_ROOT } from "./loom.ts";
 import { connectTo } from "./nats-server.ts";
 import { type NatsUsersConf, OBSERVER, type TestNatsUser, writeNatsUsersConf } from "./nats-users.ts";
@@ -41,6 +42,8 @@ export interface NatsCluster extends AsyncDisposable {
   urlAs(user: TestNatsUser): string;
   /** A connection to the whole cluster as one user, closed with the cluster. */
   connectAs(user: TestNatsUser, options?: NodeConnectionOptions): Promise<NatsConnection>;
+  /** Each node's route port, as a rogue nats-server would try to join. */
+  routePorts: number[];
   /** The node leading `stream` now (its Raft group's leader). */
   leaderOf(stream: string): Promise<ClusterNode>;
 }
@@ -48,14 +51,21 @@ export interface NatsCluster extends AsyncDisposable {
 /**
  * The compose file's cluster config, run as three local nats-server processes: the same file in
  * the same layout as compose mounts it (infra/nats/nats-server.conf beside it, with the test's
- * observer added as `startNatsWithUsers` does; the passwords in the environment), the node name from NATS_SERVER_NAME as compose sets it, and only what differs on one
- * host (ports, store dirs, routes to 127.0.0.1 instead of nats-1..3) given on the command line.
+ * observer added as `startNatsWithUsers` does; the passwords in the environment), the node name
+ * from NATS_SERVER_NAME as compose sets it, routes that authenticate with the route password as
+ * compose's command gives them, and only what differs on one host (ports, store dirs, routes to
+ * 127.0.0.1 instead of nats-1..3) given on the command line. nats-server's `--cluster` flag
+ * replaces the config's cluster block, its authorization too, so the flag's URL carries the
+ * route user and password again.
  */
 export async function startNatsCluster(): Promise<NatsCluster> {
   const baseDir = await mkdtemp(join(tmpdir(), "loom-nats-cluster-"));
   const clusterPorts: number[] = [];
   for (let index = 0; index < NODES; index++) clusterPorts.push(await freePort());
-  const routes = clusterPorts.map((port) => `nats-route://127.0.0.1:${port}`).join(",");
+  const routePassword = `p${randomBytes(24).toString("hex")}`;
+  const routes = clusterPorts
+    .map((port) => `nats-route://route:${routePassword}@127.0.0.1:${port}`)
+    .join(",");
   const nodes: ClusterNode[] = [];
   let users: NatsUsersConf;
   try {
@@ -63,7 +73,7 @@ export async function startNatsCluster(): Promise<NatsCluster> {
     await copyFile(CLUSTER_CONF, join(baseDir, "cluster.conf"));
     for (const [index, clusterPort] of clusterPorts.entries()) {
       const node = { name: `nats-${index + 1}`, storeDir: join(baseDir, `n${index + 1}`) };
-      nodes.push(await startNode(node, users, clusterPort, routes));
+      nodes.push(await startNode(node, users, { clusterPort, routes, routePassword }));
     }
   } catch (error) {
     await Promise.all(nodes.map((node) => stopProcess(node.child, "SIGKILL")));
@@ -90,6 +100,7 @@ export async function startNatsCluster(): Promise<NatsCluster> {
     url,
     observer,
     passwordFile: join(baseDir, "nats-users.env"),
+    routePorts: clusterPorts,
     password: users.password,
     urlAs: (user) => natsUrlAs(url, user, users.password(user)),
     connectAs,
@@ -111,9 +122,9 @@ export async function startNatsCluster(): Promise<NatsCluster> {
 async function startNode(
   node: { name: string; storeDir: string },
   users: NatsUsersConf,
-  clusterPort: number,
-  routes: string,
+  cluster: { clusterPort: number; routes: string; routePassword: string },
 ): Promise<ClusterNode> {
+  const { clusterPort, routes, routePassword } = cluster;
   const { name, storeDir } = node;
   const monitorPort = await freePort();
   const launch = (port: number) =>
@@ -122,9 +133,9 @@ async function startNode(
       port,
       args: [
         ...["-c", join(dirname(users.conf), "cluster.conf"), "-m", String(monitorPort)],
-        ...["--cluster", `nats://127.0.0.1:${clusterPort}`, "--routes", routes],
+        ...["--cluster", `nats://route:${routePassword}@127.0.0.1:${clusterPort}`, "--routes", routes],
       ],
-      env: { ...users.env, NATS_SERVER_NAME: name },
+      env: { ...users.env, [ROUTE_PASSWORD_VARIABLE]: routePassword, NATS_SERVER_NAME: name },
     });
   let current = await launch(-1);
   const { url, port } = current;

@@ -8,12 +8,15 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Buckets, Streams, Subjects } from "../../schemas/subjects.ts";
+import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import { ensureStream, StreamDefinitions } from "../../services/kit/index.ts";
+import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { NatsUser, REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { type NatsCluster, startNatsCluster } from "../helpers/nats-cluster.ts";
 import { connectTo } from "../helpers/nats-server.ts";
 import { OBSERVER, OPERATOR } from "../helpers/nats-users.ts";
+import { freePort } from "../helpers/ports.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 const run = promisify(execFile);
@@ -147,6 +150,54 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
         pass: cluster.password(NatsUser.SUBMITTER),
       });
       await submitter.close();
+    }
+  });
+
+  it("nats cluster - a nats-server without the route password cannot join the cluster and hear its traffic", async () => {
+    const rogueDir = await mkdtemp(join(tmpdir(), "loom-rogue-node-"));
+    const rogue = await launchNatsServer({
+      storeDir: rogueDir,
+      args: [
+        ...["--server_name", "rogue", "--cluster_name", "loom"],
+        ...["--cluster", `nats://127.0.0.1:${await freePort()}`],
+        ...["--routes", cluster.routePorts.map((port) => `nats-route://127.0.0.1:${port}`).join(",")],
+      ],
+    });
+    try {
+      const eavesdropper = await connectTo(rogue.url);
+      const overheard: string[] = [];
+      eavesdropper.subscribe("loom.>", {
+        callback: (_error, message) => {
+          overheard.push(message.subject);
+        },
+      });
+      await eavesdropper.flush();
+      const member = await cluster.connectAs(OBSERVER);
+      const heard: string[] = [];
+      member.subscribe("loom.>", {
+        callback: (_error, message) => {
+          heard.push(message.subject);
+        },
+      });
+      await member.flush();
+      // Routes retry every second or so: give the rogue the time it would take to join.
+      await sleep(3_000);
+      const submitter = await cluster.connectAs(NatsUser.SUBMITTER);
+      submitter.publish(Subjects.WORKFLOWS_LIST, "");
+      await submitter.flush();
+      await sleep(1_000);
+      await attack(
+        AttackClass.TRUSTED_BUS,
+        "a rogue node without the route password hears the cluster",
+        async () => overheard.length === 0,
+      );
+      await control("a member of the cluster hears the same message", async () =>
+        heard.includes(Subjects.WORKFLOWS_LIST),
+      );
+      await eavesdropper.close();
+    } finally {
+      await stopProcess(rogue.child, "SIGKILL");
+      await rm(rogueDir, { recursive: true, force: true });
     }
   });
 

@@ -1,14 +1,16 @@
 import { ExitCode } from "../exit-codes.ts";
-import { ensureNatsPasswords, natsUsersFile } from "../nats-users.ts";
+import { ensureNatsPasswords, ensureRoutePassword, natsClusterFile, natsUsersFile } from "../nats-users.ts";
 
 /**
- * `loom nats passwords`: makes the NATS users' passwords in the data dir when there are none yet
- * (random, mode 0600), and says where they are. nats-server includes the file and each service
+ * `loom nats passwords`: makes the NATS users' passwords and the cluster's route password in the
+ * data dir when there are none yet (random, mode 0600), and says where they are. nats-server includes the file and each service
  * takes its own password from it (LOOM_NATS_PASSWORD_FILE): docker compose runs this first. The
  * passwords themselves are never printed.
  */
 export async function natsPasswordsCommand(options: { dataDir: string }): Promise<ExitCode> {
   await ensureNatsPasswords(options.dataDir);
+  await ensureRoutePassword(options.dataDir);
   console.log(`NATS users' passwords: ${natsUsersFile(options.dataDir)}`);
+  console.log(`NATS cluster's route password: ${natsClusterFile(options.dataDir)}`);
   return ExitCode.OK;
 }
