@@ -44,9 +44,21 @@ export class RunStore {
     this.#definitions = definitions;
   }
 
-  /** Every run id in the store. */
-  keys(): Promise<AsyncIterable<string>> {
-    return retryBrokerFailures(() => this.#kv.keys());
+  /**
+   * Every run id in the store, each once: a KV listing is a consumer that also delivers keys written
+   * while it runs, so a run updated during the listing would otherwise come twice (and show twice
+   * in a list or an inbox).
+   */
+  async keys(): Promise<AsyncIterable<string>> {
+    const listed = await retryBrokerFailures(() => this.#kv.keys());
+    return (async function* once() {
+      const seen = new Set<string>();
+      for await (const key of listed) {
+        if (seen.has(key)) continue;
+        seen.add(key);
+        yield key;
+      }
+    })();
   }
 
   /** The run, which must exist and not have ended: RUN_NOT_FOUND or RUN_NOT_WAITING otherwise. */
