@@ -218,11 +218,19 @@ async function countMatches(focus: Focus, text: string, pattern: unknown, cap: n
   return count;
 }
 
-function evaluateSource(this: Focus, source: string | undefined, focus?: unknown): unknown {
+async function evaluateSource(this: Focus, source: string | undefined, focus?: unknown): Promise<unknown> {
   if (source !== undefined && source.length > MAX_EVAL_SOURCE) {
     throw refusal(`$eval's source is ${source.length} characters; at most ${MAX_EVAL_SOURCE}`);
   }
-  return originals.eval.implementation.call(this, source, focus);
+  // Each $eval starts an evaluation of its own, whose stack the depth limit does not see: an
+  // expression that evaluates itself (`$s := '$eval($s)'`) recursed until the heap ran out.
+  const budget = budgetOf(this);
+  budget.enterEval();
+  try {
+    return await originals.eval.implementation.call(this, source, focus);
+  } finally {
+    budget.leaveEval();
+  }
 }
 
 /** Each bounded function with JSONata's own signature for it, so arguments are checked and coerced alike. */

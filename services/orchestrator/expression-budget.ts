@@ -31,6 +31,9 @@ export const DEFAULT_EXPRESSION_LIMITS: ExpressionLimits = {
   maxResultBytes: 256 * 1024,
 };
 
+/** How many `$eval`s may run one inside another: each is an evaluation of its own. */
+export const MAX_EVAL_NESTING = 16;
+
 /** How long evaluation may hold the event loop before it lets other runs' work go first. */
 const SLICE_MS = 10;
 
@@ -67,6 +70,7 @@ export class ExpressionBudget {
   #sliceStart = performance.now();
   #sliceCpu = process.threadCpuUsage();
   #built = 0;
+  #evalNesting = 0;
   /** Sizes of the objects measured so far; a Map, as the budget lives for one field's evaluation. */
   #sizes: Map<object, number> | undefined;
   /** The first limit this evaluation went over: JSONata's `$eval` rewraps errors, this does not. */
@@ -159,6 +163,18 @@ export class ExpressionBudget {
   /** Refuses, naming the limit, before a function builds a value of `size`. */
   assertBuildable(what: string, size: number): void {
     if (size > this.limits.maxValue) this.fail(what, "LOOM_EXPRESSION_MAX_VALUE", size, this.limits.maxValue);
+  }
+
+  /** One `$eval` more inside another: at most {@link MAX_EVAL_NESTING} deep. */
+  enterEval(): void {
+    this.#evalNesting += 1;
+    if (this.#evalNesting > MAX_EVAL_NESTING) {
+      this.fail("$eval nesting", "MAX_EVAL_NESTING", this.#evalNesting, MAX_EVAL_NESTING);
+    }
+  }
+
+  leaveEval(): void {
+    this.#evalNesting -= 1;
   }
 
   /** Counts `size` against the built values' budget (for work a bounded function does inside itself). */

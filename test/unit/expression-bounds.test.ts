@@ -170,6 +170,14 @@ describe("expression bounds - native functions that took seconds", () => {
     await refusedAt('$eval("$count([1..1500000])")', "LOOM_EXPRESSION_MAX_SEQUENCE");
     expect(await render('$eval("1 + 2")')).toBe(3);
   });
+
+  it("expression bounds - an expression that evaluates itself through $eval stops at the nesting limit", async () => {
+    // Red team 4: both ran the orchestrator out of heap, again after every restart.
+    await refusedAt("( $s := '$eval($s)'; $eval($s) )", "MAX_EVAL_NESTING");
+    await refusedAt("( $f := function($n){ $eval('$f($n+1)') }; $f(0) )", "MAX_EVAL_NESTING");
+    // Control: $eval inside $eval still works.
+    expect(await render(`$eval('$eval("1 + 2")')`)).toBe(3);
+  });
 });
 
 describe("expression bounds - time", () => {
