@@ -110,15 +110,11 @@ describe("deployment - docker-compose.yml, infra/Dockerfile and their config fil
 
   it("compose - every NATS node runs Loom's users, whose passwords exist before any node or service starts", () => {
     const passwords = services["nats-users"];
+    expect(passwords?.entrypoint).toEqual(["/bin/sh", "-c"]);
     expect(passwords?.command).toEqual([
-      "node",
-      "services/cli/bin.ts",
-      "nats",
-      "passwords",
-      "--data-dir",
-      "/app/.loom",
+      "node services/cli/bin.ts nats passwords --data-dir /app/.loom && cp /app/.loom/nats-users.env /run/loom/nats-users.env",
     ]);
-    expect(passwords?.volumes).toEqual(["./.loom:/app/.loom"]);
+    expect(passwords?.volumes).toEqual(["./.loom:/app/.loom", "nats-passwords:/run/loom"]);
     for (const name of ["nats-1", "nats-2", "nats-3", "nats-single"]) {
       const node = services[name];
       const conf = name === "nats-single" ? "single.conf" : "cluster.conf";
@@ -140,7 +136,11 @@ describe("deployment - docker-compose.yml, infra/Dockerfile and their config fil
     for (const name of LOOM_SERVICES) {
       const service = services[name];
       expect(service?.environment?.LOOM_NATS_PASSWORD_FILE).toBe("/run/loom/nats-users.env");
-      expect(service?.volumes).toContain("./.loom:/run/loom:ro");
+      // The users' passwords alone: not the dev signing key nor the route password of ./.loom.
+      expect(service?.volumes).toContain("nats-passwords:/run/loom:ro");
+      expect(service?.volumes?.filter((volume) => volume.startsWith("./.loom:"))).toEqual(
+        name === "orchestrator" || name === "acp-policy" ? ["./.loom:/app/.loom"] : [],
+      );
       expect(service?.depends_on).toMatchObject({
         "nats-users": { condition: "service_completed_successfully" },
       });
