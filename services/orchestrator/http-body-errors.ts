@@ -20,7 +20,7 @@ function jsonRpcCodeOf(failure: HttpFailure): number {
  * PAYLOAD_TOO_LARGE (413), another body the parser refused INVALID_MESSAGE (its 4xx), anything else
  * INTERNAL (500). Never the error's stack or the server's paths.
  */
-export function httpFailureOf(error: unknown): HttpFailure {
+function httpFailureOf(error: unknown): HttpFailure {
   const { status, type, limit } = (typeof error === "object" && error !== null ? error : {}) as {
     status?: unknown;
     type?: unknown;
