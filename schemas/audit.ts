@@ -33,7 +33,8 @@ export const AuditWriterSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "lett
 
 /**
  * A writer's public key in KV `loom_audit_keys`, under `<service>.<writer>`. Only the service's own
- * NATS user may write keys under its name, so a key found there was pinned by that service.
+ * NATS user may write keys under its name, so a key found there was pinned by that service; the
+ * bucket is write-once, so a pin is never replaced.
  */
 export const AuditKeyPinSchema = z
   .object({
@@ -113,5 +114,11 @@ export const AuditReportSchema = z.object({
   writers: z.array(AuditWriterReportSchema),
   /** Missing sequences, messages that are no audit record. */
   stream: z.array(z.string()),
+  /**
+   * Why a service's NATS user could replace its service's pinned keys, and so make a genuine
+   * chain look broken: a `loom_audit_keys` bucket made before pins were write-once. Empty when the
+   * broker refuses a second write to a pin.
+   */
+  pinsReplaceable: z.array(z.string()),
 });
 export type AuditReport = z.infer<typeof AuditReportSchema>;

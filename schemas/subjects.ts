@@ -258,6 +258,16 @@ export const Buckets = {
 } as const;
 export type Bucket = (typeof Buckets)[keyof typeof Buckets];
 
+/** The JetStream stream that holds a KV bucket (the KV client's convention). */
+export function bucketStream(bucket: Bucket): string {
+  return `KV_${bucket}`;
+}
+
+/** The subjects a KV bucket's keys are stored on: `$KV.<bucket>.<key>`. */
+export function bucketSubjects(bucket: Bucket): string {
+  return `$KV.${bucket}.>`;
+}
+
 /** Durable consumer names and queue groups. */
 export const Consumers = {
   /** Delivers run events to the webhooks A2A clients registered, once per event across replicas. */

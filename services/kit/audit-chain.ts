@@ -14,7 +14,7 @@ import { auditSubject, Buckets } from "../../schemas/subjects.ts";
 import { encodePayload, tracedHeaders } from "./bus.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { isBrokerFailure } from "./errors.ts";
-import { ensureStream, openBucket, openJetStreamManager, StreamDefinitions } from "./jetstream.ts";
+import { ensureStream, openJetStreamManager, openWriteOnceBucket, StreamDefinitions } from "./jetstream.ts";
 import { casWrite, retryBrokerFailures } from "./kv-cas.ts";
 import { activeTraceId } from "./telemetry.ts";
 
@@ -44,9 +44,11 @@ interface Pending {
 
 /**
  * One audit writer: this process's own chain in `LOOM_AUDIT`, on `loom.v1.audit.<service>.<writer>`.
- * At start it makes an Ed25519 key (never written anywhere) and pins the public half in KV
- * `loom_audit_keys` under `<service>.<writer>`, which only the service's NATS user may write; every
- * record is chained onto the writer's previous one and signed. Being the only writer of its chain,
+ * At start it makes an Ed25519 key (never written anywhere) and a writer id of its own, and pins
+ * the public half in KV `loom_audit_keys` under `<service>.<writer>`, which only the service's NATS
+ * user may write, and only once (the bucket is write-once): a writer's key never changes, and a
+ * restarted process is a new writer with a new key. Every record is chained onto the writer's
+ * previous one and signed. Being the only writer of its chain,
  * it never conflicts with another: records are chained and signed in call order, and go out in
  * pipelined batches (whatever waits while a batch is in flight forms the next one).
  */
@@ -80,7 +82,7 @@ export class AuditLog {
     // failures are retried; a pin whose answer was lost is recognised by its bytes.
     this.#ready = (async () => {
       await ensureStream(await openJetStreamManager(nc), StreamDefinitions.audit, replicas);
-      const keys = await openBucket(nc, Buckets.AUDIT_KEYS, { replicas });
+      const keys = await openWriteOnceBucket(nc, Buckets.AUDIT_KEYS, replicas);
       const name = auditKeyName(service, writer);
       const pinned = await casWrite(
         keys,

@@ -1,4 +1,11 @@
-import { DeliverPolicy, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import {
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+} from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type CryptoKey, compactVerify, decodeProtectedHeader, importJWK, type JWK } from "jose";
@@ -15,9 +22,10 @@ import {
 } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { GRANT_TYPE } from "../../schemas/policy.ts";
-import { auditSubject, Buckets, Streams } from "../../schemas/subjects.ts";
+import { auditSubject, Buckets, bucketStream, Streams } from "../../schemas/subjects.ts";
 import { auditHash, auditSignatureValid } from "./audit-chain.ts";
 import { LoomError } from "./errors.ts";
+import { writeOnceProblems } from "./jetstream.ts";
 
 /*
  * Verifying the audit trail: what `loom audit verify` and the console's audit page both run, so
@@ -34,6 +42,8 @@ export interface StoredRecord {
 /** How `verifyAudit` finds keys: the writers' pins, and acp-policy's grant keys by kid. */
 export interface AuditKeys {
   pins: ReadonlyMap<string, AuditKeyPin>;
+  /** Why the pins bucket lets a pin be replaced (`writeOnceProblems`); empty when it is write-once. */
+  pinsReplaceable: string[];
   grantKey: (kid: string) => Promise<Uint8Array | CryptoKey | undefined>;
 }
 
@@ -81,6 +91,7 @@ export async function verifyAudit(stored: Iterable<StoredRecord>, keys: AuditKey
     intact: stream.length === 0 && writers.every((report) => report.status === "intact"),
     writers,
     stream,
+    pinsReplaceable: keys.pinsReplaceable,
   };
 }
 
@@ -145,8 +156,25 @@ async function grantSigned(grant: string | undefined, keys: AuditKeys): Promise<
   }
 }
 
-/** Every pinned writer key, and a lookup of acp-policy's grant keys. */
+/**
+ * Why the pins bucket's stream lets a pin be replaced (empty when it is write-once);
+ * INVALID_INPUT when there is no bucket yet.
+ */
+export async function pinBucketProblems(jsm: JetStreamManager): Promise<string[]> {
+  const name = bucketStream(Buckets.AUDIT_KEYS);
+  try {
+    return writeOnceProblems((await jsm.streams.info(name)).config);
+  } catch (cause) {
+    if (!(cause instanceof JetStreamApiError && cause.code === JetStreamApiCodes.StreamNotFound)) throw cause;
+    throw new LoomError(ErrorCode.INVALID_INPUT, `there is no ${name} stream yet: has any service audited?`, {
+      cause,
+    });
+  }
+}
+
+/** Every pinned writer key, whether pins can be replaced, and a lookup of acp-policy's grant keys. */
 export async function readAuditKeys(nc: NatsConnection): Promise<AuditKeys> {
+  const pinsReplaceable = await pinBucketProblems(await jetstreamManager(nc));
   const kvm = new Kvm(nc);
   const pins = new Map<string, AuditKeyPin>();
   const pinBucket = await kvm.open(Buckets.AUDIT_KEYS);
@@ -159,6 +187,7 @@ export async function readAuditKeys(nc: NatsConnection): Promise<AuditKeys> {
   const grantKeys = await kvm.open(Buckets.GRANT_KEYS);
   return {
     pins,
+    pinsReplaceable,
     async grantKey(kid) {
       const entry = await grantKeys.get(kid);
       if (entry?.operation !== "PUT") return undefined;

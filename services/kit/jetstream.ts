@@ -12,7 +12,14 @@ import {
 } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import { type NatsConnection, nanos } from "@nats-io/transport-node";
-import { type Bucket, SPANS_ALL, Streams, Subjects } from "../../schemas/subjects.ts";
+import {
+  type Bucket,
+  bucketStream,
+  bucketSubjects,
+  SPANS_ALL,
+  Streams,
+  Subjects,
+} from "../../schemas/subjects.ts";
 import { retryBrokerFailures } from "./kv-cas.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -148,6 +155,56 @@ export function openBucket(
       ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),
     }),
   );
+}
+
+/**
+ * The stream of a KV bucket whose keys are written once: what the KV client makes for a bucket of
+ * history 1, except that the broker refuses any second message on a key (a put, an update, a
+ * delete or purge marker: `discard_new_per_subject`, nats-server 2.10+) and refuses deleting or
+ * purging messages. Kept forever: a key that expired could be written again.
+ */
+export function writeOnceBucketStream(bucket: Bucket): StreamDefinition {
+  return {
+    name: bucketStream(bucket),
+    subjects: [bucketSubjects(bucket)],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_msgs_per_subject: 1,
+    discard: DiscardPolicy.New,
+    discard_new_per_subject: true,
+    allow_direct: true,
+    allow_rollup_hdrs: false,
+    deny_delete: true,
+    deny_purge: true,
+  };
+}
+
+/**
+ * Opens a write-once KV bucket (see `writeOnceBucketStream`), creating its stream with `replicas`
+ * when it is absent. An existing one is left as it is, even one made as an ordinary bucket:
+ * `writeOnceProblems` tells that apart.
+ */
+export async function openWriteOnceBucket(nc: NatsConnection, bucket: Bucket, replicas: number): Promise<KV> {
+  await ensureStream(await openJetStreamManager(nc), writeOnceBucketStream(bucket), replicas);
+  return openBucket(nc, bucket, { replicas });
+}
+
+/**
+ * Why a bucket's stream lets a key be written again (each reason a phrase); empty when the broker
+ * keeps every key as first written, as `writeOnceBucketStream` makes it.
+ */
+export function writeOnceProblems(config: StreamConfig): string[] {
+  const problems: string[] = [];
+  if (config.max_msgs_per_subject !== 1) {
+    problems.push(`it keeps ${config.max_msgs_per_subject} messages per key, not 1`);
+  }
+  if (config.discard !== DiscardPolicy.New || config.discard_new_per_subject !== true) {
+    problems.push("a second write to a key replaces the first (discard_new_per_subject is off)");
+  }
+  if (config.deny_delete !== true) problems.push("its messages may be deleted (deny_delete is off)");
+  if (config.deny_purge !== true) problems.push("its keys may be purged (deny_purge is off)");
+  if (config.max_age > 0) problems.push("its keys expire (max_age is set) and may then be written again");
+  return problems;
 }
 
 /** Whether a stream is one of Loom's: its own streams and the streams behind its KV buckets. */

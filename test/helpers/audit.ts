@@ -3,7 +3,7 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type AuditKeyPin, AuditKeyPinSchema } from "../../schemas/audit.ts";
 import { Buckets, Streams } from "../../schemas/subjects.ts";
-import type { AuditKeys, StoredRecord } from "../../services/kit/audit-verify.ts";
+import { type AuditKeys, pinBucketProblems, type StoredRecord } from "../../services/kit/audit-verify.ts";
 
 /** Every stored audit message, in stream order. */
 export async function storedAudit(nc: NatsConnection): Promise<StoredRecord[]> {
@@ -19,11 +19,12 @@ export async function storedAudit(nc: NatsConnection): Promise<StoredRecord[]> {
 
 /** The pinned writer keys as `loom audit verify` reads them; no grant keys in this test. */
 export async function pinnedKeys(nc: NatsConnection): Promise<AuditKeys> {
+  const pinsReplaceable = await pinBucketProblems(await jetstreamManager(nc));
   const kv = await new Kvm(nc).open(Buckets.AUDIT_KEYS);
   const pins = new Map<string, AuditKeyPin>();
   for await (const key of await kv.keys()) {
     const entry = await kv.get(key);
     if (entry?.operation === "PUT") pins.set(key, AuditKeyPinSchema.parse(entry.json()));
   }
-  return { pins, grantKey: async () => undefined };
+  return { pins, pinsReplaceable, grantKey: async () => undefined };
 }

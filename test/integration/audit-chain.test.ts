@@ -1,9 +1,15 @@
+import { generateKeyPairSync } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuditKind } from "../../schemas/audit.ts";
+import { AuditKind, auditKeyName } from "../../schemas/audit.ts";
+import { Buckets, bucketStream } from "../../schemas/subjects.ts";
+import { describeAudit } from "../../services/cli/commands/audit.ts";
 import { AuditLog } from "../../services/kit/audit-chain.ts";
 import { type StoredRecord, verifyAudit } from "../../services/kit/audit-verify.ts";
+import { writeOnceProblems } from "../../services/kit/jetstream.ts";
 import { pinnedKeys, storedAudit } from "../helpers/audit.ts";
 import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 
@@ -34,7 +40,7 @@ describe("audit - signed chains, one per writer, over a real nats-server", () =>
     const worker = new AuditLog(b, "mcp-worker", 1);
     await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? policy : worker).append(entry(i))));
     const report = await verifyAudit(await storedAudit(a), await pinnedKeys(a));
-    expect(report).toMatchObject({ records: 40, intact: true, stream: [] });
+    expect(report).toMatchObject({ records: 40, intact: true, stream: [], pinsReplaceable: [] });
     expect(report.writers.map((w) => [w.service, w.records, w.status])).toEqual([
       ["acp-policy", 20, "intact"],
       ["mcp-worker", 20, "intact"],
@@ -65,6 +71,53 @@ describe("audit - signed chains, one per writer, over a real nats-server", () =>
     });
     const unpinned = await verifyAudit(policyRecords, { ...keys, pins: new Map() });
     expect(unpinned.writers[0]).toMatchObject({ status: "unknown signer" });
+  });
+
+  it("audit - a pins bucket made the old way is left as it is, and verify says its pins are replaceable", async () => {
+    await using server = await startNatsServer();
+    const nc = await connectTo(server.url);
+    try {
+      await new Kvm(nc).create(Buckets.AUDIT_KEYS, { history: 1 });
+      const stream = bucketStream(Buckets.AUDIT_KEYS);
+      const jsm = await jetstreamManager(nc);
+      const before = (await jsm.streams.info(stream)).config;
+      const log = new AuditLog(nc, "acp-policy", 1);
+      await log.append(entry(0));
+      expect((await jsm.streams.info(stream)).config).toEqual(before);
+      const report = await verifyAudit(await storedAudit(nc), await pinnedKeys(nc));
+      expect(report).toMatchObject({ records: 1, intact: true });
+      expect(report.pinsReplaceable).toEqual([
+        "a second write to a key replaces the first (discard_new_per_subject is off)",
+        "its messages may be deleted (deny_delete is off)",
+        "its keys may be purged (deny_purge is off)",
+      ]);
+      expect(describeAudit(report).at(-2)).toMatch(
+        /^pins: REPLACEABLE, .*recreate the loom_audit_keys bucket/,
+      );
+      // What the line warns of: on such a bucket the pin can be replaced, and the genuine chain looks broken.
+      const kv = await new Kvm(nc).open(Buckets.AUDIT_KEYS);
+      const { publicKey } = generateKeyPairSync("ed25519");
+      const pin = { service: "acp-policy", writer: log.writer, createdAt: new Date().toISOString() };
+      await kv.put(
+        auditKeyName("acp-policy", log.writer),
+        JSON.stringify({
+          ...pin,
+          publicKey: publicKey.export({ format: "der", type: "spki" }).toString("base64"),
+        }),
+      );
+      const framed = await verifyAudit(await storedAudit(nc), await pinnedKeys(nc));
+      expect(framed.writers[0]).toMatchObject({ writer: log.writer, status: "broken" });
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("audit - a new pins bucket is write-once and verify says nothing of replaceable pins", async () => {
+    const jsm = await jetstreamManager(a);
+    expect(writeOnceProblems((await jsm.streams.info(bucketStream(Buckets.AUDIT_KEYS))).config)).toEqual([]);
+    expect(
+      describeAudit(await verifyAudit(await storedAudit(a), await pinnedKeys(a))).join("\n"),
+    ).not.toMatch(/REPLACEABLE/);
   });
 
   it("audit - appends made while the broker is SIGKILLed are stored once it is back, each once, the chain intact", async () => {

@@ -16,12 +16,18 @@ export function describeAudit(report: AuditReport): string[] {
     return `${name}: BROKEN at seq ${writer.broken?.seq} (stream seq ${writer.broken?.streamSeq}): ${writer.broken?.problem}`;
   });
   lines.push(...report.stream.map((problem) => `stream: ${problem}`));
+  if (report.pinsReplaceable.length > 0) lines.push(replaceablePinsLine(report.pinsReplaceable));
   lines.push(
     report.intact
       ? `audit intact: ${report.records} records from ${report.writers.length} writers`
       : `audit NOT intact: ${report.records} records from ${report.writers.length} writers`,
   );
   return lines;
+}
+
+/** What an operator of a stack whose pins bucket predates write-once pins must know, and do. */
+export function replaceablePinsLine(problems: string[]): string {
+  return `pins: REPLACEABLE, ${problems.join("; ")}: a service's NATS user can replace its own service's pinned keys and make a genuine chain look broken; recreate the loom_audit_keys bucket (docs/security.md, "Audit")`;
 }
 
 /** `loom audit verify`: exit 0 when every writer's chain holds, 1 naming each broken one. */

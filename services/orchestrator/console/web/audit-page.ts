@@ -66,7 +66,12 @@ export function AuditPage(props: { runId: string | undefined }) {
                   )}
                 </tbody>
               </table>
-              ${report.stream.map((line) => html`<p class="error">stream: ${line}</p>`)}`
+              ${report.stream.map((line) => html`<p class="error">stream: ${line}</p>`)}
+              ${
+                report.pinsReplaceable.length === 0
+                  ? null
+                  : html`<p class="error" data-testid="audit-pins">Pinned keys are replaceable (${report.pinsReplaceable.join("; ")}): a service's NATS user can replace its own service's pins and make a genuine chain look broken. Recreate the loom_audit_keys bucket (docs/security.md, "Audit").</p>`
+              }`
       }
     </section>
     <section aria-labelledby="trail-heading">
