@@ -263,9 +263,14 @@ export function bucketStream(bucket: Bucket): string {
   return `KV_${bucket}`;
 }
 
-/** The subjects a KV bucket's keys are stored on: `$KV.<bucket>.<key>`. */
+/** The subject a KV bucket's key is stored on: `$KV.<bucket>.<key>`. */
+export function bucketKeySubject(bucket: Bucket, key: string): string {
+  return `$KV.${bucket}.${key}`;
+}
+
+/** The subjects all of a KV bucket's keys are stored on. */
 export function bucketSubjects(bucket: Bucket): string {
-  return `$KV.${bucket}.>`;
+  return bucketKeySubject(bucket, ">");
 }
 
 /** Durable consumer names and queue groups. */

@@ -3,16 +3,17 @@ import { generateKeyPairSync, randomUUID, sign } from "node:crypto";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
+import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AuditReport } from "../../schemas/audit.ts";
-import { AuditKind, type AuditRecord, AuditRecordSchema } from "../../schemas/audit.ts";
-import { auditSubject, Buckets, Streams } from "../../schemas/subjects.ts";
+import { AuditKind, type AuditRecord, AuditRecordSchema, auditKeyName } from "../../schemas/audit.ts";
+import { auditSubject, Buckets, bucketKeySubject, bucketStream, Streams } from "../../schemas/subjects.ts";
 import { waitUntilReady } from "../../services/cli/stack.ts";
 import { auditHash } from "../../services/kit/audit-chain.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
-import { storedAudit } from "../helpers/audit.ts";
+import { pinnedKeys, storedAudit } from "../helpers/audit.ts";
+import { eventually } from "../helpers/eventually.ts";
 import { REPO_ROOT } from "../helpers/loom.ts";
 import { type SecureStack, startSecureStack } from "../helpers/secure-stack.ts";
 
@@ -69,6 +70,15 @@ describe("security - audit forgery against a stack with a NATS user per service"
     return { ...rest, hash, sig: sign(null, Buffer.from(hash, "hex"), privateKey).toString("base64url") };
   };
 
+  /** A public key of nobody's, as a pin holds it. */
+  const freshPublicKey = () =>
+    generateKeyPairSync("ed25519").publicKey.export({ format: "der", type: "spki" }).toString("base64");
+  /** The pin under `key` is still `genuine`: same revision, same bytes. */
+  const pinUnchanged = async (kv: KV, key: string, genuine: KvEntry) => {
+    const now = await kv.get(key);
+    return now?.operation === "PUT" && now.revision === genuine.revision && now.string() === genuine.string();
+  };
+
   beforeAll(async () => {
     loom = await startSecureStack();
     orchestrator = await loom.as("orchestrator");
@@ -99,6 +109,121 @@ describe("security - audit forgery against a stack with a NATS user per service"
     await loom.stacks[0]?.restart("acp-policy");
     await waitUntilReady(orchestrator, { tools: ["gauges.read_gauge"], timeoutMs: 30_000 });
     await control("verify: every writer intact after the kill", async () => (await verify()).intact);
+  });
+
+  it("audit - each service's user cannot replace, delete or purge its own service's pins; a restarted service pins a new writer", async () => {
+    const reader = await pinnedKeys(orchestrator);
+    await control("the stack's pins bucket is write-once", async () => reader.pinsReplaceable.length === 0);
+    const all = await records(orchestrator);
+    for (const service of ["acp-policy", "mcp-worker", "llm-agent"] as const) {
+      // A pin whose writer has records where there is one (the chain verify must keep intact).
+      const writer =
+        all.findLast((record) => record.service === service)?.writer ??
+        [...reader.pins.values()].find((pin) => pin.service === service)?.writer;
+      expect(writer, `a pin of ${service}`).toBeDefined();
+      const key = auditKeyName(service, writer as string);
+      const nc = await loom.as(service);
+      const kv = await new Kvm(nc).open(Buckets.AUDIT_KEYS);
+      const genuine = await kv.get(key);
+      expect(genuine?.operation).toBe("PUT");
+      const forged = JSON.stringify({ ...(genuine?.json() as object), publicKey: freshPublicKey() });
+      /** True when every write threw and the pin is still the genuine one. */
+      const refused = async (...writes: (() => Promise<unknown>)[]) => {
+        for (const write of writes) {
+          const threw = await write().then(
+            () => false,
+            () => true,
+          );
+          if (!threw) return false;
+        }
+        return pinUnchanged(kv, key, genuine as KvEntry);
+      };
+      const as = `${service} user`;
+      await attack(AttackClass.AUDIT_FORGERY, `${as}: KV put over its own service's pin`, () =>
+        refused(() => kv.put(key, forged)),
+      );
+      await attack(AttackClass.AUDIT_FORGERY, `${as}: KV update of its pin at the right revision`, () =>
+        refused(() => kv.update(key, forged, genuine?.revision as number)),
+      );
+      await attack(AttackClass.AUDIT_FORGERY, `${as}: JetStream publish on its pin's subject`, () =>
+        refused(() =>
+          jetstream(nc).publish(bucketKeySubject(Buckets.AUDIT_KEYS, key), forged, { timeout: 3_000 }),
+        ),
+      );
+      await attack(
+        AttackClass.AUDIT_FORGERY,
+        `${as}: core publish (no ack) on its pin's subject`,
+        async () => {
+          nc.publish(bucketKeySubject(Buckets.AUDIT_KEYS, key), forged);
+          await nc.flush();
+          return pinUnchanged(kv, key, genuine as KvEntry);
+        },
+      );
+      await attack(AttackClass.AUDIT_FORGERY, `${as}: KV delete of its pin, then put`, () =>
+        refused(
+          () => kv.delete(key),
+          () => kv.put(key, forged),
+        ),
+      );
+      await attack(AttackClass.AUDIT_FORGERY, `${as}: KV purge of its pin, then create`, () =>
+        refused(
+          () => kv.purge(key),
+          () => kv.create(key, forged),
+        ),
+      );
+      await attack(
+        AttackClass.AUDIT_FORGERY,
+        `${as}: re-creating the pins bucket as an ordinary one`,
+        async () => {
+          const jsm = await jetstreamManager(nc);
+          const { config } = await jsm.streams.info(bucketStream(Buckets.AUDIT_KEYS));
+          return refused(() =>
+            jsm.streams.add({
+              ...config,
+              discard_new_per_subject: false,
+              deny_delete: false,
+              deny_purge: false,
+              allow_rollup_hdrs: true,
+            }),
+          );
+        },
+      );
+      await control(`${service}: its writer's chain still verifies intact`, async () => {
+        const report = await verify();
+        const chain = writerOf(report, service, writer);
+        return report.pinsReplaceable.length === 0 && (chain === undefined || chain.status === "intact");
+      });
+    }
+
+    const before = await pinnedKeys(orchestrator);
+    const workerStack = loom.stacks.find((stack) => stack.services.some(({ name }) => name === "mcp-worker"));
+    await workerStack?.restart("mcp-worker");
+    await waitUntilReady(orchestrator, { tools: ["gauges.read_gauge"], timeoutMs: 30_000 });
+    const runId = `restart-${randomUUID()}`;
+    const decision = await loom.decideRead(orchestrator, runId, "g-2");
+    expect(await loom.sendTask({ runId, id: "g-2", attempt: 1, grant: decision.grant })).toBe("ok");
+    // The execution record goes out after the reply, with the writer's next batch.
+    const execution = await eventually(
+      async () =>
+        (await records(orchestrator)).findLast(
+          (record) => record.kind === AuditKind.TOOL_EXECUTION && record.runId === runId,
+        ),
+      (found) => found !== undefined,
+    );
+    await control(
+      "a restarted worker is a new writer: it pins a new key and its records verify",
+      async () => {
+        const key = auditKeyName("mcp-worker", execution?.writer as string);
+        const after = await pinnedKeys(orchestrator);
+        const oldKeys = [...before.pins.values()].filter((pin) => pin.service === "mcp-worker");
+        return (
+          !before.pins.has(key) &&
+          after.pins.has(key) &&
+          oldKeys.every((pin) => pin.publicKey !== after.pins.get(key)?.publicKey) &&
+          writerOf(await verify(), "mcp-worker", execution?.writer)?.status === "intact"
+        );
+      },
+    );
   });
 
   it("audit - forgeries in acp-policy's name by each other service user are refused or named", async () => {
