@@ -17,7 +17,7 @@ import { policyApplyCommand, policyExplainCommand, policyTestCommand } from "./c
 import { runsCancelCommand, runsInputCommand } from "./commands/run-control.ts";
 import { runsEventsCommand, runsGetCommand, runsListCommand, runsRerunCommand } from "./commands/runs.ts";
 import { serversListCommand } from "./commands/servers.ts";
-import { streamsReplicateCommand } from "./commands/streams.ts";
+import { streamsLockPinsCommand, streamsReplicateCommand } from "./commands/streams.ts";
 import { readInput, submitCommand } from "./commands/submit.ts";
 import { DEFAULT_DATA_DIR, tokenIssueCommand } from "./commands/token.ts";
 import { toolStatsCommand } from "./commands/tool-stats.ts";
@@ -460,6 +460,18 @@ streams
   .action(
     action(async (count: number, options: { json: boolean }) =>
       streamsReplicateCommand(count, { nats: program.opts<{ nats: string }>().nats, ...options }),
+    ),
+  );
+
+streams
+  .command("lock-pins")
+  .description(
+    "make the audit key pins bucket (loom_audit_keys) write-once in place, every pin kept, when `loom audit verify` says its pins are replaceable (a bucket made by an older Loom); as the operator's own NATS user named in --nats",
+  )
+  .option("--json", "print JSON", false)
+  .action(
+    action(async (options: { json: boolean }) =>
+      streamsLockPinsCommand({ nats: program.opts<{ nats: string }>().nats, ...options }),
     ),
   );
 

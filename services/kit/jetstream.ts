@@ -158,24 +158,28 @@ export function openBucket(
 }
 
 /**
- * The stream of a KV bucket whose keys are written once: what the KV client makes for a bucket of
- * history 1, except that the broker refuses any second message on a key (a put, an update, a
- * delete or purge marker: `discard_new_per_subject`, nats-server 2.10+) and refuses deleting or
- * purging messages. Kept forever: a key that expired could be written again.
+ * What makes a bucket's keys write-once: the broker refuses any second message on a key (a put,
+ * an update, a delete or purge marker: `discard_new_per_subject`, nats-server 2.10+) and refuses
+ * deleting or purging messages. No `max_age` either: a key that expired could be written again.
  */
+const WRITE_ONCE = {
+  max_msgs_per_subject: 1,
+  discard: DiscardPolicy.New,
+  discard_new_per_subject: true,
+  allow_rollup_hdrs: false,
+  deny_delete: true,
+  deny_purge: true,
+} as const satisfies Partial<StreamConfig>;
+
+/** The stream of a write-once KV bucket: what the KV client makes for a bucket of history 1, and `WRITE_ONCE`. */
 export function writeOnceBucketStream(bucket: Bucket): StreamDefinition {
   return {
     name: bucketStream(bucket),
     subjects: [bucketSubjects(bucket)],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
-    max_msgs_per_subject: 1,
-    discard: DiscardPolicy.New,
-    discard_new_per_subject: true,
     allow_direct: true,
-    allow_rollup_hdrs: false,
-    deny_delete: true,
-    deny_purge: true,
+    ...WRITE_ONCE,
   };
 }
 
@@ -205,6 +209,19 @@ export function writeOnceProblems(config: StreamConfig): string[] {
   if (config.deny_purge !== true) problems.push("its keys may be purged (deny_purge is off)");
   if (config.max_age > 0) problems.push("its keys expire (max_age is set) and may then be written again");
   return problems;
+}
+
+/**
+ * The operator's act of making an existing bucket write-once in place (one made before Loom made
+ * it so), keeping every key. Needs a NATS user that may update streams; answers whether it changed
+ * anything.
+ */
+export async function makeBucketWriteOnce(jsm: JetStreamManager, bucket: Bucket): Promise<boolean> {
+  const name = bucketStream(bucket);
+  const { config } = await retryBrokerFailures(() => jsm.streams.info(name));
+  if (writeOnceProblems(config).length === 0) return false;
+  await retryBrokerFailures(() => jsm.streams.update(name, { ...config, ...WRITE_ONCE, max_age: 0 }));
+  return true;
 }
 
 /** Whether a stream is one of Loom's: its own streams and the streams behind its KV buckets. */

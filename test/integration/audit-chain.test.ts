@@ -1,4 +1,3 @@
-import { generateKeyPairSync } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -9,7 +8,7 @@ import { Buckets, bucketStream } from "../../schemas/subjects.ts";
 import { describeAudit } from "../../services/cli/commands/audit.ts";
 import { AuditLog } from "../../services/kit/audit-chain.ts";
 import { type StoredRecord, verifyAudit } from "../../services/kit/audit-verify.ts";
-import { writeOnceProblems } from "../../services/kit/jetstream.ts";
+import { makeBucketWriteOnce, writeOnceProblems } from "../../services/kit/jetstream.ts";
 import { pinnedKeys, storedAudit } from "../helpers/audit.ts";
 import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 
@@ -73,7 +72,7 @@ describe("audit - signed chains, one per writer, over a real nats-server", () =>
     expect(unpinned.writers[0]).toMatchObject({ status: "unknown signer" });
   });
 
-  it("audit - a pins bucket made the old way is left as it is, and verify says its pins are replaceable", async () => {
+  it("audit - a pins bucket made the old way is left as it is, verify says its pins are replaceable, and the operator locks them in place", async () => {
     await using server = await startNatsServer();
     const nc = await connectTo(server.url);
     try {
@@ -91,22 +90,17 @@ describe("audit - signed chains, one per writer, over a real nats-server", () =>
         "its messages may be deleted (deny_delete is off)",
         "its keys may be purged (deny_purge is off)",
       ]);
-      expect(describeAudit(report).at(-2)).toMatch(
-        /^pins: REPLACEABLE, .*recreate the loom_audit_keys bucket/,
-      );
-      // What the line warns of: on such a bucket the pin can be replaced, and the genuine chain looks broken.
+      expect(describeAudit(report).at(-2)).toMatch(/^pins: REPLACEABLE, .*loom streams lock-pins/);
+
+      expect(await makeBucketWriteOnce(jsm, Buckets.AUDIT_KEYS)).toBe(true);
+      const locked = await verifyAudit(await storedAudit(nc), await pinnedKeys(nc));
+      expect(locked).toMatchObject({ records: 1, intact: true, pinsReplaceable: [] });
       const kv = await new Kvm(nc).open(Buckets.AUDIT_KEYS);
-      const { publicKey } = generateKeyPairSync("ed25519");
-      const pin = { service: "acp-policy", writer: log.writer, createdAt: new Date().toISOString() };
-      await kv.put(
-        auditKeyName("acp-policy", log.writer),
-        JSON.stringify({
-          ...pin,
-          publicKey: publicKey.export({ format: "der", type: "spki" }).toString("base64"),
-        }),
-      );
-      const framed = await verifyAudit(await storedAudit(nc), await pinnedKeys(nc));
-      expect(framed.writers[0]).toMatchObject({ writer: log.writer, status: "broken" });
+      const key = auditKeyName("acp-policy", log.writer);
+      const pinned = await kv.get(key);
+      await expect(kv.put(key, "{}")).rejects.toThrow(/maximum messages per subject/);
+      expect((await kv.get(key))?.revision).toBe(pinned?.revision);
+      expect(await makeBucketWriteOnce(jsm, Buckets.AUDIT_KEYS)).toBe(false);
     } finally {
       await nc.close();
     }

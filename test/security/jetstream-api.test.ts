@@ -305,6 +305,13 @@ describe("security - JetStream API: every NATS user gets exactly the API it need
       const replicated = await loom.cli(["--nats", loom.users.urlAs(OPERATOR), "streams", "replicate", "1"]);
       return replicated.code === 0;
     });
+    await control(
+      "loom streams lock-pins as the operator: a new stack's pins are already write-once",
+      async () => {
+        const locked = await loom.cli(["--nats", loom.users.urlAs(OPERATOR), "streams", "lock-pins"]);
+        return locked.code === 0 && locked.stdout.includes("already write-once");
+      },
+    );
     await control("loom audit verify says intact", async () => {
       const verified = await loom.cli(["audit", "verify"]);
       return verified.code === 0 && verified.stdout.includes("intact");

@@ -27,7 +27,7 @@ export function describeAudit(report: AuditReport): string[] {
 
 /** What an operator of a stack whose pins bucket predates write-once pins must know, and do. */
 export function replaceablePinsLine(problems: string[]): string {
-  return `pins: REPLACEABLE, ${problems.join("; ")}: a service's NATS user can replace its own service's pinned keys and make a genuine chain look broken; recreate the loom_audit_keys bucket (docs/security.md, "Audit")`;
+  return `pins: REPLACEABLE, ${problems.join("; ")}: a service's NATS user can replace its own service's pinned keys and make a genuine chain look broken; make it write-once with \`loom streams lock-pins\` as the operator (docs/security.md, "Audit")`;
 }
 
 /** `loom audit verify`: exit 0 when every writer's chain holds, 1 naming each broken one. */

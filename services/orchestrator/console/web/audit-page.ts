@@ -70,7 +70,7 @@ export function AuditPage(props: { runId: string | undefined }) {
               ${
                 report.pinsReplaceable.length === 0
                   ? null
-                  : html`<p class="error" data-testid="audit-pins">Pinned keys are replaceable (${report.pinsReplaceable.join("; ")}): a service's NATS user can replace its own service's pins and make a genuine chain look broken. Recreate the loom_audit_keys bucket (docs/security.md, "Audit").</p>`
+                  : html`<p class="error" data-testid="audit-pins">Pinned keys are replaceable (${report.pinsReplaceable.join("; ")}): a service's NATS user can replace its own service's pins and make a genuine chain look broken. An operator makes it write-once with <code>loom streams lock-pins</code> (docs/security.md, "Audit").</p>`
               }`
       }
     </section>
