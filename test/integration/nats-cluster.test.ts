@@ -5,12 +5,13 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Buckets, Streams, Subjects } from "../../schemas/subjects.ts";
+import { Buckets, bucketStream, Streams, Subjects } from "../../schemas/subjects.ts";
 import { launchNatsServer, stopProcess } from "../../services/cli/nats-server.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
-import { ensureStream, StreamDefinitions } from "../../services/kit/index.ts";
+import { ensureStream, StreamDefinitions, writeOnceProblems } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { NatsUser, REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { type NatsCluster, startNatsCluster } from "../helpers/nats-cluster.ts";
@@ -117,6 +118,22 @@ describe("nats cluster - infra/nats-cluster/cluster.conf as three local nodes", 
           ]),
         );
         expect(loomStreams.filter(([, count]) => count !== 3)).toEqual([]);
+        // The pins bucket is write-once on a cluster too (R3 enforces the per-key limit through its leader).
+        const pins = await jsm.streams.info(bucketStream(Buckets.AUDIT_KEYS));
+        expect(writeOnceProblems(pins.config)).toEqual([]);
+        const policyPins = await new Kvm(orchestrator).open(Buckets.AUDIT_KEYS);
+        const keys: string[] = [];
+        for await (const key of await policyPins.keys("acp-policy.*")) keys.push(key);
+        const [pin] = keys;
+        expect(pin).toBeDefined();
+        const asPolicy = await new Kvm(await cluster.connectAs(NatsUser.ACP_POLICY)).open(Buckets.AUDIT_KEYS);
+        const before = await asPolicy.get(pin as string);
+        await attack(AttackClass.AUDIT_FORGERY, "acp-policy overwriting its own pin on a cluster", () =>
+          asPolicy.put(pin as string, "{}").then(
+            () => false,
+            async () => (await asPolicy.get(pin as string))?.revision === before?.revision,
+          ),
+        );
       } finally {
         await stack?.stop();
       }
