@@ -14,7 +14,13 @@ import { auditSubject, Buckets } from "../../schemas/subjects.ts";
 import { encodePayload, tracedHeaders } from "./bus.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { isBrokerFailure } from "./errors.ts";
-import { ensureStream, openJetStreamManager, openWriteOnceBucket, StreamDefinitions } from "./jetstream.ts";
+import {
+  ensureStream,
+  openBucket,
+  openJetStreamManager,
+  StreamDefinitions,
+  writeOnceBucketStream,
+} from "./jetstream.ts";
 import { casWrite, retryBrokerFailures } from "./kv-cas.ts";
 import { activeTraceId } from "./telemetry.ts";
 
@@ -77,12 +83,14 @@ export class AuditLog {
       publicKey: publicKey.export({ format: "der", type: "spki" }).toString("base64"),
       createdAt: new Date().toISOString(),
     };
-    // The stream is made on first use, so any service can be the first to audit. The pin is
-    // written once (create): no record goes out before the key that signs it is pinned. Broker
-    // failures are retried; a pin whose answer was lost is recognised by its bytes.
+    // The stream and the write-once pins bucket are made on first use, so any service can be the
+    // first to audit. The pin is created, never put: no record goes out before the key that signs
+    // it is pinned. Broker failures are retried; a pin whose answer was lost is recognised by its bytes.
     this.#ready = (async () => {
-      await ensureStream(await openJetStreamManager(nc), StreamDefinitions.audit, replicas);
-      const keys = await openWriteOnceBucket(nc, Buckets.AUDIT_KEYS, replicas);
+      const jsm = await openJetStreamManager(nc);
+      await ensureStream(jsm, StreamDefinitions.audit, replicas);
+      await ensureStream(jsm, writeOnceBucketStream(Buckets.AUDIT_KEYS), replicas);
+      const keys = await openBucket(nc, Buckets.AUDIT_KEYS, { replicas });
       const name = auditKeyName(service, writer);
       const pinned = await casWrite(
         keys,

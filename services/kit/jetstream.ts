@@ -171,7 +171,11 @@ const WRITE_ONCE = {
   deny_purge: true,
 } as const satisfies Partial<StreamConfig>;
 
-/** The stream of a write-once KV bucket: what the KV client makes for a bucket of history 1, and `WRITE_ONCE`. */
+/**
+ * The stream of a write-once KV bucket: what the KV client makes for a bucket of history 1, and
+ * `WRITE_ONCE`. Made with `ensureStream` before the bucket is opened, so an existing bucket, even
+ * an ordinary one, is left as it is (`writeOnceProblems` tells them apart).
+ */
 export function writeOnceBucketStream(bucket: Bucket): StreamDefinition {
   return {
     name: bucketStream(bucket),
@@ -181,16 +185,6 @@ export function writeOnceBucketStream(bucket: Bucket): StreamDefinition {
     allow_direct: true,
     ...WRITE_ONCE,
   };
-}
-
-/**
- * Opens a write-once KV bucket (see `writeOnceBucketStream`), creating its stream with `replicas`
- * when it is absent. An existing one is left as it is, even one made as an ordinary bucket:
- * `writeOnceProblems` tells that apart.
- */
-export async function openWriteOnceBucket(nc: NatsConnection, bucket: Bucket, replicas: number): Promise<KV> {
-  await ensureStream(await openJetStreamManager(nc), writeOnceBucketStream(bucket), replicas);
-  return openBucket(nc, bucket, { replicas });
 }
 
 /**
