@@ -2,8 +2,11 @@ import { randomUUID } from "node:crypto";
 import type { Client } from "@a2a-js/sdk/client";
 import type { Artifact, Part } from "../../../schemas/a2a.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { LoomError } from "../../kit/index.ts";
+import { type Logger, LoomError } from "../../kit/index.ts";
 import { artifactValue } from "../artifact-value.ts";
+import { AGENT_CARD_PATH } from "./delegate-urls.ts";
+import { allowListedFetch } from "./outbound-fetch.ts";
+import type { OutboundAllowList } from "./outbound-url.ts";
 
 /** How a remote task ended for now: done with a result, or waiting for an answer. */
 export type RemoteOutcome =
@@ -17,14 +20,28 @@ const loadSdk = () => import("@a2a-js/sdk");
  * External A2A agents a `delegate: {url}` step hands work to: the Agent Card is fetched once per
  * URL, the message goes out streaming with the credentials configured for that URL (never the
  * run's own token), and the remote task's first artifact becomes the step's result.
+ *
+ * Every request (the card, then each call to the interface the card names) goes through the
+ * allow-list `LOOM_A2A_DELEGATE_ALLOW` and follows no redirect. A request that fails in any other
+ * way (refused connection, timeout, an HTTP error, an answer that is not A2A) fails the step with
+ * one and the same message, the detail going to this service's log only: the run's caller must not
+ * learn from it which ports are open behind the URL.
  */
 export class RemoteAgents {
   readonly #credentials: Record<string, string>;
+  readonly #allowList: OutboundAllowList;
+  readonly #log: Logger;
   readonly #clients = new Map<string, Promise<Client>>();
 
-  /** `credentials` maps URL prefixes to the `Authorization` value to send there. */
-  constructor(credentials: Record<string, string>) {
-    this.#credentials = credentials;
+  constructor(options: {
+    /** URL prefixes to the `Authorization` value to send there. */
+    credentials: Record<string, string>;
+    allowList: OutboundAllowList;
+    log: Logger;
+  }) {
+    this.#credentials = options.credentials;
+    this.#allowList = options.allowList;
+    this.#log = options.log;
   }
 
   /**
@@ -48,6 +65,7 @@ export class RemoteAgents {
       SdkTaskState.TASK_STATE_CANCELED,
       SdkTaskState.TASK_STATE_REJECTED,
     ]);
+    await this.#allowList.check(options.url);
     const client = await this.#client(options.url);
     const authorization = Object.entries(this.#credentials).find(([prefix]) =>
       options.url.startsWith(prefix),
@@ -77,7 +95,7 @@ export class RemoteAgents {
       signal: options.signal,
       ...(authorization === undefined ? {} : { serviceParameters: { Authorization: authorization } }),
     });
-    for await (const event of stream) {
+    for await (const event of this.#unrevealing(options.url, stream)) {
       const payload = event.payload;
       if (payload?.$case === "task") {
         taskId = payload.value.id;
@@ -112,18 +130,43 @@ export class RemoteAgents {
   #client(url: string): Promise<Client> {
     let client = this.#clients.get(url);
     if (client === undefined) {
-      client = import("@a2a-js/sdk/client").then(({ ClientFactory }) =>
-        new ClientFactory().createFromUrl(url).catch((cause: unknown) => {
-          this.#clients.delete(url);
-          throw new LoomError(
-            ErrorCode.AGENT_UNAVAILABLE,
-            `cannot read the Agent Card at ${url}: ${String(cause)}`,
-            { cause },
-          );
-        }),
+      client = import("@a2a-js/sdk/client").then(
+        ({ ClientFactory, DefaultAgentCardResolver, JsonRpcTransportFactory, RestTransportFactory }) => {
+          const fetchImpl = allowListedFetch(this.#allowList);
+          const factory = new ClientFactory({
+            cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
+            transports: [new JsonRpcTransportFactory({ fetchImpl }), new RestTransportFactory({ fetchImpl })],
+          });
+          return factory.createFromUrl(url, AGENT_CARD_PATH).catch((cause: unknown) => {
+            this.#clients.delete(url);
+            throw this.#failure(url, cause);
+          });
+        },
       );
       this.#clients.set(url, client);
     }
     return client;
+  }
+
+  /** The remote task's events, with any failure to get them turned into `#failure`'s. */
+  async *#unrevealing<Event>(url: string, events: AsyncIterable<Event>): AsyncGenerator<Event> {
+    try {
+      yield* events;
+    } catch (cause) {
+      throw this.#failure(url, cause);
+    }
+  }
+
+  /**
+   * A refusal by the allow-list as it is; anything else as one message whatever happened, with the
+   * detail in the log: connection refused, timeout and HTTP error must read the same to the caller.
+   */
+  #failure(url: string, cause: unknown): LoomError {
+    if (cause instanceof LoomError && cause.code === this.#allowList.target.code) return cause;
+    this.#log.warn({ err: cause, url }, "remote A2A agent failed");
+    return new LoomError(
+      ErrorCode.AGENT_UNAVAILABLE,
+      `the A2A agent at ${url} could not be reached or did not answer as an A2A agent (the orchestrator's log says why)`,
+    );
   }
 }

@@ -12,7 +12,7 @@ interface AllowedPrefix {
   segments: string[];
 }
 
-/** What a webhook's host name must not resolve to: loopback, private, link-local and unspecified ranges. */
+/** What an allowed host name must not resolve to: loopback, private, link-local and unspecified ranges. */
 const INTERNAL = new BlockList();
 for (const [network, prefix] of [
   ["0.0.0.0", 8],
@@ -39,50 +39,81 @@ for (const [network, prefix] of [
 /** Percent-encoded `.`, `/`, `\` and `%`: a server that decodes them would see other segments. */
 const ENCODED_SEPARATOR = /%(2e|2f|5c|25)/i;
 
+/** What one allow-list guards: the setting that lists its prefixes and how its refusals read. */
+export interface OutboundTarget {
+  /** The setting (environment variable) naming the allowed prefixes: every refusal names it. */
+  setting: string;
+  /** What a URL of this list is, in messages ("webhook"). */
+  noun: string;
+  code: ErrorCode;
+}
+
+/** The requests Loom sends to URLs a caller names, each with its own allow-list. */
+export const OutboundTargets = {
+  WEBHOOK: { setting: "LOOM_A2A_WEBHOOK_ALLOW", noun: "webhook", code: ErrorCode.WEBHOOK_REFUSED },
+  DELEGATE: { setting: "LOOM_A2A_DELEGATE_ALLOW", noun: "remote agent", code: ErrorCode.DELEGATE_REFUSED },
+} as const satisfies Record<string, OutboundTarget>;
+
+/** Why `text` cannot be an allow-list entry, or undefined when it can: for the config's validation. */
+export function allowListEntryProblem(text: string): string | undefined {
+  const url = parseHttpUrl(text);
+  return url === undefined || url.username !== "" || url.password !== ""
+    ? `entry "${text}" is not an http(s) URL without userinfo`
+    : undefined;
+}
+
 /**
- * The webhook allow-list (`LOOM_A2A_WEBHOOK_ALLOW`). A URL is compared parsed and normalised, never
- * as text: same scheme, host and port as an entry, and the entry's path segments as a prefix of its
- * own after dot segments are resolved. Userinfo, percent-encoded separators and host names that
- * resolve to internal addresses are refused; an internal listener is reachable only when an entry
- * names its address literally.
+ * An allow-list of URL prefixes for requests Loom sends where a caller says (webhooks,
+ * `LOOM_A2A_WEBHOOK_ALLOW`; remote agents, `LOOM_A2A_DELEGATE_ALLOW`). A URL is compared parsed and
+ * normalised, never as text: same scheme, host and port as an entry, and the entry's path segments
+ * as a prefix of its own after dot segments are resolved. Userinfo, percent-encoded separators and
+ * host names that resolve to internal addresses are refused; an internal listener is reachable
+ * only when an entry names its address literally.
  */
-export class WebhookAllowList {
+export class OutboundAllowList {
+  readonly target: OutboundTarget;
   readonly #entries: AllowedPrefix[];
   readonly #resolve: (hostname: string) => Promise<string[]>;
 
-  private constructor(entries: AllowedPrefix[], resolve: (hostname: string) => Promise<string[]>) {
+  private constructor(
+    target: OutboundTarget,
+    entries: AllowedPrefix[],
+    resolve: (hostname: string) => Promise<string[]>,
+  ) {
+    this.target = target;
     this.#entries = entries;
     this.#resolve = resolve;
   }
 
   /**
    * Parses the configured prefixes; an entry that is not an http(s) URL, or that carries userinfo,
-   * is a configuration error. `resolve` is the name lookup (the system's by default).
+   * is a CONFIG_INVALID error. `resolve` is the name lookup (the system's by default).
    */
   static parse(
+    target: OutboundTarget,
     prefixes: readonly string[],
     resolve: (hostname: string) => Promise<string[]> = resolveAll,
-  ): WebhookAllowList {
+  ): OutboundAllowList {
     const entries = prefixes.map((text) => {
-      const url = parseHttpUrl(text);
-      if (url === undefined || url.username !== "" || url.password !== "") {
-        throw new LoomError(
-          ErrorCode.CONFIG_INVALID,
-          `LOOM_A2A_WEBHOOK_ALLOW entry "${text}" is not an http(s) URL without userinfo`,
-        );
-      }
+      const problem = allowListEntryProblem(text);
+      if (problem !== undefined)
+        throw new LoomError(ErrorCode.CONFIG_INVALID, `${target.setting} ${problem}`);
+      const url = new URL(text);
       return { text, ...comparable(url), segments: segmentsOf(url.pathname, true) };
     });
-    return new WebhookAllowList(entries, resolve);
+    return new OutboundAllowList(target, entries, resolve);
   }
 
-  /** Throws a WEBHOOK_REFUSED LoomError naming why `text` may not receive webhooks. */
-  async check(text: string): Promise<void> {
+  /**
+   * Throws the target's refusal unless `text` is under an entry, compared without resolving its
+   * host: cheap enough for checking a definition. `check` is what must pass before a request.
+   */
+  assertListed(text: string): URL {
     const url = parseHttpUrl(text);
-    if (url === undefined) this.#refuse(text, "it is not an http(s) URL");
-    if (url.username !== "" || url.password !== "") this.#refuse(text, "it carries userinfo");
+    if (url === undefined) this.refuse(text, "it is not an http(s) URL");
+    if (url.username !== "" || url.password !== "") this.refuse(text, "it carries userinfo");
     if (ENCODED_SEPARATOR.test(url.pathname))
-      this.#refuse(text, "its path holds a percent-encoded dot, slash, backslash or percent sign");
+      this.refuse(text, "its path holds a percent-encoded dot, slash, backslash or percent sign");
     const target = comparable(url);
     const segments = segmentsOf(url.pathname, false);
     const allowed = this.#entries.some(
@@ -92,30 +123,41 @@ export class WebhookAllowList {
         entry.port === target.port &&
         entry.segments.every((segment, index) => segments[index] === segment),
     );
-    if (!allowed) this.#refuse(text, "it is not under an allowed prefix");
+    if (!allowed) this.refuse(text, "it is not under an allowed prefix");
+    return url;
+  }
+
+  /** Throws the target's refusal (a LoomError of its code) naming why `text` may not be requested. */
+  async check(text: string): Promise<void> {
+    const url = this.assertListed(text);
     if (isIP(bare(url.hostname)) !== 0) return;
     let addresses: string[];
     try {
       addresses = await this.#resolve(url.hostname);
     } catch (cause) {
-      throw new LoomError(ErrorCode.WEBHOOK_REFUSED, `webhook ${text} refused: its host does not resolve`, {
-        cause,
-      });
+      throw new LoomError(
+        this.target.code,
+        `${this.target.noun} ${text} refused: its host does not resolve`,
+        {
+          cause,
+        },
+      );
     }
     const internal = addresses.find((address) => isInternal(address));
     if (internal !== undefined || addresses.length === 0) {
-      this.#refuse(
+      this.refuse(
         text,
         `its host resolves to an internal address (${internal ?? "none"}); name an internal listener by its address`,
       );
     }
   }
 
-  #refuse(text: string, why: string): never {
+  /** The target's refusal of `text`, saying why and which setting lists what is allowed. */
+  refuse(text: string, why: string): never {
     const allowed = this.#entries.map((entry) => entry.text).join(", ") || "none";
     throw new LoomError(
-      ErrorCode.WEBHOOK_REFUSED,
-      `webhook ${text} refused: ${why} (LOOM_A2A_WEBHOOK_ALLOW: ${allowed})`,
+      this.target.code,
+      `${this.target.noun} ${text} refused: ${why} (${this.target.setting}: ${allowed})`,
     );
   }
 }
