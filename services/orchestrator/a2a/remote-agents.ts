@@ -66,7 +66,7 @@ export class RemoteAgents {
       SdkTaskState.TASK_STATE_REJECTED,
     ]);
     await this.#allowList.check(options.url);
-    const client = await this.#client(options.url);
+    const client = await this.#client(options.url, options.signal);
     const authorization = Object.entries(this.#credentials).find(([prefix]) =>
       options.url.startsWith(prefix),
     )?.[1];
@@ -127,14 +127,17 @@ export class RemoteAgents {
     );
   }
 
-  #client(url: string): Promise<Client> {
+  /** The client of the agent at `url`; its card is read under `signal`, the step's that reads it first. */
+  #client(url: string, signal: AbortSignal): Promise<Client> {
     let client = this.#clients.get(url);
     if (client === undefined) {
       client = import("@a2a-js/sdk/client").then(
         ({ ClientFactory, DefaultAgentCardResolver, JsonRpcTransportFactory, RestTransportFactory }) => {
           const fetchImpl = allowListedFetch(this.#allowList);
           const factory = new ClientFactory({
-            cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
+            cardResolver: new DefaultAgentCardResolver({
+              fetchImpl: (input, init) => fetchImpl(input, { ...init, signal }),
+            }),
             transports: [new JsonRpcTransportFactory({ fetchImpl }), new RestTransportFactory({ fetchImpl })],
           });
           return factory.createFromUrl(url, AGENT_CARD_PATH).catch((cause: unknown) => {
