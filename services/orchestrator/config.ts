@@ -65,8 +65,9 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     .string()
     .default("{}")
     .transform((text, context) => {
+      let credentials: Record<string, string>;
       try {
-        return z.record(z.string(), z.string()).parse(JSON.parse(text));
+        credentials = z.record(z.string(), z.string()).parse(JSON.parse(text));
       } catch {
         context.addIssue({
           code: "custom",
@@ -74,9 +75,15 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
         });
         return z.NEVER;
       }
+      for (const prefix of Object.keys(credentials)) {
+        const problem = allowListEntryProblem(prefix);
+        if (problem !== undefined)
+          context.addIssue({ code: "custom", message: problem.replace("entry", "prefix") });
+      }
+      return credentials;
     })
     .describe(
-      'Credentials for external A2A agents that `delegate: {url}` steps call: a JSON object from URL prefix to the Authorization value to send, e.g. `{"https://agent.example.com/": "Bearer abc"}`.',
+      'Credentials for external A2A agents that `delegate: {url}` steps call: a JSON object from URL prefix to the Authorization value to send, e.g. `{"https://agent.example.com/": "Bearer abc"}`. Each request to an agent\'s interface carries the value of the most specific prefix its URL falls under, compared as `LOOM_A2A_DELEGATE_ALLOW` entries are (parsed, whole path segments).',
     ),
   LOOM_RUN_LEASE_MS: integer(5_000, 500).describe(
     "How long a replica's claim on a run lasts unrenewed, in milliseconds: a dead replica's runs move on after this.",

@@ -15,6 +15,7 @@ import {
   startObservability,
   streamReplicas,
 } from "../kit/index.ts";
+import { OutboundCredentials } from "./a2a/outbound-credentials.ts";
 import { OutboundAllowList, OutboundTargets } from "./a2a/outbound-url.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
 import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
@@ -157,7 +158,7 @@ await runUntilSignalled(log, async () => {
     leaseMs: config.LOOM_RUN_LEASE_MS,
     memory,
     remoteAgents: new RemoteAgents({
-      credentials: config.LOOM_A2A_OUTBOUND_CREDENTIALS,
+      credentials: new OutboundCredentials(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
       allowList: delegateAllowList,
       log,
     }),

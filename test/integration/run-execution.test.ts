@@ -11,6 +11,7 @@ import {
   StreamDefinitions,
   serve,
 } from "../../services/kit/index.ts";
+import { OutboundCredentials } from "../../services/orchestrator/a2a/outbound-credentials.ts";
 import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import { RemoteAgents } from "../../services/orchestrator/a2a/remote-agents.ts";
 import { ContextMemoryStore } from "../../services/orchestrator/context-memory.ts";
@@ -84,7 +85,7 @@ async function setup() {
       log,
     ),
     remoteAgents: new RemoteAgents({
-      credentials: {},
+      credentials: new OutboundCredentials({}),
       allowList: OutboundAllowList.parse(OutboundTargets.DELEGATE, []),
       log,
     }),

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { LoomError } from "../../services/kit/index.ts";
 import { agentCardUrl } from "../../services/orchestrator/a2a/delegate-urls.ts";
+import { OutboundCredentials } from "../../services/orchestrator/a2a/outbound-credentials.ts";
 import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import { readOrchestratorConfig } from "../../services/orchestrator/config.ts";
 import { DEFAULT_LIMITS } from "../../services/orchestrator/limits.ts";
@@ -154,5 +155,37 @@ describe("delegation allow-list", () => {
         `${setting}: entry "ftp://agents.example.com/" is not an http(s) URL without userinfo`,
       );
     }
+  });
+});
+
+describe("outbound credentials", () => {
+  const credentials = new OutboundCredentials({
+    "https://agent.example.com": "Bearer host",
+    "https://agent.example.com/research/": "Bearer research",
+  });
+
+  it("delegation - credentials go to URLs under their prefix, compared parsed, the most specific first", () => {
+    expect(credentials.for("https://agent.example.com/a2a/jsonrpc")).toBe("Bearer host");
+    expect(credentials.for("https://AGENT.example.com:443/research/a2a/jsonrpc")).toBe("Bearer research");
+    expect(credentials.for("https://agent.example.com/research/../a2a")).toBe("Bearer host");
+  });
+
+  it("delegation - a lookalike host, another port or scheme gets no credentials", () => {
+    for (const url of [
+      "https://agent.example.com.evil.test/a2a",
+      "https://agent.example.com:8443/a2a",
+      "http://agent.example.com/a2a",
+      "https://agent.example.co/a2a",
+    ]) {
+      expect(credentials.for(url), url).toBeUndefined();
+    }
+  });
+
+  it("delegation - a credentials prefix that is not an http(s) URL without userinfo fails the configuration", () => {
+    expect(() =>
+      readOrchestratorConfig({
+        LOOM_A2A_OUTBOUND_CREDENTIALS: JSON.stringify({ "agent.example.com": "Bearer x" }),
+      }),
+    ).toThrow(/LOOM_A2A_OUTBOUND_CREDENTIALS: prefix "agent.example.com" is not an http\(s\) URL/);
   });
 });

@@ -4,7 +4,7 @@ import { ErrorCode } from "../../../schemas/errors.ts";
 import { LoomError } from "../../kit/index.ts";
 
 /** One allow-list entry as URLs are compared: scheme, host, port and the path segments under it. */
-interface AllowedPrefix {
+export interface AllowedPrefix {
   text: string;
   protocol: string;
   hostname: string;
@@ -114,16 +114,8 @@ export class OutboundAllowList {
     if (url.username !== "" || url.password !== "") this.refuse(text, "it carries userinfo");
     if (ENCODED_SEPARATOR.test(url.pathname))
       this.refuse(text, "its path holds a percent-encoded dot, slash, backslash or percent sign");
-    const target = comparable(url);
-    const segments = segmentsOf(url.pathname, false);
-    const allowed = this.#entries.some(
-      (entry) =>
-        entry.protocol === target.protocol &&
-        entry.hostname === target.hostname &&
-        entry.port === target.port &&
-        entry.segments.every((segment, index) => segments[index] === segment),
-    );
-    if (!allowed) this.refuse(text, "it is not under an allowed prefix");
+    if (!this.#entries.some((entry) => isUnder(url, entry)))
+      this.refuse(text, "it is not under an allowed prefix");
     return url;
   }
 
@@ -160,6 +152,24 @@ export class OutboundAllowList {
       `${this.target.noun} ${text} refused: ${why} (${this.target.setting}: ${allowed})`,
     );
   }
+}
+
+/** An entry `allowListEntryProblem` found nothing wrong with, ready for comparing. */
+export function prefixOf(text: string): AllowedPrefix {
+  const url = new URL(text);
+  return { text, ...comparable(url), segments: segmentsOf(url.pathname, true) };
+}
+
+/** Whether `url` is under `prefix`: same scheme, host and port, and the prefix's whole path segments first. */
+export function isUnder(url: URL, prefix: AllowedPrefix): boolean {
+  const target = comparable(url);
+  const segments = segmentsOf(url.pathname, false);
+  return (
+    prefix.protocol === target.protocol &&
+    prefix.hostname === target.hostname &&
+    prefix.port === target.port &&
+    prefix.segments.every((segment, index) => segments[index] === segment)
+  );
 }
 
 function parseHttpUrl(text: string): URL | undefined {

@@ -5,6 +5,7 @@ import { ErrorCode } from "../../../schemas/errors.ts";
 import { type Logger, LoomError } from "../../kit/index.ts";
 import { artifactValue } from "../artifact-value.ts";
 import { AGENT_CARD_PATH } from "./delegate-urls.ts";
+import type { OutboundCredentials } from "./outbound-credentials.ts";
 import { allowListedFetch } from "./outbound-fetch.ts";
 import type { OutboundAllowList } from "./outbound-url.ts";
 
@@ -18,8 +19,8 @@ const loadSdk = () => import("@a2a-js/sdk");
 
 /**
  * External A2A agents a `delegate: {url}` step hands work to: the Agent Card is fetched once per
- * URL, the message goes out streaming with the credentials configured for that URL (never the
- * run's own token), and the remote task's first artifact becomes the step's result.
+ * URL, the message goes out streaming with the credentials configured for the URL it goes to (never
+ * the run's own token), and the remote task's first artifact becomes the step's result.
  *
  * Every request (the card, then each call to the interface the card names) goes through the
  * allow-list `LOOM_A2A_DELEGATE_ALLOW` and follows no redirect. A request that fails in any other
@@ -28,14 +29,14 @@ const loadSdk = () => import("@a2a-js/sdk");
  * learn from it which ports are open behind the URL.
  */
 export class RemoteAgents {
-  readonly #credentials: Record<string, string>;
+  readonly #credentials: OutboundCredentials;
   readonly #allowList: OutboundAllowList;
   readonly #log: Logger;
   readonly #clients = new Map<string, Promise<Client>>();
 
   constructor(options: {
-    /** URL prefixes to the `Authorization` value to send there. */
-    credentials: Record<string, string>;
+    /** The `Authorization` value to send to each URL prefix. */
+    credentials: OutboundCredentials;
     allowList: OutboundAllowList;
     log: Logger;
   }) {
@@ -67,9 +68,6 @@ export class RemoteAgents {
     ]);
     await this.#allowList.check(options.url);
     const client = await this.#client(options.url, options.signal);
-    const authorization = Object.entries(this.#credentials).find(([prefix]) =>
-      options.url.startsWith(prefix),
-    )?.[1];
     const { followUp } = options;
     const request = SendMessageRequest.fromJSON({
       message:
@@ -91,10 +89,7 @@ export class RemoteAgents {
     let state = SdkTaskState.TASK_STATE_SUBMITTED;
     let detail = "";
     const artifacts: Artifact[] = [];
-    const stream = client.sendMessageStream(request, {
-      signal: options.signal,
-      ...(authorization === undefined ? {} : { serviceParameters: { Authorization: authorization } }),
-    });
+    const stream = client.sendMessageStream(request, { signal: options.signal });
     for await (const event of this.#unrevealing(options.url, stream)) {
       const payload = event.payload;
       if (payload?.$case === "task") {
@@ -138,7 +133,10 @@ export class RemoteAgents {
             cardResolver: new DefaultAgentCardResolver({
               fetchImpl: (input, init) => fetchImpl(input, { ...init, signal }),
             }),
-            transports: [new JsonRpcTransportFactory({ fetchImpl }), new RestTransportFactory({ fetchImpl })],
+            transports: [
+              new JsonRpcTransportFactory({ fetchImpl: this.#credentials.attachTo(fetchImpl) }),
+              new RestTransportFactory({ fetchImpl: this.#credentials.attachTo(fetchImpl) }),
+            ],
           });
           return factory.createFromUrl(url, AGENT_CARD_PATH).catch((cause: unknown) => {
             this.#clients.delete(url);
