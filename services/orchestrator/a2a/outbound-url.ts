@@ -98,8 +98,7 @@ export class OutboundAllowList {
       const problem = allowListEntryProblem(text);
       if (problem !== undefined)
         throw new LoomError(ErrorCode.CONFIG_INVALID, `${target.setting} ${problem}`);
-      const url = new URL(text);
-      return { text, ...comparable(url), segments: segmentsOf(url.pathname, true) };
+      return prefixOf(text);
     });
     return new OutboundAllowList(target, entries, resolve);
   }
@@ -127,13 +126,8 @@ export class OutboundAllowList {
     try {
       addresses = await this.#resolve(url.hostname);
     } catch (cause) {
-      throw new LoomError(
-        this.target.code,
-        `${this.target.noun} ${text} refused: its host does not resolve`,
-        {
-          cause,
-        },
-      );
+      const message = `${this.target.noun} ${text} refused: its host does not resolve`;
+      throw new LoomError(this.target.code, message, { cause });
     }
     const internal = addresses.find((address) => isInternal(address));
     if (internal !== undefined || addresses.length === 0) {
