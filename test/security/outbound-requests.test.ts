@@ -1,5 +1,8 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer as createHttpServer, type Server } from "node:http";
 import { createServer as createTcpServer, type Socket, type Server as TcpServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
@@ -180,6 +183,36 @@ describe("security - outbound requests of delegate: {url} steps (LOOM_A2A_DELEGA
     }
     // The cards were read (the allowed host is reachable), and nothing they named was.
     expect(agent.paths.filter((path) => path.includes("/agents/rogue-")).length).toBeGreaterThanOrEqual(8);
+  });
+
+  it("outbound requests - a workflow naming an internal agent is refused when applied, before any request", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "loom-outbound-"));
+    try {
+      const apply = async (id: string, url: string) => {
+        const file = join(dir, `${id}.yaml`);
+        await writeFile(
+          file,
+          `id: ${id}\nsteps:\n  - { id: remote, delegate: { url: "${url}", message: hi } }\n`,
+        );
+        return loom.cli(["workflow", "apply", file], { token: tokenFor("ada", "admin") });
+      };
+      const refused = await apply("to-internal", `http://127.0.0.1:${ports.internal}/`);
+      await attack(
+        AttackClass.OUTBOUND_REQUESTS,
+        "a workflow naming an internal agent is refused when applied",
+        async () =>
+          refused.code === 1 &&
+          refused.stderr.includes("DELEGATE_REFUSED") &&
+          refused.stderr.includes("LOOM_A2A_DELEGATE_ALLOW") &&
+          internal.paths.length === 0,
+      );
+      await control("a workflow naming an allowed agent is applied", async () => {
+        const applied = await apply("to-allowed", `http://127.0.0.1:${ports.agent}/agents/good/`);
+        return applied.code === 0 && applied.stdout.includes("to-allowed v1 registered");
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("outbound requests - closed, open and silent ports read the same (no port-scan oracle)", async () => {
