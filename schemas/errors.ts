@@ -11,6 +11,11 @@ export const ErrorCode = {
   POLICY_DENIED: "POLICY_DENIED",
   /** A webhook URL outside LOOM_A2A_WEBHOOK_ALLOW (compared parsed and normalised), or one resolving inside. */
   WEBHOOK_REFUSED: "WEBHOOK_REFUSED",
+  /**
+   * A `delegate: {url}` step's URL, its Agent Card's or an interface its card names is outside
+   * LOOM_A2A_DELEGATE_ALLOW (compared as WEBHOOK_REFUSED's), resolves inside, or answered a redirect.
+   */
+  DELEGATE_REFUSED: "DELEGATE_REFUSED",
   /** A tool task without a valid grant for exactly this call (missing, expired, other args or tool). */
   GRANT_REFUSED: "GRANT_REFUSED",
   /** `loom audit verify` found a record whose hash or link to the previous one is wrong. */

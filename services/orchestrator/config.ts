@@ -2,6 +2,7 @@ import { resolve } from "node:path";
 import { z } from "zod";
 import { DEV_ISSUER } from "../kit/dev-issuer.ts";
 import { BaseConfigSchema, loadConfig, PortSchema, unsetWhenEmpty } from "../kit/index.ts";
+import { allowListEntryProblem } from "./a2a/outbound-url.ts";
 import { DEFAULT_EXPRESSION_LIMITS, type ExpressionLimits } from "./expression-budget.ts";
 import { DEFAULT_LIMITS, type RunLimits } from "./limits.ts";
 
@@ -17,6 +18,15 @@ const commaList = (fallback: string) =>
         .map((item) => item.trim())
         .filter((item) => item !== ""),
     );
+
+/** URL prefixes of an outbound allow-list: each must be an http(s) URL without userinfo, or start-up fails. */
+const urlPrefixes = () =>
+  commaList("").superRefine((entries, context) => {
+    for (const entry of entries) {
+      const problem = allowListEntryProblem(entry);
+      if (problem !== undefined) context.addIssue({ code: "custom", message: problem });
+    }
+  });
 
 /** An integer setting (milliseconds, bytes, counts) of at least `min`. */
 const integer = (fallback: number, min = 1) => z.coerce.number().int().min(min).default(fallback);
@@ -45,15 +55,19 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     .describe(
       "The base URL clients reach the A2A edge at, as written in the Agent Card (`http://127.0.0.1:<port>` unset).",
     ),
-  LOOM_A2A_WEBHOOK_ALLOW: commaList("").describe(
+  LOOM_A2A_WEBHOOK_ALLOW: urlPrefixes().describe(
     "Comma-separated URL prefixes A2A push-notification webhooks may target (for example `https://hooks.example.com/`); any other is refused. None by default. Compared parsed (scheme, host, port, whole path segments); redirects are not followed, and a name that resolves to a loopback, private or link-local address is refused unless a prefix names that host.",
+  ),
+  LOOM_A2A_DELEGATE_ALLOW: urlPrefixes().describe(
+    "Comma-separated URL prefixes `delegate: {url}` steps may reach (for example `https://agents.example.com/`); none by default, so no remote delegation. The step's URL, its Agent Card (`<url>/.well-known/agent-card.json`) and every interface URL the card names must each fall under one, compared as `LOOM_A2A_WEBHOOK_ALLOW`'s are; redirects are not followed. A definition naming another URL is refused when applied or submitted (`DELEGATE_REFUSED`).",
   ),
   LOOM_A2A_OUTBOUND_CREDENTIALS: z
     .string()
     .default("{}")
     .transform((text, context) => {
+      let credentials: Record<string, string>;
       try {
-        return z.record(z.string(), z.string()).parse(JSON.parse(text));
+        credentials = z.record(z.string(), z.string()).parse(JSON.parse(text));
       } catch {
         context.addIssue({
           code: "custom",
@@ -61,9 +75,15 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
         });
         return z.NEVER;
       }
+      for (const prefix of Object.keys(credentials)) {
+        const problem = allowListEntryProblem(prefix);
+        if (problem !== undefined)
+          context.addIssue({ code: "custom", message: problem.replace("entry", "prefix") });
+      }
+      return credentials;
     })
     .describe(
-      'Credentials for external A2A agents that `delegate: {url}` steps call: a JSON object from URL prefix to the Authorization value to send, e.g. `{"https://agent.example.com/": "Bearer abc"}`.',
+      'Credentials for external A2A agents that `delegate: {url}` steps call: a JSON object from URL prefix to the Authorization value to send, e.g. `{"https://agent.example.com/": "Bearer abc"}`. Each request to an agent\'s interface carries the value of the most specific prefix its URL falls under, compared as `LOOM_A2A_DELEGATE_ALLOW` entries are (parsed, whole path segments).',
     ),
   LOOM_RUN_LEASE_MS: integer(5_000, 500).describe(
     "How long a replica's claim on a run lasts unrenewed, in milliseconds: a dead replica's runs move on after this.",

@@ -20,7 +20,8 @@ export interface HttpEdge {
  * `open` makes, loading it at the first request or at `load()`, whichever comes first: its modules
  * (express, the A2A and MCP SDKs' server sides, the console) are a fifth of the orchestrator's
  * start, and need not delay the bus side. A request that comes before the app is loaded waits for
- * it; one that comes when it failed to open is answered 503, and the next one tries again.
+ * it; one that comes when it failed to open (the broker, say: a bad setting fails the service's
+ * start instead, when its config is read) is answered 503, and the next one tries again.
  */
 export async function listenHttpEdge(options: {
   /** The address it binds (`LOOM_HTTP_HOST`): loopback unless told. */

@@ -5,8 +5,8 @@ import { authenticate, type JsonSchemaValidator, type Logger } from "../kit/inde
 import { buildAgentCard } from "./a2a/agent-card.ts";
 import { a2aApp } from "./a2a/http-edge.ts";
 import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
+import type { OutboundAllowList } from "./a2a/outbound-url.ts";
 import { PushRegistry, startPushNotifier } from "./a2a/push-notifications.ts";
-import { WebhookAllowList } from "./a2a/webhook-url.ts";
 import { devSignInDataDir, type OrchestratorConfig } from "./config.ts";
 import { RunChanges } from "./console/live.ts";
 import { consoleRouter } from "./console/router.ts";
@@ -27,6 +27,8 @@ export interface HttpSurfaceOptions {
   nc: NatsConnection;
   jsm: JetStreamManager;
   config: OrchestratorConfig;
+  /** `LOOM_A2A_WEBHOOK_ALLOW`, parsed when the service started: a bad entry fails the start, not this. */
+  webhookAllowList: OutboundAllowList;
   buckets: { push: KV; tools: KV; catalog: KV; sessions: KV; runs: KV };
   runs: RunStore;
   workflows: WorkflowCatalog;
@@ -39,17 +41,35 @@ export interface HttpSurfaceOptions {
 /**
  * Everything behind the orchestrator's HTTP edge: the A2A edge with its push notifications, the MCP
  * gateway and the console. `main.ts` loads this module only once the bus side is ready (see
- * `listenHttpEdge`).
+ * `listenHttpEdge`). When one part fails to open, the parts opened before it are closed again
+ * before the error goes up: the edge tries again at its next request, and must not pile up
+ * watchers and consumers at each try.
  */
 export async function openHttpSurface(options: HttpSurfaceOptions): Promise<HttpApp> {
+  const opened: Array<() => void> = [];
+  const closeOpened = () => {
+    for (const close of opened.splice(0).reverse()) close();
+  };
+  try {
+    const handle = await openParts(options, opened);
+    return {
+      handle,
+      close: async () => closeOpened(),
+    };
+  } catch (error) {
+    closeOpened();
+    throw error;
+  }
+}
+
+/** Opens each part, adding how to close it to `opened` as soon as it is open. */
+async function openParts(options: HttpSurfaceOptions, opened: Array<() => void>): Promise<HttpApp["handle"]> {
   const { nc, jsm, config, buckets, runs, workflows, validator, log } = options;
   const js = jetstream(nc);
-  const push = await PushRegistry.open(
-    buckets.push,
-    WebhookAllowList.parse(config.LOOM_A2A_WEBHOOK_ALLOW),
-    log,
-  );
+  const push = await PushRegistry.open(buckets.push, options.webhookAllowList, log);
+  opened.push(() => push.close());
   const pushNotifier = await startPushNotifier({ js, jsm, registry: push, log });
+  opened.push(() => pushNotifier.stop());
   const card = () =>
     buildAgentCard({
       validator,
@@ -58,6 +78,7 @@ export async function openHttpSurface(options: HttpSurfaceOptions): Promise<Http
       version: "0.1.0",
     });
   const mcpCatalog = await FederatedCatalog.open({ tools: buckets.tools, catalog: buckets.catalog }, log);
+  opened.push(() => mcpCatalog.close());
   const gateway = {
     catalog: mcpCatalog,
     policy: new GatewayPolicy(nc, config.LOOM_POLICY_TIMEOUT_MS),
@@ -72,6 +93,7 @@ export async function openHttpSurface(options: HttpSurfaceOptions): Promise<Http
     version: "0.1.0",
   };
   const sessionStreams = new SessionStreams(gateway);
+  opened.push(() => sessionStreams.close());
   const mcpGateway = mcpGatewayRouter({
     ...gateway,
     streams: sessionStreams,
@@ -82,6 +104,7 @@ export async function openHttpSurface(options: HttpSurfaceOptions): Promise<Http
     log,
   });
   const runChanges = await RunChanges.watch(buckets.runs);
+  opened.push(() => runChanges.stop());
   const webConsole = consoleRouter({
     nc,
     js,
@@ -108,14 +131,5 @@ export async function openHttpSurface(options: HttpSurfaceOptions): Promise<Http
     log,
     routes: [mcpGateway, webConsole],
   });
-  return {
-    handle: (req, res) => app(req, res),
-    async close() {
-      sessionStreams.close();
-      runChanges.stop();
-      mcpCatalog.close();
-      pushNotifier.stop();
-      push.close();
-    },
-  };
+  return (req, res) => app(req, res);
 }

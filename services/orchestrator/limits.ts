@@ -37,19 +37,17 @@ export function assertDefinitionSizeWithin(raw: unknown, limits: RunLimits): voi
 
 /** Refuses a workflow with more steps than `LOOM_MAX_STEPS`, parallel branches and compensations included. */
 export function assertStepsWithin(workflow: Workflow, limits: RunLimits): void {
-  const steps = countSteps(workflow.steps);
+  const steps = allSteps(workflow.steps).length;
   if (steps > limits.maxSteps) {
     throw limitExceeded(`workflow ${workflow.id}'s step count`, "LOOM_MAX_STEPS", steps, limits.maxSteps);
   }
 }
 
-function countSteps(steps: readonly Step[]): number {
-  return steps.reduce(
-    (count, step) =>
-      count +
-      1 +
-      ("parallel" in step ? countSteps(step.parallel) : 0) +
-      ("onError" in step && step.onError !== undefined ? countSteps(step.onError.steps) : 0),
-    0,
-  );
+/** Every step of a list, parallel branches and compensation steps included, depth first. */
+export function allSteps(steps: readonly Step[]): Step[] {
+  return steps.flatMap((step) => [
+    step,
+    ...("parallel" in step ? allSteps(step.parallel) : []),
+    ...("onError" in step && step.onError !== undefined ? allSteps(step.onError.steps) : []),
+  ]);
 }

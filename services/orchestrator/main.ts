@@ -15,6 +15,8 @@ import {
   startObservability,
   streamReplicas,
 } from "../kit/index.ts";
+import { OutboundCredentials } from "./a2a/outbound-credentials.ts";
+import { OutboundAllowList, OutboundTargets } from "./a2a/outbound-url.ts";
 import { RemoteAgents } from "./a2a/remote-agents.ts";
 import { expressionLimitsOf, readOrchestratorConfig, runLimitsOf } from "./config.ts";
 import { ContextMemoryStore } from "./context-memory.ts";
@@ -58,7 +60,9 @@ await runUntilSignalled(log, async () => {
     );
   }
   const limits = runLimitsOf(config);
-  const catalog = new WorkflowCatalog(limits);
+  const delegateAllowList = OutboundAllowList.parse(OutboundTargets.DELEGATE, config.LOOM_A2A_DELEGATE_ALLOW);
+  const webhookAllowList = OutboundAllowList.parse(OutboundTargets.WEBHOOK, config.LOOM_A2A_WEBHOOK_ALLOW);
+  const catalog = new WorkflowCatalog(limits, delegateAllowList);
 
   const nc = await connectNats({
     servers: config.NATS_URL,
@@ -118,6 +122,7 @@ await runUntilSignalled(log, async () => {
         nc,
         jsm,
         config,
+        webhookAllowList,
         buckets: { push: pushKv, tools: toolsKv, catalog: catalogKv, sessions: sessionsKv, runs: runsKv },
         runs,
         workflows: catalog,
@@ -152,7 +157,11 @@ await runUntilSignalled(log, async () => {
     owner: REPLICA,
     leaseMs: config.LOOM_RUN_LEASE_MS,
     memory,
-    remoteAgents: new RemoteAgents(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
+    remoteAgents: new RemoteAgents({
+      credentials: new OutboundCredentials(config.LOOM_A2A_OUTBOUND_CREDENTIALS),
+      allowList: delegateAllowList,
+      log,
+    }),
     expressionLimits: expressionLimitsOf(config),
     results: new ResultStore(resultsKv, config.LOOM_RESULT_INLINE_MAX_BYTES),
   });

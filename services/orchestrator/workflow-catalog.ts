@@ -4,6 +4,8 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import type { Workflow, WorkflowSummary } from "../../schemas/workflow.ts";
 import { didYouMean, LoomError } from "../kit/index.ts";
 import { checkWorkflowSchema, readWorkflowDefinition } from "../kit/workflow-definition.ts";
+import { assertDelegatesListed } from "./a2a/delegate-urls.ts";
+import type { OutboundAllowList } from "./a2a/outbound-url.ts";
 import { checkExpressions } from "./expressions.ts";
 import { assertDefinitionSizeWithin, assertStepsWithin, type RunLimits } from "./limits.ts";
 
@@ -26,16 +28,23 @@ export class WorkflowCatalog {
   readonly #versions = new Map<string, Map<number, Workflow>>();
   readonly #listeners: Array<(id: string) => void> = [];
   readonly #limits: RunLimits;
+  readonly #delegates: OutboundAllowList;
 
-  constructor(limits: RunLimits) {
+  /** `delegates`: the URLs `delegate: {url}` steps may name (`LOOM_A2A_DELEGATE_ALLOW`). */
+  constructor(limits: RunLimits, delegates: OutboundAllowList) {
     this.#limits = limits;
+    this.#delegates = delegates;
   }
 
-  /** Validates a definition a caller sent (to apply, graph or run inline), within the size and step limits. */
+  /**
+   * Validates a definition a caller sent (to apply, graph or run inline), within the size and step
+   * limits, its remote agents within the delegation allow-list.
+   */
   parse(raw: unknown, source: string): Workflow {
     assertDefinitionSizeWithin(raw, this.#limits);
     const workflow = parseWorkflow(raw, source);
     assertStepsWithin(workflow, this.#limits);
+    assertDelegatesListed(workflow, this.#delegates);
     return workflow;
   }
 

@@ -38,6 +38,7 @@ output: "{% $steps.enrich %}"
     remote = await startLoom({ env: { LOOM_A2A_PORT: String(remotePort) } });
     upstream = await startLoom({
       env: {
+        LOOM_A2A_DELEGATE_ALLOW: `${remoteUrl}/`,
         LOOM_A2A_OUTBOUND_CREDENTIALS: JSON.stringify({
           [remoteUrl]: `Bearer ${tokenFor("loom-a", "analyst", "manager")}`,
         }),

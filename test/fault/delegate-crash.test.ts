@@ -33,6 +33,7 @@ describe("fault - a delegate step re-sent after a crash", () => {
     await using upstream = await startLoom({
       env: {
         LOOM_RUN_LEASE_MS: "1500",
+        LOOM_A2A_DELEGATE_ALLOW: `${remoteUrl}/`,
         LOG_LEVEL: "info",
         LOOM_A2A_OUTBOUND_CREDENTIALS: JSON.stringify({
           [remoteUrl]: `Bearer ${tokenFor("loom-a", "admin")}`,

@@ -22,6 +22,8 @@ export const AttackClass = {
   CONSOLE: "console",
   /** What listens where: HTTP listeners reachable from other hosts than the one Loom runs on. */
   EXPOSURE: "exposure",
+  /** Requests Loom sends to URLs a caller names (remote agents): internal addresses, port scans. */
+  OUTBOUND_REQUESTS: "outbound-requests",
 } as const;
 export type AttackClass = (typeof AttackClass)[keyof typeof AttackClass];
 

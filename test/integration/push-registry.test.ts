@@ -4,12 +4,12 @@ import type { PushNotificationConfig } from "../../schemas/a2a.ts";
 import { Buckets } from "../../schemas/subjects.ts";
 import { createLogger } from "../../services/kit/index.ts";
 import { openBucket } from "../../services/kit/jetstream.ts";
+import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import { PushRegistry } from "../../services/orchestrator/a2a/push-notifications.ts";
-import { WebhookAllowList } from "../../services/orchestrator/a2a/webhook-url.ts";
 import { connectTo, startNatsServer } from "../helpers/nats-server.ts";
 
 const log = createLogger({ service: "push-registry-test", level: "silent" });
-const allowList = WebhookAllowList.parse(["http://127.0.0.1:9/"]);
+const allowList = OutboundAllowList.parse(OutboundTargets.WEBHOOK, ["http://127.0.0.1:9/"]);
 const config = (taskId: string, id: string): PushNotificationConfig => ({
   taskId,
   id,

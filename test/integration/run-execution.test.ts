@@ -11,6 +11,8 @@ import {
   StreamDefinitions,
   serve,
 } from "../../services/kit/index.ts";
+import { OutboundCredentials } from "../../services/orchestrator/a2a/outbound-credentials.ts";
+import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import { RemoteAgents } from "../../services/orchestrator/a2a/remote-agents.ts";
 import { ContextMemoryStore } from "../../services/orchestrator/context-memory.ts";
 import { DefinitionStore } from "../../services/orchestrator/definition-store.ts";
@@ -82,7 +84,11 @@ async function setup() {
       { maxEntries: 10, maxBytes: 65_536 },
       log,
     ),
-    remoteAgents: new RemoteAgents({}),
+    remoteAgents: new RemoteAgents({
+      credentials: new OutboundCredentials({}),
+      allowList: OutboundAllowList.parse(OutboundTargets.DELEGATE, []),
+      log,
+    }),
     expressionLimits: DEFAULT_EXPRESSION_LIMITS,
     results: new ResultStore(resultsKv, 65_536),
     progress: new TaskProgressFeed(nc, log),

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { LoomError } from "../../services/kit/index.ts";
+import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import {
   DEFAULT_EXPRESSION_LIMITS,
   type ExpressionLimits,
@@ -8,6 +9,8 @@ import {
 } from "../../services/orchestrator/expressions.ts";
 import { DEFAULT_LIMITS } from "../../services/orchestrator/limits.ts";
 import { WorkflowCatalog } from "../../services/orchestrator/workflow-catalog.ts";
+
+const noDelegates = OutboundAllowList.parse(OutboundTargets.DELEGATE, []);
 
 const scope = (limits: ExpressionLimits) => ({ input: { name: "Ada" }, steps: {}, limits });
 const render = (expression: string, limits: ExpressionLimits = DEFAULT_EXPRESSION_LIMITS) =>
@@ -139,7 +142,7 @@ describe("expression bounds - native functions that took seconds", () => {
     await failsWith('$match("abab", /(ab)\\1/)', /cannot run in linear time/);
     expect(await render('$join($match("a1b22", /[0-9]+/).match, ",")')).toBe("1,22");
     // A definition is refused such a literal when it is checked, before any run.
-    const catalog = new WorkflowCatalog(DEFAULT_LIMITS);
+    const catalog = new WorkflowCatalog(DEFAULT_LIMITS, noDelegates);
     const error = await refusal(async () =>
       catalog.parse(
         { id: "w", steps: [{ id: "a", call: "time.get_time", with: { x: "{% /a+/i %}" } }] },

@@ -1,11 +1,14 @@
 import { describe, expect, it } from "vitest";
 import type { Workflow } from "../../schemas/workflow.ts";
+import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import { readsMemory } from "../../services/orchestrator/expressions.ts";
 import { DEFAULT_LIMITS } from "../../services/orchestrator/limits.ts";
 import { WorkflowCatalog } from "../../services/orchestrator/workflow-catalog.ts";
 
+const noDelegates = OutboundAllowList.parse(OutboundTargets.DELEGATE, []);
+
 const workflow = (steps: unknown[], output?: unknown): Workflow =>
-  new WorkflowCatalog(DEFAULT_LIMITS).resolve({
+  new WorkflowCatalog(DEFAULT_LIMITS, noDelegates).resolve({
     id: "memory-reads",
     steps,
     ...(output === undefined ? {} : { output }),

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { LoomError } from "../../services/kit/index.ts";
+import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import {
   DEFAULT_EXPRESSION_LIMITS,
   type ExpressionLimits,
@@ -8,6 +9,8 @@ import {
 } from "../../services/orchestrator/expressions.ts";
 import { assertInputWithin, DEFAULT_LIMITS } from "../../services/orchestrator/limits.ts";
 import { WorkflowCatalog } from "../../services/orchestrator/workflow-catalog.ts";
+
+const noDelegates = OutboundAllowList.parse(OutboundTargets.DELEGATE, []);
 
 const render = (expression: string, limits: ExpressionLimits = DEFAULT_EXPRESSION_LIMITS) =>
   renderValue(`{% ${expression} %}`, { input: {}, steps: {}, limits }, "test");
@@ -79,7 +82,7 @@ describe("limits - expressions", () => {
 });
 
 describe("limits - definitions and input", () => {
-  const catalog = new WorkflowCatalog(DEFAULT_LIMITS);
+  const catalog = new WorkflowCatalog(DEFAULT_LIMITS, noDelegates);
 
   it("limits - a workflow over LOOM_MAX_STEPS is refused with the count", async () => {
     const error = await refusal(() => catalog.parse({ id: "wide", steps: calls(1_500) }, "test"));
@@ -96,9 +99,11 @@ describe("limits - definitions and input", () => {
         { id: "c", call: "time.get_time", onError: { steps: [{ id: "undo", call: "time.get_time" }] } },
       ],
     };
-    const error = await refusal(() => new WorkflowCatalog(limits).parse(workflow, "test"));
+    const error = await refusal(() => new WorkflowCatalog(limits, noDelegates).parse(workflow, "test"));
     expect(error.details).toEqual({ limit: "LOOM_MAX_STEPS", value: 6, max: 4 });
-    expect(new WorkflowCatalog({ ...limits, maxSteps: 6 }).parse(workflow, "test").id).toBe("nested");
+    expect(new WorkflowCatalog({ ...limits, maxSteps: 6 }, noDelegates).parse(workflow, "test").id).toBe(
+      "nested",
+    );
   });
 
   it("limits - a definition over LOOM_MAX_DEFINITION_BYTES is refused before it is parsed", async () => {

@@ -2,18 +2,17 @@ import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager }
 import type { KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
 import { type PushNotificationConfig, PushNotificationConfigSchema } from "../../../schemas/a2a.ts";
-import { ErrorCode } from "../../../schemas/errors.ts";
 import { Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
 import {
   encodePayload,
   ensureConsumer,
   type Logger,
-  LoomError,
   parsePayload,
   retryBrokerFailures,
 } from "../../kit/index.ts";
 import { KvMirror } from "../../kit/kv-mirror.ts";
-import type { WebhookAllowList } from "./webhook-url.ts";
+import { allowListedFetch } from "./outbound-fetch.ts";
+import type { OutboundAllowList } from "./outbound-url.ts";
 
 /** Deliveries of one event before its webhooks are given up on (the event stays in the stream). */
 const MAX_DELIVERIES = 8;
@@ -30,12 +29,12 @@ export class PushRegistry {
   readonly #kv: KV;
   readonly #mirror: KvMirror<typeof PushNotificationConfigSchema>;
   /** Checked when a webhook is registered and again before every delivery. */
-  readonly allowList: WebhookAllowList;
+  readonly allowList: OutboundAllowList;
 
   private constructor(
     kv: KV,
     mirror: KvMirror<typeof PushNotificationConfigSchema>,
-    allowList: WebhookAllowList,
+    allowList: OutboundAllowList,
   ) {
     this.#kv = kv;
     this.#mirror = mirror;
@@ -43,7 +42,7 @@ export class PushRegistry {
   }
 
   /** Opens the registry once the bucket's present registrations are mirrored. */
-  static async open(kv: KV, allowList: WebhookAllowList, log: Logger): Promise<PushRegistry> {
+  static async open(kv: KV, allowList: OutboundAllowList, log: Logger): Promise<PushRegistry> {
     const mirror = await KvMirror.open(kv, PushNotificationConfigSchema, "push config", log);
     return new PushRegistry(kv, mirror, allowList);
   }
@@ -135,34 +134,25 @@ export async function startPushNotifier(options: {
 }
 
 /**
- * One delivery. The URL is checked again (the allow-list or the host's address may have changed
- * since it was registered), and a redirect is a failed delivery, never followed: it could point
- * anywhere, internal listeners included.
+ * One delivery, through the allow-list: the URL is checked again (the list or the host's address
+ * may have changed since it was registered), and a redirect is a failed delivery, never followed.
  */
 async function post(
-  allowList: WebhookAllowList,
+  allowList: OutboundAllowList,
   config: PushNotificationConfig,
   body: Uint8Array,
 ): Promise<void> {
-  await allowList.check(config.url);
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (config.token !== undefined && config.token !== "") headers["X-A2A-Notification-Token"] = config.token;
   if (config.authentication !== undefined) {
     headers.authorization = `${config.authentication.scheme} ${config.authentication.credentials}`;
   }
-  const response = await fetch(config.url, {
+  const response = await allowListedFetch(allowList)(config.url, {
     method: "POST",
     headers,
     body,
-    redirect: "manual",
     signal: AbortSignal.timeout(POST_TIMEOUT_MS),
   });
   await response.body?.cancel();
-  if (response.status >= 300 && response.status < 400) {
-    throw new LoomError(
-      ErrorCode.WEBHOOK_REFUSED,
-      `webhook ${config.url} answered a redirect (${response.status}); Loom does not follow webhook redirects`,
-    );
-  }
   if (!response.ok) throw new Error(`webhook ${config.url} answered ${response.status}`);
 }
