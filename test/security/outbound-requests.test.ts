@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
+import { allowListedFetch } from "../../services/orchestrator/a2a/outbound-fetch.ts";
+import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type AgentRoute, startEchoAgent } from "../helpers/echo-a2a-agent.ts";
 import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
@@ -242,5 +244,36 @@ describe("security - outbound requests of delegate: {url} steps (LOOM_A2A_DELEGA
         new Set(outside.map(samePort)).size === 1 &&
         internal.paths.length === 0,
     );
+  });
+
+  it("outbound requests - a name that resolves outside when checked and inside when connected (DNS rebinding) reaches nothing", async () => {
+    // A rebinding DNS server answers the allow-list's check with a public address and the
+    // connection's own lookup with loopback: the check's resolver stands in for the first answer,
+    // the system's resolution of `localhost` is the second.
+    const rebinding = OutboundAllowList.parse(
+      OutboundTargets.DELEGATE,
+      [`http://localhost:${ports.internal}/`],
+      async () => ["93.184.216.34"],
+    );
+    await attack(
+      AttackClass.OUTBOUND_REQUESTS,
+      "a host name rebound to loopback between the check and the connection is not connected to",
+      async () => {
+        const reached = await allowListedFetch(rebinding)(`http://localhost:${ports.internal}/admin`).then(
+          () => true,
+          () => false,
+        );
+        return !reached && internal.paths.length === 0;
+      },
+    );
+    await control("an allowed listener named by its address is reached through the same fetch", async () => {
+      const literal = OutboundAllowList.parse(OutboundTargets.DELEGATE, [
+        `http://127.0.0.1:${ports.internal}/`,
+      ]);
+      const response = await allowListedFetch(literal)(`http://127.0.0.1:${ports.internal}/control`);
+      const reached = response.status === 404 && internal.paths.includes("/control");
+      internal.paths.length = 0;
+      return reached;
+    });
   });
 });

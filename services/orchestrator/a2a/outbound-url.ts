@@ -189,7 +189,8 @@ function bare(hostname: string): string {
   return hostname.startsWith("[") ? hostname.slice(1, -1) : hostname;
 }
 
-function isInternal(address: string): boolean {
+/** Whether an address is loopback, private, link-local or unspecified: never reached through a name. */
+export function isInternal(address: string): boolean {
   const family = isIP(address);
   return family !== 0 && INTERNAL.check(address, family === 4 ? "ipv4" : "ipv6");
 }
