@@ -13,6 +13,7 @@ import { ErrorCode, type WireError, WireErrorSchema } from "../../schemas/errors
 import { Headers } from "../../schemas/subjects.ts";
 import { describeIssues, LoomError, toWireError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
+import type { ReplyInbox } from "./reply-inbox.ts";
 import { extractTraceContext, injectTraceContext, SpanKind, withSpan } from "./telemetry.ts";
 
 const encoder = new TextEncoder();
@@ -73,6 +74,8 @@ export function tracedHeaders(pairs: Record<string, string | undefined> = {}): M
 export interface RequestOptions {
   timeoutMs: number;
   headers?: Record<string, string | undefined>;
+  /** Answers come to this inbox rather than the connection's own (see ReplyInbox). */
+  inbox?: ReplyInbox;
 }
 
 /**
@@ -100,7 +103,7 @@ export async function request<Req extends z.ZodType, Res extends z.ZodType>(
       const payload = encodePayload(contract.request, body, `request to ${subject}`);
       let reply: Msg;
       try {
-        reply = await nc.request(subject, payload, {
+        reply = await (options.inbox ?? nc).request(subject, payload, {
           timeout: options.timeoutMs,
           headers: tracedHeaders(options.headers),
         });
