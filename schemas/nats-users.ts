@@ -56,3 +56,8 @@ export function inboxPrefixOf(user: string): string {
 export function toolTaskInboxOf(user: string): string {
   return `${inboxPrefixOf(user)}.tasks`;
 }
+
+/** Whether `subject` is under some user's tool-task inbox (`toolTaskInboxOf`), where a forwarded task may be answered. */
+export function isToolTaskInbox(subject: string): boolean {
+  return /^_INBOX\.[A-Za-z0-9_-]+\.tasks\.[A-Za-z0-9_.-]+$/.test(subject);
+}

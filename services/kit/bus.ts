@@ -10,6 +10,7 @@ import {
 import type { z } from "zod";
 import type { RequestContract } from "../../schemas/contracts.ts";
 import { ErrorCode, type WireError, WireErrorSchema } from "../../schemas/errors.ts";
+import { isToolTaskInbox } from "../../schemas/nats-users.ts";
 import { Headers } from "../../schemas/subjects.ts";
 import { describeIssues, LoomError, toWireError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
@@ -216,10 +217,13 @@ interface Responder {
   respond(data: Uint8Array, options?: { headers?: MsgHdrs }): boolean;
 }
 
-/** The asker's inbox a forwarded task names in `Loom-Reply-To`; only an inbox is accepted. */
+/**
+ * The asker's inbox a forwarded task names in `Loom-Reply-To`; only a tool-task inbox is accepted
+ * (the one the worker's NATS user may publish to). Otherwise the answer goes to the forwarder.
+ */
 function forwardedReply(msg: Msg): string | undefined {
   const to = msg.headers?.get(Headers.REPLY_TO);
-  return to !== undefined && /^_INBOX\.[A-Za-z0-9_.-]+$/.test(to) ? to : undefined;
+  return to !== undefined && isToolTaskInbox(to) ? to : undefined;
 }
 
 async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(

@@ -479,6 +479,26 @@ describe("security - trusted bus: the NATS users of npm start", () => {
       watching.unsubscribe();
     });
 
+    it("bus - a tool task asked on a plain request inbox, where the worker may not answer, is refused before any decision", async () => {
+      await attack(
+        AttackClass.TRUSTED_BUS,
+        "the orchestrator's user asks for a tool task answered on its plain request inbox",
+        async () => {
+          const code = await request(
+            as[NatsUser.ORCHESTRATOR],
+            Subjects.POLICY_TASKS,
+            PolicyTaskContract,
+            intent(`intent-${randomUUID()}`),
+            { timeoutMs: 15_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${analyst}` } },
+          ).then(
+            () => undefined,
+            (error: LoomError) => error.code,
+          );
+          return code === ErrorCode.INVALID_INPUT;
+        },
+      );
+    });
+
     it("bus - control: the orchestrator's user sends an intent with a caller's token and the worker's answer comes back", async () => {
       await control("the orchestrator's user sends a tool task through acp-policy", async () => {
         // Answered on the orchestrator's tool-task inbox, the one inbox of its the worker may publish to.
