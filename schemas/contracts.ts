@@ -36,6 +36,12 @@ import {
   ToolStatsSchema,
 } from "./tool-calls.ts";
 import {
+  ServerListReplySchema,
+  ServerListRequestSchema,
+  ToolListReplySchema,
+  ToolListRequestSchema,
+} from "./tool-listing.ts";
+import {
   WorkflowApplyReplySchema,
   WorkflowApplySchema,
   WorkflowGraphReplySchema,
@@ -160,6 +166,16 @@ export const FeedbackContract = {
 export const ToolStatsContract = {
   request: ToolStatsRequestSchema,
   response: ToolStatsSchema,
+} as const satisfies RequestContract;
+
+export const ToolListContract = {
+  request: ToolListRequestSchema,
+  response: ToolListReplySchema,
+} as const satisfies RequestContract;
+
+export const ServerListContract = {
+  request: ServerListRequestSchema,
+  response: ServerListReplySchema,
 } as const satisfies RequestContract;
 
 /** The worker asks a run's user for input on an MCP server's behalf; the reply is the answer. */

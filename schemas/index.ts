@@ -26,4 +26,5 @@ export * from "./steps.ts";
 export * from "./subjects.ts";
 export * from "./task-intent.ts";
 export * from "./tool-calls.ts";
+export * from "./tool-listing.ts";
 export * from "./workflow.ts";

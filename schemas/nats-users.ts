@@ -47,3 +47,17 @@ export type NatsPasswordFile = z.infer<typeof NatsPasswordFileSchema>;
 export function inboxPrefixOf(user: string): string {
   return `_INBOX.${user}`;
 }
+
+/**
+ * Where tool tasks sent by NATS user `user` (the orchestrator's steps and MCP gateway) are
+ * answered: the mcp-worker answers a forwarded task there, and may publish to no other inbox of
+ * that user's, so it cannot answer the orchestrator's other requests (decisions, reads) first.
+ */
+export function toolTaskInboxOf(user: string): string {
+  return `${inboxPrefixOf(user)}.tasks`;
+}
+
+/** Whether `subject` is under some user's tool-task inbox (`toolTaskInboxOf`), where a forwarded task may be answered. */
+export function isToolTaskInbox(subject: string): boolean {
+  return /^_INBOX\.[A-Za-z0-9_-]+\.tasks\.[A-Za-z0-9_.-]+$/.test(subject);
+}

@@ -85,6 +85,10 @@ export const Subjects = {
   RUN_FEEDBACK_ALL: "loom.v1.runs.*.feedback",
   /** Request/reply: calls, errors, latency, cache and feedback per tool and server version. */
   TOOLS_STATS: "loom.v1.tools.stats",
+  /** Request/reply: every registered tool with its server's health, served by the orchestrators. */
+  TOOLS_LIST: "loom.v1.tools.list",
+  /** Request/reply: every MCP server the workers run, with its health, served by the orchestrators. */
+  SERVERS_LIST: "loom.v1.servers.list",
 } as const;
 export type Subject = (typeof Subjects)[keyof typeof Subjects];
 

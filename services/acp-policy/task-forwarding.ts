@@ -5,6 +5,7 @@ import {
   type Subscription,
 } from "@nats-io/transport-node";
 import { ErrorCode } from "../../schemas/errors.ts";
+import { isToolTaskInbox } from "../../schemas/nats-users.ts";
 import { PolicyEffect } from "../../schemas/policy.ts";
 import { agentTasksSubject, Headers, MCP_WORKER_AGENT } from "../../schemas/subjects.ts";
 import type { TaskIntent } from "../../schemas/task-intent.ts";
@@ -69,6 +70,13 @@ export class TaskForwarder {
     context: RequestContext,
     channel: DecisionChannel,
   ): Promise<typeof NO_REPLY> {
+    // Answered where the worker may publish, or never: refused before anything is decided.
+    if (context.reply !== undefined && !isToolTaskInbox(context.reply)) {
+      throw new LoomError(
+        ErrorCode.INVALID_INPUT,
+        `a tool task is answered on the asker's tool-task inbox (_INBOX.<user>.tasks.…), not ${context.reply}: send it with sendToolTask`,
+      );
+    }
     const deps = this.#deps;
     const asked = intent.decision;
     const decision = await observeDecision(asked, () => decide(deps, asked, context.authorization, channel));

@@ -10,9 +10,11 @@ import {
 import type { z } from "zod";
 import type { RequestContract } from "../../schemas/contracts.ts";
 import { ErrorCode, type WireError, WireErrorSchema } from "../../schemas/errors.ts";
+import { isToolTaskInbox } from "../../schemas/nats-users.ts";
 import { Headers } from "../../schemas/subjects.ts";
 import { describeIssues, LoomError, toWireError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
+import type { ReplyInbox } from "./reply-inbox.ts";
 import { extractTraceContext, injectTraceContext, SpanKind, withSpan } from "./telemetry.ts";
 
 const encoder = new TextEncoder();
@@ -73,6 +75,8 @@ export function tracedHeaders(pairs: Record<string, string | undefined> = {}): M
 export interface RequestOptions {
   timeoutMs: number;
   headers?: Record<string, string | undefined>;
+  /** Answers come to this inbox rather than the connection's own (see ReplyInbox). */
+  inbox?: ReplyInbox;
 }
 
 /**
@@ -100,7 +104,7 @@ export async function request<Req extends z.ZodType, Res extends z.ZodType>(
       const payload = encodePayload(contract.request, body, `request to ${subject}`);
       let reply: Msg;
       try {
-        reply = await nc.request(subject, payload, {
+        reply = await (options.inbox ?? nc).request(subject, payload, {
           timeout: options.timeoutMs,
           headers: tracedHeaders(options.headers),
         });
@@ -213,10 +217,13 @@ interface Responder {
   respond(data: Uint8Array, options?: { headers?: MsgHdrs }): boolean;
 }
 
-/** The asker's inbox a forwarded task names in `Loom-Reply-To`; only an inbox is accepted. */
+/**
+ * The asker's inbox a forwarded task names in `Loom-Reply-To`; only a tool-task inbox is accepted
+ * (the one the worker's NATS user may publish to). Otherwise the answer goes to the forwarder.
+ */
 function forwardedReply(msg: Msg): string | undefined {
   const to = msg.headers?.get(Headers.REPLY_TO);
-  return to !== undefined && /^_INBOX\.[A-Za-z0-9_.-]+$/.test(to) ? to : undefined;
+  return to !== undefined && isToolTaskInbox(to) ? to : undefined;
 }
 
 async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(

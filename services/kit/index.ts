@@ -13,6 +13,7 @@ export * from "./nats.ts";
 export { natsServerOptions } from "./nats-url.ts";
 export * from "./observability.ts";
 export * from "./policy-client.ts";
+export * from "./reply-inbox.ts";
 export * from "./run-submission.ts";
 export * from "./run-watch.ts";
 export * from "./service.ts";

@@ -4,6 +4,7 @@ import { PolicyTaskContract } from "../../schemas/contracts.ts";
 import { Headers, Subjects } from "../../schemas/subjects.ts";
 import type { TaskIntent } from "../../schemas/task-intent.ts";
 import { request } from "./bus.ts";
+import type { ReplyInbox } from "./reply-inbox.ts";
 
 export interface ToolTaskOptions {
   /** The caller's `Authorization` (a gateway client's token, or the run's token for a step). */
@@ -12,6 +13,11 @@ export interface ToolTaskOptions {
   channel: "public" | "run";
   /** The whole flow's bound: the decision, the tool call and the worker's reply. */
   timeoutMs: number;
+  /**
+   * Where the worker answers: the asker's inbox for tool tasks (`toolTaskInboxOf`), the only
+   * inbox of the orchestrator's that the mcp-worker's NATS user may publish to.
+   */
+  inbox: ReplyInbox;
 }
 
 /**
@@ -28,6 +34,7 @@ export function sendToolTask(
   const subject = options.channel === "run" ? Subjects.POLICY_TASKS_RUN : Subjects.POLICY_TASKS;
   return request(nc, subject, PolicyTaskContract, intent, {
     timeoutMs: options.timeoutMs,
+    inbox: options.inbox,
     headers: {
       [Headers.AUTHORIZATION]: options.authorization,
       ...(intent.task.taskId === undefined ? {} : { [Headers.MSG_ID]: intent.task.taskId }),

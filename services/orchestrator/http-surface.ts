@@ -1,7 +1,7 @@
 import { type JetStreamManager, jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { authenticate, type JsonSchemaValidator, type Logger } from "../kit/index.ts";
+import { authenticate, type JsonSchemaValidator, type Logger, type ReplyInbox } from "../kit/index.ts";
 import { buildAgentCard } from "./a2a/agent-card.ts";
 import { a2aApp } from "./a2a/http-edge.ts";
 import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
@@ -33,6 +33,8 @@ export interface HttpSurfaceOptions {
   runs: RunStore;
   workflows: WorkflowCatalog;
   validator: JsonSchemaValidator;
+  /** Where the worker answers the MCP gateway's tool tasks. */
+  toolTasks: ReplyInbox;
   /** Where callers reach the edge, for the Agent Card. */
   publicUrl: string;
   log: Logger;
@@ -89,6 +91,7 @@ async function openParts(options: HttpSurfaceOptions, opened: Array<() => void>)
       callTimeoutMs: config.LOOM_STEP_TIMEOUT_MS,
       elicitationTimeoutMs: config.LOOM_ELICITATION_TIMEOUT_MS,
       log,
+      toolTasks: options.toolTasks,
     },
     version: "0.1.0",
   };

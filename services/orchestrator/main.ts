@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { jetstream } from "@nats-io/jetstream";
+import { toolTaskInboxOf } from "../../schemas/nats-users.ts";
 import { Buckets } from "../../schemas/subjects.ts";
 import { grantKeySource } from "../kit/grant-check.ts";
 import {
@@ -7,9 +8,11 @@ import {
   createLogger,
   ensureStream,
   JsonSchemaValidator,
+  natsServerOptions,
   observeGauge,
   openBucket,
   openJetStreamManager,
+  ReplyInbox,
   runUntilSignalled,
   StreamDefinitions,
   startObservability,
@@ -34,6 +37,7 @@ import { RunTokens } from "./run-tokens.ts";
 import { consumeSubmissions, ensureSubmissionConsumer } from "./submissions.ts";
 import { TaskProgressFeed } from "./task-progress.ts";
 import { serveToolFeedback } from "./tool-feedback.ts";
+import { serveToolListing } from "./tool-listing.ts";
 import { serveToolStats } from "./tool-stats.ts";
 import { WorkflowAgents } from "./workflow-agents.ts";
 
@@ -71,6 +75,8 @@ await runUntilSignalled(log, async () => {
     passwordFile: config.LOOM_NATS_PASSWORD_FILE,
   });
   const jsm = await openJetStreamManager(nc);
+  // Tool tasks are answered on an inbox of their own: the only one of ours the worker may publish to.
+  const toolTasks = new ReplyInbox(nc, toolTaskInboxOf(natsServerOptions(config.NATS_URL).user ?? SERVICE));
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
   // Streams and buckets do not depend on one another: made or checked at once, not one by one,
   // since a replica that replaces a crashed one is worth only as much as it is quick to start.
@@ -127,6 +133,7 @@ await runUntilSignalled(log, async () => {
         runs,
         workflows: catalog,
         validator,
+        toolTasks,
         publicUrl: config.LOOM_A2A_PUBLIC_URL ?? `http://127.0.0.1:${port}`,
         log,
       }),
@@ -147,6 +154,7 @@ await runUntilSignalled(log, async () => {
   const driver = new RunDriver({
     runTokens,
     progress,
+    toolTasks,
     nc,
     runs,
     events,
@@ -177,6 +185,7 @@ await runUntilSignalled(log, async () => {
   });
   const feedback = serveToolFeedback({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const toolStats = serveToolStats({ nc, js, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
+  const toolListing = serveToolListing({ nc, log });
   const reads = serveRunReads({ nc, js, runs, memory, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   const reruns = serveRunRerun({ nc, js, runs, log, policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS });
   observeGauge("loom_runs_active", "Runs this orchestrator is driving now", () => driver.activeRuns);
@@ -210,6 +219,7 @@ await runUntilSignalled(log, async () => {
       await control.stop();
       await feedback.stop();
       await toolStats.stop();
+      await toolListing.stop();
       await reads.stop();
       await reruns.stop();
       await workflowService.stop();
@@ -217,6 +227,7 @@ await runUntilSignalled(log, async () => {
       await edge.close();
       await driver.stop();
       progress.close();
+      toolTasks.close();
       await observability.close();
       await nc.drain();
     },

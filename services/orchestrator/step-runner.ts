@@ -12,6 +12,7 @@ import {
   encodeJson,
   type Logger,
   LoomError,
+  type ReplyInbox,
   request,
   SpanKind,
   sendToolTask,
@@ -47,6 +48,8 @@ export interface StepRunnerOptions {
   runTokens: RunTokens;
   /** The progress of this process's tasks, heard on one subscription. */
   progress: TaskProgressFeed;
+  /** Where the worker answers tool steps' tasks: one subscription for them all. */
+  toolTasks: ReplyInbox;
 }
 
 export interface WorkRun {
@@ -171,7 +174,12 @@ async function sendTask(
               },
               task,
             },
-            { authorization, channel: "run", timeoutMs: boundMs + options.policyTimeoutMs },
+            {
+              authorization,
+              channel: "run",
+              timeoutMs: boundMs + options.policyTimeoutMs,
+              inbox: options.toolTasks,
+            },
           );
     const answer = await Promise.race([sent, expired]);
     return { type: "STEP.SUCCEEDED", stepId: step.id, result: artifactValue(answer.artifacts?.[0]) };

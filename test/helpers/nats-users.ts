@@ -196,3 +196,22 @@ export function permissionViolations(nc: NatsConnection): () => Promise<readonly
     return [...violations];
   };
 }
+
+/**
+ * A request NATS refuses as a publish violation: no answer comes, and `violations` (from
+ * `permissionViolations` on the same connection) reports the publish to `subject`.
+ */
+export async function refusedRequest(
+  nc: NatsConnection,
+  violations: () => Promise<readonly string[]>,
+  subject: string,
+  body: unknown,
+): Promise<boolean> {
+  const answered = await nc
+    .request(subject, body === undefined ? "" : JSON.stringify(body), { timeout: 1_500 })
+    .then(
+      () => true,
+      () => false,
+    );
+  return !answered && (await violations()).includes(`publish to ${subject}`);
+}

@@ -14,6 +14,7 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import { type McpServerConfig, McpServerConfigSchema } from "../../schemas/mcp.ts";
 import { IDEMPOTENCY_META_KEY } from "../../schemas/steps.ts";
 import { Buckets } from "../../schemas/subjects.ts";
+import type { Stack } from "../../services/cli/stack.ts";
 import { createLogger, LoomError, registry, traceToolCall } from "../../services/kit/index.ts";
 import { HealthReporter } from "../../services/mcp-worker/server-health.ts";
 import { ServerPool } from "../../services/mcp-worker/server-pool.ts";
@@ -389,18 +390,25 @@ describe("mcp-worker - resilience per server (real fixture MCP servers)", () => 
 
 describe("mcp-worker - server health in KV and `loom servers list`", () => {
   let nats: NatsUsersServer;
+  let logDir: string;
+  let orchestrator: Stack[] = [];
   beforeAll(async () => {
     nats = await startNatsWithUsers();
-  });
+    // `loom servers list` asks the orchestrators, which read the workers' records for the caller.
+    logDir = await mkdtemp(join(tmpdir(), "loom-resilience-logs-"));
+    orchestrator = await nats.startServices(["orchestrator"], { logDir });
+  }, 60_000);
   afterAll(async () => {
+    await Promise.all(orchestrator.map((stack) => stack.stop()));
     await nats?.[Symbol.asyncDispose]();
+    if (logDir !== undefined) await rm(logDir, { recursive: true, force: true });
   });
   beforeEach(async () => {
     stateDir = await mkdtemp(join(tmpdir(), "loom-resilience-"));
   });
 
   it("a worker writes each server's health on change; the CLI shows it with governance, replicas and versions", async () => {
-    // The worker's user writes the records; the CLI reads them as the submitter, as under npm start.
+    // The worker's user writes the records; the CLI asks for them as the submitter, as under npm start.
     const nc = await nats.connectAs(NatsUser.MCP_WORKER);
     const kv = await new Kvm(nc).create(Buckets.SERVERS);
     const asCli = { cwd: REPO_ROOT, env: { ...process.env, LOOM_DATA_DIR: nats.dataDir } };

@@ -3,11 +3,13 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
+import { toolTaskInboxOf } from "../../schemas/nats-users.ts";
 import { agentTasksSubject, Buckets } from "../../schemas/subjects.ts";
 import {
   createLogger,
   ensureStream,
   openBucket,
+  ReplyInbox,
   StreamDefinitions,
   serve,
 } from "../../services/kit/index.ts";
@@ -92,12 +94,14 @@ async function setup() {
     expressionLimits: DEFAULT_EXPRESSION_LIMITS,
     results: new ResultStore(resultsKv, 65_536),
     progress: new TaskProgressFeed(nc, log),
+    toolTasks: new ReplyInbox(nc, toolTaskInboxOf("orchestrator")),
   };
   return {
     nc,
     options,
     async [Symbol.asyncDispose]() {
       options.progress.close();
+      options.toolTasks.close();
       await nc.close();
       await ns[Symbol.asyncDispose]();
     },

@@ -7,10 +7,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
+import { toolTaskInboxOf } from "../../schemas/nats-users.ts";
 import { agentTasksSubject, Buckets, Headers, MCP_WORKER_AGENT, Subjects } from "../../schemas/subjects.ts";
 import type { TaskIntent } from "../../schemas/task-intent.ts";
 import type { Stack } from "../../services/cli/stack.ts";
-import { createLogger, encodeJson, openBucket, sendToolTask, serve } from "../../services/kit/index.ts";
+import {
+  createLogger,
+  encodeJson,
+  openBucket,
+  ReplyInbox,
+  sendToolTask,
+  serve,
+} from "../../services/kit/index.ts";
 import { NatsUser, type NatsUsersServer, startNatsWithUsers } from "../helpers/nats-users.ts";
 import { tokenFor } from "../helpers/tokens.ts";
 
@@ -49,9 +57,15 @@ describe("task forwarding - acp-policy decides a tool task and hands it to the w
   let stacks: Stack[] = [];
   let logDir: string;
   let orchestrator: NatsConnection;
+  let toolTasks: ReplyInbox;
   const analyst = `Bearer ${tokenFor("ann", "analyst")}`;
   const send = (authorization: string | undefined) =>
-    sendToolTask(orchestrator, intent(), { authorization, channel: "public", timeoutMs: 20_000 });
+    sendToolTask(orchestrator, intent(), {
+      authorization,
+      channel: "public",
+      timeoutMs: 20_000,
+      inbox: toolTasks,
+    });
 
   beforeAll(async () => {
     nats = await startNatsWithUsers();
@@ -72,6 +86,7 @@ describe("task forwarding - acp-policy decides a tool task and hands it to the w
     );
     await worker.close();
     orchestrator = await nats.connectAs(NatsUser.ORCHESTRATOR);
+    toolTasks = new ReplyInbox(orchestrator, toolTaskInboxOf(NatsUser.ORCHESTRATOR));
     // acp-policy serves once it answers a malformed decision request with a typed error.
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
@@ -83,6 +98,7 @@ describe("task forwarding - acp-policy decides a tool task and hands it to the w
     }
   }, 60_000);
   afterAll(async () => {
+    toolTasks?.close();
     await orchestrator?.close();
     await Promise.all(stacks.map((stack) => stack.stop()));
     await nats?.[Symbol.asyncDispose]();

@@ -111,6 +111,8 @@ function targets(runId: string, workflowIds: string[]): Target[] {
       template: { workflow: "hello" },
     },
     { subject: Subjects.TOOLS_STATS, as: NatsUser.SUBMITTER, kind: "serve", template: {} },
+    { subject: Subjects.TOOLS_LIST, as: NatsUser.SUBMITTER, kind: "serve", template: {} },
+    { subject: Subjects.SERVERS_LIST, as: NatsUser.SUBMITTER, kind: "serve", template: {} },
     {
       subject: runInputSubject(runId),
       as: NatsUser.SUBMITTER,

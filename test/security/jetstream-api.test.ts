@@ -6,7 +6,7 @@ import { agentTasksSubject, Buckets, Consumers, LLM_AGENT, Streams } from "../..
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
-import { OPERATOR, permissionViolations } from "../helpers/nats-users.ts";
+import { OPERATOR, permissionViolations, refusedRequest } from "../helpers/nats-users.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
 
 /** The buckets and streams no user but their owner may read (tokens, records, secrets, results). */
@@ -30,7 +30,7 @@ const PROTECTED = [
   "loom.v1.audit.acp-policy.forged",
 ] as const;
 
-/** For each user, a name its code may create (or, for the submitter, one it reads): all exist once a stack ran. */
+/** For each user, a name its code may create (for the submitter, which creates none, the tools bucket): all exist once a stack ran. */
 const OWN_NAME: Record<NatsUser, string> = {
   [NatsUser.ORCHESTRATOR]: Streams.SPANS,
   [NatsUser.ACP_POLICY]: `KV_${Buckets.POLICY}`,
@@ -40,13 +40,12 @@ const OWN_NAME: Record<NatsUser, string> = {
   [NatsUser.POLICY_ADMIN]: `KV_${Buckets.POLICY}`,
 };
 
-/** A stream each user reads, for the control beside its attacks. */
-const READS: Record<NatsUser, string> = {
+/** A stream each user reads, for the control beside its attacks: the submitter reads none. */
+const READS: Record<Exclude<NatsUser, typeof NatsUser.SUBMITTER>, string> = {
   [NatsUser.ORCHESTRATOR]: Streams.RUNS,
   [NatsUser.ACP_POLICY]: `KV_${Buckets.POLICY}`,
   [NatsUser.MCP_WORKER]: `KV_${Buckets.STEPS}`,
   [NatsUser.LLM_AGENT]: `KV_${Buckets.GRANT_USES}`,
-  [NatsUser.SUBMITTER]: `KV_${Buckets.TOOLS}`,
   [NatsUser.POLICY_ADMIN]: Streams.AUDIT,
 };
 
@@ -93,15 +92,8 @@ describe("security - JetStream API: every NATS user gets exactly the API it need
   });
 
   /** An API request NATS refuses as a publish violation: no answer, and the violation reported. */
-  async function refusedByNats(user: NatsUser, subject: string, body: unknown): Promise<boolean> {
-    const answered = await as[user]
-      .request(subject, body === undefined ? "" : JSON.stringify(body), { timeout: 1_500 })
-      .then(
-        () => true,
-        () => false,
-      );
-    return !answered && (await violations[user]()).includes(`publish to ${subject}`);
-  }
+  const refusedByNats = (user: NatsUser, subject: string, body: unknown) =>
+    refusedRequest(as[user], violations[user], subject, body);
 
   const create = (user: NatsUser, name: string, config: Record<string, unknown>) =>
     refusedByNats(user, `$JS.API.STREAM.CREATE.${name}`, { name, storage: "memory", ...config });
@@ -203,11 +195,19 @@ describe("security - JetStream API: every NATS user gets exactly the API it need
         subscription.unsubscribe();
         return seen.includes("subscription to $JS.API.>");
       });
-      await control(`${user} still reads ${READS[user]}`, async () => {
+      if (user === NatsUser.SUBMITTER) {
+        await control("submitter still lists the tools, through the orchestrators", async () => {
+          const listed = await loom.cli(["tools", "list"]);
+          return listed.code === 0 && listed.stdout.includes("crm.get_contact");
+        });
+        return;
+      }
+      const stream = READS[user];
+      await control(`${user} still reads ${stream}`, async () => {
         const info = await jetstreamManager(as[user], { timeout: 5_000 }).then((jsm) =>
-          jsm.streams.info(READS[user]),
+          jsm.streams.info(stream),
         );
-        return info.config.name === READS[user];
+        return info.config.name === stream;
       });
     });
   });
@@ -245,6 +245,8 @@ describe("security - JetStream API: every NATS user gets exactly the API it need
 
   it("policy-admin changes no stream: no source, republish or limit that reads tokens or rewrites the audit", async () => {
     const jsm = await jetstreamManager(as[NatsUser.POLICY_ADMIN]);
+    // Read as the observer: policy-admin reads the info of the streams it reads, no other.
+    const observed = await jetstreamManager(loom.observer);
     const changes: Array<[string, string, (config: StreamConfig) => Partial<StreamConfig>]> = [
       [
         "LOOM_SPANS sources the run tokens",
@@ -275,7 +277,7 @@ describe("security - JetStream API: every NATS user gets exactly the API it need
     ];
     for (const [name, stream, change] of changes) {
       await attack(AttackClass.TRUSTED_BUS, `policy-admin: ${name}`, async () => {
-        const { config } = await jsm.streams.info(stream);
+        const { config } = await observed.streams.info(stream);
         return jsm.streams.update(stream, { ...config, ...change(config) }).then(
           () => false,
           () => true,

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskState } from "../../schemas/a2a.ts";
 import { AgentTaskContract, PolicyTaskContract, WorkflowApplyContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
+import { toolTaskInboxOf } from "../../schemas/nats-users.ts";
 import { GRANT_AUDIENCE, GRANT_ISSUER, GRANT_TYPE } from "../../schemas/policy.ts";
 import {
   agentTasksSubject,
@@ -25,7 +26,7 @@ import {
 } from "../../schemas/subjects.ts";
 import { waitUntilReady } from "../../services/cli/stack.ts";
 import { digestOf } from "../../services/kit/digest.ts";
-import { isLoomStream, type LoomError, request } from "../../services/kit/index.ts";
+import { isLoomStream, type LoomError, ReplyInbox, request, sendToolTask } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
@@ -478,16 +479,41 @@ describe("security - trusted bus: the NATS users of npm start", () => {
       watching.unsubscribe();
     });
 
+    it("bus - a tool task asked on a plain request inbox, where the worker may not answer, is refused before any decision", async () => {
+      await attack(
+        AttackClass.TRUSTED_BUS,
+        "the orchestrator's user asks for a tool task answered on its plain request inbox",
+        async () => {
+          const code = await request(
+            as[NatsUser.ORCHESTRATOR],
+            Subjects.POLICY_TASKS,
+            PolicyTaskContract,
+            intent(`intent-${randomUUID()}`),
+            { timeoutMs: 15_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${analyst}` } },
+          ).then(
+            () => undefined,
+            (error: LoomError) => error.code,
+          );
+          return code === ErrorCode.INVALID_INPUT;
+        },
+      );
+    });
+
     it("bus - control: the orchestrator's user sends an intent with a caller's token and the worker's answer comes back", async () => {
       await control("the orchestrator's user sends a tool task through acp-policy", async () => {
-        const task = await request(
-          as[NatsUser.ORCHESTRATOR],
-          Subjects.POLICY_TASKS,
-          PolicyTaskContract,
-          intent(`intent-${randomUUID()}`),
-          { timeoutMs: 15_000, headers: { [Headers.AUTHORIZATION]: `Bearer ${analyst}` } },
-        );
-        return task.status.state === TaskState.COMPLETED;
+        // Answered on the orchestrator's tool-task inbox, the one inbox of its the worker may publish to.
+        const inbox = new ReplyInbox(as[NatsUser.ORCHESTRATOR], toolTaskInboxOf(NatsUser.ORCHESTRATOR));
+        try {
+          const task = await sendToolTask(as[NatsUser.ORCHESTRATOR], intent(`intent-${randomUUID()}`), {
+            authorization: `Bearer ${analyst}`,
+            channel: "public",
+            timeoutMs: 15_000,
+            inbox,
+          });
+          return task.status.state === TaskState.COMPLETED;
+        } finally {
+          inbox.close();
+        }
       });
     });
 

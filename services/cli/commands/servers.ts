@@ -1,13 +1,17 @@
-import { readServerHealth, summarizeServers } from "../../kit/server-health.ts";
-import { connectCli } from "../connection.ts";
+import { ServerListContract } from "../../../schemas/contracts.ts";
+import { Subjects } from "../../../schemas/subjects.ts";
+import { connectCli, requestAs } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { table } from "../render.ts";
 
-/** `loom servers list`: every MCP server the workers run, with governance, transport and health. */
+/**
+ * `loom servers list`: every MCP server the workers run, with governance, transport and health, as
+ * the orchestrators read them from KV `loom_servers`.
+ */
 export async function serversListCommand(options: { nats: string; json: boolean }): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const servers = summarizeServers(await readServerHealth(nc));
+    const { servers } = await requestAs(nc, Subjects.SERVERS_LIST, ServerListContract, {}, undefined);
     if (options.json) {
       console.log(JSON.stringify(servers));
       return ExitCode.OK;

@@ -1,19 +1,19 @@
-import { readServerHealth, readToolDescriptors, summarizeServers } from "../../kit/server-health.ts";
-import { connectCli } from "../connection.ts";
+import { ToolListContract } from "../../../schemas/contracts.ts";
+import { Subjects } from "../../../schemas/subjects.ts";
+import { connectCli, requestAs } from "../connection.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { table } from "../render.ts";
 
-/** `loom tools list`: every tool the MCP workers registered, with its governance metadata. */
+/**
+ * `loom tools list`: every tool the MCP workers registered, with its governance metadata and its
+ * server's health, as the orchestrators read them from KV `loom_tools` and `loom_servers`.
+ */
 export async function toolsListCommand(options: { nats: string; json: boolean }): Promise<ExitCode> {
   const nc = await connectCli(options.nats);
   try {
-    const tools = await readToolDescriptors(nc);
-    const health = new Map(
-      summarizeServers(await readServerHealth(nc)).map((server) => [server.server, server.state]),
-    );
-    const healthOf = (server: string) => health.get(server) ?? "unknown";
+    const { tools } = await requestAs(nc, Subjects.TOOLS_LIST, ToolListContract, {}, undefined);
     if (options.json) {
-      console.log(JSON.stringify(tools.map((tool) => ({ ...tool, health: healthOf(tool.server) }))));
+      console.log(JSON.stringify(tools));
       return ExitCode.OK;
     }
     if (tools.length === 0) {
@@ -28,7 +28,7 @@ export async function toolsListCommand(options: { nats: string; json: boolean })
           tool.governance.data_classification,
           tool.governance.access_level,
           tool.governance.owner,
-          healthOf(tool.server),
+          tool.health,
           tool.description ?? "",
         ]),
       ),

@@ -26,6 +26,7 @@ import {
   encodeJson,
   type Logger,
   listen,
+  type ReplyInbox,
   type Service,
   SpanKind,
   sendToolTask,
@@ -43,6 +44,8 @@ export interface DispatchOptions {
   /** Longest a gateway client's user may take to answer one question a server asks in a call. */
   elicitationTimeoutMs: number;
   log: Logger;
+  /** Where the worker answers the gateway's tool tasks: one subscription for them all. */
+  toolTasks: ReplyInbox;
 }
 
 /** One MCP operation a gateway client asked for, as policy and the worker see it. */
@@ -135,6 +138,7 @@ export async function dispatchOperation(
               options.callTimeoutMs +
               REPLY_MARGIN_MS +
               (call.serverRequests?.relay.elicitation === true ? options.elicitationTimeoutMs : 0),
+            inbox: options.toolTasks,
           },
         );
       } finally {
