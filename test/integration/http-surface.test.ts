@@ -4,11 +4,13 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { toolTaskInboxOf } from "../../schemas/nats-users.ts";
 import { Buckets } from "../../schemas/subjects.ts";
 import {
   createLogger,
   ensureStream,
   JsonSchemaValidator,
+  ReplyInbox,
   StreamDefinitions,
 } from "../../services/kit/index.ts";
 import { openBucket } from "../../services/kit/jetstream.ts";
@@ -63,11 +65,13 @@ describe("orchestrator - the HTTP side opens whole or not at all", () => {
     const bucket = (name: (typeof Buckets)[keyof typeof Buckets]) => openBucket(nc, name, { replicas: 1 });
     const runsKv = await bucket(Buckets.RUNS);
     const config = readOrchestratorConfig({});
+    const toolTasks = new ReplyInbox(nc, toolTaskInboxOf("orchestrator"));
     const options = (runs: HttpSurfaceOptions["buckets"]["runs"]): HttpSurfaceOptions => ({
       nc,
       jsm,
       config,
       webhookAllowList: OutboundAllowList.parse(OutboundTargets.WEBHOOK, []),
+      toolTasks,
       buckets: {
         push: pushKv,
         tools: toolsKv,
