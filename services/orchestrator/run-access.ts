@@ -12,7 +12,7 @@ import type { RunView, WaitingInput } from "../../schemas/run-read.ts";
 import type { RequestedSchema } from "../../schemas/sampling.ts";
 import { RUN_ID_PATTERN } from "../../schemas/subjects.ts";
 import { authenticate, authorize, LoomError, permitted } from "../kit/index.ts";
-import { hasMasks, maskValue } from "../kit/masking.ts";
+import { hasMasks, MASK, maskValue } from "../kit/masking.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
 import { type AskedInput, stepTimeline } from "./step-timeline.ts";
 
@@ -205,8 +205,11 @@ export function maskedEvent(event: RunEvent, obligations: Obligations | undefine
     };
   }
   const { statusUpdate } = event;
-  const maskedText = statusUpdate.metadata?.maskedText;
-  // An approval's prompt is shown as rendered from masked data, never as the raw text re-masked.
+  // An approval's prompt (its event names the roles that may answer) is shown as rendered from
+  // masked data, never as the raw text re-masked; one asked before prompts were rendered twice has
+  // no such rendering, and is not shown.
+  const { metadata } = statusUpdate;
+  const maskedText = metadata?.maskedText ?? (metadata?.roles === undefined ? undefined : MASK);
   const message =
     maskedText === undefined || statusUpdate.status.message === undefined
       ? statusUpdate.status.message

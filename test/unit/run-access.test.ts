@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createActor } from "xstate";
 import type { Obligations } from "../../schemas/policy.ts";
-import { type RunEvent, RunEventSchema, type RunRecord } from "../../schemas/run.ts";
+import { type RunEvent, type RunEventMetadata, RunEventSchema, type RunRecord } from "../../schemas/run.ts";
 import { maskedEvent, viewOfRun } from "../../services/orchestrator/run-access.ts";
 import { compileWorkflow } from "../../services/orchestrator/run-machine.ts";
 
@@ -123,7 +123,7 @@ describe("run access - what a reader sees of a run", () => {
   });
 
   it("run events - an approval's prompt is shown to a masked reader as rendered from masked data", () => {
-    const asked: RunEvent = {
+    const approvalAsked = (metadata: RunEventMetadata): RunEvent => ({
       statusUpdate: {
         taskId: "run-1",
         contextId: "ctx-1",
@@ -131,13 +131,14 @@ describe("run access - what a reader sees of a run", () => {
           state: "TASK_STATE_INPUT_REQUIRED",
           message: { messageId: "m", role: "ROLE_AGENT", parts: [{ text: "Escalate 9876-54-321?" }] },
         },
-        metadata: {
-          stepId: "approve",
-          roles: ["manager"],
-          maskedText: "Escalate ]deksam[ for ada@example.com?",
-        },
+        metadata,
       },
-    } as RunEvent;
+    });
+    const asked = approvalAsked({
+      stepId: "approve",
+      roles: ["manager"],
+      maskedText: "Escalate ]deksam[ for ada@example.com?",
+    });
     const shown = maskedEvent(asked, masks);
     const texts = "statusUpdate" in shown ? shown.statusUpdate.status.message?.parts : undefined;
     // The masked rendering, with the reader's pattern masking on top; the raw text is gone.
@@ -146,6 +147,9 @@ describe("run access - what a reader sees of a run", () => {
     expect(RunEventSchema.safeParse(shown).success).toBe(true);
     // Control: a reader with no masks sees the prompt as asked.
     expect(maskedEvent(asked, undefined)).toBe(asked);
+    // An approval asked before prompts were rendered twice has no masked rendering: none is shown.
+    const older = maskedEvent(approvalAsked({ stepId: "approve", roles: ["manager"] }), masks);
+    expect(JSON.stringify(older)).toContain('"parts":[{"text":"[masked]"}]');
   });
 
   it("run view - an approval's prompt is shown to a masked reader as rendered from masked data", () => {
