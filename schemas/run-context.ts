@@ -50,6 +50,12 @@ export const RunContextSchema = z.object({
   visits: counts,
   /** Prompts of approvals being waited for, by step id. */
   approvals: z.record(z.string(), z.string()),
+  /**
+   * The same prompts rendered from the run's data with every kind of personal data masked first,
+   * by step id: what a reader who may not see the run unmasked is shown. Absent in snapshots made
+   * before prompts were rendered twice (such a reader is then shown no prompt).
+   */
+  maskedApprovals: z.record(z.string(), z.string()).optional(),
   /** Absent in snapshots made before remote input existed. */
   remoteInputs: z.record(z.string(), RemoteInputSchema).optional(),
   /** Questions an MCP server asked during a step's tool call, by step id, until someone answers. */

@@ -67,6 +67,11 @@ export const RunEventMetadataSchema = z.object({
   attempt: z.number().int().optional(),
   /** For input-required: the roles that may answer. */
   roles: z.array(z.string()).optional(),
+  /**
+   * For an approval's input-required: its prompt rendered from the run's data with all personal data
+   * masked first. A reader who may not see the run unmasked is shown this instead of the status text.
+   */
+  maskedText: z.string().optional(),
   /** For input-required by an MCP server's elicitation: its question and the answer's schema. */
   elicitation: z
     .object({ server: z.string(), message: z.string(), requestedSchema: RequestedSchemaSchema })

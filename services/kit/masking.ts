@@ -17,6 +17,18 @@ const DETECTORS: Record<PiiKind, { pattern: RegExp; accept?: (match: string) => 
   },
 };
 
+/**
+ * Every masking the data can be given without knowing the reader: each kind of personal data the
+ * masking detects, as a value anywhere and as a field named for it. What is shown to a reader who
+ * may not see a run unmasked, when it is derived from the run's data by an expression (an approval's
+ * prompt), is derived from the data masked so: re-encoding a masked value reveals nothing.
+ */
+export const ALL_PERSONAL_DATA: Obligations = {
+  maskFields: Object.values(PiiKind),
+  maskPii: Object.values(PiiKind),
+  maskPatterns: [],
+};
+
 /** Whether obligations ask for anything at all, so a result without any skips the walk. */
 export function hasMasks(obligations: Obligations): boolean {
   return obligations.maskFields.length + obligations.maskPii.length + obligations.maskPatterns.length > 0;

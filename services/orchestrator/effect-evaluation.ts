@@ -1,5 +1,6 @@
 import type { ApprovalStep, ChoiceStep, Workflow } from "../../schemas/workflow.ts";
 import { jsonBytes, limitExceeded, toWireError } from "../kit/index.ts";
+import { ALL_PERSONAL_DATA, MASK, maskValue } from "../kit/masking.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import { NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
 
@@ -19,10 +20,37 @@ export async function decideChoice(step: ChoiceStep, scope: ExpressionScope): Pr
   return { type: "CHOICE.DECIDED", stepId: step.id, target: step.default ?? NEXT_STEP };
 }
 
-/** The approval's prompt, rendered, that people are asked. */
+/**
+ * The approval's prompt, rendered, that people are asked: once from the run's data as it is, and
+ * once from the same data with all personal data masked first, for readers who may not see the run
+ * unmasked. Whatever the expression derives from the data (an encoding, a reversal, a piece) is
+ * then derived from masked values. A prompt that cannot be rendered from masked data (an
+ * expression that needs the raw value, `$number($steps.contact.ssn)`) is shown to them as masked.
+ */
 export async function requestApproval(step: ApprovalStep, scope: ExpressionScope): Promise<RunMachineEvent> {
-  const prompt = String(await renderValue(step.approval.prompt, scope, `step ${step.id}: approval.prompt`));
-  return { type: "APPROVAL.REQUESTED", stepId: step.id, prompt };
+  const where = `step ${step.id}: approval.prompt`;
+  const prompt = String(await renderValue(step.approval.prompt, scope, where));
+  const maskedPrompt = await renderValue(step.approval.prompt, maskedScope(scope), where).then(
+    String,
+    (error) =>
+      maskValue(
+        `${MASK} (the prompt could not be rendered from masked data: ${toWireError(error).message})`,
+        ALL_PERSONAL_DATA,
+      ) as string,
+  );
+  return { type: "APPROVAL.REQUESTED", stepId: step.id, prompt, maskedPrompt };
+}
+
+/** The scope with every kind of personal data masked in what the run knows: input, results, memory. */
+function maskedScope(scope: ExpressionScope): ExpressionScope {
+  return {
+    ...scope,
+    input: maskValue(scope.input, ALL_PERSONAL_DATA) as ExpressionScope["input"],
+    steps: maskValue(scope.steps, ALL_PERSONAL_DATA) as ExpressionScope["steps"],
+    ...(scope.memory === undefined
+      ? {}
+      : { memory: maskValue(scope.memory, ALL_PERSONAL_DATA) as unknown[] }),
+  };
 }
 
 /**

@@ -12,9 +12,9 @@ import type { RunView, WaitingInput } from "../../schemas/run-read.ts";
 import type { RequestedSchema } from "../../schemas/sampling.ts";
 import { RUN_ID_PATTERN } from "../../schemas/subjects.ts";
 import { authenticate, authorize, LoomError, permitted } from "../kit/index.ts";
-import { hasMasks, maskValue } from "../kit/masking.ts";
+import { hasMasks, MASK, maskValue } from "../kit/masking.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
-import { stepTimeline } from "./step-timeline.ts";
+import { type AskedInput, stepTimeline } from "./step-timeline.ts";
 
 /** The actions a reader may ask of an existing run (a rerun reads it to start anew). */
 export type RunReadAction =
@@ -139,7 +139,7 @@ async function mayRead(
 export function viewOfRun(
   record: RunRecord,
   obligations: Obligations | undefined,
-  waiting: WaitingInput[] = [],
+  waiting: AskedInput[] = [],
 ): RunView {
   return {
     ...summaryOfRun(record, obligations),
@@ -177,16 +177,18 @@ export function maskedRecord(record: RunRecord, obligations: Obligations | undef
   return { ...record, ...summaryOfRun(record, obligations) };
 }
 
-/** A question a run asks, masked for the reader as its event is (`maskedMetadata`). */
-export function maskedWaitingInput<Asked extends WaitingInput>(
-  input: Asked,
-  obligations: Obligations | undefined,
-): Asked {
-  if (obligations === undefined || !hasMasks(obligations)) return input;
-  const { requestedSchema } = input;
+/**
+ * A question a run asks, as the reader may see it: its prompt as rendered from the run's data only
+ * for a reader who may see the run unmasked; for any other, the prompt rendered from masked data,
+ * masked again for the reader as its event is (`maskedMetadata`).
+ */
+export function maskedWaitingInput(input: AskedInput, obligations: Obligations | undefined): WaitingInput {
+  const { maskedPrompt, ...asked } = input;
+  if (obligations === undefined || !hasMasks(obligations)) return asked;
+  const { requestedSchema } = asked;
   return {
-    ...input,
-    prompt: maskValue(input.prompt, obligations) as string,
+    ...asked,
+    prompt: maskValue(maskedPrompt, obligations) as string,
     ...(requestedSchema === undefined
       ? {}
       : { requestedSchema: maskedRequestedSchema(requestedSchema, obligations) }),
@@ -203,7 +205,15 @@ export function maskedEvent(event: RunEvent, obligations: Obligations | undefine
     };
   }
   const { statusUpdate } = event;
-  const { message } = statusUpdate.status;
+  // An approval's prompt (its event names the roles that may answer) is shown as rendered from
+  // masked data, never as the raw text re-masked; one asked before prompts were rendered twice has
+  // no such rendering, and is not shown.
+  const { metadata } = statusUpdate;
+  const maskedText = metadata?.maskedText ?? (metadata?.roles === undefined ? undefined : MASK);
+  const message =
+    maskedText === undefined || statusUpdate.status.message === undefined
+      ? statusUpdate.status.message
+      : { ...statusUpdate.status.message, parts: [{ text: maskedText }] };
   return {
     statusUpdate: {
       ...statusUpdate,

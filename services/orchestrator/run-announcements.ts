@@ -48,7 +48,7 @@ export function announcementOf(
         state: TaskState.INPUT_REQUIRED,
         text: event.prompt,
         dedupeKey: `approval:${event.stepId}:${at}`,
-        metadata: { stepId: event.stepId, roles },
+        metadata: { stepId: event.stepId, roles, maskedText: event.maskedPrompt },
       };
     }
     case "APPROVAL.ANSWERED":

@@ -25,7 +25,8 @@ export type RunMachineEvent =
   | { type: "STEP.ELICIT"; stepId: string; elicitation: PendingElicitation }
   | { type: "STEP.ELICIT_ANSWERED"; stepId: string; answer: ElicitAnswer }
   | { type: "CHOICE.DECIDED"; stepId: string; target: string }
-  | { type: "APPROVAL.REQUESTED"; stepId: string; prompt: string }
+  /** `maskedPrompt`: the prompt rendered from the run's data with all personal data masked first. */
+  | { type: "APPROVAL.REQUESTED"; stepId: string; prompt: string; maskedPrompt: string }
   | { type: "APPROVAL.ANSWERED"; stepId: string; approved: boolean; by: string; comment?: string }
   | { type: "OUTPUT.READY"; output: unknown }
   | { type: "OUTPUT.FAILED"; error: WireError }
@@ -144,18 +145,22 @@ const machineSetup = setup({
     })),
     recordPrompt: assign(({ context, event }) =>
       event.type === "APPROVAL.REQUESTED"
-        ? { approvals: { ...context.approvals, [event.stepId]: event.prompt } }
+        ? {
+            approvals: { ...context.approvals, [event.stepId]: event.prompt },
+            maskedApprovals: { ...context.maskedApprovals, [event.stepId]: event.maskedPrompt },
+          }
         : {},
     ),
     recordAnswer: assign(({ context, event }, params: { name: string }) => {
       if (event.type !== "APPROVAL.ANSWERED") return {};
       const { [event.stepId]: _answered, ...approvals } = context.approvals;
+      const { [event.stepId]: _masked, ...maskedApprovals } = context.maskedApprovals ?? {};
       const answer = {
         approved: event.approved,
         by: event.by,
         ...(event.comment === undefined ? {} : { comment: event.comment }),
       };
-      return { approvals, steps: { ...context.steps, [params.name]: answer } };
+      return { approvals, maskedApprovals, steps: { ...context.steps, [params.name]: answer } };
     }),
     rejectApproval: assign(({ event }) =>
       event.type === "APPROVAL.ANSWERED"

@@ -4,6 +4,7 @@ import type { RunRecord, StepTimes } from "../../schemas/run.ts";
 import { StepStatus, type StepView, type WaitingInput, WaitingKind } from "../../schemas/run-read.ts";
 import { type Step, stepKind } from "../../schemas/workflow.ts";
 import { LoomError } from "../kit/index.ts";
+import { MASK } from "../kit/masking.ts";
 import {
   activeDemands,
   awaitedApprovals,
@@ -167,25 +168,34 @@ function parallelView(view: StepView, views: StepView[]): StepView {
 }
 
 /**
+ * What a run asks, with `maskedPrompt`, the prompt a reader who may not see the run unmasked is shown
+ * (`maskedWaitingInput`): for an approval, rendered from masked data; for a question an MCP server or
+ * a remote agent asks, its own text (masked for the reader as their events are).
+ */
+export type AskedInput = WaitingInput & { maskedPrompt: string };
+
+/**
  * Pure: what a run waiting for input asks, for each step it waits on. `callerMayAnswer` is left
  * false: whether the reader may answer is policy's to say (see `run-reads.ts`).
  */
-export function waitingInputs(record: RunRecord): WaitingInput[] {
+export function waitingInputs(record: RunRecord): AskedInput[] {
   const { definition } = record;
   if (definition === undefined || TERMINAL_STATES.has(record.state) || record.snapshot == null) return [];
   const snapshot = restoredSnapshot(record);
   const { context } = snapshot;
-  const approvals = awaitedApprovals(snapshot).map((stepId): WaitingInput => {
+  const approvals = awaitedApprovals(snapshot).map((stepId): AskedInput => {
     const step = findStep(definition, stepId);
     return {
       stepId,
       kind: WaitingKind.APPROVAL,
       prompt: context.approvals[stepId] ?? "",
+      // A run that asked before prompts were rendered twice has no masked rendering: none is shown.
+      maskedPrompt: context.maskedApprovals?.[stepId] ?? MASK,
       roles: step !== undefined && "approval" in step ? step.approval.roles : [],
       callerMayAnswer: false,
     };
   });
-  const elicitations = awaitedElicitations(snapshot).flatMap((stepId): WaitingInput[] => {
+  const elicitations = awaitedElicitations(snapshot).flatMap((stepId): AskedInput[] => {
     const question = context.elicitations?.[stepId];
     if (question === undefined) return [];
     return [
@@ -193,6 +203,7 @@ export function waitingInputs(record: RunRecord): WaitingInput[] {
         stepId,
         kind: WaitingKind.ELICITATION,
         prompt: question.message,
+        maskedPrompt: question.message,
         server: question.server,
         requestedSchema: question.requestedSchema,
         roles: [],
@@ -200,14 +211,16 @@ export function waitingInputs(record: RunRecord): WaitingInput[] {
       },
     ];
   });
-  const remote = awaitedRemoteInputs(snapshot).map(
-    (stepId): WaitingInput => ({
+  const remote = awaitedRemoteInputs(snapshot).map((stepId): AskedInput => {
+    const prompt = context.remoteInputs?.[stepId]?.prompt ?? "";
+    return {
       stepId,
       kind: WaitingKind.REMOTE_INPUT,
-      prompt: context.remoteInputs?.[stepId]?.prompt ?? "",
+      prompt,
+      maskedPrompt: prompt,
       roles: [],
       callerMayAnswer: false,
-    }),
-  );
+    };
+  });
   return [...approvals, ...elicitations, ...remote];
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createActor } from "xstate";
 import type { Obligations } from "../../schemas/policy.ts";
-import { type RunEvent, RunEventSchema, type RunRecord } from "../../schemas/run.ts";
+import { type RunEvent, type RunEventMetadata, RunEventSchema, type RunRecord } from "../../schemas/run.ts";
 import { maskedEvent, viewOfRun } from "../../services/orchestrator/run-access.ts";
 import { compileWorkflow } from "../../services/orchestrator/run-machine.ts";
 
@@ -73,6 +73,7 @@ describe("run access - what a reader sees of a run", () => {
         stepId: "now",
         kind: "elicitation",
         prompt: "Is ada@example.com right?",
+        maskedPrompt: "Is ada@example.com right?",
         server: "crm",
         requestedSchema: {
           type: "object",
@@ -119,6 +120,50 @@ describe("run access - what a reader sees of a run", () => {
     expect(JSON.stringify(maskedStatus)).toContain("mailing [masked]");
     expect(JSON.stringify(maskedEvent(artifact, masks))).toContain('"ssn":"[masked]"');
     expect(maskedEvent(status, undefined)).toBe(status);
+  });
+
+  it("run events - an approval's prompt is shown to a masked reader as rendered from masked data", () => {
+    const approvalAsked = (metadata: RunEventMetadata): RunEvent => ({
+      statusUpdate: {
+        taskId: "run-1",
+        contextId: "ctx-1",
+        status: {
+          state: "TASK_STATE_INPUT_REQUIRED",
+          message: { messageId: "m", role: "ROLE_AGENT", parts: [{ text: "Escalate 9876-54-321?" }] },
+        },
+        metadata,
+      },
+    });
+    const asked = approvalAsked({
+      stepId: "approve",
+      roles: ["manager"],
+      maskedText: "Escalate ]deksam[ for ada@example.com?",
+    });
+    const shown = maskedEvent(asked, masks);
+    const texts = "statusUpdate" in shown ? shown.statusUpdate.status.message?.parts : undefined;
+    // The masked rendering, with the reader's pattern masking on top; the raw text is gone.
+    expect(texts).toEqual([{ text: "Escalate ]deksam[ for [masked]?" }]);
+    expect(JSON.stringify(shown)).not.toContain("9876-54-321");
+    expect(RunEventSchema.safeParse(shown).success).toBe(true);
+    // Control: a reader with no masks sees the prompt as asked.
+    expect(maskedEvent(asked, undefined)).toBe(asked);
+    // An approval asked before prompts were rendered twice has no masked rendering: none is shown.
+    const older = maskedEvent(approvalAsked({ stepId: "approve", roles: ["manager"] }), masks);
+    expect(JSON.stringify(older)).toContain('"parts":[{"text":"[masked]"}]');
+  });
+
+  it("run view - an approval's prompt is shown to a masked reader as rendered from masked data", () => {
+    const asked = {
+      stepId: "approve",
+      kind: "approval" as const,
+      prompt: "Escalate 9876-54-321?",
+      maskedPrompt: "Escalate ]deksam[?",
+      roles: ["manager"],
+      callerMayAnswer: true,
+    };
+    const { maskedPrompt: _masked, ...raw } = asked;
+    expect(viewOfRun(record, masks, [asked]).waiting).toEqual([{ ...raw, prompt: "Escalate ]deksam[?" }]);
+    expect(viewOfRun(record, undefined, [asked]).waiting).toEqual([raw]);
   });
 
   it("run events - an elicitation keeps a valid answer schema when a field is named like a masked one", () => {

@@ -80,6 +80,46 @@ describe("run loop - pure evaluation", () => {
       type: "APPROVAL.REQUESTED",
       stepId: "approve",
       prompt: "Escalate Ann?",
+      maskedPrompt: "Escalate Ann?",
+    });
+  });
+
+  it("run loop - an approval's prompt is rendered again from masked data, whatever it derives from it", async () => {
+    const contact = {
+      name: "Ann",
+      email: "ann@example.com",
+      ssn: "123-45-6789",
+      note: "call +1 415 555 0100",
+    };
+    const rendered = async (prompt: string) => {
+      const steps = [
+        { id: "contact", call: "crm.get_contact" },
+        { id: "ok", approval: { prompt, roles: ["manager"] } },
+      ];
+      const step = parseWorkflow({ id: "p", steps }, "test").steps[1];
+      if (step === undefined || !("approval" in step)) throw new Error("no approval step");
+      const event = await requestApproval(step, scope({ contact }));
+      if (event.type !== "APPROVAL.REQUESTED") throw new Error(event.type);
+      return event;
+    };
+    const reversed = await rendered("{% $reverse($split($steps.contact.ssn, '')) ~> $join %}");
+    expect(reversed.prompt).toBe("9876-54-321");
+    expect(reversed.maskedPrompt).toBe("]deksam[");
+    const encoded = await rendered("{% $base64encode($string($steps.contact)) %}");
+    expect(Buffer.from(encoded.maskedPrompt, "base64").toString()).toBe(
+      JSON.stringify({ name: "Ann", email: "[masked]", ssn: "[masked]", note: "call [masked]" }),
+    );
+    // A field named for a kind of personal data is masked whatever its value looks like.
+    const looked = await rendered("{% $lookup($steps.contact, 's' & 'sn') %}");
+    expect(looked).toMatchObject({ prompt: "123-45-6789", maskedPrompt: "[masked]" });
+    // An expression that needs the raw value cannot render from masked data: the prompt is masked.
+    const numeric = await rendered("{% $number($substring($steps.contact.ssn, 0, 3)) + 1 %}");
+    expect(numeric.prompt).toBe("124");
+    expect(numeric.maskedPrompt).toMatch(/^\[masked\] \(the prompt could not be rendered from masked data: /);
+    // A prompt without expressions is the same for everyone.
+    expect(await rendered("Approve the refund?")).toMatchObject({
+      prompt: "Approve the refund?",
+      maskedPrompt: "Approve the refund?",
     });
   });
 
@@ -108,7 +148,7 @@ describe("run loop - transitions to run events", () => {
     });
     expect(
       announcementOf(
-        { type: "APPROVAL.REQUESTED", stepId: "approve", prompt: "Escalate?" },
+        { type: "APPROVAL.REQUESTED", stepId: "approve", prompt: "Escalate?", maskedPrompt: "Escalate?" },
         workflow,
         record(),
       ),

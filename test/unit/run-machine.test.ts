@@ -430,7 +430,12 @@ describe("workflow - approval", () => {
       { kind: "approval-request", key: "approval:approve" },
     ]);
     expect(stateOf(wf, actor)).toBe(TaskState.WORKING);
-    actor.send({ type: "APPROVAL.REQUESTED", stepId: "approve", prompt: "Escalate Grace?" });
+    actor.send({
+      type: "APPROVAL.REQUESTED",
+      stepId: "approve",
+      prompt: "Escalate Grace?",
+      maskedPrompt: "Escalate [masked]?",
+    });
     return actor;
   }
 
@@ -441,6 +446,7 @@ describe("workflow - approval", () => {
     expect(awaitedApprovals(actor.getSnapshot())).toEqual(["approve"]);
     expect(stateOf(wf, actor)).toBe(TaskState.INPUT_REQUIRED);
     expect(actor.getSnapshot().context.approvals).toEqual({ approve: "Escalate Grace?" });
+    expect(actor.getSnapshot().context.maskedApprovals).toEqual({ approve: "Escalate [masked]?" });
   });
 
   it("workflow - an approved approval records the answer and moves on", () => {
@@ -451,6 +457,7 @@ describe("workflow - approval", () => {
     const { context } = actor.getSnapshot();
     expect(context.steps.decision).toEqual({ approved: true, by: "mia", comment: "ok" });
     expect(context.approvals).toEqual({});
+    expect(context.maskedApprovals).toEqual({});
     expect(stateOf(wf, actor)).toBe(TaskState.WORKING);
   });
 
@@ -460,7 +467,7 @@ describe("workflow - approval", () => {
     actor.send(ok("contact", {}));
     actor.send({ type: "APPROVAL.ANSWERED", stepId: "approve", approved: true, by: "mia" });
     expect(keys(wf, actor)).toEqual(["approval:approve"]);
-    actor.send({ type: "APPROVAL.REQUESTED", stepId: "approve", prompt: "p" });
+    actor.send({ type: "APPROVAL.REQUESTED", stepId: "approve", prompt: "p", maskedPrompt: "p" });
     actor.send({ type: "APPROVAL.ANSWERED", stepId: "other", approved: true, by: "mia" });
     expect(stateOf(wf, actor)).toBe(TaskState.INPUT_REQUIRED);
   });
@@ -624,7 +631,7 @@ describe("workflow - cancel and deadline", () => {
   it("workflow - RUN.CANCEL also ends a run waiting for approval", () => {
     const waitingWf = workflow({ steps: [{ id: "ok", approval: { prompt: "p", roles: ["manager"] } }] });
     const actor = start(waitingWf);
-    actor.send({ type: "APPROVAL.REQUESTED", stepId: "ok", prompt: "p" });
+    actor.send({ type: "APPROVAL.REQUESTED", stepId: "ok", prompt: "p", maskedPrompt: "p" });
     actor.send({ type: "RUN.CANCEL", by: "request" });
     expect(stateOf(waitingWf, actor)).toBe(TaskState.CANCELED);
   });
@@ -664,7 +671,7 @@ describe("workflow - persisted snapshots", () => {
     ok("y", "why"),
     ok("x", "ex"),
     { type: "CHOICE.DECIDED", stepId: "route", target: "approve" },
-    { type: "APPROVAL.REQUESTED", stepId: "approve", prompt: "go?" },
+    { type: "APPROVAL.REQUESTED", stepId: "approve", prompt: "go?", maskedPrompt: "go?" },
     { type: "APPROVAL.ANSWERED", stepId: "approve", approved: true, by: "mia" },
     ok("last", "end"),
     output({ all: "done" }),

@@ -84,7 +84,12 @@ const TO_APPROVAL: RunMachineEvent[] = [
   ok("orders", { items: [] }),
   ok("profile", { text: "Ada" }),
   { type: "CHOICE.DECIDED", stepId: "route", target: "approve" },
-  { type: "APPROVAL.REQUESTED", stepId: "approve", prompt: "Escalate Ada?" },
+  {
+    type: "APPROVAL.REQUESTED",
+    stepId: "approve",
+    prompt: "Escalate Ada?",
+    maskedPrompt: "Escalate [masked]?",
+  },
 ];
 
 const byId = (record: RunRecord) =>
@@ -157,11 +162,20 @@ describe("step timeline", () => {
         stepId: "approve",
         kind: "approval",
         prompt: "Escalate Ada?",
+        maskedPrompt: "Escalate [masked]?",
         roles: ["manager"],
         callerMayAnswer: false,
       },
     ]);
     expect(waitingInputs(runThrough(TO_APPROVAL.slice(0, 2)))).toEqual([]);
+  });
+
+  it("waiting - an approval asked before prompts were rendered twice shows no prompt to a masked reader", () => {
+    const record = runThrough(TO_APPROVAL);
+    const snapshot = record.snapshot as { context: Record<string, unknown> };
+    const { maskedApprovals: _masked, ...context } = snapshot.context;
+    const [asked] = waitingInputs({ ...record, snapshot: { ...snapshot, context } });
+    expect(asked).toMatchObject({ prompt: "Escalate Ada?", maskedPrompt: "[masked]" });
   });
 
   it("waiting - an MCP server's question says its server, message and answer schema; the step is waiting", () => {
@@ -189,6 +203,7 @@ describe("step timeline", () => {
         stepId: "contact",
         kind: "elicitation",
         prompt: "Which Ada?",
+        maskedPrompt: "Which Ada?",
         server: "crm",
         requestedSchema,
         roles: [],

@@ -1,10 +1,11 @@
 import { TaskState } from "../../../schemas/a2a.ts";
 import type { InboxItem } from "../../../schemas/console.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { type Obligations, PiiKind, PolicyAction, type Principal } from "../../../schemas/policy.ts";
+import { PolicyAction, type Principal } from "../../../schemas/policy.ts";
 import { authenticate, LoomError, permitted } from "../../kit/index.ts";
+import { ALL_PERSONAL_DATA } from "../../kit/masking.ts";
 import { accessRun, maskedWaitingInput, type RunAccessOptions } from "../run-access.ts";
-import { waitingInputs } from "../step-timeline.ts";
+import { type AskedInput, waitingInputs } from "../step-timeline.ts";
 
 /**
  * The caller's approvals inbox: what runs waiting for input ask that the caller may answer, by the
@@ -17,7 +18,7 @@ export async function inboxOf(
   authorization: string | undefined,
 ): Promise<{ principal: Principal; items: InboxItem[] }> {
   const principal = await authenticate(options.nc, authorization, options.policyTimeoutMs);
-  const candidates: InboxItem[] = [];
+  const candidates: { item: Omit<InboxItem, "asked">; asked: AskedInput }[] = [];
   for await (const runId of await options.runs.keys()) {
     const stored = await options.runs.get(runId);
     if (stored?.record.state !== TaskState.INPUT_REQUIRED) continue;
@@ -25,11 +26,13 @@ export async function inboxOf(
     for (const asked of waitingInputs(record)) {
       if (asked.roles.length > 0 && !asked.roles.some((role) => principal.roles.includes(role))) continue;
       candidates.push({
-        runId: record.runId,
-        workflowId: record.workflowId,
-        state: record.state,
-        ...(record.startedBy === undefined ? {} : { startedBy: record.startedBy }),
-        updatedAt: record.updatedAt,
+        item: {
+          runId: record.runId,
+          workflowId: record.workflowId,
+          state: record.state,
+          ...(record.startedBy === undefined ? {} : { startedBy: record.startedBy }),
+          updatedAt: record.updatedAt,
+        },
         asked: { ...asked, callerMayAnswer: true },
       });
     }
@@ -37,7 +40,7 @@ export async function inboxOf(
   const allowed = await permitted(
     options.nc,
     authorization,
-    candidates.map((item) => ({
+    candidates.map(({ item }) => ({
       action: PolicyAction.RUNS_APPROVE,
       target: item.workflowId,
       ...(item.startedBy === undefined ? {} : { startedBy: item.startedBy }),
@@ -46,34 +49,34 @@ export async function inboxOf(
   );
   const items = await Promise.all(
     candidates
-      .filter((_item, index) => allowed[index] === true)
-      .map((item) => maskedForApprover(options, item, authorization)),
+      .filter((_candidate, index) => allowed[index] === true)
+      .map((candidate) => maskedForApprover(options, candidate, authorization)),
   );
   return { principal, items: items.sort((a, b) => b.updatedAt.localeCompare(a.updatedAt)) };
 }
 
 /**
- * Every kind of personal data the masking knows: what an approver sees of a run it may answer but
- * not read (a workflow's prompt may quote earlier steps' data, which the run's reader policy governs).
+ * The question as the caller may see it: as asked when it may read the run unmasked; rendered from
+ * masked data and masked as for a reader of the run otherwise, and of all personal data when it may
+ * not read the run at all (a workflow's prompt may quote earlier steps' data, which the run's
+ * reader policy governs).
  */
-const ALL_PERSONAL_DATA: Obligations = {
-  maskFields: [],
-  maskPii: Object.values(PiiKind),
-  maskPatterns: [],
-};
-
-/** The question as the caller may see it: masked as for a reader of the run, or wholly when it is none. */
 async function maskedForApprover(
   options: RunAccessOptions,
-  item: InboxItem,
+  candidate: { item: Omit<InboxItem, "asked">; asked: AskedInput },
   authorization: string | undefined,
 ): Promise<InboxItem> {
-  const obligations = await accessRun(options, item.runId, PolicyAction.RUNS_READ, authorization).then(
+  const obligations = await accessRun(
+    options,
+    candidate.item.runId,
+    PolicyAction.RUNS_READ,
+    authorization,
+  ).then(
     (access) => access.obligations,
     (error: unknown) => {
       if (error instanceof LoomError && error.code === ErrorCode.RUN_NOT_FOUND) return ALL_PERSONAL_DATA;
       throw error;
     },
   );
-  return { ...item, asked: maskedWaitingInput(item.asked, obligations) };
+  return { ...candidate.item, asked: maskedWaitingInput(candidate.asked, obligations) };
 }
