@@ -29,6 +29,9 @@ export const ALL_PERSONAL_DATA: Obligations = {
   maskPatterns: [],
 };
 
+/** The obligations of a decision that asks for no masking. */
+export const NO_MASKS: Obligations = { maskFields: [], maskPii: [], maskPatterns: [] };
+
 /** Whether obligations ask for anything at all, so a result without any skips the walk. */
 export function hasMasks(obligations: Obligations): boolean {
   return obligations.maskFields.length + obligations.maskPii.length + obligations.maskPatterns.length > 0;
