@@ -1,14 +1,13 @@
 import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Message, SendMessageRequest } from "@a2a-js/sdk";
 import { type Client, ClientFactory } from "@a2a-js/sdk/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
-import { type Loom, REPO_ROOT, startLoom } from "../helpers/loom.ts";
+import { callAs, type PolicyStack, startLoomWithPolicy } from "../helpers/policy-stack.ts";
 import { freePort } from "../helpers/ports.ts";
 import { tokenFor } from "../helpers/tokens.ts";
 
@@ -96,9 +95,7 @@ const authOf = (token: string) => ({ serviceParameters: { Authorization: `Bearer
  * as SubscribeToTask shows it; one who may not read the run is refused and sent nothing.
  */
 describe("security - masking: a webhook is sent what its registrant may read", () => {
-  let loom: Loom;
-  let dir: string;
-  let base: string;
+  let stack: PolicyStack;
   let hookBase: string;
   let a2a: Client;
   let hooks: Server;
@@ -107,16 +104,12 @@ describe("security - masking: a webhook is sent what its registrant may read", (
 
   async function answer(runId: string, stepId: string): Promise<void> {
     for (let tries = 0; tries < 150; tries++) {
-      const view = await fetch(`${base}/console/api/runs/${runId}`, {
-        headers: { Authorization: `Bearer ${admin}` },
-      }).then((response) => response.text());
-      if (view.includes(`"stepId":"${stepId}"`) && view.includes("TASK_STATE_INPUT_REQUIRED")) {
-        const response = await fetch(`${base}/console/api/runs/${runId}/input`, {
-          method: "POST",
-          headers: { Authorization: `Bearer ${admin}`, "Content-Type": "application/json" },
-          body: JSON.stringify({ approved: true }),
+      const view = await callAs(stack.base, "GET", `/console/api/runs/${runId}`, admin);
+      if (view.body.includes(`"stepId":"${stepId}"`) && view.body.includes("TASK_STATE_INPUT_REQUIRED")) {
+        const answered = await callAs(stack.base, "POST", `/console/api/runs/${runId}/input`, admin, {
+          approved: true,
         });
-        if (response.status === 200) return;
+        if (answered.status === 200) return;
       }
       await sleep(200);
     }
@@ -175,13 +168,7 @@ describe("security - masking: a webhook is sent what its registrant may read", (
   }
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "loom-webhook-masking-"));
-    await mkdir(join(dir, "policies"));
-    await copyFile(join(REPO_ROOT, "infra/policies/default.yaml"), join(dir, "policies/default.yaml"));
-    await writeFile(join(dir, "policies/webhook-readers.yaml"), EXTRA_POLICY);
-    await writeFile(join(dir, "workflow.yaml"), JSON.stringify(WORKFLOW));
-    const [port, hookPort] = [await freePort(), await freePort()];
-    base = `http://127.0.0.1:${port}`;
+    const hookPort = await freePort();
     hookBase = `http://127.0.0.1:${hookPort}/hooks/`;
     hooks = createServer((req, res) => {
       let body = "";
@@ -195,22 +182,17 @@ describe("security - masking: a webhook is sent what its registrant may read", (
       });
     });
     await new Promise<void>((resolve) => hooks.listen(hookPort, "127.0.0.1", resolve));
-    loom = await startLoom({
-      env: {
-        LOOM_A2A_PORT: String(port),
-        LOOM_POLICY_DIR: join(dir, "policies"),
-        LOOM_A2A_WEBHOOK_ALLOW: hookBase,
-      },
-      readyTimeoutMs: 60_000,
+    stack = await startLoomWithPolicy("webhook-readers", EXTRA_POLICY, { LOOM_A2A_WEBHOOK_ALLOW: hookBase });
+    await writeFile(join(stack.dir, "workflow.yaml"), JSON.stringify(WORKFLOW));
+    const applied = await stack.loom.cli(["workflow", "apply", join(stack.dir, "workflow.yaml")], {
+      token: admin,
     });
-    const applied = await loom.cli(["workflow", "apply", join(dir, "workflow.yaml")], { token: admin });
     expect(applied.code, applied.stderr).toBe(0);
-    a2a = await new ClientFactory().createFromUrl(base);
+    a2a = await new ClientFactory().createFromUrl(stack.base);
   }, 120_000);
   afterAll(async () => {
-    await loom?.[Symbol.asyncDispose]();
+    await stack?.[Symbol.asyncDispose]();
     hooks?.close();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   });
 
   it("masking - webhooks: a masked reader's webhook is sent no raw email, SSN or phone", async () => {
