@@ -19,6 +19,8 @@ const analyst = tokenFor("ann", "analyst");
 const auditor = tokenFor("ivy", "auditor");
 /** May register webhooks on any run but read none (the policy below). */
 const notifier = tokenFor("nick", "notifier");
+/** May start runs but not read them, its own included (the policy below). */
+const blind = tokenFor("bea", "blind");
 /** Reads any run unmasked and answers its approvals. */
 const admin = tokenFor("root", "admin");
 
@@ -38,6 +40,16 @@ rules:
     effect: allow
     roles: [notifier]
     actions: [push.configure]
+    workflows: ["*"]
+  - name: blind-start-only
+    effect: allow
+    roles: [blind]
+    actions: [workflow.start]
+    workflows: ["*"]
+  - name: blind-read-nothing
+    effect: deny
+    roles: [blind]
+    actions: [runs.read]
     workflows: ["*"]
 `;
 
@@ -255,8 +267,18 @@ describe("security - masking: a webhook is sent what its registrant may read", (
     );
     const body = await complete(runId, "analyst");
     await control("the analyst's webhook is sent its run unmasked", async () => reveals(body));
+    await attack(
+      AttackClass.WEBHOOKS,
+      "a starter who may not read its run, with its first message",
+      async () => {
+        return start(blind, "blind").then(
+          () => false,
+          (error: Error) => /webhook is refused/.test(error.message),
+        );
+      },
+    );
     await attack(AttackClass.WEBHOOKS, "nothing reached the refused registrants' URLs", async () => {
-      return !bodies.has("notifier") && !bodies.has("manager");
+      return !bodies.has("notifier") && !bodies.has("manager") && !bodies.has("blind");
     });
   });
 });
