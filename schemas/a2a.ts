@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ObligationsSchema } from "./policy.ts";
 
 /**
  * A2A v1.0 shapes in their JSON wire form, as `@a2a-js/sdk` reads and writes them
@@ -121,3 +122,14 @@ export const PushNotificationConfigSchema = z.object({
   authentication: z.object({ scheme: z.string().min(1), credentials: z.string() }).optional(),
 });
 export type PushNotificationConfig = z.infer<typeof PushNotificationConfigSchema>;
+
+/**
+ * A webhook as Loom keeps it (KV `loom_push`): the client's config, and the masks the registrant's
+ * `runs.read` decision asked for when it registered (never its token). Every event is masked so
+ * before it is posted. Absent in registrations made before webhooks were masked: those are sent
+ * nothing.
+ */
+export const PushRegistrationSchema = PushNotificationConfigSchema.extend({
+  readerObligations: ObligationsSchema.optional(),
+});
+export type PushRegistration = z.infer<typeof PushRegistrationSchema>;

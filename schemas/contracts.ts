@@ -13,6 +13,8 @@ import {
   AuthenticateRequestSchema,
   PermittedReplySchema,
   PermittedRequestSchema,
+  PolicyMasksReplySchema,
+  PolicyMasksRequestSchema,
 } from "./policy-gateway.ts";
 import { RunCancelSchema, RunControlReplySchema, RunInputSchema } from "./run.ts";
 import {
@@ -83,6 +85,11 @@ export const DevTokenContract = {
 export const DevJwksContract = {
   request: DevJwksRequestSchema,
   response: DevJwksReplySchema,
+} as const satisfies RequestContract;
+
+export const PolicyMasksContract = {
+  request: PolicyMasksRequestSchema,
+  response: PolicyMasksReplySchema,
 } as const satisfies RequestContract;
 
 export const PolicyPermittedContract = {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { PolicyAction, PrincipalSchema } from "./policy.ts";
+import { ObligationsSchema, PolicyAction, PrincipalSchema } from "./policy.ts";
 
 /**
  * Sent on `loom.v1.policy.authenticate` with the caller's token in the Authorization header:
@@ -49,3 +49,13 @@ export type PermittedRequest = z.infer<typeof PermittedRequestSchema>;
 /** One answer per check, in order. */
 export const PermittedReplySchema = z.object({ allowed: z.array(z.boolean()) });
 export type PermittedReply = z.infer<typeof PermittedReplySchema>;
+
+/**
+ * Sent on `loom.v1.policy.masks` (only the orchestrator's NATS user may ask): every mask the active
+ * policy can require of anyone, the union of its rules' obligations. What is shown to a reader who
+ * may not see a run unmasked, when an expression derives it from the run's data (an approval's
+ * prompt), is derived from data masked so.
+ */
+export const PolicyMasksRequestSchema = z.object({}).strict();
+export const PolicyMasksReplySchema = z.object({ obligations: ObligationsSchema, policyVersion: z.string() });
+export type PolicyMasksReply = z.infer<typeof PolicyMasksReplySchema>;

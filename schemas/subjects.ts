@@ -67,6 +67,11 @@ export const Subjects = {
   /** Request/reply: verify a bearer token and name its principal (the MCP gateway's clients). */
   POLICY_AUTHENTICATE: "loom.v1.policy.authenticate",
   /**
+   * Request/reply: every mask the active policy can require (the union of its rules' obligations),
+   * for what the orchestrator renders from masked data. Only the orchestrator's NATS user may ask.
+   */
+  POLICY_MASKS: "loom.v1.policy.masks",
+  /**
    * Request/reply, dev mode only: a client-credentials token, and the public keys that verify it,
    * from acp-policy's development issuer (the MCP gateway's OAuth endpoints). Outside dev mode
    * acp-policy refuses both with DEV_MODE_ONLY. Only the orchestrator's NATS user may ask.

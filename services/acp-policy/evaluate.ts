@@ -12,6 +12,7 @@ import {
   TARGET_ACTIONS,
   WORKFLOW_ACTIONS,
 } from "../../schemas/policy.ts";
+import { NO_MASKS, unionOfMasks } from "../kit/masking.ts";
 import { conditionHolds } from "./conditions.ts";
 import { globMatches } from "./glob.ts";
 import { guardViolation } from "./guards.ts";
@@ -176,12 +177,17 @@ function celBindings(
 function mergeObligations(rules: PolicyRule[]): Obligations | undefined {
   const masks = rules.flatMap((rule) => (rule.obligations === undefined ? [] : [rule.obligations.mask]));
   if (masks.length === 0) return undefined;
-  const union = <T>(lists: T[][]) => [...new Set(lists.flat())];
-  return {
-    maskFields: union(masks.map((mask) => mask.fields)),
-    maskPii: union(masks.map((mask) => mask.pii)),
-    maskPatterns: union(masks.map((mask) => mask.patterns)),
-  };
+  return unionOfMasks(
+    ...masks.map((mask) => ({ maskFields: mask.fields, maskPii: mask.pii, maskPatterns: mask.patterns })),
+  );
+}
+
+/**
+ * Every mask the policy can require of anyone, whatever the action: the union of its rules'
+ * obligations (only allow rules carry them).
+ */
+export function everyMask(rules: PolicyRule[]): Obligations {
+  return mergeObligations(rules) ?? NO_MASKS;
 }
 
 function matchesOptional(globs: string[] | undefined, value: string | undefined): boolean {

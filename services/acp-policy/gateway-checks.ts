@@ -1,7 +1,12 @@
 import { PolicyEffect, WORKFLOW_ACTIONS } from "../../schemas/policy.ts";
-import type { AuthenticateReply, PermittedReply, PermittedRequest } from "../../schemas/policy-gateway.ts";
+import type {
+  AuthenticateReply,
+  PermittedReply,
+  PermittedRequest,
+  PolicyMasksReply,
+} from "../../schemas/policy-gateway.ts";
 import { type DecideDependencies, factsFor } from "./decide.ts";
-import { evaluate } from "./evaluate.ts";
+import { evaluate, everyMask } from "./evaluate.ts";
 
 /**
  * `loom.v1.policy.authenticate`: the principal of a bearer token, verified exactly as for a
@@ -42,4 +47,10 @@ export async function permitted(
     }),
   );
   return { allowed };
+}
+
+/** Every mask the active policy can require, with its version (`loom.v1.policy.masks`). */
+export function policyMasks(deps: Pick<DecideDependencies, "policy">): PolicyMasksReply {
+  const { active } = deps.policy;
+  return { obligations: everyMask(active.rules), policyVersion: active.version };
 }

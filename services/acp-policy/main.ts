@@ -4,6 +4,7 @@ import {
   PolicyAuthenticateContract,
   PolicyDecideContract,
   PolicyExplainContract,
+  PolicyMasksContract,
   PolicyPermittedContract,
   PolicyTaskContract,
 } from "../../schemas/contracts.ts";
@@ -30,7 +31,7 @@ import { isDevMode, readPolicyServiceConfig, tokenVerifierOptions } from "./conf
 import { decide, explain } from "./decide.ts";
 import { observeDecision } from "./decision-telemetry.ts";
 import { DevAuthorization, readDevClients } from "./dev-authorization.ts";
-import { authenticate, permitted } from "./gateway-checks.ts";
+import { authenticate, permitted, policyMasks } from "./gateway-checks.ts";
 import { GrantSigner } from "./grant-signer.ts";
 import { PolicyStore } from "./policy-store.ts";
 import { RateLimiter } from "./rate-limiter.ts";
@@ -153,6 +154,14 @@ await runUntilSignalled(log, async () => {
       contract: PolicyAuthenticateContract,
       log,
       handle: (_request, context) => authenticate(deps, context.authorization),
+    }),
+    // The orchestrator renders approval prompts from data masked with every mask policy can require.
+    serve(nc, {
+      subject: Subjects.POLICY_MASKS,
+      queue: QueueGroups.POLICY,
+      contract: PolicyMasksContract,
+      log,
+      handle: async () => policyMasks(deps),
     }),
     serve(nc, {
       subject: Subjects.POLICY_PERMITTED,

@@ -29,6 +29,19 @@ export const ALL_PERSONAL_DATA: Obligations = {
   maskPatterns: [],
 };
 
+/** The obligations of a decision that asks for no masking. */
+export const NO_MASKS: Obligations = { maskFields: [], maskPii: [], maskPatterns: [] };
+
+/** Every mask any of `obligations` asks for. */
+export function unionOfMasks(...obligations: Obligations[]): Obligations {
+  const union = <T>(lists: T[][]) => [...new Set(lists.flat())];
+  return {
+    maskFields: union(obligations.map((each) => each.maskFields)),
+    maskPii: union(obligations.map((each) => each.maskPii)),
+    maskPatterns: union(obligations.map((each) => each.maskPatterns)),
+  };
+}
+
 /** Whether obligations ask for anything at all, so a result without any skips the walk. */
 export function hasMasks(obligations: Obligations): boolean {
   return obligations.maskFields.length + obligations.maskPii.length + obligations.maskPatterns.length > 0;

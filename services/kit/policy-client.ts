@@ -3,10 +3,12 @@ import type { Span } from "@opentelemetry/api";
 import {
   PolicyAuthenticateContract,
   PolicyDecideContract,
+  PolicyMasksContract,
   PolicyPermittedContract,
 } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import {
+  type Obligations,
   type PolicyDecision,
   type PolicyDecisionRequest,
   PolicyEffect,
@@ -109,4 +111,10 @@ export async function permitted(
     { timeoutMs, headers: { [Headers.AUTHORIZATION]: authorization } },
   );
   return reply.allowed;
+}
+
+/** Every mask the active policy can require of anyone (only the orchestrator's NATS user may ask). */
+export async function policyMasks(nc: NatsConnection, timeoutMs: number): Promise<Obligations> {
+  const reply = await request(nc, Subjects.POLICY_MASKS, PolicyMasksContract, {}, { timeoutMs });
+  return reply.obligations;
 }

@@ -1,6 +1,7 @@
+import type { Obligations } from "../../schemas/policy.ts";
 import type { ApprovalStep, ChoiceStep, Workflow } from "../../schemas/workflow.ts";
 import { jsonBytes, limitExceeded, toWireError } from "../kit/index.ts";
-import { ALL_PERSONAL_DATA, MASK, maskValue } from "../kit/masking.ts";
+import { ALL_PERSONAL_DATA, MASK, maskValue, unionOfMasks } from "../kit/masking.ts";
 import { type ExpressionScope, renderValue } from "./expressions.ts";
 import { NEXT_STEP, type RunMachineEvent } from "./run-machine.ts";
 
@@ -22,34 +23,38 @@ export async function decideChoice(step: ChoiceStep, scope: ExpressionScope): Pr
 
 /**
  * The approval's prompt, rendered, that people are asked: once from the run's data as it is, and
- * once from the same data with all personal data masked first, for readers who may not see the run
- * unmasked. Whatever the expression derives from the data (an encoding, a reversal, a piece) is
- * then derived from masked values. A prompt that cannot be rendered from masked data (an
- * expression that needs the raw value, `$number($steps.contact.ssn)`) is shown to them as masked.
+ * once from the same data masked first, for readers who may not see the run unmasked, with every
+ * kind of personal data and every mask the active policy can require (`policyMasks`: fields and
+ * patterns a policy adds). Whatever the expression derives from the data (an encoding, a reversal,
+ * a piece) is then derived from masked values. A prompt that cannot be rendered from masked data
+ * (an expression that needs the raw value, `$number($steps.contact.ssn)`) is shown to them as masked.
  */
-export async function requestApproval(step: ApprovalStep, scope: ExpressionScope): Promise<RunMachineEvent> {
+export async function requestApproval(
+  step: ApprovalStep,
+  scope: ExpressionScope,
+  policyMasks: Obligations,
+): Promise<RunMachineEvent> {
   const where = `step ${step.id}: approval.prompt`;
   const prompt = String(await renderValue(step.approval.prompt, scope, where));
-  const maskedPrompt = await renderValue(step.approval.prompt, maskedScope(scope), where).then(
+  const masks = unionOfMasks(ALL_PERSONAL_DATA, policyMasks);
+  const maskedPrompt = await renderValue(step.approval.prompt, maskedScope(scope, masks), where).then(
     String,
     (error) =>
       maskValue(
         `${MASK} (the prompt could not be rendered from masked data: ${toWireError(error).message})`,
-        ALL_PERSONAL_DATA,
+        masks,
       ) as string,
   );
   return { type: "APPROVAL.REQUESTED", stepId: step.id, prompt, maskedPrompt };
 }
 
-/** The scope with every kind of personal data masked in what the run knows: input, results, memory. */
-function maskedScope(scope: ExpressionScope): ExpressionScope {
+/** The scope with `masks` applied to what the run knows: input, results, memory. */
+function maskedScope(scope: ExpressionScope, masks: Obligations): ExpressionScope {
   return {
     ...scope,
-    input: maskValue(scope.input, ALL_PERSONAL_DATA) as ExpressionScope["input"],
-    steps: maskValue(scope.steps, ALL_PERSONAL_DATA) as ExpressionScope["steps"],
-    ...(scope.memory === undefined
-      ? {}
-      : { memory: maskValue(scope.memory, ALL_PERSONAL_DATA) as unknown[] }),
+    input: maskValue(scope.input, masks) as ExpressionScope["input"],
+    steps: maskValue(scope.steps, masks) as ExpressionScope["steps"],
+    ...(scope.memory === undefined ? {} : { memory: maskValue(scope.memory, masks) as unknown[] }),
   };
 }
 

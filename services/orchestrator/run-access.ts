@@ -12,7 +12,7 @@ import type { RunView, WaitingInput } from "../../schemas/run-read.ts";
 import type { RequestedSchema } from "../../schemas/sampling.ts";
 import { RUN_ID_PATTERN } from "../../schemas/subjects.ts";
 import { authenticate, authorize, LoomError, permitted } from "../kit/index.ts";
-import { hasMasks, MASK, maskValue } from "../kit/masking.ts";
+import { hasMasks, MASK, maskValue, NO_MASKS } from "../kit/masking.ts";
 import type { RunStore, StoredRun } from "./run-store.ts";
 import { type AskedInput, stepTimeline } from "./step-timeline.ts";
 
@@ -65,6 +65,31 @@ export async function accessRun(
     authorization,
   );
   return { stored, principal: decision.principal, obligations: decision.obligations };
+}
+
+/**
+ * The masks the caller's `runs.read` decision asks for on run `runId`, for what is sent to it
+ * later without its token (a webhook). For a run not stored yet (a webhook given with the message
+ * that starts it), decided as for the run it starts: of `workflow`, started by the caller. Refused
+ * as any read is (RUN_NOT_FOUND, POLICY_DENIED, UNAUTHENTICATED).
+ */
+export async function readerObligations(
+  options: RunAccessOptions,
+  runId: string,
+  workflow: string,
+  authorization: string | undefined,
+): Promise<Obligations> {
+  if ((await findRun(options.runs, runId)) !== undefined) {
+    const access = await accessRun(options, runId, PolicyAction.RUNS_READ, authorization);
+    return access.obligations ?? NO_MASKS;
+  }
+  const principal = await authenticate(options.nc, authorization, options.policyTimeoutMs);
+  const decision = await authorize(
+    options.nc,
+    { action: PolicyAction.RUNS_READ, resource: { workflow, startedBy: principal.id }, runId },
+    { authorization, timeoutMs: options.policyTimeoutMs, what: `reading run ${runId}` },
+  );
+  return decision.obligations ?? NO_MASKS;
 }
 
 /** The run stored under `runId`; undefined when there is none (or the id could never name one). */

@@ -12,6 +12,7 @@ import {
   inContext,
   type Logger,
   LoomError,
+  policyMasks,
   type RunSpan,
   startRunSpan,
   toWireError,
@@ -429,7 +430,11 @@ export class RunExecution {
       case "choice":
         return decideChoice(effect.step, scope);
       case "approval-request":
-        return requestApproval(effect.step, scope);
+        return requestApproval(
+          effect.step,
+          scope,
+          await policyMasks(this.#options.nc, this.#options.policyTimeoutMs),
+        );
       case "output":
         return buildOutput(this.#workflow, scope, this.#options.expressionLimits.maxResultBytes);
     }

@@ -1,19 +1,21 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { PushNotificationConfig } from "../../schemas/a2a.ts";
+import type { PushRegistration } from "../../schemas/a2a.ts";
 import { Buckets } from "../../schemas/subjects.ts";
 import { createLogger } from "../../services/kit/index.ts";
 import { openBucket } from "../../services/kit/jetstream.ts";
 import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
+import { NO_MASKS } from "../../services/kit/masking.ts";
 import { PushRegistry } from "../../services/orchestrator/a2a/push-notifications.ts";
 import { connectTo, startNatsServer } from "../helpers/nats-server.ts";
 
 const log = createLogger({ service: "push-registry-test", level: "silent" });
 const allowList = OutboundAllowList.parse(OutboundTargets.WEBHOOK, ["http://127.0.0.1:9/"]);
-const config = (taskId: string, id: string): PushNotificationConfig => ({
+const config = (taskId: string, id: string): PushRegistration => ({
   taskId,
   id,
   url: `http://127.0.0.1:9/${taskId}/${id}`,
+  readerObligations: NO_MASKS,
 });
 
 /** A nats-server and two registries on two connections, as two orchestrator replicas would have. */

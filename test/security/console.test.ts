@@ -5,6 +5,7 @@ import { Headers, Subjects } from "../../schemas/subjects.ts";
 import { tracedHeaders } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, startLoom } from "../helpers/loom.ts";
+import { callAs, contactApprovalWorkflow } from "../helpers/policy-stack.ts";
 import { freePort } from "../helpers/ports.ts";
 import { signJwt, tokenFor, validClaims } from "../helpers/tokens.ts";
 
@@ -43,36 +44,8 @@ describe("security - console: every route of the web console is decided by acp-p
   let base: string;
   let runId: string;
 
-  async function call(
-    method: string,
-    path: string,
-    token: string | undefined,
-    body?: unknown,
-  ): Promise<Answer> {
-    const controller = new AbortController();
-    const response = await fetch(`${base}${path}`, {
-      method,
-      signal: controller.signal,
-      headers: {
-        ...(token === undefined ? {} : { Authorization: `Bearer ${token}` }),
-        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    if (response.headers.get("content-type")?.startsWith("text/event-stream")) {
-      // A stream: its first event is what it gives away; then hang up.
-      const reader = (response.body as ReadableStream<Uint8Array>).getReader();
-      let text = "";
-      while (!text.includes("\n\n")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += new TextDecoder().decode(value);
-      }
-      controller.abort();
-      return { status: response.status, body: text };
-    }
-    return { status: response.status, body: await response.text() };
-  }
+  const call = (method: string, path: string, token: string | undefined, body?: unknown): Promise<Answer> =>
+    callAs(base, method, path, token, body);
 
   beforeAll(async () => {
     const port = await freePort();
@@ -241,21 +214,11 @@ describe("security - console: every route of the web console is decided by acp-p
   it("security - console: an approval's prompt reaches an approver masked as for a reader of the run", async () => {
     // A workflow may quote earlier steps' data in its prompt; the managers who answer it may not read
     // the run, so what they see of it is masked like a run they could read only masked.
-    const leaking = {
-      id: "prompt-quotes-contact",
-      version: 1,
-      steps: [
-        { id: "contact", call: "crm.get_contact", with: { id: "c-2" } },
-        {
-          id: "confirm",
-          approval: {
-            prompt:
-              "Confirm {% $steps.contact.name %}: SSN {% $steps.contact.ssn %}, email {% $steps.contact.email %}, phone {% $steps.contact.phone %}",
-            roles: ["manager", "admin"],
-          },
-        },
-      ],
-    };
+    const leaking = contactApprovalWorkflow(
+      "prompt-quotes-contact",
+      "Confirm {% $steps.contact.name %}: SSN {% $steps.contact.ssn %}, email {% $steps.contact.email %}, phone {% $steps.contact.phone %}",
+      ["manager", "admin"],
+    );
     const leakingRun = randomUUID();
     await jetstream(await loom.connectAs(NatsUser.SUBMITTER)).publish(
       Subjects.RUNS_SUBMIT,

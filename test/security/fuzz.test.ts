@@ -92,6 +92,7 @@ function targets(runId: string, workflowIds: string[]): Target[] {
       }),
     ),
     { subject: Subjects.POLICY_AUTHENTICATE, as: NatsUser.ORCHESTRATOR, kind: "serve", template: {} },
+    { subject: Subjects.POLICY_MASKS, as: NatsUser.ORCHESTRATOR, kind: "serve", template: {} },
     {
       subject: Subjects.POLICY_PERMITTED,
       as: NatsUser.ORCHESTRATOR,

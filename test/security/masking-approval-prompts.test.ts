@@ -1,15 +1,17 @@
 import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { type Client, ClientFactory } from "@a2a-js/sdk/client";
 import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Headers, Subjects } from "../../schemas/subjects.ts";
 import { tracedHeaders } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
-import { type Loom, NatsUser, REPO_ROOT, startLoom } from "../helpers/loom.ts";
-import { freePort } from "../helpers/ports.ts";
+import { type Loom, NatsUser } from "../helpers/loom.ts";
+import {
+  callAs,
+  contactApprovalWorkflow,
+  type PolicyStack,
+  startLoomWithPolicy,
+} from "../helpers/policy-stack.ts";
 import { tokenFor } from "../helpers/tokens.ts";
 
 /** Started by an analyst, who may read its own runs unmasked. */
@@ -119,20 +121,11 @@ function pieces(prompt: string): Map<string, string> {
   );
 }
 
-const workflow = {
-  id: "prompt-reencodes-contact",
-  version: 1,
-  steps: [
-    { id: "contact", call: "crm.get_contact", with: { id: "c-2" } },
-    {
-      id: "confirm",
-      approval: {
-        prompt: REENCODINGS.map(({ label, expression }) => `${label}=${expression}`).join(SEPARATOR),
-        roles: ["manager", "admin"],
-      },
-    },
-  ],
-};
+const workflow = contactApprovalWorkflow(
+  "prompt-reencodes-contact",
+  REENCODINGS.map(({ label, expression }) => `${label}=${expression}`).join(SEPARATOR),
+  ["manager", "admin"],
+);
 
 /**
  * Attacks on the approval prompt: a workflow re-encodes the contact it read (base64, reversed,
@@ -142,37 +135,13 @@ const workflow = {
  * views, run events in the console, the CLI and A2A) must show it rendered from masked data.
  */
 describe("security - masking: an approval's prompt is rendered from masked data for a reader who must see masked data", () => {
+  let stack: PolicyStack;
   let loom: Loom;
-  let dir: string;
-  let base: string;
   let a2a: Client;
   let runId: string;
 
-  async function call(method: string, path: string, token: string, body?: unknown) {
-    const controller = new AbortController();
-    const response = await fetch(`${base}${path}`, {
-      method,
-      signal: controller.signal,
-      headers: {
-        Authorization: `Bearer ${token}`,
-        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    if (response.headers.get("content-type")?.startsWith("text/event-stream")) {
-      // A stream: its first event holds the run's events so far; then hang up.
-      const reader = (response.body as ReadableStream<Uint8Array>).getReader();
-      let text = "";
-      while (!text.includes("\n\n")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += new TextDecoder().decode(value);
-      }
-      controller.abort();
-      return { status: response.status, body: text };
-    }
-    return { status: response.status, body: await response.text() };
-  }
+  const call = (method: string, path: string, token: string, body?: unknown) =>
+    callAs(stack.base, method, path, token, body);
 
   async function submit(): Promise<string> {
     const id = randomUUID();
@@ -249,24 +218,13 @@ describe("security - masking: an approval's prompt is rendered from masked data 
   ];
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "loom-prompt-masking-"));
-    await mkdir(join(dir, "policies"));
-    await copyFile(join(REPO_ROOT, "infra/policies/default.yaml"), join(dir, "policies/default.yaml"));
-    await writeFile(join(dir, "policies/auditors.yaml"), AUDITOR_POLICY);
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    loom = await startLoom({
-      env: { LOOM_A2A_PORT: String(port), LOOM_POLICY_DIR: join(dir, "policies") },
-      readyTimeoutMs: 60_000,
-    });
-    a2a = await new ClientFactory().createFromUrl(base);
+    stack = await startLoomWithPolicy("auditors", AUDITOR_POLICY);
+    loom = stack.loom;
+    a2a = await new ClientFactory().createFromUrl(stack.base);
     runId = await submit();
     await inboxPrompt(runId, admin);
   }, 120_000);
-  afterAll(async () => {
-    await loom?.[Symbol.asyncDispose]();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
-  });
+  afterAll(() => stack?.[Symbol.asyncDispose]());
 
   it("masking - approval prompt: no re-encoding of the contact reaches an approver who may not read it unmasked", async () => {
     const showing = new Set<string>();

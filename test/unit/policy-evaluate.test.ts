@@ -9,7 +9,7 @@ import {
   PolicyEffect,
   type Principal,
 } from "../../schemas/policy.ts";
-import { evaluate } from "../../services/acp-policy/evaluate.ts";
+import { evaluate, everyMask } from "../../services/acp-policy/evaluate.ts";
 import {
   type ActivePolicy,
   loadPolicyDir,
@@ -392,5 +392,45 @@ describe("policy globs", () => {
       },
     );
     expect(verdict).toMatchObject({ effect: "deny", rule: "no-crm" });
+  });
+});
+
+describe("policy - every mask the policy can require", () => {
+  it("policy - every mask is the union of every rule's, whatever the action or role", () => {
+    const policy = policyFrom(`
+version: "1"
+rules:
+  - name: viewers-tools
+    effect: allow
+    roles: [viewer]
+    actions: [tools.call]
+    tools: ["crm.*"]
+    obligations: { mask: { fields: [email], pii: [email, phone] } }
+  - name: auditors-runs
+    effect: allow
+    roles: [auditor]
+    actions: [runs.read]
+    workflows: ["*"]
+    obligations: { mask: { fields: [name, email], patterns: ["ACME-\\\\d+"] } }
+  - name: admins
+    effect: allow
+    roles: [admin]
+    actions: [runs.read]
+    workflows: ["*"]
+`);
+    expect(everyMask(policy.rules)).toEqual({
+      maskFields: ["email", "name"],
+      maskPii: ["email", "phone"],
+      maskPatterns: ["ACME-\\d+"],
+    });
+  });
+
+  it("policy - a policy without obligations requires no mask", () => {
+    const policy = policyFrom(`
+version: "1"
+rules:
+  - { name: all, effect: allow, roles: ["*"], actions: [runs.read], workflows: ["*"] }
+`);
+    expect(everyMask(policy.rules)).toEqual({ maskFields: [], maskPii: [], maskPatterns: [] });
   });
 });

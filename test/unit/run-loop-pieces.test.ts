@@ -4,6 +4,7 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import type { RunRecord } from "../../schemas/run.ts";
 import type { Workflow } from "../../schemas/workflow.ts";
 import { LoomError } from "../../services/kit/index.ts";
+import { NO_MASKS } from "../../services/kit/masking.ts";
 import { buildOutput, decideChoice, requestApproval } from "../../services/orchestrator/effect-evaluation.ts";
 import { DEFAULT_EXPRESSION_LIMITS } from "../../services/orchestrator/expressions.ts";
 import { announcementOf, runEnded, stepStarted } from "../../services/orchestrator/run-announcements.ts";
@@ -76,7 +77,7 @@ describe("run loop - pure evaluation", () => {
 
   it("run loop - an approval's prompt is rendered from the run's steps", async () => {
     if (approval === undefined || !("approval" in approval)) throw new Error("no approval step");
-    expect(await requestApproval(approval, scope({ contact: { name: "Ann" } }))).toEqual({
+    expect(await requestApproval(approval, scope({ contact: { name: "Ann" } }), NO_MASKS)).toEqual({
       type: "APPROVAL.REQUESTED",
       stepId: "approve",
       prompt: "Escalate Ann?",
@@ -91,14 +92,14 @@ describe("run loop - pure evaluation", () => {
       ssn: "123-45-6789",
       note: "call +1 415 555 0100",
     };
-    const rendered = async (prompt: string) => {
+    const rendered = async (prompt: string, policyMasks = NO_MASKS) => {
       const steps = [
         { id: "contact", call: "crm.get_contact" },
         { id: "ok", approval: { prompt, roles: ["manager"] } },
       ];
       const step = parseWorkflow({ id: "p", steps }, "test").steps[1];
       if (step === undefined || !("approval" in step)) throw new Error("no approval step");
-      const event = await requestApproval(step, scope({ contact }));
+      const event = await requestApproval(step, scope({ contact }), policyMasks);
       if (event.type !== "APPROVAL.REQUESTED") throw new Error(event.type);
       return event;
     };
@@ -116,6 +117,17 @@ describe("run loop - pure evaluation", () => {
     const numeric = await rendered("{% $number($substring($steps.contact.ssn, 0, 3)) + 1 %}");
     expect(numeric.prompt).toBe("124");
     expect(numeric.maskedPrompt).toMatch(/^\[masked\] \(the prompt could not be rendered from masked data: /);
+    // A field and a pattern the active policy masks beyond the built-in kinds are masked in the
+    // data too, so a re-encoding of them reveals nothing either.
+    const policyMasks = { maskFields: ["name"], maskPii: [], maskPatterns: ["call"] };
+    const custom = await rendered(
+      "n={% $join($reverse($split($steps.contact.name, '')), '') %}/{% $uppercase($steps.contact.note) %}",
+      policyMasks,
+    );
+    expect(custom).toMatchObject({
+      prompt: "n=nnA/CALL +1 415 555 0100",
+      maskedPrompt: "n=]deksam[/[MASKED] [MASKED]",
+    });
     // A prompt without expressions is the same for everyone.
     expect(await rendered("Approve the refund?")).toMatchObject({
       prompt: "Approve the refund?",

@@ -27,15 +27,10 @@ import {
 import type { A2ARequestHandler, ServerCallContext } from "@a2a-js/sdk/server";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import {
-  type Message,
-  PushNotificationConfigSchema,
-  TaskState,
-  TERMINAL_STATES,
-} from "../../../schemas/a2a.ts";
+import { type Message, PushRegistrationSchema, TaskState, TERMINAL_STATES } from "../../../schemas/a2a.ts";
 import { RunCancelContract, RunInputContract } from "../../../schemas/contracts.ts";
 import { ErrorCode } from "../../../schemas/errors.ts";
-import { PolicyAction } from "../../../schemas/policy.ts";
+import { type Obligations, PolicyAction } from "../../../schemas/policy.ts";
 import { MAX_RUNS_PAGE } from "../../../schemas/run-read.ts";
 import { Headers, RUN_ID_PATTERN, runCancelSubject, runInputSubject } from "../../../schemas/subjects.ts";
 import {
@@ -46,12 +41,14 @@ import {
   publishSubmission,
   request,
 } from "../../kit/index.ts";
+import { NO_MASKS } from "../../kit/masking.ts";
 import {
   accessRun,
   maskedEvent,
   maskedRecord,
   type RunAccess,
   type RunReadAction,
+  readerObligations,
   runNotFound,
 } from "../run-access.ts";
 import { listRuns } from "../run-reads.ts";
@@ -200,7 +197,9 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     context: ServerCallContext,
   ): Promise<TaskPushNotificationConfig> {
     await this.#access(params.taskId, context, PolicyAction.PUSH_CONFIGURE);
-    return this.#savePushConfig(params, params.taskId);
+    // The webhook is sent what its registrant may read, masked as for it: decided now, kept with it.
+    const reading = await this.#access(params.taskId, context, PolicyAction.RUNS_READ);
+    return this.#savePushConfig(params, params.taskId, reading.obligations ?? NO_MASKS);
   }
 
   async getTaskPushNotificationConfig(
@@ -260,12 +259,19 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     }
   }
 
+  /** Keeps a webhook with the masks its registrant's `runs.read` decision asked for. */
   async #savePushConfig(
     params: TaskPushNotificationConfig,
     taskId: string,
+    obligations: Obligations,
   ): Promise<TaskPushNotificationConfig> {
     const json = PushConfigCodec.toJSON(params) as Record<string, unknown>;
-    const parsed = PushNotificationConfigSchema.safeParse({ ...json, taskId, id: params.id || randomUUID() });
+    const parsed = PushRegistrationSchema.safeParse({
+      ...json,
+      taskId,
+      id: params.id || randomUUID(),
+      readerObligations: obligations,
+    });
     if (!parsed.success)
       throw new RequestMalformedError(
         `invalid push notification config: ${describeIssues(parsed.error.issues)}`,
@@ -359,8 +365,18 @@ export class NatsA2ARequestHandler implements A2ARequestHandler {
     const runId = message.messageId ? runIdOfMessage(authorization, message.messageId) : randomUUID();
     const contextId = message.contextId || (message.messageId ? runId : randomUUID());
     const webhook = params.configuration?.taskPushNotificationConfig;
-    // Registered before the run exists, so the webhook hears its every event.
-    if (webhook !== undefined) await this.#savePushConfig(webhook, runId);
+    // Registered before the run exists, so the webhook hears its every event, masked as the caller
+    // reads the run it starts.
+    if (webhook !== undefined) {
+      const obligations = await readerObligations(this.#options, runId, skill, authorization).catch(
+        (error: unknown) => {
+          if (error instanceof LoomError && error.code === ErrorCode.POLICY_DENIED)
+            throw new RequestMalformedError(`the webhook is refused: ${error.message}`);
+          return a2aError(error);
+        },
+      );
+      await this.#savePushConfig(webhook, runId, obligations);
+    }
     await publishSubmission(
       this.#options.js,
       { runId, workflow: skill, input: inputOf(message), contextId },

@@ -1,7 +1,9 @@
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
-import { type PushNotificationConfig, PushNotificationConfigSchema } from "../../../schemas/a2a.ts";
+import { type PushRegistration, PushRegistrationSchema } from "../../../schemas/a2a.ts";
+import { ErrorCode } from "../../../schemas/errors.ts";
+import { RunEventSchema } from "../../../schemas/run.ts";
 import { Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
 import {
   encodePayload,
@@ -11,6 +13,8 @@ import {
   retryBrokerFailures,
 } from "../../kit/index.ts";
 import { KvMirror } from "../../kit/kv-mirror.ts";
+import { hasMasks } from "../../kit/masking.ts";
+import { maskedEvent } from "../run-access.ts";
 import { allowListedFetch } from "./outbound-fetch.ts";
 import type { OutboundAllowList } from "./outbound-url.ts";
 
@@ -23,19 +27,16 @@ const POST_TIMEOUT_MS = 5_000;
  * Webhooks A2A clients register for their tasks, in KV `loom_push` (`<taskId>.<configId>`), and
  * mirrored in memory from a watch, so finding a run's webhooks costs no NATS request per run event.
  * Only URLs the allow-list admits are accepted: a webhook is a request Loom makes on a client's
- * behalf, and must not reach into internal addresses.
+ * behalf, and must not reach into internal addresses. Each is kept with the masks its registrant's
+ * `runs.read` decision asked for, which every event is given before it is posted there.
  */
 export class PushRegistry {
   readonly #kv: KV;
-  readonly #mirror: KvMirror<typeof PushNotificationConfigSchema>;
+  readonly #mirror: KvMirror<typeof PushRegistrationSchema>;
   /** Checked when a webhook is registered and again before every delivery. */
   readonly allowList: OutboundAllowList;
 
-  private constructor(
-    kv: KV,
-    mirror: KvMirror<typeof PushNotificationConfigSchema>,
-    allowList: OutboundAllowList,
-  ) {
+  private constructor(kv: KV, mirror: KvMirror<typeof PushRegistrationSchema>, allowList: OutboundAllowList) {
     this.#kv = kv;
     this.#mirror = mirror;
     this.allowList = allowList;
@@ -43,25 +44,25 @@ export class PushRegistry {
 
   /** Opens the registry once the bucket's present registrations are mirrored. */
   static async open(kv: KV, allowList: OutboundAllowList, log: Logger): Promise<PushRegistry> {
-    const mirror = await KvMirror.open(kv, PushNotificationConfigSchema, "push config", log);
+    const mirror = await KvMirror.open(kv, PushRegistrationSchema, "push config", log);
     return new PushRegistry(kv, mirror, allowList);
   }
 
   /** Stores a webhook; resolves once this replica's notifier will find it. */
-  async save(config: PushNotificationConfig): Promise<PushNotificationConfig> {
+  async save(config: PushRegistration): Promise<PushRegistration> {
     await this.allowList.check(config.url);
     const revision = await this.#kv.put(
       `${config.taskId}.${config.id}`,
-      encodePayload(PushNotificationConfigSchema, config, "push config"),
+      encodePayload(PushRegistrationSchema, config, "push config"),
     );
     await this.#mirror.reached(revision);
     return config;
   }
 
-  async get(taskId: string, id: string): Promise<PushNotificationConfig | undefined> {
+  async get(taskId: string, id: string): Promise<PushRegistration | undefined> {
     const entry = await this.#kv.get(`${taskId}.${id}`);
     return entry?.operation === "PUT"
-      ? parsePayload(PushNotificationConfigSchema, entry.value, "push config")
+      ? parsePayload(PushRegistrationSchema, entry.value, "push config")
       : undefined;
   }
 
@@ -70,7 +71,7 @@ export class PushRegistry {
    * the watch delivers it, which is before the run's next events reach the notifier in practice:
    * the registration is stored before the events that follow it are published.
    */
-  list(taskId: string): PushNotificationConfig[] {
+  list(taskId: string): PushRegistration[] {
     return this.#mirror.under(taskId);
   }
 
@@ -91,7 +92,8 @@ export class PushRegistry {
 /**
  * POSTs every event of a task with webhooks to each of them, in order, at least once: one durable
  * consumer shared by the replicas takes each event once, and acks it only after every webhook
- * answered 2xx; a failure is retried (redelivered) with a delay.
+ * answered 2xx; a failure is retried (redelivered) with a delay. Each webhook is sent the event
+ * masked as its registrant reads the run (`maskedEvent`, as SubscribeToTask shows it).
  */
 export async function startPushNotifier(options: {
   js: JetStreamClient;
@@ -116,8 +118,16 @@ export async function startPushNotifier(options: {
     for await (const message of messages) {
       const runId = runIdOfSubject(message.subject);
       try {
-        const configs = options.registry.list(runId);
-        await Promise.all(configs.map((config) => post(options.registry.allowList, config, message.data)));
+        const deliveries = options.registry.list(runId).flatMap((config) => {
+          const body = bodyFor(config, message.data);
+          if (body !== undefined) return [post(options.registry.allowList, config, body)];
+          options.log.warn(
+            { run_id: runId, webhook: config.id },
+            "webhook registered before webhooks were masked is sent nothing: register it again",
+          );
+          return [];
+        });
+        await Promise.all(deliveries);
         message.ack();
       } catch (error) {
         const last = message.info.deliveryCount >= MAX_DELIVERIES;
@@ -134,14 +144,23 @@ export async function startPushNotifier(options: {
 }
 
 /**
- * One delivery, through the allow-list: the URL is checked again (the list or the host's address
- * may have changed since it was registered), and a redirect is a failed delivery, never followed.
+ * The event as the webhook's registrant may read the run: as it is for one whose reads are not
+ * masked, masked for it otherwise; undefined for a registration kept without its masks.
  */
-async function post(
-  allowList: OutboundAllowList,
-  config: PushNotificationConfig,
-  body: Uint8Array,
-): Promise<void> {
+function bodyFor(config: PushRegistration, data: Uint8Array): Uint8Array | undefined {
+  const obligations = config.readerObligations;
+  if (obligations === undefined) return undefined;
+  if (!hasMasks(obligations)) return data;
+  const event = parsePayload(RunEventSchema, data, "run event");
+  return encodePayload(RunEventSchema, maskedEvent(event, obligations), "run event");
+}
+
+/**
+ * One delivery. The URL is checked again (the allow-list or the host's address may have changed
+ * since it was registered), and a redirect is a failed delivery, never followed: it could point
+ * anywhere, internal listeners included.
+ */
+async function post(allowList: OutboundAllowList, config: PushRegistration, body: Uint8Array): Promise<void> {
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (config.token !== undefined && config.token !== "") headers["X-A2A-Notification-Token"] = config.token;
   if (config.authentication !== undefined) {
