@@ -4,8 +4,8 @@ import type { PushRegistration } from "../../schemas/a2a.ts";
 import { Buckets } from "../../schemas/subjects.ts";
 import { createLogger } from "../../services/kit/index.ts";
 import { openBucket } from "../../services/kit/jetstream.ts";
-import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import { NO_MASKS } from "../../services/kit/masking.ts";
+import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
 import { PushRegistry } from "../../services/orchestrator/a2a/push-notifications.ts";
 import { connectTo, startNatsServer } from "../helpers/nats-server.ts";
 

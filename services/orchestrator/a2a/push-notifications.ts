@@ -2,7 +2,6 @@ import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager }
 import type { KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
 import { type PushRegistration, PushRegistrationSchema } from "../../../schemas/a2a.ts";
-import { ErrorCode } from "../../../schemas/errors.ts";
 import { RunEventSchema } from "../../../schemas/run.ts";
 import { Consumers, runIdOfSubject, Streams, Subjects } from "../../../schemas/subjects.ts";
 import {
