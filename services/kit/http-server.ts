@@ -2,6 +2,7 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { guardRequests, type HttpAllowList } from "./http-guard.ts";
 import type { Logger } from "./logger.ts";
 import { registry } from "./metrics.ts";
 import { isNatsConnected } from "./nats.ts";
@@ -41,40 +42,45 @@ export interface OpsServer {
 /**
  * Serves `/metrics` (Prometheus text format), `/healthz` (the process is up) and `/readyz` (it can
  * do its work: connected to NATS, its streams and buckets exist). Ready is `undefined` until the
- * service has connected, which `/readyz` reports as not ready.
+ * service has connected, which `/readyz` reports as not ready. A request whose Host or Origin the
+ * allow-list refuses is answered before any of them (see `requestRefusal`).
  */
 export async function startOpsServer(options: {
   host: string;
   port: number;
+  allowed: HttpAllowList;
   log: Logger;
   readiness: () => Readiness | undefined;
 }): Promise<OpsServer> {
-  const server: Server = createHttpServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
-      res.writeHead(status, { "content-type": type }).end(body);
-    };
-    if (req.method !== "GET" && req.method !== "HEAD") return reply(405, "method not allowed\n");
-    if (path === "/healthz") return reply(200, "ok\n");
-    if (path === "/readyz") {
-      void whyNotReady(options.readiness()).then(
-        (problem) => (problem === undefined ? reply(200, "ready\n") : reply(503, `not ready: ${problem}\n`)),
-        (error: unknown) => reply(503, `not ready: ${String(error)}\n`),
-      );
-      return;
-    }
-    if (path === "/metrics") {
-      void registry.metrics().then(
-        (text) => reply(200, text, registry.contentType),
-        (error: unknown) => {
-          options.log.error({ err: error }, "collecting metrics failed");
-          reply(500, "collecting metrics failed\n");
-        },
-      );
-      return;
-    }
-    reply(404, "not found: try /metrics, /healthz or /readyz\n");
-  });
+  const server: Server = createHttpServer(
+    guardRequests(options.allowed, (req, res) => {
+      const path = (req.url ?? "/").split("?")[0];
+      const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
+        res.writeHead(status, { "content-type": type }).end(body);
+      };
+      if (req.method !== "GET" && req.method !== "HEAD") return reply(405, "method not allowed\n");
+      if (path === "/healthz") return reply(200, "ok\n");
+      if (path === "/readyz") {
+        void whyNotReady(options.readiness()).then(
+          (problem) =>
+            problem === undefined ? reply(200, "ready\n") : reply(503, `not ready: ${problem}\n`),
+          (error: unknown) => reply(503, `not ready: ${String(error)}\n`),
+        );
+        return;
+      }
+      if (path === "/metrics") {
+        void registry.metrics().then(
+          (text) => reply(200, text, registry.contentType),
+          (error: unknown) => {
+            options.log.error({ err: error }, "collecting metrics failed");
+            reply(500, "collecting metrics failed\n");
+          },
+        );
+        return;
+      }
+      reply(404, "not found: try /metrics, /healthz or /readyz\n");
+    }),
+  );
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => {

@@ -2,6 +2,7 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Streams } from "../../schemas/subjects.ts";
 import type { BaseConfig } from "./base-config.ts";
+import { httpAllowListOf } from "./http-guard.ts";
 import { DefaultHttpPorts, type OpsServer, startOpsServer } from "./http-server.ts";
 import { ensureStream, openJetStreamManager, StreamDefinitions, streamReplicas } from "./jetstream.ts";
 import type { Logger } from "./logger.ts";
@@ -27,6 +28,8 @@ export interface Observability {
 export async function startObservability(options: {
   service: keyof typeof DefaultHttpPorts;
   config: BaseConfig;
+  /** Where callers reach the service, when it says (the orchestrator's LOOM_A2A_PUBLIC_URL): its host is allowed. */
+  publicUrl?: string | undefined;
   log: Logger;
 }): Promise<Observability> {
   const { config, log } = options;
@@ -35,6 +38,7 @@ export async function startObservability(options: {
   let jsm: JetStreamManager | undefined;
   const opsOptions = {
     host: config.LOOM_HTTP_HOST,
+    allowed: httpAllowListOf({ ...config, publicUrl: options.publicUrl }),
     log,
     readiness: () =>
       readiness === undefined || jsm === undefined

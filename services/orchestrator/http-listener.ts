@@ -1,6 +1,12 @@
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createHttpServer, DEFAULT_A2A_PORT, type Logger } from "../kit/index.ts";
+import {
+  createHttpServer,
+  DEFAULT_A2A_PORT,
+  guardRequests,
+  type HttpAllowList,
+  type Logger,
+} from "../kit/index.ts";
 
 /** What answers the edge's requests once it is loaded. */
 export interface HttpApp {
@@ -28,6 +34,8 @@ export async function listenHttpEdge(options: {
   host: string;
   /** Undefined: the default port, or a free one when it is taken. */
   port: number | undefined;
+  /** The Host names and Origins every route answers to. */
+  allowed: HttpAllowList;
   open: (port: number) => Promise<HttpApp>;
   log: Logger;
 }): Promise<HttpEdge> {
@@ -40,17 +48,19 @@ export async function listenHttpEdge(options: {
     });
     return app;
   };
-  const server = createHttpServer((req, res) => {
-    loaded().then(
-      (opened) => opened.handle(req, res),
-      (error: unknown) => {
-        options.log.error({ err: error }, "cannot open the HTTP edge");
-        res
-          .writeHead(503, { "Content-Type": "text/plain" })
-          .end("the HTTP edge cannot open now; try again\n");
-      },
-    );
-  });
+  const server = createHttpServer(
+    guardRequests(options.allowed, (req, res) => {
+      loaded().then(
+        (opened) => opened.handle(req, res),
+        (error: unknown) => {
+          options.log.error({ err: error }, "cannot open the HTTP edge");
+          res
+            .writeHead(503, { "Content-Type": "text/plain" })
+            .end("the HTTP edge cannot open now; try again\n");
+        },
+      );
+    }),
+  );
   try {
     await listen(server, options.host, options.port ?? DEFAULT_A2A_PORT);
   } catch (error) {
