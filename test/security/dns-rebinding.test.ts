@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { DEV_ISSUER } from "../../services/kit/dev-issuer.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
+import { launchConsoleBrowser } from "../helpers/console-browser.ts";
 import { type Listener, listenersOf } from "../helpers/listeners.ts";
 import { type Loom, startLoom } from "../helpers/loom.ts";
 import { freePort } from "../helpers/ports.ts";
@@ -329,6 +330,49 @@ describe("security - dns rebinding: every HTTP listener answers only to its own 
             ),
         );
       }
+    }
+  });
+
+  it("dns rebinding - in chromium: a page under the rebound name gets a refusal, not a token; the console's own page signs in", async () => {
+    // The attacker's DNS now answers 127.0.0.1: the browser itself picks the Host and Origin.
+    const browser = await launchConsoleBrowser([`--host-resolver-rules=MAP ${ATTACKER} 127.0.0.1`]);
+    try {
+      const page = await browser.newPage();
+      const signInFromPage = () =>
+        page.evaluate(
+          async (body) => {
+            const answer = await fetch("/console/api/dev-sign-in", {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body,
+            });
+            return { status: answer.status, text: await answer.text() };
+          },
+          JSON.stringify({ subject: "mallory", roles: ["admin"] }),
+        );
+      const loaded = await page.goto(`http://${ATTACKER}:${edge}/console`);
+      await attack(
+        AttackClass.DNS_REBINDING,
+        "chromium: the console's page under the rebound name",
+        async () =>
+          refusedWith(
+            { status: loaded?.status() ?? 0, text: (await loaded?.text()) ?? "" },
+            421,
+            ErrorCode.HOST_NOT_ALLOWED,
+          ),
+      );
+      await attack(
+        AttackClass.DNS_REBINDING,
+        "chromium: the rebound page's same-origin fetch of a dev admin token",
+        async () => refusedWith(await signInFromPage(), 421, ErrorCode.HOST_NOT_ALLOWED),
+      );
+      await page.goto(`http://127.0.0.1:${edge}/console`);
+      await control("chromium: the console's own page on 127.0.0.1 signs in", async () => {
+        const answer = await signInFromPage();
+        return answer.status === 200 && answer.text.includes('"token"');
+      });
+    } finally {
+      await browser.close();
     }
   });
 
