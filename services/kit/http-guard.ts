@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, RequestListener } from "node:http";
 import { isIPv4, isIPv6 } from "node:net";
 import { ErrorCode } from "../../schemas/errors.ts";
 
@@ -96,10 +96,7 @@ export function requestRefusal(
 }
 
 /** Wraps a listener's handler: a refused request is answered with a JSON error and goes no further. */
-export function guardRequests(
-  allowed: HttpAllowList,
-  handle: (req: IncomingMessage, res: ServerResponse) => void,
-): (req: IncomingMessage, res: ServerResponse) => void {
+export function guardRequests(allowed: HttpAllowList, handle: RequestListener): RequestListener {
   return (req, res) => {
     const refusal = requestRefusal(req.headers, allowed);
     if (refusal === undefined) return handle(req, res);

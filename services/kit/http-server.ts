@@ -1,4 +1,4 @@
-import type { Server } from "node:http";
+import type { RequestListener, Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -52,35 +52,33 @@ export async function startOpsServer(options: {
   log: Logger;
   readiness: () => Readiness | undefined;
 }): Promise<OpsServer> {
-  const server: Server = createHttpServer(
-    guardRequests(options.allowed, (req, res) => {
-      const path = (req.url ?? "/").split("?")[0];
-      const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
-        res.writeHead(status, { "content-type": type }).end(body);
-      };
-      if (req.method !== "GET" && req.method !== "HEAD") return reply(405, "method not allowed\n");
-      if (path === "/healthz") return reply(200, "ok\n");
-      if (path === "/readyz") {
-        void whyNotReady(options.readiness()).then(
-          (problem) =>
-            problem === undefined ? reply(200, "ready\n") : reply(503, `not ready: ${problem}\n`),
-          (error: unknown) => reply(503, `not ready: ${String(error)}\n`),
-        );
-        return;
-      }
-      if (path === "/metrics") {
-        void registry.metrics().then(
-          (text) => reply(200, text, registry.contentType),
-          (error: unknown) => {
-            options.log.error({ err: error }, "collecting metrics failed");
-            reply(500, "collecting metrics failed\n");
-          },
-        );
-        return;
-      }
-      reply(404, "not found: try /metrics, /healthz or /readyz\n");
-    }),
-  );
+  const handle: RequestListener = (req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
+      res.writeHead(status, { "content-type": type }).end(body);
+    };
+    if (req.method !== "GET" && req.method !== "HEAD") return reply(405, "method not allowed\n");
+    if (path === "/healthz") return reply(200, "ok\n");
+    if (path === "/readyz") {
+      void whyNotReady(options.readiness()).then(
+        (problem) => (problem === undefined ? reply(200, "ready\n") : reply(503, `not ready: ${problem}\n`)),
+        (error: unknown) => reply(503, `not ready: ${String(error)}\n`),
+      );
+      return;
+    }
+    if (path === "/metrics") {
+      void registry.metrics().then(
+        (text) => reply(200, text, registry.contentType),
+        (error: unknown) => {
+          options.log.error({ err: error }, "collecting metrics failed");
+          reply(500, "collecting metrics failed\n");
+        },
+      );
+      return;
+    }
+    reply(404, "not found: try /metrics, /healthz or /readyz\n");
+  };
+  const server: Server = createHttpServer(guardRequests(options.allowed, handle));
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => {

@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { IncomingMessage, RequestListener, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import {
   createHttpServer,
@@ -48,19 +48,18 @@ export async function listenHttpEdge(options: {
     });
     return app;
   };
-  const server = createHttpServer(
-    guardRequests(options.allowed, (req, res) => {
-      loaded().then(
-        (opened) => opened.handle(req, res),
-        (error: unknown) => {
-          options.log.error({ err: error }, "cannot open the HTTP edge");
-          res
-            .writeHead(503, { "Content-Type": "text/plain" })
-            .end("the HTTP edge cannot open now; try again\n");
-        },
-      );
-    }),
-  );
+  const handle: RequestListener = (req, res) => {
+    loaded().then(
+      (opened) => opened.handle(req, res),
+      (error: unknown) => {
+        options.log.error({ err: error }, "cannot open the HTTP edge");
+        res
+          .writeHead(503, { "Content-Type": "text/plain" })
+          .end("the HTTP edge cannot open now; try again\n");
+      },
+    );
+  };
+  const server = createHttpServer(guardRequests(options.allowed, handle));
   try {
     await listen(server, options.host, options.port ?? DEFAULT_A2A_PORT);
   } catch (error) {
