@@ -7,7 +7,6 @@ import {
   connectNats,
   createLogger,
   ensureStream,
-  httpAllowListOf,
   JsonSchemaValidator,
   natsServerOptions,
   observeGauge,
@@ -128,7 +127,7 @@ await runUntilSignalled(log, async () => {
   const edge = await listenHttpEdge({
     host: config.LOOM_HTTP_HOST,
     port: config.LOOM_A2A_PORT,
-    allowed: httpAllowListOf({ ...config, publicUrl: config.LOOM_A2A_PUBLIC_URL }),
+    allowed: observability.httpAllowList,
     log,
     open: async (port) =>
       (await import("./http-surface.ts")).openHttpSurface({
