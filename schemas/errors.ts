@@ -71,6 +71,13 @@ export const ErrorCode = {
   MCP_CLIENT_ERROR: "MCP_CLIENT_ERROR",
   /** Something only development mode offers (the dev authorization server), asked of a production setup. */
   DEV_MODE_ONLY: "DEV_MODE_ONLY",
+  /**
+   * An HTTP request whose `Host` names no host the service answers to (DNS rebinding): the name
+   * must be loopback, an address, the public URL's host or one of LOOM_HTTP_ALLOWED_HOSTS.
+   */
+  HOST_NOT_ALLOWED: "HOST_NOT_ALLOWED",
+  /** An HTTP request from a browser page whose `Origin` is neither this host nor in LOOM_HTTP_ALLOWED_ORIGINS. */
+  ORIGIN_NOT_ALLOWED: "ORIGIN_NOT_ALLOWED",
   INTERNAL: "INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

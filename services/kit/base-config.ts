@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { hostEntryProblem, LOOPBACK_ORIGINS, originEntryProblem } from "./http-guard.ts";
 import { LogFormat } from "./logger.ts";
 import { Sampler, TracesExporter } from "./telemetry.ts";
 
@@ -67,6 +68,27 @@ export const TelemetryConfigSchema = z.object({
 export const unsetWhenEmpty = <T extends z.ZodType>(schema: T) =>
   z.preprocess((value) => (value === "" ? undefined : value), schema);
 
+/** A comma-separated list: items trimmed, empty ones dropped. */
+export const commaList = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((list) =>
+      list
+        .split(",")
+        .map((item) => item.trim())
+        .filter((item) => item !== ""),
+    );
+
+/** A comma-separated list whose every entry `problemOf` accepts, or start-up fails naming the entry. */
+export const checkedList = (fallback: string, problemOf: (entry: string) => string | undefined) =>
+  commaList(fallback).superRefine((entries, context) => {
+    for (const entry of entries) {
+      const problem = problemOf(entry);
+      if (problem !== undefined) context.addIssue({ code: "custom", message: problem });
+    }
+  });
+
 export const PortSchema = z.coerce.number().int().min(0).max(65_535).optional();
 
 /** Where the NATS server(s) are: the services and the CLI read it alike. */
@@ -105,6 +127,14 @@ export const BaseConfigSchema = TelemetryConfigSchema.extend({
     .describe(
       "Address every HTTP listener of the service binds: /metrics, /healthz and /readyz, and the orchestrator's A2A edge, MCP gateway and console. Loopback unless told; `0.0.0.0` listens on every interface (docker-compose sets it).",
     ),
+  LOOM_HTTP_ALLOWED_HOSTS: checkedList("", hostEntryProblem)
+    .transform((hosts) => hosts.map((host) => host.toLowerCase()))
+    .describe(
+      "Host names, comma-separated, that every HTTP listener of the service answers to besides `localhost`, `127.0.0.1`, `[::1]`, any address written as digits and (orchestrator) the host of `LOOM_A2A_PUBLIC_URL`, on any port. A request whose `Host` header names another is refused with 421 `HOST_NOT_ALLOWED`, whatever its path: a web page on a name its owner points at this machine (DNS rebinding) reaches nothing. docker-compose adds the service names.",
+    ),
+  LOOM_HTTP_ALLOWED_ORIGINS: checkedList(LOOPBACK_ORIGINS.join(","), originEntryProblem).describe(
+    "Browser origins (`scheme://host[:port]`), comma-separated, whose pages may call the service's HTTP listeners (the console's API, A2A, the MCP gateway, /metrics); an origin without a port allows any port; setting it replaces the loopback default. A page served by the listener itself (its `Origin` names the request's own host) and (orchestrator) the origin of `LOOM_A2A_PUBLIC_URL` always may. Any other `Origin` gets 403 `ORIGIN_NOT_ALLOWED`; requests with none (clients that are not browsers) pass. Replaces `LOOM_MCP_ALLOWED_ORIGINS`.",
+  ),
   LOOM_STREAM_REPLICAS: z
     .union([z.literal("auto"), z.coerce.number().int().min(1).max(5)])
     .default("auto")

@@ -1,7 +1,8 @@
-import type { Server } from "node:http";
+import type { RequestListener, Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { guardRequests, type HttpAllowList } from "./http-guard.ts";
 import type { Logger } from "./logger.ts";
 import { registry } from "./metrics.ts";
 import { isNatsConnected } from "./nats.ts";
@@ -41,15 +42,17 @@ export interface OpsServer {
 /**
  * Serves `/metrics` (Prometheus text format), `/healthz` (the process is up) and `/readyz` (it can
  * do its work: connected to NATS, its streams and buckets exist). Ready is `undefined` until the
- * service has connected, which `/readyz` reports as not ready.
+ * service has connected, which `/readyz` reports as not ready. A request whose Host or Origin the
+ * allow-list refuses is answered before any of them (see `requestRefusal`).
  */
 export async function startOpsServer(options: {
   host: string;
   port: number;
+  allowed: HttpAllowList;
   log: Logger;
   readiness: () => Readiness | undefined;
 }): Promise<OpsServer> {
-  const server: Server = createHttpServer((req, res) => {
+  const handle: RequestListener = (req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
       res.writeHead(status, { "content-type": type }).end(body);
@@ -74,7 +77,8 @@ export async function startOpsServer(options: {
       return;
     }
     reply(404, "not found: try /metrics, /healthz or /readyz\n");
-  });
+  };
+  const server: Server = createHttpServer(guardRequests(options.allowed, handle));
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => {

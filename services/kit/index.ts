@@ -2,6 +2,7 @@ export * from "./base-config.ts";
 export * from "./bus.ts";
 export * from "./config.ts";
 export * from "./errors.ts";
+export * from "./http-guard.ts";
 export * from "./http-server.ts";
 export * from "./jetstream.ts";
 export * from "./json-schema.ts";

@@ -2,6 +2,7 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Streams } from "../../schemas/subjects.ts";
 import type { BaseConfig } from "./base-config.ts";
+import { type HttpAllowList, httpAllowListOf } from "./http-guard.ts";
 import { DefaultHttpPorts, type OpsServer, startOpsServer } from "./http-server.ts";
 import { ensureStream, openJetStreamManager, StreamDefinitions, streamReplicas } from "./jetstream.ts";
 import type { Logger } from "./logger.ts";
@@ -10,6 +11,8 @@ import { setupTelemetry, type Telemetry } from "./telemetry.ts";
 export interface Observability {
   telemetry: Telemetry;
   ops: OpsServer;
+  /** The Host names and Origins its HTTP listeners answer to: the ops server's, and any other the service opens. */
+  httpAllowList: HttpAllowList;
   /**
    * Call once connected: spans start flowing to `LOOM_SPANS`, and `/readyz` answers ready while
    * the connection is up and these streams and buckets exist.
@@ -27,14 +30,18 @@ export interface Observability {
 export async function startObservability(options: {
   service: keyof typeof DefaultHttpPorts;
   config: BaseConfig;
+  /** Where callers reach the service, when it says (the orchestrator's LOOM_A2A_PUBLIC_URL): its host and origin are allowed. */
+  publicUrl?: string | undefined;
   log: Logger;
 }): Promise<Observability> {
   const { config, log } = options;
   const telemetry = setupTelemetry({ service: options.service, config });
   let readiness: Parameters<Observability["connected"]>[0] | undefined;
   let jsm: JetStreamManager | undefined;
+  const httpAllowList = httpAllowListOf({ ...config, publicUrl: options.publicUrl });
   const opsOptions = {
     host: config.LOOM_HTTP_HOST,
+    allowed: httpAllowList,
     log,
     readiness: () =>
       readiness === undefined || jsm === undefined
@@ -55,6 +62,7 @@ export async function startObservability(options: {
   return {
     telemetry,
     ops,
+    httpAllowList,
     async connected(connection) {
       jsm = await openJetStreamManager(connection.nc);
       if (config.LOOM_TRACE_STREAM) {

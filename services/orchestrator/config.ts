@@ -1,32 +1,15 @@
 import { resolve } from "node:path";
 import { z } from "zod";
 import { DEV_ISSUER } from "../kit/dev-issuer.ts";
-import { BaseConfigSchema, loadConfig, PortSchema, unsetWhenEmpty } from "../kit/index.ts";
+import { BaseConfigSchema, checkedList, loadConfig, PortSchema, unsetWhenEmpty } from "../kit/index.ts";
 import { allowListEntryProblem } from "./a2a/outbound-url.ts";
 import { DEFAULT_EXPRESSION_LIMITS, type ExpressionLimits } from "./expression-budget.ts";
 import { DEFAULT_LIMITS, type RunLimits } from "./limits.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
 
-const commaList = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((list) =>
-      list
-        .split(",")
-        .map((item) => item.trim())
-        .filter((item) => item !== ""),
-    );
-
 /** URL prefixes of an outbound allow-list: each must be an http(s) URL without userinfo, or start-up fails. */
-const urlPrefixes = () =>
-  commaList("").superRefine((entries, context) => {
-    for (const entry of entries) {
-      const problem = allowListEntryProblem(entry);
-      if (problem !== undefined) context.addIssue({ code: "custom", message: problem });
-    }
-  });
+const urlPrefixes = () => checkedList("", allowListEntryProblem);
 
 /** An integer setting (milliseconds, bytes, counts) of at least `min`. */
 const integer = (fallback: number, min = 1) => z.coerce.number().int().min(min).default(fallback);
@@ -53,7 +36,7 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
     .url()
     .optional()
     .describe(
-      "The base URL clients reach the A2A edge at, as written in the Agent Card (`http://127.0.0.1:<port>` unset).",
+      "The base URL clients reach the A2A edge at, as written in the Agent Card (`http://127.0.0.1:<port>` unset). Its host is one the orchestrator's HTTP listeners answer to, and its origin one whose pages may call them (see `LOOM_HTTP_ALLOWED_HOSTS`).",
     ),
   LOOM_A2A_WEBHOOK_ALLOW: urlPrefixes().describe(
     "Comma-separated URL prefixes A2A push-notification webhooks may target (for example `https://hooks.example.com/`); any other is refused. None by default. Compared parsed (scheme, host, port, whole path segments); redirects are not followed, and a name that resolves to a loopback, private or link-local address is refused unless a prefix names that host.",
@@ -91,11 +74,6 @@ export const OrchestratorConfigSchema = BaseConfigSchema.extend({
   LOOM_RECOVERY_WINDOW_MS: integer(15 * 60_000, 1).describe(
     "How far back, at start and after each reconnect to NATS, an orchestrator looks in the submissions stream for accepted runs the store has lost (a single node without sync that crashed), in milliseconds. Longer than the broker keeps writes unflushed (2 min by default).",
   ),
-  LOOM_MCP_ALLOWED_ORIGINS: commaList("http://localhost,http://127.0.0.1,http://[::1]")
-    .pipe(z.array(z.url()))
-    .describe(
-      "Origins a browser may call the MCP gateway (`/mcp`) from, comma-separated; an origin without a port allows any port. Any other Origin gets 403 (DNS rebinding); requests with no Origin (non-browser clients) pass.",
-    ),
   LOOM_MCP_SESSION_TTL_MS: integer(24 * 3_600_000, 60_000).describe(
     "How long an idle MCP gateway session is kept (KV `loom_mcp_sessions` TTL), in milliseconds.",
   ),

@@ -1,6 +1,12 @@
-import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { IncomingMessage, RequestListener, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createHttpServer, DEFAULT_A2A_PORT, type Logger } from "../kit/index.ts";
+import {
+  createHttpServer,
+  DEFAULT_A2A_PORT,
+  guardRequests,
+  type HttpAllowList,
+  type Logger,
+} from "../kit/index.ts";
 
 /** What answers the edge's requests once it is loaded. */
 export interface HttpApp {
@@ -28,6 +34,8 @@ export async function listenHttpEdge(options: {
   host: string;
   /** Undefined: the default port, or a free one when it is taken. */
   port: number | undefined;
+  /** The Host names and Origins every route answers to. */
+  allowed: HttpAllowList;
   open: (port: number) => Promise<HttpApp>;
   log: Logger;
 }): Promise<HttpEdge> {
@@ -40,7 +48,7 @@ export async function listenHttpEdge(options: {
     });
     return app;
   };
-  const server = createHttpServer((req, res) => {
+  const handle: RequestListener = (req, res) => {
     loaded().then(
       (opened) => opened.handle(req, res),
       (error: unknown) => {
@@ -50,7 +58,8 @@ export async function listenHttpEdge(options: {
           .end("the HTTP edge cannot open now; try again\n");
       },
     );
-  });
+  };
+  const server = createHttpServer(guardRequests(options.allowed, handle));
   try {
     await listen(server, options.host, options.port ?? DEFAULT_A2A_PORT);
   } catch (error) {

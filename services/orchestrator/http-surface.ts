@@ -100,7 +100,6 @@ async function openParts(options: HttpSurfaceOptions, opened: Array<() => void>)
   const mcpGateway = mcpGatewayRouter({
     ...gateway,
     streams: sessionStreams,
-    allowedOrigins: config.LOOM_MCP_ALLOWED_ORIGINS,
     publicUrl: config.LOOM_A2A_PUBLIC_URL,
     authorizationServer: issuerUrlOf(config.LOOM_AUTH_ISSUER),
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,

@@ -55,7 +55,12 @@ const config = readOrchestratorConfig();
 const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: config.LOG_FORMAT });
 
 await runUntilSignalled(log, async () => {
-  const observability = await startObservability({ service: SERVICE, config, log });
+  const observability = await startObservability({
+    service: SERVICE,
+    config,
+    publicUrl: config.LOOM_A2A_PUBLIC_URL,
+    log,
+  });
   const workflowFiles = await WorkflowCatalog.readDirectory(config.LOOM_WORKFLOWS_DIR);
   for (const error of workflowFiles.refused) {
     log.error(
@@ -122,6 +127,7 @@ await runUntilSignalled(log, async () => {
   const edge = await listenHttpEdge({
     host: config.LOOM_HTTP_HOST,
     port: config.LOOM_A2A_PORT,
+    allowed: observability.httpAllowList,
     log,
     open: async (port) =>
       (await import("./http-surface.ts")).openHttpSurface({

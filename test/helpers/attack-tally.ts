@@ -22,6 +22,11 @@ export const AttackClass = {
   CONSOLE: "console",
   /** What listens where: HTTP listeners reachable from other hosts than the one Loom runs on. */
   EXPOSURE: "exposure",
+  /**
+   * A web page on a name its owner points at Loom's host (DNS rebinding), or on another site,
+   * driving an HTTP listener through a visitor's browser: every route of every listener.
+   */
+  DNS_REBINDING: "dns-rebinding",
   /** Requests Loom sends to URLs a caller names (remote agents): internal addresses, port scans. */
   OUTBOUND_REQUESTS: "outbound-requests",
 } as const;

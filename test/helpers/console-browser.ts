@@ -6,10 +6,17 @@ import { REPO_ROOT } from "./loom.ts";
 /** Screenshots of the console's pages, for people to look at (gitignored); the docs' come from here. */
 export const CONSOLE_SHOTS = join(REPO_ROOT, "test-output", "console");
 
-/** Debian's chromium, headless, as the console's browser tests drive it; the screenshots folder made. */
-export async function launchConsoleBrowser(): Promise<Browser> {
+/**
+ * Debian's chromium, headless, as the console's browser tests drive it; the screenshots folder made.
+ * `args` adds switches (`--host-resolver-rules`, to point a name at this machine).
+ */
+export async function launchConsoleBrowser(args: readonly string[] = []): Promise<Browser> {
   await mkdir(CONSOLE_SHOTS, { recursive: true });
-  return chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", ...args],
+  });
 }
 
 /** A browser context signed in with this token, on the console's first page at `base`. */

@@ -109,32 +109,66 @@ describe("orchestrator - the HTTP side opens whole or not at all", () => {
   });
 });
 
+/** Starts a service with these settings, expecting it to stop at once: its exit code and output. */
+async function failedStart(
+  service: string,
+  env: Record<string, string>,
+): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, [join(REPO_ROOT, `services/${service}/main.ts`)], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, NATS_URL: "nats://127.0.0.1:1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  child.stderr.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const [code] = (await once(child, "exit")) as [number | null];
+  return { code, output };
+}
+
 describe("orchestrator - a bad outbound allow-list fails the start", () => {
   it.each(["LOOM_A2A_WEBHOOK_ALLOW", "LOOM_A2A_DELEGATE_ALLOW"])(
     "orchestrator - a bad %s entry stops the start with CONFIG_INVALID naming it",
     async (setting) => {
-      const child = spawn(process.execPath, [join(REPO_ROOT, "services/orchestrator/main.ts")], {
-        cwd: REPO_ROOT,
-        env: {
-          ...process.env,
-          NATS_URL: "nats://127.0.0.1:1",
-          [setting]: "https://ok.example.com/,https://user:secret@agents.example.com/",
-        },
-        stdio: ["ignore", "pipe", "pipe"],
+      const { code, output } = await failedStart("orchestrator", {
+        [setting]: "https://ok.example.com/,https://user:secret@agents.example.com/",
       });
-      let output = "";
-      child.stdout.on("data", (chunk: Buffer) => {
-        output += chunk.toString();
-      });
-      child.stderr.on("data", (chunk: Buffer) => {
-        output += chunk.toString();
-      });
-      const [code] = (await once(child, "exit")) as [number | null];
       expect(code).toBe(1);
       expect(output).toContain("CONFIG_INVALID");
       expect(output).toContain(
         `${setting}: entry "https://user:secret@agents.example.com/" is not an http(s) URL without userinfo`,
       );
+    },
+  );
+});
+
+describe("every service - a bad HTTP allow-list fails the start", () => {
+  it.each(["orchestrator", "acp-policy", "mcp-worker", "llm-agent"])(
+    "%s - a host with a scheme, an origin with a path, or the old LOOM_MCP_ALLOWED_ORIGINS stops the start with CONFIG_INVALID naming it",
+    async (service) => {
+      for (const [env, named] of [
+        [
+          { LOOM_HTTP_ALLOWED_HOSTS: "ok.example.com,http://loom.example.com" },
+          "LOOM_HTTP_ALLOWED_HOSTS: http://loom.example.com is not a host name",
+        ],
+        [
+          { LOOM_HTTP_ALLOWED_ORIGINS: "https://ide.example.com/app" },
+          "LOOM_HTTP_ALLOWED_ORIGINS: https://ide.example.com/app is not an origin",
+        ],
+        [
+          { LOOM_MCP_ALLOWED_ORIGINS: "http://localhost" },
+          "LOOM_MCP_ALLOWED_ORIGINS was renamed LOOM_HTTP_ALLOWED_ORIGINS",
+        ],
+      ] as const) {
+        const { code, output } = await failedStart(service, env);
+        expect(code, output).toBe(1);
+        expect(output).toContain("CONFIG_INVALID");
+        expect(output).toContain(named);
+      }
     },
   );
 });

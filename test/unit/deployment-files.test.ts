@@ -2,7 +2,10 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { readPolicyServiceConfig } from "../../services/acp-policy/config.ts";
 import { JaegerListeners } from "../../services/cli/jaeger.ts";
+import { httpAllowListOf, requestRefusal } from "../../services/kit/index.ts";
+import { readOrchestratorConfig } from "../../services/orchestrator/config.ts";
 import { REPO_ROOT } from "../helpers/loom.ts";
 
 interface ComposeService {
@@ -162,6 +165,43 @@ describe("deployment - docker-compose.yml, infra/Dockerfile and their config fil
     for (const name of LOOM_SERVICES) {
       const job = prometheus.scrape_configs.find((config) => config.job_name === name);
       expect(job?.dns_sd_configs).toEqual([expect.objectContaining({ names: [name], port: 9464 })]);
+    }
+  });
+
+  it("compose - every way compose and infra/ reach a Loom service passes its Host check; a rebinding name does not", () => {
+    const prometheus = read("infra/prometheus/prometheus.yml");
+    const healthcheck = /HEALTHCHECK [^\n]*\\\n\s*CMD .*http:\/\/([\w.]+):/.exec(
+      read("infra/Dockerfile"),
+    )?.[1];
+    expect(healthcheck).toBe("127.0.0.1");
+    for (const name of LOOM_SERVICES) {
+      // `${VAR:-default}` as compose reads it with VAR unset on the host.
+      const environment = Object.fromEntries(
+        Object.entries(services[name]?.environment ?? {}).map(([key, value]) => [
+          key,
+          value.replace(/\$\{\w+:-([^}]*)\}/g, "$1"),
+        ]),
+      );
+      const config =
+        name === "orchestrator" ? readOrchestratorConfig(environment) : readPolicyServiceConfig(environment);
+      const allowed = httpAllowListOf({ ...config, publicUrl: environment.LOOM_A2A_PUBLIC_URL });
+      const reached = [
+        // Another container by service name, Prometheus by each replica's address (dns_sd A records),
+        // the image's healthcheck inside the container, the host through the published port.
+        ...LOOM_SERVICES.map((service) => `${service}:9464`),
+        "172.18.0.5:9464",
+        `${healthcheck}:9464`,
+        "localhost:7410",
+      ];
+      expect(prometheus).toContain(`names: [${name}], type: A`);
+      for (const host of reached)
+        expect(requestRefusal({ host }, allowed), `${name} reached as ${host}`).toBeUndefined();
+      if (name === "orchestrator") {
+        // The console the host opens at the public URL posts with that Origin.
+        const origin = new URL(environment.LOOM_A2A_PUBLIC_URL ?? "").origin;
+        expect(requestRefusal({ host: "localhost:7410", origin }, allowed)).toBeUndefined();
+      }
+      expect(requestRefusal({ host: "attacker.example:7410" }, allowed)?.status).toBe(421);
     }
   });
 

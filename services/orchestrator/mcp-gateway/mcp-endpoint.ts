@@ -13,7 +13,6 @@ import { AnsweringTransport, clientResponsesOf, routeClientResponses } from "./c
 import { devAuthorizationServer } from "./dev-authorization-server.ts";
 import type { GatewayDependencies } from "./gateway-server.ts";
 import { dispatchOperation, subscription } from "./operation-dispatch.ts";
-import { originGuard } from "./origin-guard.ts";
 import { MCP_PATH, RESOURCE_METADATA_PATH, resourceMetadataHandler } from "./resource-metadata.ts";
 import { serverSide } from "./server-side.ts";
 import type { SessionStreams } from "./session-streams.ts";
@@ -25,7 +24,6 @@ const MAX_BODY = "4mb";
 export interface McpEndpointOptions extends GatewayDependencies {
   /** The sessions' `GET /mcp` streams this replica serves. */
   streams: SessionStreams;
-  allowedOrigins: readonly string[];
   publicUrl: string | undefined;
   /** The issuer URL of the identity provider; undefined: the development authorization server here. */
   authorizationServer: string | undefined;
@@ -36,7 +34,9 @@ export interface McpEndpointOptions extends GatewayDependencies {
 
 /**
  * The MCP gateway on the orchestrator's HTTP edge: Streamable HTTP at `/mcp` and the protected
- * resource metadata beside it. Order of checks: Origin (403), bearer token (401), session (404).
+ * resource metadata beside it. Order of checks: bearer token (401), session (404); the Origin the
+ * MCP specification asks a Streamable HTTP server to check (DNS rebinding) is checked, with the
+ * Host, for every route of the edge before any sees the request (`listenHttpEdge`).
  * Sessions live in KV, and each request gets a fresh stateless transport and server, so a request
  * may land on any replica, before or after a restart.
  */
@@ -55,12 +55,7 @@ export function mcpGatewayRouter(options: McpEndpointOptions): express.Router {
       }),
     );
   }
-  router.use(
-    MCP_PATH,
-    originGuard(options.allowedOrigins),
-    bearerAuth(options),
-    express.json({ limit: MAX_BODY }),
-  );
+  router.use(MCP_PATH, bearerAuth(options), express.json({ limit: MAX_BODY }));
   router.post(MCP_PATH, (req, res) => void serve(options, req, res));
   router.delete(MCP_PATH, (req, res) => void end(options, req, res));
   // The session's server-initiated stream: resource updates and list changes.
