@@ -290,8 +290,6 @@ export class RunExecution {
   async #schedule(): Promise<void> {
     const snapshot = this.#actor.getSnapshot();
     if (snapshot.status === "done") {
-      // A run is reported ended only once its record says so.
-      await this.#writer.flushed();
       await this.#announceEnd(snapshot.value as FinalState);
       this.stop();
       return;
@@ -447,10 +445,17 @@ export class RunExecution {
     return this.#options.events.status(this.#record, state, text, dedupeKey, metadata);
   }
 
+  /**
+   * The output artifact goes out beside the record's last write; the final status only once both
+   * are acked, so a run is reported ended only once its record says so, and after its artifact.
+   */
   async #announceEnd(state: FinalState): Promise<void> {
     const record = this.#record;
     const { artifact, status } = runEnded(state, record);
-    if (artifact !== undefined) await this.#options.events.artifact(record, artifact, "output");
+    await Promise.all([
+      this.#writer.flushed(),
+      artifact === undefined ? undefined : this.#options.events.artifact(record, artifact, "output"),
+    ]);
     await this.#announce(status);
     await this.#options.memory.remember(record, async (owner) =>
       mayWriteContext(
