@@ -81,7 +81,7 @@ export async function openHttpSurface(options: HttpSurfaceOptions): Promise<Http
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     log,
   });
-  const runChanges = await RunChanges.watch(buckets.runs);
+  const runChanges = new RunChanges(buckets.runs, log);
   const webConsole = consoleRouter({
     nc,
     js,
