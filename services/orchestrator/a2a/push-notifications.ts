@@ -1,4 +1,10 @@
-import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
 import { type PushNotificationConfig, PushNotificationConfigSchema } from "../../../schemas/a2a.ts";
@@ -19,6 +25,9 @@ import type { WebhookAllowList } from "./webhook-url.ts";
 const MAX_DELIVERIES = 8;
 const RETRY_DELAY_MS = 1_000;
 const POST_TIMEOUT_MS = 5_000;
+/** How long acks of events without webhooks wait to go out together, and how many at most. */
+const IDLE_ACK_DELAY_MS = 100;
+const IDLE_ACK_BATCH = 256;
 
 /**
  * Webhooks A2A clients register for their tasks, in KV `loom_push` (`<taskId>.<configId>`), and
@@ -92,7 +101,9 @@ export class PushRegistry {
 /**
  * POSTs every event of a task with webhooks to each of them, in order, at least once: one durable
  * consumer shared by the replicas takes each event once, and acks it only after every webhook
- * answered 2xx; a failure is retried (redelivered) with a delay.
+ * answered 2xx; a failure is retried (redelivered) with a delay. Events of tasks without webhooks
+ * (nearly all) are acked together a moment later, in one socket write rather than one each: an
+ * ack lost with this process only has that event taken again, and found without webhooks again.
  */
 export async function startPushNotifier(options: {
   js: JetStreamClient;
@@ -113,11 +124,16 @@ export async function startPushNotifier(options: {
     options.js.consumers.get(Streams.EVENTS, Consumers.A2A_PUSH),
   );
   const messages = await consumer.consume();
+  const idle = new IdleAcks();
   void (async () => {
     for await (const message of messages) {
       const runId = runIdOfSubject(message.subject);
       try {
         const configs = options.registry.list(runId);
+        if (configs.length === 0) {
+          idle.add(message);
+          continue;
+        }
         await Promise.all(configs.map((config) => post(options.registry.allowList, config, message.data)));
         message.ack();
       } catch (error) {
@@ -131,7 +147,30 @@ export async function startPushNotifier(options: {
       }
     }
   })();
-  return { stop: () => void messages.stop() };
+  return {
+    stop: () => {
+      idle.flush();
+      void messages.stop();
+    },
+  };
+}
+
+/** Acks of events nobody is to be told of, sent together after a short wait or once many are due. */
+class IdleAcks {
+  readonly #due: JsMsg[] = [];
+  #timer: NodeJS.Timeout | undefined;
+
+  add(message: JsMsg): void {
+    this.#due.push(message);
+    if (this.#due.length >= IDLE_ACK_BATCH) this.flush();
+    else this.#timer ??= setTimeout(() => this.flush(), IDLE_ACK_DELAY_MS);
+  }
+
+  flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const message of this.#due.splice(0)) message.ack();
+  }
 }
 
 /**
