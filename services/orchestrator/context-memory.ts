@@ -71,6 +71,7 @@ export class ContextMemoryStore {
    * rejected run (policy refused it something) leaves nothing: what it was refused is no memory.
    * A context that is now someone else's (cleared and claimed anew while the run went on) takes the
    * entry only when `mayWrite` allows its starter to use that owner's context, as admission did.
+   * The usual append (a context of the run's own starter) is one read and one write.
    */
   async remember(record: RunRecord, mayWrite: (owner: string | undefined) => Promise<void>): Promise<void> {
     if (record.state === TaskState.REJECTED) return;
@@ -82,40 +83,58 @@ export class ContextMemoryStore {
       ...(record.output === undefined ? {} : { output: record.output }),
       ...(record.error === undefined ? {} : { error: record.error }),
     };
+    const allowed = new Set([record.startedBy]);
     try {
-      const before = await this.read(record.contextId);
-      const allowed = new Set([record.startedBy]);
-      if (before !== undefined && !allowed.has(before.owner)) {
-        await mayWrite(before.owner);
-        allowed.add(before.owner);
+      const undecided = await this.#append(record, entry, allowed);
+      if (undecided === undefined) return;
+      // Decided outside the compare-and-set (a request to acp-policy), then appended again.
+      await mayWrite(undecided.owner);
+      allowed.add(undecided.owner);
+      // Claimed by yet another principal since the decision: not this run's to append to.
+      if ((await this.#append(record, entry, allowed)) !== undefined) {
+        throw new LoomError(ErrorCode.POLICY_DENIED, `context ${record.contextId} changed owner`);
       }
-      await casUpdate(
-        this.#kv,
-        record.contextId,
-        (current) => {
-          const memory: ContextMemory =
-            current === null
-              ? {
-                  contextId: record.contextId,
-                  ...(record.startedBy === undefined ? {} : { owner: record.startedBy }),
-                  entries: [],
-                }
-              : parsePayload(ContextMemorySchema, current.value, `memory of ${record.contextId}`);
-          if (memory.entries.some((existing) => existing.runId === record.runId)) return undefined;
-          // Claimed by yet another principal since the decision above: not this run's to append to.
-          if (!allowed.has(memory.owner)) {
-            throw new LoomError(ErrorCode.POLICY_DENIED, `context ${record.contextId} changed owner`);
-          }
-          return this.#bounded({ ...memory, entries: [...memory.entries, entry] });
-        },
-        { attempts: APPEND_ATTEMPTS },
-      );
     } catch (error) {
       this.#log.warn(
         { err: error, run_id: record.runId, context_id: record.contextId },
         "could not record the run in its context memory",
       );
     }
+  }
+
+  /**
+   * The compare-and-set append of `entry`, unless the context's owner is not among `allowed`: then
+   * that owner, for a decision first.
+   */
+  async #append(
+    record: RunRecord,
+    entry: MemoryEntry,
+    allowed: ReadonlySet<string | undefined>,
+  ): Promise<{ owner: string | undefined } | undefined> {
+    let undecided: { owner: string | undefined } | undefined;
+    await casUpdate(
+      this.#kv,
+      record.contextId,
+      (current) => {
+        undecided = undefined;
+        const memory: ContextMemory =
+          current === null
+            ? {
+                contextId: record.contextId,
+                ...(record.startedBy === undefined ? {} : { owner: record.startedBy }),
+                entries: [],
+              }
+            : parsePayload(ContextMemorySchema, current.value, `memory of ${record.contextId}`);
+        if (memory.entries.some((existing) => existing.runId === record.runId)) return undefined;
+        if (!allowed.has(memory.owner)) {
+          undecided = { owner: memory.owner };
+          return undefined;
+        }
+        return this.#bounded({ ...memory, entries: [...memory.entries, entry] });
+      },
+      { attempts: APPEND_ATTEMPTS },
+    );
+    return undecided;
   }
 
   #bounded(memory: ContextMemory): Uint8Array {

@@ -23,6 +23,11 @@ export class DefinitionStore {
     this.#kv = kv;
   }
 
+  /** The key of `workflow` when this process stored or read it already: no store call needed. */
+  keyOf(workflow: Workflow): string | undefined {
+    return this.#keys.get(workflow);
+  }
+
   /** Stores `workflow` (once) and returns its key. */
   async put(workflow: Workflow): Promise<string> {
     const known = this.#keys.get(workflow);

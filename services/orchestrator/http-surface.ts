@@ -105,7 +105,7 @@ async function openParts(options: HttpSurfaceOptions, opened: Array<() => void>)
     policyTimeoutMs: config.LOOM_POLICY_TIMEOUT_MS,
     log,
   });
-  const runChanges = await RunChanges.watch(buckets.runs);
+  const runChanges = new RunChanges(buckets.runs, log);
   opened.push(() => runChanges.stop());
   const webConsole = consoleRouter({
     nc,

@@ -1,4 +1,3 @@
-import { createActor } from "xstate";
 import { shortStateName, TaskState } from "../../schemas/a2a.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { RerunOf, RunRecord, StepTimes } from "../../schemas/run.ts";
@@ -6,7 +5,8 @@ import { StepStatus } from "../../schemas/run-read.ts";
 import type { Step, Workflow } from "../../schemas/workflow.ts";
 import { didYouMean, LoomError } from "../kit/index.ts";
 import { pendingEffects } from "./demands.ts";
-import { machineFor, type RunContext, stepState } from "./run-machine.ts";
+import { type RunContext, stepState } from "./run-machine.ts";
+import { snapshotAt } from "./run-restore.ts";
 import { activeStepIds, advanceTimeline, restoredSnapshot, stepTimeline } from "./step-timeline.ts";
 
 /** How a rerun starts: at step `from`, with the recorded results of the steps before it. */
@@ -141,10 +141,5 @@ function startingSnapshot(
         : [step.id];
   const once = Object.fromEntries(work.map((stepId) => [stepId, 1]));
   const context: RunContext = { input, steps, attempts: once, tries: once, visits: once, approvals: {} };
-  const machine = machineFor(definition);
-  const actor = createActor(machine, {
-    snapshot: machine.resolveState({ value: stepState(step.id), context }),
-    input: { input },
-  });
-  return { view: actor.getSnapshot(), persisted: actor.getPersistedSnapshot() };
+  return snapshotAt(definition, stepState(step.id), context);
 }

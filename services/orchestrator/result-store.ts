@@ -42,10 +42,13 @@ export class ResultStore {
   async expand(steps: Record<string, unknown>, depth = 2): Promise<Record<string, unknown>> {
     const entries = await Promise.all(
       Object.entries(steps).map(async ([name, value]) => {
-        const ref = ResultRefSchema.safeParse(value);
-        if (ref.success)
+        const object = typeof value === "object" && value !== null && !Array.isArray(value);
+        // Only an object with a `$ref` can be one (checked before the schema: every result of every
+        // step is looked at again as each step starts).
+        const ref = object && "$ref" in value ? ResultRefSchema.safeParse(value) : undefined;
+        if (ref?.success)
           return [name, await this.#load(ref.data.$ref.slice("loom_results/".length))] as const;
-        const nested = depth > 1 && typeof value === "object" && value !== null && !Array.isArray(value);
+        const nested = depth > 1 && object;
         return [
           name,
           nested ? await this.expand(value as Record<string, unknown>, depth - 1) : value,

@@ -35,7 +35,8 @@ interface RunSummary {
 export class RunDriver {
   readonly #options: ExecutionOptions;
   readonly #executions = new Map<string, RunExecution>();
-  readonly #summaries = new Map<string, RunSummary>();
+  /** Per run not ended: its summary, or the record bytes of a run this replica drove, read lazily. */
+  readonly #summaries = new Map<string, RunSummary | Uint8Array>();
   #stopping = false;
   #sweeping: Promise<void> | undefined;
   /** Ends the wait for the watch's first picture (once it is complete, or on stop). */
@@ -115,24 +116,10 @@ export class RunDriver {
           this.#summaries.delete(entry.key);
           continue;
         }
-        try {
-          // Only the fields the sweep needs: every replica sees every write of every run here.
-          const record = parsePayload(RunSummarySchema, entry.value, `run record ${entry.key}`);
-          // An ended run never needs a driver again: only the others are kept in memory.
-          if (TERMINAL_STATES.has(record.state)) {
-            this.#summaries.delete(entry.key);
-            continue;
-          }
-          this.#summaries.set(entry.key, {
-            pending: record.pending.length,
-            owner: record.owner,
-            leaseUntil: record.leaseUntil === undefined ? 0 : Date.parse(record.leaseUntil),
-            deadlineAt:
-              record.deadlineAt === undefined ? Number.POSITIVE_INFINITY : Date.parse(record.deadlineAt),
-          });
-        } catch (error) {
-          this.#options.log.error({ err: error, run_id: entry.key }, "unreadable run record skipped");
-        }
+        // A run this replica drives is read when it no longer does: its own writes are not parsed
+        // (a copy, not a view of the connection's buffer, is kept meanwhile).
+        if (this.#executions.has(entry.key)) this.#summaries.set(entry.key, entry.value.slice());
+        else this.#summarize(entry.key, entry.value);
       }
     })();
     this.#sweeping = (async () => {
@@ -145,11 +132,40 @@ export class RunDriver {
     })();
   }
 
+  /**
+   * Keeps what the sweep needs of a run record (every replica sees every write of every run), or
+   * nothing for an ended run, which never needs a driver again.
+   */
+  #summarize(runId: string, value: Uint8Array): RunSummary | undefined {
+    try {
+      const record = parsePayload(RunSummarySchema, value, `run record ${runId}`);
+      if (TERMINAL_STATES.has(record.state)) {
+        this.#summaries.delete(runId);
+        return undefined;
+      }
+      const summary = {
+        pending: record.pending.length,
+        owner: record.owner,
+        leaseUntil: record.leaseUntil === undefined ? 0 : Date.parse(record.leaseUntil),
+        deadlineAt:
+          record.deadlineAt === undefined ? Number.POSITIVE_INFINITY : Date.parse(record.deadlineAt),
+      };
+      this.#summaries.set(runId, summary);
+      return summary;
+    } catch (error) {
+      this.#options.log.error({ err: error, run_id: runId }, "unreadable run record skipped");
+      this.#summaries.delete(runId);
+      return undefined;
+    }
+  }
+
   async #sweep(_kv: KV): Promise<void> {
     const now = Date.now();
-    for (const [runId, summary] of this.#summaries) {
+    for (const [runId, held] of this.#summaries) {
       if (this.#stopping) return;
       if (this.#executions.has(runId)) continue;
+      const summary = held instanceof Uint8Array ? this.#summarize(runId, held) : held;
+      if (summary === undefined) continue;
       const orphaned = summary.owner === undefined || summary.leaseUntil < now;
       const expired = summary.deadlineAt < now;
       if (!orphaned || (summary.pending === 0 && !expired)) continue;

@@ -87,6 +87,8 @@ export class RunExecution {
   #clocks: LeaseSupervisor | undefined;
   readonly #ended: Promise<void>;
   #memory: Promise<unknown[]> | undefined;
+  /** Whether an outcome is held back to be written with the task that goes out next. */
+  #unwritten = false;
   /** The steps the run was at when last stored, for its timeline. */
   #activeSteps: Set<string>;
   #end: () => void = () => {};
@@ -224,11 +226,9 @@ export class RunExecution {
     }
     // A step's outcome is stored behind the run: the next step may go out before the write is
     // acked, since a re-sent step gets its stored outcome from the worker's step ledger. Anything
-    // announced, or answered to a caller, waits for its write. An outcome that only leads to work
-    // done in this process (a choice, the output) is stored with that work's outcome: a restore
-    // from the record before it does that work again, to the same result.
+    // announced, or answered to a caller, waits for its write.
     if (!PIPELINED_EVENTS.has(event.type)) await this.#persist();
-    else if (!this.#onlyInProcessWork()) void this.#persist();
+    else this.#persistBehind();
     const announcement = announcementOf(event, this.#workflow, this.#record);
     if (announcement !== undefined) await this.#announce(announcement);
     // A question asked again (the step taken over) replaces the open one; the clock stays stopped.
@@ -245,15 +245,33 @@ export class RunExecution {
     return this.#record.state;
   }
 
-  /** Whether the run now waits only for effects it performs itself, without leaving the process. */
-  #onlyInProcessWork(): boolean {
+  /**
+   * Stores an outcome behind the run. An outcome that only leads to work done in this process (a
+   * choice, the output) is stored with that work's outcome: a restore from the record before it
+   * does that work again, to the same result. One that leads to a task is written as that task goes
+   * out (`#writeBehind` from `onSend`), so both leave in one socket write; at the latest on the
+   * event loop's next turn (a task that waits for a retry's delay, say).
+   */
+  #persistBehind(): void {
     const snapshot = this.#actor.getSnapshot();
-    if (snapshot.status === "done") return false;
-    const effects = pendingEffects(this.#workflow, snapshot);
-    return effects.length > 0 && effects.every((effect) => effect.kind !== "work");
+    const effects = snapshot.status === "done" ? [] : pendingEffects(this.#workflow, snapshot);
+    if (effects.length > 0 && effects.every((effect) => effect.kind !== "work")) return;
+    if (!effects.some((effect) => effect.kind === "work")) {
+      void this.#persist();
+      return;
+    }
+    if (this.#unwritten) return;
+    this.#unwritten = true;
+    setImmediate(() => this.#writeBehind());
+  }
+
+  /** Hands the writer the outcome `#persistBehind` held back, if it still is. */
+  #writeBehind(): void {
+    if (this.#unwritten && !this.#stopped) void this.#persist();
   }
 
   #persist(): Promise<void> {
+    this.#unwritten = false;
     const snapshot = this.#actor.getSnapshot();
     const pending = pendingEffects(this.#workflow, snapshot).map((effect) => effect.key);
     const driving = snapshot.status !== "done" && pending.length > 0;
@@ -291,8 +309,6 @@ export class RunExecution {
   async #schedule(): Promise<void> {
     const snapshot = this.#actor.getSnapshot();
     if (snapshot.status === "done") {
-      // A run is reported ended only once its record says so.
-      await this.#writer.flushed();
       await this.#announceEnd(snapshot.value as FinalState);
       this.stop();
       return;
@@ -311,6 +327,7 @@ export class RunExecution {
     }
     if (effects.length === 0) {
       // Whoever answers finds the run waiting in its record.
+      this.#writeBehind();
       await this.#writer.flushed();
       this.#log.info({ state: this.#record.state }, "run waits for input; ownership released");
       this.stop();
@@ -400,9 +417,6 @@ export class RunExecution {
         const { step, attempt } = effect;
         const tries = snapshot.context.tries[step.id] ?? 1;
         if (tries > 1) await sleep(retryDelayMs(step, tries), undefined, { signal });
-        // Told, not awaited: watchers learn the step started; the step does not wait for the PubAck.
-        // Events of one connection reach the stream in order, so the step's outcome still comes after.
-        this.#tell(stepStarted(step, attempt, tries));
         return runWorkStep(this.#options, {
           runId: record.runId,
           contextId: record.contextId,
@@ -413,6 +427,12 @@ export class RunExecution {
           signal,
           followUp: effect.followUp,
           onDeadline: (deadline) => this.#deadlines.set(step.id, deadline),
+          // Told, not awaited: watchers learn the step started; the step does not wait for the
+          // PubAck. Events of one connection reach the stream in order, so its outcome comes after.
+          onSend: () => {
+            this.#writeBehind();
+            this.#tell(stepStarted(step, attempt, tries));
+          },
           onProgress: (text, progress) =>
             this.#options.events.status(
               record,
@@ -452,10 +472,17 @@ export class RunExecution {
     return this.#options.events.status(this.#record, state, text, dedupeKey, metadata);
   }
 
+  /**
+   * The output artifact goes out beside the record's last write; the final status only once both
+   * are acked, so a run is reported ended only once its record says so, and after its artifact.
+   */
   async #announceEnd(state: FinalState): Promise<void> {
     const record = this.#record;
     const { artifact, status } = runEnded(state, record);
-    if (artifact !== undefined) await this.#options.events.artifact(record, artifact, "output");
+    await Promise.all([
+      this.#writer.flushed(),
+      artifact === undefined ? undefined : this.#options.events.artifact(record, artifact, "output"),
+    ]);
     await this.#announce(status);
     await this.#options.memory.remember(record, async (owner) =>
       mayWriteContext(

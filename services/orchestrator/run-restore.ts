@@ -1,11 +1,11 @@
-import { type Actor, createActor } from "xstate";
+import { type Actor, createActor, type StateValue } from "xstate";
 import { ErrorCode } from "../../schemas/errors.ts";
 import type { RunRecord, StepTimes } from "../../schemas/run.ts";
 import { RunContextSchema } from "../../schemas/run-context.ts";
 import type { Workflow } from "../../schemas/workflow.ts";
 import { describeIssues, LoomError } from "../kit/index.ts";
 import { pendingEffects } from "./demands.ts";
-import { machineFor } from "./run-machine.ts";
+import { machineFor, type RunContext } from "./run-machine.ts";
 import { activeStepIds, advanceTimeline } from "./step-timeline.ts";
 
 /** A run's machine, started from its snapshot: what an execution drives. */
@@ -40,6 +40,19 @@ export function restoreRun(definition: Workflow, record: RunRecord): RunActor {
 /** The run's state as its record holds it, for reading what it waits for; nothing is started. */
 export function storedSnapshot(definition: Workflow, record: RunRecord) {
   return actorOf(definition, record).getSnapshot();
+}
+
+/**
+ * The machine put at `state` with `context`, not started: what a rerun from a step begins with,
+ * as the view its effects are read from and the snapshot its record holds.
+ */
+export function snapshotAt(definition: Workflow, state: StateValue, context: RunContext) {
+  const machine = machineFor(definition);
+  const actor = createActor(machine, {
+    snapshot: machine.resolveState({ value: state, context }),
+    input: { input: context.input },
+  });
+  return { view: actor.getSnapshot(), persisted: actor.getPersistedSnapshot() };
 }
 
 /** The persisted snapshot, pending effects and timeline (its first steps start `now`) of a new run. */

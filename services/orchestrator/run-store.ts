@@ -85,15 +85,21 @@ export class RunStore {
    * stays down fails it with BROKER_UNAVAILABLE, which the caller may retry: the run is not stored.
    */
   async create(record: RunRecord): Promise<StoredRun | undefined> {
-    const payload = await storeCall(record.runId, () => this.#encode(record));
+    const payload = await this.#payloadOf(record);
     const revision = await storeCall(record.runId, () =>
       casWrite(this.#kv, record.runId, payload, undefined),
     );
     return revision === undefined ? undefined : { record, revision };
   }
 
+  /**
+   * Writes the run's next record against `stored`'s revision. A record whose definition is stored
+   * already goes out in this same turn (no await before the publish), so a write and what is sent
+   * with it leave in one socket write.
+   */
   async update(stored: StoredRun, record: RunRecord): Promise<StoredRun> {
-    const payload = await storeCall(record.runId, () => this.#encode(record));
+    const known = this.#encodeKnown(record);
+    const payload = known ?? (await this.#payloadOf(record));
     const revision = await storeCall(record.runId, () =>
       casWrite(this.#kv, record.runId, payload, stored.revision),
     );
@@ -124,12 +130,26 @@ export class RunStore {
    * The record as stored: its definition by reference. It is built here from typed values, so it
    * is not parsed again on its way out (a write per step); every read parses it.
    */
-  async #encode(record: RunRecord): Promise<Uint8Array> {
-    const { definition, ...rest } = record;
-    const stored: RunRecord =
-      definition === undefined ? rest : { ...rest, definitionRef: await this.#definitions.put(definition) };
-    return encodeJson(stored);
+  #payloadOf(record: RunRecord): Promise<Uint8Array> {
+    const { definition } = record;
+    return storeCall(record.runId, async () =>
+      encodeStored(record, definition === undefined ? undefined : await this.#definitions.put(definition)),
+    );
   }
+
+  /** The record as stored, built now when its definition's key is known (or it has none). */
+  #encodeKnown(record: RunRecord): Uint8Array | undefined {
+    const { definition } = record;
+    if (definition === undefined) return encodeStored(record, undefined);
+    const definitionRef = this.#definitions.keyOf(definition);
+    return definitionRef === undefined ? undefined : encodeStored(record, definitionRef);
+  }
+}
+
+/** A record without its definition, naming it by `definitionRef` when given. */
+function encodeStored(record: RunRecord, definitionRef: string | undefined): Uint8Array {
+  const { definition: _definition, ...rest } = record;
+  return encodeJson(definitionRef === undefined ? rest : { ...rest, definitionRef });
 }
 
 /** A store call whose broker stayed away through every retry fails with a retryable code. */

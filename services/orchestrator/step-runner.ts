@@ -70,6 +70,11 @@ export interface WorkRun {
   onProgress?: (text: string, progress?: StepProgress) => Promise<void>;
   /** Handed the deadline of the task sent, so the run can stop its clock while a person answers. */
   onDeadline?: (deadline: PausableDeadline) => void;
+  /**
+   * Called just before the task goes out, in the same turn: what it publishes (the step's start,
+   * told to the run's watchers) leaves in the same socket write as the task.
+   */
+  onSend?: () => void;
 }
 
 /** What one work step asks of which agent, and which policy action covers it. */
@@ -154,6 +159,7 @@ async function sendTask(
   // The deadline above is the step's clock; this bound holds while it is paused.
   const boundMs = replyWithinMs + options.elicitationTimeoutMs;
   try {
+    run.onSend?.();
     const sent =
       dispatch.action === "delegate"
         ? request(options.nc, agentTasksSubject(dispatch.agent), AgentTaskContract, task, {
@@ -250,11 +256,13 @@ async function runRemote(options: StepRunnerOptions, run: WorkRun, url: string):
   const { step } = run;
   if (!("delegate" in step)) throw new Error("runRemote takes delegate steps only");
   const timeout = AbortSignal.timeout(step.timeout ?? options.stepTimeoutMs);
+  const part = await delegatePart(step, run.scope);
+  run.onSend?.();
   const outcome = await options.remoteAgents.run({
     url,
     messageId: delegateMessageId(run.runId, step.id, run.attempt),
     skill: step.delegate.skill,
-    part: await delegatePart(step, run.scope),
+    part,
     followUp:
       run.followUp === undefined
         ? undefined

@@ -181,21 +181,28 @@ export async function acceptSubmission(
         // orchestrator may publish to; it is decided where only an orchestrator may ask. Anything
         // on the public subject is decided as the caller's own token, never as a run token.
         const delegated = message.subject === Subjects.RUNS_DELEGATED;
-        const decision = await authorize(
-          options.nc,
-          {
-            action: PolicyAction.WORKFLOW_START,
-            resource: { workflow: workflow.id },
-            runId,
-            runWorkflow: { id: workflow.id, version: workflow.version },
-          },
-          {
-            authorization,
-            timeoutMs: options.policyTimeoutMs,
-            what: `starting ${workflow.id}`,
-            channel: delegated ? "run" : "public",
-          },
-        );
+        const now = Date.now();
+        const [decision, { snapshot, pending, timeline }] = await Promise.all([
+          authorize(
+            options.nc,
+            {
+              action: PolicyAction.WORKFLOW_START,
+              resource: { workflow: workflow.id },
+              runId,
+              runWorkflow: { id: workflow.id, version: workflow.version },
+            },
+            {
+              authorization,
+              timeoutMs: options.policyTimeoutMs,
+              what: `starting ${workflow.id}`,
+              channel: delegated ? "run" : "public",
+            },
+          ),
+          // The machine's first state is worked out while acp-policy decides (after the request went out).
+          Promise.resolve().then(
+            () => rerun?.plan ?? initialState(workflow, input, new Date(now).toISOString()),
+          ),
+        ]);
         if (decision.runToken === undefined) {
           throw new LoomError(ErrorCode.UNAUTHENTICATED, `acp-policy issued no run token for ${runId}`);
         }
@@ -212,9 +219,6 @@ export async function acceptSubmission(
             authorization: `Bearer ${decision.runToken}`,
           });
         }
-        const now = Date.now();
-        const { snapshot, pending, timeline } =
-          rerun?.plan ?? initialState(workflow, input, new Date(now).toISOString());
         // The token first: a stored record is a run any replica may take over and drive, which
         // it can only do with the token (written side by side, a broker failure between the two
         // left records whose steps were refused UNAUTHENTICATED).
@@ -251,7 +255,10 @@ export async function acceptSubmission(
           return;
         }
         if (rerun !== undefined) await linkRerun(options.runs, rerun.plan.rerunOf.runId, runId);
-        await options.events.status(
+        // Told first, then driven without waiting for the PubAck: events of one connection reach
+        // the stream in order, so the run's first step comes after. The submission is acked only
+        // once both its record and its status event are stored.
+        const announced = options.events.status(
           accepted.record,
           TaskState.SUBMITTED,
           rerun === undefined
@@ -259,8 +266,9 @@ export async function acceptSubmission(
             : `rerun of ${rerun.plan.rerunOf.runId} from step ${rerun.plan.rerunOf.from} accepted (${workflow.id} v${workflow.version})`,
           "submitted",
         );
-        message.ack();
         void options.driver.drive(accepted);
+        await announced;
+        message.ack();
       } catch (error) {
         const authorization = message.headers?.get(Headers.AUTHORIZATION) || undefined;
         await refuseSubmission(options, message, { runId, workflowId, error, log, authorization });

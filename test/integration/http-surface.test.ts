@@ -66,7 +66,7 @@ describe("orchestrator - the HTTP side opens whole or not at all", () => {
     const runsKv = await bucket(Buckets.RUNS);
     const config = readOrchestratorConfig({});
     const toolTasks = new ReplyInbox(nc, toolTaskInboxOf("orchestrator"));
-    const options = (runs: HttpSurfaceOptions["buckets"]["runs"]): HttpSurfaceOptions => ({
+    const options = (catalog: HttpSurfaceOptions["buckets"]["catalog"]): HttpSurfaceOptions => ({
       nc,
       jsm,
       config,
@@ -75,9 +75,9 @@ describe("orchestrator - the HTTP side opens whole or not at all", () => {
       buckets: {
         push: pushKv,
         tools: toolsKv,
-        catalog: catalogKv,
+        catalog,
         sessions: sessionsKv,
-        runs,
+        runs: runsKv,
       },
       runs: new RunStore(runsKv, new DefinitionStore(resultsKv)),
       workflows: new WorkflowCatalog(DEFAULT_LIMITS, OutboundAllowList.parse(OutboundTargets.DELEGATE, [])),
@@ -95,13 +95,13 @@ describe("orchestrator - the HTTP side opens whole or not at all", () => {
     const before = await subscriptions();
 
     // Control: opened whole, the surface holds watchers and consumers, and closing it lets them go.
-    const opened = await openHttpSurface(options(runsKv));
+    const opened = await openHttpSurface(options(catalogKv));
     const whileOpen = await subscriptions();
     expect(whileOpen).toBeGreaterThan(before);
     await opened.close();
     expect(await settlesAt(before)).toBe(before);
 
-    // The last part (the console's watch of the runs bucket) fails: its stream is gone.
+    // A later part (the MCP gateway's catalog) fails: its bucket's stream is gone.
     const goneKv = await bucket(Buckets.MEMORY);
     await jsm.streams.delete(`KV_${Buckets.MEMORY}`);
     await expect(openHttpSurface(options(goneKv))).rejects.toThrow();

@@ -1,4 +1,10 @@
-import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
 import { type PushRegistration, PushRegistrationSchema } from "../../../schemas/a2a.ts";
@@ -21,6 +27,9 @@ import type { OutboundAllowList } from "./outbound-url.ts";
 const MAX_DELIVERIES = 8;
 const RETRY_DELAY_MS = 1_000;
 const POST_TIMEOUT_MS = 5_000;
+/** How long acks of events without webhooks wait to go out together, and how many at most. */
+const IDLE_ACK_DELAY_MS = 100;
+const IDLE_ACK_BATCH = 256;
 
 /**
  * Webhooks A2A clients register for their tasks, in KV `loom_push` (`<taskId>.<configId>`), and
@@ -92,7 +101,10 @@ export class PushRegistry {
  * POSTs every event of a task with webhooks to each of them, in order, at least once: one durable
  * consumer shared by the replicas takes each event once, and acks it only after every webhook
  * answered 2xx; a failure is retried (redelivered) with a delay. Each webhook is sent the event
- * masked as its registrant reads the run (`maskedEvent`, as SubscribeToTask shows it).
+ * masked as its registrant reads the run (`maskedEvent`, as SubscribeToTask shows it). Events of
+ * tasks without webhooks (nearly all) are acked together a moment later, in one socket write
+ * rather than one each: an ack lost with this process only has that event taken again, and found
+ * without webhooks again.
  */
 export async function startPushNotifier(options: {
   js: JetStreamClient;
@@ -113,11 +125,17 @@ export async function startPushNotifier(options: {
     options.js.consumers.get(Streams.EVENTS, Consumers.A2A_PUSH),
   );
   const messages = await consumer.consume();
+  const idle = new IdleAcks();
   void (async () => {
     for await (const message of messages) {
       const runId = runIdOfSubject(message.subject);
       try {
-        const deliveries = options.registry.list(runId).flatMap((config) => {
+        const configs = options.registry.list(runId);
+        if (configs.length === 0) {
+          idle.add(message);
+          continue;
+        }
+        const deliveries = configs.flatMap((config) => {
           const body = bodyFor(config, message.data);
           if (body !== undefined) return [post(options.registry.allowList, config, body)];
           options.log.warn(
@@ -139,7 +157,30 @@ export async function startPushNotifier(options: {
       }
     }
   })();
-  return { stop: () => void messages.stop() };
+  return {
+    stop: () => {
+      idle.flush();
+      void messages.stop();
+    },
+  };
+}
+
+/** Acks of events nobody is to be told of, sent together after a short wait or once many are due. */
+class IdleAcks {
+  readonly #due: JsMsg[] = [];
+  #timer: NodeJS.Timeout | undefined;
+
+  add(message: JsMsg): void {
+    this.#due.push(message);
+    if (this.#due.length >= IDLE_ACK_BATCH) this.flush();
+    else this.#timer ??= setTimeout(() => this.flush(), IDLE_ACK_DELAY_MS);
+  }
+
+  flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const message of this.#due.splice(0)) message.ack();
+  }
 }
 
 /**

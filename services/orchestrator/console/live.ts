@@ -1,6 +1,6 @@
 import { type KV, KvWatchInclude } from "@nats-io/kv";
 import type { Request, Response } from "express";
-import { toWireError } from "../../kit/index.ts";
+import { type Logger, retryBrokerFailures, toWireError } from "../../kit/index.ts";
 
 /** How often an idle stream sends a comment, so proxies keep it open and a gone client is noticed. */
 const KEEPALIVE_MS = 15_000;
@@ -56,20 +56,20 @@ export function openEventStream(req: Request, res: Response): EventStream {
 
 /**
  * Tells listeners when any run record changes: one watch of KV `loom_runs` per orchestrator, shared
- * by every console stream, which then asks the authorised read API again for its caller.
+ * by every console stream, which then asks the authorised read API again for its caller. The watch
+ * runs only while someone listens: without it every write of every run would reach this process
+ * once more than the run driver's own watch.
  */
 export class RunChanges {
+  readonly #kv: KV;
+  readonly #log: Logger;
   readonly #listeners = new Set<() => void>();
-  #stop: (() => void) | undefined;
+  /** Ends the watch that runs now, or the one being set up. */
+  #unwatch: (() => void) | undefined;
 
-  static async watch(kv: KV): Promise<RunChanges> {
-    const changes = new RunChanges();
-    const watcher = await kv.watch({ include: KvWatchInclude.UpdatesOnly });
-    changes.#stop = () => watcher.stop();
-    void (async () => {
-      for await (const _entry of watcher) for (const listener of changes.#listeners) listener();
-    })();
-    return changes;
+  constructor(kv: KV, log: Logger) {
+    this.#kv = kv;
+    this.#log = log;
   }
 
   /** Calls `listener` once a burst of changes settles; returns how to stop. */
@@ -80,15 +80,45 @@ export class RunChanges {
       timer = setTimeout(listener, SETTLE_MS);
     };
     this.#listeners.add(settled);
+    this.#watch();
     return () => {
       clearTimeout(timer);
       this.#listeners.delete(settled);
+      if (this.#listeners.size === 0) this.stop();
     };
   }
 
   stop(): void {
-    this.#stop?.();
-    this.#listeners.clear();
+    this.#unwatch?.();
+    this.#unwatch = undefined;
+  }
+
+  #notify(): void {
+    for (const listener of this.#listeners) listener();
+  }
+
+  #watch(): void {
+    if (this.#unwatch !== undefined) return;
+    let stopped = false;
+    let watcher: Awaited<ReturnType<KV["watch"]>> | undefined;
+    const unwatch = () => {
+      stopped = true;
+      watcher?.stop();
+    };
+    this.#unwatch = unwatch;
+    void retryBrokerFailures(() => this.#kv.watch({ include: KvWatchInclude.UpdatesOnly })).then(
+      async (started) => {
+        watcher = started;
+        if (stopped) return started.stop();
+        // What changed while the watch was being set up is asked for once more.
+        this.#notify();
+        for await (const _entry of started) this.#notify();
+      },
+      (error: unknown) => {
+        this.#log.warn({ err: error }, "console streams get no live updates: the run watch failed");
+        if (this.#unwatch === unwatch) this.#unwatch = undefined;
+      },
+    );
   }
 }
 

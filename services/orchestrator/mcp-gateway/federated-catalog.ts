@@ -36,10 +36,16 @@ export class FederatedCatalog {
   }
 
   static async open(buckets: { tools: KV; catalog: KV }, log: Logger): Promise<FederatedCatalog> {
-    return new FederatedCatalog(
-      await KvMirror.open(buckets.tools, ToolDescriptorSchema, "tool descriptor", log),
-      await KvMirror.open(buckets.catalog, McpCatalogEntrySchema, "MCP catalog entry", log),
-    );
+    const tools = await KvMirror.open(buckets.tools, ToolDescriptorSchema, "tool descriptor", log);
+    try {
+      return new FederatedCatalog(
+        tools,
+        await KvMirror.open(buckets.catalog, McpCatalogEntrySchema, "MCP catalog entry", log),
+      );
+    } catch (error) {
+      tools.close();
+      throw error;
+    }
   }
 
   tools(): Exposed<Tool>[] {
