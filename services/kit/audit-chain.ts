@@ -56,6 +56,8 @@ export class AuditLog {
   readonly #js: JetStreamClient;
   readonly #privateKey: KeyObject;
   readonly #ready: Promise<void>;
+  /** Set once the key is pinned: from then on a record is published in the turn it is appended. */
+  #started = false;
   #seq = 0;
   #lastHash = GENESIS_HASH;
   readonly #pending: Pending[] = [];
@@ -89,12 +91,17 @@ export class AuditLog {
         undefined,
       );
       if (pinned === undefined) throw new Error(`audit key ${name} is already pinned by another writer`);
+      this.#started = true;
     })();
     // A failed start is reported by every append; this only keeps it from being unhandled.
     this.#ready.catch(() => {});
   }
 
-  /** Resolves once the record is stored (acked by JetStream). */
+  /**
+   * Resolves once the record is stored (acked by JetStream). Unless a batch is in flight, the
+   * record is published before this returns, so it leaves in the same socket write as whatever the
+   * caller publishes in the same turn.
+   */
   append(entry: AuditEntry): Promise<AuditRecord> {
     const traceId = activeTraceId();
     this.#seq += 1;
@@ -125,9 +132,11 @@ export class AuditLog {
     if (this.#draining) return;
     this.#draining = true;
     try {
-      await this.#ready.catch((error: unknown) => {
-        for (const pending of this.#pending.splice(0)) pending.reject(error);
-      });
+      if (!this.#started) {
+        await this.#ready.catch((error: unknown) => {
+          for (const pending of this.#pending.splice(0)) pending.reject(error);
+        });
+      }
       while (this.#pending.length > 0) await this.#publish(this.#pending.splice(0, MAX_BATCH));
     } finally {
       this.#draining = false;
