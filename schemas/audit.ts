@@ -79,6 +79,14 @@ export const AuditRecordSchema = z.object({
   runId: z.string().optional(),
   stepId: z.string().optional(),
   traceId: z.string().optional(),
+  /**
+   * For a tool, resource or prompt execution whose call went out (or was answered from the
+   * worker's cache): the server version that served it, a configured version name or what the
+   * server reported. `loom tools stats` and `loom feedback` count these executions as calls.
+   */
+  serverVersion: z.string().min(1).optional(),
+  /** For such an execution: the answer came from the worker's cache, the server was not called. */
+  cached: z.boolean().optional(),
   /** For a decision that let a grant out (and `grant.admitted`): the grant (JWS) acp-policy signed. */
   grant: z.string().optional(),
   writer: AuditWriterSchema,
@@ -94,6 +102,9 @@ export type AuditEntry = Omit<
   AuditRecord,
   "id" | "time" | "service" | "traceId" | "writer" | "seq" | "prevHash" | "hash" | "sig"
 >;
+
+/** What an execution record says of the MCP call its task made; empty while no call went out. */
+export type ExecutedCall = Partial<Pick<AuditRecord, "serverVersion" | "cached">>;
 
 /** One writer's chain as `loom audit verify` finds it: intact, broken at its first bad record, or signed by no pinned key. */
 export const AuditWriterReportSchema = z.object({
