@@ -55,8 +55,8 @@ export function auditKeyName(service: string, writer: string): string {
  * One append-only record in the `LOOM_AUDIT` stream. Arguments and results are recorded as
  * digests, never as values, so the trail holds no personal data. Each writer keeps its own chain:
  * a record carries its number in that chain (`seq`, from 1), the hash of the writer's record before
- * it, its own hash (sha256 over `prevHash` and its canonical JSON without `hash` and `sig`), and the
- * writer's Ed25519 signature over that hash.
+ * it, its own hash (sha256 over `prevHash` and its canonical JSON without `hash` and `sig`), and,
+ * on the last record of each batch, the writer's Ed25519 signature over that hash.
  */
 export const AuditRecordSchema = z.object({
   id: z.string(),
@@ -93,8 +93,12 @@ export const AuditRecordSchema = z.object({
   seq: z.number().int().positive(),
   prevHash: Sha256Hex,
   hash: Sha256Hex,
-  /** Ed25519 signature over the hash's bytes, base64url, by the key pinned for `<service>.<writer>`. */
-  sig: z.string().min(1),
+  /**
+   * Ed25519 signature over the hash's bytes, base64url, by the key pinned for `<service>.<writer>`.
+   * A writer signs the last record of each batch it publishes at once: through the hash chain the
+   * signature covers every record of its chain up to that one. The others carry none.
+   */
+  sig: z.string().min(1).optional(),
 });
 export type AuditRecord = z.infer<typeof AuditRecordSchema>;
 /** What a service hands the audit log; it fills in id, time, service, trace id and the chain. */

@@ -46,9 +46,10 @@ interface Pending {
  * One audit writer: this process's own chain in `LOOM_AUDIT`, on `loom.v1.audit.<service>.<writer>`.
  * At start it makes an Ed25519 key (never written anywhere) and pins the public half in KV
  * `loom_audit_keys` under `<service>.<writer>`, which only the service's NATS user may write; every
- * record is chained onto the writer's previous one and signed. Being the only writer of its chain,
- * it never conflicts with another: records are chained and signed in call order, and go out in
- * pipelined batches (whatever waits while a batch is in flight forms the next one).
+ * record is chained onto the writer's previous one. Being the only writer of its chain, it never
+ * conflicts with another: records are chained in call order, and go out in pipelined batches
+ * (whatever waits while a batch is in flight forms the next one), the last record of each signed.
+ * Under load a signature covers many records; one at a time, every record is signed.
  */
 export class AuditLog {
   readonly service: string;
@@ -116,11 +117,7 @@ export class AuditLog {
       prevHash: this.#lastHash,
     };
     const hash = auditHash(unhashed);
-    const record: AuditRecord = {
-      ...unhashed,
-      hash,
-      sig: sign(null, Buffer.from(hash, "hex"), this.#privateKey).toString("base64url"),
-    };
+    const record: AuditRecord = { ...unhashed, hash };
     this.#lastHash = hash;
     return new Promise((resolve, reject) => {
       this.#pending.push({ record, resolve, reject });
@@ -144,11 +141,23 @@ export class AuditLog {
   }
 
   /**
-   * Publishes a batch in order on one connection. A record whose publish met a broker failure
+   * Publishes a batch in order on one connection, its last record signed: one signature per batch,
+   * which covers the whole batch through the chain. A record whose publish met a broker failure
    * (a timeout, no responders, a cluster between leaders) is sent again with backoff under the
    * same message id, so JetStream stores it once; any other failure rejects that record's append.
+   * The appends resolve once the whole batch is settled, so a record reported stored is covered
+   * by a stored signature.
    */
   async #publish(batch: Pending[]): Promise<void> {
+    const last = batch.at(-1);
+    if (last !== undefined) {
+      const { hash } = last.record;
+      last.record = {
+        ...last.record,
+        sig: sign(null, Buffer.from(hash, "hex"), this.#privateKey).toString("base64url"),
+      };
+    }
+    const stored: Pending[] = [];
     let waiting = batch;
     try {
       await retryBrokerFailures(async () => {
@@ -165,7 +174,7 @@ export class AuditLog {
         let brokerFailure: unknown;
         for (const [index, ack] of acks.entries()) {
           const pending = waiting[index] as Pending;
-          if (ack.status === "fulfilled") pending.resolve(pending.record);
+          if (ack.status === "fulfilled") stored.push(pending);
           else if (!isBrokerFailure(ack.reason)) pending.reject(ack.reason);
           else {
             failed.push(pending);
@@ -178,5 +187,6 @@ export class AuditLog {
     } catch (error) {
       for (const pending of waiting) pending.reject(error);
     }
+    for (const pending of stored) pending.resolve(pending.record);
   }
 }
