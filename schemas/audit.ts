@@ -102,10 +102,18 @@ export const AuditRecordSchema = z.object({
 });
 export type AuditRecord = z.infer<typeof AuditRecordSchema>;
 /** What a service hands the audit log; it fills in id, time, service, trace id and the chain. */
-export type AuditEntry = Omit<
-  AuditRecord,
-  "id" | "time" | "service" | "traceId" | "writer" | "seq" | "prevHash" | "hash" | "sig"
->;
+export const AuditEntrySchema = AuditRecordSchema.omit({
+  id: true,
+  time: true,
+  service: true,
+  traceId: true,
+  writer: true,
+  seq: true,
+  prevHash: true,
+  hash: true,
+  sig: true,
+});
+export type AuditEntry = z.infer<typeof AuditEntrySchema>;
 
 /** What an execution record says of the MCP call its task made; empty while no call went out. */
 export type ExecutedCall = Partial<Pick<AuditRecord, "serverVersion" | "cached">>;

@@ -3,17 +3,18 @@ import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AuditEntry,
+  AuditEntrySchema,
   type AuditKeyPin,
   AuditKeyPinSchema,
   type AuditRecord,
-  AuditRecordSchema,
   auditKeyName,
   GENESIS_HASH,
 } from "../../schemas/audit.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
 import { auditSubject, Buckets } from "../../schemas/subjects.ts";
-import { encodePayload, tracedHeaders } from "./bus.ts";
+import { encodeJson, encodePayload, tracedHeaders } from "./bus.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
-import { isBrokerFailure } from "./errors.ts";
+import { describeIssues, isBrokerFailure, LoomError } from "./errors.ts";
 import { ensureStream, openBucket, openJetStreamManager, StreamDefinitions } from "./jetstream.ts";
 import { casWrite, retryBrokerFailures } from "./kv-cas.ts";
 import { activeTraceId } from "./telemetry.ts";
@@ -104,13 +105,23 @@ export class AuditLog {
    * caller publishes in the same turn.
    */
   append(entry: AuditEntry): Promise<AuditRecord> {
+    // Checked before it takes a place in the chain: a record refused later would leave a gap.
+    const checked = AuditEntrySchema.safeParse(entry);
+    if (!checked.success) {
+      return Promise.reject(
+        new LoomError(
+          ErrorCode.INTERNAL,
+          `refusing a malformed audit record: ${describeIssues(checked.error.issues)}`,
+        ),
+      );
+    }
     const traceId = activeTraceId();
     this.#seq += 1;
     const unhashed = {
       id: randomUUID(),
       time: new Date().toISOString(),
       service: this.service,
-      ...entry,
+      ...checked.data,
       ...(traceId === undefined ? {} : { traceId }),
       writer: this.writer,
       seq: this.#seq,
@@ -165,7 +176,8 @@ export class AuditLog {
           waiting.map(({ record }) =>
             this.#js.publish(
               auditSubject(this.service, this.writer),
-              encodePayload(AuditRecordSchema, record, "audit record"),
+              // The bytes sent are those of the record as hashed; its entry was checked on append.
+              encodeJson(record),
               { msgID: record.id, headers: tracedHeaders() },
             ),
           ),
