@@ -152,6 +152,12 @@ export interface RequestContext {
   authorization: string | undefined;
   /** Where the answer goes: a handler that answers later, from elsewhere, publishes there. */
   reply: string | undefined;
+  /**
+   * Runs `work` right after the answer (or the error reply) is sent, in the same turn: for records
+   * about the request that must not delay its answer, and whose messages then leave in the same
+   * socket write as the answer. A `work` that throws is logged.
+   */
+  afterReply(work: () => void): void;
 }
 
 /**
@@ -261,6 +267,7 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
         );
         return;
       }
+      const afterReply: Array<() => void> = [];
       try {
         const body = parsePayload(options.contract.request, msg.data, `request on ${options.subject}`);
         const result = await options.handle(body, {
@@ -268,6 +275,7 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
           headers: msg.headers,
           authorization: msg.headers?.get(Headers.AUTHORIZATION) || undefined,
           reply: forwardedTo ?? msg.reply,
+          afterReply: (work) => afterReply.push(work),
         });
         if (result === NO_REPLY) return;
         const reply = encodePayload(options.contract.response, result, `reply on ${options.subject}`);
@@ -278,6 +286,14 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
           options.log.error({ err: error, subject: options.subject }, "request handler failed");
         }
         respondWithError(responder, wire, { maxPayload, log: options.log, subject: options.subject });
+      } finally {
+        for (const work of afterReply) {
+          try {
+            work();
+          } catch (error) {
+            options.log.error({ err: error, subject: options.subject }, "work after a reply failed");
+          }
+        }
       }
     },
   );

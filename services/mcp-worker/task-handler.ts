@@ -1,4 +1,5 @@
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
+import type { ExecutedCall } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type ToolCall, ToolCallMetadataSchema, ToolCallSchema } from "../../schemas/mcp.ts";
 import { IDEMPOTENCY_META_KEY, toolIdempotencyKey } from "../../schemas/steps.ts";
@@ -34,10 +35,14 @@ export interface TaskHandlerDependencies {
   calls: CallObserver;
 }
 
-/** Serves one A2A task: its DataPart names a tool call; the reply is the finished Task. */
+/**
+ * Serves one A2A task: its DataPart names a tool call; the reply is the finished Task. `executed`
+ * is filled in with the call that went out, for the task's execution record.
+ */
 export async function handleToolTask(
   deps: TaskHandlerDependencies,
   message: Message,
+  executed: ExecutedCall,
   signal?: AbortSignal,
 ): Promise<Task> {
   const call = readToolCall(message);
@@ -85,7 +90,7 @@ export async function handleToolTask(
           await connection.run(
             (replica, attemptTimeoutMs) =>
               masking
-                .around(deps.calls.around(replica, step, recordedVersion(connection, serverVersion)))
+                .around(deps.calls.around(replica, executed, recordedVersion(connection, serverVersion)))
                 .callTool(
                   call.tool,
                   call.arguments,
