@@ -14,7 +14,7 @@ import { isToolTaskInbox } from "../../schemas/nats-users.ts";
 import { Headers } from "../../schemas/subjects.ts";
 import { describeIssues, LoomError, toWireError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
-import type { ReplyInbox } from "./reply-inbox.ts";
+import type { MuxedRequests } from "./muxed-requests.ts";
 import { extractTraceContext, injectTraceContext, SpanKind, withSpan } from "./telemetry.ts";
 
 const encoder = new TextEncoder();
@@ -75,8 +75,8 @@ export function tracedHeaders(pairs: Record<string, string | undefined> = {}): M
 export interface RequestOptions {
   timeoutMs: number;
   headers?: Record<string, string | undefined>;
-  /** Answers come to this inbox rather than the connection's own (see ReplyInbox). */
-  inbox?: ReplyInbox;
+  /** Answers come to this inbox rather than the connection's own (a `MuxedRequests` on an inbox subtree of its own). */
+  inbox?: MuxedRequests;
 }
 
 /**

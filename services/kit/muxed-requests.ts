@@ -7,6 +7,7 @@ import {
   PermissionViolationError,
   RequestError,
   type RequestOptions,
+  type Subscription,
   TimeoutError,
 } from "@nats-io/transport-node";
 
@@ -25,23 +26,30 @@ interface InFlight {
 /**
  * Request/reply on one connection without nats.js's cost per request: nats.js 3 builds a
  * `RequestError` (with its stack) for every request it settles, however it ends, and a timer for
- * each. Here every answer comes to one inbox subscription, told apart by a counter token; one
- * sweep every SWEEP_MS (only while requests are in flight) times them out; an error is made only
- * for a request that fails, of the classes nats.js uses (a `TimeoutError`; a `RequestError` caused
- * by `NoRespondersError` or by a `PermissionViolationError`), so JetStream, KV and every caller
- * classify failures as before.
+ * each. Here every answer comes to one inbox subscription (`<prefix>.<nuid>.*`), told apart by a
+ * counter token; one sweep every SWEEP_MS (only while requests are in flight) times them out; an
+ * error is made only for a request that fails, of the classes nats.js uses (a `TimeoutError`; a
+ * `RequestError` caused by `NoRespondersError` or by a `PermissionViolationError`), so JetStream,
+ * KV and every caller classify failures as before.
+ *
+ * `connectNats` puts one on the connection's own inbox for every request. A second one, on an
+ * inbox subtree of its own, serves one kind of request: tool tasks (`toolTaskInboxOf`), which the
+ * mcp-worker answers and which is the only inbox of the asker's its NATS user may publish to, so
+ * it cannot race any other reply.
  */
 export class MuxedRequests {
   readonly #nc: NatsConnection;
   readonly #inbox: string;
   readonly #inFlight = new Map<string, InFlight>();
+  readonly #subscription: Subscription;
   #next = 0;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
 
   constructor(nc: NatsConnection, inboxPrefix: string | undefined) {
     this.#nc = nc;
     this.#inbox = `${createInbox(inboxPrefix)}.`;
-    nc.subscribe(`${this.#inbox}*`, {
+    this.#subscription = nc.subscribe(`${this.#inbox}*`, {
       callback: (error, answer) => {
         if (error !== null) this.#failAll(new RequestError(error.message, { cause: error }));
         else this.#answer(answer);
@@ -56,6 +64,7 @@ export class MuxedRequests {
     if (options?.noMux === true || options?.reply !== undefined) {
       return this.#nc.request(subject, payload, options);
     }
+    if (this.#closed) return Promise.reject(new RequestError(`the inbox ${this.#inbox}* is closed`));
     this.#next = (this.#next + 1) % Number.MAX_SAFE_INTEGER;
     const token = this.#next.toString(36);
     const timeoutMs = options?.timeout ?? 1_000;
@@ -73,6 +82,14 @@ export class MuxedRequests {
       }
       this.#sweeper ??= setInterval(() => this.#sweep(), SWEEP_MS);
     });
+  }
+
+  /** Stops listening on the inbox; requests still waiting fail at once. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#subscription.unsubscribe();
+    this.#failAll(new RequestError(`the inbox ${this.#inbox}* is closed`));
   }
 
   #answer(answer: Msg): void {
@@ -104,6 +121,7 @@ export class MuxedRequests {
   /** A publish the broker refused answers nothing: its requests fail at once, as in nats.js. */
   async #watchPermissions(): Promise<void> {
     for await (const status of this.#nc.status()) {
+      if (this.#closed) return;
       if (status.type !== "error" || !(status.error instanceof PermissionViolationError)) continue;
       const refused = status.error;
       if (refused.operation !== "publish") continue;
@@ -118,6 +136,8 @@ export class MuxedRequests {
   #failAll(error: Error): void {
     for (const request of this.#inFlight.values()) request.reject(error);
     this.#inFlight.clear();
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
   }
 }
 

@@ -8,8 +8,10 @@ import {
   TimeoutError,
 } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inboxPrefixOf } from "../../schemas/nats-users.ts";
-import { casWrite, isBrokerFailure } from "../../services/kit/index.ts";
+import { WorkflowListContract } from "../../schemas/contracts.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
+import { inboxPrefixOf, toolTaskInboxOf } from "../../schemas/nats-users.ts";
+import { casWrite, isBrokerFailure, MuxedRequests, request } from "../../services/kit/index.ts";
 import { withMuxedRequests } from "../../services/kit/muxed-requests.ts";
 import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 import { NatsUser, startNatsWithUsers } from "../helpers/nats-users.ts";
@@ -135,6 +137,97 @@ describe("kit - muxed requests over a real nats-server", () => {
       ).toBe("RequestError < NoRespondersError");
     } finally {
       await submitter.close();
+    }
+  });
+});
+
+/**
+ * The tool-task inbox: a second MuxedRequests on the same connection, on a subtree of the
+ * connection's inbox of its own, where the mcp-worker's user may answer and nowhere else.
+ */
+describe("kit - muxed requests on an inbox subtree of their own (tool tasks)", () => {
+  const PREFIX = toolTaskInboxOf("orchestrator");
+  let ns: NatsServer;
+  let nc: NatsConnection;
+  let tasks: MuxedRequests;
+
+  beforeAll(async () => {
+    ns = await startNatsServer();
+    nc = withMuxedRequests(await connectTo(ns.url), inboxPrefixOf("orchestrator"));
+    tasks = new MuxedRequests(nc, PREFIX);
+  });
+  afterAll(async () => {
+    tasks?.close();
+    await nc?.close();
+    await ns?.[Symbol.asyncDispose]();
+  });
+
+  it("tool-task inbox - concurrent requests each get their own answer on its subtree, the connection's own on the other inbox", async () => {
+    const replies: string[] = [];
+    // Answers later the earlier it was asked: a mix-up between requests would show.
+    const responder = nc.subscribe("echo", {
+      callback: (_error, msg) => {
+        replies.push(msg.reply ?? "");
+        const n = Number(msg.string());
+        setTimeout(() => msg.respond(String(n)), 200 - n * 10);
+      },
+    });
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, n) =>
+          outcome(tasks.request("echo", encoder.encode(String(n)), { timeout: 5_000 })),
+        ),
+      );
+      expect(answers).toEqual(Array.from({ length: 20 }, (_, n) => String(n)));
+      expect(replies.every((reply) => reply.startsWith(`${PREFIX}.`))).toBe(true);
+      expect(await outcome(nc.request("echo", encoder.encode("0"), { timeout: 5_000 }))).toBe("0");
+      const own = replies.at(-1) ?? "";
+      expect(own.startsWith(`${inboxPrefixOf("orchestrator")}.`) && !own.startsWith(`${PREFIX}.`)).toBe(true);
+    } finally {
+      responder.unsubscribe();
+    }
+  });
+
+  it("tool-task inbox - through request(): no responder is AGENT_UNAVAILABLE and silence is TIMEOUT", async () => {
+    const failureOf = (subject: string, timeoutMs: number) =>
+      request(nc, subject, WorkflowListContract, {}, { timeoutMs, inbox: tasks }).then(
+        () => undefined,
+        (error: { code?: string }) => error.code,
+      );
+    expect(await failureOf("nobody.serves.this", 2_000)).toBe(ErrorCode.AGENT_UNAVAILABLE);
+    const silent = nc.subscribe("silent");
+    try {
+      const started = Date.now();
+      expect(await failureOf("silent", 300)).toBe(ErrorCode.TIMEOUT);
+      expect(Date.now() - started).toBeLessThan(2_000);
+    } finally {
+      silent.unsubscribe();
+    }
+  });
+
+  it("tool-task inbox - closing fails a request still waiting at once, and any later one, the connection's own unaffected", async () => {
+    const closing = new MuxedRequests(nc, PREFIX);
+    const silent = nc.subscribe("silent.too");
+    const responder = nc.subscribe("echo.after", {
+      callback: (_error, msg) => {
+        msg.respond("after");
+      },
+    });
+    try {
+      const waiting = outcome(closing.request("silent.too", encoder.encode("x"), { timeout: 30_000 }));
+      await nc.flush();
+      closing.close();
+      expect(await waiting).toBe("RequestError");
+      expect(await outcome(closing.request("echo.after", encoder.encode("x"), { timeout: 5_000 }))).toBe(
+        "RequestError",
+      );
+      expect(await outcome(tasks.request("echo.after", encoder.encode("x"), { timeout: 5_000 }))).toBe(
+        "after",
+      );
+      expect(await outcome(nc.request("echo.after", encoder.encode("x"), { timeout: 5_000 }))).toBe("after");
+    } finally {
+      silent.unsubscribe();
+      responder.unsubscribe();
     }
   });
 });

@@ -8,8 +8,8 @@ import { agentTasksSubject, Buckets } from "../../schemas/subjects.ts";
 import {
   createLogger,
   ensureStream,
+  MuxedRequests,
   openBucket,
-  ReplyInbox,
   StreamDefinitions,
   serve,
 } from "../../services/kit/index.ts";
@@ -94,7 +94,7 @@ async function setup() {
     expressionLimits: DEFAULT_EXPRESSION_LIMITS,
     results: new ResultStore(resultsKv, 65_536),
     progress: new TaskProgressFeed(nc, log),
-    toolTasks: new ReplyInbox(nc, toolTaskInboxOf("orchestrator")),
+    toolTasks: new MuxedRequests(nc, toolTaskInboxOf("orchestrator")),
   };
   return {
     nc,
