@@ -20,6 +20,12 @@ export const AuditKind = {
    * worker died mid-call): a tool without an idempotency key may see the step twice.
    */
   TOOL_REINVOCATION: "tool.reinvocation",
+  /**
+   * A worker answered a task from its step ledger: the step attempt's outcome was stored already
+   * (the task was re-sent, or replayed), so nothing ran and no call went out. Its outcome is the
+   * stored one; it is no execution, and `loom tools stats` and `loom feedback` do not count it.
+   */
+  TOOL_REPLAY: "tool.replay",
 } as const;
 export type AuditKind = (typeof AuditKind)[keyof typeof AuditKind];
 
@@ -116,8 +122,14 @@ export const AuditEntrySchema = AuditRecordSchema.omit({
 });
 export type AuditEntry = z.infer<typeof AuditEntrySchema>;
 
-/** What an execution record says of the MCP call its task made; empty while no call went out. */
-export type ExecutedCall = Partial<Pick<AuditRecord, "serverVersion" | "cached">>;
+/**
+ * A task's note of how it was answered, for its record: the MCP call it made (empty while no call
+ * went out), or that the step ledger answered it.
+ */
+export interface ExecutedCall extends Partial<Pick<AuditRecord, "serverVersion" | "cached">> {
+  /** The step attempt's outcome was stored already: the task is answered with it and nothing ran. */
+  replayed?: boolean;
+}
 
 /** One writer's chain as `loom audit verify` finds it: intact, broken at its first bad record, or signed by no pinned key. */
 export const AuditWriterReportSchema = z.object({

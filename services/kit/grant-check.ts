@@ -240,7 +240,9 @@ export class GrantCheck {
   /**
    * Runs a task and appends its execution record: who, what, outcome, latency, digests, and the
    * MCP call it made (`executed`, filled in as the call goes out). What was run is read from the
-   * grant, which binds the target and the arguments' digest. The record is made once the answer
+   * grant, which binds the target and the arguments' digest. A task the step ledger answered with
+   * an outcome stored before (`executed.replayed`: re-sent, or replayed with a spent grant) ran
+   * nothing: its record is a `tool.replay`, never an execution. The record is made once the answer
    * has left (`afterReply`, when the task is served on the bus) and goes out with this writer's
    * next batch; the answer never waits for it.
    */
@@ -264,10 +266,11 @@ export class GrantCheck {
       if (claims !== undefined) {
         const latencyMs = Math.round((performance.now() - started) * 1000) / 1000;
         const answer = result;
+        const { replayed, ...call } = options.executed ?? {};
         const record = () =>
           this.#audit
             .append({
-              kind: this.#executionKind,
+              kind: replayed === true ? AuditKind.TOOL_REPLAY : this.#executionKind,
               principal: claims.sub,
               action: claims.action,
               resource: claims.tool,
@@ -277,7 +280,7 @@ export class GrantCheck {
               ...(answer === undefined ? {} : { resultDigest: digestOf(answer.artifacts ?? null) }),
               ...(claims.run === "" ? {} : { runId: claims.run }),
               ...(claims.step === "" ? {} : { stepId: claims.step }),
-              ...options.executed,
+              ...call,
             })
             .catch((error: unknown) =>
               this.#log.error({ err: error }, "could not store an execution record"),

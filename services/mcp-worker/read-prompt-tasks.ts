@@ -125,7 +125,7 @@ export async function runOperation(
       artifacts: [{ ...result, metadata: { ...result.metadata, serverVersion } }],
     };
   };
-  return runGrantedOnce(deps, message, step, budgetMs, () => masking.outcome(execute));
+  return runGrantedOnce(deps, message, { step, budgetMs, executed }, () => masking.outcome(execute));
 }
 
 function resourceParts(result: ReadResourceResult): Part[] {

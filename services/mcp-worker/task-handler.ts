@@ -154,27 +154,41 @@ export async function handleToolTask(
       ],
     };
   };
-  return runGrantedOnce(deps, message, step, budgetMs, () => masking.outcome(execute));
+  return runGrantedOnce(deps, message, { step, budgetMs, executed }, () => masking.outcome(execute));
+}
+
+/** A granted task's step attempt (none outside a workflow step), its deadline, and its note of how it was answered. */
+export interface GrantedRun {
+  step: StepAttempt | undefined;
+  budgetMs: number;
+  /** Marked `replayed` when the step ledger answers with a stored outcome, so nothing ran. */
+  executed: ExecutedCall;
 }
 
 /**
  * Runs a task's granted work once. A step attempt's goes through its claim in the step ledger,
  * which records the grant's use in the same write and replays a stored outcome instead of a second
- * run; a task outside a step first uses its grant in KV `loom_grant_uses`.
+ * run (the task's record then says replay, not execution); a task outside a step first uses its
+ * grant in KV `loom_grant_uses`.
  */
 export async function runGrantedOnce(
   deps: Pick<TaskHandlerDependencies, "grants" | "steps">,
   message: Message,
-  step: StepAttempt | undefined,
-  budgetMs: number,
+  run: GrantedRun,
   work: () => Promise<Task>,
 ): Promise<Task> {
-  if (step === undefined) {
+  if (run.step === undefined) {
     await deps.grants.consume(message);
     return work();
   }
-  const options = { leaseMs: budgetMs + CLAIM_MARGIN_MS, grant: deps.grants.stepGrant(message) };
-  return deps.steps.once(step, options, work);
+  const options = {
+    leaseMs: run.budgetMs + CLAIM_MARGIN_MS,
+    grant: deps.grants.stepGrant(message),
+    replayed: () => {
+      run.executed.replayed = true;
+    },
+  };
+  return deps.steps.once(run.step, options, work);
 }
 
 function readToolCall(message: Message): ToolCall {
