@@ -20,6 +20,12 @@ export const AuditKind = {
    * worker died mid-call): a tool without an idempotency key may see the step twice.
    */
   TOOL_REINVOCATION: "tool.reinvocation",
+  /**
+   * A worker answered a task from its step ledger: the step attempt's outcome was stored already
+   * (the task was re-sent, or replayed), so nothing ran and no call went out. Its outcome is the
+   * stored one; it is no execution, and `loom tools stats` and `loom feedback` do not count it.
+   */
+  TOOL_REPLAY: "tool.replay",
 } as const;
 export type AuditKind = (typeof AuditKind)[keyof typeof AuditKind];
 
@@ -56,8 +62,8 @@ export function auditKeyName(service: string, writer: string): string {
  * One append-only record in the `LOOM_AUDIT` stream. Arguments and results are recorded as
  * digests, never as values, so the trail holds no personal data. Each writer keeps its own chain:
  * a record carries its number in that chain (`seq`, from 1), the hash of the writer's record before
- * it, its own hash (sha256 over `prevHash` and its canonical JSON without `hash` and `sig`), and the
- * writer's Ed25519 signature over that hash.
+ * it, its own hash (sha256 over `prevHash` and its canonical JSON without `hash` and `sig`), and,
+ * on the last record of each batch, the writer's Ed25519 signature over that hash.
  */
 export const AuditRecordSchema = z.object({
   id: z.string(),
@@ -80,21 +86,50 @@ export const AuditRecordSchema = z.object({
   runId: z.string().optional(),
   stepId: z.string().optional(),
   traceId: z.string().optional(),
+  /**
+   * For a tool, resource or prompt execution whose call went out (or was answered from the
+   * worker's cache): the server version that served it, a configured version name or what the
+   * server reported. `loom tools stats` and `loom feedback` count these executions as calls.
+   */
+  serverVersion: z.string().min(1).optional(),
+  /** For such an execution: the answer came from the worker's cache, the server was not called. */
+  cached: z.boolean().optional(),
   /** For a decision that let a grant out (and `grant.admitted`): the grant (JWS) acp-policy signed. */
   grant: z.string().optional(),
   writer: AuditWriterSchema,
   seq: z.number().int().positive(),
   prevHash: Sha256Hex,
   hash: Sha256Hex,
-  /** Ed25519 signature over the hash's bytes, base64url, by the key pinned for `<service>.<writer>`. */
-  sig: z.string().min(1),
+  /**
+   * Ed25519 signature over the hash's bytes, base64url, by the key pinned for `<service>.<writer>`.
+   * A writer signs the last record of each batch it publishes at once: through the hash chain the
+   * signature covers every record of its chain up to that one. The others carry none.
+   */
+  sig: z.string().min(1).optional(),
 });
 export type AuditRecord = z.infer<typeof AuditRecordSchema>;
 /** What a service hands the audit log; it fills in id, time, service, trace id and the chain. */
-export type AuditEntry = Omit<
-  AuditRecord,
-  "id" | "time" | "service" | "traceId" | "writer" | "seq" | "prevHash" | "hash" | "sig"
->;
+export const AuditEntrySchema = AuditRecordSchema.omit({
+  id: true,
+  time: true,
+  service: true,
+  traceId: true,
+  writer: true,
+  seq: true,
+  prevHash: true,
+  hash: true,
+  sig: true,
+});
+export type AuditEntry = z.infer<typeof AuditEntrySchema>;
+
+/**
+ * A task's note of how it was answered, for its record: the MCP call it made (empty while no call
+ * went out), or that the step ledger answered it.
+ */
+export interface ExecutedCall extends Partial<Pick<AuditRecord, "serverVersion" | "cached">> {
+  /** The step attempt's outcome was stored already: the task is answered with it and nothing ran. */
+  replayed?: boolean;
+}
 
 /** One writer's chain as `loom audit verify` finds it: intact, broken at its first bad record, or signed by no pinned key. */
 export const AuditWriterReportSchema = z.object({

@@ -217,6 +217,9 @@ export function runDelegatedCancelSubject(runId: string): string {
   return `loom.v1.runs.${runId}.cancel.delegated`;
 }
 
+/** The service name the mcp-worker audits under: its execution records are its tool calls. */
+export const MCP_WORKER_SERVICE = "mcp-worker";
+
 /** Subject one writer (a process) of a service appends its audit records to. */
 export function auditSubject(service: string, writer: string): string {
   return `loom.v1.audit.${service}.${writer}`;

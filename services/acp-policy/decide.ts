@@ -105,12 +105,12 @@ export async function decide(
           jti: decisionId,
         })
       : undefined;
-  const runToken =
+  const issued =
     verdict.effect === PolicyEffect.ALLOW &&
     request.action === "workflow.start" &&
     request.runId !== undefined &&
     request.runWorkflow !== undefined
-      ? await deps.grants.signRunToken(
+      ? deps.grants.signRunToken(
           principal,
           {
             runId: request.runId,
@@ -120,6 +120,9 @@ export async function decide(
           deps.runTokenTtlMs,
         )
       : undefined;
+  // The run's steps present it next, to this replica most often: no need to verify its own signature.
+  if (issued !== undefined) deps.tokens.issued(issued);
+  const runToken = issued?.token;
   const recorded = deps.audit.append({
     kind: AuditKind.POLICY_DECISION,
     principal: principal.id,

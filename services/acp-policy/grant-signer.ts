@@ -14,6 +14,14 @@ import {
 import { signEd25519Jwt } from "../kit/ed25519-jwt.ts";
 import { retryBrokerFailures } from "../kit/index.ts";
 
+/** A run token as its signer made it: the token, whom it names, its claims and when it expires. */
+export interface IssuedRunToken {
+  token: string;
+  sub: string;
+  claims: RunTokenClaims;
+  expiresAtMs: number;
+}
+
 /**
  * Signs grants with an Ed25519 key this replica makes at start and never writes to disk. Its public
  * half goes to KV `loom_grant_keys` under its key id, where workers look up the `kid` of each grant:
@@ -42,13 +50,13 @@ export class GrantSigner {
 
   /**
    * A token for `principal` that only ever speaks for run `runId` of one workflow version, and only
-   * when the orchestrator presents it (see `PolicyDecision.runToken`).
+   * when the orchestrator presents it (see `PolicyDecision.runToken`), with what it says.
    */
   signRunToken(
     principal: Principal,
     run: { runId: string; workflow: { id: string; version: number }; parent?: string },
     ttlMs: number,
-  ): string {
+  ): IssuedRunToken {
     const claims: RunTokenClaims = {
       run: run.runId,
       wf: run.workflow.id,
@@ -57,15 +65,14 @@ export class GrantSigner {
       roles: principal.roles,
       attributes: principal.attributes,
     };
-    return signEd25519Jwt(
+    const ttlSeconds = Math.max(1, Math.round(ttlMs / 1000));
+    // Read before signing: the token's own `exp` is this or a second later, never earlier.
+    const expiresAtMs = (Math.floor(Date.now() / 1000) + ttlSeconds) * 1000;
+    const token = signEd25519Jwt(
       { ...claims, iss: GRANT_ISSUER, aud: RUN_TOKEN_AUDIENCE, sub: principal.id },
-      {
-        type: RUN_TOKEN_TYPE,
-        kid: this.kid,
-        ttlSeconds: Math.max(1, Math.round(ttlMs / 1000)),
-        privateKey: this.#privateKey,
-      },
+      { type: RUN_TOKEN_TYPE, kid: this.kid, ttlSeconds, privateKey: this.#privateKey },
     );
+    return { token, sub: principal.id, claims, expiresAtMs };
   }
 
   sign(claims: GrantClaims): string {

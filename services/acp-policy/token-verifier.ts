@@ -27,6 +27,7 @@ import { ensureDevIssuerKey } from "../kit/dev-issuer.ts";
 import { JwtExpiredError, JwtInvalidError, verifyEd25519Jwt } from "../kit/ed25519-jwt.ts";
 import { FOLLOW_UP_SECONDS, type GrantKeys, grantKeySource, verifyGrant } from "../kit/grant-check.ts";
 import { LoomError } from "../kit/index.ts";
+import type { IssuedRunToken } from "./grant-signer.ts";
 
 export interface TokenVerifierOptions {
   /** Where keys come from: a JWKS URL, a JWKS file, or the dev issuer key in the data dir. */
@@ -71,6 +72,8 @@ export interface TokenVerifier {
     request: PolicyDecisionRequest,
     channel: DecisionChannel,
   ): Promise<Identified>;
+  /** A run token this replica has just signed: taken at its word until it expires, as one verified. */
+  issued(runToken: IssuedRunToken): void;
 }
 
 /** Verifies OAuth 2.0 access tokens (JWT): signature, algorithm allow-list, iss, aud, exp, nbf. */
@@ -111,6 +114,8 @@ export async function createTokenVerifier(options: TokenVerifierOptions): Promis
     return principal;
   };
   return {
+    issued: ({ token, sub, claims, expiresAtMs }) =>
+      verifiedRunTokens.set(token, { sub, claims }, expiresAtMs),
     verify: async (authorization) => verifyAccessToken(bearer(authorization)),
     async identify(authorization, request, channel) {
       const token = bearer(authorization);

@@ -3,17 +3,18 @@ import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AuditEntry,
+  AuditEntrySchema,
   type AuditKeyPin,
   AuditKeyPinSchema,
   type AuditRecord,
-  AuditRecordSchema,
   auditKeyName,
   GENESIS_HASH,
 } from "../../schemas/audit.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
 import { auditSubject, Buckets } from "../../schemas/subjects.ts";
-import { encodePayload, tracedHeaders } from "./bus.ts";
+import { encodeJson, encodePayload, tracedHeaders } from "./bus.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
-import { isBrokerFailure } from "./errors.ts";
+import { describeIssues, isBrokerFailure, LoomError } from "./errors.ts";
 import {
   ensureStream,
   openBucket,
@@ -54,9 +55,10 @@ interface Pending {
  * the public half in KV `loom_audit_keys` under `<service>.<writer>`, which only the service's NATS
  * user may write, and only once (the bucket is write-once): a writer's key never changes, and a
  * restarted process is a new writer with a new key. Every record is chained onto the writer's
- * previous one and signed. Being the only writer of its chain,
- * it never conflicts with another: records are chained and signed in call order, and go out in
- * pipelined batches (whatever waits while a batch is in flight forms the next one).
+ * previous one. Being the only writer of its chain, it never conflicts with another: records are
+ * chained in call order, and go out in pipelined batches (whatever waits while a batch is in
+ * flight forms the next one), the last record of each signed. Under load a signature covers many
+ * records; one at a time, every record is signed.
  */
 export class AuditLog {
   readonly service: string;
@@ -64,6 +66,8 @@ export class AuditLog {
   readonly #js: JetStreamClient;
   readonly #privateKey: KeyObject;
   readonly #ready: Promise<void>;
+  /** Set once the key is pinned: from then on a record is published in the turn it is appended. */
+  #started = false;
   #seq = 0;
   #lastHash = GENESIS_HASH;
   readonly #pending: Pending[] = [];
@@ -99,31 +103,42 @@ export class AuditLog {
         undefined,
       );
       if (pinned === undefined) throw new Error(`audit key ${name} is already pinned by another writer`);
+      this.#started = true;
     })();
     // A failed start is reported by every append; this only keeps it from being unhandled.
     this.#ready.catch(() => {});
   }
 
-  /** Resolves once the record is stored (acked by JetStream). */
+  /**
+   * Resolves once the record is stored (acked by JetStream). Unless a batch is in flight, the
+   * record is published before this returns, so it leaves in the same socket write as whatever the
+   * caller publishes in the same turn.
+   */
   append(entry: AuditEntry): Promise<AuditRecord> {
+    // Checked before it takes a place in the chain: a record refused later would leave a gap.
+    const checked = AuditEntrySchema.safeParse(entry);
+    if (!checked.success) {
+      return Promise.reject(
+        new LoomError(
+          ErrorCode.INTERNAL,
+          `refusing a malformed audit record: ${describeIssues(checked.error.issues)}`,
+        ),
+      );
+    }
     const traceId = activeTraceId();
     this.#seq += 1;
     const unhashed = {
       id: randomUUID(),
       time: new Date().toISOString(),
       service: this.service,
-      ...entry,
+      ...checked.data,
       ...(traceId === undefined ? {} : { traceId }),
       writer: this.writer,
       seq: this.#seq,
       prevHash: this.#lastHash,
     };
     const hash = auditHash(unhashed);
-    const record: AuditRecord = {
-      ...unhashed,
-      hash,
-      sig: sign(null, Buffer.from(hash, "hex"), this.#privateKey).toString("base64url"),
-    };
+    const record: AuditRecord = { ...unhashed, hash };
     this.#lastHash = hash;
     return new Promise((resolve, reject) => {
       this.#pending.push({ record, resolve, reject });
@@ -135,9 +150,11 @@ export class AuditLog {
     if (this.#draining) return;
     this.#draining = true;
     try {
-      await this.#ready.catch((error: unknown) => {
-        for (const pending of this.#pending.splice(0)) pending.reject(error);
-      });
+      if (!this.#started) {
+        await this.#ready.catch((error: unknown) => {
+          for (const pending of this.#pending.splice(0)) pending.reject(error);
+        });
+      }
       while (this.#pending.length > 0) await this.#publish(this.#pending.splice(0, MAX_BATCH));
     } finally {
       this.#draining = false;
@@ -145,11 +162,23 @@ export class AuditLog {
   }
 
   /**
-   * Publishes a batch in order on one connection. A record whose publish met a broker failure
+   * Publishes a batch in order on one connection, its last record signed: one signature per batch,
+   * which covers the whole batch through the chain. A record whose publish met a broker failure
    * (a timeout, no responders, a cluster between leaders) is sent again with backoff under the
    * same message id, so JetStream stores it once; any other failure rejects that record's append.
+   * The appends resolve once the whole batch is settled, so a record reported stored is covered
+   * by a stored signature.
    */
   async #publish(batch: Pending[]): Promise<void> {
+    const last = batch.at(-1);
+    if (last !== undefined) {
+      const { hash } = last.record;
+      last.record = {
+        ...last.record,
+        sig: sign(null, Buffer.from(hash, "hex"), this.#privateKey).toString("base64url"),
+      };
+    }
+    const stored: Pending[] = [];
     let waiting = batch;
     try {
       await retryBrokerFailures(async () => {
@@ -157,7 +186,8 @@ export class AuditLog {
           waiting.map(({ record }) =>
             this.#js.publish(
               auditSubject(this.service, this.writer),
-              encodePayload(AuditRecordSchema, record, "audit record"),
+              // The bytes sent are those of the record as hashed; its entry was checked on append.
+              encodeJson(record),
               { msgID: record.id, headers: tracedHeaders() },
             ),
           ),
@@ -166,7 +196,7 @@ export class AuditLog {
         let brokerFailure: unknown;
         for (const [index, ack] of acks.entries()) {
           const pending = waiting[index] as Pending;
-          if (ack.status === "fulfilled") pending.resolve(pending.record);
+          if (ack.status === "fulfilled") stored.push(pending);
           else if (!isBrokerFailure(ack.reason)) pending.reject(ack.reason);
           else {
             failed.push(pending);
@@ -179,5 +209,6 @@ export class AuditLog {
     } catch (error) {
       for (const pending of waiting) pending.reject(error);
     }
+    for (const pending of stored) pending.resolve(pending.record);
   }
 }

@@ -49,8 +49,10 @@ export interface AuditKeys {
 
 /**
  * Checks every writer's chain: each record parses, was published on its writer's subject, carries
- * the hash of its own content, is signed by the key pinned for the service and writer it names
- * (so the service it claims is the one that signed it), links to the writer's record before it,
+ * the hash of its own content, is signed by the key pinned for the service and writer it names, or
+ * is followed in the chain by a record so signed (a writer signs the last record of each batch,
+ * and the chain links every record before it to that signature), so the service it claims is the
+ * one that signed it; it links to the writer's record before it,
  * and the writer's numbers run 1, 2, 3 without a gap or a repeat. A record carrying a grant (or
  * admitting one) must carry a grant acp-policy signed. The stream's own sequences must have no
  * gaps (deletes are denied).
@@ -110,6 +112,8 @@ async function verifyWriter(
   const ordered = [...chain].sort((a, b) => a.record.seq - b.record.seq || a.streamSeq - b.streamSeq);
   let previous = GENESIS_HASH;
   let expected = 1;
+  // The first record not yet covered by a signature: a later record's signature covers it.
+  let unsigned: { seq: number; streamSeq: number } | undefined;
   for (const { record, streamSeq, subject } of ordered) {
     const broken = (problem: string): AuditWriterReport => ({
       ...report,
@@ -123,9 +127,10 @@ async function verifyWriter(
     if (record.seq > expected) return broken(`records ${expected}..${record.seq - 1} are missing`);
     const { hash, sig, ...unhashed } = record;
     if (auditHash(unhashed) !== hash) return broken(`record ${record.id} does not match its hash (edited)`);
-    if (!auditSignatureValid(hash, sig, pin)) {
+    if (sig === undefined) unsigned ??= { seq: record.seq, streamSeq };
+    else if (!auditSignatureValid(hash, sig, pin)) {
       return broken(`record ${record.id} is not signed by the key ${service} pinned for writer ${writer}`);
-    }
+    } else unsigned = undefined;
     if (record.prevHash !== previous) {
       return broken(
         `record ${record.id} does not link to the writer's record before it (inserted or reordered)`,
@@ -137,6 +142,16 @@ async function verifyWriter(
     }
     previous = hash;
     expected += 1;
+  }
+  if (unsigned !== undefined) {
+    return {
+      ...report,
+      status: "broken",
+      broken: {
+        ...unsigned,
+        problem: `records ${unsigned.seq}..${expected - 1} are signed by no later record of the writer (it stopped mid-batch, or they are not its own)`,
+      },
+    };
   }
   return report;
 }

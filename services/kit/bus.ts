@@ -14,7 +14,7 @@ import { isToolTaskInbox } from "../../schemas/nats-users.ts";
 import { Headers } from "../../schemas/subjects.ts";
 import { describeIssues, LoomError, toWireError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
-import type { ReplyInbox } from "./reply-inbox.ts";
+import type { MuxedRequests } from "./muxed-requests.ts";
 import { extractTraceContext, injectTraceContext, SpanKind, withSpan } from "./telemetry.ts";
 
 const encoder = new TextEncoder();
@@ -75,8 +75,8 @@ export function tracedHeaders(pairs: Record<string, string | undefined> = {}): M
 export interface RequestOptions {
   timeoutMs: number;
   headers?: Record<string, string | undefined>;
-  /** Answers come to this inbox rather than the connection's own (see ReplyInbox). */
-  inbox?: ReplyInbox;
+  /** Answers come to this inbox rather than the connection's own (a `MuxedRequests` on an inbox subtree of its own). */
+  inbox?: MuxedRequests;
 }
 
 /**
@@ -152,6 +152,12 @@ export interface RequestContext {
   authorization: string | undefined;
   /** Where the answer goes: a handler that answers later, from elsewhere, publishes there. */
   reply: string | undefined;
+  /**
+   * Runs `work` right after the answer (or the error reply) is sent, in the same turn: for records
+   * about the request that must not delay its answer, and whose messages then leave in the same
+   * socket write as the answer. A `work` that throws is logged.
+   */
+  afterReply(work: () => void): void;
 }
 
 /**
@@ -261,6 +267,7 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
         );
         return;
       }
+      const afterReply: Array<() => void> = [];
       try {
         const body = parsePayload(options.contract.request, msg.data, `request on ${options.subject}`);
         const result = await options.handle(body, {
@@ -268,6 +275,7 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
           headers: msg.headers,
           authorization: msg.headers?.get(Headers.AUTHORIZATION) || undefined,
           reply: forwardedTo ?? msg.reply,
+          afterReply: (work) => afterReply.push(work),
         });
         if (result === NO_REPLY) return;
         const reply = encodePayload(options.contract.response, result, `reply on ${options.subject}`);
@@ -278,6 +286,14 @@ async function handleRequest<Req extends z.ZodType, Res extends z.ZodType>(
           options.log.error({ err: error, subject: options.subject }, "request handler failed");
         }
         respondWithError(responder, wire, { maxPayload, log: options.log, subject: options.subject });
+      } finally {
+        for (const work of afterReply) {
+          try {
+            work();
+          } catch (error) {
+            options.log.error({ err: error, subject: options.subject }, "work after a reply failed");
+          }
+        }
       }
     },
   );

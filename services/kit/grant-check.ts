@@ -1,7 +1,7 @@
 import { type KeyObject, randomUUID } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import type { Message } from "../../schemas/a2a.ts";
-import { AuditKind } from "../../schemas/audit.ts";
+import { AuditKind, type ExecutedCall } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import {
   GRANT_AUDIENCE,
@@ -238,11 +238,19 @@ export class GrantCheck {
   }
 
   /**
-   * Runs a task and appends its execution record: who, what, outcome, latency and digests. What
-   * was run is read from the grant, which binds the target and the arguments' digest. The record
-   * goes out with this writer's next batch; the reply does not wait for it.
+   * Runs a task and appends its execution record: who, what, outcome, latency, digests, and the
+   * MCP call it made (`executed`, filled in as the call goes out). What was run is read from the
+   * grant, which binds the target and the arguments' digest. A task the step ledger answered with
+   * an outcome stored before (`executed.replayed`: re-sent, or replayed with a spent grant) ran
+   * nothing: its record is a `tool.replay`, never an execution. The record is made once the answer
+   * has left (`afterReply`, when the task is served on the bus) and goes out with this writer's
+   * next batch; the answer never waits for it.
    */
-  async audited<T extends { artifacts?: unknown }>(message: Message, work: () => Promise<T>): Promise<T> {
+  async audited<T extends { artifacts?: unknown }>(
+    message: Message,
+    work: () => Promise<T>,
+    options: { executed?: ExecutedCall; afterReply?: (record: () => void) => void } = {},
+  ): Promise<T> {
     const started = performance.now();
     let outcome = "ok";
     let result: T | undefined;
@@ -256,20 +264,29 @@ export class GrantCheck {
       const claims = this.#admitted.get(message);
       // A refused task is already audited as such; only admitted ones are executions.
       if (claims !== undefined) {
-        this.#audit
-          .append({
-            kind: this.#executionKind,
-            principal: claims.sub,
-            action: claims.action,
-            resource: claims.tool,
-            outcome,
-            latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
-            argsDigest: claims.args,
-            ...(result === undefined ? {} : { resultDigest: digestOf(result.artifacts ?? null) }),
-            ...(claims.run === "" ? {} : { runId: claims.run }),
-            ...(claims.step === "" ? {} : { stepId: claims.step }),
-          })
-          .catch((error: unknown) => this.#log.error({ err: error }, "could not store an execution record"));
+        const latencyMs = Math.round((performance.now() - started) * 1000) / 1000;
+        const answer = result;
+        const { replayed, ...call } = options.executed ?? {};
+        const record = () =>
+          this.#audit
+            .append({
+              kind: replayed === true ? AuditKind.TOOL_REPLAY : this.#executionKind,
+              principal: claims.sub,
+              action: claims.action,
+              resource: claims.tool,
+              outcome,
+              latencyMs,
+              argsDigest: claims.args,
+              ...(answer === undefined ? {} : { resultDigest: digestOf(answer.artifacts ?? null) }),
+              ...(claims.run === "" ? {} : { runId: claims.run }),
+              ...(claims.step === "" ? {} : { stepId: claims.step }),
+              ...call,
+            })
+            .catch((error: unknown) =>
+              this.#log.error({ err: error }, "could not store an execution record"),
+            );
+        if (options.afterReply === undefined) void record();
+        else options.afterReply(() => void record());
       }
     }
   }

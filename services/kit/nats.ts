@@ -11,6 +11,7 @@ import {
 import { LoomError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import { recordNatsStatus } from "./metrics.ts";
+import { withMuxedRequests } from "./muxed-requests.ts";
 import { natsServerOptions } from "./nats-url.ts";
 
 export interface NatsOptions {
@@ -30,8 +31,9 @@ const disconnected = new WeakSet<NatsConnection>();
  * when it goes away, and logs and counts every change of connection status.
  */
 export async function connectNats(options: NatsOptions): Promise<NatsConnection> {
-  const nc = await connect({
-    ...(await serverOptionsFor(options)),
+  const serverOptions = await serverOptionsFor(options);
+  const connection = await connect({
+    ...serverOptions,
     name: options.name,
     waitOnFirstConnect: true,
     maxReconnectAttempts: -1,
@@ -40,6 +42,9 @@ export async function connectNats(options: NatsOptions): Promise<NatsConnection>
     // a cost on every round trip of the hot path. Our errors carry their own context instead.
     noAsyncTraces: true,
   });
+  // And every request it settles builds a RequestError anyway, with a timer of its own: one inbox
+  // for all the answers instead (see MuxedRequests).
+  const nc = withMuxedRequests(connection, serverOptions.inboxPrefix);
   recordNatsStatus("connect");
   void watchStatus(nc, options.log);
   options.log.info({ server: nc.getServer() }, "connected to NATS");

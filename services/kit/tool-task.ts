@@ -4,7 +4,7 @@ import { PolicyTaskContract } from "../../schemas/contracts.ts";
 import { Headers, Subjects } from "../../schemas/subjects.ts";
 import type { TaskIntent } from "../../schemas/task-intent.ts";
 import { request } from "./bus.ts";
-import type { ReplyInbox } from "./reply-inbox.ts";
+import type { MuxedRequests } from "./muxed-requests.ts";
 
 export interface ToolTaskOptions {
   /** The caller's `Authorization` (a gateway client's token, or the run's token for a step). */
@@ -17,7 +17,7 @@ export interface ToolTaskOptions {
    * Where the worker answers: the asker's inbox for tool tasks (`toolTaskInboxOf`), the only
    * inbox of the orchestrator's that the mcp-worker's NATS user may publish to.
    */
-  inbox: ReplyInbox;
+  inbox: MuxedRequests;
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { Message, Task } from "../../schemas/a2a.ts";
+import type { ExecutedCall } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import {
   CompletionCompleteSchema,
@@ -15,13 +16,15 @@ import { handleToolTask, type TaskHandlerDependencies } from "./task-handler.ts"
 
 /**
  * Routes an A2A task by what its DataPart asks for: a tool call, a resource read or subscription,
- * a prompt or a completion.
+ * a prompt or a completion. `executed` is filled in with the MCP call that went out, for the
+ * task's execution record.
  */
 export async function handleAgentTask(
   deps: TaskHandlerDependencies,
   inFlight: InFlightTasks,
   subscribers: ResourceSubscribers,
   message: Message,
+  executed: ExecutedCall,
 ): Promise<Task> {
   const data = message.parts.find((part) => "data" in part);
   const body =
@@ -31,15 +34,21 @@ export async function handleAgentTask(
   return inFlight.run(message.taskId, (signal) => {
     if ("subscription" in body) {
       const operation = parseOperation(ResourceSubscriptionSchema, body);
-      return handleSubscriptionTask(deps, subscribers, message, operation);
+      return handleSubscriptionTask(deps, subscribers, message, operation, executed);
     }
     if ("resource" in body)
-      return handleReadTask(deps, message, parseOperation(ResourceReadSchema, body), signal);
+      return handleReadTask(deps, message, parseOperation(ResourceReadSchema, body), executed, signal);
     if ("complete" in body)
-      return handleCompleteTask(deps, message, parseOperation(CompletionCompleteSchema, body), signal);
+      return handleCompleteTask(
+        deps,
+        message,
+        parseOperation(CompletionCompleteSchema, body),
+        executed,
+        signal,
+      );
     if ("prompt" in body)
-      return handlePromptTask(deps, message, parseOperation(PromptGetSchema, body), signal);
-    return handleToolTask(deps, message, signal);
+      return handlePromptTask(deps, message, parseOperation(PromptGetSchema, body), executed, signal);
+    return handleToolTask(deps, message, executed, signal);
   });
 }
 

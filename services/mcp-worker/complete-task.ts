@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Message, Task } from "../../schemas/a2a.ts";
+import type { ExecutedCall } from "../../schemas/audit.ts";
 import { type CompletionComplete, completionGrantArguments } from "../../schemas/mcp.ts";
 import { SpanKind, withSpan } from "../kit/index.ts";
 import { runOperation } from "./read-prompt-tasks.ts";
@@ -15,6 +16,7 @@ export async function handleCompleteTask(
   deps: TaskHandlerDependencies,
   message: Message,
   operation: CompletionComplete,
+  executed: ExecutedCall,
   signal: AbortSignal,
 ): Promise<Task> {
   const { ref, argument, context } = operation.complete;
@@ -25,6 +27,7 @@ export async function handleCompleteTask(
     message,
     { action, target, arguments: completionGrantArguments(operation) },
     operation.server,
+    executed,
     async (connection, timeoutMs) => {
       const result = await withSpan(
         `completion/complete ${target}`,

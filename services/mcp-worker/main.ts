@@ -1,15 +1,14 @@
 import { hostname } from "node:os";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
-import { jetstream } from "@nats-io/jetstream";
-import { AuditKind } from "../../schemas/audit.ts";
+import { AuditKind, type ExecutedCall } from "../../schemas/audit.ts";
 import { AgentTaskContract } from "../../schemas/contracts.ts";
 import { ResourceUpdatedSchema } from "../../schemas/mcp.ts";
 import {
   agentTasksSubject,
   Buckets,
   MCP_WORKER_AGENT,
+  MCP_WORKER_SERVICE,
   resourceUpdatedSubject,
-  Streams,
 } from "../../schemas/subjects.ts";
 import { AuditLog } from "../kit/audit-chain.ts";
 import { GRANT_USE_MEMORY_MS, GrantCheck } from "../kit/grant-check.ts";
@@ -17,19 +16,15 @@ import {
   connectNats,
   createLogger,
   encodePayload,
-  ensureStream,
   JsonSchemaValidator,
   openBucket,
-  openJetStreamManager,
   retryBrokerFailures,
   runUntilSignalled,
-  StreamDefinitions,
   serve,
   startObservability,
   streamReplicas,
 } from "../kit/index.ts";
 import { handleAgentTask } from "./agent-task.ts";
-import { CallRecords } from "./call-records.ts";
 import { recordCatalog, recordCatalogOnListChanged } from "./catalog-registry.ts";
 import { relayElicitationToClient, relaySamplingToClient } from "./client-relay.ts";
 import { readSecret, readWorkerConfig } from "./config.ts";
@@ -48,7 +43,7 @@ import { StepResults } from "./step-results.ts";
 import { TaskNotifications } from "./task-notifications.ts";
 import { recordOnListChanged, recordTools, registerUntilReachable } from "./tool-registry.ts";
 
-const SERVICE = "mcp-worker";
+const SERVICE = MCP_WORKER_SERVICE;
 const config = readWorkerConfig();
 const log = createLogger({ service: SERVICE, level: config.LOG_LEVEL, format: config.LOG_FORMAT });
 
@@ -118,11 +113,10 @@ await runUntilSignalled(log, async () => {
     openBucket(nc, Buckets.STEPS, { replicas }),
     openBucket(nc, Buckets.GRANT_KEYS, { replicas }),
     openBucket(nc, Buckets.GRANT_USES, { ttlMs: GRANT_USE_MEMORY_MS, replicas }),
-    openJetStreamManager(nc).then((jsm) => ensureStream(jsm, StreamDefinitions.toolCalls, replicas)),
   ]);
   await observability.connected({
     nc,
-    streams: [Streams.TOOL_CALLS],
+    streams: [],
     buckets: [Buckets.TOOLS, Buckets.CATALOG, Buckets.SERVERS],
   });
 
@@ -152,7 +146,7 @@ await runUntilSignalled(log, async () => {
     });
   });
   const grants = new GrantCheck({ keys: grantKeysKv, uses: grantUsesKv, audit, log });
-  const calls = new CallObserver(new CallRecords(jetstream(nc), log));
+  const calls = new CallObserver();
   const notifications = new TaskNotifications(nc, log);
   const deps = {
     connections,
@@ -185,8 +179,13 @@ await runUntilSignalled(log, async () => {
     log,
     // Tasks come from acp-policy only (infra/nats), which names the asker to answer.
     forwarded: true,
-    handle: (message, _context) =>
-      grants.audited(message, () => handleAgentTask(deps, inFlight, subscribers, message)),
+    handle: (message, context) => {
+      const executed: ExecutedCall = {};
+      return grants.audited(message, () => handleAgentTask(deps, inFlight, subscribers, message, executed), {
+        executed,
+        afterReply: context.afterReply,
+      });
+    },
   });
   log.info({ subject, servers: [...connections.keys()] }, "serving A2A tool tasks");
   // The MCP servers start, and list their tools, once the worker is ready: seconds for a stdio

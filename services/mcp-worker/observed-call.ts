@@ -1,8 +1,7 @@
+import type { ExecutedCall } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { CallKind } from "../../schemas/tool-calls.ts";
 import { digestOf } from "../kit/digest.ts";
-import { toWireError } from "../kit/index.ts";
-import type { CallRecords } from "./call-records.ts";
 import type { McpConnection } from "./mcp-connection.ts";
 import { ReadCache } from "./read-cache.ts";
 
@@ -15,43 +14,39 @@ export type ObservableConnection = Pick<
   "config" | "serverVersion" | "callTool" | "readResource" | "getPrompt" | "withClient"
 >;
 
-/** One MCP call about to be made, as the worker's statistics and cache see it. */
+/** One MCP call about to be made, as the worker's cache and its task's execution record see it. */
 export interface ObservedCall {
   connection: Pick<ObservableConnection, "config" | "serverVersion">;
   kind: CallKind;
   /** The tool or prompt name, or the resource URI. */
   target: string;
   arguments: Record<string, unknown>;
-  runId?: string | undefined;
-  stepId?: string | undefined;
   /** The version name A/B routing chose for this call, when it chose one. */
   version?: string | undefined;
+  /** The task's note of its call, for its execution record: which version served it, from the cache or not. */
+  executed: ExecutedCall;
 }
 
 /**
- * The hook around every MCP call of the worker: it answers cacheable reads from memory, times the
- * call, and appends its record (cached or not) to `LOOM_TOOL_CALLS`. It runs after the grant check,
- * so a cached answer is granted like any other, and before masking and audit, which therefore
- * apply to cached answers too.
+ * The hook around every MCP call of the worker: it answers cacheable reads from memory and notes,
+ * for the task's execution record, which server version served the call and whether the cache
+ * did (`loom tools stats` counts calls from those records). It runs after the grant check, so a
+ * cached answer is granted like any other, and before masking and audit, which therefore apply to
+ * cached answers too.
  */
 export class CallObserver {
-  readonly #records: Pick<CallRecords, "append">;
   readonly #caches = new Map<string, ReadCache<unknown>>();
 
-  constructor(records: Pick<CallRecords, "append">) {
-    this.#records = records;
-  }
-
   /**
-   * The connection's calls, each observed: the drop-in for `connection` at a call site. `version`
-   * is the version name A/B routing chose, when it chose one.
+   * The connection's calls, each observed: the drop-in for `connection` at a call site. `executed`
+   * is the task's note of its call; `version` the version name A/B routing chose, when it chose one.
    */
   around(
     connection: ObservableConnection,
-    step: { runId: string; stepId: string } | undefined,
+    executed: ExecutedCall,
     version?: string,
   ): Pick<ObservableConnection, "callTool" | "readResource" | "getPrompt" | "withClient"> {
-    const base = { connection, runId: step?.runId, stepId: step?.stepId, version };
+    const base = { connection, executed, version };
     return {
       callTool: (name, args, ...rest) =>
         this.observe(
@@ -73,34 +68,30 @@ export class CallObserver {
   }
 
   /**
-   * Runs `fetch` (or answers from the cache) and records the call. `failure` names the error code
-   * of an answer that reports a failure without throwing (a tool result with `isError`): it is
-   * recorded as that error and never cached.
+   * Runs `fetch` (or answers from the cache) and notes the call. `failure` names the error code of
+   * an answer that reports a failure without throwing (a tool result with `isError`): it is never
+   * cached.
    */
   async observe<T>(
     call: ObservedCall,
     fetch: () => Promise<T>,
     failure: (value: T) => ErrorCode | undefined = () => undefined,
   ): Promise<T> {
-    const started = performance.now();
     const cache = this.#cacheFor(call);
     const key = cache === undefined ? "" : cacheKey(call);
     const hit = cache?.get(key);
     if (hit !== undefined) {
-      void this.#record(call, { outcome: "ok", cached: true, version: hit.version, started });
+      note(call, hit.version, true);
       return hit.value as T;
     }
     let value: T;
     try {
       value = await fetch();
-    } catch (error) {
-      void this.#record(call, { outcome: toWireError(error).code, cached: false, started });
-      throw error;
+    } finally {
+      // The version the server reports is known once it answered (or failed to).
+      note(call, call.version ?? call.connection.serverVersion ?? UNKNOWN_VERSION, false);
     }
-    const failed = failure(value);
-    const version = call.version ?? call.connection.serverVersion ?? UNKNOWN_VERSION;
-    if (failed === undefined) cache?.set(key, value, version);
-    void this.#record(call, { outcome: failed ?? "ok", cached: false, version, started });
+    if (failure(value) === undefined) cache?.set(key, value, call.executed.serverVersion ?? UNKNOWN_VERSION);
     return value;
   }
 
@@ -124,25 +115,12 @@ export class CallObserver {
     }
     return cache;
   }
+}
 
-  #record(
-    call: ObservedCall,
-    result: { outcome: "ok" | ErrorCode; cached: boolean; version?: string; started: number },
-  ): Promise<void> {
-    return this.#records.append({
-      type: "call",
-      server: call.connection.config.name,
-      target: call.target,
-      kind: call.kind,
-      serverVersion: result.version ?? call.version ?? call.connection.serverVersion ?? UNKNOWN_VERSION,
-      outcome: result.outcome,
-      latencyMs: Math.round((performance.now() - result.started) * 1000) / 1000,
-      cached: result.cached,
-      ...(call.runId === undefined ? {} : { runId: call.runId }),
-      ...(call.stepId === undefined ? {} : { stepId: call.stepId }),
-      timestamp: new Date().toISOString(),
-    });
-  }
+/** The task's last call attempt is the one its execution record names. */
+function note(call: ObservedCall, serverVersion: string, cached: boolean): void {
+  call.executed.serverVersion = serverVersion;
+  call.executed.cached = cached;
 }
 
 /** Server, operation, target and arguments: equal calls, whatever order their keys came in. */

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { GetPromptResult, ReadResourceResult } from "@modelcontextprotocol/sdk/types.js";
 import { type Artifact, type Message, type Part, type Task, TaskState } from "../../schemas/a2a.ts";
+import type { ExecutedCall } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type PromptGet, type ResourceRead, ToolCallMetadataSchema } from "../../schemas/mcp.ts";
 import { activeTraceId, LoomError, SpanKind, withSpan } from "../kit/index.ts";
@@ -13,6 +14,7 @@ export async function handleReadTask(
   deps: TaskHandlerDependencies,
   message: Message,
   operation: ResourceRead,
+  executed: ExecutedCall,
   signal: AbortSignal,
 ): Promise<Task> {
   const target = `${operation.server}.${operation.resource}`;
@@ -21,6 +23,7 @@ export async function handleReadTask(
     message,
     { action: "resources.read", target, arguments: {} },
     operation.server,
+    executed,
     async (connection, timeoutMs, observer) => {
       const result = await withSpan(
         `resources/read ${operation.resource}`,
@@ -40,6 +43,7 @@ export async function handlePromptTask(
   deps: TaskHandlerDependencies,
   message: Message,
   operation: PromptGet,
+  executed: ExecutedCall,
   signal: AbortSignal,
 ): Promise<Task> {
   const target = `${operation.server}.${operation.prompt}`;
@@ -48,6 +52,7 @@ export async function handlePromptTask(
     message,
     { action: "prompts.get", target, arguments: operation.arguments },
     operation.server,
+    executed,
     async (connection, timeoutMs, observer) => {
       const result: GetPromptResult = await withSpan(
         `prompts/get ${operation.prompt}`,
@@ -70,13 +75,14 @@ export async function handlePromptTask(
 /**
  * Grant first, then the step's stored outcome if it has one, else the operation itself, whose
  * outcome is masked as granted. `work` gets the task's observer, which relays (masked as granted)
- * what the server says meanwhile.
+ * what the server says meanwhile; `executed` is filled in with the call that went out.
  */
 export async function runOperation(
   deps: TaskHandlerDependencies,
   message: Message,
   granted: { action: "resources.read" | "prompts.get"; target: string; arguments: Record<string, unknown> },
   server: string,
+  executed: ExecutedCall,
   work: (
     connection: Pick<McpConnection, "readResource" | "getPrompt" | "withClient">,
     timeoutMs: number,
@@ -106,7 +112,7 @@ export async function runOperation(
     const { result, serverVersion } = await connection.run(
       (replica, attemptTimeoutMs) =>
         work(
-          masking.around(deps.calls.around(replica, step, recordedVersion(connection, version))),
+          masking.around(deps.calls.around(replica, executed, recordedVersion(connection, version))),
           attemptTimeoutMs,
           deps.notifications?.observer(message, step, activeTraceId(), masking),
         ),
@@ -119,7 +125,7 @@ export async function runOperation(
       artifacts: [{ ...result, metadata: { ...result.metadata, serverVersion } }],
     };
   };
-  return runGrantedOnce(deps, message, step, budgetMs, () => masking.outcome(execute));
+  return runGrantedOnce(deps, message, { step, budgetMs, executed }, () => masking.outcome(execute));
 }
 
 function resourceParts(result: ReadResourceResult): Part[] {

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Message, Task } from "../../schemas/a2a.ts";
+import type { ExecutedCall } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type ResourceSubscription, subscriptionGrantArguments } from "../../schemas/mcp.ts";
 import { type Logger, LoomError, SpanKind, withSpan } from "../kit/index.ts";
@@ -87,6 +88,7 @@ export async function handleSubscriptionTask(
   subscribers: ResourceSubscribers,
   message: Message,
   operation: ResourceSubscription,
+  executed: ExecutedCall,
 ): Promise<Task> {
   const { server, resource: uri, subscription } = operation;
   const subscriber = message.contextId ?? "";
@@ -97,6 +99,7 @@ export async function handleSubscriptionTask(
     message,
     { action: "resources.read", target, arguments: subscriptionGrantArguments(operation) },
     server,
+    executed,
     async (connection, timeoutMs) => {
       await withSpan(
         `${method} ${uri}`,

@@ -35,6 +35,8 @@ export interface StepClaimOptions {
   leaseMs: number;
   /** The grant the attempt runs on: its use is recorded in the claim, in the same write. */
   grant: StepGrant;
+  /** Told when the attempt is answered with an outcome stored before: nothing runs for it. */
+  replayed: () => void;
 }
 
 /**
@@ -69,6 +71,7 @@ export class StepResults {
           { step_key: key, attempt: step.attempt },
           "an earlier attempt succeeded; its outcome is replayed",
         );
+        options.replayed();
         return earlier.record.task;
       }
       lapsed = earlier.lapsedWorker ?? lapsed;
@@ -82,7 +85,10 @@ export class StepResults {
       unread = false;
       const existing =
         entry === null ? undefined : parsePayload(StepRecordSchema, entry.value, `step ${key}`);
-      if (existing !== undefined && existing.status !== "running") return replay(existing);
+      if (existing !== undefined && existing.status !== "running") {
+        options.replayed();
+        return replay(existing);
+      }
       if (existing !== undefined && Date.parse(existing.claimedAt) + existing.leaseMs > Date.now()) {
         await sleep(POLL_MS);
         continue;

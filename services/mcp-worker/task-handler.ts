@@ -1,4 +1,5 @@
 import { type Message, type Task, TaskState } from "../../schemas/a2a.ts";
+import type { ExecutedCall } from "../../schemas/audit.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { type ToolCall, ToolCallMetadataSchema, ToolCallSchema } from "../../schemas/mcp.ts";
 import { IDEMPOTENCY_META_KEY, toolIdempotencyKey } from "../../schemas/steps.ts";
@@ -34,10 +35,14 @@ export interface TaskHandlerDependencies {
   calls: CallObserver;
 }
 
-/** Serves one A2A task: its DataPart names a tool call; the reply is the finished Task. */
+/**
+ * Serves one A2A task: its DataPart names a tool call; the reply is the finished Task. `executed`
+ * is filled in with the call that went out, for the task's execution record.
+ */
 export async function handleToolTask(
   deps: TaskHandlerDependencies,
   message: Message,
+  executed: ExecutedCall,
   signal?: AbortSignal,
 ): Promise<Task> {
   const call = readToolCall(message);
@@ -85,7 +90,7 @@ export async function handleToolTask(
           await connection.run(
             (replica, attemptTimeoutMs) =>
               masking
-                .around(deps.calls.around(replica, step, recordedVersion(connection, serverVersion)))
+                .around(deps.calls.around(replica, executed, recordedVersion(connection, serverVersion)))
                 .callTool(
                   call.tool,
                   call.arguments,
@@ -149,27 +154,41 @@ export async function handleToolTask(
       ],
     };
   };
-  return runGrantedOnce(deps, message, step, budgetMs, () => masking.outcome(execute));
+  return runGrantedOnce(deps, message, { step, budgetMs, executed }, () => masking.outcome(execute));
+}
+
+/** A granted task's step attempt (none outside a workflow step), its deadline, and its note of how it was answered. */
+export interface GrantedRun {
+  step: StepAttempt | undefined;
+  budgetMs: number;
+  /** Marked `replayed` when the step ledger answers with a stored outcome, so nothing ran. */
+  executed: ExecutedCall;
 }
 
 /**
  * Runs a task's granted work once. A step attempt's goes through its claim in the step ledger,
  * which records the grant's use in the same write and replays a stored outcome instead of a second
- * run; a task outside a step first uses its grant in KV `loom_grant_uses`.
+ * run (the task's record then says replay, not execution); a task outside a step first uses its
+ * grant in KV `loom_grant_uses`.
  */
 export async function runGrantedOnce(
   deps: Pick<TaskHandlerDependencies, "grants" | "steps">,
   message: Message,
-  step: StepAttempt | undefined,
-  budgetMs: number,
+  run: GrantedRun,
   work: () => Promise<Task>,
 ): Promise<Task> {
-  if (step === undefined) {
+  if (run.step === undefined) {
     await deps.grants.consume(message);
     return work();
   }
-  const options = { leaseMs: budgetMs + CLAIM_MARGIN_MS, grant: deps.grants.stepGrant(message) };
-  return deps.steps.once(step, options, work);
+  const options = {
+    leaseMs: run.budgetMs + CLAIM_MARGIN_MS,
+    grant: deps.grants.stepGrant(message),
+    replayed: () => {
+      run.executed.replayed = true;
+    },
+  };
+  return deps.steps.once(run.step, options, work);
 }
 
 function readToolCall(message: Message): ToolCall {

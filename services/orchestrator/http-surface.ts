@@ -1,7 +1,7 @@
 import { type JetStreamManager, jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { authenticate, type JsonSchemaValidator, type Logger, type ReplyInbox } from "../kit/index.ts";
+import { authenticate, type JsonSchemaValidator, type Logger, type MuxedRequests } from "../kit/index.ts";
 import { buildAgentCard } from "./a2a/agent-card.ts";
 import { a2aApp } from "./a2a/http-edge.ts";
 import { NatsA2ARequestHandler } from "./a2a/nats-request-handler.ts";
@@ -34,7 +34,7 @@ export interface HttpSurfaceOptions {
   workflows: WorkflowCatalog;
   validator: JsonSchemaValidator;
   /** Where the worker answers the MCP gateway's tool tasks. */
-  toolTasks: ReplyInbox;
+  toolTasks: MuxedRequests;
   /** Where callers reach the edge, for the Agent Card. */
   publicUrl: string;
   log: Logger;

@@ -8,11 +8,11 @@ import {
   createLogger,
   ensureStream,
   JsonSchemaValidator,
+  MuxedRequests,
   natsServerOptions,
   observeGauge,
   openBucket,
   openJetStreamManager,
-  ReplyInbox,
   runUntilSignalled,
   StreamDefinitions,
   startObservability,
@@ -81,7 +81,10 @@ await runUntilSignalled(log, async () => {
   });
   const jsm = await openJetStreamManager(nc);
   // Tool tasks are answered on an inbox of their own: the only one of ours the worker may publish to.
-  const toolTasks = new ReplyInbox(nc, toolTaskInboxOf(natsServerOptions(config.NATS_URL).user ?? SERVICE));
+  const toolTasks = new MuxedRequests(
+    nc,
+    toolTaskInboxOf(natsServerOptions(config.NATS_URL).user ?? SERVICE),
+  );
   const replicas = streamReplicas(nc, config.LOOM_STREAM_REPLICAS);
   // Streams and buckets do not depend on one another: made or checked at once, not one by one,
   // since a replica that replaces a crashed one is worth only as much as it is quick to start.

@@ -12,7 +12,7 @@ import {
   encodeJson,
   type Logger,
   LoomError,
-  type ReplyInbox,
+  type MuxedRequests,
   request,
   SpanKind,
   sendToolTask,
@@ -49,7 +49,7 @@ export interface StepRunnerOptions {
   /** The progress of this process's tasks, heard on one subscription. */
   progress: TaskProgressFeed;
   /** Where the worker answers tool steps' tasks: one subscription for them all. */
-  toolTasks: ReplyInbox;
+  toolTasks: MuxedRequests;
 }
 
 export interface WorkRun {

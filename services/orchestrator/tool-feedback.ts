@@ -3,12 +3,12 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { FeedbackContract } from "../../schemas/contracts.ts";
 import { ErrorCode } from "../../schemas/errors.ts";
 import { PolicyAction } from "../../schemas/policy.ts";
-import { feedbackSubject, runIdOfSubject, runToolCallsFilter, Subjects } from "../../schemas/subjects.ts";
+import { feedbackSubject, runIdOfSubject, Subjects } from "../../schemas/subjects.ts";
 import { type FeedbackRecord, FeedbackRecordSchema, type ToolCallRecord } from "../../schemas/tool-calls.ts";
 import { encodePayload, type Logger, LoomError, type Service, serve } from "../kit/index.ts";
 import { readCallLog } from "./call-log.ts";
 import { decideOnRun, findRun, runResource } from "./run-access.ts";
-import type { RunStore } from "./run-store.ts";
+import type { RunStore, StoredRun } from "./run-store.ts";
 
 export interface ToolFeedbackOptions {
   nc: NatsConnection;
@@ -32,7 +32,7 @@ export function serveToolFeedback(options: ToolFeedbackOptions): Service {
     log: options.log,
     handle: async (body, context) => {
       const runId = runIdOfSubject(context.subject);
-      const { decision } = await decideOnRun(
+      const { stored, decision } = await decideOnRun(
         options,
         runId,
         await findRun(options.runs, runId),
@@ -44,7 +44,7 @@ export function serveToolFeedback(options: ToolFeedbackOptions): Service {
         }),
         context.authorization,
       );
-      const call = await lastCallOf(options, runId, body.stepId);
+      const call = await lastCallOf(options, stored, runId, body.stepId);
       const record: FeedbackRecord = {
         type: "feedback",
         server: call.server,
@@ -72,22 +72,42 @@ export function serveToolFeedback(options: ToolFeedbackOptions): Service {
   });
 }
 
-/** The step's latest call record (its last attempt), or STEP_NOT_FOUND naming the steps that have one. */
+/**
+ * Slack around a run's lifetime when its execution records are looked for: the worker stores one
+ * after its answer (so after the run's update, at times), and the broker's clock, which stamps
+ * them, is not the orchestrator's.
+ */
+const EXECUTION_RECORD_MARGIN_MS = 60_000;
+
+/**
+ * The step's latest call (its last attempt), or STEP_NOT_FOUND naming the steps that made one.
+ * Only the records stored while the run went on are read: from its creation to its last update.
+ */
 async function lastCallOf(
   options: ToolFeedbackOptions,
+  stored: StoredRun,
   runId: string,
   stepId: string,
 ): Promise<ToolCallRecord> {
-  const calls = (await readCallLog(options.js, { filter: runToolCallsFilter(runId) }, options.log)).filter(
-    (record): record is ToolCallRecord => record.type === "call",
-  );
+  const { createdAt, updatedAt } = stored.record;
+  const calls = (
+    await readCallLog(
+      options.js,
+      {
+        runId,
+        since: new Date(Date.parse(createdAt) - EXECUTION_RECORD_MARGIN_MS),
+        until: new Date(Date.parse(updatedAt) + EXECUTION_RECORD_MARGIN_MS),
+      },
+      options.log,
+    )
+  ).filter((record): record is ToolCallRecord => record.type === "call");
   const call = calls.findLast((record) => record.stepId === stepId);
   if (call !== undefined) return call;
   const known = [...new Set(calls.flatMap((record) => (record.stepId === undefined ? [] : [record.stepId])))];
   throw new LoomError(
     ErrorCode.STEP_NOT_FOUND,
     known.length === 0
-      ? `run ${runId} has no recorded tool calls (records are kept for 7 days)`
+      ? `run ${runId} has no recorded tool calls`
       : `run ${runId} has no step ${stepId} that called a tool; steps that did: ${known.join(", ")}`,
   );
 }

@@ -8,8 +8,9 @@ import { readCallLog } from "./call-log.ts";
 import { aggregateCallStats } from "./call-stats.ts";
 
 /**
- * Serves `loom tools stats`: the orchestrator reads stream `LOOM_TOOL_CALLS` and aggregates it, so
- * callers need no JetStream access to the raw records (which name runs and steps), only the right
+ * Serves `loom tools stats`: the orchestrator reads the worker's execution records (`LOOM_AUDIT`)
+ * and the feedback verdicts (`LOOM_TOOL_CALLS`) and aggregates them, so callers need no JetStream
+ * access to the raw records (which name runs and steps), only the right
  * to ask on `loom.v1.tools.stats` with a token acp-policy accepts (anything else is UNAUTHENTICATED).
  * One replica of the queue group answers each request.
  */

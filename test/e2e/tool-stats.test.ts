@@ -114,19 +114,37 @@ describe("e2e - call records, feedback, tools stats and the read cache", () => {
     secondRun = second.summary.runId;
   });
 
-  it("cache - a cached answer is still audited as an execution of that run", async () => {
-    const tail = await loom.cli(["audit", "tail", "--run", secondRun, "--json", "-n", "50"]);
-    expect(tail.code, tail.stderr).toBe(0);
-    const records = tail.stdout
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line));
-    const executions = records
-      .filter((record) => record.kind === "tool.execution")
-      .map((record) => [record.principal, record.action, record.resource, record.outcome, record.stepId]);
+  it("cache - a cached answer is still audited as an execution of that run, and says so", async () => {
+    const executionsOf = async (runId: string) => {
+      const tail = await loom.cli(["audit", "tail", "--run", runId, "--json", "-n", "50"]);
+      expect(tail.code, tail.stderr).toBe(0);
+      const records = tail.stdout
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line));
+      return {
+        records,
+        executions: records
+          .filter((record) => record.kind === "tool.execution")
+          .map((record) => [
+            record.principal,
+            record.action,
+            record.resource,
+            record.outcome,
+            record.stepId,
+            record.serverVersion,
+            record.cached,
+          ]),
+      };
+    };
+    const { records, executions } = await executionsOf(secondRun);
     expect(executions).toEqual([
-      ["alice", "tools.call", "gauges.read_gauge", "ok", "gauge"],
-      ["alice", "resources.read", "gauges.gauges://sheets/g-1", "ok", "sheet"],
+      ["alice", "tools.call", "gauges.read_gauge", "ok", "gauge", "2.1.0", true],
+      ["alice", "resources.read", "gauges.gauges://sheets/g-1", "ok", "sheet", "2.1.0", true],
+    ]);
+    expect((await executionsOf(firstRun)).executions).toEqual([
+      ["alice", "tools.call", "gauges.read_gauge", "ok", "gauge", "2.1.0", false],
+      ["alice", "resources.read", "gauges.gauges://sheets/g-1", "ok", "sheet", "2.1.0", false],
     ]);
     const decisions = records.filter(
       (record) => record.kind === "policy.decision" && record.effect === "allow",

@@ -4,10 +4,12 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditKind, auditKeyName } from "../../schemas/audit.ts";
+import { ErrorCode } from "../../schemas/errors.ts";
 import { Buckets, bucketStream } from "../../schemas/subjects.ts";
 import { describeAudit } from "../../services/cli/commands/audit.ts";
 import { AuditLog } from "../../services/kit/audit-chain.ts";
 import { type StoredRecord, verifyAudit } from "../../services/kit/audit-verify.ts";
+import { LoomError } from "../../services/kit/errors.ts";
 import { makeBucketWriteOnce, writeOnceProblems } from "../../services/kit/jetstream.ts";
 import { pinnedKeys, storedAudit } from "../helpers/audit.ts";
 import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
@@ -44,6 +46,26 @@ describe("audit - signed chains, one per writer, over a real nats-server", () =>
       ["acp-policy", 20, "intact"],
       ["mcp-worker", 20, "intact"],
     ]);
+  });
+
+  it("audit - a malformed entry is refused on append and takes no place in the chain", async () => {
+    await using server = await startNatsServer();
+    const nc = await connectTo(server.url);
+    try {
+      const log = new AuditLog(nc, "mcp-worker", 1);
+      const refused = await log.append({ ...entry(1), argsDigest: "not a digest" }).catch((error) => error);
+      expect(refused).toBeInstanceOf(LoomError);
+      expect(refused).toMatchObject({
+        code: ErrorCode.INTERNAL,
+        message: expect.stringMatching(/argsDigest/),
+      });
+      const stored = await log.append(entry(2));
+      expect(stored).toMatchObject({ seq: 1, runId: "run-2" });
+      const report = await verifyAudit(await storedAudit(nc), await pinnedKeys(nc));
+      expect(report).toMatchObject({ records: 1, intact: true });
+    } finally {
+      await nc.close();
+    }
   });
 
   it("audit - verify names an edited record, a dropped record and a replayed one, per writer", async () => {

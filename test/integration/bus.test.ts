@@ -100,8 +100,8 @@ describe("typed bus over a real nats-server", () => {
     await telemetry?.shutdown();
   });
 
-  /** Serves the policy contract on its own connection until the test ends. */
-  async function servePolicy(handle: Handler): Promise<void> {
+  /** Serves the policy contract on its own connection (returned) until the test ends. */
+  async function servePolicy(handle: Handler): Promise<NatsConnection> {
     const serverConnection = await connectTo(ns.url);
     const service = serve(serverConnection, {
       subject: SUBJECT,
@@ -116,6 +116,7 @@ describe("typed bus over a real nats-server", () => {
       await service.stop();
       await serverConnection.close();
     });
+    return serverConnection;
   }
 
   const ask = (body: PolicyDecisionRequest, timeoutMs = TIMEOUT_MS) =>
@@ -377,5 +378,34 @@ describe("typed bus over a real nats-server", () => {
     nc.publish("loom.v1.test.listen", JSON.stringify({ taskId: "good" }));
     await nc.flush();
     await expect.poll(() => seen, { timeout: TIMEOUT_MS }).toEqual(["good"]);
+  });
+  it("bus - work after a reply runs once the answer has left, after an error reply too, and a failing one is only logged", async () => {
+    const tap = await connectTo(ns.url);
+    onTestFinished(() => tap.close());
+    const order: string[] = [];
+    const tapped = tap.subscribe(">", {
+      callback: (_error, message) => {
+        if (message.subject.startsWith("_INBOX.")) order.push("reply");
+        else if (message.subject.startsWith("loom.v1.test.after")) order.push(message.subject);
+      },
+    });
+    onTestFinished(() => tapped.unsubscribe());
+    await tap.flush();
+    const served = await servePolicy(async (body, context) => {
+      context.afterReply(() => served.publish(`loom.v1.test.after.${body.stepId}`));
+      context.afterReply(() => {
+        throw new Error("a record that could not be made");
+      });
+      if (body.stepId === "refused") throw new LoomError(ErrorCode.POLICY_DENIED, "no");
+      return allowEverything(body, context);
+    });
+    expect((await ask(askForContact)).rule).toBe("test-allows");
+    expect((await loomError(ask({ ...askForContact, stepId: "refused" }))).code).toBe(
+      ErrorCode.POLICY_DENIED,
+    );
+    await expect
+      .poll(() => order, { timeout: TIMEOUT_MS })
+      .toEqual(["reply", "loom.v1.test.after.contact", "reply", "loom.v1.test.after.refused"]);
+    expect((await ask(askForContact)).rule).toBe("test-allows");
   });
 });

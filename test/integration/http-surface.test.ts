@@ -10,7 +10,7 @@ import {
   createLogger,
   ensureStream,
   JsonSchemaValidator,
-  ReplyInbox,
+  MuxedRequests,
   StreamDefinitions,
 } from "../../services/kit/index.ts";
 import { openBucket } from "../../services/kit/jetstream.ts";
@@ -65,7 +65,7 @@ describe("orchestrator - the HTTP side opens whole or not at all", () => {
     const bucket = (name: (typeof Buckets)[keyof typeof Buckets]) => openBucket(nc, name, { replicas: 1 });
     const runsKv = await bucket(Buckets.RUNS);
     const config = readOrchestratorConfig({});
-    const toolTasks = new ReplyInbox(nc, toolTaskInboxOf("orchestrator"));
+    const toolTasks = new MuxedRequests(nc, toolTaskInboxOf("orchestrator"));
     const options = (catalog: HttpSurfaceOptions["buckets"]["catalog"]): HttpSurfaceOptions => ({
       nc,
       jsm,

@@ -10,9 +10,9 @@ import type { Workflow } from "../../schemas/workflow.ts";
 import {
   createLogger,
   ensureStream,
+  MuxedRequests,
   openBucket,
   parsePayload,
-  ReplyInbox,
   StreamDefinitions,
   serve,
 } from "../../services/kit/index.ts";
@@ -98,7 +98,7 @@ async function setup() {
     expressionLimits: DEFAULT_EXPRESSION_LIMITS,
     results: new ResultStore(resultsKv, 65_536),
     progress: new TaskProgressFeed(nc, log),
-    toolTasks: new ReplyInbox(nc, toolTaskInboxOf("orchestrator")),
+    toolTasks: new MuxedRequests(nc, toolTaskInboxOf("orchestrator")),
   };
   return {
     nc,

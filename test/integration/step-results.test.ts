@@ -16,11 +16,16 @@ const task = (id: string): Task => ({
   status: { state: TaskState.COMPLETED, timestamp: new Date().toISOString() },
 });
 
-/** Claim options for a grant `id`; `refused` counts the reuses refused. */
+/** Claim options for a grant `id`; `refused` counts the reuses refused, `replays` the stored outcomes answered with. */
 function grant(id: string) {
   let refused = 0;
+  let replays = 0;
   return {
     refused: () => refused,
+    replays: () => replays,
+    replayed: () => {
+      replays++;
+    },
     leaseMs: 10_000,
     grant: {
       id,
@@ -85,12 +90,16 @@ describe("step results - a step's tool is called once wherever it can be known",
     await using env = await setup("steps_wait");
     const first = countingTool(600);
     const resent = countingTool();
-    const running = env.worker("w-1").once(step(1), grant("g-1"), first.work);
+    const firstGrant = grant("g-1");
+    const resentGrant = grant("g-2");
+    const running = env.worker("w-1").once(step(1), firstGrant, first.work);
     await sleep(100);
-    const replayed = await env.worker("w-2").once(step(2), grant("g-2"), resent.work);
+    const replayed = await env.worker("w-2").once(step(2), resentGrant, resent.work);
     expect((await running).id).toBe("call-1");
     expect(replayed.id).toBe("call-1");
     expect(resent.calls()).toBe(0);
+    // The re-sent attempt says it was answered from the ledger; the first one ran.
+    expect([firstGrant.replays(), resentGrant.replays()]).toEqual([0, 1]);
     expect(env.reinvocations).toEqual([]);
   });
 
@@ -101,8 +110,10 @@ describe("step results - a step's tool is called once wherever it can be known",
     };
     await expect(env.worker("w-1").once(step(1), grant("g-1"), failing)).rejects.toThrow("the tool said no");
     const retry = countingTool();
-    expect((await env.worker("w-2").once(step(2), grant("g-2"), retry.work)).id).toBe("call-1");
+    const retryGrant = grant("g-2");
+    expect((await env.worker("w-2").once(step(2), retryGrant, retry.work)).id).toBe("call-1");
     expect(retry.calls()).toBe(1);
+    expect(retryGrant.replays()).toBe(0);
     expect(env.reinvocations).toEqual([]);
   });
 
@@ -147,8 +158,10 @@ describe("step results - a step's tool is called once wherever it can be known",
     expect((await env.worker("w-3").once(step(1), grant("g-2"), tool.work)).id).toBe("call-1");
     expect(env.reinvocations).toEqual([{ key, previous: "w-dead" }]);
     // The first grant stays used after the takeover: re-sent now, it replays and runs nothing.
-    expect((await env.worker("w-4").once(step(1), grant("g-1"), tool.work)).id).toBe("call-1");
+    const resent = grant("g-1");
+    expect((await env.worker("w-4").once(step(1), resent, tool.work)).id).toBe("call-1");
     expect(tool.calls()).toBe(1);
+    expect(resent.replays()).toBe(1);
   });
 
   it("step results - a grant whose claim another worker took over after it lapsed is still refused", async () => {

@@ -14,8 +14,8 @@ import type { Stack } from "../../services/cli/stack.ts";
 import {
   createLogger,
   encodeJson,
+  MuxedRequests,
   openBucket,
-  ReplyInbox,
   sendToolTask,
   serve,
 } from "../../services/kit/index.ts";
@@ -57,7 +57,7 @@ describe("task forwarding - acp-policy decides a tool task and hands it to the w
   let stacks: Stack[] = [];
   let logDir: string;
   let orchestrator: NatsConnection;
-  let toolTasks: ReplyInbox;
+  let toolTasks: MuxedRequests;
   const analyst = `Bearer ${tokenFor("ann", "analyst")}`;
   const send = (authorization: string | undefined) =>
     sendToolTask(orchestrator, intent(), {
@@ -86,7 +86,7 @@ describe("task forwarding - acp-policy decides a tool task and hands it to the w
     );
     await worker.close();
     orchestrator = await nats.connectAs(NatsUser.ORCHESTRATOR);
-    toolTasks = new ReplyInbox(orchestrator, toolTaskInboxOf(NatsUser.ORCHESTRATOR));
+    toolTasks = new MuxedRequests(orchestrator, toolTaskInboxOf(NatsUser.ORCHESTRATOR));
     // acp-policy serves once it answers a malformed decision request with a typed error.
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {

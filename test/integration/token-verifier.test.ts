@@ -5,10 +5,14 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GrantSigner } from "../../services/acp-policy/grant-signer.ts";
 import { createTokenVerifier } from "../../services/acp-policy/token-verifier.ts";
 import { ensureDevIssuerKey, issueDevToken } from "../../services/kit/dev-issuer.ts";
 import { LoomError } from "../../services/kit/errors.ts";
+import { connectTo, type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 import { signJwt, TEST_AUDIENCE, TEST_ISSUER, validClaims } from "../helpers/tokens.ts";
 
 const base = {
@@ -142,5 +146,59 @@ describe("development issuer", () => {
     });
     const expired = await issueDevToken(a, { sub: "alice", roles: ["analyst"], ttlSeconds: -120 });
     await expect(verifier.verify(expired)).rejects.toThrow(/expired/);
+  });
+});
+
+describe("run tokens a replica issued itself", () => {
+  let ns: NatsServer;
+  let nc: NatsConnection;
+  let dir: string;
+  beforeAll(async () => {
+    ns = await startNatsServer({ args: ["-js"] });
+    nc = await connectTo(ns.url);
+    dir = await mkdtemp(join(tmpdir(), "loom-run-tokens-"));
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await ns?.[Symbol.asyncDispose]();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("identity - a run token this replica issued is known without its key; any other is verified", async () => {
+    const kvm = new Kvm(nc);
+    // The signer publishes its key where no verifier looks: only what it issued can be known.
+    const signer = await GrantSigner.create(await kvm.create("signer_keys"), 60_000);
+    const verifier = await createTokenVerifier({
+      ...base,
+      keys: { devDataDir: dir },
+      runTokenKeys: await kvm.create("verifier_keys"),
+    });
+    const ann = { id: "ann", roles: ["analyst"], attributes: { region: "eu" } };
+    const workflow = { id: "crm-enrich", version: 1 };
+    const step = (runId: string) => ({
+      action: "tools.call" as const,
+      resource: { tool: "crm.get_contact" },
+      runId,
+      stepId: "contact",
+      runWorkflow: workflow,
+    });
+    const issued = signer.signRunToken(ann, { runId: "run-1", workflow }, 60_000);
+    verifier.issued(issued);
+    expect((await verifier.identify(`Bearer ${issued.token}`, step("run-1"), "run")).principal).toEqual(ann);
+    const refusal = (promise: Promise<unknown>) =>
+      promise.then(
+        () => "accepted",
+        (error: unknown) => (error instanceof LoomError ? error.message : String(error)),
+      );
+    // Still only for its own run.
+    expect(await refusal(verifier.identify(`Bearer ${issued.token}`, step("run-2"), "run"))).toMatch(
+      /another run/,
+    );
+    // A token of the same signer that this verifier was not told of goes through verification.
+    const other = signer.signRunToken(ann, { runId: "run-2", workflow }, 60_000);
+    expect(await refusal(verifier.identify(`Bearer ${other.token}`, step("run-2"), "run"))).toMatch(
+      /unknown key|no trusted key/,
+    );
+    expect(issued.expiresAtMs).toBeLessThanOrEqual(Date.now() + 60_000);
   });
 });

@@ -24,7 +24,6 @@ import {
   Subjects,
   spansSubject,
   taskNotificationsSubject,
-  toolCallsSubject,
 } from "../../schemas/subjects.ts";
 import { UNHANDLED_REJECTION } from "../../services/kit/index.ts";
 import { workflowAgentName } from "../../services/orchestrator/workflow-agents.ts";
@@ -193,12 +192,8 @@ function targets(runId: string, workflowIds: string[]): Target[] {
       template: { statusUpdate: { taskId: runId, contextId: runId, status: { state: TaskState.WORKING } } },
     },
     {
-      subject: toolCallsSubject("crm", runId),
-      as: NatsUser.MCP_WORKER,
-      kind: "stream",
-      template: { server: "crm", tool: "get_contact", outcome: "ok", ms: 1 },
-    },
-    {
+      // LOOM_TOOL_CALLS, which `loom tools stats` and `loom feedback` read: its one writer now (the
+      // worker's calls are its execution records, and its user may not publish call records).
       subject: feedbackSubject(runId),
       as: NatsUser.ORCHESTRATOR,
       kind: "stream",

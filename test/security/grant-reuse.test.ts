@@ -1,14 +1,18 @@
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role } from "../../schemas/a2a.ts";
-import { AgentTaskContract } from "../../schemas/contracts.ts";
+import { AuditKind, type AuditRecord, AuditRecordSchema } from "../../schemas/audit.ts";
+import { AgentTaskContract, ToolStatsContract } from "../../schemas/contracts.ts";
 import { StepRecordSchema, stepRecordKey } from "../../schemas/steps.ts";
-import { agentTasksSubject, Buckets, LLM_AGENT } from "../../schemas/subjects.ts";
+import { agentTasksSubject, Buckets, Headers, LLM_AGENT, Subjects } from "../../schemas/subjects.ts";
 import { encodePayload, request } from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
+import { storedAudit } from "../helpers/audit.ts";
 import { type SecureStack, startSecureStack } from "../helpers/secure-stack.ts";
+import { tokenFor } from "../helpers/tokens.ts";
 
 /**
  * A grant authorises one execution of one attempt: re-sent under other attempt numbers, again
@@ -176,5 +180,77 @@ describe("security - grant reuse against a stack with a NATS user per service", 
         return (await loom.executions()) === before + 1;
       },
     );
+  });
+
+  it("grants - a forwarded task replayed with its spent grant is audited as a replay, never as an execution", async () => {
+    const runId = `replayed-${randomUUID()}`;
+    const replays = 3;
+    const { grant } = await loom.decideRead(nc, runId, "g-5");
+    // policy-admin reads the audit trail (as `loom audit tail` does); the worker's records of this run.
+    const auditor = await loom.as("policy-admin");
+    const workerRecords = async (): Promise<AuditRecord[]> =>
+      (await storedAudit(auditor))
+        .map(({ data }) => AuditRecordSchema.parse(JSON.parse(new TextDecoder().decode(data))))
+        .filter((record) => record.service === "mcp-worker" && record.runId === runId);
+    /** The worker's records of the run once `count` are stored (they follow the answers), and any beyond. */
+    const settledRecords = async (count: number): Promise<AuditRecord[]> => {
+      const deadline = Date.now() + 10_000;
+      while ((await workerRecords()).length < count && Date.now() < deadline) await sleep(100);
+      await sleep(500);
+      return workerRecords();
+    };
+    const ofKind = (records: AuditRecord[], kind: AuditKind) =>
+      records.filter((record) => record.kind === kind);
+    // `loom tools stats` over the last hour, asked as a submitter: calls of gauges.read_gauge.
+    const submitter = await loom.as("submitter");
+    const statsCalls = async () => {
+      const stats = await request(
+        submitter,
+        Subjects.TOOLS_STATS,
+        ToolStatsContract,
+        { sinceMs: 3_600_000 },
+        {
+          timeoutMs: 15_000,
+          headers: { [Headers.AUTHORIZATION]: `Bearer ${tokenFor("ann", "analyst")}` },
+        },
+      );
+      return stats.rows
+        .filter((row) => row.server === "gauges" && row.target === "read_gauge")
+        .reduce((sum, row) => sum + row.calls, 0);
+    };
+    const executionsBefore = await loom.executions();
+    const statsBefore = await statsCalls();
+
+    await control("the first execution is recorded as one, with the version that served it", async () => {
+      const code = await loom.sendTask({ runId, id: "g-5", attempt: 1, grant });
+      const records = await settledRecords(1);
+      const [execution] = ofKind(records, AuditKind.TOOL_EXECUTION);
+      return (
+        code === "ok" &&
+        records.length === 1 &&
+        execution?.outcome === "ok" &&
+        execution.serverVersion !== undefined &&
+        (await loom.executions()) === executionsBefore + 1
+      );
+    });
+    await attack(
+      AttackClass.GRANT_REUSE,
+      `the captured task re-published ${replays} times as acp-policy is audited as ${replays} replays and no execution`,
+      async () => {
+        for (let i = 0; i < replays; i++) await loom.sendTask({ runId, id: "g-5", attempt: 1, grant });
+        const records = await settledRecords(1 + replays);
+        const replayed = ofKind(records, AuditKind.TOOL_REPLAY);
+        return (
+          ofKind(records, AuditKind.TOOL_EXECUTION).length === 1 &&
+          replayed.length === replays &&
+          replayed.every((record) => record.serverVersion === undefined && record.argsDigest !== undefined) &&
+          records.length === 1 + replays &&
+          (await loom.executions()) === executionsBefore + 1
+        );
+      },
+    );
+    await attack(AttackClass.GRANT_REUSE, "loom tools stats counts the replays as no calls", async () => {
+      return (await statsCalls()) === statsBefore + 1;
+    });
   });
 });

@@ -1,10 +1,21 @@
 import { randomUUID } from "node:crypto";
-import { jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { agentTasksSubject, Buckets, Consumers, LLM_AGENT, Streams } from "../../schemas/subjects.ts";
+import { AuditKind, AuditRecordSchema } from "../../schemas/audit.ts";
+import {
+  agentTasksSubject,
+  Buckets,
+  Consumers,
+  LLM_AGENT,
+  Streams,
+  Subjects,
+  toolCallsSubject,
+} from "../../schemas/subjects.ts";
+import { CallKind, type ToolCallRecord } from "../../schemas/tool-calls.ts";
 import { type Stack, startStack, waitUntilReady } from "../../services/cli/stack.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
+import { storedAudit } from "../helpers/audit.ts";
 import { type Loom, NatsUser, startLoom, tokenFor } from "../helpers/loom.ts";
 import { OPERATOR, permissionViolations, refusedRequest } from "../helpers/nats-users.ts";
 import { TEST_AUTH_ENV } from "../helpers/tokens.ts";
@@ -234,6 +245,60 @@ describe("security - JetStream API: every NATS user gets exactly the API it need
         () => true,
         () => false,
       ),
+    );
+  });
+
+  it("the worker writes no call record: statistics come from its execution records in LOOM_AUDIT", async () => {
+    const worker = NatsUser.MCP_WORKER;
+    const observed = await jetstreamManager(loom.observer);
+    const before = (await observed.streams.info(Streams.TOOL_CALLS)).state.messages;
+    // A well-formed record of a call that never happened, which `loom tools stats` would count.
+    const forged: ToolCallRecord = {
+      type: "call",
+      server: "crm",
+      target: "get_contact",
+      kind: CallKind.TOOL,
+      serverVersion: "1.0.0",
+      outcome: "ok",
+      latencyMs: 1,
+      cached: false,
+      runId,
+      stepId: "forged",
+      timestamp: new Date().toISOString(),
+    };
+    for (const subject of [toolCallsSubject("crm", runId), toolCallsSubject("crm")]) {
+      await attack(AttackClass.TRUSTED_BUS, `${worker} publishes a call record on ${subject}`, async () => {
+        const stored = await jetstream(as[worker], { timeout: 1_500 })
+          .publish(subject, JSON.stringify(forged))
+          .then(
+            () => true,
+            () => false,
+          );
+        return !stored && (await violations[worker]()).includes(`publish to ${subject}`);
+      });
+    }
+    await attack(AttackClass.TRUSTED_BUS, `${worker} creates ${Streams.TOOL_CALLS}`, () =>
+      create(worker, Streams.TOOL_CALLS, { subjects: [Subjects.TOOL_CALLS_ALL, Subjects.FEEDBACK_ALL] }),
+    );
+    await attack(AttackClass.TRUSTED_BUS, `${worker} reads the info of ${Streams.TOOL_CALLS}`, () =>
+      refusedByNats(worker, `$JS.API.STREAM.INFO.${Streams.TOOL_CALLS}`, {}),
+    );
+    expect((await observed.streams.info(Streams.TOOL_CALLS)).state.messages).toBe(before);
+    await control(
+      "the run's call is on record as the worker's execution, with the version that served it",
+      async () => {
+        const records = (await storedAudit(loom.observer)).map(({ data }) =>
+          AuditRecordSchema.parse(JSON.parse(new TextDecoder().decode(data))),
+        );
+        return records.some(
+          (record) =>
+            record.service === "mcp-worker" &&
+            record.kind === AuditKind.TOOL_EXECUTION &&
+            record.runId === runId &&
+            record.outcome === "ok" &&
+            record.serverVersion !== undefined,
+        );
+      },
     );
   });
 

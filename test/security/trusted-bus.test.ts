@@ -26,7 +26,13 @@ import {
 } from "../../schemas/subjects.ts";
 import { waitUntilReady } from "../../services/cli/stack.ts";
 import { digestOf } from "../../services/kit/digest.ts";
-import { isLoomStream, type LoomError, ReplyInbox, request, sendToolTask } from "../../services/kit/index.ts";
+import {
+  isLoomStream,
+  type LoomError,
+  MuxedRequests,
+  request,
+  sendToolTask,
+} from "../../services/kit/index.ts";
 import { AttackClass, attack, control } from "../helpers/attack-tally.ts";
 import { type Loom, NatsUser, REPO_ROOT, startLoom, tokenFor } from "../helpers/loom.ts";
 import { connectTo } from "../helpers/nats-server.ts";
@@ -502,7 +508,7 @@ describe("security - trusted bus: the NATS users of npm start", () => {
     it("bus - control: the orchestrator's user sends an intent with a caller's token and the worker's answer comes back", async () => {
       await control("the orchestrator's user sends a tool task through acp-policy", async () => {
         // Answered on the orchestrator's tool-task inbox, the one inbox of its the worker may publish to.
-        const inbox = new ReplyInbox(as[NatsUser.ORCHESTRATOR], toolTaskInboxOf(NatsUser.ORCHESTRATOR));
+        const inbox = new MuxedRequests(as[NatsUser.ORCHESTRATOR], toolTaskInboxOf(NatsUser.ORCHESTRATOR));
         try {
           const task = await sendToolTask(as[NatsUser.ORCHESTRATOR], intent(`intent-${randomUUID()}`), {
             authorization: `Bearer ${analyst}`,

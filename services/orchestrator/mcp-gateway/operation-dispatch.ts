@@ -26,7 +26,7 @@ import {
   encodeJson,
   type Logger,
   listen,
-  type ReplyInbox,
+  type MuxedRequests,
   type Service,
   SpanKind,
   sendToolTask,
@@ -45,7 +45,7 @@ export interface DispatchOptions {
   elicitationTimeoutMs: number;
   log: Logger;
   /** Where the worker answers the gateway's tool tasks: one subscription for them all. */
-  toolTasks: ReplyInbox;
+  toolTasks: MuxedRequests;
 }
 
 /** One MCP operation a gateway client asked for, as policy and the worker see it. */
