@@ -199,7 +199,9 @@ describe("security - console: every route of the web console is decided by acp-p
     });
     await control("the owner cancels the run", async () => {
       const answer = await call("POST", `/console/api/runs/${second}/cancel`, owner, { reason: "test" });
-      return answer.status === 200 && answer.body.includes("TASK_STATE_CANCELED");
+      // The answer itself in the failure, should this ever fail: a status alone does not say why.
+      expect(`${answer.status} ${answer.body}`).toContain("TASK_STATE_CANCELED");
+      return answer.status === 200;
     });
     await attack(AttackClass.CONSOLE, "another analyst reruns the canceled run", async () => {
       const answer = await call("POST", `/console/api/runs/${second}/rerun`, stranger, {});
