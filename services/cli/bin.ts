@@ -479,7 +479,7 @@ const nats = program.command("nats").description("the NATS users Loom's services
 nats
   .command("passwords")
   .description(
-    "make every NATS user's password (random, once) in .loom/nats-users.env, which nats-server includes and services read with LOOM_NATS_PASSWORD_FILE",
+    "make every NATS user's password (random, once) in .loom/nats-users.env, which nats-server includes, and each alone in .loom/nats-users/<user>/nats-password.env, which that user's service reads with LOOM_NATS_PASSWORD_FILE",
   )
   .addOption(
     new Option("--data-dir <dir>", "where the passwords file lives")

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { parseEnv } from "node:util";
 import { ErrorCode } from "../../schemas/errors.ts";
 import {
@@ -45,6 +45,33 @@ export async function ensureNatsPasswords(dataDir: string): Promise<NatsPassword
     return ensureNatsPasswords(dataDir);
   }
   return passwords;
+}
+
+/**
+ * `.loom/nats-users/<user>/nats-password.env`: that user's password alone, so a deployment can hand
+ * each service container its own folder (compose mounts it as a volume subpath) and no container
+ * reads another user's password. nats-server keeps the combined file.
+ */
+export function natsUserFile(dataDir: string, user: NatsUser): string {
+  return join(natsUserFolders(dataDir), user, "nats-password.env");
+}
+
+/** `.loom/nats-users`: a folder per user, each holding that user's `nats-password.env`. */
+export function natsUserFolders(dataDir: string): string {
+  return join(dataDir, "nats-users");
+}
+
+/** One file per user (`natsUserFile`, mode 0600 in a folder of mode 0700), written from the passwords as they are. */
+export async function writeNatsUserFiles(dataDir: string, passwords: NatsPasswordFile): Promise<void> {
+  for (const [user, variable] of Object.entries(NATS_PASSWORD_VARIABLES)) {
+    const file = natsUserFile(dataDir, user as NatsUser);
+    // A folder or file made before keeps its mode through mkdir and writeFile: the owner's alone,
+    // the folder first, so no one else reaches the file while it is written.
+    await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    await chmod(dirname(file), 0o700);
+    await writeFile(file, `${variable}=${passwords[variable]}\n`, { mode: 0o600 });
+    await chmod(file, 0o600);
+  }
 }
 
 /** `.loom/nats-cluster.env`: the password a NATS cluster's nodes route to each other with. */

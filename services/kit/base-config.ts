@@ -105,7 +105,7 @@ export type TelemetryConfig = z.infer<typeof TelemetryConfigSchema>;
 export const BaseConfigSchema = TelemetryConfigSchema.extend({
   NATS_URL: NatsUrlSchema,
   LOOM_NATS_PASSWORD_FILE: unsetWhenEmpty(z.string().min(1).optional()).describe(
-    "An env file of Loom's NATS passwords (`LOOM_NATS_<USER>_PASSWORD=…` lines, as `loom nats passwords` writes into `.loom/nats-users.env`): the service connects as its own NATS user with its password from it, unless NATS_URL names a user. docker-compose sets it.",
+    "An env file holding the service's NATS password (a `LOOM_NATS_<USER>_PASSWORD=…` line, as `loom nats passwords` writes alone into `.loom/nats-users/<user>/nats-password.env`, or all users' in `.loom/nats-users.env`): the service connects as its own NATS user with its password from it, unless NATS_URL names a user. docker-compose sets it to the service's own file.",
   ),
   LOG_LEVEL: z
     .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, RequestListener } from "node:http";
-import { isIPv4, isIPv6 } from "node:net";
+import { BlockList, isIPv4, isIPv6 } from "node:net";
 import { ErrorCode } from "../../schemas/errors.ts";
 
 /** The names every listener answers to, on any port: this machine's own loopback. */
@@ -70,7 +70,7 @@ export function httpAllowListOf(settings: {
  * 127.0.0.1 (DNS rebinding) is same-origin to the browser with whatever listens there: the `Host`
  * it sends still names the attacker's host, so only listed names pass. An address written as
  * digits cannot be rebound and passes too (Prometheus scrapes each replica by its address), except
- * the unspecified one. A browser's `Origin` (sent on POSTs and cross-origin requests) must be a
+ * the unspecified one in any spelling (`0.0.0.0`, `[::]`, `[::ffff:0:0]`, `[::0.0.0.0]`). A browser's `Origin` (sent on POSTs and cross-origin requests) must be a
  * listed origin or the request's own host: a page elsewhere cannot drive the listener either.
  */
 export function requestRefusal(
@@ -111,10 +111,19 @@ function hostNameOf(host: string): string | undefined {
   return match?.[1]?.toLowerCase();
 }
 
+/**
+ * The unspecified address in every spelling: `0.0.0.0`, `::` (which is also `::0.0.0.0`, its
+ * IPv4-compatible form) and, since BlockList checks an IPv4-mapped address against the IPv4 rules,
+ * `::ffff:0:0` / `::ffff:0.0.0.0`.
+ */
+const UNSPECIFIED = new BlockList();
+UNSPECIFIED.addAddress("0.0.0.0", "ipv4");
+UNSPECIFIED.addAddress("::", "ipv6");
+
 function isAllowedHostName(name: string, allowed: HttpAllowList): boolean {
   if (allowed.hosts.includes(name)) return true;
-  if (isIPv4(name)) return name !== "0.0.0.0";
-  return isBracketedIPv6(name) && !/^\[(0*:)+0*\]$/.test(name);
+  if (isIPv4(name)) return !UNSPECIFIED.check(name, "ipv4");
+  return isBracketedIPv6(name) && !UNSPECIFIED.check(name.slice(1, -1), "ipv6");
 }
 
 function isBracketedIPv6(text: string): boolean {

@@ -151,6 +151,45 @@ describe("a2a on the wire - what a third-party A2A client sees", () => {
     expect("status" in result && result.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
   });
 
+  it("a2a - without `A2A-Version: 1.0` a request is 0.3 to the SDK and refused; with it the same request runs", async () => {
+    const send = (binding: "jsonrpc" | "rest", version: Record<string, string>) =>
+      binding === "jsonrpc"
+        ? fetch(`${base}/a2a/jsonrpc`, {
+            method: "POST",
+            headers: { "content-type": "application/json", Authorization: `Bearer ${alice}`, ...version },
+            body: JSON.stringify({
+              jsonrpc: "2.0",
+              id: 1,
+              method: "SendMessage",
+              params: sendJson("hello", { contactId: "c-1" }),
+            }),
+          })
+        : fetch(`${base}/a2a/rest/message:send`, {
+            method: "POST",
+            headers: { "content-type": "application/json", Authorization: `Bearer ${alice}`, ...version },
+            body: JSON.stringify(sendJson("hello", { contactId: "c-1" })),
+          });
+    const message = "The requested A2A protocol version '0.3' is not supported. Supported versions: 1.0";
+    const info = { reason: "VERSION_NOT_SUPPORTED", domain: "a2a-protocol.org" };
+    const rpc = await send("jsonrpc", {});
+    expect(rpc.status).toBe(200);
+    expect(await rpc.json()).toMatchObject({ error: { code: -32009, message, data: [info] } });
+    const rest = await send("rest", {});
+    expect(rest.status).toBe(400);
+    expect(await rest.json()).toMatchObject({
+      error: { code: 400, status: "FAILED_PRECONDITION", message, details: [info] },
+    });
+    // Controls: the same requests with the header run the workflow.
+    const accepted = (await (await send("jsonrpc", { "A2A-Version": "1.0" })).json()) as {
+      result?: { task?: { status?: { state?: string } } };
+    };
+    expect(accepted.result?.task?.status?.state).toBe("TASK_STATE_COMPLETED");
+    const acceptedRest = (await (await send("rest", { "A2A-Version": "1.0" })).json()) as {
+      task?: { status?: { state?: string } };
+    };
+    expect(acceptedRest.task?.status?.state).toBe("TASK_STATE_COMPLETED");
+  });
+
   it("a2a - a task's history holds the message that started it", async () => {
     const client = await new ClientFactory().createFromUrl(base);
     const result = await client.sendMessage(

@@ -6,6 +6,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { stopProcess } from "../../services/cli/nats-server.ts";
+import { natsUserFolders } from "../../services/cli/nats-users.ts";
 import { NatsUser, REPO_ROOT, tokenFor } from "../helpers/loom.ts";
 import { type NatsUsersServer, startNatsWithUsers } from "../helpers/nats-users.ts";
 import { type OtlpReceiver, startOtlpReceiver } from "../helpers/otlp-receiver.ts";
@@ -16,7 +17,14 @@ const run = promisify(execFile);
 const LOOM_SERVICES = ["orchestrator", "acp-policy", "mcp-worker", "llm-agent"] as const;
 
 const compose = parse(readFileSync(join(REPO_ROOT, "docker-compose.yml"), "utf8"), { merge: true }) as {
-  services: Record<string, { command: string[]; environment: Record<string, string> }>;
+  services: Record<
+    string,
+    {
+      command: string[];
+      environment: Record<string, string>;
+      volumes: Array<string | { source: string; target: string; volume?: { subpath?: string } }>;
+    }
+  >;
 };
 /** The Dockerfile's HEALTHCHECK, as the container would run it. */
 const HEALTHCHECK = JSON.parse(
@@ -28,8 +36,8 @@ const HEALTHCHECK = JSON.parse(
 /**
  * Each Loom service of docker-compose.yml started here with its compose command and environment.
  * What only exists inside compose is swapped for a local stand-in: the hosts `nats` and `jaeger`
- * (a test nats-server with Loom's users, and an OTLP receiver), the mounted password file (the one
- * that server's passwords were made into, as `loom nats passwords` makes compose's), one port per
+ * (a test nats-server with Loom's users, and an OTLP receiver), the mounted password file (the
+ * service's own, which `loom nats passwords` makes from that server's passwords as for compose), one port per
  * service instead of 9464 in every container, and the test identity provider instead of the dev
  * key volume.
  */
@@ -41,10 +49,20 @@ describe("compose services - each service's compose command runs locally with it
 
   beforeAll(async () => {
     nats = await startNatsWithUsers();
+    // As compose's one-shot `nats-users` does: one folder per user, each service mounts its own.
+    await run(process.execPath, ["services/cli/bin.ts", "nats", "passwords", "--data-dir", nats.dataDir], {
+      cwd: REPO_ROOT,
+    });
     otlp = await startOtlpReceiver();
     for (const name of LOOM_SERVICES) {
       const service = compose.services[name];
       if (service === undefined) throw new Error(`no ${name} in docker-compose.yml`);
+      // The folder of the passwords volume the service mounts, as that folder of the data dir.
+      const mount = service.volumes.find(
+        (volume) => typeof volume !== "string" && volume.source === "nats-passwords",
+      );
+      if (typeof mount !== "object") throw new Error(`${name} mounts no nats-passwords folder`);
+      const passwords = join(natsUserFolders(nats.dataDir), mount.volume?.subpath ?? "");
       const port = await freePort();
       ports.set(name, port);
       const env = Object.fromEntries(
@@ -52,7 +70,7 @@ describe("compose services - each service's compose command runs locally with it
           key,
           value
             .replace("nats://nats:4222", nats.server.url)
-            .replace("/run/loom/nats-users.env", join(nats.dataDir, "nats-users.env"))
+            .replace(`${mount.target}/`, `${passwords}/`)
             .replace("http://jaeger:4318", otlp.endpoint)
             // `${VAR:-default}` as compose reads it with VAR unset on the host.
             .replace(/\$\{\w+:-([^}]*)\}/g, "$1"),

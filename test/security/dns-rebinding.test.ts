@@ -385,6 +385,11 @@ describe("security - dns rebinding: every HTTP listener answers only to its own 
       `localhost.:${edge}`,
       `0.0.0.0:${edge}`,
       `[::]:${edge}`,
+      // The unspecified address spelled IPv4-mapped, IPv4-compatible and uncompressed.
+      `[::ffff:0:0]:${edge}`,
+      `[::ffff:0.0.0.0]:${edge}`,
+      `[::0.0.0.0]:${edge}`,
+      `[0:0:0:0:0:ffff:0:0]:${edge}`,
     ]) {
       await attack(AttackClass.DNS_REBINDING, `dev sign-in with Host ${host}`, async () =>
         refusedWith(
@@ -394,6 +399,18 @@ describe("security - dns rebinding: every HTTP listener answers only to its own 
         ),
       );
     }
+    // Control beside the unspecified forms: a mapped address that is not unspecified names this host.
+    const mapped = `[::ffff:127.0.0.1]:${edge}`;
+    await control(`dev sign-in with Host ${mapped}`, async () =>
+      signInRoute.served(
+        await send(
+          edge,
+          signInRoute.path,
+          headersOf(signInRoute, mapped, `http://${mapped}`),
+          signInRoute.body,
+        ),
+      ),
+    );
     for (const origin of ["null", `https://localhost.${ATTACKER}`, `http://127.0.0.1.${ATTACKER}:${edge}`]) {
       await attack(AttackClass.DNS_REBINDING, `dev sign-in with Origin ${origin}`, async () =>
         refusedWith(

@@ -8,12 +8,17 @@ import { httpAllowListOf, requestRefusal } from "../../services/kit/index.ts";
 import { readOrchestratorConfig } from "../../services/orchestrator/config.ts";
 import { REPO_ROOT } from "../helpers/loom.ts";
 
+/** A mount in compose's short (`source:target[:ro]`) or long syntax. */
+type ComposeVolume =
+  | string
+  | { type: string; source: string; target: string; read_only?: boolean; volume?: { subpath?: string } };
+
 interface ComposeService {
   image?: string;
   build?: { context: string; dockerfile: string };
   command?: string[];
   environment?: Record<string, string>;
-  volumes?: string[];
+  volumes?: ComposeVolume[];
   ports?: string[];
   profiles?: string[];
   deploy?: { replicas?: number };
@@ -30,13 +35,13 @@ const compose = parse(read("docker-compose.yml"), { merge: true }) as {
 const services = compose.services;
 const LOOM_SERVICES = ["orchestrator", "acp-policy", "mcp-worker", "llm-agent"];
 /** Bind-mounted folders Loom makes on first use rather than ships. */
-const MADE_AT_RUN_TIME = new Set(["./.loom"]);
+const MADE_AT_RUN_TIME = new Set(["./.loom", "./.loom/keys"]);
 
 describe("deployment - docker-compose.yml, infra/Dockerfile and their config files", () => {
   it("compose - every file it mounts or builds from exists in the repo", () => {
     for (const [name, service] of Object.entries(services)) {
       for (const volume of service.volumes ?? []) {
-        const source = volume.split(":")[0] ?? "";
+        const source = typeof volume === "string" ? (volume.split(":")[0] ?? "") : volume.source;
         if (!source.startsWith(".") || MADE_AT_RUN_TIME.has(source)) continue;
         expect(existsSync(join(REPO_ROOT, source)), `${name} mounts ${source}`).toBe(true);
       }
@@ -115,7 +120,7 @@ describe("deployment - docker-compose.yml, infra/Dockerfile and their config fil
     const passwords = services["nats-users"];
     expect(passwords?.entrypoint).toEqual(["/bin/sh", "-c"]);
     expect(passwords?.command).toEqual([
-      "node services/cli/bin.ts nats passwords --data-dir /app/.loom && cp /app/.loom/nats-users.env /run/loom/nats-users.env",
+      "node services/cli/bin.ts nats passwords --data-dir /app/.loom && mkdir -p -m 0700 /app/.loom/keys && cp -R /app/.loom/nats-users/. /run/loom/",
     ]);
     expect(passwords?.volumes).toEqual(["./.loom:/app/.loom", "nats-passwords:/run/loom"]);
     for (const name of ["nats-1", "nats-2", "nats-3", "nats-single"]) {
@@ -138,11 +143,26 @@ describe("deployment - docker-compose.yml, infra/Dockerfile and their config fil
     }
     for (const name of LOOM_SERVICES) {
       const service = services[name];
-      expect(service?.environment?.LOOM_NATS_PASSWORD_FILE).toBe("/run/loom/nats-users.env");
-      // The users' passwords alone: not the dev signing key nor the route password of ./.loom.
-      expect(service?.volumes).toContain("nats-passwords:/run/loom:ro");
-      expect(service?.volumes?.filter((volume) => volume.startsWith("./.loom:"))).toEqual(
-        name === "orchestrator" || name === "acp-policy" ? ["./.loom:/app/.loom"] : [],
+      expect(service?.environment?.LOOM_NATS_PASSWORD_FILE).toBe("/run/loom/nats-password.env");
+      // Its own user's folder of the volume alone (read-only), and nothing else of the passwords:
+      // no other user's folder, no combined file, no ./.loom beyond the dev keys.
+      const mounts = service?.volumes ?? [];
+      expect(mounts).toContainEqual({
+        type: "volume",
+        source: "nats-passwords",
+        target: "/run/loom",
+        read_only: true,
+        volume: { subpath: name },
+      });
+      const sources = mounts.map((volume) =>
+        typeof volume === "string"
+          ? volume.split(":")[0]
+          : `${volume.source}/${volume.volume?.subpath ?? ""}`,
+      );
+      expect(sources.sort()).toEqual(
+        name === "orchestrator" || name === "acp-policy"
+          ? ["./.loom/keys", `nats-passwords/${name}`]
+          : [`nats-passwords/${name}`],
       );
       expect(service?.depends_on).toMatchObject({
         "nats-users": { condition: "service_completed_successfully" },

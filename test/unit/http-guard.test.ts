@@ -31,7 +31,16 @@ describe("http guard - the Host every listener answers to", () => {
     ]) {
       expect(codeOf({ host }), host).toBeUndefined();
     }
-    for (const host of ["10.0.0.7:9464", "172.18.0.5:9464", "[fd00::5]:9464"]) {
+    // Controls for the unspecified forms refused below: a mapped or compatible address next to it passes.
+    for (const host of [
+      "10.0.0.7:9464",
+      "172.18.0.5:9464",
+      "[fd00::5]:9464",
+      "[::ffff:127.0.0.1]:7410",
+      "[::ffff:0:1]:7410",
+      "[::0.0.0.1]:7410",
+      "0.0.0.1:7410",
+    ]) {
       expect(codeOf({ host }), host).toBeUndefined();
     }
   });
@@ -49,6 +58,13 @@ describe("http guard - the Host every listener answers to", () => {
       "0x7f000001:7410",
       "0.0.0.0:7410",
       "[::]:7410",
+      // The unspecified address spelled otherwise: IPv4-mapped, IPv4-compatible, uncompressed.
+      "[::ffff:0:0]:7410",
+      "[::ffff:0.0.0.0]",
+      "[0:0:0:0:0:ffff:0:0]:7410",
+      "[::0.0.0.0]:7410",
+      "[0:0:0:0:0:0:0:0]",
+      "[0::]:7410",
       "localhost:7410/x",
       "localhost 7410",
       "",

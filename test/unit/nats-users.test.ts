@@ -1,13 +1,18 @@
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { dirname, join } from "node:path";
+import { parseEnv } from "node:util";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { NATS_PASSWORD_VARIABLES, NatsUser } from "../../schemas/nats-users.ts";
+import { natsPasswordsCommand } from "../../services/cli/commands/nats.ts";
+import { ExitCode } from "../../services/cli/exit-codes.ts";
 import {
   ensureNatsPasswords,
   isLoopback,
   natsUrlAs,
   natsUrlFor,
+  natsUserFile,
+  natsUserFolders,
   natsUsersFile,
   readNatsPasswords,
 } from "../../services/cli/nats-users.ts";
@@ -29,6 +34,28 @@ describe("nats users - the passwords of .loom/nats-users.env", () => {
     expect(new Set(Object.values(first)).size).toBe(Object.values(first).length);
     expect((await stat(natsUsersFile(dataDir))).mode & 0o777).toBe(0o600);
     expect(await ensureNatsPasswords(dataDir)).toEqual(first);
+  });
+
+  it("nats users - `loom nats passwords` also writes each user's password alone, mode 0600, for that user's container", async () => {
+    // A file left by hand with a wider mode is narrowed, and rewritten with the password it should hold.
+    const stale = natsUserFile(dataDir, NatsUser.MCP_WORKER);
+    await mkdir(dirname(stale), { recursive: true });
+    await writeFile(stale, "LOOM_NATS_ACP_POLICY_PASSWORD=pstale000000000000000000000\n", { mode: 0o644 });
+    const log = vi.spyOn(console, "log").mockImplementation(() => undefined);
+    try {
+      expect(await natsPasswordsCommand({ dataDir })).toBe(ExitCode.OK);
+    } finally {
+      log.mockRestore();
+    }
+    const all = await readNatsPasswords(dataDir);
+    for (const [user, variable] of Object.entries(NATS_PASSWORD_VARIABLES)) {
+      const file = natsUserFile(dataDir, user as NatsUser);
+      expect((await stat(file)).mode & 0o777, file).toBe(0o600);
+      expect((await stat(dirname(file))).mode & 0o777, dirname(file)).toBe(0o700);
+      // Its own password and nothing else: no other user's variable, no other user's value.
+      expect(parseEnv(await readFile(file, "utf8"))).toEqual({ [variable]: all?.[variable] });
+    }
+    expect(await readdir(natsUserFolders(dataDir))).toEqual(Object.keys(NATS_PASSWORD_VARIABLES).sort());
   });
 
   it("nats users - a deleted file is made again, with new passwords", async () => {

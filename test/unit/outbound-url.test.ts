@@ -3,7 +3,11 @@ import { ErrorCode } from "../../schemas/errors.ts";
 import type { LoomError } from "../../services/kit/index.ts";
 import { agentCardUrl } from "../../services/orchestrator/a2a/delegate-urls.ts";
 import { OutboundCredentials } from "../../services/orchestrator/a2a/outbound-credentials.ts";
-import { OutboundAllowList, OutboundTargets } from "../../services/orchestrator/a2a/outbound-url.ts";
+import {
+  isInternal,
+  OutboundAllowList,
+  OutboundTargets,
+} from "../../services/orchestrator/a2a/outbound-url.ts";
 import { readOrchestratorConfig } from "../../services/orchestrator/config.ts";
 import { DEFAULT_LIMITS } from "../../services/orchestrator/limits.ts";
 import { WorkflowCatalog } from "../../services/orchestrator/workflow-catalog.ts";
@@ -81,6 +85,76 @@ describe("outbound allow-list (webhooks)", () => {
     expect(() =>
       OutboundAllowList.parse(OutboundTargets.DELEGATE, ["https://u:p@agents.example.com/"]),
     ).toThrow(/LOOM_A2A_DELEGATE_ALLOW entry .* without userinfo/);
+  });
+});
+
+describe("outbound - internal addresses a name must not resolve to", () => {
+  it("internal - every internal range, and every IPv6 spelling of an internal IPv4 address, is internal", () => {
+    for (const address of [
+      "0.0.0.0",
+      "10.1.2.3",
+      "100.64.0.1",
+      "127.0.0.1",
+      "169.254.169.254",
+      "172.16.0.1",
+      "192.168.1.1",
+      "198.18.0.1",
+      "198.19.255.255",
+      "224.0.0.1",
+      "239.255.255.250",
+      "240.0.0.1",
+      "255.255.255.255",
+      "::",
+      "::1",
+      // IPv4-compatible (deprecated): the whole ::/96, public embedded addresses included.
+      "::127.0.0.1",
+      "::10.0.0.1",
+      "::8.8.8.8",
+      // IPv4-mapped.
+      "::ffff:127.0.0.1",
+      "::ffff:198.18.0.1",
+      // NAT64 (well-known prefix) of an internal IPv4 address, dotted or in hex.
+      "64:ff9b::127.0.0.1",
+      "64:ff9b::10.0.0.1",
+      "64:ff9b::a9fe:a9fe",
+      "64:FF9B:0:0:0:0:C0A8:101",
+      // NAT64 for local use: any.
+      "64:ff9b:1::8.8.8.8",
+      // 6to4 of an internal IPv4 address (10.0.0.1, 127.0.0.1, 169.254.169.254, 198.18.0.1).
+      "2002:a00:1::",
+      "2002:7f00:1::1",
+      "2002:a9fe:a9fe:1:2:3:4:5",
+      "2002:c612:1::",
+      "fc00::1",
+      "fd12:3456::1",
+      "fe80::1",
+      "fec0::1",
+      "feff::1",
+      "ff02::1",
+    ]) {
+      expect(isInternal(address), address).toBe(true);
+    }
+  });
+
+  it("internal - controls: public addresses next to each range, and NAT64 / 6to4 of public IPv4 ones, are not", () => {
+    for (const address of [
+      "8.8.8.8",
+      "93.184.215.14",
+      "198.17.255.255",
+      "198.20.0.1",
+      "223.255.255.255",
+      "::ffff:8.8.8.8",
+      "64:ff9b::8.8.8.8",
+      "64:ff9b::5db8:d70e",
+      "2002:808:808::1",
+      "2002:5db8:d70e::",
+      "2606:4700:4700::1111",
+      "2001:db8::1",
+      "fbff:ffff::1",
+      "not an address",
+    ]) {
+      expect(isInternal(address), address).toBe(false);
+    }
   });
 });
 

@@ -12,7 +12,10 @@ export interface AllowedPrefix {
   segments: string[];
 }
 
-/** What an allowed host name must not resolve to: loopback, private, link-local and unspecified ranges. */
+/**
+ * What an allowed host name must not resolve to: loopback, private, shared, link-local,
+ * benchmarking, multicast, reserved, broadcast and unspecified ranges.
+ */
 const INTERNAL = new BlockList();
 for (const [network, prefix] of [
   ["0.0.0.0", 8],
@@ -22,19 +25,43 @@ for (const [network, prefix] of [
   ["169.254.0.0", 16],
   ["172.16.0.0", 12],
   ["192.168.0.0", 16],
+  ["198.18.0.0", 15],
+  // Multicast, then reserved up to and with 255.255.255.255 (limited broadcast).
+  ["224.0.0.0", 4],
+  ["240.0.0.0", 4],
 ] as const) {
   INTERNAL.addSubnet(network, prefix, "ipv4");
 }
 // No `::ffff:0:0/96`: BlockList checks an IPv4-mapped address (`::ffff:10.1.2.3`) against the IPv4
 // ranges above already, and that range would match every IPv4 address, public ones included.
 for (const [network, prefix] of [
-  ["::", 128],
-  ["::1", 128],
+  // Unspecified, loopback and the deprecated IPv4-compatible addresses (`::127.0.0.1`): none is a
+  // public destination, and a stack that still maps them reaches the embedded IPv4 address.
+  ["::", 96],
+  // NAT64 for local use (RFC 8215): translates to addresses of the local network.
+  ["64:ff9b:1::", 48],
   ["fc00::", 7],
   ["fe80::", 10],
+  // Site-local (deprecated, RFC 3879): still routed inside some networks.
+  ["fec0::", 10],
+  ["ff00::", 8],
 ] as const) {
   INTERNAL.addSubnet(network, prefix, "ipv6");
 }
+
+/**
+ * IPv6 ranges that carry an IPv4 address, and the 16-bit group it starts at: the well-known NAT64
+ * prefix (`64:ff9b::10.0.0.1`, RFC 6052) and 6to4 (`2002:0a00:0001::`, RFC 3056). A gateway turns
+ * them into the embedded IPv4 address, so they are internal when that one is.
+ */
+const EMBEDDED_IPV4 = [
+  { network: "64:ff9b::", prefix: 96, group: 6 },
+  { network: "2002::", prefix: 16, group: 1 },
+].map(({ network, prefix, group }) => {
+  const range = new BlockList();
+  range.addSubnet(network, prefix, "ipv6");
+  return { range, group };
+});
 
 /** Percent-encoded `.`, `/`, `\` and `%`: a server that decodes them would see other segments. */
 const ENCODED_SEPARATOR = /%(2e|2f|5c|25)/i;
@@ -189,10 +216,31 @@ function bare(hostname: string): string {
   return hostname.startsWith("[") ? hostname.slice(1, -1) : hostname;
 }
 
-/** Whether an address is loopback, private, link-local or unspecified: never reached through a name. */
+/** Whether an address is internal (`INTERNAL`, or an IPv6 form of an internal IPv4 one): never reached through a name. */
 export function isInternal(address: string): boolean {
   const family = isIP(address);
-  return family !== 0 && INTERNAL.check(address, family === 4 ? "ipv4" : "ipv6");
+  if (family === 0) return false;
+  if (family === 4) return INTERNAL.check(address, "ipv4");
+  if (INTERNAL.check(address, "ipv6")) return true;
+  const embedding = EMBEDDED_IPV4.find(({ range }) => range.check(address, "ipv6"));
+  if (embedding === undefined) return false;
+  const groups = ipv6Groups(address);
+  // An address BlockList takes but this cannot read (a zone index) is refused rather than guessed.
+  if (groups === undefined) return true;
+  const [high = 0, low = 0] = groups.slice(embedding.group, embedding.group + 2);
+  return INTERNAL.check(`${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`, "ipv4");
+}
+
+/** The eight 16-bit groups of an IPv6 address, read from the WHATWG URL parser's canonical form. */
+function ipv6Groups(address: string): number[] | undefined {
+  const text = `http://[${address}]/`;
+  if (!URL.canParse(text)) return undefined;
+  const [head = "", tail] = bare(new URL(text).hostname).split("::");
+  const parse = (part: string) =>
+    part === "" ? [] : part.split(":").map((group) => Number.parseInt(group, 16));
+  const first = parse(head);
+  const last = tail === undefined ? [] : parse(tail);
+  return [...first, ...Array<number>(8 - first.length - last.length).fill(0), ...last];
 }
 
 async function resolveAll(hostname: string): Promise<string[]> {
