@@ -126,34 +126,64 @@ export async function startPushNotifier(options: {
   );
   const messages = await consumer.consume();
   const idle = new IdleAcks();
+  // The webhooks each event being retried has reached already, by its stream sequence: a retry
+  // posts only to those that failed, so one failing webhook does not repeat every event to the
+  // others (another replica taking the retry over may still repeat them: delivery is at least once).
+  const reached = new Map<number, Set<string>>();
   void (async () => {
     for await (const message of messages) {
       const runId = runIdOfSubject(message.subject);
-      try {
-        const configs = options.registry.list(runId);
-        if (configs.length === 0) {
-          idle.add(message);
-          continue;
-        }
-        const deliveries = configs.flatMap((config) => {
-          const body = bodyFor(config, message.data);
-          if (body !== undefined) return [post(options.registry.allowList, config, body)];
-          options.log.warn(
-            { run_id: runId, webhook: config.id },
-            "webhook registered before webhooks were masked is sent nothing: register it again",
-          );
-          return [];
-        });
-        await Promise.all(deliveries);
+      const sequence = message.info.streamSequence;
+      const configs = options.registry.list(runId);
+      if (configs.length === 0) {
+        reached.delete(sequence);
+        idle.add(message);
+        continue;
+      }
+      const done = reached.get(sequence) ?? new Set<string>();
+      const failures: unknown[] = [];
+      await Promise.all(
+        configs
+          .filter((config) => !done.has(config.id))
+          .map(async (config) => {
+            const body = bodyFor(config, message.data);
+            if (body === undefined) {
+              options.log.warn(
+                { run_id: runId, webhook: config.id },
+                "webhook registered before webhooks were masked is sent nothing: register it again",
+              );
+              return;
+            }
+            try {
+              await post(options.registry.allowList, config, body);
+              done.add(config.id);
+            } catch (error) {
+              failures.push(error);
+            }
+          }),
+      );
+      if (failures.length === 0) {
+        reached.delete(sequence);
         message.ack();
-      } catch (error) {
-        const last = message.info.deliveryCount >= MAX_DELIVERIES;
-        options.log.warn(
-          { err: error, run_id: runId, delivery: message.info.deliveryCount, given_up: last },
-          "webhook delivery failed",
-        );
-        if (last) message.term();
-        else message.nak(RETRY_DELAY_MS * message.info.deliveryCount);
+        continue;
+      }
+      const last = message.info.deliveryCount >= MAX_DELIVERIES;
+      options.log.warn(
+        {
+          err: failures[0],
+          failed: failures.length,
+          run_id: runId,
+          delivery: message.info.deliveryCount,
+          given_up: last,
+        },
+        "webhook delivery failed",
+      );
+      if (last) {
+        reached.delete(sequence);
+        message.term();
+      } else {
+        reached.set(sequence, done);
+        message.nak(RETRY_DELAY_MS * message.info.deliveryCount);
       }
     }
   })();
