@@ -26,6 +26,8 @@ import type { OutboundAllowList } from "./outbound-url.ts";
 /** Deliveries of one event before its webhooks are given up on (the event stays in the stream). */
 const MAX_DELIVERIES = 8;
 const RETRY_DELAY_MS = 1_000;
+/** Events this notifier may hold unacked, so also the most it remembers retries of. */
+const MAX_ACK_PENDING = 1_000;
 const POST_TIMEOUT_MS = 5_000;
 /** How long acks of events without webhooks wait to go out together, and how many at most. */
 const IDLE_ACK_DELAY_MS = 100;
@@ -119,7 +121,7 @@ export async function startPushNotifier(options: {
     deliver_policy: DeliverPolicy.New,
     ack_wait: nanos(30_000),
     max_deliver: MAX_DELIVERIES,
-    max_ack_pending: 1_000,
+    max_ack_pending: MAX_ACK_PENDING,
   });
   const consumer = await retryBrokerFailures(() =>
     options.js.consumers.get(Streams.EVENTS, Consumers.A2A_PUSH),
@@ -183,6 +185,8 @@ export async function startPushNotifier(options: {
         message.term();
       } else {
         reached.set(sequence, done);
+        // A retry another replica took over is never seen here again: the oldest are forgotten.
+        if (reached.size > MAX_ACK_PENDING) reached.delete(reached.keys().next().value as number);
         message.nak(RETRY_DELAY_MS * message.info.deliveryCount);
       }
     }
